@@ -1,0 +1,74 @@
+"""User-facing options of a quantization run, validated once, up front."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.qtypes import SUPPORTED_BITS
+from faaq_onnx.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
+
+GRANULARITIES = ("per-tensor", "per-channel", "block")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One kernel choice for a quantizer group: weight bits and activation bits."""
+
+    w: int
+    a: int
+
+    def __str__(self) -> str:
+        return f"w{self.w}a{self.a}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Candidate":
+        m = re.fullmatch(r"\s*w(\d+)a(\d+)\s*", text.lower())
+        if not m:
+            raise FaaqError(f"cannot read scheme {text!r}: write it like w8a8 or w4a16")
+        w, a = int(m.group(1)), int(m.group(2))
+        for bits, what in ((w, "weight"), (a, "activation")):
+            if bits not in SUPPORTED_BITS:
+                raise FaaqError(f"{what} bits {bits} in {text!r} unsupported: choose one of {SUPPORTED_BITS}")
+        return cls(w, a)
+
+
+@dataclass
+class QuantConfig:
+    scheme: Candidate = Candidate(8, 8)
+    weight_granularity: str = "per-channel"
+    block_size: int = 32
+    weight_symmetric: bool = True
+    act_symmetric: bool = False
+    weight_range: str = "minmax"
+    act_range: str = "percentile"
+    percentile: float = 99.99
+    calib_size: int | None = 256
+    batch_size: int = 16
+    seed: int = 0
+    simplify: bool = True
+    int32_bias: bool = True
+    verify_samples: int = 64
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheme, str):
+            self.scheme = Candidate.parse(self.scheme)
+        if self.weight_granularity not in GRANULARITIES:
+            raise FaaqError(f"unknown weight granularity {self.weight_granularity!r}: choose {', '.join(GRANULARITIES)}")
+        if self.weight_granularity == "block" and (self.block_size < 2 or self.block_size % 2):
+            raise FaaqError(f"block size must be an even number >= 2, got {self.block_size}")
+        if self.act_range not in ACTIVATION_METHODS:
+            raise FaaqError(f"unknown activation range setter {self.act_range!r}: choose {', '.join(ACTIVATION_METHODS)}")
+        if self.weight_range not in WEIGHT_METHODS:
+            raise FaaqError(f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}")
+        if not 50 < self.percentile <= 100:
+            raise FaaqError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.batch_size < 1:
+            raise FaaqError("batch size must be at least 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scheme"] = str(self.scheme)
+        return d

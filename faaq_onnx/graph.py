@@ -1,0 +1,123 @@
+"""Thin graph layer: IR <-> proto, atomic saves, small queries used by several passes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+# ORT 1.2x-1.3x reject IR versions newer than 10; the types we emit need 9+.
+IR_VERSION = 10
+
+
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    proto = ir.to_proto(model)
+    proto.ir_version = IR_VERSION
+    return proto
+
+
+def default_opset(model: ir.Model | onnx.ModelProto) -> int:
+    if isinstance(model, onnx.ModelProto):
+        return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+
+
+def save_atomic(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
+    """Write next to the target then rename, so a failure never leaves half a file.
+
+    Models over 2 GB go to external data beside the file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = proto.ByteSize() > 1_800_000_000 if _size_known(proto) else True
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_data = None
+    try:
+        if big:
+            tmp_data = Path(tmp).name + ".data"
+            onnx.save_model(proto, tmp, save_as_external_data=True, location=tmp_data)
+            os.replace(path.parent / tmp_data, path.parent / (path.name + ".data"))
+            # point the external references at the final data file name
+            final = onnx.load(tmp, load_external_data=False)
+            for t in final.graph.initializer:
+                for entry in t.external_data:
+                    if entry.key == "location":
+                        entry.value = path.name + ".data"
+            onnx.save_model(final, tmp)
+        else:
+            onnx.save_model(proto, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        if tmp_data:
+            (path.parent / tmp_data).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _size_known(proto: onnx.ModelProto) -> bool:
+    try:
+        proto.ByteSize()
+        return True
+    except Exception:  # protobuf refuses > 2 GB
+        return False
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy value of an initializer or Constant output, else None."""
+    if value is None:
+        return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def is_float_tensor(value: ir.Value) -> bool:
+    return value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def node_name(node: ir.Node) -> str:
+    return node.name or f"{node.op_type}_{id(node):x}"
+
+
+def model_input_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Input name -> dims (int, or None/str for symbolic), initializers excluded."""
+    inits = {t.name for t in model.graph.initializer}
+    shapes = {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = []
+        for d in inp.type.tensor_type.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        shapes[inp.name] = dims
+    return shapes
+
+
+def model_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
+    inits = {t.name for t in model.graph.initializer}
+    return {
+        i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        for i in model.graph.input
+        if i.name not in inits
+    }
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """Register a new initializer under a name not yet taken."""
+    base, i = name, 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{base}_{i}"
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(value)
+    return value

@@ -1,0 +1,92 @@
+"""Calibrate activation ranges with one ONNX Runtime session.
+
+The session exposes every tensor whose range a quantizer needs as an extra output;
+statistics are gathered batch by batch (min/max, then a fixed histogram), so memory
+stays bounded whatever the calibration set size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import to_proto
+from faaq_onnx.groups import ActivationQuantizer, QuantizerGraph
+from faaq_onnx.observers import TensorStats
+from faaq_onnx.qmath import affine_params
+from faaq_onnx.qtypes import IntFormat
+from faaq_onnx.range_setters import activation_range
+from faaq_onnx.runtime.runner import run_batches
+from faaq_onnx.runtime.session import make_session
+
+
+@dataclass
+class Calibration:
+    stats: dict[str, TensorStats]
+
+    def quantizer_stats(self, aq: ActivationQuantizer) -> TensorStats:
+        parts = [self.stats[t] for t in aq.range_tensors if t in self.stats]
+        if not parts:
+            raise FaaqError(f"no calibration statistics for {aq.name}")
+        out = parts[0]
+        for p in parts[1:]:
+            out = out.merged(p)
+        return out
+
+    def activation_params(self, aq: ActivationQuantizer, bits: int, symmetric: bool, method: str,
+                          percentile: float = 99.99):
+        """(scale, zero point, format, lo, hi) of one activation quantizer at a bit width."""
+        fmt = IntFormat(bits, signed=symmetric, min_container=8)
+        lo, hi = activation_range(self.quantizer_stats(aq), fmt, symmetric, method, percentile)
+        scale, zp = affine_params(lo, hi, fmt, symmetric)
+        return float(scale), int(zp), fmt, lo, hi
+
+
+def tap_model(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of the model that also outputs the given intermediate tensors."""
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(proto)
+    have = {o.name for o in tapped.graph.output} | {i.name for i in tapped.graph.input}
+    for name in tensors:
+        if name not in have:
+            tapped.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            have.add(name)
+    return tapped
+
+
+def calibrate(model: ir.Model, qgraph: QuantizerGraph, inputs: dict[str, np.ndarray], batch_size: int = 16,
+              progress: bool = False) -> Calibration:
+    proto = to_proto(model)
+    graph_inputs = set(inputs)
+    wanted = sorted({t for aq in qgraph.activations.values() for t in aq.range_tensors})
+    outputs = [t for t in wanted if t not in graph_inputs]
+    stats = {t: TensorStats() for t in wanted}
+    session = make_session(tap_model(proto, outputs), opt_level="basic") if outputs else None
+    for sweep in ("minmax", "hist"):
+        for name in wanted:
+            if name in graph_inputs:
+                _observe(stats[name], inputs[name], sweep)
+        if session is None:
+            continue
+        for _, outs in run_batches(session, inputs, batch_size, outputs, desc=f"calibrate ({sweep})",
+                                   progress=progress):
+            for name, arr in zip(outputs, outs):
+                _observe(stats[name], arr, sweep)
+    for name, s in stats.items():
+        if not np.isfinite(s.min) or not np.isfinite(s.max):
+            raise FaaqError(f"calibration produced non-finite values in tensor {name!r}; check the calibration data")
+    return Calibration(stats)
+
+
+def _observe(s: TensorStats, arr: np.ndarray, sweep: str) -> None:
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "f":
+        return
+    if sweep == "minmax":
+        s.observe_minmax(arr)
+    else:
+        s.observe_hist(arr)

@@ -1,0 +1,300 @@
+"""Find the quantizers a model needs and the groups that must share a bit width.
+
+Which tensors get quantized follows what integer kernels need: the data inputs and
+the outputs of compute ops (Conv, Gemm, MatMul, Add, Concat, pooling), so that
+ONNX Runtime can fuse DQ→op→Q into QLinearConv, QGemm, QLinearAdd, ... Tensors joined
+by pass-through ops share one scale so no requantization sits between them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx_ir as ir
+
+from faaq_onnx.graph import const_array, is_float_tensor
+from faaq_onnx.groups import ActivationQuantizer, QuantizerGraph, QuantizerGroup, WeightQuantizer
+
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul"}
+PASS_THROUGH = {"Relu", "Clip", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+CLAMPS = {"Relu", "Clip"}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def add(self, x: str) -> None:
+        self.parent.setdefault(x, x)
+
+    def find(self, x: str) -> str:
+        self.add(x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def components(self) -> dict[str, list[str]]:
+        comps: dict[str, list[str]] = defaultdict(list)
+        for x in self.parent:
+            comps[self.find(x)].append(x)
+        return comps
+
+
+def _weight_input(node: ir.Node) -> int | None:
+    """Index of the constant float weight a compute node multiplies by, if any."""
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
+        idx = [1]
+    elif node.op_type == "MatMul":
+        idx = [1, 0]
+    else:
+        return None
+    for i in idx:
+        v = node.inputs[i] if i < len(node.inputs) else None
+        if v is not None and v.is_initializer() and is_float_tensor(v):
+            arr = v.const_value
+            if arr is not None and len(arr.shape) >= 2:
+                return i
+    return None
+
+
+def _float_activation(v: ir.Value | None) -> bool:
+    if v is None or v.is_initializer() or v.const_value is not None:
+        return False
+    prod = v.producer()
+    if prod is not None and prod.op_type == "Constant":
+        return False
+    return v.dtype is None or is_float_tensor(v)
+
+
+def weight_axes(node: ir.Node, shape: tuple[int, ...], index: int) -> tuple[int | None, int | None]:
+    """(output-channel axis, reduction axis) of a weight, for per-channel and blocked scales."""
+    op = node.op_type
+    if op == "Conv":
+        return 0, 1
+    if op == "ConvTranspose":
+        return (1, 0) if node.attributes.get("group") is None or node.attributes["group"].value == 1 else (None, 0)
+    if op == "Gemm":
+        trans_b = node.attributes.get("transB")
+        return (0, 1) if trans_b is not None and trans_b.value else (1, 0)
+    if op == "MatMul":
+        if len(shape) != 2:
+            return None, len(shape) - 2 if index == 1 else None
+        return (1, 0) if index == 1 else (0, 1)
+    return None, None
+
+
+def op_macs(node: ir.Node, shape_of) -> int:
+    """Multiply-accumulates per sample, from the output shape and the weight shape."""
+    out = shape_of(node.outputs[0])
+    if out is None:
+        return 0
+    per_sample = int(np.prod(out[1:])) if len(out) > 1 else int(np.prod(out))
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        w = shape_of(node.inputs[1])
+        if w is None:
+            return 0
+        if op == "Conv":
+            return per_sample * int(np.prod(w[1:]))
+        group = node.attributes.get("group")
+        group = group.value if group is not None else 1
+        x = shape_of(node.inputs[0])
+        return int(np.prod(x[1:])) * int(np.prod(w[1:])) if x is not None else 0
+    if op in ("Gemm", "MatMul"):
+        a = shape_of(node.inputs[0])
+        b = shape_of(node.inputs[1])
+        if a is None or b is None:
+            return 0
+        if op == "Gemm":
+            trans_a = node.attributes.get("transA")
+            k = a[0] if trans_a is not None and trans_a.value else a[-1]
+        else:
+            k = a[-1]
+        if len(out) <= 2:
+            per_sample = int(out[-1]) if len(out) == 2 else per_sample
+        return per_sample * int(k)
+    if op in ("Add", "GlobalAveragePool", "AveragePool"):
+        x = shape_of(node.inputs[0])
+        return int(np.prod(x[1:])) if x is not None and len(x) > 1 else 0
+    return 0
+
+
+def _static_shape(v: ir.Value | None):
+    if v is None:
+        return None
+    if v.const_value is not None:
+        return tuple(v.const_value.shape)
+    if v.shape is None:
+        return None
+    dims = list(v.shape)
+    if any(not isinstance(d, int) for d in dims[1:]):
+        return None
+    return (1, *dims[1:]) if dims else ()
+
+
+def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
+    graph = model.graph
+    shape_of = shape_of or _static_shape
+    uf = _UnionFind()
+    needed: set[str] = set()
+    compute_nodes: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
+    skipped: list[str] = []
+
+    for node in graph:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        op = node.op_type
+        widx = _weight_input(node) if op in WEIGHT_OPS else None
+        if widx is not None:
+            data = [v for i, v in enumerate(node.inputs[:2]) if i != widx]
+            if op == "Conv" or op == "ConvTranspose" or op == "Gemm":
+                data = [node.inputs[0]]
+            if not all(_float_activation(v) for v in data):
+                skipped.append(f"{node.name}: {op} whose data input is not a float activation")
+                continue
+        elif op in ACTIVATION_OPS:
+            data = [v for v in node.inputs if v is not None]
+            if op in ("GlobalAveragePool", "AveragePool"):
+                data = data[:1]
+            if op == "MatMul" and not all(_float_activation(v) for v in data):
+                skipped.append(f"{node.name}: MatMul weight is not a float initializer of rank >= 2")
+                continue
+            if not data or not all(_float_activation(v) for v in data):
+                continue  # e.g. Add of a bias constant: leave it in float
+        else:
+            if op in WEIGHT_OPS:
+                skipped.append(f"{node.name}: {op} without a constant float weight")
+            continue
+        if not node.outputs or not _float_activation(node.outputs[0]):
+            continue
+        for v in data:
+            needed.add(v.name)
+            uf.add(v.name)
+        needed.add(node.outputs[0].name)
+        uf.add(node.outputs[0].name)
+        if op == "Concat":
+            for v in data:
+                uf.union(v.name, node.outputs[0].name)
+        compute_nodes.append((node, widx, data))
+
+    # pass-through ops join their input and output scales
+    clamp_nodes: dict[str, ir.Node] = {}
+    for node in graph:
+        if node.op_type in PASS_THROUGH and node.domain in ("", "ai.onnx") and node.inputs and node.outputs:
+            x, y = node.inputs[0], node.outputs[0]
+            if _float_activation(x) and y is not None and _float_activation(y):
+                uf.union(x.name, y.name)
+                if node.op_type in CLAMPS:
+                    clamp_nodes[y.name] = node
+
+    comps = uf.components()
+    activations: dict[str, ActivationQuantizer] = {}
+    tensor_to_act: dict[str, str] = {}
+    values = {v.name: v for v in _all_values(graph)}
+    order = {n.name: i for i, n in enumerate(graph)}
+    for root, members in sorted(comps.items()):
+        if not any(m in needed for m in members):
+            continue
+        members = sorted(members, key=lambda m: _producer_index(values.get(m), order))
+        droppable = [clamp_nodes[m].name for m in members if m in clamp_nodes]
+        range_tensors = [m for m in members if not _only_feeds_clamps(values.get(m), clamp_nodes, members)]
+        name = f"act:{members[0]}"
+        activations[name] = ActivationQuantizer(name, members, range_tensors or members, droppable)
+        for m in members:
+            tensor_to_act[m] = name
+
+    weights: dict[str, WeightQuantizer] = {}
+    guf = _UnionFind()
+    node_kind: dict[str, str] = {}
+    node_macs: dict[str, int] = {}
+    for node, widx, data in compute_nodes:
+        key = f"op:{node.name}"
+        guf.add(key)
+        macs = op_macs(node, shape_of)
+        node_macs[node.name] = macs
+        act_names = [tensor_to_act[v.name] for v in data]
+        for a in act_names:
+            guf.union(key, a)
+        if widx is not None:
+            wv = node.inputs[widx]
+            shape = tuple(wv.const_value.shape)
+            if wv.name in weights:
+                weights[wv.name].consumers.append(node.name)
+                weights[wv.name].macs += macs
+            else:
+                ch, blk = weight_axes(node, shape, widx)
+                bias = None
+                if node.op_type in ("Conv", "Gemm", "ConvTranspose") and len(node.inputs) > 2 and node.inputs[2] is not None:
+                    if node.inputs[2].is_initializer():
+                        bias = node.inputs[2].name
+                weights[wv.name] = WeightQuantizer(
+                    wv.name, [node.name], node.op_type, shape, ch, blk, macs, bias, act_names[0] if act_names else None
+                )
+            guf.union(key, f"w:{wv.name}")
+            kind = {"Conv": "conv", "ConvTranspose": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
+        else:
+            kind = {
+                "MatMul": "attention",
+                "Add": "eltwise",
+                "Concat": "concat",
+                "GlobalAveragePool": "pool",
+                "AveragePool": "pool",
+            }[node.op_type]
+        node_kind[node.name] = kind
+        out_act = tensor_to_act[node.outputs[0].name]
+        consumed = any(
+            tensor_to_act.get(v.name) == out_act for _, _, d in compute_nodes for v in d
+        )
+        if not consumed:
+            guf.union(key, out_act)
+
+    groups: dict[str, QuantizerGroup] = {}
+    for root, members in guf.components().items():
+        ops = sorted((m[3:] for m in members if m.startswith("op:")), key=lambda n: order.get(n, 0))
+        if not ops:
+            continue
+        ws = sorted(m[2:] for m in members if m.startswith("w:"))
+        acts = sorted(m for m in members if m.startswith("act:"))
+        kinds = [node_kind[o] for o in ops]
+        kind = next((k for k in ("attention", "conv", "gemm", "matmul") if k in kinds), kinds[0])
+        name = f"g:{ops[0]}"
+        groups[name] = QuantizerGroup(
+            name,
+            kind,
+            ops,
+            ws,
+            acts,
+            sum(node_macs[o] for o in ops),
+            sum(weights[w].size for w in ws),
+        )
+    groups = dict(sorted(groups.items(), key=lambda kv: order.get(kv[1].ops[0], 0)))
+    return QuantizerGraph(weights, activations, groups, skipped)
+
+
+def _all_values(graph: ir.Graph):
+    yield from graph.inputs
+    for node in graph:
+        yield from (o for o in node.outputs if o is not None)
+
+
+def _producer_index(v: ir.Value | None, order: dict[str, int]) -> int:
+    if v is None or v.producer() is None:
+        return -1
+    return order.get(v.producer().name, -1)
+
+
+def _only_feeds_clamps(v: ir.Value | None, clamp_nodes: dict[str, ir.Node], members: list[str]) -> bool:
+    """True when every reader of v is a Relu/Clip: only the clamped values matter then."""
+    if v is None or v.is_graph_output():
+        return False
+    readers = [use.node for use in v.uses()]
+    clamps = {id(n) for n in clamp_nodes.values()}
+    return bool(readers) and all(id(n) in clamps for n in readers)

@@ -1,0 +1,74 @@
+"""Read a model file and refuse what we cannot quantize, with one clear line.
+
+Checks happen here, before any work, so that a bad input never gets as far as
+producing output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from faaq_onnx.errors import FaaqError
+
+# Opsets ONNX Runtime 1.2x-1.3x implements for the default domain.
+MIN_OPSET = 7
+MAX_OPSET = 23
+_KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+
+
+def load_model(path: str | os.PathLike) -> ir.Model:
+    """Load (external data included), check, and convert to the IR."""
+    path = Path(path)
+    if not path.is_file():
+        raise FaaqError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise FaaqError(f"{path} is empty, not an ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise FaaqError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise FaaqError(f"{path} is not an ONNX model (no graph found)")
+    check_proto(proto, str(path))
+    return ir.from_proto(proto)
+
+
+def check_proto(proto: onnx.ModelProto, where: str = "model") -> None:
+    """Opset and operator checks that name the offending node."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise FaaqError(f"{where}: no default-domain opset import")
+    if opset < MIN_OPSET or opset > MAX_OPSET:
+        raise FaaqError(f"{where}: unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FaaqError(f"{where}: invalid ONNX model: {first}") from exc
+    for node in _all_nodes(proto.graph):
+        domain = node.domain or ""
+        if domain not in _KNOWN_DOMAINS:
+            raise FaaqError(
+                f"{where}: unsupported op {node.op_type!r} of custom domain {domain!r} in node {node.name!r}"
+            )
+        if domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            raise FaaqError(f"{where}: unsupported op {node.op_type!r} in node {node.name!r}")
+    float_inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if not float_inputs:
+        raise FaaqError(f"{where}: the graph has no inputs to calibrate with")
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)

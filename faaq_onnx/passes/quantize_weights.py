@@ -1,0 +1,44 @@
+"""Round every weight to its planned bit width (the 'optimize weights' stage).
+
+Plain round-to-nearest with the chosen range setter; the result is cached per
+(weight, bits) so the sensitivity sweep and the emitter share it.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.graph import const_array
+from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.plan import BitPlan
+from faaq_onnx.weight_quant import QuantizedWeight, quantize_weight
+
+
+class WeightCache:
+    """Quantized weights by (name, bits), computed once."""
+
+    def __init__(self, model: ir.Model, qgraph: QuantizerGraph, config: QuantConfig) -> None:
+        self.model, self.qgraph, self.config = model, qgraph, config
+        self._cache: dict[tuple[str, int], QuantizedWeight] = {}
+
+    def float_weight(self, name: str):
+        return const_array(self.model.graph.initializers[name])
+
+    def get(self, name: str, bits: int) -> QuantizedWeight:
+        key = (name, bits)
+        if key not in self._cache:
+            wq = self.qgraph.weights[name]
+            self._cache[key] = quantize_weight(
+                self.float_weight(name), bits, self.config.weight_granularity, wq.channel_axis, wq.block_axis,
+                self.config.block_size, self.config.weight_symmetric, self.config.weight_range,
+            )
+        return self._cache[key]
+
+    def put(self, name: str, bits: int, qw: QuantizedWeight) -> None:
+        self._cache[(name, bits)] = qw
+
+
+def quantize_weights(cache: WeightCache, plan: BitPlan) -> dict[str, QuantizedWeight]:
+    bits = plan.weight_bits(cache.qgraph)
+    return {name: cache.get(name, b) for name, b in bits.items()}

@@ -1,0 +1,62 @@
+"""BitPlan: which candidate kernel each quantizer group runs with.
+
+A plan is plain data: saved as JSON, loaded back with `faaq quantize --plan`, and
+checked against the model it is applied to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faaq_onnx.config import Candidate
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.groups import QuantizerGraph
+
+
+@dataclass
+class BitPlan:
+    choices: dict[str, Candidate]
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def uniform(cls, qgraph: QuantizerGraph, cand: Candidate) -> "BitPlan":
+        return cls({g: cand for g in qgraph.groups}, {"kind": "uniform", "scheme": str(cand)})
+
+    def weight_bits(self, qgraph: QuantizerGraph) -> dict[str, int]:
+        return {w: self.choices[g.name].w for g in qgraph.groups.values() for w in g.weights}
+
+    def act_bits(self, qgraph: QuantizerGraph) -> dict[str, int]:
+        return {a: self.choices[g.name].a for g in qgraph.groups.values() for a in g.activations}
+
+    def avg_weight_bits(self, qgraph: QuantizerGraph) -> float:
+        num = sum(self.choices[g.name].w * g.weight_params for g in qgraph.groups.values())
+        den = sum(g.weight_params for g in qgraph.groups.values())
+        return num / den if den else 0.0
+
+    def to_dict(self) -> dict:
+        return {"choices": {k: str(v) for k, v in self.choices.items()}, "meta": self.meta}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BitPlan":
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls({k: Candidate.parse(v) for k, v in data["choices"].items()}, data.get("meta", {}))
+        except FileNotFoundError:
+            raise FaaqError(f"plan file not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise FaaqError(f"{path} is not a faaq bit plan ({type(exc).__name__}: {exc})") from None
+
+    def check_against(self, qgraph: QuantizerGraph) -> None:
+        missing = sorted(set(qgraph.groups) - set(self.choices))
+        extra = sorted(set(self.choices) - set(qgraph.groups))
+        if missing or extra:
+            raise FaaqError(
+                f"the plan does not match this model: {len(missing)} group(s) missing"
+                f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(extra)} unknown"
+                f"{' (e.g. ' + extra[0] + ')' if extra else ''}"
+            )

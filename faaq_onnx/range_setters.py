@@ -1,0 +1,118 @@
+"""Range setters: choose the clipping range [lo, hi] a quantizer maps onto its integers.
+
+Activations are set from histograms (observers.TensorStats); weights from the
+weights themselves, per channel or per block. All search grids are fixed, so the
+same data gives the same ranges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.observers import TensorStats
+from faaq_onnx.qmath import affine_params
+from faaq_onnx.qtypes import IntFormat
+
+ACTIVATION_METHODS = ("minmax", "percentile", "mse", "entropy")
+WEIGHT_METHODS = ("minmax", "mse")
+
+
+def activation_range(stats: TensorStats, fmt: IntFormat, symmetric: bool, method: str,
+                     percentile: float = 99.99) -> tuple[float, float]:
+    if method not in ACTIVATION_METHODS:
+        raise FaaqError(f"unknown range setter {method!r}: choose one of {', '.join(ACTIVATION_METHODS)}")
+    lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
+    if method == "minmax" or stats.hist is None or stats.hist.sum() == 0 or hi - lo <= 0:
+        return lo, hi
+    hist = stats.hist.astype(np.float64)
+    centres = (stats.edges[:-1] + stats.edges[1:]) / 2
+    if method == "percentile":
+        cdf = np.cumsum(hist) / hist.sum()
+        p = percentile / 100.0
+        new_hi = float(stats.edges[1:][np.searchsorted(cdf, p)]) if hi > 0 else 0.0
+        new_lo = float(stats.edges[:-1][np.searchsorted(cdf, 1 - p)]) if lo < 0 else 0.0
+        return min(new_lo, 0.0), max(new_hi, 0.0)
+    if method == "mse":
+        return _mse_search(hist, centres, lo, hi, fmt, symmetric)
+    return _entropy_search(hist, centres, lo, hi, fmt)
+
+
+def _fq_error(hist, centres, lo, hi, fmt, symmetric) -> np.ndarray:
+    """Expected squared error of fake-quantizing the histogram, for arrays of (lo, hi)."""
+    scale, zp = affine_params(lo, hi, fmt, symmetric)
+    scale = scale[:, None].astype(np.float64)
+    zp = zp[:, None]
+    q = np.clip(np.rint(centres[None, :] / scale) + zp, fmt.qmin, fmt.qmax)
+    err = ((q - zp) * scale - centres[None, :]) ** 2
+    return err @ hist
+
+
+def _mse_search(hist, centres, lo, hi, fmt, symmetric):
+    fracs = np.linspace(0.05, 1.0, 96)
+    if symmetric or lo == 0 or hi == 0:
+        amax = max(-lo, hi)
+        cand_lo = np.where(lo < 0, -amax * fracs, 0.0) if symmetric else lo * fracs
+        cand_hi = np.where(hi > 0, amax * fracs, 0.0) if symmetric else hi * fracs
+    else:
+        g = np.linspace(0.1, 1.0, 40)
+        a, b = np.meshgrid(g, g, indexing="ij")
+        cand_lo, cand_hi = lo * a.ravel(), hi * b.ravel()
+    errs = _fq_error(hist, centres, cand_lo, cand_hi, fmt, symmetric)
+    best = int(np.argmin(errs))
+    return float(cand_lo[best]), float(cand_hi[best])
+
+
+def _entropy_search(hist, centres, lo, hi, fmt):
+    """Threshold minimizing KL(P || Q) between the clipped and quantized |x| histograms."""
+    one_sided = lo == 0 or hi == 0
+    mag = np.abs(centres)
+    amax = max(-lo, hi)
+    nb = 512
+    mhist, _ = np.histogram(mag, bins=nb, range=(0, amax), weights=hist)
+    levels = (fmt.qmax - fmt.qmin + 1) if one_sided else (fmt.qmax - fmt.qmin + 1) // 2
+    levels = max(levels, 2)
+    best_t, best_kl = amax, np.inf
+    for i in range(max(levels, 8), nb + 1, 4):
+        p = mhist[:i].copy()
+        p[-1] += mhist[i:].sum()
+        if p.sum() == 0:
+            continue
+        # quantize p into `levels` buckets, spread each bucket over its non-empty bins
+        idx = (np.arange(i) * levels // i)
+        q = np.zeros(i)
+        for lvl in range(levels):
+            sel = idx == lvl
+            nz = sel & (mhist[:i] > 0)
+            if nz.any():
+                q[nz] = p[sel].sum() / nz.sum()
+        pn, qn = p / p.sum(), q / max(q.sum(), 1e-30)
+        mask = pn > 0
+        kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))
+        if kl < best_kl:
+            best_kl, best_t = kl, (i / nb) * amax
+    return (max(lo, -best_t), min(hi, best_t))
+
+
+def weight_range(w: np.ndarray, fmt: IntFormat, symmetric: bool, method: str):
+    """Per-row ranges of a 2-D [groups, elements] view of a weight."""
+    if method not in WEIGHT_METHODS:
+        raise FaaqError(f"unknown weight range setter {method!r}: choose one of {', '.join(WEIGHT_METHODS)}")
+    w = w.astype(np.float64)
+    lo = np.minimum(w.min(axis=1), 0.0)
+    hi = np.maximum(w.max(axis=1), 0.0)
+    if method == "minmax":
+        return lo, hi
+    best_err = np.full(len(w), np.inf)
+    best_lo, best_hi = lo.copy(), hi.copy()
+    for frac in np.linspace(0.3, 1.0, 36):
+        clo, chi = lo * frac, hi * frac
+        scale, zp = affine_params(clo, chi, fmt, symmetric)
+        scale = scale[:, None].astype(np.float64)
+        q = np.clip(np.rint(w / scale) + zp[:, None], fmt.qmin, fmt.qmax)
+        err = np.sum(((q - zp[:, None]) * scale - w) ** 2, axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_lo = np.where(better, clo, best_lo)
+        best_hi = np.where(better, chi, best_hi)
+    return best_lo, best_hi

@@ -1,0 +1,92 @@
+"""The one factory for ONNX Runtime inference sessions.
+
+All sessions in faaq come from here so that execution-provider choice, threads and
+optimization level are decided in one place and a missing CUDA provider is a clear
+error rather than ORT's silent fallback to CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import onnx
+import onnxruntime as ort
+
+from faaq_onnx.errors import FaaqError
+
+ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+_EP_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def available_eps() -> list[str]:
+    """Short names ('cpu', 'cuda') of the providers this onnxruntime build offers."""
+    have = set(ort.get_available_providers())
+    return [short for short, full in _EP_NAMES.items() if full in have]
+
+
+def resolve_ep(ep: str) -> str:
+    """Map 'cpu' | 'cuda' | 'auto' to a provider that is really there."""
+    ep = ep.lower()
+    if ep == "auto":
+        return "cuda" if "cuda" in available_eps() else "cpu"
+    if ep not in _EP_NAMES:
+        raise FaaqError(f"unknown execution provider {ep!r}: choose cpu, cuda or auto")
+    if ep not in available_eps():
+        raise FaaqError(
+            f"execution provider {ep!r} is not available in this onnxruntime build "
+            f"(have: {', '.join(available_eps())}); install onnxruntime-gpu and a CUDA runtime"
+        )
+    return ep
+
+
+def make_session(
+    model: ModelLike,
+    ep: str = "cpu",
+    threads: int | None = None,
+    opt_level: str = "all",
+    profile_prefix: str | None = None,
+    optimized_model_path: str | None = None,
+    log_severity: int = 3,
+) -> ort.InferenceSession:
+    """Create an InferenceSession on exactly the provider asked for."""
+    ep = resolve_ep(ep)
+    so = ort.SessionOptions()
+    if opt_level not in _OPT_LEVELS:
+        raise FaaqError(f"unknown optimization level {opt_level!r}: choose {', '.join(_OPT_LEVELS)}")
+    so.graph_optimization_level = _OPT_LEVELS[opt_level]
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.log_severity_level = log_severity
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    if isinstance(model, onnx.ModelProto):
+        payload: Union[str, bytes] = model.SerializeToString()
+    elif isinstance(model, bytes):
+        payload = model
+    else:
+        payload = str(Path(model))
+    providers = [_EP_NAMES[ep]] + (["CPUExecutionProvider"] if ep != "cpu" else [])
+    try:
+        sess = ort.InferenceSession(payload, sess_options=so, providers=providers)
+    except Exception as exc:  # ORT raises many types; all mean "this model does not load"
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FaaqError(f"onnxruntime could not load the model: {msg}") from exc
+    if ep != "cpu" and _EP_NAMES[ep] not in sess.get_providers():
+        raise FaaqError(f"onnxruntime did not enable {ep!r} for this session")
+    return sess
