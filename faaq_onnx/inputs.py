@@ -52,5 +52,5 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> dict[str, np.n
             inputs = {k: v[: config.calib_size] for k, v in inputs.items()}
     else:
         inputs = data.load_inputs(calib, list(shapes), shapes, limit=config.calib_size, seed=config.seed)
-    (getattr(data, "validate_inputs", None) or data._validate)(inputs, shapes)
+    data.validate_inputs(inputs, shapes)
     return {k: v.astype(dtypes[k], copy=False) for k, v in inputs.items()}

@@ -1,0 +1,70 @@
+"""Accuracy on labeled data: top-1/top-5, per class and the worst class (seed 004).
+
+The worst-class drop is what a reliability-minded user looks at: an average can
+hide one class that quantization broke.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.session import make_session
+
+
+def predict(model, x: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> np.ndarray:
+    """Logits of the model's first output for every sample."""
+    sess = make_session(model, ep=ep)
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise FaaqError(f"evaluation needs a single-input model; this one has {len(inputs)} inputs")
+    want = inputs[0].shape
+    if len(want) != x.ndim or any(isinstance(d, int) and d != a for d, a in zip(want[1:], x.shape[1:])):
+        raise FaaqError(f"data shape {tuple(x.shape)} does not fit model input {inputs[0].name!r} {want}")
+    return run_all(sess, {inputs[0].name: x.astype(np.float32)}, batch_size, [sess.get_outputs()[0].name])[0]
+
+
+def accuracy_report(logits: np.ndarray, y: np.ndarray, class_names: list[str] | None = None) -> dict:
+    if len(logits) != len(y):
+        raise FaaqError(f"{len(logits)} predictions for {len(y)} labels")
+    logits = logits.reshape(len(logits), -1)
+    top1 = logits.argmax(1)
+    k = min(5, logits.shape[1])
+    topk = np.argsort(-logits, axis=1)[:, :k]
+    report = {
+        "samples": int(len(y)),
+        "top1": float(np.mean(top1 == y)),
+        "top5": float(np.mean((topk == y[:, None]).any(1))),
+    }
+    classes = np.unique(y)
+    per_class = {}
+    for c in classes:
+        sel = y == c
+        name = class_names[c] if class_names and c < len(class_names) else str(int(c))
+        per_class[name] = {"samples": int(sel.sum()), "top1": float(np.mean(top1[sel] == c))}
+    report["per_class"] = per_class
+    worst = min(per_class.items(), key=lambda kv: kv[1]["top1"])
+    report["worst_class"] = {"class": worst[0], "top1": worst[1]["top1"]}
+    return report
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str = "cpu",
+             class_names: list[str] | None = None) -> dict:
+    return accuracy_report(predict(model, x, batch_size, ep), y, class_names)
+
+
+def compare(reference: dict, candidate: dict) -> dict:
+    """Drops of a quantized model against its float reference, overall and per class."""
+    drops = {
+        c: reference["per_class"][c]["top1"] - v["top1"]
+        for c, v in candidate["per_class"].items()
+        if c in reference["per_class"]
+    }
+    worst = max(drops.items(), key=lambda kv: kv[1]) if drops else (None, 0.0)
+    return {
+        "top1_drop": reference["top1"] - candidate["top1"],
+        "top5_drop": reference["top5"] - candidate["top5"],
+        "worst_class_drop": {"class": worst[0], "drop": worst[1]},
+        "per_class_drop": drops,
+    }

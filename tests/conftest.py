@@ -1,0 +1,123 @@
+"""Tiny models built on the fly: the unit tests never need ../shared/data."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _save(model: onnx.ModelProto, path) -> str:
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def build_tiny_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
+    """Conv-BN-Relu-MaxPool, a residual Conv-BN + Add-Relu, GAP, Flatten, Gemm: a ResNet in miniature."""
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(arr.astype(np.float32), name))
+        return name
+
+    def bn(prefix, c):
+        return [
+            init(f"{prefix}.gamma", rng.uniform(0.5, 1.5, c)),
+            init(f"{prefix}.beta", rng.uniform(-0.2, 0.2, c)),
+            init(f"{prefix}.mean", rng.uniform(-0.3, 0.3, c)),
+            init(f"{prefix}.var", rng.uniform(0.5, 2.0, c)),
+        ]
+
+    nodes = [
+        helper.make_node("Conv", ["input", init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3)))], ["c1"], pads=[1] * 4, name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", *bn("bn1", 8)], ["b1"], name="bn1"),
+        helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+        helper.make_node("Conv", ["p1", init("c2.w", rng.normal(0, 0.2, (8, 8, 3, 3))),
+                                  init("c2.b", rng.normal(0, 0.1, 8))], ["c2"], pads=[1] * 4, name="conv2"),
+        helper.make_node("BatchNormalization", ["c2", *bn("bn2", 8)], ["b2"], name="bn2"),
+        helper.make_node("Add", ["b2", "p1"], ["a2"], name="add2"),
+        helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", init("fc.w", rng.normal(0, 0.5, (10, 8))), init("fc.b", rng.normal(0, 0.1, 10))],
+                         ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def build_tiny_mlp(seed: int = 0, opset: int = 17, k: int = 64, n: int = 32) -> onnx.ModelProto:
+    """MatMul + Add + Relu + MatMul: weights in [K, N] MatMul layout, the transformer shape."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, (k, n)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (n,)).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (n, 10)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+        helper.make_node("Relu", ["hb"], ["hr"], name="relu1"),
+        helper.make_node("MatMul", ["hr", "w2"], ["y"], name="mm2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.fixture
+def tiny_cnn(tmp_path) -> str:
+    return _save(build_tiny_cnn(), tmp_path / "tiny_cnn.onnx")
+
+
+@pytest.fixture
+def tiny_mlp(tmp_path) -> str:
+    return _save(build_tiny_mlp(), tmp_path / "tiny_mlp.onnx")
+
+
+@pytest.fixture
+def cnn_calib() -> dict:
+    return {"input": np.random.default_rng(1).standard_normal((48, 3, 16, 16)).astype(np.float32)}
+
+
+@pytest.fixture
+def mlp_calib() -> dict:
+    return {"x": np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)}
+
+
+def run_model(path_or_proto, feeds: dict) -> list:
+    import onnxruntime as ort
+
+    payload = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else str(path_or_proto)
+    sess = ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def optimized_op_types(path_or_proto) -> list[str]:
+    """Op types of the graph ORT actually runs after its optimizations."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    payload = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else str(path_or_proto)
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = os.path.join(d, "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(payload, so, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
