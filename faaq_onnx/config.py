@@ -41,8 +41,8 @@ class QuantConfig:
     block_size: int = 32
     weight_symmetric: bool = True
     act_symmetric: bool = False
-    weight_range: str = "minmax"
-    act_range: str = "percentile"
+    weight_range: str = "mse"
+    act_range: str = "mse"
     percentile: float = 99.99
     calib_size: int | None = 256
     batch_size: int = 16

@@ -64,28 +64,33 @@ def _mse_search(hist, centres, lo, hi, fmt, symmetric):
 
 
 def _entropy_search(hist, centres, lo, hi, fmt):
-    """Threshold minimizing KL(P || Q) between the clipped and quantized |x| histograms."""
+    """Threshold minimizing KL(P || Q) between the clipped and the quantized |x| histograms.
+
+    P is the histogram up to the threshold with the clipped mass folded into its last
+    bin; Q is built from the unclipped bins only, so clipping shows up as divergence
+    (TensorRT's calibration recipe).
+    """
     one_sided = lo == 0 or hi == 0
-    mag = np.abs(centres)
     amax = max(-lo, hi)
-    nb = 512
-    mhist, _ = np.histogram(mag, bins=nb, range=(0, amax), weights=hist)
-    levels = (fmt.qmax - fmt.qmin + 1) if one_sided else (fmt.qmax - fmt.qmin + 1) // 2
-    levels = max(levels, 2)
+    nb = 2048
+    mhist, _ = np.histogram(np.abs(centres), bins=nb, range=(0, amax), weights=hist)
+    # The exact zeros a ReLU makes pile into bin 0; left in, that spike drives the
+    # search towards tiny thresholds. Flatten it as NVIDIA's calibrator does.
+    mhist[0] = mhist[1]
+    levels = max((fmt.qmax - fmt.qmin + 1) // (1 if one_sided else 2), 2)
     best_t, best_kl = amax, np.inf
-    for i in range(max(levels, 8), nb + 1, 4):
+    for i in range(levels, nb + 1, max(1, (nb - levels) // 256)):
         p = mhist[:i].copy()
         p[-1] += mhist[i:].sum()
         if p.sum() == 0:
             continue
-        # quantize p into `levels` buckets, spread each bucket over its non-empty bins
-        idx = (np.arange(i) * levels // i)
-        q = np.zeros(i)
-        for lvl in range(levels):
-            sel = idx == lvl
-            nz = sel & (mhist[:i] > 0)
-            if nz.any():
-                q[nz] = p[sel].sum() / nz.sum()
+        bounds = (np.arange(levels + 1) * i) // levels
+        starts = bounds[:-1][bounds[:-1] < bounds[1:]]
+        ref = mhist[:i]
+        sums = np.add.reduceat(ref, starts)
+        nonzero = np.add.reduceat((ref > 0).astype(np.float64), starts)
+        level_of_bin = np.searchsorted(starts, np.arange(i), side="right") - 1
+        q = np.where(ref > 0, (sums / np.maximum(nonzero, 1))[level_of_bin], 0.0)
         pn, qn = p / p.sum(), q / max(q.sum(), 1e-30)
         mask = pn > 0
         kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))

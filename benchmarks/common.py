@@ -1,0 +1,42 @@
+"""Helpers every benchmark shares: where the real data is, exporting zoo models, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def data_dir(arg: str | None) -> Path:
+    d = arg or os.environ.get("FAAQ_DATA_DIR")
+    if not d or not Path(d).is_dir():
+        raise SystemExit("set --data-dir or FAAQ_DATA_DIR to the folder with the real data (../shared/data)")
+    os.environ["FAAQ_DATA_DIR"] = str(Path(d).resolve())
+    return Path(d)
+
+
+def cifar_model(name: str, ddir: Path, work: Path) -> Path:
+    """Export a CIFAR zoo model with its real checkpoint (cached in work/)."""
+    from faaq_onnx import zoo
+
+    ckpt = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}[name]
+    out = work / f"{name}.onnx"
+    if not out.exists():
+        zoo.export(name, out, weights=str(ddir / "cifar10" / ckpt))
+    return out
+
+
+def machine() -> dict:
+    return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": __import__("onnxruntime").__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def write(name: str, payload: dict, markdown: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (OUT / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -1,0 +1,177 @@
+"""Which quantized nodes ONNX Runtime really runs as integer kernels.
+
+A QDQ model only says what *may* run in integer arithmetic; ORT's graph optimizer
+decides what does, by fusing DequantizeLinear -> op -> QuantizeLinear into QLinearConv,
+QGemm, MatMulNBits, ... and leaving everything else as a float op behind a
+DequantizeLinear that runs on every inference. A 4-bit Conv weight, for instance, has
+no integer kernel on the CPU: it shrinks the file but runs as a float Conv. This
+module saves the graph ORT actually executes and compares it with the input, so that
+difference is stated rather than discovered in a latency table.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import onnx
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.runtime.profile import INTEGER_KERNELS, QDQ_OPS
+from faaq_onnx.runtime.session import make_session
+
+__all__ = ["format_kernel_report", "kernel_report"]
+
+_TYPE_NAMES = {
+    onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "uint2",
+    onnx.TensorProto.INT4: "int4", onnx.TensorProto.UINT4: "uint4",
+    onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT16: "int16", onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.INT32: "int32",
+}
+
+
+def kernel_report(model, ep: str = "cpu") -> dict:
+    """Compare a QDQ model with the graph ORT executes for it (optimization level 'all').
+
+    ``model`` is a path or an onnx.ModelProto. The result says, per quantized node of
+    the input (a compute node fed by a DequantizeLinear), whether ORT fused it into an
+    integer kernel, and counts op types before and after optimization.
+    """
+    original = _load(model)
+    with tempfile.TemporaryDirectory(prefix="faaq-kernels-") as tmp:
+        opt_path = os.path.join(tmp, "optimized.onnx")
+        payload = str(model) if isinstance(model, (str, os.PathLike)) else original
+        make_session(payload, ep=ep, opt_level="all", optimized_model_path=opt_path)
+        optimized = onnx.load(opt_path, load_external_data=False)
+
+    inits = {t.name: t for t in original.graph.initializer}
+    producer = {o: n for n in original.graph.node for o in n.output}
+    opt_nodes = list(optimized.graph.node)
+    by_name = {n.name: n for n in opt_nodes}
+    by_output = {o: n for n in opt_nodes for o in n.output}
+
+    quantized = []
+    for node in original.graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        dq_inputs = [(i, producer[x]) for i, x in enumerate(node.input)
+                     if x in producer and producer[x].op_type == "DequantizeLinear"]
+        if not dq_inputs:
+            continue
+        weight_type = act_type = None
+        for _, dq in dq_inputs:
+            src = dq.input[0]
+            if src in inits:
+                if weight_type is None:
+                    weight_type = _TYPE_NAMES.get(inits[src].data_type, str(inits[src].data_type))
+            elif act_type is None:
+                act_type = _activation_type(src, producer, inits)
+        runs_as = _fate(node, by_name, by_output, original)
+        integer = runs_as is not None and runs_as in INTEGER_KERNELS
+        quantized.append({
+            "node": node.name, "op_type": node.op_type, "weight_type": weight_type, "activation_type": act_type,
+            "runs_as": runs_as or "?", "integer_kernel": integer,
+        })
+
+    before = Counter(_qual(n) for n in original.graph.node)
+    after = Counter(_qual(n) for n in opt_nodes)
+    integer_after = {k: v for k, v in after.items() if k.split(".")[-1] in INTEGER_KERNELS}
+    qdq_after = {k: v for k, v in after.items() if k in QDQ_OPS}
+    float_after = {k: v for k, v in after.items() if k not in integer_after and k not in qdq_after}
+    return {
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>"),
+        "ep": ep,
+        "ops_before": dict(before.most_common()),
+        "ops_after": dict(after.most_common()),
+        "integer_ops_after": integer_after,
+        "qdq_ops_after": qdq_after,
+        "float_ops_after": float_after,
+        "quantized_nodes": quantized,
+        "summary": _summary(quantized, qdq_after),
+    }
+
+
+def format_kernel_report(report: dict) -> str:
+    """Plain text for `faaq inspect --kernels`."""
+    lines = [f"kernels ORT runs for {report['model']} on {report['ep']} (optimization level all)"]
+    lines += [f"  {s}" for s in report["summary"]]
+    keys = sorted(set(report["ops_before"]) | set(report["ops_after"]),
+                  key=lambda k: -(report["ops_after"].get(k, 0) + report["ops_before"].get(k, 0)))
+    w = max([len(k) for k in keys] + [7])
+    lines.append("")
+    lines.append(f"  {'op type'.ljust(w)}  before  after  kind")
+    for k in keys:
+        kind = "int" if k in report["integer_ops_after"] else "q/dq" if k in QDQ_OPS else "float"
+        lines.append(f"  {k.ljust(w)}  {report['ops_before'].get(k, 0):6d}  {report['ops_after'].get(k, 0):5d}  {kind}")
+    groups = Counter((q["op_type"], q["weight_type"], q["activation_type"], q["runs_as"])
+                     for q in report["quantized_nodes"])
+    if groups:
+        lines.append("")
+        lines.append("  quantized nodes of the input and what runs them:")
+        for (op, wt, at, runs), n in groups.most_common():
+            what = f"{op} (weights {wt or '-'}, activations {at or 'float'})"
+            lines.append(f"    {n:4d} x {what} -> {runs}")
+    return "\n".join(lines)
+
+
+def _load(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.exists():
+        raise FaaqError(f"model file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise FaaqError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+
+
+def _qual(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+
+
+def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
+    q = producer.get(src)
+    if q is not None and q.op_type == "QuantizeLinear" and len(q.input) > 2 and q.input[2] in inits:
+        return _TYPE_NAMES.get(inits[q.input[2]].data_type)
+    return "uint8" if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _fate(node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.ModelProto) -> str | None:
+    """The op that runs this node after optimization: same name, a fused '<name>_token_N',
+    or whatever now produces its output (or the output of the QuantizeLinear after it)."""
+    if node.name and node.name in by_name:
+        return by_name[node.name].op_type
+    if node.name:
+        for name, n in by_name.items():
+            if name.startswith(node.name + "_token_") or name.startswith(node.name + "_nchwc"):
+                return n.op_type
+    outs = set(node.output)
+    for n in original.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input and n.input[0] in outs:
+            outs.update(n.output)
+    for o in outs:
+        if o in by_output:
+            return by_output[o].op_type
+    return None
+
+
+def _summary(quantized: list[dict], qdq_after: dict) -> list[str]:
+    lines = []
+    fused = sum(q["integer_kernel"] for q in quantized)
+    lines.append(f"{fused} of {len(quantized)} quantized nodes run as integer kernels")
+    float_groups = Counter((q["weight_type"], q["op_type"], q["runs_as"]) for q in quantized if not q["integer_kernel"])
+    for (wt, op, runs), n in sorted(float_groups.items(), key=lambda kv: -kv[1]):
+        if wt:
+            lines.append(f"{n} {wt} {op} node(s): weights run as float {runs} (size win only)")
+        else:
+            lines.append(f"{n} {op} node(s) with quantized activations run as float {runs} "
+                         f"(the Q/DQ pair costs time and buys nothing)")
+    n_dq = qdq_after.get("DequantizeLinear", 0)
+    n_q = qdq_after.get("QuantizeLinear", 0)
+    if n_dq or n_q:
+        lines.append(f"{n_dq} DequantizeLinear and {n_q} QuantizeLinear nodes still run on every inference")
+    return lines

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from faaq_onnx.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def calib_npz(tmp_path, cnn_calib):
+    p = tmp_path / "calib.npz"
+    np.savez(p, **cnn_calib)
+    return str(p)
+
+
+@pytest.mark.parametrize("cmd", ["quantize", "eval", "export", "inspect", "profile"])
+def test_help(runner, cmd):
+    r = runner.invoke(main, [cmd, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_quantize_writes_model_and_json(runner, tiny_cnn, calib_npz, tmp_path):
+    out, rep = tmp_path / "q.onnx", tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--scheme", "w4a8",
+                             "--json", str(rep), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "w4a8" in r.output and "SQNR" in r.output
+    report = json.loads(rep.read_text())
+    assert report["avg_weight_bits"] == 4.0 and out.exists()
+
+
+def test_weight_and_act_bits_options(runner, tiny_cnn, calib_npz, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz,
+                             "--weight-bits", "6", "--act-bits", "6", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "w6a6" in r.output
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("not_onnx", "not a readable ONNX model"),
+    ("nan_calib", "NaN"),
+    ("bad_scheme", "cannot read scheme"),
+    ("missing_calib", "not found"),
+])
+def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, setup, match):
+    model, calib, extra = tiny_cnn, calib_npz, []
+    if setup == "not_onnx":
+        model = str(tmp_path / "fake.onnx")
+        open(model, "w").write("hello, I am a text file")
+    elif setup == "nan_calib":
+        calib = str(tmp_path / "nan.npz")
+        np.savez(calib, input=np.full((2, 3, 16, 16), np.nan, np.float32))
+    elif setup == "bad_scheme":
+        extra = ["--scheme", "int8"]
+    elif setup == "missing_calib":
+        calib = str(tmp_path / "nope.npz")
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", model, "-o", str(out), "--calib", calib, "-q", *extra])
+    assert r.exit_code != 0
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    assert match in err, err
+    assert len([ln for ln in err.strip().splitlines() if ln]) == 1
+    assert not out.exists()
+
+
+def test_inspect_lists_groups(runner, tiny_cnn):
+    r = runner.invoke(main, ["inspect", tiny_cnn])
+    assert r.exit_code == 0
+    assert "quantizer groups" in r.output and "conv2" in r.output
+
+
+def test_eval_reports_accuracy_and_drop(runner, tiny_cnn, tmp_path, cnn_calib):
+    x = cnn_calib["input"][:20]
+    from tests.conftest import run_model
+
+    y = run_model(tiny_cnn, {"input": x})[0].argmax(1)  # labels = the float model's own answers
+    data = tmp_path / "test.npz"
+    np.savez(data, x=x, y=y)
+    q = tmp_path / "q.onnx"
+    assert runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--calib", str(data), "-q"]).exit_code == 0
+    rep = tmp_path / "eval.json"
+    r = runner.invoke(main, ["eval", tiny_cnn, str(q), "--data", str(data), "--per-class", "--json", str(rep)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(rep.read_text())["models"]
+    assert res[tiny_cnn]["top1"] == 1.0
+    assert "vs_reference" in res[str(q)] and "worst_class_drop" in res[str(q)]["vs_reference"]
+
+
+def test_export_list(runner):
+    r = runner.invoke(main, ["export", "--list"])
+    assert r.exit_code == 0 and "resnet20-cifar10" in r.output

@@ -1,0 +1,77 @@
+"""The whole compiler through its Python API: contracts a user relies on."""
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+
+from faaq_onnx import quantize
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.plan import BitPlan
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_writes_output_and_leaves_input_alone(tiny_cnn, cnn_calib, tmp_path):
+    before = _sha(tiny_cnn)
+    out = tmp_path / "q.onnx"
+    res = quantize(tiny_cnn, cnn_calib, out, QuantConfig(progress=False))
+    assert _sha(tiny_cnn) == before
+    onnx.checker.check_model(onnx.load(out))
+    assert res.report["output"] == str(out)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_same_seed_same_bytes(tiny_cnn, cnn_calib, tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    quantize(tiny_cnn, cnn_calib, a, QuantConfig(scheme="w4a8", seed=3, progress=False))
+    quantize(tiny_cnn, cnn_calib, b, QuantConfig(scheme="w4a8", seed=3, progress=False))
+    assert _sha(a) == _sha(b)
+
+
+def test_refuses_to_overwrite_input(tiny_cnn, cnn_calib):
+    with pytest.raises(FaaqError, match="input is never overwritten"):
+        quantize(tiny_cnn, cnn_calib, tiny_cnn, QuantConfig(progress=False))
+
+
+@pytest.mark.parametrize("calib,match", [
+    ({"wrong_name": np.zeros((4, 3, 16, 16), np.float32)}, "no array for input 'input'"),
+    ({"input": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
+    ({"input": np.full((4, 3, 16, 16), np.nan, np.float32)}, "NaN"),
+    ({"input": np.zeros((0, 3, 16, 16), np.float32)}, "empty"),
+    (None, "no calibration data"),
+])
+def test_bad_calibration_data(tiny_cnn, tmp_path, calib, match):
+    out = tmp_path / "q.onnx"
+    with pytest.raises(FaaqError, match=match):
+        quantize(tiny_cnn, calib, out, QuantConfig(progress=False))
+    assert not out.exists()
+
+
+def test_random_calibration_smoke(tiny_cnn):
+    res = quantize(tiny_cnn, "random:8", config=QuantConfig(progress=False))
+    assert res.report["calibration_samples"] == 8
+
+
+def test_plan_round_trip(tiny_cnn, cnn_calib, tmp_path):
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a8", progress=False))
+    res.plan.save(tmp_path / "plan.json")
+    plan = BitPlan.load(tmp_path / "plan.json")
+    again = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False), plan=plan)
+    assert again.report["avg_weight_bits"] == 4.0
+    assert again.model.SerializeToString() == res.model.SerializeToString()
+
+
+def test_plan_for_another_model_is_refused(tiny_cnn, tiny_mlp, cnn_calib, mlp_calib, tmp_path):
+    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(progress=False))
+    with pytest.raises(FaaqError, match="plan does not match"):
+        quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False), plan=res.plan)
+
+
+def test_unknown_scheme():
+    with pytest.raises(FaaqError, match="w8a8"):
+        QuantConfig(scheme="int8")
