@@ -24,6 +24,10 @@ from faaq_onnx.runtime.session import make_session
 
 __all__ = ["format_kernel_report", "kernel_report"]
 
+# ops that only move or reshape data: Q/DQ around them is normal and usually dropped
+_DATA_MOVEMENT = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Gather", "Pad", "MaxPool",
+                  "Identity", "Split", "Expand", "Shape", "Tile", "Resize", "DepthToSpace", "SpaceToDepth"}
+
 _TYPE_NAMES = {
     onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "uint2",
     onnx.TensorProto.INT4: "int4", onnx.TensorProto.UINT4: "uint4",
@@ -57,6 +61,14 @@ def kernel_report(model, ep: str = "cpu") -> dict:
     for node in original.graph.node:
         if node.op_type in QDQ_OPS:
             continue
+        if node.op_type in INTEGER_KERNELS:  # already in integer form (e.g. our MatMulNBits)
+            runs_as = _fate(node, by_name, by_output, original)
+            quantized.append({
+                "node": node.name, "op_type": node.op_type, "weight_type": _nbits_type(node),
+                "activation_type": None, "runs_as": runs_as or "removed by the optimizer",
+                "integer_kernel": runs_as in INTEGER_KERNELS,
+            })
+            continue
         dq_inputs = [(i, producer[x]) for i, x in enumerate(node.input)
                      if x in producer and producer[x].op_type == "DequantizeLinear"]
         if not dq_inputs:
@@ -73,7 +85,7 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         integer = runs_as is not None and runs_as in INTEGER_KERNELS
         quantized.append({
             "node": node.name, "op_type": node.op_type, "weight_type": weight_type, "activation_type": act_type,
-            "runs_as": runs_as or "?", "integer_kernel": integer,
+            "runs_as": runs_as or "removed by the optimizer", "integer_kernel": integer,
         })
 
     before = Counter(_qual(n) for n in original.graph.node)
@@ -129,6 +141,11 @@ def _load(model) -> onnx.ModelProto:
         raise FaaqError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
 
 
+def _nbits_type(node: onnx.NodeProto) -> str | None:
+    bits = next((a.i for a in node.attribute if a.name == "bits"), None)
+    return f"uint{bits} (packed)" if bits else None
+
+
 def _qual(node: onnx.NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
@@ -165,11 +182,15 @@ def _summary(quantized: list[dict], qdq_after: dict) -> list[str]:
     lines.append(f"{fused} of {len(quantized)} quantized nodes run as integer kernels")
     float_groups = Counter((q["weight_type"], q["op_type"], q["runs_as"]) for q in quantized if not q["integer_kernel"])
     for (wt, op, runs), n in sorted(float_groups.items(), key=lambda kv: -kv[1]):
-        if wt:
+        if runs == "removed by the optimizer":
+            lines.append(f"{n} {op} node(s) with quantized inputs: removed by the optimizer")
+        elif wt:
             lines.append(f"{n} {wt} {op} node(s): weights run as float {runs} (size win only)")
+        elif op in _DATA_MOVEMENT:
+            lines.append(f"{n} {op} node(s) with quantized inputs run as float {runs} (data movement)")
         else:
             lines.append(f"{n} {op} node(s) with quantized activations run as float {runs} "
-                         f"(the Q/DQ pair costs time and buys nothing)")
+                         f"(the Q/DQ around them costs time and buys no integer kernel)")
     n_dq = qdq_after.get("DequantizeLinear", 0)
     n_q = qdq_after.get("QuantizeLinear", 0)
     if n_dq or n_q:

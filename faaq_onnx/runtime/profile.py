@@ -33,7 +33,7 @@ import onnxruntime as ort
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.runtime.session import available_eps, make_session, resolve_ep
 
-__all__ = ["INTEGER_KERNELS", "available_eps", "format_profile", "is_integer_kernel", "model_bytes", "profile_models"]
+__all__ = ["INTEGER_KERNELS", "available_eps", "cpu_info", "format_profile", "is_integer_kernel", "model_bytes", "profile_models"]
 
 #: Ops whose arithmetic is integer: a quantized model's time should be spent here.
 INTEGER_KERNELS = frozenset({
@@ -147,10 +147,29 @@ def profile_models(
     }
 
 
+def cpu_info() -> dict:
+    """CPU model and the SIMD features int8 kernels depend on (VNNI, AMX) where Linux tells."""
+    info = {"model": platform.processor() or platform.machine(), "int8_features": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and info["model"] in ("", platform.machine()):
+            info["model"] = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            info["int8_features"] = sorted(f for f in flags if f in {
+                "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"})
+            break
+    return info
+
+
 def _machine(threads, load_before) -> dict:
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "cpu": cpu_info(),
         "cpu_count": os.cpu_count(),
         "onnxruntime": ort.__version__,
         "available_eps": available_eps(),
@@ -323,7 +342,8 @@ def format_profile(report: dict) -> str:
     for r in skipped:
         lines.append(f"skipped {r['model_name']} batch {r['batch']}: {r['reason']}")
     m = report["machine"]
-    lines.append(f"onnxruntime {m['onnxruntime']}, {m['cpu_count']} CPUs, threads: {m['threads']}; "
+    lines.append(f"onnxruntime {m['onnxruntime']}, {m['cpu']['model']} ({', '.join(m['cpu']['int8_features'])}), "
+                 f"{m['cpu_count']} CPUs, threads: {m['threads']}; "
                  f"speed-up is against {report['settings']['baseline']}; peak RSS: "
                  f"{report['results'][0]['peak_rss_scope'] if report['results'] else '-'}; +session: peak over the "
                  f"process's RSS before the session was created")

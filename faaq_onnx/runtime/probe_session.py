@@ -1,0 +1,29 @@
+"""Runs the sensitivity probe graph: one session, configurations fed as data."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from faaq_onnx.probe import disabled_params, param_name
+from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.session import make_session
+
+
+class ProbeSession:
+    def __init__(self, probe: onnx.ModelProto, inputs: dict[str, np.ndarray], acts: list[str],
+                 batch_size: int = 32) -> None:
+        self.session = make_session(probe, opt_level="extended")
+        self.inputs = inputs
+        self.batch_size = batch_size
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.defaults = {param_name(a): disabled_params() for a in acts}
+
+    def run(self, weights: dict[str, np.ndarray] | None = None,
+            act_params: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """Model outputs on all probe inputs under one quantization configuration."""
+        feeds = dict(self.defaults)
+        for a, p in (act_params or {}).items():
+            feeds[param_name(a)] = p
+        feeds.update(weights or {})
+        return run_all(self.session, self.inputs, self.batch_size, self.output_names, extra_feeds=feeds)

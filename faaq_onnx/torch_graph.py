@@ -1,0 +1,274 @@
+"""Run an ONNX graph in torch, so that autograd is at hand for any exported model.
+
+A small interpreter rather than a converter: every node maps to one torch function,
+initializers become tensors (or parameters, for the weights we need gradients of),
+and any intermediate tensor can be tapped with its gradient retained. Ops outside the
+table raise UnsupportedOp, and callers report the gradient metric as unavailable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+
+class UnsupportedOp(Exception):
+    pass
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pads(pads, nd):
+    # ONNX [x1_begin, x2_begin, ..., x1_end, x2_end] -> torch (last dim first) pairs
+    begin, end = pads[:nd], pads[nd:]
+    out = []
+    for b, e in zip(reversed(begin), reversed(end)):
+        out += [b, e]
+    return out
+
+
+def _conv(x, w, b=None, a=None, transpose=False):
+    nd = w.dim() - 2
+    strides = a.get("strides", [1] * nd)
+    dil = a.get("dilations", [1] * nd)
+    group = a.get("group", 1)
+    pads = a.get("pads", [0] * 2 * nd)
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOp("Conv auto_pad")
+    if transpose:
+        fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
+        out_pad = a.get("output_padding", [0] * nd)
+        if pads[:nd] != pads[nd:]:
+            raise UnsupportedOp("ConvTranspose with asymmetric pads")
+        return fn(x, w, b, strides, pads[:nd], out_pad, group, dil)
+    fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+    if pads[:nd] != pads[nd:]:
+        x = F.pad(x, _pads(pads, nd))
+        pads = [0] * 2 * nd
+    return fn(x, w, b, strides, pads[:nd], dil, group)
+
+
+def _gemm(a_, b_, c=None, at=None):
+    if at.get("transA", 0):
+        a_ = a_.t()
+    if at.get("transB", 0):
+        b_ = b_.t()
+    y = at.get("alpha", 1.0) * (a_ @ b_)
+    if c is not None:
+        y = y + at.get("beta", 1.0) * c
+    return y
+
+
+def _pool(x, a, kind):
+    k = a["kernel_shape"]
+    nd = len(k)
+    strides = a.get("strides", [1] * nd)
+    pads = a.get("pads", [0] * 2 * nd)
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedOp(f"{kind} auto_pad")
+    ceil = bool(a.get("ceil_mode", 0))
+    if pads[:nd] != pads[nd:]:
+        x = F.pad(x, _pads(pads, nd), value=-math.inf if kind == "max" else 0.0)
+        pads = [0] * 2 * nd
+    if kind == "max":
+        fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
+        return fn(x, k, strides, pads[:nd], a.get("dilations", [1] * nd), ceil)
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    return fn(x, k, strides, pads[:nd], ceil, bool(a.get("count_include_pad", 0)))
+
+
+def _reduce(x, axes_in, a, fn):
+    axes = a.get("axes", None)
+    if axes is None and axes_in is not None:
+        axes = [int(v) for v in axes_in.tolist()]
+    keep = bool(a.get("keepdims", 1))
+    if not axes:
+        return fn(x, dim=tuple(range(x.dim())), keepdim=keep) if not a.get("noop_with_empty_axes", 0) else x
+    return fn(x, dim=tuple(axes), keepdim=keep)
+
+
+def _slice(x, starts, ends, axes=None, steps=None):
+    starts, ends = starts.tolist(), ends.tolist()
+    axes = list(range(len(starts))) if axes is None else axes.tolist()
+    steps = [1] * len(starts) if steps is None else steps.tolist()
+    idx = [slice(None)] * x.dim()
+    for s, e, ax, st in zip(starts, ends, axes, steps):
+        if st < 0:
+            raise UnsupportedOp("Slice with negative steps")
+        n = x.shape[ax]
+        s = max(0, min(n, s + n if s < 0 else s))
+        e = max(0, min(n, e + n if e < 0 else e))
+        idx[ax] = slice(s, e, st)
+    return x[tuple(idx)]
+
+
+def _pad(x, pads, value=None, axes=None, a=None):
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    p = pads.tolist()
+    nd = x.dim()
+    if axes is not None:
+        full = [0] * 2 * nd
+        ax = [int(v) % nd for v in axes.tolist()]
+        for i, d in enumerate(ax):
+            full[d], full[d + nd] = p[i], p[i + len(ax)]
+        p = full
+    tp = _pads(p, nd)
+    v = float(value.item()) if value is not None and value.numel() else 0.0
+    return F.pad(x, tp, mode=mode, value=v) if mode == "constant" else F.pad(x, tp, mode=mode)
+
+
+def _layernorm(x, scale, bias=None, a=None):
+    axis = a.get("axis", -1)
+    axis = axis % x.dim()
+    shape = x.shape[axis:]
+    return F.layer_norm(x, shape, scale.reshape(shape) if scale is not None else None,
+                        bias.reshape(shape) if bias is not None else None, a.get("epsilon", 1e-5))
+
+
+def _split(x, split=None, a=None, n=1):
+    axis = a.get("axis", 0)
+    if split is None:
+        split = a.get("split", None)
+    if split is None:
+        return list(torch.tensor_split(x, n, dim=axis))
+    return list(torch.split(x, [int(s) for s in (split.tolist() if torch.is_tensor(split) else split)], dim=axis))
+
+
+def _cast(x, a):
+    to = a["to"]
+    dt = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64}.get(to)
+    if dt is None:
+        raise UnsupportedOp(f"Cast to {to}")
+    return x.to(dt)
+
+
+def _bn(x, s, b, m, v, a):
+    return F.batch_norm(x, m, v, s, b, False, 0.0, a.get("epsilon", 1e-5))
+
+
+OPS = {
+    "Conv": lambda a, x, w, b=None: _conv(x, w, b, a),
+    "ConvTranspose": lambda a, x, w, b=None: _conv(x, w, b, a, transpose=True),
+    "Gemm": lambda a, x, w, c=None: _gemm(x, w, c, a),
+    "MatMul": lambda a, x, y: x @ y,
+    "Add": lambda a, x, y: x + y,
+    "Sub": lambda a, x, y: x - y,
+    "Mul": lambda a, x, y: x * y,
+    "Div": lambda a, x, y: x / y if x.is_floating_point() or y.is_floating_point() else torch.div(x, y, rounding_mode="trunc"),
+    "Pow": lambda a, x, y: torch.pow(x, y),
+    "Sqrt": lambda a, x: torch.sqrt(x),
+    "Exp": lambda a, x: torch.exp(x),
+    "Log": lambda a, x: torch.log(x),
+    "Neg": lambda a, x: -x,
+    "Abs": lambda a, x: torch.abs(x),
+    "Reciprocal": lambda a, x: 1.0 / x,
+    "Erf": lambda a, x: torch.erf(x),
+    "Tanh": lambda a, x: torch.tanh(x),
+    "Sigmoid": lambda a, x: torch.sigmoid(x),
+    "HardSigmoid": lambda a, x: torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1),
+    "HardSwish": lambda a, x: F.hardswish(x),
+    "Relu": lambda a, x: F.relu(x),
+    "LeakyRelu": lambda a, x: F.leaky_relu(x, a.get("alpha", 0.01)),
+    "Gelu": lambda a, x: F.gelu(x, approximate="tanh" if a.get("approximate", b"none") in (b"tanh", "tanh") else "none"),
+    "Clip": lambda a, x, lo=None, hi=None: torch.clamp(
+        x, lo if lo is not None else a.get("min", None), hi if hi is not None else a.get("max", None)),
+    "Softmax": lambda a, x: torch.softmax(x, dim=a.get("axis", -1)),
+    "LogSoftmax": lambda a, x: torch.log_softmax(x, dim=a.get("axis", -1)),
+    "MaxPool": lambda a, x: _pool(x, a, "max"),
+    "AveragePool": lambda a, x: _pool(x, a, "avg"),
+    "GlobalAveragePool": lambda a, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
+    "GlobalMaxPool": lambda a, x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True),
+    "ReduceMean": lambda a, x, axes=None: _reduce(x, axes, a, torch.mean),
+    "ReduceSum": lambda a, x, axes=None: _reduce(x, axes, a, torch.sum),
+    "ReduceMax": lambda a, x, axes=None: _reduce(x, axes, a, torch.amax),
+    "Flatten": lambda a, x: x.reshape(int(np.prod(x.shape[: a.get("axis", 1)])), -1),
+    "Reshape": lambda a, x, s: x.reshape([x.shape[i] if (v == 0 and not a.get("allowzero", 0)) else v
+                                           for i, v in enumerate(s.tolist())]),
+    "Transpose": lambda a, x: x.permute(a["perm"]) if "perm" in a else x.permute(*reversed(range(x.dim()))),
+    "Squeeze": lambda a, x, axes=None: x.squeeze(tuple(axes.tolist() if axes is not None else a.get("axes", [])))
+    if (axes is not None or "axes" in a) else x.squeeze(),
+    "Unsqueeze": lambda a, x, axes=None: _unsqueeze(x, axes.tolist() if axes is not None else a["axes"]),
+    "Concat": lambda a, *xs: torch.cat(xs, dim=a["axis"]),
+    "Identity": lambda a, x: x,
+    "Dropout": lambda a, x, *r: x,
+    "Slice": lambda a, x, s, e, ax=None, st=None: _slice(x, s, e, ax, st),
+    "Pad": lambda a, x, p=None, v=None, ax=None: _pad(x, p if p is not None else torch.tensor(a["pads"]), v, ax, a),
+    "Gather": lambda a, x, i: torch.index_select(x, a.get("axis", 0), i.reshape(-1).long()).reshape(
+        list(x.shape[: a.get("axis", 0) % x.dim()]) + list(i.shape) + list(x.shape[a.get("axis", 0) % x.dim() + 1:])),
+    "Shape": lambda a, x: torch.tensor(list(x.shape)[a.get("start", 0): a.get("end", None)], dtype=torch.int64),
+    "Cast": lambda a, x: _cast(x, a),
+    "LayerNormalization": lambda a, x, s=None, b=None: _layernorm(x, s, b, a),
+    "BatchNormalization": lambda a, x, s, b, m, v: _bn(x, s, b, m, v, a),
+    "Split": None,  # multi-output, handled below
+    "Where": lambda a, c, x, y: torch.where(c.bool(), x, y),
+    "Equal": lambda a, x, y: x == y,
+    "Expand": lambda a, x, s: x * torch.ones(s.tolist(), dtype=x.dtype),
+    "ConstantOfShape": lambda a, s: torch.full(s.tolist(), float(numpy_helper.to_array(a["value"]).reshape(-1)[0])
+                                               if "value" in a else 0.0),
+}
+
+
+def _unsqueeze(x, axes):
+    for ax in sorted(int(v) % (x.dim() + len(axes)) for v in axes):
+        x = x.unsqueeze(ax)
+    return x
+
+
+class TorchGraph:
+    """Evaluate an ONNX graph with torch ops; chosen initializers are trainable."""
+
+    def __init__(self, proto: onnx.ModelProto, trainable: set[str] = frozenset()) -> None:
+        self.graph = proto.graph
+        for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx") or (node.op_type not in OPS and node.op_type != "Constant"):
+                raise UnsupportedOp(f"op {node.op_type!r} (node {node.name!r}) has no torch equivalent here")
+        self.consts: dict[str, torch.Tensor] = {}
+        self.params: dict[str, torch.Tensor] = {}
+        for t in self.graph.initializer:
+            arr = torch.from_numpy(np.array(numpy_helper.to_array(t)))
+            if t.name in trainable:
+                arr = arr.clone().requires_grad_(True)
+                self.params[t.name] = arr
+            self.consts[t.name] = arr
+        self.outputs = [o.name for o in self.graph.output]
+
+    def run(self, feeds: dict[str, torch.Tensor], taps: set[str] = frozenset(), hooks=None):
+        """Outputs, and the tapped intermediates with retain_grad() set.
+
+        `hooks[name](tensor) -> tensor` may replace a value as it is produced.
+        """
+        env = dict(self.consts)
+        env.update(feeds)
+        env[""] = None
+        tapped = {}
+        for node in self.graph.node:
+            a = _attrs(node)
+            if node.op_type == "Constant":
+                env[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(a["value"])))
+                continue
+            args = [env[i] if i else None for i in node.input]
+            while args and args[-1] is None:
+                args.pop()
+            if node.op_type == "Split":
+                outs = _split(args[0], args[1] if len(args) > 1 else None, a, len(node.output))
+            else:
+                outs = [OPS[node.op_type](a, *args)]
+            for name, val in zip(node.output, outs):
+                if hooks and name in hooks:
+                    val = hooks[name](val)
+                if name in taps and val.requires_grad:
+                    val.retain_grad()
+                    tapped[name] = val
+                env[name] = val
+        for name in taps:
+            if name in feeds and name not in tapped:
+                tapped[name] = env[name]
+        return [env[o] for o in self.outputs], tapped
