@@ -45,6 +45,7 @@ class QuantConfig:
     act_range: str = "mse"
     percentile: float = 99.99
     calib_size: int | None = 256
+    sensitivity_samples: int | None = None  # None: every calibration sample
     batch_size: int = 16
     seed: int = 0
     simplify: bool = True

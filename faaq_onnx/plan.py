@@ -51,6 +51,35 @@ class BitPlan:
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise FaaqError(f"{path} is not a faaq bit plan ({type(exc).__name__}: {exc})") from None
 
+    def tensor_quant_overrides(self, qgraph: QuantizerGraph, config) -> dict:
+        """The plan as ONNX Runtime's TensorQuantOverrides (extra_options of quantize_static).
+
+        Bit widths ORT has no QuantType for (2, 3, 5, 6, 7) are written as their
+        container type, and listed under "_faaq_effective_bits" so nothing is hidden.
+        """
+        def qtype(bits: int, signed: bool) -> str:
+            container = 4 if bits <= 4 else 8 if bits <= 8 else 16
+            return f"Q{'' if signed else 'U'}Int{container}"
+
+        overrides: dict = {}
+        effective: dict = {}
+        for g in qgraph.groups.values():
+            c = self.choices[g.name]
+            for w in g.weights:
+                wq = qgraph.weights[w]
+                entry = {"quant_type": qtype(c.w, config.weight_symmetric), "symmetric": config.weight_symmetric}
+                if config.weight_granularity != "per-tensor" and wq.channel_axis is not None:
+                    entry["axis"] = wq.channel_axis
+                overrides[w] = [entry]
+                effective[w] = c.w
+            for a in g.activations:
+                act_bits = 8 if c.a <= 8 else 16
+                for t in qgraph.activations[a].tensors:
+                    overrides[t] = [{"quant_type": qtype(act_bits, config.act_symmetric)}]
+                    effective[t] = c.a
+        overrides["_faaq_effective_bits"] = effective
+        return overrides
+
     def check_against(self, qgraph: QuantizerGraph) -> None:
         missing = sorted(set(qgraph.groups) - set(self.choices))
         extra = sorted(set(self.choices) - set(qgraph.groups))

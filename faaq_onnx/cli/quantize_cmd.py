@@ -32,6 +32,8 @@ def quant_options(f):
         click.option("--calib-size", type=int, default=256, show_default=True,
                      help="Use at most this many calibration samples (a seeded subset)."),
         click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--sensitivity-samples", type=int, default=None,
+                     help="Measure sensitivity on this many of the calibration samples (default all)."),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
         seed_option,
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
@@ -39,6 +41,36 @@ def quant_options(f):
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def mixed_options(f):
+    """Options of the mixed-precision stages (sensitivity and allocation)."""
+    from faaq_onnx.candidates import PRESETS
+
+    opts = [
+        click.option("--budget", default=None,
+                     help="avg-bits=N | size-mb=N | bops=R[@w8a16] | sqnr-db=N | max-drop=PT: allocate bits per group."),
+        click.option("--candidates", default=None,
+                     help=f"Kernels per group, e.g. w4a8,w8a8,w8a16, or a preset: {', '.join(PRESETS)}."),
+        click.option("--metric", type=click.Choice(["sqnr", "kl", "fit"]), default="sqnr", show_default=True,
+                     help="Sensitivity metric the allocator minimizes."),
+        click.option("--allocator", type=click.Choice(["knapsack", "greedy"]), default="knapsack", show_default=True),
+        click.option("--labels-data", default=None, help="Labeled .npz (x, y) for --budget max-drop=..."),
+        click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+                     help="Where sensitivity tables are cached (default ~/.cache/faaq)."),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the sensitivity cache."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def load_labeled_option(path, seed):
+    if not path:
+        return None
+    from faaq_onnx import data
+
+    return data.load_labeled(data.resolve_data_path(path), seed=seed)
 
 
 def config_from_options(o: dict) -> QuantConfig:
@@ -61,6 +93,7 @@ def config_from_options(o: dict) -> QuantConfig:
         percentile=o["percentile"],
         calib_size=o["calib_size"] or None,
         batch_size=o["batch_size"],
+        sensitivity_samples=o.get("sensitivity_samples"),
         seed=o["seed"],
         simplify=not o["no_simplify"],
         progress=not o["quiet"] and sys.stderr.isatty(),
@@ -71,16 +104,32 @@ def config_from_options(o: dict) -> QuantConfig:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where the QDQ model goes.")
 @quant_options
+@mixed_options
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Apply a saved BitPlan JSON.")
+@click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the chosen BitPlan as JSON.")
+@click.option("--save-overrides", type=click.Path(dir_okay=False),
+              help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.")
 @json_option
-def command(model, output, plan_path, json_path, **opts):
-    """Quantize MODEL and write a QDQ model that stock ONNX Runtime runs."""
+def command(model, output, plan_path, save_plan, save_overrides, json_path, budget, candidates, metric, allocator,
+            labels_data, cache_dir, no_cache, **opts):
+    """Quantize MODEL and write a QDQ model that stock ONNX Runtime runs.
+
+    With --budget (avg-bits=4, size-mb=0.2, bops=0.25[@w8a16], sqnr-db=30, max-drop=0.5)
+    faaq measures each quantizer group's sensitivity and allocates bit widths per
+    group from --candidates; without it, --scheme applies everywhere.
+    """
     from faaq_onnx.pipeline import quantize
     from faaq_onnx.plan import BitPlan
 
     config = config_from_options(opts)
     plan = BitPlan.load(plan_path) if plan_path else None
-    result = quantize(model, opts["calib"], output, config, plan=plan)
+    labeled = load_labeled_option(labels_data, opts["seed"])
+    result = quantize(model, opts["calib"], output, config, plan=plan, budget=budget, candidates=candidates,
+                      metric=metric, allocator=allocator, cache_dir=False if no_cache else cache_dir, labeled=labeled)
+    if save_plan:
+        result.plan.save(save_plan)
+    if save_overrides:
+        write_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config))
     if json_path:
         write_json(json_path, result.report)
     click.echo(summary_line(result.report))
@@ -93,10 +142,21 @@ def summary_line(report: dict) -> str:
     agree = f", top-1 agreement {100 * first['top1_agreement']:.1f}%" if "top1_agreement" in first else ""
     total = sum(report["timings_s"].values())
     return (
-        f"{report['plan']['meta'].get('scheme', 'mixed')}: {report['groups']} groups -> {report.get('output', '(memory)')}\n"
+        f"{_plan_label(report)}: {report['groups']} groups -> {report.get('output', '(memory)')}\n"
         f"  weights {human_bytes(size['weight_float_bytes'])} -> {human_bytes(size['weight_stored_bytes'])} "
         f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
         f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
         f"  output SQNR {first['sqnr_db']:.1f} dB{agree} on {report['verify']['samples']} calibration samples; "
         f"{total:.1f} s"
     )
+
+
+def _plan_label(report: dict) -> str:
+    meta = report["plan"]["meta"]
+    if "scheme" in meta:
+        return meta["scheme"]
+    counts: dict[str, int] = {}
+    for c in report["plan"]["choices"].values():
+        counts[c] = counts.get(c, 0) + 1
+    mix = ", ".join(f"{n}x {c}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"mixed ({meta.get('allocator', 'plan')}, {meta.get('budget', '')}; {mix})"

@@ -5,8 +5,9 @@ Two allocators over the phase-1 table:
   candidate and repeatedly take the flip that adds the least damage per unit of cost
   saved, until the budget holds;
 - an exact multiple-choice knapsack: minimize the summed damage subject to the cost
-  limit, by dynamic programming over costs rounded up to 1/RESOLUTION of the budget
-  (so the answer is always feasible, and optimal up to that rounding).
+  limit, by dynamic programming over costs in units of their greatest common divisor
+  (exact: bit counts are integers) or, when that would need more than MAX_STATES
+  states, of limit/MAX_STATES rounded up (always feasible, optimal up to that rounding).
 Damages are additive surrogates (noise-to-signal ratio for SQNR, KL, Fisher error);
 the chosen plan is then measured jointly. Floors (sqnr-db, max-drop) search the
 allocator's path with joint measurements, so the returned plan meets the floor as
@@ -27,7 +28,7 @@ from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.passes.sensitivity import SensitivityTable
 from faaq_onnx.plan import BitPlan
 
-RESOLUTION = 4000
+MAX_STATES = 200_000
 
 
 @dataclass
@@ -86,21 +87,22 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
     names = list(opts)
     if limit <= 0:
         raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
-    unit = limit / RESOLUTION
+    unit = _unit(qgraph, opts, costs, limit)
+    states = int(np.floor(limit / unit + 1e-9))
     inf = np.inf
-    dp = np.full(RESOLUTION + 1, inf)
+    dp = np.full(states + 1, inf)
     dp[0] = 0.0
-    back = np.zeros((len(names), RESOLUTION + 1), np.int16)
+    back = np.zeros((len(names), states + 1), np.int8)
     for gi, g in enumerate(names):
         grp = qgraph.groups[g]
         new = np.full_like(dp, inf)
-        choice = np.zeros(RESOLUTION + 1, np.int16)
+        choice = np.zeros(states + 1, np.int8)
         for ci, c in enumerate(opts[g]):
             u = int(np.ceil(costs.group_cost(grp, c) / unit - 1e-9))
-            if u > RESOLUTION:
+            if u > states:
                 continue
             cand = np.full_like(dp, inf)
-            cand[u:] = dp[: RESOLUTION + 1 - u] + table.damage(g, c, metric)
+            cand[u:] = dp[: states + 1 - u] + table.damage(g, c, metric)
             better = cand < new
             new = np.where(better, cand, new)
             choice = np.where(better, ci, choice)
@@ -118,6 +120,20 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
     choices = {g: choices[g] for g in names}
     return Allocation(BitPlan(choices, {"allocator": "knapsack", "metric": metric}), costs.plan_cost(choices),
                       objective(table, choices, metric))
+
+
+def _unit(qgraph, opts, costs: CostModel, limit: float) -> float:
+    """Cost unit of the DP: exact (the gcd of integer costs) when the state count allows."""
+    import math
+
+    values = [costs.group_cost(qgraph.groups[g], c) for g, o in opts.items() for c in o]
+    if all(float(v).is_integer() for v in values):
+        g = 0
+        for v in values:
+            g = math.gcd(g, int(v))
+        if g > 0 and limit / g <= MAX_STATES:
+            return float(g)
+    return limit / MAX_STATES
 
 
 class _InfeasibleBudget(FaaqError):
@@ -221,7 +237,7 @@ def _floor(qgraph, table, cands, budget, metric, method, costs, measure, accurac
 
 
 def random_plan(qgraph: QuantizerGraph, cands: list[Candidate], costs: CostModel, limit: float, seed: int) -> BitPlan:
-    """A baseline: flip random groups to random cheaper candidates until the budget holds."""
+    """A baseline: step random groups down to their next cheaper candidate until the budget holds."""
     rng = np.random.default_rng(seed)
     opts = _options(qgraph, cands)
     current = {g: o[0] for g, o in opts.items()}
@@ -231,6 +247,7 @@ def random_plan(qgraph: QuantizerGraph, cands: list[Candidate], costs: CostModel
         if not movable:
             raise FaaqError("random plan cannot meet the budget")
         g = movable[rng.integers(len(movable))]
-        cheaper = [c for c in opts[g] if costs.group_cost(qgraph.groups[g], c) < costs.group_cost(qgraph.groups[g], current[g])]
-        current[g] = cheaper[rng.integers(len(cheaper))]
+        grp = qgraph.groups[g]
+        cheaper = [c for c in opts[g] if costs.group_cost(grp, c) < costs.group_cost(grp, current[g])]
+        current[g] = max(cheaper, key=lambda c: (costs.group_cost(grp, c), c.w, c.a))
     return BitPlan(current, {"allocator": "random", "seed": seed})

@@ -158,8 +158,8 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
         if qn is None or qn.op_type != "QuantizeLinear":
             return None
         a_src = qn.inputs[0]
-    if a_src.shape is not None and len(a_src.shape) and isinstance(a_src.shape[-1], int) and a_src.shape[-1] != k:
-        return None
+    if a_src.shape is not None and (len(a_src.shape) < 2 or (isinstance(a_src.shape[-1], int) and a_src.shape[-1] != k)):
+        return None  # MatMulNBits wants A of rank >= 2 with K last
 
     q_kn = (q.T if trans_b else q).astype(np.int64)
     signed = _INT_TYPES[q_val.dtype]

@@ -108,6 +108,8 @@ class Prober:
     def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
                  cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
         self.qgraph, self.cal, self.cache, self.config = qgraph, cal, cache, config
+        if config.sensitivity_samples:
+            inputs = {k: v[: config.sensitivity_samples] for k, v in inputs.items()}
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
                                     max(config.batch_size, 64))
@@ -171,14 +173,18 @@ def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candid
         table.meta["cached"] = str(path)
         return table
     jobs = [(g, c) for g in prober.qgraph.groups.values() for c in group_candidates(g, cands)]
-    table: dict[str, dict[str, dict[str, float]]] = {g: {} for g in prober.qgraph.groups}
-    for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
-        entry = prober.measure({g.name: c})
-        if "kl" not in metrics:
-            entry.pop("kl")
-        table[g.name][str(c)] = entry
+    table: dict[str, dict[str, dict[str, float]]] = {g.name: {str(c): {} for c in group_candidates(g, cands)}
+                                                     for g in prober.qgraph.groups.values()}
+    if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
+        for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
+            entry = prober.measure({g.name: c})
+            if "kl" not in metrics:
+                entry.pop("kl")
+            if "sqnr" not in metrics:
+                entry.pop("sqnr_db")
+            table[g.name][str(c)] = entry
     meta = {"samples": int(len(next(iter(prober.session.inputs.values())))), "candidates": [str(c) for c in cands],
-            "metrics": list(metrics), "configs_measured": len(jobs), "key": key}
+            "metrics": list(metrics), "configs": len(jobs), "key": key}
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
         if fit is None:

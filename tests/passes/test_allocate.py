@@ -1,0 +1,135 @@
+import itertools
+
+import pytest
+
+from faaq_onnx.budget import Budget, CostModel
+from faaq_onnx.candidates import parse_candidates
+from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.groups import QuantizerGraph, QuantizerGroup, WeightQuantizer
+from faaq_onnx.passes.allocate import allocate, greedy, knapsack, objective, random_plan
+from faaq_onnx.passes.sensitivity import SensitivityTable
+from faaq_onnx.pipeline import Compilation
+
+
+def _synthetic(n=5, seed=0):
+    """Groups of different sizes and sensitivities, with a brute-forceable space."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    weights, groups, table = {}, {}, {}
+    for i in range(n):
+        params = int(rng.integers(100, 1000))
+        w = f"w{i}"
+        weights[w] = WeightQuantizer(w, [f"op{i}"], "Conv", (params,), 0, None, params * 10)
+        groups[f"g{i}"] = QuantizerGroup(f"g{i}", "conv", [f"op{i}"], [w], [], params * 10, params)
+        sens = rng.uniform(0.5, 5)
+        table[f"g{i}"] = {f"w{b}a8": {"sqnr_db": 10 * np.log10(4.0 ** b / sens)} for b in (2, 4, 8)}
+    return QuantizerGraph(weights, {}, groups), SensitivityTable(table)
+
+
+def test_knapsack_is_exact_against_brute_force():
+    qg, table = _synthetic()
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    costs = CostModel(qg, "avg-bits")
+    limit = costs.limit(Budget.parse("avg-bits=4"))
+    best = None
+    names = list(qg.groups)
+    for combo in itertools.product(cands, repeat=len(names)):
+        ch = dict(zip(names, combo))
+        if costs.plan_cost(ch) <= limit:
+            v = objective(table, ch, "sqnr")
+            best = v if best is None else min(best, v)
+    ks = knapsack(qg, table, cands, costs, limit, "sqnr")
+    assert ks.cost <= limit
+    assert ks.objective == pytest.approx(best, rel=1e-3)
+    gr = greedy(qg, table, cands, costs, limit, "sqnr")
+    assert gr.cost <= limit and gr.objective >= ks.objective - 1e-12
+
+
+def test_greedy_flips_least_sensitive_first():
+    qg, table = _synthetic()
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    costs = CostModel(qg, "avg-bits")
+    alloc = greedy(qg, table, cands, costs, costs.limit(Budget.parse("avg-bits=7")), "sqnr")
+    flipped = [g for g, c in alloc.plan.choices.items() if c.w < 8]
+    assert flipped  # some group had to give bits
+    damage_per_bit = {g: (table.damage(g, Candidate(4, 8), "sqnr") - table.damage(g, Candidate(8, 8), "sqnr"))
+                      / (4 * qg.groups[g].weight_params) for g in qg.groups}
+    assert min(damage_per_bit, key=damage_per_bit.get) in flipped
+
+
+def test_infeasible_budget_names_nearest_feasible():
+    qg, table = _synthetic()
+    with pytest.raises(FaaqError, match=r"infeasible.*avg-bits=2 \(nearest feasible"):
+        allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1"))
+
+
+def test_random_plan_meets_budget():
+    qg, _ = _synthetic()
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    costs = CostModel(qg, "avg-bits")
+    limit = costs.limit(Budget.parse("avg-bits=5"))
+    plans = [random_plan(qg, cands, costs, limit, s) for s in range(3)]
+    assert all(costs.plan_cost(p.choices) <= limit for p in plans)
+    assert len({tuple(sorted((g, str(c)) for g, c in p.choices.items())) for p in plans}) > 1
+
+
+@pytest.mark.parametrize("text,kind,value", [("avg-bits=4", "avg-bits", 4.0), ("bops=0.25@w8a16", "bops", 0.25),
+                                             ("sqnr-db=30", "sqnr-db", 30.0), ("size-mb=1.5", "size-mb", 1.5)])
+def test_budget_parse(text, kind, value):
+    b = Budget.parse(text)
+    assert (b.kind, b.value) == (kind, value)
+
+
+@pytest.mark.parametrize("text", ["avg-bits", "speed=3", "avg-bits=-1", "bops=abc"])
+def test_budget_parse_errors(text):
+    with pytest.raises(FaaqError):
+        Budget.parse(text)
+
+
+@pytest.fixture
+def comp(tiny_cnn, cnn_calib):
+    c = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
+    c.sensitivity("w2a8,w4a8,w8a8", cache_dir=False)
+    return c
+
+
+def test_avg_bits_budget_end_to_end(comp):
+    alloc = comp.allocate("avg-bits=5")
+    assert alloc.plan.avg_weight_bits(comp.qgraph) <= 5.0 + 1e-9
+    assert "joint" in alloc.plan.meta
+    res = comp.emit(alloc.plan)
+    assert res.report["avg_weight_bits"] <= 5.0 + 1e-9
+
+
+def test_sqnr_floor_is_met_as_measured(comp):
+    for method in ("greedy", "knapsack"):
+        alloc = comp.allocate("sqnr-db=20", allocator=method)
+        assert comp.measure(alloc.plan)["sqnr_db"] >= 20
+        assert alloc.plan.meta["joint"]["sqnr_db"] >= 20
+
+
+def test_sqnr_floor_infeasible(comp):
+    with pytest.raises(FaaqError, match="infeasible.*most precise plan"):
+        comp.allocate("sqnr-db=200")
+
+
+def test_bops_budget(comp):
+    alloc = comp.allocate("bops=0.6")
+    costs = comp.cost_model(Budget.parse("bops=0.6"))
+    assert alloc.cost <= 0.6 * costs.plan_cost(comp.uniform("w8a8").choices) + 1e-6
+
+
+def test_max_drop_needs_labels(comp):
+    with pytest.raises(FaaqError, match="labeled data"):
+        comp.allocate("max-drop=1")
+
+
+def test_max_drop_with_labels(comp, cnn_calib):
+    from tests.conftest import run_model
+
+    x = cnn_calib["input"]
+    y = run_model(comp.float_proto, {"input": x})[0].argmax(1)
+    alloc = comp.allocate("max-drop=5", labeled=(x, y))
+    assert alloc.plan.meta["top1"] >= 0.95 - 1e-9

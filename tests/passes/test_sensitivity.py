@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.pipeline import Compilation
+from faaq_onnx.probe import build_probe, disabled_params, root_tensors
+from tests.conftest import run_model
+
+
+@pytest.fixture
+def comp(tiny_cnn, cnn_calib):
+    return Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
+
+
+def test_probe_with_everything_off_is_the_float_model(comp, cnn_calib):
+    probe = build_probe(comp.float_proto, comp.qgraph)
+    from faaq_onnx.probe import param_name
+
+    feeds = {"input": cnn_calib["input"][:8]}
+    feeds.update({param_name(a): disabled_params() for a in comp.qgraph.activations})
+    # equal up to float reassociation: ORT fuses the probe graph differently
+    np.testing.assert_allclose(run_model(probe, feeds)[0], run_model(comp.float_proto, {"input": feeds["input"]})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_probe_matches_the_emitted_qdq_model(comp):
+    """What phase 1 measures is what ships: probe and real QDQ agree on W4A8."""
+    plan = comp.uniform("w4a8")
+    probe_sqnr = comp.measure(plan)["sqnr_db"]
+    emitted = comp.emit(plan).report["verify"]["outputs"]["logits"]["sqnr_db"]
+    assert probe_sqnr == pytest.approx(emitted, abs=0.5)
+
+
+def test_roots_skip_pass_through_members(comp):
+    shared = next(a for a in comp.qgraph.activations.values() if "p1" in a.tensors)
+    assert root_tensors(comp.float_proto, shared.tensors) == [shared.tensors[0]]
+
+
+def test_sensitivity_table_orders_bits(comp):
+    table = comp.sensitivity("w2a8,w4a8,w8a8", metrics=("sqnr", "kl", "fit"), cache_dir=False)
+    for g in comp.qgraph.groups.values():
+        row = table.table[g.name]
+        if g.weights:
+            assert row["w8a8"]["sqnr_db"] > row["w4a8"]["sqnr_db"] > row["w2a8"]["sqnr_db"]
+            assert row["w8a8"]["fit"] < row["w4a8"]["fit"] < row["w2a8"]["fit"]
+            assert row["w2a8"]["kl"] > row["w8a8"]["kl"] >= 0
+        else:
+            assert set(row) == {"w8a8"}  # weightless groups only choose activation bits
+    assert table.meta["configs"] == sum(3 if g.weights else 1 for g in comp.qgraph.groups.values())
+    md = table.to_markdown()
+    assert "w4a8 sqnr_db" in md and md.count("\n") == len(table.table) + 2
+
+
+def test_sensitivity_is_cached(comp, tmp_path):
+    first = comp.sensitivity("w4a8,w8a8", cache_dir=tmp_path)
+    files = list(tmp_path.glob("sensitivity-*.json"))
+    assert len(files) == 1 and "cached" not in first.meta
+    again = comp.sensitivity("w4a8,w8a8", cache_dir=tmp_path)
+    assert again.meta["cached"] == str(files[0]) and again.table == first.table
+
+
+def test_fit_only_skips_the_sweep(comp):
+    table = comp.sensitivity("w4a8,w8a8", metrics=("fit",), cache_dir=False)
+    assert table.has("fit") and not table.has("sqnr")
+    assert all("sqnr_db" not in e for row in table.table.values() for e in row.values())
+
+
+def test_attention_candidates_allow_16_bit(tmp_path):
+    from faaq_onnx.candidates import group_candidates
+    from faaq_onnx.groups import QuantizerGroup
+
+    g = QuantizerGroup("g:scores", "attention", ["mm"], [], ["act:q", "act:k"], 100, 0)
+    assert [c.a for c in group_candidates(g, [Candidate(4, 8), Candidate(8, 8)])] == [16, 8]
