@@ -96,3 +96,40 @@ def test_eval_reports_accuracy_and_drop(runner, tiny_cnn, tmp_path, cnn_calib):
 def test_export_list(runner):
     r = runner.invoke(main, ["export", "--list"])
     assert r.exit_code == 0 and "resnet20-cifar10" in r.output
+
+
+def test_quantize_with_budget_saves_plan_and_overrides(runner, tiny_cnn, calib_npz, tmp_path):
+    out, plan, ovr = tmp_path / "q.onnx", tmp_path / "plan.json", tmp_path / "ovr.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "avg-bits=5",
+                             "--candidates", "w4a8,w8a8", "--save-plan", str(plan), "--save-overrides", str(ovr),
+                             "--no-cache", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "mixed (knapsack, avg-bits=5" in r.output
+    choices = json.loads(plan.read_text())["choices"]
+    assert set(choices.values()) <= {"w4a8", "w8a8"}
+    overrides = json.loads(ovr.read_text())
+    assert {o[0]["quant_type"] for k, o in overrides.items() if k != "_faaq_effective_bits"} >= {"QInt4", "QUInt8"}
+    # the saved plan applies again
+    out2 = tmp_path / "q2.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out2), "--calib", calib_npz, "--plan", str(plan), "-q"])
+    assert r.exit_code == 0, r.output
+
+
+def test_impossible_budget_is_one_line(runner, tiny_cnn, calib_npz, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "avg-bits=1",
+                             "--candidates", "w4a8,w8a8", "--no-cache", "-q"])
+    assert r.exit_code == 2 and not out.exists()
+    assert "infeasible" in r.stderr and "avg-bits=4" in r.stderr
+
+
+def test_analyze_writes_report(runner, tiny_cnn, calib_npz, tmp_path):
+    rep = tmp_path / "rep"
+    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "3",
+                             "--no-cache", "-q"])
+    assert r.exit_code == 0, r.output
+    for f in ("sensitivity.json", "sensitivity.md", "sensitivity.png", "tradeoff.json", "tradeoff.png"):
+        assert (rep / f).stat().st_size > 0, f
+    curve = json.loads((rep / "tradeoff.json").read_text())
+    assert len(curve["knapsack"]) == 3 and {p["label"] for p in curve["uniform"]} == {"w4a8", "w8a8", "w8a16"}
+    assert open(rep / "sensitivity.png", "rb").read(4) == b"\x89PNG"

@@ -1,0 +1,62 @@
+"""`faaq analyze`: where the sensitive layers are, and what each budget buys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
+
+
+@click.command("analyze")
+@click.argument("model", type=click.Path(dir_okay=False))
+@quant_options
+@click.option("--candidates", default="practical", show_default=True, help="Kernels per group, or a preset.")
+@click.option("--metrics", default="sqnr,kl,fit", show_default=True, help="Sensitivity metrics to measure.")
+@click.option("--metric", type=click.Choice(["sqnr", "kl", "fit"]), default="sqnr", show_default=True,
+              help="Metric the trade-off plans minimize.")
+@click.option("--points", type=int, default=8, show_default=True, help="Budgets on the trade-off curve.")
+@click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--no-cache", is_flag=True)
+def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, **opts):
+    """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
+    from faaq_onnx.candidates import parse_candidates
+    from faaq_onnx.cli.common import write_json
+    from faaq_onnx.errors import FaaqError
+    from faaq_onnx.passes.emit_qdq import needed_opset
+    from faaq_onnx.pipeline import Compilation
+    from faaq_onnx.plan import BitPlan
+    from faaq_onnx.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
+
+    config = config_from_options(opts)
+    cands = parse_candidates(candidates)
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    if any(m not in ("sqnr", "kl", "fit") for m in wanted) or metric not in wanted:
+        raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
+    comp = Compilation(model, opts["calib"], config,
+                       target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config))
+    table = comp.sensitivity(cands, wanted, False if no_cache else cache_dir)
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sensitivity.json", table.to_dict())
+    (out / "sensitivity.md").write_text(table.to_markdown())
+    key = {"sqnr": "sqnr_db", "kl": "kl", "fit": "fit"}[metric]
+    if table.has(metric):
+        plot_sensitivity(table, out / "sensitivity.png", key)
+    curve = tradeoff(comp, metric, points)
+    write_json(out / "tradeoff.json", curve)
+    plot_tradeoff(curve, out / "tradeoff.png")
+    if "fit_unavailable" in table.meta:
+        click.echo(f"note: fit metric unavailable: {table.meta['fit_unavailable']}", err=True)
+    worst = table.ranking(None, metric)[:5]
+    click.echo(f"{len(table.table)} groups x candidates {', '.join(map(str, cands))}: most sensitive ({metric}): "
+               + ", ".join(worst))
+    for p in curve["uniform"]:
+        click.echo(f"  uniform {p['label']:8} size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
+                   f"SQNR {p['sqnr_db']:6.2f} dB")
+    for p in curve["knapsack"]:
+        click.echo(f"  knapsack         size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
+                   f"SQNR {p['sqnr_db']:6.2f} dB")
+    click.echo(f"report written to {out}/ (sensitivity.json/.md/.png, tradeoff.json/.png)")

@@ -1,0 +1,106 @@
+"""The accuracy/size/BOPs trade-off: plans across budgets, measured jointly.
+
+Used by `faaq analyze`: for a sweep of BOPs budgets, the greedy and knapsack plans
+are measured in the probe session (output SQNR, KL), and each uniform candidate is a
+reference point. Sizes are bytes as stored (packed containers), BOPs relative to W8A8.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faaq_onnx.budget import Budget, CostModel
+from faaq_onnx.candidates import group_candidates
+from faaq_onnx.config import Candidate
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.plan import BitPlan
+
+
+def plan_point(comp, plan: BitPlan, label: str) -> dict:
+    size = comp.cost_model(Budget("size-mb", 1.0))
+    bops = comp.cost_model(Budget("bops", 1.0))
+    ref = bops.plan_cost(comp.uniform(Candidate(8, 8)).choices)
+    m = comp.measure(plan)
+    return {
+        "label": label,
+        "model_bytes": size.plan_cost(plan.choices) + size.other_bytes,
+        "relative_bops": bops.plan_cost(plan.choices) / ref if ref else float("nan"),
+        "avg_weight_bits": plan.avg_weight_bits(comp.qgraph),
+        "sqnr_db": m["sqnr_db"],
+        "kl": m["kl"],
+        "plan": plan.to_dict()["choices"],
+    }
+
+
+def tradeoff(comp, metric: str = "sqnr", points: int = 8) -> dict:
+    """Greedy and knapsack plans over a sweep of BOPs budgets, plus uniform candidates."""
+    if comp.table is None:
+        raise FaaqError("run the sensitivity stage first")
+    cands = comp.candidates
+    bops = comp.cost_model(Budget("bops", 1.0))
+    ref = bops.plan_cost(comp.uniform(Candidate(8, 8)).choices)
+    opts = {g.name: group_candidates(g, cands) for g in comp.qgraph.groups.values()}
+    lo = bops.plan_cost({g: o[-1] for g, o in opts.items()}) / ref
+    hi = bops.plan_cost({g: o[0] for g, o in opts.items()}) / ref
+    out = {"metric": metric, "uniform": [], "greedy": [], "knapsack": []}
+    for c in cands:
+        out["uniform"].append(plan_point(comp, comp.uniform(c), str(c)))
+    for r in np.linspace(lo, hi, points):
+        budget = Budget("bops", float(r) * 1.0000001)
+        for method in ("greedy", "knapsack"):
+            alloc = comp.allocate(budget, metric, method)
+            out[method].append(plan_point(comp, alloc.plan, f"{method} bops<={r:.3f}"))
+    return out
+
+
+def plot_tradeoff(curve: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, xlabel in ((axes[0], "model_bytes", "model size (MB, as stored)"),
+                            (axes[1], "relative_bops", "BOPs relative to W8A8")):
+        scale = 1e-6 if key == "model_bytes" else 1.0
+        for method, style in (("greedy", "o-"), ("knapsack", "s--")):
+            pts = sorted(curve[method], key=lambda p: p[key])
+            ax.plot([p[key] * scale for p in pts], [p["sqnr_db"] for p in pts], style, label=f"{method} ({curve['metric']})")
+        for p in curve["uniform"]:
+            ax.plot(p[key] * scale, p["sqnr_db"], "k*", markersize=10)
+            ax.annotate(p["label"], (p[key] * scale, p["sqnr_db"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("output SQNR (dB, measured jointly)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle("faaq trade-off: mixed-precision plans vs uniform schemes (stars)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(table.table)
+    cands = sorted({c for row in table.table.values() for c in row}, key=lambda c: (Candidate.parse(c).w, Candidate.parse(c).a))
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(groups) + 1)))
+    height = 0.8 / max(1, len(cands))
+    y = np.arange(len(groups))
+    for i, c in enumerate(cands):
+        vals = [table.table[g].get(c, {}).get(metric_key, np.nan) for g in groups]
+        ax.barh(y + i * height, vals, height=height, label=c)
+    ax.set_yticks(y + 0.4 - height / 2)
+    ax.set_yticklabels([g.replace("g:", "")[-40:] for g in groups], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel({"sqnr_db": "output SQNR (dB) with this group alone quantized — lower = more sensitive",
+                   "kl": "output KL divergence — higher = more sensitive",
+                   "fit": "Fisher-weighted error — higher = more sensitive"}[metric_key])
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
