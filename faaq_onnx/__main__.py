@@ -1,0 +1,3 @@
+from faaq_onnx.cli import main
+
+main()

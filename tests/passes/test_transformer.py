@@ -1,0 +1,66 @@
+"""A BERT-shaped block: MatMul projections, scores, Softmax, LayerNorm, GELU."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from faaq_onnx.config import QuantConfig  # noqa: E402
+from faaq_onnx.pipeline import Compilation, quantize  # noqa: E402
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.h, self.d = heads, d
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(4))
+        self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+        self.ff1, self.ff2 = torch.nn.Linear(d, 4 * d), torch.nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        def split(t):
+            return t.reshape(b, s, self.h, d // self.h).transpose(1, 2)
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.h) ** 0.5, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, s, d)
+        x = self.ln1(x + self.o(y))
+        return self.ln2(x + self.ff2(torch.nn.functional.gelu(self.ff1(x))))
+
+
+@pytest.fixture
+def bert_block(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    m = Block().eval()
+    path = tmp_path / "block.onnx"
+    torch.onnx.export(m, (torch.randn(1, 8, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    p = onnx.load(path)
+    p.ir_version = 10
+    onnx.save(p, path)
+    return str(path)
+
+
+@pytest.fixture
+def calib():
+    return {"x": np.random.default_rng(0).standard_normal((32, 8, 32)).astype(np.float32)}
+
+
+def test_qkv_projections_share_a_group_and_scores_are_attention(bert_block, calib):
+    comp = Compilation(bert_block, calib, QuantConfig(progress=False))
+    kinds = [g.kind for g in comp.qgraph.groups.values()]
+    assert kinds.count("attention") == 2  # q@k^T and att@v
+    qkv = [g for g in comp.qgraph.groups.values() if len(g.weights) == 3]
+    assert len(qkv) == 1 and qkv[0].kind == "matmul"
+
+
+def test_transformer_w8a8_and_budget(bert_block, calib):
+    res = quantize(bert_block, calib, config=QuantConfig(progress=False))
+    assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 20
+    mixed = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=0.8",
+                     candidates="practical", cache_dir=False)
+    assert mixed.report["verify"]["outputs"]["y"]["sqnr_db"] > 15
+    att = [g for g in mixed.qgraph.groups.values() if g.kind == "attention"]
+    assert all(mixed.plan.choices[g.name].a in (8, 16) for g in att)
