@@ -41,7 +41,7 @@ class QuantConfig:
     block_size: int = 32
     weight_symmetric: bool = True
     act_symmetric: bool = False
-    weight_range: str = "mse"
+    weight_range: str = "minmax"
     act_range: str = "mse"
     percentile: float = 99.99
     calib_size: int | None = 256

@@ -26,7 +26,7 @@ def quant_options(f):
         click.option("--act-symmetric/--act-asymmetric", default=False, show_default=True),
         click.option("--act-range", type=click.Choice(ACTIVATION_METHODS), default="mse", show_default=True,
                      help="Activation range setter."),
-        click.option("--weight-range", type=click.Choice(WEIGHT_METHODS), default="mse", show_default=True,
+        click.option("--weight-range", type=click.Choice(WEIGHT_METHODS), default="minmax", show_default=True,
                      help="Weight range setter."),
         click.option("--percentile", type=float, default=99.99, show_default=True),
         click.option("--calib-size", type=int, default=256, show_default=True,
