@@ -34,6 +34,7 @@ from faaq_onnx.passes.discover_groups import discover_groups
 from faaq_onnx.passes.emit_qdq import emit_qdq, needed_opset
 from faaq_onnx.passes.gradient_sensitivity import fisher_sensitivity
 from faaq_onnx.passes.load import load_model
+from faaq_onnx.passes.prune_quantizers import prune_quantizers
 from faaq_onnx.passes.quantize_weights import WeightCache, quantize_weights
 from faaq_onnx.passes.sensitivity import Prober, SensitivityTable, sensitivity
 from faaq_onnx.passes.verify import verify
@@ -73,6 +74,7 @@ class Compilation:
         with self.stage("calibrate"):
             self.calibration = calibrate(self.model, self.qgraph, self.inputs, self.config.batch_size,
                                          self.config.progress)
+            self.qgraph = prune_quantizers(self.qgraph, self.calibration)
         self.weights = WeightCache(self.model, self.qgraph, self.config)
         self._prober: Prober | None = None
         self.table: SensitivityTable | None = None

@@ -64,3 +64,34 @@ def test_transformer_w8a8_and_budget(bert_block, calib):
     assert mixed.report["verify"]["outputs"]["y"]["sqnr_db"] > 15
     att = [g for g in mixed.qgraph.groups.values() if g.kind == "attention"]
     assert all(mixed.plan.choices[g.name].a in (8, 16) for g in att)
+
+
+def test_attention_mask_range_stays_float(tmp_path):
+    """A mask of finfo.min added to scores must not be quantized (its step would erase the scores)."""
+    import onnx
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+
+        def forward(self, x, mask):
+            s = self.q(x) @ self.k(x).transpose(-1, -2)
+            s = s + (1.0 - mask[:, None, :]) * torch.finfo(torch.float32).min
+            return torch.softmax(s, -1)
+
+    torch.manual_seed(0)
+    path = tmp_path / "masked.onnx"
+    torch.onnx.export(Masked().eval(), (torch.randn(1, 6, 16), torch.ones(1, 6)), str(path), dynamo=False,
+                      opset_version=17, input_names=["x", "mask"], output_names=["p"],
+                      dynamic_axes={"x": {0: "b"}, "mask": {0: "b"}, "p": {0: "b"}})
+    p = onnx.load(path)
+    p.ir_version = 10
+    onnx.save(p, path)
+    rng = np.random.default_rng(0)
+    mask = np.ones((16, 6), np.float32)
+    mask[:, 4:] = 0
+    calib = {"x": rng.standard_normal((16, 6, 16)).astype(np.float32), "mask": mask}
+    res = quantize(str(path), calib, config=QuantConfig(progress=False))
+    assert any("too wide for an integer grid" in s for s in res.report["skipped"])
+    assert res.report["verify"]["outputs"]["p"]["sqnr_db"] > 20
