@@ -24,8 +24,11 @@ Measurements:
   on all calibration samples;
 - ORT quant_pre_process + quantize_static (QDQ, per-channel, MinMax, QInt8 weights,
   QUInt8 activations) on the same model and calibration data;
-- the whole mixed-precision pipeline faaq_onnx.pipeline.quantize(budget='bops=0.5',
-  candidates='practical', metric=fit|sqnr, cache_dir=False): load to verify.
+- the whole mixed-precision pipeline faaq_onnx.pipeline.quantize(budget=--budget,
+  candidates='practical', metric=fit|sqnr, cache_dir=False): load to verify. The default
+  budget is bops=0.55, not 0.5: with 'practical' the cheapest plan of these models costs
+  bops=0.5001 (weightless Add/pool groups keep 8-bit activations, so every group at
+  w4a8 is just above 0.5) and faaq rightly refuses bops=0.5 as infeasible.
 
     python benchmarks/bench_sensitivity_speed.py --data-dir ../shared/data
 """
@@ -138,7 +141,7 @@ def child(spec: dict) -> dict:
         out["rss_before_mb"] = _status()["VmRSS"]
         out["peak_reset"] = _reset_peak()
         t0 = time.perf_counter()
-        res = quantize(spec["model"], calib, None, cfg, budget="bops=0.5", candidates="practical",
+        res = quantize(spec["model"], calib, None, cfg, budget=spec["budget"], candidates="practical",
                        metric=spec["metric"], cache_dir=False)
         out["wall_s"] = time.perf_counter() - t0
         out["stage_timings_s"] = res.timings
@@ -180,6 +183,7 @@ def main() -> None:
     ap.add_argument("--max-sweep-s", type=float, default=900.0,
                     help="if one full SQNR sweep is estimated above this, use --fallback-samples")
     ap.add_argument("--fallback-samples", type=int, default=16)
+    ap.add_argument("--budget", default="bops=0.55", help="budget of the full-pipeline runs")
     ap.add_argument("--imagenet-random", action="store_true",
                     help="calibrate ResNet-50 on random-normal images instead of val1300")
     args = ap.parse_args()
@@ -229,8 +233,8 @@ def main() -> None:
                              "out": str(work / f"{name}.ort.onnx")}, work))
         sens_samples = sweep_sqnr.get("sensitivity_samples")
         for m in ("fit", "sqnr"):
-            rows.append(measure({**base, "label": f"faaq quantize bops=0.5 practical, metric {m}", "kind": "pipeline",
-                                 "metric": m, "sensitivity_samples": sens_samples if m == "sqnr" else None}, work))
+            rows.append(measure({**base, "label": f"faaq quantize {args.budget} practical, metric {m}",
+                                 "kind": "pipeline", "budget": args.budget, "metric": m, "sensitivity_samples": sens_samples if m == "sqnr" else None}, work))
     md = ["| model | measurement | samples | configs | wall s | vs quantize_static | peak RSS MB (during call) | "
           "RSS before MB | ru_maxrss MB (child) | load avg (1 min) before |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -246,6 +250,8 @@ def main() -> None:
                   f"{ratio} | {r['peak_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['maxrss_mb']:.0f} | "
                   f"{r['loadavg_before'][0]:.2f} |")
     md.append("")
+    md.append("The pipeline's FIT runs on 32 samples (Compilation.sensitivity's default fit_samples; quantize() has "
+              "no option for it); its SQNR run measures sqnr and kl in one sweep, as quantize() does.")
     for name, s in setup.items():
         est = next((r.get("estimate") for r in rows if r["model_name"] == name and r.get("label", "").endswith("sqnr")
                     and "estimate" in r), None)

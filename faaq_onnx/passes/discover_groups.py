@@ -48,6 +48,31 @@ class _UnionFind:
         return comps
 
 
+def _worth_quantizing(compute_nodes, uf: _UnionFind):
+    """Keep the ops whose quantization buys an integer kernel.
+
+    Weighted ops and activation x activation MatMuls always have one (their integer
+    kernels may produce float). Add, Concat and pooling only pay off when their output
+    feeds another quantized op (QLinearAdd -> QLinearConv); a residual Add in front of
+    a LayerNormalization would only add Q/DQ work and error (transformer outliers).
+    """
+    always = [c for c in compute_nodes if c[1] is not None or c[0].op_type == "MatMul"]
+    optional = [c for c in compute_nodes if c not in always]
+    kept = list(always)
+    changed = True
+    while changed:
+        changed = False
+        inputs = {uf.find(v.name) for _, _, data in kept for v in data}
+        for c in list(optional):
+            out = c[0].outputs[0].name
+            if uf.find(out) in inputs:
+                kept.append(c)
+                optional.remove(c)
+                changed = True
+    order = {id(c[0]): i for i, c in enumerate(compute_nodes)}
+    return sorted(kept, key=lambda c: order[id(c[0])])
+
+
 def _weight_input(node: ir.Node) -> int | None:
     """Index of the constant float weight a compute node multiplies by, if any."""
     if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
@@ -175,14 +200,6 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             continue
         if not node.outputs or not _float_activation(node.outputs[0]):
             continue
-        for v in data:
-            needed.add(v.name)
-            uf.add(v.name)
-        needed.add(node.outputs[0].name)
-        uf.add(node.outputs[0].name)
-        if op == "Concat":
-            for v in data:
-                uf.union(v.name, node.outputs[0].name)
         compute_nodes.append((node, widx, data))
 
     # pass-through ops join their input and output scales
@@ -194,6 +211,15 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 uf.union(x.name, y.name)
                 if node.op_type in CLAMPS:
                     clamp_nodes[y.name] = node
+
+    compute_nodes = _worth_quantizing(compute_nodes, uf)
+    for node, widx, data in compute_nodes:
+        for v in data:
+            needed.add(v.name)
+            uf.add(v.name)
+        if node.op_type == "Concat":
+            for v in data:
+                uf.union(v.name, node.outputs[0].name)
 
     comps = uf.components()
     activations: dict[str, ActivationQuantizer] = {}
@@ -249,12 +275,6 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 "AveragePool": "pool",
             }[node.op_type]
         node_kind[node.name] = kind
-        out_act = tensor_to_act[node.outputs[0].name]
-        consumed = any(
-            tensor_to_act.get(v.name) == out_act for _, _, d in compute_nodes for v in d
-        )
-        if not consumed:
-            guf.union(key, out_act)
 
     groups: dict[str, QuantizerGroup] = {}
     for root, members in guf.components().items():

@@ -66,6 +66,12 @@ def test_transformer_w8a8_and_budget(bert_block, calib):
     assert all(mixed.plan.choices[g.name].a in (8, 16) for g in att)
 
 
+def test_residual_add_before_layernorm_stays_float(bert_block, calib):
+    """Q/DQ around an Add that feeds LayerNormalization buys no integer kernel."""
+    comp = Compilation(bert_block, calib, QuantConfig(progress=False))
+    assert all(g.kind != "eltwise" for g in comp.qgraph.groups.values())
+
+
 def test_attention_mask_range_stays_float(tmp_path):
     """A mask of finfo.min added to scores must not be quantized (its step would erase the scores)."""
     import onnx
@@ -73,12 +79,12 @@ def test_attention_mask_range_stays_float(tmp_path):
     class Masked(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.q, self.k = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+            self.q, self.k, self.v = (torch.nn.Linear(16, 16) for _ in range(3))
 
         def forward(self, x, mask):
             s = self.q(x) @ self.k(x).transpose(-1, -2)
             s = s + (1.0 - mask[:, None, :]) * torch.finfo(torch.float32).min
-            return torch.softmax(s, -1)
+            return torch.relu(s) @ self.v(x)  # the masked Add feeds a quantized MatMul
 
     torch.manual_seed(0)
     path = tmp_path / "masked.onnx"
