@@ -51,6 +51,8 @@ class QuantConfig:
     simplify: bool = True
     int32_bias: bool = True
     verify_samples: int = 64
+    matmulnbits: bool = False  # eligible MatMul/Gemm weights (2/4/8-bit, blocked) -> MatMulNBits
+    weight_only_matmul: bool = False  # with matmulnbits: drop the activation Q/DQ of converted nodes
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from faaq_onnx.passes.allocate import Allocation, allocate
 from faaq_onnx.passes.calibrate import calibrate
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.discover_groups import discover_groups
+from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import emit_qdq, needed_opset
 from faaq_onnx.passes.gradient_sensitivity import fisher_sensitivity
 from faaq_onnx.passes.load import load_model
@@ -166,6 +167,10 @@ class Compilation:
             qmodel = ir.from_proto(self.float_proto)
             emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights)
             quant_proto = to_proto(qmodel)
+            converted: list[str] = []
+            if self.config.matmulnbits:
+                quant_proto, converted = convert_to_matmulnbits(
+                    quant_proto, drop_activation_qdq=self.config.weight_only_matmul)
         with self.stage("verify"):
             held = {k: v[: self.config.verify_samples] for k, v in self.inputs.items()}
             verification = verify(self.float_proto, quant_proto, held, emitted.__dict__, self.config.batch_size)
@@ -180,6 +185,7 @@ class Compilation:
             "skipped": self.qgraph.skipped,
             "dropped_clamps": emitted.dropped_clamps,
             "int32_biases": len(emitted.int32_biases),
+            "matmulnbits": converted,
             "verify": verification,
             "warnings": self.warnings,
             "timings_s": dict(self.timings),

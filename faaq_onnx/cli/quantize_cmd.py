@@ -35,6 +35,10 @@ def quant_options(f):
         click.option("--sensitivity-samples", type=int, default=None,
                      help="Measure sensitivity on this many of the calibration samples (default all)."),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
+        click.option("--matmulnbits", is_flag=True,
+                     help="Emit eligible MatMul/Gemm weights (2/4/8-bit, blocked) as com.microsoft MatMulNBits."),
+        click.option("--weight-only-matmul", is_flag=True,
+                     help="With --matmulnbits: converted MatMuls read float activations (weight-only W4/W8)."),
         seed_option,
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -96,6 +100,8 @@ def config_from_options(o: dict) -> QuantConfig:
         sensitivity_samples=o.get("sensitivity_samples"),
         seed=o["seed"],
         simplify=not o["no_simplify"],
+        matmulnbits=o.get("matmulnbits", False),
+        weight_only_matmul=o.get("weight_only_matmul", False),
         progress=not o["quiet"] and sys.stderr.isatty(),
     )
 

@@ -64,7 +64,8 @@ def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib: Cali
     for name, aq in qgraph.activations.items():
         scale, zp, fmt = act_params[name]
         rep_lo, rep_hi = scale * (fmt.qmin - zp), scale * (fmt.qmax - zp)
-        for node_name in aq.droppable:
+        # weight-only MatMulNBits bypasses activation Q/DQ later: the Relu must stay then
+        for node_name in [] if config.weight_only_matmul else aq.droppable:
             node = nodes.get(node_name)
             if node is None:
                 continue

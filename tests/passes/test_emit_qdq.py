@@ -86,3 +86,13 @@ def test_per_tensor_weights(tiny_cnn, cnn_calib):
     assert len(weight_dq) == 3
     assert all(not n.attribute and len(inits[n.input[1]].dims) == 0 for n in weight_dq)
     assert res.report["verify"]["outputs"]["logits"]["sqnr_db"] > 25
+
+
+def test_matmulnbits_through_the_pipeline(tiny_mlp, mlp_calib):
+    cfg = QuantConfig(scheme="w4a8", weight_granularity="block", block_size=16, matmulnbits=True,
+                      weight_only_matmul=True, progress=False)
+    res = quantize(tiny_mlp, mlp_calib, config=cfg)
+    ops = [n.op_type for n in res.model.graph.node]
+    assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
+    assert sorted(res.report["matmulnbits"]) == ["mm1", "mm2"]
+    assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 12
