@@ -43,6 +43,8 @@ import numpy as np
 import onnx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import ort_quantize_static as common_ort_quantize_static  # noqa: E402
 CNNS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet"]
 CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}
 
@@ -128,27 +130,7 @@ def faaq_quantize(src: Path, dst: Path, calib, scheme: str = "w8a8", budget: str
 
 
 def ort_quantize_static(src: Path, dst: Path, calib: dict[str, np.ndarray]) -> dict:
-    """ONNX Runtime's documented static flow: quant_pre_process, then quantize_static (QDQ)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import CalibrationMethod
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            n = len(next(iter(calib.values())))
-            self.it = iter([{k: v[i : i + 1] for k, v in calib.items()} for i in range(n)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    t0 = time.perf_counter()
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    pre.unlink(missing_ok=True)
-    return {"seconds": round(time.perf_counter() - t0, 1)}
+    return {"seconds": round(common_ort_quantize_static(src, dst, calib), 1)}
 
 
 def ort_matmul_nbits(src: Path, dst: Path) -> dict:

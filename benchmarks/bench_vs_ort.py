@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, write
+from common import cifar_model, data_dir, machine, ort_quantize_static, write
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.data import load_inputs, load_labeled
@@ -28,25 +28,6 @@ from faaq_onnx.pipeline import quantize
 from faaq_onnx.runtime.session import make_session
 
 TEST_SETS = {"test (JPEG, 10000)": "cifar10/cifar10_test.npz", "lossless (1017)": "cifar10/cifar10_test_lossless1017.npz"}
-
-
-def ort_quantize_static(float_path: Path, out: Path, calib: np.ndarray) -> float:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    t0 = time.perf_counter()
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(float_path), str(pre))
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return time.perf_counter() - t0
 
 
 def interleaved_latency(paths, batches, runs: int, warmup: int = 10) -> dict:
@@ -93,7 +74,7 @@ def main() -> None:
                                                    calib_size=args.calib_size, progress=False))
         faaq_s = time.perf_counter() - t0
         ort_path = work / f"{name}.ort_w8a8.onnx"
-        ort_s = ort_quantize_static(fp, ort_path, calib["input"])
+        ort_s = ort_quantize_static(fp, ort_path, calib)
         lat = interleaved_latency([fp, faaq_path, ort_path], (1, 8), args.runs)
         lat_all[name] = {f"{k[0]} bs={k[1]}": v for k, v in lat.items()}
         for label, path, qs in (("float", fp, None), ("faaq W8A8", faaq_path, faaq_s), ("ORT quantize_static W8A8", ort_path, ort_s)):
