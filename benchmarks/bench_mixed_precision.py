@@ -25,6 +25,7 @@ settings.)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import tempfile
@@ -47,6 +48,20 @@ TEST_SETS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_te
 CALIB = "cifar10/cifar10_train5000.npz"
 METRICS = ("sqnr", "kl", "fit")
 
+
+
+def git_state() -> dict:
+    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True).stdout.split("\n")
+        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
+    except OSError:
+        return {}
 
 def plan_key(plan) -> str:
     return json.dumps({g: str(c) for g, c in sorted(plan.choices.items())})
@@ -245,20 +260,23 @@ def main() -> None:
     results = []
     t_all = time.perf_counter()
     for name in args.models.split(","):
-        cache = OUT / f"mixed_precision.{name}.json"
+        tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        cache = OUT / f"mixed_precision.{name}.{tag}.json"  # one file per settings: other runs do not clobber it
         if args.resume and cache.exists():
             saved = json.loads(cache.read_text())
             if saved.get("settings") == settings:
                 print(name, "reusing", cache, flush=True)
-                results.append(saved["result"])
+                results.append({**saved["result"], "git": saved.get("git")})
                 continue
         load = os.getloadavg()
         r = run_model(name, args, ddir, work, tests, calib, calib_y)
         r["loadavg_before"] = load
+        r["git"] = git_state()
         OUT.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"settings": settings, "machine": machine(), "result": r}, indent=1, default=str))
+        cache.write_text(json.dumps({"settings": settings, "machine": machine(), "git": git_state(), "result": r},
+                                    indent=1, default=str))
         results.append(r)
-    payload = {"machine": machine(), "settings": settings, "wall_s": round(time.perf_counter() - t_all, 1),
+    payload = {"machine": machine(), "git": git_state(), "settings": settings, "wall_s": round(time.perf_counter() - t_all, 1),
                "results": results}
     write("mixed_precision", payload, markdown(results, args))
 

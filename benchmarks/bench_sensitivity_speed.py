@@ -53,6 +53,20 @@ HERE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- child side
+
+def git_state() -> dict:
+    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True).stdout.split("\n")
+        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
+    except OSError:
+        return {}
+
 def _status() -> dict:
     s = Path("/proc/self/status").read_text()
     return {k: int(re.search(k + r":\s+(\d+)", s).group(1)) / 1024 for k in ("VmRSS", "VmHWM")}
@@ -272,7 +286,7 @@ def main() -> None:
                     verdict = "within" if p["wall_s"] <= 5 * ort["wall_s"] else "over"
                     md.append(f"  - pipeline with metric {m}: {p['wall_s']:.1f} s vs 5 × quantize_static = "
                               f"{5 * ort['wall_s']:.1f} s → {verdict}")
-    write("sensitivity_speed", {"machine": machine(), "setup": setup, "rows": rows,
+    write("sensitivity_speed", {"machine": machine(), "git": git_state(), "setup": setup, "rows": rows,
                                 "wall_s": round(time.perf_counter() - t_all, 1)}, "\n".join(md) + "\n")
 
 

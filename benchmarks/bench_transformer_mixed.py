@@ -44,6 +44,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SEQ = 64
 
 
+
+def git_state() -> dict:
+    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True).stdout.split("\n")
+        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
+    except OSError:
+        return {}
+
 def read_sst2(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -317,7 +331,7 @@ def main() -> None:
     if errors:
         md += ["", "Errors:", ""] + [f"- {e['stage']}: `{e['error'][:300]}`" for e in errors]
     md.append("")
-    write("transformer_mixed", {"machine": machine(), "info": info, "rows": rows, "errors": errors,
+    write("transformer_mixed", {"machine": machine(), "git": git_state(), "info": info, "rows": rows, "errors": errors,
                                 "wall_s": round(time.perf_counter() - t_all, 1)}, "\n".join(md) + "\n")
 
 
