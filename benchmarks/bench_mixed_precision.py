@@ -196,7 +196,8 @@ def markdown(results: list[dict], args) -> str:
     for r in results:
         md += [f"### {r['model']} ({r['groups']} groups, {r['weighted_groups']} with weights)", "",
                f"float: test {pct(r['float']['test'])} %, lossless {pct(r['float']['lossless'])} %; "
-               f"sensitivity sweep {r['timings_s']['sensitivity']} s", "",
+               f"sensitivity sweep {r['timings_s']['sensitivity']} s; library git {(r.get('git') or {}).get('head', '?')}"
+               f"{' + local changes' if (r.get('git') or {}).get('modified') else ''}", "",
                "| budget (avg w bits) | plan | avg bits | joint SQNR dB | top-1 test | top-1 lossless |",
                "|---|---|---|---|---|---|"]
         for s, row in r["uniform"].items():
@@ -250,6 +251,7 @@ def main() -> None:
     ap.add_argument("--kendall-samples", type=int, default=10000, help="0 skips the Kendall tau ground truth")
     ap.add_argument("--resume", action="store_true", help="reuse per-model results from benchmarks/out/")
     args = ap.parse_args()
+    git0 = git_state()  # at start: the library this run imported
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-mp-"))
     tests = {k: load_labeled(ddir / v) for k, v in TEST_SETS.items()}
@@ -271,12 +273,12 @@ def main() -> None:
         load = os.getloadavg()
         r = run_model(name, args, ddir, work, tests, calib, calib_y)
         r["loadavg_before"] = load
-        r["git"] = git_state()
+        r["git"] = git0
         OUT.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"settings": settings, "machine": machine(), "git": git_state(), "result": r},
+        cache.write_text(json.dumps({"settings": settings, "machine": machine(), "git": git0, "result": r},
                                     indent=1, default=str))
         results.append(r)
-    payload = {"machine": machine(), "git": git_state(), "settings": settings, "wall_s": round(time.perf_counter() - t_all, 1),
+    payload = {"machine": machine(), "git": git0, "settings": settings, "wall_s": round(time.perf_counter() - t_all, 1),
                "results": results}
     write("mixed_precision", payload, markdown(results, args))
 

@@ -211,6 +211,7 @@ def main() -> None:
     from faaq_onnx.data import load_inputs
 
     ddir = data_dir(args.data_dir)
+    git0 = git_state()  # at start: the library this run imported
     work = Path(tempfile.mkdtemp(prefix="faaq-sens-speed-"))
     rows: list[dict] = []
     setup: dict = {}
@@ -286,7 +287,9 @@ def main() -> None:
                     verdict = "within" if p["wall_s"] <= 5 * ort["wall_s"] else "over"
                     md.append(f"  - pipeline with metric {m}: {p['wall_s']:.1f} s vs 5 × quantize_static = "
                               f"{5 * ort['wall_s']:.1f} s → {verdict}")
-    write("sensitivity_speed", {"machine": machine(), "git": git_state(), "setup": setup, "rows": rows,
+    md.append(f"Library: git {git0.get('head', '?')}" + (" + local changes to " + ", ".join(git0["modified"])
+                                                        if git0.get("modified") else ""))
+    write("sensitivity_speed", {"machine": machine(), "git": git0, "setup": setup, "rows": rows,
                                 "wall_s": round(time.perf_counter() - t_all, 1)}, "\n".join(md) + "\n")
 
 

@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--metric", default="sqnr", help="allocation metric for the budgets")
     ap.add_argument("--stand-in", action="store_true", help="skip the real model, use the random BERT stand-in")
     args = ap.parse_args()
+    git0 = git_state()  # at start: the library this run imported
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-tf-"))
     errors: list[dict] = []
@@ -330,8 +331,10 @@ def main() -> None:
                   f"{', '.join(f'{k}×{v}' for k, v in r['choices'].items())} |")
     if errors:
         md += ["", "Errors:", ""] + [f"- {e['stage']}: `{e['error'][:300]}`" for e in errors]
+    md.append(f"Library: git {git0.get('head', '?')}" + (" + local changes to " + ", ".join(git0["modified"])
+                                                        if git0.get("modified") else ""))
     md.append("")
-    write("transformer_mixed", {"machine": machine(), "git": git_state(), "info": info, "rows": rows, "errors": errors,
+    write("transformer_mixed", {"machine": machine(), "git": git0, "info": info, "rows": rows, "errors": errors,
                                 "wall_s": round(time.perf_counter() - t_all, 1)}, "\n".join(md) + "\n")
 
 
