@@ -113,7 +113,7 @@ def child(spec: dict) -> dict:
         out["groups"] = len(comp.qgraph.groups)
         if spec["metric"] != "fit" and spec.get("max_sweep_s"):
             # estimate the full sweep from one probe run (that run is not in the timing)
-            from faaq_onnx.candidates import group_candidates, parse_candidates
+            from faaq_onnx.analysis.candidates import group_candidates, parse_candidates
 
             cands = parse_candidates(spec["candidates"])
             jobs = [(g, c) for g in comp.qgraph.groups.values() for c in group_candidates(g, cands)]

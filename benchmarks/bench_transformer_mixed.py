@@ -127,8 +127,8 @@ def static_macs(model, work: Path) -> dict[str, int]:
     exports share.
     """
     from faaq_onnx.passes.canonicalize import canonicalize
-    from faaq_onnx.passes.discover_groups import discover_groups
-    from faaq_onnx.passes.load import load_model
+    from faaq_onnx.analysis.discover import discover_groups
+    from faaq_onnx.model_io import load_model
 
     path = work / "minilm.static.onnx"
     export(model, path, static_batch=True)
@@ -219,7 +219,7 @@ def main() -> None:
     float_acc = float(head.score(e_dev_float, dev_y))
     print("float SST-2 dev accuracy of the head:", float_acc, flush=True)
 
-    from faaq_onnx.budget import Budget
+    from faaq_onnx.analysis.budget import Budget
     from faaq_onnx.config import QuantConfig
     from faaq_onnx.pipeline import Compilation
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import asdict, dataclass
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.qtypes import SUPPORTED_BITS
-from faaq_onnx.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
+from faaq_onnx.quant.formats import SUPPORTED_BITS
+from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
 
@@ -51,6 +51,8 @@ class QuantConfig:
     simplify: bool = True
     int32_bias: bool = True
     verify_samples: int = 64
+    weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
+    int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
     matmulnbits: bool = False  # eligible MatMul/Gemm weights (2/4/8-bit, blocked) -> MatMulNBits
     weight_only_matmul: bool = False  # with matmulnbits: drop the activation Q/DQ of converted nodes
     progress: bool = True
@@ -68,6 +70,8 @@ class QuantConfig:
             raise FaaqError(f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}")
         if not 50 < self.percentile <= 100:
             raise FaaqError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.weight_storage not in ("cast", "dequant"):
+            raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
         if self.batch_size < 1:
             raise FaaqError("batch size must be at least 1")
 

@@ -14,15 +14,31 @@ import onnx_ir as ir
 IR_VERSION = 10
 
 
+def ir_version_for(opset: int) -> int:
+    """The IR version ORT accepts for a default-domain opset (int2 needs opset 25, IR 11)."""
+    return 11 if opset >= 25 else IR_VERSION
+
+
 def to_proto(model: ir.Model) -> onnx.ModelProto:
     proto = ir.to_proto(model)
-    proto.ir_version = IR_VERSION
+    proto.ir_version = ir_version_for(default_opset(proto))
     return proto
+
+
+def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of a graph: inputs, initializers and node outputs."""
+    out = {v.name: v for v in graph.inputs}
+    out.update(graph.initializers)
+    for node in graph:
+        for o in node.outputs:
+            if o is not None and o.name:
+                out[o.name] = o
+    return out
 
 
 def default_opset(model: ir.Model | onnx.ModelProto) -> int:
     if isinstance(model, onnx.ModelProto):
-        return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
 
 

@@ -20,25 +20,25 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from faaq_onnx.budget import Budget, CostModel
-from faaq_onnx.candidates import parse_candidates
+from faaq_onnx.analysis.budget import Budget, CostModel
+from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import save_atomic, to_proto
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.inputs import prepare_calibration
-from faaq_onnx.passes.allocate import Allocation, allocate
-from faaq_onnx.passes.calibrate import calibrate
+from faaq_onnx.analysis.allocate import Allocation, allocate
+from faaq_onnx.analysis.calibrate import calibrate
 from faaq_onnx.passes.canonicalize import canonicalize
-from faaq_onnx.passes.discover_groups import discover_groups
+from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import emit_qdq, needed_opset
-from faaq_onnx.passes.gradient_sensitivity import fisher_sensitivity
-from faaq_onnx.passes.load import load_model
-from faaq_onnx.passes.prune_quantizers import prune_quantizers
-from faaq_onnx.passes.quantize_weights import WeightCache, quantize_weights
-from faaq_onnx.passes.sensitivity import Prober, SensitivityTable, sensitivity
-from faaq_onnx.passes.verify import verify
+from faaq_onnx.analysis.fisher import fisher_sensitivity
+from faaq_onnx.model_io import load_model
+from faaq_onnx.analysis.prune import prune_quantizers
+from faaq_onnx.optimize.weights import WeightCache, quantize_weights
+from faaq_onnx.analysis.sensitivity import Prober, SensitivityTable, sensitivity
+from faaq_onnx.analysis.verify import verify
 from faaq_onnx.plan import BitPlan
 
 
@@ -65,7 +65,7 @@ class Compilation:
         with self.stage("load"):
             model = load_model(model_path)
         with self.stage("canonicalize"):
-            self.model, self.warnings = canonicalize(model, target_opset=target_opset, simplify=self.config.simplify)
+            self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
         self.float_proto = to_proto(self.model)
         self.inputs = prepare_calibration(calib, self.float_proto, self.config)
         with self.stage("discover_groups"):
@@ -80,6 +80,26 @@ class Compilation:
         self._prober: Prober | None = None
         self.table: SensitivityTable | None = None
         self.candidates: list[Candidate] | None = None
+
+    def _canonicalize(self, model, target_opset: int):
+        """Canonical form at the opset the plan needs; int2 storage (opset 25) falls back to
+        int4 containers, with a warning, where the model or this ORT cannot take it."""
+        if target_opset >= 25:
+            from faaq_onnx.runtime.capabilities import int2_unsupported_reason
+
+            why = int2_unsupported_reason()
+            if why is None:
+                try:
+                    model, warnings = canonicalize(model, target_opset=25, simplify=self.config.simplify)
+                    return model, warnings, True
+                except FaaqError as exc:
+                    why = str(exc)
+            target_opset = 21
+            fallback = f"2-bit weights stored in int4 containers: {why}"
+        else:
+            fallback = None
+        model, warnings = canonicalize(model, target_opset=target_opset, simplify=self.config.simplify)
+        return model, warnings + ([fallback] if fallback else []), False
 
     @contextmanager
     def stage(self, name: str):
@@ -132,7 +152,7 @@ class Compilation:
 
     def labeled_accuracy(self, labeled):
         """top-1 of a plan on labeled data through a second probe session (None = float)."""
-        from faaq_onnx.probe import build_probe
+        from faaq_onnx.analysis.probe import build_probe
         from faaq_onnx.runtime.probe_session import ProbeSession
 
         x, y = labeled
@@ -158,14 +178,14 @@ class Compilation:
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
         """Optimize weights, emit QDQ, verify; write atomically when `output` is given."""
         plan.check_against(self.qgraph)
-        if needed_opset(plan, self.config) > self.model.opset_imports.get("", 0):
-            raise FaaqError(f"this plan needs opset {needed_opset(plan, self.config)}: "
+        if needed_opset(plan, self.config, self.int2) > self.model.opset_imports.get("", 0):
+            raise FaaqError(f"this plan needs opset {needed_opset(plan, self.config, self.int2)}: "
                             "create the Compilation with that target_opset")
         with self.stage("optimize_weights"):
             qweights = quantize_weights(self.weights, plan)
         with self.stage("emit"):
             qmodel = ir.from_proto(self.float_proto)
-            emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights)
+            emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2)
             quant_proto = to_proto(qmodel)
             converted: list[str] = []
             if self.config.matmulnbits:
@@ -228,11 +248,11 @@ def quantize(
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     cands = parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
     if plan is not None:
-        opset = needed_opset(plan, config)
+        opset = needed_opset(plan, config, config.int2)
     elif cands is not None:
-        opset = needed_opset(BitPlan({str(c): c for c in cands}), config)
+        opset = needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2)
     else:
-        opset = needed_opset(BitPlan({"_": config.scheme}), config)
+        opset = needed_opset(BitPlan({"_": config.scheme}), config, config.int2)
     comp = Compilation(model_path, calib, config, target_opset=opset)
     if budget is not None:
         # FIT needs one forward/backward per sample for all groups at once; SQNR and KL

@@ -22,13 +22,13 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
 @click.option("--no-cache", is_flag=True)
 def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, **opts):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
-    from faaq_onnx.candidates import parse_candidates
+    from faaq_onnx.analysis.candidates import parse_candidates
     from faaq_onnx.cli.common import write_json
     from faaq_onnx.errors import FaaqError
     from faaq_onnx.passes.emit_qdq import needed_opset
     from faaq_onnx.pipeline import Compilation
     from faaq_onnx.plan import BitPlan
-    from faaq_onnx.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
+    from faaq_onnx.analysis.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
 
     config = config_from_options(opts)
     cands = parse_candidates(candidates)

@@ -9,7 +9,7 @@ import click
 from faaq_onnx.cli.common import human_bytes, json_option, seed_option, write_json
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
+from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 
 def quant_options(f):
@@ -49,7 +49,7 @@ def quant_options(f):
 
 def mixed_options(f):
     """Options of the mixed-precision stages (sensitivity and allocation)."""
-    from faaq_onnx.candidates import PRESETS
+    from faaq_onnx.analysis.candidates import PRESETS
 
     opts = [
         click.option("--budget", default=None,
@@ -153,7 +153,9 @@ def summary_line(report: dict) -> str:
         f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
         f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
         f"  output SQNR {first['sqnr_db']:.1f} dB{agree} on {report['verify']['samples']} calibration samples; "
-        f"{total:.1f} s"
+        f"{total:.1f} s\n"
+        + "\n".join(f"  kernels: {line}" if i == 0 else f"  {line}"
+                    for i, line in enumerate(report["verify"]["kernels"]["summary"]))
     )
 
 

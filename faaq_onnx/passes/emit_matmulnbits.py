@@ -107,10 +107,10 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
     dq = w.producer()
     if dq is None or dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx"):
         return None
-    q_val = dq.inputs[0]
+    q_val = _through_cast(dq.inputs[0])
     q = const_array(q_val)
     s = const_array(dq.inputs[1])
-    zp_val = dq.inputs[2] if len(dq.inputs) > 2 else None
+    zp_val = _through_cast(dq.inputs[2]) if len(dq.inputs) > 2 else None
     z = const_array(zp_val) if zp_val is not None else None
     if q is None or s is None or q.ndim != 2 or q_val.dtype not in _INT_TYPES:
         return None
@@ -177,6 +177,15 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
         bias = node.inputs[2]
     return {"a": a_src, "u": u, "zp": zz, "scales": s_kn, "bits": bits, "block": block, "k": k, "n": n,
             "bias": bias, "a_np": _FLOAT_A[a_type]}
+
+
+def _through_cast(value: ir.Value | None) -> ir.Value | None:
+    """The packed initializer behind a Cast(to=INT8|UINT8) (faaq's cast storage form)."""
+    prod = value.producer() if value is not None else None
+    if prod is not None and prod.op_type == "Cast" and prod.inputs and prod.inputs[0] is not None \
+            and prod.inputs[0].const_value is not None:
+        return prod.inputs[0]
+    return value
 
 
 def _rewrite(graph: ir.Graph, node: ir.Node, spec: dict, accuracy_level: int) -> None:
@@ -277,7 +286,7 @@ def _remove_dead(graph: ir.Graph, used_before: set[str]) -> None:
     while changed:
         changed = False
         for node in list(graph):
-            if node.op_type not in ("DequantizeLinear", "QuantizeLinear"):
+            if node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast"):
                 continue
             if all(not o.uses() and id(o) not in outputs for o in node.outputs):
                 graph.remove(node, safe=True)

@@ -26,7 +26,8 @@ __all__ = ["format_kernel_report", "kernel_report"]
 
 # ops that only move or reshape data: Q/DQ around them is normal and usually dropped
 _DATA_MOVEMENT = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Gather", "Pad", "MaxPool",
-                  "Identity", "Split", "Expand", "Shape", "Tile", "Resize", "DepthToSpace", "SpaceToDepth"}
+                  "Identity", "Split", "Expand", "Shape", "Tile", "Resize", "DepthToSpace", "SpaceToDepth",
+                  "Relu", "Clip", "Size", "GlobalMaxPool"}
 
 _TYPE_NAMES = {
     onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "uint2",
@@ -50,14 +51,20 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         payload = str(model) if isinstance(model, (str, os.PathLike)) else original
         make_session(payload, ep=ep, opt_level="all", optimized_model_path=opt_path)
         optimized = onnx.load(opt_path, load_external_data=False)
+    name = str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>")
+    return compare_kernels(original, optimized, ep, name)
 
+
+def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: str = "cpu",
+                    name: str = "<model>") -> dict:
+    """kernel_report for a model and the graph ORT saved for it (optimized_model_filepath)."""
     inits = {t.name: t for t in original.graph.initializer}
     producer = {o: n for n in original.graph.node for o in n.output}
     opt_nodes = list(optimized.graph.node)
     by_name = {n.name: n for n in opt_nodes}
     by_output = {o: n for n in opt_nodes for o in n.output}
 
-    quantized = []
+    quantized, moved = [], []
     for node in original.graph.node:
         if node.op_type in QDQ_OPS:
             continue
@@ -74,19 +81,28 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         if not dq_inputs:
             continue
         weight_type = act_type = None
-        for _, dq in dq_inputs:
-            src = dq.input[0]
+        blocked = False
+        for i, dq in dq_inputs:
+            src, via_cast = _through_cast(dq.input[0], producer, inits)
             if src in inits:
-                if weight_type is None:
-                    weight_type = _TYPE_NAMES.get(inits[src].data_type, str(inits[src].data_type))
+                if weight_type is None and inits[src].data_type != onnx.TensorProto.INT32:
+                    t = _TYPE_NAMES.get(inits[src].data_type, str(inits[src].data_type))
+                    weight_type = f"{t} (cast to int8)" if via_cast else t
+                    blocked = any(a.name == "block_size" and a.i for a in dq.attribute)
             elif act_type is None:
                 act_type = _activation_type(src, producer, inits)
         runs_as = _fate(node, by_name, by_output, original)
         integer = runs_as is not None and runs_as in INTEGER_KERNELS
-        quantized.append({
+        entry = {
             "node": node.name, "op_type": node.op_type, "weight_type": weight_type, "activation_type": act_type,
             "runs_as": runs_as or "removed by the optimizer", "integer_kernel": integer,
-        })
+        }
+        if node.op_type in _DATA_MOVEMENT and not integer:
+            moved.append(entry)  # reads a quantized tensor, computes nothing: no kernel to want
+            continue
+        if not integer:
+            entry["why_float"] = _why_float(node.op_type, weight_type, act_type, blocked, runs_as)
+        quantized.append(entry)
 
     before = Counter(_qual(n) for n in original.graph.node)
     after = Counter(_qual(n) for n in opt_nodes)
@@ -94,7 +110,7 @@ def kernel_report(model, ep: str = "cpu") -> dict:
     qdq_after = {k: v for k, v in after.items() if k in QDQ_OPS}
     float_after = {k: v for k, v in after.items() if k not in integer_after and k not in qdq_after}
     return {
-        "model": str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>"),
+        "model": name,
         "ep": ep,
         "ops_before": dict(before.most_common()),
         "ops_after": dict(after.most_common()),
@@ -102,7 +118,8 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         "qdq_ops_after": qdq_after,
         "float_ops_after": float_after,
         "quantized_nodes": quantized,
-        "summary": _summary(quantized, qdq_after),
+        "data_movement_nodes": moved,
+        "summary": _summary(quantized, qdq_after, len(moved)),
     }
 
 
@@ -176,21 +193,46 @@ def _fate(node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.M
     return None
 
 
-def _summary(quantized: list[dict], qdq_after: dict) -> list[str]:
+def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
+    """The initializer behind a Cast (faaq's packed-weight storage), if there is one."""
+    cast = producer.get(name)
+    if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
+        return cast.input[0], True
+    return name, False
+
+
+def _why_float(op: str, weight_type: str | None, act_type: str | None, blocked: bool, runs_as: str | None) -> str:
+    """Why a quantized node did not get an integer kernel: the first cause that applies."""
+    if runs_as is None:
+        return "removed by the optimizer"
+    if act_type in ("int16", "uint16"):
+        return "16-bit activations: ORT's CPU EP has no int16 kernel, the Q/DQ pair runs around a float op"
+    if blocked:
+        return "blocked weight scales: no fused integer kernel (MatMulNBits takes blocked MatMul weights)"
+    if weight_type and weight_type.split()[0] in ("int4", "uint4", "int2", "uint2") and "cast" not in weight_type:
+        return (f"DequantizeLinear({weight_type}) is never fused by ORT: the weight is dequantized on every run "
+                "(use --weight-storage cast)")
+    if op in _DATA_MOVEMENT:
+        return "data movement: no integer kernel needed"
+    if act_type is None and weight_type is None:
+        return "no quantized data input"
+    return f"ORT has no integer kernel for {op} with these inputs"
+
+
+def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[str]:
+    """'all N quantized ops on integer kernels', or the exceptions grouped by cause."""
     lines = []
     fused = sum(q["integer_kernel"] for q in quantized)
-    lines.append(f"{fused} of {len(quantized)} quantized nodes run as integer kernels")
-    float_groups = Counter((q["weight_type"], q["op_type"], q["runs_as"]) for q in quantized if not q["integer_kernel"])
-    for (wt, op, runs), n in sorted(float_groups.items(), key=lambda kv: -kv[1]):
-        if runs == "removed by the optimizer":
-            lines.append(f"{n} {op} node(s) with quantized inputs: removed by the optimizer")
-        elif wt:
-            lines.append(f"{n} {wt} {op} node(s): weights run as float {runs} (size win only)")
-        elif op in _DATA_MOVEMENT:
-            lines.append(f"{n} {op} node(s) with quantized inputs run as float {runs} (data movement)")
-        else:
-            lines.append(f"{n} {op} node(s) with quantized activations run as float {runs} "
-                         f"(the Q/DQ around them costs time and buys no integer kernel)")
+    exceptions = [q for q in quantized if not q["integer_kernel"]]
+    if not exceptions:
+        lines.append(f"all {len(quantized)} quantized ops on integer kernels")
+    else:
+        lines.append(f"{fused} of {len(quantized)} quantized ops on integer kernels; {len(exceptions)} run as float:")
+        causes = Counter((q["op_type"], q["runs_as"], q["why_float"]) for q in exceptions)
+        for (op, runs, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {n} x {op} -> {runs}: {why}")
+    if n_moved:
+        lines.append(f"{n_moved} data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors")
     n_dq = qdq_after.get("DequantizeLinear", 0)
     n_q = qdq_after.get("QuantizeLinear", 0)
     if n_dq or n_q:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from faaq_onnx.probe import disabled_params, param_name
+from faaq_onnx.analysis.probe import disabled_params, param_name
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.session import make_session
 

@@ -5,7 +5,7 @@ from onnx import TensorProto, numpy_helper
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.pipeline import quantize
-from faaq_onnx.qmath import sqnr_db
+from faaq_onnx.analysis.metrics import sqnr_db
 from tests.conftest import optimized_op_types, run_model
 
 # floors well below what each scheme reaches on the tiny models, far above broken output
@@ -23,7 +23,9 @@ def test_schemes_run_in_plain_ort(tiny_cnn, cnn_calib, scheme):
 
 
 def _weight_inits(model: onnx.ModelProto):
-    dq_inputs = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    """Weight initializers read by a DequantizeLinear, directly or through a Cast."""
+    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    dq_inputs = {casts.get(n.input[0], n.input[0]) for n in model.graph.node if n.op_type == "DequantizeLinear"}
     return [t for t in model.graph.initializer if t.name in dq_inputs and t.data_type != TensorProto.INT32
             and len(t.dims) >= 2]
 
@@ -96,3 +98,40 @@ def test_matmulnbits_through_the_pipeline(tiny_mlp, mlp_calib):
     assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
     assert sorted(res.report["matmulnbits"]) == ["mm1", "mm2"]
     assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 12
+
+
+@pytest.mark.parametrize("scheme,packed", [("w4a8", TensorProto.INT4), ("w3a8", TensorProto.INT4),
+                                           ("w2a8", TensorProto.INT2)])
+def test_low_bit_weights_are_packed_and_run_on_int8_kernels(tiny_cnn, cnn_calib, scheme, packed):
+    """Cast storage: packed initializer -> Cast(int8) -> DQ, folded and fused by ORT at load."""
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme=scheme, progress=False))
+    inits = _weight_inits(res.model)
+    assert len(inits) == 3 and all(t.data_type == packed for t in inits)
+    casts = [n for n in res.model.graph.node if n.op_type == "Cast"]
+    assert len(casts) == 3 and all(n.attribute[0].i == TensorProto.INT8 for n in casts)
+    ops = optimized_op_types(res.model)
+    assert ops.count("QLinearConv") == 2 and "QGemm" in ops
+    assert "Conv" not in ops and "Cast" not in ops
+    assert all(w["storage"] == "cast" for w in res.report["verify"]["size"]["per_weight"].values())
+    if packed == TensorProto.INT2:
+        assert next(o.version for o in res.model.opset_import if o.domain == "") == 25
+        assert res.model.ir_version == 11
+
+
+def test_dequant_storage_keeps_int4_dq_and_runs_float(tiny_cnn, cnn_calib):
+    cast = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a8", progress=False))
+    deq = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a8", weight_storage="dequant", progress=False))
+    assert not any(n.op_type == "Cast" for n in deq.model.graph.node)
+    assert "Conv" in optimized_op_types(deq.model) or "FusedConv" in optimized_op_types(deq.model)
+    # same integers, same scales: the two forms compute the same function
+    x = {"input": cnn_calib["input"][:16]}
+    a, b = run_model(cast.model, x)[0], run_model(deq.model, x)[0]
+    assert sqnr_db(b, a) > 30 and np.mean(a.argmax(1) == b.argmax(1)) >= 0.9
+    # and store the same packed weight bytes
+    assert sorted(t.raw_data for t in _weight_inits(cast.model)) == sorted(t.raw_data for t in _weight_inits(deq.model))
+
+
+def test_two_bit_falls_back_to_int4_without_int2(tiny_cnn, cnn_calib):
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", int2=False, progress=False))
+    assert all(t.data_type == TensorProto.INT4 for t in _weight_inits(res.model))
+    assert next(o.version for o in res.model.opset_import if o.domain == "") == 21

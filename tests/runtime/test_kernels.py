@@ -22,17 +22,20 @@ def _model(nodes, inits, x_shape, y_shape, opset):
     return model
 
 
-def qdq_conv(weight_bits: int, act_qdq: bool, c: int = 8) -> onnx.ModelProto:
-    """Conv with per-channel int8 or int4 weights; activations Q/DQ'd to uint8 or left float."""
+def qdq_conv(weight_bits: int, act_qdq: bool, c: int = 8, cast: bool = False) -> onnx.ModelProto:
+    """Conv with per-channel int8 or int4 weights; activations Q/DQ'd to uint8 or left float.
+
+    `cast`: the int4 weight is widened by Cast(to=INT8) before an int8 DequantizeLinear."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
     qmax = 2 ** (weight_bits - 1) - 1
     s_w = (np.abs(w).reshape(c, -1).max(1) / qmax).astype(np.float32)
     dtype = np.int8 if weight_bits == 8 else ml_dtypes.int4
     q_w = np.clip(np.rint(w / s_w[:, None, None, None]), -qmax, qmax).astype(dtype)
-    inits = [numpy_helper.from_array(q_w, "w_q"), numpy_helper.from_array(s_w, "w_s"),
-             numpy_helper.from_array(np.zeros(c, dtype), "w_z")]
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_DQ", axis=0)]
+    inits = [numpy_helper.from_array(q_w, "w_packed" if cast else "w_q"), numpy_helper.from_array(s_w, "w_s"),
+             numpy_helper.from_array(np.zeros(c, np.int8 if cast else dtype), "w_z")]
+    nodes = [helper.make_node("Cast", ["w_packed"], ["w_q"], to=TensorProto.INT8, name="w_Cast")] if cast else []
+    nodes += [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_DQ", axis=0)]
     a, out = "x", "y"
     if act_qdq:
         inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
@@ -69,7 +72,24 @@ def test_int8_qdq_conv_fuses_into_qlinearconv(tmp_path):
     assert rep["ops_before"]["Conv"] == 1 and rep["ops_before"]["DequantizeLinear"] == 3
     assert rep["integer_ops_after"] == {"com.microsoft.QLinearConv": 1}
     assert "Conv" not in rep["ops_after"]
-    assert rep["summary"][0] == "1 of 1 quantized nodes run as integer kernels"
+    assert rep["summary"][0] == "all 1 quantized ops on integer kernels"
+
+
+def test_int4_cast_form_runs_on_qlinearconv():
+    rep = kernel_report(qdq_conv(4, act_qdq=True, cast=True))
+    (conv,) = rep["quantized_nodes"]
+    assert conv["weight_type"] == "int4 (cast to int8)" and conv["runs_as"] == "QLinearConv"
+    assert conv["integer_kernel"] and "why_float" not in conv
+    assert rep["summary"][0] == "all 1 quantized ops on integer kernels"
+    assert "Cast" not in rep["ops_after"]
+
+
+def test_int4_dq_form_names_why_it_runs_float():
+    rep = kernel_report(qdq_conv(4, act_qdq=True))
+    (conv,) = rep["quantized_nodes"]
+    assert not conv["integer_kernel"] and "never fused" in conv["why_float"]
+    assert rep["summary"][0] == "0 of 1 quantized ops on integer kernels; 1 run as float:"
+    assert "--weight-storage cast" in rep["summary"][1]
 
 
 def test_int4_conv_weights_run_as_float():
@@ -78,11 +98,11 @@ def test_int4_conv_weights_run_as_float():
     assert conv["weight_type"] == "int4" and conv["activation_type"] is None
     assert conv["runs_as"] == "Conv" and conv["integer_kernel"] is False
     assert rep["integer_ops_after"] == {}
-    assert "1 int4 Conv node(s): weights run as float Conv (size win only)" in rep["summary"]
+    assert any(line.startswith("  1 x Conv -> Conv:") for line in rep["summary"])
     # the weight is dequantized on every run: ORT keeps the DequantizeLinear
     assert rep["qdq_ops_after"].get("DequantizeLinear", 0) >= 1
     text = format_kernel_report(rep)
-    assert "size win only" in text and "Conv (weights int4, activations float) -> Conv" in text
+    assert "Conv (weights int4, activations float) -> Conv" in text
 
 
 def test_blocked_int4_matmul_is_fused_by_ort_and_by_our_pass():
@@ -98,7 +118,7 @@ def test_blocked_int4_matmul_is_fused_by_ort_and_by_our_pass():
     assert rep2["ops_after"] == {"com.microsoft.MatMulNBits": 1}
     assert rep2["quantized_nodes"] == [{"node": "mm", "op_type": "MatMulNBits", "weight_type": "uint4 (packed)",
                                         "activation_type": None, "runs_as": "MatMulNBits", "integer_kernel": True}]
-    assert rep2["summary"][0] == "1 of 1 quantized nodes run as integer kernels"
+    assert rep2["summary"][0] == "all 1 quantized ops on integer kernels"
 
 
 def test_missing_or_broken_model_is_a_faaq_error(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.pipeline import Compilation
-from faaq_onnx.probe import build_probe, disabled_params, root_tensors
+from faaq_onnx.analysis.probe import build_probe, disabled_params, root_tensors
 from tests.conftest import run_model
 
 
@@ -14,7 +14,7 @@ def comp(tiny_cnn, cnn_calib):
 
 def test_probe_with_everything_off_is_the_float_model(comp, cnn_calib):
     probe = build_probe(comp.float_proto, comp.qgraph)
-    from faaq_onnx.probe import param_name
+    from faaq_onnx.analysis.probe import param_name
 
     feeds = {"input": cnn_calib["input"][:8]}
     feeds.update({param_name(a): disabled_params() for a in comp.qgraph.activations})
@@ -66,7 +66,7 @@ def test_fit_only_skips_the_sweep(comp):
 
 
 def test_attention_candidates_allow_16_bit(tmp_path):
-    from faaq_onnx.candidates import group_candidates
+    from faaq_onnx.analysis.candidates import group_candidates
     from faaq_onnx.groups import QuantizerGroup
 
     g = QuantizerGroup("g:scores", "attention", ["mm"], [], ["act:q", "act:k"], 100, 0)

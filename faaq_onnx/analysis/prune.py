@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.passes.calibrate import Calibration
+from faaq_onnx.analysis.calibrate import Calibration
 
 MAX_ABS_RANGE = 1e6
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from faaq_onnx.weight_quant import quantize_weight
+from faaq_onnx.quant.weights import quantize_weight
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.quant.affine import onnx_fake_quant
 
 PARAM_SUFFIX = "__fq_params"  # [scale, zero_point, qmin, qmax]
 _BIG = 3.0e38
@@ -40,7 +41,7 @@ def root_tensors(proto: onnx.ModelProto, tensors: list[str]) -> list[str]:
     Relu, MaxPool, Reshape, ... map values on the quantization grid onto the grid, so
     fake-quantizing the roots alone gives what QDQ on every member gives.
     """
-    from faaq_onnx.passes.discover_groups import PASS_THROUGH
+    from faaq_onnx.analysis.discover import PASS_THROUGH
 
     members = set(tensors)
     producer = {o: n for n in proto.graph.node for o in n.output}
@@ -84,15 +85,7 @@ def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> onnx.ModelPro
             if t not in consumers and t not in outputs:
                 continue
             y = f"{t}__fq"
-            pre = f"{t}__fq"
-            new_nodes += [
-                helper.make_node("Div", [t, p["scale"]], [f"{pre}/div"]),
-                helper.make_node("Round", [f"{pre}/div"], [f"{pre}/round"]),
-                helper.make_node("Add", [f"{pre}/round", p["zp"]], [f"{pre}/shift"]),
-                helper.make_node("Clip", [f"{pre}/shift", p["qmin"], p["qmax"]], [f"{pre}/q"]),
-                helper.make_node("Sub", [f"{pre}/q", p["zp"]], [f"{pre}/unshift"]),
-                helper.make_node("Mul", [f"{pre}/unshift", p["scale"]], [y]),
-            ]
+            new_nodes += onnx_fake_quant(helper, t, p["scale"], p["zp"], p["qmin"], p["qmax"], y, prefix=y)
             for node, i in consumers.get(t, []):
                 node.input[i] = y
             if t in outputs:

@@ -3,7 +3,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.passes.load import load_model
+from faaq_onnx.model_io import load_model
 from tests.conftest import build_tiny_cnn
 
 

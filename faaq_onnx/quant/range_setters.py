@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.observers import TensorStats
-from faaq_onnx.qmath import affine_params
-from faaq_onnx.qtypes import IntFormat
+from faaq_onnx.quant.observers import TensorStats
+from faaq_onnx.quant.affine import affine_params, fake_quant
+from faaq_onnx.quant.formats import IntFormat
 
 ACTIVATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 WEIGHT_METHODS = ("minmax", "mse")
@@ -23,8 +23,12 @@ def activation_range(stats: TensorStats, fmt: IntFormat, symmetric: bool, method
     if method not in ACTIVATION_METHODS:
         raise FaaqError(f"unknown range setter {method!r}: choose one of {', '.join(ACTIVATION_METHODS)}")
     lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
-    if method == "minmax" or stats.hist is None or stats.hist.sum() == 0 or hi - lo <= 0:
+    if method == "minmax" or hi - lo <= 0:
         return lo, hi
+    if stats.hist is None or stats.hist.sum() == 0:
+        # never fall back to min-max behind the user's back: the histogram sweep must run
+        raise RuntimeError(f"range setter {method!r} needs a histogram, and none was collected "
+                           f"(range [{lo:.4g}, {hi:.4g}])")
     hist = stats.hist.astype(np.float64)
     centres = (stats.edges[:-1] + stats.edges[1:]) / 2
     if method == "percentile":
@@ -41,10 +45,9 @@ def activation_range(stats: TensorStats, fmt: IntFormat, symmetric: bool, method
 def _fq_error(hist, centres, lo, hi, fmt, symmetric) -> np.ndarray:
     """Expected squared error of fake-quantizing the histogram, for arrays of (lo, hi)."""
     scale, zp = affine_params(lo, hi, fmt, symmetric)
-    scale = scale[:, None].astype(np.float64)
-    zp = zp[:, None]
-    q = np.clip(np.rint(centres[None, :] / scale) + zp, fmt.qmin, fmt.qmax)
-    err = ((q - zp) * scale - centres[None, :]) ** 2
+    fq = fake_quant(centres[None, :].astype(np.float32), scale[:, None], zp[:, None].astype(np.float32),
+                    fmt.qmin, fmt.qmax)
+    err = (fq.astype(np.float64) - centres[None, :]) ** 2
     return err @ hist
 
 
@@ -119,10 +122,8 @@ def weight_range(w: np.ndarray, fmt: IntFormat, symmetric: bool, method: str):
         nonlocal best_err, best_frac
         for frac in fracs_per_row:
             scale, zp = affine_params(lo * frac, hi * frac, fmt, symmetric)
-            s = scale[:, None]
-            z = zp[:, None].astype(np.float32)
-            q = np.clip(np.rint(w / s) + z, fmt.qmin, fmt.qmax)
-            err = np.sum(((q - z) * s - w) ** 2, axis=1, dtype=np.float64)
+            fq = fake_quant(w, scale[:, None], zp[:, None].astype(np.float32), fmt.qmin, fmt.qmax)
+            err = np.sum((fq - w) ** 2, axis=1, dtype=np.float64)
             better = err < best_err
             best_err = np.where(better, err, best_err)
             best_frac = np.where(better, frac, best_frac)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.observers import TensorStats
-from faaq_onnx.qtypes import IntFormat
-from faaq_onnx.range_setters import activation_range, weight_range
-from faaq_onnx.weight_quant import quantize_weight
+from faaq_onnx.quant.observers import TensorStats
+from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.range_setters import activation_range, weight_range
+from faaq_onnx.quant.weights import quantize_weight
 
 
 def _stats(x):
@@ -39,7 +39,7 @@ def test_clipping_setters_cut_outliers(heavy_tailed, method, bits):
 
 
 def test_mse_lowers_error_versus_minmax(heavy_tailed):
-    from faaq_onnx.qmath import affine_params, fake_quantize
+    from faaq_onnx.quant.affine import affine_params, fake_quantize
 
     fmt = IntFormat(4, False)
     errs = {}

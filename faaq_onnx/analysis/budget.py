@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph, QuantizerGroup
-from faaq_onnx.qtypes import IntFormat
+from faaq_onnx.quant.formats import IntFormat
 
 KINDS = {
     "avg-bits": "average weight bits over quantized weights",

@@ -12,7 +12,7 @@ from faaq_onnx.config import QuantConfig
 from faaq_onnx.graph import const_array
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.plan import BitPlan
-from faaq_onnx.weight_quant import QuantizedWeight, quantize_weight
+from faaq_onnx.quant.weights import QuantizedWeight, quantize_weight
 
 
 class WeightCache:

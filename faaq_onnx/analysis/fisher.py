@@ -5,7 +5,7 @@ with F the diagonal Fisher, estimated per sample from the model's own predictive
 distribution (a label drawn from softmax(logits) for classifiers, a unit Gaussian
 around the output otherwise), so no labels are needed (seed 000's gradient-aware
 calibration; seed 003 compares FIT with SQNR). Runs the ONNX graph in torch through
-faaq_onnx.torch_graph; models with ops outside its table report the metric unavailable.
+faaq_onnx.interpreter.torch_graph; models with ops outside its table report the metric unavailable.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.probe import root_tensors
+from faaq_onnx.quant.affine import fake_quant
+from faaq_onnx.analysis.probe import root_tensors
 
 
 def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, prober, jobs, inputs: dict[str, np.ndarray],
@@ -24,7 +25,7 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
         import torch
     except ImportError:
         return None, "torch is not installed"
-    from faaq_onnx.torch_graph import TorchGraph, UnsupportedOp
+    from faaq_onnx.interpreter.torch_graph import TorchGraph, UnsupportedOp
 
     try:
         tg = TorchGraph(float_proto, trainable=set(qgraph.weights))
@@ -76,7 +77,7 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
                     x = val.detach()
                     for b in act_bits:
                         s, zp, qmin, qmax = prober.act_params(a, b).tolist()
-                        fq = (torch.clamp(torch.round(x / s) + zp, qmin, qmax) - zp) * s
+                        fq = fake_quant(x, s, zp, qmin, qmax)
                         act_err[(a, b)] += float((g2 * (fq - x) ** 2).sum())
     finally:
         torch.set_num_threads(prev)

@@ -5,7 +5,7 @@ is compared with the float output over the calibration inputs:
 - SQNR in dB (seed 003 eq. 3),
 - KL divergence of the output distribution (seed 000's "flow" divergence),
 - a gradient-weighted error (label-free Fisher, FIT-style), where autograd is at hand.
-All configurations run in one ONNX Runtime session (see faaq_onnx.probe). Results are
+All configurations run in one ONNX Runtime session (see faaq_onnx.analysis.probe). Results are
 cached on disk keyed by model, data and settings.
 """
 
@@ -21,13 +21,13 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from faaq_onnx.candidates import group_candidates
+from faaq_onnx.analysis.candidates import group_candidates
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.passes.calibrate import Calibration
-from faaq_onnx.passes.quantize_weights import WeightCache
-from faaq_onnx.probe import build_probe, enabled_params
-from faaq_onnx.qmath import sqnr_db
+from faaq_onnx.analysis.calibrate import Calibration
+from faaq_onnx.optimize.weights import WeightCache
+from faaq_onnx.analysis.probe import build_probe, enabled_params
+from faaq_onnx.analysis.metrics import output_kl, sqnr_db
 from faaq_onnx.runtime.probe_session import ProbeSession
 
 METRICS = ("sqnr", "kl", "fit")
@@ -89,17 +89,6 @@ class SensitivityTable:
 
     def _any(self, c, m) -> bool:
         return any(m in g.get(c, {}) for g in self.table.values())
-
-
-def output_kl(ref: np.ndarray, got: np.ndarray) -> float:
-    """Mean KL(softmax(ref) || softmax(got)) over samples: the output-distribution shift."""
-    r = ref.reshape(len(ref), -1).astype(np.float64)
-    q = got.reshape(len(got), -1).astype(np.float64)
-    lr = r - r.max(1, keepdims=True)
-    lq = q - q.max(1, keepdims=True)
-    lr -= np.log(np.exp(lr).sum(1, keepdims=True))
-    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
-    return float(np.mean(np.sum(np.exp(lr) * (lr - lq), axis=1)))
 
 
 class Prober:

@@ -7,11 +7,15 @@ effective bits and the bytes actually stored, side by side.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import onnx
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.qmath import sqnr_db
+from faaq_onnx.analysis.metrics import sqnr_db
+from faaq_onnx.runtime.kernels import compare_kernels
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.session import make_session
 
@@ -23,7 +27,11 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
     except onnx.checker.ValidationError as exc:
         raise FaaqError(f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     ref_sess = make_session(float_proto)
-    q_sess = make_session(quant_proto)
+    with tempfile.TemporaryDirectory(prefix="faaq-verify-") as tmp:
+        # the graph ORT really runs: which quantized ops got integer kernels
+        opt_path = os.path.join(tmp, "optimized.onnx")
+        q_sess = make_session(quant_proto, optimized_model_path=opt_path)
+        kernels = compare_kernels(quant_proto, onnx.load(opt_path, load_external_data=False))
     names = [o.name for o in ref_sess.get_outputs()]
     ref = run_all(ref_sess, inputs, batch_size, names)
     got = run_all(q_sess, inputs, batch_size, names)
@@ -39,6 +47,9 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
         "samples": int(len(next(iter(inputs.values())))),
         "outputs": outputs,
         "size": size_report(float_proto, quant_proto, emitted),
+        "kernels": {"summary": kernels["summary"], "nodes": kernels["quantized_nodes"],
+                    "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
+                    "quantized": len(kernels["quantized_nodes"])},
     }
 
 
@@ -55,4 +66,5 @@ def size_report(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, emit
         "weight_stored_bytes": stored,
         "effective_weight_bits": eff_bits / elements if elements else 0.0,
         "stored_weight_bits": 8 * stored / elements if elements else 0.0,
+        "per_weight": weights,
     }

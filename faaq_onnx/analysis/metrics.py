@@ -1,0 +1,28 @@
+"""How far a quantized output is from the float one: the numbers sensitivity, allocation
+and verification all report."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sqnr_db(reference, approx) -> float:
+    """Signal to quantization noise ratio, mean over samples (seed 003 eq. 3)."""
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    err = ref - np.asarray(approx, np.float64).reshape(len(reference), -1)
+    sig = np.mean(ref**2, axis=1)
+    noise = np.mean(err**2, axis=1)
+    ratio = np.mean(sig / np.maximum(noise, 1e-30))
+    return float(10 * np.log10(max(ratio, 1e-30)))
+
+
+def output_kl(ref: np.ndarray, got: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(got)) over samples: the shift of the output
+    distribution away from the float model's (the float model is the reference P)."""
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    q = got.reshape(len(got), -1).astype(np.float64)
+    lr = r - r.max(1, keepdims=True)
+    lq = q - q.max(1, keepdims=True)
+    lr -= np.log(np.exp(lr).sum(1, keepdims=True))
+    lq -= np.log(np.exp(lq).sum(1, keepdims=True))
+    return float(np.mean(np.sum(np.exp(lr) * (lr - lq), axis=1)))

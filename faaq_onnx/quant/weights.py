@@ -1,0 +1,119 @@
+"""Quantize one weight tensor per tensor, per channel or per block.
+
+Two steps so rounding optimizers can share the first: `weight_grid` chooses the
+grid (scale, zero point, format, layout) from the range setter; `QuantizedWeight`
+holds the integers on that grid, rounded to nearest by `quantize_weight` or learned
+by AdaRound/GPTQ. The same object feeds the sensitivity sweep (fake-quantized floats)
+and the emitter (integers, scales, zero points), so what was measured is what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from faaq_onnx.quant.affine import affine_params, dequantize, expand_blocks, quantize_int
+from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.range_setters import weight_range
+
+
+@dataclass(frozen=True)
+class WeightGrid:
+    """Where a weight's integers live: one scale/zero point per tensor, channel or block."""
+
+    scale: np.ndarray  # ONNX layout: scalar, 1-D (per axis) or blocked
+    zero_point: np.ndarray  # same shape as scale
+    axis: int | None
+    block_size: int | None
+    fmt: IntFormat
+    shape: tuple[int, ...]
+
+    def expand(self, p: np.ndarray) -> np.ndarray:
+        """A parameter broadcast element-wise over the weight."""
+        if self.axis is None:
+            return p
+        if self.block_size:
+            return expand_blocks(p, self.shape, self.axis, self.block_size)
+        shape = [1] * len(self.shape)
+        shape[self.axis] = -1
+        return p.reshape(shape)
+
+    @property
+    def full_scale(self) -> np.ndarray:
+        return self.expand(self.scale).astype(np.float32)
+
+    @property
+    def full_zero_point(self) -> np.ndarray:
+        return self.expand(self.zero_point).astype(np.float32)
+
+    def round_to_nearest(self, w: np.ndarray) -> "QuantizedWeight":
+        q = quantize_int(w, self.full_scale, self.full_zero_point, self.fmt)
+        return QuantizedWeight(q, self.scale, self.zero_point, self.axis, self.block_size, self.fmt)
+
+
+@dataclass
+class QuantizedWeight:
+    q: np.ndarray  # integers, same shape as the weight
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None
+    block_size: int | None
+    fmt: IntFormat
+    method: str = "nearest"  # how the integers were chosen: nearest, adaround, gptq, ...
+
+    @property
+    def grid(self) -> WeightGrid:
+        return WeightGrid(self.scale, self.zero_point, self.axis, self.block_size, self.fmt, tuple(self.q.shape))
+
+    def dequantized(self) -> np.ndarray:
+        g = self.grid
+        return dequantize(self.q, g.full_scale, g.full_zero_point)
+
+    def with_codes(self, q: np.ndarray, method: str) -> "QuantizedWeight":
+        q = np.clip(np.asarray(q, np.int64), self.fmt.qmin, self.fmt.qmax)
+        return replace(self, q=q, method=method)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.fmt.stored_bytes(self.q.size) + self.scale.size * 4 + (
+            0 if not self.zero_point.any() else self.fmt.stored_bytes(self.zero_point.size)
+        )
+
+
+def weight_grid(w: np.ndarray, bits: int, granularity: str, channel_axis: int | None, block_axis: int | None,
+                block_size: int = 32, symmetric: bool = True, method: str = "minmax") -> WeightGrid:
+    fmt = IntFormat(bits, signed=symmetric)
+    w = np.asarray(w, np.float32)
+    if granularity == "block" and block_axis is not None:
+        return _blocked_grid(w, fmt, block_axis, block_size, symmetric, method)
+    if granularity in ("per-channel", "block") and channel_axis is not None:
+        rows = np.moveaxis(w, channel_axis, 0).reshape(w.shape[channel_axis], -1)
+        lo, hi = weight_range(rows, fmt, symmetric, method)
+        scale, zp = affine_params(lo, hi, fmt, symmetric)
+        return WeightGrid(scale, zp, channel_axis, None, fmt, w.shape)
+    lo, hi = weight_range(w.reshape(1, -1), fmt, symmetric, method)
+    scale, zp = affine_params(lo, hi, fmt, symmetric)
+    return WeightGrid(scale.reshape(()), zp.reshape(()), None, None, fmt, w.shape)
+
+
+def quantize_weight(w: np.ndarray, bits: int, granularity: str, channel_axis: int | None, block_axis: int | None,
+                    block_size: int = 32, symmetric: bool = True, method: str = "minmax") -> QuantizedWeight:
+    """Round-to-nearest on the range setter's grid."""
+    grid = weight_grid(w, bits, granularity, channel_axis, block_axis, block_size, symmetric, method)
+    return grid.round_to_nearest(np.asarray(w, np.float32))
+
+
+def _blocked_grid(w, fmt, axis, block_size, symmetric, method) -> WeightGrid:
+    moved = np.moveaxis(w, axis, -1)
+    d = moved.shape[-1]
+    nb = -(-d // block_size)
+    pad = nb * block_size - d
+    padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, pad)])
+    rows = padded.reshape(-1, block_size)
+    lo, hi = weight_range(rows, fmt, symmetric, method)
+    scale, zp = affine_params(lo, hi, fmt, symmetric)
+    pshape = moved.shape[:-1] + (nb,)
+    scale = np.moveaxis(scale.reshape(pshape), -1, axis).astype(np.float32)
+    zp = np.moveaxis(zp.reshape(pshape), -1, axis)
+    return WeightGrid(scale, zp, axis, block_size, fmt, w.shape)

@@ -1,0 +1,44 @@
+import ml_dtypes
+import pytest
+from onnx import TensorProto
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.quant.formats import IntFormat
+
+
+@pytest.mark.parametrize("bits,signed,qmin,qmax,container", [
+    (8, True, -128, 127, 8), (8, False, 0, 255, 8), (4, True, -8, 7, 4), (4, False, 0, 15, 4),
+    (3, True, -4, 3, 4), (6, False, 0, 63, 8), (2, True, -2, 1, 4), (16, False, 0, 65535, 16),
+])
+def test_int_format_ranges(bits, signed, qmin, qmax, container):
+    fmt = IntFormat(bits, signed)
+    assert (fmt.qmin, fmt.qmax, fmt.container_bits) == (qmin, qmax, container)
+    assert fmt.fills_container == (bits == container)
+
+
+def test_int4_is_packed_two_per_byte():
+    assert IntFormat(4, True).stored_bytes(1001) == 501
+    assert IntFormat(4, True).numpy_type is ml_dtypes.int4
+    assert IntFormat(6, True).stored_bytes(1001) == 1001
+
+
+def test_int2_container_where_allowed():
+    fmt = IntFormat(2, True, min_container=2)
+    assert fmt.container_bits == 2 and fmt.onnx_type == TensorProto.INT2
+    assert fmt.stored_bytes(1001) == 251
+    assert IntFormat(2, False, min_container=2).numpy_type is ml_dtypes.uint2
+    assert IntFormat(3, True, min_container=2).container_bits == 4
+
+
+def test_kernel_container_is_8_bit():
+    assert IntFormat(2, True, 2).kernel_container.onnx_type == TensorProto.INT8
+    assert IntFormat(4, False).kernel_container.onnx_type == TensorProto.UINT8
+
+
+def test_activation_container_floor():
+    assert IntFormat(4, False, min_container=8).container_bits == 8
+
+
+def test_unsupported_bits_rejected():
+    with pytest.raises(FaaqError, match="unsupported bit width 9"):
+        IntFormat(9, True)
