@@ -48,6 +48,41 @@ def test_imagenet_preset_resizes_shorter_side_and_center_crops():
     np.testing.assert_allclose(corner, 0.0, atol=1e-5)
 
 
+def test_imagenet_inception_preset_arithmetic(tmp_path):
+    # a tiny 4x6 (HxW) image, one flat colour per channel: resize + crop keep the
+    # colour exactly, so every pixel must be (v / 255 - 0.5) / 0.5
+    x = np.empty((1, 4, 6, 3), np.uint8)
+    x[..., 0], x[..., 1], x[..., 2] = 0, 51, 255
+    got = apply_preset(x, "imagenet-inception")
+    assert got.shape == (1, 3, 224, 224) and got.dtype == np.float32
+    np.testing.assert_allclose(got[0, 0], -1.0, atol=1e-6)
+    np.testing.assert_allclose(got[0, 1], 51 / 255 / 0.5 - 1.0, atol=1e-6)
+    np.testing.assert_allclose(got[0, 2], 1.0, atol=1e-6)
+    # same resize and crop as 'imagenet', only the normalization differs
+    g = _rng().integers(0, 256, (2, 300, 260, 3), dtype=np.uint8)
+    inc, imn = apply_preset(g, "imagenet-inception"), apply_preset(g, "imagenet")
+    want = ((imn * STD[:, None, None] + MEAN[:, None, None]) - 0.5) / 0.5
+    np.testing.assert_allclose(inc, want, atol=1e-5)
+    assert -1.0 <= inc.min() and inc.max() <= 1.0
+    # image files go through the same arithmetic
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(g[1]).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "labels.txt").write_text("a.png, 3\n")
+    fx, fy = load_labeled(tmp_path / "imgs", preset="imagenet-inception", labels=tmp_path / "labels.txt")
+    np.testing.assert_allclose(fx[0], inc[1], atol=1e-6)
+    np.testing.assert_array_equal(fy, [3])
+
+
+def test_model_preset_reads_metadata():
+    import onnx
+
+    m = onnx.ModelProto()
+    assert data.model_preset(m) is None
+    m.metadata_props.add(key=data.PRESET_METADATA_KEY, value="imagenet-inception")
+    assert data.model_preset(m) == "imagenet-inception"
+    assert data.model_preset(type("IR", (), {"metadata_props": {data.PRESET_METADATA_KEY: "nope"}})()) is None
+
+
 def test_digits_and_none_presets():
     x = np.full((3, 8, 8), 16, np.int64)
     got = apply_preset(x, "digits")

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from faaq_onnx import zoo
+from faaq_onnx import data, zoo
 from faaq_onnx.errors import FaaqError
 
 
@@ -29,7 +29,7 @@ def test_every_model_builds_and_runs(name):
     out = _forward(model, shape)
     assert out.shape == (shape[0], entry.num_classes)
     assert torch.isfinite(out).all()
-    assert entry.preset in ("cifar10", "imagenet", "digits")
+    assert entry.preset in data.PRESETS
 
 
 @pytest.mark.parametrize(
@@ -134,6 +134,7 @@ def test_export_fixed_batch_and_failure_leaves_nothing(tmp_path):
     out = zoo.export("digits-cnn", tmp_path / "d.onnx", batch=4)
     dim0 = onnx.load(out).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_value == 4
+    assert data.model_preset(onnx.load(out)) == "digits"  # zoo exports record their preset
     with pytest.raises(FaaqError, match="batch"):
         zoo.export("digits-cnn", tmp_path / "bad.onnx", batch=0)
     with pytest.raises(Exception):
