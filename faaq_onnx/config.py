@@ -50,7 +50,8 @@ class QuantConfig:
     seed: int = 0
     simplify: bool = True
     int32_bias: bool = True
-    verify_samples: int = 64
+    verify_samples: int = 64  # held-out samples the emitted model is measured on
+    latency_tolerance: float = 0.05  # a latency budget holds within this share (timing noise)
     weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
     int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
     matmulnbits: bool = False  # eligible MatMul/Gemm weights (2/4/8-bit, blocked) -> MatMulNBits

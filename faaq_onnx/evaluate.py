@@ -25,6 +25,12 @@ def predict(model, x: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> np.n
     return run_all(sess, {inputs[0].name: x.astype(np.float32)}, batch_size, [sess.get_outputs()[0].name])[0]
 
 
+def top1(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> float:
+    """Fraction of samples whose argmax is the label (plain ORT)."""
+    logits = predict(model, x, batch_size, ep)
+    return float(np.mean(logits.reshape(len(y), -1).argmax(1) == y))
+
+
 def accuracy_report(logits: np.ndarray, y: np.ndarray, class_names: list[str] | None = None) -> dict:
     if len(logits) != len(y):
         raise FaaqError(f"{len(logits)} predictions for {len(y)} labels")

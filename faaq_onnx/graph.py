@@ -1,10 +1,6 @@
-"""Thin graph layer: IR <-> proto, atomic saves, small queries used by several passes."""
+"""Thin graph layer: IR <-> proto and small queries used by several passes."""
 
 from __future__ import annotations
-
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -40,48 +36,6 @@ def default_opset(model: ir.Model | onnx.ModelProto) -> int:
     if isinstance(model, onnx.ModelProto):
         return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
-
-
-def save_atomic(proto: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write next to the target then rename, so a failure never leaves half a file.
-
-    Models over 2 GB go to external data beside the file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    big = proto.ByteSize() > 1_800_000_000 if _size_known(proto) else True
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_data = None
-    try:
-        if big:
-            tmp_data = Path(tmp).name + ".data"
-            onnx.save_model(proto, tmp, save_as_external_data=True, location=tmp_data)
-            os.replace(path.parent / tmp_data, path.parent / (path.name + ".data"))
-            # point the external references at the final data file name
-            final = onnx.load(tmp, load_external_data=False)
-            for t in final.graph.initializer:
-                for entry in t.external_data:
-                    if entry.key == "location":
-                        entry.value = path.name + ".data"
-            onnx.save_model(final, tmp)
-        else:
-            onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        if tmp_data:
-            (path.parent / tmp_data).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _size_known(proto: onnx.ModelProto) -> bool:
-    try:
-        proto.ByteSize()
-        return True
-    except Exception:  # protobuf refuses > 2 GB
-        return False
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:

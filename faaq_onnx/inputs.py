@@ -33,24 +33,45 @@ def random_inputs(proto: onnx.ModelProto, n: int, seed: int = 0) -> dict[str, np
     return out
 
 
-def prepare_calibration(calib, proto: onnx.ModelProto, config) -> dict[str, np.ndarray]:
+def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, dict, list[str]]:
+    """(calibration inputs, held-out verification inputs, notes).
+
+    Verification measures the emitted model on samples that neither calibration nor
+    sensitivity saw: `config.verify_samples` more samples drawn from the same source
+    (a disjoint seeded draw, so the calibration subset is unchanged). Where the source
+    has nothing left over, the first calibration samples stand in, and a note says so.
+    """
     shapes = model_input_shapes(proto)
     dtypes = model_input_dtypes(proto)
     if calib is None:
         raise FaaqError("no calibration data: pass --calib FILE (or --calib random for a smoke test)")
+    held_n = config.verify_samples
     if isinstance(calib, str) and re.fullmatch(r"random(:\d+)?", calib):
         n = int(calib.split(":")[1]) if ":" in calib else 32
         if n < 1:
             raise FaaqError("random calibration needs at least one sample")
-        return random_inputs(proto, n, config.seed)
-    if isinstance(calib, dict):
+        inputs = random_inputs(proto, n, config.seed)
+        held = random_inputs(proto, held_n, config.seed + 1) if held_n else {}
+    elif isinstance(calib, dict):
         missing = [n for n in shapes if n not in calib]
         if missing:
             raise FaaqError(f"calibration data has no array for input {missing[0]!r} (found: {', '.join(calib) or 'none'})")
-        inputs = {n: np.asarray(calib[n]) for n in shapes}
-        if config.calib_size:
-            inputs = {k: v[: config.calib_size] for k, v in inputs.items()}
+        arrays = {n: np.asarray(calib[n]) for n in shapes}
+        cut = config.calib_size or len(next(iter(arrays.values())))
+        inputs = {k: v[:cut] for k, v in arrays.items()}
+        held = {k: v[cut: cut + held_n] for k, v in arrays.items()}
     else:
-        inputs = data.load_inputs(calib, list(shapes), shapes, limit=config.calib_size, seed=config.seed)
+        inputs, held = data.load_inputs(calib, list(shapes), shapes, limit=config.calib_size, seed=config.seed,
+                                        held_out=max(held_n, 1))
+        held = {k: v[:held_n] for k, v in held.items()}
     data.validate_inputs(inputs, shapes)
-    return {k: v.astype(dtypes[k], copy=False) for k, v in inputs.items()}
+    notes = []
+    if not held or len(next(iter(held.values()))) == 0:
+        held = {k: v[:held_n] for k, v in inputs.items()}
+        notes.append(f"verification uses {len(next(iter(held.values())))} of the calibration samples: "
+                     "the calibration source has no samples left over to hold out")
+    else:
+        data.validate_inputs(held, shapes)
+    cast = {k: dtypes[k] for k in shapes}
+    return ({k: v.astype(cast[k], copy=False) for k, v in inputs.items()},
+            {k: v.astype(cast[k], copy=False) for k, v in held.items()}, notes)

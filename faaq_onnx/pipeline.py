@@ -6,7 +6,8 @@ load ─► canonicalize ─► discover groups ─► calibrate ─► sensitiv
 `Compilation` holds the front half (everything up to calibration) and, once asked,
 the phase-1 sensitivity table, so that several budgets, plans and schemes can be
 allocated, measured and emitted from one sweep (`faaq analyze`, benchmarks).
-`quantize()` is the one-shot path the CLI takes.
+`quantize()` is the one-shot path the CLI takes; what it promises (floors, budgets)
+is checked on the emitted model by faaq_onnx.guarantees before anything is written.
 """
 
 from __future__ import annotations
@@ -20,25 +21,25 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from faaq_onnx.analysis.budget import Budget, CostModel
-from faaq_onnx.analysis.candidates import parse_candidates
-from faaq_onnx.config import Candidate, QuantConfig
-from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import save_atomic, to_proto
-from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.analysis.allocate import Allocation, allocate
+from faaq_onnx.analysis.budget import LATENCY, Budget, CostModel
 from faaq_onnx.analysis.calibrate import calibrate
-from faaq_onnx.passes.canonicalize import canonicalize
+from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.analysis.discover import discover_groups
-from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
-from faaq_onnx.passes.emit_qdq import emit_qdq, needed_opset
 from faaq_onnx.analysis.fisher import fisher_sensitivity
-from faaq_onnx.model_io import load_model
 from faaq_onnx.analysis.prune import prune_quantizers
-from faaq_onnx.optimize.weights import WeightCache, quantize_weights
 from faaq_onnx.analysis.sensitivity import Prober, SensitivityTable, sensitivity
 from faaq_onnx.analysis.verify import verify
+from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import to_proto
+from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.inputs import prepare_calibration
+from faaq_onnx.model_io import load_model
+from faaq_onnx.optimize.weights import WeightCache, quantize_weights
+from faaq_onnx.passes.canonicalize import canonicalize
+from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
+from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
 from faaq_onnx.plan import BitPlan
 
 
@@ -61,13 +62,16 @@ class Compilation:
     def __init__(self, model_path, calib, config: QuantConfig | None = None, target_opset: int = 13) -> None:
         self.model_path = model_path
         self.config = config or QuantConfig()
+        self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
         self.timings: dict[str, float] = {}
         with self.stage("load"):
             model = load_model(model_path)
+            # bad calibration data fails here, before any long work
+            self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(calib, to_proto(model), self.config)
         with self.stage("canonicalize"):
             self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
+        self.warnings += self.data_notes
         self.float_proto = to_proto(self.model)
-        self.inputs = prepare_calibration(calib, self.float_proto, self.config)
         with self.stage("discover_groups"):
             self.qgraph = discover_groups(self.model)
         if not self.qgraph.groups:
@@ -80,10 +84,12 @@ class Compilation:
         self._prober: Prober | None = None
         self.table: SensitivityTable | None = None
         self.candidates: list[Candidate] | None = None
+        self.latency = None
 
     def _canonicalize(self, model, target_opset: int):
         """Canonical form at the opset the plan needs; int2 storage (opset 25) falls back to
         int4 containers, with a warning, where the model or this ORT cannot take it."""
+        fallback = None
         if target_opset >= 25:
             from faaq_onnx.runtime.capabilities import int2_unsupported_reason
 
@@ -96,8 +102,6 @@ class Compilation:
                     why = str(exc)
             target_opset = 21
             fallback = f"2-bit weights stored in int4 containers: {why}"
-        else:
-            fallback = None
         model, warnings = canonicalize(model, target_opset=target_opset, simplify=self.config.simplify)
         return model, warnings + ([fallback] if fallback else []), False
 
@@ -126,15 +130,33 @@ class Compilation:
                                           samples=fit_samples, seed=self.config.seed)
 
             self.table = sensitivity(self.prober, self.float_proto, self.candidates, metrics, cache_dir,
-                                     self.config.progress, fit_fn)
+                                     self.config.progress, fit_fn, fit_samples)
         return self.table
 
     # phase 2 -----------------------------------------------------------------
+    def latency_table(self, ep: str = "cpu", batch: int = 1, cache_dir=None):
+        """Measured per-group kernel costs of every candidate class (for latency budgets)."""
+        from faaq_onnx.analysis.latency import build_latency_table
+
+        if self.candidates is None:
+            raise FaaqError("choose candidates (run the sensitivity stage) before measuring latency")
+        with self.stage("latency_profile"):
+            self.latency = build_latency_table(self, self.candidates, ep, batch, cache_dir=cache_dir)
+        return self.latency
+
     def cost_model(self, budget: Budget) -> CostModel:
         other = sum(len(t.raw_data) or t.ByteSize() for t in self.float_proto.graph.initializer
                     if t.name not in self.qgraph.weights)
-        return CostModel(self.qgraph, "bops" if budget.is_floor else budget.kind, other_bytes=other,
-                         reference=budget.reference, symmetric_weights=self.config.weight_symmetric)
+        kind = "bops" if budget.is_floor else budget.kind
+        return CostModel(self.qgraph, kind, other_bytes=other, reference=budget.reference,
+                         symmetric_weights=self.config.weight_symmetric, bits=budget.bits,
+                         min_container=self.weight_min_container, granularity=self.config.weight_granularity,
+                         block_size=self.config.block_size, latency=self.latency if kind in LATENCY else None)
+
+    @property
+    def weight_min_container(self) -> int:
+        cast = self.config.weight_storage == "cast" and self.config.weight_granularity != "block"
+        return 2 if self.int2 and cast else 4
 
     def allocate(self, budget: str | Budget, metric: str = "sqnr", allocator: str = "knapsack",
                  labeled: tuple[np.ndarray, np.ndarray] | None = None) -> Allocation:
@@ -175,8 +197,8 @@ class Compilation:
         return BitPlan.uniform(self.qgraph, cand)
 
     # back half -----------------------------------------------------------------
-    def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
-        """Optimize weights, emit QDQ, verify; write atomically when `output` is given."""
+    def build(self, plan: BitPlan) -> tuple[onnx.ModelProto, EmitSummary]:
+        """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
         plan.check_against(self.qgraph)
         if needed_opset(plan, self.config, self.int2) > self.model.opset_imports.get("", 0):
             raise FaaqError(f"this plan needs opset {needed_opset(plan, self.config, self.int2)}: "
@@ -186,37 +208,33 @@ class Compilation:
         with self.stage("emit"):
             qmodel = ir.from_proto(self.float_proto)
             emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2)
-            quant_proto = to_proto(qmodel)
-            converted: list[str] = []
+            proto = to_proto(qmodel)
             if self.config.matmulnbits:
-                quant_proto, converted = convert_to_matmulnbits(
-                    quant_proto, drop_activation_qdq=self.config.weight_only_matmul)
+                proto, emitted.matmulnbits = convert_to_matmulnbits(
+                    proto, drop_activation_qdq=self.config.weight_only_matmul)
+        return proto, emitted
+
+    def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
+        """Build, verify with plain ORT, report; write atomically when `output` is given."""
+        from faaq_onnx.report import quantize_report
+
+        proto, emitted = self.build(plan)
         with self.stage("verify"):
-            held = {k: v[: self.config.verify_samples] for k, v in self.inputs.items()}
-            verification = verify(self.float_proto, quant_proto, held, emitted.__dict__, self.config.batch_size)
-        report = {
-            "model": str(self.model_path),
-            "config": self.config.to_dict(),
-            "plan": plan.to_dict(),
-            "avg_weight_bits": plan.avg_weight_bits(self.qgraph),
-            "groups": len(self.qgraph.groups),
-            "weight_quantizers": len(self.qgraph.weights),
-            "activation_quantizers": len(self.qgraph.activations),
-            "skipped": self.qgraph.skipped,
-            "dropped_clamps": emitted.dropped_clamps,
-            "int32_biases": len(emitted.int32_biases),
-            "matmulnbits": converted,
-            "verify": verification,
-            "warnings": self.warnings,
-            "timings_s": dict(self.timings),
-            "calibration_samples": int(len(next(iter(self.inputs.values())))),
-        }
-        if self.table is not None and plan.meta.get("allocator") in ("greedy", "knapsack"):
-            report["sensitivity"] = {"candidates": [str(c) for c in self.candidates], **self.table.meta}
+            verification = verify(self.float_proto, proto, self.verify_inputs, emitted.__dict__,
+                                  self.config.batch_size)
+        report = quantize_report(self, plan, emitted, verification)
+        result = QuantizeResult(proto, report, plan, self.qgraph, dict(self.timings))
         if output is not None:
-            save_atomic(quant_proto, output)
-            report["output"] = str(output)
-        return QuantizeResult(quant_proto, report, plan, self.qgraph, dict(self.timings))
+            write_result(result, output)
+        return result
+
+
+def write_result(result: QuantizeResult, output) -> None:
+    from faaq_onnx.outputs import save_model_atomic
+
+    save_model_atomic(result.model, output)
+    result.report["output"] = str(output)
+    result.report["output_bytes"] = Path(output).stat().st_size
 
 
 def quantize(
@@ -231,6 +249,8 @@ def quantize(
     allocator: str = "knapsack",
     cache_dir=None,
     labeled: tuple[np.ndarray, np.ndarray] | None = None,
+    ep: str = "cpu",
+    latency_batch: int = 1,
 ) -> QuantizeResult:
     """Quantize a float ONNX model; returns the QDQ model and its report.
 
@@ -238,14 +258,18 @@ def quantize(
     (e.g. 'avg-bits=4') bit widths are allocated per group from the measured
     sensitivity; with `plan` a saved BitPlan is applied; otherwise `config.scheme`
     is used everywhere. With `output` the model is written atomically there (never
-    over the input).
+    over the input), and only once every promise of the budget holds on it.
     """
+    from faaq_onnx.guarantees import enforce_budget
+
     config = config or QuantConfig()
     if output is not None and Path(output).resolve() == Path(model_path).resolve():
         raise FaaqError("the output path is the input model: choose another -o, the input is never overwritten")
     if plan is not None and budget is not None:
         raise FaaqError("give either a plan or a budget, not both")
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
+    if budget is not None and budget.kind == "max-drop" and labeled is None:
+        raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
     cands = parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
     if plan is not None:
         opset = needed_opset(plan, config, config.int2)
@@ -259,40 +283,25 @@ def quantize(
         # one probe run per group x candidate
         metrics = ("fit",) if metric == "fit" else ("sqnr", "kl")
         comp.sensitivity(cands, metrics, cache_dir)
-        alloc = comp.allocate(budget, metric, allocator, labeled)
-        plan = alloc.plan
-        plan.meta.setdefault("objective", alloc.objective)
+        if budget.kind in LATENCY:
+            comp.latency_table(ep, latency_batch, cache_dir)
+        try:
+            alloc = comp.allocate(budget, metric, allocator, labeled)
+            plan = alloc.plan
+            plan.meta.setdefault("objective", alloc.objective)
+        except FaaqError:
+            if not budget.is_floor:
+                raise
+            # the probe says no plan meets the floor: let the emitted model have the last word
+            from faaq_onnx.guarantees import _extreme_plan
+
+            plan = _extreme_plan(comp, budget)
     elif plan is None:
         plan = comp.uniform(config.scheme)
-    result = comp.emit(plan, None if budget is not None and budget.kind == "sqnr-db" else output)
-    if budget is not None and budget.kind == "sqnr-db":
-        result = _repair_sqnr_floor(comp, result, budget, metric, allocator, output)
+    result = comp.emit(plan)
     if budget is not None:
+        result = enforce_budget(comp, result, budget, metric, allocator, labeled, ep, latency_batch)
         result.report["sensitivity"].update({"metric": metric, "allocator": allocator, "budget": str(budget)})
-    return result
-
-
-def _repair_sqnr_floor(comp: Compilation, result: QuantizeResult, budget: Budget, metric: str, allocator: str,
-                       output) -> QuantizeResult:
-    """Hold the floor on the emitted model too, not just on the fake-quant probe.
-
-    Integer kernels round a little differently from the probe; when the real QDQ model
-    misses the floor, allocate again for a floor raised by the shortfall (3 tries).
-    """
-    tries = []
-    for _ in range(3):
-        got = min(o["sqnr_db"] for o in result.report["verify"]["outputs"].values())
-        tries.append(round(got, 3))
-        if got >= budget.value:
-            break
-        raised = Budget("sqnr-db", budget.value + (budget.value - got) + 0.25)
-        try:
-            alloc = comp.allocate(raised, metric, allocator)
-        except FaaqError:
-            break  # the most precise plan is already in use
-        result = comp.emit(alloc.plan)
-    result.report["floor_repair"] = {"emitted_sqnr_db_per_try": tries}
     if output is not None:
-        save_atomic(result.model, output)
-        result.report["output"] = str(output)
+        write_result(result, output)
     return result

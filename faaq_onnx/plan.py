@@ -39,7 +39,9 @@ class BitPlan:
         return {"choices": {k: str(v) for k, v in self.choices.items()}, "meta": self.meta}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        from faaq_onnx.outputs import write_json_atomic
+
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "BitPlan":

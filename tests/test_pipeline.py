@@ -54,7 +54,7 @@ def test_bad_calibration_data(tiny_cnn, tmp_path, calib, match):
 
 def test_random_calibration_smoke(tiny_cnn):
     res = quantize(tiny_cnn, "random:8", config=QuantConfig(progress=False))
-    assert res.report["calibration_samples"] == 8
+    assert res.report["calibration"]["samples"] == 8 and res.report["calibration"]["verification_held_out"]
 
 
 def test_plan_round_trip(tiny_cnn, cnn_calib, tmp_path):

@@ -156,7 +156,8 @@ def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candid
     if not table.has(metric):
         why = table.meta.get("fit_unavailable", "not measured")
         raise FaaqError(f"metric {metric!r} is not available for this model ({why})")
-    costs = costs or CostModel(qgraph, "bops" if budget.is_floor else budget.kind, reference=budget.reference)
+    costs = costs or CostModel(qgraph, "bops" if budget.is_floor else budget.kind, reference=budget.reference,
+                               bits=budget.bits)
     solve = greedy if method == "greedy" else knapsack
     if not budget.is_floor:
         limit = costs.limit(budget)

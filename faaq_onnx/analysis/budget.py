@@ -11,13 +11,18 @@ from faaq_onnx.groups import QuantizerGraph, QuantizerGroup
 from faaq_onnx.quant.formats import IntFormat
 
 KINDS = {
-    "avg-bits": "average weight bits over quantized weights",
-    "size-mb": "model size in MB (quantized weights as stored, plus float leftovers)",
+    "avg-bits": "average weight bits over quantized weights: bits as stored (container width, the default) "
+                "or effective bits (write avg-bits=4@effective)",
+    "size-mb": "model size in MB as written (packed weights, scales and zero points, float leftovers)",
     "bops": "bit operations relative to a reference scheme (default W8A8; write bops=0.25@w8a16)",
-    "sqnr-db": "floor on the jointly measured output SQNR in dB",
+    "latency": "latency relative to the all-W8A8 model, from measured kernel costs on --ep (e.g. latency=1.1)",
+    "latency-ms": "latency in milliseconds per run at --latency-batch, from measured kernel costs on --ep",
+    "sqnr-db": "floor on the output SQNR in dB, measured on the emitted model",
     "max-drop": "maximum top-1 drop in percentage points (needs labeled data)",
 }
 FLOORS = ("sqnr-db", "max-drop")
+LATENCY = ("latency", "latency-ms")
+BIT_BASES = ("stored", "effective")
 
 
 @dataclass(frozen=True)
@@ -25,50 +30,100 @@ class Budget:
     kind: str
     value: float
     reference: Candidate = Candidate(8, 8)
+    bits: str = "stored"  # avg-bits only: count stored (container) or effective bits
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
-        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*(w\d+a\d+))?\s*", text.lower())
+        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9]+))?\s*", text.lower())
         if not m or m.group(1) not in KINDS:
             raise FaaqError(f"cannot read budget {text!r}: write KIND=VALUE with KIND one of {', '.join(KINDS)}")
+        kind, suffix = m.group(1), m.group(3)
         try:
             value = float(m.group(2))
         except ValueError:
             raise FaaqError(f"budget value {m.group(2)!r} is not a number") from None
-        if value <= 0 and m.group(1) != "max-drop" or value < 0:
+        if value <= 0 and kind != "max-drop" or value < 0:
             raise FaaqError(f"budget {text!r} must be positive")
-        ref = Candidate.parse(m.group(3)) if m.group(3) else Candidate(8, 8)
-        return cls(m.group(1), value, ref)
+        ref, bits = Candidate(8, 8), "stored"
+        if suffix is not None:
+            if kind == "bops":
+                ref = Candidate.parse(suffix)
+            elif kind == "avg-bits" and suffix in BIT_BASES:
+                bits = suffix
+            else:
+                allowed = "@w8a16 (a reference scheme)" if kind == "bops" else (
+                    "@stored or @effective" if kind == "avg-bits" else "nothing")
+                raise FaaqError(f"cannot read budget {text!r}: after {kind}= write {allowed}")
+        return cls(kind, value, ref, bits)
 
     @property
     def is_floor(self) -> bool:
         return self.kind in FLOORS
 
     def __str__(self) -> str:
-        ref = f"@{self.reference}" if self.kind == "bops" and self.reference != Candidate(8, 8) else ""
-        return f"{self.kind}={self.value:g}{ref}"
+        suffix = ""
+        if self.kind == "bops" and self.reference != Candidate(8, 8):
+            suffix = f"@{self.reference}"
+        elif self.kind == "avg-bits" and self.bits != "stored":
+            suffix = f"@{self.bits}"
+        return f"{self.kind}={self.value:g}{suffix}"
 
 
 class CostModel:
-    """Additive cost of a plan: sum over groups of cost(group, candidate)."""
+    """Additive cost of a plan: sum over groups of cost(group, candidate).
+
+    `min_container` is the smallest weight container the emitter will use (2 with
+    int2 storage, else 4), so stored bits and bytes are what lands on disk.
+    """
 
     def __init__(self, qgraph: QuantizerGraph, kind: str, other_bytes: int = 0,
-                 reference: Candidate = Candidate(8, 8), symmetric_weights: bool = True) -> None:
+                 reference: Candidate = Candidate(8, 8), symmetric_weights: bool = True, bits: str = "stored",
+                 min_container: int = 4, granularity: str = "per-channel", block_size: int = 32,
+                 latency=None) -> None:
         self.qgraph, self.kind, self.other_bytes, self.reference = qgraph, kind, other_bytes, reference
-        self.symmetric = symmetric_weights
+        self.symmetric, self.bits, self.min_container = symmetric_weights, bits, min_container
+        self.granularity, self.block_size, self.latency = granularity, block_size, latency
         self.total_params = sum(g.weight_params for g in qgraph.groups.values())
+        if kind in LATENCY and latency is None:
+            raise FaaqError("a latency budget needs measured kernel costs (the latency table)")
+
+    def weight_format(self, bits: int) -> IntFormat:
+        return IntFormat(bits, self.symmetric, self.min_container)
 
     def group_cost(self, g: QuantizerGroup, c: Candidate) -> float:
         if self.kind == "avg-bits":
-            return float(c.w * g.weight_params)
+            per = c.w if self.bits == "effective" else self.weight_format(c.w).container_bits
+            return float(per * g.weight_params)
         if self.kind == "size-mb":
-            return float(sum(IntFormat(c.w, self.symmetric).stored_bytes(self.qgraph.weights[w].size) for w in g.weights))
+            return float(sum(self.weight_bytes(w, c.w) for w in g.weights))
         if self.kind == "bops":
             return float(g.macs * (c.w if g.weights else c.a) * c.a)
+        if self.kind in LATENCY:
+            return float(self.latency.cost(g.name, c))
         raise KeyError(self.kind)
+
+    def weight_bytes(self, name: str, bits: int) -> int:
+        """Packed integers plus float scales (and packed zero points when asymmetric)."""
+        wq = self.qgraph.weights[name]
+        fmt = self.weight_format(bits)
+        if self.granularity == "block" and wq.block_axis is not None:
+            n_scales = -(-wq.size // self.block_size)
+        elif self.granularity in ("per-channel", "block") and wq.channel_axis is not None:
+            n_scales = wq.shape[wq.channel_axis]
+        else:
+            n_scales = 1
+        zp = 0 if self.symmetric else fmt.stored_bytes(n_scales)
+        return fmt.stored_bytes(wq.size) + 4 * n_scales + zp
 
     def plan_cost(self, choices: dict[str, Candidate]) -> float:
         return sum(self.group_cost(self.qgraph.groups[g], c) for g, c in choices.items())
+
+    def _reference_cost(self) -> float:
+        return self.plan_cost({g: Candidate(self.reference.w, self.reference.a) for g in self.qgraph.groups})
+
+    def _latency_overhead_us(self) -> float:
+        """Time outside every group (framework, ops nobody owns), from the W8A8 profile."""
+        return self.latency.plan_ms({}, Candidate(8, 8)) * 1e3
 
     def limit(self, budget: Budget) -> float:
         """The budget expressed in this model's additive cost units."""
@@ -77,8 +132,12 @@ class CostModel:
         if budget.kind == "size-mb":
             return budget.value * 1e6 - self.other_bytes
         if budget.kind == "bops":
-            ref = {g: Candidate(self.reference.w, self.reference.a) for g in self.qgraph.groups}
-            return budget.value * self.plan_cost(ref)
+            return budget.value * self._reference_cost()
+        if budget.kind == "latency":
+            ref_us = self.latency.plan_ms({g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)) * 1e3
+            return budget.value * ref_us - self._latency_overhead_us()
+        if budget.kind == "latency-ms":
+            return budget.value * 1e3 - self._latency_overhead_us()
         raise KeyError(budget.kind)
 
     def in_budget_units(self, cost: float, budget: Budget) -> float:
@@ -88,6 +147,10 @@ class CostModel:
         if budget.kind == "size-mb":
             return (cost + self.other_bytes) / 1e6
         if budget.kind == "bops":
-            ref = {g: Candidate(self.reference.w, self.reference.a) for g in self.qgraph.groups}
-            return cost / self.plan_cost(ref)
+            return cost / self._reference_cost()
+        if budget.kind == "latency":
+            ref_us = self.latency.plan_ms({g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)) * 1e3
+            return (cost + self._latency_overhead_us()) / ref_us
+        if budget.kind == "latency-ms":
+            return (cost + self._latency_overhead_us()) / 1e3
         raise KeyError(budget.kind)

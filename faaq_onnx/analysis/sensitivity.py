@@ -28,6 +28,7 @@ from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.optimize.weights import WeightCache
 from faaq_onnx.analysis.probe import build_probe, enabled_params
 from faaq_onnx.analysis.metrics import output_kl, sqnr_db
+from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
 
 METRICS = ("sqnr", "kl", "fit")
@@ -135,7 +136,10 @@ class Prober:
 
 
 def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], config: QuantConfig,
-              cands: list[Candidate], metrics: tuple[str, ...]) -> str:
+              cands: list[Candidate], metrics: tuple[str, ...], fit_samples: int | None = None,
+              weights_key: str = "") -> str:
+    """Everything a table depends on: model, data, settings, candidates, metrics, the
+    number of Fisher samples (when FIT is measured) and how weights were rounded."""
     h = hashlib.sha256()
     h.update(float_proto.SerializeToString(deterministic=True))
     for k in sorted(inputs):
@@ -144,7 +148,9 @@ def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], confi
     settings = config.to_dict()
     for k in ("progress", "verify_samples", "scheme"):
         settings.pop(k, None)
-    h.update(json.dumps([settings, [str(c) for c in cands], list(metrics), "v1"], sort_keys=True).encode())
+    fit = fit_samples if "fit" in metrics else None
+    h.update(json.dumps([settings, [str(c) for c in cands], list(metrics), fit, weights_key, "v2"],
+                        sort_keys=True).encode())
     return h.hexdigest()[:24]
 
 
@@ -153,9 +159,11 @@ def default_cache_dir() -> Path:
 
 
 def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candidate], metrics=("sqnr", "kl", "fit"),
-                cache_dir: Path | None = None, progress: bool = False, fit_fn=None) -> SensitivityTable:
+                cache_dir: Path | None = None, progress: bool = False, fit_fn=None,
+                fit_samples: int | None = None) -> SensitivityTable:
     """Measure every group x candidate alone; reuse a cached table when one matches."""
-    key = sweep_key(float_proto, prober.session.inputs, prober.config, cands, tuple(metrics))
+    key = sweep_key(float_proto, prober.session.inputs, prober.config, cands, tuple(metrics), fit_samples,
+                    prober.cache.key())
     path = (cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
     if path is not None and path.exists():
         table = SensitivityTable.from_dict(json.loads(path.read_text()))
@@ -183,8 +191,5 @@ def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candid
                 table[g][str(c)]["fit"] = v
     result = SensitivityTable(table, meta)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.to_dict()))
-        os.replace(tmp, path)
+        write_json_atomic(path, result.to_dict())
     return result

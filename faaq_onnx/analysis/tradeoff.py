@@ -29,6 +29,7 @@ def plan_point(comp, plan: BitPlan, label: str) -> dict:
         "sqnr_db": m["sqnr_db"],
         "kl": m["kl"],
         "plan": plan.to_dict()["choices"],
+        **({"latency_ms": comp.latency.plan_ms(plan.choices, Candidate(8, 8))} if comp.latency is not None else {}),
     }
 
 
@@ -56,12 +57,16 @@ def tradeoff(comp, metric: str = "sqnr", points: int = 8) -> dict:
 def plot_tradeoff(curve: dict, path) -> None:
     import matplotlib
 
+    from faaq_onnx.outputs import savefig_atomic
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, xlabel in ((axes[0], "model_bytes", "model size (MB, as stored)"),
-                            (axes[1], "relative_bops", "BOPs relative to W8A8")):
+    panels = [("model_bytes", "model size (MB, as stored)"), ("relative_bops", "BOPs relative to W8A8")]
+    if curve["uniform"] and "latency_ms" in curve["uniform"][0]:
+        panels.append(("latency_ms", "latency (ms, from measured kernel costs)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, (key, xlabel) in zip(axes, panels):
         scale = 1e-6 if key == "model_bytes" else 1.0
         for method, style in (("greedy", "o-"), ("knapsack", "s--")):
             pts = sorted(curve[method], key=lambda p: p[key])
@@ -75,12 +80,14 @@ def plot_tradeoff(curve: dict, path) -> None:
     axes[0].legend(loc="lower right")
     fig.suptitle("faaq trade-off: mixed-precision plans vs uniform schemes (stars)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
 
 
 def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:
     import matplotlib
+
+    from faaq_onnx.outputs import savefig_atomic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,5 +109,5 @@ def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomic(fig, path, dpi=110)
     plt.close(fig)

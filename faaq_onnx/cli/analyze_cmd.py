@@ -18,12 +18,18 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
               help="Metric the trade-off plans minimize.")
 @click.option("--points", type=int, default=8, show_default=True, help="Budgets on the trade-off curve.")
 @click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--latency/--no-latency", default=False, show_default=True,
+              help="Also profile each candidate's kernels on --ep and plot SQNR against measured latency.")
+@click.option("--ep", default="cpu", show_default=True, help="Execution provider for --latency.")
+@click.option("--latency-batch", type=int, default=1, show_default=True, help="Batch size for --latency.")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False))
 @click.option("--no-cache", is_flag=True)
-def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, **opts):
+def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, latency, ep, latency_batch,
+            **opts):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
     from faaq_onnx.analysis.candidates import parse_candidates
     from faaq_onnx.cli.common import write_json
+    from faaq_onnx.outputs import write_text_atomic
     from faaq_onnx.errors import FaaqError
     from faaq_onnx.passes.emit_qdq import needed_opset
     from faaq_onnx.pipeline import Compilation
@@ -36,15 +42,18 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
     if any(m not in ("sqnr", "kl", "fit") for m in wanted) or metric not in wanted:
         raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
     comp = Compilation(model, opts["calib"], config,
-                       target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config))
+                       target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2))
     table = comp.sensitivity(cands, wanted, False if no_cache else cache_dir)
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "sensitivity.json", table.to_dict())
-    (out / "sensitivity.md").write_text(table.to_markdown())
+    write_text_atomic(out / "sensitivity.md", table.to_markdown())
     key = {"sqnr": "sqnr_db", "kl": "kl", "fit": "fit"}[metric]
     if table.has(metric):
         plot_sensitivity(table, out / "sensitivity.png", key)
+    if latency:
+        comp.latency_table(ep, latency_batch, False if no_cache else cache_dir)
+        write_json(out / "latency.json", comp.latency.to_dict())
     curve = tradeoff(comp, metric, points)
     write_json(out / "tradeoff.json", curve)
     plot_tradeoff(curve, out / "tradeoff.png")
@@ -53,10 +62,13 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
     worst = table.ranking(None, metric)[:5]
     click.echo(f"{len(table.table)} groups x candidates {', '.join(map(str, cands))}: most sensitive ({metric}): "
                + ", ".join(worst))
+    def lat(p):
+        return f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else ""
+
     for p in curve["uniform"]:
         click.echo(f"  uniform {p['label']:8} size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
-                   f"SQNR {p['sqnr_db']:6.2f} dB")
+                   f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}")
     for p in curve["knapsack"]:
         click.echo(f"  knapsack         size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
-                   f"SQNR {p['sqnr_db']:6.2f} dB")
+                   f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}")
     click.echo(f"report written to {out}/ (sensitivity.json/.md/.png, tradeoff.json/.png)")

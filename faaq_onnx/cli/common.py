@@ -7,34 +7,15 @@ from pathlib import Path
 
 import click
 
-from faaq_onnx.graph import save_atomic  # noqa: F401  (re-exported for commands)
+from faaq_onnx.outputs import _jsonable, write_json_atomic
 
 
 def write_json(path: str | Path, payload) -> None:
-    """Atomic JSON write: a report is whole or absent."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    """A JSON report, whole or absent; '-' writes it to standard output."""
+    if str(path) == "-":
+        click.echo(json.dumps(payload, indent=2, default=_jsonable))
+        return
+    write_json_atomic(path, payload)
 
 
 def human_bytes(n: float) -> str:
@@ -46,4 +27,5 @@ def human_bytes(n: float) -> str:
 
 
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+                           help="Write the report as JSON here ('-': standard output).")

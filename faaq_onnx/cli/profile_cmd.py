@@ -66,6 +66,8 @@ def plot_latency_vs_size(report: dict, path: str | Path) -> Path:
     """One point per model x EP x batch: median latency against bytes on disk."""
     import matplotlib
 
+    from faaq_onnx.outputs import savefig_atomic
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -90,6 +92,6 @@ def plot_latency_vs_size(report: dict, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
     return path

@@ -9,6 +9,7 @@ import click
 from faaq_onnx.cli.common import human_bytes, json_option, seed_option, write_json
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.report import budget_line
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 
@@ -29,12 +30,22 @@ def quant_options(f):
         click.option("--weight-range", type=click.Choice(WEIGHT_METHODS), default="minmax", show_default=True,
                      help="Weight range setter."),
         click.option("--percentile", type=float, default=99.99, show_default=True),
-        click.option("--calib-size", type=int, default=256, show_default=True,
-                     help="Use at most this many calibration samples (a seeded subset)."),
+        click.option("--calib-size", default="256", show_default=True,
+                     help="Use at most this many calibration samples (a seeded subset), or 'all'."),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--sensitivity-samples", type=int, default=None,
                      help="Measure sensitivity on this many of the calibration samples (default all)."),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
+        click.option("--weight-storage", type=click.Choice(["cast", "dequant"]), default="cast", show_default=True,
+                     help="cast: 2-4-bit weights stored packed (int4, int2) and widened by Cast(int8) in the graph, "
+                          "which ONNX Runtime folds at load and runs on int8 kernels (QLinearConv, QGemm, "
+                          "QLinearMatMul). dequant: DequantizeLinear reads the packed int4 weight itself, for runtimes "
+                          "whose kernels take int4 QDQ weights natively (e.g. ONNX Runtime's QNN EP; TensorRT for "
+                          "weight-only int4 MatMul); ORT's CPU EP dequantizes such weights on every run and runs "
+                          "float kernels."),
+        click.option("--int2/--no-int2", "int2", default=True, show_default=True,
+                     help="Store 2-bit weights as int2 (needs opset 25 and an ONNX Runtime that runs it, checked at "
+                          "run time; else int4 containers, with a warning)."),
         click.option("--matmulnbits", is_flag=True,
                      help="Emit eligible MatMul/Gemm weights (2/4/8-bit, blocked) as com.microsoft MatMulNBits."),
         click.option("--weight-only-matmul", is_flag=True,
@@ -53,7 +64,14 @@ def mixed_options(f):
 
     opts = [
         click.option("--budget", default=None,
-                     help="avg-bits=N | size-mb=N | bops=R[@w8a16] | sqnr-db=N | max-drop=PT: allocate bits per group."),
+                     help="avg-bits=N[@effective] | size-mb=N | bops=R[@w8a16] | latency=R | latency-ms=MS | "
+                          "sqnr-db=N | max-drop=PT: allocate bits per group. avg-bits counts the bits stored "
+                          "(container width: a 6-bit weight occupies 8) unless @effective. Every budget is "
+                          "measured on the emitted model; when it cannot be met nothing is written."),
+        click.option("--ep", default="cpu", show_default=True,
+                     help="Execution provider whose measured kernel costs a latency budget uses (cpu, cuda)."),
+        click.option("--latency-batch", type=int, default=1, show_default=True,
+                     help="Batch size at which a latency budget is measured."),
         click.option("--candidates", default=None,
                      help=f"Kernels per group, e.g. w4a8,w8a8,w8a16, or a preset: {', '.join(PRESETS)}."),
         click.option("--metric", type=click.Choice(["sqnr", "kl", "fit"]), default="sqnr", show_default=True,
@@ -77,6 +95,18 @@ def load_labeled_option(path, seed):
     return data.load_labeled(data.resolve_data_path(path), seed=seed)
 
 
+def _calib_size(text) -> int | None:
+    if str(text).strip().lower() == "all":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise FaaqError(f"--calib-size must be a positive number or 'all', got {text!r}") from None
+    if n < 1:
+        raise FaaqError(f"--calib-size must be at least 1 (or 'all'), got {n}")
+    return n
+
+
 def config_from_options(o: dict) -> QuantConfig:
     if o.get("scheme") and (o.get("weight_bits") or o.get("act_bits")):
         raise FaaqError("give either --scheme or --weight-bits/--act-bits, not both")
@@ -95,11 +125,13 @@ def config_from_options(o: dict) -> QuantConfig:
         act_range=o["act_range"],
         weight_range=o["weight_range"],
         percentile=o["percentile"],
-        calib_size=o["calib_size"] or None,
+        calib_size=_calib_size(o["calib_size"]),
         batch_size=o["batch_size"],
         sensitivity_samples=o.get("sensitivity_samples"),
         seed=o["seed"],
         simplify=not o["no_simplify"],
+        weight_storage=o.get("weight_storage", "cast"),
+        int2=o.get("int2", True),
         matmulnbits=o.get("matmulnbits", False),
         weight_only_matmul=o.get("weight_only_matmul", False),
         progress=not o["quiet"] and sys.stderr.isatty(),
@@ -117,7 +149,7 @@ def config_from_options(o: dict) -> QuantConfig:
               help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.")
 @json_option
 def command(model, output, plan_path, save_plan, save_overrides, json_path, budget, candidates, metric, allocator,
-            labels_data, cache_dir, no_cache, **opts):
+            labels_data, cache_dir, no_cache, ep, latency_batch, **opts):
     """Quantize MODEL and write a QDQ model that stock ONNX Runtime runs.
 
     With --budget (avg-bits=4, size-mb=0.2, bops=0.25[@w8a16], sqnr-db=30, max-drop=0.5)
@@ -131,14 +163,15 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
     plan = BitPlan.load(plan_path) if plan_path else None
     labeled = load_labeled_option(labels_data, opts["seed"])
     result = quantize(model, opts["calib"], output, config, plan=plan, budget=budget, candidates=candidates,
-                      metric=metric, allocator=allocator, cache_dir=False if no_cache else cache_dir, labeled=labeled)
+                      metric=metric, allocator=allocator, cache_dir=False if no_cache else cache_dir, labeled=labeled,
+                      ep=ep, latency_batch=latency_batch)
     if save_plan:
         result.plan.save(save_plan)
     if save_overrides:
         write_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config))
     if json_path:
         write_json(json_path, result.report)
-    click.echo(summary_line(result.report))
+    click.echo(summary_line(result.report), err=json_path == "-")
 
 
 def summary_line(report: dict) -> str:
@@ -152,8 +185,10 @@ def summary_line(report: dict) -> str:
         f"  weights {human_bytes(size['weight_float_bytes'])} -> {human_bytes(size['weight_stored_bytes'])} "
         f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
         f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
-        f"  output SQNR {first['sqnr_db']:.1f} dB{agree} on {report['verify']['samples']} calibration samples; "
+        f"  output SQNR {first['sqnr_db']:.1f} dB{agree} on {report['verify']['samples']} "
+        f"{'held-out' if report['calibration']['verification_held_out'] else 'calibration'} samples; "
         f"{total:.1f} s\n"
+        + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + "\n".join(f"  kernels: {line}" if i == 0 else f"  {line}"
                     for i, line in enumerate(report["verify"]["kernels"]["summary"]))
     )

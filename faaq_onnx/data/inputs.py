@@ -19,6 +19,7 @@ from faaq_onnx.data.readers import (
     _read_npy,
     _read_npz,
     _stack_npy,
+    _held_out,
     _subset,
     resolve_data_path,
 )
@@ -123,13 +124,17 @@ def load_inputs(
     preset: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    held_out: int = 0,
 ) -> dict[str, np.ndarray]:
     """Load and validate one stacked array per model input (batch on axis 0).
 
     ``input_shapes`` are the model's shapes (ints, or None / str / -1 for symbolic dims);
     when given, every non-batch dimension must match. ``limit`` keeps a seeded random
-    subset, in the original order.
+    subset, in the original order. With ``held_out=N`` the result is a pair: the subset,
+    and up to N other samples of the source (none when the subset took them all).
     """
+    if held_out:
+        return _load_split(path, input_names, input_shapes, preset, limit, seed, held_out)
     if not input_names:
         raise FaaqError("the model has no inputs to load data for")
     names = list(input_names)
@@ -226,3 +231,35 @@ def iter_batches(inputs: dict[str, np.ndarray], batch_size: int) -> Iterator[dic
     n = next(iter(counts.values()))
     for i in range(0, n, batch_size):
         yield {k: v[i:i + batch_size] for k, v in inputs.items()}
+
+
+def _load_split(path, names, shapes, preset, limit, seed, held_out):
+    """(calibration subset, held-out samples): two loads over disjoint index sets."""
+    whole = load_inputs(path, names, shapes, preset, None, seed) if _is_array_source(path) else None
+    if whole is not None:
+        n = len(next(iter(whole.values())))
+        idx = _subset(n, limit, seed)
+        hidx = _held_out(n, idx, held_out, seed)
+        calib = whole if idx is None else {k: v[idx] for k, v in whole.items()}
+        return calib, {k: v[hidx] for k, v in whole.items()}
+    calib = load_inputs(path, names, shapes, preset, limit, seed)
+    p = resolve_data_path(path)
+    files = _npy_files(p) or _image_files(p) if len(names) == 1 else []
+    idx = _subset(len(files), limit, seed) if files else None
+    hidx = _held_out(len(files), idx, held_out, seed) if files else []
+    if len(hidx) == 0:  # nothing left over (or one subfolder per input): no held-out set
+        return calib, {k: v[:0] for k, v in calib.items()}
+    chosen = [files[i] for i in hidx]
+    name = names[0]
+    if chosen[0].suffix.lower() == ".npy":
+        held = _stack_npy(chosen, (shapes or {}).get(name), name)
+        held = _prepare(held, name, preset, (shapes or {}).get(name))
+    else:
+        held = _load_images(chosen, _guess_image_preset(chosen, (shapes or {}).get(name), preset))
+    validate_inputs({name: held}, shapes)
+    return calib, {name: held}
+
+
+def _is_array_source(path) -> bool:
+    p = resolve_data_path(path)
+    return p.is_file()

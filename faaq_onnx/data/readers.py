@@ -51,6 +51,21 @@ def _read_npy(path: Path) -> np.ndarray:
     return arr
 
 
+def _held_out(n: int, taken: np.ndarray | None, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of `count` samples not in `taken`, drawn with their own seed.
+
+    The calibration subset stays what `_subset` gives for (limit, seed): holding samples
+    out for verification never changes which samples calibrate.
+    """
+    if count <= 0:
+        return np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(n), taken) if taken is not None else np.zeros(0, np.int64)
+    if len(rest) == 0:
+        return rest
+    rng = np.random.default_rng([seed, 1])
+    return np.sort(rng.choice(rest, size=min(count, len(rest)), replace=False))
+
+
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray | None:
     """Sorted indices of a seeded random subset (order kept), or None for everything."""
     if limit is None:

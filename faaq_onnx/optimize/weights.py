@@ -21,6 +21,7 @@ class WeightCache:
     def __init__(self, model: ir.Model, qgraph: QuantizerGraph, config: QuantConfig) -> None:
         self.model, self.qgraph, self.config = model, qgraph, config
         self._cache: dict[tuple[str, int], QuantizedWeight] = {}
+        self.optimized: set[tuple[str, int, str]] = set()
 
     def float_weight(self, name: str):
         return const_array(self.model.graph.initializers[name])
@@ -37,6 +38,11 @@ class WeightCache:
 
     def put(self, name: str, bits: int, qw: QuantizedWeight) -> None:
         self._cache[(name, bits)] = qw
+        self.optimized.add((name, bits, qw.method))
+
+    def key(self) -> str:
+        """What the cached weights depend on beyond the config (learned rounding), for cache keys."""
+        return ",".join(sorted(f"{n}@{b}:{m}" for n, b, m in self.optimized))
 
 
 def quantize_weights(cache: WeightCache, plan: BitPlan) -> dict[str, QuantizedWeight]:

@@ -8,6 +8,8 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from faaq_onnx.errors import FaaqError
+
 
 def session_batch_size(session: ort.InferenceSession, wanted: int) -> int:
     """A model whose inputs have a fixed leading dim can only take that many at once."""
@@ -26,18 +28,36 @@ def run_batches(
     progress: bool = False,
     extra_feeds: dict[str, np.ndarray] | None = None,
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
-    """Yield (start index, outputs) for consecutive batches of the inputs."""
+    """Yield (start index, outputs) for consecutive batches of the inputs.
+
+    A model with a fixed batch dimension B gets exactly B samples per run: a ragged last
+    batch is padded by repeating its own samples and the padding's outputs are cut off,
+    so every sample counts once; fewer than B samples in all is an error that says so.
+    """
     n = len(next(iter(inputs.values())))
     bs = session_batch_size(session, batch_size)
+    fixed = bs != batch_size or _has_fixed_batch(session)
+    if fixed and n < bs:
+        raise FaaqError(f"the model takes batches of exactly {bs} samples, but only {n} were given: "
+                        f"give at least {bs}")
     starts = range(0, n, bs)
     it = tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch") if desc else starts
     for start in it:
         feed = {k: v[start : start + bs] for k, v in inputs.items()}
-        if bs != batch_size and len(next(iter(feed.values()))) < bs:
-            continue  # fixed-batch model and a ragged tail: drop it rather than fail
+        real = len(next(iter(feed.values())))
+        if fixed and real < bs:
+            take = np.arange(bs) % real
+            feed = {k: v[take] for k, v in feed.items()}
         if extra_feeds:
             feed.update(extra_feeds)
-        yield start, session.run(output_names, feed)
+        outs = session.run(output_names, feed)
+        if fixed and real < bs:
+            outs = [o[:real] if getattr(o, "ndim", 0) and o.shape[0] == bs else o for o in outs]
+        yield start, outs
+
+
+def _has_fixed_batch(session: ort.InferenceSession) -> bool:
+    return any(inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 for inp in session.get_inputs())
 
 
 def run_all(session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int = 32,

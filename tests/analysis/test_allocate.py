@@ -62,7 +62,30 @@ def test_greedy_flips_least_sensitive_first():
 def test_infeasible_budget_names_nearest_feasible():
     qg, table = _synthetic()
     with pytest.raises(FaaqError, match=r"infeasible.*avg-bits=2 \(nearest feasible"):
+        allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1@effective"))
+    # stored bits (the default): a 2-bit weight without int2 storage occupies an int4 container
+    with pytest.raises(FaaqError, match=r"infeasible.*avg-bits=4 \(nearest feasible"):
         allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1"))
+
+
+def test_stored_bits_count_containers_effective_bits_do_not():
+    qg, _ = _synthetic()
+    g = next(iter(qg.groups.values()))
+    stored = CostModel(qg, "avg-bits")
+    effective = CostModel(qg, "avg-bits", bits="effective")
+    int2 = CostModel(qg, "avg-bits", min_container=2)
+    p = g.weight_params
+    assert [stored.group_cost(g, Candidate(b, 8)) / p for b in (2, 3, 4, 5, 6, 8)] == [4, 4, 4, 8, 8, 8]
+    assert [effective.group_cost(g, Candidate(b, 8)) / p for b in (2, 3, 5, 6)] == [2, 3, 5, 6]
+    assert int2.group_cost(g, Candidate(2, 8)) / p == 2 and int2.group_cost(g, Candidate(3, 8)) / p == 4
+
+
+def test_avg_bits_budget_basis_parses():
+    assert Budget.parse("avg-bits=4").bits == "stored"
+    assert Budget.parse("avg-bits=4@effective").bits == "effective"
+    assert str(Budget.parse("avg-bits=4@effective")) == "avg-bits=4@effective"
+    with pytest.raises(FaaqError, match="@stored or @effective"):
+        Budget.parse("avg-bits=4@w8a8")
 
 
 def test_random_plan_meets_budget():
