@@ -29,13 +29,54 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     if path.stat().st_size == 0:
         raise FaaqError(f"{path} is empty, not an ONNX model")
     try:
-        proto = onnx.load(str(path), load_external_data=True)
+        proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise FaaqError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    check_external_data(proto, path)
+    try:
+        onnx.load_external_data_for_model(proto, str(path.parent))
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for bad external data
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FaaqError(f"{path}: cannot read its external data ({first})") from exc
     if not proto.graph.node and not proto.graph.output:
         raise FaaqError(f"{path} is not an ONNX model (no graph found)")
     check_proto(proto, str(path))
     return ir.from_proto(proto)
+
+
+def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Every external-data reference must name an existing file inside the model's folder."""
+    from onnx.external_data_helper import uses_external_data
+
+    folder = path.resolve().parent
+    for t in _all_tensors(proto.graph):
+        if not uses_external_data(t):
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (folder / loc).resolve()
+        if not loc or Path(loc).is_absolute() or ".." in Path(loc).parts or folder not in target.parents:
+            raise FaaqError(f"{path}: external data location {loc!r} of tensor {t.name!r} points outside the "
+                            f"model's folder; refusing to read it")
+        if not target.is_file():
+            raise FaaqError(f"{path}: external data file {loc!r} of tensor {t.name!r} is missing")
+        need = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
+        if need > target.stat().st_size:
+            raise FaaqError(f"{path}: external data file {loc!r} is shorter ({target.stat().st_size} bytes) than "
+                            f"tensor {t.name!r} needs ({need}); truncated?")
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_tensors(g)
 
 
 def check_proto(proto: onnx.ModelProto, where: str = "model") -> None:

@@ -56,3 +56,40 @@ def test_unsupported_opset(tmp_path):
     onnx.save(m, p)
     with pytest.raises(FaaqError, match="unsupported opset 99"):
         load_model(p)
+
+
+def _external_model(tmp_path, location):
+    """A one-initializer model whose weight is said to live in `location`."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    p = tmp_path / "m.onnx"
+    p.write_bytes(m.SerializeToString())
+    return p
+
+
+@pytest.mark.parametrize("location,match", [
+    ("../../etc/passwd", "points outside the model's folder"),
+    ("/etc/passwd", "points outside the model's folder"),
+    ("missing.data", "is missing"),
+])
+def test_external_data_outside_folder_or_missing_is_one_line(tmp_path, location, match):
+    with pytest.raises(FaaqError, match=match):
+        load_model(_external_model(tmp_path, location))
+
+
+def test_truncated_external_data(tmp_path):
+    (tmp_path / "w.data").write_bytes(b"\0" * 8)
+    with pytest.raises(FaaqError, match="shorter"):
+        load_model(_external_model(tmp_path, "w.data"))

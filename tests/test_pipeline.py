@@ -75,3 +75,56 @@ def test_plan_for_another_model_is_refused(tiny_cnn, tiny_mlp, cnn_calib, mlp_ca
 def test_unknown_scheme():
     with pytest.raises(FaaqError, match="w8a8"):
         QuantConfig(scheme="int8")
+
+
+def _fixed_batch_cnn(tmp_path, batch=4):
+    from tests.conftest import _save, build_tiny_cnn
+
+    m = build_tiny_cnn()
+    m.graph.input[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    m.graph.output[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = batch
+    return _save(m, tmp_path / "fixed.onnx")
+
+
+def test_fixed_batch_model_counts_every_calibration_sample(tmp_path, cnn_calib):
+    """10 samples with batch 4: the ragged tail is padded, not silently dropped."""
+    from faaq_onnx.analysis.calibrate import calibrate
+    from faaq_onnx.pipeline import Compilation
+
+    model = _fixed_batch_cnn(tmp_path)
+    calib = {"input": cnn_calib["input"][:10]}
+    comp = Compilation(model, calib, QuantConfig(progress=False, verify_samples=4))
+    inner = [s for name, s in comp.calibration.stats.items() if name != "input"]
+    assert inner and all(s.count == 10 * int(np.prod(s.shape)) for s in inner)  # each sample observed once
+    res = comp.emit(comp.uniform("w8a8"))
+    assert res.report["calibration"]["samples"] == 10
+
+
+def test_fixed_batch_model_with_too_few_samples_says_so(tmp_path, cnn_calib):
+    model = _fixed_batch_cnn(tmp_path, batch=8)
+    with pytest.raises(FaaqError, match="batches of exactly 8 samples, but only 3"):
+        quantize(model, {"input": cnn_calib["input"][:3]}, config=QuantConfig(progress=False))
+
+
+def test_verification_is_held_out(tiny_cnn, cnn_calib):
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=40, verify_samples=8))
+    cal = res.report["calibration"]
+    assert cal["samples"] == 40 and cal["verification_samples"] == 8 and cal["verification_held_out"]
+    all_in = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, verify_samples=8))
+    assert not all_in.report["calibration"]["verification_held_out"]
+    assert any("verification uses" in w for w in all_in.report["warnings"])
+
+
+def test_held_out_draw_does_not_change_the_calibration_subset(tmp_path):
+    from faaq_onnx.data import load_inputs
+
+    p = tmp_path / "c.npz"
+    np.savez(p, x=np.random.default_rng(0).standard_normal((50, 3, 16, 16)).astype(np.float32))
+    shapes = {"input": ["N", 3, 16, 16]}
+    alone = load_inputs(p, ["input"], shapes, limit=20, seed=5)
+    calib, held = load_inputs(p, ["input"], shapes, limit=20, seed=5, held_out=10)
+    np.testing.assert_array_equal(alone["input"], calib["input"])
+    assert len(held["input"]) == 10
+    assert not (held["input"][:, None] == calib["input"][None]).all(axis=(2, 3, 4)).any()

@@ -21,6 +21,8 @@ def command(out_dir, schemes, seed):
     """Train, export, quantize and evaluate a digits CNN end to end."""
     import numpy as np
 
+    _require_dev_extra()
+
     from faaq_onnx import zoo
     from faaq_onnx.cli.common import human_bytes, write_json
     from faaq_onnx.config import QuantConfig
@@ -52,3 +54,20 @@ def command(out_dir, schemes, seed):
                            "worst_class_drop": drop["worst_class_drop"]}
     write_json(out / "demo.json", summary)
     click.echo(f"models, data and demo.json in {out}/")
+
+
+def _require_dev_extra() -> None:
+    """The demo trains with torch on scikit-learn's digits: both come with the dev extra."""
+    import importlib
+
+    from faaq_onnx.errors import FaaqError
+
+    missing = []
+    for module, package in (("torch", "torch==2.13.0"), ("sklearn", "scikit-learn")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise FaaqError(f"faaq demo needs {' and '.join(missing)}, which come with the dev extra: "
+                        "pip install -c constraints.txt -e '.[dev]'")

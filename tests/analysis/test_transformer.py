@@ -63,7 +63,15 @@ def test_transformer_w8a8_and_budget(bert_block, calib):
                      candidates="practical", cache_dir=False)
     assert mixed.report["verify"]["outputs"]["y"]["sqnr_db"] > 15
     att = [g for g in mixed.qgraph.groups.values() if g.kind == "attention"]
-    assert all(mixed.plan.choices[g.name].a in (8, 16) for g in att)
+    table = mixed.report["sensitivity"]
+    assert att and table["candidates"] == ["w4a8", "w8a8", "w8a16"]
+    # a budget of exactly W8A8's bit operations leaves no room for 16-bit attention
+    tight = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=1.0",
+                     candidates="w8a8,w8a16", cache_dir=False)
+    assert {str(tight.plan.choices[g.name]) for g in att} == {"w8a8"}
+    roomy = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=2.0",
+                     candidates="w8a8,w8a16", cache_dir=False)
+    assert {str(roomy.plan.choices[g.name]) for g in att} == {"w8a16"}
 
 
 def test_residual_add_before_layernorm_stays_float(bert_block, calib):

@@ -80,17 +80,28 @@ def test_eval_reports_accuracy_and_drop(runner, tiny_cnn, tmp_path, cnn_calib):
     x = cnn_calib["input"][:20]
     from tests.conftest import run_model
 
-    y = run_model(tiny_cnn, {"input": x})[0].argmax(1)  # labels = the float model's own answers
+    pred = run_model(tiny_cnn, {"input": x})[0].argmax(1)
+    y = pred.copy()
+    y[:5] = (pred[:5] + 1) % 10  # five wrong answers: the float model scores exactly 75 %
     data = tmp_path / "test.npz"
     np.savez(data, x=x, y=y)
     q = tmp_path / "q.onnx"
-    assert runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--calib", str(data), "-q"]).exit_code == 0
+    assert runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--calib", str(data), "--scheme", "w4a4",
+                                "-q"]).exit_code == 0
     rep = tmp_path / "eval.json"
     r = runner.invoke(main, ["eval", tiny_cnn, str(q), "--data", str(data), "--per-class", "--json", str(rep)])
     assert r.exit_code == 0, r.output
     res = json.loads(rep.read_text())["models"]
-    assert res[tiny_cnn]["top1"] == 1.0
-    assert "vs_reference" in res[str(q)] and "worst_class_drop" in res[str(q)]["vs_reference"]
+    assert res[tiny_cnn]["top1"] == 0.75
+    for c, v in res[tiny_cnn]["per_class"].items():  # per class, counted independently
+        sel = y == int(c)
+        assert v["samples"] == sel.sum() and v["top1"] == pytest.approx(np.mean(pred[sel] == y[sel]))
+    q_pred = run_model(str(q), {"input": x})[0].argmax(1)
+    vs = res[str(q)]["vs_reference"]
+    assert vs["top1_drop"] == pytest.approx(0.75 - np.mean(q_pred == y))
+    drops = {int(c): np.mean(pred[y == c] == c) - np.mean(q_pred[y == c] == c) for c in np.unique(y)}
+    worst = max(drops, key=drops.get)
+    assert vs["worst_class_drop"]["drop"] == pytest.approx(drops[worst])  # a drop is positive when worse
 
 
 def test_export_list(runner):
@@ -133,3 +144,54 @@ def test_analyze_writes_report(runner, tiny_cnn, calib_npz, tmp_path):
     curve = json.loads((rep / "tradeoff.json").read_text())
     assert len(curve["knapsack"]) == 3 and {p["label"] for p in curve["uniform"]} == {"w4a8", "w8a8", "w8a16"}
     assert open(rep / "sensitivity.png", "rb").read(4) == b"\x89PNG"
+
+
+def test_json_dash_writes_report_to_stdout(runner, tiny_cnn, calib_npz, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--json", "-", "-q"])
+    assert r.exit_code == 0, r.output
+    start = r.stdout.index("{")
+    report = json.loads(r.stdout[start: r.stdout.rindex("}") + 1])
+    assert report["output"] == str(out) and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("value,ok", [("0", False), ("-3", False), ("ten", False), ("all", True), ("16", True)])
+def test_calib_size_zero_is_an_error_not_all(runner, tiny_cnn, calib_npz, tmp_path, value, ok):
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--calib-size", value, "-q"])
+    if ok:
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 2 and "--calib-size" in r.output and not out.exists()
+
+
+def test_written_files_are_readable_by_others_under_umask_022(runner, tiny_cnn, calib_npz, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out, plan = tmp_path / "q.onnx", tmp_path / "plan.json"
+        r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--save-plan", str(plan),
+                                 "-q"])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644 and stat.S_IMODE(os.stat(plan).st_mode) == 0o644
+
+
+def test_unreachable_budget_exits_2_with_one_line(runner, tiny_cnn, calib_npz, tmp_path):
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "sqnr-db=95",
+                             "--candidates", "w4a8,w8a8", "--no-cache", "-q"])
+    assert r.exit_code == 2 and not out.exists()
+    assert r.output.count("\n") == 1 and "nearest feasible budget" in r.output
+
+
+def test_demo_without_dev_extra_names_it(runner, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn now raises ImportError
+    r = runner.invoke(main, ["demo", "--out", "unused"])
+    assert r.exit_code == 2 and "dev extra" in r.output and "scikit-learn" in r.output
+    assert "Traceback" not in r.output

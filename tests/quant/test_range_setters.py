@@ -73,3 +73,12 @@ def test_weight_mse_never_worse_than_minmax():
     assert e["mse"].sum() < e["minmax"].sum()
     lo, hi = weight_range(w, fmt, True, "minmax")
     np.testing.assert_allclose(hi, w.max(1))
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse", "entropy"])
+def test_missing_histogram_is_an_error_not_silent_minmax(method):
+    s = TensorStats()
+    s.observe_minmax(np.linspace(-1, 3, 100, dtype=np.float32))  # the histogram sweep never ran
+    with pytest.raises(RuntimeError, match="needs a histogram"):
+        activation_range(s, IntFormat(8, False), False, method)
+    assert activation_range(s, IntFormat(8, False), False, "minmax") == (-1.0, 3.0)
