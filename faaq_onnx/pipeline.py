@@ -124,6 +124,8 @@ class Compilation:
     def sensitivity(self, candidates: str | list[Candidate], metrics=("sqnr", "kl"), cache_dir=None,
                     fit_samples: int = 32) -> SensitivityTable:
         self.candidates = parse_candidates(candidates) if isinstance(candidates, str) else list(candidates)
+        if "fit" in metrics:
+            metrics = self._fit_available(tuple(metrics))
         with self.stage("sensitivity"):
             def fit_fn(jobs):
                 return fisher_sensitivity(self.float_proto, self.qgraph, self.prober, jobs, self.inputs,
@@ -132,6 +134,20 @@ class Compilation:
             self.table = sensitivity(self.prober, self.float_proto, self.candidates, metrics, cache_dir,
                                      self.config.progress, fit_fn, fit_samples)
         return self.table
+
+    def _fit_available(self, metrics: tuple) -> tuple:
+        """Check the torch interpreter can run the model before any sweep starts."""
+        from faaq_onnx.interpreter import UnsupportedOp, check_supported
+
+        try:
+            check_supported(self.float_proto)
+            return metrics
+        except UnsupportedOp as exc:
+            if metrics == ("fit",):
+                raise FaaqError(f"the fit metric needs the torch interpreter, which cannot run this model: {exc}; "
+                                "use --metric sqnr or kl") from None
+            self.warnings.append(f"fit metric unavailable: {exc}")
+            return tuple(m for m in metrics if m != "fit")
 
     # phase 2 -----------------------------------------------------------------
     def latency_table(self, ep: str = "cpu", batch: int = 1, cache_dir=None):

@@ -5,7 +5,7 @@ with F the diagonal Fisher, estimated per sample from the model's own predictive
 distribution (a label drawn from softmax(logits) for classifiers, a unit Gaussian
 around the output otherwise), so no labels are needed (seed 000's gradient-aware
 calibration; seed 003 compares FIT with SQNR). Runs the ONNX graph in torch through
-faaq_onnx.interpreter.torch_graph; models with ops outside its table report the metric unavailable.
+faaq_onnx.interpreter; models with ops outside its table report the metric unavailable.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
         import torch
     except ImportError:
         return None, "torch is not installed"
-    from faaq_onnx.interpreter.torch_graph import TorchGraph, UnsupportedOp
+    from faaq_onnx.interpreter import TorchGraph, UnsupportedOp
 
     try:
         tg = TorchGraph(float_proto, trainable=set(qgraph.weights))

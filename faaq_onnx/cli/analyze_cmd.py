@@ -43,6 +43,13 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
         raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
     comp = Compilation(model, opts["calib"], config,
                        target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2))
+    if metric == "fit":
+        from faaq_onnx.interpreter import UnsupportedOp, check_supported
+
+        try:
+            check_supported(comp.float_proto)
+        except UnsupportedOp as exc:
+            raise FaaqError(f"--metric fit needs the torch interpreter, which cannot run this model: {exc}") from None
     table = comp.sensitivity(cands, wanted, False if no_cache else cache_dir)
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,4 @@
-"""Run an ONNX graph in torch, so that autograd is at hand for any exported model.
-
-A small interpreter rather than a converter: every node maps to one torch function,
-initializers become tensors (or parameters, for the weights we need gradients of),
-and any intermediate tensor can be tapped with its gradient retained. Ops outside the
-table raise UnsupportedOp, and callers report the gradient metric as unavailable.
-"""
+"""The op table of the ONNX-in-torch interpreter: one torch function per ONNX op."""
 
 from __future__ import annotations
 
@@ -18,7 +12,7 @@ from onnx import helper, numpy_helper
 
 
 class UnsupportedOp(Exception):
-    pass
+    """An op (or an attribute of one) the interpreter cannot run; the message names the node."""
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -75,6 +69,8 @@ def _pool(x, a, kind):
         raise UnsupportedOp(f"{kind} auto_pad")
     ceil = bool(a.get("ceil_mode", 0))
     if pads[:nd] != pads[nd:]:
+        if kind == "avg" and not a.get("count_include_pad", 0):
+            return _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil)
         x = F.pad(x, _pads(pads, nd), value=-math.inf if kind == "max" else 0.0)
         pads = [0] * 2 * nd
     if kind == "max":
@@ -82,6 +78,14 @@ def _pool(x, a, kind):
         return fn(x, k, strides, pads[:nd], a.get("dilations", [1] * nd), ceil)
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
     return fn(x, k, strides, pads[:nd], ceil, bool(a.get("count_include_pad", 0)))
+
+
+def _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil):
+    """AveragePool with asymmetric pads that do not count: sum of real cells over their number."""
+    fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    padded = F.pad(x, _pads(pads, nd), value=0.0)
+    ones = F.pad(torch.ones_like(x[:1, :1]), _pads(pads, nd), value=0.0)
+    return fn(padded, k, strides, 0, ceil, True) / fn(ones, k, strides, 0, ceil, True)
 
 
 def _reduce(x, axes_in, a, fn):
@@ -122,7 +126,22 @@ def _pad(x, pads, value=None, axes=None, a=None):
         p = full
     tp = _pads(p, nd)
     v = float(value.item()) if value is not None and value.numel() else 0.0
-    return F.pad(x, tp, mode=mode, value=v) if mode == "constant" else F.pad(x, tp, mode=mode)
+    if mode == "constant":
+        return F.pad(x, tp, mode="constant", value=v)
+    torch_mode = {"edge": "replicate", "reflect": "reflect", "wrap": "circular"}.get(mode)
+    if torch_mode is None:
+        raise UnsupportedOp(f"Pad mode {mode!r}")
+    lead = 0  # torch pads only the trailing spatial dims of an (N, C, ...) tensor in these modes
+    while lead < nd and p[lead] == 0 and p[lead + nd] == 0:
+        lead += 1
+    if lead == nd:
+        return x
+    if nd - lead > 3:
+        raise UnsupportedOp(f"Pad mode {mode!r} on more than 3 axes")
+    trailing = _pads([p[i] for i in range(lead, nd)] + [p[i + nd] for i in range(lead, nd)], nd - lead)
+    shape = x.shape
+    y = F.pad(x.reshape(1, -1, *shape[lead:]), trailing, mode=torch_mode)
+    return y.reshape(*shape[:lead], *y.shape[2:])
 
 
 def _layernorm(x, scale, bias=None, a=None):
@@ -201,8 +220,7 @@ OPS = {
     "Dropout": lambda a, x, *r: x,
     "Slice": lambda a, x, s, e, ax=None, st=None: _slice(x, s, e, ax, st),
     "Pad": lambda a, x, p=None, v=None, ax=None: _pad(x, p if p is not None else torch.tensor(a["pads"]), v, ax, a),
-    "Gather": lambda a, x, i: torch.index_select(x, a.get("axis", 0), i.reshape(-1).long()).reshape(
-        list(x.shape[: a.get("axis", 0) % x.dim()]) + list(i.shape) + list(x.shape[a.get("axis", 0) % x.dim() + 1:])),
+    "Gather": lambda a, x, i: _gather(x, i, a.get("axis", 0)),
     "Shape": lambda a, x: torch.tensor(list(x.shape)[a.get("start", 0): a.get("end", None)], dtype=torch.int64),
     "Cast": lambda a, x: _cast(x, a),
     "LayerNormalization": lambda a, x, s=None, b=None: _layernorm(x, s, b, a),
@@ -211,64 +229,25 @@ OPS = {
     "Where": lambda a, c, x, y: torch.where(c.bool(), x, y),
     "Equal": lambda a, x, y: x == y,
     "Expand": lambda a, x, s: x * torch.ones(s.tolist(), dtype=x.dtype),
-    "ConstantOfShape": lambda a, s: torch.full(s.tolist(), float(numpy_helper.to_array(a["value"]).reshape(-1)[0])
-                                               if "value" in a else 0.0),
+    "ConstantOfShape": lambda a, s: _constant_of_shape(s, a),
 }
+
+
+def _gather(x, i, axis):
+    axis = axis % x.dim()
+    idx = i.reshape(-1).long()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx)  # ONNX allows negative indices
+    return torch.index_select(x, axis, idx).reshape(list(x.shape[:axis]) + list(i.shape) + list(x.shape[axis + 1:]))
+
+
+def _constant_of_shape(shape, a):
+    if "value" not in a:
+        return torch.zeros(shape.tolist(), dtype=torch.float32)
+    v = torch.from_numpy(np.array(numpy_helper.to_array(a["value"]))).reshape(-1)
+    return torch.full(shape.tolist(), v[0].item(), dtype=v.dtype)  # keep the value's type (int64, ...)
 
 
 def _unsqueeze(x, axes):
     for ax in sorted(int(v) % (x.dim() + len(axes)) for v in axes):
         x = x.unsqueeze(ax)
     return x
-
-
-class TorchGraph:
-    """Evaluate an ONNX graph with torch ops; chosen initializers are trainable."""
-
-    def __init__(self, proto: onnx.ModelProto, trainable: set[str] = frozenset()) -> None:
-        self.graph = proto.graph
-        for node in self.graph.node:
-            if node.domain not in ("", "ai.onnx") or (node.op_type not in OPS and node.op_type != "Constant"):
-                raise UnsupportedOp(f"op {node.op_type!r} (node {node.name!r}) has no torch equivalent here")
-        self.consts: dict[str, torch.Tensor] = {}
-        self.params: dict[str, torch.Tensor] = {}
-        for t in self.graph.initializer:
-            arr = torch.from_numpy(np.array(numpy_helper.to_array(t)))
-            if t.name in trainable:
-                arr = arr.clone().requires_grad_(True)
-                self.params[t.name] = arr
-            self.consts[t.name] = arr
-        self.outputs = [o.name for o in self.graph.output]
-
-    def run(self, feeds: dict[str, torch.Tensor], taps: set[str] = frozenset(), hooks=None):
-        """Outputs, and the tapped intermediates with retain_grad() set.
-
-        `hooks[name](tensor) -> tensor` may replace a value as it is produced.
-        """
-        env = dict(self.consts)
-        env.update(feeds)
-        env[""] = None
-        tapped = {}
-        for node in self.graph.node:
-            a = _attrs(node)
-            if node.op_type == "Constant":
-                env[node.output[0]] = torch.from_numpy(np.array(numpy_helper.to_array(a["value"])))
-                continue
-            args = [env[i] if i else None for i in node.input]
-            while args and args[-1] is None:
-                args.pop()
-            if node.op_type == "Split":
-                outs = _split(args[0], args[1] if len(args) > 1 else None, a, len(node.output))
-            else:
-                outs = [OPS[node.op_type](a, *args)]
-            for name, val in zip(node.output, outs):
-                if hooks and name in hooks:
-                    val = hooks[name](val)
-                if name in taps and val.requires_grad:
-                    val.retain_grad()
-                    tapped[name] = val
-                env[name] = val
-        for name in taps:
-            if name in feeds and name not in tapped:
-                tapped[name] = env[name]
-        return [env[o] for o in self.outputs], tapped
