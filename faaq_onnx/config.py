@@ -10,6 +10,7 @@ from faaq_onnx.quant.formats import SUPPORTED_BITS
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
+OPTIMIZERS = ("cle", "bias-correction", "adaround", "brecq")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class QuantConfig:
     latency_tolerance: float = 0.05  # a latency budget holds within this share (timing noise)
     weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
     int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
+    optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
+    optimize_iters: int = 1000
+    optimize_inputs: str = "quantized"  # reconstruct from the quantized model's own inputs, or the float model's
+    optimize_samples: int = 256
+    qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
+    cle_relu6: str = "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu
     matmulnbits: bool = False  # eligible MatMul/Gemm weights (2/4/8-bit, blocked) -> MatMulNBits
     weight_only_matmul: bool = False  # with matmulnbits: drop the activation Q/DQ of converted nodes
     progress: bool = True
@@ -71,6 +78,20 @@ class QuantConfig:
             raise FaaqError(f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}")
         if not 50 < self.percentile <= 100:
             raise FaaqError(f"percentile must be in (50, 100], got {self.percentile}")
+        if isinstance(self.optimize, str):
+            self.optimize = tuple(m.strip() for m in self.optimize.split(",") if m.strip() and m.strip() != "none")
+        self.optimize = tuple(self.optimize)
+        unknown = [m for m in self.optimize if m not in OPTIMIZERS]
+        if unknown:
+            raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, {', '.join(OPTIMIZERS)}")
+        if "adaround" in self.optimize and "brecq" in self.optimize:
+            raise FaaqError("choose one rounding optimizer: adaround (layer by layer) or brecq (block by block)")
+        if self.optimize_inputs not in ("quantized", "float"):
+            raise FaaqError(f"--optimize-inputs must be quantized or float, got {self.optimize_inputs!r}")
+        if self.optimize_iters < 1 or self.optimize_samples < 1:
+            raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
+        if not 0 <= self.qdrop < 1:
+            raise FaaqError(f"--qdrop must be in [0, 1), got {self.qdrop}")
         if self.weight_storage not in ("cast", "dequant"):
             raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
         if self.batch_size < 1:
@@ -79,4 +100,9 @@ class QuantConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["scheme"] = str(self.scheme)
+        d["optimize"] = list(self.optimize)
         return d
+
+    @property
+    def rounding(self) -> str | None:
+        return next((m for m in self.optimize if m in ("adaround", "brecq")), None)

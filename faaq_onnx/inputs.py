@@ -46,6 +46,16 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
     if calib is None:
         raise FaaqError("no calibration data: pass --calib FILE (or --calib random for a smoke test)")
     held_n = config.verify_samples
+    if isinstance(calib, str) and re.fullmatch(r"(none|bn-stats)(:\d+)?", calib):
+        from faaq_onnx.optimize.datafree import distill_inputs
+
+        n = int(calib.split(":")[1]) if ":" in calib else min(config.calib_size or 128, 128)
+        if n < 1:
+            raise FaaqError("data-free calibration needs at least one sample")
+        inputs = distill_inputs(proto, n, config.seed, progress=config.progress)
+        return inputs, {k: v[:held_n] for k, v in inputs.items()}, [
+            f"data-free calibration: {n} inputs distilled from the model's BatchNorm statistics (ZeroQ); "
+            "verification runs on distilled inputs too"]
     if isinstance(calib, str) and re.fullmatch(r"random(:\d+)?", calib):
         n = int(calib.split(":")[1]) if ":" in calib else 32
         if n < 1:

@@ -28,7 +28,7 @@ from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.analysis.fisher import fisher_sensitivity
 from faaq_onnx.analysis.prune import prune_quantizers
-from faaq_onnx.analysis.sensitivity import Prober, SensitivityTable, sensitivity
+from faaq_onnx.analysis.sensitivity import ConfigFeeds, Prober, SensitivityTable, sensitivity
 from faaq_onnx.analysis.verify import verify
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
@@ -63,6 +63,7 @@ class Compilation:
         self.model_path = model_path
         self.config = config or QuantConfig()
         self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
+        self.data_free = isinstance(calib, str) and calib.split(":")[0] in ("none", "bn-stats")
         self.timings: dict[str, float] = {}
         with self.stage("load"):
             model = load_model(model_path)
@@ -80,7 +81,11 @@ class Compilation:
             self.calibration = calibrate(self.model, self.qgraph, self.inputs, self.config.batch_size,
                                          self.config.progress)
             self.qgraph = prune_quantizers(self.qgraph, self.calibration)
+            self.calibration.data_free = self.data_free
         self.weights = WeightCache(self.model, self.qgraph, self.config)
+        self.optimization: dict = {}
+        self._bias_cache: dict = {}
+        self.feeds = ConfigFeeds(self.qgraph, self.calibration, self.weights, self.config)
         self._prober: Prober | None = None
         self.table: SensitivityTable | None = None
         self.candidates: list[Candidate] | None = None
@@ -96,14 +101,19 @@ class Compilation:
             why = int2_unsupported_reason()
             if why is None:
                 try:
-                    model, warnings = canonicalize(model, target_opset=25, simplify=self.config.simplify)
+                    model, warnings = canonicalize(model, target_opset=25, **self._canon_options())
                     return model, warnings, True
                 except FaaqError as exc:
                     why = str(exc)
             target_opset = 21
             fallback = f"2-bit weights stored in int4 containers: {why}"
-        model, warnings = canonicalize(model, target_opset=target_opset, simplify=self.config.simplify)
+        model, warnings = canonicalize(model, target_opset=target_opset, **self._canon_options())
         return model, warnings + ([fallback] if fallback else []), False
+
+    def _canon_options(self) -> dict:
+        opt = self.config.optimize
+        return {"simplify": self.config.simplify, "cle": self.config.cle_relu6 if "cle" in opt else None,
+                "zero_biases": "bias-correction" in opt}
 
     @contextmanager
     def stage(self, name: str):
@@ -212,6 +222,37 @@ class Compilation:
         cand = Candidate.parse(scheme) if isinstance(scheme, str) else scheme
         return BitPlan.uniform(self.qgraph, cand)
 
+    # optimize weights ----------------------------------------------------------
+    def optimize_rounding(self, plans: list[BitPlan]) -> dict:
+        """AdaRound/BRECQ each plan's weights below 8 bits (once per plan); they stay in the cache."""
+        from faaq_onnx.optimize.reconstruct import ReconSettings
+        from faaq_onnx.optimize.rounding import optimize_rounding
+
+        mode = self.config.rounding
+        if mode is None:
+            return {}
+        settings = ReconSettings(iters=self.config.optimize_iters, drop=self.config.qdrop, seed=self.config.seed)
+        with self.stage("optimize_weights"):
+            for plan in plans:
+                key = ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
+                if key in self.optimization:
+                    continue
+                self.optimization[key] = optimize_rounding(
+                    self, plan, mode, settings, self.config.optimize_inputs, self.config.optimize_samples,
+                    learn_activations=len(plans) == 1, progress=self.config.progress)
+        return self.optimization
+
+    def bias_overrides(self, plan: BitPlan) -> dict:
+        if "bias-correction" not in self.config.optimize:
+            return {}
+        from faaq_onnx.optimize.bias_correction import bias_corrections
+
+        key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
+        if key not in self._bias_cache:
+            with self.stage("bias_correction"):
+                self._bias_cache[key] = bias_corrections(self, plan, self.config.optimize_samples)
+        return self._bias_cache[key]
+
     # back half -----------------------------------------------------------------
     def build(self, plan: BitPlan) -> tuple[onnx.ModelProto, EmitSummary]:
         """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
@@ -221,8 +262,11 @@ class Compilation:
                             "create the Compilation with that target_opset")
         with self.stage("optimize_weights"):
             qweights = quantize_weights(self.weights, plan)
+        biases = self.bias_overrides(plan)
         with self.stage("emit"):
             qmodel = ir.from_proto(self.float_proto)
+            for name, value in biases.items():
+                qmodel.graph.initializers[name].const_value = ir.tensor(value, name=name)
             emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2)
             proto = to_proto(qmodel)
             if self.config.matmulnbits:
@@ -243,6 +287,19 @@ class Compilation:
         if output is not None:
             write_result(result, output)
         return result
+
+
+def rounding_plans(comp: Compilation, plan: BitPlan | None, cands: list[Candidate] | None) -> list[BitPlan]:
+    """The plans whose weights rounding optimization prepares: the one plan, or one uniform
+    plan per candidate weight width (seed 003 §3.5) so sensitivity and allocation see them."""
+    if plan is not None:
+        return [plan]
+    if cands is None:
+        return [comp.uniform(comp.config.scheme)]
+    by_w: dict[int, Candidate] = {}
+    for c in sorted(cands, key=lambda c: (c.w, c.a)):
+        by_w.setdefault(c.w, c)
+    return [comp.uniform(c) for c in by_w.values() if c.w < 8]
 
 
 def write_result(result: QuantizeResult, output) -> None:
@@ -294,6 +351,7 @@ def quantize(
     else:
         opset = needed_opset(BitPlan({"_": config.scheme}), config, config.int2)
     comp = Compilation(model_path, calib, config, target_opset=opset)
+    comp.optimize_rounding(rounding_plans(comp, plan, cands))
     if budget is not None:
         # FIT needs one forward/backward per sample for all groups at once; SQNR and KL
         # one probe run per group x candidate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def quantize_report(comp, plan, emitted, verification: dict) -> dict:
-    held = comp.data_notes == []
+    held = comp.data_notes == [] and not comp.data_free
     report = {
         "model": str(comp.model_path),
         "config": comp.config.to_dict(),
@@ -26,7 +26,11 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "verification_samples": verification["samples"],
             "verification_held_out": held,
             "source": comp.calibration_source,
+            "data_free": comp.data_free,
         },
+        "optimization": {"optimize": list(comp.config.optimize), "rounding": comp.optimization,
+                         "bias_corrected": sorted(comp.bias_overrides(plan)) if "bias-correction" in
+                         comp.config.optimize else []},
     }
     if comp.table is not None:
         report["sensitivity"] = {"candidates": [str(c) for c in comp.candidates], **comp.table.meta}

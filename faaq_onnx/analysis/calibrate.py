@@ -7,7 +7,7 @@ stays bounded whatever the calibration set size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -27,6 +27,9 @@ from faaq_onnx.runtime.session import make_session
 @dataclass
 class Calibration:
     stats: dict[str, TensorStats]
+    # learned step sizes (BRECQ/LSQ) by (quantizer, bits): they replace the range setter's
+    learned: dict[tuple[str, int], float] = field(default_factory=dict)
+    data_free: bool = False
 
     def quantizer_stats(self, aq: ActivationQuantizer) -> TensorStats:
         parts = [self.stats[t] for t in aq.range_tensors if t in self.stats]
@@ -43,6 +46,10 @@ class Calibration:
         fmt = IntFormat(bits, signed=symmetric, min_container=8)
         lo, hi = activation_range(self.quantizer_stats(aq), fmt, symmetric, method, percentile)
         scale, zp = affine_params(lo, hi, fmt, symmetric)
+        learned = self.learned.get((aq.name, bits))
+        if learned is not None:  # same zero point, learned step: the grid keeps 0 exact
+            scale = np.float32(learned)
+            lo, hi = float(scale * (fmt.qmin - zp)), float(scale * (fmt.qmax - zp))
         return float(scale), int(zp), fmt, lo, hi
 
 

@@ -54,14 +54,18 @@ def root_tensors(proto: onnx.ModelProto, tensors: list[str]) -> list[str]:
     return roots
 
 
-def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> onnx.ModelProto:
-    """A copy of the float model with fake-quant hooks on every quantizer."""
+def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph, extra_inputs=()) -> onnx.ModelProto:
+    """A copy of the float model with fake-quant hooks on every quantizer.
+
+    Weights (and `extra_inputs`, e.g. biases under correction) become graph inputs whose
+    initializer is the default, so a run may feed other values or none.
+    """
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     g = probe.graph
     inits = {t.name: t for t in g.initializer}
     existing_inputs = {i.name for i in g.input}
-    for wname in qgraph.weights:
+    for wname in list(qgraph.weights) + [e for e in extra_inputs if e not in qgraph.weights]:
         if wname in inits and wname not in existing_inputs:
             t = inits[wname]
             g.input.append(helper.make_tensor_value_info(wname, t.data_type, list(t.dims)))

@@ -92,19 +92,16 @@ class SensitivityTable:
         return any(m in g.get(c, {}) for g in self.table.values())
 
 
-class Prober:
-    """Everything needed to measure a configuration: probe session, weights, ranges."""
+class ConfigFeeds:
+    """A quantization configuration as probe feeds: fake-quantized weights, fake-quant parameters."""
 
-    def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
-                 cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
+    def __init__(self, qgraph: QuantizerGraph, cal: Calibration, cache: WeightCache, config: QuantConfig) -> None:
         self.qgraph, self.cal, self.cache, self.config = qgraph, cal, cache, config
-        if config.sensitivity_samples:
-            inputs = {k: v[: config.sensitivity_samples] for k, v in inputs.items()}
-        # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
-        self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
-                                    max(config.batch_size, 64))
-        self.reference = self.session.run()
         self._act_cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def reset_act_cache(self) -> None:
+        """Forget cached activation parameters (after step sizes were learned)."""
+        self._act_cache.clear()
 
     def act_params(self, act: str, bits: int) -> np.ndarray:
         key = (act, bits)
@@ -124,6 +121,20 @@ class Prober:
             for a in g.activations:
                 acts[a] = self.act_params(a, cand.a)
         return weights, acts
+
+
+class Prober(ConfigFeeds):
+    """Everything needed to measure a configuration: probe session, weights, ranges."""
+
+    def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
+                 cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
+        super().__init__(qgraph, cal, cache, config)
+        if config.sensitivity_samples:
+            inputs = {k: v[: config.sensitivity_samples] for k, v in inputs.items()}
+        # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
+        self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
+                                    max(config.batch_size, 64))
+        self.reference = self.session.run()
 
     def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
         return self.session.run(*self.feeds(choices))

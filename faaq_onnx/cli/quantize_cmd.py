@@ -16,7 +16,10 @@ from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 def quant_options(f):
     """The options every command that quantizes shares (quantize, analyze, eval --trials)."""
     opts = [
-        click.option("--calib", required=True, help="Calibration data: .npz, folder of .npy or images, or 'random[:N]'."),
+        click.option("--calib", required=True,
+                     help="Calibration data: .npz, folder of .npy or images, 'random[:N]' for a smoke run, or "
+                          "'bn-stats[:N]' / 'none' for data-free calibration (inputs distilled from BatchNorm "
+                          "statistics)."),
         click.option("--scheme", default=None, help="Uniform scheme such as w8a8, w4a8, w6a6, w8a16 (default w8a8)."),
         click.option("--weight-bits", type=int, default=None, help="Weight bits (with --act-bits, instead of --scheme)."),
         click.option("--act-bits", type=int, default=None, help="Activation bits (with --weight-bits)."),
@@ -50,6 +53,23 @@ def quant_options(f):
                      help="Emit eligible MatMul/Gemm weights (2/4/8-bit, blocked) as com.microsoft MatMulNBits."),
         click.option("--weight-only-matmul", is_flag=True,
                      help="With --matmulnbits: converted MatMuls read float activations (weight-only W4/W8)."),
+        click.option("--optimize", default="none", show_default=True,
+                     help="Weight optimizations, comma-separated: cle (cross-layer equalization, data-free), "
+                          "bias-correction (empirical, per output channel), adaround (learned rounding, layer by "
+                          "layer) or brecq (block reconstruction between residual Adds, also learns activation "
+                          "step sizes)."),
+        click.option("--optimize-iters", type=int, default=1000, show_default=True,
+                     help="Iterations per layer (adaround) or block (brecq)."),
+        click.option("--optimize-inputs", type=click.Choice(["quantized", "float"]), default="quantized",
+                     show_default=True,
+                     help="Reconstruct from the inputs the quantized model feeds each layer, or the float model's."),
+        click.option("--optimize-samples", type=int, default=256, show_default=True,
+                     help="Calibration samples used for rounding optimization and bias correction."),
+        click.option("--qdrop", type=float, default=0.0, show_default=True,
+                     help="brecq: probability of keeping an activation element float during reconstruction (QDrop)."),
+        click.option("--cle-relu6", type=click.Choice(["keep", "replace"]), default="keep", show_default=True,
+                     help="cle across ReLU6 (Clip 0..6): leave such pairs alone, or replace the Clip by Relu "
+                          "(the DFQ recipe; changes the float function where activations exceed 6)."),
         seed_option,
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -131,6 +151,12 @@ def config_from_options(o: dict) -> QuantConfig:
         seed=o["seed"],
         simplify=not o["no_simplify"],
         weight_storage=o.get("weight_storage", "cast"),
+        optimize=o.get("optimize", "none"),
+        optimize_iters=o.get("optimize_iters", 1000),
+        optimize_inputs=o.get("optimize_inputs", "quantized"),
+        optimize_samples=o.get("optimize_samples", 256),
+        qdrop=o.get("qdrop", 0.0),
+        cle_relu6=o.get("cle_relu6", "keep"),
         int2=o.get("int2", True),
         matmulnbits=o.get("matmulnbits", False),
         weight_only_matmul=o.get("weight_only_matmul", False),

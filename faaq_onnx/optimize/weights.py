@@ -26,6 +26,9 @@ class WeightCache:
     def float_weight(self, name: str):
         return const_array(self.model.graph.initializers[name])
 
+    def float_initializer(self, name: str):
+        return const_array(self.model.graph.initializers[name])
+
     def get(self, name: str, bits: int) -> QuantizedWeight:
         key = (name, bits)
         if key not in self._cache:

@@ -12,28 +12,38 @@ from onnx_ir.passes import PassManager
 from onnx_ir.passes import common
 
 from faaq_onnx.passes.fold_batchnorm import FoldBatchNormPass
+from faaq_onnx.passes.cle import CrossLayerEqualizationPass
+from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass
 from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
 
-def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True) -> tuple[ir.Model, list[str]]:
-    """Run the canonicalization passes; returns the model and any warnings."""
+def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True, cle: str | None = None,
+                 zero_biases: bool = False) -> tuple[ir.Model, list[str]]:
+    """Run the canonicalization passes; returns the model and any warnings.
+
+    `cle` ("keep" or "replace" for ReLU6) adds cross-layer equalization after BN folding;
+    `zero_biases` gives every Conv/Gemm a bias that bias correction can adjust.
+    """
     simplify_pass = SimplifyPass(enabled=simplify)
-    manager = PassManager(
-        [
-            common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
-            common.LiftSubgraphInitializersToMainGraphPass(),
-            common.RemoveInitializersFromInputsPass(),
-            UpgradeOpsetPass(target_opset),
-            simplify_pass,
-            common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
-            FoldBatchNormPass(),
-            common.RemoveUnusedNodesPass(),
-            common.NameFixPass(),
-            common.ShapeInferencePass(strict_mode=False),
-        ],
-        steps=1,
-    )
-    result = manager(model)
+    cle_pass = CrossLayerEqualizationPass(relu6=cle) if cle else None
+    passes = [
+        common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.RemoveInitializersFromInputsPass(),
+        UpgradeOpsetPass(target_opset),
+        simplify_pass,
+        common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
+        FoldBatchNormPass(),
+        *([cle_pass] if cle_pass else []),
+        *([AddZeroBiasPass()] if zero_biases else []),
+        common.RemoveUnusedNodesPass(),
+        common.NameFixPass(),
+        common.ShapeInferencePass(strict_mode=False),
+    ]
+    result = PassManager(passes, steps=1)(model)
     warnings = [simplify_pass.warning] if simplify_pass.warning else []
+    if cle_pass is not None and cle_pass.replaced_clips:
+        warnings.append(f"cross-layer equalization replaced {len(cle_pass.replaced_clips)} ReLU6 (Clip) by Relu: "
+                        "the float model's function changes where activations exceed the clip")
     return result.model, warnings

@@ -78,3 +78,33 @@ def _scale_out_channels(node: ir.Node, w: np.ndarray, factor: np.ndarray) -> np.
         return (wg * f).reshape(w.shape)
     # Gemm: output features are columns of B (transB=0) or rows (transB=1)
     return w * factor.reshape(-1, 1) if _attr(node, "transB", 0) else w * factor.reshape(1, -1)
+
+
+class AddZeroBiasPass(InPlacePass):
+    """Give each Conv/ConvTranspose/Gemm without a bias a zero one (bias correction adjusts it)."""
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        modified = False
+        for node in list(graph):
+            if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
+                continue
+            if len(node.inputs) > 2 and node.inputs[2] is not None:
+                continue
+            w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+            if w is None:
+                continue
+            if node.op_type == "Gemm":
+                if _attr(node, "beta", 1.0) != 1.0 or _attr(node, "transA", 0):
+                    continue
+                n_out = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
+            elif node.op_type == "ConvTranspose":
+                n_out = w.shape[1] * _attr(node, "group", 1)
+            else:
+                n_out = w.shape[0]
+            b = add_initializer(graph, (node.name or "node") + "_bias", np.zeros(n_out, w.dtype))
+            if len(node.inputs) < 3:
+                node.resize_inputs(3)
+            node.replace_input_with(2, b)
+            modified = True
+        return PassResult(model, modified)

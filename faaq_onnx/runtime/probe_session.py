@@ -20,10 +20,12 @@ class ProbeSession:
         self.defaults = {param_name(a): disabled_params() for a in acts}
 
     def run(self, weights: dict[str, np.ndarray] | None = None,
-            act_params: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        """Model outputs on all probe inputs under one quantization configuration."""
+            act_params: dict[str, np.ndarray] | None = None, outputs: list[str] | None = None,
+            inputs: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """Outputs (default: the model's) on the probe inputs under one quantization configuration."""
         feeds = dict(self.defaults)
         for a, p in (act_params or {}).items():
             feeds[param_name(a)] = p
         feeds.update(weights or {})
-        return run_all(self.session, self.inputs, self.batch_size, self.output_names, extra_feeds=feeds)
+        return run_all(self.session, self.inputs if inputs is None else inputs, self.batch_size,
+                       outputs or self.output_names, extra_feeds=feeds)

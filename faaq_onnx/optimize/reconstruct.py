@@ -1,0 +1,151 @@
+"""The reconstruction engine behind AdaRound and BRECQ (and QDrop), in torch.
+
+A unit (one layer, or a block between residual Adds) runs in the ONNX-in-torch
+interpreter. Its weights are fed as soft-quantized tensors: the grid (scale, zero
+point) is fixed by the range setter, and each weight learns whether to round down or
+up through h(V) = clip(sigmoid(V)(ζ-γ)+γ, 0, 1) (AdaRound, Nagel et al. 2020). The
+loss is the unit's output error against the float model's output plus a regularizer
+that pushes every h(V) to 0 or 1 as its exponent β anneals from 20 to 2. BRECQ also
+learns the step size of the activation quantizers inside the block (LSQ gradient) and,
+with QDrop, keeps each activation element float with probability p. All of it goes
+through the one fake-quant of faaq_onnx.quant.affine, with a learned or straight-
+through rounding plugged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from faaq_onnx.quant.affine import fake_quant
+from faaq_onnx.quant.weights import WeightGrid
+
+ZETA, GAMMA = 1.1, -0.1
+
+
+@dataclass
+class ReconSettings:
+    iters: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3  # AdaRound/AIMET default for V
+    act_lr: float = 4e-5  # BRECQ's step-size learning rate
+    reg: float = 0.01  # λ of the rounding regularizer (AIMET's default)
+    warm_start: float = 0.2  # share of iterations without the regularizer
+    beta: tuple[float, float] = (20.0, 2.0)
+    drop: float = 0.0  # QDrop: probability of keeping an activation element float
+    seed: int = 0
+    threads: int = 1
+
+
+class SoftWeight:
+    """A weight on a fixed grid whose rounding direction is learned."""
+
+    def __init__(self, w: np.ndarray, grid: WeightGrid) -> None:
+        self.grid = grid
+        s = grid.full_scale
+        self.scale = torch.from_numpy(np.broadcast_to(s, w.shape).astype(np.float32).copy())
+        self.zp = torch.from_numpy(np.broadcast_to(grid.full_zero_point, w.shape).astype(np.float32).copy())
+        ws = w.astype(np.float32) / self.scale.numpy()
+        self.floor = torch.from_numpy(np.floor(ws))
+        rest = np.clip(ws - np.floor(ws), 1e-4, 1 - 1e-4)
+        v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)  # h(V0) = rest: start at the float weight
+        self.v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
+
+    def h(self) -> torch.Tensor:
+        return torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+    def soft(self) -> torch.Tensor:
+        fmt = self.grid.fmt
+        return fake_quant(self.floor * self.scale, self.scale, self.zp, fmt.qmin, fmt.qmax,
+                          round_fn=lambda t: torch.floor(t + 1e-4) + self.h())
+
+    def codes(self) -> np.ndarray:
+        """Hard rounding: down where h(V) < 0.5, up where it is not."""
+        fmt = self.grid.fmt
+        q = self.floor + (self.h() >= 0.5).float() + self.zp
+        return torch.clamp(q, fmt.qmin, fmt.qmax).detach().numpy().astype(np.int64)
+
+    def reg(self, beta: float) -> torch.Tensor:
+        return (1 - torch.abs(2 * self.h() - 1) ** beta).sum()
+
+
+class LearnedActQuant:
+    """An activation quantizer whose step size is learned (LSQ), zero point and range fixed."""
+
+    def __init__(self, scale: float, zp: int, qmin: int, qmax: int, n_elements: int) -> None:
+        self.log_scale = torch.nn.Parameter(torch.tensor(np.log(scale), dtype=torch.float32))
+        self.zp, self.qmin, self.qmax = float(zp), qmin, qmax
+        self.grad_scale = 1.0 / np.sqrt(max(n_elements, 1) * max(qmax, 1))
+
+    def __call__(self, x: torch.Tensor, drop: float = 0.0, gen: torch.Generator | None = None) -> torch.Tensor:
+        s = torch.exp(self.log_scale)
+        q = fake_quant(x, s, self.zp, self.qmin, self.qmax, round_fn=_ste_round)
+        if drop > 0:  # QDrop: some elements stay float, so the unit learns to be robust to both
+            keep_float = torch.rand(x.shape, generator=gen) < drop
+            q = torch.where(keep_float, x, q)
+        return q
+
+    @property
+    def scale(self) -> float:
+        return float(torch.exp(self.log_scale).detach())
+
+
+def _ste_round(t: torch.Tensor) -> torch.Tensor:
+    return (torch.round(t) - t).detach() + t
+
+
+def reconstruct(run_unit, weights: dict[str, SoftWeight], acts: dict[str, LearnedActQuant],
+                inputs: dict[str, np.ndarray], target: np.ndarray, settings: ReconSettings, progress=None) -> float:
+    """Optimize rounding (and step sizes) of one unit; returns the final reconstruction MSE.
+
+    `run_unit(feeds, hooks)` runs the unit's forward pass in torch and returns its output.
+    """
+    prev_threads = torch.get_num_threads()
+    # the tensors of one unit are small: one thread is several times faster than two
+    # (and tens of times faster when another process holds the other core)
+    torch.set_num_threads(settings.threads)
+    try:
+        return _reconstruct(run_unit, weights, acts, inputs, target, settings, progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSettings, progress) -> float:
+    gen = torch.Generator().manual_seed(settings.seed)
+    params = [w.v for w in weights.values()]
+    groups = [{"params": params, "lr": settings.lr}]
+    if acts:
+        groups.append({"params": [a.log_scale for a in acts.values()], "lr": settings.act_lr})
+    opt = torch.optim.Adam(groups)
+    n = len(target)
+    tgt = torch.from_numpy(np.ascontiguousarray(target))
+    xs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+    warm = int(settings.warm_start * settings.iters)
+    b0, b1 = settings.beta
+    loss_rec = torch.tensor(0.0)
+    for it in range(settings.iters):
+        idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
+        feeds = {k: v[idx] for k, v in xs.items()}
+        feeds.update({name: w.soft() for name, w in weights.items()})
+        hooks = {t: (lambda x, q=q: q(x, settings.drop, gen)) for t, q in acts.items()}
+        out = run_unit(feeds, hooks)
+        loss_rec = _recon_loss(out, tgt[idx])
+        loss = loss_rec
+        if it >= warm and settings.reg > 0:
+            progress_share = (it - warm) / max(settings.iters - warm, 1)
+            beta = b1 + 0.5 * (b0 - b1) * (1 + np.cos(progress_share * np.pi))  # 20 -> 2, cosine
+            loss = loss + settings.reg * sum(w.reg(beta) for w in weights.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None and (it % 50 == 0 or it == settings.iters - 1):
+            progress(it, float(loss_rec))
+    return float(loss_rec.detach())
+
+
+def _recon_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over channels (axis 1), averaged over the rest (AdaRound's loss)."""
+    d = (out - target) ** 2
+    return d.sum(1).mean() if d.dim() > 1 else d.mean()

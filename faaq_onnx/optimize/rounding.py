@@ -1,0 +1,113 @@
+"""Learned rounding for a bit plan: AdaRound layer by layer, or BRECQ block by block.
+
+Units are optimized in graph order; each finished unit's integers go into the weight
+cache under (weight, bits), so the next unit's inputs (`quantized` mode) already see
+them, the sensitivity sweep measures them, and the emitter ships them. For mixed
+precision the pipeline calls this once per candidate weight width (seed 003 §3.5):
+the allocator then chooses between rounded weights, not round-to-nearest ones.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from faaq_onnx.analysis.probe import root_tensors
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.interpreter import TorchGraph, UnsupportedOp
+from faaq_onnx.optimize.reconstruct import LearnedActQuant, ReconSettings, SoftWeight, reconstruct
+from faaq_onnx.optimize.unit_data import UnitData, samples_for
+from faaq_onnx.optimize.units import block_units, layer_units, unit_model
+from faaq_onnx.plan import BitPlan
+
+MODES = ("adaround", "brecq")
+
+
+def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, inputs: str = "quantized",
+                      samples: int = 256, learn_activations: bool = True, progress: bool = False) -> dict:
+    """Round every weight of `plan` below 8 bits by reconstruction; returns a report."""
+    if mode not in MODES:
+        raise FaaqError(f"unknown rounding optimizer {mode!r}: choose {', '.join(MODES)}")
+    if inputs not in ("quantized", "float"):
+        raise FaaqError(f"optimize inputs must be 'quantized' or 'float', got {inputs!r}")
+    proto, qgraph = comp.float_proto, comp.qgraph
+    units = layer_units(proto, qgraph) if mode == "adaround" else block_units(proto, qgraph)
+    wbits = plan.weight_bits(qgraph)
+    abits = plan.act_bits(qgraph)
+    units = [u for u in units if any(wbits[w] < 8 for w in u.weights)]
+    if not units:
+        return {"mode": mode, "units": [], "seconds": 0.0, "note": "no weight below 8 bits"}
+    tensors = sorted({t for u in units for t in u.inputs + [u.output]})
+    n = samples_for(proto, tensors, samples, comp)
+    data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
+    report = {"mode": mode, "inputs": inputs, "samples": n, "iters": settings.iters, "units": []}
+    t_all = time.perf_counter()
+    bar = tqdm(units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False)
+    for i, unit in enumerate(bar):
+        t0 = time.perf_counter()
+        try:
+            graph = TorchGraph(unit_model(proto, unit))
+        except UnsupportedOp as exc:
+            raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
+        x = (data.quantized_tensors(unit.inputs, plan.choices) if inputs == "quantized"
+             else data.float_tensors(unit.inputs))
+        target = data.float_tensors([unit.output])[unit.output]
+        soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid)
+                for w in unit.weights if wbits[w] < 8}
+        acts = _learned_acts(comp, unit, abits, x) if mode == "brecq" and learn_activations else {}
+
+        def run_unit(feeds, hooks, graph=graph):
+            return graph.run(feeds, hooks=hooks)[0][0]
+
+        before = _mse(run_unit, soft, {}, x, target, hard=False, rtn=True, comp=comp, wbits=wbits)
+        unit_settings = ReconSettings(**{**settings.__dict__, "seed": settings.seed + i})
+        reconstruct(run_unit, soft, acts, x, target, unit_settings,
+                    progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")))
+        for w, sw in soft.items():
+            comp.weights.put(w, wbits[w], comp.weights.get(w, wbits[w]).with_codes(sw.codes(), mode))
+        for q in acts.values():
+            comp.calibration.learned[q.act_key] = q.scale
+        after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits)
+        report["units"].append({"unit": unit.name, "weights": list(soft), "mse_nearest": before, "mse": after,
+                                "seconds": round(time.perf_counter() - t0, 2)})
+    comp.feeds.reset_act_cache()
+    if comp._prober is not None:
+        comp._prober.reset_act_cache()
+    report["seconds"] = round(time.perf_counter() - t_all, 2)
+    return report
+
+
+def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:
+    """Step-size-learnable quantizers for the activation roots produced inside a block."""
+    cfg = comp.config
+    produced = set()
+    for n in comp.float_proto.graph.node:
+        if n.name in unit.nodes:
+            produced.update(n.output)
+    acts = {}
+    for a in unit.activations:
+        aq = comp.qgraph.activations[a]
+        scale, zp, fmt, _, _ = comp.calibration.activation_params(aq, abits[a], cfg.act_symmetric, cfg.act_range,
+                                                                  cfg.percentile)
+        for t in root_tensors(comp.float_proto, aq.tensors):
+            if t in produced and t != unit.output:
+                size = int(np.prod(comp.calibration.quantizer_stats(aq).shape or (1,)))
+                acts[t] = LearnedActQuant(scale, zp, fmt.qmin, fmt.qmax, size)
+                acts[t].act_key = (a, abits[a])
+    return acts
+
+
+def _mse(run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = False) -> float:
+    import torch
+
+    with torch.no_grad():
+        feeds = {k: torch.from_numpy(np.ascontiguousarray(v[:256])) for k, v in x.items()}
+        for w, sw in soft.items():
+            q = comp.weights.get(w, wbits[w])
+            feeds[w] = torch.from_numpy(q.dequantized() if rtn or hard else sw.soft().numpy())
+        hooks = {t: (lambda v, q=q: q(v)) for t, q in acts.items()} if acts else None
+        out = run_unit(feeds, hooks).numpy()
+    t = target[:256]
+    return float(np.mean(np.sum((out - t) ** 2, axis=1)))

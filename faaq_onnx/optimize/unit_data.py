@@ -1,0 +1,54 @@
+"""Inputs and targets of reconstruction units, taken from ONNX Runtime.
+
+Targets are always the float model's outputs of the unit. Inputs are either the float
+model's (`float`) or what the quantized model itself feeds the unit (`quantized`, as
+AdaRound's asymmetric reconstruction and QDrop recommend): the probe graph with every
+unit upstream already rounded, activations fake-quantized, so errors do not compound
+unseen. Only the tensors one unit needs are kept, for a bounded number of samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from faaq_onnx.analysis.calibrate import tap_model
+from faaq_onnx.analysis.probe import build_probe
+from faaq_onnx.runtime.probe_session import ProbeSession
+from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.session import make_session
+
+MAX_TENSOR_BYTES = 1_000_000_000  # per tapped tensor, all samples together
+
+
+class UnitData:
+    def __init__(self, comp, tensors: list[str], samples: int, batch_size: int = 32) -> None:
+        self.comp = comp
+        inputs = {k: v[:samples] for k, v in comp.inputs.items()}
+        self.inputs = inputs
+        self.batch_size = batch_size
+        self.float_session = make_session(tap_model(comp.float_proto, tensors), opt_level="basic")
+        probe = build_probe(comp.float_proto, comp.qgraph)
+        produced = {o for n in probe.graph.node for o in n.output}
+        self.probe_name = {t: (f"{t}__fq" if f"{t}__fq" in produced else t) for t in tensors}
+        self.probe = ProbeSession(tap_model(probe, list(self.probe_name.values())), inputs,
+                                  list(comp.qgraph.activations), batch_size)
+
+    def float_tensors(self, names: list[str]) -> dict[str, np.ndarray]:
+        outs = run_all(self.float_session, self.inputs, self.batch_size, names)
+        return dict(zip(names, outs))
+
+    def quantized_tensors(self, names: list[str], choices) -> dict[str, np.ndarray]:
+        weights, acts = self.comp.feeds.feeds(choices)
+        outs = self.probe.run(weights, acts, outputs=[self.probe_name[n] for n in names])
+        return dict(zip(names, outs))
+
+
+def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:
+    """As many samples as asked, unless the largest tapped tensor would pass MAX_TENSOR_BYTES."""
+    stats = comp.calibration.stats
+    per_sample = max((int(np.prod(stats[t].shape)) * 4 for t in tensors if t in stats and stats[t].shape),
+                     default=0)
+    if per_sample == 0:
+        return wanted
+    return max(8, min(wanted, MAX_TENSOR_BYTES // per_sample))
