@@ -55,6 +55,7 @@ def distill_inputs(proto: onnx.ModelProto, n: int, seed: int = 0, iters: int = D
     gen = torch.Generator().manual_seed(seed)
     batches = []
     prev = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: one thread avoids oversubscription (see optimize.reconstruct)
     bar = tqdm(total=-(-n // batch_size) * iters, desc="distilling inputs (bn-stats)", disable=not progress,
                leave=False)
     for start in range(0, n, batch_size):
@@ -63,11 +64,7 @@ def distill_inputs(proto: onnx.ModelProto, n: int, seed: int = 0, iters: int = D
         opt = torch.optim.Adam([x], lr=DISTILL_LR)
         for _ in range(iters):
             _, tapped = graph.run({name: x}, taps=taps)
-            loss = 0.0
-            for t, mu, sd in stats:
-                v = tapped[t]
-                dims_c = [d for d in range(v.dim()) if d != 1]
-                loss = loss + ((v.mean(dims_c) - mu) ** 2).mean() + ((v.std(dims_c) - sd) ** 2).mean()
+            loss = _mismatch(tapped, stats)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -76,3 +73,28 @@ def distill_inputs(proto: onnx.ModelProto, n: int, seed: int = 0, iters: int = D
     bar.close()
     torch.set_num_threads(prev)
     return {name: np.concatenate(batches)[:n]}
+
+
+def _mismatch(tapped, stats):
+    """Σ over BatchNorms of the squared gaps between batch and running mean / std, per channel."""
+    loss = 0.0
+    for t, mu, sd in stats:
+        v = tapped[t]
+        dims_c = [d for d in range(v.dim()) if d != 1]
+        loss = loss + ((v.mean(dims_c) - mu) ** 2).mean() + ((v.std(dims_c) - sd) ** 2).mean()
+    return loss
+
+
+def bn_mismatch(proto: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> float:
+    """The distillation objective for given inputs (lower: closer to the BatchNorm statistics)."""
+    import torch
+
+    from faaq_onnx.interpreter import TorchGraph
+
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    stats = [(bn.input[0], torch.from_numpy(inits[bn.input[3]].astype(np.float32)),
+              torch.from_numpy(np.sqrt(inits[bn.input[4]].astype(np.float32) + 1e-5)))
+             for bn in proto.graph.node if bn.op_type == "BatchNormalization"]
+    feeds = {k: torch.from_numpy(v).requires_grad_(True) for k, v in inputs.items()}
+    _, tapped = TorchGraph(proto).run(feeds, taps={s[0] for s in stats})
+    return float(_mismatch(tapped, stats).detach())

@@ -42,6 +42,7 @@ class CrossLayerEqualizationPass(InPlacePass):
             for _, act, _ in pairs:
                 if act is not None and act.op_type == "Clip" and act.name not in self.replaced_clips:
                     self._clip_to_relu(graph, act)
+            pairs = [p for p in (self._pair(n) for n in graph) if p is not None]
         for _ in range(SWEEPS):
             for conv1, act, conv2 in pairs:
                 if act is None or act.op_type == "Relu":

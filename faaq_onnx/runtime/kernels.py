@@ -101,7 +101,8 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
             moved.append(entry)  # reads a quantized tensor, computes nothing: no kernel to want
             continue
         if not integer:
-            entry["why_float"] = _why_float(node.op_type, weight_type, act_type, blocked, runs_as)
+            entry["why_float"] = _why_float(node.op_type, weight_type, act_type, blocked, runs_as,
+                                            _narrow_activation(node, original))
         quantized.append(entry)
 
     before = Counter(_qual(n) for n in original.graph.node)
@@ -193,6 +194,25 @@ def _fate(node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.M
     return None
 
 
+def _narrow_activation(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
+    """True when the node's output (or its input activation) passes a Clip before a QuantizeLinear."""
+    consumers: dict[str, list] = {}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for c in consumers.get(node.output[0], []) if node.output else []:
+        if c.op_type == "Clip" and any(q.op_type == "QuantizeLinear" for q in consumers.get(c.output[0], [])):
+            return True
+    for i in node.input:  # DQ <- Q <- Clip: the input activation is narrow
+        dq = producer.get(i)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        clip = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        if clip is not None and clip.op_type == "Clip":
+            return True
+    return False
+
+
 def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     """The initializer behind a Cast (faaq's packed-weight storage), if there is one."""
     cast = producer.get(name)
@@ -201,12 +221,16 @@ def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     return name, False
 
 
-def _why_float(op: str, weight_type: str | None, act_type: str | None, blocked: bool, runs_as: str | None) -> str:
+def _why_float(op: str, weight_type: str | None, act_type: str | None, blocked: bool, runs_as: str | None,
+               clipped: bool = False) -> str:
     """Why a quantized node did not get an integer kernel: the first cause that applies."""
     if runs_as is None:
         return "removed by the optimizer"
     if act_type in ("int16", "uint16"):
         return "16-bit activations: ORT's CPU EP has no int16 kernel, the Q/DQ pair runs around a float op"
+    if clipped:
+        return ("activations below 8 bits: the Clip that bounds them to their own range sits between the op "
+                "and its QuantizeLinear, and ORT has no integer kernel for such narrow activations")
     if blocked:
         return "blocked weight scales: no fused integer kernel (MatMulNBits takes blocked MatMul weights)"
     if weight_type and weight_type.split()[0] in ("int4", "uint4", "int2", "uint2") and "cast" not in weight_type:

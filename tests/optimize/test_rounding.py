@@ -1,0 +1,99 @@
+"""Learned rounding: the engine, the units it works on, and the pipeline around it."""
+
+import numpy as np
+import pytest
+import torch
+
+from faaq_onnx import quantize
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.optimize.reconstruct import ReconSettings, SoftWeight, reconstruct
+from faaq_onnx.optimize.units import block_units, layer_units
+from faaq_onnx.pipeline import Compilation
+from faaq_onnx.quant.weights import weight_grid
+
+
+@pytest.fixture
+def comp(tiny_cnn, cnn_calib):
+    return Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21)
+
+
+def test_layer_units_take_the_trailing_relu(comp):
+    units = layer_units(comp.float_proto, comp.qgraph)
+    assert [u.nodes[0] for u in units] == ["conv1", "conv2", "fc"]
+    assert units[0].nodes == ["conv1", "relu1"]  # conv1 -> (BN folded) -> relu1
+    assert units[1].nodes == ["conv2"]  # conv2 feeds the residual Add, not a clamp
+    assert all(len(u.weights) == 1 for u in units)
+
+
+def test_blocks_end_at_residual_adds(comp):
+    blocks = block_units(comp.float_proto, comp.qgraph)
+    assert len(blocks) == 2
+    first, last = blocks
+    assert {"conv1", "conv2", "add2", "relu2"} <= set(first.nodes) and first.output == "r2"
+    assert first.inputs == ["input"] and "fc" in last.nodes and last.inputs == ["r2"]
+    assert sorted(first.weights) == sorted(w for w in comp.qgraph.weights if w != "fc.w")
+
+
+def test_soft_weight_starts_at_the_float_weight_and_hardens_onto_the_grid():
+    w = np.random.default_rng(0).normal(0, 0.2, (6, 5)).astype(np.float32)
+    grid = weight_grid(w, 4, "per-channel", 0, 1)
+    sw = SoftWeight(w, grid)
+    np.testing.assert_allclose(sw.soft().detach().numpy(), w, atol=2e-4 * np.abs(w).max())
+    codes = sw.codes()
+    nearest = grid.round_to_nearest(w).q
+    assert np.abs(codes - nearest).max() <= 1 and codes.min() >= -8 and codes.max() <= 7
+
+
+def test_reconstruction_beats_round_to_nearest_on_a_layer():
+    """y = x W with 3-bit weights and correlated inputs (where nearest rounding is not optimal):
+    learned rounding lowers the output error on held-out x."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (16, 8)).astype(np.float32)
+    mix = rng.standard_normal((4, 16))
+    x = (rng.standard_normal((512, 4)) @ mix + 0.1 * rng.standard_normal((512, 16))).astype(np.float32)
+    grid = weight_grid(w, 3, "per-channel", 1, 0)
+    sw = SoftWeight(w, grid)
+    run = lambda feeds, hooks: feeds["x"] @ feeds["w"]  # noqa: E731
+    reconstruct(run, {"w": sw}, {}, {"x": x[:256]}, x[:256] @ w, ReconSettings(iters=400, batch_size=64))
+    rtn = grid.round_to_nearest(w).dequantized()
+    learned = grid.round_to_nearest(w).with_codes(sw.codes(), "adaround").dequantized()
+    held = x[256:]
+    err = lambda wq: float(np.mean((held @ wq - held @ w) ** 2))  # noqa: E731
+    assert err(learned) < 0.8 * err(rtn)
+
+
+def test_adaround_through_the_pipeline(tiny_cnn, cnn_calib):
+    cfg = dict(progress=False, scheme="w3a8", optimize_iters=60, optimize_samples=32)
+    rtn = quantize(tiny_cnn, cnn_calib, config=QuantConfig(**cfg))
+    ar = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize="adaround", **cfg))
+    again = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize="adaround", **cfg))
+    assert ar.model.SerializeToString() == again.model.SerializeToString()  # deterministic
+    weights = ar.report["verify"]["size"]["per_weight"]
+    assert all(w["rounding"] == "adaround" for w in weights.values())
+    units = ar.report["optimization"]["rounding"]["w3a8"]["units"]
+    assert len(units) == 3 and all(u["mse"] <= u["mse_nearest"] * 1.05 for u in units)
+    assert ar.model.SerializeToString() != rtn.model.SerializeToString()
+
+
+def test_brecq_learns_step_sizes(tiny_cnn, cnn_calib):
+    cfg = QuantConfig(progress=False, scheme="w4a4", optimize="brecq", optimize_iters=40, optimize_samples=32,
+                      qdrop=0.5)
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    comp.optimize_rounding([comp.uniform("w4a4")])
+    assert comp.calibration.learned  # step sizes of the activations inside the block
+    res = comp.emit(comp.uniform("w4a4"))
+    emitted = res.report["verify"]["size"]  # the emitted model exists and was verified
+    assert emitted["effective_weight_bits"] == 4.0
+    for (act, bits), scale in comp.calibration.learned.items():
+        got = comp.calibration.activation_params(comp.qgraph.activations[act], bits, False, "mse")[0]
+        assert bits == 4 and got == pytest.approx(scale, rel=1e-6)
+
+
+def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, optimize="adaround", optimize_iters=20,
+                                                           optimize_samples=16),
+                   budget="avg-bits=6", candidates="w3a8,w4a8,w8a8", cache_dir=False)
+    assert sorted(res.report["optimization"]["rounding"]) == ["w3a8", "w4a8"]
+    rounded = {w: v["rounding"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
+    assert all(m == ("adaround" if v["bits"] < 8 else "nearest")
+               for m, v in zip(rounded.values(), res.report["verify"]["size"]["per_weight"].values()))
