@@ -13,9 +13,12 @@ GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "bias-correction", "adaround", "brecq")
 
 
+FLOAT = 32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """One kernel choice for a quantizer group: weight bits and activation bits."""
+    """One kernel choice for a quantizer group: weight bits and activation bits (32 = float)."""
 
     w: int
     a: int
@@ -23,15 +26,29 @@ class Candidate:
     def __str__(self) -> str:
         return f"w{self.w}a{self.a}"
 
+    @property
+    def weight_only(self) -> bool:
+        return self.a == FLOAT and self.w < FLOAT
+
+    @property
+    def is_float(self) -> bool:
+        return self.w == FLOAT and self.a == FLOAT
+
     @classmethod
     def parse(cls, text: str) -> "Candidate":
-        m = re.fullmatch(r"\s*w(\d+)a(\d+)\s*", text.lower())
+        t = text.strip().lower()
+        if t in ("float", "fp32", "f32"):
+            return cls(FLOAT, FLOAT)
+        m = re.fullmatch(r"w(\d+)(?:a(\d+))?", t)
         if not m:
-            raise FaaqError(f"cannot read scheme {text!r}: write it like w8a8 or w4a16")
-        w, a = int(m.group(1)), int(m.group(2))
+            raise FaaqError(f"cannot read scheme {text!r}: write it like w8a8, w4a16, w4 (weight-only) or float")
+        w, a = int(m.group(1)), int(m.group(2) or FLOAT)
         for bits, what in ((w, "weight"), (a, "activation")):
-            if bits not in SUPPORTED_BITS:
-                raise FaaqError(f"{what} bits {bits} in {text!r} unsupported: choose one of {SUPPORTED_BITS}")
+            if bits not in SUPPORTED_BITS and bits != FLOAT:
+                raise FaaqError(f"{what} bits {bits} in {text!r} unsupported: choose one of {SUPPORTED_BITS} "
+                                f"(or {FLOAT}: float)")
+        if w == FLOAT and a != FLOAT:
+            raise FaaqError(f"{text!r}: float weights with quantized activations is not a kernel; use float")
         return cls(w, a)
 
 
@@ -61,8 +78,11 @@ class QuantConfig:
     optimize_samples: int = 256
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
     cle_relu6: str = "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu
-    matmulnbits: bool = False  # eligible MatMul/Gemm weights (2/4/8-bit, blocked) -> MatMulNBits
-    weight_only_matmul: bool = False  # with matmulnbits: drop the activation Q/DQ of converted nodes
+    # MatMul/Gemm weights of W*A8 groups: int8 kernels (cast form), weight-only MatMulNBits, or the faster
+    # of the two as measured on the target. Weight-only groups (w4a32) always become MatMulNBits.
+    matmul_kernel: str = "int8"
+    ep: str = "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
+    latency_batch: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -92,6 +112,8 @@ class QuantConfig:
             raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
         if not 0 <= self.qdrop < 1:
             raise FaaqError(f"--qdrop must be in [0, 1), got {self.qdrop}")
+        if self.matmul_kernel not in ("int8", "nbits", "auto"):
+            raise FaaqError(f"unknown --matmul-kernel {self.matmul_kernel!r}: choose int8, nbits or auto")
         if self.weight_storage not in ("cast", "dequant"):
             raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
         if self.batch_size < 1:

@@ -85,6 +85,7 @@ class Compilation:
         self.weights = WeightCache(self.model, self.qgraph, self.config)
         self.optimization: dict = {}
         self._bias_cache: dict = {}
+        self._matmul_choice: dict = {}
         self.feeds = ConfigFeeds(self.qgraph, self.calibration, self.weights, self.config)
         self._prober: Prober | None = None
         self.table: SensitivityTable | None = None
@@ -254,7 +255,7 @@ class Compilation:
         return self._bias_cache[key]
 
     # back half -----------------------------------------------------------------
-    def build(self, plan: BitPlan) -> tuple[onnx.ModelProto, EmitSummary]:
+    def build(self, plan: BitPlan, nbits: set[str] | None = None) -> tuple[onnx.ModelProto, EmitSummary]:
         """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
         plan.check_against(self.qgraph)
         if needed_opset(plan, self.config, self.int2) > self.model.opset_imports.get("", 0):
@@ -263,16 +264,40 @@ class Compilation:
         with self.stage("optimize_weights"):
             qweights = quantize_weights(self.weights, plan)
         biases = self.bias_overrides(plan)
+        nbits = self.matmul_nbits_nodes(plan) if nbits is None else nbits
+        keep = {a for g in self.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with self.stage("emit"):
             qmodel = ir.from_proto(self.float_proto)
             for name, value in biases.items():
                 qmodel.graph.initializers[name].const_value = ir.tensor(value, name=name)
-            emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2)
+            emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2,
+                               keep_clamps=keep)
             proto = to_proto(qmodel)
-            if self.config.matmulnbits:
-                proto, emitted.matmulnbits = convert_to_matmulnbits(
-                    proto, drop_activation_qdq=self.config.weight_only_matmul)
+            emitted.matmulnbits = []
+            if nbits:
+                proto, emitted.matmulnbits = convert_to_matmulnbits(proto, drop_activation_qdq=True, nodes=nbits)
         return proto, emitted
+
+    def matmul_nbits_nodes(self, plan: BitPlan) -> set[str]:
+        """MatMul/Gemm nodes emitted as weight-only MatMulNBits: those of weight-only groups, and of
+        W*A8 groups when --matmul-kernel is nbits, or auto and ORT measured MatMulNBits faster."""
+        out: set[str] = set()
+        ops = {n.name: n.op_type for n in self.float_proto.graph.node}
+        for g in self.qgraph.groups.values():
+            c = plan.choices[g.name]
+            if not g.weights or c.w > 8:
+                continue
+            if c.weight_only or (c.a <= 8 and self.config.matmul_kernel == "nbits"):
+                out |= {o for o in g.ops if ops.get(o) in ("MatMul", "Gemm")}
+        if self.config.matmul_kernel == "auto":
+            from faaq_onnx.analysis.latency import matmul_kernel_choice
+
+            key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
+            if key not in self._matmul_choice:
+                with self.stage("latency_profile"):
+                    self._matmul_choice[key] = matmul_kernel_choice(self, plan, out)
+            out |= self._matmul_choice[key]["nbits_nodes"]
+        return out
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
         """Build, verify with plain ORT, report; write atomically when `output` is given."""
@@ -322,8 +347,8 @@ def quantize(
     allocator: str = "knapsack",
     cache_dir=None,
     labeled: tuple[np.ndarray, np.ndarray] | None = None,
-    ep: str = "cpu",
-    latency_batch: int = 1,
+    ep: str | None = None,
+    latency_batch: int | None = None,
 ) -> QuantizeResult:
     """Quantize a float ONNX model; returns the QDQ model and its report.
 
@@ -336,6 +361,9 @@ def quantize(
     from faaq_onnx.guarantees import enforce_budget
 
     config = config or QuantConfig()
+    config.ep = ep or config.ep
+    config.latency_batch = latency_batch or config.latency_batch
+    ep, latency_batch = config.ep, config.latency_batch
     if output is not None and Path(output).resolve() == Path(model_path).resolve():
         raise FaaqError("the output path is the input model: choose another -o, the input is never overwritten")
     if plan is not None and budget is not None:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faaq_onnx.config import Candidate
+from faaq_onnx.config import FLOAT, Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph
 
@@ -24,11 +24,14 @@ class BitPlan:
     def uniform(cls, qgraph: QuantizerGraph, cand: Candidate) -> "BitPlan":
         return cls({g: cand for g in qgraph.groups}, {"kind": "uniform", "scheme": str(cand)})
 
-    def weight_bits(self, qgraph: QuantizerGraph) -> dict[str, int]:
-        return {w: self.choices[g.name].w for g in qgraph.groups.values() for w in g.weights}
+    def weight_bits(self, qgraph: QuantizerGraph, quantized_only: bool = False) -> dict[str, int]:
+        """Bits per weight (32: left float; left out with quantized_only)."""
+        out = {w: self.choices[g.name].w for g in qgraph.groups.values() for w in g.weights}
+        return {k: v for k, v in out.items() if v < FLOAT} if quantized_only else out
 
-    def act_bits(self, qgraph: QuantizerGraph) -> dict[str, int]:
-        return {a: self.choices[g.name].a for g in qgraph.groups.values() for a in g.activations}
+    def act_bits(self, qgraph: QuantizerGraph, quantized_only: bool = False) -> dict[str, int]:
+        out = {a: self.choices[g.name].a for g in qgraph.groups.values() for a in g.activations}
+        return {k: v for k, v in out.items() if v < FLOAT} if quantized_only else out
 
     def avg_weight_bits(self, qgraph: QuantizerGraph) -> float:
         num = sum(self.choices[g.name].w * g.weight_params for g in qgraph.groups.values())
@@ -67,6 +70,8 @@ class BitPlan:
         effective: dict = {}
         for g in qgraph.groups.values():
             c = self.choices[g.name]
+            if c.is_float:
+                continue
             for w in g.weights:
                 wq = qgraph.weights[w]
                 entry = {"quant_type": qtype(c.w, config.weight_symmetric), "symmetric": config.weight_symmetric}
@@ -74,7 +79,7 @@ class BitPlan:
                     entry["axis"] = wq.channel_axis
                 overrides[w] = [entry]
                 effective[w] = c.w
-            for a in g.activations:
+            for a in g.activations if c.a < FLOAT else []:
                 act_bits = 8 if c.a <= 8 else 16
                 for t in qgraph.activations[a].tensors:
                     overrides[t] = [{"quant_type": qtype(act_bits, config.act_symmetric)}]

@@ -17,6 +17,9 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
         "dropped_clamps": emitted.dropped_clamps,
         "int32_biases": len(emitted.int32_biases),
         "matmulnbits": getattr(emitted, "matmulnbits", []),
+        "matmul_kernel": {"mode": comp.config.matmul_kernel,
+                          **({"measured": list(comp._matmul_choice.values())[-1]["groups"]}
+                             if comp._matmul_choice else {})},
         "int2_storage": comp.int2,
         "verify": verification,
         "warnings": comp.warnings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from faaq_onnx.config import Candidate
+from faaq_onnx.config import FLOAT, Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph, QuantizerGroup
 from faaq_onnx.quant.formats import IntFormat
@@ -87,12 +87,14 @@ class CostModel:
         if kind in LATENCY and latency is None:
             raise FaaqError("a latency budget needs measured kernel costs (the latency table)")
 
-    def weight_format(self, bits: int) -> IntFormat:
-        return IntFormat(bits, self.symmetric, self.min_container)
+    def weight_format(self, bits: int) -> IntFormat | None:
+        """None for float weights (32 bits, 4 bytes each)."""
+        return None if bits >= FLOAT else IntFormat(bits, self.symmetric, self.min_container)
 
     def group_cost(self, g: QuantizerGroup, c: Candidate) -> float:
         if self.kind == "avg-bits":
-            per = c.w if self.bits == "effective" else self.weight_format(c.w).container_bits
+            fmt = self.weight_format(c.w)
+            per = c.w if self.bits == "effective" or fmt is None else fmt.container_bits
             return float(per * g.weight_params)
         if self.kind == "size-mb":
             return float(sum(self.weight_bytes(w, c.w) for w in g.weights))
@@ -106,6 +108,8 @@ class CostModel:
         """Packed integers plus float scales (and packed zero points when asymmetric)."""
         wq = self.qgraph.weights[name]
         fmt = self.weight_format(bits)
+        if fmt is None:
+            return 4 * wq.size
         if self.granularity == "block" and wq.block_axis is not None:
             n_scales = -(-wq.size // self.block_size)
         elif self.granularity in ("per-channel", "block") and wq.channel_axis is not None:

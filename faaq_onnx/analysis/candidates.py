@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from faaq_onnx.config import Candidate
+from faaq_onnx.config import FLOAT, Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGroup
 
@@ -37,7 +37,9 @@ def group_candidates(group: QuantizerGroup, cands: list[Candidate]) -> list[Cand
     """
     top_w = max(c.w for c in cands)
     if group.kind == "attention":
-        out = [Candidate(top_w, a) for a in ATTENTION_ACT_BITS]
+        # weight-only candidate sets leave the score MatMuls float as well
+        acts = ATTENTION_ACT_BITS + ((FLOAT,) if any(c.a == FLOAT for c in cands) else ())
+        out = [Candidate(top_w, a) for a in acts]
     elif not group.weights:
         out = sorted({Candidate(top_w, c.a) for c in cands}, key=lambda c: c.a)
     else:

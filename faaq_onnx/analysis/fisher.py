@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from faaq_onnx.config import FLOAT
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.quant.affine import fake_quant
 from faaq_onnx.analysis.probe import root_tensors
@@ -33,8 +34,8 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
         return None, str(exc)
     act_tensors = {a: root_tensors(float_proto, aq.tensors) for a, aq in qgraph.activations.items()}
     taps = {t for ts in act_tensors.values() for t in ts}
-    act_bits = sorted({c.a for _, c in jobs})
-    w_bits = sorted({c.w for g, c in jobs if g.weights})
+    act_bits = sorted({c.a for _, c in jobs if c.a < FLOAT})
+    w_bits = sorted({c.w for g, c in jobs if g.weights and c.w < FLOAT})
     # precomputed quantization deltas of the weights, per bit width
     w_delta = {(w, b): torch.from_numpy(prober.cache.get(w, b).dequantized() - prober.cache.float_weight(w)) ** 2
                for w in qgraph.weights for b in w_bits}
@@ -43,6 +44,7 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
     gen = torch.Generator().manual_seed(seed)
     n = min(samples, len(next(iter(inputs.values()))))
     prev = torch.get_num_threads()
+    torch.set_num_threads(1)  # one sample at a time: a second thread only adds contention
     try:
         for i in range(n):
             feeds = {}
@@ -84,6 +86,7 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
     w_fit = {(w, b): float((w_fisher[w] * w_delta[(w, b)]).sum()) / n for (w, b) in w_delta}
     out = {}
     for g, c in jobs:
-        v = sum(w_fit[(w, c.w)] for w in g.weights) + sum(act_err[(a, c.a)] / n for a in g.activations)
+        v = (sum(w_fit[(w, c.w)] for w in g.weights if c.w < FLOAT)
+             + sum(act_err[(a, c.a)] / n for a in g.activations if c.a < FLOAT))
         out[(g.name, c)] = v
     return out, None

@@ -28,6 +28,10 @@ from faaq_onnx.groups import QuantizerGraph
 
 def kernel_class(c: Candidate, config: QuantConfig) -> str:
     """Candidates that run the same kernels share a class (and one profile)."""
+    if c.is_float:
+        return "float"
+    if c.weight_only:
+        return f"weight-only-w{c.w}"
     if config.weight_granularity == "block":
         w = f"block-w{c.w}"
     elif config.weight_storage == "dequant" and c.w <= 4:
@@ -171,3 +175,38 @@ def _batch_feeds(inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndar
         reps = -(-batch // max(len(v), 1))
         out[k] = np.ascontiguousarray(np.concatenate([v] * reps)[:batch]) if reps > 1 else np.ascontiguousarray(v[:batch])
     return out
+
+
+def matmul_kernel_choice(comp, plan, already: set[str]) -> dict:
+    """Per group with MatMul/Gemm weights at W*A8: int8 kernels or weight-only MatMulNBits, whichever
+    ORT runs faster on the target (config.ep, config.latency_batch), measured on the two forms."""
+    from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
+    from faaq_onnx.runtime.node_costs import measure_node_costs
+
+    ops = {n.name: n.op_type for n in comp.float_proto.graph.node}
+    groups = [g for g in comp.qgraph.groups.values() if g.weights and plan.choices[g.name].w <= 8
+              and plan.choices[g.name].a <= 8 and any(ops.get(o) in ("MatMul", "Gemm") for o in g.ops)]
+    wanted = {o for g in groups for o in g.ops if ops.get(o) in ("MatMul", "Gemm")} - already
+    if not wanted:
+        return {"nbits_nodes": set(), "groups": {}}
+    int8_proto, _ = comp.build(plan, nbits=set(already))
+    nbits_proto, converted = convert_to_matmulnbits(int8_proto, drop_activation_qdq=True, nodes=wanted)
+    feeds = _batch_feeds(comp.inputs, comp.config.latency_batch)
+    costs = {}
+    for form, proto in (("int8", int8_proto), ("nbits", nbits_proto)):
+        c = measure_node_costs(proto, feeds, ep=comp.config.ep)
+        owner = attribute_nodes(proto, comp.qgraph)
+        per_group: dict[str, float] = {}
+        for node, us in c.per_node_us.items():
+            if owner.get(node):
+                per_group[owner[node]] = per_group.get(owner[node], 0.0) + us
+        costs[form] = per_group
+    chosen, report = set(), {}
+    for g in groups:
+        a, b = costs["int8"].get(g.name, 0.0), costs["nbits"].get(g.name, 0.0)
+        nodes = {o for o in g.ops if o in converted}
+        pick = "nbits" if nodes and b < a else "int8"
+        report[g.name] = {"int8_us": round(a, 2), "nbits_us": round(b, 2), "choice": pick}
+        if pick == "nbits":
+            chosen |= nodes
+    return {"nbits_nodes": chosen, "groups": report, "ep": comp.config.ep, "batch": comp.config.latency_batch}

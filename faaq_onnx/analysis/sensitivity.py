@@ -22,7 +22,7 @@ import onnx
 from tqdm.auto import tqdm
 
 from faaq_onnx.analysis.candidates import group_candidates
-from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.optimize.weights import WeightCache
@@ -116,9 +116,9 @@ class ConfigFeeds:
         weights, acts = {}, {}
         for gname, cand in choices.items():
             g = self.qgraph.groups[gname]
-            for w in g.weights:
+            for w in g.weights if cand.w < FLOAT else []:  # float weights: the probe's default
                 weights[w] = self.cache.get(w, cand.w).dequantized()
-            for a in g.activations:
+            for a in g.activations if cand.a < FLOAT else []:  # float activations: switched off
                 acts[a] = self.act_params(a, cand.a)
         return weights, acts
 

@@ -23,10 +23,13 @@ def quant_options(f):
         click.option("--scheme", default=None, help="Uniform scheme such as w8a8, w4a8, w6a6, w8a16 (default w8a8)."),
         click.option("--weight-bits", type=int, default=None, help="Weight bits (with --act-bits, instead of --scheme)."),
         click.option("--act-bits", type=int, default=None, help="Activation bits (with --weight-bits)."),
-        click.option("--granularity", type=click.Choice(["per-channel", "per-tensor", "block"]), default="per-channel",
-                     show_default=True, help="Weight scale granularity."),
-        click.option("--block-size", type=int, default=32, show_default=True, help="Block size for --granularity block."),
-        click.option("--weight-symmetric/--weight-asymmetric", default=True, show_default=True),
+        click.option("--granularity", type=click.Choice(["per-channel", "per-tensor", "block"]), default=None,
+                     help="Weight scale granularity [default: per-channel; block for weight-only schemes]."),
+        click.option("--block-size", type=int, default=None,
+                     help="Block size for --granularity block [default: 32; 128 for weight-only schemes, as ONNX "
+                          "Runtime's MatMul 4-bit quantizer]."),
+        click.option("--weight-symmetric/--weight-asymmetric", default=None,
+                     help="[default: symmetric; asymmetric for weight-only schemes, as ONNX Runtime's quantizer]"),
         click.option("--act-symmetric/--act-asymmetric", default=False, show_default=True),
         click.option("--act-range", type=click.Choice(ACTIVATION_METHODS), default="mse", show_default=True,
                      help="Activation range setter."),
@@ -49,10 +52,12 @@ def quant_options(f):
         click.option("--int2/--no-int2", "int2", default=True, show_default=True,
                      help="Store 2-bit weights as int2 (needs opset 25 and an ONNX Runtime that runs it, checked at "
                           "run time; else int4 containers, with a warning)."),
-        click.option("--matmulnbits", is_flag=True,
-                     help="Emit eligible MatMul/Gemm weights (2/4/8-bit, blocked) as com.microsoft MatMulNBits."),
-        click.option("--weight-only-matmul", is_flag=True,
-                     help="With --matmulnbits: converted MatMuls read float activations (weight-only W4/W8)."),
+        click.option("--matmul-kernel", type=click.Choice(["int8", "nbits", "auto"]), default="int8",
+                     show_default=True,
+                     help="MatMul/Gemm weights of W*A8 groups: int8 kernels (QLinearMatMul/MatMulInteger, cast "
+                          "storage), weight-only com.microsoft MatMulNBits (activations stay float), or per node "
+                          "whichever ORT runs faster on --ep (measured). Weight-only schemes (w4, w8) always use "
+                          "MatMulNBits."),
         click.option("--optimize", default="none", show_default=True,
                      help="Weight optimizations, comma-separated: cle (cross-layer equalization, data-free), "
                           "bias-correction (empirical, per output channel), adaround (learned rounding, layer by "
@@ -127,7 +132,7 @@ def _calib_size(text) -> int | None:
     return n
 
 
-def config_from_options(o: dict) -> QuantConfig:
+def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
     if o.get("scheme") and (o.get("weight_bits") or o.get("act_bits")):
         raise FaaqError("give either --scheme or --weight-bits/--act-bits, not both")
     if o.get("weight_bits") or o.get("act_bits"):
@@ -136,11 +141,17 @@ def config_from_options(o: dict) -> QuantConfig:
         scheme = Candidate.parse(f"w{o['weight_bits']}a{o['act_bits']}")
     else:
         scheme = Candidate.parse(o.get("scheme") or "w8a8")
+    weight_only = scheme.weight_only
+    if candidates:
+        from faaq_onnx.analysis.candidates import parse_candidates
+
+        weight_only = all(c.weight_only for c in parse_candidates(candidates))
+    granularity = o["granularity"] or ("block" if weight_only else "per-channel")
     return QuantConfig(
         scheme=scheme,
-        weight_granularity=o["granularity"],
-        block_size=o["block_size"],
-        weight_symmetric=o["weight_symmetric"],
+        weight_granularity=granularity,
+        block_size=o["block_size"] or (128 if weight_only else 32),
+        weight_symmetric=(not weight_only) if o["weight_symmetric"] is None else o["weight_symmetric"],
         act_symmetric=o["act_symmetric"],
         act_range=o["act_range"],
         weight_range=o["weight_range"],
@@ -158,8 +169,7 @@ def config_from_options(o: dict) -> QuantConfig:
         qdrop=o.get("qdrop", 0.0),
         cle_relu6=o.get("cle_relu6", "keep"),
         int2=o.get("int2", True),
-        matmulnbits=o.get("matmulnbits", False),
-        weight_only_matmul=o.get("weight_only_matmul", False),
+        matmul_kernel=o.get("matmul_kernel", "int8"),
         progress=not o["quiet"] and sys.stderr.isatty(),
     )
 
@@ -185,7 +195,7 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
     from faaq_onnx.pipeline import quantize
     from faaq_onnx.plan import BitPlan
 
-    config = config_from_options(opts)
+    config = config_from_options(opts, candidates if budget else None)
     plan = BitPlan.load(plan_path) if plan_path else None
     labeled = load_labeled_option(labels_data, opts["seed"])
     result = quantize(model, opts["calib"], output, config, plan=plan, budget=budget, candidates=candidates,

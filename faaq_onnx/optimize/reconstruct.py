@@ -141,7 +141,7 @@ def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSetting
         loss.backward()
         opt.step()
         if progress is not None and (it % 50 == 0 or it == settings.iters - 1):
-            progress(it, float(loss_rec))
+            progress(it, float(loss_rec.detach()))
     return float(loss_rec.detach())
 
 

@@ -49,5 +49,6 @@ class WeightCache:
 
 
 def quantize_weights(cache: WeightCache, plan: BitPlan) -> dict[str, QuantizedWeight]:
-    bits = plan.weight_bits(cache.qgraph)
+    """The plan's quantized weights (weights the plan leaves float are not in it)."""
+    bits = plan.weight_bits(cache.qgraph, quantized_only=True)
     return {name: cache.get(name, b) for name, b in bits.items()}

@@ -22,16 +22,16 @@ class DropRedundantClampsPass(InPlacePass):
     requantization), so a Relu left between them blocks fusion.
     """
 
-    def __init__(self, qgraph, act_params: dict, summary, keep: bool = False) -> None:
+    def __init__(self, qgraph, act_params: dict, summary, keep=frozenset()) -> None:
         self.qgraph, self.act_params, self.summary, self.keep = qgraph, act_params, summary, keep
 
     def call(self, model: ir.Model) -> PassResult:
-        if self.keep:  # weight-only MatMulNBits bypasses activation Q/DQ later: clamps must stay
-            return PassResult(model, False)
         graph = model.graph
         nodes = {n.name: n for n in graph}
         modified = False
         for name, aq in self.qgraph.activations.items():
+            if name in self.keep:  # a weight-only MatMulNBits will bypass this Q/DQ: its clamp must stay
+                continue
             scale, zp, fmt = self.act_params[name][:3]
             rep_lo, rep_hi = scale * (fmt.qmin - zp), scale * (fmt.qmax - zp)
             for node_name in aq.droppable:

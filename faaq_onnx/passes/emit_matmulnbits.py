@@ -55,12 +55,14 @@ def convert_to_matmulnbits(
     accuracy_level: int = 4,
     drop_activation_qdq: bool = False,
     per_channel_block: int = 32,
+    nodes=None,
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Return a new model with eligible weight MatMul/Gemm nodes as MatMulNBits, and their names.
 
     ``bits_allowed``: the MatMulNBits widths to use; each weight gets the smallest one
     that holds its integers exactly (a 2-bit weight kept in an int4 container becomes
-    bits=2). The input proto is not modified.
+    bits=2). ``nodes``: convert only these (by name); default every eligible node. The input
+    proto is not modified.
     """
     bits_allowed = sorted({int(b) for b in bits_allowed})
     if not bits_allowed or any(b not in (2, 4, 8) for b in bits_allowed):
@@ -76,6 +78,8 @@ def convert_to_matmulnbits(
     converted: list[str] = []
     for node in list(graph):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm"):
+            continue
+        if nodes is not None and node.name not in nodes:
             continue
         spec = _match(node, bits_allowed, drop_activation_qdq, per_channel_block)
         if spec is None:

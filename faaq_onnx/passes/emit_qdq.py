@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 from onnx_ir.passes import PassManager
 
-from faaq_onnx.config import QuantConfig
+from faaq_onnx.config import FLOAT, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.passes.emit_activations import DropRedundantClampsPass, InsertActivationQDQPass
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass
@@ -35,8 +35,8 @@ def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
 
     int2 containers (opset 25) only when asked for and the weights are cast-stored.
     """
-    w_bits = {c.w for c in plan.choices.values()}
-    a_bits = {c.a for c in plan.choices.values()}
+    w_bits = {c.w for c in plan.choices.values() if c.w < FLOAT}
+    a_bits = {c.a for c in plan.choices.values() if c.a < FLOAT}
     if int2 and config.weight_storage == "cast" and config.weight_granularity != "block" and any(b <= 2 for b in w_bits):
         return 25
     if config.weight_granularity == "block" or any(b <= 4 or b > 8 for b in w_bits) or any(b > 8 for b in a_bits):
@@ -45,10 +45,14 @@ def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
 
 
 def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, config: QuantConfig,
-             qweights: dict[str, QuantizedWeight], int2: bool = False) -> EmitSummary:
-    """Rewrite `model` in place into its QDQ form."""
+             qweights: dict[str, QuantizedWeight], int2: bool = False, keep_clamps=()) -> EmitSummary:
+    """Rewrite `model` in place into its QDQ form.
+
+    `keep_clamps`: activation quantizers whose Relu/Clip must stay (their Q/DQ will be
+    bypassed by weight-only MatMulNBits nodes)."""
     summary = EmitSummary()
-    act_bits = plan.act_bits(qgraph)
+    act_bits = plan.act_bits(qgraph, quantized_only=True)
+    qgraph = _quantized_part(qgraph, plan)
     act_params = {}
     for name, aq in qgraph.activations.items():
         scale, zp, fmt, lo, hi = calib.activation_params(aq, act_bits[name], config.act_symmetric,
@@ -57,9 +61,10 @@ def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, conf
         summary.activations[name] = {"bits": fmt.bits, "type": str(fmt), "scale": scale, "zero_point": zp,
                                      "range": [lo, hi], "tensors": list(aq.tensors)}
     passes = [
-        DropRedundantClampsPass(qgraph, act_params, summary, keep=config.weight_only_matmul),
+        DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
-        InsertWeightDQPass(qgraph, qweights, plan.weight_bits(qgraph), summary, config.weight_storage, int2),
+        InsertWeightDQPass(qgraph, qweights, plan.weight_bits(qgraph, quantized_only=True), summary,
+                           config.weight_storage, int2),
     ]
     if config.int32_bias:
         passes.append(QuantizeBiasPass(qgraph, qweights, summary))
@@ -70,3 +75,11 @@ def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, conf
     if model.opset_imports.get(key, 0) < opset:
         raise AssertionError(f"canonicalize should have upgraded the model to opset {opset}")
     return summary
+
+
+def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
+    """The quantizers a plan quantizes: float weights and float activations are left out."""
+    wbits = plan.weight_bits(qgraph, quantized_only=True)
+    abits = plan.act_bits(qgraph, quantized_only=True)
+    return QuantizerGraph({k: v for k, v in qgraph.weights.items() if k in wbits},
+                          {k: v for k, v in qgraph.activations.items() if k in abits}, qgraph.groups, qgraph.skipped)

@@ -182,7 +182,8 @@ def _fate(node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.M
         return by_name[node.name].op_type
     if node.name:
         for name, n in by_name.items():
-            if name.startswith(node.name + "_token_") or name.startswith(node.name + "_nchwc"):
+            if name.startswith(node.name + "_token_") or name.startswith(node.name + "_nchwc") \
+                    or name.startswith(node.name + "/"):  # e.g. 'mm1/MatMulAddFusion'
                 return n.op_type
     outs = set(node.output)
     for n in original.graph.node:

@@ -88,6 +88,12 @@ def map_executed_to_original(original: onnx.ModelProto, optimized: onnx.ModelPro
         if base in orig_names:
             out[n.name] = base
             continue
+        prefix = n.name
+        while "/" in prefix and prefix not in orig_names:  # fusions named '<node>/MatMulAddFusion'
+            prefix = prefix.rsplit("/", 1)[0]
+        if prefix in orig_names:
+            out[n.name] = prefix
+            continue
         if base in producer:  # NCHWc convs are named after the tensor they produce
             out[n.name] = producer[base]
             continue

@@ -90,48 +90,25 @@ def test_per_tensor_weights(tiny_cnn, cnn_calib):
     assert res.report["verify"]["outputs"]["logits"]["sqnr_db"] > 25
 
 
-def test_matmulnbits_through_the_pipeline(tiny_mlp, mlp_calib):
-    cfg = QuantConfig(scheme="w4a8", weight_granularity="block", block_size=16, matmulnbits=True,
-                      weight_only_matmul=True, progress=False)
+def test_weight_only_scheme_becomes_matmulnbits_with_no_activation_qdq(tiny_mlp, mlp_calib):
+    cfg = QuantConfig(scheme="w4", weight_granularity="block", block_size=16, weight_symmetric=False, progress=False)
     res = quantize(tiny_mlp, mlp_calib, config=cfg)
     ops = [n.op_type for n in res.model.graph.node]
     assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
     assert sorted(res.report["matmulnbits"]) == ["mm1", "mm2"]
     assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 12
 
 
-@pytest.mark.parametrize("scheme,packed", [("w4a8", TensorProto.INT4), ("w3a8", TensorProto.INT4),
-                                           ("w2a8", TensorProto.INT2)])
-def test_low_bit_weights_are_packed_and_run_on_int8_kernels(tiny_cnn, cnn_calib, scheme, packed):
-    """Cast storage: packed initializer -> Cast(int8) -> DQ, folded and fused by ORT at load."""
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme=scheme, progress=False))
-    inits = _weight_inits(res.model)
-    assert len(inits) == 3 and all(t.data_type == packed for t in inits)
-    casts = [n for n in res.model.graph.node if n.op_type == "Cast"]
-    assert len(casts) == 3 and all(n.attribute[0].i == TensorProto.INT8 for n in casts)
-    ops = optimized_op_types(res.model)
-    assert ops.count("QLinearConv") == 2 and "QGemm" in ops
-    assert "Conv" not in ops and "Cast" not in ops
-    assert all(w["storage"] == "cast" for w in res.report["verify"]["size"]["per_weight"].values())
-    if packed == TensorProto.INT2:
-        assert next(o.version for o in res.model.opset_import if o.domain == "") == 25
-        assert res.model.ir_version == 11
-
-
-def test_dequant_storage_keeps_int4_dq_and_runs_float(tiny_cnn, cnn_calib):
-    cast = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a8", progress=False))
-    deq = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a8", weight_storage="dequant", progress=False))
-    assert not any(n.op_type == "Cast" for n in deq.model.graph.node)
-    assert "Conv" in optimized_op_types(deq.model) or "FusedConv" in optimized_op_types(deq.model)
-    # same integers, same scales: the two forms compute the same function
-    x = {"input": cnn_calib["input"][:16]}
-    a, b = run_model(cast.model, x)[0], run_model(deq.model, x)[0]
-    assert sqnr_db(b, a) > 30 and np.mean(a.argmax(1) == b.argmax(1)) >= 0.9
-    # and store the same packed weight bytes
-    assert sorted(t.raw_data for t in _weight_inits(cast.model)) == sorted(t.raw_data for t in _weight_inits(deq.model))
-
-
-def test_two_bit_falls_back_to_int4_without_int2(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", int2=False, progress=False))
-    assert all(t.data_type == TensorProto.INT4 for t in _weight_inits(res.model))
-    assert next(o.version for o in res.model.opset_import if o.domain == "") == 21
+@pytest.mark.parametrize("kernel", ["int8", "nbits", "auto"])
+def test_matmul_kernel_choice(tiny_mlp, mlp_calib, kernel):
+    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(scheme="w4a8", matmul_kernel=kernel, progress=False))
+    ops = [n.op_type for n in res.model.graph.node]
+    if kernel == "int8":
+        assert "MatMulNBits" not in ops and res.report["verify"]["kernels"]["summary"][0].startswith("all")
+    elif kernel == "nbits":
+        assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
+    else:
+        measured = res.report["matmul_kernel"]["measured"]
+        assert len(measured) == 2 and all(m["choice"] in ("int8", "nbits") for m in measured.values())
+        assert ops.count("MatMulNBits") == sum(m["choice"] == "nbits" for m in measured.values())
