@@ -1,8 +1,8 @@
 """Calibrate activation ranges with one ONNX Runtime session.
 
 The session exposes every tensor whose range a quantizer needs as an extra output;
-statistics are gathered batch by batch (min/max, then a fixed histogram), so memory
-stays bounded whatever the calibration set size.
+statistics are gathered batch by batch in one sweep (min/max and a fixed-size
+histogram), so memory stays bounded whatever the calibration set size.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Calibration:
     # learned step sizes (BRECQ/LSQ) by (quantizer, bits): they replace the range setter's
     learned: dict[tuple[str, int], float] = field(default_factory=dict)
     data_free: bool = False
+    _ranges: dict = field(default_factory=dict, repr=False)
 
     def quantizer_stats(self, aq: ActivationQuantizer) -> TensorStats:
         parts = [self.stats[t] for t in aq.range_tensors if t in self.stats]
@@ -44,7 +45,10 @@ class Calibration:
                           percentile: float = 99.99):
         """(scale, zero point, format, lo, hi) of one activation quantizer at a bit width."""
         fmt = IntFormat(bits, signed=symmetric, min_container=8)
-        lo, hi = activation_range(self.quantizer_stats(aq), fmt, symmetric, method, percentile)
+        key = (aq.name, bits, symmetric, method, percentile)
+        if key not in self._ranges:  # range searches are the slow part; each is done once
+            self._ranges[key] = activation_range(self.quantizer_stats(aq), fmt, symmetric, method, percentile)
+        lo, hi = self._ranges[key]
         scale, zp = affine_params(lo, hi, fmt, symmetric)
         learned = self.learned.get((aq.name, bits))
         if learned is not None:  # same zero point, learned step: the grid keeps 0 exact
@@ -72,28 +76,38 @@ def calibrate(model: ir.Model, qgraph: QuantizerGraph, inputs: dict[str, np.ndar
     wanted = sorted({t for aq in qgraph.activations.values() for t in aq.range_tensors})
     outputs = [t for t in wanted if t not in graph_inputs]
     stats = {t: TensorStats() for t in wanted}
-    session = make_session(tap_model(proto, outputs), opt_level="basic") if outputs else None
-    for sweep in ("minmax", "hist"):
-        for name in wanted:
-            if name in graph_inputs:
-                _observe(stats[name], inputs[name], sweep)
-        if session is None:
-            continue
-        for _, outs in run_batches(session, inputs, batch_size, outputs, desc=f"calibrate ({sweep})",
-                                   progress=progress):
+    session = make_session(tap_model(proto, outputs), opt_level="all") if outputs else None
+    for name in wanted:
+        if name in graph_inputs:
+            _observe(stats[name], inputs[name])
+    if session is not None:
+        batch = tap_batch_size(model, outputs, batch_size)
+        for _, outs in run_batches(session, inputs, batch, outputs, desc="calibrate", progress=progress):
             for name, arr in zip(outputs, outs):
-                _observe(stats[name], arr, sweep)
+                _observe(stats[name], arr)
     for name, s in stats.items():
         if not np.isfinite(s.min) or not np.isfinite(s.max):
             raise FaaqError(f"calibration produced non-finite values in tensor {name!r}; check the calibration data")
     return Calibration(stats)
 
 
-def _observe(s: TensorStats, arr: np.ndarray, sweep: str) -> None:
+TAP_BATCH_BYTES = 256 << 20  # tapped outputs held at once during calibration
+
+
+def tap_batch_size(model: ir.Model, tensors: list[str], floor: int, ceiling: int = 256) -> int:
+    """A batch whose tapped outputs fit TAP_BATCH_BYTES (larger batches run faster in ORT)."""
+    values = {v.name: v for n in model.graph for v in n.outputs if v is not None}
+    per_sample = 0
+    for t in tensors:
+        v = values.get(t)
+        dims = list(v.shape) if v is not None and v.shape is not None else None
+        if not dims or any(not isinstance(d, int) for d in dims[1:]):
+            return floor
+        per_sample += 4 * int(np.prod(dims[1:]))
+    return int(max(floor, min(ceiling, TAP_BATCH_BYTES // max(per_sample, 1))))
+
+
+def _observe(s: TensorStats, arr: np.ndarray) -> None:
     arr = np.asarray(arr)
-    if arr.dtype.kind != "f":
-        return
-    if sweep == "minmax":
-        s.observe_minmax(arr)
-    else:
-        s.observe_hist(arr)
+    if arr.dtype.kind == "f":
+        s.observe(arr)

@@ -187,24 +187,8 @@ def load_inputs(
             return {single: arr}
         else:
             raise FaaqError(f"folder {p} is empty: no .npy files or images ({', '.join(IMAGE_SUFFIXES)})")
-    elif p.suffix.lower() == ".npy":
-        if single is None:
-            raise FaaqError(f"a .npy file feeds one input, but the model has {len(names)}: {', '.join(names)}")
-        raw = {single: _read_npy(p)}
     else:
-        arrays = _read_npz(p)
-        if all(n in arrays for n in names):
-            raw = {n: arrays[n] for n in names}
-        elif single is not None and "x" in arrays:
-            raw = {single: arrays["x"]}
-        elif single is not None and len(arrays) == 1:
-            raw = {single: next(iter(arrays.values()))}
-        else:
-            missing = [n for n in names if n not in arrays]
-            raise FaaqError(
-                f"input {', '.join(map(repr, missing))} missing from {p.name}; "
-                f"found arrays: {', '.join(arrays) or 'none'}"
-            )
+        raw = _raw_file_arrays(p, names)
 
     out = {}
     for n, arr in raw.items():
@@ -233,15 +217,49 @@ def iter_batches(inputs: dict[str, np.ndarray], batch_size: int) -> Iterator[dic
         yield {k: v[i:i + batch_size] for k, v in inputs.items()}
 
 
+def _raw_file_arrays(p: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz/.npy file for each input, as stored (no preset applied yet)."""
+    single = names[0] if len(names) == 1 else None
+    if p.suffix.lower() == ".npy":
+        if single is None:
+            raise FaaqError(f"a .npy file feeds one input, but the model has {len(names)}: {', '.join(names)}")
+        return {single: _read_npy(p)}
+    arrays = _read_npz(p)
+    if all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if single is not None and "x" in arrays:
+        return {single: arrays["x"]}
+    if single is not None and len(arrays) == 1:
+        return {single: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    raise FaaqError(f"input {', '.join(map(repr, missing))} missing from {p.name}; "
+                    f"found arrays: {', '.join(arrays) or 'none'}")
+
+
+def _prepared_subset(raw: dict, idx, names, preset, shapes) -> dict[str, np.ndarray]:
+    """Select samples first, then apply the preset: only the samples used are converted."""
+    out = {n: (a if idx is None else a[idx]) for n, a in raw.items()}
+    validate_inputs(out, None)
+    out = {n: _prepare(a, n, preset, (shapes or {}).get(n)) for n, a in out.items()}
+    validate_inputs(out, shapes)
+    return out
+
+
 def _load_split(path, names, shapes, preset, limit, seed, held_out):
-    """(calibration subset, held-out samples): two loads over disjoint index sets."""
-    whole = load_inputs(path, names, shapes, preset, None, seed) if _is_array_source(path) else None
-    if whole is not None:
-        n = len(next(iter(whole.values())))
+    """(calibration subset, held-out samples): disjoint index sets of one source."""
+    p = resolve_data_path(path)
+    if p.is_file():
+        raw = _raw_file_arrays(p, list(names))
+        for n, a in raw.items():
+            _check_dtype(a, n)
+            if a.ndim == 0 or a.shape[0] == 0:
+                validate_inputs({n: a}, None)
+        n = len(next(iter(raw.values())))
         idx = _subset(n, limit, seed)
         hidx = _held_out(n, idx, held_out, seed)
-        calib = whole if idx is None else {k: v[idx] for k, v in whole.items()}
-        return calib, {k: v[hidx] for k, v in whole.items()}
+        calib = _prepared_subset(raw, idx, names, preset, shapes)
+        held = _prepared_subset(raw, hidx, names, preset, shapes) if len(hidx) else {k: v[:0] for k, v in calib.items()}
+        return calib, held
     calib = load_inputs(path, names, shapes, preset, limit, seed)
     p = resolve_data_path(path)
     files = _npy_files(p) or _image_files(p) if len(names) == 1 else []
@@ -258,8 +276,3 @@ def _load_split(path, names, shapes, preset, limit, seed, held_out):
         held = _load_images(chosen, _guess_image_preset(chosen, (shapes or {}).get(name), preset))
     validate_inputs({name: held}, shapes)
     return calib, {name: held}
-
-
-def _is_array_source(path) -> bool:
-    p = resolve_data_path(path)
-    return p.is_file()

@@ -1,7 +1,7 @@
 """Running statistics of activation tensors in bounded memory.
 
-Two sweeps over the calibration data: the first finds each tensor's min/max, the
-second fills a fixed histogram over that span. Every range setter (percentile, MSE,
+One sweep over the calibration data: each tensor's min/max and a fixed-size histogram
+whose range grows (re-binning) when a batch exceeds it. Every range setter (percentile, MSE,
 entropy) then works on histograms only, so memory does not grow with the data.
 """
 
@@ -23,6 +23,45 @@ class TensorStats:
     hist: np.ndarray | None = field(default=None, repr=False)
     edges: np.ndarray | None = field(default=None, repr=False)
 
+    def observe(self, x: np.ndarray) -> None:
+        """One pass: min/max, count, and a histogram over the range seen so far.
+
+        When a batch falls outside the current histogram range, the range grows (by a
+        quarter of its span beyond what the batch needs, so growth is rare) and the
+        counts are re-binned onto the new edges: one sweep over the data instead of two.
+        """
+        if x.size == 0:
+            return
+        x = np.asarray(x, np.float32)
+        lo_b, hi_b = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo_b), max(self.max, hi_b)
+        self.count += x.size
+        if x.ndim >= 1:
+            self.shape = tuple(int(d) for d in x.shape[1:])
+        lo, hi = min(self.min, 0.0), max(self.max, 0.0)
+        if self.hist is None:
+            self.edges = np.linspace(lo, hi if hi > lo else lo + 1e-8, N_BINS + 1)
+            self.hist = np.zeros(N_BINS, np.int64)
+        elif lo < self.edges[0] or hi > self.edges[-1]:
+            self._grow(lo, hi)
+        a, b = float(self.edges[0]), float(self.edges[-1])
+        idx = ((x.reshape(-1) - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(np.int64)
+        np.clip(idx, 0, N_BINS - 1, out=idx)
+        self.hist += np.bincount(idx, minlength=N_BINS)
+
+    def _grow(self, lo: float, hi: float) -> None:
+        a, b = float(self.edges[0]), float(self.edges[-1])
+        span = max(hi, b) - min(lo, a)
+        new_lo = min(a, lo - 0.25 * span) if lo < a else a
+        new_hi = max(b, hi + 0.25 * span) if hi > b else b
+        new_lo, new_hi = min(new_lo, 0.0) if a <= 0 else new_lo, new_hi
+        edges = np.linspace(new_lo, new_hi, N_BINS + 1)
+        centres = (self.edges[:-1] + self.edges[1:]) / 2
+        where = np.clip(((centres - new_lo) * (N_BINS / (new_hi - new_lo))).astype(np.int64), 0, N_BINS - 1)
+        self.hist = np.bincount(where, weights=self.hist, minlength=N_BINS).astype(np.int64)
+        self.edges = edges
+
+    # the two-sweep interface, kept for callers that already know the range
     def observe_minmax(self, x: np.ndarray) -> None:
         if x.size == 0:
             return
@@ -39,7 +78,7 @@ class TensorStats:
                 hi = lo + 1e-8
             self.edges = np.linspace(lo, hi, N_BINS + 1)
             self.hist = np.zeros(N_BINS, np.int64)
-        h, _ = np.histogram(x, bins=self.edges)
+        h, _ = np.histogram(x, bins=N_BINS, range=(self.edges[0], self.edges[-1]))
         self.hist += h
 
     def merged(self, other: "TensorStats") -> "TensorStats":
