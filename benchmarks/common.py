@@ -19,14 +19,14 @@ def data_dir(arg: str | None) -> Path:
     return Path(d)
 
 
-def cifar_model(name: str, ddir: Path, work: Path) -> Path:
+def cifar_model(name: str, ddir: Path, work: Path, keep_batchnorm: bool = False) -> Path:
     """Export a CIFAR zoo model with its real checkpoint (cached in work/)."""
     from faaq_onnx import zoo
 
     ckpt = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}[name]
-    out = work / f"{name}.onnx"
+    out = work / f"{name}{'-bn' if keep_batchnorm else ''}.onnx"
     if not out.exists():
-        zoo.export(name, out, weights=str(ddir / "cifar10" / ckpt))
+        zoo.export(name, out, weights=str(ddir / "cifar10" / ckpt), keep_batchnorm=keep_batchnorm)
     return out
 
 

@@ -15,8 +15,10 @@ import click
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep-batchnorm", is_flag=True,
+              help="Export BatchNormalization nodes instead of folding them (data-free calibration needs them).")
 @click.option("--list", "list_models", is_flag=True, help="List the zoo (input shape, data preset, weights) and exit.")
-def command(name, weights, output, opset, batch, seed, list_models):
+def command(name, weights, output, opset, batch, seed, keep_batchnorm, list_models):
     """Export zoo model NAME (see --list) to ONNX.
 
     --list shows the data preset each model's inputs need; pass it to faaq eval.
@@ -40,7 +42,7 @@ def command(name, weights, output, opset, batch, seed, list_models):
     if name not in zoo.ZOO:
         raise FaaqError(f"unknown zoo model {name!r}: choose one of {', '.join(zoo.ZOO)}")
     out = output or f"models/{name}.onnx"
-    path = zoo.export(name, out, weights=weights, opset=opset, batch=batch, seed=seed)
+    path = zoo.export(name, out, weights=weights, opset=opset, batch=batch, seed=seed, keep_batchnorm=keep_batchnorm)
     source = f" with weights {zoo.resolve_weights(name, weights)}" if weights else " (random init)"
     if weights is None and name == "digits-cnn":
         source = " (trained on the spot)"

@@ -103,14 +103,22 @@ def _slice(x, starts, ends, axes=None, steps=None):
     axes = list(range(len(starts))) if axes is None else axes.tolist()
     steps = [1] * len(starts) if steps is None else steps.tolist()
     idx = [slice(None)] * x.dim()
+    backward = []
     for s, e, ax, st in zip(starts, ends, axes, steps):
-        if st < 0:
-            raise UnsupportedOp("Slice with negative steps")
+        ax = ax % x.dim()
         n = x.shape[ax]
+        if st < 0:  # ONNX: start clamps to [0, n-1], end to [-1, n-1]; torch slices need st > 0
+            s = max(0, min(n - 1, s + n if s < 0 else s))
+            e = max(-1, min(n - 1, e + n if e < 0 else e))
+            backward.append((ax, torch.arange(s, e, st, dtype=torch.long)))
+            continue
         s = max(0, min(n, s + n if s < 0 else s))
         e = max(0, min(n, e + n if e < 0 else e))
         idx[ax] = slice(s, e, st)
-    return x[tuple(idx)]
+    y = x[tuple(idx)]
+    for ax, picks in backward:
+        y = torch.index_select(y, ax, picks)
+    return y
 
 
 def _pad(x, pads, value=None, axes=None, a=None):

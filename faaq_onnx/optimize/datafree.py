@@ -63,7 +63,10 @@ def distill_inputs(proto: onnx.ModelProto, n: int, seed: int = 0, iters: int = D
         x = torch.randn((b, *dims[1:]), generator=gen).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=DISTILL_LR)
         for _ in range(iters):
-            _, tapped = graph.run({name: x}, taps=taps)
+            try:
+                _, tapped = graph.run({name: x}, taps=taps)
+            except UnsupportedOp as exc:
+                raise FaaqError(f"data-free calibration runs the model in torch, which cannot run it: {exc}") from None
             loss = _mismatch(tapped, stats)
             opt.zero_grad()
             loss.backward()

@@ -140,13 +140,16 @@ def export_module(
     opset: int = 17,
     dynamic_batch: bool = True,
     metadata: dict[str, str] | None = None,
+    keep_batchnorm: bool = False,
 ) -> Path:
     """Export with the TorchScript exporter and save atomically.
 
     The legacy exporter (dynamo=False) is used because it gives plain, stable graphs
     with one node per torch op and named initializers, which is what the passes expect.
     Zero Pads in front of Convs are folded into the Conv (see ``fold_pads_into_convs``);
-    ``metadata`` goes into the model's ``metadata_props``.
+    ``metadata`` goes into the model's ``metadata_props``. ``keep_batchnorm`` exports
+    BatchNormalization nodes instead of folding them into the convs (what data-free
+    calibration distills its inputs from; faaq folds them itself when it quantizes).
     """
     import onnx
 
@@ -160,6 +163,8 @@ def export_module(
         kwargs = {}
         if dynamic_batch:
             kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
+        if keep_batchnorm:
+            kwargs["training"] = torch.onnx.TrainingMode.PRESERVE  # eval-mode BN, kept as a node
         with torch.no_grad(), warnings.catch_warnings():
             # the option-A shortcut's strided slice cannot be folded; harmless, and noisy
             warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
@@ -190,6 +195,7 @@ def export(
     opset: int = 17,
     batch: int | None = None,
     seed: int = 0,
+    keep_batchnorm: bool = False,
 ) -> Path:
     """Build a zoo model and export it; ``batch=None`` leaves a dynamic 'batch' dimension.
 
@@ -203,5 +209,6 @@ def export(
     shape = (batch or 1,) + tuple(entry.input_shape[1:])
     example = torch.zeros(shape, dtype=torch.float32)
     meta = {ZOO_MODEL_METADATA_KEY: name, PRESET_METADATA_KEY: entry.preset}
-    return export_module(model, example, out_path, opset=opset, dynamic_batch=batch is None, metadata=meta)
+    return export_module(model, example, out_path, opset=opset, dynamic_batch=batch is None, metadata=meta,
+                         keep_batchnorm=keep_batchnorm)
 

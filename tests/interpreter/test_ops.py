@@ -72,3 +72,11 @@ def test_unknown_op_is_named():
                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     with pytest.raises(UnsupportedOp, match="'Einsum' \\(node 'ein'\\)"):
         TorchGraph(m)
+
+
+def test_slice_with_negative_steps():
+    names = {"s": [4, -1], "e": [0, -10], "a": [3, 2], "st": [-2, -1]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in names.items()]
+    m = _model([helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"])], [X],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    _same_as_ort(m, {"x": np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)})

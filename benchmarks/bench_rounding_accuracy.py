@@ -1,0 +1,117 @@
+"""Issue 8 accuracy table: --optimize modes x bit widths on real CIFAR-10, with wall times.
+
+Calibration: the seeded 256 images of cifar10_train5000.npz (the same ones the AIMET
+script uses: faaq's loader, limit 256, seed 0); held-out verification samples come
+from the rest of that pool. Evaluation: top-1 on cifar10_test.npz (10,000 JPEG) and
+cifar10_test_lossless1017.npz. Results are cached in benchmarks/out/rounding_accuracy.json
+as they come (a long run can be resumed; --fresh starts over).
+
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part mixed
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part datafree
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part inputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import OUT, cifar_model, data_dir, machine
+
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.data import load_labeled
+from faaq_onnx.evaluate import evaluate
+from faaq_onnx.pipeline import quantize
+
+TEST_SETS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}
+RESULTS = OUT / "rounding_accuracy.json"
+
+
+def run(key, results, fn):
+    if key in results:
+        return results[key]
+    t0 = time.perf_counter()
+    row = fn()
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    row["loadavg"] = round(os.getloadavg()[0], 2)
+    results[key] = row
+    OUT.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1))
+    print(key, row, flush=True)
+    return row
+
+
+def accuracy(model, tests):
+    return {k: evaluate(model, x, y)["top1"] for k, (x, y) in tests.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--models", default="resnet20-cifar10,resnet56-cifar10")
+    ap.add_argument("--schemes", default="w4a8,w4a4,w3a8,w2a8")
+    ap.add_argument("--modes", default="none,bias-correction,adaround,brecq")
+    ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs"])
+    ap.add_argument("--iters", type=int, default=1000)
+    ap.add_argument("--brecq-iters", type=int, default=2000)
+    ap.add_argument("--qdrop", type=float, default=0.5)
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+    ddir = data_dir(args.data_dir)
+    work = Path(tempfile.mkdtemp(prefix="faaq-bench-"))
+    results = {} if args.fresh or not RESULTS.exists() else json.loads(RESULTS.read_text())
+    results.setdefault("_machine", machine())
+    tests = {k: load_labeled(ddir / v) for k, v in TEST_SETS.items()}
+    pool = str(ddir / "cifar10/cifar10_train5000.npz")
+
+    def quant(fp, **kw):
+        cfg = QuantConfig(calib_size=256, progress=False, **{k: v for k, v in kw.items() if k != "budget"})
+        out = work / "q.onnx"
+        calib = kw.pop("calib", pool) if "calib" in kw else pool
+        res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
+                       candidates="w2a8,w3a8,w4a8,w5a8,w6a8,w8a8" if kw.get("budget") else None, cache_dir=False)
+        row = accuracy(out, tests)
+        row.update(sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
+                   timings=res.report["timings_s"], plan=res.report["plan"]["meta"].get("budget", kw.get("scheme")),
+                   stored_bits=res.report["verify"]["size"]["stored_weight_bits"],
+                   kernels=res.report["verify"]["kernels"]["summary"][0])
+        return row
+
+    for name in args.models.split(","):
+        fp = cifar_model(name, ddir, work, keep_batchnorm=args.part == "datafree")
+        run(f"{name}|float", results, lambda fp=fp: accuracy(fp, tests))
+        if args.part == "table":
+            for scheme in args.schemes.split(","):
+                for mode in args.modes.split(","):
+                    iters = args.brecq_iters if mode == "brecq" else args.iters
+                    kw = dict(scheme=scheme, optimize=mode, optimize_iters=iters,
+                              qdrop=args.qdrop if mode == "brecq" else 0.0)
+                    run(f"{name}|{scheme}|{mode}", results, lambda fp=fp, kw=kw: quant(fp, **kw))
+        elif args.part == "mixed":
+            for mode in ("none", "adaround"):
+                run(f"{name}|w4a8|{mode}", results,
+                    lambda fp=fp, mode=mode: quant(fp, scheme="w4a8", optimize=mode, optimize_iters=args.iters))
+                run(f"{name}|avg-bits=4|{mode}", results,
+                    lambda fp=fp, mode=mode: quant(fp, budget="avg-bits=4", optimize=mode, optimize_iters=args.iters))
+        elif args.part == "datafree":
+            for scheme in ("w8a8", "w6a6"):
+                run(f"{name}|{scheme}|calibrated", results, lambda fp=fp, s=scheme: quant(fp, scheme=s))
+                run(f"{name}|{scheme}|data-free", results,
+                    lambda fp=fp, s=scheme: quant(fp, scheme=s, calib="bn-stats:256"))
+                run(f"{name}|{scheme}|data-free+cle+bc", results,
+                    lambda fp=fp, s=scheme: quant(fp, scheme=s, calib="bn-stats:256", optimize="cle,bias-correction"))
+        else:  # which inputs should reconstruction see: the float model's or the quantized model's own
+            for inputs in ("quantized", "float"):
+                run(f"{name}|w4a8|adaround|inputs={inputs}", results,
+                    lambda fp=fp, i=inputs: quant(fp, scheme="w4a8", optimize="adaround", optimize_iters=args.iters,
+                                                  optimize_inputs=i))
+    print(f"results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
