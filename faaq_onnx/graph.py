@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -16,8 +18,19 @@ def ir_version_for(opset: int) -> int:
 
 
 def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto; weights kept in external data stay there, under absolute paths."""
     proto = ir.to_proto(model)
     proto.ir_version = ir_version_for(default_opset(proto))
+    external = {name: v.const_value for name, v in model.graph.initializers.items()
+                if isinstance(v.const_value, ir.ExternalTensor)}
+    if external:
+        for t in proto.graph.initializer:
+            src = external.get(t.name)
+            if src is None:
+                continue
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = os.path.abspath(os.path.join(str(src.base_dir or ""), str(src.location)))
     return proto
 
 
@@ -43,6 +56,12 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
     if value is None:
         return None
     tensor = ir.convenience.get_const_tensor(value)
+    if isinstance(tensor, ir.ExternalTensor) and tensor.dtype.bitwidth >= 8:
+        # one shared map per data file (faaq_onnx.external_data), not a map per tensor
+        from faaq_onnx.external_data import view
+
+        path = os.path.join(str(tensor.base_dir or ""), str(tensor.location))
+        return view(path, tensor.offset or 0, tensor.dtype.numpy(), tuple(tensor.shape.numpy()))
     return None if tensor is None else tensor.numpy()
 
 
@@ -91,3 +110,20 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     )
     graph.register_initializer(value)
     return value
+
+
+def check_model(proto: onnx.ModelProto) -> None:
+    """onnx.checker on the graph; weights in external data (absolute paths inside faaq) are
+    checked when the model is loaded and written, so here they stand in as empty tensors."""
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        onnx.checker.check_model(proto, full_check=False)
+        return
+    light = onnx.ModelProto()
+    light.CopyFrom(proto)
+    for t in light.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.dims[:]
+            t.dims.append(0)
+    onnx.checker.check_model(light, full_check=False)

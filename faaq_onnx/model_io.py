@@ -32,26 +32,33 @@ def load_model(path: str | os.PathLike) -> ir.Model:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise FaaqError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    check_external_data(proto, path)
-    try:
-        onnx.load_external_data_for_model(proto, str(path.parent))
-    except Exception as exc:  # noqa: BLE001 - onnx raises several types for bad external data
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FaaqError(f"{path}: cannot read its external data ({first})") from exc
+    external = check_external_data(proto, path)
     if not proto.graph.node and not proto.graph.output:
         raise FaaqError(f"{path} is not an ONNX model (no graph found)")
-    check_proto(proto, str(path))
-    return ir.from_proto(proto)
+    # the checker reads the file itself (external data, models over 2 GB) when there is any
+    check_proto(proto, str(path), checker_path=str(path) if external else None)
+    if not external:
+        return ir.from_proto(proto)
+    try:
+        # weights stay in their data files, mapped when read (faaq_onnx.external_data)
+        return ir.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - onnx-ir raises several types for bad external data
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FaaqError(f"{path}: cannot read its external data ({first})") from exc
 
 
-def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
-    """Every external-data reference must name an existing file inside the model's folder."""
+def check_external_data(proto: onnx.ModelProto, path: Path) -> int:
+    """Every external-data reference must name an existing file inside the model's folder.
+
+    Returns the number of tensors stored externally."""
     from onnx.external_data_helper import uses_external_data
 
     folder = path.resolve().parent
+    count = 0
     for t in _all_tensors(proto.graph):
         if not uses_external_data(t):
             continue
+        count += 1
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
         target = (folder / loc).resolve()
@@ -64,6 +71,7 @@ def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
         if need > target.stat().st_size:
             raise FaaqError(f"{path}: external data file {loc!r} is shorter ({target.stat().st_size} bytes) than "
                             f"tensor {t.name!r} needs ({need}); truncated?")
+    return count
 
 
 def _all_tensors(graph: onnx.GraphProto):
@@ -79,7 +87,7 @@ def _all_tensors(graph: onnx.GraphProto):
                     yield from _all_tensors(g)
 
 
-def check_proto(proto: onnx.ModelProto, where: str = "model") -> None:
+def check_proto(proto: onnx.ModelProto, where: str = "model", checker_path: str | None = None) -> None:
     """Opset and operator checks that name the offending node."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
@@ -87,7 +95,7 @@ def check_proto(proto: onnx.ModelProto, where: str = "model") -> None:
     if opset < MIN_OPSET or opset > MAX_OPSET:
         raise FaaqError(f"{where}: unsupported opset {opset} (supported: {MIN_OPSET}..{MAX_OPSET})")
     try:
-        onnx.checker.check_model(proto, full_check=False)
+        onnx.checker.check_model(checker_path if checker_path else proto, full_check=False)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise FaaqError(f"{where}: invalid ONNX model: {first}") from exc

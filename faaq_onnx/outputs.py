@@ -79,7 +79,7 @@ def _jsonable(o):
 
 
 def tensor_bytes(model) -> int:
-    """Bytes of initializer data in an onnx.ModelProto or an onnx_ir.Model."""
+    """Bytes of initializer data in an onnx.ModelProto or an onnx_ir.Model (external included)."""
     if isinstance(model, onnx.ModelProto):
         return sum(len(t.raw_data) or _approx_bytes(t) for t in model.graph.initializer)
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
@@ -101,6 +101,8 @@ def save_model_atomic(model, path, external_data: bool | None = None) -> Path:
 
     path = Path(path)
     big = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    if external_data is None and isinstance(model, onnx.ModelProto) and _has_external(model):
+        big = True  # weights still in the input's data files: the output gets a data file of its own
     if not big:
         proto = model if isinstance(model, onnx.ModelProto) else _to_proto(model)
         with atomic_path(path) as tmp:
@@ -133,6 +135,10 @@ def save_model_atomic(model, path, external_data: bool | None = None) -> Path:
         raise
     _remove_old_data(path, keep=data_name, before=old_refs)
     return path
+
+
+def _has_external(proto: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
 
 def _to_proto(model):

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import check_model
 from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.runtime.kernels import compare_kernels
 from faaq_onnx.runtime.runner import run_all
@@ -23,7 +24,7 @@ from faaq_onnx.runtime.session import make_session
 def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: dict[str, np.ndarray],
            emitted: dict, batch_size: int = 16) -> dict:
     try:
-        onnx.checker.check_model(quant_proto, full_check=False)
+        check_model(quant_proto)
     except onnx.checker.ValidationError as exc:
         raise FaaqError(f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     ref_sess = make_session(float_proto)
@@ -53,14 +54,21 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
     }
 
 
+def model_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the model as written: the protobuf and the data it keeps in external files."""
+    from faaq_onnx.external_data import external_bytes
+
+    return proto.ByteSize() + external_bytes(proto)
+
+
 def size_report(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, emitted: dict) -> dict:
     weights = emitted.get("weights", {})
     elements = sum(w["elements"] for w in weights.values())
     eff_bits = sum(w["bits"] * w["elements"] for w in weights.values())
     stored = sum(w["stored_bytes"] for w in weights.values())
     return {
-        "float_model_bytes": float_proto.ByteSize(),
-        "quant_model_bytes": quant_proto.ByteSize(),
+        "float_model_bytes": model_bytes(float_proto),
+        "quant_model_bytes": model_bytes(quant_proto),
         "quantized_weight_elements": elements,
         "weight_float_bytes": elements * 4,
         "weight_stored_bytes": stored,

@@ -8,7 +8,9 @@ main graph and every node has a unique name.
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes import PassManager
+from onnx_ir.passes import PassError, PassManager
+
+from faaq_onnx.errors import FaaqError
 from onnx_ir.passes import common
 
 from faaq_onnx.passes.fold_batchnorm import FoldBatchNormPass
@@ -41,7 +43,15 @@ def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True,
         common.NameFixPass(),
         common.ShapeInferencePass(strict_mode=False),
     ]
-    result = PassManager(passes, steps=1)(model)
+    try:
+        result = PassManager(passes, steps=1)(model)
+    except PassError as exc:  # a pass refused the model: say why in one line, as the pass did
+        cause = exc
+        while cause.__cause__ is not None and not isinstance(cause, FaaqError):
+            cause = cause.__cause__
+        if isinstance(cause, FaaqError):
+            raise cause from None
+        raise
     warnings = [simplify_pass.warning] if simplify_pass.warning else []
     if cle_pass is not None and cle_pass.replaced_clips:
         warnings.append(f"cross-layer equalization replaced {len(cle_pass.replaced_clips)} ReLU6 (Clip) by Relu: "

@@ -12,7 +12,7 @@ from onnx import version_converter
 from onnx_ir.passes import InPlacePass, PassResult
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import default_opset, to_proto
+from faaq_onnx.graph import check_model, default_opset, to_proto
 
 
 class UpgradeOpsetPass(InPlacePass):
@@ -26,7 +26,7 @@ class UpgradeOpsetPass(InPlacePass):
         proto = to_proto(model)
         try:
             converted = version_converter.convert_version(proto, self.target)
-            onnx.checker.check_model(converted)
+            check_model(converted)
         except Exception as exc:
             raise FaaqError(
                 f"cannot upgrade the model from opset {current} to {self.target}, which the chosen bit widths need: "

@@ -49,7 +49,13 @@ class WeightGrid:
 
     def round_to_nearest(self, w: np.ndarray) -> "QuantizedWeight":
         q = quantize_int(w, self.full_scale, self.full_zero_point, self.fmt)
-        return QuantizedWeight(q, self.scale, self.zero_point, self.axis, self.block_size, self.fmt)
+        return QuantizedWeight(compact(q, self.fmt), self.scale, self.zero_point, self.axis, self.block_size, self.fmt)
+
+
+def compact(q: np.ndarray, fmt: IntFormat) -> np.ndarray:
+    """Codes in the smallest numpy integer that holds them (int64 would be 8 bytes a weight)."""
+    return q.astype(np.int8 if fmt.bits <= 7 or fmt.signed and fmt.bits <= 8 else
+                    np.uint8 if fmt.bits <= 8 else np.int32)
 
 
 @dataclass
@@ -72,7 +78,7 @@ class QuantizedWeight:
 
     def with_codes(self, q: np.ndarray, method: str) -> "QuantizedWeight":
         q = np.clip(np.asarray(q, np.int64), self.fmt.qmin, self.fmt.qmax)
-        return replace(self, q=q, method=method)
+        return replace(self, q=compact(q, self.fmt), method=method)
 
     @property
     def stored_bytes(self) -> int:

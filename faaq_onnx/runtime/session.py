@@ -11,12 +11,15 @@ import os
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
 from faaq_onnx.errors import FaaqError
 
 ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+BIG_MODEL_BYTES = 1 << 30
 
 _EP_NAMES = {
     "cpu": "CPUExecutionProvider",
@@ -75,7 +78,20 @@ def make_session(
         so.profile_file_prefix = profile_prefix
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
+        # big initializers go beside the saved graph, so the file stays under 2 GB
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                    Path(optimized_model_path).name + ".data")
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576")
+    keep_alive = None
     if isinstance(model, onnx.ModelProto):
+        from faaq_onnx.external_data import external_bytes, external_initializers
+
+        names, arrays = external_initializers(model)
+        if names:  # weights in external data: views into their files, never copied into the proto
+            keep_alive = [ort.OrtValue.ortvalue_from_numpy(np.asarray(a)) for a in arrays]
+            so.add_external_initializers(names, keep_alive)
+            if external_bytes(model) > BIG_MODEL_BYTES:
+                so.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of the weights
         payload: Union[str, bytes] = model.SerializeToString()
     elif isinstance(model, bytes):
         payload = model
@@ -89,4 +105,6 @@ def make_session(
         raise FaaqError(f"onnxruntime could not load the model: {msg}") from exc
     if ep != "cpu" and _EP_NAMES[ep] not in sess.get_providers():
         raise FaaqError(f"onnxruntime did not enable {ep!r} for this session")
+    if keep_alive is not None:
+        sess._faaq_external = keep_alive  # the session reads these buffers: they live as long as it does
     return sess
