@@ -70,3 +70,20 @@ def external_bytes(proto: onnx.ModelProto) -> int:
             info = {e.key: e.value for e in t.external_data}
             total += int(info.get("length", 0) or 0)
     return total
+
+
+def release() -> int:
+    """Unmap every data file nothing views any more; returns how many were unmapped."""
+    import gc
+
+    gc.collect()
+    closed = 0
+    with _lock:
+        for path, m in list(_maps.items()):
+            try:
+                m.close()
+            except BufferError:  # an array still views it: keep it mapped
+                continue
+            del _maps[path]
+            closed += 1
+    return closed

@@ -304,6 +304,9 @@ class Compilation:
         from faaq_onnx.report import quantize_report
 
         proto, emitted = self.build(plan)
+        from faaq_onnx.external_data import release
+
+        release()  # the float weights have been read: their pages need not stay mapped
         with self.stage("verify"):
             verification = verify(self.float_proto, proto, self.verify_inputs, emitted.__dict__,
                                   self.config.batch_size)

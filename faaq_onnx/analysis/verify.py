@@ -27,15 +27,19 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
         check_model(quant_proto)
     except onnx.checker.ValidationError as exc:
         raise FaaqError(f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+    # one session at a time: the float model's weights and the quantized model's are never
+    # resident together (what bounds the peak memory of a big model)
     ref_sess = make_session(float_proto)
+    names = [o.name for o in ref_sess.get_outputs()]
+    ref = run_all(ref_sess, inputs, batch_size, names)
+    del ref_sess
     with tempfile.TemporaryDirectory(prefix="faaq-verify-") as tmp:
         # the graph ORT really runs: which quantized ops got integer kernels
         opt_path = os.path.join(tmp, "optimized.onnx")
         q_sess = make_session(quant_proto, optimized_model_path=opt_path)
         kernels = compare_kernels(quant_proto, onnx.load(opt_path, load_external_data=False))
-    names = [o.name for o in ref_sess.get_outputs()]
-    ref = run_all(ref_sess, inputs, batch_size, names)
     got = run_all(q_sess, inputs, batch_size, names)
+    del q_sess
     outputs = {}
     for name, r, g in zip(names, ref, got):
         if not np.all(np.isfinite(g)):

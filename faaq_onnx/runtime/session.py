@@ -84,15 +84,14 @@ def make_session(
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576")
     keep_alive = None
     if isinstance(model, onnx.ModelProto):
-        from faaq_onnx.external_data import external_bytes, external_initializers
+        from faaq_onnx.external_data import external_bytes
 
-        names, arrays = external_initializers(model)
-        if names:  # weights in external data: views into their files, never copied into the proto
-            keep_alive = [ort.OrtValue.ortvalue_from_numpy(np.asarray(a)) for a in arrays]
-            so.add_external_initializers(names, keep_alive)
+        if external_bytes(model):  # weights in external data files: ORT maps them from disk
             if external_bytes(model) > BIG_MODEL_BYTES:
                 so.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of the weights
-        payload: Union[str, bytes] = model.SerializeToString()
+            payload, keep_alive = _file_backed(model, so)
+        else:
+            payload = model.SerializeToString()
     elif isinstance(model, bytes):
         payload = model
     else:
@@ -103,8 +102,86 @@ def make_session(
     except Exception as exc:  # ORT raises many types; all mean "this model does not load"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FaaqError(f"onnxruntime could not load the model: {msg}") from exc
+    finally:
+        if isinstance(payload, _Cleanup):
+            _remove(payload.folder)
     if ep != "cpu" and _EP_NAMES[ep] not in sess.get_providers():
         raise FaaqError(f"onnxruntime did not enable {ep!r} for this session")
     if keep_alive is not None:
         sess._faaq_external = keep_alive  # the session reads these buffers: they live as long as it does
     return sess
+
+
+def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
+    """(path, None) of the model written beside hard links to its data files, or (bytes, buffers).
+
+    ORT maps an external data file it opens itself, so weights cost no memory until read
+    and are shared with every other reader; buffers handed over in memory it copies. Its
+    loader only opens data files inside the model's folder (symbolic links resolved), so
+    the graph is written to a temporary folder holding hard links to the data files,
+    on their filesystem. The folder is removed once the session is created: the mapped
+    files live on until the session goes. Where no hard link can be made, the weights
+    are handed over in memory (a copy in ORT), and the session still works.
+    """
+    import tempfile
+
+    from faaq_onnx.external_data import external_initializers
+
+    header = onnx.ModelProto()
+    header.CopyFrom(model)
+    files = sorted({e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"})
+    for root in _candidate_dirs(files):
+        folder = Path(tempfile.mkdtemp(prefix=".faaq-session-", dir=root))
+        try:
+            names = {}
+            for i, f in enumerate(files):
+                names[f] = f"weights{i}.data"
+                os.link(f, folder / names[f])
+            for t in header.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = names[e.value]
+            path = folder / "model.onnx"
+            with open(path, "wb") as fh:
+                fh.write(header.SerializeToString())
+            return _Cleanup(str(path), folder), None
+        except OSError:
+            _remove(folder)
+            header.CopyFrom(model)
+    names, arrays = external_initializers(model)
+    values = [ort.OrtValue.ortvalue_from_numpy(np.asarray(a)) for a in arrays]
+    so.add_external_initializers(names, values)
+    return model.SerializeToString(), values
+
+
+def _candidate_dirs(files: list[str]) -> list[str]:
+    """Writable folders on the data files' filesystem: the system temp folder, then theirs."""
+    import tempfile
+
+    devices = {os.stat(f).st_dev for f in files}
+    if len(devices) != 1:
+        return []
+    dev = devices.pop()
+    out = []
+    for d in (tempfile.gettempdir(), str(Path(files[0]).parent)):
+        try:
+            if os.stat(d).st_dev == dev and os.access(d, os.W_OK) and d not in out:
+                out.append(d)
+        except OSError:
+            continue
+    return out
+
+
+class _Cleanup(str):
+    """A model path whose folder is removed after the session has opened it."""
+
+    def __new__(cls, path: str, folder: Path):
+        obj = super().__new__(cls, path)
+        obj.folder = folder
+        return obj
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
