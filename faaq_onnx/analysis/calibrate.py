@@ -79,7 +79,9 @@ def calibrate(model: ir.Model, qgraph: QuantizerGraph, inputs: dict[str, np.ndar
     session = make_session(tap_model(proto, outputs), opt_level="all") if outputs else None
     for name in wanted:
         if name in graph_inputs:
-            _observe(stats[name], inputs[name])
+            arr = inputs[name]
+            for i in range(0, len(arr), 256):  # batch by batch, as the session's outputs are
+                _observe(stats[name], arr[i:i + 256])
     if session is not None:
         batch = tap_batch_size(model, outputs, batch_size)
         for _, outs in run_batches(session, inputs, batch, outputs, desc="calibrate", progress=progress):

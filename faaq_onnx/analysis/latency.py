@@ -172,8 +172,9 @@ def build_latency_table(comp, cands: list[Candidate], ep: str = "cpu", batch: in
 def _batch_feeds(inputs: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
     out = {}
     for k, v in inputs.items():
-        reps = -(-batch // max(len(v), 1))
-        out[k] = np.ascontiguousarray(np.concatenate([v] * reps)[:batch]) if reps > 1 else np.ascontiguousarray(v[:batch])
+        head = np.asarray(v[:batch])
+        reps = -(-batch // max(len(head), 1))
+        out[k] = np.ascontiguousarray(np.concatenate([head] * reps)[:batch] if reps > 1 else head)
     return out
 
 

@@ -155,7 +155,8 @@ def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], confi
     h.update(float_proto.SerializeToString(deterministic=True))
     for k in sorted(inputs):
         h.update(k.encode())
-        h.update(np.ascontiguousarray(inputs[k]).tobytes())
+        arr = inputs[k]
+        h.update(arr.fingerprint() if hasattr(arr, "fingerprint") else np.ascontiguousarray(arr).tobytes())
     settings = config.to_dict()
     for k in ("progress", "verify_samples", "scheme"):
         settings.pop(k, None)

@@ -83,7 +83,7 @@ def validate_inputs(inputs: dict[str, np.ndarray], shapes: dict[str, Sequence] |
                         f"input {name!r} has shape {tuple(arr.shape)}; the model expects {want} "
                         f"(axis {axis}: {a} vs {d})"
                     )
-        if np.issubdtype(arr.dtype, np.floating):
+        if np.issubdtype(arr.dtype, np.floating) and isinstance(arr, np.ndarray):  # raw images hold no NaN
             n_nan = int(np.isnan(arr).sum())
             n_inf = int(np.isinf(arr).sum())
             if n_nan or n_inf:
@@ -237,12 +237,37 @@ def _raw_file_arrays(p: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _prepared_subset(raw: dict, idx, names, preset, shapes) -> dict[str, np.ndarray]:
-    """Select samples first, then apply the preset: only the samples used are converted."""
-    out = {n: (a if idx is None else a[idx]) for n, a in raw.items()}
-    validate_inputs(out, None)
-    out = {n: _prepare(a, n, preset, (shapes or {}).get(n)) for n, a in out.items()}
+    """Select samples first, then apply the preset: raw images stay raw until a batch is read
+    (data.lazy.PresetArray), so memory does not grow with the number of samples."""
+    from faaq_onnx.data.lazy import PresetArray
+
+    out = {}
+    for n, a in raw.items():
+        shape = (shapes or {}).get(n)
+        name = _preset_name(a, n, preset, shape)
+        if name is not None and len(a):
+            validate_inputs({n: a if idx is None else a[idx[:1]]}, None)
+            out[n] = PresetArray(a, idx, name)
+        else:
+            sub = a if idx is None else a[idx]
+            validate_inputs({n: sub}, None)
+            out[n] = _prepare(sub, n, preset, shape)
     validate_inputs(out, shapes)
     return out
+
+
+def _preset_name(arr: np.ndarray, name: str, preset: str | None, shape) -> str | None:
+    """The preset _prepare would apply to these raw arrays (None: used as they are)."""
+    _check_dtype(arr, name)
+    if preset is not None:
+        return _preset(preset).name
+    if _is_raw_images(arr) and not _fits(arr.shape, shape):
+        guess = _preset_for_model(shape) or guess_preset(*arr.shape[1:])
+        if guess is None:
+            raise FaaqError(f"input {name!r} holds uint8 images of shape {tuple(arr.shape[1:])} and no "
+                            f"preset fits them; choose one of: {', '.join(PRESETS)}")
+        return guess
+    return None
 
 
 def _load_split(path, names, shapes, preset, limit, seed, held_out):

@@ -45,9 +45,12 @@ class TensorStats:
         elif lo < self.edges[0] or hi > self.edges[-1]:
             self._grow(lo, hi)
         a, b = float(self.edges[0]), float(self.edges[-1])
-        idx = ((x.reshape(-1) - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(np.int64)
-        np.clip(idx, 0, N_BINS - 1, out=idx)
-        self.hist += np.bincount(idx, minlength=N_BINS)
+        flat = x.reshape(-1)
+        step = 1 << 20  # bounded temporaries, whatever the batch
+        for i in range(0, flat.size, step):
+            idx = ((flat[i:i + step] - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(np.int32)
+            np.clip(idx, 0, N_BINS - 1, out=idx)
+            self.hist += np.bincount(idx, minlength=N_BINS)
 
     def _grow(self, lo: float, hi: float) -> None:
         a, b = float(self.edges[0]), float(self.edges[-1])

@@ -357,3 +357,21 @@ def test_resolve_data_path_uses_env(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV)
     with pytest.raises(FaaqError, match="set FAAQ_DATA_DIR"):
         resolve_data_path("cifar10/t.npz")
+
+
+def test_preset_array_reads_like_the_preprocessed_array(tmp_path):
+    """Raw images stay raw until a batch is read; every read equals eager preprocessing."""
+    from faaq_onnx.data.lazy import PresetArray
+
+    raw = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3)).astype(np.uint8)
+    idx = np.array([3, 7, 8, 20, 41])
+    lazy = PresetArray(raw, idx, "cifar10")
+    eager = apply_preset(raw[idx], "cifar10")
+    assert len(lazy) == 5 and lazy.shape == eager.shape and lazy.dtype == eager.dtype
+    np.testing.assert_array_equal(lazy[1:4], eager[1:4])
+    np.testing.assert_array_equal(np.asarray(lazy), eager)
+    np.testing.assert_array_equal(lazy[2], eager[2])
+    p = tmp_path / "c.npz"
+    np.savez(p, x=raw)
+    calib, held = load_inputs(p, ["input"], {"input": ["N", 3, 32, 32]}, limit=5, seed=1, held_out=4)
+    assert isinstance(calib["input"], PresetArray) and len(held["input"]) == 4
