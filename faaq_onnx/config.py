@@ -10,7 +10,7 @@ from faaq_onnx.quant.formats import SUPPORTED_BITS
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
-OPTIMIZERS = ("cle", "bias-correction", "adaround", "brecq")
+OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
 
 
 FLOAT = 32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float
@@ -77,6 +77,7 @@ class QuantConfig:
     optimize_inputs: str = "quantized"  # reconstruct from the quantized model's own inputs, or the float model's
     optimize_samples: int = 256
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
+    smoothquant_alpha: float = 0.5
     cle_relu6: str = "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu
     # MatMul/Gemm weights of W*A8 groups: int8 kernels (cast form), weight-only MatMulNBits, or the faster
     # of the two as measured on the target. Weight-only groups (w4a32) always become MatMulNBits.
@@ -104,12 +105,16 @@ class QuantConfig:
         unknown = [m for m in self.optimize if m not in OPTIMIZERS]
         if unknown:
             raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, {', '.join(OPTIMIZERS)}")
-        if "adaround" in self.optimize and "brecq" in self.optimize:
-            raise FaaqError("choose one rounding optimizer: adaround (layer by layer) or brecq (block by block)")
+        if sum(m in self.optimize for m in ("adaround", "brecq", "gptq")) > 1:
+            raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
         if self.optimize_inputs not in ("quantized", "float"):
             raise FaaqError(f"--optimize-inputs must be quantized or float, got {self.optimize_inputs!r}")
         if self.optimize_iters < 1 or self.optimize_samples < 1:
             raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
+        if sum(m in self.optimize for m in ("smoothquant", "awq")) > 1:
+            raise FaaqError("choose one channel scaling: smoothquant (W8A8) or awq (weight-only)")
+        if not 0 < self.smoothquant_alpha < 1:
+            raise FaaqError(f"--smoothquant-alpha must be in (0, 1), got {self.smoothquant_alpha}")
         if not 0 <= self.qdrop < 1:
             raise FaaqError(f"--qdrop must be in [0, 1), got {self.qdrop}")
         if self.matmul_kernel not in ("int8", "nbits", "auto"):
@@ -127,4 +132,4 @@ class QuantConfig:
 
     @property
     def rounding(self) -> str | None:
-        return next((m for m in self.optimize if m in ("adaround", "brecq")), None)
+        return next((m for m in self.optimize if m in ("adaround", "brecq", "gptq")), None)

@@ -77,6 +77,7 @@ class Compilation:
             self.qgraph = discover_groups(self.model)
         if not self.qgraph.groups:
             raise FaaqError("found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs")
+        self.scaling = self._scale_channels(target_opset)
         with self.stage("calibrate"):
             self.calibration = calibrate(self.model, self.qgraph, self.inputs, self.config.batch_size,
                                          self.config.progress)
@@ -115,6 +116,20 @@ class Compilation:
         opt = self.config.optimize
         return {"simplify": self.config.simplify, "cle": self.config.cle_relu6 if "cle" in opt else None,
                 "zero_biases": "bias-correction" in opt}
+
+    def _scale_channels(self, target_opset: int) -> dict:
+        """SmoothQuant / AWQ: a data-driven rewrite of the float model, before calibration sees it."""
+        from faaq_onnx.optimize.scaling import scale_channels
+
+        mode = next((m for m in ("smoothquant", "awq") if m in self.config.optimize), None)
+        if mode is None:
+            return {}
+        with self.stage("channel_scaling"):
+            bits = self.config.scheme.w if self.config.scheme.w < 32 else 4
+            report = scale_channels(self, mode, bits, self.config.optimize_samples, self.config.smoothquant_alpha)
+            self.float_proto = to_proto(self.model)
+            self.qgraph = discover_groups(self.model)
+        return report
 
     @contextmanager
     def stage(self, name: str):

@@ -32,6 +32,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "data_free": comp.data_free,
         },
         "optimization": {"optimize": list(comp.config.optimize), "rounding": comp.optimization,
+                         "channel_scaling": comp.scaling,
                          "bias_corrected": sorted(comp.bias_overrides(plan)) if "bias-correction" in
                          comp.config.optimize else []},
     }

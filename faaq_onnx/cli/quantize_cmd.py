@@ -60,9 +60,11 @@ def quant_options(f):
                           "MatMulNBits."),
         click.option("--optimize", default="none", show_default=True,
                      help="Weight optimizations, comma-separated: cle (cross-layer equalization, data-free), "
-                          "bias-correction (empirical, per output channel), adaround (learned rounding, layer by "
-                          "layer) or brecq (block reconstruction between residual Adds, also learns activation "
-                          "step sizes)."),
+                          "smoothquant (activation outliers moved into MatMul weights, for W8A8 transformers) or awq "
+                          "(activation-aware channel scaling, for weight-only), bias-correction (empirical, per "
+                          "output channel), and one rounding optimizer: adaround (learned rounding, layer by layer), "
+                          "brecq (block reconstruction between residual Adds, also learns activation step sizes) or "
+                          "gptq (Hessian-compensated rounding of MatMul/Gemm weights)."),
         click.option("--optimize-iters", type=int, default=1000, show_default=True,
                      help="Iterations per layer (adaround) or block (brecq)."),
         click.option("--optimize-inputs", type=click.Choice(["quantized", "float"]), default="quantized",
@@ -72,6 +74,8 @@ def quant_options(f):
                      help="Calibration samples used for rounding optimization and bias correction."),
         click.option("--qdrop", type=float, default=0.0, show_default=True,
                      help="brecq: probability of keeping an activation element float during reconstruction (QDrop)."),
+        click.option("--smoothquant-alpha", type=float, default=0.5, show_default=True,
+                     help="smoothquant: migration strength (0: none, towards 1: all into the weights)."),
         click.option("--cle-relu6", type=click.Choice(["keep", "replace"]), default="keep", show_default=True,
                      help="cle across ReLU6 (Clip 0..6): leave such pairs alone, or replace the Clip by Relu "
                           "(the DFQ recipe; changes the float function where activations exceed 6)."),
@@ -168,6 +172,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
         optimize_samples=o.get("optimize_samples", 256),
         qdrop=o.get("qdrop", 0.0),
         cle_relu6=o.get("cle_relu6", "keep"),
+        smoothquant_alpha=o.get("smoothquant_alpha", 0.5),
         int2=o.get("int2", True),
         matmul_kernel=o.get("matmul_kernel", "int8"),
         progress=not o["quiet"] and sys.stderr.isatty(),

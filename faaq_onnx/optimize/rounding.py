@@ -22,7 +22,7 @@ from faaq_onnx.optimize.unit_data import UnitData, samples_for
 from faaq_onnx.optimize.units import block_units, layer_units, unit_model
 from faaq_onnx.plan import BitPlan
 
-MODES = ("adaround", "brecq")
+MODES = ("adaround", "brecq", "gptq")
 
 
 def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, inputs: str = "quantized",
@@ -33,7 +33,10 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     if inputs not in ("quantized", "float"):
         raise FaaqError(f"optimize inputs must be 'quantized' or 'float', got {inputs!r}")
     proto, qgraph = comp.float_proto, comp.qgraph
-    units = layer_units(proto, qgraph) if mode == "adaround" else block_units(proto, qgraph)
+    units = block_units(proto, qgraph) if mode == "brecq" else layer_units(proto, qgraph)
+    if mode == "gptq":  # Hessian-compensated rounding is defined for linear layers
+        ops = {n.name: n.op_type for n in proto.graph.node}
+        units = [u for u in units if ops[u.nodes[0]] in ("MatMul", "Gemm")]
     wbits = plan.weight_bits(qgraph)
     abits = plan.act_bits(qgraph)
     units = [u for u in units if any(wbits[w] < 8 for w in u.weights)]
@@ -47,6 +50,10 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     bar = tqdm(units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False)
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
+        if mode == "gptq":
+            report["units"].append(_gptq_unit(comp, unit, data, plan, wbits, inputs))
+            report["units"][-1]["seconds"] = round(time.perf_counter() - t0, 2)
+            continue
         try:
             graph = TorchGraph(unit_model(proto, unit))
         except UnsupportedOp as exc:
@@ -77,6 +84,46 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         comp._prober.reset_act_cache()
     report["seconds"] = round(time.perf_counter() - t_all, 2)
     return report
+
+
+def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
+    from faaq_onnx.optimize.gptq import gptq, hessian, rtn_error
+
+    x = (data.quantized_tensors(unit.inputs, plan.choices) if inputs == "quantized"
+         else data.float_tensors(unit.inputs))
+    act = next(iter(x.values()))
+    h = hessian(act)
+    out = {"unit": unit.name, "weights": [], "mse_nearest": 0.0, "mse": 0.0}
+    for w in unit.weights:
+        if wbits[w] >= 8:
+            continue
+        wq = comp.qgraph.weights[w]
+        rtn = comp.weights.get(w, wbits[w])
+        w_float = np.asarray(comp.weights.float_weight(w), np.float64)
+        k_first = wq.block_axis != 1  # GPTQ walks the input (reduction) rows: K must be axis 0
+        w_kn = w_float if k_first else w_float.T
+        grid = rtn.grid if k_first else _transposed(rtn)
+        qw = gptq(w_kn, h, grid, comp.config.weight_symmetric, comp.config.weight_range)
+        if not k_first:
+            qw = _transpose_back(qw)
+        comp.weights.put(w, wbits[w], qw)
+        out["weights"].append(w)
+        out["mse_nearest"] += rtn_error(w_kn, rtn if k_first else _transpose_back(_transposed(rtn)), act)
+        out["mse"] += rtn_error(w_kn, qw if k_first else _transposed(qw), act)
+    return out
+
+
+def _transposed(qw):
+    """A 2-D QuantizedWeight of W.T (for Gemm transB=1 weights stored [N, K])."""
+    from dataclasses import replace
+
+    axis = None if qw.axis is None else 1 - qw.axis
+    return replace(qw, q=qw.q.T, scale=qw.scale.T if qw.scale.ndim == 2 else qw.scale,
+                   zero_point=qw.zero_point.T if qw.zero_point.ndim == 2 else qw.zero_point, axis=axis)
+
+
+def _transpose_back(qw):
+    return _transposed(qw)
 
 
 def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:
