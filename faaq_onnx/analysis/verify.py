@@ -17,7 +17,8 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import check_model
 from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.runtime.kernels import compare_kernels
-from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
+from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.session import make_session
 
 
@@ -28,26 +29,32 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
     except onnx.checker.ValidationError as exc:
         raise FaaqError(f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     # one session at a time: the float model's weights and the quantized model's are never
-    # resident together (what bounds the peak memory of a big model)
+    # resident together (what bounds the peak memory of a big model); the float outputs wait
+    # in bounded memory (OutputStore) and are compared batch by batch
+    n = int(len(next(iter(inputs.values()))))
     ref_sess = make_session(float_proto)
     names = [o.name for o in ref_sess.get_outputs()]
-    ref = run_all(ref_sess, inputs, batch_size, names)
+    store = OutputStore(n)
+    for start, outs in run_batches(ref_sess, inputs, batch_size, names):
+        for name, arr in zip(names, outs):
+            store.put(name, start, arr)
     del ref_sess
     with tempfile.TemporaryDirectory(prefix="faaq-verify-") as tmp:
         # the graph ORT really runs: which quantized ops got integer kernels
         opt_path = os.path.join(tmp, "optimized.onnx")
         q_sess = make_session(quant_proto, optimized_model_path=opt_path)
         kernels = compare_kernels(quant_proto, onnx.load(opt_path, load_external_data=False))
-    got = run_all(q_sess, inputs, batch_size, names)
+    compare = {name: RunningComparison() for name in names}
+    for start, outs in run_batches(q_sess, inputs, batch_size, names):
+        for name, arr in zip(names, outs):
+            compare[name].update(store.get(name, start, start + len(arr)), arr)
     del q_sess
+    store.close()
     outputs = {}
-    for name, r, g in zip(names, ref, got):
-        if not np.all(np.isfinite(g)):
+    for name, c in compare.items():
+        if not c.finite:
             raise FaaqError(f"the quantized model produces non-finite values in output {name!r}")
-        entry = {"sqnr_db": sqnr_db(r, g)}
-        if r.ndim == 2 and r.shape[1] > 1:
-            entry["top1_agreement"] = float(np.mean(r.argmax(1) == g.argmax(1)))
-        outputs[name] = entry
+        outputs[name] = c.result()
     return {
         "samples": int(len(next(iter(inputs.values())))),
         "outputs": outputs,
