@@ -154,11 +154,11 @@ class Compilation:
             metrics = self._fit_available(tuple(metrics))
         with self.stage("sensitivity"):
             def fit_fn(jobs):
-                return fisher_sensitivity(self.float_proto, self.qgraph, self.prober, jobs, self.inputs,
+                return fisher_sensitivity(self.float_proto, self.qgraph, self.feeds, jobs, self.inputs,
                                           samples=fit_samples, seed=self.config.seed)
 
-            self.table = sensitivity(self.prober, self.float_proto, self.candidates, metrics, cache_dir,
-                                     self.config.progress, fit_fn, fit_samples)
+            self.table = sensitivity(lambda: self.prober, self.feeds, self.inputs, self.float_proto,
+                                     self.candidates, metrics, cache_dir, self.config.progress, fit_fn, fit_samples)
         return self.table
 
     def _fit_available(self, metrics: tuple) -> tuple:
@@ -207,8 +207,12 @@ class Compilation:
         budget = Budget.parse(budget) if isinstance(budget, str) else budget
         accuracy = self.labeled_accuracy(labeled) if labeled is not None else None
         with self.stage("allocate"):
+            # the probe session is built only where a plan must be measured (floors, or a table
+            # measured in it anyway); FIT-only tables of cost budgets skip it
+            joint = budget.is_floor or metric != "fit"
+            measure = (lambda ch: self.prober.measure(ch)) if joint else None
             return allocate(self.qgraph, self.table, self.candidates, budget, metric, allocator,
-                            self.cost_model(budget), measure=self.prober.measure, accuracy=accuracy)
+                            self.cost_model(budget), measure=measure, accuracy=accuracy, joint=joint)
 
     def measure(self, plan: BitPlan) -> dict[str, float]:
         """Output SQNR and KL of a plan, all groups quantized together (probe session)."""

@@ -146,7 +146,7 @@ def _infeasible(costs: CostModel, cheapest: dict[str, Candidate], limit: float) 
 
 def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candidate], budget: Budget,
              metric: str = "sqnr", method: str = "knapsack", costs: CostModel | None = None,
-             measure=None, accuracy=None) -> Allocation:
+             measure=None, accuracy=None, joint: bool = True) -> Allocation:
     """Choose a BitPlan for a cost budget, or the cheapest plan meeting a measured floor.
 
     `measure(choices) -> {'sqnr_db': ...}` and `accuracy(choices) -> top-1` run the probe.
@@ -171,7 +171,7 @@ def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candid
                 f"the cheapest plan needs {budget.kind}={cheapest:.4g} (nearest feasible budget)"
             ) from None
         alloc.plan.meta.update({"budget": str(budget), "budget_value_reached": costs.in_budget_units(alloc.cost, budget)})
-        if measure is not None:
+        if measure is not None and joint:  # a cost budget needs no measurement: verification measures the model
             alloc.plan.meta["joint"] = measure(alloc.plan.choices)
         return alloc
     return _floor(qgraph, table, cands, budget, metric, method, costs, measure, accuracy)

@@ -170,21 +170,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("FAAQ_CACHE_DIR", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faaq"))
 
 
-def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candidate], metrics=("sqnr", "kl", "fit"),
-                cache_dir: Path | None = None, progress: bool = False, fit_fn=None,
-                fit_samples: int | None = None) -> SensitivityTable:
-    """Measure every group x candidate alone; reuse a cached table when one matches."""
-    key = sweep_key(float_proto, prober.session.inputs, prober.config, cands, tuple(metrics), fit_samples,
-                    prober.cache.key())
+def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], float_proto: onnx.ModelProto,
+                cands: list[Candidate], metrics=("sqnr", "kl", "fit"), cache_dir: Path | None = None,
+                progress: bool = False, fit_fn=None, fit_samples: int | None = None) -> SensitivityTable:
+    """Measure every group x candidate alone; reuse a cached table when one matches.
+
+    `get_prober()` builds the probe session only when SQNR or KL are measured: a FIT-only
+    table needs no ORT run at all."""
+    if feeds.config.sensitivity_samples:
+        inputs = {k: v[: feeds.config.sensitivity_samples] for k, v in inputs.items()}
+    key = sweep_key(float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key())
     path = (cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
     if path is not None and path.exists():
         table = SensitivityTable.from_dict(json.loads(path.read_text()))
         table.meta["cached"] = str(path)
         return table
-    jobs = [(g, c) for g in prober.qgraph.groups.values() for c in group_candidates(g, cands)]
+    jobs = [(g, c) for g in feeds.qgraph.groups.values() for c in group_candidates(g, cands)]
     table: dict[str, dict[str, dict[str, float]]] = {g.name: {str(c): {} for c in group_candidates(g, cands)}
-                                                     for g in prober.qgraph.groups.values()}
+                                                     for g in feeds.qgraph.groups.values()}
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
+        prober = get_prober()
         for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
             entry = prober.measure({g.name: c})
             if "kl" not in metrics:
@@ -192,13 +197,14 @@ def sensitivity(prober: Prober, float_proto: onnx.ModelProto, cands: list[Candid
             if "sqnr" not in metrics:
                 entry.pop("sqnr_db")
             table[g.name][str(c)] = entry
-    meta = {"samples": int(len(next(iter(prober.session.inputs.values())))), "candidates": [str(c) for c in cands],
+    meta = {"samples": int(len(next(iter(inputs.values())))), "candidates": [str(c) for c in cands],
             "metrics": list(metrics), "configs": len(jobs), "key": key}
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
         if fit is None:
             meta["fit_unavailable"] = why
         else:
+            meta["fit_samples"] = fit_samples
             for (g, c), v in fit.items():
                 table[g][str(c)]["fit"] = v
     result = SensitivityTable(table, meta)

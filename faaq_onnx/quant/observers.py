@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 N_BINS = 2048
+HIST_SAMPLE = 1 << 20  # elements per batch that go into the histogram (a strided sample beyond)
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TensorStats:
             self._grow(lo, hi)
         a, b = float(self.edges[0]), float(self.edges[-1])
         flat = x.reshape(-1)
+        if flat.size > HIST_SAMPLE:  # the shape of the distribution needs a sample; min/max above are exact
+            flat = flat[:: flat.size // HIST_SAMPLE]
         step = 1 << 20  # bounded temporaries, whatever the batch
         for i in range(0, flat.size, step):
             idx = ((flat[i:i + step] - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(np.int32)
