@@ -87,3 +87,18 @@ def release() -> int:
             del _maps[path]
             closed += 1
     return closed
+
+
+def drop_pages(path: str, offset: int, length: int) -> None:
+    """Tell the OS this process is done with bytes of a mapped file (they leave its resident set;
+    the file's pages stay in the page cache for whoever reads them next)."""
+    m = _maps.get(os.path.realpath(path))
+    if m is None or length <= 0:
+        return
+    page = mmap.PAGESIZE
+    start = (int(offset) // page) * page
+    end = min(len(m), int(offset) + int(length))
+    try:
+        m.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -127,3 +127,13 @@ def check_model(proto: onnx.ModelProto) -> None:
             del t.dims[:]
             t.dims.append(0)
     onnx.checker.check_model(light, full_check=False)
+
+
+def done_with(value: ir.Value | None) -> None:
+    """A weight read through const_array is no longer needed in memory (big models)."""
+    tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+    if isinstance(tensor, ir.ExternalTensor):
+        from faaq_onnx.external_data import drop_pages
+
+        path = os.path.join(str(tensor.base_dir or ""), str(tensor.location))
+        drop_pages(path, tensor.offset or 0, tensor.length or tensor.nbytes)

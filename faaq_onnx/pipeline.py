@@ -323,9 +323,14 @@ class Compilation:
         from faaq_onnx.report import quantize_report
 
         proto, emitted = self.build(plan)
-        from faaq_onnx.external_data import release
+        from faaq_onnx.external_data import external_bytes, release
 
         release()  # the float weights have been read: their pages need not stay mapped
+        if external_bytes(self.float_proto) > BIG_MODEL_BYTES:
+            # a big model's quantized weights go to a data file ORT maps, rather than staying in
+            # this process and being copied into every session; rounding to nearest is redone if needed
+            proto = spill_to_disk(proto)
+            self.weights.forget_nearest()
         with self.stage("verify"):
             verification = verify(self.float_proto, proto, self.verify_inputs, emitted.__dict__,
                                   self.config.batch_size)
@@ -347,6 +352,28 @@ def rounding_plans(comp: Compilation, plan: BitPlan | None, cands: list[Candidat
     for c in sorted(cands, key=lambda c: (c.w, c.a)):
         by_w.setdefault(c.w, c)
     return [comp.uniform(c) for c in by_w.values() if c.w < 8]
+
+
+BIG_MODEL_BYTES = 1 << 30
+
+
+def spill_to_disk(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with its in-protobuf tensors moved to a temporary data file (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from faaq_onnx.outputs import save_model_atomic
+
+    folder = Path(tempfile.mkdtemp(prefix="faaq-emitted-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = save_model_atomic(proto, folder / "emitted.onnx", external_data=True)
+    header = onnx.load(str(path), load_external_data=False)
+    for t in header.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = str(folder / e.value)
+    return header
 
 
 def write_result(result: QuantizeResult, output) -> None:

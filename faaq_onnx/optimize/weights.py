@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from faaq_onnx.config import QuantConfig
-from faaq_onnx.graph import const_array
+from faaq_onnx.graph import const_array, done_with
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.quant.weights import QuantizedWeight, quantize_weight
@@ -37,11 +37,16 @@ class WeightCache:
                 self.float_weight(name), bits, self.config.weight_granularity, wq.channel_axis, wq.block_axis,
                 self.config.block_size, self.config.weight_symmetric, self.config.weight_range,
             )
+            done_with(self.model.graph.initializers[name])  # a big model's float weight leaves memory
         return self._cache[key]
 
     def put(self, name: str, bits: int, qw: QuantizedWeight) -> None:
         self._cache[(name, bits)] = qw
         self.optimized.add((name, bits, qw.method))
+
+    def forget_nearest(self) -> None:
+        """Drop round-to-nearest results (recomputed on demand); learned ones stay."""
+        self._cache = {k: v for k, v in self._cache.items() if v.method != "nearest"}
 
     def key(self) -> str:
         """What the cached weights depend on beyond the config (learned rounding), for cache keys."""
