@@ -82,6 +82,9 @@ class QuantConfig:
     # MatMul/Gemm weights of W*A8 groups: int8 kernels (cast form), weight-only MatMulNBits, or the faster
     # of the two as measured on the target. Weight-only groups (w4a32) always become MatMulNBits.
     matmul_kernel: str = "int8"
+    workers: int = 1  # sensitivity sweep on this many Ray workers (1: in this process)
+    ray_address: str | None = None  # an existing Ray cluster to run the sweep on
+    ort_threads: int | None = None  # ONNX Runtime intra-op threads of probe sessions (None: ORT's default)
     ep: str = "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
     latency_batch: int = 1
     progress: bool = True
@@ -121,6 +124,8 @@ class QuantConfig:
             raise FaaqError(f"unknown --matmul-kernel {self.matmul_kernel!r}: choose int8, nbits or auto")
         if self.weight_storage not in ("cast", "dequant"):
             raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
+        if self.workers < 1:
+            raise FaaqError(f"--workers must be at least 1, got {self.workers}")
         if self.batch_size < 1:
             raise FaaqError("batch size must be at least 1")
 

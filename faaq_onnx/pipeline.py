@@ -157,8 +157,19 @@ class Compilation:
                 return fisher_sensitivity(self.float_proto, self.qgraph, self.feeds, jobs, self.inputs,
                                           samples=fit_samples, seed=self.config.seed)
 
+            distributed = None
+            if self.config.workers > 1 or self.config.ray_address:
+                from dataclasses import replace
+
+                from faaq_onnx.runtime.workers import distributed_measure
+
+                def distributed(jobs):
+                    worker_comp = _WorkerView(self, replace(self.config, ort_threads=1, progress=False))
+                    return distributed_measure(worker_comp, jobs, self.config.workers, self.config.ray_address)
+
             self.table = sensitivity(lambda: self.prober, self.feeds, self.inputs, self.float_proto,
-                                     self.candidates, metrics, cache_dir, self.config.progress, fit_fn, fit_samples)
+                                     self.candidates, metrics, cache_dir, self.config.progress, fit_fn, fit_samples,
+                                     distributed)
         return self.table
 
     def _fit_available(self, metrics: tuple) -> tuple:
@@ -355,6 +366,14 @@ def rounding_plans(comp: Compilation, plan: BitPlan | None, cands: list[Candidat
 
 
 BIG_MODEL_BYTES = 1 << 30
+
+
+class _WorkerView:
+    """What a sweep worker needs of a Compilation, with the workers' own settings."""
+
+    def __init__(self, comp: Compilation, config: QuantConfig) -> None:
+        self.float_proto, self.qgraph, self.calibration = comp.float_proto, comp.qgraph, comp.calibration
+        self.inputs, self.weights, self.config = comp.inputs, comp.weights, config
 
 
 def spill_to_disk(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -133,7 +133,7 @@ class Prober(ConfigFeeds):
             inputs = {k: v[: config.sensitivity_samples] for k, v in inputs.items()}
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
-                                    max(config.batch_size, 64))
+                                    max(config.batch_size, 64), threads=config.ort_threads)
         self.reference = self.session.run()
 
     def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
@@ -172,11 +172,12 @@ def default_cache_dir() -> Path:
 
 def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], float_proto: onnx.ModelProto,
                 cands: list[Candidate], metrics=("sqnr", "kl", "fit"), cache_dir: Path | None = None,
-                progress: bool = False, fit_fn=None, fit_samples: int | None = None) -> SensitivityTable:
+                progress: bool = False, fit_fn=None, fit_samples: int | None = None,
+                distributed=None) -> SensitivityTable:
     """Measure every group x candidate alone; reuse a cached table when one matches.
 
     `get_prober()` builds the probe session only when SQNR or KL are measured: a FIT-only
-    table needs no ORT run at all."""
+    table needs no ORT run at all. `distributed(jobs)`, when given, measures them on workers."""
     if feeds.config.sensitivity_samples:
         inputs = {k: v[: feeds.config.sensitivity_samples] for k, v in inputs.items()}
     key = sweep_key(float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key())
@@ -189,9 +190,10 @@ def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], f
     table: dict[str, dict[str, dict[str, float]]] = {g.name: {str(c): {} for c in group_candidates(g, cands)}
                                                      for g in feeds.qgraph.groups.values()}
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
-        prober = get_prober()
+        measured = distributed(jobs) if distributed is not None else None
+        prober = get_prober() if measured is None else None
         for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
-            entry = prober.measure({g.name: c})
+            entry = dict(measured[(g.name, str(c))]) if measured is not None else prober.measure({g.name: c})
             if "kl" not in metrics:
                 entry.pop("kl")
             if "sqnr" not in metrics:

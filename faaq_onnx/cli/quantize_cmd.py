@@ -110,6 +110,10 @@ def mixed_options(f):
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
                      help="Where sensitivity tables are cached (default ~/.cache/faaq)."),
         click.option("--no-cache", is_flag=True, help="Do not read or write the sensitivity cache."),
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Run the sensitivity sweep on this many local Ray workers (needs the ray extra)."),
+        click.option("--ray-address", default=None,
+                     help="Run the sensitivity sweep on an existing Ray cluster (ray start --head ...)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -190,7 +194,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
               help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.")
 @json_option
 def command(model, output, plan_path, save_plan, save_overrides, json_path, budget, candidates, metric, allocator,
-            labels_data, cache_dir, no_cache, ep, latency_batch, **opts):
+            labels_data, cache_dir, no_cache, ep, latency_batch, workers, ray_address, **opts):
     """Quantize MODEL and write a QDQ model that stock ONNX Runtime runs.
 
     With --budget (avg-bits=4, size-mb=0.2, bops=0.25[@w8a16], sqnr-db=30, max-drop=0.5)
@@ -201,6 +205,9 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
     from faaq_onnx.plan import BitPlan
 
     config = config_from_options(opts, candidates if budget else None)
+    config.workers, config.ray_address = workers, ray_address
+    if (workers > 1 or ray_address) and not budget:
+        raise FaaqError("--workers/--ray-address distribute the sensitivity sweep of a --budget run")
     plan = BitPlan.load(plan_path) if plan_path else None
     labeled = load_labeled_option(labels_data, opts["seed"])
     result = quantize(model, opts["calib"], output, config, plan=plan, budget=budget, candidates=candidates,

@@ -12,8 +12,8 @@ from faaq_onnx.runtime.session import make_session
 
 class ProbeSession:
     def __init__(self, probe: onnx.ModelProto, inputs: dict[str, np.ndarray], acts: list[str],
-                 batch_size: int = 32) -> None:
-        self.session = make_session(probe, opt_level="extended")
+                 batch_size: int = 32, threads: int | None = None) -> None:
+        self.session = make_session(probe, opt_level="extended", threads=threads)
         self.inputs = inputs
         self.batch_size = batch_size
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -1,0 +1,71 @@
+"""The sensitivity sweep on Ray: one ONNX Runtime probe session per worker.
+
+Ray is an optional extra (`pip install 'faaq-onnx[ray]'`). Each worker receives what a
+probe needs (the float model, the quantizer graph, calibration statistics, settings and
+the probe inputs), builds its own session once, and measures a share of the
+group x candidate jobs. ONNX Runtime's CPU kernels give the same numbers for the same
+inputs, so the table is identical to a serial sweep's. Without Ray, or with one worker,
+everything runs in this process.
+
+Local: `--workers 4`. A cluster: `ray start --head` on one machine, `ray start
+--address HEAD:6379` on the others, then `--ray-address HEAD:6379` (see the README).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faaq_onnx.errors import FaaqError
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise FaaqError("--workers/--ray-address need Ray: pip install 'faaq-onnx[ray]'") from None
+    return ray
+
+
+def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
+    """Worker side: rebuild the probe from plain data and measure the given jobs."""
+    import onnx
+    import onnx_ir as ir
+
+    from faaq_onnx.analysis.sensitivity import Prober
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.optimize.weights import WeightCache
+
+    proto = onnx.load_from_string(payload["proto"])
+    cache = WeightCache(ir.from_proto(proto), payload["qgraph"], payload["config"])
+    for (name, bits), qw in payload["learned"].items():
+        cache.put(name, bits, qw)
+    prober = Prober(proto, payload["qgraph"], payload["calibration"], cache, payload["config"], payload["inputs"])
+    return [(g, c, prober.measure({g: Candidate.parse(c)})) for g, c in jobs]
+
+
+def distributed_measure(comp, jobs, workers: int, address: str | None = None, progress: bool = False) -> dict:
+    """{(group, str(candidate)): metrics} measured by `workers` Ray tasks."""
+    ray = _ray()
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    payload = {
+        "proto": comp.float_proto.SerializeToString(),
+        "qgraph": comp.qgraph,
+        "calibration": comp.calibration,
+        "config": comp.config,
+        "inputs": {k: np.asarray(v[: comp.config.sensitivity_samples or len(v)]) for k, v in comp.inputs.items()},
+        "learned": {k: v for k, v in comp.weights._cache.items() if v.method != "nearest"},
+    }
+    ref = ray.put(payload)
+    task = ray.remote(num_cpus=1)(_measure_share)
+    names = [(g.name, str(c)) for g, c in jobs]
+    shares = [names[i::workers] for i in range(workers)]
+    futures = [task.remote(ref, share) for share in shares if share]
+    out = {}
+    for result in ray.get(futures):
+        for g, c, m in result:
+            out[(g, c)] = m
+    return out
