@@ -72,6 +72,7 @@ class QuantConfig:
     latency_tolerance: float = 0.05  # a latency budget holds within this share (timing noise)
     weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
     int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
+    first_last: Candidate | None = None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
     optimize_iters: int = 1000
     optimize_inputs: str = "quantized"  # reconstruct from the quantized model's own inputs, or the float model's
@@ -92,6 +93,8 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if isinstance(self.scheme, str):
             self.scheme = Candidate.parse(self.scheme)
+        if isinstance(self.first_last, str):
+            self.first_last = Candidate.parse(self.first_last)
         if self.weight_granularity not in GRANULARITIES:
             raise FaaqError(f"unknown weight granularity {self.weight_granularity!r}: choose {', '.join(GRANULARITIES)}")
         if self.weight_granularity == "block" and (self.block_size < 2 or self.block_size % 2):
@@ -133,6 +136,7 @@ class QuantConfig:
         d = asdict(self)
         d["scheme"] = str(self.scheme)
         d["optimize"] = list(self.optimize)
+        d["first_last"] = str(self.first_last) if self.first_last else None
         return d
 
     @property

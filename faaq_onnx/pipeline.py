@@ -250,8 +250,24 @@ class Compilation:
         return accuracy
 
     def uniform(self, scheme: str | Candidate) -> BitPlan:
+        """Every group at `scheme`, except the first and last weighted layers with config.first_last."""
         cand = Candidate.parse(scheme) if isinstance(scheme, str) else scheme
-        return BitPlan.uniform(self.qgraph, cand)
+        plan = BitPlan.uniform(self.qgraph, cand)
+        if self.config.first_last is not None and cand != self.config.first_last:
+            for g in self.edge_groups():
+                plan.choices[g] = self.config.first_last
+            plan.meta["first_last"] = str(self.config.first_last)
+        return plan
+
+    def edge_groups(self) -> list[str]:
+        """The groups of the first and the last weighted op in graph order (input and classifier)."""
+        order = {n.name: i for i, n in enumerate(self.float_proto.graph.node)}
+        weighted = [g for g in self.qgraph.groups.values() if g.weights]
+        if not weighted:
+            return []
+        first = min(weighted, key=lambda g: min(order.get(o, 0) for o in g.ops))
+        last = max(weighted, key=lambda g: max(order.get(o, 0) for o in g.ops))
+        return sorted({first.name, last.name})
 
     # optimize weights ----------------------------------------------------------
     def optimize_rounding(self, plans: list[BitPlan]) -> dict:
@@ -436,6 +452,8 @@ def quantize(
         raise FaaqError("the output path is the input model: choose another -o, the input is never overwritten")
     if plan is not None and budget is not None:
         raise FaaqError("give either a plan or a budget, not both")
+    if config.first_last is not None and (plan is not None or budget is not None):
+        raise FaaqError("--first-last applies to a uniform --scheme; a budget allocates every layer itself")
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if budget is not None and budget.kind == "max-drop" and labeled is None:
         raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")

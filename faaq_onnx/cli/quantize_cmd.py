@@ -21,6 +21,9 @@ def quant_options(f):
                           "'bn-stats[:N]' / 'none' for data-free calibration (inputs distilled from BatchNorm "
                           "statistics)."),
         click.option("--scheme", default=None, help="Uniform scheme such as w8a8, w4a8, w6a6, w8a16 (default w8a8)."),
+        click.option("--first-last", default=None,
+                     help="Keep the first and last weighted layers at this scheme (e.g. w8a8), the common "
+                          "convention of PTQ papers for W4A4 (a uniform --scheme only)."),
         click.option("--weight-bits", type=int, default=None, help="Weight bits (with --act-bits, instead of --scheme)."),
         click.option("--act-bits", type=int, default=None, help="Activation bits (with --weight-bits)."),
         click.option("--granularity", type=click.Choice(["per-channel", "per-tensor", "block"]), default=None,
@@ -170,6 +173,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
         seed=o["seed"],
         simplify=not o["no_simplify"],
         weight_storage=o.get("weight_storage", "cast"),
+        first_last=o.get("first_last"),
         optimize=o.get("optimize", "none"),
         optimize_iters=o.get("optimize_iters", 1000),
         optimize_inputs=o.get("optimize_inputs", "quantized"),
