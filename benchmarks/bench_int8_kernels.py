@@ -54,7 +54,12 @@ def model_and_calib(name: str, ddir: Path, work: Path):
 
 def ort_int4(src: Path, dst: Path, calib: dict) -> float:
     """ORT's quantize_static with QInt4 weights (QDQ; ORT runs DQ(int4) -> Conv in float)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

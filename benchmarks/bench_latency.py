@@ -45,6 +45,7 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import ort_quantize_static as common_ort_quantize_static  # noqa: E402
+
 CNNS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet"]
 CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}
 

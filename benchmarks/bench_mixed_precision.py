@@ -36,12 +36,12 @@ import numpy as np
 from common import OUT, cifar_model, data_dir, machine, write
 from scipy.stats import kendalltau
 
+from faaq_onnx.analysis.allocate import random_plan
 from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.candidates import group_candidates
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.data import load_inputs, load_labeled
 from faaq_onnx.evaluate import evaluate
-from faaq_onnx.analysis.allocate import random_plan
 from faaq_onnx.pipeline import Compilation
 
 TEST_SETS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}

@@ -126,9 +126,9 @@ def static_macs(model, work: Path) -> dict[str, int]:
     for a plan leave those groups out. Group names come from node names, which both
     exports share.
     """
-    from faaq_onnx.passes.canonicalize import canonicalize
     from faaq_onnx.analysis.discover import discover_groups
     from faaq_onnx.model_io import load_model
+    from faaq_onnx.passes.canonicalize import canonicalize
 
     path = work / "minilm.static.onnx"
     export(model, path, static_batch=True)

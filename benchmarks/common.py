@@ -45,7 +45,12 @@ def write(name: str, payload: dict, markdown: str) -> None:
 def ort_quantize_static(src: Path, dst: Path, calib: dict) -> float:
     """ONNX Runtime's documented static flow, timed: quant_pre_process, then quantize_static
     (QDQ, per-channel int8 weights, uint8 activations, MinMax). Returns seconds."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.calibrate import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

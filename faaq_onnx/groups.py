@@ -66,6 +66,16 @@ class QuantizerGraph:
                 return g.name
         raise KeyError(act)
 
+    def edge_groups(self, node_order: list[str]) -> list[str]:
+        """The groups of the first and the last weighted op in graph order (input and classifier)."""
+        order = {n: i for i, n in enumerate(node_order)}
+        weighted = [g for g in self.groups.values() if g.weights]
+        if not weighted:
+            return []
+        first = min(weighted, key=lambda g: min(order.get(o, 0) for o in g.ops))
+        last = max(weighted, key=lambda g: max(order.get(o, 0) for o in g.ops))
+        return sorted({first.name, last.name})
+
     def to_dict(self) -> dict:
         return {
             "weights": {k: asdict(v) for k, v in self.weights.items()},

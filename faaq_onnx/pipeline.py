@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,29 +26,33 @@ from faaq_onnx.analysis.calibrate import calibrate
 from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.analysis.fisher import fisher_sensitivity
+from faaq_onnx.analysis.latency import matmul_nbits_nodes
 from faaq_onnx.analysis.prune import prune_quantizers
-from faaq_onnx.analysis.sensitivity import ConfigFeeds, Prober, SensitivityTable, sensitivity
+from faaq_onnx.analysis.sensitivity import (
+    ConfigFeeds,
+    Prober,
+    SensitivityTable,
+    sensitivity,
+)
 from faaq_onnx.analysis.verify import verify
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
-from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.model_io import load_model
+from faaq_onnx.optimize.rounding import rounding_plans
 from faaq_onnx.optimize.weights import WeightCache, quantize_weights
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
 from faaq_onnx.plan import BitPlan
-
-
-@dataclass
-class QuantizeResult:
-    model: onnx.ModelProto
-    report: dict
-    plan: BitPlan
-    qgraph: QuantizerGraph
-    timings: dict[str, float] = field(default_factory=dict)
+from faaq_onnx.results import (
+    BIG_MODEL_BYTES,
+    QuantizeResult,
+    WorkerView,
+    spill_to_disk,
+    write_result,
+)
 
 
 def default_candidates(budget: Budget | None) -> str:
@@ -164,7 +167,7 @@ class Compilation:
                 from faaq_onnx.runtime.workers import distributed_measure
 
                 def distributed(jobs):
-                    worker_comp = _WorkerView(self, replace(self.config, ort_threads=1, progress=False))
+                    worker_comp = WorkerView(self, replace(self.config, ort_threads=1, progress=False))
                     return distributed_measure(worker_comp, jobs, self.config.workers, self.config.ray_address)
 
             self.table = sensitivity(lambda: self.prober, self.feeds, self.inputs, self.float_proto,
@@ -230,44 +233,19 @@ class Compilation:
         return self.prober.measure(plan.choices)
 
     def labeled_accuracy(self, labeled):
-        """top-1 of a plan on labeled data through a second probe session (None = float)."""
-        from faaq_onnx.analysis.probe import build_probe
-        from faaq_onnx.runtime.probe_session import ProbeSession
+        from faaq_onnx.analysis.accuracy import probe_accuracy
 
-        x, y = labeled
-        name = next(iter(self.inputs))
-        session = ProbeSession(build_probe(self.float_proto, self.qgraph), {name: x.astype(np.float32)},
-                               list(self.qgraph.activations), max(self.config.batch_size, 64))
-        memo: dict = {}
-
-        def accuracy(choices):
-            key = None if choices is None else tuple(sorted((g, str(c)) for g, c in choices.items()))
-            if key not in memo:
-                outs = session.run() if choices is None else session.run(*self.prober.feeds(choices))
-                memo[key] = float(np.mean(outs[0].reshape(len(y), -1).argmax(1) == y))
-            return memo[key]
-
-        return accuracy
+        return probe_accuracy(self, labeled)
 
     def uniform(self, scheme: str | Candidate) -> BitPlan:
         """Every group at `scheme`, except the first and last weighted layers with config.first_last."""
         cand = Candidate.parse(scheme) if isinstance(scheme, str) else scheme
         plan = BitPlan.uniform(self.qgraph, cand)
         if self.config.first_last is not None and cand != self.config.first_last:
-            for g in self.edge_groups():
+            for g in self.qgraph.edge_groups([n.name for n in self.float_proto.graph.node]):
                 plan.choices[g] = self.config.first_last
             plan.meta["first_last"] = str(self.config.first_last)
         return plan
-
-    def edge_groups(self) -> list[str]:
-        """The groups of the first and the last weighted op in graph order (input and classifier)."""
-        order = {n.name: i for i, n in enumerate(self.float_proto.graph.node)}
-        weighted = [g for g in self.qgraph.groups.values() if g.weights]
-        if not weighted:
-            return []
-        first = min(weighted, key=lambda g: min(order.get(o, 0) for o in g.ops))
-        last = max(weighted, key=lambda g: max(order.get(o, 0) for o in g.ops))
-        return sorted({first.name, last.name})
 
     # optimize weights ----------------------------------------------------------
     def optimize_rounding(self, plans: list[BitPlan]) -> dict:
@@ -310,7 +288,7 @@ class Compilation:
         with self.stage("optimize_weights"):
             qweights = quantize_weights(self.weights, plan)
         biases = self.bias_overrides(plan)
-        nbits = self.matmul_nbits_nodes(plan) if nbits is None else nbits
+        nbits = matmul_nbits_nodes(self, plan) if nbits is None else nbits
         keep = {a for g in self.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with self.stage("emit"):
             qmodel = ir.from_proto(self.float_proto)
@@ -323,27 +301,6 @@ class Compilation:
             if nbits:
                 proto, emitted.matmulnbits = convert_to_matmulnbits(proto, drop_activation_qdq=True, nodes=nbits)
         return proto, emitted
-
-    def matmul_nbits_nodes(self, plan: BitPlan) -> set[str]:
-        """MatMul/Gemm nodes emitted as weight-only MatMulNBits: those of weight-only groups, and of
-        W*A8 groups when --matmul-kernel is nbits, or auto and ORT measured MatMulNBits faster."""
-        out: set[str] = set()
-        ops = {n.name: n.op_type for n in self.float_proto.graph.node}
-        for g in self.qgraph.groups.values():
-            c = plan.choices[g.name]
-            if not g.weights or c.w > 8:
-                continue
-            if c.weight_only or (c.a <= 8 and self.config.matmul_kernel == "nbits"):
-                out |= {o for o in g.ops if ops.get(o) in ("MatMul", "Gemm")}
-        if self.config.matmul_kernel == "auto":
-            from faaq_onnx.analysis.latency import matmul_kernel_choice
-
-            key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
-            if key not in self._matmul_choice:
-                with self.stage("latency_profile"):
-                    self._matmul_choice[key] = matmul_kernel_choice(self, plan, out)
-            out |= self._matmul_choice[key]["nbits_nodes"]
-        return out
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
         """Build, verify with plain ORT, report; write atomically when `output` is given."""
@@ -366,57 +323,6 @@ class Compilation:
         if output is not None:
             write_result(result, output)
         return result
-
-
-def rounding_plans(comp: Compilation, plan: BitPlan | None, cands: list[Candidate] | None) -> list[BitPlan]:
-    """The plans whose weights rounding optimization prepares: the one plan, or one uniform
-    plan per candidate weight width (seed 003 §3.5) so sensitivity and allocation see them."""
-    if plan is not None:
-        return [plan]
-    if cands is None:
-        return [comp.uniform(comp.config.scheme)]
-    by_w: dict[int, Candidate] = {}
-    for c in sorted(cands, key=lambda c: (c.w, c.a)):
-        by_w.setdefault(c.w, c)
-    return [comp.uniform(c) for c in by_w.values() if c.w < 8]
-
-
-BIG_MODEL_BYTES = 1 << 30
-
-
-class _WorkerView:
-    """What a sweep worker needs of a Compilation, with the workers' own settings."""
-
-    def __init__(self, comp: Compilation, config: QuantConfig) -> None:
-        self.float_proto, self.qgraph, self.calibration = comp.float_proto, comp.qgraph, comp.calibration
-        self.inputs, self.weights, self.config = comp.inputs, comp.weights, config
-
-
-def spill_to_disk(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model with its in-protobuf tensors moved to a temporary data file (removed at exit)."""
-    import atexit
-    import shutil
-    import tempfile
-
-    from faaq_onnx.outputs import save_model_atomic
-
-    folder = Path(tempfile.mkdtemp(prefix="faaq-emitted-"))
-    atexit.register(shutil.rmtree, folder, True)
-    path = save_model_atomic(proto, folder / "emitted.onnx", external_data=True)
-    header = onnx.load(str(path), load_external_data=False)
-    for t in header.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = str(folder / e.value)
-    return header
-
-
-def write_result(result: QuantizeResult, output) -> None:
-    from faaq_onnx.outputs import save_model_atomic
-
-    save_model_atomic(result.model, output)
-    result.report["output"] = str(output)
-    result.report["output_bytes"] = Path(output).stat().st_size
 
 
 def quantize(

@@ -1,18 +1,15 @@
 """Budgets are promises about the file written: met as measured, or refused with no file."""
 
-import json
 
-import numpy as np
-import onnx
 import pytest
 
 from faaq_onnx import quantize
 from faaq_onnx.analysis.budget import Budget
+from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.guarantees import meets
 from tests.conftest import run_model
-from faaq_onnx.analysis.metrics import sqnr_db
 
 
 def _cfg(**kw):

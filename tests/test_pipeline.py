@@ -90,7 +90,6 @@ def _fixed_batch_cnn(tmp_path, batch=4):
 
 def test_fixed_batch_model_counts_every_calibration_sample(tmp_path, cnn_calib):
     """10 samples with batch 4: the ragged tail is padded, not silently dropped."""
-    from faaq_onnx.analysis.calibrate import calibrate
     from faaq_onnx.pipeline import Compilation
 
     model = _fixed_batch_cnn(tmp_path)

@@ -22,10 +22,10 @@ import numpy as np
 
 from faaq_onnx.analysis.budget import Budget, CostModel
 from faaq_onnx.analysis.candidates import group_candidates
+from faaq_onnx.analysis.sensitivity import SensitivityTable
 from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.analysis.sensitivity import SensitivityTable
 from faaq_onnx.plan import BitPlan
 
 MAX_STATES = 200_000

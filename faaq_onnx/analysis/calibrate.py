@@ -16,9 +16,9 @@ import onnx_ir as ir
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
 from faaq_onnx.groups import ActivationQuantizer, QuantizerGraph
-from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.affine import affine_params
 from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.range_setters import activation_range
 from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.session import make_session

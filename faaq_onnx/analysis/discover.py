@@ -13,8 +13,13 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
-from faaq_onnx.graph import const_array, is_float_tensor
-from faaq_onnx.groups import ActivationQuantizer, QuantizerGraph, QuantizerGroup, WeightQuantizer
+from faaq_onnx.graph import is_float_tensor
+from faaq_onnx.groups import (
+    ActivationQuantizer,
+    QuantizerGraph,
+    QuantizerGroup,
+    WeightQuantizer,
+)
 
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul"}

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from faaq_onnx.analysis.probe import root_tensors
 from faaq_onnx.config import FLOAT
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.quant.affine import fake_quant
-from faaq_onnx.analysis.probe import root_tensors
 
 
 def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, prober, jobs, inputs: dict[str, np.ndarray],

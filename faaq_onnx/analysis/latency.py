@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from faaq_onnx.analysis.candidates import group_candidates
 from faaq_onnx.analysis.discover import PASS_THROUGH
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
@@ -211,3 +210,23 @@ def matmul_kernel_choice(comp, plan, already: set[str]) -> dict:
         if pick == "nbits":
             chosen |= nodes
     return {"nbits_nodes": chosen, "groups": report, "ep": comp.config.ep, "batch": comp.config.latency_batch}
+
+
+def matmul_nbits_nodes(comp, plan) -> set[str]:
+    """MatMul/Gemm nodes emitted as weight-only MatMulNBits: those of weight-only groups, and of
+    W*A8 groups when --matmul-kernel is nbits, or auto and ORT measured MatMulNBits faster."""
+    out: set[str] = set()
+    ops = {n.name: n.op_type for n in comp.float_proto.graph.node}
+    for g in comp.qgraph.groups.values():
+        c = plan.choices[g.name]
+        if not g.weights or c.w > 8:
+            continue
+        if c.weight_only or (c.a <= 8 and comp.config.matmul_kernel == "nbits"):
+            out |= {o for o in g.ops if ops.get(o) in ("MatMul", "Gemm")}
+    if comp.config.matmul_kernel == "auto":
+        key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
+        if key not in comp._matmul_choice:
+            with comp.stage("latency_profile"):
+                comp._matmul_choice[key] = matmul_kernel_choice(comp, plan, out)
+        out |= comp._matmul_choice[key]["nbits_nodes"]
+    return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.analysis.calibrate import Calibration
+from faaq_onnx.groups import QuantizerGraph
 
 MAX_ABS_RANGE = 1e6
 

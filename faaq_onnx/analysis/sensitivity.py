@@ -21,13 +21,13 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
+from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.candidates import group_candidates
+from faaq_onnx.analysis.metrics import output_kl, sqnr_db
+from faaq_onnx.analysis.probe import build_probe, enabled_params
 from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.optimize.weights import WeightCache
-from faaq_onnx.analysis.probe import build_probe, enabled_params
-from faaq_onnx.analysis.metrics import output_kl, sqnr_db
 from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
 

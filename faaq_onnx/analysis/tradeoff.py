@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faaq_onnx.analysis.budget import Budget, CostModel
+from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.candidates import group_candidates
 from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError

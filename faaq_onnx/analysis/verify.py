@@ -13,11 +13,10 @@ import tempfile
 import numpy as np
 import onnx
 
+from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import check_model
-from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.runtime.kernels import compare_kernels
-from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
 from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.session import make_session
 

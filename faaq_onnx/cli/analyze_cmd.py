@@ -28,13 +28,13 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
             **opts):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
     from faaq_onnx.analysis.candidates import parse_candidates
+    from faaq_onnx.analysis.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
     from faaq_onnx.cli.common import write_json
-    from faaq_onnx.outputs import write_text_atomic
     from faaq_onnx.errors import FaaqError
+    from faaq_onnx.outputs import write_text_atomic
     from faaq_onnx.passes.emit_qdq import needed_opset
     from faaq_onnx.pipeline import Compilation
     from faaq_onnx.plan import BitPlan
-    from faaq_onnx.analysis.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
 
     config = config_from_options(opts)
     cands = parse_candidates(candidates)

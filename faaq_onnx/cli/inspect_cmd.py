@@ -22,9 +22,9 @@ def command(model, kernels, no_simplify, json_path):
         if json_path:
             write_json(json_path, report)
         return
-    from faaq_onnx.passes.canonicalize import canonicalize
     from faaq_onnx.analysis.discover import discover_groups
     from faaq_onnx.model_io import load_model
+    from faaq_onnx.passes.canonicalize import canonicalize
 
     ir_model, warnings = canonicalize(load_model(model), simplify=not no_simplify)
     qgraph = discover_groups(ir_model)

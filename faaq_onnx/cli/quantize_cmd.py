@@ -9,8 +9,8 @@ import click
 from faaq_onnx.cli.common import human_bytes, json_option, seed_option, write_json
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.report import budget_line
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
+from faaq_onnx.report import budget_line
 
 
 def quant_options(f):

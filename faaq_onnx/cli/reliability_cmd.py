@@ -34,7 +34,12 @@ def command(model, data, labels, preset, trials, noise_share, dominant_class, do
     from faaq_onnx.cli.common import write_json
     from faaq_onnx.errors import FaaqError
     from faaq_onnx.outputs import write_text_atomic
-    from faaq_onnx.reliability import CalibrationDraw, plot_drops, run_trials, to_markdown
+    from faaq_onnx.reliability import (
+        CalibrationDraw,
+        plot_drops,
+        run_trials,
+        to_markdown,
+    )
 
     config = config_from_options(opts)
     pool = data_mod.load_labeled(data_mod.resolve_data_path(opts["calib"]), preset=preset, seed=opts["seed"])

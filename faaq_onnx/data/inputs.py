@@ -11,15 +11,22 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from faaq_onnx.data.presets import PRESETS, _preset, _preset_for_model, apply_preset, guess_preset, load_image
+from faaq_onnx.data.presets import (
+    PRESETS,
+    _preset,
+    _preset_for_model,
+    apply_preset,
+    guess_preset,
+    load_image,
+)
 from faaq_onnx.data.readers import (
     IMAGE_SUFFIXES,
+    _held_out,
     _image_files,
     _npy_files,
     _read_npy,
     _read_npz,
     _stack_npy,
-    _held_out,
     _subset,
     resolve_data_path,
 )

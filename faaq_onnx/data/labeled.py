@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from faaq_onnx.data.inputs import _check_dtype, _guess_image_preset, _load_images, _prepare, validate_inputs
+from faaq_onnx.data.inputs import (
+    _check_dtype,
+    _guess_image_preset,
+    _load_images,
+    _prepare,
+    validate_inputs,
+)
 from faaq_onnx.data.presets import _preset
 from faaq_onnx.data.readers import _read_npz, _subset, resolve_data_path
 from faaq_onnx.errors import FaaqError

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from faaq_onnx.quant.affine import affine_params, quantize_int
-from faaq_onnx.quant.weights import QuantizedWeight, WeightGrid, compact
 from faaq_onnx.quant.range_setters import weight_range
+from faaq_onnx.quant.weights import QuantizedWeight, WeightGrid, compact
 
 DAMP = 0.01  # of the mean Hessian diagonal, as the paper
 LAZY = 128  # rows updated together (the paper's lazy batch)

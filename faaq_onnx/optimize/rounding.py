@@ -17,7 +17,12 @@ from tqdm.auto import tqdm
 from faaq_onnx.analysis.probe import root_tensors
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.interpreter import TorchGraph, UnsupportedOp
-from faaq_onnx.optimize.reconstruct import LearnedActQuant, ReconSettings, SoftWeight, reconstruct
+from faaq_onnx.optimize.reconstruct import (
+    LearnedActQuant,
+    ReconSettings,
+    SoftWeight,
+    reconstruct,
+)
 from faaq_onnx.optimize.unit_data import UnitData, samples_for
 from faaq_onnx.optimize.units import block_units, layer_units, unit_model
 from faaq_onnx.plan import BitPlan
@@ -158,3 +163,16 @@ def _mse(run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = F
         out = run_unit(feeds, hooks).numpy()
     t = target[:256]
     return float(np.mean(np.sum((out - t) ** 2, axis=1)))
+
+
+def rounding_plans(comp, plan: BitPlan | None, cands: list | None) -> list[BitPlan]:
+    """The plans whose weights rounding optimization prepares: the one plan, or one uniform
+    plan per candidate weight width (seed 003 §3.5) so sensitivity and allocation see them."""
+    if plan is not None:
+        return [plan]
+    if cands is None:
+        return [comp.uniform(comp.config.scheme)]
+    by_w: dict = {}
+    for c in sorted(cands, key=lambda c: (c.w, c.a)):
+        by_w.setdefault(c.w, c)
+    return [comp.uniform(c) for c in by_w.values() if c.w < 8]

@@ -8,14 +8,11 @@ main graph and every node has a unique name.
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes import PassError, PassManager
+from onnx_ir.passes import PassError, PassManager, common
 
 from faaq_onnx.errors import FaaqError
-from onnx_ir.passes import common
-
-from faaq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from faaq_onnx.passes.cle import CrossLayerEqualizationPass
-from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass
+from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
 from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 

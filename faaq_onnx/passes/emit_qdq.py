@@ -16,7 +16,10 @@ from onnx_ir.passes import PassManager
 
 from faaq_onnx.config import FLOAT, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.passes.emit_activations import DropRedundantClampsPass, InsertActivationQDQPass
+from faaq_onnx.passes.emit_activations import (
+    DropRedundantClampsPass,
+    InsertActivationQDQPass,
+)
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.quant.weights import QuantizedWeight

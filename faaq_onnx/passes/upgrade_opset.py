@@ -6,7 +6,6 @@ upgrade as far as the chosen scheme requires, since every conversion is a risk.
 
 from __future__ import annotations
 
-import onnx
 import onnx_ir as ir
 from onnx import version_converter
 from onnx_ir.passes import InPlacePass, PassResult

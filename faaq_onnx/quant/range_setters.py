@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.affine import affine_params, fake_quant
 from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.observers import TensorStats
 
 ACTIVATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 WEIGHT_METHODS = ("minmax", "mse")

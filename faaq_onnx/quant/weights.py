@@ -13,7 +13,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from faaq_onnx.quant.affine import affine_params, dequantize, expand_blocks, quantize_int
+from faaq_onnx.quant.affine import (
+    affine_params,
+    dequantize,
+    expand_blocks,
+    quantize_int,
+)
 from faaq_onnx.quant.formats import IntFormat
 from faaq_onnx.quant.range_setters import weight_range
 

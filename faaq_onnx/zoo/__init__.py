@@ -23,7 +23,12 @@ from __future__ import annotations
 from faaq_onnx.zoo.cifar import CifarResNet
 from faaq_onnx.zoo.digits import DigitsCNN, digits_split, train_digits_cnn
 from faaq_onnx.zoo.efficientnet import EfficientNetLite, efficientnet_lite0_weights
-from faaq_onnx.zoo.exporter import EXPORT_IR_VERSION, export, export_module, fold_pads_into_convs
+from faaq_onnx.zoo.exporter import (
+    EXPORT_IR_VERSION,
+    export,
+    export_module,
+    fold_pads_into_convs,
+)
 from faaq_onnx.zoo.imagenet import ImageNetResNet, MobileNetV2
 from faaq_onnx.zoo.registry import (
     AUTO_WEIGHTS,

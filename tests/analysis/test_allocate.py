@@ -2,13 +2,19 @@ import itertools
 
 import pytest
 
+from faaq_onnx.analysis.allocate import (
+    allocate,
+    greedy,
+    knapsack,
+    objective,
+    random_plan,
+)
 from faaq_onnx.analysis.budget import Budget, CostModel
 from faaq_onnx.analysis.candidates import parse_candidates
+from faaq_onnx.analysis.sensitivity import SensitivityTable
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph, QuantizerGroup, WeightQuantizer
-from faaq_onnx.analysis.allocate import allocate, greedy, knapsack, objective, random_plan
-from faaq_onnx.analysis.sensitivity import SensitivityTable
 from faaq_onnx.pipeline import Compilation
 
 

@@ -1,6 +1,6 @@
-from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.model_io import load_model
+from faaq_onnx.passes.canonicalize import canonicalize
 
 
 def _qgraph(path):

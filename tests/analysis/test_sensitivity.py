@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from faaq_onnx.analysis.probe import build_probe, disabled_params, root_tensors
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.pipeline import Compilation
-from faaq_onnx.analysis.probe import build_probe, disabled_params, root_tensors
 from tests.conftest import run_model
 
 

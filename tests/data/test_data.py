@@ -7,7 +7,13 @@ import pytest
 from PIL import Image
 
 from faaq_onnx import data
-from faaq_onnx.data import apply_preset, iter_batches, load_inputs, load_labeled, resolve_data_path
+from faaq_onnx.data import (
+    apply_preset,
+    iter_batches,
+    load_inputs,
+    load_labeled,
+    resolve_data_path,
+)
 from faaq_onnx.errors import FaaqError
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

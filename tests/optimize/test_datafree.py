@@ -5,7 +5,7 @@ from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.optimize.datafree import bn_mismatch, distill_inputs
-from tests.conftest import build_tiny_cnn, build_tiny_mlp
+from tests.conftest import build_tiny_cnn
 
 
 def test_distilled_inputs_match_batchnorm_statistics():

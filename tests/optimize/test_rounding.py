@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig

@@ -4,9 +4,9 @@ import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.graph import to_proto
+from faaq_onnx.model_io import load_model
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.fold_batchnorm import FoldBatchNormPass
-from faaq_onnx.model_io import load_model
 from tests.conftest import build_tiny_cnn, run_model
 
 

@@ -3,9 +3,9 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.pipeline import quantize
-from faaq_onnx.analysis.metrics import sqnr_db
 from tests.conftest import optimized_op_types, run_model
 
 # floors well below what each scheme reaches on the tiny models, far above broken output

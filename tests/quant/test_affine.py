@@ -1,13 +1,19 @@
 """The one fake-quant: numpy, torch and the ONNX subgraph agree with ONNX's own QDQ."""
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.analysis.metrics import sqnr_db
-from faaq_onnx.quant.affine import affine_params, dequantize, fake_quant, fake_quantize, onnx_fake_quant, quantize
+from faaq_onnx.quant.affine import (
+    affine_params,
+    dequantize,
+    fake_quant,
+    fake_quantize,
+    onnx_fake_quant,
+    quantize,
+)
 from faaq_onnx.quant.formats import IntFormat
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.range_setters import activation_range, weight_range
 from faaq_onnx.quant.weights import quantize_weight
 

@@ -12,7 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.cli import main
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.runtime.profile import aggregate_trace, available_eps, format_profile, model_bytes, profile_models
+from faaq_onnx.runtime.profile import (
+    aggregate_trace,
+    available_eps,
+    format_profile,
+    model_bytes,
+    profile_models,
+)
 
 
 def conv_model(quantized: bool, batch="N", c=16, hw=16, seed=0) -> onnx.ModelProto:
