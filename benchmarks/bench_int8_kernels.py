@@ -54,28 +54,7 @@ def model_and_calib(name: str, ddir: Path, work: Path):
 
 def ort_int4(src: Path, dst: Path, calib: dict) -> float:
     """ORT's quantize_static with QInt4 weights (QDQ; ORT runs DQ(int4) -> Conv in float)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{k: v[i:i + 1] for k, v in calib.items()} for i in range(len(calib["input"]))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    t0 = time.perf_counter()
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt4)
-    pre.unlink(missing_ok=True)
-    return time.perf_counter() - t0
+    return ort_quantize_static(src, dst, calib, weight_type="QInt4")
 
 
 def faaq(src: Path, dst: Path, calib, scheme="w8a8", budget=None, **cfg) -> dict:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import OUT, cifar_model, data_dir, machine, write
+from common import OUT, cifar_model, data_dir, machine, git_state, write
 from scipy.stats import kendalltau
 
 from faaq_onnx.analysis.allocate import random_plan
@@ -49,19 +49,6 @@ CALIB = "cifar10/cifar10_train5000.npz"
 METRICS = ("sqnr", "kl", "fit")
 
 
-
-def git_state() -> dict:
-    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True).stdout.split("\n")
-        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
-    except OSError:
-        return {}
 
 def plan_key(plan) -> str:
     return json.dumps({g: str(c) for g, c in sorted(plan.choices.items())})

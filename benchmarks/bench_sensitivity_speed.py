@@ -47,25 +47,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, write
+from common import cifar_model, data_dir, machine, git_state, write
 
 HERE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- child side
-
-def git_state() -> dict:
-    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True).stdout.split("\n")
-        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
-    except OSError:
-        return {}
 
 def _status() -> dict:
     s = Path("/proc/self/status").read_text()

@@ -28,7 +28,6 @@ input has symbolic non-batch dims (here the 12 attention score/context MatMuls a
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -36,32 +35,14 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from common import data_dir, machine, write
+from common import data_dir, git_state, machine, write
+from minilm import embed, export_minilm, read_sst2, tokenize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SEQ = 64
+from minilm import SEQ  # noqa: E402  (one sequence length for every MiniLM benchmark)
 
-
-
-def git_state() -> dict:
-    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True).stdout.split("\n")
-        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
-    except OSError:
-        return {}
-
-def read_sst2(path: Path) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r["text"] for r in rows], np.array([int(r["label"]) for r in rows], np.int64)
 
 
 def load_minilm(work: Path):
@@ -86,36 +67,7 @@ def stand_in(vocab: int = 30522):
 
 
 def export(model, path: Path, static_batch: bool = False) -> None:
-    import onnx
-    import torch
-
-    class SentenceEmbedding(torch.nn.Module):
-        def __init__(self, bert):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
-
-    wrapped = SentenceEmbedding(model.eval()).eval()
-    ids = torch.ones(1 if static_batch else 2, SEQ, dtype=torch.int64)
-    mask = torch.ones_like(ids)
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
-        torch.onnx.export(wrapped, (ids, mask), str(tmp), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes=None if static_batch else {"input_ids": {0: "batch"},
-                                                                  "attention_mask": {0: "batch"},
-                                                                  "embedding": {0: "batch"}})
-    m = onnx.load(str(tmp))
-    m.ir_version = 10
-    onnx.save(m, str(path))
-    tmp.unlink()
-
+    export_minilm(model, path, static_batch)
 
 def static_macs(model, work: Path) -> dict[str, int]:
     """MACs per group from a batch-1 static-shape export of the same module.
@@ -142,19 +94,6 @@ def true_bops(plan, qgraph, macs: dict[str, int]) -> float | None:
         return None
     cost = sum(macs[g] * (c.w if qgraph.groups[g].weights else c.a) * c.a for g, c in plan.choices.items())
     return cost / sum(m * 64 for m in macs.values())
-
-
-def tokenize(tok, texts: list[str]) -> dict[str, np.ndarray]:
-    enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
-    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
-
-
-def embed(model, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    from faaq_onnx.runtime.runner import run_all
-    from faaq_onnx.runtime.session import make_session
-
-    sess = make_session(model)
-    return run_all(sess, feeds, 64, [sess.get_outputs()[0].name])[0]
 
 
 def main() -> None:

@@ -42,9 +42,10 @@ def write(name: str, payload: dict, markdown: str) -> None:
     print(markdown)
 
 
-def ort_quantize_static(src: Path, dst: Path, calib: dict) -> float:
+def ort_quantize_static(src: Path, dst: Path, calib: dict, weight_type: str = "QInt8") -> float:
     """ONNX Runtime's documented static flow, timed: quant_pre_process, then quantize_static
-    (QDQ, per-channel int8 weights, uint8 activations, MinMax). Returns seconds."""
+    (QDQ, per-channel weights of `weight_type` (QInt8, QInt4), uint8 activations, MinMax).
+    Returns seconds."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -66,7 +67,22 @@ def ort_quantize_static(src: Path, dst: Path, calib: dict) -> float:
     pre = Path(dst).with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre))
     quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8, weight_type=getattr(QuantType, weight_type),
                     calibrate_method=CalibrationMethod.MinMax)
     pre.unlink(missing_ok=True)
     return time.perf_counter() - t0
+
+
+def git_state() -> dict:
+    """The library version this run used: HEAD and the files that differ from it (read-only git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.split("\n")
+        return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
+    except OSError:
+        return {}

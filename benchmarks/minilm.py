@@ -32,7 +32,8 @@ def load_minilm(work: Path):
     return model.eval(), tok
 
 
-def export_minilm(model, path: Path) -> Path:
+def export_minilm(model, path: Path, static_batch: bool = False) -> Path:
+    """Sentence-embedding graph (mean pooling, L2 norm) at length SEQ; batch 1 fixed with static_batch."""
     import onnx
     import torch
 
@@ -48,13 +49,13 @@ def export_minilm(model, path: Path) -> Path:
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-    ids = torch.ones(2, SEQ, dtype=torch.int64)
+    ids = torch.ones(1 if static_batch else 2, SEQ, dtype=torch.int64)
     tmp = path.with_suffix(".tmp.onnx")
+    axes = None if static_batch else {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embedding": {0: "batch"}}
     with torch.no_grad():
-        torch.onnx.export(SentenceEmbedding(model).eval(), (ids, torch.ones_like(ids)), str(tmp), dynamo=False,
+        torch.onnx.export(SentenceEmbedding(model.eval()).eval(), (ids, torch.ones_like(ids)), str(tmp), dynamo=False,
                           opset_version=17, input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
-                                        "embedding": {0: "batch"}})
+                          dynamic_axes=axes)
     m = onnx.load(str(tmp))
     m.ir_version = 10
     onnx.save(m, str(path))
