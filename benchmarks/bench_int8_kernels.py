@@ -71,11 +71,12 @@ def faaq(src: Path, dst: Path, calib, scheme="w8a8", budget=None, **cfg) -> dict
             "stored_bits": res.report["verify"]["size"]["stored_weight_bits"]}
 
 
-def interleaved(paths: dict[str, Path], x: np.ndarray, rounds: int, warmup: int = 10) -> dict[str, float]:
+def interleaved(paths: dict[str, Path], x, rounds: int, warmup: int = 10) -> dict[str, float]:
+    """Median ms per model, one run of each per round; x is the input array or a feed dict."""
     from faaq_onnx.runtime.session import make_session
 
     sessions = {k: make_session(str(p)) for k, p in paths.items()}
-    feeds = {"input": x}
+    feeds = x if isinstance(x, dict) else {"input": x}
     for s in sessions.values():
         for _ in range(warmup):
             s.run(None, feeds)
