@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs"])
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--brecq-iters", type=int, default=2000)
+    ap.add_argument("--scheme", default="w4a8", help="--part inputs: the scheme compared")
     ap.add_argument("--qdrop", type=float, default=0.5)
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
@@ -74,7 +75,7 @@ def main() -> None:
         out = work / "q.onnx"
         calib = kw.pop("calib", pool) if "calib" in kw else pool
         res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
-                       candidates="w2a8,w3a8,w4a8,w5a8,w6a8,w8a8" if kw.get("budget") else None, cache_dir=False)
+                       candidates="w2a8,w4a8,w8a8" if kw.get("budget") else None, cache_dir=False)
         row = accuracy(out, tests)
         row.update(sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
                    timings=res.report["timings_s"], plan=res.report["plan"]["meta"].get("budget", kw.get("scheme")),

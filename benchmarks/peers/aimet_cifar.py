@@ -45,10 +45,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import aimet_onnx
 import numpy as np
 import onnx
-
-import aimet_onnx
 from aimet_onnx import QuantizationSimModel, apply_adaround, int4, int8
 
 BATCH = 32  # AdaRound optimises on min(batch, 32) samples per iteration (aimet_onnx BATCH_SIZE)
