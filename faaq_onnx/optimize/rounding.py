@@ -9,6 +9,7 @@ the allocator then chooses between rounded weights, not round-to-nearest ones.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -74,7 +75,10 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
             return graph.run(feeds, hooks=hooks)[0][0]
 
         before = _mse(run_unit, soft, {}, x, target, hard=False, rtn=True, comp=comp, wbits=wbits)
-        unit_settings = ReconSettings(**{**settings.__dict__, "seed": settings.seed + i})
+        # one thread for small units (per-op overhead dominates); every core for large feature maps
+        per_batch = settings.batch_size * max(int(np.prod(v.shape[1:])) for v in x.values())
+        threads = settings.threads if per_batch < (1 << 20) else max(os.cpu_count() or 1, 1)
+        unit_settings = ReconSettings(**{**settings.__dict__, "seed": settings.seed + i, "threads": threads})
         reconstruct(run_unit, soft, acts, x, target, unit_settings,
                     progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")))
         for w, sw in soft.items():
