@@ -42,9 +42,12 @@ class Reader:
     def rewind(self):
         self.it = iter(self.rows)
 
+    def __iter__(self):  # ORT's GPTQ path iterates the reader
+        return iter(self.rows)
 
-def faaq_variant(fp, calib_path, out, optimize):
-    cfg = QuantConfig(scheme="w4", weight_granularity="block", block_size=128, weight_symmetric=False,
+
+def faaq_variant(fp, calib_path, out, optimize, block=128, symmetric=False):
+    cfg = QuantConfig(scheme="w4", weight_granularity="block", block_size=block, weight_symmetric=symmetric,
                       calib_size=128, optimize=optimize, progress=False)
     quantize(fp, str(calib_path), out, cfg)
 
@@ -60,8 +63,15 @@ def ort_variant(fp, calib, out, algo):
 
 
 def onnxsim_variant(fp, calib, out, step):
+    """onnxsim's int4 pass leaves models below opset 21 untouched: upgrade the export first."""
     import onnxsim
+    from onnx import version_converter
 
+    upgraded = version_converter.convert_version(onnx.load(str(fp)), 21)
+    upgraded.ir_version = 10
+    fp21 = Path(out).with_suffix(".opset21.onnx")
+    onnx.save(upgraded, str(fp21))
+    fp = fp21
     base = onnxsim.quantize_weight_only_int4(str(fp))
     batches = [{k: v[i:i + 16] for k, v in calib.items()} for i in range(0, 128, 16)]
     model = base if step == "rtn" else getattr(onnxsim, f"apply_{step}")(str(fp), base, calibration_data=batches)
@@ -80,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir")
     ap.add_argument("--head-train", type=int, default=4000)
+    ap.add_argument("--only", default=None, help="re-run these variants (comma-separated), keep the others' rows")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-minilm-w4-"))
@@ -98,6 +109,8 @@ def main() -> None:
         "faaq GPTQ": lambda o: faaq_variant(fp, calib_path, o, "gptq"),
         "faaq AWQ": lambda o: faaq_variant(fp, calib_path, o, "awq"),
         "faaq AWQ+GPTQ": lambda o: faaq_variant(fp, calib_path, o, "awq,gptq"),
+        "faaq RTN (block 32, symmetric)": lambda o: faaq_variant(fp, calib_path, o, "none", 32, True),
+        "faaq GPTQ (block 32, symmetric)": lambda o: faaq_variant(fp, calib_path, o, "gptq", 32, True),
         "ORT MatMulNBits RTN": lambda o: ort_variant(fp, calib, o, "rtn"),
         "ORT MatMulNBits GPTQ": lambda o: ort_variant(fp, calib, o, "gptq"),
         "onnxsim int4 RTN": lambda o: onnxsim_variant(fp, calib, o, "rtn"),
@@ -106,7 +119,18 @@ def main() -> None:
     }
     rows = [{"variant": "float", "cosine": 1.0, "dev_acc": float(np.mean(head.predict(ref_dev) == dev_y)),
              **graph_facts(fp)}]
+    previous = {}
+    if args.only:
+        import json
+
+        from common import OUT
+
+        previous = {r["variant"]: r for r in json.loads((OUT / "minilm_weight_only.json").read_text())["rows"]}
     for name, make in variants.items():
+        if args.only and name not in args.only.split(","):
+            if name in previous:
+                rows.append(previous[name])
+            continue
         out = work / (name.replace(" ", "_").replace("+", "_") + ".onnx")
         row = {"variant": name}
         try:

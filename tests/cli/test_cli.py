@@ -195,3 +195,17 @@ def test_demo_without_dev_extra_names_it(runner, monkeypatch):
     r = runner.invoke(main, ["demo", "--out", "unused"])
     assert r.exit_code == 2 and "dev extra" in r.output and "scikit-learn" in r.output
     assert "Traceback" not in r.output
+
+
+def test_analyze_with_measured_latency(runner, tiny_cnn, calib_npz, tmp_path):
+    """--latency profiles each kernel class once and puts latency beside size and BOPs."""
+    rep = tmp_path / "rep"
+    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "2",
+                             "--metrics", "sqnr", "--latency", "--no-cache", "-q"])
+    assert r.exit_code == 0, r.output
+    lat = json.loads((rep / "latency.json").read_text())
+    assert set(lat["classes"].values()) == {"int8w/a8", "int8w/a16"}  # w4a8 and w8a8 share the int8 kernels
+    assert all(set(v) == {"int8w/a8", "int8w/a16"} for v in lat["group_us"].values())
+    curve = json.loads((rep / "tradeoff.json").read_text())
+    assert all("latency_ms" in p for p in curve["uniform"] + curve["knapsack"])
+    assert "latency" in r.output
