@@ -71,3 +71,15 @@ def test_attention_candidates_allow_16_bit(tmp_path):
 
     g = QuantizerGroup("g:scores", "attention", ["mm"], [], ["act:q", "act:k"], 100, 0)
     assert [c.a for c in group_candidates(g, [Candidate(4, 8), Candidate(8, 8)])] == [16, 8]
+
+
+def test_cache_key_follows_fisher_samples_and_learned_rounding(comp):
+    """A table measured with 8 Fisher samples is not the one asked with 32 (the old key ignored it)."""
+    from faaq_onnx.analysis.sensitivity import sweep_key
+    from faaq_onnx.config import Candidate
+
+    cands = [Candidate(4, 8), Candidate(8, 8)]
+    args = (comp.float_proto, comp.inputs, comp.config, cands)
+    assert sweep_key(*args, ("sqnr", "fit"), 8) != sweep_key(*args, ("sqnr", "fit"), 32)
+    assert sweep_key(*args, ("sqnr",), 8) == sweep_key(*args, ("sqnr",), 32)  # FIT not measured: no matter
+    assert sweep_key(*args, ("sqnr",), None, "w@4:adaround") != sweep_key(*args, ("sqnr",), None, "")
