@@ -10,6 +10,7 @@ as they come (a long run can be resumed; --fresh starts over).
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part mixed
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part datafree
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part inputs
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part tune --models resnet20-cifar10
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def run(key, results, fn):
     row["loadavg"] = round(os.getloadavg()[0], 2)
     results[key] = row
     OUT.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1))
+    # several parts may run at once (one per core): merge with what the others wrote meanwhile
+    on_disk = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    on_disk.update({k: v for k, v in results.items() if k not in on_disk or k == key})
+    tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(on_disk, indent=1))
+    os.replace(tmp, RESULTS)
     print(key, row, flush=True)
     return row
 
@@ -56,12 +62,13 @@ def main() -> None:
     ap.add_argument("--models", default="resnet20-cifar10,resnet56-cifar10")
     ap.add_argument("--schemes", default="w4a8,w4a4,w3a8,w2a8")
     ap.add_argument("--modes", default="none,bias-correction,adaround,brecq")
-    ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs"])
+    ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs", "tune"])
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--brecq-iters", type=int, default=2000)
     ap.add_argument("--scheme", default="w4a8", help="--part inputs: the scheme compared")
     ap.add_argument("--qdrop", type=float, default=0.5)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--tunes", default=None, help="--part tune: which settings (comma-separated labels)")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-"))
@@ -106,6 +113,18 @@ def main() -> None:
                     lambda fp=fp, s=scheme: quant(fp, scheme=s, calib="bn-stats:256"))
                 run(f"{name}|{scheme}|data-free+cle+bc", results,
                     lambda fp=fp, s=scheme: quant(fp, scheme=s, calib="bn-stats:256", optimize="cle,bias-correction"))
+        elif args.part == "tune":  # settings tried to reach the issue's targets, each its own row
+            tunes = {
+                "w4a4|brecq+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="brecq",
+                                                   optimize_iters=args.brecq_iters, qdrop=args.qdrop),
+                "w4a8|adaround-2x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=2 * args.iters),
+                "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
+                                                      optimize_iters=args.iters),
+                "w4a4|adaround+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="adaround",
+                                                      optimize_iters=args.iters),
+            }
+            for label in (args.tunes.split(",") if args.tunes else tunes):
+                run(f"{name}|{label}", results, lambda fp=fp, kw=tunes[label]: quant(fp, **kw))
         else:  # which inputs should reconstruction see: the float model's or the quantized model's own
             for inputs in ("quantized", "float"):
                 run(f"{name}|w4a8|adaround|inputs={inputs}", results,

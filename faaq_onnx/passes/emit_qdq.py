@@ -48,7 +48,7 @@ def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
 
 
 def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, config: QuantConfig,
-             qweights: dict[str, QuantizedWeight], int2: bool = False, keep_clamps=()) -> EmitSummary:
+             qweights: dict[str, QuantizedWeight], int2: bool, keep_clamps=()) -> EmitSummary:
     """Rewrite `model` in place into its QDQ form.
 
     `keep_clamps`: activation quantizers whose Relu/Clip must stay (their Q/DQ will be

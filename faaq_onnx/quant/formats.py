@@ -31,8 +31,6 @@ _NUMPY_TYPES = {
     (8, True): np.int8, (8, False): np.uint8,
     (16, True): np.int16, (16, False): np.uint16,
 }
-# the lowest default-domain opset that has each container type
-CONTAINER_OPSET = {2: 25, 4: 21, 8: 13, 16: 21}
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,111 @@ def test_max_drop_with_labels(comp, cnn_calib):
     y = run_model(comp.float_proto, {"input": x})[0].argmax(1)
     alloc = comp.allocate("max-drop=5", labeled=(x, y))
     assert alloc.plan.meta["top1"] >= 0.95 - 1e-9
+
+
+def _joint(table):
+    """A stand-in for the probe: the joint SQNR of a plan from the table's noise powers."""
+    import numpy as np
+
+    def measure(ch):
+        return {"sqnr_db": float(-10 * np.log10(objective(table, ch, "sqnr")))}
+    return measure
+
+
+def test_allocate_dispatches_to_the_chosen_allocator_and_measures_once():
+    qg, table = _synthetic(6, 0)  # a case where greedy and knapsack disagree
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    budget = Budget.parse("avg-bits=7")
+    costs = CostModel(qg, "avg-bits")
+    calls = []
+
+    def measure(ch):
+        calls.append(ch)
+        return _joint(table)(ch)
+
+    g = allocate(qg, table, cands, budget, method="greedy", measure=measure)
+    k = allocate(qg, table, cands, budget, method="knapsack", measure=measure, joint=False)
+    assert g.plan.choices == greedy(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    assert k.plan.choices == knapsack(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    assert g.plan.choices != k.plan.choices
+    assert calls == [g.plan.choices]  # measured when joint, not when joint=False
+    assert g.plan.meta["joint"] == _joint(table)(g.plan.choices) and "joint" not in k.plan.meta
+    assert allocate(qg, table, cands, budget).plan.meta["budget_value_reached"] <= 7.0
+
+
+@pytest.mark.parametrize("method", ["greedy", "knapsack"])
+def test_sqnr_floor_allocation_is_the_cheapest_that_meets_it(method):
+    """Against brute force: the floor holds on the plan chosen, and no plan on the
+    allocator's own search is cheaper and still meets it. A floor only the most precise
+    plan meets must return that plan."""
+    qg, table = _synthetic(5, 1)
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    costs = CostModel(qg, "bops")
+    measure = _joint(table)
+    top = {g: Candidate(8, 8) for g in qg.groups}
+    best = measure(top)["sqnr_db"]
+    for floor in (best - 0.01, best - 15.0):
+        alloc = allocate(qg, table, cands, Budget.parse(f"sqnr-db={floor}"), method=method, measure=measure)
+        assert measure(alloc.plan.choices)["sqnr_db"] >= floor
+        if floor == best - 0.01:
+            assert alloc.plan.choices == top
+        if method == "greedy":
+            meeting = [p for p in alloc.path if measure(p)["sqnr_db"] >= floor]
+            assert costs.plan_cost(alloc.plan.choices) == min(costs.plan_cost(p) for p in meeting)
+        elif floor < best - 1:
+            assert costs.plan_cost(alloc.plan.choices) < costs.plan_cost(top)
+
+
+def test_infeasible_max_drop_reports_the_best_drop():
+    qg, table = _synthetic(3, 0)
+    acc = {None: 0.90}
+
+    def accuracy(ch):
+        return acc.get(ch is None and None, 0.85)  # every quantized plan: 5 points below float
+
+    with pytest.raises(FaaqError, match=r"reaches max-drop=5 \(nearest feasible"):
+        allocate(qg, table, parse_candidates("w4a8,w8a8"), Budget.parse("max-drop=1"), accuracy=accuracy)
+
+
+def test_budget_values_zero_and_negative():
+    assert Budget.parse("max-drop=0").value == 0.0  # "no drop at all" is a valid floor
+    for bad in ("avg-bits=0", "size-mb=0", "max-drop=-1", "sqnr-db=-3"):
+        with pytest.raises(FaaqError, match="must be positive"):
+            Budget.parse(bad)
+
+
+class _FakeLatency:
+    """Per-group microsecond costs plus a fixed overhead, as a measured table would give."""
+
+    def __init__(self, qg):
+        self.us = {g: 100.0 + 10 * i for i, g in enumerate(qg.groups)}
+
+    def cost(self, group, cand):
+        return self.us[group] * (1.0 if cand.w <= 8 and cand.a <= 8 else 2.0)
+
+    def plan_ms(self, choices, reference):
+        return (500.0 + sum(self.cost(g, c) for g, c in choices.items())) / 1e3
+
+
+@pytest.mark.parametrize("text", ["avg-bits=5", "avg-bits=5@effective", "size-mb=0.02", "bops=0.4",
+                                  "bops=0.4@w8a16", "latency=1.2", "latency-ms=1.1"])
+def test_budget_units_round_trip(text):
+    """limit() and in_budget_units() are inverses: what the report says is what was asked."""
+    qg, _ = _synthetic()
+    b = Budget.parse(text)
+    costs = CostModel(qg, b.kind, other_bytes=1234, reference=b.reference, bits=b.bits, latency=_FakeLatency(qg))
+    assert costs.in_budget_units(costs.limit(b), b) == pytest.approx(b.value, rel=1e-9)
+    w8 = {g: Candidate(8, 8) for g in qg.groups}
+    expected = {"avg-bits": 8.0, "size-mb": None, "bops": 1.0 if b.reference == Candidate(8, 8) else 0.5,
+                "latency": 1.0, "latency-ms": (500 + sum(_FakeLatency(qg).us.values())) / 1e3}[b.kind]
+    if expected is not None:
+        assert costs.in_budget_units(costs.plan_cost(w8), b) == pytest.approx(expected)
+
+
+def test_float_weights_cost_four_bytes_each():
+    qg, _ = _synthetic()
+    costs = CostModel(qg, "size-mb")
+    w = next(iter(qg.weights.values()))
+    assert costs.weight_bytes(w.name, 32) == 4 * w.size
+    assert costs.weight_bytes(w.name, 8) == w.size + 4 * w.shape[0]  # int8 codes + a float scale per channel
+    assert costs.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * w.shape[0]

@@ -1,6 +1,7 @@
 """The FIT metric weighs quantization error by the (label-free) Fisher information."""
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.config import Candidate, QuantConfig
@@ -39,3 +40,51 @@ def test_weights_that_get_no_gradient_add_nothing(tmp_path):
     assert errs[1] > 3 * errs[0]
     assert fits[0] > 0
     assert abs(fits[1] - fits[0]) <= 1e-4 * fits[0]
+
+
+def test_fit_equals_a_plain_autograd_computation(tmp_path):
+    """FIT written out by hand for the two-layer MLP: per sample, a label drawn from the
+    model's own softmax (seeded generator), the summed cross-entropy's squared gradients
+    times the squared quantization error of each weight and activation tensor, averaged
+    over samples. Every term of the formula is exercised: weights, activations (the
+    quantizer of h, which the Relu's output shares), the sample loop."""
+    import torch
+
+    from faaq_onnx.quant.affine import fake_quant
+
+    rng = np.random.default_rng(1)
+    w1, w2 = rng.normal(0, 0.5, (4, 8)), rng.normal(0, 0.3, (8, 10))
+    x = rng.standard_normal((12, 4)).astype(np.float32)
+    comp = Compilation(_mlp(tmp_path, "ref", w1, w2), {"x": x}, QuantConfig(progress=False), target_opset=21)
+    cand = Candidate(2, 4)
+    table = comp.sensitivity([cand], metrics=("fit",), cache_dir=False)
+
+    W1 = torch.tensor(w1, dtype=torch.float32, requires_grad=True)
+    W2 = torch.tensor(w2, dtype=torch.float32, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    fisher = {"w1": torch.zeros_like(W1), "w2": torch.zeros_like(W2)}
+    act = {"act:x": 0.0, "act:h": 0.0}
+
+    def act_err(name, t):
+        s, zp, qmin, qmax = comp.prober.act_params(name, cand.a).tolist()
+        v = t.detach()
+        return float((t.grad ** 2 * (fake_quant(v, s, zp, qmin, qmax) - v) ** 2).sum())
+
+    for i in range(len(x)):
+        xi = torch.tensor(x[i:i + 1], requires_grad=True)
+        h = xi @ W1
+        h.retain_grad()
+        y = torch.relu(h) @ W2
+        label = torch.multinomial(torch.softmax(y.detach(), 1), 1, generator=gen).reshape(-1)
+        W1.grad = W2.grad = None
+        torch.nn.functional.cross_entropy(y, label, reduction="sum").backward()
+        fisher["w1"] += W1.grad ** 2
+        fisher["w2"] += W2.grad ** 2
+        act["act:x"] += act_err("act:x", xi)
+        act["act:h"] += act_err("act:h", h)  # the quantizer sits on h; the Relu after it adds no error
+    n = len(x)
+    for group, w, a in (("g:mm1", "w1", "act:x"), ("g:mm2", "w2", "act:h")):
+        delta = torch.from_numpy(comp.weights.get(w, cand.w).dequantized() - comp.weights.float_weight(w)) ** 2
+        expected = float((fisher[w] * delta).sum()) / n + act[a] / n
+        assert act[a] > 0.005 * expected * n  # the activation term shows at rel=1e-4
+        assert table.table[group][str(cand)]["fit"] == pytest.approx(expected, rel=1e-4)

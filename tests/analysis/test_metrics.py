@@ -19,3 +19,25 @@ def test_sqnr_is_mean_of_per_sample_ratios():
     got = ref + np.array([[0.1, 0.1], [0.1, 0.1]])
     expected = 10 * np.log10(np.mean([1 / 0.01, 4 / 0.01]))
     assert sqnr_db(ref, got) == pytest.approx(expected)
+
+
+def test_kl_per_sample_and_stable_for_large_logits():
+    """Several samples of several classes, each its own softmax; huge logits do not overflow."""
+    rng = np.random.default_rng(0)
+    ref, got = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+
+    def kl_row(r, q):
+        p, pq = np.exp(r) / np.exp(r).sum(), np.exp(q) / np.exp(q).sum()
+        return float(np.sum(p * np.log(p / pq)))
+
+    expected = np.mean([kl_row(r, q) for r, q in zip(ref, got)])
+    assert output_kl(ref, got) == pytest.approx(expected, rel=1e-9)
+    assert output_kl(ref + 1000.0, got - 1000.0) == pytest.approx(expected, rel=1e-9)  # softmax is shift-free
+    assert output_kl(ref * 1000.0, ref * 1000.0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sqnr_per_sample_over_all_output_elements():
+    ref = np.arange(1, 25, dtype=np.float64).reshape(2, 3, 4)
+    noise = np.full_like(ref, 0.5)
+    expected = 10 * np.log10(np.mean([np.mean(ref[i] ** 2) / 0.25 for i in range(2)]))
+    assert sqnr_db(ref, ref + noise) == pytest.approx(expected)

@@ -83,3 +83,30 @@ def test_cache_key_follows_fisher_samples_and_learned_rounding(comp):
     assert sweep_key(*args, ("sqnr", "fit"), 8) != sweep_key(*args, ("sqnr", "fit"), 32)
     assert sweep_key(*args, ("sqnr",), 8) == sweep_key(*args, ("sqnr",), 32)  # FIT not measured: no matter
     assert sweep_key(*args, ("sqnr",), None, "w@4:adaround") != sweep_key(*args, ("sqnr",), None, "")
+
+
+def test_damage_ranking_and_markdown_of_a_known_table():
+    """A table written by hand: SQNR turns into noise power, KL and FIT pass through,
+    the ranking puts the most damaged group first, and the markdown has one column per
+    candidate × metric."""
+    from faaq_onnx.analysis.sensitivity import SensitivityTable
+    from faaq_onnx.config import Candidate
+
+    t = SensitivityTable({
+        "a": {"w4a8": {"sqnr_db": 20.0, "kl": 0.3, "fit": 5.0}, "w8a8": {"sqnr_db": 40.0, "kl": 0.01, "fit": 0.1}},
+        "b": {"w4a8": {"sqnr_db": 10.0, "kl": 0.1, "fit": 9.0}, "w8a8": {"sqnr_db": 35.0, "kl": 0.02, "fit": 0.2}},
+    })
+    w4 = Candidate.parse("w4a8")
+    assert t.damage("a", w4, "sqnr") == pytest.approx(0.01)
+    assert t.damage("b", w4, "sqnr") == pytest.approx(0.1)
+    assert t.damage("a", w4, "kl") == 0.3 and t.damage("a", w4, "fit") == 5.0
+    with pytest.raises(KeyError):
+        t.damage("a", w4, "accuracy")
+    assert t.ranking(w4, "sqnr") == ["b", "a"]
+    assert t.ranking(w4, "kl") == ["a", "b"]
+    assert t.ranking(None, "fit") == ["b", "a"]  # each group's lowest candidate
+    assert t.ranking(Candidate.parse("w8a8"), "fit") == ["b", "a"]
+    assert t.ranking(Candidate.parse("w2a8"), "kl") == ["a", "b"]  # absent: falls back to the lowest
+    lines = t.to_markdown().splitlines()
+    assert lines[0].count("|") == 2 + 6 and lines[1] == "|---|" + "---|" * 6
+    assert len(lines) == 4

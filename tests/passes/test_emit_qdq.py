@@ -112,3 +112,22 @@ def test_matmul_kernel_choice(tiny_mlp, mlp_calib, kernel):
         measured = res.report["matmul_kernel"]["measured"]
         assert len(measured) == 2 and all(m["choice"] in ("int8", "nbits") for m in measured.values())
         assert ops.count("MatMulNBits") == sum(m["choice"] == "nbits" for m in measured.values())
+
+
+@pytest.mark.parametrize("schemes,cfg,int2,opset", [
+    (["w8a8"], {}, False, 13), (["w6a8", "w8a8"], {}, True, 13),           # int8 containers: opset 13
+    (["w4a8"], {}, False, 21), (["w8a16"], {}, False, 21),                # int4 / int16 types
+    (["w8a8"], {"weight_granularity": "block"}, False, 21),               # blocked scales
+    (["w2a8", "w8a8"], {}, True, 25),                                     # int2 containers, cast storage
+    (["w2a8"], {}, False, 21),                                            # int2 not allowed: int4 containers
+    (["w2a8"], {"weight_storage": "dequant"}, True, 21),                  # DQ(int2) storage keeps int4
+    (["w2a8"], {"weight_granularity": "block"}, True, 21),
+    (["w8a8", "float"], {}, False, 13),
+])
+def test_needed_opset_is_the_lowest_with_every_type(schemes, cfg, int2, opset):
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.passes.emit_qdq import needed_opset
+    from faaq_onnx.plan import BitPlan
+
+    plan = BitPlan({f"g{i}": Candidate.parse(s) for i, s in enumerate(schemes)})
+    assert needed_opset(plan, QuantConfig(**cfg), int2) == opset

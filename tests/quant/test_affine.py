@@ -112,3 +112,37 @@ def test_round_fn_plugs_in_learned_rounding():
 def test_sqnr_db_known_value():
     ref = np.ones((4, 10))
     assert sqnr_db(ref, ref + 0.1) == pytest.approx(20.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("bits,lo,hi,scale", [
+    (2, -1.0, 0.5, 2 / 3),     # full spread: 2*amax over 3 steps (codes -2..1)
+    (3, -1.0, 0.5, 2 / 7),     # 2*amax over 7 steps
+    (4, -1.0, 0.5, 1 / 8),     # from 4 bits: the smallest scale that clips nothing (|lo| / 8)
+    (4, -0.5, 1.4, 1.4 / 7),   # ... positive side larger: hi / 7
+])
+def test_signed_symmetric_scale_per_width(bits, lo, hi, scale):
+    s, z = affine_params(np.array([lo]), np.array([hi]), IntFormat(bits, True), True)
+    assert s[0] == pytest.approx(scale, rel=1e-6) and z[0] == 0
+
+
+def test_unsigned_symmetric_centres_zero_point():
+    s, z = affine_params(np.array([-1.0]), np.array([2.0]), IntFormat(8, False), True)
+    assert s[0] == pytest.approx(4 / 255, rel=1e-6) and z[0] == 128
+    s, z = affine_params(np.array([-1.0]), np.array([0.5]), IntFormat(4, False), True)
+    assert s[0] == pytest.approx(2 / 15, rel=1e-6) and z[0] == 8
+
+
+def test_asymmetric_zero_point_value_and_all_zero_channel():
+    fmt = IntFormat(8, False)
+    s, z = affine_params(np.array([-1.0, 0.0]), np.array([3.0, 0.0]), fmt, False)
+    assert z[0] == 64  # round(0 - (-1) / (4/255)) = round(63.75)
+    assert z[1] == 0 and s[1] == 1.0  # an all-zero channel: zero at qmin, unit scale
+
+
+def test_broadcast_param_puts_the_channel_on_its_axis():
+    from faaq_onnx.quant.affine import broadcast_param
+
+    p = np.array([1.0, 2.0, 3.0])
+    assert broadcast_param(p, 4, 1).shape == (1, 3, 1, 1)
+    assert broadcast_param(np.float32(2.0), 4, 1) == 2.0
+    assert broadcast_param(p, 4, None) is p

@@ -42,3 +42,20 @@ def test_activation_container_floor():
 def test_unsupported_bits_rejected():
     with pytest.raises(FaaqError, match="unsupported bit width 9"):
         IntFormat(9, True)
+
+
+@pytest.mark.parametrize("container,signed,onnx_type,np_type", [
+    (2, True, TensorProto.INT2, ml_dtypes.int2), (2, False, TensorProto.UINT2, ml_dtypes.uint2),
+    (4, True, TensorProto.INT4, ml_dtypes.int4), (4, False, TensorProto.UINT4, ml_dtypes.uint4),
+    (8, True, TensorProto.INT8, "int8"), (8, False, TensorProto.UINT8, "uint8"),
+    (16, True, TensorProto.INT16, "int16"), (16, False, TensorProto.UINT16, "uint16"),
+])
+def test_every_container_has_its_onnx_and_numpy_type(container, signed, onnx_type, np_type):
+    """The ONNX element type and the numpy dtype of one container must name the same thing."""
+    import numpy as np
+    from onnx import helper
+
+    fmt = IntFormat(container, signed, min_container=container)
+    assert fmt.onnx_type == onnx_type
+    assert np.dtype(fmt.numpy_type) == np.dtype(np_type)
+    assert helper.tensor_dtype_to_np_dtype(fmt.onnx_type) == np.dtype(fmt.numpy_type)

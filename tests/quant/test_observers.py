@@ -20,3 +20,53 @@ def test_growing_range_keeps_counts_and_percentiles():
         approx = s.edges[1:][np.searchsorted(cdf, q)]
         bin_w = s.edges[1] - s.edges[0]
         assert abs(approx - np.quantile(data, q)) <= 3 * bin_w
+
+
+def _ks_distance(s: TensorStats, data: np.ndarray) -> float:
+    """Largest gap between the histogram's CDF and the data's, at the bin edges."""
+    cdf_hist = np.cumsum(s.hist) / s.hist.sum()
+    cdf_data = np.searchsorted(np.sort(data), s.edges[1:], side="right") / data.size
+    return float(np.max(np.abs(cdf_hist - cdf_data)))
+
+
+def test_regrown_histogram_keeps_the_whole_distribution():
+    """Re-binning must move old counts to where they were, not pile them up anywhere."""
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal(20000).astype(np.float32) * s + m for s, m in ((1.0, -2.0), (0.5, 3.0), (4.0, 0.0))]
+    s = TensorStats()
+    for b in batches:
+        s.observe(b)
+    assert _ks_distance(s, np.concatenate(batches)) < 0.01
+
+
+def test_growth_keeps_resolution():
+    """A growing range gains a margin (a quarter of the span), not a multiple of it."""
+    rng = np.random.default_rng(2)
+    s = TensorStats()
+    s.observe(rng.uniform(0, 1, 5000).astype(np.float32))
+    s.observe(rng.uniform(0, 4, 5000).astype(np.float32))
+    assert 4.0 <= s.edges[-1] <= 4.0 * 1.3
+    assert s.edges[0] == 0.0  # a non-negative tensor keeps its floor at zero
+
+
+def test_constant_first_batch_does_not_fix_a_coarse_range():
+    """A ReLU output that is all zeros in the first batch: later data still gets fine bins."""
+    rng = np.random.default_rng(3)
+    s = TensorStats()
+    s.observe(np.zeros(1000, np.float32))
+    later = rng.uniform(0, 1e-3, 20000).astype(np.float32)
+    s.observe(later)
+    assert s.edges[-1] < 1e-2
+    assert _ks_distance(s, np.concatenate([np.zeros(1000, np.float32), later])) < 0.01
+
+
+def test_huge_batches_are_sampled_into_the_histogram():
+    """Beyond 2^20 elements a strided sample feeds the histogram (bounded time per batch);
+    min/max/count stay exact."""
+    HIST_SAMPLE = 1 << 20
+    x = np.random.default_rng(4).standard_normal(3 * HIST_SAMPLE + 7).astype(np.float32)
+    s = TensorStats()
+    s.observe(x)
+    assert s.count == x.size and s.min == x.min() and s.max == x.max()
+    assert HIST_SAMPLE <= s.hist.sum() <= HIST_SAMPLE + 8
+    assert _ks_distance(s, x) < 0.01

@@ -82,3 +82,87 @@ def test_missing_histogram_is_an_error_not_silent_minmax(method):
     with pytest.raises(RuntimeError, match="needs a histogram"):
         activation_range(s, IntFormat(8, False), False, method)
     assert activation_range(s, IntFormat(8, False), False, "minmax") == (-1.0, 3.0)
+
+
+def _true_mse(x, lo, hi, fmt, symmetric):
+    from faaq_onnx.quant.affine import affine_params, fake_quantize
+
+    s, z = affine_params(lo, hi, fmt, symmetric)
+    return float(np.mean((fake_quantize(x, s, z, fmt).astype(np.float64) - x) ** 2))
+
+
+@pytest.mark.parametrize("symmetric,one_sided", [(False, True), (False, False), (True, False)])
+def test_mse_range_is_near_the_brute_force_optimum(heavy_tailed, symmetric, one_sided):
+    """The histogram search lands within 3 % of the best clipping found by brute force on the raw data."""
+    x = np.abs(heavy_tailed) if one_sided else heavy_tailed
+    fmt = IntFormat(4, not one_sided and symmetric)
+    lo, hi = activation_range(_stats(x), fmt, symmetric, "mse")
+    x_lo, x_hi = min(float(x.min()), 0.0), float(x.max())
+    best = min(_true_mse(x, x_lo * a, x_hi * b, fmt, symmetric)
+               for a in (np.linspace(0.05, 1, 60) if x_lo < 0 else [1.0]) for b in np.linspace(0.05, 1, 60))
+    assert _true_mse(x, lo, hi, fmt, symmetric) <= 1.03 * best
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse", "entropy"])
+def test_activation_ranges_scale_with_the_data(heavy_tailed, method):
+    """Rescaling the data rescales the range: small-valued tensors are not treated as min-max."""
+    fmt = IntFormat(8, False)
+    lo, hi = activation_range(_stats(heavy_tailed), fmt, False, method)
+    lo_s, hi_s = activation_range(_stats(heavy_tailed * 0.01), fmt, False, method)
+    assert lo_s == pytest.approx(lo * 0.01, rel=0.02) and hi_s == pytest.approx(hi * 0.01, rel=0.02)
+
+
+def _entropy_reference(stats, lo, hi, fmt):
+    """TensorRT's entropy calibration written out with loops (slow, obviously correct)."""
+    centres = (stats.edges[:-1] + stats.edges[1:]) / 2
+    amax = max(-lo, hi)
+    nb = 2048
+    mhist, _ = np.histogram(np.abs(centres), bins=nb, range=(0, amax), weights=stats.hist.astype(np.float64))
+    mhist[0] = mhist[1]
+    levels = max((fmt.qmax - fmt.qmin + 1) // (1 if (lo == 0 or hi == 0) else 2), 2)
+    best_t, best_kl = amax, np.inf
+    for i in range(levels, nb + 1, max(1, (nb - levels) // 256)):
+        p = list(mhist[:i])
+        p[-1] += mhist[i:].sum()
+        q = [0.0] * i
+        bounds = [(k * i) // levels for k in range(levels + 1)]
+        for k in range(levels):
+            chunk = range(bounds[k], bounds[k + 1])
+            filled = [j for j in chunk if mhist[j] > 0]
+            for j in filled:
+                q[j] = sum(mhist[j] for j in chunk) / len(filled)
+        ps, qs = sum(p), sum(q)
+        kl = sum((pj / ps) * np.log((pj / ps) / max(qj / qs, 1e-12)) for pj, qj in zip(p, q) if pj > 0)
+        if kl < best_kl:
+            best_kl, best_t = kl, (i / nb) * amax
+    return max(lo, -best_t), min(hi, best_t)
+
+
+@pytest.mark.parametrize("one_sided", [True, False])
+def test_entropy_matches_the_plain_reference(one_sided):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(50_000).astype(np.float32)
+    x[:10] = 25.0
+    x[rng.random(x.size) < 0.2] = 0.0  # empty-ish regions and a zero spike, as after a ReLU
+    x = np.abs(x) if one_sided else x
+    s = _stats(x)
+    fmt = IntFormat(8, False)
+    got = activation_range(s, fmt, False, "entropy")
+    ref = _entropy_reference(s, min(s.min, 0.0), max(s.max, 0.0), fmt)
+    assert got == pytest.approx(ref, rel=1e-9)
+    assert 2.5 < got[1] < 20  # clips the outliers, keeps the bulk of N(0, 1)
+
+
+def test_weight_ranges_keep_zero_inside_and_mse_near_optimum():
+    rng = np.random.default_rng(6)
+    w = rng.standard_t(3, size=(8, 400))
+    w[0] = np.abs(w[0]) + 0.1  # an all-positive row: its range still starts at zero
+    fmt = IntFormat(4, True)
+    for m in ("minmax", "mse"):
+        lo, hi = weight_range(w, fmt, True, m)
+        assert lo[0] == 0.0 and np.all(lo <= 0) and np.all(hi >= 0)
+    lo, hi = weight_range(w, fmt, True, "mse")
+    for r in range(1, 8):
+        got = _true_mse(w[r], lo[r], hi[r], fmt, True)
+        best = min(_true_mse(w[r], w[r].min() * f, w[r].max() * f, fmt, True) for f in np.linspace(0.1, 1, 200))
+        assert got <= 1.02 * best

@@ -47,3 +47,27 @@ def test_asymmetric_weights_use_unsigned(conv_w):
 def test_stored_bytes_counts_packing(conv_w):
     qw = quantize_weight(conv_w, 4, "per-channel", 0, 1)
     assert qw.stored_bytes == conv_w.size // 2 + 8 * 4
+
+
+def test_codes_use_the_smallest_numpy_integer():
+    from faaq_onnx.quant.formats import IntFormat
+    from faaq_onnx.quant.weights import compact
+
+    q = np.array([0, 1, 2])
+    assert compact(q, IntFormat(4, True)).dtype == np.int8
+    assert compact(q, IntFormat(7, False)).dtype == np.int8
+    assert compact(q, IntFormat(8, True)).dtype == np.int8
+    assert compact(np.array([0, 255]), IntFormat(8, False)).dtype == np.uint8
+    assert compact(np.array([0, 65535]), IntFormat(16, False)).dtype == np.int32
+
+
+def test_stored_bytes_of_asymmetric_weights_count_zero_points(conv_w):
+    qw = quantize_weight(conv_w + 0.05, 4, "per-channel", 0, 1, symmetric=False)
+    channels = conv_w.shape[0]
+    assert qw.stored_bytes == (conv_w.size + 1) // 2 + 4 * channels + (channels + 1) // 2
+
+
+def test_default_block_is_32_along_the_block_axis():
+    w = np.random.default_rng(0).standard_normal((4, 96)).astype(np.float32)
+    qw = quantize_weight(w, 4, "block", 0, 1)
+    assert qw.block_size == 32 and qw.scale.shape == (4, 3)
