@@ -46,7 +46,8 @@ TARGETS = {
     "faaq_onnx/passes/emit_weights.py": ["tests/passes/test_emit_qdq.py"],
     "faaq_onnx/passes/emit_activations.py": ["tests/passes/test_emit_qdq.py"],
     "faaq_onnx/guarantees.py": ["tests/test_guarantees.py"],
-    "faaq_onnx/evaluate.py": ["tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop", "tests/test_reliability.py"],
+    "faaq_onnx/evaluate.py": ["tests/test_evaluate.py", "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop",
+                              "tests/test_reliability.py"],
     "faaq_onnx/reliability.py": ["tests/test_reliability.py"],
 }
 

@@ -82,3 +82,101 @@ def test_latency_budget_is_measured_and_reported(tiny_cnn, cnn_calib):
     b = res.report["budget"]
     assert b["kind"] == "latency" and b["met"] and b["measured"] <= 1.5 * 1.05
     assert "interleaved" in b["how"]
+
+
+class _FakeResult:
+    def __init__(self, plan):
+        self.plan, self.report = plan, {}
+
+
+class _FakeComp:
+    """Just enough of a Compilation for the repair loop: plans the allocator proposes in
+    turn, and an emitted model per plan whose measured value the test decides."""
+
+    def __init__(self, proposals, groups, cands, costs=None):
+        from types import SimpleNamespace
+
+        self.proposals, self.candidates, self._costs = list(proposals), cands, costs
+        self.config = SimpleNamespace(latency_tolerance=0.05)
+        self.qgraph = SimpleNamespace(groups=groups)
+        self.asked = []
+
+    def allocate(self, working, metric, allocator, labeled):
+        from types import SimpleNamespace
+
+        self.asked.append(working)
+        return SimpleNamespace(plan=self.proposals.pop(0), objective=0.0)
+
+    def emit(self, plan):
+        return _FakeResult(plan)
+
+    def cost_model(self, budget):
+        return self._costs
+
+
+def _plan(tag):
+    from faaq_onnx.plan import BitPlan
+
+    return BitPlan({"g": tag}, {})
+
+
+def test_repair_emits_the_reallocated_plan_and_records_every_try(monkeypatch):
+    """sqnr-db=30: the first plan measures 29.5, the allocator (asked for a tighter floor)
+    proposes another that measures 30.2: that one is returned, not the extreme plan."""
+    import faaq_onnx.guarantees as gu
+
+    measured = {"first": 29.5, "second": 30.2, "extreme": 40.0}
+    monkeypatch.setattr(gu, "measure_emitted", lambda comp, res, *a: (measured[res.plan.choices["g"]], "probe"))
+    monkeypatch.setattr(gu, "_extreme_plan", lambda comp, budget: _plan("extreme"))
+    comp = _FakeComp([_plan("second")], {}, [])
+    out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
+    assert out.plan.choices["g"] == "second"
+    assert out.report["budget"]["measured_per_try"] == [29.5, 30.2] and out.report["budget"]["met"]
+    assert comp.asked[0].value == pytest.approx(30 + 0.5 + 0.25)  # aimed past the miss
+    # an allocator that proposes the same plan again ends the repair: the extreme plan decides
+    comp = _FakeComp([_plan("first")], {}, [])
+    out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
+    assert out.plan.choices["g"] == "extreme" and out.report["budget"]["measured_per_try"] == [29.5, 40.0]
+
+
+def test_extreme_plan_is_the_most_precise_for_floors_and_the_cheapest_for_costs():
+    """For a cost budget the cheapest plan by the budget's own cost, which need not be the
+    least precise candidate (here W8A8 runs faster than W8A16 and than float)."""
+    from types import SimpleNamespace
+
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.guarantees import _extreme_plan
+
+    cands = [Candidate.parse(c) for c in ("w8a16", "w8a8", "float")]
+    group = SimpleNamespace(name="g", kind="conv", weights=["w"], activations=["a"])
+    speed = {"w8a16": 3.0, "w8a8": 1.0, str(Candidate.parse("float")): 2.0}
+    costs = SimpleNamespace(group_cost=lambda g, c: speed[str(c)])
+    comp = _FakeComp([], {"g": group}, cands, costs)
+    assert str(_extreme_plan(comp, Budget.parse("latency=1.0")).choices["g"]) == "w8a8"
+    assert _extreme_plan(comp, Budget.parse("sqnr-db=30")).choices["g"] == Candidate.parse("float")
+
+
+def test_tightened_budget_aims_past_the_miss():
+    from faaq_onnx.guarantees import _tightened
+
+    assert _tightened(Budget.parse("sqnr-db=30"), Budget.parse("sqnr-db=30"), 29.0).value == pytest.approx(31.25)
+    assert _tightened(Budget.parse("max-drop=1"), Budget.parse("max-drop=1"), 1.5).value == pytest.approx(0.4)
+    b = _tightened(Budget.parse("avg-bits=4"), Budget.parse("avg-bits=4"), 4.2)
+    assert b.value == pytest.approx(4 * (4 / 4.2) * 0.995) and b.kind == "avg-bits" and b.bits == "stored"
+
+
+def test_max_drop_is_measured_in_points_on_the_emitted_model(monkeypatch, tiny_cnn, cnn_calib):
+    """The drop is float top-1 minus the written model's, in percentage points."""
+    import numpy as np
+
+    import faaq_onnx.evaluate as ev
+    import faaq_onnx.guarantees as gu
+    from faaq_onnx.pipeline import Compilation
+
+    comp = Compilation(tiny_cnn, cnn_calib, _cfg())
+    res = comp.emit(comp.uniform("w8a8"))
+    x, y = cnn_calib["input"][:8], np.zeros(8, np.int64)
+    monkeypatch.setattr(gu, "_float_top1", lambda comp, x, y: 0.90)
+    monkeypatch.setattr(ev, "top1", lambda model, x, y, batch: 0.85 if model is res.model else 0.0)
+    value, how = gu.measure_emitted(comp, res, Budget.parse("max-drop=1"), labeled=(x, y))
+    assert value == pytest.approx(5.0) and "8 labeled samples" in how

@@ -115,11 +115,7 @@ class InsertActivationQDQPass(InPlacePass):
 def clamp_bounds(node: ir.Node) -> tuple[float | None, float | None]:
     if node.op_type == "Relu":
         return 0.0, np.inf
-    if node.op_type == "Clip":
-        if "min" in node.attributes or "max" in node.attributes:  # opset < 11
-            lo = node.attributes["min"].value if "min" in node.attributes else -np.inf
-            hi = node.attributes["max"].value if "max" in node.attributes else np.inf
-            return float(lo), float(hi)
+    if node.op_type == "Clip":  # bounds as inputs: canonicalization has upgraded the model to opset >= 13
         lo_a = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else np.array(-np.inf)
         hi_a = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.array(np.inf)
         if lo_a is None or hi_a is None:

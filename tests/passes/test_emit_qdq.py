@@ -64,8 +64,12 @@ def test_w8a8_fuses_into_integer_kernels(tiny_cnn, cnn_calib):
     assert sorted(res.report["dropped_clamps"]) == ["relu1", "relu2"]
 
 
-def test_symmetric_activations_keep_relu(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w8a8", act_symmetric=True, progress=False))
+@pytest.mark.parametrize("input_scale", [1.0, 1e-3])
+def test_symmetric_activations_keep_relu(tiny_cnn, cnn_calib, input_scale):
+    """A signed grid represents negatives, so the Relu must stay, however small the
+    range (tiny ranges make the representable negatives tiny too)."""
+    calib = {"input": cnn_calib["input"] * input_scale}
+    res = quantize(tiny_cnn, calib, config=QuantConfig(scheme="w8a8", act_symmetric=True, progress=False))
     assert res.report["dropped_clamps"] == []
     assert sum(n.op_type == "Relu" for n in res.model.graph.node) == 2
 
@@ -131,3 +135,77 @@ def test_needed_opset_is_the_lowest_with_every_type(schemes, cfg, int2, opset):
 
     plan = BitPlan({f"g{i}": Candidate.parse(s) for i, s in enumerate(schemes)})
     assert needed_opset(plan, QuantConfig(**cfg), int2) == opset
+
+
+def test_weight_that_is_also_a_graph_output_stays(tmp_path):
+    """Quantizing a weight's consumers must not delete an initializer the graph still
+    exposes: the output keeps the float weight, bit for bit."""
+    from onnx import helper
+
+    from tests.conftest import _save
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 6)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 6])],
+        [numpy_helper.from_array(w, "w")])
+    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "wout.onnx")
+    x = rng.standard_normal((32, 8)).astype(np.float32)
+    quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w4a8", progress=False))
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    mm = next(n for n in q.graph.node if n.op_type == "MatMul")
+    producer = {o: n for n in q.graph.node for o in n.output}
+    assert producer[mm.input[1]].op_type == "DequantizeLinear"  # the MatMul reads the quantized copy
+    y, w_out = run_model(tmp_path / "q.onnx", {"x": x[:4]})
+    np.testing.assert_array_equal(w_out, w)
+    assert sqnr_db(x[:4] @ w, y) > 12
+
+
+def test_two_bit_weights_stored_in_int2_where_ort_takes_them(tiny_cnn, cnn_calib):
+    """W2 with int2 allowed: INT2 initializers at opset 25 that ORT folds and fuses into
+    QLinearConv; where this ORT cannot load int2, INT4 containers and a warning instead."""
+    from faaq_onnx.runtime.capabilities import int2_unsupported_reason
+
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", progress=False))
+    inits = _weight_inits(res.model)
+    why = int2_unsupported_reason()
+    expected = TensorProto.INT4 if why else TensorProto.INT2
+    assert inits and all(t.data_type == expected for t in inits)
+    per_byte = 2 if why else 4
+    assert sum(len(t.raw_data) for t in inits) == sum(-(-int(np.prod(t.dims)) // per_byte) for t in inits)
+    opset = next(o.version for o in res.model.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset == (21 if why else 25)
+    assert bool(why) == any("int2" in w for w in res.report["warnings"])
+    assert "QLinearConv" in optimized_op_types(res.model)
+    no_int2 = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", int2=False, progress=False))
+    assert all(t.data_type == TensorProto.INT4 for t in _weight_inits(no_int2.model))
+
+
+def test_dropped_relu_at_the_graph_output_keeps_the_output_name(tmp_path):
+    """MatMul -> Relu -> (output y, and MatMul -> output z): the Relu is folded into the
+    Q/DQ of y, and the model still answers to the output name `y`, with values >= 0."""
+    from onnx import helper
+
+    from tests.conftest import _save
+
+    rng = np.random.default_rng(0)
+    w, w2 = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu"),
+         helper.make_node("MatMul", ["y", "w2"], ["z"], name="mm2")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")])
+    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu_out.onnx")
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    res = quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    assert [o.name for o in q.graph.output] == ["y", "z"]
+    assert res.report["dropped_clamps"] == ["relu"] and not any(n.op_type == "Relu" for n in q.graph.node)
+    y, z = run_model(tmp_path / "q.onnx", {"x": x[:8]})
+    ref = np.maximum(x[:8] @ w, 0)
+    assert y.min() >= 0 and sqnr_db(ref, y) > 25 and sqnr_db(ref @ w2, z) > 20
