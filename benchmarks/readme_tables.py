@@ -34,6 +34,40 @@ def uniform() -> str:
     return "\n".join(lines)
 
 
+def _cell(r: dict | None, wall: bool = True) -> str:
+    if r is None:
+        return "-"
+    t = f"{100 * r['test']:.2f} / {100 * r['lossless']:.2f}"
+    return t + (f" ({r['wall_s']:.0f} s)" if wall and "wall_s" in r else "")
+
+
+def rounding() -> str:
+    """Issue 8: --optimize modes x bit widths, and the other parts of bench_rounding_accuracy."""
+    d = json.loads((OUT / "rounding_accuracy.json").read_text())
+    modes = ["none", "bias-correction", "adaround", "brecq"]
+    lines = []
+    for model in ("resnet20-cifar10", "resnet56-cifar10"):
+        if f"{model}|float" not in d:
+            continue
+        lines += [f"**{model}** — float {_cell(d[f'{model}|float'], wall=False)}; cells: top-1 test / lossless "
+                  "(wall time of the whole quantize run)", "",
+                  "| scheme | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+        for scheme in ("w4a8", "w4a4", "w3a8", "w2a8"):
+            cells = [_cell(d.get(f"{model}|{scheme}|{m}")) for m in modes]
+            if any(c != "-" for c in cells):
+                lines.append(f"| {scheme.upper()} | " + " | ".join(cells) + " |")
+        table = {f"{model}|{sc}|{m}" for sc in ("w4a8", "w4a4", "w3a8", "w2a8") for m in modes}
+        extra = [(k.split("|", 1)[1], v) for k, v in d.items() if k.startswith(model + "|")
+                 and k not in table and k != f"{model}|float"]
+        if extra:
+            lines += ["", "| other runs | top-1 test / lossless (wall) | stored bits |", "|---|---|---|"]
+            lines += [f"| {name} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |" for name, v in extra]
+        lines.append("")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if (OUT / "uniform_accuracy.json").exists():
         print(uniform())
+    if (OUT / "rounding_accuracy.json").exists():
+        print(rounding())

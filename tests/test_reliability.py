@@ -68,3 +68,12 @@ def test_reliability_command_end_to_end(tiny_cnn, tmp_path):
     rep = json.loads((out / "reliability.json").read_text())
     assert rep["trials"] == 3 and len({run["seed"] for run in rep["runs"]}) == 3
     assert (out / "per_class_drops.png").stat().st_size > 1000 and "worst class" in (out / "reliability.md").read_text()
+
+
+@pytest.mark.parametrize("kw,match", [({"size": 0}, "calibration size"), ({"noise_share": 1.5}, "noise share"),
+                                      ({"noise_share": -0.1}, "noise share"), ({"dominant_share": 0.0}, "dominant"),
+                                      ({"dominant_share": 1.2}, "dominant")])
+def test_draw_settings_out_of_range_are_refused(kw, match):
+    with pytest.raises(FaaqError, match=match):
+        CalibrationDraw(**kw)
+    CalibrationDraw(noise_share=1.0, dominant_share=1.0)  # the bounds themselves are allowed
