@@ -31,7 +31,13 @@ def test_noise_share_replaces_that_many_samples():
     x, y = _pool()
     calib, _ = CalibrationDraw(size=40, noise_share=0.25, held_out=0).draw(x, y, 3)
     pool_rows = {r.tobytes() for r in x}
-    assert sum(r.tobytes() not in pool_rows for r in calib) == 10
+    noise = np.stack([r for r in calib if r.tobytes() not in pool_rows])
+    assert len(noise) == 10
+    # uniform over each channel's observed range: inside it, and spread across it
+    lo, hi = x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))
+    per_ch = noise.transpose(1, 0, 2, 3).reshape(3, -1)
+    assert np.all(per_ch.min(1) >= lo) and np.all(per_ch.max(1) <= hi)
+    np.testing.assert_allclose(per_ch.mean(1), (lo + hi) / 2, atol=0.05 * (hi - lo).max())
 
 
 def test_dominant_class_makes_up_its_share():
