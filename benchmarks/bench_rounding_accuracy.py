@@ -78,7 +78,8 @@ def main() -> None:
     pool = str(ddir / "cifar10/cifar10_train5000.npz")
 
     def quant(fp, **kw):
-        cfg = QuantConfig(calib_size=256, progress=False, **{k: v for k, v in kw.items() if k != "budget"})
+        cfg = QuantConfig(calib_size=256, progress=False,
+                          **{k: v for k, v in kw.items() if k not in ("budget", "calib")})
         out = work / "q.onnx"
         calib = kw.pop("calib", pool) if "calib" in kw else pool
         res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
