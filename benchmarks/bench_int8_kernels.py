@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, ort_quantize_static, write
+from common import OUT, cifar_model, data_dir, machine, ort_quantize_static, write
 
 MODELS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet",
           "efficientnet-lite0-imagenet"]
@@ -163,6 +163,7 @@ def time_model(name: str, info: dict, work: Path, rounds: int) -> dict:
     load = os.getloadavg()[0]
     info["latency_ms"] = {"1": interleaved(v, x[:1], rounds), "8": interleaved(v, np.concatenate([x] * 8)[:8], rounds)}
     info["loadavg_timing"] = [load, os.getloadavg()[0]]
+    info["rounds"], info["timed_at"] = rounds, time.strftime("%Y-%m-%d %H:%M")
     info["loadavg_after"] = os.getloadavg()
     return info
 
@@ -175,11 +176,18 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="keep the built models here (re-used by a later run)")
     ap.add_argument("--phase", default="all", choices=["all", "build", "time"],
                     help="build the variants (any machine), time them (a quiet one), or both")
+    ap.add_argument("--keep-others", action="store_true",
+                    help="--phase time: keep the other models' rows of the last run")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="faaq-int8-kernels-"))
     work.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(), "rounds": args.rounds, "loadavg_before": os.getloadavg(), "models": {}}
+    previous = OUT / "int8_kernels.json"
+    if args.phase == "time" and args.keep_others and previous.exists():  # re-time some models, keep the rest
+        import json
+
+        result["models"] = json.loads(previous.read_text())["models"]
     for name in args.models.split(","):
         info = build(name, ddir, work)
         print(name, "built", info["bytes"], flush=True)
@@ -193,11 +201,11 @@ def main() -> None:
 
 def markdown(result: dict) -> str:
     cols = ["float", "ort_w8a8", "ort_qint4", "faaq_w8a8", "faaq_w4a8", "faaq_w4a8_dequant", "faaq_avg4", "faaq_avg3"]
-    md = [f"Load average before {result['loadavg_before'][0]:.2f}; medians of {result['rounds']} interleaved rounds; "
-          "ms (speed-up over float)", ""]
+    md = ["Medians of interleaved rounds; ms (speed-up over float)", ""]
     for name, info in result["models"].items():
         md += [f"**{name}** (load average while timing {info['loadavg_timing'][0]:.2f} -> "
-               f"{info['loadavg_timing'][1]:.2f})", "",
+               f"{info['loadavg_timing'][1]:.2f}; {info.get('rounds', result['rounds'])} rounds, "
+               f"{info.get('timed_at', '')})", "",
                "| variant | bs1 ms | bs8 ms | file bytes | ops left float | start-up ms |", "|---|---|---|---|---|---|"]
         for c in cols:
             l1, l8 = info["latency_ms"]["1"][c], info["latency_ms"]["8"][c]
