@@ -61,7 +61,7 @@ def rounding() -> str:
                  and k not in table and k != f"{model}|float"]
         if extra:
             lines += ["", "| other runs | top-1 test / lossless (wall) | stored bits |", "|---|---|---|"]
-            lines += [f"| {name} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |" for name, v in extra]
+            lines += [f"| {name.replace('|', ', ')} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |" for name, v in extra]
         lines.append("")
     return "\n".join(lines)
 

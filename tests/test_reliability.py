@@ -45,9 +45,20 @@ def test_dominant_class_makes_up_its_share():
     d = CalibrationDraw(size=40, dominant_class=2, dominant_share=0.5, held_out=0)
     calib, _ = d.draw(x, y, 0)
     idx = [np.flatnonzero((x == row).all(axis=(1, 2, 3)))[0] for row in calib]
+    assert len(calib) == 40 and len(set(idx)) == 40  # the asked size, no sample twice
     assert np.sum(y[idx] == 2) == 20
     with pytest.raises(FaaqError, match="does not occur"):
         CalibrationDraw(size=10, dominant_class=9, held_out=0).draw(x, y, 0)
+
+
+def test_markdown_states_the_numbers_in_percent():
+    from faaq_onnx.reliability import to_markdown
+
+    float_rep = {"top1": 0.9, "per_class": {"0": {"top1": 1.0}, "1": {"top1": 0.8}}}
+    runs = [{"top1": 0.85, "per_class": {"0": 0.9, "1": 0.8}}, {"top1": 0.75, "per_class": {"0": 0.7, "1": 0.8}}]
+    md = to_markdown(summarize(float_rep, runs, CalibrationDraw(size=8), type("C", (), {"scheme": "w4a4"})()))
+    assert "| average | 90.00 | 80.00 ± 7.07 | 10.00 |" in md  # sample std (ddof 1)
+    assert "| class 0 | 100.00 | 80.00 ± 14.14 | 20.00 / 30.00 |" in md
 
 
 def test_summary_statistics():
