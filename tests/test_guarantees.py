@@ -180,3 +180,9 @@ def test_max_drop_is_measured_in_points_on_the_emitted_model(monkeypatch, tiny_c
     monkeypatch.setattr(ev, "top1", lambda model, x, y, batch: 0.85 if model is res.model else 0.0)
     value, how = gu.measure_emitted(comp, res, Budget.parse("max-drop=1"), labeled=(x, y))
     assert value == pytest.approx(5.0) and "8 labeled samples" in how
+
+
+def test_cost_budgets_allow_their_tolerance_and_no_more():
+    b = Budget.parse("latency=1.0")
+    assert meets(b, 1.04, tolerance=0.05) and not meets(b, 1.06, tolerance=0.05)
+    assert not meets(b, 1.01)

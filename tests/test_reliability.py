@@ -94,3 +94,9 @@ def test_draw_settings_out_of_range_are_refused(kw, match):
     with pytest.raises(FaaqError, match=match):
         CalibrationDraw(**kw)
     CalibrationDraw(noise_share=1.0, dominant_share=1.0)  # the bounds themselves are allowed
+
+
+def test_a_single_sample_draw_is_allowed():
+    x, y = _pool()
+    calib, held = CalibrationDraw(size=1, held_out=1).draw(x, y, 0)
+    assert len(calib) == 1 and len(held) == 1

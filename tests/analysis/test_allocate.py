@@ -277,3 +277,32 @@ def test_float_weights_cost_four_bytes_each():
     assert costs.weight_bytes(w.name, 32) == 4 * w.size
     assert costs.weight_bytes(w.name, 8) == w.size + 4 * w.shape[0]  # int8 codes + a float scale per channel
     assert costs.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * w.shape[0]
+
+
+def test_budget_text_round_trips():
+    for text in ("bops=0.25@w8a16", "bops=0.25", "avg-bits=4", "avg-bits=4@effective", "sqnr-db=30"):
+        assert str(Budget.parse(text)) == text
+
+
+def test_blocked_weights_pay_one_scale_per_block():
+    qg, _ = _synthetic()
+    w = next(iter(qg.weights.values()))
+    from dataclasses import replace
+
+    qg.weights[w.name] = replace(w, block_axis=0)
+    costs = CostModel(qg, "size-mb", granularity="block", block_size=32)
+    assert costs.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * -(-w.size // 32)
+
+
+def test_max_drop_floor_is_in_percentage_points_exactly():
+    """Each group lowered to W4 costs 2^-7 of top-1 (0.78125 points): a max-drop of exactly
+    0.78125 allows one lowered group and not two."""
+    qg, table = _synthetic(3, 0)
+    cands = parse_candidates("w4a8,w8a8")
+
+    def accuracy(ch):
+        return 0.75 if ch is None else 0.75 - sum(c.w < 8 for c in ch.values()) / 128
+
+    for method in ("greedy", "knapsack"):
+        alloc = allocate(qg, table, cands, Budget.parse("max-drop=0.78125"), method=method, accuracy=accuracy)
+        assert sum(c.w < 8 for c in alloc.plan.choices.values()) == 1

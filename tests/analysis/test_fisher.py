@@ -9,13 +9,13 @@ from faaq_onnx.pipeline import Compilation
 from tests.conftest import _save
 
 
-def _mlp(tmp_path, name, w1, w2):
+def _mlp(tmp_path, name, w1, w2, classes=10):
     inits = [numpy_helper.from_array(w1.astype(np.float32), "w1"), numpy_helper.from_array(w2.astype(np.float32), "w2")]
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
              helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")]
     g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits)
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", classes])], inits)
     return _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / f"{name}.onnx")
 
 
@@ -42,22 +42,25 @@ def test_weights_that_get_no_gradient_add_nothing(tmp_path):
     assert abs(fits[1] - fits[0]) <= 1e-4 * fits[0]
 
 
-def test_fit_equals_a_plain_autograd_computation(tmp_path):
+@pytest.mark.parametrize("classes", [10, 1])
+def test_fit_equals_a_plain_autograd_computation(tmp_path, classes):
     """FIT written out by hand for the two-layer MLP: per sample, a label drawn from the
     model's own softmax (seeded generator), the summed cross-entropy's squared gradients
     times the squared quantization error of each weight and activation tensor, averaged
     over samples. Every term of the formula is exercised: weights, activations (the
-    quantizer of h, which the Relu's output shares), the sample loop."""
+    quantizer of h, which the Relu's output shares), the sample loop. A one-output model
+    is a regression: its loss is half the squared distance to a unit Gaussian draw around
+    the output. A float candidate costs nothing."""
     import torch
 
     from faaq_onnx.quant.affine import fake_quant
 
     rng = np.random.default_rng(1)
-    w1, w2 = rng.normal(0, 0.5, (4, 8)), rng.normal(0, 0.3, (8, 10))
+    w1, w2 = rng.normal(0, 0.5, (4, 8)), rng.normal(0, 0.3, (8, classes))
     x = rng.standard_normal((12, 4)).astype(np.float32)
-    comp = Compilation(_mlp(tmp_path, "ref", w1, w2), {"x": x}, QuantConfig(progress=False), target_opset=21)
+    comp = Compilation(_mlp(tmp_path, "ref", w1, w2, classes), {"x": x}, QuantConfig(progress=False), target_opset=21)
     cand = Candidate(2, 4)
-    table = comp.sensitivity([cand], metrics=("fit",), cache_dir=False)
+    table = comp.sensitivity([cand, Candidate.parse("float")], metrics=("fit",), cache_dir=False)
 
     W1 = torch.tensor(w1, dtype=torch.float32, requires_grad=True)
     W2 = torch.tensor(w2, dtype=torch.float32, requires_grad=True)
@@ -75,9 +78,13 @@ def test_fit_equals_a_plain_autograd_computation(tmp_path):
         h = xi @ W1
         h.retain_grad()
         y = torch.relu(h) @ W2
-        label = torch.multinomial(torch.softmax(y.detach(), 1), 1, generator=gen).reshape(-1)
         W1.grad = W2.grad = None
-        torch.nn.functional.cross_entropy(y, label, reduction="sum").backward()
+        if classes > 1:
+            label = torch.multinomial(torch.softmax(y.detach(), 1), 1, generator=gen).reshape(-1)
+            torch.nn.functional.cross_entropy(y, label, reduction="sum").backward()
+        else:
+            target = y.detach() + torch.randn(y.shape, generator=gen)
+            (0.5 * ((y - target) ** 2).sum()).backward()
         fisher["w1"] += W1.grad ** 2
         fisher["w2"] += W2.grad ** 2
         act["act:x"] += act_err("act:x", xi)
@@ -88,3 +95,4 @@ def test_fit_equals_a_plain_autograd_computation(tmp_path):
         expected = float((fisher[w] * delta).sum()) / n + act[a] / n
         assert act[a] > 0.005 * expected * n  # the activation term shows at rel=1e-4
         assert table.table[group][str(cand)]["fit"] == pytest.approx(expected, rel=1e-4)
+        assert table.table[group][str(Candidate.parse("float"))]["fit"] == 0.0

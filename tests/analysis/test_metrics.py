@@ -41,3 +41,8 @@ def test_sqnr_per_sample_over_all_output_elements():
     noise = np.full_like(ref, 0.5)
     expected = 10 * np.log10(np.mean([np.mean(ref[i] ** 2) / 0.25 for i in range(2)]))
     assert sqnr_db(ref, ref + noise) == pytest.approx(expected)
+
+
+def test_sqnr_goes_negative_when_noise_exceeds_signal():
+    ref = np.ones((2, 4))
+    assert sqnr_db(ref, ref - 3 * ref) == pytest.approx(10 * np.log10(1 / 9))

@@ -110,3 +110,19 @@ def test_damage_ranking_and_markdown_of_a_known_table():
     lines = t.to_markdown().splitlines()
     assert lines[0].count("|") == 2 + 6 and lines[1] == "|---|" + "---|" * 6
     assert len(lines) == 4
+
+
+def test_markdown_orders_candidates_by_weight_then_activation_bits():
+    from faaq_onnx.analysis.sensitivity import SensitivityTable
+
+    t = SensitivityTable({"a": {"w8a8": {"sqnr_db": 40.0, "kl": 0.01}, "w4a16": {"sqnr_db": 20.0, "kl": 0.3}}})
+    assert t.to_markdown().splitlines() == [
+        "| group | w4a16 sqnr_db | w4a16 kl | w8a8 sqnr_db | w8a8 kl |", "|---|---|---|---|---|",
+        "| a | 20.00 | 0.3 | 40.00 | 0.01 |"]
+
+
+def test_sensitivity_samples_limit_what_the_probe_runs(tiny_cnn, cnn_calib):
+    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, sensitivity_samples=5), target_opset=21)
+    assert all(len(r) == 5 for r in comp.prober.reference)
+    full = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
+    assert all(len(r) > 5 for r in full.prober.reference)

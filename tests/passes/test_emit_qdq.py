@@ -209,3 +209,28 @@ def test_dropped_relu_at_the_graph_output_keeps_the_output_name(tmp_path):
     y, z = run_model(tmp_path / "q.onnx", {"x": x[:8]})
     ref = np.maximum(x[:8] @ w, 0)
     assert y.min() >= 0 and sqnr_db(ref, y) > 25 and sqnr_db(ref @ w2, z) > 20
+
+
+def test_relu6_clip_is_dropped_when_the_grid_fits_inside_it(tmp_path):
+    """MatMul -> Clip(0, 6) -> MatMul: the calibrated range lies in [0, 6], so the Clip folds
+    into the activation Q/DQ (QLinear kernels clamp by construction)."""
+    from onnx import helper
+
+    from tests.conftest import _save
+
+    rng = np.random.default_rng(0)
+    w, w2 = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+         helper.make_node("Clip", ["h", "lo", "hi"], ["r"], name="clip"),
+         helper.make_node("MatMul", ["r", "w2"], ["z"], name="mm2")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
+    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx")
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    res = quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    assert res.report["dropped_clamps"] == ["clip"]
+    (z,) = run_model(tmp_path / "q.onnx", {"x": x[:8]})
+    assert sqnr_db(np.clip(x[:8] @ w, 0, 6) @ w2, z) > 20

@@ -1,6 +1,7 @@
 """One-sweep statistics: a histogram whose range grows stays faithful to the data."""
 
 import numpy as np
+import pytest
 
 from faaq_onnx.quant.observers import TensorStats
 
@@ -70,3 +71,13 @@ def test_huge_batches_are_sampled_into_the_histogram():
     assert s.count == x.size and s.min == x.min() and s.max == x.max()
     assert HIST_SAMPLE <= s.hist.sum() <= HIST_SAMPLE + 8
     assert _ks_distance(s, x) < 0.01
+
+
+def test_two_pass_histogram_spans_the_observed_range_and_merges_counts():
+    x = np.random.default_rng(5).uniform(0, 0.01, 1000).astype(np.float32)
+    s = TensorStats()
+    s.observe_minmax(x)
+    s.observe_hist(x)
+    assert s.edges[0] == 0.0 and s.edges[-1] == pytest.approx(x.max())  # not widened to a fixed span
+    m = s.merged(s)
+    assert m.count == 2 * s.count and m.hist.sum() == 2 * s.hist.sum()
