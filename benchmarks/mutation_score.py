@@ -104,7 +104,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--modules", default=None, help="comma-separated subset of the modules")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="replay the last run's sample (same seed and size), keep its killed mutants and run "
+                         "only its survivors against the current tests (valid while the modules are unchanged)")
     args = ap.parse_args()
+    previous = {}
+    if args.rerun_survivors:
+        last = json.loads((OUT / "mutation.json").read_text())
+        previous = {(r["module"], r["line"], r["mutation"]): r for r in last["results"]}
     scratch = Path(tempfile.mkdtemp(prefix="faaq-mutation-"))
     repo = scratch / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
@@ -119,6 +126,10 @@ def main() -> None:
         chosen = sorted(rng.sample(points, min(args.per_module, len(points))))
         for index, desc in chosen:
             mutated, line = mutate(original, index)
+            before = previous.get((mod, line, desc))
+            if before is not None and before["outcome"] != "survived":
+                results.append(before)
+                continue
             path.write_text(mutated)
             t0 = time.perf_counter()
             try:
@@ -139,7 +150,8 @@ def main() -> None:
     killed = sum(r["outcome"] != "survived" for r in results)
     score = killed / max(len(results), 1)
     md = [f"Mutation score: {killed} of {len(results)} mutants killed ({100 * score:.1f} %), "
-          f"{args.per_module} sampled per module (seed {args.seed}), {time.perf_counter() - t_all:.0f} s", "",
+          f"{args.per_module} sampled per module (seed {args.seed}), {time.perf_counter() - t_all:.0f} s"
+          + (" (the previous run's survivors re-run against the current tests)" if args.rerun_survivors else ""), "",
           "| module | mutants | killed |", "|---|---|---|"]
     for mod in modules:
         rs = [r for r in results if r["module"] == mod]
