@@ -5,7 +5,7 @@ from onnx import TensorProto, numpy_helper
 
 from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.config import QuantConfig
-from faaq_onnx.pipeline import quantize
+from faaq_onnx.pipeline import Compilation, quantize
 from tests.conftest import optimized_op_types, run_model
 
 # floors well below what each scheme reaches on the tiny models, far above broken output
@@ -234,3 +234,21 @@ def test_relu6_clip_is_dropped_when_the_grid_fits_inside_it(tmp_path):
     assert res.report["dropped_clamps"] == ["clip"]
     (z,) = run_model(tmp_path / "q.onnx", {"x": x[:8]})
     assert sqnr_db(np.clip(x[:8] @ w, 0, 6) @ w2, z) > 20
+
+
+def test_a_group_kept_float_reads_its_float_weight(tiny_cnn, cnn_calib):
+    """A plan with one group at `float`: its weight stays a float initializer feeding its op
+    directly, the rest is quantized, and the model still matches float closely."""
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.plan import BitPlan
+
+    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False))
+    kept = next(g for g in comp.qgraph.groups.values() if g.weights)
+    plan = BitPlan({g: (Candidate.parse("float") if g == kept.name else Candidate(8, 8)) for g in comp.qgraph.groups})
+    res = comp.emit(plan)
+    producer = {o: n for n in res.model.graph.node for o in n.output}
+    inits = {t.name: t for t in res.model.graph.initializer}
+    w = kept.weights[0]
+    assert w in inits and inits[w].data_type == TensorProto.FLOAT and w not in producer
+    assert any(w in n.input and n.op_type not in ("DequantizeLinear", "Cast") for n in res.model.graph.node)
+    assert min(o["sqnr_db"] for o in res.report["verify"]["outputs"].values()) > 25
