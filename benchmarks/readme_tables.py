@@ -66,8 +66,32 @@ def rounding() -> str:
     return "\n".join(lines)
 
 
+def int8_kernels() -> str:
+    """Issue 7: one compact latency table (ms, speed-up over float) and one of bytes / ops left float."""
+    d = json.loads((OUT / "int8_kernels.json").read_text())
+    cols = ["float", "ort_w8a8", "ort_qint4", "faaq_w8a8", "faaq_w4a8", "faaq_w4a8_dequant", "faaq_avg4", "faaq_avg3"]
+    names = ["float", "ORT W8A8", "ORT QInt4", "faaq W8A8", "faaq W4A8", "faaq W4A8 DQ(int4)", "faaq avg-bits=4",
+             "faaq avg-bits=3"]
+    lines = ["| model | batch | " + " | ".join(names) + " | load |", "|---|---|" + "---|" * (len(cols) + 1)]
+    for m, i in d["models"].items():
+        for b in ("1", "8"):
+            lat = i["latency_ms"][b]
+            cells = [f"{lat[c]:.2f}" + ("" if c == "float" else f" ({lat['float'] / lat[c]:.2f}×)") for c in cols]
+            lines.append(f"| {m} | {b} | " + " | ".join(cells) + f" | {i['loadavg_timing'][0]:.1f} |")
+    lines += ["", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(cols)]
+    for m, i in d["models"].items():
+        cells = [f"{i['bytes'][c] / 1e6:.2f} MB" + ("" if c == "float" else f", {i['ops_left_float'][c]} float")
+                 for c in cols]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "Plans chosen (groups per candidate): " + "; ".join(
+        f"{m}: avg-bits=4 {i['faaq_avg4']['plan']}, avg-bits=3 {i['faaq_avg3']['plan']}" for m, i in d["models"].items())]
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     if (OUT / "uniform_accuracy.json").exists():
         print(uniform())
     if (OUT / "rounding_accuracy.json").exists():
         print(rounding())
+    if (OUT / "int8_kernels.json").exists():
+        print(int8_kernels())

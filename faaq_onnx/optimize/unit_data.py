@@ -35,8 +35,12 @@ class UnitData:
                                   list(comp.qgraph.activations), batch_size)
 
     def float_tensors(self, names: list[str]) -> dict[str, np.ndarray]:
-        outs = run_all(self.float_session, self.inputs, self.batch_size, names)
-        return dict(zip(names, outs))
+        """The float model's values of `names`; graph inputs are the feeds themselves (ORT
+        cannot return an input as an output)."""
+        computed = [n for n in names if n not in self.inputs]
+        outs = run_all(self.float_session, self.inputs, self.batch_size, computed) if computed else []
+        outs = dict(zip(computed, outs))
+        return {n: (np.asarray(self.inputs[n]) if n in self.inputs else outs[n]) for n in names}
 
     def quantized_tensors(self, names: list[str], choices) -> dict[str, np.ndarray]:
         weights, acts = self.comp.feeds.feeds(choices)

@@ -96,3 +96,14 @@ def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
     rounded = {w: v["rounding"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
     assert all(m == ("adaround" if v["bits"] < 8 else "nearest")
                for m, v in zip(rounded.values(), res.report["verify"]["size"]["per_weight"].values()))
+
+
+def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
+    """--optimize-inputs float: each unit sees the float model's inputs (the first one reads
+    the graph input itself, which comes from the feeds, not from an ORT output)."""
+    cfg = dict(progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32)
+    fl = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs="float", **cfg))
+    qu = quantize(tiny_cnn, cnn_calib, config=QuantConfig(**cfg))
+    units = fl.report["optimization"]["rounding"]["w3a8"]["units"]
+    assert len(units) == 3 and sum(u["mse"] for u in units) < sum(u["mse_nearest"] for u in units)
+    assert fl.model.SerializeToString() != qu.model.SerializeToString()
