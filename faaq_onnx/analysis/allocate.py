@@ -7,7 +7,8 @@ Two allocators over the phase-1 table:
 - an exact multiple-choice knapsack: minimize the summed damage subject to the cost
   limit, by dynamic programming over costs in units of their greatest common divisor
   (exact: bit counts are integers) or, when that would need more than MAX_STATES
-  states, of limit/MAX_STATES rounded up (always feasible, optimal up to that rounding).
+  states, of limit/MAX_STATES rounded up, with one unit of slack per group whose plans are
+  checked against their exact cost (so a budget equal to a plan's exact cost is feasible).
 Damages are additive surrogates (noise-to-signal ratio for SQNR, KL, Fisher error);
 the chosen plan is then measured jointly. Floors (sqnr-db, max-drop) search the
 allocator's path with joint measurements, so the returned plan meets the floor as
@@ -88,7 +89,10 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
     if limit <= 0:
         raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
     unit = _unit(qgraph, opts, costs, limit)
-    states = int(np.floor(limit / unit + 1e-9))
+    # costs are rounded up to whole units, so a plan whose exact cost meets the limit can
+    # overshoot it by up to one unit per group: search that slack too, then check exactly
+    base = int(np.floor(limit / unit + 1e-9))
+    states = base + len(names)
     inf = np.inf
     dp = np.full(states + 1, inf)
     dp[0] = 0.0
@@ -108,16 +112,26 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
             choice = np.where(better, ci, choice)
         dp = new
         back[gi] = choice
-    if not np.isfinite(dp).any():
+
+    def plan_at(u: int) -> dict[str, Candidate]:
+        choices: dict[str, Candidate] = {}
+        for gi in range(len(names) - 1, -1, -1):
+            g = names[gi]
+            c = opts[g][back[gi, u]]
+            choices[g] = c
+            u -= int(np.ceil(costs.group_cost(qgraph.groups[g], c) / unit - 1e-9))
+        return {g: choices[g] for g in names}
+
+    choices = None
+    for u in np.argsort(dp, kind="stable"):
+        if not np.isfinite(dp[u]):
+            break
+        plan = plan_at(int(u))
+        if u <= base or costs.plan_cost(plan) <= limit * (1 + 1e-9) + 1e-9:
+            choices = plan
+            break
+    if choices is None:
         raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
-    u = int(np.argmin(dp))
-    choices: dict[str, Candidate] = {}
-    for gi in range(len(names) - 1, -1, -1):
-        g = names[gi]
-        c = opts[g][back[gi, u]]
-        choices[g] = c
-        u -= int(np.ceil(costs.group_cost(qgraph.groups[g], c) / unit - 1e-9))
-    choices = {g: choices[g] for g in names}
     return Allocation(BitPlan(choices, {"allocator": "knapsack", "metric": metric}), costs.plan_cost(choices),
                       objective(table, choices, metric))
 

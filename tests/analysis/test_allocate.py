@@ -306,3 +306,17 @@ def test_max_drop_floor_is_in_percentage_points_exactly():
     for method in ("greedy", "knapsack"):
         alloc = allocate(qg, table, cands, Budget.parse("max-drop=0.78125"), method=method, accuracy=accuracy)
         assert sum(c.w < 8 for c in alloc.plan.choices.values()) == 1
+
+
+def test_knapsack_with_float_costs_meets_a_budget_equal_to_a_plans_exact_cost():
+    """Latency costs are not integers: the DP rounds them up to units, and a budget of
+    exactly the all-W8A8 latency (latency=1.0) must still find that plan, not call it
+    infeasible."""
+    qg, table = _synthetic(8, 3)
+    lat = _FakeLatency(qg)
+    lat.us = {g: 100.0 / 3 + 7.1 * i for i, g in enumerate(qg.groups)}  # awkward fractions
+    costs = CostModel(qg, "latency", latency=lat)
+    cands = parse_candidates("w4a8,w8a8")  # same kernel cost here: W8A8 wins on damage
+    alloc = allocate(qg, table, cands, Budget.parse("latency=1.0"), costs=costs)
+    assert all(c == Candidate(8, 8) for c in alloc.plan.choices.values())
+    assert alloc.cost <= costs.limit(Budget.parse("latency=1.0")) * (1 + 1e-9)
