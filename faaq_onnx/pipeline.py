@@ -45,7 +45,7 @@ from faaq_onnx.optimize.weights import WeightCache, quantize_weights
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
-from faaq_onnx.plan import BitPlan
+from faaq_onnx.plan import BitPlan, choices_key
 from faaq_onnx.results import (
     BIG_MODEL_BYTES,
     QuantizeResult,
@@ -272,7 +272,7 @@ class Compilation:
             return {}
         from faaq_onnx.optimize.bias_correction import bias_corrections
 
-        key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
+        key = choices_key(plan.choices)
         if key not in self._bias_cache:
             with self.stage("bias_correction"):
                 self._bias_cache[key] = bias_corrections(self, plan, self.config.optimize_samples)

@@ -15,6 +15,11 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph
 
 
+def choices_key(choices: dict[str, Candidate]) -> tuple:
+    """A hashable key of a plan's choices (memos of per-plan measurements)."""
+    return tuple(sorted((g, str(c)) for g, c in choices.items()))
+
+
 @dataclass
 class BitPlan:
     choices: dict[str, Candidate]

@@ -21,7 +21,6 @@ class QuantizeResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-
 BIG_MODEL_BYTES = 1 << 30
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from faaq_onnx.plan import choices_key
+
 
 def probe_accuracy(comp, labeled):
     """top-1 of a plan on labeled data through a second probe session (None = float)."""
@@ -17,7 +19,7 @@ def probe_accuracy(comp, labeled):
     memo: dict = {}
 
     def accuracy(choices):
-        key = None if choices is None else tuple(sorted((g, str(c)) for g, c in choices.items()))
+        key = None if choices is None else choices_key(choices)
         if key not in memo:
             outs = session.run() if choices is None else session.run(*comp.prober.feeds(choices))
             memo[key] = float(np.mean(outs[0].reshape(len(y), -1).argmax(1) == y))

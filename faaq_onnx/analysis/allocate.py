@@ -97,12 +97,15 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
     dp = np.full(states + 1, inf)
     dp[0] = 0.0
     back = np.zeros((len(names), states + 1), np.int8)
+
+    def units(g: str, c: Candidate) -> int:
+        return int(np.ceil(costs.group_cost(qgraph.groups[g], c) / unit - 1e-9))
+
     for gi, g in enumerate(names):
-        grp = qgraph.groups[g]
         new = np.full_like(dp, inf)
         choice = np.zeros(states + 1, np.int8)
         for ci, c in enumerate(opts[g]):
-            u = int(np.ceil(costs.group_cost(grp, c) / unit - 1e-9))
+            u = units(g, c)
             if u > states:
                 continue
             cand = np.full_like(dp, inf)
@@ -119,7 +122,7 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
             g = names[gi]
             c = opts[g][back[gi, u]]
             choices[g] = c
-            u -= int(np.ceil(costs.group_cost(qgraph.groups[g], c) / unit - 1e-9))
+            u -= units(g, c)
         return {g: choices[g] for g in names}
 
     choices = None

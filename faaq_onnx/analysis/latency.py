@@ -23,6 +23,7 @@ import onnx
 from faaq_onnx.analysis.discover import PASS_THROUGH
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.plan import choices_key
 
 
 def kernel_class(c: Candidate, config: QuantConfig) -> str:
@@ -224,7 +225,7 @@ def matmul_nbits_nodes(comp, plan) -> set[str]:
         if c.weight_only or (c.a <= 8 and comp.config.matmul_kernel == "nbits"):
             out |= {o for o in g.ops if ops.get(o) in ("MatMul", "Gemm")}
     if comp.config.matmul_kernel == "auto":
-        key = tuple(sorted((g, str(c)) for g, c in plan.choices.items()))
+        key = choices_key(plan.choices)
         if key not in comp._matmul_choice:
             with comp.stage("latency_profile"):
                 comp._matmul_choice[key] = matmul_kernel_choice(comp, plan, out)

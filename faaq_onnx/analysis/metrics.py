@@ -6,14 +6,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def sqnr_db(reference, approx) -> float:
-    """Signal to quantization noise ratio, mean over samples (seed 003 eq. 3)."""
+def sqnr_ratios(reference, approx) -> np.ndarray:
+    """Per-sample signal-to-noise power ratios (linear), the terms of seed 003 eq. 3."""
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     err = ref - np.asarray(approx, np.float64).reshape(len(reference), -1)
-    sig = np.mean(ref**2, axis=1)
-    noise = np.mean(err**2, axis=1)
-    ratio = np.mean(sig / np.maximum(noise, 1e-30))
-    return float(10 * np.log10(max(ratio, 1e-30)))
+    return np.mean(ref**2, axis=1) / np.maximum(np.mean(err**2, axis=1), 1e-30)
+
+
+def ratio_db(mean_ratio: float) -> float:
+    return float(10 * np.log10(max(mean_ratio, 1e-30)))
+
+
+def sqnr_db(reference, approx) -> float:
+    """Signal to quantization noise ratio, mean over samples (seed 003 eq. 3)."""
+    return ratio_db(float(np.mean(sqnr_ratios(reference, approx))))
 
 
 def output_kl(ref: np.ndarray, got: np.ndarray) -> float:

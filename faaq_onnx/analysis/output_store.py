@@ -12,6 +12,8 @@ import tempfile
 
 import numpy as np
 
+from faaq_onnx.analysis.metrics import ratio_db, sqnr_ratios
+
 RAM_LIMIT = 64 << 20
 
 
@@ -54,11 +56,7 @@ class RunningComparison:
 
     def update(self, ref: np.ndarray, got: np.ndarray) -> None:
         self.finite &= bool(np.all(np.isfinite(got)))
-        r = ref.reshape(len(ref), -1).astype(np.float64)
-        g = got.reshape(len(got), -1).astype(np.float64)
-        sig = np.mean(r ** 2, axis=1)
-        noise = np.mean((r - g) ** 2, axis=1)
-        self.ratios.extend((sig / np.maximum(noise, 1e-30)).tolist())
+        self.ratios.extend(sqnr_ratios(ref, got).tolist())
         if self.classifier is None:
             self.classifier = ref.ndim == 2 and ref.shape[1] > 1
         if self.classifier:
@@ -66,7 +64,7 @@ class RunningComparison:
         self.count += len(ref)
 
     def result(self) -> dict:
-        out = {"sqnr_db": float(10 * np.log10(max(np.mean(self.ratios), 1e-30)))}
+        out = {"sqnr_db": ratio_db(float(np.mean(self.ratios)))}
         if self.classifier:
             out["top1_agreement"] = self.agree / max(self.count, 1)
         return out

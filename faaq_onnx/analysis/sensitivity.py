@@ -123,14 +123,19 @@ class ConfigFeeds:
         return weights, acts
 
 
+def sweep_inputs(inputs: dict[str, np.ndarray], config: QuantConfig) -> dict[str, np.ndarray]:
+    """The calibration inputs the sensitivity sweep measures on (--sensitivity-samples)."""
+    n = config.sensitivity_samples
+    return {k: v[:n] for k, v in inputs.items()} if n else inputs
+
+
 class Prober(ConfigFeeds):
     """Everything needed to measure a configuration: probe session, weights, ranges."""
 
     def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
                  cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
         super().__init__(qgraph, cal, cache, config)
-        if config.sensitivity_samples:
-            inputs = {k: v[: config.sensitivity_samples] for k, v in inputs.items()}
+        inputs = sweep_inputs(inputs, config)
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
                                     max(config.batch_size, 64), threads=config.ort_threads)
@@ -178,8 +183,7 @@ def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], f
 
     `get_prober()` builds the probe session only when SQNR or KL are measured: a FIT-only
     table needs no ORT run at all. `distributed(jobs)`, when given, measures them on workers."""
-    if feeds.config.sensitivity_samples:
-        inputs = {k: v[: feeds.config.sensitivity_samples] for k, v in inputs.items()}
+    inputs = sweep_inputs(inputs, feeds.config)
     key = sweep_key(float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key())
     path = (cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
     if path is not None and path.exists():

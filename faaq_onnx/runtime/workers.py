@@ -45,6 +45,8 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
 
 def distributed_measure(comp, jobs, workers: int, address: str | None = None, progress: bool = False) -> dict:
     """{(group, str(candidate)): metrics} measured by `workers` Ray tasks."""
+    from faaq_onnx.analysis.sensitivity import sweep_inputs
+
     ray = _ray()
     if not ray.is_initialized():
         if address:
@@ -56,7 +58,7 @@ def distributed_measure(comp, jobs, workers: int, address: str | None = None, pr
         "qgraph": comp.qgraph,
         "calibration": comp.calibration,
         "config": comp.config,
-        "inputs": {k: np.asarray(v[: comp.config.sensitivity_samples or len(v)]) for k, v in comp.inputs.items()},
+        "inputs": {k: np.asarray(v) for k, v in sweep_inputs(comp.inputs, comp.config).items()},
         "learned": {k: v for k, v in comp.weights._cache.items() if v.method != "nearest"},
     }
     ref = ray.put(payload)
