@@ -5,7 +5,7 @@ per-channel weights, QUInt8 activations, MinMax) and the same with QInt4 weights
 W4A8 (cast storage, the default), W4A8 with --weight-storage dequant (the old form), and
 mixed plans --budget avg-bits=4 and avg-bits=3 (candidates w2a8..w8a8, bits as stored).
 All sessions of a model are alive at once and run round-robin (one run of each per round,
-the order rotating), so load from other processes hits all of them alike; medians of
+the order shuffled each round, sessions not spinning between runs), so load from other processes hits all of them alike; medians of
 --rounds rounds after a warm-up, at batch 1 and 8. Also: session start-up time (median of
 5), file bytes, the kernels ORT chose (ops left in float), and on CIFAR the top-1 of the cast
 form vs the DQ(int4) form.
@@ -75,23 +75,13 @@ def faaq(src: Path, dst: Path, calib, scheme="w8a8", budget=None, **cfg) -> dict
 
 
 def interleaved(paths: dict[str, Path], x, rounds: int, warmup: int = 10) -> dict[str, float]:
-    """Median ms per model, one run of each per round; x is the input array or a feed dict."""
-    from faaq_onnx.runtime.session import make_session
+    """Median ms per model, one run of each per round in a shuffled order, sessions not spinning
+    (faaq's own interleaved timer); x is the input array or a feed dict."""
+    from faaq_onnx.runtime.timing import interleaved_median_ms
 
-    sessions = {k: make_session(str(p)) for k, p in paths.items()}
     feeds = x if isinstance(x, dict) else {"input": x}
-    for s in sessions.values():
-        for _ in range(warmup):
-            s.run(None, feeds)
-    times = {k: [] for k in sessions}
-    keys = list(sessions)
-    for r in range(rounds):
-        order = keys[r % len(keys):] + keys[: r % len(keys)]
-        for k in order:
-            t0 = time.perf_counter()
-            sessions[k].run(None, feeds)
-            times[k].append(time.perf_counter() - t0)
-    return {k: round(float(np.median(v)) * 1e3, 4) for k, v in times.items()}
+    ms = interleaved_median_ms([str(p) for p in paths.values()], feeds, pairs=rounds, warmup=warmup)
+    return {k: round(v, 4) for k, v in zip(paths, ms)}
 
 
 def startup(path: Path, n: int = 5) -> float:

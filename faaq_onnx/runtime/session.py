@@ -63,8 +63,15 @@ def make_session(
     profile_prefix: str | None = None,
     optimized_model_path: str | None = None,
     log_severity: int = 3,
+    spinning: bool = True,
 ) -> ort.InferenceSession:
-    """Create an InferenceSession on exactly the provider asked for."""
+    """Create an InferenceSession on exactly the provider asked for.
+
+    spinning=False stops the session's idle worker threads from busy-waiting after a run: with
+    several sessions alive and timed in turn, those spinning threads take cores from the one
+    being timed (on 2 cores this made every model 2-3x slower and the result depend on which
+    model ran before).
+    """
     ep = resolve_ep(ep)
     so = ort.SessionOptions()
     if opt_level not in _OPT_LEVELS:
@@ -73,6 +80,9 @@ def make_session(
     if threads:
         so.intra_op_num_threads = int(threads)
     so.log_severity_level = log_severity
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
