@@ -18,6 +18,7 @@ and the sensitivity sweep on Ray workers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, ort_quantize_static, write
+from common import OUT, cifar_model, data_dir, machine, ort_quantize_static, write
 from minilm import minilm_onnx
 
 from faaq_onnx.config import QuantConfig
@@ -62,13 +63,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", default="ratios,minilm6,rss,ray",
+                    help="comma-separated: ratios (vs ORT), minilm6 (avg-bits=6 wall time), rss, ray")
+    ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
+    ap.add_argument("--cases", default=None, help="ratios: only the cases whose name contains one of these")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-compile-"))
     from faaq_onnx import zoo
     from faaq_onnx.data import load_inputs
 
-    res = {"machine": machine(), "loadavg_before": os.getloadavg()}
+    prev = OUT / "compile_time.json"  # parts run separately add to one table
+    res = json.loads(prev.read_text()) if prev.exists() and not args.fresh else {}
+    res.update(machine=machine(), loadavg_before=os.getloadavg())
     # models and data
     r20 = cifar_model("resnet20-cifar10", ddir, work)
     r20_pool = str(ddir / "cifar10/cifar10_train5000.npz")
@@ -87,39 +95,57 @@ def main() -> None:
         "resnet50 mixed bops=0.55 (fit)": (r50, r50_arrays, str(work / "r50.npz"),
                                            dict(calib_size=64, budget="bops=0.55", metric="fit")),
     }
+    def save() -> None:  # after every part, so a stopped run keeps what it measured
+        res["loadavg_after"] = os.getloadavg()
+        md = [f"Load average before/after: {res['loadavg_before'][0]:.2f} / {res['loadavg_after'][0]:.2f}; "
+              f"medians of {args.repeats} alternated runs", "",
+              "| job | ORT quant_pre_process + quantize_static s | faaq s | faaq / ORT | load |", "|---|---|---|---|---|"]
+        for name in cases:
+            if name in res:
+                r = res[name]
+                md.append(f"| {name} | {r['ort_s']} | {r['faaq_s']} | {r['ratio']} | {r['loadavg'][0]:.1f} |")
+        if "minilm avg-bits=6 wall s" in res:
+            md.append(f"\n- MiniLM `--budget avg-bits=6 --candidates w4a8,w8a8`: {res['minilm avg-bits=6 wall s']} s")
+        if "resnet20 peak RSS MB, 4096 images" in res:
+            md.append(f"- ResNet-20 peak RSS: {res['resnet20 peak RSS MB, 256 images']} MB (256 images), "
+                      f"{res['resnet20 peak RSS MB, 4096 images']} MB (4,096 images)")
+        if "ray sweep" in res:
+            r = res["ray sweep"]
+            md.append(f"- ResNet-20 sweep (w2a8..w8a8, SQNR+KL): serial {r['serial_s']} s, 2 Ray workers "
+                      f"{r['two_workers_s']} s, identical tables: {r['identical']}")
+        write("compile_time", res, "\n".join(md) + "\n")
+
     for name, (fp, arrays, calib, kw) in cases.items():
+        if "ratios" not in parts or (args.cases and not any(c in name for c in args.cases.split(","))):
+            continue
         ort_out, faaq_out = work / "ort.onnx", work / "faaq.onnx"
         res[name] = alternate(lambda fp=fp, a=arrays: ort_quantize_static(fp, ort_out, a),
                               lambda fp=fp, c=calib, kw=kw: timed_faaq(fp, c, faaq_out, **dict(kw)), args.repeats)
+        res[name]["loadavg"] = os.getloadavg()
         print(name, {k: v for k, v in res[name].items() if not k.endswith("_all")}, flush=True)
-    res["minilm avg-bits=6 wall s"] = round(timed_faaq(mini, str(mini_calib), work / "m6.onnx", calib_size=128,
-                                                       budget="avg-bits=6", candidates="w4a8,w8a8"), 1)
-    # memory against calibration size
-    for n in (256, 4096):
-        res[f"resnet20 peak RSS MB, {n} images"], _ = peak_rss_mb(
-            ["faaq", "quantize", str(r20), "-o", str(work / f"r{n}.onnx"), "--calib", r20_pool, "--calib-size", str(n),
-             "-q"])
-    # the sweep on Ray
-    tables, times = {}, {}
-    for workers in (1, 2):
-        comp = Compilation(str(r20), r20_pool, QuantConfig(progress=False, workers=workers), target_opset=21)
-        t0 = time.perf_counter()
-        tables[workers] = comp.sensitivity("w2a8,w3a8,w4a8,w5a8,w6a8,w8a8", ("sqnr", "kl"), cache_dir=False).table
-        times[workers] = round(time.perf_counter() - t0, 1)
-    res["ray sweep"] = {"serial_s": times[1], "two_workers_s": times[2], "identical": tables[1] == tables[2]}
-    res["loadavg_after"] = os.getloadavg()
-    md = [f"Load average before/after: {res['loadavg_before'][0]:.2f} / {res['loadavg_after'][0]:.2f}; "
-          f"medians of {args.repeats} alternated runs", "",
-          "| job | ORT quant_pre_process + quantize_static s | faaq s | faaq / ORT |", "|---|---|---|---|"]
-    for name in cases:
-        r = res[name]
-        md.append(f"| {name} | {r['ort_s']} | {r['faaq_s']} | {r['ratio']} |")
-    md += ["", f"- MiniLM `--budget avg-bits=6 --candidates w4a8,w8a8`: {res['minilm avg-bits=6 wall s']} s",
-           f"- ResNet-20 peak RSS: {res['resnet20 peak RSS MB, 256 images']} MB (256 images), "
-           f"{res['resnet20 peak RSS MB, 4096 images']} MB (4,096 images)",
-           f"- ResNet-20 sweep (w2a8..w8a8, SQNR+KL): serial {res['ray sweep']['serial_s']} s, 2 Ray workers "
-           f"{res['ray sweep']['two_workers_s']} s, identical tables: {res['ray sweep']['identical']}"]
-    write("compile_time", res, "\n".join(md) + "\n")
+        save()
+    if "minilm6" in parts:
+        res["minilm avg-bits=6 wall s"] = round(timed_faaq(mini, str(mini_calib), work / "m6.onnx", calib_size=128,
+                                                           budget="avg-bits=6", candidates="w4a8,w8a8"), 1)
+        print("minilm avg-bits=6", res["minilm avg-bits=6 wall s"], flush=True)
+        save()
+    if "rss" in parts:  # memory against calibration size
+        for n in (256, 4096):
+            res[f"resnet20 peak RSS MB, {n} images"], _ = peak_rss_mb(
+                ["faaq", "quantize", str(r20), "-o", str(work / f"r{n}.onnx"), "--calib", r20_pool, "--calib-size",
+                 str(n), "-q"])
+        print("rss", res["resnet20 peak RSS MB, 256 images"], res["resnet20 peak RSS MB, 4096 images"], flush=True)
+        save()
+    if "ray" in parts:  # the sweep on Ray
+        tables, times = {}, {}
+        for workers in (1, 2):
+            comp = Compilation(str(r20), r20_pool, QuantConfig(progress=False, workers=workers), target_opset=21)
+            t0 = time.perf_counter()
+            tables[workers] = comp.sensitivity("w2a8,w3a8,w4a8,w5a8,w6a8,w8a8", ("sqnr", "kl"), cache_dir=False).table
+            times[workers] = round(time.perf_counter() - t0, 1)
+        res["ray sweep"] = {"serial_s": times[1], "two_workers_s": times[2], "identical": tables[1] == tables[2]}
+        print("ray", res["ray sweep"], flush=True)
+        save()
 
 
 if __name__ == "__main__":
