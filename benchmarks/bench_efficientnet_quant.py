@@ -13,13 +13,15 @@ W4A8 with AdaRound; faaq mixed --budget avg-bits=4 (W4A8/W8A8) with AdaRound.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import data_dir, machine, ort_quantize_static, write
+from common import OUT, data_dir, machine, ort_quantize_static, write
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.evaluate import evaluate
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--optimize-samples", type=int, default=256, help="images AdaRound reconstructs on")
     ap.add_argument("--skip", default="", help="variants to leave out (comma-separated names)")
+    ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs (kept by default)")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-effnet-"))
@@ -47,7 +50,9 @@ def main() -> None:
     cal, ev = np.sort(order[:256]), np.sort(order[256:])
     np.savez(work / "calib.npz", input=x[cal])
     xe, ye = x[ev], y[ev]
-    rows = {"float (all 1300)": evaluate(fp, x, y), "float": evaluate(fp, xe, ye)}
+    prev = OUT / "efficientnet_quant.json"  # variants run separately add to one table
+    rows = {} if args.fresh or not prev.exists() else json.loads(prev.read_text())["rows"]
+    rows.update({"float (all 1300)": evaluate(fp, x, y), "float": evaluate(fp, xe, ye)})
     print({k: v["top1"] for k, v in rows.items()}, flush=True)
     out = work / "ort.onnx"
     ort_s = ort_quantize_static(fp, out, {"input": x[cal]})
@@ -78,6 +83,8 @@ def main() -> None:
                        QuantConfig(progress=False, calib_size=256, **kw), budget=budget,
                        candidates="w4a8,w8a8" if budget else None, cache_dir=False)
         rows[name] = {**evaluate(work / "q.onnx", xe, ye), "quantize_s": round(time.perf_counter() - t0, 1),
+                      "adaround": f"{args.iters} it, {args.optimize_samples} images" if "adaround" in str(kw) else "-",
+                      "loadavg": os.getloadavg()[0],
                       "plan": dict(Counter(res.report["plan"]["choices"].values())),
                       "kernels": res.report["verify"]["kernels"]["summary"][0],
                       "stored_bits": res.report["verify"]["size"]["stored_weight_bits"]}
@@ -88,11 +95,11 @@ def main() -> None:
 def report(rows: dict, args) -> None:
     """Written after every variant, so a long run leaves what it has measured."""
     md = ["EfficientNet-Lite0 (real weights); calibration 256 val1300 images, evaluation on the other 1,044; "
-          f"AdaRound {args.iters} iterations on {args.optimize_samples} images", "",
-          "| model | top-1 | top-5 | quantize s | kernels |", "|---|---|---|---|---|"]
+          "AdaRound iterations / images per row", "",
+          "| model | top-1 | top-5 | quantize s | AdaRound | kernels |", "|---|---|---|---|---|---|"]
     for k, r in rows.items():
         md.append(f"| {k} | {100 * r['top1']:.2f} | {100 * r['top5']:.2f} | {r.get('quantize_s', '-')} | "
-                  f"{r.get('kernels', '-')} |")
+                  f"{r.get('adaround', '-')} | {r.get('kernels', '-')} |")
     write("efficientnet_quant", {"machine": machine(), "rows": rows}, "\n".join(md) + "\n")
 
 
