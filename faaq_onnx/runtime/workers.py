@@ -13,6 +13,8 @@ Local: `--workers 4`. A cluster: `ray start --head` on one machine, `ray start
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from faaq_onnx.errors import FaaqError
@@ -26,6 +28,22 @@ def _ray():
     return ray
 
 
+def worker_config(config, cpus: float):
+    """The config a worker probes with: as many ORT threads as CPUs the task was given.
+
+    ORT's default is one thread per core in every session; N workers on one machine would
+    then run N x cores spinning threads and slow each other down many times over."""
+    if config.ort_threads is not None:
+        return config
+    return dataclasses.replace(config, ort_threads=max(1, int(cpus)))
+
+
+def _task_cpus() -> float:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+
+
 def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
     """Worker side: rebuild the probe from plain data and measure the given jobs."""
     import onnx
@@ -36,10 +54,11 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
     from faaq_onnx.optimize.weights import WeightCache
 
     proto = onnx.load_from_string(payload["proto"])
-    cache = WeightCache(ir.from_proto(proto), payload["qgraph"], payload["config"])
+    config = worker_config(payload["config"], _task_cpus())
+    cache = WeightCache(ir.from_proto(proto), payload["qgraph"], config)
     for (name, bits), qw in payload["learned"].items():
         cache.put(name, bits, qw)
-    prober = Prober(proto, payload["qgraph"], payload["calibration"], cache, payload["config"], payload["inputs"])
+    prober = Prober(proto, payload["qgraph"], payload["calibration"], cache, config, payload["inputs"])
     return [(g, c, prober.measure({g: Candidate.parse(c)})) for g, c in jobs]
 
 

@@ -23,3 +23,11 @@ def test_two_workers_reproduce_the_serial_table(tiny_cnn, cnn_calib):
     got = par.sensitivity(cands, ("sqnr", "kl"), cache_dir=False).table
     assert got == want
     assert par._prober is None  # the coordinator built no probe session of its own
+
+
+def test_a_worker_probes_with_as_many_ort_threads_as_cpus_it_was_given():
+    from faaq_onnx.runtime.workers import worker_config
+
+    assert worker_config(QuantConfig(), 1.0).ort_threads == 1
+    assert worker_config(QuantConfig(), 3.0).ort_threads == 3
+    assert worker_config(QuantConfig(ort_threads=4), 1.0).ort_threads == 4  # the user's choice stands
