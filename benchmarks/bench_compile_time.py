@@ -64,7 +64,10 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--parts", default="ratios,minilm6,rss,ray",
-                    help="comma-separated: ratios (vs ORT), minilm6 (avg-bits=6 wall time), rss, ray")
+                    help="comma-separated: ratios (vs ORT), minilm6 (avg-bits=6 wall time), rss, ray, "
+                         "adaround18 (ResNet-18 W4A8 --optimize adaround wall time, a separate process)")
+    ap.add_argument("--adaround-iters", type=int, default=1000)
+    ap.add_argument("--adaround-samples", type=int, default=64)
     ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
     ap.add_argument("--cases", default=None, help="ratios: only the cases whose name contains one of these")
     args = ap.parse_args()
@@ -83,6 +86,7 @@ def main() -> None:
     r20_arrays = {"input": np.asarray(load_inputs(r20_pool, ["input"], limit=256, seed=0)["input"])}
     r50 = work / "resnet50.onnx"
     zoo.export("resnet50-imagenet", r50)
+    zoo.export("resnet18-imagenet", work / "resnet18.onnx")
     x = np.asarray(load_inputs(ddir / "imagenet/val1300", ["input"], preset="imagenet", limit=128, seed=0)["input"])
     np.savez(work / "r50.npz", input=x)
     r50_arrays = {"input": x[:64]}
@@ -109,6 +113,8 @@ def main() -> None:
         if "resnet20 peak RSS MB, 4096 images" in res:
             md.append(f"- ResNet-20 peak RSS: {res['resnet20 peak RSS MB, 256 images']} MB (256 images), "
                       f"{res['resnet20 peak RSS MB, 4096 images']} MB (4,096 images)")
+        for k in [k for k in res if k.startswith("resnet18 W4A8 adaround")]:
+            md.append(f"- {k}: {res[k]['wall_s']} s, peak RSS {res[k]['peak_rss_mb']} MB, load {res[k]['loadavg'][0]:.1f}")
         if "ray sweep" in res:
             r = res["ray sweep"]
             md.append(f"- ResNet-20 sweep (w2a8..w8a8, SQNR+KL): serial {r['serial_s']} s, 2 Ray workers "
@@ -135,6 +141,15 @@ def main() -> None:
                 ["faaq", "quantize", str(r20), "-o", str(work / f"r{n}.onnx"), "--calib", r20_pool, "--calib-size",
                  str(n), "-q"])
         print("rss", res["resnet20 peak RSS MB, 256 images"], res["resnet20 peak RSS MB, 4096 images"], flush=True)
+        save()
+    if "adaround18" in parts:  # learned rounding on an ImageNet-sized network, 2 cores
+        key = f"resnet18 W4A8 adaround {args.adaround_iters} it, {args.adaround_samples} images"
+        rss, wall = peak_rss_mb(
+            ["faaq", "quantize", str(work / "resnet18.onnx"), "-o", str(work / "r18_ar.onnx"), "--calib",
+             str(work / "r50.npz"), "--calib-size", "64", "--scheme", "w4a8", "--optimize", "adaround",
+             "--optimize-iters", str(args.adaround_iters), "--optimize-samples", str(args.adaround_samples), "-q"])
+        res[key] = {"wall_s": wall, "peak_rss_mb": rss, "loadavg": os.getloadavg()}
+        print(key, res[key], flush=True)
         save()
     if "ray" in parts:  # the sweep on Ray
         tables, times = {}, {}
