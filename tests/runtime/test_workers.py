@@ -31,3 +31,17 @@ def test_a_worker_probes_with_as_many_ort_threads_as_cpus_it_was_given():
     assert worker_config(QuantConfig(), 1.0).ort_threads == 1
     assert worker_config(QuantConfig(), 3.0).ort_threads == 3
     assert worker_config(QuantConfig(ort_threads=4), 1.0).ort_threads == 4  # the user's choice stands
+
+
+def test_faaqs_local_ray_workers_run_at_normal_priority():
+    import os
+
+    from faaq_onnx.runtime.workers import start_local_ray
+
+    ray.shutdown()
+    try:
+        start_local_ray(1)
+        assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)  # Ray's default: 15
+    finally:
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
