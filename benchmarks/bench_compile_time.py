@@ -18,7 +18,6 @@ and the sensitivity sweep on Ray workers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import OUT, cifar_model, data_dir, machine, ort_quantize_static, write
+from common import cifar_model, data_dir, machine, ort_quantize_static, previous, write
 from minilm import minilm_onnx
 
 from faaq_onnx.config import QuantConfig
@@ -77,8 +76,7 @@ def main() -> None:
     from faaq_onnx import zoo
     from faaq_onnx.data import load_inputs
 
-    prev = OUT / "compile_time.json"  # parts run separately add to one table
-    res = json.loads(prev.read_text()) if prev.exists() and not args.fresh else {}
+    res = {} if args.fresh else previous("compile_time")  # parts run separately add to one table
     res.update(machine=machine(), loadavg_before=os.getloadavg())
     # models and data
     r20 = cifar_model("resnet20-cifar10", ddir, work)

@@ -13,7 +13,6 @@ W4A8 with AdaRound; faaq mixed --budget avg-bits=4 (W4A8/W8A8) with AdaRound.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -21,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import OUT, data_dir, machine, ort_quantize_static, write
+from common import data_dir, machine, ort_quantize_static, previous, write
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.evaluate import evaluate
@@ -50,8 +49,7 @@ def main() -> None:
     cal, ev = np.sort(order[:256]), np.sort(order[256:])
     np.savez(work / "calib.npz", input=x[cal])
     xe, ye = x[ev], y[ev]
-    prev = OUT / "efficientnet_quant.json"  # variants run separately add to one table
-    rows = {} if args.fresh or not prev.exists() else json.loads(prev.read_text())["rows"]
+    rows = {} if args.fresh else previous("efficientnet_quant").get("rows", {})  # variants run separately add up
     rows.update({"float (all 1300)": evaluate(fp, x, y), "float": evaluate(fp, xe, ye)})
     print({k: v["top1"] for k, v in rows.items()}, flush=True)
     out = work / "ort.onnx"
@@ -83,7 +81,8 @@ def main() -> None:
                        QuantConfig(progress=False, calib_size=256, **kw), budget=budget,
                        candidates="w4a8,w8a8" if budget else None, cache_dir=False)
         rows[name] = {**evaluate(work / "q.onnx", xe, ye), "quantize_s": round(time.perf_counter() - t0, 1),
-                      "adaround": f"{args.iters} it, {args.optimize_samples} images" if "adaround" in str(kw) else "-",
+                      "adaround": f"{args.iters} it, {args.optimize_samples} images" if "adaround" in kw.get("optimize", "")
+                      else "-",
                       "loadavg": os.getloadavg()[0],
                       "plan": dict(Counter(res.report["plan"]["choices"].values())),
                       "kernels": res.report["verify"]["kernels"]["summary"][0],

@@ -4,11 +4,11 @@ For each model: float; ONNX Runtime quant_pre_process + quantize_static W8A8 (QI
 per-channel weights, QUInt8 activations, MinMax) and the same with QInt4 weights; faaq W8A8,
 W4A8 (cast storage, the default), W4A8 with --weight-storage dequant (the old form), and
 mixed plans --budget avg-bits=4 and avg-bits=3 (candidates w2a8..w8a8, bits as stored).
-All sessions of a model are alive at once and run round-robin (one run of each per round,
-the order shuffled each round, sessions not spinning between runs), so load from other processes hits all of them alike; medians of
---rounds rounds after a warm-up, at batch 1 and 8. Also: session start-up time (median of
-5), file bytes, the kernels ORT chose (ops left in float), and on CIFAR the top-1 of the cast
-form vs the DQ(int4) form.
+All sessions of a model are alive at once, one run of each per round in an order shuffled
+every round, the sessions not spinning between runs, so load from other processes hits all
+of them alike; medians of --rounds rounds after a warm-up, at batch 1 and 8. Also: session
+start-up time (median of 5), file bytes, the kernels ORT chose (ops left in float), and on
+CIFAR the top-1 of the cast form vs the DQ(int4) form.
 
     python benchmarks/bench_int8_kernels.py --data-dir ../shared/data
     python benchmarks/bench_int8_kernels.py --data-dir ../shared/data --models resnet20-cifar10 --rounds 10
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import OUT, cifar_model, data_dir, machine, ort_quantize_static, write
+from common import cifar_model, data_dir, machine, ort_quantize_static, previous, write
 
 MODELS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet",
           "efficientnet-lite0-imagenet"]
@@ -173,11 +173,8 @@ def main() -> None:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="faaq-int8-kernels-"))
     work.mkdir(parents=True, exist_ok=True)
     result = {"machine": machine(), "rounds": args.rounds, "loadavg_before": os.getloadavg(), "models": {}}
-    previous = OUT / "int8_kernels.json"
-    if args.phase == "time" and args.keep_others and previous.exists():  # re-time some models, keep the rest
-        import json
-
-        result["models"] = json.loads(previous.read_text())["models"]
+    if args.phase == "time" and args.keep_others:  # re-time some models, keep the rest
+        result["models"] = previous("int8_kernels").get("models", {})
     for name in args.models.split(","):
         info = build(name, ddir, work)
         print(name, "built", info["bytes"], flush=True)

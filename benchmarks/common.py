@@ -35,6 +35,13 @@ def machine() -> dict:
             "onnxruntime": __import__("onnxruntime").__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
+def previous(name: str) -> dict:
+    """What the last run of a benchmark wrote with `write(name, ...)` ({} if none): benchmarks
+    whose parts run separately add their rows to it."""
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write(name: str, payload: dict, markdown: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
