@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from common import OUT, cifar_model, data_dir, machine
@@ -88,7 +89,8 @@ def main() -> None:
         row.update(sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
                    timings=res.report["timings_s"], plan=res.report["plan"]["meta"].get("budget", kw.get("scheme")),
                    stored_bits=res.report["verify"]["size"]["stored_weight_bits"],
-                   kernels=res.report["verify"]["kernels"]["summary"][0])
+                   kernels=res.report["verify"]["kernels"]["summary"][0],
+                   widths=dict(Counter(str(c) for c in res.plan.choices.values())))
         return row
 
     for name in args.models.split(","):
@@ -105,8 +107,12 @@ def main() -> None:
             for mode in ("none", "adaround"):
                 run(f"{name}|w4a8|{mode}", results,
                     lambda fp=fp, mode=mode: quant(fp, scheme="w4a8", optimize=mode, optimize_iters=args.iters))
-                run(f"{name}|avg-bits=4|{mode}", results,
-                    lambda fp=fp, mode=mode: quant(fp, budget="avg-bits=4", optimize=mode, optimize_iters=args.iters))
+                # "adaround": weights rounded per width in uniform models, stitched (before --reround);
+                # "adaround+reround": the allocated plan rounded again in its own context (the default now)
+                for reround in ((False, True) if mode != "none" else (False,)):
+                    run(f"{name}|avg-bits=4|{mode}" + ("+reround" if reround else ""), results,
+                        lambda fp=fp, mode=mode, r=reround: quant(fp, budget="avg-bits=4", optimize=mode,
+                                                                  optimize_iters=args.iters, reround=r))
         elif args.part == "datafree":
             for scheme in ("w8a8", "w6a6"):
                 run(f"{name}|{scheme}|calibrated", results, lambda fp=fp, s=scheme: quant(fp, scheme=s))
@@ -119,6 +125,7 @@ def main() -> None:
                 "w4a4|brecq+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="brecq",
                                                    optimize_iters=args.brecq_iters, qdrop=args.qdrop),
                 "w4a8|adaround-2x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=2 * args.iters),
+                "w4a8|adaround-4x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=4 * args.iters),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
                                                       optimize_iters=args.iters),
                 "w4a4|adaround+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="adaround",

@@ -77,6 +77,7 @@ class QuantConfig:
     optimize_iters: int = 1000
     optimize_inputs: str = "quantized"  # reconstruct from the quantized model's own inputs, or the float model's
     optimize_samples: int = 256
+    reround: bool = True  # optimize an allocated mixed plan's rounding again, in its own context
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
     smoothquant_alpha: float = 0.5
     cle_relu6: str = "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu

@@ -88,6 +88,7 @@ class Compilation:
             self.calibration.data_free = self.data_free
         self.weights = WeightCache(self.model, self.qgraph, self.config)
         self.optimization: dict = {}
+        self._rounded: set = set()  # choices keys of the plans whose rounding was optimized
         self._bias_cache: dict = {}
         self._matmul_choice: dict = {}
         self.feeds = ConfigFeeds(self.qgraph, self.calibration, self.weights, self.config)
@@ -248,8 +249,9 @@ class Compilation:
         return plan
 
     # optimize weights ----------------------------------------------------------
-    def optimize_rounding(self, plans: list[BitPlan]) -> dict:
-        """AdaRound/BRECQ each plan's weights below 8 bits (once per plan); they stay in the cache."""
+    def optimize_rounding(self, plans: list[BitPlan], key: str | None = None) -> dict:
+        """AdaRound/BRECQ each plan's weights below 8 bits (once per plan); they stay in the cache.
+        Each plan is rounded in its own context: every layer fit to the inputs that plan feeds it."""
         from faaq_onnx.optimize.reconstruct import ReconSettings
         from faaq_onnx.optimize.rounding import optimize_rounding
 
@@ -259,13 +261,21 @@ class Compilation:
         settings = ReconSettings(iters=self.config.optimize_iters, drop=self.config.qdrop, seed=self.config.seed)
         with self.stage("optimize_weights"):
             for plan in plans:
-                key = ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
-                if key in self.optimization:
+                if choices_key(plan.choices) in self._rounded:
                     continue
-                self.optimization[key] = optimize_rounding(
-                    self, plan, mode, settings, self.config.optimize_inputs, self.config.optimize_samples,
-                    learn_activations=len(plans) == 1, progress=self.config.progress)
+                self._rounded.add(choices_key(plan.choices))
+                self.optimization[key or ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))] = \
+                    optimize_rounding(self, plan, mode, settings, self.config.optimize_inputs,
+                                      self.config.optimize_samples, learn_activations=len(plans) == 1,
+                                      progress=self.config.progress)
         return self.optimization
+
+    def reround(self, plan: BitPlan) -> None:
+        """Round an allocated mixed plan's weights again, in its own context. The allocator chose
+        between weights rounded once per width in uniform models (seed 003 §3.5); stitched, a
+        layer sees inputs other than those it was fit to (a W2 layer's came from an all-W2 model)."""
+        if self.config.reround and self.config.rounding is not None:
+            self.optimize_rounding([plan], key="emitted plan")
 
     def bias_overrides(self, plan: BitPlan) -> dict:
         if "bias-correction" not in self.config.optimize:
@@ -390,6 +400,7 @@ def quantize(
             from faaq_onnx.guarantees import _extreme_plan
 
             plan = _extreme_plan(comp, budget)
+        comp.reround(plan)
     elif plan is None:
         plan = comp.uniform(config.scheme)
     result = comp.emit(plan)

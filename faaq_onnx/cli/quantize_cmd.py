@@ -75,6 +75,10 @@ def quant_options(f):
                      help="Reconstruct from the inputs the quantized model feeds each layer, or the float model's."),
         click.option("--optimize-samples", type=int, default=256, show_default=True,
                      help="Calibration samples used for rounding optimization and bias correction."),
+        click.option("--reround/--no-reround", default=True, show_default=True,
+                     help="adaround/brecq with a budget: once the plan is allocated, optimize its rounding again "
+                          "with each layer fed what the mixed plan feeds it (one more pass over its sub-8-bit "
+                          "layers); --no-reround ships the weights rounded per width in uniform models."),
         click.option("--qdrop", type=float, default=0.0, show_default=True,
                      help="brecq: probability of keeping an activation element float during reconstruction (QDrop)."),
         click.option("--smoothquant-alpha", type=float, default=0.5, show_default=True,
@@ -178,6 +182,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
         optimize_iters=o.get("optimize_iters", 1000),
         optimize_inputs=o.get("optimize_inputs", "quantized"),
         optimize_samples=o.get("optimize_samples", 256),
+        reround=o.get("reround", True),
         qdrop=o.get("qdrop", 0.0),
         cle_relu6=o.get("cle_relu6", "keep"),
         smoothquant_alpha=o.get("smoothquant_alpha", 0.5),

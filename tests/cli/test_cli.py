@@ -209,3 +209,15 @@ def test_analyze_with_measured_latency(runner, tiny_cnn, calib_npz, tmp_path):
     curve = json.loads((rep / "tradeoff.json").read_text())
     assert all("latency_ms" in p for p in curve["uniform"] + curve["knapsack"])
     assert "latency" in r.output
+
+
+@pytest.mark.parametrize("flag, rerounded", [("--reround", True), ("--no-reround", False)])
+def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, rerounded):
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--budget", "avg-bits=6", "--candidates", "w3a8,w4a8,w8a8", "--optimize", "adaround",
+                             "--optimize-iters", "10", "--optimize-samples", "8", "--no-cache", "-q",
+                             "--json", str(report), flag])
+    assert r.exit_code == 0, r.output
+    rounding = json.loads(report.read_text())["optimization"]["rounding"]
+    assert ("emitted plan" in rounding) is rerounded

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from faaq_onnx import quantize
-from faaq_onnx.config import QuantConfig
+from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.optimize.reconstruct import ReconSettings, SoftWeight, reconstruct
 from faaq_onnx.optimize.units import block_units, layer_units
 from faaq_onnx.pipeline import Compilation
@@ -92,10 +92,38 @@ def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
     res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, optimize="adaround", optimize_iters=20,
                                                            optimize_samples=16),
                    budget="avg-bits=6", candidates="w3a8,w4a8,w8a8", cache_dir=False)
-    assert sorted(res.report["optimization"]["rounding"]) == ["w3a8", "w4a8"]
-    rounded = {w: v["rounding"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
-    assert all(m == ("adaround" if v["bits"] < 8 else "nearest")
-               for m, v in zip(rounded.values(), res.report["verify"]["size"]["per_weight"].values()))
+    rounding = res.report["optimization"]["rounding"]
+    assert sorted(rounding) == ["emitted plan", "w3a8", "w4a8"]
+    per_weight = res.report["verify"]["size"]["per_weight"]
+    assert all(v["rounding"] == ("adaround" if v["bits"] < 8 else "nearest") for v in per_weight.values())
+    # the allocated plan is mixed: its sub-8-bit weights were rounded again, in its own context
+    assert len({v["bits"] for v in per_weight.values()}) > 1
+    again = {w for u in rounding["emitted plan"]["units"] for w in u["weights"]}
+    assert again == {w for w, v in per_weight.items() if v["bits"] < 8}
+
+
+def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
+    """Stitched weights were fit to the inputs of uniform models; rounded again, the layers after
+    a changed one see what the mixed plan feeds them, so the emitted weights differ."""
+    def run(reround):
+        cfg = QuantConfig(progress=False, optimize="adaround", optimize_iters=20, optimize_samples=16,
+                          reround=reround)
+        comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+        comp.optimize_rounding([comp.uniform("w3a8"), comp.uniform("w4a8")])
+        plan = comp.uniform("w4a8")
+        plan.choices[next(iter(plan.choices))] = Candidate.parse("w3a8")  # the first layer at 3 bits
+        comp.reround(plan)
+        return comp, plan, comp.emit(plan)
+
+    stitched_comp, plan, stitched = run(False)
+    refit_comp, _, refit = run(True)
+    assert "emitted plan" not in stitched.report["optimization"]["rounding"]
+    assert "emitted plan" in refit.report["optimization"]["rounding"]
+    assert refit.model.SerializeToString() != stitched.model.SerializeToString()
+    # a plan already rounded in its own context (a uniform one) is not rounded again
+    before = dict(refit_comp.optimization)
+    refit_comp.reround(refit_comp.uniform("w4a8"))
+    assert refit_comp.optimization == before
 
 
 def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
