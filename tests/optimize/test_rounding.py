@@ -135,3 +135,43 @@ def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
     units = fl.report["optimization"]["rounding"]["w3a8"]["units"]
     assert len(units) == 3 and units[0]["mse"] <= units[0]["mse_nearest"]  # the first unit sees the same input
     assert fl.model.SerializeToString() != qu.model.SerializeToString()
+
+
+def _deconv_model(path):
+    """Conv -> Relu -> ConvTranspose (upsampling): the decoder shape."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c.w"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 2, 2)).astype(np.float32), "d.w"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "d.b")]
+    nodes = [helper.make_node("Conv", ["input", "c.w"], ["c"], pads=[1] * 4, name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("ConvTranspose", ["r", "d.w", "d.b"], ["out"], strides=[2, 2], name="deconv")]
+    graph = helper.make_graph(nodes, "deconv", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                              ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("which", ["matmul", "convtranspose"])
+def test_adaround_on_matmul_and_convtranspose_weights(which, tiny_mlp, mlp_calib, tmp_path):
+    """Weights whose output channels lie on axis 1 ([K, N] MatMul, ConvTranspose [Cin, Cout, k, k])
+    are rounded on their own grid and beat round-to-nearest on the unit's output."""
+    if which == "matmul":
+        model, calib = tiny_mlp, mlp_calib
+    else:
+        model = _deconv_model(tmp_path / "deconv.onnx")
+        calib = {"input": np.random.default_rng(2).normal(0, 1, (64, 3, 8, 8)).astype(np.float32)}
+    cfg = dict(progress=False, scheme="w3a8", optimize_iters=200, optimize_samples=64)
+    ar = quantize(model, calib, config=QuantConfig(optimize="adaround", **cfg))
+    units = ar.report["optimization"]["rounding"]["w3a8"]["units"]
+    assert len(units) == 2 and all(u["mse"] < u["mse_nearest"] for u in units)
+    assert all(w["rounding"] == "adaround" for w in ar.report["verify"]["size"]["per_weight"].values())
+    rtn = quantize(model, calib, config=QuantConfig(**cfg))
+    sqnr = lambda r: next(iter(r.report["verify"]["outputs"].values()))["sqnr_db"]  # noqa: E731
+    assert sqnr(ar) > sqnr(rtn)
