@@ -84,9 +84,12 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
         alloc.plan.meta.setdefault("objective", alloc.objective)
         if alloc.plan.choices == current.plan.choices:
             break
+        comp.reround(alloc.plan)  # a repaired plan is rounded in its own context too
         current = comp.emit(alloc.plan)
     # no repaired plan met it: the extreme plan the candidates allow decides
-    extreme = comp.emit(_extreme_plan(comp, budget))
+    extreme_plan = _extreme_plan(comp, budget)
+    comp.reround(extreme_plan)
+    extreme = comp.emit(extreme_plan)
     value, how = measure_emitted(comp, extreme, budget, labeled, ep, batch)
     tries.append(round(value, 4))
     if meets(budget, value, tol):

@@ -99,7 +99,10 @@ class _FakeComp:
         self.proposals, self.candidates, self._costs = list(proposals), cands, costs
         self.config = SimpleNamespace(latency_tolerance=0.05)
         self.qgraph = SimpleNamespace(groups=groups)
-        self.asked = []
+        self.asked, self.rerounded, self.emitted = [], [], []
+
+    def reround(self, plan):
+        self.rerounded.append(plan.choices["g"])
 
     def allocate(self, working, metric, allocator, labeled):
         from types import SimpleNamespace
@@ -108,6 +111,7 @@ class _FakeComp:
         return SimpleNamespace(plan=self.proposals.pop(0), objective=0.0)
 
     def emit(self, plan):
+        assert plan.choices["g"] in self.rerounded  # rounded in its own context before it is emitted
         return _FakeResult(plan)
 
     def cost_model(self, budget):
@@ -137,6 +141,7 @@ def test_repair_emits_the_reallocated_plan_and_records_every_try(monkeypatch):
     comp = _FakeComp([_plan("first")], {}, [])
     out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
     assert out.plan.choices["g"] == "extreme" and out.report["budget"]["measured_per_try"] == [29.5, 40.0]
+    assert comp.rerounded == ["extreme"]
 
 
 def test_extreme_plan_is_the_most_precise_for_floors_and_the_cheapest_for_costs():
