@@ -25,7 +25,7 @@ from faaq_onnx.analysis.budget import LATENCY, Budget, CostModel
 from faaq_onnx.analysis.calibrate import calibrate
 from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.analysis.discover import discover_groups
-from faaq_onnx.analysis.fisher import fisher_sensitivity
+from faaq_onnx.analysis.fisher import fisher_sensitivity, fit_available
 from faaq_onnx.analysis.latency import matmul_nbits_nodes
 from faaq_onnx.analysis.prune import prune_quantizers
 from faaq_onnx.analysis.sensitivity import (
@@ -155,7 +155,7 @@ class Compilation:
                     fit_samples: int = 32) -> SensitivityTable:
         self.candidates = parse_candidates(candidates) if isinstance(candidates, str) else list(candidates)
         if "fit" in metrics:
-            metrics = self._fit_available(tuple(metrics))
+            metrics = fit_available(self.float_proto, tuple(metrics), self.warnings)
         with self.stage("sensitivity"):
             def fit_fn(jobs):
                 return fisher_sensitivity(self.float_proto, self.qgraph, self.feeds, jobs, self.inputs,
@@ -175,20 +175,6 @@ class Compilation:
                                      self.candidates, metrics, cache_dir, self.config.progress, fit_fn, fit_samples,
                                      distributed)
         return self.table
-
-    def _fit_available(self, metrics: tuple) -> tuple:
-        """Check the torch interpreter can run the model before any sweep starts."""
-        from faaq_onnx.interpreter import UnsupportedOp, check_supported
-
-        try:
-            check_supported(self.float_proto)
-            return metrics
-        except UnsupportedOp as exc:
-            if metrics == ("fit",):
-                raise FaaqError(f"the fit metric needs the torch interpreter, which cannot run this model: {exc}; "
-                                "use --metric sqnr or kl") from None
-            self.warnings.append(f"fit metric unavailable: {exc}")
-            return tuple(m for m in metrics if m != "fit")
 
     # phase 2 -----------------------------------------------------------------
     def latency_table(self, ep: str = "cpu", batch: int = 1, cache_dir=None):

@@ -15,6 +15,7 @@ import onnx
 
 from faaq_onnx.analysis.probe import root_tensors
 from faaq_onnx.config import FLOAT
+from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.quant.affine import fake_quant
 
@@ -90,3 +91,19 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
              + sum(act_err[(a, c.a)] / n for a in g.activations if c.a < FLOAT))
         out[(g.name, c)] = v
     return out, None
+
+
+def fit_available(float_proto, metrics: tuple, warnings: list) -> tuple:
+    """The metrics the sweep can measure: FIT needs the torch interpreter, checked before any
+    sweep starts (an error when FIT is all that was asked, a warning and no FIT otherwise)."""
+    from faaq_onnx.interpreter import UnsupportedOp, check_supported  # torch, imported when asked
+
+    try:
+        check_supported(float_proto)
+        return metrics
+    except UnsupportedOp as exc:
+        if metrics == ("fit",):
+            raise FaaqError(f"the fit metric needs the torch interpreter, which cannot run this model: {exc}; "
+                            "use --metric sqnr or kl") from None
+        warnings.append(f"fit metric unavailable: {exc}")
+        return tuple(m for m in metrics if m != "fit")
