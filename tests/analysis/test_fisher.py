@@ -96,3 +96,21 @@ def test_fit_equals_a_plain_autograd_computation(tmp_path, classes):
         assert act[a] > 0.005 * expected * n  # the activation term shows at rel=1e-4
         assert table.table[group][str(cand)]["fit"] == pytest.approx(expected, rel=1e-4)
         assert table.table[group][str(Candidate.parse("float"))]["fit"] == 0.0
+
+
+def test_fit_needs_the_interpreter_error_or_warning():
+    """A model with an op the torch interpreter lacks: FIT alone is an error naming the op;
+    asked with other metrics it is dropped with a warning."""
+    from faaq_onnx.analysis.fisher import fit_available
+    from faaq_onnx.errors import FaaqError
+
+    node = helper.make_node("LRN", ["x"], ["y"], size=3)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])])
+    proto = helper.make_model(graph)
+    with pytest.raises(FaaqError, match="LRN"):
+        fit_available(proto, ("fit",), [])
+    warnings = []
+    assert fit_available(proto, ("sqnr", "kl", "fit"), warnings) == ("sqnr", "kl")
+    assert len(warnings) == 1 and "LRN" in warnings[0]
+    assert fit_available(helper.make_model(helper.make_graph([], "e", [], [])), ("fit",), []) == ("fit",)
