@@ -5,7 +5,10 @@ other 1,044 images (top-1, top-5), with the float model's score on the same imag
 all 1,300: 82.46 %). Variants: ORT quantize_static W8A8 (reference); faaq W8A8; faaq W8A8
 with cross-layer equalization + bias correction (EfficientNet-Lite has ReLU6: --cle-relu6
 replace, as the DFQ recipe; the float model with that replacement is scored too); faaq
-W4A8 with AdaRound; faaq mixed --budget avg-bits=4 (W4A8/W8A8) with AdaRound.
+W4A8 with AdaRound; faaq mixed --budget avg-bits=4 (W4A8/W8A8) with AdaRound; mixed
+avg-bits=4 over W2A8/W4A8/W8A8 (round to nearest); W8A8 with bias correction alone and with
+CLE keeping the ReLU6 pairs as they are (the default) + bias correction. --skip leaves
+variants out; rows of earlier runs are kept.
 
     python benchmarks/bench_efficientnet_quant.py --data-dir ../shared/data --iters 500
 """
@@ -71,15 +74,20 @@ def main() -> None:
         "faaq avg-bits=4 (W4A8/W8A8) + AdaRound": dict(budget="avg-bits=4", optimize="adaround",
                                                       optimize_iters=args.iters,
                                                       optimize_samples=args.optimize_samples),
+        # candidates that let a 4-bit average buy 8-bit layers with 2-bit ones (as on CIFAR)
+        "faaq avg-bits=4 (W2A8/W4A8/W8A8)": dict(budget="avg-bits=4", candidates="w2a8,w4a8,w8a8"),
+        "faaq W8A8 + bias correction": dict(scheme="w8a8", optimize="bias-correction"),
+        "faaq W8A8 + CLE (ReLU6 pairs kept) + bias correction": dict(scheme="w8a8", optimize="cle,bias-correction"),
     }
     for name, kw in variants.items():
         if name in args.skip.split(","):
             continue
         budget = kw.pop("budget", None)
+        candidates = kw.pop("candidates", "w4a8,w8a8")
         t0 = time.perf_counter()
         res = quantize(str(fp), str(work / "calib.npz"), work / "q.onnx",
                        QuantConfig(progress=False, calib_size=256, **kw), budget=budget,
-                       candidates="w4a8,w8a8" if budget else None, cache_dir=False)
+                       candidates=candidates if budget else None, cache_dir=False)
         rows[name] = {**evaluate(work / "q.onnx", xe, ye), "quantize_s": round(time.perf_counter() - t0, 1),
                       "adaround": f"{args.iters} it, {args.optimize_samples} images" if "adaround" in kw.get("optimize", "")
                       else "-",
