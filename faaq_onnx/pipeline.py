@@ -247,13 +247,14 @@ class Compilation:
         settings = ReconSettings(iters=self.config.optimize_iters, drop=self.config.qdrop, seed=self.config.seed)
         with self.stage("optimize_weights"):
             for plan in plans:
-                if choices_key(plan.choices) in self._rounded:
+                done = choices_key(plan.choices)
+                if done in self._rounded:
                     continue
-                self._rounded.add(choices_key(plan.choices))
-                self.optimization[key or ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))] = \
-                    optimize_rounding(self, plan, mode, settings, self.config.optimize_inputs,
-                                      self.config.optimize_samples, learn_activations=len(plans) == 1,
-                                      progress=self.config.progress)
+                self._rounded.add(done)
+                name = key or ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
+                self.optimization[name] = optimize_rounding(
+                    self, plan, mode, settings, self.config.optimize_inputs, self.config.optimize_samples,
+                    learn_activations=len(plans) == 1, progress=self.config.progress)
         return self.optimization
 
     def reround(self, plan: BitPlan) -> None:

@@ -113,10 +113,10 @@ def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
         plan = comp.uniform("w4a8")
         plan.choices[next(iter(plan.choices))] = Candidate.parse("w3a8")  # the first layer at 3 bits
         comp.reround(plan)
-        return comp, plan, comp.emit(plan)
+        return comp, comp.emit(plan)
 
-    stitched_comp, plan, stitched = run(False)
-    refit_comp, _, refit = run(True)
+    _, stitched = run(False)
+    refit_comp, refit = run(True)
     assert "emitted plan" not in stitched.report["optimization"]["rounding"]
     assert "emitted plan" in refit.report["optimization"]["rounding"]
     assert refit.model.SerializeToString() != stitched.model.SerializeToString()
@@ -139,8 +139,9 @@ def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
 
 def _deconv_model(path):
     """Conv -> Relu -> ConvTranspose (upsampling): the decoder shape."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from tests.conftest import _save
 
     rng = np.random.default_rng(1)
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c.w"),
@@ -152,10 +153,7 @@ def _deconv_model(path):
     graph = helper.make_graph(nodes, "deconv", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                                               ["batch", 3, 8, 8])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 16, 16])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    onnx.save(model, str(path))
-    return str(path)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 @pytest.mark.parametrize("which", ["matmul", "convtranspose"])
