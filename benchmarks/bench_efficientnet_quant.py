@@ -6,7 +6,7 @@ all 1,300: 82.46 %). Variants: ORT quantize_static W8A8 (reference); faaq W8A8; 
 with cross-layer equalization + bias correction (EfficientNet-Lite has ReLU6: --cle-relu6
 replace, as the DFQ recipe; the float model with that replacement is scored too); faaq
 W4A8 with AdaRound; faaq mixed --budget avg-bits=4 (W4A8/W8A8) with AdaRound; mixed
-avg-bits=4 over W2A8/W4A8/W8A8 (round to nearest); W8A8 with bias correction alone and with
+avg-bits=4 over W2A8/W4A8/W8A8 (round to nearest, and with AdaRound); W8A8 with bias correction alone and with
 CLE keeping the ReLU6 pairs as they are (the default) + bias correction. --skip leaves
 variants out; rows of earlier runs are kept.
 
@@ -52,8 +52,8 @@ def main() -> None:
     cal, ev = np.sort(order[:256]), np.sort(order[256:])
     np.savez(work / "calib.npz", input=x[cal])
     xe, ye = x[ev], y[ev]
-    rows = {} if args.fresh else previous("efficientnet_quant").get("rows", {})  # variants run separately add up
-    rows.update({"float (all 1300)": evaluate(fp, x, y), "float": evaluate(fp, xe, ye)})
+    # this run's rows; report() adds them to what earlier (or concurrent) runs wrote
+    rows = {"float (all 1300)": evaluate(fp, x, y), "float": evaluate(fp, xe, ye)}
     print({k: v["top1"] for k, v in rows.items()}, flush=True)
     out = work / "ort.onnx"
     ort_s = ort_quantize_static(fp, out, {"input": x[cal]})
@@ -76,6 +76,9 @@ def main() -> None:
                                                       optimize_samples=args.optimize_samples),
         # candidates that let a 4-bit average buy 8-bit layers with 2-bit ones (as on CIFAR)
         "faaq avg-bits=4 (W2A8/W4A8/W8A8)": dict(budget="avg-bits=4", candidates="w2a8,w4a8,w8a8"),
+        "faaq avg-bits=4 (W2A8/W4A8/W8A8) + AdaRound": dict(budget="avg-bits=4", candidates="w2a8,w4a8,w8a8",
+                                                           optimize="adaround", optimize_iters=args.iters,
+                                                           optimize_samples=args.optimize_samples),
         "faaq W8A8 + bias correction": dict(scheme="w8a8", optimize="bias-correction"),
         "faaq W8A8 + CLE (ReLU6 pairs kept) + bias correction": dict(scheme="w8a8", optimize="cle,bias-correction"),
     }
@@ -100,7 +103,9 @@ def main() -> None:
 
 
 def report(rows: dict, args) -> None:
-    """Written after every variant, so a long run leaves what it has measured."""
+    """Written after every variant, so a long run leaves what it has measured. Rows another run
+    wrote meanwhile are kept (two runs with different --skip may go side by side)."""
+    rows = {**({} if args.fresh else previous("efficientnet_quant").get("rows", {})), **rows}
     md = ["EfficientNet-Lite0 (real weights); calibration 256 val1300 images, evaluation on the other 1,044; "
           "AdaRound iterations / images per row", "",
           "| model | top-1 | top-5 | quantize s | AdaRound | kernels |", "|---|---|---|---|---|---|"]

@@ -40,6 +40,7 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
 from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.model_io import load_model
+from faaq_onnx.optimize.plan_rounding import PlanRounding
 from faaq_onnx.optimize.rounding import rounding_plans
 from faaq_onnx.optimize.weights import WeightCache, quantize_weights
 from faaq_onnx.passes.canonicalize import canonicalize
@@ -87,8 +88,7 @@ class Compilation:
             self.qgraph = prune_quantizers(self.qgraph, self.calibration)
             self.calibration.data_free = self.data_free
         self.weights = WeightCache(self.model, self.qgraph, self.config)
-        self.optimization: dict = {}
-        self._rounded: set = set()  # choices keys of the plans whose rounding was optimized
+        self.rounding = PlanRounding(self)
         self._bias_cache: dict = {}
         self._matmul_choice: dict = {}
         self.feeds = ConfigFeeds(self.qgraph, self.calibration, self.weights, self.config)
@@ -235,34 +235,20 @@ class Compilation:
         return plan
 
     # optimize weights ----------------------------------------------------------
-    def optimize_rounding(self, plans: list[BitPlan], key: str | None = None) -> dict:
-        """AdaRound/BRECQ each plan's weights below 8 bits (once per plan); they stay in the cache.
-        Each plan is rounded in its own context: every layer fit to the inputs that plan feeds it."""
-        from faaq_onnx.optimize.reconstruct import ReconSettings
-        from faaq_onnx.optimize.rounding import optimize_rounding
-
-        mode = self.config.rounding
-        if mode is None:
-            return {}
-        settings = ReconSettings(iters=self.config.optimize_iters, drop=self.config.qdrop, seed=self.config.seed)
-        with self.stage("optimize_weights"):
-            for plan in plans:
-                done = choices_key(plan.choices)
-                if done in self._rounded:
-                    continue
-                self._rounded.add(done)
-                name = key or ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
-                self.optimization[name] = optimize_rounding(
-                    self, plan, mode, settings, self.config.optimize_inputs, self.config.optimize_samples,
-                    learn_activations=len(plans) == 1, progress=self.config.progress)
-        return self.optimization
+    def optimize_rounding(self, plans: list[BitPlan]) -> dict:
+        """AdaRound/BRECQ each plan's weights below 8 bits (once per plan), each plan in its own
+        context (every layer fit to the inputs that plan feeds it); they fill the shared cache."""
+        return self.rounding.optimize(plans)
 
     def reround(self, plan: BitPlan) -> None:
-        """Round an allocated mixed plan's weights again, in its own context. The allocator chose
-        between weights rounded once per width in uniform models (seed 003 §3.5); stitched, a
-        layer sees inputs other than those it was fit to (a W2 layer's came from an all-W2 model)."""
-        if self.config.reround and self.config.rounding is not None:
-            self.optimize_rounding([plan], key="emitted plan")
+        """Round an allocated mixed plan's weights again, in its own context, kept as that plan's.
+        The allocator chose between weights rounded once per width in uniform models (seed 003
+        §3.5); stitched, a layer sees inputs other than those it was fit to."""
+        self.rounding.reround(plan)
+
+    @property
+    def optimization(self) -> dict:
+        return self.rounding.shared
 
     def bias_overrides(self, plan: BitPlan) -> dict:
         if "bias-correction" not in self.config.optimize:
@@ -282,6 +268,10 @@ class Compilation:
         if needed_opset(plan, self.config, self.int2) > self.model.opset_imports.get("", 0):
             raise FaaqError(f"this plan needs opset {needed_opset(plan, self.config, self.int2)}: "
                             "create the Compilation with that target_opset")
+        with self.rounding.applied(plan):
+            return self._build(plan, nbits)
+
+    def _build(self, plan: BitPlan, nbits: set[str] | None) -> tuple[onnx.ModelProto, EmitSummary]:
         with self.stage("optimize_weights"):
             qweights = quantize_weights(self.weights, plan)
         biases = self.bias_overrides(plan)

@@ -31,7 +31,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "source": comp.calibration_source,
             "data_free": comp.data_free,
         },
-        "optimization": {"optimize": list(comp.config.optimize), "rounding": comp.optimization,
+        "optimization": {"optimize": list(comp.config.optimize), "rounding": comp.rounding.report(plan),
                          "channel_scaling": comp.scaling,
                          "bias_corrected": sorted(comp.bias_overrides(plan)) if "bias-correction" in
                          comp.config.optimize else []},

@@ -44,6 +44,17 @@ class WeightCache:
         self._cache[(name, bits)] = qw
         self.optimized.add((name, bits, qw.method))
 
+    def snapshot(self) -> dict:
+        """The cache's entries as they are now (the weights themselves are not copied)."""
+        return dict(self._cache)
+
+    def changed_since(self, snapshot: dict) -> dict:
+        """Entries put since `snapshot` (learned rounding written over it)."""
+        return {k: v for k, v in self._cache.items() if snapshot.get(k) is not v and v.method != "nearest"}
+
+    def restore(self, entries: dict) -> None:
+        self._cache = dict(entries)
+
     def forget_nearest(self) -> None:
         """Drop round-to-nearest results (recomputed on demand); learned ones stay."""
         self._cache = {k: v for k, v in self._cache.items() if v.method != "nearest"}

@@ -126,6 +126,32 @@ def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
     assert refit_comp.optimization == before
 
 
+def test_a_plans_own_rounding_does_not_leak_into_other_plans(tiny_cnn, cnn_calib):
+    """The budget-repair loop may re-round a mixed plan and then emit the uniform extreme plan:
+    that one must carry its own (uniform-context) weights and report, not the mixed plan's."""
+    cfg = QuantConfig(progress=False, optimize="brecq", optimize_iters=20, optimize_samples=16)
+
+    def compilation():
+        comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+        comp.optimize_rounding([comp.uniform("w3a8"), comp.uniform("w4a8")])
+        return comp
+
+    base = compilation()
+    plain = base.emit(base.uniform("w4a8"))
+    comp = compilation()
+    mixed = comp.uniform("w4a8")
+    mixed.choices[next(iter(mixed.choices))] = Candidate.parse("w3a8")
+    comp.reround(mixed)
+    first = comp.emit(mixed)
+    uniform = comp.emit(comp.uniform("w4a8"))
+    assert uniform.model.SerializeToString() == plain.model.SerializeToString()
+    assert "emitted plan" not in uniform.report["optimization"]["rounding"]
+    assert "emitted plan" in first.report["optimization"]["rounding"]
+    # the mixed plan keeps its own rounding, whatever was built in between
+    assert comp.emit(mixed).model.SerializeToString() == first.model.SerializeToString()
+    assert first.model.SerializeToString() != comp.emit(comp.uniform("w4a8")).model.SerializeToString()
+
+
 def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
     """--optimize-inputs float: each unit sees the float model's inputs (the first one reads
     the graph input itself, which comes from the feeds, not from an ORT output)."""

@@ -1,0 +1,102 @@
+"""Which rounding a plan is built with.
+
+Rounding optimization (AdaRound/BRECQ/GPTQ) fits each layer to the inputs one plan feeds it.
+The passes over uniform plans (one per candidate weight width, seed 003 §3.5) fill the shared
+weight cache: sensitivity reads it and a stitched mixed plan is built from it. A pass over an
+allocated mixed plan (the re-round) is that plan's own: its weights and learned activation
+steps are kept apart and put in place only while that plan is built, so a later plan (a
+repaired one, the extreme one) never ships weights fit to another plan's inputs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from faaq_onnx.plan import BitPlan, choices_key
+
+
+@dataclass
+class OwnRounding:
+    """A plan's re-rounded weights ((name, bits) -> QuantizedWeight), learned activation
+    steps ((activation, bits) -> scale) and the pass's report."""
+
+    weights: dict
+    learned: dict
+    report: dict
+
+
+class PlanRounding:
+    def __init__(self, comp) -> None:
+        self.comp = comp
+        self.shared: dict = {}  # pass name ("w4a8", ...) -> report, for passes that fill the cache
+        self._done: set = set()  # choices keys of the plans rounded in their own context
+        self._own: dict[tuple, OwnRounding] = {}
+
+    def _run(self, plan: BitPlan, learn_activations: bool) -> dict:
+        from faaq_onnx.optimize.reconstruct import ReconSettings
+        from faaq_onnx.optimize.rounding import optimize_rounding
+
+        cfg = self.comp.config
+        settings = ReconSettings(iters=cfg.optimize_iters, drop=cfg.qdrop, seed=cfg.seed)
+        with self.comp.stage("optimize_weights"):
+            return optimize_rounding(self.comp, plan, cfg.rounding, settings, cfg.optimize_inputs,
+                                     cfg.optimize_samples, learn_activations=learn_activations,
+                                     progress=cfg.progress)
+
+    def optimize(self, plans: list[BitPlan]) -> dict:
+        """Round each plan's weights below 8 bits into the shared cache (once per plan)."""
+        if self.comp.config.rounding is None:
+            return {}
+        for plan in plans:
+            key = choices_key(plan.choices)
+            if key in self._done:
+                continue
+            self._done.add(key)
+            name = ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
+            self.shared[name] = self._run(plan, learn_activations=len(plans) == 1)
+        return self.shared
+
+    def reround(self, plan: BitPlan) -> None:
+        """Round `plan` again in its own context, keeping the result as that plan's alone."""
+        comp = self.comp
+        key = choices_key(plan.choices)
+        if not comp.config.reround or comp.config.rounding is None or key in self._done:
+            return
+        self._done.add(key)
+        weights, learned = comp.weights.snapshot(), dict(comp.calibration.learned)
+        report = self._run(plan, learn_activations=True)
+        own_learned = {k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v}
+        self._own[key] = OwnRounding(comp.weights.changed_since(weights), own_learned, report)
+        comp.weights.restore(weights)
+        comp.calibration.learned = learned
+        self._steps_changed()
+
+    def _steps_changed(self) -> None:
+        self.comp.feeds.reset_act_cache()
+        if self.comp._prober is not None:
+            self.comp._prober.reset_act_cache()
+
+    @contextmanager
+    def applied(self, plan: BitPlan):
+        """`plan`'s own rounding in place while it is built (nothing to do for other plans)."""
+        own = self._own.get(choices_key(plan.choices))
+        if own is None:
+            yield
+            return
+        comp = self.comp
+        weights, learned = comp.weights.snapshot(), dict(comp.calibration.learned)
+        comp.weights.restore({**weights, **own.weights})
+        comp.calibration.learned = {**learned, **own.learned}
+        self._steps_changed()
+        try:
+            yield
+        finally:
+            comp.weights.restore(weights)
+            comp.calibration.learned = learned
+            self._steps_changed()
+
+    def report(self, plan: BitPlan) -> dict:
+        """The passes a plan's weights came from: the shared ones, and its own re-round if any."""
+        own = self._own.get(choices_key(plan.choices))
+        return {**self.shared, **({"emitted plan": own.report} if own is not None else {})}
