@@ -17,7 +17,7 @@ from faaq_onnx.analysis.calibrate import tap_model
 from faaq_onnx.analysis.probe import build_probe
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.probe_session import ProbeSession
-from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.runner import channel_means
 from faaq_onnx.runtime.session import make_session
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
@@ -44,8 +44,7 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     inputs = {k: v[:samples] for k, v in comp.inputs.items()}
     outs = [t[1] for t in targets]
     float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
-    means_f = {name: _channel_mean(a, 1) for name, a in
-               zip(outs, run_all(float_sess, inputs, comp.config.batch_size, outs))}
+    means_f = dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
     probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=[t[2] for t in targets])
     session = ProbeSession(tap_model(probe, outs), inputs, list(comp.qgraph.activations),
                            max(comp.config.batch_size, 32))
@@ -55,12 +54,7 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     for node, out, bias, axis in targets:
         feeds = dict(weights)
         feeds.update(corrected)
-        (got,) = session.run(feeds, acts, outputs=[out])
-        delta = means_f[out] - _channel_mean(got, axis)
+        (got,) = session.channel_means(feeds, acts, outputs=[out], axis=axis)
+        delta = means_f[out] - got
         corrected[bias] = (biases[bias] + delta.astype(np.float32)).astype(np.float32)
     return corrected
-
-
-def _channel_mean(a: np.ndarray, axis: int) -> np.ndarray:
-    a = np.moveaxis(np.asarray(a, np.float64), axis, 0)
-    return a.reshape(a.shape[0], -1).mean(1)

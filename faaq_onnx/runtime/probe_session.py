@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from faaq_onnx.analysis.probe import disabled_params, param_name
-from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.runner import channel_means, run_all
 from faaq_onnx.runtime.session import make_session
 
 
@@ -29,3 +29,9 @@ class ProbeSession:
         feeds.update(weights or {})
         return run_all(self.session, self.inputs if inputs is None else inputs, self.batch_size,
                        outputs or self.output_names, extra_feeds=feeds)
+
+    def channel_means(self, weights: dict[str, np.ndarray], act_params: dict[str, np.ndarray],
+                      outputs: list[str], axis: int = 1) -> list[np.ndarray]:
+        """Per-channel means of `outputs` over the probe inputs, batch by batch."""
+        feeds = {**self.defaults, **{param_name(a): p for a, p in act_params.items()}, **weights}
+        return channel_means(self.session, self.inputs, self.batch_size, outputs, axis, extra_feeds=feeds)

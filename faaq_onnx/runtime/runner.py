@@ -56,6 +56,22 @@ def run_batches(
         yield start, outs
 
 
+def channel_means(session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int,
+                  output_names: list[str], axis: int = 1,
+                  extra_feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per-channel means of outputs over all samples, summed batch by batch: only one batch of
+    them is ever held (all of a model's conv outputs for all samples can pass 10 GB)."""
+    sums: list[np.ndarray | None] = [None] * len(output_names)
+    counts = [0] * len(output_names)
+    for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):
+        for i, o in enumerate(outs):
+            o = np.moveaxis(np.asarray(o), axis, 0).reshape(o.shape[axis], -1)
+            s = o.sum(1, dtype=np.float64)
+            sums[i] = s if sums[i] is None else sums[i] + s
+            counts[i] += o.shape[1]
+    return [s / c for s, c in zip(sums, counts)]
+
+
 def _has_fixed_batch(session: ort.InferenceSession) -> bool:
     return any(inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 for inp in session.get_inputs())
 

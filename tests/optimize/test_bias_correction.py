@@ -6,10 +6,6 @@ from faaq_onnx.pipeline import Compilation
 from tests.conftest import run_model
 
 
-def _channel_bias(model, x, tensor_of):
-    return None
-
-
 def test_bias_correction_removes_the_mean_output_shift(tiny_cnn, cnn_calib):
     cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
     comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
