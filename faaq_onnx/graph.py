@@ -137,3 +137,43 @@ def done_with(value: ir.Value | None) -> None:
 
         path = os.path.join(str(tensor.base_dir or ""), str(tensor.location))
         drop_pages(path, tensor.offset or 0, tensor.length or tensor.nbytes)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor a node reads, including those its subgraphs take from the outer scope."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for sub in g.node:
+                names |= _reads(sub)
+    return names
+
+
+def prefix_model(proto: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+    """Only the nodes `outputs` depend on, with those outputs. ONNX Runtime runs every node of
+    a session whatever outputs are asked for, so a pass that wants one early tensor at a
+    time (bias correction, reconstruction inputs) would otherwise pay for the whole model."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    needed: set[int] = set()
+    stack = list(outputs)
+    seen: set[str] = set()
+    index = {id(n): i for i, n in enumerate(proto.graph.node)}
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        n = producer.get(t)
+        if n is not None and index[id(n)] not in needed:
+            needed.add(index[id(n)])
+            stack.extend(_reads(n))
+    nodes = [n for i, n in enumerate(proto.graph.node) if i in needed]
+    read = set().union(*(_reads(n) for n in nodes)) | set(outputs)
+    info = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    graph = onnx.helper.make_graph(
+        nodes, proto.graph.name, [i for i in proto.graph.input if i.name in read],
+        [info.get(o) or onnx.helper.make_empty_tensor_value_info(o) for o in outputs],
+        [t for t in proto.graph.initializer if t.name in read])
+    out = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
+    out.ir_version = proto.ir_version
+    return out

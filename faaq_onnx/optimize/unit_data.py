@@ -31,8 +31,7 @@ class UnitData:
         probe = build_probe(comp.float_proto, comp.qgraph)
         produced = {o for n in probe.graph.node for o in n.output}
         self.probe_name = {t: (f"{t}__fq" if f"{t}__fq" in produced else t) for t in tensors}
-        self.probe = ProbeSession(tap_model(probe, list(self.probe_name.values())), inputs,
-                                  list(comp.qgraph.activations), batch_size)
+        self.probe = ProbeSession(probe, inputs, list(comp.qgraph.activations), batch_size, prefix=True)
 
     def float_tensors(self, names: list[str]) -> dict[str, np.ndarray]:
         """The float model's values of `names`; graph inputs are the feeds themselves (ORT
