@@ -149,25 +149,27 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def ancestor_nodes(tensors: list[str], producer: dict[str, onnx.NodeProto],
+                   stop: set[str] = frozenset()) -> list[onnx.NodeProto]:
+    """The nodes `tensors` depend on (in no particular order), not walking back past `stop`."""
+    found: dict[int, onnx.NodeProto] = {}
+    stack = list(tensors)
+    while stack:
+        n = producer.get(stack.pop())
+        if n is None or id(n) in found:
+            continue
+        found[id(n)] = n
+        stack.extend(i for i in _reads(n) if i not in stop)
+    return list(found.values())
+
+
 def prefix_model(proto: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
     """Only the nodes `outputs` depend on, with those outputs. ONNX Runtime runs every node of
     a session whatever outputs are asked for, so a pass that wants one early tensor at a
     time (bias correction, reconstruction inputs) would otherwise pay for the whole model."""
     producer = {o: n for n in proto.graph.node for o in n.output}
-    needed: set[int] = set()
-    stack = list(outputs)
-    seen: set[str] = set()
-    index = {id(n): i for i, n in enumerate(proto.graph.node)}
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        n = producer.get(t)
-        if n is not None and index[id(n)] not in needed:
-            needed.add(index[id(n)])
-            stack.extend(_reads(n))
-    nodes = [n for i, n in enumerate(proto.graph.node) if i in needed]
+    needed = {id(n) for n in ancestor_nodes(outputs, producer)}
+    nodes = [n for n in proto.graph.node if id(n) in needed]
     read = set().union(*(_reads(n) for n in nodes)) | set(outputs)
     info = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}
     graph = onnx.helper.make_graph(

@@ -246,10 +246,6 @@ class Compilation:
         §3.5); stitched, a layer sees inputs other than those it was fit to."""
         self.rounding.reround(plan)
 
-    @property
-    def optimization(self) -> dict:
-        return self.rounding.shared
-
     def bias_overrides(self, plan: BitPlan) -> dict:
         if "bias-correction" not in self.config.optimize:
             return {}

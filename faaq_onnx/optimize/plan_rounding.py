@@ -64,18 +64,10 @@ class PlanRounding:
         if not comp.config.reround or comp.config.rounding is None or key in self._done:
             return
         self._done.add(key)
-        weights, learned = comp.weights.snapshot(), dict(comp.calibration.learned)
-        report = self._run(plan, learn_activations=True)
-        own_learned = {k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v}
-        self._own[key] = OwnRounding(comp.weights.changed_since(weights), own_learned, report)
-        comp.weights.restore(weights)
-        comp.calibration.learned = learned
-        self._steps_changed()
-
-    def _steps_changed(self) -> None:
-        self.comp.feeds.reset_act_cache()
-        if self.comp._prober is not None:
-            self.comp._prober.reset_act_cache()
+        with self._scratch() as (weights, learned):
+            report = self._run(plan, learn_activations=True)
+            own_learned = {k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v}
+            self._own[key] = OwnRounding(comp.weights.changed_since(weights), own_learned, report)
 
     @contextmanager
     def applied(self, plan: BitPlan):
@@ -84,17 +76,31 @@ class PlanRounding:
         if own is None:
             yield
             return
+        with self._scratch(own.weights, own.learned):
+            yield
+
+    @contextmanager
+    def _scratch(self, weights: dict | None = None, learned: dict | None = None):
+        """The weight cache and learned activation steps, with `weights`/`learned` laid over
+        them, until the block ends; then they are as they were, whatever was written meanwhile.
+        Yields what they were."""
         comp = self.comp
-        weights, learned = comp.weights.snapshot(), dict(comp.calibration.learned)
-        comp.weights.restore({**weights, **own.weights})
-        comp.calibration.learned = {**learned, **own.learned}
+        saved_weights, saved_learned = comp.weights.snapshot(), dict(comp.calibration.learned)
+        comp.weights.restore({**saved_weights, **(weights or {})})
+        comp.calibration.learned = {**saved_learned, **(learned or {})}
         self._steps_changed()
         try:
-            yield
+            yield saved_weights, saved_learned
         finally:
-            comp.weights.restore(weights)
-            comp.calibration.learned = learned
+            comp.weights.restore(saved_weights)
+            comp.calibration.learned = saved_learned
             self._steps_changed()
+
+    def _steps_changed(self) -> None:
+        """Cached activation parameters are stale once learned steps change."""
+        self.comp.feeds.reset_act_cache()
+        if self.comp._prober is not None:
+            self.comp._prober.reset_act_cache()
 
     def report(self, plan: BitPlan) -> dict:
         """The passes a plan's weights came from: the shared ones, and its own re-round if any."""

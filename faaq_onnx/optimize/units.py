@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import helper
 
+from faaq_onnx.graph import ancestor_nodes
 from faaq_onnx.groups import QuantizerGraph
 
 CLAMPS = ("Relu", "Clip")
@@ -79,7 +80,7 @@ def block_units(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> list[Unit]:
     done: set[str] = set()
     units = []
     for cut in cuts:
-        members = _ancestors(cut, producer, stop=set(cuts) - {cut} | graph_inputs, inits=inits) - done
+        members = {n.name for n in ancestor_nodes([cut], producer, stop=set(cuts) - {cut} | graph_inputs)} - done
         if not members:
             continue
         done |= members
@@ -94,21 +95,6 @@ def block_units(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> list[Unit]:
         acts = [a for a, aq in qgraph.activations.items() if any(t in produced for t in aq.tensors)]
         units.append(Unit(f"block:{cut}", names, ins, cut, weights, acts))
     return units
-
-
-def _ancestors(tensor: str, producer: dict, stop: set[str], inits: set[str]) -> set[str]:
-    seen: set[str] = set()
-    stack = [tensor]
-    while stack:
-        t = stack.pop()
-        n = producer.get(t)
-        if n is None or n.name in seen:
-            continue
-        seen.add(n.name)
-        for i in n.input:
-            if i and i not in inits and i not in stop:
-                stack.append(i)
-    return seen
 
 
 def _graph_outputs(proto: onnx.ModelProto) -> set[str]:

@@ -121,9 +121,10 @@ def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
     assert "emitted plan" in refit.report["optimization"]["rounding"]
     assert refit.model.SerializeToString() != stitched.model.SerializeToString()
     # a plan already rounded in its own context (a uniform one) is not rounded again
-    before = dict(refit_comp.optimization)
-    refit_comp.reround(refit_comp.uniform("w4a8"))
-    assert refit_comp.optimization == before
+    uniform = refit_comp.uniform("w4a8")
+    before = refit_comp.rounding.report(uniform)
+    refit_comp.reround(uniform)
+    assert refit_comp.rounding.report(uniform) == before
 
 
 def test_a_plans_own_rounding_does_not_leak_into_other_plans(tiny_cnn, cnn_calib):
