@@ -34,7 +34,12 @@ TEST_SETS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_te
 RESULTS = OUT / "rounding_accuracy.json"
 
 
+SEED = 0  # --seed: rows of other calibration draws are keyed apart
+
+
 def run(key, results, fn):
+    if SEED and not key.endswith("|float"):
+        key += f"|seed={SEED}"
     if key in results:
         return results[key]
     t0 = time.perf_counter()
@@ -69,8 +74,12 @@ def main() -> None:
     ap.add_argument("--scheme", default="w4a8", help="--part inputs: the scheme compared")
     ap.add_argument("--qdrop", type=float, default=0.5)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="calibration draw (and rounding seed); rows of a seed other than 0 get a |seed=N key")
     ap.add_argument("--tunes", default=None, help="--part tune: which settings (comma-separated labels)")
     args = ap.parse_args()
+    global SEED
+    SEED = args.seed
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-"))
     results = {} if args.fresh or not RESULTS.exists() else json.loads(RESULTS.read_text())
@@ -79,7 +88,7 @@ def main() -> None:
     pool = str(ddir / "cifar10/cifar10_train5000.npz")
 
     def quant(fp, **kw):
-        cfg = QuantConfig(calib_size=256, progress=False,
+        cfg = QuantConfig(calib_size=256, progress=False, seed=args.seed,
                           **{k: v for k, v in kw.items() if k not in ("budget", "calib")})
         out = work / "q.onnx"
         calib = kw.pop("calib", pool) if "calib" in kw else pool

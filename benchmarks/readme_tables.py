@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -66,6 +68,36 @@ def rounding() -> str:
     return "\n".join(lines)
 
 
+def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
+    """Issue 8: faaq vs AIMET AdaRound at W4A8 over calibration draws (seed N = faaq's --seed N,
+    the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json."""
+    d = json.loads((OUT / "rounding_accuracy.json").read_text())
+    stem = model.split("-")[0]
+
+    def aimet(seed):
+        f = OUT / ("aimet_cifar.json" if seed == 0 else f"aimet_cifar_seed{seed}.json")
+        rows = json.loads(f.read_text())["rows"] if f.exists() else []
+        return next((r for r in rows if r["model"] == stem and r["variant"] == "w4a8_adaround"), None)
+
+    def faaq(label, seed):
+        return d.get(f"{model}|w4a8|{label}" + (f"|seed={seed}" if seed else ""))
+
+    tools = {"faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
+             "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
+             "AIMET AdaRound 1000 it": aimet}
+    lines = ["| tool | " + " | ".join(f"draw {s}" for s in range(seeds)) + " | mean test | mean lossless |",
+             "|---|" + "---|" * (seeds + 2)]
+    for name, get in tools.items():
+        rows = [get(s) for s in range(seeds)]
+        cells = [_cell(r, wall=False) + (f" ({r.get('wall_s', r.get('aimet_wall_s')):.0f} s)" if r else "")
+                 for r in rows]
+        have = [r for r in rows if r is not None]
+        mean = (f"{100 * np.mean([r['test'] for r in have]):.2f} | {100 * np.mean([r['lossless'] for r in have]):.2f}"
+                if len(have) == seeds else "- | -")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines) + "\n"
+
+
 def int8_kernels() -> str:
     """Issue 7: one compact latency table (ms, speed-up over float) and one of bytes / ops left float."""
     d = json.loads((OUT / "int8_kernels.json").read_text())
@@ -93,5 +125,7 @@ if __name__ == "__main__":
         print(uniform())
     if (OUT / "rounding_accuracy.json").exists():
         print(rounding())
+    if (OUT / "rounding_accuracy.json").exists():
+        print(draws())
     if (OUT / "int8_kernels.json").exists():
         print(int8_kernels())

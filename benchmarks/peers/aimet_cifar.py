@@ -306,7 +306,17 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Path(args.summary or out_dir / "aimet_summary.json")
     t0 = time.perf_counter()
-    payload = {"versions": versions(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    meta = work / "calib256_meta.json"
+    calib_seed = json.loads(meta.read_text())["seed"] if meta.exists() else 0
+    # AdaRound's batch draws and its rounding init use these generators: one fixed seed per draw
+    import random
+
+    import torch
+
+    random.seed(calib_seed)
+    np.random.seed(calib_seed)
+    torch.manual_seed(calib_seed)
+    payload = {"versions": versions(), "cpus": os.cpu_count(), "calib_seed": calib_seed, "date": time.strftime("%Y-%m-%d %H:%M"),
                "load_at_start": os.getloadavg(), "adaround_iters": args.adaround_iters,
                "calib_batches": f"{BATCH}-image batches over calib256.npy", "models": [], "runs": []}
     if args.resume and summary.exists():

@@ -5,7 +5,7 @@
 
 `prepare` exports the float ResNet-20/56 with faaq's zoo (as `faaq export` does) and writes
 the calibration set exactly as faaq's benchmarks pick it (`load_inputs(cifar10_train5000.npz,
-limit=256, seed=0)`) as calib256.npy (+ labels calib256_y.npy from `load_labeled` with the same
+limit=256, seed=SEED)`, `--seed`, default 0) as calib256.npy (+ labels calib256_y.npy from `load_labeled` with the same
 subset, checked identical), so AIMET's venv, which has no faaq, reads the same images.
 
 `evaluate` runs faaq's own evaluator (`faaq_onnx.evaluate.evaluate`, ONNX Runtime CPU EP) on the
@@ -47,12 +47,13 @@ def prepare(args, ddir: Path, work: Path) -> None:
         if not out.exists():
             zoo.export(name, out, weights=str(ddir / "cifar10" / ckpt))
             print(f"exported {name} -> {out}")
-    x = load_inputs(ddir / CALIB, ["input"], limit=args.calib_size, seed=0)["input"]
-    xl, yl = load_labeled(ddir / CALIB, limit=args.calib_size, seed=0)
+    x = load_inputs(ddir / CALIB, ["input"], limit=args.calib_size, seed=args.seed)["input"]
+    xl, yl = load_labeled(ddir / CALIB, limit=args.calib_size, seed=args.seed)
     if not np.array_equal(x, xl):
         raise SystemExit("load_inputs and load_labeled picked different calibration images")
     np.save(work / "calib256.npy", x)
     np.save(work / "calib256_y.npy", yl)
+    (work / "calib256_meta.json").write_text(json.dumps({"seed": args.seed, "size": len(x)}))
     print(f"calib {x.shape} {x.dtype} -> {work / 'calib256.npy'} (+ labels)")
     if args.save_test_npy:
         for key, rel in TEST_SETS.items():
@@ -131,7 +132,8 @@ def render(payload: dict) -> str:
           f"{summary['date']}. Evaluated with faaq's evaluator (`faaq_onnx.evaluate`, onnxruntime "
           f"{payload['machine']['onnxruntime']}, CPU EP).",
           "",
-          "Calibration: the 256 images faaq picks (cifar10_train5000.npz, calib size 256, seed 0), as 8 batches of 32. "
+          f"Calibration: the 256 images faaq picks (cifar10_train5000.npz, calib size 256, seed {summary.get('calib_seed', 0)}), "
+          "as 8 batches of 32. "
           "QuantSim defaults: config `default` (per-channel symmetric weights on Conv/Gemm, asymmetric activations, "
           "model input quantized), quant_scheme min_max. AdaRound: `aimet_onnx.apply_adaround(sim, 8 batches, "
           f"num_iterations={summary['adaround_iters']})`, then `compute_encodings`, torch and ORT at 1 thread. "
@@ -177,6 +179,7 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--models", default="resnet20,resnet56")
     ap.add_argument("--calib-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0, help="prepare: the calibration draw (faaq's --seed)")
     ap.add_argument("--save-test-npy", action="store_true", help="also write the preprocessed test sets as .npy")
     ap.add_argument("--summary", help="AIMET summary JSON (default WORK/aimet_out/aimet_summary.json)")
     ap.add_argument("--out-name", default="aimet_cifar", help="results go to benchmarks/out/OUT_NAME.{json,md}")

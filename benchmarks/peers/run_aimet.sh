@@ -12,6 +12,7 @@
 #   AIMET's QDQ exports and its summary JSON).
 # FAAQ_DATA_DIR (default ../shared/data next to the repo): the real data.
 # OUT_NAME (default aimet_cifar): results go to benchmarks/out/OUT_NAME.{json,md}.
+# CALIB_SEED (default 0): which 256-image calibration draw (faaq's --seed); use its own WORK per seed.
 # AIMET_ARGS: passed to aimet_cifar.py (default "--threads 1 --ort-threads 1": on a busy 2-core machine
 #   torch's and ORT's 2-thread pools oversubscribe the cores and AdaRound slows 5-50x per layer;
 #   see aimet_cifar.py --help for --variants, --adaround-iters, --amp-drops, --resume).
@@ -45,7 +46,7 @@ for m in resnet20:resnet20-12fca82f.th resnet56:resnet56-4bfd9763.th; do
   stem="${m%%:*}"; ckpt="${m#*:}"
   [ -f "$WORK/$stem.onnx" ] || faaq export "$stem-cifar10" --weights "$FAAQ_DATA_DIR/cifar10/$ckpt" -o "$WORK/$stem.onnx"
 done
-"$PY" "$HERE/aimet_eval.py" prepare --work "$WORK"
+"$PY" "$HERE/aimet_eval.py" prepare --work "$WORK" --seed "${CALIB_SEED:-0}"
 
 echo "== 3) AIMET quantization (venv $VENV)"
 TIMEV=()
