@@ -11,6 +11,13 @@ as they come (a long run can be resumed; --fresh starts over).
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part datafree
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part inputs
     python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part tune --models resnet20-cifar10
+    python benchmarks/bench_rounding_accuracy.py --data-dir ../shared/data --part ranges --models resnet56-cifar10 \
+        --iters 2000 --seed 1
+
+`--seed N` picks calibration draw N (the AIMET script's CALIB_SEED=N draws the same images).
+`--part ranges` rounds W4A8 weights once with AdaRound, then emits them with each activation
+range setter, on ranges observed on the float model (faaq's way) and re-observed on the model
+with the rounded weights (what AIMET's compute_encodings after apply_adaround does).
 """
 
 from __future__ import annotations
@@ -58,6 +65,43 @@ def run(key, results, fn):
     return row
 
 
+def range_rows(fp, name, results, iters, pool, tests, work) -> None:
+    """--part ranges: one AdaRound pass, emitted with every activation range setting."""
+    import numpy as np
+    import onnx_ir as ir
+
+    from faaq_onnx.analysis.calibrate import calibrate
+    from faaq_onnx.optimize.weights import quantize_weights
+    from faaq_onnx.pipeline import Compilation
+
+    variants = [(m, r) for r in (False, True) for m in ("mse", "minmax")]
+    keys = {v: f"{name}|w4a8|adaround-{iters}-it|act={v[0]}" + ("+reobserved" if v[1] else "") for v in variants}
+    if all(k + (f"|seed={SEED}" if SEED else "") in results for k in keys.values()):
+        return
+    cfg = QuantConfig(calib_size=256, progress=False, seed=SEED, scheme="w4a8", optimize="adaround",
+                      optimize_iters=iters)
+    comp = Compilation(fp, pool, cfg, target_opset=21)
+    plan = comp.uniform("w4a8")
+    t0 = time.perf_counter()
+    comp.optimize_rounding([plan])
+    rounding_s = round(time.perf_counter() - t0, 1)
+
+    def emit_row():
+        res = comp.emit(plan, work / "q.onnx")
+        return {**accuracy(work / "q.onnx", tests), "rounding_s": rounding_s,
+                "sqnr_db": next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"]}
+
+    for method, reobserve in variants:
+        if reobserve and not getattr(comp, "_reobserved", False):
+            weighted = ir.from_proto(comp.float_proto)
+            for w, q in quantize_weights(comp.weights, plan).items():
+                weighted.graph.initializers[w].const_value = ir.tensor(q.dequantized().astype(np.float32), name=w)
+            comp.calibration = calibrate(weighted, comp.qgraph, comp.inputs, cfg.batch_size)
+            comp._reobserved = True
+        comp.config.act_range = method
+        run(keys[(method, reobserve)], results, emit_row)
+
+
 def accuracy(model, tests):
     return {k: evaluate(model, x, y)["top1"] for k, (x, y) in tests.items()}
 
@@ -68,7 +112,7 @@ def main() -> None:
     ap.add_argument("--models", default="resnet20-cifar10,resnet56-cifar10")
     ap.add_argument("--schemes", default="w4a8,w4a4,w3a8,w2a8")
     ap.add_argument("--modes", default="none,bias-correction,adaround,brecq")
-    ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs", "tune"])
+    ap.add_argument("--part", default="table", choices=["table", "mixed", "datafree", "inputs", "tune", "ranges"])
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--brecq-iters", type=int, default=2000)
     ap.add_argument("--scheme", default="w4a8", help="--part inputs: the scheme compared")
@@ -142,6 +186,8 @@ def main() -> None:
             }
             for label in (args.tunes.split(",") if args.tunes else tunes):
                 run(f"{name}|{label}", results, lambda fp=fp, kw=tunes[label]: quant(fp, **kw))
+        elif args.part == "ranges":
+            range_rows(fp, name, results, args.iters, pool, tests, work)
         else:  # which inputs should reconstruction see: the float model's or the quantized model's own
             for inputs in ("quantized", "float"):
                 run(f"{name}|w4a8|adaround|inputs={inputs}", results,

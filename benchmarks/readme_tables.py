@@ -98,6 +98,28 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -> str:
+    """Issue 8, --part ranges: the same rounded weights emitted with each activation range setting."""
+    d = json.loads((OUT / "rounding_accuracy.json").read_text())
+    variants = ["act=mse", "act=minmax", "act=mse+reobserved", "act=minmax+reobserved"]
+    names = ["MSE (default)", "min-max", "MSE, re-observed", "min-max, re-observed"]
+    lines = ["| draw | " + " | ".join(names) + " |", "|---|" + "---|" * len(variants)]
+    cols = {v: [] for v in variants}
+    for seed in range(seeds):
+        rows = [d.get(f"{model}|w4a8|adaround-{iters}-it|{v}" + (f"|seed={seed}" if seed else "")) for v in variants]
+        if all(r is None for r in rows):
+            continue
+        for v, r in zip(variants, rows):
+            if r is not None:
+                cols[v].append(r)
+        lines.append(f"| {seed} | " + " | ".join(_cell(r, wall=False) for r in rows) + " |")
+    if len({len(c) for c in cols.values()}) == 1 and len(cols[variants[0]]) > 1:
+        lines.append("| mean | " + " | ".join(
+            f"{100 * np.mean([r['test'] for r in cols[v]]):.2f} / {100 * np.mean([r['lossless'] for r in cols[v]]):.2f}"
+            for v in variants) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def int8_kernels() -> str:
     """Issue 7: one compact latency table (ms, speed-up over float) and one of bytes / ops left float."""
     d = json.loads((OUT / "int8_kernels.json").read_text())
@@ -127,5 +149,6 @@ if __name__ == "__main__":
         print(rounding())
     if (OUT / "rounding_accuracy.json").exists():
         print(draws())
+        print(ranges())
     if (OUT / "int8_kernels.json").exists():
         print(int8_kernels())
