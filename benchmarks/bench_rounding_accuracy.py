@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import OUT, cifar_model, data_dir, machine
+from common import OUT, cifar_model, data_dir, machine, seed_key
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.data import load_labeled
@@ -45,8 +45,8 @@ SEED = 0  # --seed: rows of other calibration draws are keyed apart
 
 
 def run(key, results, fn):
-    if SEED and not key.endswith("|float"):
-        key += f"|seed={SEED}"
+    if not key.endswith("|float"):
+        key = seed_key(key, SEED)
     if key in results:
         return results[key]
     t0 = time.perf_counter()
@@ -74,9 +74,10 @@ def range_rows(fp, name, results, iters, pool, tests, work) -> None:
     from faaq_onnx.optimize.weights import quantize_weights
     from faaq_onnx.pipeline import Compilation
 
-    variants = [(m, r) for r in (False, True) for m in ("mse", "minmax")]
-    keys = {v: f"{name}|w4a8|adaround-{iters}-it|act={v[0]}" + ("+reobserved" if v[1] else "") for v in variants}
-    if all(k + (f"|seed={SEED}" if SEED else "") in results for k in keys.values()):
+    methods = ("mse", "minmax")
+    keys = {(m, r): f"{name}|w4a8|adaround-{iters}-it|act={m}" + ("+reobserved" if r else "")
+            for r in (False, True) for m in methods}
+    if all(seed_key(k, SEED) in results for k in keys.values()):
         return
     cfg = QuantConfig(calib_size=256, progress=False, seed=SEED, scheme="w4a8", optimize="adaround",
                       optimize_iters=iters)
@@ -91,15 +92,15 @@ def range_rows(fp, name, results, iters, pool, tests, work) -> None:
         return {**accuracy(work / "q.onnx", tests), "rounding_s": rounding_s,
                 "sqnr_db": next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"]}
 
-    for method, reobserve in variants:
-        if reobserve and not getattr(comp, "_reobserved", False):
+    for reobserve in (False, True):
+        if reobserve:  # ranges observed again on the model that runs the rounded weights
             weighted = ir.from_proto(comp.float_proto)
             for w, q in quantize_weights(comp.weights, plan).items():
                 weighted.graph.initializers[w].const_value = ir.tensor(q.dequantized().astype(np.float32), name=w)
             comp.calibration = calibrate(weighted, comp.qgraph, comp.inputs, cfg.batch_size)
-            comp._reobserved = True
-        comp.config.act_range = method
-        run(keys[(method, reobserve)], results, emit_row)
+        for method in methods:
+            comp.config.act_range = method
+            run(keys[(method, reobserve)], results, emit_row)
 
 
 def accuracy(model, tests):

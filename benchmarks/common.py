@@ -19,6 +19,11 @@ def data_dir(arg: str | None) -> Path:
     return Path(d)
 
 
+def seed_key(key: str, seed: int) -> str:
+    """A result row's key under calibration draw `seed` (draw 0 keeps the plain key)."""
+    return f"{key}|seed={seed}" if seed else key
+
+
 def cifar_model(name: str, ddir: Path, work: Path, keep_batchnorm: bool = False) -> Path:
     """Export a CIFAR zoo model with its real checkpoint (cached in work/)."""
     from faaq_onnx import zoo

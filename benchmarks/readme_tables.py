@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import seed_key
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -68,6 +70,11 @@ def rounding() -> str:
     return "\n".join(lines)
 
 
+def _means(rows: list[dict]) -> str:
+    """Mean top-1 (test / lossless) of several runs."""
+    return f"{100 * np.mean([r['test'] for r in rows]):.2f} / {100 * np.mean([r['lossless'] for r in rows]):.2f}"
+
+
 def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
     """Issue 8: faaq vs AIMET AdaRound at W4A8 over calibration draws (seed N = faaq's --seed N,
     the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json."""
@@ -80,7 +87,7 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
         return next((r for r in rows if r["model"] == stem and r["variant"] == "w4a8_adaround"), None)
 
     def faaq(label, seed):
-        return d.get(f"{model}|w4a8|{label}" + (f"|seed={seed}" if seed else ""))
+        return d.get(seed_key(f"{model}|w4a8|{label}", seed))
 
     tools = {"faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
              "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
@@ -91,9 +98,7 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
         rows = [get(s) for s in range(seeds)]
         cells = [_cell(r, wall=False) + (f" ({r.get('wall_s', r.get('aimet_wall_s')):.0f} s)" if r else "")
                  for r in rows]
-        have = [r for r in rows if r is not None]
-        mean = (f"{100 * np.mean([r['test'] for r in have]):.2f} | {100 * np.mean([r['lossless'] for r in have]):.2f}"
-                if len(have) == seeds else "- | -")
+        mean = _means(rows).replace(" / ", " | ") if None not in rows else "- | -"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     return "\n".join(lines) + "\n"
 
@@ -106,7 +111,7 @@ def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -
     lines = ["| draw | " + " | ".join(names) + " |", "|---|" + "---|" * len(variants)]
     cols = {v: [] for v in variants}
     for seed in range(seeds):
-        rows = [d.get(f"{model}|w4a8|adaround-{iters}-it|{v}" + (f"|seed={seed}" if seed else "")) for v in variants]
+        rows = [d.get(seed_key(f"{model}|w4a8|adaround-{iters}-it|{v}", seed)) for v in variants]
         if all(r is None for r in rows):
             continue
         for v, r in zip(variants, rows):
@@ -114,9 +119,7 @@ def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -
                 cols[v].append(r)
         lines.append(f"| {seed} | " + " | ".join(_cell(r, wall=False) for r in rows) + " |")
     if len({len(c) for c in cols.values()}) == 1 and len(cols[variants[0]]) > 1:
-        lines.append("| mean | " + " | ".join(
-            f"{100 * np.mean([r['test'] for r in cols[v]]):.2f} / {100 * np.mean([r['lossless'] for r in cols[v]]):.2f}"
-            for v in variants) + " |")
+        lines.append("| mean | " + " | ".join(_means(cols[v]) for v in variants) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -147,7 +150,6 @@ if __name__ == "__main__":
         print(uniform())
     if (OUT / "rounding_accuracy.json").exists():
         print(rounding())
-    if (OUT / "rounding_accuracy.json").exists():
         print(draws())
         print(ranges())
     if (OUT / "int8_kernels.json").exists():

@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import threading
@@ -309,14 +310,13 @@ def main() -> None:
     meta = work / "calib256_meta.json"
     calib_seed = json.loads(meta.read_text())["seed"] if meta.exists() else 0
     # AdaRound's batch draws and its rounding init use these generators: one fixed seed per draw
-    import random
-
     import torch
 
     random.seed(calib_seed)
     np.random.seed(calib_seed)
     torch.manual_seed(calib_seed)
-    payload = {"versions": versions(), "cpus": os.cpu_count(), "calib_seed": calib_seed, "date": time.strftime("%Y-%m-%d %H:%M"),
+    payload = {"versions": versions(), "cpus": os.cpu_count(), "calib_seed": calib_seed,
+               "date": time.strftime("%Y-%m-%d %H:%M"),
                "load_at_start": os.getloadavg(), "adaround_iters": args.adaround_iters,
                "calib_batches": f"{BATCH}-image batches over calib256.npy", "models": [], "runs": []}
     if args.resume and summary.exists():

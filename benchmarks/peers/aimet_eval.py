@@ -5,8 +5,9 @@
 
 `prepare` exports the float ResNet-20/56 with faaq's zoo (as `faaq export` does) and writes
 the calibration set exactly as faaq's benchmarks pick it (`load_inputs(cifar10_train5000.npz,
-limit=256, seed=SEED)`, `--seed`, default 0) as calib256.npy (+ labels calib256_y.npy from `load_labeled` with the same
-subset, checked identical), so AIMET's venv, which has no faaq, reads the same images.
+limit=256, seed=SEED)`, `--seed`, default 0) as calib256.npy (+ labels calib256_y.npy from
+`load_labeled` with the same subset, checked identical), so AIMET's venv, which has no faaq,
+reads the same images.
 
 `evaluate` runs faaq's own evaluator (`faaq_onnx.evaluate.evaluate`, ONNX Runtime CPU EP) on the
 float models and every QDQ model AIMET exported (listed in WORK/aimet_out/aimet_summary.json),
@@ -132,8 +133,8 @@ def render(payload: dict) -> str:
           f"{summary['date']}. Evaluated with faaq's evaluator (`faaq_onnx.evaluate`, onnxruntime "
           f"{payload['machine']['onnxruntime']}, CPU EP).",
           "",
-          f"Calibration: the 256 images faaq picks (cifar10_train5000.npz, calib size 256, seed {summary.get('calib_seed', 0)}), "
-          "as 8 batches of 32. "
+          "Calibration: the 256 images faaq picks (cifar10_train5000.npz, calib size 256, "
+          f"seed {summary.get('calib_seed', 0)}), as 8 batches of 32. "
           "QuantSim defaults: config `default` (per-channel symmetric weights on Conv/Gemm, asymmetric activations, "
           "model input quantized), quant_scheme min_max. AdaRound: `aimet_onnx.apply_adaround(sim, 8 batches, "
           f"num_iterations={summary['adaround_iters']})`, then `compute_encodings`, torch and ORT at 1 thread. "
