@@ -32,7 +32,7 @@ from pathlib import Path
 
 from common import OUT, cifar_model, data_dir, machine, seed_key
 
-from faaq_onnx.config import QuantConfig
+from faaq_onnx.config import OPTIMIZE_INPUTS, QuantConfig
 from faaq_onnx.data import load_labeled
 from faaq_onnx.evaluate import evaluate
 from faaq_onnx.pipeline import quantize
@@ -180,6 +180,8 @@ def main() -> None:
                                                    optimize_iters=args.brecq_iters, qdrop=args.qdrop),
                 "w4a8|adaround-2x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=2 * args.iters),
                 "w4a8|adaround-4x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=4 * args.iters),
+                "w4a8|adaround-2x-iters+weights-inputs": dict(scheme="w4a8", optimize="adaround",
+                                                              optimize_iters=2 * args.iters, optimize_inputs="weights"),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
                                                       optimize_iters=args.iters),
                 "w4a4|adaround+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="adaround",
@@ -189,8 +191,8 @@ def main() -> None:
                 run(f"{name}|{label}", results, lambda fp=fp, kw=tunes[label]: quant(fp, **kw))
         elif args.part == "ranges":
             range_rows(fp, name, results, args.iters, pool, tests, work)
-        else:  # which inputs should reconstruction see: the float model's or the quantized model's own
-            for inputs in ("quantized", "float"):
+        else:  # which inputs should reconstruction see: the quantized model's own, with float activations, or float
+            for inputs in OPTIMIZE_INPUTS:
                 run(f"{name}|w4a8|adaround|inputs={inputs}", results,
                     lambda fp=fp, i=inputs: quant(fp, scheme="w4a8", optimize="adaround", optimize_iters=args.iters,
                                                   optimize_inputs=i))

@@ -11,6 +11,7 @@ from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
+OPTIMIZE_INPUTS = ("quantized", "weights", "float")  # what reconstruction units are fed (optimize/unit_data.py)
 
 
 FLOAT = 32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float
@@ -75,7 +76,7 @@ class QuantConfig:
     first_last: Candidate | None = None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
     optimize_iters: int = 1000
-    optimize_inputs: str = "quantized"  # reconstruct from the quantized model's own inputs, or the float model's
+    optimize_inputs: str = "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
     optimize_samples: int = 256
     reround: bool = True  # optimize an allocated mixed plan's rounding again, in its own context
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
@@ -114,8 +115,9 @@ class QuantConfig:
             raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, {', '.join(OPTIMIZERS)}")
         if sum(m in self.optimize for m in ("adaround", "brecq", "gptq")) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
-        if self.optimize_inputs not in ("quantized", "float"):
-            raise FaaqError(f"--optimize-inputs must be quantized or float, got {self.optimize_inputs!r}")
+        if self.optimize_inputs not in OPTIMIZE_INPUTS:
+            raise FaaqError(f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
+                            f"got {self.optimize_inputs!r}")
         if self.optimize_iters < 1 or self.optimize_samples < 1:
             raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
         if sum(m in self.optimize for m in ("smoothquant", "awq")) > 1:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from faaq_onnx.cli.common import human_bytes, json_option, seed_option, write_json
-from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.config import OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 from faaq_onnx.report import budget_line
@@ -70,9 +70,11 @@ def quant_options(f):
                           "gptq (Hessian-compensated rounding of MatMul/Gemm weights)."),
         click.option("--optimize-iters", type=int, default=1000, show_default=True,
                      help="Iterations per layer (adaround) or block (brecq)."),
-        click.option("--optimize-inputs", type=click.Choice(["quantized", "float"]), default="quantized",
+        click.option("--optimize-inputs", type=click.Choice(list(OPTIMIZE_INPUTS)), default="quantized",
                      show_default=True,
-                     help="Reconstruct from the inputs the quantized model feeds each layer, or the float model's."),
+                     help="What each reconstructed layer/block is fed: the quantized model's own inputs (weights "
+                          "upstream rounded, activations quantized), the same with activations float (weights; "
+                          "what AIMET's AdaRound feeds), or the float model's."),
         click.option("--optimize-samples", type=int, default=256, show_default=True,
                      help="Calibration samples used for rounding optimization and bias correction."),
         click.option("--reround/--no-reround", default=True, show_default=True,

@@ -24,7 +24,7 @@ from faaq_onnx.optimize.reconstruct import (
     SoftWeight,
     reconstruct,
 )
-from faaq_onnx.optimize.unit_data import UnitData, samples_for
+from faaq_onnx.optimize.unit_data import INPUT_MODES, UnitData, samples_for
 from faaq_onnx.optimize.units import block_units, layer_units, unit_model
 from faaq_onnx.plan import BitPlan
 
@@ -36,8 +36,8 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report."""
     if mode not in MODES:
         raise FaaqError(f"unknown rounding optimizer {mode!r}: choose {', '.join(MODES)}")
-    if inputs not in ("quantized", "float"):
-        raise FaaqError(f"optimize inputs must be 'quantized' or 'float', got {inputs!r}")
+    if inputs not in INPUT_MODES:
+        raise FaaqError(f"optimize inputs must be one of {', '.join(INPUT_MODES)}, got {inputs!r}")
     proto, qgraph = comp.float_proto, comp.qgraph
     units = block_units(proto, qgraph) if mode == "brecq" else layer_units(proto, qgraph)
     if mode == "gptq":  # Hessian-compensated rounding is defined for linear layers
@@ -64,8 +64,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
             graph = TorchGraph(unit_model(proto, unit))
         except UnsupportedOp as exc:
             raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
-        x = (data.quantized_tensors(unit.inputs, plan.choices) if inputs == "quantized"
-             else data.float_tensors(unit.inputs))
+        x = data.unit_inputs(unit.inputs, plan.choices, inputs)
         target = data.float_tensors([unit.output])[unit.output]
         soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid)
                 for w in unit.weights if wbits[w] < 8}
@@ -98,8 +97,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
 def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
     from faaq_onnx.optimize.gptq import gptq, hessian, rtn_error
 
-    x = (data.quantized_tensors(unit.inputs, plan.choices) if inputs == "quantized"
-         else data.float_tensors(unit.inputs))
+    x = data.unit_inputs(unit.inputs, plan.choices, inputs)
     act = next(iter(x.values()))
     h = hessian(act)
     out = {"unit": unit.name, "weights": [], "mse_nearest": 0.0, "mse": 0.0}

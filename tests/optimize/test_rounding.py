@@ -5,6 +5,7 @@ import pytest
 
 from faaq_onnx import quantize
 from faaq_onnx.config import Candidate, QuantConfig
+from faaq_onnx.errors import FaaqError
 from faaq_onnx.optimize.reconstruct import ReconSettings, SoftWeight, reconstruct
 from faaq_onnx.optimize.units import block_units, layer_units
 from faaq_onnx.pipeline import Compilation
@@ -200,3 +201,36 @@ def test_adaround_on_matmul_and_convtranspose_weights(which, tiny_mlp, mlp_calib
     rtn = quantize(model, calib, config=QuantConfig(**cfg))
     sqnr = lambda r: next(iter(r.report["verify"]["outputs"].values()))["sqnr_db"]  # noqa: E731
     assert sqnr(ar) > sqnr(rtn)
+
+
+def test_weights_inputs_are_the_rounded_weights_model_with_float_activations(comp):
+    """--optimize-inputs weights (what AIMET's AdaRound feeds): a unit's input is what the model
+    with every weight quantized computes, activations left float: neither the float model's
+    nor the fully quantized model's."""
+    import onnx
+    from onnx import numpy_helper
+
+    from faaq_onnx.analysis.calibrate import tap_model
+    from faaq_onnx.optimize.unit_data import UnitData
+    from tests.conftest import run_model
+
+    plan = comp.uniform("w4a8")
+    t = layer_units(comp.float_proto, comp.qgraph)[-1].inputs[0]  # the last layer's input
+    data = UnitData(comp, [t], 48)
+    got = {m: data.unit_inputs([t], plan.choices, m)[t] for m in ("weights", "quantized", "float")}
+
+    rounded = onnx.ModelProto()
+    rounded.CopyFrom(comp.float_proto)
+    for init in rounded.graph.initializer:
+        if init.name in comp.qgraph.weights:
+            init.CopyFrom(numpy_helper.from_array(comp.weights.get(init.name, 4).dequantized().astype(np.float32),
+                                                  init.name))
+    (expected,) = run_model(tap_model(rounded, [t]), {"input": comp.inputs["input"][:48]})[-1:]
+    np.testing.assert_allclose(got["weights"], expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got["weights"], got["quantized"], atol=1e-4)
+    assert not np.allclose(got["weights"], got["float"], atol=1e-4)
+
+
+def test_optimize_inputs_is_checked_up_front():
+    with pytest.raises(FaaqError, match="--optimize-inputs must be one of quantized, weights, float"):
+        QuantConfig(optimize_inputs="fp32")
