@@ -61,8 +61,9 @@ def rounding() -> str:
             if any(c != "-" for c in cells):
                 lines.append(f"| {scheme.upper()} | " + " | ".join(cells) + " |")
         table = {f"{model}|{sc}|{m}" for sc in ("w4a8", "w4a4", "w3a8", "w2a8") for m in modes}
+        # other calibration draws and range-setter rows have their own tables (draws(), ranges())
         extra = [(k.split("|", 1)[1], v) for k, v in d.items() if k.startswith(model + "|")
-                 and k not in table and k != f"{model}|float"]
+                 and k not in table and k != f"{model}|float" and "|seed=" not in k and "|act=" not in k]
         if extra:
             lines += ["", "| other runs | top-1 test / lossless (wall) | stored bits |", "|---|---|---|"]
             lines += [f"| {name.replace('|', ', ')} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |" for name, v in extra]
@@ -75,9 +76,10 @@ def _means(rows: list[dict]) -> str:
     return f"{100 * np.mean([r['test'] for r in rows]):.2f} / {100 * np.mean([r['lossless'] for r in rows]):.2f}"
 
 
-def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
+def draws(model: str = "resnet56-cifar10", seeds: int = 5) -> str:
     """Issue 8: faaq vs AIMET AdaRound at W4A8 over calibration draws (seed N = faaq's --seed N,
-    the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json."""
+    the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json.
+    A second table pairs each faaq setting with AIMET draw by draw."""
     d = json.loads((OUT / "rounding_accuracy.json").read_text())
     stem = model.split("-")[0]
 
@@ -90,16 +92,32 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 3) -> str:
         return d.get(seed_key(f"{model}|w4a8|{label}", seed))
 
     tools = {"faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
+             "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq("adaround-2x-iters+weights-inputs", s),
              "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
              "AIMET AdaRound 1000 it": aimet}
     lines = ["| tool | " + " | ".join(f"draw {s}" for s in range(seeds)) + " | mean test | mean lossless |",
              "|---|" + "---|" * (seeds + 2)]
-    for name, get in tools.items():
-        rows = [get(s) for s in range(seeds)]
+    got = {name: [get(s) for s in range(seeds)] for name, get in tools.items()}
+    for name, rows in got.items():
         cells = [_cell(r, wall=False) + (f" ({r.get('wall_s', r.get('aimet_wall_s')):.0f} s)" if r else "")
                  for r in rows]
-        mean = _means(rows).replace(" / ", " | ") if None not in rows else "- | -"
+        done = [r for r in rows if r is not None]
+        mean = _means(done).replace(" / ", " | ") if done else "- | -"
+        if 0 < len(done) < seeds:
+            mean = " | ".join(f"{m} ({len(done)} draws)" for m in mean.split(" | "))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    ref = got.pop("AIMET AdaRound 1000 it")
+    lines += ["", "| faaq − AIMET, draw by draw | test (pt) | lossless (images of 1,017) | mean ± sd test | "
+              "mean ± sd lossless |", "|---|---|---|---|---|"]
+    for name, rows in got.items():
+        pairs = [(r, a) for r, a in zip(rows, ref) if r is not None and a is not None]
+        if not pairs:
+            continue
+        dt = [100 * (r["test"] - a["test"]) for r, a in pairs]
+        dl = [round(1017 * (r["lossless"] - a["lossless"])) for r, a in pairs]
+        lines.append(f"| {name} ({len(pairs)} draws) | " + ", ".join(f"{x:+.2f}" for x in dt) + " | "
+                     + ", ".join(f"{x:+d}" for x in dl) + f" | {np.mean(dt):+.2f} ± {np.std(dt):.2f} | "
+                     f"{np.mean(dl):+.1f} ± {np.std(dl):.1f} images |")
     return "\n".join(lines) + "\n"
 
 
