@@ -79,7 +79,7 @@ def _means(rows: list[dict]) -> str:
 def draws(model: str = "resnet56-cifar10", seeds: int = 5) -> str:
     """Issue 8: faaq vs AIMET AdaRound at W4A8 over calibration draws (seed N = faaq's --seed N,
     the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json.
-    A second table pairs each faaq setting with AIMET draw by draw."""
+    A second table pairs each faaq setting with AIMET draw by draw (mean ± sample sd over the draws)."""
     d = json.loads((OUT / "rounding_accuracy.json").read_text())
     stem = model.split("-")[0]
 
@@ -116,8 +116,8 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 5) -> str:
         dt = [100 * (r["test"] - a["test"]) for r, a in pairs]
         dl = [round(1017 * (r["lossless"] - a["lossless"])) for r, a in pairs]
         lines.append(f"| {name} ({len(pairs)} draws) | " + ", ".join(f"{x:+.2f}" for x in dt) + " | "
-                     + ", ".join(f"{x:+d}" for x in dl) + f" | {np.mean(dt):+.2f} ± {np.std(dt):.2f} | "
-                     f"{np.mean(dl):+.1f} ± {np.std(dl):.1f} images |")
+                     + ", ".join(f"{x:+d}" for x in dl) + f" | {np.mean(dt):+.2f} ± {np.std(dt, ddof=1):.2f} | "
+                     f"{np.mean(dl):+.1f} ± {np.std(dl, ddof=1):.1f} images |")
     return "\n".join(lines) + "\n"
 
 
