@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from faaq_onnx.analysis.probe import root_tensors
+from faaq_onnx.config import OPTIMIZE_INPUTS
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.interpreter import TorchGraph, UnsupportedOp
 from faaq_onnx.optimize.reconstruct import (
@@ -24,7 +25,7 @@ from faaq_onnx.optimize.reconstruct import (
     SoftWeight,
     reconstruct,
 )
-from faaq_onnx.optimize.unit_data import INPUT_MODES, UnitData, samples_for
+from faaq_onnx.optimize.unit_data import UnitData, samples_for
 from faaq_onnx.optimize.units import block_units, layer_units, unit_model
 from faaq_onnx.plan import BitPlan
 
@@ -36,8 +37,8 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report."""
     if mode not in MODES:
         raise FaaqError(f"unknown rounding optimizer {mode!r}: choose {', '.join(MODES)}")
-    if inputs not in INPUT_MODES:
-        raise FaaqError(f"optimize inputs must be one of {', '.join(INPUT_MODES)}, got {inputs!r}")
+    if inputs not in OPTIMIZE_INPUTS:
+        raise FaaqError(f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}")
     proto, qgraph = comp.float_proto, comp.qgraph
     units = block_units(proto, qgraph) if mode == "brecq" else layer_units(proto, qgraph)
     if mode == "gptq":  # Hessian-compensated rounding is defined for linear layers

@@ -1,13 +1,13 @@
 """Inputs and targets of reconstruction units, taken from ONNX Runtime.
 
-Targets are always the float model's outputs of the unit. Inputs are one of INPUT_MODES (config.OPTIMIZE_INPUTS):
-what the quantized model itself feeds the unit (`quantized`, as AdaRound's asymmetric
-reconstruction and QDrop recommend: the probe graph with every unit upstream already
-rounded, activations fake-quantized, so errors do not compound unseen); the same with
-activations left float (`weights`: only the rounded weights upstream, what AIMET's
-apply_adaround feeds, its activation quantizers still collecting statistics); or the
-float model's (`float`). Only the tensors one unit needs are kept, for a bounded number
-of samples.
+Targets are always the float model's outputs of the unit. Inputs are one of
+config.OPTIMIZE_INPUTS: what the quantized model itself feeds the unit (`quantized`, as
+AdaRound's asymmetric reconstruction and QDrop recommend: the probe graph with every unit
+upstream already rounded, activations fake-quantized, so errors do not compound unseen);
+the same with activations left float (`weights`: only the rounded weights upstream, what
+AIMET's apply_adaround feeds, its activation quantizers still collecting statistics); or
+the float model's (`float`). Only the tensors one unit needs are kept, for a bounded
+number of samples.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import onnx
 
 from faaq_onnx.analysis.calibrate import tap_model
 from faaq_onnx.analysis.probe import build_probe
-from faaq_onnx.config import OPTIMIZE_INPUTS as INPUT_MODES
 from faaq_onnx.runtime.probe_session import ProbeSession
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.session import make_session
@@ -46,7 +45,7 @@ class UnitData:
         return {n: (np.asarray(self.inputs[n]) if n in self.inputs else outs[n]) for n in names}
 
     def unit_inputs(self, names: list[str], choices, mode: str) -> dict[str, np.ndarray]:
-        """The values of `names` a unit is reconstructed from, in one of INPUT_MODES."""
+        """The values of `names` a unit is reconstructed from, in one of config.OPTIMIZE_INPUTS."""
         if mode == "float":
             return self.float_tensors(names)
         return self.quantized_tensors(names, choices, activations=mode == "quantized")
