@@ -42,7 +42,8 @@ import onnx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from latency_common import faaq_quantize, log, measure, ort_quantize_static, sqnr_db  # noqa: E402
+from latency_common import (  # noqa: E402
+    faaq_quantize, log, measure, ort_quantize_static, quantize_variant, sqnr_db)
 from latency_transformers import bert_part, minilm_part  # noqa: E402
 
 CNNS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet"]
@@ -86,13 +87,7 @@ def cnn_part(name: str, args, work: Path) -> dict:
         ("faaq W4A8 (uniform)", lambda d: faaq_quantize(fp, d, calib, "w4a8")),
     ):
         dst = work / f"{name}.{label.split(' (')[0].replace(' ', '_').replace('=', '').lower()}.onnx"
-        log(f"{name}: {label}")
-        try:
-            info["quantize"][label] = fn(dst)
-            variants[label] = dst
-        except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
-            info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            log(f"{name}: {label} FAILED: {info['quantize'][label]['error']}")
+        quantize_variant(info, variants, name, label, dst, fn)
     info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
     log(f"{name}: timing {len(variants)} variants x batches {args.batches}")
     info["results"] = measure(variants, args)

@@ -54,3 +54,17 @@ def measure(variants: dict[str, Path], args, per_op=False) -> list[dict]:
     for r in rep["results"]:
         r["variant"] = by_path[r["model"]]
     return rep["results"]
+
+
+def quantize_variant(info: dict, variants: dict, stem: str, label: str, dst: Path, fn) -> bool:
+    """Run one quantizer `fn(dst)`: its report goes to info["quantize"][label] and dst joins
+    `variants`; a failure is recorded as a result (its error), not raised."""
+    log(f"{stem}: {label}")
+    try:
+        info["quantize"][label] = fn(dst)
+    except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
+        info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        log(f"{stem}: {label} FAILED: {info['quantize'][label]['error']}")
+        return False
+    variants[label] = dst
+    return True

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from latency_common import faaq_quantize, log, measure, sqnr_db
+from latency_common import faaq_quantize, log, measure, quantize_variant, sqnr_db
 
 
 def bert_like(layers=4, hidden=384, heads=6, ffn=1536, seq=128):
@@ -148,15 +148,8 @@ def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, wo
         ("ORT MatMulNBitsQuantizer W4", work / f"{stem}.ort_w4.onnx", lambda d: ort_matmul_nbits(fp, d)),
     ]
     for label, dst, fn in steps:
-        log(f"{stem}: {label}")
-        try:
-            info["quantize"][label] = fn(dst)
-            variants[label] = dst
-            if label.startswith("faaq W4"):
-                variants["faaq W4 weight-only (QDQ, before the pass)"] = qdq_w4
-        except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
-            info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
-            log(f"{stem}: {label} FAILED: {info['quantize'][label]['error']}")
+        if quantize_variant(info, variants, stem, label, dst, fn) and label.startswith("faaq W4"):
+            variants["faaq W4 weight-only (QDQ, before the pass)"] = qdq_w4
     info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
     log(f"{stem}: timing {len(variants)} variants")
     info["results"] = measure(variants, args)
