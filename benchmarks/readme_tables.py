@@ -76,10 +76,11 @@ def _means(rows: list[dict]) -> str:
     return f"{100 * np.mean([r['test'] for r in rows]):.2f} / {100 * np.mean([r['lossless'] for r in rows]):.2f}"
 
 
-def draws(model: str = "resnet56-cifar10", seeds: int = 5) -> str:
+def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
     """Issue 8: faaq vs AIMET AdaRound at W4A8 over calibration draws (seed N = faaq's --seed N,
     the same 256 images for both tools); AIMET rows from benchmarks/out/aimet_cifar[_seedN].json.
-    A second table pairs each faaq setting with AIMET draw by draw (mean ± sample sd over the draws)."""
+    One row per draw (ten columns would not read); a second table pairs each faaq setting with
+    AIMET draw by draw: mean ± sample sd, paired t and how many draws faaq is ahead/tied/behind."""
     d = json.loads((OUT / "rounding_accuracy.json").read_text())
     stem = model.split("-")[0]
 
@@ -95,30 +96,37 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 5) -> str:
              "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq("adaround-2x-iters+weights-inputs", s),
              "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
              "AIMET AdaRound 1000 it": aimet}
-    lines = ["| tool | " + " | ".join(f"draw {s}" for s in range(seeds)) + " | mean test | mean lossless |",
-             "|---|" + "---|" * (seeds + 2)]
     got = {name: [get(s) for s in range(seeds)] for name, get in tools.items()}
-    for name, rows in got.items():
-        cells = [_cell(r, wall=False) + (f" ({r.get('wall_s', r.get('aimet_wall_s')):.0f} s)" if r else "")
-                 for r in rows]
+    lines = ["| draw | " + " | ".join(got) + " |", "|---|" + "---|" * len(got)]
+    for s in range(seeds):
+        cells = [_cell(rows[s], wall=False) + (f" ({rows[s].get('wall_s', rows[s].get('aimet_wall_s')):.0f} s)"
+                                                if rows[s] else "") for rows in got.values()]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    means = []
+    for rows in got.values():
         done = [r for r in rows if r is not None]
-        mean = _means(done).replace(" / ", " | ") if done else "- | -"
-        if 0 < len(done) < seeds:
-            mean = " | ".join(f"{m} ({len(done)} draws)" for m in mean.split(" | "))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+        means.append(f"{_means(done)} ({len(done)} draws)" if done else "-")
+    lines.append("| **mean** | " + " | ".join(means) + " |")
     ref = got.pop("AIMET AdaRound 1000 it")
-    lines += ["", "| faaq − AIMET, draw by draw | test (pt) | lossless (images of 1,017) | mean ± sd test | "
-              "mean ± sd lossless |", "|---|---|---|---|---|"]
+    lines += ["", "| faaq − AIMET, draw by draw | test (pt) | lossless (images of 1,017) | test (pt): mean ± sd, t, "
+              "ahead/tied/behind | lossless (images): mean ± sd, t, ahead/tied/behind |", "|---|---|---|---|---|"]
     for name, rows in got.items():
         pairs = [(r, a) for r, a in zip(rows, ref) if r is not None and a is not None]
-        if not pairs:
+        if len(pairs) < 2:
             continue
         dt = [100 * (r["test"] - a["test"]) for r, a in pairs]
         dl = [round(1017 * (r["lossless"] - a["lossless"])) for r, a in pairs]
         lines.append(f"| {name} ({len(pairs)} draws) | " + ", ".join(f"{x:+.2f}" for x in dt) + " | "
-                     + ", ".join(f"{x:+d}" for x in dl) + f" | {np.mean(dt):+.2f} ± {np.std(dt, ddof=1):.2f} | "
-                     f"{np.mean(dl):+.1f} ± {np.std(dl, ddof=1):.1f} images |")
+                     + ", ".join(f"{x:+d}" for x in dl) + f" | {_paired(dt, '.2f')} | {_paired(dl, '.1f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _paired(diffs: list[float], fmt: str) -> str:
+    """Mean ± sample sd of paired differences, the paired t (mean / standard error) and the sign counts."""
+    m, sd = np.mean(diffs), np.std(diffs, ddof=1)
+    t = m / (sd / np.sqrt(len(diffs))) if sd > 0 else float("nan")
+    signs = f"{sum(x > 0 for x in diffs)}/{sum(x == 0 for x in diffs)}/{sum(x < 0 for x in diffs)}"
+    return f"{m:+{fmt}} ± {sd:{fmt}}, t = {t:+.2f}, {signs}"
 
 
 def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -> str:
