@@ -39,10 +39,12 @@ def uniform() -> str:
 
 
 def _cell(r: dict | None, wall: bool = True) -> str:
+    """top-1 test / lossless of one run, and its wall time (faaq's wall_s or AIMET's aimet_wall_s)."""
     if r is None:
         return "-"
     t = f"{100 * r['test']:.2f} / {100 * r['lossless']:.2f}"
-    return t + (f" ({r['wall_s']:.0f} s)" if wall and "wall_s" in r else "")
+    secs = r.get("wall_s", r.get("aimet_wall_s"))
+    return t + (f" ({secs:.0f} s)" if wall and secs is not None else "")
 
 
 def rounding() -> str:
@@ -99,9 +101,7 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
     got = {name: [get(s) for s in range(seeds)] for name, get in tools.items()}
     lines = ["| draw | " + " | ".join(got) + " |", "|---|" + "---|" * len(got)]
     for s in range(seeds):
-        cells = [_cell(rows[s], wall=False) + (f" ({rows[s].get('wall_s', rows[s].get('aimet_wall_s')):.0f} s)"
-                                                if rows[s] else "") for rows in got.values()]
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s} | " + " | ".join(_cell(rows[s]) for rows in got.values()) + " |")
     means = []
     for rows in got.values():
         done = [r for r in rows if r is not None]
