@@ -85,6 +85,8 @@ def main() -> None:
     for name, kw in variants.items():
         if name in args.skip.split(","):
             continue
+        if "adaround" in kw.get("optimize", ""):  # rows of different settings stand side by side
+            name = f"{name} ({args.iters} it, {args.optimize_samples} images)"
         budget = kw.pop("budget", None)
         candidates = kw.pop("candidates", "w4a8,w8a8")
         t0 = time.perf_counter()
