@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ RESULTS = OUT / "rounding_accuracy.json"
 
 
 SEED = 0  # --seed: rows of other calibration draws are keyed apart
+KEEP: Path | None = None  # --keep-models: where each row's quantized model is kept
 
 
 def run(key, results, fn):
@@ -52,6 +54,11 @@ def run(key, results, fn):
     t0 = time.perf_counter()
     row = fn()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
+    if KEEP is not None and row.get("model"):  # e.g. resnet56-cifar10__w4a8__adaround__seed3.onnx
+        KEEP.mkdir(parents=True, exist_ok=True)
+        plain = key.split("|seed=")[0].replace("|", "__")
+        shutil.copyfile(row["model"], KEEP / f"{plain}__seed{SEED}.onnx")
+    row.pop("model", None)
     row["loadavg"] = round(os.getloadavg()[0], 2)
     results[key] = row
     OUT.mkdir(parents=True, exist_ok=True)
@@ -89,7 +96,7 @@ def range_rows(fp, name, results, iters, pool, tests, work) -> None:
 
     def emit_row():
         res = comp.emit(plan, work / "q.onnx")
-        return {**accuracy(work / "q.onnx", tests), "rounding_s": rounding_s,
+        return {**accuracy(work / "q.onnx", tests), "rounding_s": rounding_s, "model": work / "q.onnx",
                 "sqnr_db": next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"]}
 
     for reobserve in (False, True):
@@ -122,9 +129,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0,
                     help="calibration draw (and rounding seed); rows of a seed other than 0 get a |seed=N key")
     ap.add_argument("--tunes", default=None, help="--part tune: which settings (comma-separated labels)")
+    ap.add_argument("--keep-models", type=Path, default=None,
+                    help="copy each new row's quantized model here (for fidelity_vs_float.py)")
     args = ap.parse_args()
-    global SEED
-    SEED = args.seed
+    global SEED, KEEP
+    SEED, KEEP = args.seed, args.keep_models
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-"))
     results = {} if args.fresh or not RESULTS.exists() else json.loads(RESULTS.read_text())
@@ -140,7 +149,7 @@ def main() -> None:
         res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
                        candidates="w2a8,w4a8,w8a8" if kw.get("budget") else None, cache_dir=False)
         row = accuracy(out, tests)
-        row.update(sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
+        row.update(model=out, sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
                    timings=res.report["timings_s"], plan=res.report["plan"]["meta"].get("budget", kw.get("scheme")),
                    stored_bits=res.report["verify"]["size"]["stored_weight_bits"],
                    kernels=res.report["verify"]["kernels"]["summary"][0],

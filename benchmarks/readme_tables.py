@@ -149,6 +149,31 @@ def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -
     return "\n".join(lines) + "\n"
 
 
+def fidelity(name: str = "fidelity_r56_w4a8") -> str:
+    """Issue 8: how close each tool's models stay to the float model, means over draws and paired."""
+    d = json.loads((OUT / f"{name}.json").read_text())
+    sets = list(d["float"])
+    head = " | ".join(f"{s}: top-1 / agree / KL / SQNR" for s in sets)
+    lines = [f"| group (draws) | {head} |", "|---|" + "---|" * len(sets)]
+
+    def means(draws: dict, s: str) -> str:
+        v = {m: np.mean([r[s][m] for r in draws.values()]) for m in ("top1", "agreement", "kl", "logit_sqnr_db")}
+        return f"{100 * v['top1']:.2f} / {100 * v['agreement']:.2f} / {v['kl']:.4f} / {v['logit_sqnr_db']:.2f} dB"
+
+    lines.append("| float | " + " | ".join(f"{100 * d['float'][s]['top1']:.2f} / 100 / 0 / -" for s in sets) + " |")
+    for label, g in d["groups"].items():
+        lines.append(f"| {label} ({', '.join(g['draws'])}) | " + " | ".join(means(g["draws"], s) for s in sets) + " |")
+    lines += ["", "| paired, per draw | set | top-1 (pt) | agreement (pt) | KL | SQNR (dB) |", "|---|---|---|---|---|---|"]
+    for pair, by_set in d["paired"].items():
+        for s, by_m in by_set.items():
+            cells = []
+            for m, k, f in (("top1", 100, ".2f"), ("agreement", 100, ".2f"), ("kl", 1, ".4f"), ("logit_sqnr_db", 1, ".2f")):
+                r = by_m[m]
+                cells.append(f"{k * r['mean']:+{f}} ± {k * r['sd']:{f}}, t = {r['t']:+.1f}, better in {r['better']}/{r['draws']}")
+            lines.append(f"| {pair} | {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def int8_kernels() -> str:
     """Issue 7: one compact latency table (ms, speed-up over float) and one of bytes / ops left float."""
     d = json.loads((OUT / "int8_kernels.json").read_text())
@@ -178,5 +203,7 @@ if __name__ == "__main__":
         print(rounding())
         print(draws())
         print(ranges())
+    if (OUT / "fidelity_r56_w4a8.json").exists():
+        print(fidelity())
     if (OUT / "int8_kernels.json").exists():
         print(int8_kernels())

@@ -60,6 +60,38 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str 
     return accuracy_report(predict(model, x, batch_size, ep), y, class_names)
 
 
+def fidelity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray | None = None) -> dict:
+    """How close a quantized model's outputs stay to its float reference's, sample by sample.
+
+    Top-1 on a thousand images moves by a few images from one calibration draw to the
+    next, and a good low-bit model sits at the float model's own accuracy, so its drop
+    says little; these say more: the share of samples where both predict the same class,
+    the mean KL(reference || candidate) of the softmax outputs (nats), the logit SQNR (dB;
+    None when the logits are identical) and, with labels, the churn behind the net top-1
+    change: samples the candidate gets right that the reference got wrong (`fixed`) and
+    the reverse (`broken`).
+    """
+    z = np.asarray(logits, np.float64).reshape(len(logits), -1)
+    r = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    if z.shape != r.shape:
+        raise FaaqError(f"outputs of shape {z.shape} cannot be compared with the reference's {r.shape}")
+
+    def log_softmax(v):
+        v = v - v.max(1, keepdims=True)
+        return v - np.log(np.exp(v).sum(1, keepdims=True))
+
+    lr, lz = log_softmax(r), log_softmax(z)
+    err = float(np.sum((z - r) ** 2))
+    out = {"agreement": float(np.mean(z.argmax(1) == r.argmax(1))),
+           "kl": float(np.mean(np.sum(np.exp(lr) * (lr - lz), axis=1))),
+           "logit_sqnr_db": float(10 * np.log10(np.sum(r ** 2) / err)) if err > 0 else None}
+    if y is not None:
+        right, ref_right = z.argmax(1) == y, r.argmax(1) == y
+        out["fixed"] = int(np.sum(right & ~ref_right))
+        out["broken"] = int(np.sum(~right & ref_right))
+    return out
+
+
 def compare(reference: dict, candidate: dict) -> dict:
     """Drops of a quantized model against its float reference, overall and per class."""
     drops = {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.evaluate import accuracy_report, compare, predict
+from faaq_onnx.evaluate import accuracy_report, compare, fidelity, predict
 
 
 def test_top1_top5_and_per_class_from_known_logits():
@@ -32,6 +32,27 @@ def test_compare_names_the_worst_class_and_its_drop():
     assert c["top1_drop"] == pytest.approx(0.2) and c["top5_drop"] == pytest.approx(0.05)
     assert c["worst_class_drop"]["class"] == "a" and c["worst_class_drop"]["drop"] == pytest.approx(0.4)
     assert c["per_class_drop"] == pytest.approx({"a": 0.4, "b": 0.1})
+
+
+def test_fidelity_counts_agreement_churn_kl_and_sqnr_from_known_logits():
+    ref = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    got = ref.copy()
+    got[1] = [0.0, 0.0, 2.0]  # predicts class 2 where the reference predicts 1
+    got[3] = [0.0, 2.0, 0.0]  # predicts class 1 where the reference predicts 0
+    got[4] = [2.0, 0.0, 0.0]  # predicts class 0 where the reference predicts 1
+    y = np.array([0, 2, 2, 0, 1])  # reference wrong on sample 1, right on samples 3 and 4
+    f = fidelity(got, ref, y)
+    assert f["agreement"] == pytest.approx(0.4)
+    assert (f["fixed"], f["broken"]) == (1, 2)  # net top-1 change -1, churn 3
+    # KL of softmax([2,0,0]) against softmax([0,2,0]) (or a permutation), on 3 of 5 samples
+    p = np.exp([2.0, 0, 0]) / np.exp([2.0, 0, 0]).sum()
+    q = np.exp([0, 2.0, 0]) / np.exp([0, 2.0, 0]).sum()
+    assert f["kl"] == pytest.approx(np.sum(p * np.log(p / q)) * 3 / 5)
+    assert f["logit_sqnr_db"] == pytest.approx(10 * np.log10(20 / 24))  # |ref|^2 = 5 * 4, |error|^2 = 3 * 8
+    same = fidelity(ref, ref)
+    assert same == {"agreement": 1.0, "kl": pytest.approx(0.0, abs=1e-12), "logit_sqnr_db": None}
+    with pytest.raises(FaaqError, match="cannot be compared"):
+        fidelity(ref[:, :2], ref)
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 16), (4, 3, 8, 8), (4, 1, 16, 16)])

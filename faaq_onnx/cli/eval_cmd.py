@@ -22,21 +22,24 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
     """Top-1/top-5 (and per-class, worst-class) accuracy of MODELS on labeled data.
 
     With several models the first is the reference and the others get their drop
-    against it, overall and for the worst class.
+    against it, overall and for the worst class, and how closely they follow it: the
+    share of samples where both predict the same class, KL and logit SQNR, and the
+    samples fixed and broken behind the net drop.
     """
     from faaq_onnx import data as data_mod
-    from faaq_onnx.evaluate import compare, evaluate
+    from faaq_onnx.evaluate import accuracy_report, compare, fidelity, predict
 
     kwargs = {"labels": labels} if labels else {}
     x, y = data_mod.load_labeled(data_mod.resolve_data_path(data), preset=preset, limit=limit, seed=seed, **kwargs)
     results = {}
-    ref = None
+    ref = ref_logits = None
     for m in models:
-        rep = evaluate(m, x, y, batch_size, ep)
+        logits = predict(m, x, batch_size, ep)
+        rep = accuracy_report(logits, y)
         if ref is not None:
-            rep["vs_reference"] = compare(ref, rep)
+            rep["vs_reference"] = {**compare(ref, rep), **fidelity(logits, ref_logits, y)}
         else:
-            ref = rep
+            ref, ref_logits = rep, logits
         results[m] = rep
         line = f"{m}: top-1 {100 * rep['top1']:.2f}%  top-5 {100 * rep['top5']:.2f}%  ({rep['samples']} samples)"
         line += f"  worst class {rep['worst_class']['class']} {100 * rep['worst_class']['top1']:.1f}%"
@@ -44,6 +47,9 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
             v = rep["vs_reference"]
             line += (f"  drop {100 * v['top1_drop']:+.2f} pt, worst-class drop "
                      f"{100 * v['worst_class_drop']['drop']:+.1f} pt ({v['worst_class_drop']['class']})")
+            sqnr = "identical logits" if v["logit_sqnr_db"] is None else f"logit SQNR {v['logit_sqnr_db']:.1f} dB"
+            line += (f"\n    vs reference: same class on {100 * v['agreement']:.2f}%, KL {v['kl']:.4f}, {sqnr}, "
+                     f"{v['fixed']} fixed / {v['broken']} broken")
         click.echo(line)
         if per_class:
             for c, v in rep["per_class"].items():

@@ -102,6 +102,13 @@ def test_eval_reports_accuracy_and_drop(runner, tiny_cnn, tmp_path, cnn_calib):
     drops = {int(c): np.mean(pred[y == c] == c) - np.mean(q_pred[y == c] == c) for c in np.unique(y)}
     worst = max(drops, key=drops.get)
     assert vs["worst_class_drop"]["drop"] == pytest.approx(drops[worst])  # a drop is positive when worse
+    q_logits, f_logits = run_model(str(q), {"input": x})[0], run_model(tiny_cnn, {"input": x})[0]
+    assert vs["agreement"] == pytest.approx(np.mean(q_pred == pred))
+    assert vs["fixed"] == np.sum((q_pred == y) & (pred != y)) and vs["broken"] == np.sum((q_pred != y) & (pred == y))
+    assert vs["logit_sqnr_db"] == pytest.approx(10 * np.log10(np.sum(f_logits.astype(np.float64) ** 2)
+                                                              / np.sum((q_logits - f_logits).astype(np.float64) ** 2)),
+                                                rel=1e-4)
+    assert "same class on" in r.output and "fixed /" in r.output
 
 
 def test_export_list(runner):
