@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir")
     ap.add_argument("--model", default="resnet56-cifar10", help="the float zoo model the groups quantize")
-    ap.add_argument("--group", action="append", required=True, help="LABEL=PATH pattern with {seed}; the last is the baseline")
+    ap.add_argument("--group", action="append", required=True, help="LABEL=PATH pattern with {seed} (LABEL without '='); the last is the baseline")
     ap.add_argument("--seeds", default="0-9", help="calibration draws to look for (A-B or a comma list)")
     ap.add_argument("--name", default="fidelity_r56_w4a8", help="benchmarks/out/NAME.{json,md}")
     args = ap.parse_args()
