@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from faaq_onnx.analysis.metrics import output_kl
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.session import make_session
@@ -66,8 +67,9 @@ def fidelity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray | None = N
     Top-1 on a thousand images moves by a few images from one calibration draw to the
     next, and a good low-bit model sits at the float model's own accuracy, so its drop
     says little; these say more: the share of samples where both predict the same class,
-    the mean KL(reference || candidate) of the softmax outputs (nats), the logit SQNR (dB;
-    None when the logits are identical) and, with labels, the churn behind the net top-1
+    the mean KL(reference || candidate) of the softmax outputs (nats, the sensitivity
+    metric's output_kl), the logit SQNR (dB: total signal over total error power, not
+    metrics.sqnr_db's mean of per-sample ratios; None when the logits are identical) and, with labels, the churn behind the net top-1
     change: samples the candidate gets right that the reference got wrong (`fixed`) and
     the reverse (`broken`).
     """
@@ -75,15 +77,9 @@ def fidelity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray | None = N
     r = np.asarray(reference, np.float64).reshape(len(reference), -1)
     if z.shape != r.shape:
         raise FaaqError(f"outputs of shape {z.shape} cannot be compared with the reference's {r.shape}")
-
-    def log_softmax(v):
-        v = v - v.max(1, keepdims=True)
-        return v - np.log(np.exp(v).sum(1, keepdims=True))
-
-    lr, lz = log_softmax(r), log_softmax(z)
     err = float(np.sum((z - r) ** 2))
     out = {"agreement": float(np.mean(z.argmax(1) == r.argmax(1))),
-           "kl": float(np.mean(np.sum(np.exp(lr) * (lr - lz), axis=1))),
+           "kl": output_kl(r, z),
            "logit_sqnr_db": float(10 * np.log10(np.sum(r ** 2) / err)) if err > 0 else None}
     if y is not None:
         right, ref_right = z.argmax(1) == y, r.argmax(1) == y
