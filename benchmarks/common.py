@@ -24,6 +24,18 @@ def seed_key(key: str, seed: int) -> str:
     return f"{key}|seed={seed}" if seed else key
 
 
+def paired_stats(diffs) -> dict:
+    """Paired differences over calibration draws: mean, sample sd, paired t (mean over its
+    standard error; nan with fewer than two draws or no spread) and the sign counts."""
+    import numpy as np
+
+    d = np.asarray(diffs, np.float64)
+    sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    t = float(d.mean() / (sd / np.sqrt(len(d)))) if len(d) > 1 and sd > 0 else float("nan")
+    return {"draws": len(d), "mean": float(d.mean()), "sd": sd, "t": t,
+            "pos": int(np.sum(d > 0)), "zero": int(np.sum(d == 0)), "neg": int(np.sum(d < 0))}
+
+
 def cifar_model(name: str, ddir: Path, work: Path, keep_batchnorm: bool = False) -> Path:
     """Export a CIFAR zoo model with its real checkpoint (cached in work/)."""
     from faaq_onnx import zoo

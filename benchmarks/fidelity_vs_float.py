@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, write
+from common import cifar_model, data_dir, machine, paired_stats, write
 
 from faaq_onnx.data import load_labeled
 from faaq_onnx.evaluate import fidelity, predict
@@ -32,6 +32,7 @@ from faaq_onnx.evaluate import fidelity, predict
 TEST_SETS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}
 METRICS = ("top1", "agreement", "kl", "logit_sqnr_db")
 HIGHER_IS_BETTER = {"top1": True, "agreement": True, "kl": False, "logit_sqnr_db": True}
+SCALE = {"top1": (100, ".2f"), "agreement": (100, ".2f"), "kl": (1, ".4f"), "logit_sqnr_db": (1, ".2f")}
 
 
 def scores(logits: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
@@ -43,12 +44,14 @@ def scores(logits: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
 
 def paired(a: dict, b: dict, metric: str, test_set: str) -> dict:
     """a minus b over the draws both have: mean, sample sd, paired t, draws where a is better."""
-    seeds = sorted(set(a) & set(b))
-    d = np.array([a[s][test_set][metric] - b[s][test_set][metric] for s in seeds])
-    sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
-    t = float(d.mean() / (sd / np.sqrt(len(d)))) if len(d) > 1 and sd > 0 else float("nan")
-    better = int(np.sum(d > 0) if HIGHER_IS_BETTER[metric] else np.sum(d < 0))
-    return {"draws": len(d), "mean": float(d.mean()), "sd": sd, "t": t, "better": better}
+    p = paired_stats([a[s][test_set][metric] - b[s][test_set][metric] for s in sorted(set(a) & set(b))])
+    return {k: p[k] for k in ("draws", "mean", "sd", "t")} | {"better": p["pos" if HIGHER_IS_BETTER[metric] else "neg"]}
+
+
+def paired_cell(r: dict, metric: str, better: str = "") -> str:
+    """One paired result as a table cell, in the metric's unit (percentage points for shares)."""
+    k, f = SCALE[metric]
+    return f"{k * r['mean']:+{f}} ± {k * r['sd']:{f}}, t = {r['t']:+.1f}, {better}{r['better']}/{r['draws']}"
 
 
 def main() -> None:
@@ -76,7 +79,7 @@ def main() -> None:
     tests = {k: load_labeled(ddir / v) for k, v in TEST_SETS.items()}
     fp = cifar_model(args.model, ddir, Path(tempfile.mkdtemp(prefix="faaq-fidelity-")))
     ref = {k: predict(fp, x).reshape(len(y), -1) for k, (x, y) in tests.items()}
-    rows = {"float": {k: {"top1": float(np.mean(ref[k].argmax(1) == y))} for k, (x, y) in tests.items()}}
+    float_top1 = {k: {"top1": float(np.mean(ref[k].argmax(1) == y))} for k, (x, y) in tests.items()}
     results: dict = {}
     for label, paths in groups.items():
         results[label] = {}
@@ -88,7 +91,7 @@ def main() -> None:
     pairs = {f"{label} - {base}": {k: {m: paired(results[label], results[base], m, k) for m in METRICS}
                                   for k in tests}
              for label in list(groups)[:-1]}
-    payload = {"machine": machine(), "model": args.model, "float": rows["float"],
+    payload = {"machine": machine(), "model": args.model, "float": float_top1,
                "groups": {label: {"paths": groups[label], "draws": results[label]} for label in groups},
                "paired": pairs}
     write(args.name, payload, render(payload))
@@ -108,13 +111,9 @@ def render(p: dict) -> str:
         lines.append("")
     lines += ["Paired differences (first minus baseline; mean ± sd over draws, paired t, draws where the first is better):",
               "", "| pair | set | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
-    scale = {"top1": (100, ".2f"), "agreement": (100, ".2f"), "kl": (1, ".4f"), "logit_sqnr_db": (1, ".2f")}
     for pair, by_set in p["paired"].items():
         for test_set, by_m in by_set.items():
-            cells = []
-            for m in METRICS:
-                r, (k, f) = by_m[m], scale[m]
-                cells.append(f"{k * r['mean']:+{f}} ± {k * r['sd']:{f}}, t = {r['t']:+.1f}, {r['better']}/{r['draws']}")
+            cells = [paired_cell(by_m[m], m) for m in METRICS]
             lines.append(f"| {pair} | {test_set} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

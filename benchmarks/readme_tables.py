@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import seed_key
+from common import paired_stats, seed_key
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -122,11 +122,9 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
 
 
 def _paired(diffs: list[float], fmt: str) -> str:
-    """Mean ± sample sd of paired differences, the paired t (mean / standard error) and the sign counts."""
-    m, sd = np.mean(diffs), np.std(diffs, ddof=1)
-    t = m / (sd / np.sqrt(len(diffs))) if sd > 0 else float("nan")
-    signs = f"{sum(x > 0 for x in diffs)}/{sum(x == 0 for x in diffs)}/{sum(x < 0 for x in diffs)}"
-    return f"{m:+{fmt}} ± {sd:{fmt}}, t = {t:+.2f}, {signs}"
+    """Mean ± sample sd of paired differences, the paired t and the sign counts (ahead/tied/behind)."""
+    p = paired_stats(diffs)
+    return f"{p['mean']:+{fmt}} ± {p['sd']:{fmt}}, t = {p['t']:+.2f}, {p['pos']}/{p['zero']}/{p['neg']}"
 
 
 def ranges(model: str = "resnet56-cifar10", iters: int = 2000, seeds: int = 3) -> str:
@@ -156,8 +154,10 @@ def fidelity(name: str = "fidelity_r56_w4a8") -> str:
     head = " | ".join(f"{s}: top-1 / agree / KL / SQNR" for s in sets)
     lines = [f"| group (draws) | {head} |", "|---|" + "---|" * len(sets)]
 
+    from fidelity_vs_float import METRICS, paired_cell
+
     def means(draws: dict, s: str) -> str:
-        v = {m: np.mean([r[s][m] for r in draws.values()]) for m in ("top1", "agreement", "kl", "logit_sqnr_db")}
+        v = {m: np.mean([r[s][m] for r in draws.values()]) for m in METRICS}
         return f"{100 * v['top1']:.2f} / {100 * v['agreement']:.2f} / {v['kl']:.4f} / {v['logit_sqnr_db']:.2f} dB"
 
     lines.append("| float | " + " | ".join(f"{100 * d['float'][s]['top1']:.2f} / 100 / 0 / -" for s in sets) + " |")
@@ -166,10 +166,7 @@ def fidelity(name: str = "fidelity_r56_w4a8") -> str:
     lines += ["", "| paired, per draw | set | top-1 (pt) | agreement (pt) | KL | SQNR (dB) |", "|---|---|---|---|---|---|"]
     for pair, by_set in d["paired"].items():
         for s, by_m in by_set.items():
-            cells = []
-            for m, k, f in (("top1", 100, ".2f"), ("agreement", 100, ".2f"), ("kl", 1, ".4f"), ("logit_sqnr_db", 1, ".2f")):
-                r = by_m[m]
-                cells.append(f"{k * r['mean']:+{f}} ± {k * r['sd']:{f}}, t = {r['t']:+.1f}, better in {r['better']}/{r['draws']}")
+            cells = [paired_cell(by_m[m], m, "better in ") for m in METRICS]
             lines.append(f"| {pair} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
