@@ -189,6 +189,8 @@ def main() -> None:
                                                    optimize_iters=args.brecq_iters, qdrop=args.qdrop),
                 "w4a8|adaround-2x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=2 * args.iters),
                 "w4a8|adaround-4x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=4 * args.iters),
+                "w4a8|adaround-2x-iters+scales": dict(scheme="w4a8", optimize="adaround",
+                                                      optimize_iters=2 * args.iters, optimize_scales=True),
                 "w4a8|adaround-2x-iters+weights-inputs": dict(scheme="w4a8", optimize="adaround",
                                                               optimize_iters=2 * args.iters, optimize_inputs="weights"),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",

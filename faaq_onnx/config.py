@@ -78,6 +78,7 @@ class QuantConfig:
     optimize_iters: int = 1000
     optimize_inputs: str = "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
     optimize_samples: int = 256
+    optimize_scales: bool = False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     reround: bool = True  # optimize an allocated mixed plan's rounding again, in its own context
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
     smoothquant_alpha: float = 0.5
@@ -120,6 +121,9 @@ class QuantConfig:
                             f"got {self.optimize_inputs!r}")
         if self.optimize_iters < 1 or self.optimize_samples < 1:
             raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
+        if self.optimize_scales and not any(m in self.optimize for m in ("adaround", "brecq")):
+            raise FaaqError("--optimize-scales learns weight scales during reconstruction: it needs "
+                            "--optimize adaround or brecq")
         if sum(m in self.optimize for m in ("smoothquant", "awq")) > 1:
             raise FaaqError("choose one channel scaling: smoothquant (W8A8) or awq (weight-only)")
         if not 0 < self.smoothquant_alpha < 1:

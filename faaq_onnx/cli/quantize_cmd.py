@@ -77,6 +77,9 @@ def quant_options(f):
                           "what AIMET's AdaRound feeds), or the float model's."),
         click.option("--optimize-samples", type=int, default=256, show_default=True,
                      help="Calibration samples used for rounding optimization and bias correction."),
+        click.option("--optimize-scales/--no-optimize-scales", default=False, show_default=True,
+                     help="adaround/brecq: learn each weight scale (per channel or block) together with the rounding; "
+                          "the learned scales are the ones emitted."),
         click.option("--reround/--no-reround", default=True, show_default=True,
                      help="adaround/brecq with a budget: once the plan is allocated, optimize its rounding again "
                           "with each layer fed what the mixed plan feeds it (one more pass over its sub-8-bit "
@@ -184,6 +187,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
         optimize_iters=o.get("optimize_iters", 1000),
         optimize_inputs=o.get("optimize_inputs", "quantized"),
         optimize_samples=o.get("optimize_samples", 256),
+        optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround", True),
         qdrop=o.get("qdrop", 0.0),
         cle_relu6=o.get("cle_relu6", "keep"),

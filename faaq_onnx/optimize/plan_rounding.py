@@ -34,11 +34,12 @@ class PlanRounding:
         self._own: dict[tuple, OwnRounding] = {}
 
     def _run(self, plan: BitPlan, learn_activations: bool) -> dict:
-        from faaq_onnx.optimize.reconstruct import ReconSettings
+        from faaq_onnx.optimize.reconstruct import SCALE_LR, ReconSettings
         from faaq_onnx.optimize.rounding import optimize_rounding
 
         cfg = self.comp.config
-        settings = ReconSettings(iters=cfg.optimize_iters, drop=cfg.qdrop, seed=cfg.seed)
+        settings = ReconSettings(iters=cfg.optimize_iters, drop=cfg.qdrop, seed=cfg.seed,
+                                 scale_lr=SCALE_LR if cfg.optimize_scales else 0.0)
         with self.comp.stage("optimize_weights"):
             return optimize_rounding(self.comp, plan, cfg.rounding, settings, cfg.optimize_inputs,
                                      cfg.optimize_samples, learn_activations=learn_activations,

@@ -23,6 +23,7 @@ from faaq_onnx.quant.affine import fake_quant
 from faaq_onnx.quant.weights import WeightGrid
 
 ZETA, GAMMA = 1.1, -0.1
+SCALE_LR = 1e-4  # Adam step on a weight scale's log-gain when --optimize-scales learns it
 
 
 @dataclass
@@ -35,14 +36,21 @@ class ReconSettings:
     warm_start: float = 0.2  # share of iterations without the regularizer
     beta: tuple[float, float] = (20.0, 2.0)
     drop: float = 0.0  # QDrop: probability of keeping an activation element float
+    scale_lr: float = 0.0  # learning rate of the weight scales' log-gain (0: scales stay the range setter's)
     seed: int = 0
     threads: int = 1
 
 
 class SoftWeight:
-    """A weight on a fixed grid whose rounding direction is learned."""
+    """A weight on a grid whose rounding direction is learned, and optionally its scale.
 
-    def __init__(self, w: np.ndarray, grid: WeightGrid) -> None:
+    With `learn_scale` each scale of the grid (per tensor, channel or block) gets a
+    learnable gain exp(g), g starting at 0: the integers stay floor(w/s0) + h(V) and the
+    dequantized weight is s0·exp(g)·(code - zp), so the scale can absorb the systematic
+    shrink or growth that rounding a channel's weights one way leaves behind.
+    """
+
+    def __init__(self, w: np.ndarray, grid: WeightGrid, learn_scale: bool = False) -> None:
         self.grid = grid
         s = grid.full_scale
         self.scale = torch.from_numpy(np.broadcast_to(s, w.shape).astype(np.float32).copy())
@@ -52,13 +60,28 @@ class SoftWeight:
         rest = np.clip(ws - np.floor(ws), 1e-4, 1 - 1e-4)
         v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)  # h(V0) = rest: start at the float weight
         self.v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
+        self.log_gain = None
+        if learn_scale:
+            # which scale each weight element uses: the grid's own expansion of the scale indices
+            where = grid.expand(np.arange(grid.scale.size).reshape(grid.scale.shape))
+            self._where = torch.from_numpy(np.broadcast_to(where, w.shape).astype(np.int64).copy())
+            self.log_gain = torch.nn.Parameter(torch.zeros(grid.scale.size))
+
+    def params(self) -> list[torch.nn.Parameter]:
+        return [self.v] + ([self.log_gain] if self.log_gain is not None else [])
+
+    def _scale(self) -> torch.Tensor:
+        if self.log_gain is None:
+            return self.scale
+        return self.scale * torch.exp(self.log_gain)[self._where]
 
     def h(self) -> torch.Tensor:
         return torch.clamp(torch.sigmoid(self.v) * (ZETA - GAMMA) + GAMMA, 0, 1)
 
     def soft(self) -> torch.Tensor:
         fmt = self.grid.fmt
-        return fake_quant(self.floor * self.scale, self.scale, self.zp, fmt.qmin, fmt.qmax,
+        s = self._scale()
+        return fake_quant(self.floor * s, s, self.zp, fmt.qmin, fmt.qmax,
                           round_fn=lambda t: torch.floor(t + 1e-4) + self.h())
 
     def codes(self) -> np.ndarray:
@@ -66,6 +89,13 @@ class SoftWeight:
         fmt = self.grid.fmt
         q = self.floor + (self.h() >= 0.5).float() + self.zp
         return torch.clamp(q, fmt.qmin, fmt.qmax).detach().numpy().astype(np.int64)
+
+    def learned_scale(self) -> np.ndarray:
+        """The grid's scale (its own shape) times the learned gain; the range setter's if none."""
+        if self.log_gain is None:
+            return self.grid.scale
+        gain = torch.exp(self.log_gain).detach().numpy().reshape(self.grid.scale.shape)
+        return (self.grid.scale * gain).astype(np.float32)
 
     def reg(self, beta: float) -> torch.Tensor:
         return (1 - torch.abs(2 * self.h() - 1) ** beta).sum()
@@ -114,8 +144,10 @@ def reconstruct(run_unit, weights: dict[str, SoftWeight], acts: dict[str, Learne
 
 def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSettings, progress) -> float:
     gen = torch.Generator().manual_seed(settings.seed)
-    params = [w.v for w in weights.values()]
-    groups = [{"params": params, "lr": settings.lr}]
+    groups = [{"params": [w.v for w in weights.values()], "lr": settings.lr}]
+    gains = [w.log_gain for w in weights.values() if w.log_gain is not None]
+    if gains:
+        groups.append({"params": gains, "lr": settings.scale_lr})
     if acts:
         groups.append({"params": [a.log_scale for a in acts.values()], "lr": settings.act_lr})
     opt = torch.optim.Adam(groups)

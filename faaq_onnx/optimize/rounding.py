@@ -67,7 +67,8 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
             raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
         x = data.unit_inputs(unit.inputs, plan.choices, inputs)
         target = data.float_tensors([unit.output])[unit.output]
-        soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid)
+        soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid,
+                              learn_scale=settings.scale_lr > 0)
                 for w in unit.weights if wbits[w] < 8}
         acts = _learned_acts(comp, unit, abits, x) if mode == "brecq" and learn_activations else {}
 
@@ -82,7 +83,8 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         reconstruct(run_unit, soft, acts, x, target, unit_settings,
                     progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")))
         for w, sw in soft.items():
-            comp.weights.put(w, wbits[w], comp.weights.get(w, wbits[w]).with_codes(sw.codes(), mode))
+            comp.weights.put(w, wbits[w], comp.weights.get(w, wbits[w]).with_codes(sw.codes(), mode,
+                                                                                    scale=sw.learned_scale()))
         for q in acts.values():
             comp.calibration.learned[q.act_key] = q.scale
         after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits)

@@ -81,9 +81,14 @@ class QuantizedWeight:
         g = self.grid
         return dequantize(self.q, g.full_scale, g.full_zero_point)
 
-    def with_codes(self, q: np.ndarray, method: str) -> "QuantizedWeight":
+    def with_codes(self, q: np.ndarray, method: str, scale: np.ndarray | None = None) -> "QuantizedWeight":
+        """Learned integers (and, where the optimizer learned it too, scale) on this grid."""
         q = np.clip(np.asarray(q, np.int64), self.fmt.qmin, self.fmt.qmax)
-        return replace(self, q=compact(q, self.fmt), method=method)
+        if scale is None:
+            scale = self.scale
+        elif np.shape(scale) != self.scale.shape:
+            raise ValueError(f"scale of shape {np.shape(scale)} for a grid of scales {self.scale.shape}")
+        return replace(self, q=compact(q, self.fmt), scale=np.asarray(scale, np.float32), method=method)
 
     @property
     def stored_bytes(self) -> int:

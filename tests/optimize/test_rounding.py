@@ -234,3 +234,69 @@ def test_weights_inputs_are_the_rounded_weights_model_with_float_activations(com
 def test_optimize_inputs_is_checked_up_front():
     with pytest.raises(FaaqError, match="--optimize-inputs must be one of quantized, weights, float"):
         QuantConfig(optimize_inputs="fp32")
+
+
+def test_learned_scales_absorb_a_gain_rounding_cannot():
+    """The float target comes from weights 25 % larger than those on the grid: rounding alone
+    cannot reach it (each code moves by at most one step, the largest are clamped), a learned
+    per-channel scale can. Without scale learning the scales stay the range setter's."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 0.3, (16, 8)).astype(np.float32)
+    x = rng.standard_normal((512, 16)).astype(np.float32)
+    target = x @ (1.25 * w)
+    grid = weight_grid(w, 4, "per-channel", 1, 0)
+    run = lambda feeds, hooks: feeds["x"] @ feeds["w"]  # noqa: E731
+    err = {}
+    for lr in (0.0, 2e-3):
+        sw = SoftWeight(w, grid, learn_scale=lr > 0)
+        reconstruct(run, {"w": sw}, {}, {"x": x[:256]}, target[:256],
+                    ReconSettings(iters=400, batch_size=64, scale_lr=lr))
+        scale = sw.learned_scale()
+        assert scale.shape == grid.scale.shape
+        qw = grid.round_to_nearest(w).with_codes(sw.codes(), "adaround", scale=scale)
+        err[lr] = float(np.mean((x[256:] @ qw.dequantized() - target[256:]) ** 2))
+        if lr == 0:
+            np.testing.assert_array_equal(scale, grid.scale)
+        else:
+            gain = scale / grid.scale
+            assert 1.15 < np.median(gain) and gain.max() < 1.4
+    assert err[2e-3] < 0.5 * err[0.0]
+
+
+def test_learned_scales_follow_the_grid_per_block():
+    """A blocked grid: each element's scale is its block's, and one gain is learned per block."""
+    w = np.random.default_rng(2).normal(0, 0.2, (4, 64)).astype(np.float32)
+    grid = weight_grid(w, 4, "block", 0, 1, block_size=32)
+    sw = SoftWeight(w, grid, learn_scale=True)
+    assert sw.log_gain.numel() == grid.scale.size == 8
+    with __import__("torch").no_grad():
+        sw.log_gain[3] = np.log(2.0)  # block 3: row 1, second half
+    np.testing.assert_allclose(sw._scale().detach().numpy(), grid.full_scale * np.where(
+        (np.arange(4)[:, None] == 1) & (np.arange(64)[None] >= 32), 2.0, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(sw.learned_scale().reshape(-1)[3], 2 * grid.scale.reshape(-1)[3], rtol=1e-6)
+
+
+def test_optimize_scales_ships_the_learned_scales(tiny_cnn, cnn_calib):
+    """--optimize-scales: the emitted weight scales are the learned ones (not the range
+    setter's), the model measured is the one shipped, and the option needs adaround/brecq."""
+    cfg = dict(progress=False, scheme="w4a8", optimize="adaround", optimize_iters=80, optimize_samples=32)
+    plain = Compilation(tiny_cnn, cnn_calib, QuantConfig(**cfg), target_opset=21)
+    learned = Compilation(tiny_cnn, cnn_calib, QuantConfig(optimize_scales=True, **cfg), target_opset=21)
+    for c in (plain, learned):
+        c.optimize_rounding([c.uniform("w4a8")])
+    names = sorted(plain.qgraph.weights)
+    for n in names:
+        np.testing.assert_array_equal(plain.weights.get(n, 4).scale,
+                                      weight_grid(plain.weights.float_weight(n), 4, "per-channel",
+                                                  plain.qgraph.weights[n].channel_axis, None).scale)
+    moved = [n for n in names if not np.array_equal(learned.weights.get(n, 4).scale, plain.weights.get(n, 4).scale)]
+    assert moved, "no scale was learned"
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_scales=True, **cfg))
+    inits = {t.name: t for t in res.model.graph.initializer}
+    from onnx import numpy_helper
+    shipped = [numpy_helper.to_array(t) for k, t in inits.items() if k.endswith("_scale")]
+    for n in moved:
+        want = learned.weights.get(n, 4).scale
+        assert any(s.shape == want.shape and np.allclose(s, want, rtol=1e-6) for s in shipped), n
+    with pytest.raises(FaaqError, match="--optimize-scales .* needs --optimize adaround or brecq"):
+        QuantConfig(optimize_scales=True, optimize="bias-correction")
