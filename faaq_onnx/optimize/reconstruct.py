@@ -67,9 +67,6 @@ class SoftWeight:
             self._where = torch.from_numpy(np.broadcast_to(where, w.shape).astype(np.int64).copy())
             self.log_gain = torch.nn.Parameter(torch.zeros(grid.scale.size))
 
-    def params(self) -> list[torch.nn.Parameter]:
-        return [self.v] + ([self.log_gain] if self.log_gain is not None else [])
-
     def _scale(self) -> torch.Tensor:
         if self.log_gain is None:
             return self.scale

@@ -48,6 +48,7 @@ def test_weight_and_act_bits_options(runner, tiny_cnn, calib_npz, tmp_path):
     ("nan_calib", "NaN"),
     ("bad_scheme", "cannot read scheme"),
     ("missing_calib", "not found"),
+    ("scales_without_rounding", "--optimize-scales learns weight scales during reconstruction"),
 ])
 def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, setup, match):
     model, calib, extra = tiny_cnn, calib_npz, []
@@ -61,6 +62,8 @@ def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, set
         extra = ["--scheme", "int8"]
     elif setup == "missing_calib":
         calib = str(tmp_path / "nope.npz")
+    elif setup == "scales_without_rounding":
+        extra = ["--optimize", "bias-correction", "--optimize-scales"]
     out = tmp_path / "q.onnx"
     r = runner.invoke(main, ["quantize", model, "-o", str(out), "--calib", calib, "-q", *extra])
     assert r.exit_code != 0
@@ -228,3 +231,14 @@ def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path
     assert r.exit_code == 0, r.output
     rounding = json.loads(report.read_text())["optimization"]["rounding"]
     assert ("emitted plan" in rounding) is rerounded
+
+
+@pytest.mark.parametrize("flag, learned", [("--optimize-scales", True), ("--no-optimize-scales", False)])
+def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, learned):
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--scheme", "w4a8", "--optimize", "adaround", "--optimize-iters", "40",
+                             "--optimize-samples", "8", "--no-cache", "-q", "--json", str(report), flag])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(report.read_text())
+    assert rep["config"]["optimize_scales"] is learned
