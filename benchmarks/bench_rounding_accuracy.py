@@ -191,6 +191,8 @@ def main() -> None:
                 "w4a8|adaround-4x-iters": dict(scheme="w4a8", optimize="adaround", optimize_iters=4 * args.iters),
                 "w4a8|adaround-2x-iters+scales": dict(scheme="w4a8", optimize="adaround",
                                                       optimize_iters=2 * args.iters, optimize_scales=True),
+                **{f"{s}|adaround+scales": dict(scheme=s, optimize="adaround", optimize_iters=args.iters,
+                                                 optimize_scales=True) for s in ("w4a8", "w3a8", "w2a8")},
                 "w4a8|adaround-2x-iters+weights-inputs": dict(scheme="w4a8", optimize="adaround",
                                                               optimize_iters=2 * args.iters, optimize_inputs="weights"),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
