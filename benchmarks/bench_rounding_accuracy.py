@@ -29,8 +29,10 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 from common import OUT, cifar_model, data_dir, machine, seed_key
 
 from faaq_onnx.config import OPTIMIZE_INPUTS, QuantConfig
@@ -74,7 +76,6 @@ def run(key, results, fn):
 
 def range_rows(fp, name, results, iters, pool, tests, work) -> None:
     """--part ranges: one AdaRound pass, emitted with every activation range setting."""
-    import numpy as np
     import onnx_ir as ir
 
     from faaq_onnx.analysis.calibrate import calibrate
@@ -110,6 +111,29 @@ def range_rows(fp, name, results, iters, pool, tests, work) -> None:
             run(keys[(method, reobserve)], results, emit_row)
 
 
+@contextmanager
+def aimet_weight_grid():
+    """AIMET's signed symmetric weight grid from 4 bits up, scale = max|w| / qmax on every
+    channel, for the `+aimet-grid` comparison row only (not a faaq option). faaq's own grid
+    takes the smallest scale that clips nothing: |min| / 8 where a channel's negative side is
+    the larger, one finer step (quant.affine.affine_params)."""
+    from faaq_onnx.quant import affine, weights
+
+    faaq_params = weights.affine_params
+
+    def params(lo, hi, fmt, symmetric):
+        if symmetric and fmt.signed and fmt.bits > affine.FULL_SPREAD_BITS:
+            amax = np.maximum(-np.minimum(np.asarray(lo, np.float64), 0), np.maximum(np.asarray(hi, np.float64), 0))
+            return faaq_params(amax * fmt.qmin / fmt.qmax, amax, fmt, symmetric)  # |lo| / 8 = max|w| / 7
+        return faaq_params(lo, hi, fmt, symmetric)
+
+    weights.affine_params = params
+    try:
+        yield
+    finally:
+        weights.affine_params = faaq_params
+
+
 def accuracy(model, tests):
     return {k: evaluate(model, x, y)["top1"] for k, (x, y) in tests.items()}
 
@@ -142,12 +166,14 @@ def main() -> None:
     pool = str(ddir / "cifar10/cifar10_train5000.npz")
 
     def quant(fp, **kw):
+        grid = aimet_weight_grid() if kw.pop("weight_grid", None) == "aimet" else nullcontext()
         cfg = QuantConfig(calib_size=256, progress=False, seed=args.seed,
                           **{k: v for k, v in kw.items() if k not in ("budget", "calib")})
         out = work / "q.onnx"
         calib = kw.pop("calib", pool) if "calib" in kw else pool
-        res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
-                       candidates="w2a8,w4a8,w8a8" if kw.get("budget") else None, cache_dir=False)
+        with grid:
+            res = quantize(fp, calib, out, cfg, budget=kw.get("budget"),
+                           candidates="w2a8,w4a8,w8a8" if kw.get("budget") else None, cache_dir=False)
         row = accuracy(out, tests)
         row.update(model=out, sqnr_db=next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
                    timings=res.report["timings_s"], plan=res.report["plan"]["meta"].get("budget", kw.get("scheme")),
@@ -193,6 +219,8 @@ def main() -> None:
                                                       optimize_iters=2 * args.iters, optimize_scales=True),
                 **{f"{s}|adaround+scales": dict(scheme=s, optimize="adaround", optimize_iters=args.iters,
                                                  optimize_scales=True) for s in ("w4a8", "w3a8", "w2a8")},
+                "w4a8|adaround-2x-iters+aimet-grid": dict(scheme="w4a8", optimize="adaround",
+                                                          optimize_iters=2 * args.iters, weight_grid="aimet"),
                 "w4a8|adaround-2x-iters+weights-inputs": dict(scheme="w4a8", optimize="adaround",
                                                               optimize_iters=2 * args.iters, optimize_inputs="weights"),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
