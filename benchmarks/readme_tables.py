@@ -96,6 +96,7 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
 
     tools = {"faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
              "faaq AdaRound 2000 it, learned scales": lambda s: faaq("adaround-2x-iters+scales", s),
+             "faaq AdaRound 2000 it, AIMET's grid": lambda s: faaq("adaround-2x-iters+aimet-grid", s),
              "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq("adaround-2x-iters+weights-inputs", s),
              "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
              "AIMET AdaRound 1000 it": aimet}
