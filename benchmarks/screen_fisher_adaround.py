@@ -45,7 +45,6 @@ outs = sorted({u.output for u in units})
 x = next(iter(comp.inputs.values()))[:256]
 in_name = next(iter(comp.inputs))
 tg = TorchGraph(comp.float_proto)
-g2 = {t: 0.0 for t in outs}
 gen = torch.Generator().manual_seed(seed)
 t0 = time.perf_counter()
 chunks = {t: [] for t in outs}

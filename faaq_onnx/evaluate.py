@@ -69,9 +69,9 @@ def fidelity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray | None = N
     says little; these say more: the share of samples where both predict the same class,
     the mean KL(reference || candidate) of the softmax outputs (nats, the sensitivity
     metric's output_kl), the logit SQNR (dB: total signal over total error power, not
-    metrics.sqnr_db's mean of per-sample ratios; None when the logits are identical) and, with labels, the churn behind the net top-1
-    change: samples the candidate gets right that the reference got wrong (`fixed`) and
-    the reverse (`broken`).
+    metrics.sqnr_db's mean of per-sample ratios; None when the logits are identical) and,
+    with labels, the churn behind the net top-1 change: samples the candidate gets right
+    that the reference got wrong (`fixed`) and the reverse (`broken`).
     """
     z = np.asarray(logits, np.float64).reshape(len(logits), -1)
     r = np.asarray(reference, np.float64).reshape(len(reference), -1)
