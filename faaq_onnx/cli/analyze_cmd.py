@@ -29,7 +29,7 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
     from faaq_onnx.analysis.candidates import parse_candidates
     from faaq_onnx.analysis.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
-    from faaq_onnx.cli.common import write_json
+    from faaq_onnx.cli.common import echo_warnings, write_json
     from faaq_onnx.errors import FaaqError
     from faaq_onnx.outputs import write_text_atomic
     from faaq_onnx.passes.emit_qdq import needed_opset
@@ -43,6 +43,7 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
         raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
     comp = Compilation(model, opts["calib"], config,
                        target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2))
+    echo_warnings(comp.warnings)
     if metric == "fit":
         from faaq_onnx.interpreter import UnsupportedOp, check_supported
 

@@ -18,6 +18,13 @@ def write_json(path: str | Path, payload) -> None:
     write_json_atomic(path, payload)
 
 
+def echo_warnings(warnings: list[str]) -> None:
+    """What the run had to tell the user (a fallback taken, calibration that is not theirs):
+    one `warning:` line each on standard error, so it is seen without --json."""
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":

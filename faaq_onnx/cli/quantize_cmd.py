@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from faaq_onnx.cli.common import human_bytes, json_option, seed_option, write_json
+from faaq_onnx.cli.common import echo_warnings, human_bytes, json_option, seed_option, write_json
 from faaq_onnx.config import OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
@@ -234,6 +234,7 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
         write_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config))
     if json_path:
         write_json(json_path, result.report)
+    echo_warnings(result.report["warnings"])
     click.echo(summary_line(result.report), err=json_path == "-")
 
 
@@ -249,12 +250,20 @@ def summary_line(report: dict) -> str:
         f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
         f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
         f"  output SQNR {first['sqnr_db']:.1f} dB{agree} on {report['verify']['samples']} "
-        f"{'held-out' if report['calibration']['verification_held_out'] else 'calibration'} samples; "
+        f"{_verified_on(report['calibration'])}; "
         f"{total:.1f} s\n"
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + "\n".join(f"  kernels: {line}" if i == 0 else f"  {line}"
                     for i, line in enumerate(report["verify"]["kernels"]["summary"]))
     )
+
+
+def _verified_on(calibration: dict) -> str:
+    """Which samples the verification figures come from: held-out ones are worth the most;
+    a data-free run has only inputs it distilled itself, which the line must not hide."""
+    if calibration.get("data_free"):
+        return "distilled samples (data-free calibration: not real data)"
+    return "held-out samples" if calibration["verification_held_out"] else "calibration samples"
 
 
 def _plan_label(report: dict) -> str:

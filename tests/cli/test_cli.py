@@ -242,3 +242,25 @@ def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, 
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
     assert rep["config"]["optimize_scales"] is learned
+
+
+def test_data_free_run_says_so_on_the_terminal(runner, tiny_cnn, tmp_path):
+    """Without --json the user still learns that nothing was measured on real data."""
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", "bn-stats:8", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "warning: data-free calibration: 8 inputs distilled" in r.stderr
+    assert "distilled samples (data-free calibration" in r.stdout
+    assert "calibration samples" not in r.stdout and "held-out samples" not in r.stdout
+
+
+def test_int2_fallback_warning_reaches_the_terminal(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
+    """--int2's help promises a warning when 2-bit weights fall back to int4 containers."""
+    import faaq_onnx.runtime.capabilities as caps
+
+    monkeypatch.setattr(caps, "int2_unsupported_reason", lambda: "this ONNX Runtime cannot run int2")
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--scheme", "w2a8", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "warning: 2-bit weights stored in int4 containers: this ONNX Runtime cannot run int2" in r.stderr
+    assert "warning:" not in r.stdout
