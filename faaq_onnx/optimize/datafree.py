@@ -44,7 +44,8 @@ def _distill(proto: onnx.ModelProto, n: int, seed: int, iters: int, batch_size: 
     bns = [node for node in proto.graph.node if node.op_type == "BatchNormalization"]
     if not bns:
         raise FaaqError("data-free calibration distills inputs from BatchNorm statistics, and this model has no "
-                        "BatchNormalization; give --calib with real data")
+                        "BatchNormalization (folded at export?); give --calib with real data, or export the model "
+                        "with its BatchNorm nodes (faaq export --keep-batchnorm)")
     shapes = model_input_shapes(proto)
     floats = [k for k, dt in model_input_dtypes(proto).items() if np.issubdtype(dt, np.floating)]
     if len(shapes) != 1 or len(floats) != 1:
