@@ -223,6 +223,8 @@ def main() -> None:
                                                           optimize_iters=2 * args.iters, weight_grid="aimet"),
                 "w4a8|adaround-2x-iters+weights-inputs": dict(scheme="w4a8", optimize="adaround",
                                                               optimize_iters=2 * args.iters, optimize_inputs="weights"),
+                "w4a8|adaround-2x-iters+mixed-inputs": dict(scheme="w4a8", optimize="adaround",
+                                                            optimize_iters=2 * args.iters, optimize_inputs="mixed"),
                 "w4a8|adaround+bias-correction": dict(scheme="w4a8", optimize="adaround,bias-correction",
                                                       optimize_iters=args.iters),
                 "w4a4|adaround+first-last-w8a8": dict(scheme="w4a4", first_last="w8a8", optimize="adaround",

@@ -11,7 +11,7 @@ from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
-OPTIMIZE_INPUTS = ("quantized", "weights", "float")  # what reconstruction units are fed (optimize/unit_data.py)
+OPTIMIZE_INPUTS = ("quantized", "weights", "float", "mixed")  # what reconstruction units are fed (optimize/unit_data.py)
 
 
 FLOAT = 32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float

@@ -74,7 +74,9 @@ def quant_options(f):
                      show_default=True,
                      help="What each reconstructed layer/block is fed: the quantized model's own inputs (weights "
                           "upstream rounded, activations quantized), the same with activations float (weights; "
-                          "what AIMET's AdaRound feeds), or the float model's."),
+                          "what AIMET's AdaRound feeds), the float model's, or a random half-and-half mix of "
+                          "the quantized and the float model's, drawn anew per element and iteration (mixed; "
+                          "QDrop's input drop; adaround and brecq)."),
         click.option("--optimize-samples", type=int, default=256, show_default=True,
                      help="Calibration samples used for rounding optimization and bias correction."),
         click.option("--optimize-scales/--no-optimize-scales", default=False, show_default=True,

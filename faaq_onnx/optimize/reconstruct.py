@@ -24,6 +24,7 @@ from faaq_onnx.quant.weights import WeightGrid
 
 ZETA, GAMMA = 1.1, -0.1
 SCALE_LR = 1e-4  # Adam step on a weight scale's log-gain when --optimize-scales learns it
+MIX_FLOAT = 0.5  # --optimize-inputs mixed: chance that an input element is the float model's (QDrop's 0.5)
 
 
 @dataclass
@@ -124,22 +125,25 @@ def _ste_round(t: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruct(run_unit, weights: dict[str, SoftWeight], acts: dict[str, LearnedActQuant],
-                inputs: dict[str, np.ndarray], target: np.ndarray, settings: ReconSettings, progress=None) -> float:
+                inputs: dict[str, np.ndarray], target: np.ndarray, settings: ReconSettings, progress=None,
+                float_inputs: dict[str, np.ndarray] | None = None) -> float:
     """Optimize rounding (and step sizes) of one unit; returns the final reconstruction MSE.
 
     `run_unit(feeds, hooks)` runs the unit's forward pass in torch and returns its output.
+    With `float_inputs` (the float model's values of the same inputs) each input element of
+    each batch is the float one with probability MIX_FLOAT (QDrop's input drop).
     """
     prev_threads = torch.get_num_threads()
     # the tensors of one unit are small: one thread is several times faster than two
     # (and tens of times faster when another process holds the other core)
     torch.set_num_threads(settings.threads)
     try:
-        return _reconstruct(run_unit, weights, acts, inputs, target, settings, progress)
+        return _reconstruct(run_unit, weights, acts, inputs, target, settings, progress, float_inputs)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSettings, progress) -> float:
+def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSettings, progress, float_inputs) -> float:
     gen = torch.Generator().manual_seed(settings.seed)
     groups = [{"params": [w.v for w in weights.values()], "lr": settings.lr}]
     gains = [w.log_gain for w in weights.values() if w.log_gain is not None]
@@ -151,12 +155,15 @@ def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSetting
     n = len(target)
     tgt = _channels_last(torch.from_numpy(np.ascontiguousarray(target)))
     xs = {k: _channels_last(torch.from_numpy(np.ascontiguousarray(v))) for k, v in inputs.items()}
+    xf = {k: _channels_last(torch.from_numpy(np.ascontiguousarray(v))) for k, v in (float_inputs or {}).items()}
     warm = int(settings.warm_start * settings.iters)
     b0, b1 = settings.beta
     loss_rec = torch.tensor(0.0)
     for it in range(settings.iters):
         idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
         feeds = {k: v[idx] for k, v in xs.items()}
+        if xf:
+            feeds = {k: _mix(v, xf[k][idx], gen) for k, v in feeds.items()}
         feeds.update({name: w.soft() for name, w in weights.items()})
         hooks = {t: (lambda x, q=q: q(x, settings.drop, gen)) for t, q in acts.items()}
         out = run_unit(feeds, hooks)
@@ -172,6 +179,12 @@ def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSetting
         if progress is not None and (it % 50 == 0 or it == settings.iters - 1):
             progress(it, float(loss_rec.detach()))
     return float(loss_rec.detach())
+
+
+def _mix(quantized: torch.Tensor, float_: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each element the float model's with probability MIX_FLOAT, else the quantized model's."""
+    take_float = torch.rand(quantized.shape, generator=gen) < MIX_FLOAT
+    return _channels_last(torch.where(take_float, float_, quantized))
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         except UnsupportedOp as exc:
             raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
         x = data.unit_inputs(unit.inputs, plan.choices, inputs)
+        x_float = data.float_tensors(unit.inputs) if inputs == "mixed" else None
         target = data.float_tensors([unit.output])[unit.output]
         soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid,
                               learn_scale=settings.scale_lr > 0)
@@ -80,7 +81,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         per_batch = settings.batch_size * max(int(np.prod(v.shape[1:])) for v in x.values())
         threads = settings.threads if per_batch < (1 << 20) else max(os.cpu_count() or 1, 1)
         unit_settings = ReconSettings(**{**settings.__dict__, "seed": settings.seed + i, "threads": threads})
-        reconstruct(run_unit, soft, acts, x, target, unit_settings,
+        reconstruct(run_unit, soft, acts, x, target, unit_settings, float_inputs=x_float,
                     progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")))
         for w, sw in soft.items():
             comp.weights.put(w, wbits[w], comp.weights.get(w, wbits[w]).with_codes(sw.codes(), mode,

@@ -6,8 +6,10 @@ AdaRound's asymmetric reconstruction and QDrop recommend: the probe graph with e
 upstream already rounded, activations fake-quantized, so errors do not compound unseen);
 the same with activations left float (`weights`: only the rounded weights upstream, what
 AIMET's apply_adaround feeds, its activation quantizers still collecting statistics); or
-the float model's (`float`). Only the tensors one unit needs are kept, for a bounded
-number of samples.
+the float model's (`float`); or `mixed`, QDrop's input drop (Wei et al. 2022): the `quantized`
+inputs with each element replaced by the float model's at random during reconstruction
+(reconstruct.MIX_FLOAT), so the rounding is fit to a neighbourhood of both. Only the
+tensors one unit needs are kept, for a bounded number of samples.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class UnitData:
         """The values of `names` a unit is reconstructed from, in one of config.OPTIMIZE_INPUTS."""
         if mode == "float":
             return self.float_tensors(names)
-        return self.quantized_tensors(names, choices, activations=mode == "quantized")
+        return self.quantized_tensors(names, choices, activations=mode in ("quantized", "mixed"))
 
     def quantized_tensors(self, names: list[str], choices, activations: bool = True) -> dict[str, np.ndarray]:
         """`names` in the model that runs `choices`' weights, and its activation quantizers
