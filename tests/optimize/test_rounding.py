@@ -231,8 +231,48 @@ def test_weights_inputs_are_the_rounded_weights_model_with_float_activations(com
     assert not np.allclose(got["weights"], got["float"], atol=1e-4)
 
 
+def test_mixed_inputs_feed_each_element_from_either_model_at_random():
+    """--optimize-inputs mixed (QDrop's input drop): every batch the unit sees is an element-wise
+    mix, about half the float model's values and half the quantized model's, drawn anew each
+    iteration, so the rounding is fit to both."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (16, 8)).astype(np.float32)
+    quantized, float_ = np.zeros((64, 16), np.float32), np.ones((64, 16), np.float32)
+    seen = []
+
+    def run(feeds, hooks):
+        seen.append(feeds["x"].detach().numpy().copy())
+        return feeds["x"] @ feeds["w"]
+
+    sw = SoftWeight(w, weight_grid(w, 4, "per-channel", 1, 0))
+    reconstruct(run, {"w": sw}, {}, {"x": quantized}, quantized @ w, ReconSettings(iters=20, batch_size=32),
+                float_inputs={"x": float_})
+    batches = np.stack(seen)
+    assert set(np.unique(batches)) == {0.0, 1.0}
+    assert 0.45 < batches.mean() < 0.55
+    per_row = batches.mean(axis=2)  # element-wise, not whole samples: rows are mixed too
+    assert ((per_row > 0) & (per_row < 1)).mean() > 0.95
+    assert not np.array_equal(batches[0], batches[1])
+    seen.clear()
+    reconstruct(run, {"w": SoftWeight(w, sw.grid)}, {}, {"x": quantized}, quantized @ w,
+                ReconSettings(iters=5, batch_size=32))
+    assert np.stack(seen).max() == 0.0  # without float inputs: the quantized model's alone
+
+
+def test_adaround_on_mixed_inputs(tiny_cnn, cnn_calib):
+    """Through the pipeline: the mixed mode is reported and rounds differently from both of
+    its sources."""
+    cfg = dict(progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32)
+    runs = {m: quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs=m, **cfg))
+            for m in ("mixed", "quantized", "float")}
+    rounding = runs["mixed"].report["optimization"]["rounding"]["w3a8"]
+    assert rounding["inputs"] == "mixed" and len(rounding["units"]) == 3
+    blob = {m: r.model.SerializeToString() for m, r in runs.items()}
+    assert blob["mixed"] != blob["quantized"] and blob["mixed"] != blob["float"]
+
+
 def test_optimize_inputs_is_checked_up_front():
-    with pytest.raises(FaaqError, match="--optimize-inputs must be one of quantized, weights, float"):
+    with pytest.raises(FaaqError, match="--optimize-inputs must be one of quantized, weights, float, mixed"):
         QuantConfig(optimize_inputs="fp32")
 
 
