@@ -98,6 +98,7 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
              "faaq AdaRound 2000 it, learned scales": lambda s: faaq("adaround-2x-iters+scales", s),
              "faaq AdaRound 2000 it, AIMET's grid": lambda s: faaq("adaround-2x-iters+aimet-grid", s),
              "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq("adaround-2x-iters+weights-inputs", s),
+             "faaq AdaRound 2000 it, inputs=mixed": lambda s: faaq("adaround-2x-iters+mixed-inputs", s),
              "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
              "AIMET AdaRound 1000 it": aimet}
     got = {name: [get(s) for s in range(seeds)] for name, get in tools.items()}

@@ -124,6 +124,9 @@ class QuantConfig:
         if self.optimize_scales and not any(m in self.optimize for m in ("adaround", "brecq")):
             raise FaaqError("--optimize-scales learns weight scales during reconstruction: it needs "
                             "--optimize adaround or brecq")
+        if self.optimize_inputs == "mixed" and "gptq" in self.optimize:
+            raise FaaqError("--optimize-inputs mixed mixes inputs during reconstruction (adaround, brecq); "
+                            "gptq has none: use quantized or float")
         if sum(m in self.optimize for m in ("smoothquant", "awq")) > 1:
             raise FaaqError("choose one channel scaling: smoothquant (W8A8) or awq (weight-only)")
         if not 0 < self.smoothquant_alpha < 1:

@@ -49,6 +49,7 @@ def test_weight_and_act_bits_options(runner, tiny_cnn, calib_npz, tmp_path):
     ("bad_scheme", "cannot read scheme"),
     ("missing_calib", "not found"),
     ("scales_without_rounding", "--optimize-scales learns weight scales during reconstruction"),
+    ("mixed_inputs_with_gptq", "--optimize-inputs mixed mixes inputs during reconstruction"),
 ])
 def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, setup, match):
     model, calib, extra = tiny_cnn, calib_npz, []
@@ -64,6 +65,8 @@ def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, set
         calib = str(tmp_path / "nope.npz")
     elif setup == "scales_without_rounding":
         extra = ["--optimize", "bias-correction", "--optimize-scales"]
+    elif setup == "mixed_inputs_with_gptq":
+        extra = ["--optimize", "gptq", "--optimize-inputs", "mixed"]
     out = tmp_path / "q.onnx"
     r = runner.invoke(main, ["quantize", model, "-o", str(out), "--calib", calib, "-q", *extra])
     assert r.exit_code != 0
