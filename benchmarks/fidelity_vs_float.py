@@ -13,7 +13,10 @@ group is the baseline the others are paired against on the draws both have.
         --group "AIMET AdaRound 1000 it=/work/peer_runs_s{seed}/aimet_out/resnet56__w4a8_adaround.onnx"
 
 (the faaq models are what `bench_rounding_accuracy.py --keep-models MODELS --seed N` keeps;
-the AIMET ones what `run_aimet.sh` writes under its work folder).
+the AIMET ones what `run_aimet.sh` writes under its work folder). With `--keep-stored`, a
+group's draws whose model files are gone (an earlier machine's) keep the scores stored for
+that label in benchmarks/out/NAME.json, so a new group can be paired against them; every
+score is a deterministic function of the model file and the two test sets.
 """
 
 from __future__ import annotations
@@ -61,7 +64,15 @@ def main() -> None:
     ap.add_argument("--group", action="append", required=True, help="LABEL=PATH pattern with {seed} (LABEL without '='); the last is the baseline")
     ap.add_argument("--seeds", default="0-9", help="calibration draws to look for (A-B or a comma list)")
     ap.add_argument("--name", default="fidelity_r56_w4a8", help="benchmarks/out/NAME.{json,md}")
+    ap.add_argument("--keep-stored", action="store_true",
+                    help="draws whose files are missing keep the scores NAME.json holds for the same label")
     args = ap.parse_args()
+    stored = {}
+    stored_file = Path(__file__).parent / "out" / f"{args.name}.json"
+    if args.keep_stored and stored_file.exists():
+        import json
+
+        stored = json.loads(stored_file.read_text())["groups"]
     ddir = data_dir(args.data_dir)
     if "-" in args.seeds:
         lo, hi = (int(v) for v in args.seeds.split("-"))
@@ -74,7 +85,7 @@ def main() -> None:
         if not pattern or "{seed}" not in pattern:
             raise SystemExit(f"--group {g!r}: expected LABEL=PATH with {{seed}} in PATH")
         groups[label] = {s: pattern.format(seed=s) for s in seeds if os.path.exists(pattern.format(seed=s))}
-        if not groups[label]:
+        if not groups[label] and label not in stored:
             raise SystemExit(f"--group {label!r}: no file matches {pattern!r} for draws {args.seeds}")
     tests = {k: load_labeled(ddir / v) for k, v in TEST_SETS.items()}
     fp = cifar_model(args.model, ddir, Path(tempfile.mkdtemp(prefix="faaq-fidelity-")))
@@ -82,11 +93,19 @@ def main() -> None:
     float_top1 = {k: {"top1": float(np.mean(ref[k].argmax(1) == y))} for k, (x, y) in tests.items()}
     results: dict = {}
     for label, paths in groups.items():
-        results[label] = {}
+        old = stored.get(label, {"paths": {}, "draws": {}})
+        results[label] = {int(s): r for s, r in old["draws"].items() if int(s) in seeds and int(s) not in paths}
+        for s in results[label]:
+            print(label, s, "kept from", stored_file.name, "(model file absent)", flush=True)
+            paths[s] = old["paths"][str(s)]
         for s, path in paths.items():
+            if s in results[label]:
+                continue
             results[label][s] = {k: scores(predict(path, x).reshape(len(y), -1), ref[k], y)
                                  for k, (x, y) in tests.items()}
             print(label, s, {k: {m: round(v, 4) for m, v in r.items()} for k, r in results[label][s].items()}, flush=True)
+        results[label] = dict(sorted(results[label].items()))
+        groups[label] = dict(sorted(paths.items()))
     base = list(groups)[-1]
     pairs = {f"{label} - {base}": {k: {m: paired(results[label], results[base], m, k) for m in METRICS}
                                   for k in tests}
