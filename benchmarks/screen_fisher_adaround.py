@@ -73,7 +73,7 @@ def float_tensors(self, names):
     return orig_ft(self, names)
 unit_data.UnitData.float_tensors = float_tensors
 orig_rec = rounding.reconstruct
-def weighted(run_unit, soft, acts, inputs, target, settings, progress=None):
+def weighted(run_unit, soft, acts, inputs, target, settings, progress=None, float_inputs=None):
     w = G2[LAST[0]][: len(target)]
     sw = np.sqrt(w).astype(np.float32)
     sw_t = torch.from_numpy(sw)
@@ -81,7 +81,9 @@ def weighted(run_unit, soft, acts, inputs, target, settings, progress=None):
     def run2(feeds, hooks):
         idx = feeds.pop("__idx")
         return run_unit(feeds, hooks) * sw_t[idx]
-    return orig_rec(run2, soft, acts, inputs, target * sw, settings, progress)
+    if float_inputs is not None:
+        float_inputs = dict(float_inputs); float_inputs["__idx"] = inputs["__idx"]
+    return orig_rec(run2, soft, acts, inputs, target * sw, settings, progress, float_inputs)
 rounding.reconstruct = weighted
 
 t0 = time.perf_counter()

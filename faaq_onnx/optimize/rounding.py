@@ -65,9 +65,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
             graph = TorchGraph(unit_model(proto, unit))
         except UnsupportedOp as exc:
             raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
-        x = data.unit_inputs(unit.inputs, plan.choices, inputs)
-        x_float = data.float_tensors(unit.inputs) if inputs == "mixed" else None
-        target = data.float_tensors([unit.output])[unit.output]
+        x, x_float, target = data.reconstruction_data(unit.inputs, unit.output, plan.choices, inputs)
         soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid,
                               learn_scale=settings.scale_lr > 0)
                 for w in unit.weights if wbits[w] < 8}

@@ -52,6 +52,15 @@ class UnitData:
             return self.float_tensors(names)
         return self.quantized_tensors(names, choices, activations=mode in ("quantized", "mixed"))
 
+    def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
+        """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
+        those inputs where `mode` is `mixed` (else None), and its float target, with every
+        float tensor taken from one pass of the float model over the samples."""
+        from_float = [output] + (names if mode in ("float", "mixed") else [])
+        fl = self.float_tensors(from_float)
+        x = {n: fl[n] for n in names} if mode == "float" else self.unit_inputs(names, choices, mode)
+        return x, ({n: fl[n] for n in names} if mode == "mixed" else None), fl[output]
+
     def quantized_tensors(self, names: list[str], choices, activations: bool = True) -> dict[str, np.ndarray]:
         """`names` in the model that runs `choices`' weights, and its activation quantizers
         unless `activations` is False (they are then the probe's default: switched off)."""
