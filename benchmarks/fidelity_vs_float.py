@@ -22,12 +22,13 @@ score is a deterministic function of the model file and the two test sets.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, paired_stats, write
+from common import OUT, cifar_model, data_dir, machine, paired_stats, write
 
 from faaq_onnx.data import load_labeled
 from faaq_onnx.evaluate import fidelity, predict
@@ -67,12 +68,8 @@ def main() -> None:
     ap.add_argument("--keep-stored", action="store_true",
                     help="draws whose files are missing keep the scores NAME.json holds for the same label")
     args = ap.parse_args()
-    stored = {}
-    stored_file = Path(__file__).parent / "out" / f"{args.name}.json"
-    if args.keep_stored and stored_file.exists():
-        import json
-
-        stored = json.loads(stored_file.read_text())["groups"]
+    stored_file = OUT / f"{args.name}.json"
+    stored = json.loads(stored_file.read_text())["groups"] if args.keep_stored and stored_file.exists() else {}
     ddir = data_dir(args.data_dir)
     if "-" in args.seeds:
         lo, hi = (int(v) for v in args.seeds.split("-"))
@@ -93,17 +90,15 @@ def main() -> None:
     float_top1 = {k: {"top1": float(np.mean(ref[k].argmax(1) == y))} for k, (x, y) in tests.items()}
     results: dict = {}
     for label, paths in groups.items():
-        old = stored.get(label, {"paths": {}, "draws": {}})
-        results[label] = {int(s): r for s, r in old["draws"].items() if int(s) in seeds and int(s) not in paths}
-        for s in results[label]:
-            print(label, s, "kept from", stored_file.name, "(model file absent)", flush=True)
-            paths[s] = old["paths"][str(s)]
+        results[label] = {}
         for s, path in paths.items():
-            if s in results[label]:
-                continue
             results[label][s] = {k: scores(predict(path, x).reshape(len(y), -1), ref[k], y)
                                  for k, (x, y) in tests.items()}
             print(label, s, {k: {m: round(v, 4) for m, v in r.items()} for k, r in results[label][s].items()}, flush=True)
+        old = stored.get(label, {"paths": {}, "draws": {}})
+        for s in sorted(int(k) for k in old["draws"] if int(k) in seeds and int(k) not in paths):
+            print(label, s, "kept from", stored_file.name, "(model file absent)", flush=True)
+            results[label][s], paths[s] = old["draws"][str(s)], old["paths"][str(s)]
         results[label] = dict(sorted(results[label].items()))
         groups[label] = dict(sorted(paths.items()))
     base = list(groups)[-1]
