@@ -73,6 +73,8 @@ class QuantConfig:
     latency_tolerance: float = 0.05  # a latency budget holds within this share (timing noise)
     weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
     int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
+    # 8-bit weights in a 7-bit range (ORT's reduce_range): "auto" where this CPU's ORT saturates u8 x s8 products
+    reduce_range: str = "auto"
     first_last: Candidate | None = None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
     optimize_iters: int = 1000
@@ -135,6 +137,8 @@ class QuantConfig:
             raise FaaqError(f"--qdrop must be in [0, 1), got {self.qdrop}")
         if self.matmul_kernel not in ("int8", "nbits", "auto"):
             raise FaaqError(f"unknown --matmul-kernel {self.matmul_kernel!r}: choose int8, nbits or auto")
+        if self.reduce_range not in ("auto", "on", "off"):
+            raise FaaqError(f"unknown --reduce-range {self.reduce_range!r}: choose auto, on or off")
         if self.weight_storage not in ("cast", "dequant"):
             raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
         if self.workers < 1:
@@ -148,6 +152,15 @@ class QuantConfig:
         d["optimize"] = list(self.optimize)
         d["first_last"] = str(self.first_last) if self.first_last else None
         return d
+
+    @property
+    def weights_reduce_range(self) -> bool:
+        """Whether 8-bit weights keep a 7-bit range (asks ORT once under "auto")."""
+        if self.reduce_range == "auto":
+            from faaq_onnx.runtime.capabilities import int8_products_saturate
+
+            return int8_products_saturate()
+        return self.reduce_range == "on"
 
     @property
     def rounding(self) -> str | None:

@@ -76,6 +76,10 @@ class Compilation:
         with self.stage("canonicalize"):
             self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
         self.warnings += self.data_notes
+        if self.config.reduce_range == "auto" and self.config.weights_reduce_range:
+            self.warnings.append("ONNX Runtime's int8 kernels saturate uint8 x int8 products on this CPU (no VNNI): "
+                                 "8-bit weights keep a 7-bit range here (--reduce-range off keeps 8 bits for a "
+                                 "VNNI or GPU target)")
         self.float_proto = to_proto(self.model)
         with self.stage("discover_groups"):
             self.qgraph = discover_groups(self.model)

@@ -3,7 +3,11 @@
 Which tensors get quantized follows what integer kernels need: the data inputs and
 the outputs of compute ops (Conv, Gemm, MatMul, Add, Concat, pooling), so that
 ONNX Runtime can fuse DQ→op→Q into QLinearConv, QGemm, QLinearAdd, ... Tensors joined
-by pass-through ops share one scale so no requantization sits between them.
+by data-movement ops (Pad, Reshape, Transpose, Slice, Split, MaxPool, ...) share one
+scale, so quantization follows the graph through them and no requantization sits in
+between. A Conv's output is always quantized, whatever reads it: QLinearConv needs a
+QuantizeLinear after the Conv, and exporters put activation functions ORT has no integer
+kernel for (HardSwish, HardSigmoid·Mul, SiLU) right behind Convs.
 """
 
 from __future__ import annotations
@@ -23,8 +27,34 @@ from faaq_onnx.groups import (
 
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul"}
-PASS_THROUGH = {"Relu", "Clip", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+# ops whose outputs are values of their first input (or clamps of them): on a quantization
+# grid in, on the same grid out, so input and outputs share one scale
+PASS_THROUGH = {"Relu", "Clip", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
+                "Pad", "Slice", "Split", "Gather", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "GlobalMaxPool",
+                "Resize"}
 CLAMPS = {"Relu", "Clip"}
+# ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
+OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
+
+
+def passes_grid_through(node: ir.Node) -> bool:
+    """True when `node` maps values on a grid onto the same grid (see PASS_THROUGH).
+
+    A constant Pad must pad with zero (always on the grid); Resize only in nearest mode
+    (interpolation makes values between grid points)."""
+    if node.op_type not in PASS_THROUGH or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Pad":
+        mode = node.attributes.get("mode")
+        if mode is None or mode.value == "constant":
+            value = node.inputs[2] if len(node.inputs) > 2 else None
+            if value is not None:
+                arr = value.const_value
+                return arr is not None and float(np.asarray(arr.numpy()).reshape(-1)[0]) == 0.0
+    if node.op_type == "Resize":
+        mode = node.attributes.get("mode")
+        return mode is None or mode.value == "nearest"
+    return True
 
 
 class _UnionFind:
@@ -207,21 +237,15 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             continue
         compute_nodes.append((node, widx, data))
 
-    # pass-through ops join their input and output scales
-    clamp_nodes: dict[str, ir.Node] = {}
-    for node in graph:
-        if node.op_type in PASS_THROUGH and node.domain in ("", "ai.onnx") and node.inputs and node.outputs:
-            x, y = node.inputs[0], node.outputs[0]
-            if _float_activation(x) and y is not None and _float_activation(y):
-                uf.union(x.name, y.name)
-                if node.op_type in CLAMPS:
-                    clamp_nodes[y.name] = node
-
+    clamp_nodes = _join_pass_through(graph, uf)
     compute_nodes = _worth_quantizing(compute_nodes, uf)
     for node, widx, data in compute_nodes:
         for v in data:
             needed.add(v.name)
             uf.add(v.name)
+        if node.op_type in OUTPUT_QUANTIZED:
+            needed.add(node.outputs[0].name)
+            uf.add(node.outputs[0].name)
         if node.op_type == "Concat":
             for v in data:
                 uf.union(v.name, node.outputs[0].name)
@@ -242,6 +266,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         for m in members:
             tensor_to_act[m] = name
 
+    read_by_ops = {tensor_to_act[v.name] for _, _, data in compute_nodes for v in data}
     weights: dict[str, WeightQuantizer] = {}
     guf = _UnionFind()
     node_kind: dict[str, str] = {}
@@ -254,6 +279,8 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         act_names = [tensor_to_act[v.name] for v in data]
         for a in act_names:
             guf.union(key, a)
+        if node.op_type in OUTPUT_QUANTIZED and tensor_to_act[node.outputs[0].name] not in read_by_ops:
+            guf.union(key, tensor_to_act[node.outputs[0].name])  # an output only this op's group decides
         if widx is not None:
             wv = node.inputs[widx]
             shape = tuple(wv.const_value.shape)
@@ -302,6 +329,23 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         )
     groups = dict(sorted(groups.items(), key=lambda kv: order.get(kv[1].ops[0], 0)))
     return QuantizerGraph(weights, activations, groups, skipped)
+
+
+def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:
+    """Union the input and outputs of every grid-preserving op; returns {output: clamp node}."""
+    clamp_nodes: dict[str, ir.Node] = {}
+    for node in graph:
+        if not node.inputs or not node.outputs or not passes_grid_through(node):
+            continue
+        x = node.inputs[0]
+        if not _float_activation(x):
+            continue
+        for y in node.outputs:
+            if y is not None and _float_activation(y):
+                uf.union(x.name, y.name)
+                if node.op_type in CLAMPS:
+                    clamp_nodes[y.name] = node
+    return clamp_nodes
 
 
 def _all_values(graph: ir.Graph):

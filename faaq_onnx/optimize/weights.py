@@ -34,11 +34,18 @@ class WeightCache:
         if key not in self._cache:
             wq = self.qgraph.weights[name]
             self._cache[key] = quantize_weight(
-                self.float_weight(name), bits, self.config.weight_granularity, wq.channel_axis, wq.block_axis,
+                self.float_weight(name), self.range_bits(bits), self.config.weight_granularity, wq.channel_axis, wq.block_axis,
                 self.config.block_size, self.config.weight_symmetric, self.config.weight_range,
             )
             done_with(self.model.graph.initializers[name])  # a big model's float weight leaves memory
         return self._cache[key]
+
+    def range_bits(self, bits: int) -> int:
+        """The integer range a `bits`-wide weight gets: 8-bit weights keep 7 bits where ORT's
+        int8 kernels would saturate (config.reduce_range)."""
+        if bits == 8 and self.config.weights_reduce_range:
+            return 7
+        return bits
 
     def put(self, name: str, bits: int, qw: QuantizedWeight) -> None:
         self._cache[(name, bits)] = qw

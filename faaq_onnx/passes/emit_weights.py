@@ -66,7 +66,7 @@ class InsertWeightDQPass(InPlacePass):
             stored = fmt.stored_bytes(qw.q.size) + qw.scale.size * 4 + (
                 fmt.stored_bytes(qw.zero_point.size) if qw.zero_point.any() else 0)
             self.summary.weights[wname] = {
-                "bits": self.bits[wname], "type": str(qw.fmt), "container": _type_name(fmt),
+                "bits": qw.fmt.bits, "planned_bits": self.bits[wname], "type": str(qw.fmt), "container": _type_name(fmt),
                 "container_bits": fmt.container_bits, "storage": form, "rounding": qw.method,
                 "granularity": "block" if qw.block_size else ("per-channel" if qw.axis is not None else "per-tensor"),
                 "elements": int(qw.q.size), "stored_bytes": int(stored), "float_bytes": int(qw.q.size * 4),

@@ -38,10 +38,39 @@ def int2_unsupported_reason() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def int8_products_saturate() -> bool:
+    """True when ORT's u8 x s8 integer kernels saturate on this CPU.
+
+    Without VNNI (AVX2 x86) MLAS multiplies uint8 activations by int8 weights with
+    vpmaddubsw, which adds two products in int16: 255*127*2 overflows and is clipped.
+    A QDQ MatMul fed its worst case says whether that happens here; 7-bit weights
+    (ONNX Runtime's `reduce_range`) never overflow (255*63*2 < 32767).
+    """
+    from faaq_onnx.runtime.session import make_session
+
+    k, n = 64, 8
+    w = numpy_helper.from_array(np.full((k, n), 127, np.int8), "w")
+    scale = numpy_helper.from_array(np.array(1.0, np.float32), "s")
+    zp_a = numpy_helper.from_array(np.array(0, np.uint8), "za")
+    zp_w = numpy_helper.from_array(np.array(0, np.int8), "zw")
+    g = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "za"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "s", "za"], ["xd"]),
+         helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wd"]),
+         helper.make_node("MatMul", ["xd", "wd"], ["y"])],
+        "u8s8_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])], [w, scale, zp_a, zp_w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    out = make_session(model).run(None, {"x": np.full((4, k), 255.0, np.float32)})[0]
+    return not np.allclose(out, 255.0 * 127.0 * k)
+
+
 def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
 
 
-__all__ = ["int2_unsupported_reason", "onnx"]
+__all__ = ["int2_unsupported_reason", "int8_products_saturate", "onnx"]
