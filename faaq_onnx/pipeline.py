@@ -41,7 +41,7 @@ from faaq_onnx.graph import to_proto
 from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.model_io import load_model
 from faaq_onnx.optimize.plan_rounding import PlanRounding
-from faaq_onnx.optimize.rounding import rounding_plans
+from faaq_onnx.optimize.rounding import check_interpretable, rounding_plans
 from faaq_onnx.optimize.weights import WeightCache, quantize_weights
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
@@ -86,6 +86,7 @@ class Compilation:
         if not self.qgraph.groups:
             raise FaaqError("found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs")
         self.scaling = self._scale_channels(target_opset)
+        check_interpretable(self.float_proto, self.qgraph, self.config.rounding)  # before calibrating
         with self.stage("calibrate"):
             self.calibration = calibrate(self.model, self.qgraph, self.inputs, self.config.batch_size,
                                          self.config.progress)

@@ -1,4 +1,8 @@
-"""The op table of the ONNX-in-torch interpreter: one torch function per ONNX op."""
+"""The op tables of the ONNX-in-torch interpreter: one torch function per ONNX op.
+
+OPS maps an op to `fn(attrs, *inputs) -> tensor`; MULTI_OUTPUT to `fn(attrs, n_outputs,
+*inputs) -> [tensors]`, for the ops whose second and later outputs a graph may read.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
+
+from faaq_onnx.errors import FaaqError
 
 
-class UnsupportedOp(Exception):
-    """An op (or an attribute of one) the interpreter cannot run; the message names the node."""
+class UnsupportedOp(FaaqError):
+    """An op (or an attribute of one) the interpreter cannot run; the message names the node.
+
+    A FaaqError, so that whoever does not catch it still gets one line, not a traceback."""
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -152,21 +160,71 @@ def _pad(x, pads, value=None, axes=None, a=None):
     return y.reshape(*shape[:lead], *y.shape[2:])
 
 
-def _layernorm(x, scale, bias=None, a=None):
-    axis = a.get("axis", -1)
-    axis = axis % x.dim()
+def _layernorm(a, n, x, scale=None, bias=None):
+    """Y, and the Mean and InvStdDev outputs (reduced axes kept as 1) when the node has them."""
+    axis = a.get("axis", -1) % x.dim()
     shape = x.shape[axis:]
-    return F.layer_norm(x, shape, scale.reshape(shape) if scale is not None else None,
-                        bias.reshape(shape) if bias is not None else None, a.get("epsilon", 1e-5))
+    eps = a.get("epsilon", 1e-5)
+    y = F.layer_norm(x, shape, scale.reshape(shape) if scale is not None else None,
+                     bias.reshape(shape) if bias is not None else None, eps)
+    if n == 1:
+        return [y]
+    if a.get("stash_type", 1) != 1:
+        raise UnsupportedOp(f"LayerNormalization stash_type={a['stash_type']} (only 1, float32)")
+    xs = x.to(torch.float32)
+    dims = tuple(range(axis, x.dim()))
+    mean = xs.mean(dims, keepdim=True)
+    inv_std = torch.rsqrt(((xs - mean) ** 2).mean(dims, keepdim=True) + eps)
+    return [y, mean, inv_std][:n]
 
 
-def _split(x, split=None, a=None, n=1):
+def _split(a, n, x, split=None):
+    """ONNX sizes: `split` (input, or attribute before opset 13); else `num_outputs` chunks of
+    ceil(dim / n), the last one what is left (torch.tensor_split would spread the remainder);
+    else n equal parts."""
     axis = a.get("axis", 0)
     if split is None:
         split = a.get("split", None)
-    if split is None:
-        return list(torch.tensor_split(x, n, dim=axis))
-    return list(torch.split(x, [int(s) for s in (split.tolist() if torch.is_tensor(split) else split)], dim=axis))
+    dim = x.shape[axis]
+    if split is not None:
+        sizes = [int(s) for s in (split.tolist() if torch.is_tensor(split) else split)]
+    elif "num_outputs" in a:
+        chunk = -(-dim // a["num_outputs"])
+        sizes = [chunk] * (a["num_outputs"] - 1) + [dim - chunk * (a["num_outputs"] - 1)]
+        if sizes[-1] < 0:
+            raise UnsupportedOp(f"num_outputs={a['num_outputs']} on a dimension of {dim} "
+                                "would make a negative final split")
+    elif dim % n:
+        raise UnsupportedOp(f"a dimension of {dim} cannot be split evenly into {n} outputs")
+    else:
+        sizes = [dim // n] * n
+    return list(torch.split(x, sizes, dim=axis))
+
+
+CONSTANT_KINDS = {"value_float": torch.float32, "value_floats": torch.float32,
+                  "value_int": torch.int64, "value_ints": torch.int64}
+
+
+def constant_problem(a: dict) -> str | None:
+    """Why a Constant node's value cannot be a torch tensor, or None when it can."""
+    strings = "value_string" in a or "value_strings" in a
+    if "value" in a:
+        strings = a["value"].data_type == TensorProto.STRING
+    if strings:
+        return "a string value (torch has no string tensors)"
+    if "value" in a or any(k in a for k in CONSTANT_KINDS):
+        return None
+    return f"attribute {', '.join(a) or 'none'} (not supported)"
+
+
+def _constant(a):
+    problem = constant_problem(a)
+    if problem is not None:
+        raise UnsupportedOp(f"Constant with {problem}")
+    if "value" in a:
+        return torch.from_numpy(np.array(numpy_helper.to_array(a["value"])))
+    kind = next(k for k in CONSTANT_KINDS if k in a)
+    return torch.tensor(a[kind], dtype=CONSTANT_KINDS[kind])
 
 
 def _cast(x, a):
@@ -231,14 +289,15 @@ OPS = {
     "Gather": lambda a, x, i: _gather(x, i, a.get("axis", 0)),
     "Shape": lambda a, x: torch.tensor(list(x.shape)[a.get("start", 0): a.get("end", None)], dtype=torch.int64),
     "Cast": lambda a, x: _cast(x, a),
-    "LayerNormalization": lambda a, x, s=None, b=None: _layernorm(x, s, b, a),
     "BatchNormalization": lambda a, x, s, b, m, v: _bn(x, s, b, m, v, a),
-    "Split": None,  # multi-output, handled below
+    "Constant": lambda a: _constant(a),
     "Where": lambda a, c, x, y: torch.where(c.bool(), x, y),
     "Equal": lambda a, x, y: x == y,
     "Expand": lambda a, x, s: x * torch.ones(s.tolist(), dtype=x.dtype),
     "ConstantOfShape": lambda a, s: _constant_of_shape(s, a),
 }
+
+MULTI_OUTPUT = {"Split": _split, "LayerNormalization": _layernorm}
 
 
 def _gather(x, i, axis):

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from faaq_onnx.analysis.probe import root_tensors
 from faaq_onnx.config import OPTIMIZE_INPUTS
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.interpreter import TorchGraph, UnsupportedOp
+from faaq_onnx.interpreter import TorchGraph, UnsupportedOp, check_nodes
 from faaq_onnx.optimize.reconstruct import (
     LearnedActQuant,
     ReconSettings,
@@ -40,7 +40,7 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     if inputs not in OPTIMIZE_INPUTS:
         raise FaaqError(f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}")
     proto, qgraph = comp.float_proto, comp.qgraph
-    units = block_units(proto, qgraph) if mode == "brecq" else layer_units(proto, qgraph)
+    units = _units(proto, qgraph, mode)
     if mode == "gptq":  # Hessian-compensated rounding is defined for linear layers
         ops = {n.name: n.op_type for n in proto.graph.node}
         units = [u for u in units if ops[u.nodes[0]] in ("MatMul", "Gemm")]
@@ -49,6 +49,8 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     units = [u for u in units if any(wbits[w] < 8 for w in u.weights)]
     if not units:
         return {"mode": mode, "units": [], "seconds": 0.0, "note": "no weight below 8 bits"}
+    if mode != "gptq":
+        _check_units(proto, units, mode)
     tensors = sorted({t for u in units for t in u.inputs + [u.output]})
     n = samples_for(proto, tensors, samples, comp)
     data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
@@ -94,6 +96,28 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         comp._prober.reset_act_cache()
     report["seconds"] = round(time.perf_counter() - t_all, 2)
     return report
+
+
+def check_interpretable(proto, qgraph, mode: str | None) -> None:
+    """Refuse, in one line, a model whose adaround/brecq units hold a node the torch interpreter
+    cannot run. It is built one unit at a time, so without this the error would come only
+    after calibration and every unit before the offending one. GPTQ runs nothing in torch."""
+    if mode in ("adaround", "brecq"):
+        _check_units(proto, _units(proto, qgraph, mode), mode)
+
+
+def _units(proto, qgraph, mode: str) -> list:
+    return block_units(proto, qgraph) if mode == "brecq" else layer_units(proto, qgraph)
+
+
+def _check_units(proto, units, mode: str) -> None:
+    """Every node of `units` (all that reconstruction interprets, not the whole model)."""
+    wanted = {name for u in units for name in u.nodes}
+    try:
+        check_nodes([n for n in proto.graph.node if n.name in wanted])
+    except UnsupportedOp as exc:
+        raise FaaqError(f"--optimize {mode} runs its units in the torch interpreter, which cannot run "
+                        f"this model: {exc}") from None
 
 
 def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:

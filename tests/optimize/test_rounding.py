@@ -340,3 +340,63 @@ def test_optimize_scales_ships_the_learned_scales(tiny_cnn, cnn_calib):
         assert any(s.shape == want.shape and np.allclose(s, want, rtol=1e-6) for s in shipped), n
     with pytest.raises(FaaqError, match="--optimize-scales .* needs --optimize adaround or brecq"):
         QuantConfig(optimize_scales=True, optimize="bias-correction")
+
+
+def _sin_model(path, auto_pad: bool = False):
+    """Conv -> Relu -> Sin -> Conv: Sin (no torch op in the interpreter) lies in BRECQ's one block
+    but in no AdaRound layer; with `auto_pad` the first Conv is one AdaRound cannot run either."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.conftest import _save
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c1.w"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 3, 3)).astype(np.float32), "c2.w")]
+    pads = {"auto_pad": "SAME_UPPER"} if auto_pad else {"pads": [1] * 4}
+    nodes = [helper.make_node("Conv", ["input", "c1.w"], ["c1"], name="conv1", **pads),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Sin", ["r1"], ["s"], name="sin"),
+             helper.make_node("Conv", ["s", "c2.w"], ["out"], pads=[1] * 4, name="conv2")]
+    graph = helper.make_graph(nodes, "sin", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                           ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 8, 8])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+SIN_CALIB = {"input": np.random.default_rng(4).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("mode,auto_pad,named", [("brecq", False, "'Sin' \\(node 'sin'\\)"),
+                                                 ("adaround", True, "'Conv' \\(node 'conv1'\\).*auto_pad")])
+def test_an_op_reconstruction_cannot_run_is_refused_before_calibration(mode, auto_pad, named, tmp_path,
+                                                                        monkeypatch):
+    """The interpreter is built unit by unit: without a check of every unit's nodes up front,
+    the error would come after calibration and the units before the offending one."""
+    def started(*a, **k):
+        raise AssertionError("calibration started before the model was checked")
+
+    monkeypatch.setattr("faaq_onnx.pipeline.calibrate", started)
+    monkeypatch.setattr("faaq_onnx.optimize.rounding.reconstruct", started)
+    cfg = QuantConfig(progress=False, scheme="w4a8", optimize=mode, optimize_iters=5, optimize_samples=8)
+    with pytest.raises(FaaqError, match=f"--optimize {mode} .*{named}") as err:
+        quantize(_sin_model(tmp_path / "m.onnx", auto_pad), SIN_CALIB, config=cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_optimize_rounding_checks_every_unit_before_it_gathers_their_data(tmp_path, monkeypatch):
+    """Called directly (not through a Compilation that checked at its start), the check still
+    runs before the units' inputs and targets are taken from ONNX Runtime."""
+    from faaq_onnx.optimize import rounding
+
+    comp = Compilation(_sin_model(tmp_path / "m.onnx"), SIN_CALIB, QuantConfig(progress=False, scheme="w4a8"),
+                       target_opset=21)
+    monkeypatch.setattr(rounding, "UnitData", lambda *a, **k: pytest.fail("unit data gathered before the check"))
+    with pytest.raises(FaaqError, match="--optimize brecq .*'Sin' \\(node 'sin'\\)"):
+        rounding.optimize_rounding(comp, comp.uniform("w4a8"), "brecq", ReconSettings(iters=5), samples=8)
+
+
+def test_adaround_runs_past_an_op_no_layer_unit_holds(tmp_path):
+    """Only the nodes reconstruction interprets are checked: AdaRound's layers hold no Sin."""
+    cfg = QuantConfig(progress=False, scheme="w4a8", optimize="adaround", optimize_iters=5, optimize_samples=8)
+    res = quantize(_sin_model(tmp_path / "m.onnx"), SIN_CALIB, config=cfg)
+    assert len(res.report["optimization"]["rounding"]["w4a8"]["units"]) == 2
