@@ -34,7 +34,7 @@ from faaq_onnx.analysis.sensitivity import (
     SensitivityTable,
     sensitivity,
 )
-from faaq_onnx.analysis.verify import verify
+from faaq_onnx.analysis.verify import DEFAULT_CONFIDENCE, verify
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
@@ -63,7 +63,8 @@ def default_candidates(budget: Budget | None) -> str:
 class Compilation:
     """One model and one calibration set, compiled as far as needed."""
 
-    def __init__(self, model_path, calib, config: QuantConfig | None = None, target_opset: int = 13) -> None:
+    def __init__(self, model_path, calib, config: QuantConfig | None = None, target_opset: int = 13,
+                 floor: Budget | None = None) -> None:
         self.model_path = model_path
         self.config = config or QuantConfig()
         self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
@@ -73,9 +74,16 @@ class Compilation:
             model = load_model(model_path)
             # bad calibration data fails here, before any long work
             self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(calib, to_proto(model), self.config)
+        held_out_note = []
+        if floor is not None and floor.is_floor:  # checked on samples calibration and allocator never see
+            from faaq_onnx.guarantees import hold_out_for_floor
+
+            self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_for_floor(
+                self.inputs, self.verify_inputs, self.data_notes, self.config.verify_samples)
+        self.confidence = getattr(floor, "confidence", None) or DEFAULT_CONFIDENCE  # of verify's SQNR bound
         with self.stage("canonicalize"):
             self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
-        self.warnings += self.data_notes
+        self.warnings += self.data_notes + held_out_note
         if self.config.reduce_range == "auto" and self.config.weights_reduce_range:
             self.warnings.append("ONNX Runtime's int8 kernels saturate uint8 x int8 products on this CPU (no VNNI): "
                                  "8-bit weights keep a 7-bit range here (--reduce-range off keeps 8 bits for a "
@@ -304,8 +312,9 @@ class Compilation:
             proto = spill_to_disk(proto)
             self.weights.forget_nearest()
         with self.stage("verify"):
+            # SQNR against the model the user gave (its file), not the rewritten float model
             verification = verify(self.float_proto, proto, self.verify_inputs, emitted.__dict__,
-                                  self.config.batch_size)
+                                  self.config.batch_size, reference=str(self.model_path), confidence=self.confidence)
         report = quantize_report(self, plan, emitted, verification)
         result = QuantizeResult(proto, report, plan, self.qgraph, dict(self.timings))
         if output is not None:
@@ -358,7 +367,12 @@ def quantize(
         opset = needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2)
     else:
         opset = needed_opset(BitPlan({"_": config.scheme}), config, config.int2)
-    comp = Compilation(model_path, calib, config, target_opset=opset)
+    comp = Compilation(model_path, calib, config, target_opset=opset, floor=budget)
+    check_labeled = None
+    if budget is not None and budget.kind == "max-drop":  # choose with one part, check on the other
+        from faaq_onnx.guarantees import split_labeled
+
+        labeled, check_labeled = split_labeled(labeled, config.seed)
     comp.optimize_rounding(rounding_plans(comp, plan, cands))
     if budget is not None:
         # FIT needs one forward/backward per sample for all groups at once; SQNR and KL
@@ -383,7 +397,8 @@ def quantize(
         plan = comp.uniform(config.scheme)
     result = comp.emit(plan)
     if budget is not None:
-        result = enforce_budget(comp, result, budget, metric, allocator, labeled, ep, latency_batch)
+        result = enforce_budget(comp, result, budget, metric, allocator, labeled, ep, latency_batch,
+                                check_labeled=check_labeled, output=output)
         result.report["sensitivity"].update({"metric": metric, "allocator": allocator, "budget": str(budget)})
     if output is not None:
         write_result(result, output)

@@ -1,7 +1,9 @@
 """Check the emitted model the way a user's service will meet it.
 
 onnx.checker, a plain ONNX Runtime session (nothing of ours at run time), output
-SQNR against the float model on held calibration inputs, and honest size accounting:
+SQNR against the model the user gave (read from its file, not faaq's rewritten float
+model: CLE with --cle-relu6 replace changes the float function) on held-out inputs,
+with a lower confidence bound beside the point estimate, and honest size accounting:
 effective bits and the bytes actually stored, side by side.
 """
 
@@ -13,6 +15,7 @@ import tempfile
 import numpy as np
 import onnx
 
+from faaq_onnx.analysis.metrics import ratio_db
 from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import check_model
@@ -20,9 +23,45 @@ from faaq_onnx.runtime.kernels import compare_kernels
 from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.session import make_session
 
+DEFAULT_CONFIDENCE = 0.95  # of the lower bound a floor is checked on
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_means(values, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+    """Means of `draws` resamples (with replacement, seeded) of `values`."""
+    v = np.asarray(values, np.float64).ravel()
+    n = len(v)
+    rng = np.random.default_rng(seed)
+    out = np.empty(draws)
+    step = max(1, (1 << 22) // max(n, 1))  # bounded memory for many samples
+    for start in range(0, draws, step):
+        k = min(step, draws - start)
+        out[start:start + k] = v[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    return out
+
+
+def sqnr_lower_bound_db(ratios, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """Lower `confidence` bound of the output SQNR (dB of the mean per-sample SNR ratio, the
+    metric's own definition): percentile bootstrap over the samples. One sample bounds nothing
+    (-inf); identical ratios bound at their value."""
+    ratios = np.asarray(ratios, np.float64)
+    if len(ratios) < 2:
+        return -np.inf
+    return ratio_db(float(np.quantile(bootstrap_means(ratios), 1.0 - confidence)))
+
+
+def upper_bound(values, confidence: float = DEFAULT_CONFIDENCE) -> float:
+    """Upper `confidence` bound of the mean of per-sample values (percentile bootstrap); +inf for one."""
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return np.inf
+    return float(np.quantile(bootstrap_means(values), confidence))
+
 
 def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: dict[str, np.ndarray],
-           emitted: dict, batch_size: int = 16) -> dict:
+           emitted: dict, batch_size: int = 16, reference=None, confidence: float = DEFAULT_CONFIDENCE) -> dict:
+    """Check the emitted model; SQNR against `reference` (the model file the user gave, which
+    ORT reads itself, read-only), or against `float_proto` where no reference is given."""
     try:
         check_model(quant_proto)
     except onnx.checker.ValidationError as exc:
@@ -31,7 +70,7 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
     # resident together (what bounds the peak memory of a big model); the float outputs wait
     # in bounded memory (OutputStore) and are compared batch by batch
     n = int(len(next(iter(inputs.values()))))
-    ref_sess = make_session(float_proto)
+    ref_sess = make_session(float_proto if reference is None else reference)
     names = [o.name for o in ref_sess.get_outputs()]
     store = OutputStore(n)
     for start, outs in run_batches(ref_sess, inputs, batch_size, names):
@@ -53,25 +92,47 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
     for name, c in compare.items():
         if not c.finite:
             raise FaaqError(f"the quantized model produces non-finite values in output {name!r}")
-        outputs[name] = c.result()
+        outputs[name] = {**c.result(), "sqnr_db_lower": sqnr_lower_bound_db(c.ratios, confidence)}
     return {
         "samples": int(len(next(iter(inputs.values())))),
+        "reference": "the float model as optimized" if reference is None else
+        f"the model given ({reference})" if isinstance(reference, (str, os.PathLike)) else "the model given",
+        "confidence": confidence,
         "outputs": outputs,
-        "size": size_report(float_proto, quant_proto, emitted),
+        "size": size_report(float_proto if reference is None else reference, quant_proto, emitted),
         "kernels": {"summary": kernels["summary"], "nodes": kernels["quantized_nodes"],
                     "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
                     "quantized": len(kernels["quantized_nodes"])},
     }
 
 
-def model_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of the model as written: the protobuf and the data it keeps in external files."""
+def model_bytes(proto) -> int:
+    """Bytes of the model as written: the protobuf and the data it keeps in external files
+    (for a path: the file and the external data files it names)."""
     from faaq_onnx.external_data import external_bytes
 
+    if isinstance(proto, (str, os.PathLike)):
+        header = onnx.load(str(proto), load_external_data=False)
+        folder = os.path.dirname(os.path.abspath(proto))
+        files = {os.path.join(folder, e.value) for t in header.graph.initializer for e in t.external_data
+                 if e.key == "location"}
+        return os.path.getsize(proto) + sum(os.path.getsize(f) for f in files if os.path.isfile(f))
     return proto.ByteSize() + external_bytes(proto)
 
 
-def size_report(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, emitted: dict) -> dict:
+def written_bytes(proto: onnx.ModelProto, name: str = "model.onnx") -> int:
+    """Bytes of every file faaq writes for this model (the .onnx and any external data file),
+    measured by writing it, the way the output is written, into a temporary folder."""
+    from pathlib import Path
+
+    from faaq_onnx.outputs import save_model_atomic
+
+    with tempfile.TemporaryDirectory(prefix="faaq-size-") as tmp:
+        save_model_atomic(proto, Path(tmp) / name)
+        return sum(p.stat().st_size for p in Path(tmp).iterdir())
+
+
+def size_report(float_proto, quant_proto: onnx.ModelProto, emitted: dict) -> dict:
     weights = emitted.get("weights", {})
     elements = sum(w["elements"] for w in weights.values())
     eff_bits = sum(w["bits"] * w["elements"] for w in weights.values())
