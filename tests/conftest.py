@@ -121,3 +121,56 @@ def optimized_op_types(path_or_proto) -> list[str]:
         so.log_severity_level = 3
         ort.InferenceSession(payload, so, providers=["CPUExecutionProvider"])
         return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
+    """What other exporters write: TF-style SAME padding as a Pad whose pads are computed at
+    run time from the input's Shape (dynamic batch, so nothing folds), HardSigmoid*Mul
+    (TorchScript's hardswish), a constant Pad before a depthwise Conv, ReLU6 as Clip,
+    HardSwish, GAP and a Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = []
+
+    def init(name, arr, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(arr).astype(dtype), name))
+        return name
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["shape"], name="shape"),
+        helper.make_node("Slice", ["shape", init("hw_from", [2], np.int64), init("hw_to", [4], np.int64)], ["hw"],
+                         name="hw"),
+        helper.make_node("Sub", [init("same_total", [17, 17], np.int64), "hw"], ["pad_total"], name="pad_total"),
+        helper.make_node("Div", ["pad_total", init("two", [2], np.int64)], ["pad_begin"], name="pad_begin"),
+        helper.make_node("Sub", ["pad_total", "pad_begin"], ["pad_end"], name="pad_end"),
+        helper.make_node("Concat", [init("zeros2", [0, 0], np.int64), "pad_begin", init("zeros2b", [0, 0], np.int64),
+                                    "pad_end"], ["pads"], axis=0, name="pads"),
+        helper.make_node("Pad", ["input", "pads"], ["x_padded"], name="same_pad"),
+        helper.make_node("Conv", ["x_padded", init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3))),
+                                  init("c1.b", rng.normal(0, 0.1, 8))], ["c1"], strides=[2, 2], name="conv1"),
+        helper.make_node("HardSigmoid", ["c1"], ["hs1"], alpha=1 / 6, beta=0.5, name="hsig1"),
+        helper.make_node("Mul", ["c1", "hs1"], ["hsw1"], name="hswish1"),
+        helper.make_node("Pad", ["hsw1", init("dw_pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)], ["hsw1_padded"],
+                         name="dw_pad"),
+        helper.make_node("Conv", ["hsw1_padded", init("c2.w", rng.normal(0, 0.3, (8, 1, 3, 3))),
+                                  init("c2.b", rng.normal(0, 0.1, 8))], ["c2"], group=8, name="conv2_dw"),
+        helper.make_node("Clip", ["c2", init("zero", 0.0), init("six", 6.0)], ["r2"], name="relu6"),
+        helper.make_node("Conv", ["r2", init("c3.w", rng.normal(0, 0.3, (16, 8, 1, 1))),
+                                  init("c3.b", rng.normal(0, 0.1, 16))], ["c3"], name="conv3"),
+        helper.make_node("HardSwish", ["c3"], ["hsw3"], name="hswish3"),
+        helper.make_node("GlobalAveragePool", ["hsw3"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", init("fc.w", rng.normal(0, 0.5, (10, 16))), init("fc.b", rng.normal(0, 0.1, 10))],
+                         ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "foreign_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.fixture
+def foreign_cnn(tmp_path) -> str:
+    return _save(build_foreign_cnn(), tmp_path / "foreign_cnn.onnx")

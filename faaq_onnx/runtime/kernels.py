@@ -262,8 +262,7 @@ def weighted_summary(quantized: list[dict]) -> dict:
 
 def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[str]:
     """'all N quantized ops on integer kernels', or the exceptions grouped by cause."""
-    w = weighted_summary(quantized)
-    lines = [f"weighted ops (Conv, Gemm, MatMul): {w['integer']} of {w['total']} on integer kernels"] if w["total"] else []
+    lines = []
     fused = sum(q["integer_kernel"] for q in quantized)
     exceptions = [q for q in quantized if not q["integer_kernel"]]
     if not exceptions:
@@ -273,6 +272,9 @@ def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[s
         causes = Counter((q["op_type"], q["runs_as"], q["why_float"]) for q in exceptions)
         for (op, runs, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {n} x {op} -> {runs}: {why}")
+    w = weighted_summary(quantized)
+    if w["total"]:
+        lines.append(f"weighted ops (Conv, Gemm, MatMul): {w['integer']} of {w['total']} on integer kernels")
     if n_moved:
         lines.append(f"{n_moved} data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors")
     n_dq = qdq_after.get("DequantizeLinear", 0)

@@ -1,3 +1,5 @@
+import numpy as np
+
 from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.model_io import load_model
 from faaq_onnx.passes.canonicalize import canonicalize
@@ -33,3 +35,56 @@ def test_matmul_weights_axes(tiny_mlp):
     assert (w1.channel_axis, w1.block_axis) == (1, 0)  # [K, N]: per output column, blocks along K
     # the bias Add has a constant input: it stays float, it is not a quantizer group
     assert all("bias1" not in g.ops for g in qg.groups.values())
+
+
+def _act_of(qg, tensor):
+    return next((a for a in qg.activations.values() if tensor in a.tensors), None)
+
+
+def test_quantization_follows_pads_and_feeds_every_conv(foreign_cnn):
+    """Exporters put a Pad (computed or constant) before Convs and float activation
+    functions behind them: the Pad shares its input's scale, and every Conv's output is
+    quantized so ORT can fuse DQ -> Conv -> Q, whatever float op reads it."""
+    qg = _qgraph(foreign_cnn)
+    first = _act_of(qg, "x_padded")
+    assert first is not None and "input" in first.tensors  # Q/DQ before and after the computed Pad
+    dw = _act_of(qg, "hsw1_padded")
+    assert dw is not None and "hsw1" in dw.tensors
+    for conv, out in (("conv1", "c1"), ("conv3", "c3")):  # read by HardSigmoid/Mul, HardSwish: float ops
+        act = _act_of(qg, out)
+        assert act is not None, f"{conv}'s output is not quantized"
+        group = next(g for g in qg.groups.values() if conv in g.ops)
+        assert act.name in group.activations  # no other op reads it quantized: its producer's group decides
+
+
+def test_conv_output_read_by_a_quantized_op_keeps_its_own_group(tiny_cnn):
+    """conv1's output (through Relu/MaxPool) is conv2's input: it must not merge two groups."""
+    qg = _qgraph(tiny_cnn)
+    g1 = next(g for g in qg.groups.values() if "conv1" in g.ops)
+    g2 = next(g for g in qg.groups.values() if "conv2" in g.ops)
+    assert g1.name != g2.name
+
+
+def test_interpolating_resize_and_nonzero_pad_do_not_share_a_scale():
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faaq_onnx.analysis.discover import passes_grid_through
+
+    def node(op, inputs, **attrs):
+        inits = [numpy_helper.from_array(v, k) for k, v in inputs.items() if v is not None]
+        names = ["x"] + list(inputs)
+        g = helper.make_graph([helper.make_node(op, names, ["y"], **attrs)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        model = ir.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+        return next(iter(model.graph))
+
+    pads = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+    assert passes_grid_through(node("Pad", {"pads": pads}))
+    assert passes_grid_through(node("Pad", {"pads": pads, "value": np.array(0.0, np.float32)}))
+    assert not passes_grid_through(node("Pad", {"pads": pads, "value": np.array(0.3, np.float32)}))
+    assert passes_grid_through(node("Pad", {"pads": pads}, mode="reflect"))
+    scales = {"roi": np.array([], np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
+    assert passes_grid_through(node("Resize", scales, mode="nearest"))
+    assert not passes_grid_through(node("Resize", scales, mode="linear"))

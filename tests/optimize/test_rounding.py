@@ -96,11 +96,11 @@ def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
     rounding = res.report["optimization"]["rounding"]
     assert sorted(rounding) == ["emitted plan", "w3a8", "w4a8"]
     per_weight = res.report["verify"]["size"]["per_weight"]
-    assert all(v["rounding"] == ("adaround" if v["bits"] < 8 else "nearest") for v in per_weight.values())
+    assert all(v["rounding"] == ("adaround" if v["planned_bits"] < 8 else "nearest") for v in per_weight.values())
     # the allocated plan is mixed: its sub-8-bit weights were rounded again, in its own context
     assert len({v["bits"] for v in per_weight.values()}) > 1
     again = {w for u in rounding["emitted plan"]["units"] for w in u["weights"]}
-    assert again == {w for w, v in per_weight.items() if v["bits"] < 8}
+    assert again == {w for w, v in per_weight.items() if v["planned_bits"] < 8}
 
 
 def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
