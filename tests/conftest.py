@@ -125,7 +125,8 @@ def optimized_op_types(path_or_proto) -> list[str]:
 
 def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """What other exporters write: TF-style SAME padding as a Pad whose pads are computed at
-    run time from the input's Shape (dynamic batch, so nothing folds), HardSigmoid*Mul
+    run time from the input's Shape (dynamic height and width: nothing folds; the pads
+    are right for 16x16 inputs), HardSigmoid*Mul
     (TorchScript's hardswish), a constant Pad before a depthwise Conv, ReLU6 as Clip,
     HardSwish, GAP and a Gemm."""
     rng = np.random.default_rng(seed)
@@ -164,7 +165,7 @@ def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     ]
     graph = helper.make_graph(
         nodes, "foreign_cnn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         inits,
     )

@@ -13,6 +13,7 @@ from onnx_ir.passes import PassError, PassManager, common
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.passes.cle import CrossLayerEqualizationPass
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
+from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
@@ -34,6 +35,7 @@ def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True,
         simplify_pass,
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FoldBatchNormPass(),
+        FoldPadIntoConvPass(),
         *([cle_pass] if cle_pass else []),
         *([AddZeroBiasPass()] if zero_biases else []),
         common.RemoveUnusedNodesPass(),

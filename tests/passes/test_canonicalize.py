@@ -46,3 +46,45 @@ def test_old_opset_upgraded_when_asked(tmp_path):
     onnx.save(m, tmp_path / "old.onnx")
     model, _ = canonicalize(load_model(tmp_path / "old.onnx"), target_opset=21)
     assert model.opset_imports[""] == 21
+
+
+def test_constant_zero_pad_folds_into_the_conv(foreign_cnn):
+    """The constant Pad before the depthwise Conv becomes the Conv's pads; the Pad whose
+    pads are computed from a dynamic shape stays; the function is unchanged."""
+    model, _ = canonicalize(load_model(foreign_cnn))
+    pads = [n for n in model.graph if n.op_type == "Pad"]
+    assert [n.name for n in pads] == ["same_pad"]
+    dw = next(n for n in model.graph if n.name == "conv2_dw")
+    assert list(dw.attributes["pads"].value) == [1, 1, 1, 1]
+    assert dw.inputs[0].name == "hsw1"
+    x = {"input": np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(to_proto(model), x)[0], run_model(foreign_cnn, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def _pad_conv(pad_attrs=None, value=None, pads=(0, 0, 1, 2, 0, 0, 2, 1), conv_pads=(1, 0, 0, 1)):
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array(pads, np.int64), "pads"), numpy_helper.from_array(w, "w")]
+    pad_inputs = ["x", "pads"]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "value"))
+        pad_inputs.append("value")
+    nodes = [helper.make_node("Pad", pad_inputs, ["xp"], name="pad", **(pad_attrs or {})),
+             helper.make_node("Conv", ["xp", "w"], ["y"], pads=list(conv_pads), name="conv")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_pad_folding_adds_to_existing_pads_and_keeps_what_conv_cannot_express():
+    from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
+
+    x = {"x": np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+    proto = _pad_conv()
+    model = ir.from_proto(proto)
+    assert FoldPadIntoConvPass()(model).modified
+    conv = next(iter(model.graph))
+    assert conv.op_type == "Conv" and list(conv.attributes["pads"].value) == [2, 2, 2, 2]
+    np.testing.assert_allclose(run_model(to_proto(model), x)[0], run_model(proto, x)[0], rtol=1e-4, atol=1e-5)
+    for kept in (_pad_conv(value=1.0), _pad_conv({"mode": "reflect"}), _pad_conv(pads=(0, 1, 1, 1, 0, 0, 1, 1)),
+                 _pad_conv(pads=(0, 0, -1, 0, 0, 0, 1, 1))):
+        assert not FoldPadIntoConvPass()(ir.from_proto(kept)).modified
