@@ -55,9 +55,9 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         details = {"point": point, "confidence": conf, "held_out_samples": n,
                    "allocator_samples": int(len(next(iter(comp.inputs.values())))),
                    "reference": rep.get("reference", "the float model")}
+        against = details["reference"].split(" (")[0]
         return bound, (f"{100 * conf:g} % lower confidence bound of the output SQNR (point estimate {point:.4g} dB; "
-                       f"bootstrap over {n} samples the allocator did not use), plain ORT, against the model "
-                       "given"), details
+                       f"bootstrap over {n} samples the allocator did not use), plain ORT, against {against}"), details
     if budget.kind == "max-drop":
         x, y = labeled
         conf = confidence_of(budget)
@@ -180,6 +180,9 @@ def hold_out_for_floor(inputs: dict, held: dict, notes: list[str], verify_sample
     n, m = len(inputs[first]), len(held[first]) if held else 0
     reused = m == 0 or (m <= n and all(np.array_equal(held[k], inputs[k][:m]) for k in inputs))
     if not reused:
+        if m < 2:
+            raise FaaqError(f"a floor budget is checked on a confidence bound over held-out samples: "
+                            f"--verify-samples {verify_samples} gives {m}; give at least 2")
         return inputs, held, notes, []
     k = min(verify_samples, max(n // 4, 2))
     if k < 2 or n - k < 1:

@@ -138,3 +138,22 @@ def test_first_last_keeps_the_edge_layers_at_their_scheme(tiny_cnn, cnn_calib):
     assert bits["fc.w"] == 8 and sorted(bits.values()) == [4, 8, 8]
     with pytest.raises(FaaqError, match="uniform"):
         quantize(tiny_cnn, cnn_calib, config=QuantConfig(first_last="w8a8", progress=False), budget="avg-bits=5")
+
+
+def test_verification_measures_against_the_file_given(tiny_cnn, cnn_calib):
+    """The reference of verification is the model the user gave, read from its file (BatchNorm
+    and all), not faaq's canonicalized float model; its size is that file's size."""
+    import os
+
+    from faaq_onnx.analysis.metrics import sqnr_db
+    from tests.conftest import run_model
+
+    before = _sha(tiny_cnn)
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=32, verify_samples=16))
+    rep = res.report["verify"]
+    assert rep["reference"] == f"the model given ({tiny_cnn})" and _sha(tiny_cnn) == before
+    assert rep["size"]["float_model_bytes"] == os.path.getsize(tiny_cnn)
+    x = {"input": cnn_calib["input"][32:48]}
+    want = sqnr_db(run_model(tiny_cnn, x)[0], run_model(res.model, x)[0])
+    assert rep["outputs"]["logits"]["sqnr_db"] == pytest.approx(want, abs=1e-5)
+    assert rep["outputs"]["logits"]["sqnr_db_lower"] < want and rep["confidence"] == 0.95
