@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import asdict, dataclass
 
@@ -93,6 +94,7 @@ class QuantConfig:
     ort_threads: int | None = None  # ONNX Runtime intra-op threads of probe sessions (None: ORT's default)
     ep: str = "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
     latency_batch: int = 1
+    preset: str | None = None  # preprocessing of raw images in the calibration data (faaq_onnx.data.presets)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -102,14 +104,22 @@ class QuantConfig:
             self.first_last = Candidate.parse(self.first_last)
         if self.weight_granularity not in GRANULARITIES:
             raise FaaqError(f"unknown weight granularity {self.weight_granularity!r}: choose {', '.join(GRANULARITIES)}")
-        if self.weight_granularity == "block" and (self.block_size < 2 or self.block_size % 2):
-            raise FaaqError(f"block size must be an even number >= 2, got {self.block_size}")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, numbers.Integral) or self.block_size < 2 \
+                or self.block_size % 2:
+            raise FaaqError(f"--block-size must be an even number >= 2, got {self.block_size}")
         if self.act_range not in ACTIVATION_METHODS:
             raise FaaqError(f"unknown activation range setter {self.act_range!r}: choose {', '.join(ACTIVATION_METHODS)}")
         if self.weight_range not in WEIGHT_METHODS:
             raise FaaqError(f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}")
         if not 50 < self.percentile <= 100:
-            raise FaaqError(f"percentile must be in (50, 100], got {self.percentile}")
+            raise FaaqError(f"--percentile must be in (50, 100], got {self.percentile}")
+        _at_least_one("--calib-size", self.calib_size, optional=True)
+        _at_least_one("--sensitivity-samples", self.sensitivity_samples, optional=True)
+        if self.preset is not None:
+            from faaq_onnx.data.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                raise FaaqError(f"unknown --preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if isinstance(self.optimize, str):
             self.optimize = tuple(m.strip() for m in self.optimize.split(",") if m.strip() and m.strip() != "none")
         self.optimize = tuple(self.optimize)
@@ -121,8 +131,8 @@ class QuantConfig:
         if self.optimize_inputs not in OPTIMIZE_INPUTS:
             raise FaaqError(f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
                             f"got {self.optimize_inputs!r}")
-        if self.optimize_iters < 1 or self.optimize_samples < 1:
-            raise FaaqError("--optimize-iters and --optimize-samples must be at least 1")
+        _at_least_one("--optimize-iters", self.optimize_iters)
+        _at_least_one("--optimize-samples", self.optimize_samples)
         if self.optimize_scales and not any(m in self.optimize for m in ("adaround", "brecq")):
             raise FaaqError("--optimize-scales learns weight scales during reconstruction: it needs "
                             "--optimize adaround or brecq")
@@ -141,10 +151,9 @@ class QuantConfig:
             raise FaaqError(f"unknown --reduce-range {self.reduce_range!r}: choose auto, on or off")
         if self.weight_storage not in ("cast", "dequant"):
             raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
-        if self.workers < 1:
-            raise FaaqError(f"--workers must be at least 1, got {self.workers}")
-        if self.batch_size < 1:
-            raise FaaqError("batch size must be at least 1")
+        _at_least_one("--workers", self.workers)
+        _at_least_one("--batch-size", self.batch_size)
+        _at_least_one("--latency-batch", self.latency_batch)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -165,3 +174,12 @@ class QuantConfig:
     @property
     def rounding(self) -> str | None:
         return next((m for m in self.optimize if m in ("adaround", "brecq", "gptq")), None)
+
+
+def _at_least_one(option: str, value, optional: bool = False) -> None:
+    """A count the user gives (samples, iterations, workers, a batch): a whole number >= 1
+    (or None where `optional`); 0 never means "all" or "default"."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise FaaqError(f"{option} must be at least 1, got {value}")

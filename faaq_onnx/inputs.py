@@ -71,8 +71,8 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
         inputs = {k: v[:cut] for k, v in arrays.items()}
         held = {k: v[cut: cut + held_n] for k, v in arrays.items()}
     else:
-        inputs, held = data.load_inputs(calib, list(shapes), shapes, limit=config.calib_size, seed=config.seed,
-                                        held_out=max(held_n, 1))
+        inputs, held = data.load_inputs(calib, list(shapes), shapes, preset=getattr(config, "preset", None),
+                                        limit=config.calib_size, seed=config.seed, held_out=max(held_n, 1))
         held = {k: v[:held_n] for k, v in held.items()}
     data.validate_inputs(inputs, shapes)
     notes = []

@@ -92,3 +92,67 @@ def test_external_data_pair_commits_together_and_leaves_model_usable(tmp_path, u
 def test_ir_model_saves_too(tmp_path):
     save_model_atomic(ir.from_proto(_model()), tmp_path / "m.onnx", external_data=True)
     assert onnx.load(str(tmp_path / "m.onnx")).graph.initializer[0].dims == [1, 1000]
+
+
+def test_small_model_over_an_external_one_removes_the_old_data_file(tmp_path):
+    out = tmp_path / "m.onnx"
+    save_model_atomic(_model(), out, external_data=True)
+    assert [p for p in tmp_path.iterdir() if p.suffix == ".data"]
+    save_model_atomic(_model(), out, external_data=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert onnx.load(str(out)).graph.initializer[0].dims == [1, 1000]
+
+
+def test_output_set_commits_every_file_with_umask_mode(tmp_path, umask_022):
+    from faaq_onnx.outputs import OutputSet
+
+    with OutputSet() as outs:
+        size = outs.add_model(tmp_path / "new" / "m.onnx", _model(), "-o")
+        outs.add_json(tmp_path / "r.json", {"x": np.float32(2.5)}, "--json")
+        outs.add_file(tmp_path / "p.txt", "--plot", lambda tmp: tmp.write_text("drawn"))
+        assert not (tmp_path / "r.json").exists()  # nothing in place before the commit
+    assert (tmp_path / "new" / "m.onnx").stat().st_size == size
+    assert json.loads((tmp_path / "r.json").read_text()) == {"x": 2.5}
+    assert (tmp_path / "p.txt").read_text() == "drawn"
+    assert {_mode(p) for p in (tmp_path / "new" / "m.onnx", tmp_path / "r.json", tmp_path / "p.txt")} == {0o644}
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def test_output_set_failure_leaves_every_target_as_it_was(tmp_path):
+    import errno
+
+    from faaq_onnx.errors import FaaqError
+    from faaq_onnx.outputs import OutputSet
+
+    write_json_atomic(tmp_path / "r.json", {"old": 1})
+
+    def disk_full(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(FaaqError, match=r"cannot write --plot .*p\.png: No space left on device"):
+        with OutputSet() as outs:
+            outs.add_model(tmp_path / "new" / "deeper" / "m.onnx", _model(), "-o")
+            outs.add_json(tmp_path / "r.json", {"new": 2}, "--json")
+            outs.add_file(tmp_path / "p.png", "--plot", disk_full)
+    assert json.loads((tmp_path / "r.json").read_text()) == {"old": 1}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["r.json"]  # no temp file, no folder made
+
+
+def test_check_destinations(tmp_path):
+    from faaq_onnx.errors import FaaqError
+    from faaq_onnx.outputs import check_destinations
+
+    (tmp_path / "f.txt").write_text("x")
+    check_destinations({"-o": tmp_path / "a" / "b" / "q.onnx", "--json": "-", "--plan": None})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]  # checking makes nothing
+    with pytest.raises(FaaqError, match="cannot write -o .*f.txt/q.onnx: .*f.txt is not a folder"):
+        check_destinations({"-o": tmp_path / "f.txt" / "q.onnx"})
+    with pytest.raises(FaaqError, match="cannot write --report .*f.txt: it is a file, not a folder"):
+        check_destinations({"--report": tmp_path / "f.txt"}, folders=("--report",))
+    with pytest.raises(FaaqError, match="cannot write -o .*: it is a folder, not a file"):
+        check_destinations({"-o": tmp_path})
+    with pytest.raises(FaaqError, match="--json and -o name the same file"):
+        check_destinations({"-o": tmp_path / "q.onnx", "--json": tmp_path / "." / "q.onnx"})
+    with pytest.raises(FaaqError, match="--json .*f.txt is the input model"):
+        check_destinations({"--json": tmp_path / "f.txt"}, inputs={"model": tmp_path / "f.txt"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -41,9 +42,14 @@ class Budget:
         try:
             value = float(m.group(2))
         except ValueError:
-            raise FaaqError(f"budget value {m.group(2)!r} is not a number") from None
-        if value <= 0 and kind != "max-drop" or value < 0:
-            raise FaaqError(f"budget {text!r} must be positive")
+            raise FaaqError(f"--budget {kind}: {m.group(2)!r} is not a number") from None
+        if not math.isfinite(value):
+            raise FaaqError(f"--budget {kind} must be a finite number, got {m.group(2)}")
+        if kind == "max-drop":  # 0: no drop at all, a valid (strict) floor
+            if value < 0:
+                raise FaaqError(f"--budget max-drop must be >= 0 (percentage points of top-1), got {value:g}")
+        elif value <= 0:
+            raise FaaqError(f"--budget {kind} must be > 0, got {value:g}")
         ref, bits = Candidate(8, 8), "stored"
         if suffix is not None:
             if kind == "bops":

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -120,7 +121,8 @@ def _first_group_downstream(node, consumers, op_group, walk_through, depth: int 
 def latency_key(float_proto: onnx.ModelProto, config: QuantConfig, cands: list[Candidate], ep: str, batch: int,
                 threads: int | None) -> str:
     h = hashlib.sha256(float_proto.SerializeToString(deterministic=True))
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("progress", "verify_samples", "scheme")}
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("progress", "verify_samples", "scheme", "preset")}  # preset: data, not kernels
     h.update(json.dumps([settings, sorted(str(c) for c in cands), ep, batch, threads, os.cpu_count(), "v1"],
                         sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]
@@ -134,7 +136,7 @@ def build_latency_table(comp, cands: list[Candidate], ep: str = "cpu", batch: in
 
     cands = sorted(set(cands) | {Candidate(8, 8)}, key=lambda c: (c.w, c.a))
     key = latency_key(comp.float_proto, comp.config, cands, ep, batch, threads)
-    path = None if cache_dir is False else (cache_dir or default_cache_dir()) / f"latency-{key}.json"
+    path = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / f"latency-{key}.json"
     if path is not None and path.exists():
         table = LatencyTable.from_dict(json.loads(path.read_text()))
         table.meta["cached"] = str(path)

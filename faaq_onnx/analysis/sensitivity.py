@@ -163,7 +163,7 @@ def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], confi
         arr = inputs[k]
         h.update(arr.fingerprint() if hasattr(arr, "fingerprint") else np.ascontiguousarray(arr).tobytes())
     settings = config.to_dict()
-    for k in ("progress", "verify_samples", "scheme"):
+    for k in ("progress", "verify_samples", "scheme", "preset"):  # preset: already in the inputs hashed above
         settings.pop(k, None)
     fit = fit_samples if "fit" in metrics else None
     h.update(json.dumps([settings, [str(c) for c in cands], list(metrics), fit, weights_key, "v2"],
@@ -185,7 +185,7 @@ def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], f
     table needs no ORT run at all. `distributed(jobs)`, when given, measures them on workers."""
     inputs = sweep_inputs(inputs, feeds.config)
     key = sweep_key(float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key())
-    path = (cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
+    path = Path(cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
     if path is not None and path.exists():
         table = SensitivityTable.from_dict(json.loads(path.read_text()))
         table.meta["cached"] = str(path)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from faaq_onnx.cli.common import preset_option
 from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
 
 
@@ -22,25 +23,39 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
               help="Also profile each candidate's kernels on --ep and plot SQNR against measured latency.")
 @click.option("--ep", default="cpu", show_default=True, help="Execution provider for --latency.")
 @click.option("--latency-batch", type=int, default=1, show_default=True, help="Batch size for --latency.")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False))
-@click.option("--no-cache", is_flag=True)
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where sensitivity tables and measured kernel costs are cached "
+                   "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq].")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@preset_option
 def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, latency, ep, latency_batch,
             **opts):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
+    from faaq_onnx.analysis import tradeoff as tradeoff_mod
     from faaq_onnx.analysis.candidates import parse_candidates
-    from faaq_onnx.analysis.tradeoff import plot_sensitivity, plot_tradeoff, tradeoff
-    from faaq_onnx.cli.common import echo_warnings, write_json
+    from faaq_onnx.cli.common import at_least, cache_option, check_cache_dir, echo_warnings, input_files
     from faaq_onnx.errors import FaaqError
-    from faaq_onnx.outputs import write_text_atomic
+    from faaq_onnx.outputs import OutputSet, check_destinations
     from faaq_onnx.passes.emit_qdq import needed_opset
     from faaq_onnx.pipeline import Compilation
     from faaq_onnx.plan import BitPlan
 
+    # everything the user can get wrong is refused here, in one line, before any work
+    at_least("--points", points)
+    at_least("--latency-batch", latency_batch)
     config = config_from_options(opts)
     cands = parse_candidates(candidates)
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
     if any(m not in ("sqnr", "kl", "fit") for m in wanted) or metric not in wanted:
         raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
+    out = Path(report_dir)
+    names = ["sensitivity.json", "sensitivity.md", "sensitivity.png", "tradeoff.json", "tradeoff.png"]
+    names += ["latency.json"] if latency else []
+    check_destinations({"--report": out}, folders=("--report",))
+    check_destinations([("--report", out / n) for n in names],
+                       input_files(model=model, **{"calibration data": opts["calib"]}))
+    check_cache_dir(cache_dir, no_cache)
+    cache = cache_option(cache_dir, no_cache)
     comp = Compilation(model, opts["calib"], config,
                        target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2))
     echo_warnings(comp.warnings)
@@ -51,20 +66,23 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
             check_supported(comp.float_proto)
         except UnsupportedOp as exc:
             raise FaaqError(f"--metric fit needs the torch interpreter, which cannot run this model: {exc}") from None
-    table = comp.sensitivity(cands, wanted, False if no_cache else cache_dir)
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sensitivity.json", table.to_dict())
-    write_text_atomic(out / "sensitivity.md", table.to_markdown())
+    table = comp.sensitivity(cands, wanted, cache)
     key = {"sqnr": "sqnr_db", "kl": "kl", "fit": "fit"}[metric]
-    if table.has(metric):
-        plot_sensitivity(table, out / "sensitivity.png", key)
     if latency:
-        comp.latency_table(ep, latency_batch, False if no_cache else cache_dir)
-        write_json(out / "latency.json", comp.latency.to_dict())
-    curve = tradeoff(comp, metric, points)
-    write_json(out / "tradeoff.json", curve)
-    plot_tradeoff(curve, out / "tradeoff.png")
+        comp.latency_table(ep, latency_batch, cache)
+    curve = tradeoff_mod.tradeoff(comp, metric, points)
+    # the report commits together: every file written beside its place, then renamed; if one
+    # cannot be written, none is (and a folder made for them is removed)
+    with OutputSet() as outs:
+        outs.add_json(out / "sensitivity.json", table.to_dict(), "--report")
+        outs.add_text(out / "sensitivity.md", table.to_markdown(), "--report")
+        if table.has(metric):
+            outs.add_file(out / "sensitivity.png", "--report",
+                          lambda tmp: tradeoff_mod.plot_sensitivity(table, tmp, key))
+        if latency:
+            outs.add_json(out / "latency.json", comp.latency.to_dict(), "--report")
+        outs.add_json(out / "tradeoff.json", curve, "--report")
+        outs.add_file(out / "tradeoff.png", "--report", lambda tmp: tradeoff_mod.plot_tradeoff(curve, tmp))
     if "fit_unavailable" in table.meta:
         click.echo(f"note: fit metric unavailable: {table.meta['fit_unavailable']}", err=True)
     worst = table.ranking(None, metric)[:5]

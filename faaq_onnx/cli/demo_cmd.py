@@ -29,7 +29,10 @@ def command(out_dir, schemes, seed):
     from faaq_onnx.evaluate import compare, evaluate
     from faaq_onnx.pipeline import quantize
 
+    from faaq_onnx.outputs import check_destinations
+
     out = Path(out_dir)
+    check_destinations({"--out": out}, folders=("--out",))
     out.mkdir(parents=True, exist_ok=True)
     click.echo("training digits-cnn on scikit-learn's digits ...")
     module, (x_tr, y_tr), (x_te, y_te) = zoo.train_digits_cnn(seed=seed)

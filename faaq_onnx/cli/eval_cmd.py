@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from faaq_onnx.cli.common import json_option, write_json
+from faaq_onnx.cli.common import at_least, input_files, json_option, write_json
 
 
 @click.command("eval")
@@ -28,7 +28,12 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
     """
     from faaq_onnx import data as data_mod
     from faaq_onnx.evaluate import accuracy_report, compare, fidelity, predict
+    from faaq_onnx.outputs import check_destinations
 
+    at_least("--batch-size", batch_size)
+    at_least("--limit", limit)
+    check_destinations({"--json": json_path},
+                       input_files(**{f"model {m}": m for m in models}, **{"labeled data": data, "labels": labels}))
     kwargs = {"labels": labels} if labels else {}
     x, y = data_mod.load_labeled(data_mod.resolve_data_path(data), preset=preset, limit=limit, seed=seed, **kwargs)
     results = {}

@@ -42,6 +42,9 @@ def command(name, weights, output, opset, batch, seed, keep_batchnorm, list_mode
     if name not in zoo.ZOO:
         raise FaaqError(f"unknown zoo model {name!r}: choose one of {', '.join(zoo.ZOO)}")
     out = output or f"models/{name}.onnx"
+    from faaq_onnx.outputs import check_destinations
+
+    check_destinations({"-o": out})
     path = zoo.export(name, out, weights=weights, opset=opset, batch=batch, seed=seed, keep_batchnorm=keep_batchnorm)
     source = f" with weights {zoo.resolve_weights(name, weights)}" if weights else " (random init)"
     if weights is None and name == "digits-cnn":

@@ -14,6 +14,10 @@ from faaq_onnx.cli.common import json_option, write_json
 @json_option
 def command(model, kernels, no_simplify, json_path):
     """Print the quantizer groups of MODEL (or, with --kernels, ORT's kernel choice)."""
+    from faaq_onnx.cli.common import input_files
+    from faaq_onnx.outputs import check_destinations
+
+    check_destinations({"--json": json_path}, input_files(model=model))
     if kernels:
         from faaq_onnx.runtime.kernels import format_kernel_report, kernel_report
 

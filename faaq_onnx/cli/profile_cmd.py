@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from faaq_onnx.cli.common import json_option, write_json
+from faaq_onnx.cli.common import at_least, input_files, json_option, write_json
 from faaq_onnx.errors import FaaqError
 
 
@@ -27,7 +27,7 @@ def _int_list(text: str, what: str) -> list[int]:
 @click.option("--batch", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per measurement.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
-@click.option("--threads", type=int, default=None, help="ORT intra-op threads (default: ORT's choice).")
+@click.option("--threads", type=int, default=None, help="ORT intra-op threads (default or 0: ORT's choice).")
 @click.option("--per-op", is_flag=True, help="Also profile per op type and node; share of time in integer kernels.")
 @click.option("--top", type=int, default=15, show_default=True, help="Nodes listed with --per-op.")
 @click.option("--in-process", is_flag=True,
@@ -44,9 +44,17 @@ def command(models, ep, batch, runs, warmup, threads, per_op, top, in_process, p
     batches = _int_list(batch, "batch")
     if top < 1:
         raise FaaqError("--top must be at least 1")
+    at_least("--runs", runs)
+    at_least("--warmup", warmup, 0)
+    if threads is not None and threads < 0:
+        raise FaaqError(f"--threads must be at least 1 (or 0: ONNX Runtime's choice), got {threads}")
     for m in models:
         if not Path(m).is_file():
             raise FaaqError(f"model file not found: {m}")
+    from faaq_onnx.outputs import OutputSet, check_destinations
+
+    check_destinations({"--json": json_path, "--plot": plot_path},
+                       input_files(**{f"model {m}": m for m in models}))
 
     def progress(line: str) -> None:
         click.echo(f"profiling {line} ...", err=True)
@@ -54,12 +62,16 @@ def command(models, ep, batch, runs, warmup, threads, per_op, top, in_process, p
     report = profile_models(models, eps=eps, batches=batches, warmup=warmup, runs=runs, threads=threads,
                             per_op=per_op, top=top, isolate=not in_process, progress=progress)
     click.echo(format_profile(report))
-    if json_path:
+    if json_path == "-":
         write_json(json_path, report)
-        click.echo(f"wrote {json_path}")
-    if plot_path:
-        plot_latency_vs_size(report, plot_path)
-        click.echo(f"wrote {plot_path}")
+    with OutputSet() as outs:  # both or neither
+        if json_path and json_path != "-":
+            outs.add_json(json_path, report, "--json")
+        if plot_path:
+            outs.add_file(plot_path, "--plot", lambda tmp: plot_latency_vs_size(report, tmp))
+    for path in (json_path, plot_path):
+        if path and path != "-":
+            click.echo(f"wrote {path}")
 
 
 def plot_latency_vs_size(report: dict, path: str | Path) -> Path:

@@ -6,7 +6,18 @@ import sys
 
 import click
 
-from faaq_onnx.cli.common import echo_warnings, human_bytes, json_option, seed_option, write_json
+from faaq_onnx.cli.common import (
+    at_least,
+    cache_option,
+    check_cache_dir,
+    echo_warnings,
+    human_bytes,
+    input_files,
+    json_option,
+    preset_option,
+    seed_option,
+    write_json,
+)
 from faaq_onnx.config import OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
@@ -122,7 +133,8 @@ def mixed_options(f):
         click.option("--allocator", type=click.Choice(["knapsack", "greedy"]), default="knapsack", show_default=True),
         click.option("--labels-data", default=None, help="Labeled .npz (x, y) for --budget max-drop=..."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-                     help="Where sensitivity tables are cached (default ~/.cache/faaq)."),
+                     help="Where sensitivity tables (and measured kernel costs) are cached "
+                          "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq]."),
         click.option("--no-cache", is_flag=True, help="Do not read or write the sensitivity cache."),
         click.option("--workers", type=int, default=1, show_default=True,
                      help="Run the sensitivity sweep on this many local Ray workers (needs the ray extra)."),
@@ -134,12 +146,12 @@ def mixed_options(f):
     return f
 
 
-def load_labeled_option(path, seed):
+def load_labeled_option(path, seed, preset=None):
     if not path:
         return None
     from faaq_onnx import data
 
-    return data.load_labeled(data.resolve_data_path(path), seed=seed)
+    return data.load_labeled(data.resolve_data_path(path), preset=preset, seed=seed)
 
 
 def _calib_size(text) -> int | None:
@@ -154,13 +166,24 @@ def _calib_size(text) -> int | None:
     return n
 
 
-def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
-    if o.get("scheme") and (o.get("weight_bits") or o.get("act_bits")):
+def _bits(option: str, value: int) -> int:
+    from faaq_onnx.quant.formats import SUPPORTED_BITS
+
+    if value not in SUPPORTED_BITS:
+        raise FaaqError(f"{option} {value} unsupported: choose one of {', '.join(map(str, SUPPORTED_BITS))}")
+    return value
+
+
+def config_from_options(o: dict, candidates: str | None = None, **extra) -> QuantConfig:
+    """The QuantConfig of the shared options; `extra` sets further fields (workers, latency_batch),
+    validated with the rest."""
+    wb, ab = o.get("weight_bits"), o.get("act_bits")
+    if o.get("scheme") and (wb is not None or ab is not None):
         raise FaaqError("give either --scheme or --weight-bits/--act-bits, not both")
-    if o.get("weight_bits") or o.get("act_bits"):
-        if not (o.get("weight_bits") and o.get("act_bits")):
+    if wb is not None or ab is not None:
+        if wb is None or ab is None:
             raise FaaqError("--weight-bits and --act-bits go together")
-        scheme = Candidate.parse(f"w{o['weight_bits']}a{o['act_bits']}")
+        scheme = Candidate(_bits("--weight-bits", wb), _bits("--act-bits", ab))
     else:
         scheme = Candidate.parse(o.get("scheme") or "w8a8")
     weight_only = scheme.weight_only
@@ -172,7 +195,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
     return QuantConfig(
         scheme=scheme,
         weight_granularity=granularity,
-        block_size=o["block_size"] or (128 if weight_only else 32),
+        block_size=o["block_size"] if o["block_size"] is not None else (128 if weight_only else 32),
         weight_symmetric=(not weight_only) if o["weight_symmetric"] is None else o["weight_symmetric"],
         act_symmetric=o["act_symmetric"],
         act_range=o["act_range"],
@@ -196,7 +219,9 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
         smoothquant_alpha=o.get("smoothquant_alpha", 0.5),
         int2=o.get("int2", True),
         matmul_kernel=o.get("matmul_kernel", "int8"),
+        preset=o.get("preset"),
         progress=not o["quiet"] and sys.stderr.isatty(),
+        **extra,
     )
 
 
@@ -209,6 +234,7 @@ def config_from_options(o: dict, candidates: str | None = None) -> QuantConfig:
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the chosen BitPlan as JSON.")
 @click.option("--save-overrides", type=click.Path(dir_okay=False),
               help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.")
+@preset_option
 @json_option
 def command(model, output, plan_path, save_plan, save_overrides, json_path, budget, candidates, metric, allocator,
             labels_data, cache_dir, no_cache, ep, latency_batch, workers, ray_address, **opts):
@@ -218,23 +244,41 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
     faaq measures each quantizer group's sensitivity and allocates bit widths per
     group from --candidates; without it, --scheme applies everywhere.
     """
+    from faaq_onnx.analysis.budget import Budget
+    from faaq_onnx.outputs import OutputSet, check_destinations
     from faaq_onnx.pipeline import quantize
     from faaq_onnx.plan import BitPlan
 
-    config = config_from_options(opts, candidates if budget else None)
-    config.workers, config.ray_address = workers, ray_address
+    # everything the user can get wrong is refused here, in one line, before any work
+    at_least("--latency-batch", latency_batch)
+    config = config_from_options(opts, candidates if budget else None, workers=workers, ray_address=ray_address)
     if (workers > 1 or ray_address) and not budget:
         raise FaaqError("--workers/--ray-address distribute the sensitivity sweep of a --budget run")
+    parsed = Budget.parse(budget) if budget else None
+    check_destinations({"-o": output, "--save-plan": save_plan, "--save-overrides": save_overrides,
+                        "--json": json_path},
+                       input_files(model=model, **{"calibration data": opts["calib"], "plan": plan_path,
+                                                   "labeled data": labels_data}))
+    if parsed is not None:
+        check_cache_dir(cache_dir, no_cache)
     plan = BitPlan.load(plan_path) if plan_path else None
-    labeled = load_labeled_option(labels_data, opts["seed"])
-    result = quantize(model, opts["calib"], output, config, plan=plan, budget=budget, candidates=candidates,
-                      metric=metric, allocator=allocator, cache_dir=False if no_cache else cache_dir, labeled=labeled,
-                      ep=ep, latency_batch=latency_batch)
-    if save_plan:
-        result.plan.save(save_plan)
-    if save_overrides:
-        write_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config))
-    if json_path:
+    labeled = load_labeled_option(labels_data, opts["seed"], config.preset)
+    result = quantize(model, opts["calib"], None, config, plan=plan, budget=parsed, candidates=candidates,
+                      metric=metric, allocator=allocator, cache_dir=cache_option(cache_dir, no_cache),
+                      labeled=labeled, ep=ep, latency_batch=latency_batch)
+    # the outputs commit together: all written beside their targets, then renamed; if one
+    # cannot be written, none is (the model included)
+    with OutputSet() as outs:
+        result.report["output_bytes"] = outs.add_model(output, result.model, "-o")
+        result.report["output"] = str(output)
+        if save_plan:
+            outs.add_json(save_plan, result.plan.to_dict(), "--save-plan")
+        if save_overrides:
+            outs.add_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config),
+                          "--save-overrides")
+        if json_path and json_path != "-":
+            outs.add_json(json_path, result.report, "--json")
+    if json_path == "-":
         write_json(json_path, result.report)
     echo_warnings(result.report["warnings"])
     click.echo(summary_line(result.report), err=json_path == "-")

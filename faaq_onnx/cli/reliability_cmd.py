@@ -31,9 +31,9 @@ def command(model, data, labels, preset, trials, noise_share, dominant_class, do
     import onnx
 
     from faaq_onnx import data as data_mod
-    from faaq_onnx.cli.common import write_json
+    from faaq_onnx.cli.common import at_least, input_files
     from faaq_onnx.errors import FaaqError
-    from faaq_onnx.outputs import write_text_atomic
+    from faaq_onnx.outputs import OutputSet, check_destinations
     from faaq_onnx.reliability import (
         CalibrationDraw,
         plot_drops,
@@ -41,7 +41,16 @@ def command(model, data, labels, preset, trials, noise_share, dominant_class, do
         to_markdown,
     )
 
+    at_least("--trials", trials, 2)
+    at_least("--test-limit", test_limit)
     config = config_from_options(opts)
+    draw = CalibrationDraw(config.calib_size or 256, noise_share, dominant_class, dominant_share,
+                           held_out=min(config.verify_samples, 64))
+    out = Path(report_dir)
+    check_destinations({"--report": out}, folders=("--report",))
+    check_destinations([("--report", out / n) for n in ("reliability.json", "reliability.md", "per_class_drops.png")],
+                       input_files(model=model, **{"calibration data": opts["calib"], "labeled data": data,
+                                                   "labels": labels}))
     pool = data_mod.load_labeled(data_mod.resolve_data_path(opts["calib"]), preset=preset, seed=opts["seed"])
     kwargs = {"labels": labels} if labels else {}
     test = data_mod.load_labeled(data_mod.resolve_data_path(data), preset=preset, limit=test_limit,
@@ -49,17 +58,14 @@ def command(model, data, labels, preset, trials, noise_share, dominant_class, do
     graph_inputs = [i.name for i in onnx.load(model, load_external_data=False).graph.input]
     if len(graph_inputs) < 1:
         raise FaaqError(f"{model} has no inputs")
-    draw = CalibrationDraw(config.calib_size or 256, noise_share, dominant_class, dominant_share,
-                           held_out=min(config.verify_samples, 64))
 
     def progress(i, n, top1):
         click.echo(f"  draw {i}/{n}: top-1 {100 * top1:.2f}%", err=True)
 
     summary = run_trials(model, pool, test, config, trials, draw, graph_inputs[0], progress)
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "reliability.json", summary)
     md = to_markdown(summary)
-    write_text_atomic(out / "reliability.md", md)
-    plot_drops(summary, out / "per_class_drops.png")
+    with OutputSet() as outs:  # the three files, or none
+        outs.add_json(out / "reliability.json", summary, "--report")
+        outs.add_text(out / "reliability.md", md, "--report")
+        outs.add_file(out / "per_class_drops.png", "--report", lambda tmp: plot_drops(summary, tmp))
     click.echo(md + f"report written to {out}/ (reliability.json/.md, per_class_drops.png)")

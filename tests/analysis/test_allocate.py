@@ -237,8 +237,14 @@ def test_infeasible_max_drop_reports_the_best_drop():
 
 def test_budget_values_zero_and_negative():
     assert Budget.parse("max-drop=0").value == 0.0  # "no drop at all" is a valid floor
-    for bad in ("avg-bits=0", "size-mb=0", "max-drop=-1", "sqnr-db=-3"):
-        with pytest.raises(FaaqError, match="must be positive"):
+    for bad in ("avg-bits=0", "size-mb=0", "sqnr-db=-3", "bops=-0.5", "latency=0", "latency-ms=0"):
+        kind = bad.split("=")[0]
+        with pytest.raises(FaaqError, match=f"--budget {kind} must be > 0, got {bad.split('=')[1]}"):
+            Budget.parse(bad)
+    with pytest.raises(FaaqError, match=r"--budget max-drop must be >= 0 \(percentage points of top-1\), got -1"):
+        Budget.parse("max-drop=-1")
+    for bad in ("avg-bits=1e999", "max-drop=1e400"):  # inf: a number float() reads, but no budget
+        with pytest.raises(FaaqError, match=f"--budget {bad.split('=')[0]} must be a finite number"):
             Budget.parse(bad)
 
 

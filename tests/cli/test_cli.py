@@ -267,3 +267,234 @@ def test_int2_fallback_warning_reaches_the_terminal(runner, tiny_cnn, calib_npz,
     assert r.exit_code == 0, r.output
     assert "warning: 2-bit weights stored in int4 containers: this ONNX Runtime cannot run int2" in r.stderr
     assert "warning:" not in r.stdout
+
+
+def _no_work(monkeypatch):
+    """Make any compilation fail loudly: a check that must come before the work then shows it does."""
+    import faaq_onnx.pipeline as pipeline
+
+    def started(*args, **kwargs):
+        raise AssertionError("the compilation started before the options and outputs were checked")
+
+    monkeypatch.setattr(pipeline, "Compilation", started)
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _error_lines(r):
+    """What stderr says besides the run's warnings (those come first when the work was done)."""
+    assert "Traceback" not in r.output
+    return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("warning: ")]
+
+
+@pytest.mark.parametrize("cmd", ["quantize", "analyze"])
+def test_cache_dir_is_written_and_read_back(runner, tiny_cnn, calib_npz, tmp_path, cmd):
+    """--cache-dir DIR: the sweep's table (and analyze --latency's kernel costs) land in DIR,
+    and a second run with the same settings reads them instead of measuring again."""
+    cache = tmp_path / "cache"
+
+    def run(i):
+        if cmd == "quantize":
+            rep = tmp_path / f"r{i}.json"
+            args = ["quantize", tiny_cnn, "-o", str(tmp_path / f"q{i}.onnx"), "--budget", "avg-bits=6",
+                    "--candidates", "w4a8,w8a8", "--json", str(rep)]
+        else:
+            rep = tmp_path / f"rep{i}"
+            args = ["analyze", tiny_cnn, "--report", str(rep), "--points", "2", "--metrics", "sqnr", "--latency"]
+        r = runner.invoke(main, [*args, "--calib", calib_npz, "--cache-dir", str(cache), "-q"])
+        assert r.exit_code == 0, r.output
+        if cmd == "quantize":
+            return json.loads(rep.read_text())["sensitivity"], None
+        return (json.loads((rep / "sensitivity.json").read_text())["meta"],
+                json.loads((rep / "latency.json").read_text())["meta"])
+
+    sens, lat = run(1)
+    names = [p.name for p in cache.iterdir()]
+    assert sum(n.startswith("sensitivity-") and n.endswith(".json") for n in names) == 1, names
+    assert "cached" not in sens
+    if cmd == "analyze":
+        assert sum(n.startswith("latency-") for n in names) == 1 and "cached" not in lat
+    sens, lat = run(2)
+    assert sens["cached"].startswith(str(cache))
+    if cmd == "analyze":
+        assert lat["cached"].startswith(str(cache))
+
+
+@pytest.mark.parametrize("cmd,option", [
+    ("quantize", "-o"), ("quantize", "--json"), ("quantize", "--save-plan"), ("quantize", "--save-overrides"),
+    ("quantize", "--cache-dir"), ("analyze", "--report"), ("analyze", "--cache-dir"),
+])
+def test_unwritable_destination_is_one_line_before_any_work(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch,
+                                                            cmd, option):
+    """A destination under a regular file (root can write to read-only folders, so that is the
+    case a test can make) is refused up front: nothing computed, nothing written, no folder made."""
+    _no_work(monkeypatch)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("in the way")
+    bad = str(blocker / "out")
+    outs = tmp_path / "outs"  # missing: made only when something is written there
+    if cmd == "quantize":
+        dests = {"-o": outs / "q.onnx", "--json": outs / "r.json", "--save-plan": outs / "p.json",
+                 "--save-overrides": outs / "o.json", "--cache-dir": outs / "cache"}
+        args = ["quantize", tiny_cnn, "--budget", "avg-bits=6", "--candidates", "w4a8,w8a8"]
+    else:
+        dests = {"--report": outs / "rep", "--cache-dir": outs / "cache"}
+        args = ["analyze", tiny_cnn]
+    dests[option] = bad
+    for opt, path in dests.items():
+        args += [opt, str(path)]
+    before = _tree(tmp_path)
+    r = runner.invoke(main, [*args, "--calib", calib_npz, "-q"])
+    assert r.exit_code == 2, r.output
+    lines = _error_lines(r)
+    assert len(lines) == 1 and option in lines[0] and bad in lines[0] and "not a folder" in lines[0], r.stderr
+    assert _tree(tmp_path) == before and blocker.read_text() == "in the way"
+
+
+def test_output_that_is_an_input_is_refused(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
+    """--json (like -o) never overwrites the model or the calibration data it reads."""
+    _no_work(monkeypatch)
+    model_bytes = open(tiny_cnn, "rb").read()
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--json", tiny_cnn, "-q"])
+    assert r.exit_code == 2 and "--json" in r.stderr and "input" in r.stderr, r.output
+    assert open(tiny_cnn, "rb").read() == model_bytes
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--save-plan", str(tmp_path / "q.onnx"), "-q"])
+    assert r.exit_code == 2 and "--save-plan" in r.stderr and "-o" in r.stderr, r.output
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_quantize_outputs_commit_together(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
+    """When one destination breaks after the checks (the plan's folder replaced by a file while
+    the model was quantized), no output is written, the model included, and nothing half-made stays."""
+    import faaq_onnx.pipeline as pipeline
+
+    real = pipeline.quantize
+    plans = tmp_path / "plans"
+    plans.mkdir()
+
+    def quantize_then_break(*args, **kwargs):
+        result = real(*args, **kwargs)
+        plans.rmdir()
+        plans.write_text("in the way")
+        return result
+
+    monkeypatch.setattr(pipeline, "quantize", quantize_then_break)
+    out, rep = tmp_path / "new" / "q.onnx", tmp_path / "r.json"
+    before = _tree(tmp_path)
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--json", str(rep),
+                             "--save-plan", str(plans / "p.json"), "-q"])
+    assert r.exit_code == 2, r.output
+    lines = _error_lines(r)
+    assert len(lines) == 1 and "--save-plan" in lines[0] and str(plans / "p.json") in lines[0], r.stderr
+    assert not out.exists() and not rep.exists()
+    assert _tree(tmp_path) == before  # no temporary file, no folder made for -o
+
+
+def test_analyze_report_is_whole_or_absent(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
+    """A report file that cannot be written (disk full while plotting) leaves no report file at all."""
+    import errno
+
+    import faaq_onnx.analysis.tradeoff as tradeoff
+
+    def disk_full(curve, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tradeoff, "plot_tradeoff", disk_full)
+    rep = tmp_path / "rep"
+    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "2",
+                             "--metrics", "sqnr", "--no-cache", "-q"])
+    assert r.exit_code == 2, r.output
+    lines = _error_lines(r)
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "tradeoff.png" in lines[0], r.stderr
+    assert not rep.exists()
+
+
+def _image_folder(tmp_path, n=12, size=16):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return str(folder)
+
+
+@pytest.mark.parametrize("cmd", ["quantize", "analyze"])
+def test_preset_reaches_image_folder_calibration(runner, tiny_cnn, tmp_path, cmd):
+    """README: a folder of images is calibration data with --preset. The tiny model takes
+    3x16x16: guessed (ImageNet, 224x224) or named imagenet the images do not fit; 'none'
+    (decoded, HWC -> CHW, nothing else) fits, so the preset is what the loader applied."""
+    folder = _image_folder(tmp_path)
+    if cmd == "quantize":
+        rep = tmp_path / "r.json"
+        args = ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--json", str(rep)]
+    else:
+        rep = tmp_path / "rep"
+        args = ["analyze", tiny_cnn, "--report", str(rep), "--points", "2", "--metrics", "sqnr", "--no-cache"]
+    r = runner.invoke(main, [*args, "--calib", folder, "--preset", "imagenet", "-q"])
+    assert r.exit_code == 2 and "224" in r.stderr, r.output
+    r = runner.invoke(main, [*args, "--calib", folder, "--preset", "none", "-q"])
+    assert r.exit_code == 0, r.output
+    if cmd == "quantize":
+        report = json.loads(rep.read_text())
+        assert report["config"]["preset"] == "none" and report["calibration"]["samples"] > 0
+    else:
+        assert (rep / "sensitivity.json").exists()
+    r = runner.invoke(main, [*args, "--calib", folder, "--preset", "cifar100", "-q"])
+    assert r.exit_code == 2 and "--preset" in r.stderr and "cifar10, imagenet" in r.stderr, r.output
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--granularity", "block", "--block-size", "0"], "--block-size must be an even number >= 2, got 0"),
+    (["--block-size", "-4"], "--block-size must be an even number >= 2, got -4"),
+    (["--sensitivity-samples", "0", "--budget", "avg-bits=6"], "--sensitivity-samples must be at least 1, got 0"),
+    (["--sensitivity-samples", "-1", "--budget", "avg-bits=6"], "--sensitivity-samples must be at least 1, got -1"),
+    (["--budget", "avg-bits=0"], "--budget avg-bits must be > 0"),
+    (["--budget", "size-mb=-1"], "--budget size-mb must be > 0"),
+    (["--budget", "bops=0"], "--budget bops must be > 0"),
+    (["--budget", "latency-ms=0"], "--budget latency-ms must be > 0"),
+    (["--budget", "max-drop=-1"], "--budget max-drop must be >= 0"),
+    (["--budget", "avg-bits=1e999"], "--budget avg-bits must be a finite number"),
+    (["--workers", "0", "--budget", "avg-bits=6"], "--workers must be at least 1, got 0"),
+    (["--latency-batch", "0", "--budget", "latency=1.1"], "--latency-batch must be at least 1, got 0"),
+    (["--weight-bits", "0", "--act-bits", "8"], "--weight-bits 0 unsupported"),
+    (["--weight-bits", "4", "--act-bits", "-8"], "--act-bits -8 unsupported"),
+    (["--optimize-iters", "0"], "--optimize-iters must be at least 1, got 0"),
+    (["--optimize-samples", "-2"], "--optimize-samples must be at least 1, got -2"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+])
+def test_out_of_range_option_is_one_line_before_any_work(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch,
+                                                         extra, match):
+    _no_work(monkeypatch)
+    out = tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "-q", *extra])
+    assert r.exit_code == 2, r.output
+    lines = _error_lines(r)
+    assert len(lines) == 1 and match in lines[0], r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["analyze", "{model}", "--calib", "{calib}", "--report", "{tmp}/rep", "--points", "0"],
+     "--points must be at least 1, got 0"),
+    (["analyze", "{model}", "--calib", "{calib}", "--report", "{tmp}/rep", "--latency", "--latency-batch", "0"],
+     "--latency-batch must be at least 1, got 0"),
+    (["eval", "{model}", "--data", "{labeled}", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["profile", "{model}", "--threads", "-1"], "--threads must be at least 1 (or 0: ONNX Runtime's choice)"),
+])
+def test_out_of_range_option_other_commands(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch, args, match):
+    _no_work(monkeypatch)
+    labeled = tmp_path / "labeled.npz"
+    rng = np.random.default_rng(0)
+    np.savez(labeled, x=rng.standard_normal((8, 3, 16, 16)).astype(np.float32), y=rng.integers(0, 4, 8))
+    args = [a.format(model=tiny_cnn, calib=calib_npz, tmp=tmp_path, labeled=labeled) for a in args]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 2, r.output
+    lines = _error_lines(r)
+    assert len(lines) == 1 and match in lines[0], r.stderr
+    assert not (tmp_path / "rep").exists()
