@@ -128,7 +128,7 @@ def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     run time from the input's Shape (dynamic height and width: nothing folds; the pads
     are right for 16x16 inputs), HardSigmoid*Mul
     (TorchScript's hardswish), a constant Pad before a depthwise Conv, ReLU6 as Clip,
-    HardSwish, GAP and a Gemm."""
+    HardSwish, GAP and a classifier as MatMul + bias Add (Paddle's way)."""
     rng = np.random.default_rng(seed)
     inits = []
 
@@ -160,8 +160,8 @@ def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
         helper.make_node("HardSwish", ["c3"], ["hsw3"], name="hswish3"),
         helper.make_node("GlobalAveragePool", ["hsw3"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", init("fc.w", rng.normal(0, 0.5, (10, 16))), init("fc.b", rng.normal(0, 0.1, 10))],
-                         ["logits"], transB=1, name="fc"),
+        helper.make_node("MatMul", ["flat", init("fc.w", rng.normal(0, 0.5, (16, 10)))], ["fc_mm"], name="fc"),
+        helper.make_node("Add", ["fc_mm", init("fc.b", rng.normal(0, 0.1, 10))], ["logits"], name="fc_bias"),
     ]
     graph = helper.make_graph(
         nodes, "foreign_cnn",

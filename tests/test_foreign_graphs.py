@@ -59,3 +59,26 @@ def test_at_least_ort_quantizers_kernels_and_fidelity(foreign_cnn, foreign_calib
     x = {"input": np.random.default_rng(9).standard_normal((64, 3, 16, 16)).astype(np.float32)}
     ref = run_model(foreign_cnn, x)[0]
     assert _sqnr(ref, run_model(str(ours), x)[0]) >= _sqnr(ref, run_model(theirs, x)[0]) - 0.5
+
+
+def test_kernel_report_sees_weights_held_in_constant_nodes(tmp_path):
+    """Paddle and TF converters keep weights in Constant nodes; ORT's quantizer then writes
+    Q(constant) -> DQ, which ORT folds at load: the report must count those weighted ops."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "wv")),
+         helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Relu", ["c"], ["y"])],
+        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    src = tmp_path / "const.onnx"
+    onnx.save(model, src)
+    calib = {"input": np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)}
+    theirs = _ort_quantize(str(src), calib, str(tmp_path / "ort.onnx"))
+    weighted = kernel_report(theirs)["weighted_ops"]
+    assert weighted["total"] == 1 and weighted["integer"] == 1

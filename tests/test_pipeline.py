@@ -134,7 +134,7 @@ def test_first_last_keeps_the_edge_layers_at_their_scheme(tiny_cnn, cnn_calib):
     choices = res.report["plan"]["choices"]
     assert choices["g:conv1"] == "w8a8" and choices["g:fc"] == "w8a8"
     assert [c for g, c in choices.items() if g not in ("g:conv1", "g:fc")] == ["w4a4"] * (len(choices) - 2)
-    bits = {w: v["bits"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
+    bits = {w: v["planned_bits"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
     assert bits["fc.w"] == 8 and sorted(bits.values()) == [4, 8, 8]
     with pytest.raises(FaaqError, match="uniform"):
         quantize(tiny_cnn, cnn_calib, config=QuantConfig(first_last="w8a8", progress=False), budget="avg-bits=5")

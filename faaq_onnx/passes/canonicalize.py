@@ -14,6 +14,7 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.passes.cle import CrossLayerEqualizationPass
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
+from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
 from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
@@ -36,6 +37,7 @@ def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True,
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FoldBatchNormPass(),
         FoldPadIntoConvPass(),
+        FuseMatMulAddPass(),
         *([cle_pass] if cle_pass else []),
         *([AddZeroBiasPass()] if zero_biases else []),
         common.RemoveUnusedNodesPass(),

@@ -62,6 +62,9 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
                     name: str = "<model>") -> dict:
     """kernel_report for a model and the graph ORT saved for it (optimized_model_filepath)."""
     inits = {t.name: t for t in original.graph.initializer}
+    for n in original.graph.node:  # exporters (and quantizers run on their files) keep weights in Constants
+        if n.op_type == "Constant" and n.output and any(a.name == "value" for a in n.attribute):
+            inits.setdefault(n.output[0], next(a.t for a in n.attribute if a.name == "value"))
     producer = {o: n for n in original.graph.node for o in n.output}
     opt_nodes = list(optimized.graph.node)
     by_name = {n.name: n for n in opt_nodes}
@@ -87,6 +90,14 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
         blocked = False
         for i, dq in dq_inputs:
             src, via_cast = _through_cast(dq.input[0], producer, inits)
+            q = producer.get(src)
+            if src not in inits and q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+                # Q(constant float weight) -> DQ, as ORT's quantizer writes for weights held in Constant
+                # nodes: ORT folds the Q at load, so the kernel sees a constant integer weight
+                t = _TYPE_NAMES.get(inits[q.input[2]].data_type, "uint8") if len(q.input) > 2 and q.input[2] in inits \
+                    else "uint8"
+                weight_type = weight_type or f"{t} (quantized at load)"
+                continue
             if src in inits:
                 if weight_type is None and inits[src].data_type != onnx.TensorProto.INT32:
                     t = _TYPE_NAMES.get(inits[src].data_type, str(inits[src].data_type))

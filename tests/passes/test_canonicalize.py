@@ -88,3 +88,30 @@ def test_pad_folding_adds_to_existing_pads_and_keeps_what_conv_cannot_express():
     for kept in (_pad_conv(value=1.0), _pad_conv({"mode": "reflect"}), _pad_conv(pads=(0, 1, 1, 1, 0, 0, 1, 1)),
                  _pad_conv(pads=(0, 0, -1, 0, 0, 0, 1, 1))):
         assert not FoldPadIntoConvPass()(ir.from_proto(kept)).modified
+
+
+def test_matmul_and_bias_add_become_one_gemm(foreign_cnn):
+    """A classifier exported as MatMul + Add: ORT would fuse it into a float Gemm whose bias
+    blocks QGemm; as a Gemm here its bias becomes faaq's int32 bias."""
+    model, _ = canonicalize(load_model(foreign_cnn))
+    ops = [n.op_type for n in model.graph]
+    assert "MatMul" not in ops and ops.count("Gemm") == 1
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    assert [v.name for v in gemm.inputs[1:]] == ["fc.w", "fc.b"] and gemm.outputs[0].name == "logits"
+    x = {"input": np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(to_proto(model), x)[0], run_model(foreign_cnn, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_without_a_constant_bias_or_of_rank_3_stays(tiny_mlp):
+    from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
+
+    w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]),
+                                       helper.make_tensor_value_info("b", TensorProto.FLOAT, [5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])], [w])
+    assert not FuseMatMulAddPass()(ir.from_proto(helper.make_model(g))).modified  # bias is an input
+    g3 = helper.make_graph(nodes, "g3", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5])],
+                           [w, numpy_helper.from_array(np.ones(5, np.float32), "b")])
+    assert not FuseMatMulAddPass()(ir.from_proto(helper.make_model(g3))).modified  # a transformer's 3-D MatMul
