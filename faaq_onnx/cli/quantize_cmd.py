@@ -66,6 +66,11 @@ def quant_options(f):
         click.option("--int2/--no-int2", "int2", default=True, show_default=True,
                      help="Store 2-bit weights as int2 (needs opset 25 and an ONNX Runtime that runs it, checked at "
                           "run time; else int4 containers, with a warning)."),
+        click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+                     help="8-bit weights in a 7-bit range (ONNX Runtime's reduce_range). Without VNNI (AVX2 x86), "
+                          "ORT's uint8 x int8 kernels add two products in int16 and saturate: the model no longer "
+                          "computes what its QDQ graph says. auto: on where ORT saturates on this CPU (asked of ORT "
+                          "once); off for a model deployed on VNNI CPUs or GPUs."),
         click.option("--matmul-kernel", type=click.Choice(["int8", "nbits", "auto"]), default="int8",
                      show_default=True,
                      help="MatMul/Gemm weights of W*A8 groups: int8 kernels (QLinearMatMul/MatMulInteger, cast "
@@ -218,6 +223,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         cle_relu6=o.get("cle_relu6", "keep"),
         smoothquant_alpha=o.get("smoothquant_alpha", 0.5),
         int2=o.get("int2", True),
+        reduce_range=o.get("reduce_range", "auto"),
         matmul_kernel=o.get("matmul_kernel", "int8"),
         preset=o.get("preset"),
         progress=not o["quiet"] and sys.stderr.isatty(),

@@ -498,3 +498,14 @@ def test_out_of_range_option_other_commands(runner, tiny_cnn, calib_npz, tmp_pat
     lines = _error_lines(r)
     assert len(lines) == 1 and match in lines[0], r.stderr
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("mode, bits", [("on", 7), ("off", 8)])
+def test_reduce_range_flag_sets_the_weight_range(runner, tiny_cnn, calib_npz, tmp_path, mode, bits):
+    """--reduce-range reaches the emitted weights: their stated range, not only the config."""
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--scheme", "w8a8", "--no-cache", "-q", "--json", str(report), "--reduce-range", mode])
+    assert r.exit_code == 0, r.output
+    per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
+    assert {w["bits"] for w in per_weight.values()} == {bits}
