@@ -361,6 +361,10 @@ def quantize(
     if budget is not None and budget.kind == "max-drop" and labeled is None:
         raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
     cands = parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
+    if budget is not None and config.ray_address:  # a dead address fails now, not after calibration
+        from faaq_onnx.runtime.workers import check_ray_address
+
+        check_ray_address(config.ray_address)
     if plan is not None:
         opset = needed_opset(plan, config, config.int2)
     elif cands is not None:
