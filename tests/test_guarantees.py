@@ -352,3 +352,20 @@ def test_max_drop_allocates_on_one_part_of_the_labels_and_checks_on_the_other(mo
     assert len(ids(chose)) == b["allocator_samples"] and len(ids(checked)) == b["held_out_samples"]
     assert not ids(chose) & ids(checked)  # no label the allocator chose with is one the drop is checked on
     assert "held-out labeled samples" in b["how"] and b["confidence"] == 0.95
+
+
+def test_a_floor_states_its_own_confidence(tiny_cnn, cnn_calib):
+    """`sqnr-db=X@0.6` is checked on the 60 % bound, which sits above the 99 % one."""
+    from faaq_onnx.analysis.budget import Budget
+
+    assert Budget.parse("sqnr-db=20@0.6").confidence == 0.6 and str(Budget.parse("max-drop=1@.99")) == "max-drop=1@0.99"
+    with pytest.raises(FaaqError, match="confidence"):
+        Budget.parse("sqnr-db=20@1.2")
+    measured = {}
+    for conf in (0.6, 0.99):
+        res = quantize(tiny_cnn, cnn_calib, config=_cfg(calib_size=32), budget=f"sqnr-db=5@{conf}",
+                       candidates="w4a8,w8a8", cache_dir=False)
+        b = res.report["budget"]
+        assert b["met"] and b["confidence"] == conf and res.report["verify"]["confidence"] == conf
+        measured[conf] = b["measured"]
+    assert measured[0.6] > measured[0.99]

@@ -32,10 +32,11 @@ class Budget:
     value: float
     reference: Candidate = Candidate(8, 8)
     bits: str = "stored"  # avg-bits only: count stored (container) or effective bits
+    confidence: float | None = None  # floors only: checked on a bound at this confidence (None: 0.95)
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
-        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9]+))?\s*", text.lower())
+        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9.]+))?\s*", text.lower())
         if not m or m.group(1) not in KINDS:
             raise FaaqError(f"cannot read budget {text!r}: write KIND=VALUE with KIND one of {', '.join(KINDS)}")
         kind, suffix = m.group(1), m.group(3)
@@ -50,17 +51,20 @@ class Budget:
                 raise FaaqError(f"--budget max-drop must be >= 0 (percentage points of top-1), got {value:g}")
         elif value <= 0:
             raise FaaqError(f"--budget {kind} must be > 0, got {value:g}")
-        ref, bits = Candidate(8, 8), "stored"
+        ref, bits, confidence = Candidate(8, 8), "stored", None
         if suffix is not None:
             if kind == "bops":
                 ref = Candidate.parse(suffix)
             elif kind == "avg-bits" and suffix in BIT_BASES:
                 bits = suffix
+            elif kind in FLOORS and re.fullmatch(r"0?\.[0-9]+", suffix) and 0.5 <= float(suffix) < 1:
+                confidence = float(suffix)
             else:
                 allowed = "@w8a16 (a reference scheme)" if kind == "bops" else (
-                    "@stored or @effective" if kind == "avg-bits" else "nothing")
+                    "@stored or @effective" if kind == "avg-bits" else
+                    "@0.95 (the confidence of the bound it is checked on, in [0.5, 1))" if kind in FLOORS else "nothing")
                 raise FaaqError(f"cannot read budget {text!r}: after {kind}= write {allowed}")
-        return cls(kind, value, ref, bits)
+        return cls(kind, value, ref, bits, confidence)
 
     @property
     def is_floor(self) -> bool:
@@ -72,6 +76,8 @@ class Budget:
             suffix = f"@{self.reference}"
         elif self.kind == "avg-bits" and self.bits != "stored":
             suffix = f"@{self.bits}"
+        elif self.kind in FLOORS and self.confidence is not None:
+            suffix = f"@{self.confidence:g}"
         return f"{self.kind}={self.value:g}{suffix}"
 
 
