@@ -24,8 +24,9 @@ class FuseMatMulAddPass(InPlacePass):
             if fused is None:
                 continue
             add, bias = fused
-            gemm = ir.node("Gemm", [mm.inputs[0], mm.inputs[1], bias], name=(mm.name or "matmul") + "_gemm")
+            gemm = ir.node("Gemm", [mm.inputs[0], mm.inputs[1], bias])
             graph.insert_after(add, gemm)
+            gemm.name = mm.name  # the layer keeps its name (plans, reports, overrides name it)
             out = add.outputs[0]
             gemm.outputs[0].type, gemm.outputs[0].shape = out.type, out.shape
             ir.convenience.replace_all_uses_with(out, gemm.outputs[0], replace_graph_outputs=True)

@@ -68,7 +68,7 @@ def test_int8_qdq_conv_fuses_into_qlinearconv(tmp_path):
     rep = kernel_report(str(p))
     (conv,) = rep["quantized_nodes"]
     assert conv == {"node": "conv", "op_type": "Conv", "weight_type": "int8", "activation_type": "uint8",
-                    "runs_as": "QLinearConv", "integer_kernel": True}
+                    "runs_as": "QLinearConv", "integer_kernel": True, "weighted": True}
     assert rep["ops_before"]["Conv"] == 1 and rep["ops_before"]["DequantizeLinear"] == 3
     assert rep["integer_ops_after"] == {"com.microsoft.QLinearConv": 1}
     assert "Conv" not in rep["ops_after"]
@@ -117,7 +117,8 @@ def test_blocked_int4_matmul_is_fused_by_ort_and_by_our_pass():
     assert rep2["ops_before"] == {"com.microsoft.MatMulNBits": 1}
     assert rep2["ops_after"] == {"com.microsoft.MatMulNBits": 1}
     assert rep2["quantized_nodes"] == [{"node": "mm", "op_type": "MatMulNBits", "weight_type": "uint4 (packed)",
-                                        "activation_type": None, "runs_as": "MatMulNBits", "integer_kernel": True}]
+                                        "activation_type": None, "runs_as": "MatMulNBits", "integer_kernel": True,
+                                        "weighted": True}]
     assert rep2["summary"][0] == "all 1 quantized ops on integer kernels"
 
 
