@@ -31,6 +31,60 @@ def test_probe_matches_the_emitted_qdq_model(comp):
     assert probe_sqnr == pytest.approx(emitted, abs=0.5)
 
 
+def _run_unoptimized(proto, feeds):
+    """ORT with every graph optimization off: QDQ runs as QuantizeLinear / DequantizeLinear and
+    float kernels, never as integer kernels with their own rounding."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs() + sess.get_overridable_initializers()}
+    return sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+
+@pytest.mark.parametrize("scheme", ["w4a8", "w8a8"])
+def test_probe_fake_quant_is_the_emitted_qdq_bit_for_bit(comp, scheme):
+    """The probe's fake-quant, fed the plan's parameters by the prober, computes what ORT's QDQ
+    computes: the same numbers on the calibration inputs (where activations reach the clipping
+    range), not SQNRs 0.5 dB apart. A scale 3 % off or a qmax two codes short shows here.
+
+    The emitted model's biases are int32 (scale s_x * s_w) while the probe runs the float bias;
+    the probe is fed the emitted biases, dequantized, so everything else is compared exactly."""
+    from onnx import numpy_helper
+
+    from faaq_onnx.analysis.probe import param_name
+
+    plan = comp.uniform(scheme)
+    model = comp.build(plan)[0]
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    float_bias = {n.name: n.input[2] for n in comp.float_proto.graph.node if n.op_type in ("Conv", "Gemm")}
+    biases = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
+            dq = producer[node.input[2]]
+            assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].dtype == np.int32
+            zp = inits[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else 0
+            biases[float_bias[node.name]] = ((inits[dq.input[0]].astype(np.int64) - zp).astype(np.float32)
+                                             * inits[dq.input[1]]).astype(np.float32)
+    assert len(biases) == 3
+    weights, acts = comp.prober.feeds(plan.choices)  # the parameters the sensitivity sweep feeds
+    assert acts and weights
+    x = {k: v for k, v in comp.inputs.items()}
+    feeds = {**x, **{param_name(a): disabled_params() for a in comp.qgraph.activations},
+             **{param_name(a): p for a, p in acts.items()}, **weights}
+    probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=list(biases))
+    probed_float_bias = _run_unoptimized(probe, feeds)
+    probed = _run_unoptimized(probe, {**feeds, **biases})
+    emitted = _run_unoptimized(model, x)
+    tol = 1e-5 * float(np.abs(emitted).max())
+    np.testing.assert_allclose(probed, emitted, rtol=0, atol=tol)
+    # the test's probe graph is the sweep's: same outputs as the prober's own session
+    np.testing.assert_allclose(comp.prober.outputs(plan.choices)[0], probed_float_bias, rtol=0, atol=tol)
+
+
 def test_roots_skip_pass_through_members(comp):
     shared = next(a for a in comp.qgraph.activations.values() if "p1" in a.tensors)
     assert root_tensors(comp.float_proto, shared.tensors) == [shared.tensors[0]]
