@@ -26,7 +26,7 @@ from faaq_onnx.groups import (
 )
 
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul"}
+ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}
 # ops whose outputs are values of their first input (or clamps of them): on a quantization
 # grid in, on the same grid out, so input and outputs share one scale
 PASS_THROUGH = {"Relu", "Clip", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
@@ -123,6 +123,11 @@ def _weight_input(node: ir.Node) -> int | None:
             if arr is not None and len(arr.shape) >= 2:
                 return i
     return None
+
+
+def _feature_map(v: ir.Value | None) -> bool:
+    """A tensor of rank 4 or more: a convolutional feature map."""
+    return v is not None and v.shape is not None and len(v.shape) >= 4
 
 
 def _float_activation(v: ir.Value | None) -> bool:
@@ -229,6 +234,8 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 continue
             if not data or not all(_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
+            if op == "Mul" and not _feature_map(node.outputs[0]):
+                continue  # QLinearMul for conv feature maps (HardSwish, squeeze-excite); a transformer's GELU stays float
         else:
             if op in WEIGHT_OPS:
                 skipped.append(f"{node.name}: {op} without a constant float weight")
@@ -302,6 +309,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             kind = {
                 "MatMul": "attention",
                 "Add": "eltwise",
+                "Mul": "eltwise",
                 "Concat": "concat",
                 "GlobalAveragePool": "pool",
                 "AveragePool": "pool",

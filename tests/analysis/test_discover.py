@@ -49,11 +49,12 @@ def test_quantization_follows_pads_and_feeds_every_conv(foreign_cnn):
     first = _act_of(qg, "x_padded")
     assert first is not None and "input" in first.tensors  # Q/DQ before and after the computed Pad
     assert _act_of(qg, "hsw1") is not None  # the constant Pad was folded into the depthwise Conv
-    for conv, out in (("conv1", "c1"), ("conv3", "c3")):  # read by HardSigmoid/Mul, HardSwish: float ops
-        act = _act_of(qg, out)
-        assert act is not None, f"{conv}'s output is not quantized"
-        group = next(g for g in qg.groups.values() if conv in g.ops)
-        assert act.name in group.activations  # no other op reads it quantized: its producer's group decides
+    act = _act_of(qg, "c3")  # read by HardSwish alone, a float op: the Conv's own group decides its width
+    group = next(g for g in qg.groups.values() if "conv3" in g.ops)
+    assert act is not None and act.name in group.activations
+    act = _act_of(qg, "c1")  # read by HardSigmoid (float) and the hardswish Mul of two feature maps (QLinearMul)
+    mul = next(g for g in qg.groups.values() if "hswish1" in g.ops)
+    assert act is not None and act.name in mul.activations and _act_of(qg, "hs1").name in mul.activations
 
 
 def test_conv_output_read_by_a_quantized_op_keeps_its_own_group(tiny_cnn):
@@ -87,3 +88,30 @@ def test_interpolating_resize_and_nonzero_pad_do_not_share_a_scale():
     scales = {"roi": np.array([], np.float32), "scales": np.array([1, 1, 2, 2], np.float32)}
     assert passes_grid_through(node("Resize", scales, mode="nearest"))
     assert not passes_grid_through(node("Resize", scales, mode="linear"))
+
+
+def test_mul_of_two_feature_maps_is_quantized_a_transformers_is_not(tmp_path):
+    """QLinearMul pays on conv feature maps (HardSwish, squeeze-excite); a transformer's GELU
+    product (rank 3) stays float, as the tuned transformer results were measured."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(shape):
+        k = shape[-1]
+        w = numpy_helper.from_array(np.eye(k, dtype=np.float32), "w")
+        nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+                 helper.make_node("Mul", ["x", "s"], ["m"], name="mul"),
+                 helper.make_node("MatMul", ["m", "w"], ["y"], name="mm")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
+        path = tmp_path / f"m{len(shape)}.onnx"
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 10
+        onnx.save(m, path)
+        return str(path)
+
+    def quantized_ops(path):
+        return {op for g in _qgraph(path).groups.values() for op in g.ops}
+
+    assert "mul" in quantized_ops(model([1, 2, 4, 4]))
+    assert "mul" not in quantized_ops(model([1, 6, 4]))
