@@ -46,3 +46,23 @@ def test_sqnr_per_sample_over_all_output_elements():
 def test_sqnr_goes_negative_when_noise_exceeds_signal():
     ref = np.ones((2, 4))
     assert sqnr_db(ref, ref - 3 * ref) == pytest.approx(10 * np.log10(1 / 9))
+
+
+def test_pooled_sqnr_is_not_inflated_by_one_near_exact_sample():
+    """Seed 003's mean of per-sample ratios is dominated by a sample the model reproduces almost
+    exactly (a saturated softmax); the pooled SQNR beside it is the signal over all the noise."""
+    import numpy as np
+
+    from faaq_onnx.analysis.output_store import RunningComparison
+    from faaq_onnx.cli.quantize_cmd import _pooled
+
+    ref = np.array([[1.0, 0.0], [0.6, 0.4]])
+    got = np.array([[1.0, 1e-9], [0.5, 0.5]])
+    c = RunningComparison()
+    c.update(ref[:1], got[:1])
+    c.update(ref[1:], got[1:])
+    out = c.result()
+    assert out["sqnr_db"] > 150
+    expected = 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2))
+    assert abs(out["sqnr_db_pooled"] - expected) < 1e-9
+    assert "pooled" in _pooled(out) and _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 29.0}) == ""
