@@ -30,12 +30,33 @@ def test_reachable_floor_holds_on_the_written_file(tiny_cnn, cnn_calib, tmp_path
 
 
 def test_unreachable_floor_fails_and_writes_nothing(tiny_cnn, cnn_calib, tmp_path):
+    import re
+
     out = tmp_path / "q.onnx"
     with pytest.raises(FaaqError, match=r"cannot be met.*best plan measures sqnr-db=.*nearest feasible budget: "
-                                        r"sqnr-db=\d+(\.\d)?\. Nothing was written"):
+                                        r"sqnr-db=\d+(\.\d)?\. Nothing was written") as exc:
         quantize(tiny_cnn, cnn_calib, out, _cfg(), budget="sqnr-db=90", candidates="w4a8,w8a8", cache_dir=False)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["tiny_cnn.onnx"]
+    # the nearest feasible floor is the best measured value rounded down to 0.1 dB, not the budget asked
+    best = float(re.search(r"best plan measures sqnr-db=([-\d.]+)", str(exc.value)).group(1))
+    nearest = float(re.search(r"nearest feasible budget: sqnr-db=([-\d.]+)\.", str(exc.value)).group(1))
+    assert nearest <= best + 0.005 and best - nearest < 0.1 + 0.005  # best is printed to 4 digits
+    assert 10 < nearest < 90
+
+
+def test_nearest_feasible_budget_is_the_tightest_round_value_measured():
+    """A floor rounds the measured value down (0.1 dB), a cost budget up (0.001): the budget
+    stated is one the best plan meets, and no looser than one rounding step."""
+    from faaq_onnx.guarantees import _nearest
+
+    cases = [("sqnr-db=90", 34.567, 34.5), ("sqnr-db=30", 29.99, 29.9), ("avg-bits=3", 4.2131, 4.214),
+             ("size-mb=0.01", 0.04561, 0.046), ("latency=0.5", 0.8123, 0.813), ("bops=0.1", 0.25, 0.25)]
+    for text, value, want in cases:
+        budget = Budget.parse(text)
+        nearest = _nearest(budget, value)
+        assert nearest == pytest.approx(want), text
+        assert meets(Budget(budget.kind, nearest), value), text
 
 
 def test_floor_just_above_the_best_plan_is_refused_not_rounded(tiny_cnn, cnn_calib, tmp_path):
@@ -369,3 +390,81 @@ def test_a_floor_states_its_own_confidence(tiny_cnn, cnn_calib):
         assert b["met"] and b["confidence"] == conf and res.report["verify"]["confidence"] == conf
         measured[conf] = b["measured"]
     assert measured[0.6] > measured[0.99]
+
+
+# --- the worst output decides a floor; a latency budget is judged on the measured ratio -------------------------
+
+def _verify_report(outputs, samples=16):
+    return {"verify": {"confidence": 0.95, "samples": samples, "reference": "the model given (its file)",
+                       "outputs": outputs}}
+
+
+def test_sqnr_floor_is_decided_by_the_worst_output():
+    """Two outputs, one at 40 dB and one at 12 dB (lower bounds): a floor of 20 dB is missed,
+    whichever order the outputs come in."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import faaq_onnx.guarantees as gu
+
+    comp = SimpleNamespace(inputs={"input": np.zeros((32, 3), np.float32)})
+    good, bad = {"sqnr_db_lower": 40.0, "sqnr_db": 41.0}, {"sqnr_db_lower": 12.0, "sqnr_db": 13.5}
+    for outputs in ({"a": good, "b": bad}, {"b": bad, "a": good}):
+        res = SimpleNamespace(model=None, report=_verify_report(outputs))
+        value, how, details = gu.measure_emitted(comp, res, Budget.parse("sqnr-db=20"))
+        assert value == 12.0 and details["point"] == 13.5 and details["held_out_samples"] == 16
+        assert not meets(Budget.parse("sqnr-db=20"), value)
+
+
+def test_rewrite_ceiling_is_the_worst_output_of_the_rewritten_float_model(monkeypatch):
+    """The note on a refused floor names the SQNR of faaq's rewritten float model against the model
+    given; with two outputs the one the rewrite damages most is the ceiling no plan passes."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import faaq_onnx.guarantees as gu
+    import faaq_onnx.runtime.runner as runner
+    import faaq_onnx.runtime.session as session
+
+    rng = np.random.default_rng(0)
+    given = [rng.standard_normal((8, 10)).astype(np.float32) for _ in range(2)]
+    rewritten = [given[0] * (1 + 1e-4), given[1] + 0.5 * rng.standard_normal((8, 10)).astype(np.float32)]
+    worst = sqnr_db(given[1], rewritten[1])
+    assert worst < 15 < 60 < sqnr_db(given[0], rewritten[0])
+    comp = SimpleNamespace(model_path="given.onnx", float_proto="rewritten", verify_inputs={"input": None},
+                           config=SimpleNamespace(batch_size=8, optimize=("cle",), cle_relu6="replace"))
+    monkeypatch.setattr(session, "make_session", lambda model, *a, **k: SimpleNamespace(
+        model=model, get_outputs=lambda: [SimpleNamespace(name="y0"), SimpleNamespace(name="y1")]))
+    monkeypatch.setattr(runner, "run_all", lambda sess, *a, **k: given if sess.model == "given.onnx" else rewritten)
+    note = gu._rewrite_note(comp, Budget.parse("sqnr-db=30"))
+    assert f"itself measures {worst:.4g} dB" in note and "--cle-relu6 replace" in note
+
+
+def test_latency_budget_is_judged_on_the_measured_ratio(monkeypatch):
+    """latency=1.2 against the all-W8A8 model: 3.0 ms vs 2.0 ms is a ratio of 1.5, a miss;
+    latency-ms is the emitted model's own median."""
+    from types import SimpleNamespace
+
+    import faaq_onnx.guarantees as gu
+    import faaq_onnx.runtime.timing as timing
+
+    emitted, w8a8 = object(), object()
+    timed = []
+
+    def fake_timing(models, feeds, ep="cpu", pairs=30, **kw):
+        timed.append(list(models))
+        return [{id(emitted): 3.0, id(w8a8): 2.0}[id(m)] for m in models]
+
+    monkeypatch.setattr(timing, "interleaved_median_ms", fake_timing)
+    monkeypatch.setattr(gu, "_latency_feeds", lambda comp, batch: {})
+    comp = SimpleNamespace(uniform=lambda cand: cand, build=lambda plan: (w8a8, None))
+    res = SimpleNamespace(model=emitted, report={"verify": {}})
+    ratio, how, _ = gu.measure_emitted(comp, res, Budget.parse("latency=1.2"))
+    assert ratio == pytest.approx(1.5) and "vs the all-W8A8 model" in how
+    assert not meets(Budget.parse("latency=1.2"), ratio, tolerance=0.05)
+    assert meets(Budget.parse("latency=1.5"), ratio)
+    ms, _, _ = gu.measure_emitted(comp, res, Budget.parse("latency-ms=2.5"))
+    assert ms == pytest.approx(3.0)
+    assert all(m[0] is emitted and m[1] is w8a8 for m in timed)
