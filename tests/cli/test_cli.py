@@ -237,14 +237,44 @@ def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path
 
 
 @pytest.mark.parametrize("flag, learned", [("--optimize-scales", True), ("--no-optimize-scales", False)])
-def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, learned):
-    report = tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, cnn_calib, calib_npz, tmp_path, flag, learned):
+    """The written model's weight scales: learned (not the range setter's round-to-nearest
+    scales) with --optimize-scales, exactly those without."""
+    import onnx
+    from onnx import numpy_helper
+
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.pipeline import Compilation
+    from faaq_onnx.quant.weights import weight_grid
+
+    report, out = tmp_path / "r.json", tmp_path / "q.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz,
                              "--scheme", "w4a8", "--optimize", "adaround", "--optimize-iters", "40",
                              "--optimize-samples", "8", "--no-cache", "-q", "--json", str(report), flag])
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
     assert rep["config"]["optimize_scales"] is learned
+    # round-to-nearest scales of the same float weights (BN folded as the pipeline folds them)
+    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21)
+    weight_of = {n.name: n.input[1] for n in comp.float_proto.graph.node if n.input[1:2] and
+                 n.input[1] in comp.qgraph.weights}
+    nearest = {name: weight_grid(comp.weights.float_weight(w), 4, "per-channel", comp.qgraph.weights[w].channel_axis,
+                                 None).scale.reshape(-1) for name, w in weight_of.items()}
+    model = onnx.load(str(out))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    shipped = {}
+    for node in model.graph.node:
+        if node.name in nearest:
+            dq = producer[node.input[1]]
+            assert dq.op_type == "DequantizeLinear", node.name
+            shipped[node.name] = inits[dq.input[1]].reshape(-1)
+    assert set(shipped) == set(nearest) == {"conv1", "conv2", "fc"}
+    same = {n: np.array_equal(shipped[n], nearest[n]) for n in nearest}
+    if learned:
+        assert not all(same.values()), "the shipped weight scales are the round-to-nearest ones"
+    else:
+        assert all(same.values()), same
 
 
 def test_data_free_run_says_so_on_the_terminal(runner, tiny_cnn, tmp_path):
