@@ -1,12 +1,20 @@
-"""GPTQ (Frantar et al. 2022): Hessian-compensated rounding of MatMul/Gemm weights.
+"""GPTQ (Frantar et al. 2022): Hessian-compensated rounding of every weighted op.
 
 For y = x W (W: K inputs x N outputs) and layer inputs X, the output error of rounding
 W is governed by H = 2 XᵀX / n. GPTQ rounds one input row k at a time and spreads its
 error over the rows not yet rounded through the inverse Hessian, so later rows absorb
-what earlier ones lost. Scales follow faaq's grid: per output channel (fixed up front)
-or per block of `block_size` input rows, chosen from the rows as updated when the
-block is reached (GPTQ's groups). The result is a QuantizedWeight on that grid,
-emitted like any other (MatMulNBits or int8 kernels).
+what earlier ones lost. Rows go in decreasing order of diag(H) (the paper's act-order:
+the inputs that matter most are rounded first, while every other row can still absorb
+their error; blocked grids keep the natural order, see ACT_ORDER_BLOCKED). H is damped
+by DAMP of its mean diagonal, as the paper does.
+
+Conv, ConvTranspose, Gemm and MatMul weights are all seen as G independent products
+(optimize.hessian.LinearForm: one per conv group, K = C_in/group · kernel) and rounded
+together, batched over groups. Scales follow faaq's grid (the weight cache's, so 8-bit
+weights narrowed to 7 bits stay narrowed): per tensor or per output channel they are
+the round-to-nearest grid's, fixed up front; per block they are chosen, like GPTQ's
+groups, from the block's weights as updated when its first row is reached. The result
+is a QuantizedWeight on that grid, emitted like any other (MatMulNBits or int8 kernels).
 """
 
 from __future__ import annotations
@@ -19,61 +27,160 @@ from faaq_onnx.quant.weights import QuantizedWeight, WeightGrid, compact
 
 DAMP = 0.01  # of the mean Hessian diagonal, as the paper
 LAZY = 128  # rows updated together (the paper's lazy batch)
+ACT_ORDER = True  # per-channel/per-tensor grids: rows by decreasing diag(H) (benchmarks/out/gptq_conv.md)
+ACT_ORDER_BLOCKED = False  # blocked grids keep the natural order (MiniLM's measured GPTQ), see gptq_codes
 
 
 def hessian(x: np.ndarray) -> np.ndarray:
-    """2 XᵀX / n over every row of the layer input (batch and sequence dims flattened)."""
+    """2 XᵀX / n over every row of a MatMul input (batch and sequence dims flattened)."""
     x = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
     return 2.0 * (x.T @ x) / max(len(x), 1)
 
 
-def gptq(w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method: str = "minmax") -> QuantizedWeight:
-    """Round w (K x N, input rows first) on grid's format, blocked along K or per output column."""
-    w = np.asarray(w, np.float64).copy()
-    k_dim, n = w.shape
-    fmt = grid.fmt
-    h = h.copy()
-    dead = np.diag(h) == 0  # inputs that are always 0: any value works, keep them at 0
-    h[dead, dead] = 1.0
-    w[dead, :] = 0.0
-    h += DAMP * np.mean(np.diag(h)) * np.eye(k_dim)
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper Cholesky factor of H^-1
-    block = grid.block_size if grid.block_size else None
-    if block is None:
-        scale = np.broadcast_to(grid.scale, (n,)).astype(np.float64)
-        zp = np.broadcast_to(grid.zero_point, (n,)).astype(np.float64)
-        scales = zps = None
-    else:
-        n_blocks = -(-k_dim // block)
-        scales = np.zeros((n_blocks, n), np.float32)
-        zps = np.zeros((n_blocks, n), np.int64)
-    q = np.zeros((k_dim, n), np.int64)
+def gptq(w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method: str = "minmax",
+         act_order: bool | None = None) -> QuantizedWeight:
+    """Round a 2-D w (K x N, input rows first; grid in that layout) against the Hessian h (K x K)."""
+    from faaq_onnx.optimize.hessian import LinearForm
+
+    w = np.asarray(w)
+    form = LinearForm("MatMul", tuple(w.shape))
+    return gptq_weight(form, w, np.asarray(h)[None], grid, symmetric, method, act_order)
+
+
+def gptq_weight(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method: str = "minmax",
+                act_order: bool | None = None) -> QuantizedWeight:
+    """Round a weight of any LinearForm (w in its own layout, h: (G, K, K)) on `grid`."""
+    w = np.asarray(w, np.float64)
+    index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
+    where = form.to_gkn(np.broadcast_to(grid.expand(index), w.shape))  # each element's scale, (G, K, N)
+    flat_s = np.asarray(grid.scale, np.float64).ravel()
+    flat_z = np.asarray(grid.zero_point, np.float64).ravel()
+    blocks = _dynamic_blocks(where) if grid.block_size else None
+    q, s, z = gptq_codes(form.to_gkn(w), h, flat_s[where], flat_z[where], grid.fmt, blocks=blocks,
+                         block_size=grid.block_size, symmetric=symmetric, method=method, act_order=act_order)
+    q = compact(form.from_gkn(q), grid.fmt)
+    if blocks is None:
+        return QuantizedWeight(q, grid.scale, grid.zero_point, grid.axis, grid.block_size, grid.fmt, method="gptq")
+    scale = flat_s.astype(np.float32)
+    zp = flat_z.astype(np.asarray(grid.zero_point).dtype)
+    scale[where.ravel()] = s.ravel()
+    zp[where.ravel()] = z.ravel()
+    return QuantizedWeight(q, scale.reshape(np.shape(grid.scale)), zp.reshape(np.shape(grid.zero_point)),
+                           grid.axis, grid.block_size, grid.fmt, method="gptq")
+
+
+def _dynamic_blocks(where: np.ndarray) -> np.ndarray | None:
+    """Block id of each (group, row) where blocks may take their scales during GPTQ: each block
+    lies in one group and every output column splits the rows the same way. Else None (the
+    round-to-nearest block scales are kept)."""
+    ids = where[:, :, 0]
+    offset = where - where[:, :, :1]
+    if not np.all(offset == offset[:, :1, :]):
+        return None
+    groups_of = {}
+    for g, row in enumerate(ids):
+        for b in np.unique(row):
+            if groups_of.setdefault(int(b), g) != g:
+                return None
+    return ids
+
+
+def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=True, method="minmax",
+               act_order=None):
+    """GPTQ on G independent (K x N) weights at once.
+
+    w: (G, K, N); h: (G, K, K); scale, zp: (G, K, N), each element's grid parameters. With
+    `blocks` ((G, K) ids), the rows of one id share a scale per column, chosen from their
+    current values when the first of them is reached (padded with zeros to block_size, as
+    the grid pads). Returns codes (G, K, N) int64 and the scales and zero points used.
+    """
+    if act_order is None:
+        act_order = uses_act_order(block_size if blocks is not None else None)
+    w = np.array(w, np.float64)
+    h = np.array(h, np.float64)
+    scale = np.array(scale, np.float64)
+    zp = np.array(zp, np.float64)
+    g_dim, k_dim, n = w.shape
+    diag = np.diagonal(h, axis1=1, axis2=2).copy()
+    gi, ki = np.nonzero(diag <= 0)  # inputs that are always 0: no error to spread, rounded to nearest
+    h[gi, ki, :] = 0.0
+    h[gi, :, ki] = 0.0
+    h[gi, ki, ki] = 1.0
+    rows = np.argsort(-diag, axis=1, kind="stable") if act_order else np.tile(np.arange(k_dim), (g_dim, 1))
+    take = lambda a: np.take_along_axis(a, rows[:, :, None], axis=1)  # noqa: E731
+    w, scale, zp = take(w), take(scale), take(zp)
+    h = np.take_along_axis(take(h), rows[:, None, :], axis=2)
+    hinv = _inverse_cholesky(h)
+    first = members = None
+    if blocks is not None:
+        bp = np.take_along_axis(blocks, rows, axis=1)
+        first = np.zeros((g_dim, k_dim), bool)
+        members = []
+        for g in range(g_dim):
+            ids, at = np.unique(bp[g], return_index=True)
+            first[g, at] = True
+            members.append({int(b): np.nonzero(bp[g] == b)[0] for b in ids})
+    q = np.zeros((g_dim, k_dim, n), np.int64)
     for start in range(0, k_dim, LAZY):
         end = min(start + LAZY, k_dim)
-        err = np.zeros((end - start, n))
+        err = np.zeros((g_dim, end - start, n))
         for i in range(start, end):
-            if block is not None and i % block == 0:  # a new group: its scale from the rows as they are now
-                rows = w[i:i + block].T.astype(np.float32)  # one row per output column
-                lo, hi = weight_range(rows, fmt, symmetric, method)
-                s_b, z_b = affine_params(lo, hi, fmt, symmetric)
-                scales[i // block], zps[i // block] = s_b, z_b
-                scale, zp = s_b.astype(np.float64), z_b.astype(np.float64)
-            qi = np.clip(np.rint(w[i] / scale) + zp, fmt.qmin, fmt.qmax)
-            q[i] = qi
-            deq = (qi - zp) * scale
-            e = (w[i] - deq) / hinv[i, i]
-            err[i - start] = e
-            w[i + 1:end] -= np.outer(hinv[i, i + 1:end], e)
-        w[end:] -= hinv[start:end, end:].T @ err
-    if block is None:
-        return QuantizedWeight(compact(q, fmt), grid.scale, grid.zero_point, grid.axis, None, fmt, method="gptq")
-    return QuantizedWeight(compact(q, fmt), scales, zps, 0, block, fmt, method="gptq")
+            if first is not None and first[:, i].any():
+                for g in np.nonzero(first[:, i])[0]:
+                    cols = members[g][int(bp[g, i])]
+                    cur = w[g, cols].copy()
+                    late = cols >= end  # rows past this lazy batch have not received its updates yet
+                    if late.any() and i > start:
+                        cur[late] -= hinv[g, start:i][:, cols[late]].T @ err[g, :i - start]
+                    s_b, z_b = _block_params(cur.T, fmt, symmetric, method, block_size)
+                    scale[g, cols], zp[g, cols] = s_b, z_b
+            wi, s, z = w[:, i], scale[:, i], zp[:, i]
+            qi = np.clip(np.rint(wi / s) + z, fmt.qmin, fmt.qmax)
+            q[:, i] = qi
+            e = (wi - (qi - z) * s) / hinv[:, i, i][:, None]
+            err[:, i - start] = e
+            w[:, i + 1:end] -= hinv[:, i, i + 1:end, None] * e[:, None, :]
+        if end < k_dim:
+            w[:, end:] -= np.matmul(hinv[:, start:end, end:].transpose(0, 2, 1), err)
+    back = np.argsort(rows, axis=1)
+    untake = lambda a: np.take_along_axis(a, back[:, :, None], axis=1)  # noqa: E731
+    return untake(q), untake(scale), untake(zp)
+
+
+def uses_act_order(block_size: int | None) -> bool:
+    """Whether GPTQ on a grid of this block size (None: per channel or tensor) goes in act-order.
+    A block's scale is fixed when its first row comes; in act-order its other rows may be
+    moved far past that range by the rows rounded in between."""
+    return ACT_ORDER_BLOCKED if block_size else ACT_ORDER
+
+
+def _block_params(rows: np.ndarray, fmt, symmetric: bool, method: str, block_size: int | None):
+    """Per-column scale and zero point of one block (rows: N x members), on the grid's range setter."""
+    if block_size and rows.shape[1] < block_size:
+        rows = np.pad(rows, [(0, 0), (0, block_size - rows.shape[1])])
+    lo, hi = weight_range(rows.astype(np.float32), fmt, symmetric, method)
+    s, z = affine_params(lo, hi, fmt, symmetric)
+    return s.astype(np.float64), z.astype(np.float64)
+
+
+def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor of the damped H⁻¹, per group; damping grows tenfold until it factors."""
+    eye = np.eye(h.shape[1])
+    mean = np.mean(np.diagonal(h, axis1=1, axis2=2), axis=1)[:, None, None]
+    damp = DAMP
+    for _ in range(6):
+        try:
+            inv = np.linalg.inv(h + damp * mean * eye)
+            return np.linalg.cholesky((inv + inv.transpose(0, 2, 1)) / 2).transpose(0, 2, 1)
+        except np.linalg.LinAlgError:
+            damp *= 10
+    raise np.linalg.LinAlgError("GPTQ: the layer's Hessian does not factor even with 10x its mean diagonal added")
 
 
 def rtn_error(w: np.ndarray, qw: QuantizedWeight, x: np.ndarray) -> float:
-    """Output MSE of a quantized weight on inputs x, for reports and tests."""
+    """Output MSE of a 2-D (K x N) quantized weight on inputs x, for reports and tests."""
     x = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
     return float(np.mean((x @ (qw.dequantized().astype(np.float64) - w)) ** 2))
 
 
-__all__ = ["gptq", "hessian", "quantize_int", "rtn_error"]
+__all__ = ["ACT_ORDER", "uses_act_order", "gptq", "gptq_codes", "gptq_weight", "hessian", "quantize_int", "rtn_error"]

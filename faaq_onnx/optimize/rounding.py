@@ -41,9 +41,6 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         raise FaaqError(f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}")
     proto, qgraph = comp.float_proto, comp.qgraph
     units = _units(proto, qgraph, mode)
-    if mode == "gptq":  # Hessian-compensated rounding is defined for linear layers
-        ops = {n.name: n.op_type for n in proto.graph.node}
-        units = [u for u in units if ops[u.nodes[0]] in ("MatMul", "Gemm")]
     wbits = plan.weight_bits(qgraph)
     abits = plan.act_bits(qgraph)
     units = [u for u in units if any(wbits[w] < 8 for w in u.weights)]
@@ -52,7 +49,9 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
     if mode != "gptq":
         _check_units(proto, units, mode)
     tensors = sorted({t for u in units for t in u.inputs + [u.output]})
-    n = samples_for(proto, tensors, samples, comp)
+    # GPTQ sums over the samples batch by batch; reconstruction holds every sample of a unit's tensors
+    n = (min(samples, len(next(iter(comp.inputs.values())))) if mode == "gptq"
+         else samples_for(proto, tensors, samples, comp))
     data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
     report = {"mode": mode, "inputs": inputs, "samples": n, "iters": settings.iters, "units": []}
     t_all = time.perf_counter()
@@ -121,42 +120,63 @@ def _check_units(proto, units, mode: str) -> None:
 
 
 def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
-    from faaq_onnx.optimize.gptq import gptq, hessian, rtn_error
+    """GPTQ for the weights of one layer unit (Conv, ConvTranspose, Gemm, MatMul): the input
+    Hessian is summed batch by batch as ORT produces the layer's input, then each weight is
+    rounded on the weight cache's grid. mse_nearest / mse: the layer's mean squared output
+    error (x · ΔW, bias and clamp left out) over the same inputs, round-to-nearest and GPTQ."""
+    from faaq_onnx.optimize.gptq import gptq_weight, uses_act_order
+    from faaq_onnx.optimize.hessian import HessianSum, linear_form
 
-    x = data.unit_inputs(unit.inputs, plan.choices, inputs)
-    act = next(iter(x.values()))
-    h = hessian(act)
-    out = {"unit": unit.name, "weights": [], "mse_nearest": 0.0, "mse": 0.0}
+    node = next(n for n in comp.float_proto.graph.node if n.name == unit.nodes[0])
+    out = {"unit": unit.name, "op": node.op_type, "weights": [], "mse_nearest": 0.0, "mse": 0.0}
     for w in unit.weights:
         if wbits[w] >= 8:
             continue
-        wq = comp.qgraph.weights[w]
-        rtn = comp.weights.get(w, wbits[w])
         w_float = np.asarray(comp.weights.float_weight(w), np.float64)
-        k_first = wq.block_axis != 1  # GPTQ walks the input (reduction) rows: K must be axis 0
-        w_kn = w_float if k_first else w_float.T
-        grid = rtn.grid if k_first else _transposed(rtn)
-        qw = gptq(w_kn, h, grid, comp.config.weight_symmetric, comp.config.weight_range)
-        if not k_first:
-            qw = _transpose_back(qw)
+        index = list(node.input).index(w)
+        form = linear_form(node, index, w_float.shape)
+        if isinstance(form, str):
+            out.setdefault("skipped", {})[w] = form
+            continue
+        x_name = node.input[1 - index] if node.op_type == "MatMul" else node.input[0]
+        hs, batches = HessianSum(form), _input_batches(data, x_name, plan.choices, inputs)
+        t_in = t_h = 0.0
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            t1 = time.perf_counter()
+            if batch is None:
+                break
+            hs.add(batch)
+            t_in, t_h = t_in + t1 - t0, t_h + time.perf_counter() - t1
+        out["inputs_s"] = round(out.get("inputs_s", 0.0) + t_in, 2)  # ORT producing the layer input
+        out["hessian_s"] = round(out.get("hessian_s", 0.0) + t_h, 2)  # patches and their sums
+        rtn = comp.weights.get(w, wbits[w])
+        qw = gptq_weight(form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range)
         comp.weights.put(w, wbits[w], qw)
         out["weights"].append(w)
-        out["mse_nearest"] += rtn_error(w_kn, rtn if k_first else _transpose_back(_transposed(rtn)), act)
-        out["mse"] += rtn_error(w_kn, qw if k_first else _transposed(qw), act)
+        out["act_order"] = uses_act_order(qw.block_size)
+        out["mse_nearest"] += hs.output_error(rtn.dequantized() - w_float)
+        out["mse"] += hs.output_error(qw.dequantized() - w_float)
     return out
 
 
-def _transposed(qw):
-    """A 2-D QuantizedWeight of W.T (for Gemm transB=1 weights stored [N, K])."""
-    from dataclasses import replace
+def _input_batches(data, name: str, choices, mode: str):
+    """The layer input `name` as UnitData.unit_inputs gives it, one batch of samples at a time
+    (only one batch is held: GPTQ needs sums over the samples, never all of them at once)."""
+    from faaq_onnx.runtime.runner import run_all
 
-    axis = None if qw.axis is None else 1 - qw.axis
-    return replace(qw, q=qw.q.T, scale=qw.scale.T if qw.scale.ndim == 2 else qw.scale,
-                   zero_point=qw.zero_point.T if qw.zero_point.ndim == 2 else qw.zero_point, axis=axis)
-
-
-def _transpose_back(qw):
-    return _transposed(qw)
+    n = len(next(iter(data.inputs.values())))
+    step = data.batch_size
+    if mode != "float":
+        weights, acts = data.comp.feeds.feeds(choices)
+        acts = acts if mode in ("quantized", "mixed") else None
+    for s in range(0, n, step):
+        chunk = {k: v[s:s + step] for k, v in data.inputs.items()}
+        if mode == "float":
+            yield chunk[name] if name in chunk else run_all(data.float_session, chunk, step, [name])[0]
+        else:
+            yield data.probe.run(weights, acts, outputs=[data.probe_name[name]], inputs=chunk)[0]
 
 
 def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:

@@ -1,10 +1,192 @@
+"""GPTQ on every weighted op: the im2col Hessian, the rounding, and the pipeline around them."""
+
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
-from faaq_onnx.optimize.gptq import gptq, hessian, rtn_error
+from faaq_onnx.optimize import hessian as hessian_mod
+from faaq_onnx.optimize.gptq import gptq, gptq_weight, hessian, rtn_error
+from faaq_onnx.optimize.hessian import HessianSum, linear_form
 from faaq_onnx.quant.weights import weight_grid
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+# the tiny model's convs: (name, in, out, group, stride, pads)
+CONVS = [("conv1", 3, 8, 1, 2, [1, 1, 1, 1]), ("dw", 8, 8, 8, 1, [1, 1, 1, 1]),
+         ("gconv", 8, 16, 2, 2, [0, 0, 1, 1])]
+
+
+def smooth_images(n, c=3, size=16, seed=1):
+    """Blocky images plus a little noise: neighbouring pixels correlate, as in real images."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((n, c, size // 4, size // 4))
+    return (np.kron(coarse, np.ones((1, 1, 4, 4))) + 0.1 * rng.standard_normal((n, c, size, size))).astype(np.float32)
+
+
+def build_conv_model(seed=0) -> onnx.ModelProto:
+    """Conv (stride 2, pad 1) - Relu - depthwise Conv - Relu - grouped Conv (group 2, stride 2,
+    asymmetric pads) - Relu - GAP - Flatten - Gemm(transB=1), as torch exports a Linear."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, x = [], [], "input"
+    for name, cin, cout, group, stride, pads in CONVS:
+        inits += [numpy_helper.from_array(rng.normal(0, 0.4, (cout, cin // group, 3, 3)).astype(np.float32),
+                                          f"{name}.w"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}.b")]
+        nodes += [helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [name], name=name, group=group,
+                                   strides=[stride, stride], pads=pads),
+                  helper.make_node("Relu", [name], [f"{name}.r"], name=f"{name}.relu")]
+        x = f"{name}.r"
+    inits += [numpy_helper.from_array(rng.normal(0, 0.5, (10, 16)).astype(np.float32), "fc.w"),
+              numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+              helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1, name="fc")]
+    graph = helper.make_graph(nodes, "tiny_convs", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                  ["batch", 3, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture
+def conv_model(tmp_path):
+    path = tmp_path / "tiny_convs.onnx"
+    onnx.save(build_conv_model(), str(path))
+    return str(path)
+
+
+def conv_node(cin, cout, group, stride, pads, dilation=1):
+    return helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=[stride, stride], pads=pads,
+                            dilations=[dilation, dilation])
+
+
+def torch_conv(x, w, node):
+    a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+    p = a["pads"]
+    x = F.pad(torch.as_tensor(x, dtype=torch.float64), [p[1], p[3], p[0], p[2]])
+    return F.conv2d(x, torch.as_tensor(w, dtype=torch.float64), stride=a["strides"], dilation=a["dilations"],
+                    groups=a["group"])
+
+
+@pytest.mark.parametrize("cin,cout,group,stride,pads,dilation", [
+    (3, 8, 1, 2, [1, 1, 1, 1], 1), (8, 8, 8, 1, [1, 1, 1, 1], 1), (8, 16, 2, 2, [0, 0, 1, 1], 1),
+    (6, 4, 2, 1, [2, 1, 0, 2], 2)])
+def test_im2col_hessian_is_the_explicit_one(monkeypatch, cin, cout, group, stride, pads, dilation):
+    """Σ x xᵀ over every patch, per group, equals torch's unfold of the zero-padded input, summed
+    in float64 (here in chunks of a few samples: the Hessian is added batch by batch)."""
+    monkeypatch.setattr(hessian_mod, "CHUNK_ELEMENTS", 3000)
+    x = smooth_images(10, cin, seed=3).astype(np.float64)
+    node = conv_node(cin, cout, group, stride, pads, dilation)
+    form = linear_form(node, 1, (cout, cin // group, 3, 3))
+    hs = HessianSum(form)
+    hs.add(x[:7])
+    hs.add(x[7:])
+    xp = F.pad(torch.from_numpy(x), [pads[1], pads[3], pads[0], pads[2]])
+    cols = F.unfold(xp, 3, dilation=dilation, stride=stride)  # (B, C*9, L), rows ordered (c, kh, kw)
+    k = cin // group * 9
+    for g in range(group):
+        u = cols[:, g * k:(g + 1) * k].permute(1, 0, 2).reshape(k, -1).numpy()
+        np.testing.assert_allclose(hs.sum[g], u @ u.T, rtol=1e-12, atol=1e-9)
+    assert hs.rows == cols.shape[0] * cols.shape[2]
+    np.testing.assert_allclose(hs.h, 2 * hs.sum / hs.rows)
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+@pytest.mark.parametrize("cin,cout,group,stride,pads", [c[1:] for c in CONVS])
+def test_gptq_beats_round_to_nearest_on_conv_outputs(bits, cin, cout, group, stride, pads):
+    """The conv's own output error ||W*X - Q*X||² on the calibration images (torch's conv, not the
+    patches GPTQ saw), per-channel grid of the same scales: GPTQ below round to nearest."""
+    rng = np.random.default_rng(bits)
+    w = rng.normal(0, 0.3, (cout, cin // group, 3, 3))
+    x = smooth_images(64, cin, seed=bits)
+    node = conv_node(cin, cout, group, stride, pads)
+    form = linear_form(node, 1, w.shape)
+    hs = HessianSum(form)
+    hs.add(x)
+    grid = weight_grid(w, bits, "per-channel", 0, 1)
+    rtn = grid.round_to_nearest(w.astype(np.float32))
+    qw = gptq_weight(form, w, hs.h, grid, symmetric=True)
+    assert qw.method == "gptq" and qw.q.shape == w.shape
+    assert qw.q.min() >= grid.fmt.qmin and qw.q.max() <= grid.fmt.qmax
+    np.testing.assert_array_equal(qw.scale, grid.scale)
+    ref = torch_conv(x, w, node)
+    err = {k: float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum()) for k, q in (("rtn", rtn), ("gptq", qw))}
+    assert err["gptq"] < 0.9 * err["rtn"], err
+    # the error the report states, from the Hessian, is the same quantity
+    m = ref.shape[0] * ref.shape[2] * ref.shape[3]
+    assert hs.output_error(qw.dequantized() - w) * m * cout == pytest.approx(err["gptq"], rel=1e-6)
+
+
+def test_blocked_conv_grid_takes_its_scales_during_gptq():
+    """Blocks of 4 input channels: the scales are GPTQ's (chosen from updated weights), in the
+    grid's layout, and the codes lie on them."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (6, 8, 3, 3))
+    x = smooth_images(32, 8)
+    node = conv_node(8, 6, 1, 1, [1, 1, 1, 1])
+    form = linear_form(node, 1, w.shape)
+    hs = HessianSum(form)
+    hs.add(x)
+    grid = weight_grid(w, 4, "block", 0, 1, block_size=4)
+    qw = gptq_weight(form, w, hs.h, grid, symmetric=True)
+    assert qw.scale.shape == grid.scale.shape == (6, 2, 3, 3) and qw.block_size == 4 and qw.axis == 1
+    assert not np.array_equal(qw.scale, grid.scale)
+    assert qw.q.min() >= -8 and qw.q.max() <= 7
+    rtn = grid.round_to_nearest(w.astype(np.float32))
+    ref = torch_conv(x, w, node)
+    err = [float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum()) for q in (rtn, qw)]
+    assert err[1] < 0.9 * err[0]
+
+
+def test_conv_transpose_patches_and_gptq():
+    """ConvTranspose (stride 2, pads, output_padding, group 2): patches times the weight are
+    torch's conv_transpose2d, and GPTQ lowers its output error."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (8, 3, 3, 3))  # (C_in, C_out / group, kh, kw)
+    x = smooth_images(32, 8, size=8)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=2, strides=[2, 2], pads=[1, 1, 1, 1],
+                            output_padding=[1, 1])
+    form = linear_form(node, 1, w.shape)
+    tw = torch.from_numpy(w)
+    ref = F.conv_transpose2d(torch.from_numpy(x.astype(np.float64)), tw, stride=2, padding=1, output_padding=1,
+                             groups=2)
+    y = np.matmul(form.patches(x), form.to_gkn(w))  # (G, B*H*W, N)
+    b, _, hh, ww = ref.shape
+    y = y.reshape(2, b, hh * ww, 3).transpose(1, 0, 3, 2).reshape(ref.shape)
+    np.testing.assert_allclose(y, ref.numpy(), atol=1e-9)
+    hs = HessianSum(form)
+    hs.add(x)
+    grid = weight_grid(w, 3, "per-tensor", None, 0)
+    errs = [hs.output_error(q.dequantized() - w) for q in
+            (grid.round_to_nearest(w.astype(np.float32)), gptq_weight(form, w, hs.h, grid, symmetric=True))]
+    assert errs[1] < 0.9 * errs[0]
+    skip = helper.make_node("ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])
+    assert "rounded to nearest" in linear_form(skip, 1, w.shape)
+
+
+def test_gemm_trans_b_is_the_transposed_matmul():
+    """A Gemm weight stored [N, K] (transB=1, transA=1 input) rounds exactly as the same weight
+    as a [K, N] MatMul weight does: same codes, transposed."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (12, 20))  # [N, K]
+    x = rng.standard_normal((500, 4)) @ rng.standard_normal((4, 20)) + 0.1 * rng.standard_normal((500, 20))
+    gemm = helper.make_node("Gemm", ["a", "w"], ["y"], transA=1, transB=1)
+    form = linear_form(gemm, 1, w.shape)
+    hs = HessianSum(form)
+    hs.add(x.T)  # transA=1: A is [K, M]
+    np.testing.assert_allclose(hs.h[0], hessian(x))
+    grid = weight_grid(w, 3, "per-channel", 0, 1)
+    qw = gptq_weight(form, w, hs.h, grid, symmetric=True)
+    mm = gptq(w.T, hessian(x), weight_grid(w.T, 3, "per-channel", 1, 0), symmetric=True)
+    np.testing.assert_array_equal(qw.q, mm.q.T)
+    rtn_mm = weight_grid(w.T, 3, "per-channel", 1, 0).round_to_nearest(w.T.astype(np.float32))
+    assert rtn_error(w.T, mm, x) < 0.8 * rtn_error(w.T, rtn_mm, x)
 
 
 @pytest.mark.parametrize("granularity", ["per-channel", "block"])
@@ -24,12 +206,71 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs(granularity):
         assert qw.scale.shape == (k // 16, n) and qw.block_size == 16 and qw.axis == 0
 
 
-def test_gptq_through_the_pipeline(tiny_mlp, mlp_calib):
-    cfg = dict(progress=False, scheme="w3", weight_granularity="block", block_size=16)
-    rtn = quantize(tiny_mlp, mlp_calib, config=QuantConfig(**cfg))
-    g = quantize(tiny_mlp, mlp_calib, config=QuantConfig(optimize="gptq", **cfg))
-    weights = g.report["verify"]["size"]["per_weight"]
-    assert all(w["rounding"] == "gptq" for w in weights.values())
-    assert g.report["matmulnbits"] and len(g.report["matmulnbits"]) == 2
-    rtn_db = rtn.report["verify"]["outputs"]["y"]["sqnr_db"]
-    assert g.report["verify"]["outputs"]["y"]["sqnr_db"] > rtn_db - 0.5
+def test_gptq_rounds_every_conv_and_the_gemm_on_integer_kernels(conv_model, tmp_path):
+    """Through the pipeline at W4A8 and W3A8: every weight (three Convs incl. depthwise and
+    grouped, the transB=1 Gemm) is GPTQ's, its codes on the grid, the layer error below round to
+    nearest's, and ORT runs every weighted op on an integer kernel."""
+    from faaq_onnx.runtime.kernels import kernel_report
+
+    calib = {"input": smooth_images(64)}
+    for scheme, qmax in (("w4a8", 7), ("w3a8", 3)):
+        out = tmp_path / f"{scheme}.onnx"
+        res = quantize(conv_model, calib, str(out), QuantConfig(progress=False, scheme=scheme, optimize="gptq"))
+        units = res.report["optimization"]["rounding"][scheme]["units"]
+        assert sorted(u["op"] for u in units) == ["Conv", "Conv", "Conv", "Gemm"]
+        assert all(u["mse"] < u["mse_nearest"] for u in units), units
+        per_weight = res.report["verify"]["size"]["per_weight"]
+        assert {w: p["rounding"] for w, p in per_weight.items()} == {w: "gptq" for w in
+                                                                    ("conv1.w", "dw.w", "gconv.w", "fc.w")}
+        emitted = onnx.load(str(out))
+        inits = {t.name: t for t in emitted.graph.initializer}
+        codes = [numpy_helper.to_array(inits[f"{w}_quantized"]).astype(np.int64) for w in per_weight]
+        assert all(-qmax - 1 <= c.min() and c.max() <= qmax for c in codes)
+        weighted = kernel_report(str(out))["weighted_ops"]
+        assert weighted["total"] == 4 and weighted["integer"] == 4, weighted
+        from tests.conftest import run_model
+
+        y = run_model(str(out), {"input": smooth_images(8, seed=9)})[0]
+        assert y.shape == (8, 10) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("act_order", [True, False])
+def test_lazy_batches_change_nothing(monkeypatch, act_order):
+    """Rows updated LAZY at a time (and a block's scale taken from rows whose updates are still
+    pending) give what updating every row after every step gives, blocked grid, either order."""
+    from faaq_onnx.optimize import gptq as gptq_mod
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (6, 8, 3, 3))
+    x = smooth_images(16, 8)
+    form = linear_form(conv_node(8, 6, 1, 1, [1, 1, 1, 1]), 1, w.shape)
+    hs = HessianSum(form)
+    hs.add(x)
+    grid = weight_grid(w, 3, "block", 0, 1, block_size=4)
+    results = []
+    for lazy in (5, 1000):
+        monkeypatch.setattr(gptq_mod, "LAZY", lazy)
+        results.append(gptq_weight(form, w, hs.h, grid, symmetric=True, act_order=act_order))
+    np.testing.assert_allclose(results[0].scale, results[1].scale, rtol=1e-6)
+    assert np.mean(results[0].q == results[1].q) > 0.99
+
+
+@pytest.mark.parametrize("mode", ["quantized", "weights", "float"])
+def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
+    """GPTQ reads each layer's input batch by batch; the batches are the tensor UnitData would
+    hold whole, in each --optimize-inputs mode (the quantized model's, not the float one's)."""
+    from faaq_onnx.optimize.rounding import _input_batches
+    from faaq_onnx.optimize.unit_data import UnitData
+    from faaq_onnx.pipeline import Compilation
+
+    comp = Compilation(conv_model, {"input": smooth_images(40)}, QuantConfig(progress=False, scheme="w4a8"),
+                       target_opset=21)
+    plan = comp.uniform("w4a8")
+    data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
+    for name in ("conv1.r", "dw.r"):
+        streamed = list(_input_batches(data, name, plan.choices, mode))
+        assert len(streamed) == 3
+        whole = data.unit_inputs([name], plan.choices, mode)[name]
+        np.testing.assert_array_equal(np.concatenate(streamed), whole)
+    if mode == "quantized":
+        assert not np.array_equal(whole, data.float_tensors(["dw.r"])["dw.r"])

@@ -1,0 +1,223 @@
+"""Every weighted op as G independent products y = x W, and the input Hessians GPTQ needs.
+
+GPTQ rounds a weight W (K inputs x N outputs) against H = 2 Σ x xᵀ / n over the vectors x
+the weight multiplies. For MatMul and Gemm x is a row of the activation (transA, transB
+and a weight on the left of a MatMul only change which axis is which). For Conv x is the
+im2col patch of one output position: the C_in/group · kh · kw input values under the
+kernel there, with strides, pads (explicit or auto_pad), dilations and zero padding as
+ONNX defines them; each group is its own product with its own Hessian (a depthwise Conv:
+one per channel, K = kh·kw). ConvTranspose is the same conv over the input with (stride
+- 1) zeros inserted between samples, padded by dilation·(k - 1) - pad (plus
+output_padding at the end), its kernel flipped: its patches come from that input, so
+its Hessians are exact too (output_shape or auto_pad SAME are not resolved here: such a
+ConvTranspose is reported as skipped).
+
+`LinearForm` maps a weight to (G, K, N) and back and turns a batch of the op's data
+input into patches (G, M, K); `HessianSum` adds Σ x xᵀ batch by batch in float64, so
+memory is one batch of patches whatever the number of calibration samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+CHUNK_ELEMENTS = 1 << 22  # patches built at once (32 MB of float64), whole samples at a time
+
+
+@dataclass(frozen=True)
+class LinearForm:
+    op: str  # Conv, ConvTranspose, Gemm or MatMul
+    weight_shape: tuple[int, ...]
+    groups: int = 1
+    trans_w: bool = False  # 2-D weight stored [N, K] (Gemm transB=1, a MatMul weight on the left)
+    trans_x: bool = False  # data vectors are columns (Gemm transA=1, MatMul W @ X)
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    pads: tuple[int, ...] | None = None  # begin..., end...; None: from auto_pad and the input shape
+    auto_pad: str = "NOTSET"
+    output_padding: tuple[int, ...] = ()
+
+    @property
+    def conv(self) -> bool:
+        return self.op in ("Conv", "ConvTranspose")
+
+    @property
+    def gkn(self) -> tuple[int, int, int]:
+        s, g = self.weight_shape, self.groups
+        if self.op == "Conv":
+            return g, int(np.prod(s[1:])), s[0] // g
+        if self.op == "ConvTranspose":
+            return g, s[0] // g * int(np.prod(s[2:])), s[1]
+        return (1, s[1], s[0]) if self.trans_w else (1, s[0], s[1])
+
+    def to_gkn(self, w: np.ndarray) -> np.ndarray:
+        """The weight (or anything of its shape) as (G, K, N)."""
+        g, k, n = self.gkn
+        w = np.asarray(w)
+        if self.op == "Conv":  # (O, C/g, *k): output o = group * N + n, K ordered (c, kernel...)
+            return w.reshape(g, n, k).transpose(0, 2, 1)
+        if self.op == "ConvTranspose":  # (C_in, C_out/g, *k): input c = group * C_in/g + c'
+            w = w.reshape(g, w.shape[0] // g, n, -1)  # (g, c', n, kernel)
+            return w.transpose(0, 1, 3, 2).reshape(g, k, n)
+        return (w.T if self.trans_w else w)[None]
+
+    def from_gkn(self, a: np.ndarray) -> np.ndarray:
+        g, k, n = self.gkn
+        s = self.weight_shape
+        if self.op == "Conv":
+            return a.transpose(0, 2, 1).reshape(s)
+        if self.op == "ConvTranspose":
+            return a.reshape(g, s[0] // g, -1, n).transpose(0, 1, 3, 2).reshape(s)
+        return a[0].T if self.trans_w else a[0]
+
+    def patches(self, x: np.ndarray) -> np.ndarray:
+        """The vectors the weight multiplies, for one batch of the op's data input: (G, M, K) float64."""
+        x = np.asarray(x)
+        g, k, _ = self.gkn
+        if not self.conv:
+            if self.trans_x:  # Gemm transA=1: A is (K, M); MatMul W @ X: X is (..., K, M)
+                x = np.swapaxes(x, -1, -2)
+            return np.ascontiguousarray(x.reshape(1, -1, k), dtype=np.float64)
+        win = conv_windows(x, self)  # (B, C, *out, *kernel)
+        nd = len(self.kernel)
+        b, c = win.shape[:2]
+        out = win.shape[2:2 + nd]
+        win = win.reshape(b, g, c // g, *out, *self.kernel)
+        order = (1, 0, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))  # (g, B, *out, c', *kernel)
+        return np.ascontiguousarray(win.transpose(order), dtype=np.float64).reshape(g, -1, k)
+
+    def samples_per_chunk(self, x: np.ndarray) -> int:
+        """Whole samples (axis 0) whose patches stay near CHUNK_ELEMENTS; all of x where axis 0 is
+        not a batch axis (a 2-D input read transposed: Gemm transA=1)."""
+        if x.ndim < 2 or (self.trans_x and x.ndim == 2):
+            return max(len(x), 1)
+        per_sample = int(np.prod(x.shape[1:]))
+        if self.conv:  # an upper bound: stride >= 1 for Conv; ConvTranspose outputs stride times more
+            per_sample *= int(np.prod(self.kernel)) * (int(np.prod(self.strides)) if self.op == "ConvTranspose" else 1)
+        return max(1, CHUNK_ELEMENTS // max(per_sample, 1))
+
+
+def linear_form(node: onnx.NodeProto, weight_index: int, weight_shape: tuple[int, ...]) -> LinearForm | str:
+    """The op's LinearForm, or why GPTQ does not handle it (a sentence for the report)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    shape = tuple(int(d) for d in weight_shape)
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        nd = len(shape) - 2
+        pads = attrs.get("pads")
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if op == "ConvTranspose" and (auto in ("SAME_UPPER", "SAME_LOWER") or attrs.get("output_shape")):
+            return ("ConvTranspose with auto_pad SAME or output_shape: its padding depends on the output "
+                    "shape, which GPTQ does not resolve; rounded to nearest")
+        if auto == "VALID":
+            pads = [0] * 2 * nd
+        elif auto in ("SAME_UPPER", "SAME_LOWER"):
+            pads = None
+        else:
+            pads = list(pads) if pads else [0] * 2 * nd
+        return LinearForm(op, shape, groups=int(attrs.get("group", 1)),
+                          kernel=tuple(attrs.get("kernel_shape") or shape[2:]),
+                          strides=tuple(attrs.get("strides") or [1] * nd),
+                          dilations=tuple(attrs.get("dilations") or [1] * nd),
+                          pads=None if pads is None else tuple(int(p) for p in pads), auto_pad=auto,
+                          output_padding=tuple(attrs.get("output_padding") or [0] * nd))
+    if len(shape) != 2:
+        return f"{op} weight of rank {len(shape)}: GPTQ handles 2-D MatMul/Gemm weights; rounded to nearest"
+    if op == "Gemm":
+        if weight_index != 1:
+            return "Gemm whose weight is input A: rounded to nearest"
+        return LinearForm(op, shape, trans_w=bool(attrs.get("transB", 0)), trans_x=bool(attrs.get("transA", 0)))
+    if op == "MatMul":
+        return LinearForm(op, shape, trans_w=weight_index == 0, trans_x=weight_index == 0)
+    return f"{op} has no GPTQ form; rounded to nearest"
+
+
+def conv_windows(x: np.ndarray, form: LinearForm) -> np.ndarray:
+    """(B, C, *out, *kernel) view of the input under each output position of a Conv, or of a
+    ConvTranspose (its zero-stuffed, padded input, kernel axes flipped to match the weight)."""
+    nd = len(form.kernel)
+    spatial = x.shape[2:]
+    if form.op == "ConvTranspose":
+        up = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(spatial, form.strides)), x.dtype)
+        up[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in form.strides)] = x
+        span = [d * (k - 1) for k, d in zip(form.kernel, form.dilations)]
+        begin = [sp - p for sp, p in zip(span, form.pads[:nd])]
+        end = [sp - p + op for sp, p, op in zip(span, form.pads[nd:], form.output_padding)]
+        win = _windows(_pad(up, begin, end), form.kernel, [1] * nd, form.dilations)
+        return win[(Ellipsis,) + (slice(None, None, -1),) * nd]
+    pads = form.pads if form.pads is not None else _same_pads(spatial, form)
+    return _windows(_pad(x, pads[:nd], pads[nd:]), form.kernel, form.strides, form.dilations)
+
+
+def _same_pads(spatial, form: LinearForm) -> tuple[int, ...]:
+    begin, end = [], []
+    for n, k, s, d in zip(spatial, form.kernel, form.strides, form.dilations):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+        small = total // 2
+        begin.append(small if form.auto_pad == "SAME_UPPER" else total - small)
+        end.append(total - begin[-1])
+    return tuple(begin + end)
+
+
+def _pad(x: np.ndarray, begin, end) -> np.ndarray:
+    """Zero padding on the spatial axes; negative amounts crop."""
+    crop = tuple(slice(max(-b, 0), n - max(-e, 0)) for n, b, e in zip(x.shape[2:], begin, end))
+    x = x[(slice(None), slice(None)) + crop]
+    widths = [(0, 0), (0, 0)] + [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    return np.pad(x, widths) if any(w != (0, 0) for w in widths) else x
+
+
+def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
+    nd = len(kernel)
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    v = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + nd)))
+    return v[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+             + tuple(slice(None, None, d) for d in dilations)]
+
+
+def gram(p: np.ndarray) -> np.ndarray:
+    """pᵀp per group, (G, M, K) -> (G, K, K), in float64 (torch's BLAS where installed: faster here)."""
+    try:
+        import torch
+    except ImportError:  # torch is an optional dependency
+        return np.matmul(p.transpose(0, 2, 1), p)
+    t = torch.from_numpy(p)
+    return torch.bmm(t.transpose(1, 2), t).numpy()
+
+
+class HessianSum:
+    """Σ x xᵀ over every patch of every batch added, per group, in float64."""
+
+    def __init__(self, form: LinearForm) -> None:
+        g, k, _ = form.gkn
+        self.form = form
+        self.sum = np.zeros((g, k, k))
+        self.rows = 0  # patches per group
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        if x.ndim < 2:
+            x = x[None]
+        step = self.form.samples_per_chunk(x)
+        for s in range(0, len(x), step):
+            p = self.form.patches(x[s:s + step])
+            self.sum += gram(p)
+            self.rows += p.shape[1]
+
+    @property
+    def h(self) -> np.ndarray:
+        """GPTQ's H = 2 XᵀX / n, (G, K, K)."""
+        return 2.0 * self.sum / max(self.rows, 1)
+
+    def output_error(self, delta: np.ndarray) -> float:
+        """Mean over outputs and patches of (x · Δw)², Δ a weight difference in the weight's own shape:
+        ||W X - Q X||² / (patches · outputs) without running the layer."""
+        d = self.form.to_gkn(np.asarray(delta, np.float64))
+        g, _, n = d.shape
+        return float(np.einsum("gkn,gkl,gln->", d, self.sum, d) / max(self.rows * g * n, 1))
