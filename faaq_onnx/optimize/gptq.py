@@ -169,12 +169,31 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     mean = np.mean(np.diagonal(h, axis1=1, axis2=2), axis=1)[:, None, None]
     damp = DAMP
     for _ in range(6):
-        try:
-            inv = np.linalg.inv(h + damp * mean * eye)
-            return np.linalg.cholesky((inv + inv.transpose(0, 2, 1)) / 2).transpose(0, 2, 1)
-        except np.linalg.LinAlgError:
-            damp *= 10
+        u = _upper_factor_of_inverse(h + damp * mean * eye)
+        if u is not None:
+            return u
+        damp *= 10
     raise np.linalg.LinAlgError("GPTQ: the layer's Hessian does not factor even with 10x its mean diagonal added")
+
+
+def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray | None:
+    """U with UᵀU = h⁻¹ (None where h is not positive definite): H = LLᵀ, H⁻¹ = L⁻ᵀL⁻¹, then
+    the upper factor of that. torch's LAPACK where installed (about 4x numpy's here)."""
+    try:
+        import torch
+    except ImportError:  # torch is an optional dependency
+        try:
+            inv = np.linalg.inv(np.linalg.cholesky(h))
+            return np.linalg.cholesky(inv.transpose(0, 2, 1) @ inv).transpose(0, 2, 1)
+        except np.linalg.LinAlgError:
+            return None
+    t = torch.from_numpy(h)
+    low, info = torch.linalg.cholesky_ex(t)
+    if info.any():
+        return None
+    li = torch.linalg.solve_triangular(low, torch.eye(h.shape[1], dtype=t.dtype).expand_as(t), upper=False)
+    u, info = torch.linalg.cholesky_ex(li.transpose(1, 2) @ li, upper=True)
+    return None if info.any() else u.numpy()
 
 
 def rtn_error(w: np.ndarray, qw: QuantizedWeight, x: np.ndarray) -> float:
