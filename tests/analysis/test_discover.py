@@ -115,3 +115,32 @@ def test_mul_of_two_feature_maps_is_quantized_a_transformers_is_not(tmp_path):
 
     assert "mul" in quantized_ops(model([1, 2, 4, 4]))
     assert "mul" not in quantized_ops(model([1, 6, 4]))
+
+
+def test_range_comes_from_the_clamped_tensors(tiny_cnn):
+    """conv1's raw output only feeds its Relu: the quantizer's range is that of the Relu's
+    output (and what follows), not of the negative values the clamp removes."""
+    qg = _qgraph(tiny_cnn)
+    shared = next(a for a in qg.activations.values() if "p1" in a.tensors)
+    assert "c1" in shared.tensors and "c1" not in shared.range_tensors
+    assert {"r1", "p1"} <= set(shared.range_tensors)
+
+
+def test_rank3_matmul_weight_axes_and_macs(tmp_path):
+    """A transformer's [T, K] x [K, N] projection (no bias Add, so it stays a MatMul): per output
+    column scales, blocks along K, and T*K*N MACs per sample."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 6])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    path = tmp_path / "proj.onnx"
+    onnx.save(m, path)
+    qg = _qgraph(str(path))
+    wq = qg.weights["w"]
+    assert (wq.channel_axis, wq.block_axis) == (1, 0) and wq.op_type == "MatMul"
+    assert wq.macs == 5 * 8 * 6
