@@ -12,6 +12,8 @@ from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
 GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
+AUTO = "auto"  # --optimize's default on the command line: gptq where weights go below 8 bits
+ROUNDING = ("adaround", "brecq", "gptq")
 OPTIMIZE_INPUTS = ("quantized", "weights", "float", "mixed")  # what reconstruction units are fed (optimize/unit_data.py)
 
 
@@ -78,6 +80,7 @@ class QuantConfig:
     reduce_range: str = "auto"
     first_last: Candidate | None = None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
+    optimize_auto: bool = False  # the rounding optimizer was chosen by --optimize auto (reported as such)
     optimize_iters: int = 1000
     optimize_inputs: str = "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
     optimize_samples: int = 256
@@ -123,9 +126,13 @@ class QuantConfig:
         if isinstance(self.optimize, str):
             self.optimize = tuple(m.strip() for m in self.optimize.split(",") if m.strip() and m.strip() != "none")
         self.optimize = tuple(self.optimize)
+        if AUTO in self.optimize:  # the cheap accurate path: GPTQ rounds every weight below 8 bits
+            explicit = [m for m in self.optimize if m != AUTO]
+            self.optimize = tuple(explicit if any(m in ROUNDING for m in explicit) else [*explicit, "gptq"])
+            self.optimize_auto = not any(m in ROUNDING for m in explicit)
         unknown = [m for m in self.optimize if m not in OPTIMIZERS]
         if unknown:
-            raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, {', '.join(OPTIMIZERS)}")
+            raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, auto, {', '.join(OPTIMIZERS)}")
         if sum(m in self.optimize for m in ("adaround", "brecq", "gptq")) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
         if self.optimize_inputs not in OPTIMIZE_INPUTS:

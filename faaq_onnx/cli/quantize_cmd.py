@@ -77,13 +77,15 @@ def quant_options(f):
                           "storage), weight-only com.microsoft MatMulNBits (activations stay float), or per node "
                           "whichever ORT runs faster on --ep (measured). Weight-only schemes (w4, w8) always use "
                           "MatMulNBits."),
-        click.option("--optimize", default="none", show_default=True,
-                     help="Weight optimizations, comma-separated: cle (cross-layer equalization, data-free), "
+        click.option("--optimize", default="auto", show_default=True,
+                     help="Weight optimizations, comma-separated. auto (the default): gptq rounds every weight "
+                          "below 8 bits (nothing at 8 bits); none: round to nearest. cle (cross-layer equalization, "
+                          "data-free), "
                           "smoothquant (activation outliers moved into MatMul weights, for W8A8 transformers) or awq "
                           "(activation-aware channel scaling, for weight-only), bias-correction (empirical, per "
                           "output channel), and one rounding optimizer: adaround (learned rounding, layer by layer), "
                           "brecq (block reconstruction between residual Adds, also learns activation step sizes) or "
-                          "gptq (Hessian-compensated rounding of MatMul/Gemm weights)."),
+                          "gptq (Hessian-compensated rounding of Conv, ConvTranspose, Gemm and MatMul weights)."),
         click.option("--optimize-iters", type=int, default=1000, show_default=True,
                      help="Iterations per layer (adaround) or block (brecq)."),
         click.option("--optimize-inputs", type=click.Choice(list(OPTIMIZE_INPUTS)), default="quantized",
@@ -290,6 +292,20 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
     click.echo(summary_line(result.report), err=json_path == "-")
 
 
+def rounding_line(report: dict) -> str:
+    """What rounding optimization did to the emitted weights and what it cost."""
+    rounding = report.get("optimization", {}).get("rounding") or {}
+    passes = [r for r in rounding.values() if r.get("units")]
+    if not passes:
+        return ""
+    mode = passes[0]["mode"]
+    layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
+    seconds = sum(r.get("seconds", 0.0) for r in passes)
+    why = " (--optimize auto; --optimize none rounds to nearest, adaround takes longer for more)" \
+        if report.get("config", {}).get("optimize_auto") else ""
+    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{why}"
+
+
 def _pooled(out: dict) -> str:
     """The pooled SQNR beside seed 003's mean of per-sample ratios where the two part ways
     (a few near-exact samples, e.g. saturated softmax outputs, inflate the mean)."""
@@ -313,6 +329,7 @@ def summary_line(report: dict) -> str:
         f"  output SQNR {first['sqnr_db']:.1f} dB{_pooled(first)}{agree} on {report['verify']['samples']} "
         f"{_verified_on(report['calibration'])}; "
         f"{total:.1f} s\n"
+        + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + "\n".join(f"  kernels: {line}" if i == 0 else f"  {line}"
                     for i, line in enumerate(report["verify"]["kernels"]["summary"]))

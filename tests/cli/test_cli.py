@@ -539,3 +539,29 @@ def test_reduce_range_flag_sets_the_weight_range(runner, tiny_cnn, calib_npz, tm
     assert r.exit_code == 0, r.output
     per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
     assert {w["bits"] for w in per_weight.values()} == {bits}
+
+
+@pytest.mark.parametrize("extra, rounding", [([], "gptq"), (["--optimize", "none"], "nearest"),
+                                             (["--optimize", "auto,adaround", "--optimize-iters", "20",
+                                               "--optimize-samples", "8"], "adaround")])
+def test_plain_low_bit_command_rounds_with_gptq(runner, tiny_cnn, calib_npz, tmp_path, extra, rounding):
+    """`--scheme w4a8` with nothing else takes the cheap accurate path, says so and what it cost;
+    --optimize none still rounds to nearest; an explicit rounding optimizer wins over auto."""
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--scheme", "w4a8", "--no-cache", "--json", str(report), *extra])
+    assert r.exit_code == 0, r.output
+    per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
+    assert {w["rounding"] for w in per_weight.values()} == {rounding}
+    assert ("rounding: gptq on 3 weights below 8 bits" in r.output) is (rounding == "gptq")
+    assert ("--optimize auto" in r.output) is (rounding == "gptq")
+
+
+def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
+    report = tmp_path / "r.json"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
+                             "--scheme", "w8a8", "--no-cache", "-q", "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(report.read_text())
+    assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}
+    assert not any(p.get("units") for p in rep["optimization"]["rounding"].values())
