@@ -2,7 +2,7 @@
 
 Each quantized row is one `faaq quantize` process; its wall time is that process's, start to
 exit (model load, calibration, rounding, emission, verification). Modes: `none` (round to
-nearest), `gptq` (faaq's default GPTQ: act-order on), `gptq-natural` (act-order off: the same
+nearest, --optimize none), `gptq` (faaq's default GPTQ: act-order on), `gptq-natural` (act-order off: the same
 command run through `python -c` with faaq_onnx.optimize.gptq.ACT_ORDER = False, there is no
 CLI flag for it).
 
@@ -37,7 +37,8 @@ from faaq_onnx.evaluate import evaluate
 
 NAME = "gptq_conv"
 CIFAR_TESTS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}
-MODES = {"none": [], "gptq": ["--optimize", "gptq"], "gptq-natural": ["--optimize", "gptq"]}
+# explicit: the command line's default is --optimize auto (GPTQ below 8 bits) since 1d1819c
+MODES = {"none": ["--optimize", "none"], "gptq": ["--optimize", "gptq"], "gptq-natural": ["--optimize", "gptq"]}
 NATURAL = ("import sys, faaq_onnx.optimize.gptq as g; g.ACT_ORDER = False; from faaq_onnx.cli import main; "
            "sys.argv[0] = 'faaq'; main()")
 
@@ -91,7 +92,7 @@ def main() -> None:
 
     def save():
         OUT.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"runs": runs, "rows": rows}, indent=1, default=str))
+        path.write_text(json.dumps({**state, "runs": runs, "rows": rows}, indent=1, default=str))
         (OUT / f"{NAME}.md").write_text(markdown(rows, runs))
 
     for name in args.models.split(","):

@@ -116,8 +116,9 @@ def test_gptq_beats_round_to_nearest_on_conv_outputs(bits, cin, cout, group, str
     assert qw.q.min() >= grid.fmt.qmin and qw.q.max() <= grid.fmt.qmax
     np.testing.assert_array_equal(qw.scale, grid.scale)
     ref = torch_conv(x, w, node)
-    err = {k: float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum()) for k, q in (("rtn", rtn), ("gptq", qw))}
-    assert err["gptq"] < 0.9 * err["rtn"], err
+    err = {k: float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum())
+           for k, q in (("rtn", rtn), ("gptq", qw))}
+    assert err["gptq"] < 0.7 * err["rtn"], err  # 0.27-0.49 of it measured
     # the error the report states, from the Hessian, is the same quantity
     m = ref.shape[0] * ref.shape[2] * ref.shape[3]
     assert hs.output_error(qw.dequantized() - w) * m * cout == pytest.approx(err["gptq"], rel=1e-6)
