@@ -115,3 +115,23 @@ def test_matmul_without_a_constant_bias_or_of_rank_3_stays(tiny_mlp):
                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 5])],
                            [w, numpy_helper.from_array(np.ones(5, np.float32), "b")])
     assert not FuseMatMulAddPass()(ir.from_proto(helper.make_model(g3))).modified  # a transformer's 3-D MatMul
+
+
+def test_matmul_with_a_row_bias_fuses_and_a_broadcast_matrix_does_not():
+    """A [1, N] bias is a Gemm bias; a bias Add with more rows is not."""
+    from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
+
+    def model(bias):
+        w = numpy_helper.from_array(np.ones((4, 5), np.float32), "w")
+        b = numpy_helper.from_array(bias.astype(np.float32), "b")
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])], [w, b])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)}
+    row = model(np.arange(5).reshape(1, 5))
+    fused = ir.from_proto(row)
+    assert FuseMatMulAddPass()(fused).modified and [n.op_type for n in fused.graph] == ["Gemm"]
+    np.testing.assert_allclose(run_model(to_proto(fused), x)[0], run_model(row, x)[0], rtol=1e-6)
+    assert not FuseMatMulAddPass()(ir.from_proto(model(np.ones((3, 5))))).modified

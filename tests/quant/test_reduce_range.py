@@ -62,3 +62,12 @@ def test_fused_kernels_compute_what_the_qdq_graph_says(tiny_mlp, tmp_path):
     fused = _run(out, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     err = np.sum((fused - reference) ** 2) / np.sum(reference**2)
     assert err < 1e-3, f"fused kernels deviate from the QDQ graph: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_the_run_warns_exactly_when_auto_narrows_the_weights(monkeypatch, tiny_mlp, mlp_calib, saturates):
+    monkeypatch.setattr(capabilities, "int8_products_saturate", lambda: saturates)
+    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(scheme="w8a8", progress=False))
+    assert any("saturate" in w for w in res.report["warnings"]) is saturates
+    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(scheme="w8a8", reduce_range="on", progress=False))
+    assert not any("saturate" in w for w in res.report["warnings"])  # asked for: nothing to warn about
