@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -86,13 +87,13 @@ def stack(samples: list[dict]) -> dict[str, np.ndarray]:
             for k in samples[0]}
 
 
-def faaq_cli(src: Path, dst: Path, calib_npz: Path, scheme: str, timeout: int) -> dict:
+def faaq_cli(src: Path, dst: Path, calib_npz: Path, scheme: str, timeout: int, extra: list[str] = ()) -> dict:
     """`faaq quantize` in a subprocess: wall time, exit status, warnings and the error line."""
     js = dst.with_suffix(".report.json")
     # -P and cwd: `python -m` would put the current folder (a checkout's faaq_onnx) ahead of
     # PYTHONPATH, and --snapshot's faaq_onnx would not be the one that runs
     cmd = [sys.executable, "-P", "-m", "faaq_onnx", "quantize", str(src), "-o", str(dst), "--calib", str(calib_npz),
-           "--scheme", scheme, "-q", "--json", str(js)]
+           "--scheme", scheme, *extra, "-q", "--json", str(js)]
     dst.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
@@ -140,7 +141,7 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
             self.lines: Counter = Counter()
 
         def emit(self, record):
-            self.lines[record.getMessage().split("'")[0].strip()[:200]] += 1
+            self.lines[re.sub(r"'[^']*'", "'...'", record.getMessage()).strip()[:200]] += 1
 
     root, keep = logging.getLogger(), Keep()
     saved = root.handlers[:]
@@ -313,7 +314,8 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     for label, scheme in (("faaq_w8a8", "w8a8"), ("faaq_w4a8", "w4a8")):
         log(f"{name}: {label}")
         dst = work / f"{name}.{label}.onnx"
-        row["quantize"][label] = faaq_cli(src, dst, calib_npz, scheme, args.timeout)
+        extra = shlex.split(args.w4a8_args) if scheme == "w4a8" else []
+        row["quantize"][label] = faaq_cli(src, dst, calib_npz, scheme, args.timeout, extra)
         if "error" in row["quantize"][label]:
             log(f"{name}: {label} FAILED: {row['quantize'][label]['error']}")
         else:
@@ -424,7 +426,9 @@ def markdown(payload: dict) -> str:
           f"{payload['loadavg_before']}, after {payload.get('loadavg_after')}; run took "
           f"{payload.get('total_s', '?')} s.", "",
           f"Calibration: {payload['calib']} samples per model; SQNR on {payload['eval']} held-out samples; latency "
-          f"batch 1, median of {payload['rounds']} interleaved rounds (shuffled order, sessions not spinning).",
+          f"batch 1, median of {payload['rounds']} interleaved rounds (shuffled order, sessions not spinning). "
+          f"faaq runs `faaq quantize --scheme w8a8` / `--scheme w4a8{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`"
+          ", all else default.",
           "Int kernels = weighted ops (Conv/Gemm/MatMul/ConvTranspose with a quantized weight) that ORT's optimized "
           "graph runs as integer kernels, of those quantized (`u` = weighted ops left with a float weight).", "",
           "| model | weighted ops | int kernels faaq8 / ORT8 / faaq4 | ms float / faaq8 / ORT8 / faaq4 | faaq8/ORT8 "
@@ -544,6 +548,9 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=64, help="calibration samples")
     ap.add_argument("--eval", type=int, default=16, help="held-out samples for SQNR")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one faaq quantize may take")
+    ap.add_argument("--w4a8-args", default="", metavar="ARGS",
+                    help="extra faaq quantize options for the W4A8 run, e.g. '--optimize none' (round to nearest; "
+                         "the CLI's default --optimize auto runs GPTQ on every sub-8-bit weight, minutes per model)")
     ap.add_argument("--snapshot", default=None, metavar="REV",
                     help="run faaq_onnx as committed at REV (git archive into WORK/faaq-REV, on PYTHONPATH for this "
                          "run and its faaq subprocesses): other people's edits to the work tree during a run then "
@@ -578,7 +585,7 @@ def main() -> None:
                "faaq_cli_library": subprocess.run(
                    [sys.executable, "-P", "-c", "import faaq_onnx; print(faaq_onnx.__file__)"], cwd=work,
                    capture_output=True, text=True).stdout.strip(), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-               "calib": args.calib, "eval": args.eval, "rounds": args.rounds, "data_dir": str(ddir), "rows": []}
+               "w4a8_args": args.w4a8_args, "calib": args.calib, "eval": args.eval, "rounds": args.rounds, "data_dir": str(ddir), "rows": []}
     t0 = time.perf_counter()
     for name in names:
         log(f"== {name}")
