@@ -137,7 +137,10 @@ class QuantizeBiasPass(InPlacePass):
             return False
         s_w = np.broadcast_to(qw.scale.astype(np.float64).reshape(-1), b.shape)
         bias_scale = (s_x * s_w).astype(np.float32)
-        bq = np.clip(np.rint(b / np.maximum(bias_scale, 1e-30)), -(2**31), 2**31 - 1).astype(np.int32)
+        # float64: in float32 the bound 2**31 - 1 rounds to 2**31 and a clipped bias wrapped to -2**31 (channels
+        # with tiny weights have a tiny scale, so their bias clips; ORT's quantizer widens such weight scales)
+        ratio = b.astype(np.float64) / np.maximum(bias_scale.astype(np.float64), 1e-30)
+        bq = np.clip(np.rint(ratio), -(2**31), 2**31 - 1).astype(np.int32)
         base = b_val.name.replace("/", "_")
         q_val = add_initializer(graph, f"{base}_quantized", bq)
         s_val = add_initializer(graph, f"{base}_scale", bias_scale)

@@ -252,3 +252,36 @@ def test_a_group_kept_float_reads_its_float_weight(tiny_cnn, cnn_calib):
     assert w in inits and inits[w].data_type == TensorProto.FLOAT and w not in producer
     assert any(w in n.input and n.op_type not in ("DequantizeLinear", "Cast") for n in res.model.graph.node)
     assert min(o["sqnr_db"] for o in res.report["verify"]["outputs"].values()) > 25
+
+
+def test_an_int32_bias_that_overflows_saturates_on_its_own_sign(tmp_path):
+    """A channel with tiny weights (BN-folded, as in EfficientNet-Lite0) has a tiny weight scale, so
+    its int32 bias overflows: computed in float32 the bound 2**31 - 1 rounded to 2**31 and the
+    bias wrapped to -2**31 (a sign flip, and numpy's 'invalid value encountered in cast')."""
+    import warnings
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faaq_onnx import quantize
+    from faaq_onnx.config import QuantConfig
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    w[2] *= 1e-8
+    b = np.array([0.1, -0.2, 0.5, 0.05], np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="conv"),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(m, src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        quantize(str(src), {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}, str(out),
+                 QuantConfig(scheme="w8a8", progress=False))
+    bias = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}["b_quantized"]
+    assert bias[2] == 2**31 - 1 and np.all(np.sign(bias) == np.sign(b))
