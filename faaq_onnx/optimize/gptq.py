@@ -3,10 +3,10 @@
 For y = x W (W: K inputs x N outputs) and layer inputs X, the output error of rounding
 W is governed by H = 2 XᵀX / n. GPTQ rounds one input row k at a time and spreads its
 error over the rows not yet rounded through the inverse Hessian, so later rows absorb
-what earlier ones lost. Rows go in decreasing order of diag(H) (the paper's act-order:
-the inputs that matter most are rounded first, while every other row can still absorb
-their error; blocked grids keep the natural order, see ACT_ORDER_BLOCKED). H is damped
-by DAMP of its mean diagonal, as the paper does.
+what earlier ones lost. Rows go in their natural order; the paper's act-order (decreasing
+diag(H)) is one switch away (ACT_ORDER, or act_order=) but is off: measured, it lowers each
+layer's error on the calibration inputs and not the network's accuracy. H is damped by
+DAMP of its mean diagonal, as the paper does.
 
 Conv, ConvTranspose, Gemm and MatMul weights are all seen as G independent products
 (optimize.hessian.LinearForm: one per conv group, K = C_in/group · kernel) and rounded
@@ -27,8 +27,10 @@ from faaq_onnx.quant.weights import QuantizedWeight, WeightGrid, compact
 
 DAMP = 0.01  # of the mean Hessian diagonal, as the paper
 LAZY = 128  # rows updated together (the paper's lazy batch)
-ACT_ORDER = True  # per-channel/per-tensor grids: rows by decreasing diag(H) (benchmarks/out/gptq_conv.md)
-ACT_ORDER_BLOCKED = False  # blocked grids keep the natural order (MiniLM's measured GPTQ), see gptq_codes
+# Rows by decreasing diag(H)? benchmarks/out/gptq_conv.md: act-order's layer errors are ~5 % lower
+# (ResNet-20/56 W4A8/W3A8, EfficientNet-Lite0 W4A8), top-1 is not higher (ResNets within
+# ±0.6 pt either way; EfficientNet-Lite0 72.0 % vs 74.1 % natural). Blocked grids: not measured.
+ACT_ORDER = False
 
 
 def hessian(x: np.ndarray) -> np.ndarray:
@@ -94,8 +96,7 @@ def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=
     current values when the first of them is reached (padded with zeros to block_size, as
     the grid pads). Returns codes (G, K, N) int64 and the scales and zero points used.
     """
-    if act_order is None:
-        act_order = uses_act_order(block_size if blocks is not None else None)
+    act_order = ACT_ORDER if act_order is None else act_order
     w = np.array(w, np.float64)
     h = np.array(h, np.float64)
     scale = np.array(scale, np.float64)
@@ -147,13 +148,6 @@ def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=
     return untake(q), untake(scale), untake(zp)
 
 
-def uses_act_order(block_size: int | None) -> bool:
-    """Whether GPTQ on a grid of this block size (None: per channel or tensor) goes in act-order.
-    A block's scale is fixed when its first row comes; in act-order its other rows may be
-    moved far past that range by the rows rounded in between."""
-    return ACT_ORDER_BLOCKED if block_size else ACT_ORDER
-
-
 def _block_params(rows: np.ndarray, fmt, symmetric: bool, method: str, block_size: int | None):
     """Per-column scale and zero point of one block (rows: N x members), on the grid's range setter."""
     if block_size and rows.shape[1] < block_size:
@@ -202,4 +196,4 @@ def rtn_error(w: np.ndarray, qw: QuantizedWeight, x: np.ndarray) -> float:
     return float(np.mean((x @ (qw.dequantized().astype(np.float64) - w)) ** 2))
 
 
-__all__ = ["ACT_ORDER", "uses_act_order", "gptq", "gptq_codes", "gptq_weight", "hessian", "quantize_int", "rtn_error"]
+__all__ = ["ACT_ORDER", "gptq", "gptq_codes", "gptq_weight", "hessian", "quantize_int", "rtn_error"]

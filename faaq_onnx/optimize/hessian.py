@@ -97,7 +97,7 @@ class LinearForm:
         if x.ndim < 2 or (self.trans_x and x.ndim == 2):
             return max(len(x), 1)
         per_sample = int(np.prod(x.shape[1:]))
-        if self.conv:  # an upper bound: stride >= 1 for Conv; ConvTranspose outputs stride times more
+        if self.conv:  # about: a Conv has at most as many outputs as inputs (stride >= 1, small pads)
             per_sample *= int(np.prod(self.kernel)) * (int(np.prod(self.strides)) if self.op == "ConvTranspose" else 1)
         return max(1, CHUNK_ELEMENTS // max(per_sample, 1))
 

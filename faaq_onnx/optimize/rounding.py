@@ -124,7 +124,7 @@ def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
     Hessian is summed batch by batch as ORT produces the layer's input, then each weight is
     rounded on the weight cache's grid. mse_nearest / mse: the layer's mean squared output
     error (x · ΔW, bias and clamp left out) over the same inputs, round-to-nearest and GPTQ."""
-    from faaq_onnx.optimize.gptq import gptq_weight, uses_act_order
+    from faaq_onnx.optimize import gptq as gptq_mod
     from faaq_onnx.optimize.hessian import HessianSum, linear_form
 
     node = next(n for n in comp.float_proto.graph.node if n.name == unit.nodes[0])
@@ -152,10 +152,10 @@ def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
         out["inputs_s"] = round(out.get("inputs_s", 0.0) + t_in, 2)  # ORT producing the layer input
         out["hessian_s"] = round(out.get("hessian_s", 0.0) + t_h, 2)  # patches and their sums
         rtn = comp.weights.get(w, wbits[w])
-        qw = gptq_weight(form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range)
+        qw = gptq_mod.gptq_weight(form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range)
         comp.weights.put(w, wbits[w], qw)
         out["weights"].append(w)
-        out["act_order"] = uses_act_order(qw.block_size)
+        out["act_order"] = gptq_mod.ACT_ORDER
         out["mse_nearest"] += hs.output_error(rtn.dequantized() - w_float)
         out["mse"] += hs.output_error(qw.dequantized() - w_float)
     return out
