@@ -2,9 +2,10 @@
 
 Each quantized row is one `faaq quantize` process; its wall time is that process's, start to
 exit (model load, calibration, rounding, emission, verification). Modes: `none` (round to
-nearest, --optimize none), `gptq` (faaq's default GPTQ: act-order on), `gptq-natural` (act-order off: the same
-command run through `python -c` with faaq_onnx.optimize.gptq.ACT_ORDER = False, there is no
-CLI flag for it).
+nearest, --optimize none), `gptq` (faaq's GPTQ as it is), `gptq-natural` / `gptq-act-order`
+(rows in their natural order / by decreasing diag(H): the same command run through `python -c`
+with faaq_onnx.optimize.gptq.ACT_ORDER set, there is no CLI flag for it). Each GPTQ row records
+the order it ran in (`act_order`, from the report).
 
 CIFAR-10 ResNets: calibration = faaq's seeded 256 of cifar10_train5000.npz (--calib-size 256
 --seed 0, as bench_rounding_accuracy.py); top-1 on cifar10_test.npz (10,000) and
@@ -38,14 +39,15 @@ from faaq_onnx.evaluate import evaluate
 NAME = "gptq_conv"
 CIFAR_TESTS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}
 # explicit: the command line's default is --optimize auto (GPTQ below 8 bits) since 1d1819c
-MODES = {"none": ["--optimize", "none"], "gptq": ["--optimize", "gptq"], "gptq-natural": ["--optimize", "gptq"]}
-NATURAL = ("import sys, faaq_onnx.optimize.gptq as g; g.ACT_ORDER = False; from faaq_onnx.cli import main; "
-           "sys.argv[0] = 'faaq'; main()")
+MODES = {"none": ["--optimize", "none"], "gptq": ["--optimize", "gptq"], "gptq-natural": ["--optimize", "gptq"],
+         "gptq-act-order": ["--optimize", "gptq"]}
+WITH_ORDER = ("import sys, faaq_onnx.optimize.gptq as g; g.ACT_ORDER = {}; from faaq_onnx.cli import main; "
+              "sys.argv[0] = 'faaq'; main()")
 
 
 def faaq_command(mode: str) -> list[str]:
-    if mode == "gptq-natural":
-        return [sys.executable, "-c", NATURAL]
+    if mode in ("gptq-natural", "gptq-act-order"):
+        return [sys.executable, "-c", WITH_ORDER.format(mode == "gptq-act-order")]
     return ["faaq"]
 
 
@@ -63,7 +65,8 @@ def quantize_row(fp: Path, calib: str, scheme: str, mode: str, work: Path, extra
     return {"model": out, "wall_s": round(wall, 1), "gptq_s": rounding.get("seconds"),
             "inputs_s": round(sum(u.get("inputs_s", 0.0) for u in units), 1) if units else None,
             "hessian_s": round(sum(u.get("hessian_s", 0.0) for u in units), 1) if units else None,
-            "units": len(units), "skipped": {w: why for u in units for w, why in u.get("skipped", {}).items()},
+            "units": len(units), "act_order": units[0].get("act_order") if units else None,
+            "skipped": {w: why for u in units for w, why in u.get("skipped", {}).items()},
             "layer_mse_ratio": (float(np.mean([u["mse"] / u["mse_nearest"] for u in units if u["mse_nearest"] > 0]))
                                 if units else None),
             "sqnr_db": next(iter(report["verify"]["outputs"].values()))["sqnr_db"],
@@ -78,7 +81,7 @@ def main() -> None:
     ap.add_argument("--models", default="resnet20-cifar10,resnet56-cifar10",
                     help="resnet20-cifar10, resnet56-cifar10, efficientnet-lite0")
     ap.add_argument("--schemes", default="w4a8,w3a8")
-    ap.add_argument("--modes", default="none,gptq,gptq-natural")
+    ap.add_argument("--modes", default="none,gptq,gptq-act-order")
     ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
@@ -134,30 +137,43 @@ def setup(name: str, ddir: Path, work: Path):
     return fp, str(ddir / "cifar10/cifar10_train5000.npz"), tests, ["--calib-size", "256", "--seed", "0"]
 
 
+ORDER = {"float": 0, "none": 1, "gptq": 2, "gptq-natural": 3, "gptq-act-order": 4}
+
+
 def markdown(rows: dict, runs: list) -> str:
-    last = runs[-1]
-    md = [f"GPTQ vs round to nearest (faaq quantize wall time, one process per row). Machine: "
-          f"{last['machine']}, {last['cpus']} CPUs, onnxruntime {last['onnxruntime']}, {last['date']}; "
-          f"load average at start {last['loadavg']}.", "",
-          "| model | scheme | rounding | top-1 test | top-1 lossless / val1044 | wall s | GPTQ s (inputs / Hessians) "
-          "| layer MSE / RTN's | SQNR dB | kernels | load avg |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, r in rows.items():
+    from faaq_onnx.optimize.gptq import ACT_ORDER
+
+    md = [f"GPTQ vs round to nearest: top-1, and the wall time of one `faaq quantize` process per row. "
+          f"faaq's GPTQ default now: {'act-order' if ACT_ORDER else 'natural row order'} "
+          f"(the `gptq-{'act-order' if ACT_ORDER else 'natural'}` rows). Runs (machine, load average "
+          "1/5/15 min at start):", ""]
+    md += [f"- {r['date']}, {r['machine']}, {r['cpus']} CPUs, onnxruntime {r['onnxruntime']}, "
+           f"git {r.get('git', {}).get('head', '?')}, load {r['loadavg']}: `{r['command']}`" for r in runs]
+    md += ["", "| model | scheme | rounding | act-order | top-1 test | top-1 lossless / val1044 | wall s "
+           "| GPTQ s (inputs / Hessians) | layer MSE / RTN's | SQNR dB | kernels | load avg |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def sort_key(key):
+        parts = key.split("|")
+        return parts[0], parts[1] if len(parts) > 2 else "", ORDER.get(parts[-1], 9)
+
+    for key in sorted(rows, key=sort_key):
+        r = rows[key]
         parts = key.split("|")
         model, scheme, mode = parts[0], (parts[1] if len(parts) > 2 else "float"), parts[-1]
         accs = [v for k, v in r.items() if k in ("test", "lossless", "val1044")]
         acc = " | ".join(f"{100 * a:.2f}" for a in accs) if len(accs) == 2 else f"- | {100 * accs[0]:.2f}"
         if mode == "float":
-            md.append(f"| {model} | float | - | {acc} | - | - | - | - | - | - |")
+            md.append(f"| {model} | float | - | - | {acc} | - | - | - | - | - | - |")
             continue
         gptq = (f"{r['gptq_s']} ({r.get('inputs_s')} / {r['hessian_s']})" if r.get("gptq_s") is not None
                 else "-")
         ratio = f"{r['layer_mse_ratio']:.3f}" if r.get("layer_mse_ratio") is not None else "-"
-        md.append(f"| {model} | {scheme} | {mode} | {acc} | {r['wall_s']} | {gptq} | {ratio} | "
+        order = {True: "yes", False: "no"}.get(r.get("act_order"), "-")
+        md.append(f"| {model} | {scheme} | {mode} | {order} | {acc} | {r['wall_s']} | {gptq} | {ratio} | "
                   f"{r['sqnr_db']:.2f} | {r['kernels']} | {r['loadavg_start']}→{r['loadavg_end']} |")
-    md += ["", "Commands (the benchmark, then one row's faaq command):", ""]
-    md += [f"    {run['command']}" for run in runs]
-    some = next((r["command"] for r in rows.values() if "command" in r and "gptq" in r["command"]), None)
+    md += ["", "A row's faaq command (each row's is in gptq_conv.json):", ""]
+    some = next((r["command"] for r in rows.values() if "--optimize gptq" in r.get("command", "")), None)
     if some:
         md.append(f"    {some}")
     return "\n".join(md) + "\n"

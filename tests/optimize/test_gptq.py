@@ -222,6 +222,7 @@ def test_gptq_rounds_every_conv_and_the_gemm_on_integer_kernels(conv_model, tmp_
         units = res.report["optimization"]["rounding"][scheme]["units"]
         assert sorted(u["op"] for u in units) == ["Conv", "Conv", "Conv", "Gemm"]
         assert all(u["mse"] < u["mse_nearest"] for u in units), units
+        assert all(u["act_order"] is False for u in units)  # the measured default: natural row order
         per_weight = res.report["verify"]["size"]["per_weight"]
         assert {w: p["rounding"] for w, p in per_weight.items()} == {w: "gptq" for w in
                                                                     ("conv1.w", "dw.w", "gconv.w", "fc.w")}
@@ -277,3 +278,42 @@ def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
         np.testing.assert_array_equal(np.concatenate(streamed), whole)
     if mode == "quantized":
         assert not np.array_equal(whole, data.float_tensors(["dw.r"])["dw.r"])
+
+
+def test_act_order_is_natural_order_on_rows_sorted_by_hessian_diagonal():
+    """act_order=True is GPTQ on the rows sorted by decreasing diag(H), put back in place."""
+    rng = np.random.default_rng(2)
+    k, n = 24, 6
+    w = rng.normal(0, 0.3, (k, n))
+    x = rng.standard_normal((400, 5)) @ rng.standard_normal((5, k)) * rng.uniform(0.2, 3, k)
+    h = hessian(x)
+    grid = weight_grid(w, 3, "per-channel", 1, 0)
+    perm = np.argsort(-np.diag(h), kind="stable")
+    assert not np.array_equal(perm, np.arange(k))
+    sorted_q = gptq(w[perm], h[np.ix_(perm, perm)], weight_grid(w[perm], 3, "per-channel", 1, 0), symmetric=True,
+                    act_order=False).q
+    q = gptq(w, h, grid, symmetric=True, act_order=True).q
+    np.testing.assert_array_equal(q[perm], sorted_q)
+    assert not np.array_equal(q, gptq(w, h, grid, symmetric=True, act_order=False).q)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_auto_pad_patches_are_what_onnx_runtime_convolves(auto_pad):
+    """Pads from auto_pad (odd totals: UPPER puts the extra zero at the end, LOWER at the start):
+    patches times the weight give ORT's Conv output."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (5, 4, 4, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 4, 9, 10)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto_pad, strides=[2, 3])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    form = linear_form(node, 1, w.shape)
+    y = np.matmul(form.patches(x), form.to_gkn(w))[0]  # (B * H * W, N)
+    b, n, hh, ww = ref.shape
+    np.testing.assert_allclose(y.reshape(b, hh * ww, n).transpose(0, 2, 1).reshape(ref.shape), ref, atol=1e-4)
