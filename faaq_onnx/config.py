@@ -133,7 +133,7 @@ class QuantConfig:
         unknown = [m for m in self.optimize if m not in OPTIMIZERS]
         if unknown:
             raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, auto, {', '.join(OPTIMIZERS)}")
-        if sum(m in self.optimize for m in ("adaround", "brecq", "gptq")) > 1:
+        if sum(m in self.optimize for m in ROUNDING) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
         if self.optimize_inputs not in OPTIMIZE_INPUTS:
             raise FaaqError(f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
@@ -180,7 +180,7 @@ class QuantConfig:
 
     @property
     def rounding(self) -> str | None:
-        return next((m for m in self.optimize if m in ("adaround", "brecq", "gptq")), None)
+        return next((m for m in self.optimize if m in ROUNDING), None)
 
 
 def _at_least_one(option: str, value, optional: bool = False) -> None:

@@ -125,7 +125,7 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
     tries = []
     current, working = result, budget
     for _ in range(REPAIR_TRIES):
-        value, how, *details = measure_emitted(comp, current, budget, check, ep, batch, output)
+        value, how, details = measure_emitted(comp, current, budget, check, ep, batch, output)
         tries.append(round(value, 4))
         if meets(budget, value, tol):
             return _record(current, budget, value, how, tries, met=True, tolerance=tol, details=details)
@@ -143,7 +143,7 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
     extreme_plan = _extreme_plan(comp, budget)
     comp.reround(extreme_plan)
     extreme = comp.emit(extreme_plan)
-    value, how, *details = measure_emitted(comp, extreme, budget, check, ep, batch, output)
+    value, how, details = measure_emitted(comp, extreme, budget, check, ep, batch, output)
     tries.append(round(value, 4))
     if meets(budget, value, tol):
         return _record(extreme, budget, value, how, tries, met=True, tolerance=tol, details=details)
@@ -229,11 +229,11 @@ def _nearest(budget: Budget, value: float) -> float:
 
 
 def _record(result, budget: Budget, value: float, how: str, tries: list, met: bool, tolerance: float = 0.0,
-            details=()):
+            details: dict | None = None):
     result.report["budget"] = {"budget": str(budget), "kind": budget.kind, "asked": budget.value,
                                "measured": value, "unit": UNITS[budget.kind], "how": how, "met": met,
                                "tolerance": tolerance, "measured_per_try": tries,
-                               **(details[0] if details else {})}
+                               **(details or {})}
     return result
 
 

@@ -151,7 +151,7 @@ def test_repair_emits_the_reallocated_plan_and_records_every_try(monkeypatch):
     import faaq_onnx.guarantees as gu
 
     measured = {"first": 29.5, "second": 30.2, "extreme": 40.0}
-    monkeypatch.setattr(gu, "measure_emitted", lambda comp, res, *a: (measured[res.plan.choices["g"]], "probe"))
+    monkeypatch.setattr(gu, "measure_emitted", lambda comp, res, *a: (measured[res.plan.choices["g"]], "probe", {}))
     monkeypatch.setattr(gu, "_extreme_plan", lambda comp, budget: _plan("extreme"))
     comp = _FakeComp([_plan("second")], {}, [])
     out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
