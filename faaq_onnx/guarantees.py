@@ -40,11 +40,12 @@ def confidence_of(budget: Budget) -> float:
 
 
 def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu", batch: int = 1,
-                    output=None) -> tuple[float, str, dict]:
+                    output=None, allocator_labels: int | None = None) -> tuple[float, str, dict]:
     """(value, how it was measured, details) of a budget's quantity on the emitted model.
 
     For floors the value is the confidence bound the floor is checked on; `labeled` is the
-    labeled data the allocator did not choose with. `output` names the file to be written
+    labeled data the allocator did not choose with, and `allocator_labels` how many it chose
+    with (None: it chose with these same labels). `output` names the file to be written
     (its name is in the external data file's name, so it counts in the bytes)."""
     rep = result.report["verify"]
     if budget.kind == "sqnr-db":
@@ -65,7 +66,7 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         got = _correct(result.model, x, y, comp.config.batch_size)
         per_sample = 100.0 * (ref.astype(np.float64) - got)  # points each sample adds to the drop
         point, bound = float(per_sample.mean()), upper_bound(per_sample, conf)
-        chose = getattr(comp, "_allocator_labels", None)  # set by enforce_budget
+        chose = allocator_labels
         details = {"point": point, "confidence": conf, "held_out_samples": int(len(y)),
                    "allocator_samples": chose, "reference": "the model given"}
         where = (f"{len(y)} held-out labeled samples, the allocator chose with {chose} others" if chose is not None
@@ -116,8 +117,7 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
     checked on (labels the allocator never saw; split_labeled makes the two)."""
     tol = comp.config.latency_tolerance if budget.kind in LATENCY else 0.0
     check = labeled if check_labeled is None else check_labeled
-    if budget.kind == "max-drop":
-        comp._allocator_labels = int(len(labeled[1])) if check_labeled is not None else None
+    chose = int(len(labeled[1])) if budget.kind == "max-drop" and check_labeled is not None else None
     stated = result.report.get("verify", {}).get("confidence", confidence_of(budget))
     if budget.kind == "sqnr-db" and stated != confidence_of(budget):
         comp.confidence = confidence_of(budget)  # verification states the bound at the floor's confidence
@@ -125,7 +125,7 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
     tries = []
     current, working = result, budget
     for _ in range(REPAIR_TRIES):
-        value, how, details = measure_emitted(comp, current, budget, check, ep, batch, output)
+        value, how, details = measure_emitted(comp, current, budget, check, ep, batch, output, chose)
         tries.append(round(value, 4))
         if meets(budget, value, tol):
             return _record(current, budget, value, how, tries, met=True, tolerance=tol, details=details)
@@ -143,7 +143,7 @@ def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, la
     extreme_plan = _extreme_plan(comp, budget)
     comp.reround(extreme_plan)
     extreme = comp.emit(extreme_plan)
-    value, how, details = measure_emitted(comp, extreme, budget, check, ep, batch, output)
+    value, how, details = measure_emitted(comp, extreme, budget, check, ep, batch, output, chose)
     tries.append(round(value, 4))
     if meets(budget, value, tol):
         return _record(extreme, budget, value, how, tries, met=True, tolerance=tol, details=details)
