@@ -34,8 +34,8 @@ UNITS = {"sqnr-db": "dB", "max-drop": "pt", "avg-bits": "bits", "size-mb": "MB",
          "latency": "x W8A8", "latency-ms": "ms"}
 
 
-def confidence_of(budget: Budget) -> float:
-    """The confidence a floor is checked at (`sqnr-db=30@0.9`), 0.95 by default."""
+def confidence_of(budget: Budget | None) -> float:
+    """The confidence a floor is checked at (`sqnr-db=30@0.9`), 0.95 by default (and without a budget)."""
     return getattr(budget, "confidence", None) or DEFAULT_CONFIDENCE
 
 

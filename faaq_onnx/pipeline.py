@@ -34,7 +34,7 @@ from faaq_onnx.analysis.sensitivity import (
     SensitivityTable,
     sensitivity,
 )
-from faaq_onnx.analysis.verify import DEFAULT_CONFIDENCE, verify
+from faaq_onnx.analysis.verify import verify
 from faaq_onnx.config import Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
@@ -74,13 +74,13 @@ class Compilation:
             model = load_model(model_path)
             # bad calibration data fails here, before any long work
             self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(calib, to_proto(model), self.config)
+        from faaq_onnx.guarantees import confidence_of, hold_out_for_floor
+
         held_out_note = []
         if floor is not None and floor.is_floor:  # checked on samples calibration and allocator never see
-            from faaq_onnx.guarantees import hold_out_for_floor
-
             self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_for_floor(
                 self.inputs, self.verify_inputs, self.data_notes, self.config.verify_samples)
-        self.confidence = getattr(floor, "confidence", None) or DEFAULT_CONFIDENCE  # of verify's SQNR bound
+        self.confidence = confidence_of(floor)  # of verify's SQNR bound
         with self.stage("canonicalize"):
             self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
         self.warnings += self.data_notes + held_out_note
