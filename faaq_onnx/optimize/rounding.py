@@ -139,7 +139,7 @@ def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
             out.setdefault("skipped", {})[w] = form
             continue
         x_name = node.input[1 - index] if node.op_type == "MatMul" else node.input[0]
-        hs, batches = HessianSum(form), _input_batches(data, x_name, plan.choices, inputs)
+        hs, batches = HessianSum(form), data.unit_input_batches(x_name, plan.choices, inputs)
         t_in = t_h = 0.0
         while True:
             t0 = time.perf_counter()
@@ -159,24 +159,6 @@ def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
         out["mse_nearest"] += hs.output_error(rtn.dequantized() - w_float)
         out["mse"] += hs.output_error(qw.dequantized() - w_float)
     return out
-
-
-def _input_batches(data, name: str, choices, mode: str):
-    """The layer input `name` as UnitData.unit_inputs gives it, one batch of samples at a time
-    (only one batch is held: GPTQ needs sums over the samples, never all of them at once)."""
-    from faaq_onnx.runtime.runner import run_all
-
-    n = len(next(iter(data.inputs.values())))
-    step = data.batch_size
-    if mode != "float":
-        weights, acts = data.comp.feeds.feeds(choices)
-        acts = acts if mode in ("quantized", "mixed") else None
-    for s in range(0, n, step):
-        chunk = {k: v[s:s + step] for k, v in data.inputs.items()}
-        if mode == "float":
-            yield chunk[name] if name in chunk else run_all(data.float_session, chunk, step, [name])[0]
-        else:
-            yield data.probe.run(weights, acts, outputs=[data.probe_name[name]], inputs=chunk)[0]
 
 
 def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:

@@ -52,6 +52,21 @@ class UnitData:
             return self.float_tensors(names)
         return self.quantized_tensors(names, choices, activations=mode in ("quantized", "mixed"))
 
+    def unit_input_batches(self, name: str, choices, mode: str):
+        """`name` as unit_inputs gives it, one batch of samples at a time (only one batch is
+        held: GPTQ needs sums over the samples, never all of them at once)."""
+        n = len(next(iter(self.inputs.values())))
+        step = self.batch_size
+        if mode != "float":
+            weights, acts = self.comp.feeds.feeds(choices)
+            acts = acts if mode in ("quantized", "mixed") else None
+        for s in range(0, n, step):
+            chunk = {k: v[s:s + step] for k, v in self.inputs.items()}
+            if mode == "float":
+                yield chunk[name] if name in chunk else run_all(self.float_session, chunk, step, [name])[0]
+            else:
+                yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[0]
+
     def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
         """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
         those inputs where `mode` is `mixed` (else None), and its float target, with every

@@ -263,7 +263,6 @@ def test_lazy_batches_change_nothing(monkeypatch, act_order):
 def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
     """GPTQ reads each layer's input batch by batch; the batches are the tensor UnitData would
     hold whole, in each --optimize-inputs mode (the quantized model's, not the float one's)."""
-    from faaq_onnx.optimize.rounding import _input_batches
     from faaq_onnx.optimize.unit_data import UnitData
     from faaq_onnx.pipeline import Compilation
 
@@ -272,7 +271,7 @@ def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
     plan = comp.uniform("w4a8")
     data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
     for name in ("conv1.r", "dw.r"):
-        streamed = list(_input_batches(data, name, plan.choices, mode))
+        streamed = list(data.unit_input_batches(name, plan.choices, mode))
         assert len(streamed) == 3
         whole = data.unit_inputs([name], plan.choices, mode)[name]
         np.testing.assert_array_equal(np.concatenate(streamed), whole)
