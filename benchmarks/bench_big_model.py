@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import machine, write
 
-EXPORT = r'''
+EXPORT = r"""
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=12,
@@ -40,7 +40,7 @@ with torch.no_grad():
                       input_names=["input_ids"], output_names=["logits"], external_data=True,
                       dynamic_shapes=({0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=256)},))
 print(sum(p.numel() for p in m.parameters()))
-'''
+"""
 
 
 def timed(cmd: list[str]) -> dict:
@@ -48,8 +48,13 @@ def timed(cmd: list[str]) -> dict:
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    out = {"cmd": " ".join(cmd), "rc": proc.returncode, "wall_s": round(wall, 1),
-           "peak_rss_mb": int(rss.group(1)) // 1024 if rss else None, "stdout": proc.stdout[-2000:]}
+    out = {
+        "cmd": " ".join(cmd),
+        "rc": proc.returncode,
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": int(rss.group(1)) // 1024 if rss else None,
+        "stdout": proc.stdout[-2000:],
+    }
     if proc.returncode:
         out["stderr"] = proc.stderr[-3000:]
     return out
@@ -69,7 +74,9 @@ def sqnr_vs_float(float_path: Path, quant_path: Path, tokens: np.ndarray) -> flo
     ref = ort.InferenceSession(str(float_path), so, providers=["CPUExecutionProvider"])
     r = [ref.run(None, {"input_ids": t[None]})[0] for t in tokens]
     del ref
-    q = ort.InferenceSession(str(quant_path), so, providers=["CPUExecutionProvider"])  # plain ORT, from the file
+    q = ort.InferenceSession(
+        str(quant_path), so, providers=["CPUExecutionProvider"]
+    )  # plain ORT, from the file
     g = [q.run(None, {"input_ids": t[None]})[0] for t in tokens]
     return sqnr_db(np.concatenate(r), np.concatenate(g))
 
@@ -92,25 +99,51 @@ def main() -> None:
     result.update(model_bytes=model_bytes, rss_budget_mb=round(budget_mb))
     for scheme in ("w8a8", "w4"):
         out = work / f"llama-3g.{scheme}.onnx"
-        run = timed(["faaq", "quantize", str(model), "-o", str(out), "--calib", str(work / "tokens.npz"),
-                     "--calib-size", "8", "--batch-size", "1", "--scheme", scheme, "-q",
-                     "--json", str(work / f"{scheme}.json")])
+        run = timed(
+            [
+                "faaq",
+                "quantize",
+                str(model),
+                "-o",
+                str(out),
+                "--calib",
+                str(work / "tokens.npz"),
+                "--calib-size",
+                "8",
+                "--batch-size",
+                "1",
+                "--scheme",
+                scheme,
+                "-q",
+                "--json",
+                str(work / f"{scheme}.json"),
+            ]
+        )
         if run["rc"] == 0:
             rep = json.loads((work / f"{scheme}.json").read_text())
-            run.update(output_bytes=disk_bytes(out), sqnr_db_4_sequences=sqnr_vs_float(model, out, tokens),
-                       kernels=rep["verify"]["kernels"]["summary"][0], timings=rep["timings_s"],
-                       within_rss_budget=run["peak_rss_mb"] <= budget_mb)
+            run.update(
+                output_bytes=disk_bytes(out),
+                sqnr_db_4_sequences=sqnr_vs_float(model, out, tokens),
+                kernels=rep["verify"]["kernels"]["summary"][0],
+                timings=rep["timings_s"],
+                within_rss_budget=run["peak_rss_mb"] <= budget_mb,
+            )
         result[scheme] = run
         print(scheme, {k: v for k, v in run.items() if k not in ("stdout", "stderr")}, flush=True)
-    md = [f"LLaMA-shaped decoder, random weights, {model_bytes / 1e9:.2f} GB on disk (fp32, external data); "
-          f"RSS budget 1.5 x model + 1 GB = {budget_mb:.0f} MB", "",
-          "| scheme | wall s | peak RSS MB | within budget | output bytes | SQNR vs float (4 seqs) | kernels |",
-          "|---|---|---|---|---|---|---|"]
+    md = [
+        f"LLaMA-shaped decoder, random weights, {model_bytes / 1e9:.2f} GB on disk (fp32, external data); "
+        f"RSS budget 1.5 x model + 1 GB = {budget_mb:.0f} MB",
+        "",
+        "| scheme | wall s | peak RSS MB | within budget | output bytes | SQNR vs float (4 seqs) | kernels |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for scheme in ("w8a8", "w4"):
         r = result[scheme]
-        md.append(f"| {scheme} | {r['wall_s']} | {r['peak_rss_mb']} | {r.get('within_rss_budget')} | "
-                  f"{r.get('output_bytes', '-')} | {r.get('sqnr_db_4_sequences', float('nan')):.2f} dB | "
-                  f"{r.get('kernels', r.get('stderr', '')[-200:])} |")
+        md.append(
+            f"| {scheme} | {r['wall_s']} | {r['peak_rss_mb']} | {r.get('within_rss_budget')} | "
+            f"{r.get('output_bytes', '-')} | {r.get('sqnr_db_4_sequences', float('nan')):.2f} dB | "
+            f"{r.get('kernels', r.get('stderr', '')[-200:])} |"
+        )
     write("big_model", result, "\n".join(md) + "\n")
 
 

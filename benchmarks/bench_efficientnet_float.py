@@ -33,9 +33,13 @@ REFERENCE = {"top1": 82.46, "top5": 95.23}  # /work/shared/data/README.md, val13
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data-dir")
-    ap.add_argument("--weights", default="auto", help="checkpoint .pth, or 'auto' for the packaged one")
+    ap.add_argument(
+        "--weights", default="auto", help="checkpoint .pth, or 'auto' for the packaged one"
+    )
     ap.add_argument("--work", help="folder for the exported model (default: a temporary one)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--no-torch", action="store_true", help="skip the torch cross-check")
@@ -64,22 +68,42 @@ def main() -> None:
         t0 = time.perf_counter()
         model = zoo.build(NAME, weights=weights)
         with torch.no_grad():
-            logits_t = np.concatenate([model(torch.from_numpy(x[i:i + args.batch_size])).numpy()
-                                       for i in range(0, len(x), args.batch_size)])
+            logits_t = np.concatenate(
+                [
+                    model(torch.from_numpy(x[i : i + args.batch_size])).numpy()
+                    for i in range(0, len(x), args.batch_size)
+                ]
+            )
         logits_o = predict(fp, x, args.batch_size)
-        cross = {"torch_top1": round(100 * float(np.mean(logits_t.argmax(1) == y)), 2),
-                 "argmax_agreement": round(100 * float(np.mean(logits_t.argmax(1) == logits_o.argmax(1))), 2),
-                 "max_abs_logit_diff": float(np.abs(logits_t - logits_o).max())}
+        cross = {
+            "torch_top1": round(100 * float(np.mean(logits_t.argmax(1) == y)), 2),
+            "argmax_agreement": round(
+                100 * float(np.mean(logits_t.argmax(1) == logits_o.argmax(1))), 2
+            ),
+            "max_abs_logit_diff": float(np.abs(logits_t - logits_o).max()),
+        }
         torch_s = round(time.perf_counter() - t0, 1)
 
     ok = abs(top1 - REFERENCE["top1"]) <= 0.05 and abs(top5 - REFERENCE["top5"]) <= 0.05
     result = {
-        "model": NAME, "weights": str(weights), "onnx": str(fp), "onnx_bytes": fp.stat().st_size,
-        "data": "imagenet/val1300 (1,300 images, 725 classes)", "preset": PRESET, "samples": rep["samples"],
-        "top1": round(top1, 2), "top5": round(top5, 2), "reference": REFERENCE, "reproduces_reference": ok,
+        "model": NAME,
+        "weights": str(weights),
+        "onnx": str(fp),
+        "onnx_bytes": fp.stat().st_size,
+        "data": "imagenet/val1300 (1,300 images, 725 classes)",
+        "preset": PRESET,
+        "samples": rep["samples"],
+        "top1": round(top1, 2),
+        "top5": round(top5, 2),
+        "reference": REFERENCE,
+        "reproduces_reference": ok,
         **cross,
-        "seconds": {"export": round(export_s, 1), "load_and_preprocess": round(load_s, 1), "ort_eval": round(eval_s, 1),
-                    "torch_cross_check": torch_s},
+        "seconds": {
+            "export": round(export_s, 1),
+            "load_and_preprocess": round(load_s, 1),
+            "ort_eval": round(eval_s, 1),
+            "torch_cross_check": torch_s,
+        },
         "machine": machine(),
     }
     md = [
@@ -92,13 +116,19 @@ def main() -> None:
         "",
     ]
     if cross:
-        md += [f"torch top-1 on the same arrays: {cross['torch_top1']:.2f} %; torch/ORT argmax agreement "
-               f"{cross['argmax_agreement']:.2f} %, largest logit difference {cross['max_abs_logit_diff']:.2e}.", ""]
-    md += [f"ONNX {fp.stat().st_size / 1e6:.1f} MB; export {export_s:.1f} s, decode+preprocess {load_s:.1f} s, "
-           f"ORT eval {eval_s:.1f} s ({result['machine']['cpus']} CPUs, onnxruntime "
-           f"{result['machine']['onnxruntime']}, {result['machine']['date']}).",
-           "",
-           "    python benchmarks/bench_efficientnet_float.py --data-dir ../shared/data", ""]
+        md += [
+            f"torch top-1 on the same arrays: {cross['torch_top1']:.2f} %; torch/ORT argmax agreement "
+            f"{cross['argmax_agreement']:.2f} %, largest logit difference {cross['max_abs_logit_diff']:.2e}.",
+            "",
+        ]
+    md += [
+        f"ONNX {fp.stat().st_size / 1e6:.1f} MB; export {export_s:.1f} s, decode+preprocess {load_s:.1f} s, "
+        f"ORT eval {eval_s:.1f} s ({result['machine']['cpus']} CPUs, onnxruntime "
+        f"{result['machine']['onnxruntime']}, {result['machine']['date']}).",
+        "",
+        "    python benchmarks/bench_efficientnet_float.py --data-dir ../shared/data",
+        "",
+    ]
     write("efficientnet_float", result, "\n".join(md))
     if not ok:
         raise SystemExit(f"float accuracy {top1:.2f}/{top5:.2f} does not reproduce {REFERENCE}")

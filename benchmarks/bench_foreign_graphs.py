@@ -81,39 +81,74 @@ def first_line(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------------- quantizers
 
+
 def stack(samples: list[dict]) -> dict[str, np.ndarray]:
     """Per-sample feeds -> one array per input, samples on axis 0 (faaq's calibration format)."""
-    return {k: (np.concatenate([s[k] for s in samples]) if np.ndim(samples[0][k]) else np.stack([s[k] for s in samples]))
-            for k in samples[0]}
+    return {
+        k: (
+            np.concatenate([s[k] for s in samples])
+            if np.ndim(samples[0][k])
+            else np.stack([s[k] for s in samples])
+        )
+        for k in samples[0]
+    }
 
 
-def faaq_cli(src: Path, dst: Path, calib_npz: Path, scheme: str, timeout: int, extra: list[str] = ()) -> dict:
+def faaq_cli(
+    src: Path, dst: Path, calib_npz: Path, scheme: str, timeout: int, extra: list[str] = ()
+) -> dict:
     """`faaq quantize` in a subprocess: wall time, exit status, warnings and the error line."""
     js = dst.with_suffix(".report.json")
     # -P and cwd: `python -m` would put the current folder (a checkout's faaq_onnx) ahead of
     # PYTHONPATH, and --snapshot's faaq_onnx would not be the one that runs
-    cmd = [sys.executable, "-P", "-m", "faaq_onnx", "quantize", str(src), "-o", str(dst), "--calib", str(calib_npz),
-           "--scheme", scheme, *extra, "-q", "--json", str(js)]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "faaq_onnx",
+        "quantize",
+        str(src),
+        "-o",
+        str(dst),
+        "--calib",
+        str(calib_npz),
+        "--scheme",
+        scheme,
+        *extra,
+        "-q",
+        "--json",
+        str(js),
+    ]
     dst.unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=dst.parent)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s", "seconds": timeout, "cmd": shlex.join(cmd)}
-    out = {"seconds": round(time.perf_counter() - t0, 1), "rc": p.returncode,
-           "cmd": "faaq quantize " + shlex.join(cmd[5:])}
+    out = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rc": p.returncode,
+        "cmd": "faaq quantize " + shlex.join(cmd[5:]),
+    }
     text = (p.stderr or "") + (p.stdout or "")
-    out["warnings"] = sorted({ln.strip()[:300] for ln in text.splitlines() if "warning" in ln.lower()})
+    out["warnings"] = sorted(
+        {ln.strip()[:300] for ln in text.splitlines() if "warning" in ln.lower()}
+    )
     if p.returncode != 0 or not dst.exists():
         lines = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
-        err = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else f"rc {p.returncode}")
+        err = next(
+            (ln for ln in reversed(lines) if "error" in ln.lower()),
+            lines[-1] if lines else f"rc {p.returncode}",
+        )
         out["error"] = err.strip()[:500]
         out["stderr_tail"] = lines[-8:]
         return out
     if js.exists():
         rep = json.loads(js.read_text())
         v = rep.get("verify") or {}
-        out["faaq_verify"] = {k: v.get(k) for k in ("sqnr_db", "output_sqnr_db", "agreement") if k in v}
+        out["faaq_verify"] = {
+            k: v.get(k) for k in ("sqnr_db", "output_sqnr_db", "agreement") if k in v
+        }
         out["faaq_kernel_summary"] = (v.get("kernels") or {}).get("summary")
         js.unlink()
     return out
@@ -122,7 +157,12 @@ def faaq_cli(src: Path, dst: Path, calib_npz: Path, scheme: str, timeout: int, e
 def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
     """quant_pre_process + quantize_static (QDQ, per-channel QInt8 weights, QUInt8 activations,
     MinMax), the samples fed one by one; quantize_static on the raw model if pre-processing fails."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.calibrate import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -150,7 +190,9 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
     t0 = time.perf_counter()
     pre = dst.with_suffix(".pre.onnx")
     cwd = os.getcwd()
-    os.chdir(dst.parent)  # symbolic shape inference leaves sym_shape_infer_temp.onnx in the current folder
+    os.chdir(
+        dst.parent
+    )  # symbolic shape inference leaves sym_shape_infer_temp.onnx in the current folder
     src_q = pre
     try:
         with warnings.catch_warnings():
@@ -162,9 +204,16 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(src_q), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(src_q),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
     except Exception as exc:  # noqa: BLE001
         out["error"] = first_line(exc)
     finally:
@@ -180,6 +229,7 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- measurements
 
+
 def _weight_chain(model: onnx.ModelProto):
     """name -> (the tensor traces back to a constant, a DequantizeLinear is on the way), walking
     back through DequantizeLinear / QuantizeLinear / Cast / Identity / Reshape / Transpose."""
@@ -193,12 +243,21 @@ def _weight_chain(model: onnx.ModelProto):
             if name in consts:
                 return True, dq
             n = producer.get(name)
-            if n is None or n.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast", "Identity", "Reshape",
-                                               "Transpose", "Unsqueeze", "Squeeze"):
+            if n is None or n.op_type not in (
+                "DequantizeLinear",
+                "QuantizeLinear",
+                "Cast",
+                "Identity",
+                "Reshape",
+                "Transpose",
+                "Unsqueeze",
+                "Squeeze",
+            ):
                 return False, dq
             dq |= n.op_type == "DequantizeLinear"
             name = n.input[0]
         return False, dq
+
     return chain
 
 
@@ -228,8 +287,9 @@ def weighted_in_subgraphs(model: onnx.ModelProto) -> dict[str, int]:
             if not top and n.op_type in WEIGHTED:
                 count[n.op_type] += 1
             for a in n.attribute:
-                for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
                     walk(g, False)
+
     walk(model.graph, True)
     return dict(count)
 
@@ -250,15 +310,22 @@ def kernels(path: Path) -> dict:
     wn = weighted_nodes(model)
     q = rep["quantized_nodes"]
     w = [e for e in q if e["node"] in wn and wn[e["node"]][1]]
-    fallback = Counter(f"{e['op_type']} -> {e['runs_as']}: {e['why_float']}" for e in q if not e["integer_kernel"])
+    fallback = Counter(
+        f"{e['op_type']} -> {e['runs_as']}: {e['why_float']}" for e in q if not e["integer_kernel"]
+    )
     unq = Counter(op for op, quantized in wn.values() if not quantized)
     for op, n in unq.items():  # weights left with no Q/DQ at all
         fallback[f"{op}: weight not quantized (no DequantizeLinear on it)"] += n
-    return {"weighted_int": sum(e["integer_kernel"] for e in w), "weighted_quantized": len(w),
-            "weighted_unquantized": sum(unq.values()),
-            "quantized_int": sum(e["integer_kernel"] for e in q), "quantized": len(q),
-            "int_by_op": dict(Counter(e["runs_as"] for e in w if e["integer_kernel"])),
-            "float_fallbacks": dict(fallback.most_common()), "summary": rep["summary"]}
+    return {
+        "weighted_int": sum(e["integer_kernel"] for e in w),
+        "weighted_quantized": len(w),
+        "weighted_unquantized": sum(unq.values()),
+        "quantized_int": sum(e["integer_kernel"] for e in q),
+        "quantized": len(q),
+        "int_by_op": dict(Counter(e["runs_as"] for e in w if e["integer_kernel"])),
+        "float_fallbacks": dict(fallback.most_common()),
+        "summary": rep["summary"],
+    }
 
 
 def run_all(path: Path, feeds: list[dict]) -> list[list[np.ndarray]]:
@@ -275,12 +342,18 @@ def sqnr(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> list[float
         r = np.concatenate([np.asarray(s[j], np.float64).ravel() for s in ref])
         g = np.concatenate([np.asarray(s[j], np.float64).ravel() for s in got])
         err = float(np.sum((r - g) ** 2))
-        out.append(None if err == 0 else round(float(10 * np.log10(np.sum(r ** 2) / err)), 2)
-                   if np.isfinite(err) else float("-inf"))
+        out.append(
+            None
+            if err == 0
+            else round(float(10 * np.log10(np.sum(r**2) / err)), 2)
+            if np.isfinite(err)
+            else float("-inf")
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- one model
+
 
 def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     row: dict = {"model": name, "started": time.strftime("%H:%M:%S")}
@@ -301,11 +374,15 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
         return row
     src = e.path
     fp_model = onnx.load(str(src), load_external_data=False)
-    row["opset"] = next((o.version for o in fp_model.opset_import if o.domain in ("", "ai.onnx")), None)
+    row["opset"] = next(
+        (o.version for o in fp_model.opset_import if o.domain in ("", "ai.onnx")), None
+    )
     row["producer"] = f"{fp_model.producer_name} {fp_model.producer_version}".strip()
     row["weighted_float"] = weighted_in(fp_model)
     row["weighted_in_subgraphs"] = weighted_in_subgraphs(fp_model)
-    row["control_flow"] = sorted({n.op_type for n in fp_model.graph.node if n.op_type in ("If", "Loop", "Scan")})
+    row["control_flow"] = sorted(
+        {n.op_type for n in fp_model.graph.node if n.op_type in ("If", "Loop", "Scan")}
+    )
     calib_npz = work / f"{name}.calib.npz"
     np.savez(calib_npz, **stack(calib))
 
@@ -334,7 +411,9 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
         try:
             make_session(str(paths[label]))
         except Exception as exc:  # noqa: BLE001 - a quantizer that writes an unloadable model failed
-            row["quantize"][label]["error"] = f"the quantized model does not load: {first_line(exc)}"
+            row["quantize"][label]["error"] = (
+                f"the quantized model does not load: {first_line(exc)}"
+            )
             log(f"{name}: {label} FAILED: {row['quantize'][label]['error']}")
             paths.pop(label)
     row["kernels"], row["sqnr_db"], row["errors"] = {}, {}, {}
@@ -367,7 +446,9 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
         log(f"{name}: timing {', '.join(timed)} ({args.rounds} rounds)")
         load0 = os.getloadavg()[0]
         try:
-            ms = interleaved_median_ms([str(p) for p in timed.values()], held[0], pairs=args.rounds, warmup=5)
+            ms = interleaved_median_ms(
+                [str(p) for p in timed.values()], held[0], pairs=args.rounds, warmup=5
+            )
             row["latency_ms"] = {k: round(v, 4) for k, v in zip(timed, ms)}
         except Exception as exc:  # noqa: BLE001
             row["errors"]["timing"] = first_line(exc)
@@ -385,12 +466,15 @@ def checks(row: dict) -> dict:
 
     def verdict(ok):
         return "PASS" if ok else "FAIL"
+
     out = {}
     if faaq_err or "faaq_w8a8" not in lat:
         bad = "FAIL (faaq W8A8 " + ("failed)" if faaq_err else "not measured)")
         out.update(latency=bad, kernels=bad, quality=bad)
     elif ort_missing:
-        out.update(latency="n/a (ORT failed)", kernels="n/a (ORT failed)", quality="n/a (ORT failed)")
+        out.update(
+            latency="n/a (ORT failed)", kernels="n/a (ORT failed)", quality="n/a (ORT failed)"
+        )
     else:
         out["latency"] = verdict(lat["faaq_w8a8"] <= 1.05 * lat["ort_w8a8"])
         out["kernels"] = verdict(k["faaq_w8a8"]["weighted_int"] >= k["ort_w8a8"]["weighted_int"])
@@ -399,16 +483,20 @@ def checks(row: dict) -> dict:
         else:
             s = row.get("sqnr_db", {})
             a, b = (s.get("faaq_w8a8") or [None])[0], (s.get("ort_w8a8") or [None])[0]
-            out["quality"] = verdict((a if a is not None else float("inf")) >= (b if b is not None else float("inf")))
+            out["quality"] = verdict(
+                (a if a is not None else float("inf")) >= (b if b is not None else float("inf"))
+            )
     if "faaq_w4a8" in lat and "faaq_w8a8" in lat:
         out["w4a8_latency"] = verdict(lat["faaq_w4a8"] <= 1.05 * lat["faaq_w8a8"])
     else:
-        out["w4a8_latency"] = "FAIL (faaq W4A8 " + ("failed)" if q.get("faaq_w4a8", {}).get("error")
-                                                    else "not measured)")
+        out["w4a8_latency"] = "FAIL (faaq W4A8 " + (
+            "failed)" if q.get("faaq_w4a8", {}).get("error") else "not measured)"
+        )
     return out
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def _f(x, fmt="{:.2f}"):
     return "-" if x is None else fmt.format(x)
@@ -416,40 +504,68 @@ def _f(x, fmt="{:.2f}"):
 
 def markdown(payload: dict) -> str:
     rows = payload["rows"]
-    md = ["# Foreign graphs: faaq vs ONNX Runtime's quantizer on other exporters' ONNX files", "",
-          f"Command: `{payload['command']}`", "",
-          (f"Library: faaq_onnx as committed at {payload['snapshot']} (`--snapshot`, from {payload['faaq_onnx']}). "
-           if payload.get("snapshot") else f"Library: the work tree's faaq_onnx ({payload.get('faaq_onnx')}). ")
-          + f"The faaq CLI ran {payload.get('faaq_cli_library')}. "
-          + f"Machine: {payload['machine']}; repository "
-          f"{payload['git']} (modified: files that differ from HEAD in the work tree); load average before "
-          f"{payload['loadavg_before']}, after {payload.get('loadavg_after')}; run took "
-          f"{payload.get('total_s', '?')} s.", "",
-          f"Calibration: {payload['calib']} samples per model; SQNR on {payload['eval']} held-out samples; latency "
-          f"batch 1, median of {payload['rounds']} interleaved rounds (shuffled order, sessions not spinning). "
-          f"faaq runs `faaq quantize --scheme w8a8` / `--scheme w4a8{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`"
-          ", all else default.",
-          "Int kernels = weighted ops (Conv/Gemm/MatMul/ConvTranspose with a quantized weight) that ORT's optimized "
-          "graph runs as integer kernels, of those quantized (`u` = weighted ops left with a float weight).", "",
-          "| model | weighted ops | int kernels faaq8 / ORT8 / faaq4 | ms float / faaq8 / ORT8 / faaq4 | faaq8/ORT8 "
-          "| faaq4/faaq8 | SQNR dB faaq8 / ORT8 / faaq4 | top-1 float / faaq8 / ORT8 / faaq4 | quantize s faaq8 / "
-          "ORT8 / faaq4 | lat | kern | qual | w4 |",
-          "|" + "---|" * 14]
+    md = [
+        "# Foreign graphs: faaq vs ONNX Runtime's quantizer on other exporters' ONNX files",
+        "",
+        f"Command: `{payload['command']}`",
+        "",
+        (
+            f"Library: faaq_onnx as committed at {payload['snapshot']} (`--snapshot`, from {payload['faaq_onnx']}). "
+            if payload.get("snapshot")
+            else f"Library: the work tree's faaq_onnx ({payload.get('faaq_onnx')}). "
+        )
+        + f"The faaq CLI ran {payload.get('faaq_cli_library')}. "
+        + f"Machine: {payload['machine']}; repository "
+        f"{payload['git']} (modified: files that differ from HEAD in the work tree); load average before "
+        f"{payload['loadavg_before']}, after {payload.get('loadavg_after')}; run took "
+        f"{payload.get('total_s', '?')} s.",
+        "",
+        f"Calibration: {payload['calib']} samples per model; SQNR on {payload['eval']} held-out samples; latency "
+        f"batch 1, median of {payload['rounds']} interleaved rounds (shuffled order, sessions not spinning). "
+        f"faaq runs `faaq quantize --scheme w8a8` / `--scheme w4a8{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`"
+        ", all else default.",
+        "Int kernels = weighted ops (Conv/Gemm/MatMul/ConvTranspose with a quantized weight) that ORT's optimized "
+        "graph runs as integer kernels, of those quantized (`u` = weighted ops left with a float weight).",
+        "",
+        "| model | weighted ops | int kernels faaq8 / ORT8 / faaq4 | ms float / faaq8 / ORT8 / faaq4 | faaq8/ORT8 "
+        "| faaq4/faaq8 | SQNR dB faaq8 / ORT8 / faaq4 | top-1 float / faaq8 / ORT8 / faaq4 | quantize s faaq8 / "
+        "ORT8 / faaq4 | lat | kern | qual | w4 |",
+        "|" + "---|" * 14,
+    ]
     for r in rows:
         if "skipped" in r or "build_error" in r:
-            md.append(f"| {r['model']} | " + ("skipped: " + r["skipped"] if "skipped" in r
-                                              else "build failed: " + r["build_error"]) + " |" + " |" * 12)
+            md.append(
+                f"| {r['model']} | "
+                + (
+                    "skipped: " + r["skipped"]
+                    if "skipped" in r
+                    else "build failed: " + r["build_error"]
+                )
+                + " |"
+                + " |" * 12
+            )
             continue
-        k, lat, s, q = r.get("kernels", {}), r.get("latency_ms", {}), r.get("sqnr_db", {}), r.get("quantize", {})
+        k, lat, s, q = (
+            r.get("kernels", {}),
+            r.get("latency_ms", {}),
+            r.get("sqnr_db", {}),
+            r.get("quantize", {}),
+        )
 
         def kern(label):
             if label not in k:
                 return "err" if "error" in q.get(label, {}) else "-"
             u = k[label]["weighted_unquantized"]
-            return f"{k[label]['weighted_int']}/{k[label]['weighted_quantized']}" + (f" u{u}" if u else "")
+            return f"{k[label]['weighted_int']}/{k[label]['weighted_quantized']}" + (
+                f" u{u}" if u else ""
+            )
 
         def ms(label):
-            return _f(lat.get(label), "{:.3f}") if label in lat else ("err" if "error" in q.get(label, {}) else "-")
+            return (
+                _f(lat.get(label), "{:.3f}")
+                if label in lat
+                else ("err" if "error" in q.get(label, {}) else "-")
+            )
 
         def sq(label):
             v = s.get(label)
@@ -459,35 +575,57 @@ def markdown(payload: dict) -> str:
 
         def ratio(a, b):
             return f"{lat[a] / lat[b]:.2f}" if a in lat and b in lat else "-"
+
         t1 = r.get("top1") or {}
-        top = " / ".join(_f(100 * t1[v], "{:.2f}") if v in t1 else "-" for v in VARIANTS) if t1 else "-"
-        qs = " / ".join(_f(q.get(v, {}).get("seconds"), "{:.1f}") for v in ("faaq_w8a8", "ort_w8a8", "faaq_w4a8"))
+        top = (
+            " / ".join(_f(100 * t1[v], "{:.2f}") if v in t1 else "-" for v in VARIANTS)
+            if t1
+            else "-"
+        )
+        qs = " / ".join(
+            _f(q.get(v, {}).get("seconds"), "{:.1f}")
+            for v in ("faaq_w8a8", "ort_w8a8", "faaq_w4a8")
+        )
         c = r.get("checks", {})
         sub = sum(r.get("weighted_in_subgraphs", {}).values())
-        md.append(f"| {r['model']} | {sum(r.get('weighted_float', {}).values())}{f' (+{sub} in If)' if sub else ''} | "
-                  f"{kern('faaq_w8a8')} / {kern('ort_w8a8')} / {kern('faaq_w4a8')} | "
-                  f"{ms('float')} / {ms('faaq_w8a8')} / {ms('ort_w8a8')} / {ms('faaq_w4a8')} | "
-                  f"{ratio('faaq_w8a8', 'ort_w8a8')} | {ratio('faaq_w4a8', 'faaq_w8a8')} | "
-                  f"{sq('faaq_w8a8')} / {sq('ort_w8a8')} / {sq('faaq_w4a8')} | {top} | {qs} | "
-                  f"{c.get('latency', '-')} | {c.get('kernels', '-')} | {c.get('quality', '-')} | "
-                  f"{c.get('w4a8_latency', '-')} |")
+        md.append(
+            f"| {r['model']} | {sum(r.get('weighted_float', {}).values())}{f' (+{sub} in If)' if sub else ''} | "
+            f"{kern('faaq_w8a8')} / {kern('ort_w8a8')} / {kern('faaq_w4a8')} | "
+            f"{ms('float')} / {ms('faaq_w8a8')} / {ms('ort_w8a8')} / {ms('faaq_w4a8')} | "
+            f"{ratio('faaq_w8a8', 'ort_w8a8')} | {ratio('faaq_w4a8', 'faaq_w8a8')} | "
+            f"{sq('faaq_w8a8')} / {sq('ort_w8a8')} / {sq('faaq_w4a8')} | {top} | {qs} | "
+            f"{c.get('latency', '-')} | {c.get('kernels', '-')} | {c.get('quality', '-')} | "
+            f"{c.get('w4a8_latency', '-')} |"
+        )
     measured = [r for r in rows if r.get("checks")]
     if measured:
-        md += ["", "Checks passed: " + ", ".join(
-            f"{key} {sum(r['checks'].get(key) == 'PASS' for r in measured)}/{len(measured)}"
-            for key in ("latency", "kernels", "quality", "w4a8_latency"))]
+        md += [
+            "",
+            "Checks passed: "
+            + ", ".join(
+                f"{key} {sum(r['checks'].get(key) == 'PASS' for r in measured)}/{len(measured)}"
+                for key in ("latency", "kernels", "quality", "w4a8_latency")
+            ),
+        ]
     md += ["", "## Per model", ""]
     for r in rows:
         md.append(f"### {r['model']}")
         if "skipped" in r or "build_error" in r:
             md += [f"- {r.get('skipped') or r.get('build_error')}", ""]
             continue
-        md.append(f"- source: {r['source']}; producer {r.get('producer')}, opset {r.get('opset')}"
-                  + (f"; control flow: {', '.join(r['control_flow'])}" if r.get("control_flow") else ""))
+        md.append(
+            f"- source: {r['source']}; producer {r.get('producer')}, opset {r.get('opset')}"
+            + (f"; control flow: {', '.join(r['control_flow'])}" if r.get("control_flow") else "")
+        )
         md.append(f"- data: {r['data']}")
-        md.append(f"- weighted ops in the float file: {r.get('weighted_float')}"
-                  + (f"; inside If/Loop/Scan bodies (not counted): {r['weighted_in_subgraphs']}"
-                     if r.get("weighted_in_subgraphs") else ""))
+        md.append(
+            f"- weighted ops in the float file: {r.get('weighted_float')}"
+            + (
+                f"; inside If/Loop/Scan bodies (not counted): {r['weighted_in_subgraphs']}"
+                if r.get("weighted_in_subgraphs")
+                else ""
+            )
+        )
         for n in r.get("notes", []):
             md.append(f"- note: {n}")
         for label in ("faaq_w8a8", "faaq_w4a8", "ort_w8a8"):
@@ -495,8 +633,10 @@ def markdown(payload: dict) -> str:
             if "error" in qi:
                 md.append(f"- {label} FAILED ({qi.get('seconds')} s): `{qi['error']}`")
             if qi.get("pre_process_error"):
-                md.append(f"- {label}: quant_pre_process failed, quantize_static ran on the raw model: "
-                          f"`{qi['pre_process_error']}`")
+                md.append(
+                    f"- {label}: quant_pre_process failed, quantize_static ran on the raw model: "
+                    f"`{qi['pre_process_error']}`"
+                )
             for w in qi.get("warnings", [])[:6]:
                 md.append(f"- {label} warning: `{w}`")
         for key, err in r.get("errors", {}).items():
@@ -505,16 +645,22 @@ def markdown(payload: dict) -> str:
             kk = r.get("kernels", {}).get(label)
             if not kk:
                 continue
-            md.append(f"- {label}: {kk['quantized_int']} of {kk['quantized']} quantized ops on integer kernels "
-                      f"(weighted {kk['weighted_int']}/{kk['weighted_quantized']}, as {kk['int_by_op']})")
+            md.append(
+                f"- {label}: {kk['quantized_int']} of {kk['quantized']} quantized ops on integer kernels "
+                f"(weighted {kk['weighted_int']}/{kk['weighted_quantized']}, as {kk['int_by_op']})"
+            )
             if label == "faaq_w8a8" or kk["float_fallbacks"]:
-                for why, n in list(kk["float_fallbacks"].items())[: 12 if label == "faaq_w8a8" else 4]:
+                for why, n in list(kk["float_fallbacks"].items())[
+                    : 12 if label == "faaq_w8a8" else 4
+                ]:
                     md.append(f"  - {n} x {why}")
         if r.get("sqnr_db"):
             md.append(f"- SQNR per output (dB): {r['sqnr_db']}")
         if r.get("loadavg_timing"):
-            md.append(f"- load average while timing: {r['loadavg_timing'][0]} -> {r['loadavg_timing'][1]}; "
-                      f"model total {r.get('seconds')} s")
+            md.append(
+                f"- load average while timing: {r['loadavg_timing'][0]} -> {r['loadavg_timing'][1]}; "
+                f"model total {r.get('seconds')} s"
+            )
         md.append("")
     return "\n".join(md) + "\n"
 
@@ -522,54 +668,95 @@ def markdown(payload: dict) -> str:
 def snapshot_and_reexec(rev: str, work: Path) -> None:
     """Extract faaq_onnx as committed at `rev` and run this script again with it first on PYTHONPATH."""
     root = Path(__file__).resolve().parent.parent
-    full = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=root, capture_output=True,
-                          text=True)
+    full = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     if full.returncode != 0:
         raise SystemExit(f"--snapshot {rev}: not a commit ({full.stderr.strip()})")
     commit = full.stdout.strip()[:10]
     dest = work / f"faaq-{commit}"
     if not (dest / "faaq_onnx").is_dir():
-        tar = subprocess.run(["git", "archive", commit, "faaq_onnx"], cwd=root, capture_output=True, check=True).stdout
+        tar = subprocess.run(
+            ["git", "archive", commit, "faaq_onnx"], cwd=root, capture_output=True, check=True
+        ).stdout
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
-    env = dict(os.environ, FAAQ_FOREIGN_SNAPSHOT=commit,
-               PYTHONPATH=os.pathsep.join([str(dest.resolve())] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = dict(
+        os.environ,
+        FAAQ_FOREIGN_SNAPSHOT=commit,
+        PYTHONPATH=os.pathsep.join(
+            [str(dest.resolve())] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        ),
+    )
     log(f"faaq_onnx snapshot {commit} in {dest}")
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", help="../shared/data (or FAAQ_DATA_DIR); without it EfficientNet is skipped and "
-                    "the small nets calibrate on noise")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data-dir",
+        help="../shared/data (or FAAQ_DATA_DIR); without it EfficientNet is skipped and "
+        "the small nets calibrate on noise",
+    )
     ap.add_argument("--work", default="/tmp/foreign", help="models and quantized files go here")
-    ap.add_argument("--models", default=None, help=f"comma-separated, from: {', '.join(corpus.BUILDERS)}")
+    ap.add_argument(
+        "--models", default=None, help=f"comma-separated, from: {', '.join(corpus.BUILDERS)}"
+    )
     ap.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
     ap.add_argument("--calib", type=int, default=64, help="calibration samples")
     ap.add_argument("--eval", type=int, default=16, help="held-out samples for SQNR")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one faaq quantize may take")
-    ap.add_argument("--w4a8-args", default="", metavar="ARGS",
-                    help="extra faaq quantize options for the W4A8 run, e.g. '--optimize none' (round to nearest; "
-                         "the CLI's default --optimize auto runs GPTQ on every sub-8-bit weight, minutes per model)")
-    ap.add_argument("--snapshot", default=None, metavar="REV",
-                    help="run faaq_onnx as committed at REV (git archive into WORK/faaq-REV, on PYTHONPATH for this "
-                         "run and its faaq subprocesses): other people's edits to the work tree during a run then "
-                         "change nothing (e.g. --snapshot HEAD)")
-    ap.add_argument("--out", default=NAME, help="result name under benchmarks/out (foreign_graphs*)")
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: {', '.join(corpus.QUICK)}, 16 calibration / 4 held-out samples, 5 rounds, "
-                         "no top-1; writes foreign_graphs.quick.*")
+    ap.add_argument(
+        "--w4a8-args",
+        default="",
+        metavar="ARGS",
+        help="extra faaq quantize options for the W4A8 run, e.g. '--optimize none' (round to nearest; "
+        "the CLI's default --optimize auto runs GPTQ on every sub-8-bit weight, minutes per model)",
+    )
+    ap.add_argument(
+        "--snapshot",
+        default=None,
+        metavar="REV",
+        help="run faaq_onnx as committed at REV (git archive into WORK/faaq-REV, on PYTHONPATH for this "
+        "run and its faaq subprocesses): other people's edits to the work tree during a run then "
+        "change nothing (e.g. --snapshot HEAD)",
+    )
+    ap.add_argument(
+        "--out", default=NAME, help="result name under benchmarks/out (foreign_graphs*)"
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {', '.join(corpus.QUICK)}, 16 calibration / 4 held-out samples, 5 rounds, "
+        "no top-1; writes foreign_graphs.quick.*",
+    )
     args = ap.parse_args()
     d = args.data_dir or os.environ.get("FAAQ_DATA_DIR")
     ddir = Path(d).resolve() if d and Path(d).is_dir() else None
     if ddir is not None:
         os.environ["FAAQ_DATA_DIR"] = str(ddir)
     if args.quick:
-        args.calib, args.eval, args.rounds = min(args.calib, 16), min(args.eval, 4), min(args.rounds, 5)
-    names = args.models.split(",") if args.models else (corpus.QUICK if args.quick else list(corpus.BUILDERS))
+        args.calib, args.eval, args.rounds = (
+            min(args.calib, 16),
+            min(args.eval, 4),
+            min(args.rounds, 5),
+        )
+    names = (
+        args.models.split(",")
+        if args.models
+        else (corpus.QUICK if args.quick else list(corpus.BUILDERS))
+    )
     unknown = [n for n in names if n not in corpus.BUILDERS]
     if unknown:
-        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(corpus.BUILDERS)}")
+        raise SystemExit(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(corpus.BUILDERS)}"
+        )
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.snapshot and os.environ.get("FAAQ_FOREIGN_SNAPSHOT") is None:
@@ -578,21 +765,37 @@ def main() -> None:
         raise SystemExit(f"--out must start with {NAME}")
     out_name = args.out + (".quick" if args.quick else "")
     import faaq_onnx
-    payload = {"command": "python " + shlex.join([os.path.relpath(sys.argv[0], Path.cwd())] + sys.argv[1:]),
-               "machine": machine(), "git": git_state(),
-               "faaq_onnx": str(Path(faaq_onnx.__file__).parent),
-               "snapshot": os.environ.get("FAAQ_FOREIGN_SNAPSHOT"),
-               "faaq_cli_library": subprocess.run(
-                   [sys.executable, "-P", "-c", "import faaq_onnx; print(faaq_onnx.__file__)"], cwd=work,
-                   capture_output=True, text=True).stdout.strip(), "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-               "w4a8_args": args.w4a8_args, "calib": args.calib, "eval": args.eval, "rounds": args.rounds, "data_dir": str(ddir), "rows": []}
+
+    payload = {
+        "command": "python "
+        + shlex.join([os.path.relpath(sys.argv[0], Path.cwd())] + sys.argv[1:]),
+        "machine": machine(),
+        "git": git_state(),
+        "faaq_onnx": str(Path(faaq_onnx.__file__).parent),
+        "snapshot": os.environ.get("FAAQ_FOREIGN_SNAPSHOT"),
+        "faaq_cli_library": subprocess.run(
+            [sys.executable, "-P", "-c", "import faaq_onnx; print(faaq_onnx.__file__)"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        ).stdout.strip(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "w4a8_args": args.w4a8_args,
+        "calib": args.calib,
+        "eval": args.eval,
+        "rounds": args.rounds,
+        "data_dir": str(ddir),
+        "rows": [],
+    }
     t0 = time.perf_counter()
     for name in names:
         log(f"== {name}")
         payload["rows"].append(run_model(name, args, ddir, work))
         payload["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
         payload["total_s"] = round(time.perf_counter() - t0, 1)
-        OUT.mkdir(parents=True, exist_ok=True)  # written after every model: a long run leaves what it measured
+        OUT.mkdir(
+            parents=True, exist_ok=True
+        )  # written after every model: a long run leaves what it measured
         (OUT / f"{out_name}.json").write_text(json.dumps(payload, indent=1, default=str))
         (OUT / f"{out_name}.md").write_text(markdown(payload))
     write(out_name, payload, markdown(payload))

@@ -37,12 +37,21 @@ from faaq_onnx.data import load_labeled
 from faaq_onnx.evaluate import evaluate
 
 NAME = "gptq_conv"
-CIFAR_TESTS = {"test": "cifar10/cifar10_test.npz", "lossless": "cifar10/cifar10_test_lossless1017.npz"}
+CIFAR_TESTS = {
+    "test": "cifar10/cifar10_test.npz",
+    "lossless": "cifar10/cifar10_test_lossless1017.npz",
+}
 # explicit: the command line's default is --optimize auto (GPTQ below 8 bits) since 1d1819c
-MODES = {"none": ["--optimize", "none"], "gptq": ["--optimize", "gptq"], "gptq-natural": ["--optimize", "gptq"],
-         "gptq-act-order": ["--optimize", "gptq"]}
-WITH_ORDER = ("import sys, faaq_onnx.optimize.gptq as g; g.ACT_ORDER = {}; from faaq_onnx.cli import main; "
-              "sys.argv[0] = 'faaq'; main()")
+MODES = {
+    "none": ["--optimize", "none"],
+    "gptq": ["--optimize", "gptq"],
+    "gptq-natural": ["--optimize", "gptq"],
+    "gptq-act-order": ["--optimize", "gptq"],
+}
+WITH_ORDER = (
+    "import sys, faaq_onnx.optimize.gptq as g; g.ACT_ORDER = {}; from faaq_onnx.cli import main; "
+    "sys.argv[0] = 'faaq'; main()"
+)
 
 
 def faaq_command(mode: str) -> list[str]:
@@ -51,10 +60,26 @@ def faaq_command(mode: str) -> list[str]:
     return ["faaq"]
 
 
-def quantize_row(fp: Path, calib: str, scheme: str, mode: str, work: Path, extra: list[str]) -> dict:
+def quantize_row(
+    fp: Path, calib: str, scheme: str, mode: str, work: Path, extra: list[str]
+) -> dict:
     out, rep = work / "q.onnx", work / "report.json"
-    cmd = faaq_command(mode) + ["quantize", str(fp), "-o", str(out), "--calib", calib, "--scheme", scheme,
-                                "--json", str(rep), "-q", "--no-cache", *extra, *MODES[mode]]
+    cmd = faaq_command(mode) + [
+        "quantize",
+        str(fp),
+        "-o",
+        str(out),
+        "--calib",
+        calib,
+        "--scheme",
+        scheme,
+        "--json",
+        str(rep),
+        "-q",
+        "--no-cache",
+        *extra,
+        *MODES[mode],
+    ]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -62,24 +87,38 @@ def quantize_row(fp: Path, calib: str, scheme: str, mode: str, work: Path, extra
     report = json.loads(rep.read_text())
     rounding = report.get("optimization", {}).get("rounding", {}).get(scheme, {})
     units = rounding.get("units", [])
-    return {"model": out, "wall_s": round(wall, 1), "gptq_s": rounding.get("seconds"),
-            "inputs_s": round(sum(u.get("inputs_s", 0.0) for u in units), 1) if units else None,
-            "hessian_s": round(sum(u.get("hessian_s", 0.0) for u in units), 1) if units else None,
-            "units": len(units), "act_order": units[0].get("act_order") if units else None,
-            "skipped": {w: why for u in units for w, why in u.get("skipped", {}).items()},
-            "layer_mse_ratio": (float(np.mean([u["mse"] / u["mse_nearest"] for u in units if u["mse_nearest"] > 0]))
-                                if units else None),
-            "sqnr_db": next(iter(report["verify"]["outputs"].values()))["sqnr_db"],
-            "kernels": report["verify"]["kernels"]["summary"][0],
-            "loadavg_start": round(load, 2), "loadavg_end": round(os.getloadavg()[0], 2),
-            "command": shlex.join(cmd)}
+    return {
+        "model": out,
+        "wall_s": round(wall, 1),
+        "gptq_s": rounding.get("seconds"),
+        "inputs_s": round(sum(u.get("inputs_s", 0.0) for u in units), 1) if units else None,
+        "hessian_s": round(sum(u.get("hessian_s", 0.0) for u in units), 1) if units else None,
+        "units": len(units),
+        "act_order": units[0].get("act_order") if units else None,
+        "skipped": {w: why for u in units for w, why in u.get("skipped", {}).items()},
+        "layer_mse_ratio": (
+            float(np.mean([u["mse"] / u["mse_nearest"] for u in units if u["mse_nearest"] > 0]))
+            if units
+            else None
+        ),
+        "sqnr_db": next(iter(report["verify"]["outputs"].values()))["sqnr_db"],
+        "kernels": report["verify"]["kernels"]["summary"][0],
+        "loadavg_start": round(load, 2),
+        "loadavg_end": round(os.getloadavg()[0], 2),
+        "command": shlex.join(cmd),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data-dir")
-    ap.add_argument("--models", default="resnet20-cifar10,resnet56-cifar10",
-                    help="resnet20-cifar10, resnet56-cifar10, efficientnet-lite0")
+    ap.add_argument(
+        "--models",
+        default="resnet20-cifar10,resnet56-cifar10",
+        help="resnet20-cifar10, resnet56-cifar10, efficientnet-lite0",
+    )
     ap.add_argument("--schemes", default="w4a8,w3a8")
     ap.add_argument("--modes", default="none,gptq,gptq-act-order")
     ap.add_argument("--fresh", action="store_true", help="forget the rows of earlier runs")
@@ -90,8 +129,15 @@ def main() -> None:
     state = {} if args.fresh or not path.exists() else json.loads(path.read_text())
     rows = state.get("rows", {})
     runs = state.get("runs", [])
-    runs.append({"command": shlex.join([sys.executable, *sys.argv]), "cwd": os.getcwd(), **machine(),
-                 "loadavg": [round(v, 2) for v in os.getloadavg()], "git": git_state()})
+    runs.append(
+        {
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "cwd": os.getcwd(),
+            **machine(),
+            "loadavg": [round(v, 2) for v in os.getloadavg()],
+            "git": git_state(),
+        }
+    )
 
     def save():
         OUT.mkdir(parents=True, exist_ok=True)
@@ -126,15 +172,28 @@ def setup(name: str, ddir: Path, work: Path):
 
         fp = work / "effnet.onnx"
         zoo.export("efficientnet-lite0-imagenet", fp, weights="auto")
-        x, y = load_labeled(ddir / "imagenet/val1300", preset="imagenet-inception",
-                            labels=ddir / "imagenet/val1300_labels.txt")
+        x, y = load_labeled(
+            ddir / "imagenet/val1300",
+            preset="imagenet-inception",
+            labels=ddir / "imagenet/val1300_labels.txt",
+        )
         order = np.random.default_rng(0).permutation(len(y))
         cal, ev = np.sort(order[:256]), np.sort(order[256:])
         np.savez(work / "effnet_calib.npz", input=x[cal])
-        return fp, str(work / "effnet_calib.npz"), {"val1044": (x[ev], y[ev])}, ["--calib-size", "all"]
+        return (
+            fp,
+            str(work / "effnet_calib.npz"),
+            {"val1044": (x[ev], y[ev])},
+            ["--calib-size", "all"],
+        )
     fp = cifar_model(name, ddir, work)
     tests = {k: load_labeled(ddir / v) for k, v in CIFAR_TESTS.items()}
-    return fp, str(ddir / "cifar10/cifar10_train5000.npz"), tests, ["--calib-size", "256", "--seed", "0"]
+    return (
+        fp,
+        str(ddir / "cifar10/cifar10_train5000.npz"),
+        tests,
+        ["--calib-size", "256", "--seed", "0"],
+    )
 
 
 ORDER = {"float": 0, "none": 1, "gptq": 2, "gptq-natural": 3, "gptq-act-order": 4}
@@ -143,15 +202,24 @@ ORDER = {"float": 0, "none": 1, "gptq": 2, "gptq-natural": 3, "gptq-act-order": 
 def markdown(rows: dict, runs: list) -> str:
     from faaq_onnx.optimize.gptq import ACT_ORDER
 
-    md = [f"GPTQ vs round to nearest: top-1, and the wall time of one `faaq quantize` process per row. "
-          f"faaq's GPTQ default now: {'act-order' if ACT_ORDER else 'natural row order'} "
-          f"(the `gptq-{'act-order' if ACT_ORDER else 'natural'}` rows). Runs (machine, load average "
-          "1/5/15 min at start):", ""]
-    md += [f"- {r['date']}, {r['machine']}, {r['cpus']} CPUs, onnxruntime {r['onnxruntime']}, "
-           f"git {r.get('git', {}).get('head', '?')}, load {r['loadavg']}: `{r['command']}`" for r in runs]
-    md += ["", "| model | scheme | rounding | act-order | top-1 test | top-1 lossless / val1044 | wall s "
-           "| GPTQ s (inputs / Hessians) | layer MSE / RTN's | SQNR dB | kernels | load avg |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = [
+        f"GPTQ vs round to nearest: top-1, and the wall time of one `faaq quantize` process per row. "
+        f"faaq's GPTQ default now: {'act-order' if ACT_ORDER else 'natural row order'} "
+        f"(the `gptq-{'act-order' if ACT_ORDER else 'natural'}` rows). Runs (machine, load average "
+        "1/5/15 min at start):",
+        "",
+    ]
+    md += [
+        f"- {r['date']}, {r['machine']}, {r['cpus']} CPUs, onnxruntime {r['onnxruntime']}, "
+        f"git {r.get('git', {}).get('head', '?')}, load {r['loadavg']}: `{r['command']}`"
+        for r in runs
+    ]
+    md += [
+        "",
+        "| model | scheme | rounding | act-order | top-1 test | top-1 lossless / val1044 | wall s "
+        "| GPTQ s (inputs / Hessians) | layer MSE / RTN's | SQNR dB | kernels | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def sort_key(key):
         parts = key.split("|")
@@ -162,18 +230,29 @@ def markdown(rows: dict, runs: list) -> str:
         parts = key.split("|")
         model, scheme, mode = parts[0], (parts[1] if len(parts) > 2 else "float"), parts[-1]
         accs = [v for k, v in r.items() if k in ("test", "lossless", "val1044")]
-        acc = " | ".join(f"{100 * a:.2f}" for a in accs) if len(accs) == 2 else f"- | {100 * accs[0]:.2f}"
+        acc = (
+            " | ".join(f"{100 * a:.2f}" for a in accs)
+            if len(accs) == 2
+            else f"- | {100 * accs[0]:.2f}"
+        )
         if mode == "float":
             md.append(f"| {model} | float | - | - | {acc} | - | - | - | - | - | - |")
             continue
-        gptq = (f"{r['gptq_s']} ({r.get('inputs_s')} / {r['hessian_s']})" if r.get("gptq_s") is not None
-                else "-")
+        gptq = (
+            f"{r['gptq_s']} ({r.get('inputs_s')} / {r['hessian_s']})"
+            if r.get("gptq_s") is not None
+            else "-"
+        )
         ratio = f"{r['layer_mse_ratio']:.3f}" if r.get("layer_mse_ratio") is not None else "-"
         order = {True: "yes", False: "no"}.get(r.get("act_order"), "-")
-        md.append(f"| {model} | {scheme} | {mode} | {order} | {acc} | {r['wall_s']} | {gptq} | {ratio} | "
-                  f"{r['sqnr_db']:.2f} | {r['kernels']} | {r['loadavg_start']}→{r['loadavg_end']} |")
+        md.append(
+            f"| {model} | {scheme} | {mode} | {order} | {acc} | {r['wall_s']} | {gptq} | {ratio} | "
+            f"{r['sqnr_db']:.2f} | {r['kernels']} | {r['loadavg_start']}→{r['loadavg_end']} |"
+        )
     md += ["", "A row's faaq command (each row's is in gptq_conv.json):", ""]
-    some = next((r["command"] for r in rows.values() if "--optimize gptq" in r.get("command", "")), None)
+    some = next(
+        (r["command"] for r in rows.values() if "--optimize gptq" in r.get("command", "")), None
+    )
     if some:
         md.append(f"    {some}")
     return "\n".join(md) + "\n"

@@ -43,11 +43,26 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from latency_common import (  # noqa: E402
-    faaq_quantize, log, measure, ort_quantize_static, quantize_variant, sqnr_db)
+    faaq_quantize,
+    log,
+    measure,
+    ort_quantize_static,
+    quantize_variant,
+    sqnr_db,
+)
 from latency_transformers import bert_part, minilm_part  # noqa: E402
 
-CNNS = ["resnet20-cifar10", "resnet56-cifar10", "resnet18-imagenet", "resnet50-imagenet", "mobilenetv2-imagenet"]
-CIFAR_WEIGHTS = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}
+CNNS = [
+    "resnet20-cifar10",
+    "resnet56-cifar10",
+    "resnet18-imagenet",
+    "resnet50-imagenet",
+    "mobilenetv2-imagenet",
+]
+CIFAR_WEIGHTS = {
+    "resnet20-cifar10": "resnet20-12fca82f.th",
+    "resnet56-cifar10": "resnet56-4bfd9763.th",
+}
 
 
 def cnn_part(name: str, args, work: Path) -> dict:
@@ -70,23 +85,39 @@ def cnn_part(name: str, args, work: Path) -> dict:
         calib = load_inputs(train, list(shapes), shapes, limit=args.calib, seed=0)
         calib_desc = f"{args.calib} real CIFAR-10 training images"
         test = data_dir / "cifar10" / "cifar10_test_lossless1017.npz"
-        evalx = load_inputs(test, list(shapes), shapes, limit=64, seed=1) if test.exists() else calib
+        evalx = (
+            load_inputs(test, list(shapes), shapes, limit=64, seed=1) if test.exists() else calib
+        )
     else:
         calib = random_inputs(proto, args.calib, seed=0)
         calib_desc = f"{args.calib} random N(0,1) inputs"
         evalx = random_inputs(proto, 16, seed=1)
     variants = {"float": fp}
-    info: dict = {"model": name, "weights": str(weights.name) if weights else "random init", "calibration": calib_desc,
-                  "quantize": {}}
+    info: dict = {
+        "model": name,
+        "weights": str(weights.name) if weights else "random init",
+        "calibration": calib_desc,
+        "quantize": {},
+    }
     for label, fn in (
         ("faaq W8A8", lambda d: faaq_quantize(fp, d, calib, "w8a8")),
         ("ORT quantize_static W8A8", lambda d: ort_quantize_static(fp, d, calib)),
-        ("faaq mixed avg-bits=6 (w4a8/w8a8)",
-         lambda d: faaq_quantize(fp, d, calib, budget="avg-bits=6", candidates="ort-cpu",
-                                 sensitivity_samples=args.sensitivity_samples)),
+        (
+            "faaq mixed avg-bits=6 (w4a8/w8a8)",
+            lambda d: faaq_quantize(
+                fp,
+                d,
+                calib,
+                budget="avg-bits=6",
+                candidates="ort-cpu",
+                sensitivity_samples=args.sensitivity_samples,
+            ),
+        ),
         ("faaq W4A8 (uniform)", lambda d: faaq_quantize(fp, d, calib, "w4a8")),
     ):
-        dst = work / f"{name}.{label.split(' (')[0].replace(' ', '_').replace('=', '').lower()}.onnx"
+        dst = (
+            work / f"{name}.{label.split(' (')[0].replace(' ', '_').replace('=', '').lower()}.onnx"
+        )
         quantize_variant(info, variants, name, label, dst, fn)
     info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
     log(f"{name}: timing {len(variants)} variants x batches {args.batches}")
@@ -98,7 +129,11 @@ def cnn_part(name: str, args, work: Path) -> dict:
 
 
 def md_table(rows: list[dict], batches: list[int]) -> str:
-    head = "| model | variant | size MB | " + " | ".join(f"bs={b} ms | bs={b} x" for b in batches) + " | SQNR dB |"
+    head = (
+        "| model | variant | size MB | "
+        + " | ".join(f"bs={b} ms | bs={b} x" for b in batches)
+        + " | SQNR dB |"
+    )
     sep = "|" + "---|" * (3 + 2 * len(batches) + 1)
     lines = [head, sep]
     for r in rows:
@@ -115,9 +150,17 @@ def md_table(rows: list[dict], batches: list[int]) -> str:
 def rows_of(part: dict, model: str) -> list[dict]:
     by_variant: dict[str, dict] = {}
     for r in part["results"]:
-        row = by_variant.setdefault(r["variant"], {"model": model, "variant": r["variant"], "bytes": r["model_bytes"],
-                                                   "ms": {}, "speedup": {},
-                                                   "sqnr": part["sqnr_db"].get(r["variant"])})
+        row = by_variant.setdefault(
+            r["variant"],
+            {
+                "model": model,
+                "variant": r["variant"],
+                "bytes": r["model_bytes"],
+                "ms": {},
+                "speedup": {},
+                "sqnr": part["sqnr_db"].get(r["variant"]),
+            },
+        )
         if r["status"] == "ok":
             row["ms"][r["batch"]] = r["median_ms"]
             row["speedup"][r["batch"]] = r.get("speedup_vs_first")
@@ -126,18 +169,27 @@ def rows_of(part: dict, model: str) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=os.environ.get("FAAQ_DATA_DIR"),
-                    help="folder with cifar10/ weights and images (default: $FAAQ_DATA_DIR)")
+    ap.add_argument(
+        "--data-dir",
+        default=os.environ.get("FAAQ_DATA_DIR"),
+        help="folder with cifar10/ weights and images (default: $FAAQ_DATA_DIR)",
+    )
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--calib", type=int, default=32, help="calibration samples")
-    ap.add_argument("--sensitivity-samples", type=int, default=8,
-                    help="samples per sensitivity measurement of the mixed plan (its cost grows with this)")
+    ap.add_argument(
+        "--sensitivity-samples",
+        type=int,
+        default=8,
+        help="samples per sensitivity measurement of the mixed plan (its cost grows with this)",
+    )
     ap.add_argument("--models", default=",".join(CNNS), help="comma-separated zoo names")
-    ap.add_argument("--quick", action="store_true", help="CIFAR ResNet-20 and the BERT-shaped model only")
+    ap.add_argument(
+        "--quick", action="store_true", help="CIFAR ResNet-20 and the BERT-shaped model only"
+    )
     ap.add_argument("--no-bert", action="store_true")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -156,12 +208,25 @@ def main() -> int:
     report: dict = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu": cpu_info(), "cpu_count": os.cpu_count(),
-                    "onnxruntime": ort.__version__,
-                    "torch": torch.__version__, "threads": args.threads or "onnxruntime default"},
-        "settings": {"runs": args.runs, "warmup": args.warmup, "batches": args.batches, "calib": args.calib,
-                     "sensitivity_samples": args.sensitivity_samples},
-        "cnn": [], "bert": None, "minilm": None, "per_op": None,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu_info(),
+            "cpu_count": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "threads": args.threads or "onnxruntime default",
+        },
+        "settings": {
+            "runs": args.runs,
+            "warmup": args.warmup,
+            "batches": args.batches,
+            "calib": args.calib,
+            "sensitivity_samples": args.sensitivity_samples,
+        },
+        "cnn": [],
+        "bert": None,
+        "minilm": None,
+        "per_op": None,
     }
     for name in models:
         report["cnn"].append(cnn_part(name, args, work))
@@ -173,34 +238,59 @@ def main() -> int:
         from faaq_onnx.runtime.profile import profile_models
 
         log("resnet18 W8A8: per-op profile")
-        rep = profile_models([r18], batches=args.batches, warmup=args.warmup, runs=args.runs, threads=args.threads,
-                             per_op=True, top=10, isolate=True)
+        rep = profile_models(
+            [r18],
+            batches=args.batches,
+            warmup=args.warmup,
+            runs=args.runs,
+            threads=args.threads,
+            per_op=True,
+            top=10,
+            isolate=True,
+        )
         report["per_op"] = {r["batch"]: r["per_op"] for r in rep["results"] if r["status"] == "ok"}
     report["loadavg"] = {"start": list(load0), "end": list(os.getloadavg())}
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
 
     rows = [row for part in report["cnn"] for row in rows_of(part, part["model"])]
-    md = [f"# Latency benchmark ({report['date']})", "",
-          f"`{report['command']}`", "",
-          f"onnxruntime {ort.__version__}, CPU EP, {report['machine']['cpu']['model']} "
-          f"({', '.join(report['machine']['cpu']['int8_features'])}), {os.cpu_count()} cores, threads: "
-          f"{report['machine']['threads']}; median of {args.runs} runs after {args.warmup} warm-up, each model in "
-          f"its own process; 'x' = speed-up against float at the same batch; SQNR of the output against float. "
-          f"Load average at start {load0[0]:.2f}, at end {report['loadavg']['end'][0]:.2f} "
-          f"(other work shared the machine when these are near or above the core count).", "",
-          "## Convolutional networks", "", md_table(rows, args.batches), ""]
+    md = [
+        f"# Latency benchmark ({report['date']})",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"onnxruntime {ort.__version__}, CPU EP, {report['machine']['cpu']['model']} "
+        f"({', '.join(report['machine']['cpu']['int8_features'])}), {os.cpu_count()} cores, threads: "
+        f"{report['machine']['threads']}; median of {args.runs} runs after {args.warmup} warm-up, each model in "
+        f"its own process; 'x' = speed-up against float at the same batch; SQNR of the output against float. "
+        f"Load average at start {load0[0]:.2f}, at end {report['loadavg']['end'][0]:.2f} "
+        f"(other work shared the machine when these are near or above the core count).",
+        "",
+        "## Convolutional networks",
+        "",
+        md_table(rows, args.batches),
+        "",
+    ]
     for part in report["cnn"]:
-        md.append(f"- {part['model']}: weights {part['weights']}, calibration {part['calibration']}")
+        md.append(
+            f"- {part['model']}: weights {part['weights']}, calibration {part['calibration']}"
+        )
         for k, v in part["quantize"].items():
             if "error" in v:
                 md.append(f"  - {k} failed: {v['error']}")
             elif "plan" in v:
-                md.append(f"  - {k}: {v['avg_weight_bits']:.2f} average weight bits, groups "
-                          + ", ".join(f"{c} x{n}" for c, n in sorted(v["plan"].items())))
+                md.append(
+                    f"  - {k}: {v['avg_weight_bits']:.2f} average weight bits, groups "
+                    + ", ".join(f"{c} x{n}" for c, n in sorted(v["plan"].items()))
+                )
     if report["bert"]:
         b = report["bert"]
-        md += ["", "## MatMul-heavy: " + b["model"], "",
-               md_table(rows_of(b, "bert-like"), args.batches), ""]
+        md += [
+            "",
+            "## MatMul-heavy: " + b["model"],
+            "",
+            md_table(rows_of(b, "bert-like"), args.batches),
+            "",
+        ]
         for k, v in b["quantize"].items():
             if "error" in v:
                 md.append(f"- {k} failed: {v['error']}")
@@ -211,8 +301,16 @@ def main() -> int:
         if "skipped" in mini:
             md.append(f"- real MiniLM: {mini['skipped']}")
         else:
-            md += ["", "## MatMul-heavy: " + mini["model"], "", md_table(rows_of(mini, "minilm-l6"), args.batches), ""]
-            md.append(f"- {mini['note']}; export checked against torch: max abs error {mini['export_max_abs_error']:.2g}")
+            md += [
+                "",
+                "## MatMul-heavy: " + mini["model"],
+                "",
+                md_table(rows_of(mini, "minilm-l6"), args.batches),
+                "",
+            ]
+            md.append(
+                f"- {mini['note']}; export checked against torch: max abs error {mini['export_max_abs_error']:.2g}"
+            )
             for k, v in mini["quantize"].items():
                 if "error" in v:
                     md.append(f"- {k} failed: {v['error']}")
@@ -222,8 +320,10 @@ def main() -> int:
         md += ["", "## ResNet-18 W8A8 (faaq), per-op", ""]
         for b, po in report["per_op"].items():
             top = ", ".join(f"{o['op_type']} {100 * o['share']:.1f}%" for o in po["by_op_type"][:6])
-            md.append(f"- batch {b}: integer kernels {100 * po['integer_share']:.1f} % of kernel time, Q/DQ "
-                      f"{100 * po['qdq_share']:.1f} %, float {100 * po['float_share']:.1f} % ({top})")
+            md.append(
+                f"- batch {b}: integer kernels {100 * po['integer_share']:.1f} % of kernel time, Q/DQ "
+                f"{100 * po['qdq_share']:.1f} %, float {100 * po['float_share']:.1f} % ({top})"
+            )
     md.append("")
     md.append(f"Total wall time {report['wall_s']:.0f} s.")
     text = "\n".join(md)

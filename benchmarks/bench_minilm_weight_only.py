@@ -33,7 +33,9 @@ class Reader:
     """ORT's CalibrationDataReader over the calibration npz, one sentence at a time."""
 
     def __init__(self, calib):
-        self.rows = [{k: v[i:i + 1] for k, v in calib.items()} for i in range(len(calib["input_ids"]))]
+        self.rows = [
+            {k: v[i : i + 1] for k, v in calib.items()} for i in range(len(calib["input_ids"]))
+        ]
         self.it = iter(self.rows)
 
     def get_next(self):
@@ -47,17 +49,29 @@ class Reader:
 
 
 def faaq_variant(fp, calib_path, out, optimize, block=128, symmetric=False):
-    cfg = QuantConfig(scheme="w4", weight_granularity="block", block_size=block, weight_symmetric=symmetric,
-                      calib_size=128, optimize=optimize, progress=False)
+    cfg = QuantConfig(
+        scheme="w4",
+        weight_granularity="block",
+        block_size=block,
+        weight_symmetric=symmetric,
+        calib_size=128,
+        optimize=optimize,
+        progress=False,
+    )
     quantize(fp, str(calib_path), out, cfg)
 
 
 def ort_variant(fp, calib, out, algo):
     from onnxruntime.quantization import matmul_nbits_quantizer as m
 
-    cfg = (m.DefaultWeightOnlyQuantConfig(block_size=128, is_symmetric=False) if algo == "rtn"
-           else m.GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader(calib), block_size=128))
-    q = m.MatMulNBitsQuantizer(onnx.load(str(fp)), block_size=128, is_symmetric=False, algo_config=cfg)
+    cfg = (
+        m.DefaultWeightOnlyQuantConfig(block_size=128, is_symmetric=False)
+        if algo == "rtn"
+        else m.GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader(calib), block_size=128)
+    )
+    q = m.MatMulNBitsQuantizer(
+        onnx.load(str(fp)), block_size=128, is_symmetric=False, algo_config=cfg
+    )
     q.process()
     q.model.save_model_to_file(str(out))
 
@@ -73,24 +87,35 @@ def onnxsim_variant(fp, calib, out, step):
     onnx.save(upgraded, str(fp21))
     fp = fp21
     base = onnxsim.quantize_weight_only_int4(str(fp))
-    batches = [{k: v[i:i + 16] for k, v in calib.items()} for i in range(0, 128, 16)]
-    model = base if step == "rtn" else getattr(onnxsim, f"apply_{step}")(str(fp), base, calibration_data=batches)
+    batches = [{k: v[i : i + 16] for k, v in calib.items()} for i in range(0, 128, 16)]
+    model = (
+        base
+        if step == "rtn"
+        else getattr(onnxsim, f"apply_{step}")(str(fp), base, calibration_data=batches)
+    )
     onnx.save(model, str(out))
 
 
 def graph_facts(path: Path) -> dict:
     m = onnx.load(str(path), load_external_data=False)
     ops = Counter(n.op_type for n in m.graph.node)
-    return {"qdq_nodes": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0),
-            "matmulnbits": ops.get("MatMulNBits", 0), "matmul_float": ops.get("MatMul", 0),
-            "bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))}
+    return {
+        "qdq_nodes": ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0),
+        "matmulnbits": ops.get("MatMulNBits", 0),
+        "matmul_float": ops.get("MatMul", 0),
+        "bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir")
     ap.add_argument("--head-train", type=int, default=4000)
-    ap.add_argument("--only", default=None, help="re-run these variants (comma-separated), keep the others' rows")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="re-run these variants (comma-separated), keep the others' rows",
+    )
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-minilm-w4-"))
@@ -109,23 +134,36 @@ def main() -> None:
         "faaq GPTQ": lambda o: faaq_variant(fp, calib_path, o, "gptq"),
         "faaq AWQ": lambda o: faaq_variant(fp, calib_path, o, "awq"),
         "faaq AWQ+GPTQ": lambda o: faaq_variant(fp, calib_path, o, "awq,gptq"),
-        "faaq RTN (block 32, symmetric)": lambda o: faaq_variant(fp, calib_path, o, "none", 32, True),
-        "faaq GPTQ (block 32, symmetric)": lambda o: faaq_variant(fp, calib_path, o, "gptq", 32, True),
+        "faaq RTN (block 32, symmetric)": lambda o: faaq_variant(
+            fp, calib_path, o, "none", 32, True
+        ),
+        "faaq GPTQ (block 32, symmetric)": lambda o: faaq_variant(
+            fp, calib_path, o, "gptq", 32, True
+        ),
         "ORT MatMulNBits RTN": lambda o: ort_variant(fp, calib, o, "rtn"),
         "ORT MatMulNBits GPTQ": lambda o: ort_variant(fp, calib, o, "gptq"),
         "onnxsim int4 RTN": lambda o: onnxsim_variant(fp, calib, o, "rtn"),
         "onnxsim apply_gptq": lambda o: onnxsim_variant(fp, calib, o, "gptq"),
         "onnxsim apply_awq": lambda o: onnxsim_variant(fp, calib, o, "awq"),
     }
-    rows = [{"variant": "float", "cosine": 1.0, "dev_acc": float(np.mean(head.predict(ref_dev) == dev_y)),
-             **graph_facts(fp)}]
+    rows = [
+        {
+            "variant": "float",
+            "cosine": 1.0,
+            "dev_acc": float(np.mean(head.predict(ref_dev) == dev_y)),
+            **graph_facts(fp),
+        }
+    ]
     previous = {}
     if args.only:
         import json
 
         from common import OUT
 
-        previous = {r["variant"]: r for r in json.loads((OUT / "minilm_weight_only.json").read_text())["rows"]}
+        previous = {
+            r["variant"]: r
+            for r in json.loads((OUT / "minilm_weight_only.json").read_text())["rows"]
+        }
     for name, make in variants.items():
         if args.only and name not in args.only.split(","):
             if name in previous:
@@ -138,8 +176,12 @@ def main() -> None:
             make(out)
             row["quantize_s"] = round(time.perf_counter() - t0, 1)
             e = embed(out, dev)
-            row["cosine"] = float(np.mean(np.sum(e * ref_dev, 1) / (np.linalg.norm(e, axis=1) *
-                                                                  np.linalg.norm(ref_dev, axis=1))))
+            row["cosine"] = float(
+                np.mean(
+                    np.sum(e * ref_dev, 1)
+                    / (np.linalg.norm(e, axis=1) * np.linalg.norm(ref_dev, axis=1))
+                )
+            )
             row["dev_acc"] = float(np.mean(head.predict(e) == dev_y))
             row.update(graph_facts(out))
         except Exception as exc:  # noqa: BLE001 - a peer that does not run here is reported, not fatal
@@ -147,16 +189,21 @@ def main() -> None:
             traceback.print_exc()
         rows.append(row)
         print(row, flush=True)
-    md = ["all-MiniLM-L6-v2, weight-only W4 (block 128, asymmetric), 128 SST-2 calibration sentences; "
-          "scores on the 872 SST-2 dev sentences", "",
-          "| variant | cosine to float | dev accuracy | quantize s | act Q/DQ nodes | MatMulNBits | float MatMul | bytes |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        "all-MiniLM-L6-v2, weight-only W4 (block 128, asymmetric), 128 SST-2 calibration sentences; "
+        "scores on the 872 SST-2 dev sentences",
+        "",
+        "| variant | cosine to float | dev accuracy | quantize s | act Q/DQ nodes | MatMulNBits | float MatMul | bytes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             md.append(f"| {r['variant']} | - | - | - | - | - | - | {r['error']} |")
             continue
-        md.append(f"| {r['variant']} | {r['cosine']:.4f} | {100 * r['dev_acc']:.2f} | {r.get('quantize_s', '-')} | "
-                  f"{r['qdq_nodes']} | {r['matmulnbits']} | {r['matmul_float']} | {r['bytes']} |")
+        md.append(
+            f"| {r['variant']} | {r['cosine']:.4f} | {100 * r['dev_acc']:.2f} | {r.get('quantize_s', '-')} | "
+            f"{r['qdq_nodes']} | {r['matmulnbits']} | {r['matmul_float']} | {r['bytes']} |"
+        )
     write("minilm_weight_only", {"machine": machine(), "rows": rows}, "\n".join(md) + "\n")
 
 

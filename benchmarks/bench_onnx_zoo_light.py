@@ -27,8 +27,22 @@ def main() -> None:
     for model in sorted(light.glob("light_*.onnx")):
         out = work / (model.stem + ".q.onnx")
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "faaq_onnx", "quantize", str(model), "-o", str(out),
-                               "--calib", "random:8", "-q"], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "faaq_onnx",
+                "quantize",
+                str(model),
+                "-o",
+                str(out),
+                "--calib",
+                "random:8",
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+        )
         dt = time.perf_counter() - t0
         runs = False
         if proc.returncode == 0:
@@ -41,14 +55,28 @@ def main() -> None:
                 shape = [d if isinstance(d, int) else 1 for d in i.shape]
                 feeds[i.name] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             runs = all(np.isfinite(o).all() for o in sess.run(None, feeds))
-        summary = proc.stdout.strip().splitlines()[0] if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]
-        rows.append({"model": model.stem.replace("light_", ""), "exit": proc.returncode, "seconds": round(dt, 1),
-                     "runs_in_ort": runs, "summary": summary,
-                     "float_bytes": model.stat().st_size, "quant_bytes": out.stat().st_size if out.exists() else None})
+        summary = (
+            proc.stdout.strip().splitlines()[0]
+            if proc.returncode == 0
+            else proc.stderr.strip().splitlines()[-1]
+        )
+        rows.append(
+            {
+                "model": model.stem.replace("light_", ""),
+                "exit": proc.returncode,
+                "seconds": round(dt, 1),
+                "runs_in_ort": runs,
+                "summary": summary,
+                "float_bytes": model.stat().st_size,
+                "quant_bytes": out.stat().st_size if out.exists() else None,
+            }
+        )
         print(rows[-1], flush=True)
     md = ["| model | faaq exit | ORT runs result | time (s) | summary |", "|---|---|---|---|---|"]
-    md += [f"| {r['model']} | {r['exit']} | {'yes' if r['runs_in_ort'] else 'no'} | {r['seconds']} | {r['summary']} |"
-           for r in rows]
+    md += [
+        f"| {r['model']} | {r['exit']} | {'yes' if r['runs_in_ort'] else 'no'} | {r['seconds']} | {r['summary']} |"
+        for r in rows
+    ]
     write("onnx_zoo_light", {"machine": machine(), "rows": rows}, "\n".join(md) + "\n")
 
 

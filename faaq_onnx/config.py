@@ -14,10 +14,17 @@ GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
 AUTO = "auto"  # --optimize's default on the command line: gptq where weights go below 8 bits
 ROUNDING = ("adaround", "brecq", "gptq")
-OPTIMIZE_INPUTS = ("quantized", "weights", "float", "mixed")  # what reconstruction units are fed (optimize/unit_data.py)
+OPTIMIZE_INPUTS = (
+    "quantized",
+    "weights",
+    "float",
+    "mixed",
+)  # what reconstruction units are fed (optimize/unit_data.py)
 
 
-FLOAT = 32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float
+FLOAT = (
+    32  # "bits" of a tensor left in float: w4a32 is weight-only W4, w32a32 keeps the group float
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,20 @@ class Candidate:
             return cls(FLOAT, FLOAT)
         m = re.fullmatch(r"w(\d+)(?:a(\d+))?", t)
         if not m:
-            raise FaaqError(f"cannot read scheme {text!r}: write it like w8a8, w4a16, w4 (weight-only) or float")
+            raise FaaqError(
+                f"cannot read scheme {text!r}: write it like w8a8, w4a16, w4 (weight-only) or float"
+            )
         w, a = int(m.group(1)), int(m.group(2) or FLOAT)
         for bits, what in ((w, "weight"), (a, "activation")):
             if bits not in SUPPORTED_BITS and bits != FLOAT:
-                raise FaaqError(f"{what} bits {bits} in {text!r} unsupported: choose one of {SUPPORTED_BITS} "
-                                f"(or {FLOAT}: float)")
+                raise FaaqError(
+                    f"{what} bits {bits} in {text!r} unsupported: choose one of {SUPPORTED_BITS} "
+                    f"(or {FLOAT}: float)"
+                )
         if w == FLOAT and a != FLOAT:
-            raise FaaqError(f"{text!r}: float weights with quantized activations is not a kernel; use float")
+            raise FaaqError(
+                f"{text!r}: float weights with quantized activations is not a kernel; use float"
+            )
         return cls(w, a)
 
 
@@ -74,30 +87,48 @@ class QuantConfig:
     int32_bias: bool = True
     verify_samples: int = 64  # held-out samples the emitted model is measured on
     latency_tolerance: float = 0.05  # a latency budget holds within this share (timing noise)
-    weight_storage: str = "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
+    weight_storage: str = (
+        "cast"  # cast: packed low-bit + Cast -> int8 kernels; dequant: DQ(int4) read natively
+    )
     int2: bool = True  # store 2-bit weights as int2 (opset 25) where ORT accepts it, else in int4
     # 8-bit weights in a 7-bit range (ORT's reduce_range): "auto" where this CPU's ORT saturates u8 x s8 products
     reduce_range: str = "auto"
-    first_last: Candidate | None = None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
+    first_last: Candidate | None = (
+        None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
+    )
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
-    optimize_auto: bool = False  # the rounding optimizer was chosen by --optimize auto (reported as such)
+    optimize_auto: bool = (
+        False  # the rounding optimizer was chosen by --optimize auto (reported as such)
+    )
     optimize_iters: int = 1000
-    optimize_inputs: str = "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
+    optimize_inputs: str = (
+        "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
+    )
     optimize_samples: int = 256
-    optimize_scales: bool = False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
+    optimize_scales: bool = (
+        False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
+    )
     reround: bool = True  # optimize an allocated mixed plan's rounding again, in its own context
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
     smoothquant_alpha: float = 0.5
-    cle_relu6: str = "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu
+    cle_relu6: str = (
+        "keep"  # CLE across ReLU6 (Clip): keep such pairs as they are, or replace the Clip by Relu
+    )
     # MatMul/Gemm weights of W*A8 groups: int8 kernels (cast form), weight-only MatMulNBits, or the faster
     # of the two as measured on the target. Weight-only groups (w4a32) always become MatMulNBits.
     matmul_kernel: str = "int8"
     workers: int = 1  # sensitivity sweep on this many Ray workers (1: in this process)
     ray_address: str | None = None  # an existing Ray cluster to run the sweep on
-    ort_threads: int | None = None  # ONNX Runtime intra-op threads of probe sessions (None: ORT's default)
-    ep: str = "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
+    ort_threads: int | None = (
+        None  # ONNX Runtime intra-op threads of probe sessions (None: ORT's default)
+    )
+    ep: str = (
+        "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
+    )
     latency_batch: int = 1
-    preset: str | None = None  # preprocessing of raw images in the calibration data (faaq_onnx.data.presets)
+    preset: str | None = (
+        None  # preprocessing of raw images in the calibration data (faaq_onnx.data.presets)
+    )
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -106,14 +137,24 @@ class QuantConfig:
         if isinstance(self.first_last, str):
             self.first_last = Candidate.parse(self.first_last)
         if self.weight_granularity not in GRANULARITIES:
-            raise FaaqError(f"unknown weight granularity {self.weight_granularity!r}: choose {', '.join(GRANULARITIES)}")
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, numbers.Integral) or self.block_size < 2 \
-                or self.block_size % 2:
+            raise FaaqError(
+                f"unknown weight granularity {self.weight_granularity!r}: choose {', '.join(GRANULARITIES)}"
+            )
+        if (
+            isinstance(self.block_size, bool)
+            or not isinstance(self.block_size, numbers.Integral)
+            or self.block_size < 2
+            or self.block_size % 2
+        ):
             raise FaaqError(f"--block-size must be an even number >= 2, got {self.block_size}")
         if self.act_range not in ACTIVATION_METHODS:
-            raise FaaqError(f"unknown activation range setter {self.act_range!r}: choose {', '.join(ACTIVATION_METHODS)}")
+            raise FaaqError(
+                f"unknown activation range setter {self.act_range!r}: choose {', '.join(ACTIVATION_METHODS)}"
+            )
         if self.weight_range not in WEIGHT_METHODS:
-            raise FaaqError(f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}")
+            raise FaaqError(
+                f"unknown weight range setter {self.weight_range!r}: choose {', '.join(WEIGHT_METHODS)}"
+            )
         if not 50 < self.percentile <= 100:
             raise FaaqError(f"--percentile must be in (50, 100], got {self.percentile}")
         _at_least_one("--calib-size", self.calib_size, optional=True)
@@ -122,30 +163,44 @@ class QuantConfig:
             from faaq_onnx.data.presets import PRESETS
 
             if self.preset not in PRESETS:
-                raise FaaqError(f"unknown --preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+                raise FaaqError(
+                    f"unknown --preset {self.preset!r}: choose one of {', '.join(PRESETS)}"
+                )
         if isinstance(self.optimize, str):
-            self.optimize = tuple(m.strip() for m in self.optimize.split(",") if m.strip() and m.strip() != "none")
+            self.optimize = tuple(
+                m.strip() for m in self.optimize.split(",") if m.strip() and m.strip() != "none"
+            )
         self.optimize = tuple(self.optimize)
         if AUTO in self.optimize:  # the cheap accurate path: GPTQ rounds every weight below 8 bits
             explicit = [m for m in self.optimize if m != AUTO]
-            self.optimize = tuple(explicit if any(m in ROUNDING for m in explicit) else [*explicit, "gptq"])
+            self.optimize = tuple(
+                explicit if any(m in ROUNDING for m in explicit) else [*explicit, "gptq"]
+            )
             self.optimize_auto = not any(m in ROUNDING for m in explicit)
         unknown = [m for m in self.optimize if m not in OPTIMIZERS]
         if unknown:
-            raise FaaqError(f"unknown --optimize {unknown[0]!r}: choose from none, auto, {', '.join(OPTIMIZERS)}")
+            raise FaaqError(
+                f"unknown --optimize {unknown[0]!r}: choose from none, auto, {', '.join(OPTIMIZERS)}"
+            )
         if sum(m in self.optimize for m in ROUNDING) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
         if self.optimize_inputs not in OPTIMIZE_INPUTS:
-            raise FaaqError(f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
-                            f"got {self.optimize_inputs!r}")
+            raise FaaqError(
+                f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
+                f"got {self.optimize_inputs!r}"
+            )
         _at_least_one("--optimize-iters", self.optimize_iters)
         _at_least_one("--optimize-samples", self.optimize_samples)
         if self.optimize_scales and not any(m in self.optimize for m in ("adaround", "brecq")):
-            raise FaaqError("--optimize-scales learns weight scales during reconstruction: it needs "
-                            "--optimize adaround or brecq")
+            raise FaaqError(
+                "--optimize-scales learns weight scales during reconstruction: it needs "
+                "--optimize adaround or brecq"
+            )
         if self.optimize_inputs == "mixed" and "gptq" in self.optimize:
-            raise FaaqError("--optimize-inputs mixed mixes inputs during reconstruction (adaround, brecq); "
-                            "gptq has none: use quantized or float")
+            raise FaaqError(
+                "--optimize-inputs mixed mixes inputs during reconstruction (adaround, brecq); "
+                "gptq has none: use quantized or float"
+            )
         if sum(m in self.optimize for m in ("smoothquant", "awq")) > 1:
             raise FaaqError("choose one channel scaling: smoothquant (W8A8) or awq (weight-only)")
         if not 0 < self.smoothquant_alpha < 1:
@@ -153,11 +208,15 @@ class QuantConfig:
         if not 0 <= self.qdrop < 1:
             raise FaaqError(f"--qdrop must be in [0, 1), got {self.qdrop}")
         if self.matmul_kernel not in ("int8", "nbits", "auto"):
-            raise FaaqError(f"unknown --matmul-kernel {self.matmul_kernel!r}: choose int8, nbits or auto")
+            raise FaaqError(
+                f"unknown --matmul-kernel {self.matmul_kernel!r}: choose int8, nbits or auto"
+            )
         if self.reduce_range not in ("auto", "on", "off"):
             raise FaaqError(f"unknown --reduce-range {self.reduce_range!r}: choose auto, on or off")
         if self.weight_storage not in ("cast", "dequant"):
-            raise FaaqError(f"unknown weight storage {self.weight_storage!r}: choose cast or dequant")
+            raise FaaqError(
+                f"unknown weight storage {self.weight_storage!r}: choose cast or dequant"
+            )
         _at_least_one("--workers", self.workers)
         _at_least_one("--batch-size", self.batch_size)
         _at_least_one("--latency-batch", self.latency_batch)

@@ -21,9 +21,15 @@ def predict(model, x: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> np.n
     if len(inputs) != 1:
         raise FaaqError(f"evaluation needs a single-input model; this one has {len(inputs)} inputs")
     want = inputs[0].shape
-    if len(want) != x.ndim or any(isinstance(d, int) and d != a for d, a in zip(want[1:], x.shape[1:])):
-        raise FaaqError(f"data shape {tuple(x.shape)} does not fit model input {inputs[0].name!r} {want}")
-    return run_all(sess, {inputs[0].name: x.astype(np.float32)}, batch_size, [sess.get_outputs()[0].name])[0]
+    if len(want) != x.ndim or any(
+        isinstance(d, int) and d != a for d, a in zip(want[1:], x.shape[1:])
+    ):
+        raise FaaqError(
+            f"data shape {tuple(x.shape)} does not fit model input {inputs[0].name!r} {want}"
+        )
+    return run_all(
+        sess, {inputs[0].name: x.astype(np.float32)}, batch_size, [sess.get_outputs()[0].name]
+    )[0]
 
 
 def top1(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> float:
@@ -32,7 +38,9 @@ def top1(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str = "c
     return float(np.mean(logits.reshape(len(y), -1).argmax(1) == y))
 
 
-def accuracy_report(logits: np.ndarray, y: np.ndarray, class_names: list[str] | None = None) -> dict:
+def accuracy_report(
+    logits: np.ndarray, y: np.ndarray, class_names: list[str] | None = None
+) -> dict:
     if len(logits) != len(y):
         raise FaaqError(f"{len(logits)} predictions for {len(y)} labels")
     logits = logits.reshape(len(logits), -1)
@@ -56,8 +64,14 @@ def accuracy_report(logits: np.ndarray, y: np.ndarray, class_names: list[str] | 
     return report
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 64, ep: str = "cpu",
-             class_names: list[str] | None = None) -> dict:
+def evaluate(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 64,
+    ep: str = "cpu",
+    class_names: list[str] | None = None,
+) -> dict:
     return accuracy_report(predict(model, x, batch_size, ep), y, class_names)
 
 
@@ -76,11 +90,15 @@ def fidelity(logits: np.ndarray, reference: np.ndarray, y: np.ndarray | None = N
     z = np.asarray(logits, np.float64).reshape(len(logits), -1)
     r = np.asarray(reference, np.float64).reshape(len(reference), -1)
     if z.shape != r.shape:
-        raise FaaqError(f"outputs of shape {z.shape} cannot be compared with the reference's {r.shape}")
+        raise FaaqError(
+            f"outputs of shape {z.shape} cannot be compared with the reference's {r.shape}"
+        )
     err = float(np.sum((z - r) ** 2))
-    out = {"agreement": float(np.mean(z.argmax(1) == r.argmax(1))),
-           "kl": output_kl(r, z),
-           "logit_sqnr_db": float(10 * np.log10(np.sum(r ** 2) / err)) if err > 0 else None}
+    out = {
+        "agreement": float(np.mean(z.argmax(1) == r.argmax(1))),
+        "kl": output_kl(r, z),
+        "logit_sqnr_db": float(10 * np.log10(np.sum(r**2) / err)) if err > 0 else None,
+    }
     if y is not None:
         right, ref_right = z.argmax(1) == y, r.argmax(1) == y
         out["fixed"] = int(np.sum(right & ~ref_right))

@@ -21,8 +21,11 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
     """The model as a proto; weights kept in external data stay there, under absolute paths."""
     proto = ir.to_proto(model)
     proto.ir_version = ir_version_for(default_opset(proto))
-    external = {name: v.const_value for name, v in model.graph.initializers.items()
-                if isinstance(v.const_value, ir.ExternalTensor)}
+    external = {
+        name: v.const_value
+        for name, v in model.graph.initializers.items()
+        if isinstance(v.const_value, ir.ExternalTensor)
+    }
     if external:
         for t in proto.graph.initializer:
             src = external.get(t.name)
@@ -30,7 +33,9 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
                 continue
             for e in t.external_data:
                 if e.key == "location":
-                    e.value = os.path.abspath(os.path.join(str(src.base_dir or ""), str(src.location)))
+                    e.value = os.path.abspath(
+                        os.path.join(str(src.base_dir or ""), str(src.location))
+                    )
     return proto
 
 
@@ -143,14 +148,15 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     """Every tensor a node reads, including those its subgraphs take from the outer scope."""
     names = {i for i in node.input if i}
     for attr in node.attribute:
-        for g in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+        for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
             for sub in g.node:
                 names |= _reads(sub)
     return names
 
 
-def ancestor_nodes(tensors: list[str], producer: dict[str, onnx.NodeProto],
-                   stop: set[str] = frozenset()) -> list[onnx.NodeProto]:
+def ancestor_nodes(
+    tensors: list[str], producer: dict[str, onnx.NodeProto], stop: set[str] = frozenset()
+) -> list[onnx.NodeProto]:
     """The nodes `tensors` depend on (in no particular order), not walking back past `stop`."""
     found: dict[int, onnx.NodeProto] = {}
     stack = list(tensors)
@@ -173,9 +179,12 @@ def prefix_model(proto: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
     read = set().union(*(_reads(n) for n in nodes)) | set(outputs)
     info = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}
     graph = onnx.helper.make_graph(
-        nodes, proto.graph.name, [i for i in proto.graph.input if i.name in read],
+        nodes,
+        proto.graph.name,
+        [i for i in proto.graph.input if i.name in read],
         [info.get(o) or onnx.helper.make_empty_tensor_value_info(o) for o in outputs],
-        [t for t in proto.graph.initializer if t.name in read])
+        [t for t in proto.graph.initializer if t.name in read],
+    )
     out = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
     out.ir_version = proto.ir_version
     return out

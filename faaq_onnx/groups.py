@@ -37,7 +37,9 @@ class ActivationQuantizer:
     name: str
     tensors: list[str]  # tensors that carry this one scale
     range_tensors: list[str]  # tensors whose values decide the range
-    droppable: list[str] = field(default_factory=list)  # Relu/Clip nodes the quantizer's clamp replaces
+    droppable: list[str] = field(
+        default_factory=list
+    )  # Relu/Clip nodes the quantizer's clamp replaces
 
 
 @dataclass

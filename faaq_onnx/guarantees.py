@@ -30,8 +30,15 @@ from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError
 
 REPAIR_TRIES = 4
-UNITS = {"sqnr-db": "dB", "max-drop": "pt", "avg-bits": "bits", "size-mb": "MB", "bops": "x W8A8",
-         "latency": "x W8A8", "latency-ms": "ms"}
+UNITS = {
+    "sqnr-db": "dB",
+    "max-drop": "pt",
+    "avg-bits": "bits",
+    "size-mb": "MB",
+    "bops": "x W8A8",
+    "latency": "x W8A8",
+    "latency-ms": "ms",
+}
 
 
 def confidence_of(budget: Budget | None) -> float:
@@ -39,8 +46,16 @@ def confidence_of(budget: Budget | None) -> float:
     return getattr(budget, "confidence", None) or DEFAULT_CONFIDENCE
 
 
-def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu", batch: int = 1,
-                    output=None, allocator_labels: int | None = None) -> tuple[float, str, dict]:
+def measure_emitted(
+    comp,
+    result,
+    budget: Budget,
+    labeled=None,
+    ep: str = "cpu",
+    batch: int = 1,
+    output=None,
+    allocator_labels: int | None = None,
+) -> tuple[float, str, dict]:
     """(value, how it was measured, details) of a budget's quantity on the emitted model.
 
     For floors the value is the confidence bound the floor is checked on; `labeled` is the
@@ -53,12 +68,22 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         name = min(rep["outputs"], key=lambda o: rep["outputs"][o]["sqnr_db_lower"])
         bound, point = rep["outputs"][name]["sqnr_db_lower"], rep["outputs"][name]["sqnr_db"]
         n = rep["samples"]
-        details = {"point": point, "confidence": conf, "held_out_samples": n,
-                   "allocator_samples": int(len(next(iter(comp.inputs.values())))),
-                   "reference": rep.get("reference", "the float model")}
+        details = {
+            "point": point,
+            "confidence": conf,
+            "held_out_samples": n,
+            "allocator_samples": int(len(next(iter(comp.inputs.values())))),
+            "reference": rep.get("reference", "the float model"),
+        }
         against = details["reference"].split(" (")[0]
-        return bound, (f"{100 * conf:g} % lower confidence bound of the output SQNR (point estimate {point:.4g} dB; "
-                       f"bootstrap over {n} samples the allocator did not use), plain ORT, against {against}"), details
+        return (
+            bound,
+            (
+                f"{100 * conf:g} % lower confidence bound of the output SQNR (point estimate {point:.4g} dB; "
+                f"bootstrap over {n} samples the allocator did not use), plain ORT, against {against}"
+            ),
+            details,
+        )
     if budget.kind == "max-drop":
         x, y = labeled
         conf = confidence_of(budget)
@@ -67,12 +92,26 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         per_sample = 100.0 * (ref.astype(np.float64) - got)  # points each sample adds to the drop
         point, bound = float(per_sample.mean()), upper_bound(per_sample, conf)
         chose = allocator_labels
-        details = {"point": point, "confidence": conf, "held_out_samples": int(len(y)),
-                   "allocator_samples": chose, "reference": "the model given"}
-        where = (f"{len(y)} held-out labeled samples, the allocator chose with {chose} others" if chose is not None
-                 else f"{len(y)} labeled samples, the same the allocator chose with")
-        return bound, (f"{100 * conf:g} % upper confidence bound of the top-1 drop (point estimate {point:.4g} pt; "
-                       f"bootstrap over {where}), plain ORT, against the model given"), details
+        details = {
+            "point": point,
+            "confidence": conf,
+            "held_out_samples": int(len(y)),
+            "allocator_samples": chose,
+            "reference": "the model given",
+        }
+        where = (
+            f"{len(y)} held-out labeled samples, the allocator chose with {chose} others"
+            if chose is not None
+            else f"{len(y)} labeled samples, the same the allocator chose with"
+        )
+        return (
+            bound,
+            (
+                f"{100 * conf:g} % upper confidence bound of the top-1 drop (point estimate {point:.4g} pt; "
+                f"bootstrap over {where}), plain ORT, against the model given"
+            ),
+            details,
+        )
     if budget.kind == "avg-bits":
         ws = rep["size"]["per_weight"].values()
         key = "bits" if budget.bits == "effective" else "container_bits"
@@ -85,10 +124,18 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         from faaq_onnx.analysis.verify import written_bytes
 
         name = Path(output).name if output is not None else "model.onnx"
-        return written_bytes(result.model, name) / 1e6, "bytes of every file written (external data included)", {}
+        return (
+            written_bytes(result.model, name) / 1e6,
+            "bytes of every file written (external data included)",
+            {},
+        )
     if budget.kind == "bops":
         costs = comp.cost_model(budget)
-        return costs.in_budget_units(costs.plan_cost(result.plan.choices), budget), "bit operations of the plan", {}
+        return (
+            costs.in_budget_units(costs.plan_cost(result.plan.choices), budget),
+            "bit operations of the plan",
+            {},
+        )
     if budget.kind in LATENCY:
         from faaq_onnx.runtime.timing import interleaved_median_ms
 
@@ -96,7 +143,11 @@ def measure_emitted(comp, result, budget: Budget, labeled=None, ep: str = "cpu",
         feeds = _latency_feeds(comp, batch)
         got, ref = interleaved_median_ms([result.model, ref_proto], feeds, ep=ep, pairs=30)
         if budget.kind == "latency":
-            return got / ref, f"median latency vs the all-W8A8 model, interleaved, batch {batch}, {ep}", {}
+            return (
+                got / ref,
+                f"median latency vs the all-W8A8 model, interleaved, batch {batch}, {ep}",
+                {},
+            )
         return got, f"median latency, batch {batch}, {ep}", {}
     raise KeyError(budget.kind)
 
@@ -109,26 +160,44 @@ def meets(budget: Budget, value: float, tolerance: float = 0.0) -> bool:
     return value <= budget.value * (1 + tolerance) + 1e-9
 
 
-def enforce_budget(comp, result, budget: Budget, metric: str, allocator: str, labeled=None, ep: str = "cpu",
-                   batch: int = 1, check_labeled=None, output=None):
+def enforce_budget(
+    comp,
+    result,
+    budget: Budget,
+    metric: str,
+    allocator: str,
+    labeled=None,
+    ep: str = "cpu",
+    batch: int = 1,
+    check_labeled=None,
+    output=None,
+):
     """The result if its emitted model meets `budget`, a repaired one if not, else FaaqError.
 
     `labeled` is what the allocator chooses with, `check_labeled` what a max-drop floor is
     checked on (labels the allocator never saw; split_labeled makes the two)."""
     tol = comp.config.latency_tolerance if budget.kind in LATENCY else 0.0
     check = labeled if check_labeled is None else check_labeled
-    chose = int(len(labeled[1])) if budget.kind == "max-drop" and check_labeled is not None else None
+    chose = (
+        int(len(labeled[1])) if budget.kind == "max-drop" and check_labeled is not None else None
+    )
     stated = result.report.get("verify", {}).get("confidence", confidence_of(budget))
     if budget.kind == "sqnr-db" and stated != confidence_of(budget):
-        comp.confidence = confidence_of(budget)  # verification states the bound at the floor's confidence
+        comp.confidence = confidence_of(
+            budget
+        )  # verification states the bound at the floor's confidence
         result = comp.emit(result.plan)
     tries = []
     current, working = result, budget
     for _ in range(REPAIR_TRIES):
-        value, how, details = measure_emitted(comp, current, budget, check, ep, batch, output, chose)
+        value, how, details = measure_emitted(
+            comp, current, budget, check, ep, batch, output, chose
+        )
         tries.append(round(value, 4))
         if meets(budget, value, tol):
-            return _record(current, budget, value, how, tries, met=True, tolerance=tol, details=details)
+            return _record(
+                current, budget, value, how, tries, met=True, tolerance=tol, details=details
+            )
         working = _tightened(working, budget, value)
         try:
             alloc = comp.allocate(working, metric, allocator, labeled)
@@ -163,8 +232,10 @@ def split_labeled(labeled, seed: int = 0):
     x, y = labeled
     n = len(y)
     if n < 4:
-        raise FaaqError(f"a max-drop budget needs at least 4 labeled samples (half to choose the plan with, "
-                        f"half to check it on); got {n}")
+        raise FaaqError(
+            f"a max-drop budget needs at least 4 labeled samples (half to choose the plan with, "
+            f"half to check it on); got {n}"
+        )
     order = np.random.default_rng(seed).permutation(n)
     cut = n // 2
     a, b = np.sort(order[:cut]), np.sort(order[cut:])
@@ -181,19 +252,30 @@ def hold_out_for_floor(inputs: dict, held: dict, notes: list[str], verify_sample
     reused = m == 0 or (m <= n and all(np.array_equal(held[k], inputs[k][:m]) for k in inputs))
     if not reused:
         if m < 2:
-            raise FaaqError(f"a floor budget is checked on a confidence bound over held-out samples: "
-                            f"--verify-samples {verify_samples} gives {m}; give at least 2")
+            raise FaaqError(
+                f"a floor budget is checked on a confidence bound over held-out samples: "
+                f"--verify-samples {verify_samples} gives {m}; give at least 2"
+            )
         return inputs, held, notes, []
     k = min(verify_samples, max(n // 4, 2))
     if k < 2 or n - k < 1:
-        raise FaaqError(f"a floor budget is checked on held-out samples: with {n} calibration samples and "
-                        f"--verify-samples {verify_samples} none can be held out (give at least 3 samples and "
-                        "--verify-samples 2 or more)")
-    calib = {name: v[:n - k] for name, v in inputs.items()}
-    held = {name: v[n - k:] for name, v in inputs.items()}
+        raise FaaqError(
+            f"a floor budget is checked on held-out samples: with {n} calibration samples and "
+            f"--verify-samples {verify_samples} none can be held out (give at least 3 samples and "
+            "--verify-samples 2 or more)"
+        )
+    calib = {name: v[: n - k] for name, v in inputs.items()}
+    held = {name: v[n - k :] for name, v in inputs.items()}
     notes = [t for t in notes if not t.startswith("verification uses")]
-    return calib, held, notes, [f"the floor is checked on {k} of the {n} calibration samples, held out: "
-                                f"calibration and the allocator use the other {n - k}"]
+    return (
+        calib,
+        held,
+        notes,
+        [
+            f"the floor is checked on {k} of the {n} calibration samples, held out: "
+            f"calibration and the allocator use the other {n - k}"
+        ],
+    )
 
 
 def _tightened(working: Budget, asked: Budget, value: float) -> Budget:
@@ -212,12 +294,18 @@ def _extreme_plan(comp, budget: Budget):
     from faaq_onnx.plan import BitPlan
 
     pick = 0 if budget.is_floor else -1
-    choices = {g.name: group_candidates(g, comp.candidates)[pick] for g in comp.qgraph.groups.values()}
+    choices = {
+        g.name: group_candidates(g, comp.candidates)[pick] for g in comp.qgraph.groups.values()
+    }
     if not budget.is_floor:
         costs = comp.cost_model(budget)
-        choices = {g.name: min(group_candidates(g, comp.candidates),
-                               key=lambda c, g=g: (costs.group_cost(g, c), -c.w, -c.a))
-                   for g in comp.qgraph.groups.values()}
+        choices = {
+            g.name: min(
+                group_candidates(g, comp.candidates),
+                key=lambda c, g=g: (costs.group_cost(g, c), -c.w, -c.a),
+            )
+            for g in comp.qgraph.groups.values()
+        }
     return BitPlan(choices, {"allocator": "extreme", "budget": str(budget)})
 
 
@@ -228,12 +316,28 @@ def _nearest(budget: Budget, value: float) -> float:
     return math.ceil(value * 1000) / 1000
 
 
-def _record(result, budget: Budget, value: float, how: str, tries: list, met: bool, tolerance: float = 0.0,
-            details: dict | None = None):
-    result.report["budget"] = {"budget": str(budget), "kind": budget.kind, "asked": budget.value,
-                               "measured": value, "unit": UNITS[budget.kind], "how": how, "met": met,
-                               "tolerance": tolerance, "measured_per_try": tries,
-                               **(details or {})}
+def _record(
+    result,
+    budget: Budget,
+    value: float,
+    how: str,
+    tries: list,
+    met: bool,
+    tolerance: float = 0.0,
+    details: dict | None = None,
+):
+    result.report["budget"] = {
+        "budget": str(budget),
+        "kind": budget.kind,
+        "asked": budget.value,
+        "measured": value,
+        "unit": UNITS[budget.kind],
+        "how": how,
+        "met": met,
+        "tolerance": tolerance,
+        "measured_per_try": tries,
+        **(details or {}),
+    }
     return result
 
 
@@ -275,10 +379,15 @@ def _rewrite_note(comp, budget: Budget) -> str:
         return ""
     if ceiling > budget.value + 10:
         return ""
-    rewrites = ",".join(comp.config.optimize) + (" --cle-relu6 replace" if "cle" in comp.config.optimize
-                                                 and comp.config.cle_relu6 == "replace" else "")
-    return (f" The float model after faaq's rewrites (--optimize {rewrites or 'none'}) "
-            f"itself measures {ceiling:.4g} dB against the model given: no plan exceeds that.")
+    rewrites = ",".join(comp.config.optimize) + (
+        " --cle-relu6 replace"
+        if "cle" in comp.config.optimize and comp.config.cle_relu6 == "replace"
+        else ""
+    )
+    return (
+        f" The float model after faaq's rewrites (--optimize {rewrites or 'none'}) "
+        f"itself measures {ceiling:.4g} dB against the model given: no plan exceeds that."
+    )
 
 
 def _latency_feeds(comp, batch: int) -> dict[str, np.ndarray]:

@@ -24,7 +24,11 @@ def random_inputs(proto: onnx.ModelProto, n: int, seed: int = 0) -> dict[str, np
     for name, dims in model_input_shapes(proto).items():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in dims]
         if shape:
-            shape[0] = n if not (isinstance(dims[0], int) and dims[0] > 0) else dims[0] * max(1, n // dims[0])
+            shape[0] = (
+                n
+                if not (isinstance(dims[0], int) and dims[0] > 0)
+                else dims[0] * max(1, n // dims[0])
+            )
         dt = dtypes[name]
         if np.issubdtype(dt, np.integer):
             out[name] = rng.integers(0, 2, size=shape).astype(dt)
@@ -44,7 +48,9 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
     shapes = model_input_shapes(proto)
     dtypes = model_input_dtypes(proto)
     if calib is None:
-        raise FaaqError("no calibration data: pass --calib FILE (or --calib random for a smoke test)")
+        raise FaaqError(
+            "no calibration data: pass --calib FILE (or --calib random for a smoke test)"
+        )
     held_n = config.verify_samples
     if isinstance(calib, str) and re.fullmatch(r"(none|bn-stats)(:\d+)?", calib):
         from faaq_onnx.optimize.datafree import distill_inputs
@@ -53,9 +59,14 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
         if n < 1:
             raise FaaqError("data-free calibration needs at least one sample")
         inputs = distill_inputs(proto, n, config.seed, progress=config.progress)
-        return inputs, {k: v[:held_n] for k, v in inputs.items()}, [
-            f"data-free calibration: {n} inputs distilled from the model's BatchNorm statistics (ZeroQ); "
-            "verification runs on distilled inputs too"]
+        return (
+            inputs,
+            {k: v[:held_n] for k, v in inputs.items()},
+            [
+                f"data-free calibration: {n} inputs distilled from the model's BatchNorm statistics (ZeroQ); "
+                "verification runs on distilled inputs too"
+            ],
+        )
     if isinstance(calib, str) and re.fullmatch(r"random(:\d+)?", calib):
         n = int(calib.split(":")[1]) if ":" in calib else 32
         if n < 1:
@@ -65,23 +76,37 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
     elif isinstance(calib, dict):
         missing = [n for n in shapes if n not in calib]
         if missing:
-            raise FaaqError(f"calibration data has no array for input {missing[0]!r} (found: {', '.join(calib) or 'none'})")
+            raise FaaqError(
+                f"calibration data has no array for input {missing[0]!r} (found: {', '.join(calib) or 'none'})"
+            )
         arrays = {n: np.asarray(calib[n]) for n in shapes}
         cut = config.calib_size or len(next(iter(arrays.values())))
         inputs = {k: v[:cut] for k, v in arrays.items()}
-        held = {k: v[cut: cut + held_n] for k, v in arrays.items()}
+        held = {k: v[cut : cut + held_n] for k, v in arrays.items()}
     else:
-        inputs, held = data.load_inputs(calib, list(shapes), shapes, preset=getattr(config, "preset", None),
-                                        limit=config.calib_size, seed=config.seed, held_out=max(held_n, 1))
+        inputs, held = data.load_inputs(
+            calib,
+            list(shapes),
+            shapes,
+            preset=getattr(config, "preset", None),
+            limit=config.calib_size,
+            seed=config.seed,
+            held_out=max(held_n, 1),
+        )
         held = {k: v[:held_n] for k, v in held.items()}
     data.validate_inputs(inputs, shapes)
     notes = []
     if not held or len(next(iter(held.values()))) == 0:
         held = {k: v[:held_n] for k, v in inputs.items()}
-        notes.append(f"verification uses {len(next(iter(held.values())))} of the calibration samples: "
-                     "the calibration source has no samples left over to hold out")
+        notes.append(
+            f"verification uses {len(next(iter(held.values())))} of the calibration samples: "
+            "the calibration source has no samples left over to hold out"
+        )
     else:
         data.validate_inputs(held, shapes)
     cast = {k: dtypes[k] for k in shapes}
-    return ({k: v.astype(cast[k], copy=False) for k, v in inputs.items()},
-            {k: v.astype(cast[k], copy=False) for k, v in held.items()}, notes)
+    return (
+        {k: v.astype(cast[k], copy=False) for k, v in inputs.items()},
+        {k: v.astype(cast[k], copy=False) for k, v in held.items()},
+        notes,
+    )

@@ -31,7 +31,9 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
-        raise FaaqError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+        raise FaaqError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from exc
     external = check_external_data(proto, path)
     if not proto.graph.node and not proto.graph.output:
         raise FaaqError(f"{path} is not an ONNX model (no graph found)")
@@ -62,15 +64,24 @@ def check_external_data(proto: onnx.ModelProto, path: Path) -> int:
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
         target = (folder / loc).resolve()
-        if not loc or Path(loc).is_absolute() or ".." in Path(loc).parts or folder not in target.parents:
-            raise FaaqError(f"{path}: external data location {loc!r} of tensor {t.name!r} points outside the "
-                            f"model's folder; refusing to read it")
+        if (
+            not loc
+            or Path(loc).is_absolute()
+            or ".." in Path(loc).parts
+            or folder not in target.parents
+        ):
+            raise FaaqError(
+                f"{path}: external data location {loc!r} of tensor {t.name!r} points outside the "
+                f"model's folder; refusing to read it"
+            )
         if not target.is_file():
             raise FaaqError(f"{path}: external data file {loc!r} of tensor {t.name!r} is missing")
         need = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
         if need > target.stat().st_size:
-            raise FaaqError(f"{path}: external data file {loc!r} is shorter ({target.stat().st_size} bytes) than "
-                            f"tensor {t.name!r} needs ({need}); truncated?")
+            raise FaaqError(
+                f"{path}: external data file {loc!r} is shorter ({target.stat().st_size} bytes) than "
+                f"tensor {t.name!r} needs ({need}); truncated?"
+            )
     return count
 
 
@@ -87,7 +98,9 @@ def _all_tensors(graph: onnx.GraphProto):
                     yield from _all_tensors(g)
 
 
-def check_proto(proto: onnx.ModelProto, where: str = "model", checker_path: str | None = None) -> None:
+def check_proto(
+    proto: onnx.ModelProto, where: str = "model", checker_path: str | None = None
+) -> None:
     """Opset and operator checks that name the offending node."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
@@ -107,7 +120,9 @@ def check_proto(proto: onnx.ModelProto, where: str = "model", checker_path: str 
             )
         if domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
             raise FaaqError(f"{where}: unsupported op {node.op_type!r} in node {node.name!r}")
-    float_inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    float_inputs = [
+        i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
+    ]
     if not float_inputs:
         raise FaaqError(f"{where}: the graph has no inputs to calibrate with")
 

@@ -92,7 +92,9 @@ def tensor_bytes(model) -> int:
     """Bytes of initializer data in an onnx.ModelProto or an onnx_ir.Model (external included)."""
     if isinstance(model, onnx.ModelProto):
         return sum(len(t.raw_data) or _approx_bytes(t) for t in model.graph.initializer)
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    return sum(
+        v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None
+    )
 
 
 def _approx_bytes(t: onnx.TensorProto) -> int:
@@ -124,7 +126,9 @@ class _Staged:
 
     target: Path
     tmp: Path
-    renames: list[tuple[Path, Path]] = field(default_factory=list)  # before the commit point (data files)
+    renames: list[tuple[Path, Path]] = field(
+        default_factory=list
+    )  # before the commit point (data files)
     obsolete: list[Path] = field(default_factory=list)  # removed after the commit point
 
     def commit(self) -> None:
@@ -152,7 +156,9 @@ def _stage_model(model, path: Path, external_data: bool | None) -> _Staged:
 
     big = tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
     if external_data is None and isinstance(model, onnx.ModelProto) and _has_external(model):
-        big = True  # weights still in the input's data files: the output gets a data file of its own
+        big = (
+            True  # weights still in the input's data files: the output gets a data file of its own
+        )
     old_refs = _referenced_data(path)
     if not big:
         proto = model if isinstance(model, onnx.ModelProto) else _to_proto(model)
@@ -184,11 +190,17 @@ def _stage_model(model, path: Path, external_data: bool | None) -> _Staged:
         tmp_model.unlink(missing_ok=True)
         tmp_data.unlink(missing_ok=True)
         raise
-    return _Staged(path, tmp_model, renames=[(tmp_data, path.parent / data_name)],
-                   obsolete=[path.parent / n for n in sorted(old_refs - {data_name})])
+    return _Staged(
+        path,
+        tmp_model,
+        renames=[(tmp_data, path.parent / data_name)],
+        obsolete=[path.parent / n for n in sorted(old_refs - {data_name})],
+    )
 
 
-def check_destinations(outputs, inputs: dict[str, object] | None = None, folders: tuple[str, ...] = ()) -> None:
+def check_destinations(
+    outputs, inputs: dict[str, object] | None = None, folders: tuple[str, ...] = ()
+) -> None:
     """Refuse, in one line and before any work, a destination that cannot be written.
 
     `outputs` maps each option (``-o``, ``--json``) to its path (None or '-': nothing to
@@ -205,7 +217,9 @@ def check_destinations(outputs, inputs: dict[str, object] | None = None, folders
         check_writable(path, option, folder=option in folders)
         key = Path(path).resolve()
         if key in seen:
-            raise FaaqError(f"{option} and {seen[key]} name the same file {path}: give each output its own path")
+            raise FaaqError(
+                f"{option} and {seen[key]} name the same file {path}: give each output its own path"
+            )
         seen[key] = option
     for label, path in (inputs or {}).items():
         if path is None:
@@ -213,8 +227,10 @@ def check_destinations(outputs, inputs: dict[str, object] | None = None, folders
         for p in path if isinstance(path, (list, tuple)) else [path]:
             key = Path(p).resolve()
             if key in seen:
-                raise FaaqError(f"{seen[key]} {p} is the input {label}: choose another path, "
-                                "inputs are never overwritten")
+                raise FaaqError(
+                    f"{seen[key]} {p} is the input {label}: choose another path, "
+                    "inputs are never overwritten"
+                )
 
 
 def check_writable(path, option: str, folder: bool = False) -> None:
@@ -304,6 +320,7 @@ class OutputSet:
 
     def add_file(self, path, option: str, fill: Callable[[Path], object]) -> Path:
         """Stage a file `fill(tmp)` writes (tmp keeps the target's suffix, for writers that go by it)."""
+
         def make(target: Path) -> _Staged:
             tmp = _temp_beside(target, target.suffix or ".tmp")
             try:
@@ -327,7 +344,9 @@ class OutputSet:
 
     def add_model(self, path, model, option: str, external_data: bool | None = None) -> int:
         """Stage a model (with its data file when external); returns the size of the .onnx file."""
-        staged = self._stage(path, option, lambda target: _stage_model(model, target, external_data))
+        staged = self._stage(
+            path, option, lambda target: _stage_model(model, target, external_data)
+        )
         return staged.tmp.stat().st_size
 
     def commit(self) -> None:
@@ -387,8 +406,12 @@ def _referenced_data(path: Path) -> set[str]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - not a model we wrote: leave its neighbours alone
         return set()
-    return {e.value for t in _all_tensors(proto) for e in t.external_data
-            if e.key == "location" and e.value.startswith(path.name + ".") and e.value.endswith(".data")}
+    return {
+        e.value
+        for t in _all_tensors(proto)
+        for e in t.external_data
+        if e.key == "location" and e.value.startswith(path.name + ".") and e.value.endswith(".data")
+    }
 
 
 def _remove_old_data(path: Path, keep: str | None, before: set[str]) -> None:

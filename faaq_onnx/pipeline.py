@@ -57,14 +57,24 @@ from faaq_onnx.results import (
 
 
 def default_candidates(budget: Budget | None) -> str:
-    return "weights-a8" if budget is not None and budget.kind in ("avg-bits", "size-mb") else "practical"
+    return (
+        "weights-a8"
+        if budget is not None and budget.kind in ("avg-bits", "size-mb")
+        else "practical"
+    )
 
 
 class Compilation:
     """One model and one calibration set, compiled as far as needed."""
 
-    def __init__(self, model_path, calib, config: QuantConfig | None = None, target_opset: int = 13,
-                 floor: Budget | None = None) -> None:
+    def __init__(
+        self,
+        model_path,
+        calib,
+        config: QuantConfig | None = None,
+        target_opset: int = 13,
+        floor: Budget | None = None,
+    ) -> None:
         self.model_path = model_path
         self.config = config or QuantConfig()
         self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
@@ -73,31 +83,43 @@ class Compilation:
         with self.stage("load"):
             model = load_model(model_path)
             # bad calibration data fails here, before any long work
-            self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(calib, to_proto(model), self.config)
+            self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(
+                calib, to_proto(model), self.config
+            )
         from faaq_onnx.guarantees import confidence_of, hold_out_for_floor
 
         held_out_note = []
-        if floor is not None and floor.is_floor:  # checked on samples calibration and allocator never see
+        if (
+            floor is not None and floor.is_floor
+        ):  # checked on samples calibration and allocator never see
             self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_for_floor(
-                self.inputs, self.verify_inputs, self.data_notes, self.config.verify_samples)
+                self.inputs, self.verify_inputs, self.data_notes, self.config.verify_samples
+            )
         self.confidence = confidence_of(floor)  # of verify's SQNR bound
         with self.stage("canonicalize"):
             self.model, self.warnings, self.int2 = self._canonicalize(model, target_opset)
         self.warnings += self.data_notes + held_out_note
         if self.config.reduce_range == "auto" and self.config.weights_reduce_range:
-            self.warnings.append("ONNX Runtime's int8 kernels saturate uint8 x int8 products on this CPU (no VNNI): "
-                                 "8-bit weights keep a 7-bit range here (--reduce-range off keeps 8 bits for a "
-                                 "VNNI or GPU target)")
+            self.warnings.append(
+                "ONNX Runtime's int8 kernels saturate uint8 x int8 products on this CPU (no VNNI): "
+                "8-bit weights keep a 7-bit range here (--reduce-range off keeps 8 bits for a "
+                "VNNI or GPU target)"
+            )
         self.float_proto = to_proto(self.model)
         with self.stage("discover_groups"):
             self.qgraph = discover_groups(self.model)
         if not self.qgraph.groups:
-            raise FaaqError("found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs")
+            raise FaaqError(
+                "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
+            )
         self.scaling = self._scale_channels(target_opset)
-        check_interpretable(self.float_proto, self.qgraph, self.config.rounding)  # before calibrating
+        check_interpretable(
+            self.float_proto, self.qgraph, self.config.rounding
+        )  # before calibrating
         with self.stage("calibrate"):
-            self.calibration = calibrate(self.model, self.qgraph, self.inputs, self.config.batch_size,
-                                         self.config.progress)
+            self.calibration = calibrate(
+                self.model, self.qgraph, self.inputs, self.config.batch_size, self.config.progress
+            )
             self.qgraph = prune_quantizers(self.qgraph, self.calibration)
             self.calibration.data_free = self.data_free
         self.weights = WeightCache(self.model, self.qgraph, self.config)
@@ -131,8 +153,11 @@ class Compilation:
 
     def _canon_options(self) -> dict:
         opt = self.config.optimize
-        return {"simplify": self.config.simplify, "cle": self.config.cle_relu6 if "cle" in opt else None,
-                "zero_biases": "bias-correction" in opt}
+        return {
+            "simplify": self.config.simplify,
+            "cle": self.config.cle_relu6 if "cle" in opt else None,
+            "zero_biases": "bias-correction" in opt,
+        }
 
     def _scale_channels(self, target_opset: int) -> dict:
         """SmoothQuant / AWQ: a data-driven rewrite of the float model, before calibration sees it."""
@@ -143,7 +168,9 @@ class Compilation:
             return {}
         with self.stage("channel_scaling"):
             bits = self.config.scheme.w if self.config.scheme.w < 32 else 4
-            report = scale_channels(self, mode, bits, self.config.optimize_samples, self.config.smoothquant_alpha)
+            report = scale_channels(
+                self, mode, bits, self.config.optimize_samples, self.config.smoothquant_alpha
+            )
             self.float_proto = to_proto(self.model)
             self.qgraph = discover_groups(self.model)
         return report
@@ -160,19 +187,40 @@ class Compilation:
     @property
     def prober(self) -> Prober:
         if self._prober is None:
-            self._prober = Prober(self.float_proto, self.qgraph, self.calibration, self.weights, self.config,
-                                  self.inputs)
+            self._prober = Prober(
+                self.float_proto,
+                self.qgraph,
+                self.calibration,
+                self.weights,
+                self.config,
+                self.inputs,
+            )
         return self._prober
 
-    def sensitivity(self, candidates: str | list[Candidate], metrics=("sqnr", "kl"), cache_dir=None,
-                    fit_samples: int = 32) -> SensitivityTable:
-        self.candidates = parse_candidates(candidates) if isinstance(candidates, str) else list(candidates)
+    def sensitivity(
+        self,
+        candidates: str | list[Candidate],
+        metrics=("sqnr", "kl"),
+        cache_dir=None,
+        fit_samples: int = 32,
+    ) -> SensitivityTable:
+        self.candidates = (
+            parse_candidates(candidates) if isinstance(candidates, str) else list(candidates)
+        )
         if "fit" in metrics:
             metrics = fit_available(self.float_proto, tuple(metrics), self.warnings)
         with self.stage("sensitivity"):
+
             def fit_fn(jobs):
-                return fisher_sensitivity(self.float_proto, self.qgraph, self.feeds, jobs, self.inputs,
-                                          samples=fit_samples, seed=self.config.seed)
+                return fisher_sensitivity(
+                    self.float_proto,
+                    self.qgraph,
+                    self.feeds,
+                    jobs,
+                    self.inputs,
+                    samples=fit_samples,
+                    seed=self.config.seed,
+                )
 
             distributed = None
             if self.config.workers > 1 or self.config.ray_address:
@@ -181,12 +229,26 @@ class Compilation:
                 from faaq_onnx.runtime.workers import distributed_measure
 
                 def distributed(jobs):
-                    worker_comp = WorkerView(self, replace(self.config, ort_threads=1, progress=False))
-                    return distributed_measure(worker_comp, jobs, self.config.workers, self.config.ray_address)
+                    worker_comp = WorkerView(
+                        self, replace(self.config, ort_threads=1, progress=False)
+                    )
+                    return distributed_measure(
+                        worker_comp, jobs, self.config.workers, self.config.ray_address
+                    )
 
-            self.table = sensitivity(lambda: self.prober, self.feeds, self.inputs, self.float_proto,
-                                     self.candidates, metrics, cache_dir, self.config.progress, fit_fn, fit_samples,
-                                     distributed)
+            self.table = sensitivity(
+                lambda: self.prober,
+                self.feeds,
+                self.inputs,
+                self.float_proto,
+                self.candidates,
+                metrics,
+                cache_dir,
+                self.config.progress,
+                fit_fn,
+                fit_samples,
+                distributed,
+            )
         return self.table
 
     # phase 2 -----------------------------------------------------------------
@@ -195,27 +257,47 @@ class Compilation:
         from faaq_onnx.analysis.latency import build_latency_table
 
         if self.candidates is None:
-            raise FaaqError("choose candidates (run the sensitivity stage) before measuring latency")
+            raise FaaqError(
+                "choose candidates (run the sensitivity stage) before measuring latency"
+            )
         with self.stage("latency_profile"):
-            self.latency = build_latency_table(self, self.candidates, ep, batch, cache_dir=cache_dir)
+            self.latency = build_latency_table(
+                self, self.candidates, ep, batch, cache_dir=cache_dir
+            )
         return self.latency
 
     def cost_model(self, budget: Budget) -> CostModel:
-        other = sum(len(t.raw_data) or t.ByteSize() for t in self.float_proto.graph.initializer
-                    if t.name not in self.qgraph.weights)
+        other = sum(
+            len(t.raw_data) or t.ByteSize()
+            for t in self.float_proto.graph.initializer
+            if t.name not in self.qgraph.weights
+        )
         kind = "bops" if budget.is_floor else budget.kind
-        return CostModel(self.qgraph, kind, other_bytes=other, reference=budget.reference,
-                         symmetric_weights=self.config.weight_symmetric, bits=budget.bits,
-                         min_container=self.weight_min_container, granularity=self.config.weight_granularity,
-                         block_size=self.config.block_size, latency=self.latency if kind in LATENCY else None)
+        return CostModel(
+            self.qgraph,
+            kind,
+            other_bytes=other,
+            reference=budget.reference,
+            symmetric_weights=self.config.weight_symmetric,
+            bits=budget.bits,
+            min_container=self.weight_min_container,
+            granularity=self.config.weight_granularity,
+            block_size=self.config.block_size,
+            latency=self.latency if kind in LATENCY else None,
+        )
 
     @property
     def weight_min_container(self) -> int:
         cast = self.config.weight_storage == "cast" and self.config.weight_granularity != "block"
         return 2 if self.int2 and cast else 4
 
-    def allocate(self, budget: str | Budget, metric: str = "sqnr", allocator: str = "knapsack",
-                 labeled: tuple[np.ndarray, np.ndarray] | None = None) -> Allocation:
+    def allocate(
+        self,
+        budget: str | Budget,
+        metric: str = "sqnr",
+        allocator: str = "knapsack",
+        labeled: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Allocation:
         if self.table is None:
             raise FaaqError("run the sensitivity stage before allocating")
         budget = Budget.parse(budget) if isinstance(budget, str) else budget
@@ -225,8 +307,18 @@ class Compilation:
             # measured in it anyway); FIT-only tables of cost budgets skip it
             joint = budget.is_floor or metric != "fit"
             measure = (lambda ch: self.prober.measure(ch)) if joint else None
-            return allocate(self.qgraph, self.table, self.candidates, budget, metric, allocator,
-                            self.cost_model(budget), measure=measure, accuracy=accuracy, joint=joint)
+            return allocate(
+                self.qgraph,
+                self.table,
+                self.candidates,
+                budget,
+                metric,
+                allocator,
+                self.cost_model(budget),
+                measure=measure,
+                accuracy=accuracy,
+                joint=joint,
+            )
 
     def measure(self, plan: BitPlan) -> dict[str, float]:
         """Output SQNR and KL of a plan, all groups quantized together (probe session)."""
@@ -271,12 +363,16 @@ class Compilation:
         return self._bias_cache[key]
 
     # back half -----------------------------------------------------------------
-    def build(self, plan: BitPlan, nbits: set[str] | None = None) -> tuple[onnx.ModelProto, EmitSummary]:
+    def build(
+        self, plan: BitPlan, nbits: set[str] | None = None
+    ) -> tuple[onnx.ModelProto, EmitSummary]:
         """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
         plan.check_against(self.qgraph)
         if needed_opset(plan, self.config, self.int2) > self.model.opset_imports.get("", 0):
-            raise FaaqError(f"this plan needs opset {needed_opset(plan, self.config, self.int2)}: "
-                            "create the Compilation with that target_opset")
+            raise FaaqError(
+                f"this plan needs opset {needed_opset(plan, self.config, self.int2)}: "
+                "create the Compilation with that target_opset"
+            )
         with self.rounding.applied(plan):
             return self._build(plan, nbits)
 
@@ -290,12 +386,22 @@ class Compilation:
             qmodel = ir.from_proto(self.float_proto)
             for name, value in biases.items():
                 qmodel.graph.initializers[name].const_value = ir.tensor(value, name=name)
-            emitted = emit_qdq(qmodel, self.qgraph, plan, self.calibration, self.config, qweights, self.int2,
-                               keep_clamps=keep)
+            emitted = emit_qdq(
+                qmodel,
+                self.qgraph,
+                plan,
+                self.calibration,
+                self.config,
+                qweights,
+                self.int2,
+                keep_clamps=keep,
+            )
             proto = to_proto(qmodel)
             emitted.matmulnbits = []
             if nbits:
-                proto, emitted.matmulnbits = convert_to_matmulnbits(proto, drop_activation_qdq=True, nodes=nbits)
+                proto, emitted.matmulnbits = convert_to_matmulnbits(
+                    proto, drop_activation_qdq=True, nodes=nbits
+                )
         return proto, emitted
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
@@ -313,8 +419,15 @@ class Compilation:
             self.weights.forget_nearest()
         with self.stage("verify"):
             # SQNR against the model the user gave (its file), not the rewritten float model
-            verification = verify(self.float_proto, proto, self.verify_inputs, emitted.__dict__,
-                                  self.config.batch_size, reference=str(self.model_path), confidence=self.confidence)
+            verification = verify(
+                self.float_proto,
+                proto,
+                self.verify_inputs,
+                emitted.__dict__,
+                self.config.batch_size,
+                reference=str(self.model_path),
+                confidence=self.confidence,
+            )
         report = quantize_report(self, plan, emitted, verification)
         result = QuantizeResult(proto, report, plan, self.qgraph, dict(self.timings))
         if output is not None:
@@ -352,15 +465,21 @@ def quantize(
     config.latency_batch = latency_batch or config.latency_batch
     ep, latency_batch = config.ep, config.latency_batch
     if output is not None and Path(output).resolve() == Path(model_path).resolve():
-        raise FaaqError("the output path is the input model: choose another -o, the input is never overwritten")
+        raise FaaqError(
+            "the output path is the input model: choose another -o, the input is never overwritten"
+        )
     if plan is not None and budget is not None:
         raise FaaqError("give either a plan or a budget, not both")
     if config.first_last is not None and (plan is not None or budget is not None):
-        raise FaaqError("--first-last applies to a uniform --scheme; a budget allocates every layer itself")
+        raise FaaqError(
+            "--first-last applies to a uniform --scheme; a budget allocates every layer itself"
+        )
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if budget is not None and budget.kind == "max-drop" and labeled is None:
         raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
-    cands = parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
+    cands = (
+        parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
+    )
     if budget is not None and config.ray_address:  # a dead address fails now, not after calibration
         from faaq_onnx.runtime.workers import check_ray_address
 
@@ -401,9 +520,21 @@ def quantize(
         plan = comp.uniform(config.scheme)
     result = comp.emit(plan)
     if budget is not None:
-        result = enforce_budget(comp, result, budget, metric, allocator, labeled, ep, latency_batch,
-                                check_labeled=check_labeled, output=output)
-        result.report["sensitivity"].update({"metric": metric, "allocator": allocator, "budget": str(budget)})
+        result = enforce_budget(
+            comp,
+            result,
+            budget,
+            metric,
+            allocator,
+            labeled,
+            ep,
+            latency_batch,
+            check_labeled=check_labeled,
+            output=output,
+        )
+        result.report["sensitivity"].update(
+            {"metric": metric, "allocator": allocator, "budget": str(budget)}
+        )
     if output is not None:
         write_result(result, output)
     return result

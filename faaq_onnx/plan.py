@@ -55,11 +55,15 @@ class BitPlan:
     def load(cls, path: str | Path) -> "BitPlan":
         try:
             data = json.loads(Path(path).read_text())
-            return cls({k: Candidate.parse(v) for k, v in data["choices"].items()}, data.get("meta", {}))
+            return cls(
+                {k: Candidate.parse(v) for k, v in data["choices"].items()}, data.get("meta", {})
+            )
         except FileNotFoundError:
             raise FaaqError(f"plan file not found: {path}") from None
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise FaaqError(f"{path} is not a faaq bit plan ({type(exc).__name__}: {exc})") from None
+            raise FaaqError(
+                f"{path} is not a faaq bit plan ({type(exc).__name__}: {exc})"
+            ) from None
 
     def tensor_quant_overrides(self, qgraph: QuantizerGraph, config) -> dict:
         """The plan as ONNX Runtime's TensorQuantOverrides (extra_options of quantize_static).
@@ -67,6 +71,7 @@ class BitPlan:
         Bit widths ORT has no QuantType for (2, 3, 5, 6, 7) are written as their
         container type, and listed under "_faaq_effective_bits" so nothing is hidden.
         """
+
         def qtype(bits: int, signed: bool) -> str:
             container = 4 if bits <= 4 else 8 if bits <= 8 else 16
             return f"Q{'' if signed else 'U'}Int{container}"
@@ -79,7 +84,10 @@ class BitPlan:
                 continue
             for w in g.weights:
                 wq = qgraph.weights[w]
-                entry = {"quant_type": qtype(c.w, config.weight_symmetric), "symmetric": config.weight_symmetric}
+                entry = {
+                    "quant_type": qtype(c.w, config.weight_symmetric),
+                    "symmetric": config.weight_symmetric,
+                }
                 if config.weight_granularity != "per-tensor" and wq.channel_axis is not None:
                     entry["axis"] = wq.channel_axis
                 overrides[w] = [entry]

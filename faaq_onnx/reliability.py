@@ -40,17 +40,25 @@ class CalibrationDraw:
         rng = np.random.default_rng(seed)
         n = len(x)
         if self.size + self.held_out > n:
-            raise FaaqError(f"the pool has {n} samples; a draw needs {self.size} + {self.held_out} held out")
+            raise FaaqError(
+                f"the pool has {n} samples; a draw needs {self.size} + {self.held_out} held out"
+            )
         if self.dominant_class is None:
             idx = rng.choice(n, size=self.size, replace=False)
         else:
             mine = np.flatnonzero(y == self.dominant_class)
             rest = np.flatnonzero(y != self.dominant_class)
             if len(mine) == 0:
-                raise FaaqError(f"class {self.dominant_class} does not occur in the calibration pool")
+                raise FaaqError(
+                    f"class {self.dominant_class} does not occur in the calibration pool"
+                )
             k = min(int(round(self.dominant_share * self.size)), len(mine))
-            idx = np.concatenate([rng.choice(mine, size=k, replace=False),
-                                  rng.choice(rest, size=self.size - k, replace=False)])
+            idx = np.concatenate(
+                [
+                    rng.choice(mine, size=k, replace=False),
+                    rng.choice(rest, size=self.size - k, replace=False),
+                ]
+            )
         left = np.setdiff1d(np.arange(n), idx)
         held = rng.choice(left, size=self.held_out, replace=False)
         calib = x[np.sort(idx)].copy()
@@ -68,8 +76,17 @@ def _noise_like(samples: np.ndarray, pool: np.ndarray, rng) -> np.ndarray:
     return (lo + (hi - lo) * rng.random(samples.shape)).astype(samples.dtype)
 
 
-def run_trials(model, pool: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], config, trials: int,
-               draw: CalibrationDraw, input_name: str, progress=None, class_names=None) -> dict:
+def run_trials(
+    model,
+    pool: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    config,
+    trials: int,
+    draw: CalibrationDraw,
+    input_name: str,
+    progress=None,
+    class_names=None,
+) -> dict:
     """Quantize `trials` times with fresh calibration draws and evaluate each on `test`."""
     from dataclasses import replace
 
@@ -85,11 +102,19 @@ def run_trials(model, pool: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarra
         t0 = time.perf_counter()
         seed = config.seed + t
         calib, held = draw.draw(*pool, seed)
-        cfg = replace(config, seed=seed, calib_size=len(calib), verify_samples=len(held), progress=False)
+        cfg = replace(
+            config, seed=seed, calib_size=len(calib), verify_samples=len(held), progress=False
+        )
         res = quantize(model, {input_name: np.concatenate([calib, held])}, config=cfg)
         rep = evaluate(res.model, x_test, y_test, class_names=class_names)
-        runs.append({"seed": seed, "top1": rep["top1"], "per_class": {c: v["top1"] for c, v in rep["per_class"].items()},
-                     "seconds": round(time.perf_counter() - t0, 1)})
+        runs.append(
+            {
+                "seed": seed,
+                "top1": rep["top1"],
+                "per_class": {c: v["top1"] for c, v in rep["per_class"].items()},
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         if progress:
             progress(t + 1, trials, rep["top1"])
     return summarize(float_rep, runs, draw, config)
@@ -103,31 +128,60 @@ def summarize(float_rep: dict, runs: list[dict], draw: CalibrationDraw, config) 
     mean_drop = {c: float(d.mean()) for c, d in drops.items()}
     worst = max(mean_drop, key=mean_drop.get)
     return {
-        "scheme": str(config.scheme), "trials": len(runs), "draw": draw.__dict__,
-        "float": {"top1": float_rep["top1"], "per_class": {c: v["top1"] for c, v in float_rep["per_class"].items()}},
+        "scheme": str(config.scheme),
+        "trials": len(runs),
+        "draw": draw.__dict__,
+        "float": {
+            "top1": float_rep["top1"],
+            "per_class": {c: v["top1"] for c, v in float_rep["per_class"].items()},
+        },
         "top1": {"mean": float(top1.mean()), "std": float(top1.std(ddof=1))},
-        "per_class": {c: {"mean": float(per[c].mean()), "std": float(per[c].std(ddof=1)),
-                          "drop_mean": mean_drop[c], "drop_max": float(drops[c].max())} for c in classes},
-        "worst_class": {"class": worst, "drop_mean": mean_drop[worst], "drop_max": float(drops[worst].max())},
+        "per_class": {
+            c: {
+                "mean": float(per[c].mean()),
+                "std": float(per[c].std(ddof=1)),
+                "drop_mean": mean_drop[c],
+                "drop_max": float(drops[c].max()),
+            }
+            for c in classes
+        },
+        "worst_class": {
+            "class": worst,
+            "drop_mean": mean_drop[worst],
+            "drop_max": float(drops[worst].max()),
+        },
         "runs": runs,
     }
 
 
 def to_markdown(summary: dict) -> str:
     pct = lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}"  # noqa: E731
-    lines = [f"{summary['scheme']}, {summary['trials']} calibration draws of {summary['draw']['size']} samples"
-             f" (noise share {summary['draw']['noise_share']:g}"
-             + (f", class {summary['draw']['dominant_class']} at {summary['draw']['dominant_share']:g}"
-                if summary['draw']['dominant_class'] is not None else "") + ")", "",
-             "| | float | quantized (mean ± std) | drop (mean / worst trial) |", "|---|---|---|---|",
-             f"| average | {100 * summary['float']['top1']:.2f} | {pct(summary['top1']['mean'], summary['top1']['std'])} | "
-             f"{100 * (summary['float']['top1'] - summary['top1']['mean']):.2f} |"]
+    lines = [
+        f"{summary['scheme']}, {summary['trials']} calibration draws of {summary['draw']['size']} samples"
+        f" (noise share {summary['draw']['noise_share']:g}"
+        + (
+            f", class {summary['draw']['dominant_class']} at {summary['draw']['dominant_share']:g}"
+            if summary["draw"]["dominant_class"] is not None
+            else ""
+        )
+        + ")",
+        "",
+        "| | float | quantized (mean ± std) | drop (mean / worst trial) |",
+        "|---|---|---|---|",
+        f"| average | {100 * summary['float']['top1']:.2f} | {pct(summary['top1']['mean'], summary['top1']['std'])} | "
+        f"{100 * (summary['float']['top1'] - summary['top1']['mean']):.2f} |",
+    ]
     for c, v in summary["per_class"].items():
-        lines.append(f"| class {c} | {100 * summary['float']['per_class'][c]:.2f} | {pct(v['mean'], v['std'])} | "
-                     f"{100 * v['drop_mean']:.2f} / {100 * v['drop_max']:.2f} |")
+        lines.append(
+            f"| class {c} | {100 * summary['float']['per_class'][c]:.2f} | {pct(v['mean'], v['std'])} | "
+            f"{100 * v['drop_mean']:.2f} / {100 * v['drop_max']:.2f} |"
+        )
     w = summary["worst_class"]
-    lines += ["", f"worst class: {w['class']}, mean drop {100 * w['drop_mean']:.2f} pt "
-                  f"(up to {100 * w['drop_max']:.2f} pt in one draw)"]
+    lines += [
+        "",
+        f"worst class: {w['class']}, mean drop {100 * w['drop_mean']:.2f} pt "
+        f"(up to {100 * w['drop_max']:.2f} pt in one draw)",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -141,7 +195,10 @@ def plot_drops(summary: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     classes = list(summary["per_class"])
-    data = [[100 * (summary["float"]["per_class"][c] - r["per_class"][c]) for r in summary["runs"]] for c in classes]
+    data = [
+        [100 * (summary["float"]["per_class"][c] - r["per_class"][c]) for r in summary["runs"]]
+        for c in classes
+    ]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(classes)), 4))
     ax.boxplot(data, tick_labels=[str(c) for c in classes])
     ax.axhline(0, color="grey", lw=0.8)

@@ -17,9 +17,14 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
         "dropped_clamps": emitted.dropped_clamps,
         "int32_biases": len(emitted.int32_biases),
         "matmulnbits": getattr(emitted, "matmulnbits", []),
-        "matmul_kernel": {"mode": comp.config.matmul_kernel,
-                          **({"measured": list(comp._matmul_choice.values())[-1]["groups"]}
-                             if comp._matmul_choice else {})},
+        "matmul_kernel": {
+            "mode": comp.config.matmul_kernel,
+            **(
+                {"measured": list(comp._matmul_choice.values())[-1]["groups"]}
+                if comp._matmul_choice
+                else {}
+            ),
+        },
         "int2_storage": comp.int2,
         "verify": verification,
         "warnings": comp.warnings,
@@ -31,10 +36,14 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "source": comp.calibration_source,
             "data_free": comp.data_free,
         },
-        "optimization": {"optimize": list(comp.config.optimize), "rounding": comp.rounding.report(plan),
-                         "channel_scaling": comp.scaling,
-                         "bias_corrected": sorted(comp.bias_overrides(plan)) if "bias-correction" in
-                         comp.config.optimize else []},
+        "optimization": {
+            "optimize": list(comp.config.optimize),
+            "rounding": comp.rounding.report(plan),
+            "channel_scaling": comp.scaling,
+            "bias_corrected": sorted(comp.bias_overrides(plan))
+            if "bias-correction" in comp.config.optimize
+            else [],
+        },
     }
     if comp.table is not None:
         report["sensitivity"] = {"candidates": [str(c) for c in comp.candidates], **comp.table.meta}

@@ -28,7 +28,11 @@ class WorkerView:
     """What a sweep worker needs of a Compilation, with the workers' own settings."""
 
     def __init__(self, comp, config) -> None:
-        self.float_proto, self.qgraph, self.calibration = comp.float_proto, comp.qgraph, comp.calibration
+        self.float_proto, self.qgraph, self.calibration = (
+            comp.float_proto,
+            comp.qgraph,
+            comp.calibration,
+        )
         self.inputs, self.weights, self.config = comp.inputs, comp.weights, config
 
 

@@ -33,22 +33,49 @@ def build_tiny_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
         ]
 
     nodes = [
-        helper.make_node("Conv", ["input", init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3)))], ["c1"], pads=[1] * 4, name="conv1"),
+        helper.make_node(
+            "Conv",
+            ["input", init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3)))],
+            ["c1"],
+            pads=[1] * 4,
+            name="conv1",
+        ),
         helper.make_node("BatchNormalization", ["c1", *bn("bn1", 8)], ["b1"], name="bn1"),
         helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
-        helper.make_node("Conv", ["p1", init("c2.w", rng.normal(0, 0.2, (8, 8, 3, 3))),
-                                  init("c2.b", rng.normal(0, 0.1, 8))], ["c2"], pads=[1] * 4, name="conv2"),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"
+        ),
+        helper.make_node(
+            "Conv",
+            [
+                "p1",
+                init("c2.w", rng.normal(0, 0.2, (8, 8, 3, 3))),
+                init("c2.b", rng.normal(0, 0.1, 8)),
+            ],
+            ["c2"],
+            pads=[1] * 4,
+            name="conv2",
+        ),
         helper.make_node("BatchNormalization", ["c2", *bn("bn2", 8)], ["b2"], name="bn2"),
         helper.make_node("Add", ["b2", "p1"], ["a2"], name="add2"),
         helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("Gemm", ["flat", init("fc.w", rng.normal(0, 0.5, (10, 8))), init("fc.b", rng.normal(0, 0.1, 10))],
-                         ["logits"], transB=1, name="fc"),
+        helper.make_node(
+            "Gemm",
+            [
+                "flat",
+                init("fc.w", rng.normal(0, 0.5, (10, 8))),
+                init("fc.b", rng.normal(0, 0.1, 10)),
+            ],
+            ["logits"],
+            transB=1,
+            name="fc",
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_cnn",
+        nodes,
+        "tiny_cnn",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         inits,
@@ -71,7 +98,8 @@ def build_tiny_mlp(seed: int = 0, opset: int = 17, k: int = 64, n: int = 32) -> 
         helper.make_node("MatMul", ["hr", "w2"], ["y"], name="mm2"),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_mlp",
+        nodes,
+        "tiny_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
         inits,
@@ -102,7 +130,11 @@ def mlp_calib() -> dict:
 def run_model(path_or_proto, feeds: dict) -> list:
     import onnxruntime as ort
 
-    payload = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else str(path_or_proto)
+    payload = (
+        path_or_proto.SerializeToString()
+        if isinstance(path_or_proto, onnx.ModelProto)
+        else str(path_or_proto)
+    )
     sess = ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
@@ -114,7 +146,11 @@ def optimized_op_types(path_or_proto) -> list[str]:
 
     import onnxruntime as ort
 
-    payload = path_or_proto.SerializeToString() if isinstance(path_or_proto, onnx.ModelProto) else str(path_or_proto)
+    payload = (
+        path_or_proto.SerializeToString()
+        if isinstance(path_or_proto, onnx.ModelProto)
+        else str(path_or_proto)
+    )
     with tempfile.TemporaryDirectory() as d:
         so = ort.SessionOptions()
         so.optimized_model_filepath = os.path.join(d, "opt.onnx")
@@ -138,34 +174,91 @@ def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
 
     nodes = [
         helper.make_node("Shape", ["input"], ["shape"], name="shape"),
-        helper.make_node("Slice", ["shape", init("hw_from", [2], np.int64), init("hw_to", [4], np.int64)], ["hw"],
-                         name="hw"),
-        helper.make_node("Sub", [init("same_total", [17, 17], np.int64), "hw"], ["pad_total"], name="pad_total"),
-        helper.make_node("Div", ["pad_total", init("two", [2], np.int64)], ["pad_begin"], name="pad_begin"),
+        helper.make_node(
+            "Slice",
+            ["shape", init("hw_from", [2], np.int64), init("hw_to", [4], np.int64)],
+            ["hw"],
+            name="hw",
+        ),
+        helper.make_node(
+            "Sub", [init("same_total", [17, 17], np.int64), "hw"], ["pad_total"], name="pad_total"
+        ),
+        helper.make_node(
+            "Div", ["pad_total", init("two", [2], np.int64)], ["pad_begin"], name="pad_begin"
+        ),
         helper.make_node("Sub", ["pad_total", "pad_begin"], ["pad_end"], name="pad_end"),
-        helper.make_node("Concat", [init("zeros2", [0, 0], np.int64), "pad_begin", init("zeros2b", [0, 0], np.int64),
-                                    "pad_end"], ["pads"], axis=0, name="pads"),
+        helper.make_node(
+            "Concat",
+            [
+                init("zeros2", [0, 0], np.int64),
+                "pad_begin",
+                init("zeros2b", [0, 0], np.int64),
+                "pad_end",
+            ],
+            ["pads"],
+            axis=0,
+            name="pads",
+        ),
         helper.make_node("Pad", ["input", "pads"], ["x_padded"], name="same_pad"),
-        helper.make_node("Conv", ["x_padded", init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3))),
-                                  init("c1.b", rng.normal(0, 0.1, 8))], ["c1"], strides=[2, 2], name="conv1"),
+        helper.make_node(
+            "Conv",
+            [
+                "x_padded",
+                init("c1.w", rng.normal(0, 0.3, (8, 3, 3, 3))),
+                init("c1.b", rng.normal(0, 0.1, 8)),
+            ],
+            ["c1"],
+            strides=[2, 2],
+            name="conv1",
+        ),
         helper.make_node("HardSigmoid", ["c1"], ["hs1"], alpha=1 / 6, beta=0.5, name="hsig1"),
         helper.make_node("Mul", ["c1", "hs1"], ["hsw1"], name="hswish1"),
-        helper.make_node("Pad", ["hsw1", init("dw_pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)], ["hsw1_padded"],
-                         name="dw_pad"),
-        helper.make_node("Conv", ["hsw1_padded", init("c2.w", rng.normal(0, 0.3, (8, 1, 3, 3))),
-                                  init("c2.b", rng.normal(0, 0.1, 8))], ["c2"], group=8, name="conv2_dw"),
+        helper.make_node(
+            "Pad",
+            ["hsw1", init("dw_pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)],
+            ["hsw1_padded"],
+            name="dw_pad",
+        ),
+        helper.make_node(
+            "Conv",
+            [
+                "hsw1_padded",
+                init("c2.w", rng.normal(0, 0.3, (8, 1, 3, 3))),
+                init("c2.b", rng.normal(0, 0.1, 8)),
+            ],
+            ["c2"],
+            group=8,
+            name="conv2_dw",
+        ),
         helper.make_node("Clip", ["c2", init("zero", 0.0), init("six", 6.0)], ["r2"], name="relu6"),
-        helper.make_node("Conv", ["r2", init("c3.w", rng.normal(0, 0.3, (16, 8, 1, 1))),
-                                  init("c3.b", rng.normal(0, 0.1, 16))], ["c3"], name="conv3"),
+        helper.make_node(
+            "Conv",
+            [
+                "r2",
+                init("c3.w", rng.normal(0, 0.3, (16, 8, 1, 1))),
+                init("c3.b", rng.normal(0, 0.1, 16)),
+            ],
+            ["c3"],
+            name="conv3",
+        ),
         helper.make_node("HardSwish", ["c3"], ["hsw3"], name="hswish3"),
         helper.make_node("GlobalAveragePool", ["hsw3"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-        helper.make_node("MatMul", ["flat", init("fc.w", rng.normal(0, 0.5, (16, 10)))], ["fc_mm"], name="fc"),
-        helper.make_node("Add", ["fc_mm", init("fc.b", rng.normal(0, 0.1, 10))], ["logits"], name="fc_bias"),
+        helper.make_node(
+            "MatMul", ["flat", init("fc.w", rng.normal(0, 0.5, (16, 10)))], ["fc_mm"], name="fc"
+        ),
+        helper.make_node(
+            "Add", ["fc_mm", init("fc.b", rng.normal(0, 0.1, 10))], ["logits"], name="fc_bias"
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "foreign_cnn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        nodes,
+        "foreign_cnn",
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, ["batch", 3, "height", "width"]
+            )
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         inits,
     )

@@ -13,8 +13,11 @@ def test_top1_top5_and_per_class_from_known_logits():
     y = np.array([0, 4, 5])
     rep = accuracy_report(logits, y, class_names=["plane", "car"])
     assert rep["top1"] == pytest.approx(1 / 3) and rep["top5"] == pytest.approx(2 / 3)
-    assert rep["per_class"] == {"plane": {"samples": 1, "top1": 1.0}, "4": {"samples": 1, "top1": 0.0},
-                                "5": {"samples": 1, "top1": 0.0}}
+    assert rep["per_class"] == {
+        "plane": {"samples": 1, "top1": 1.0},
+        "4": {"samples": 1, "top1": 0.0},
+        "5": {"samples": 1, "top1": 0.0},
+    }
     assert rep["worst_class"] == {"class": "4", "top1": 0.0}
     with pytest.raises(FaaqError, match="3 predictions for 2 labels"):
         accuracy_report(logits, y[:2])
@@ -30,12 +33,16 @@ def test_compare_names_the_worst_class_and_its_drop():
     got = {"top1": 0.6, "top5": 0.9, "per_class": {"a": {"top1": 0.5}, "b": {"top1": 0.6}}}
     c = compare(ref, got)
     assert c["top1_drop"] == pytest.approx(0.2) and c["top5_drop"] == pytest.approx(0.05)
-    assert c["worst_class_drop"]["class"] == "a" and c["worst_class_drop"]["drop"] == pytest.approx(0.4)
+    assert c["worst_class_drop"]["class"] == "a" and c["worst_class_drop"]["drop"] == pytest.approx(
+        0.4
+    )
     assert c["per_class_drop"] == pytest.approx({"a": 0.4, "b": 0.1})
 
 
 def test_fidelity_counts_agreement_churn_kl_and_sqnr_from_known_logits():
-    ref = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    ref = np.array(
+        [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+    )
     got = ref.copy()
     got[1] = [0.0, 0.0, 2.0]  # predicts class 2 where the reference predicts 1
     got[3] = [0.0, 2.0, 0.0]  # predicts class 1 where the reference predicts 0
@@ -48,7 +55,9 @@ def test_fidelity_counts_agreement_churn_kl_and_sqnr_from_known_logits():
     p = np.exp([2.0, 0, 0]) / np.exp([2.0, 0, 0]).sum()
     q = np.exp([0, 2.0, 0]) / np.exp([0, 2.0, 0]).sum()
     assert f["kl"] == pytest.approx(np.sum(p * np.log(p / q)) * 3 / 5)
-    assert f["logit_sqnr_db"] == pytest.approx(10 * np.log10(20 / 24))  # |ref|^2 = 5 * 4, |error|^2 = 3 * 8
+    assert f["logit_sqnr_db"] == pytest.approx(
+        10 * np.log10(20 / 24)
+    )  # |ref|^2 = 5 * 4, |error|^2 = 3 * 8
     same = fidelity(ref, ref)
     assert same == {"agreement": 1.0, "kl": pytest.approx(0.0, abs=1e-12), "logit_sqnr_db": None}
     with pytest.raises(FaaqError, match="cannot be compared"):

@@ -24,17 +24,29 @@ def foreign_calib():
 
 
 def _ort_quantize(src, calib, out):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter({"input": calib["input"][i:i + 1]} for i in range(len(calib["input"])))
+            self.it = iter({"input": calib["input"][i : i + 1]} for i in range(len(calib["input"])))
 
         def get_next(self):
             return next(self.it, None)
 
-    quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantize_static(
+        src,
+        out,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+    )
     return out
 
 
@@ -55,7 +67,10 @@ def test_at_least_ort_quantizers_kernels_and_fidelity(foreign_cnn, foreign_calib
     ours = tmp_path / "faaq.onnx"
     quantize(foreign_cnn, foreign_calib, str(ours), QuantConfig(scheme="w8a8", progress=False))
     theirs = _ort_quantize(foreign_cnn, foreign_calib, str(tmp_path / "ort.onnx"))
-    assert kernel_report(str(ours))["weighted_ops"]["integer"] >= kernel_report(theirs)["weighted_ops"]["integer"]
+    assert (
+        kernel_report(str(ours))["weighted_ops"]["integer"]
+        >= kernel_report(theirs)["weighted_ops"]["integer"]
+    )
     x = {"input": np.random.default_rng(9).standard_normal((64, 3, 16, 16)).astype(np.float32)}
     ref = run_model(foreign_cnn, x)[0]
     assert _sqnr(ref, run_model(str(ours), x)[0]) >= _sqnr(ref, run_model(theirs, x)[0]) - 0.5
@@ -69,11 +84,15 @@ def test_kernel_report_sees_weights_held_in_constant_nodes(tmp_path):
 
     w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
     g = helper.make_graph(
-        [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "wv")),
-         helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-         helper.make_node("Relu", ["c"], ["y"])],
-        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])])
+        [
+            helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "wv")),
+            helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     src = tmp_path / "const.onnx"

@@ -1,6 +1,5 @@
 """Budgets are promises about the file written: met as measured, or refused with no file."""
 
-
 import pytest
 
 from faaq_onnx import quantize
@@ -18,8 +17,15 @@ def _cfg(**kw):
 
 def test_reachable_floor_holds_on_the_written_file(tiny_cnn, cnn_calib, tmp_path):
     out = tmp_path / "q.onnx"
-    res = quantize(tiny_cnn, cnn_calib, out, _cfg(verify_samples=16, calib_size=32), budget="sqnr-db=20",
-                   candidates="w4a8,w8a8", cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        out,
+        _cfg(verify_samples=16, calib_size=32),
+        budget="sqnr-db=20",
+        candidates="w4a8,w8a8",
+        cache_dir=False,
+    )
     b = res.report["budget"]
     assert b["met"] and b["measured"] >= 20 and b["budget"] == "sqnr-db=20"
     # re-measure the written file on the held-out inputs ourselves
@@ -33,14 +39,27 @@ def test_unreachable_floor_fails_and_writes_nothing(tiny_cnn, cnn_calib, tmp_pat
     import re
 
     out = tmp_path / "q.onnx"
-    with pytest.raises(FaaqError, match=r"cannot be met.*best plan measures sqnr-db=.*nearest feasible budget: "
-                                        r"sqnr-db=\d+(\.\d)?\. Nothing was written") as exc:
-        quantize(tiny_cnn, cnn_calib, out, _cfg(), budget="sqnr-db=90", candidates="w4a8,w8a8", cache_dir=False)
+    with pytest.raises(
+        FaaqError,
+        match=r"cannot be met.*best plan measures sqnr-db=.*nearest feasible budget: "
+        r"sqnr-db=\d+(\.\d)?\. Nothing was written",
+    ) as exc:
+        quantize(
+            tiny_cnn,
+            cnn_calib,
+            out,
+            _cfg(),
+            budget="sqnr-db=90",
+            candidates="w4a8,w8a8",
+            cache_dir=False,
+        )
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["tiny_cnn.onnx"]
     # the nearest feasible floor is the best measured value rounded down to 0.1 dB, not the budget asked
     best = float(re.search(r"best plan measures sqnr-db=([-\d.]+)", str(exc.value)).group(1))
-    nearest = float(re.search(r"nearest feasible budget: sqnr-db=([-\d.]+)\.", str(exc.value)).group(1))
+    nearest = float(
+        re.search(r"nearest feasible budget: sqnr-db=([-\d.]+)\.", str(exc.value)).group(1)
+    )
     assert nearest <= best + 0.005 and best - nearest < 0.1 + 0.005  # best is printed to 4 digits
     assert 10 < nearest < 90
 
@@ -50,8 +69,14 @@ def test_nearest_feasible_budget_is_the_tightest_round_value_measured():
     stated is one the best plan meets, and no looser than one rounding step."""
     from faaq_onnx.guarantees import _nearest
 
-    cases = [("sqnr-db=90", 34.567, 34.5), ("sqnr-db=30", 29.99, 29.9), ("avg-bits=3", 4.2131, 4.214),
-             ("size-mb=0.01", 0.04561, 0.046), ("latency=0.5", 0.8123, 0.813), ("bops=0.1", 0.25, 0.25)]
+    cases = [
+        ("sqnr-db=90", 34.567, 34.5),
+        ("sqnr-db=30", 29.99, 29.9),
+        ("avg-bits=3", 4.2131, 4.214),
+        ("size-mb=0.01", 0.04561, 0.046),
+        ("latency=0.5", 0.8123, 0.813),
+        ("bops=0.1", 0.25, 0.25),
+    ]
     for text, value, want in cases:
         budget = Budget.parse(text)
         nearest = _nearest(budget, value)
@@ -61,17 +86,32 @@ def test_nearest_feasible_budget_is_the_tightest_round_value_measured():
 
 def test_floor_just_above_the_best_plan_is_refused_not_rounded(tiny_cnn, cnn_calib, tmp_path):
     """The old repair loop wrote a model below the floor and printed a budget nobody gave."""
-    best = quantize(tiny_cnn, cnn_calib, config=_cfg(scheme="w8a16")).report["verify"]["outputs"]["logits"]["sqnr_db"]
+    best = quantize(tiny_cnn, cnn_calib, config=_cfg(scheme="w8a16")).report["verify"]["outputs"][
+        "logits"
+    ]["sqnr_db"]
     out = tmp_path / "q.onnx"
     with pytest.raises(FaaqError, match="cannot be met"):
-        quantize(tiny_cnn, cnn_calib, out, _cfg(), budget=f"sqnr-db={best + 0.3:.2f}", candidates="w4a8,w8a8,w8a16",
-                 cache_dir=False)
+        quantize(
+            tiny_cnn,
+            cnn_calib,
+            out,
+            _cfg(),
+            budget=f"sqnr-db={best + 0.3:.2f}",
+            candidates="w4a8,w8a8,w8a16",
+            cache_dir=False,
+        )
     assert not out.exists()
 
 
 def test_avg_bits_budget_holds_in_stored_bits(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=_cfg(), budget="avg-bits=5", candidates="w4a8,w6a8,w8a8",
-                   cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=_cfg(),
+        budget="avg-bits=5",
+        candidates="w4a8,w6a8,w8a8",
+        cache_dir=False,
+    )
     ws = res.report["verify"]["size"]["per_weight"].values()
     stored = sum(w["container_bits"] * w["elements"] for w in ws) / sum(w["elements"] for w in ws)
     assert stored <= 5 and res.report["budget"]["measured"] == pytest.approx(stored)
@@ -83,23 +123,43 @@ def test_size_budget_holds_on_the_bytes_written(tiny_mlp, mlp_calib, tmp_path):
     out = tmp_path / "q.onnx"
     w8 = quantize(tiny_mlp, mlp_calib, config=_cfg()).model.ByteSize()
     limit = (w8 - 600) / 1e6
-    res = quantize(tiny_mlp, mlp_calib, out, _cfg(), budget=f"size-mb={limit:.6f}", candidates="w4a8,w8a8",
-                   cache_dir=False)
+    res = quantize(
+        tiny_mlp,
+        mlp_calib,
+        out,
+        _cfg(),
+        budget=f"size-mb={limit:.6f}",
+        candidates="w4a8,w8a8",
+        cache_dir=False,
+    )
     assert out.stat().st_size <= limit * 1e6
     assert res.report["budget"]["met"]
 
 
-@pytest.mark.parametrize("kind,value,measured,ok", [
-    ("sqnr-db", 30, 30.0, True), ("sqnr-db", 30, 29.99, False), ("max-drop", 0.5, 0.5, True),
-    ("max-drop", 0.5, 0.51, False), ("avg-bits", 4, 4.0, True), ("avg-bits", 4, 4.01, False),
-])
+@pytest.mark.parametrize(
+    "kind,value,measured,ok",
+    [
+        ("sqnr-db", 30, 30.0, True),
+        ("sqnr-db", 30, 29.99, False),
+        ("max-drop", 0.5, 0.5, True),
+        ("max-drop", 0.5, 0.51, False),
+        ("avg-bits", 4, 4.0, True),
+        ("avg-bits", 4, 4.01, False),
+    ],
+)
 def test_meets_direction(kind, value, measured, ok):
     assert meets(Budget(kind, value), measured) is ok
 
 
 def test_latency_budget_is_measured_and_reported(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=_cfg(), budget="latency=1.5", candidates="w8a8,w8a16",
-                   cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=_cfg(),
+        budget="latency=1.5",
+        candidates="w8a8,w8a16",
+        cache_dir=False,
+    )
     b = res.report["budget"]
     assert b["kind"] == "latency" and b["met"] and b["measured"] <= 1.5 * 1.05
     assert "interleaved" in b["how"]
@@ -132,7 +192,9 @@ class _FakeComp:
         return SimpleNamespace(plan=self.proposals.pop(0), objective=0.0)
 
     def emit(self, plan):
-        assert plan.choices["g"] in self.rerounded  # rounded in its own context before it is emitted
+        assert (
+            plan.choices["g"] in self.rerounded
+        )  # rounded in its own context before it is emitted
         return _FakeResult(plan)
 
     def cost_model(self, budget):
@@ -151,17 +213,26 @@ def test_repair_emits_the_reallocated_plan_and_records_every_try(monkeypatch):
     import faaq_onnx.guarantees as gu
 
     measured = {"first": 29.5, "second": 30.2, "extreme": 40.0}
-    monkeypatch.setattr(gu, "measure_emitted", lambda comp, res, *a: (measured[res.plan.choices["g"]], "probe", {}))
+    monkeypatch.setattr(
+        gu, "measure_emitted", lambda comp, res, *a: (measured[res.plan.choices["g"]], "probe", {})
+    )
     monkeypatch.setattr(gu, "_extreme_plan", lambda comp, budget: _plan("extreme"))
     comp = _FakeComp([_plan("second")], {}, [])
-    out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
+    out = gu.enforce_budget(
+        comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack"
+    )
     assert out.plan.choices["g"] == "second"
     assert out.report["budget"]["measured_per_try"] == [29.5, 30.2] and out.report["budget"]["met"]
     assert comp.asked[0].value == pytest.approx(30 + 0.5 + 0.25)  # aimed past the miss
     # an allocator that proposes the same plan again ends the repair: the extreme plan decides
     comp = _FakeComp([_plan("first")], {}, [])
-    out = gu.enforce_budget(comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack")
-    assert out.plan.choices["g"] == "extreme" and out.report["budget"]["measured_per_try"] == [29.5, 40.0]
+    out = gu.enforce_budget(
+        comp, _FakeResult(_plan("first")), Budget.parse("sqnr-db=30"), "sqnr", "knapsack"
+    )
+    assert out.plan.choices["g"] == "extreme" and out.report["budget"]["measured_per_try"] == [
+        29.5,
+        40.0,
+    ]
     assert comp.rerounded == ["extreme"]
 
 
@@ -185,10 +256,18 @@ def test_extreme_plan_is_the_most_precise_for_floors_and_the_cheapest_for_costs(
 def test_tightened_budget_aims_past_the_miss():
     from faaq_onnx.guarantees import _tightened
 
-    assert _tightened(Budget.parse("sqnr-db=30"), Budget.parse("sqnr-db=30"), 29.0).value == pytest.approx(31.25)
-    assert _tightened(Budget.parse("max-drop=1"), Budget.parse("max-drop=1"), 1.5).value == pytest.approx(0.4)
+    assert _tightened(
+        Budget.parse("sqnr-db=30"), Budget.parse("sqnr-db=30"), 29.0
+    ).value == pytest.approx(31.25)
+    assert _tightened(
+        Budget.parse("max-drop=1"), Budget.parse("max-drop=1"), 1.5
+    ).value == pytest.approx(0.4)
     b = _tightened(Budget.parse("avg-bits=4"), Budget.parse("avg-bits=4"), 4.2)
-    assert b.value == pytest.approx(4 * (4 / 4.2) * 0.995) and b.kind == "avg-bits" and b.bits == "stored"
+    assert (
+        b.value == pytest.approx(4 * (4 / 4.2) * 0.995)
+        and b.kind == "avg-bits"
+        and b.bits == "stored"
+    )
 
 
 def test_max_drop_is_measured_in_points_on_the_emitted_model(monkeypatch, tiny_cnn, cnn_calib):
@@ -202,12 +281,21 @@ def test_max_drop_is_measured_in_points_on_the_emitted_model(monkeypatch, tiny_c
     comp = Compilation(tiny_cnn, cnn_calib, _cfg())
     res = comp.emit(comp.uniform("w8a8"))
     x, y = cnn_calib["input"][:8], np.zeros(8, np.int64)
-    monkeypatch.setattr(gu, "_reference_correct", lambda comp, x, y: np.array([1, 1, 1, 1, 1, 1, 1, 0], bool))
-    monkeypatch.setattr(gu, "_correct", lambda model, x, y, batch: np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)
-                        if model is res.model else None)
+    monkeypatch.setattr(
+        gu, "_reference_correct", lambda comp, x, y: np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
+    )
+    monkeypatch.setattr(
+        gu,
+        "_correct",
+        lambda model, x, y, batch: (
+            np.array([1, 1, 1, 1, 1, 1, 0, 0], bool) if model is res.model else None
+        ),
+    )
     value, how, details = gu.measure_emitted(comp, res, Budget.parse("max-drop=1"), labeled=(x, y))
     assert details["point"] == pytest.approx(12.5) and details["held_out_samples"] == 8
-    assert 12.5 < value <= 37.5 and "8 labeled samples" in how and "95 % upper confidence bound" in how
+    assert (
+        12.5 < value <= 37.5 and "8 labeled samples" in how and "95 % upper confidence bound" in how
+    )
 
 
 def test_cost_budgets_allow_their_tolerance_and_no_more():
@@ -217,6 +305,7 @@ def test_cost_budgets_allow_their_tolerance_and_no_more():
 
 
 # --- the reference is the model given, bytes are every file written, floors have a confidence ------------------
+
 
 def _relu6_cnn(tmp_path) -> str:
     """Conv -> Clip(0, 6) -> Conv -> GAP -> Flatten: the first Conv's outputs reach far past 6,
@@ -231,18 +320,32 @@ def _relu6_cnn(tmp_path) -> str:
     def init(name, arr):
         return numpy_helper.from_array(arr.astype(np.float32), name)
 
-    inits = [init("c1.w", rng.normal(0, 2.0, (8, 3, 3, 3))), init("c1.b", rng.normal(0, 0.5, 8)),
-             init("lo", np.array(0.0)), init("hi", np.array(6.0)),
-             init("c2.w", rng.normal(0, 0.3, (8, 8, 3, 3))), init("c2.b", rng.normal(0, 0.1, 8))]
-    nodes = [helper.make_node("Conv", ["input", "c1.w", "c1.b"], ["c1"], pads=[1] * 4, name="conv1"),
-             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6"),
-             helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["c2"], pads=[1] * 4, name="conv2"),
-             helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
-             helper.make_node("Flatten", ["gap"], ["logits"], name="flatten")]
-    graph = helper.make_graph(nodes, "relu6_cnn",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 8])], inits)
-    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu6.onnx")
+    inits = [
+        init("c1.w", rng.normal(0, 2.0, (8, 3, 3, 3))),
+        init("c1.b", rng.normal(0, 0.5, 8)),
+        init("lo", np.array(0.0)),
+        init("hi", np.array(6.0)),
+        init("c2.w", rng.normal(0, 0.3, (8, 8, 3, 3))),
+        init("c2.b", rng.normal(0, 0.1, 8)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "c1.w", "c1.b"], ["c1"], pads=[1] * 4, name="conv1"),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="relu6"),
+        helper.make_node("Conv", ["r1", "c2.w", "c2.b"], ["c2"], pads=[1] * 4, name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["logits"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "relu6_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 8])],
+        inits,
+    )
+    return _save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        tmp_path / "relu6.onnx",
+    )
 
 
 def test_sqnr_is_measured_against_the_model_given_not_the_rewritten_float(tmp_path, cnn_calib):
@@ -252,10 +355,17 @@ def test_sqnr_is_measured_against_the_model_given_not_the_rewritten_float(tmp_pa
 
     model = _relu6_cnn(tmp_path)
     out = tmp_path / "q.onnx"
-    res = quantize(model, cnn_calib, out, _cfg(scheme="w8a16", calib_size=32, optimize="cle", cle_relu6="replace"))
+    res = quantize(
+        model,
+        cnn_calib,
+        out,
+        _cfg(scheme="w8a16", calib_size=32, optimize="cle", cle_relu6="replace"),
+    )
     x = {"input": cnn_calib["input"][32:48]}  # the held-out inputs verification used
     truth = sqnr_db(run_model(model, x)[0], run_model(str(out), x)[0])
-    assert truth < 20  # the rewrite itself costs this much: activations past 6 are no longer clipped
+    assert (
+        truth < 20
+    )  # the rewrite itself costs this much: activations past 6 are no longer clipped
     assert res.report["verify"]["outputs"]["logits"]["sqnr_db"] == pytest.approx(truth, abs=0.01)
 
 
@@ -264,9 +374,18 @@ def test_sqnr_floor_is_checked_against_the_model_given(tmp_path, cnn_calib):
     written file measured ~2 dB against the user's. The floor must be refused, with the true value."""
     model = _relu6_cnn(tmp_path)
     out = tmp_path / "q.onnx"
-    with pytest.raises(FaaqError, match=r"cannot be met.*best plan measures sqnr-db=(\d+\.?\d*)") as exc:
-        quantize(model, cnn_calib, out, _cfg(calib_size=32, optimize="cle", cle_relu6="replace"),
-                 budget="sqnr-db=30", candidates="w8a8,w8a16", cache_dir=False)
+    with pytest.raises(
+        FaaqError, match=r"cannot be met.*best plan measures sqnr-db=(\d+\.?\d*)"
+    ) as exc:
+        quantize(
+            model,
+            cnn_calib,
+            out,
+            _cfg(calib_size=32, optimize="cle", cle_relu6="replace"),
+            budget="sqnr-db=30",
+            candidates="w8a8,w8a16",
+            cache_dir=False,
+        )
     import re
 
     best = float(re.search(r"best plan measures sqnr-db=([-\d.]+)", str(exc.value)).group(1))
@@ -283,18 +402,31 @@ def test_size_budget_counts_the_external_data_file(monkeypatch, tiny_mlp, mlp_ca
     is about both files, not the protobuf header alone."""
     import faaq_onnx.pipeline as pl
 
-    monkeypatch.setattr(pl, "BIG_MODEL_BYTES", -1)  # every model takes the big-model path (external data)
+    monkeypatch.setattr(
+        pl, "BIG_MODEL_BYTES", -1
+    )  # every model takes the big-model path (external data)
     w8 = tmp_path / "w8.onnx"
     quantize(tiny_mlp, mlp_calib, w8, _cfg())
     full = _written_bytes(tmp_path, "w8.onnx")
-    assert full - w8.stat().st_size >= 64 * 32  # the weights (w1 alone: 64 x 32 int8) really are in the data file
+    assert (
+        full - w8.stat().st_size >= 64 * 32
+    )  # the weights (w1 alone: 64 x 32 int8) really are in the data file
     limit = (full - 600) / 1e6  # below W8A8 everywhere: some group must go to 4 bits
     out = tmp_path / "q.onnx"
-    res = quantize(tiny_mlp, mlp_calib, out, _cfg(), budget=f"size-mb={limit:.6f}", candidates="w4a8,w8a8",
-                   cache_dir=False)
+    res = quantize(
+        tiny_mlp,
+        mlp_calib,
+        out,
+        _cfg(),
+        budget=f"size-mb={limit:.6f}",
+        candidates="w4a8,w8a8",
+        cache_dir=False,
+    )
     b = res.report["budget"]
     assert b["met"] and _written_bytes(tmp_path) <= limit * 1e6
-    assert b["measured"] == pytest.approx(_written_bytes(tmp_path) / 1e6, abs=2e-4)  # names differ by a few bytes
+    assert b["measured"] == pytest.approx(
+        _written_bytes(tmp_path) / 1e6, abs=2e-4
+    )  # names differ by a few bytes
     assert any(c == "w4a8" for c in res.report["plan"]["choices"].values())
 
 
@@ -307,9 +439,12 @@ def test_sqnr_lower_bound_covers_the_mean_at_its_confidence():
     from faaq_onnx.analysis.verify import sqnr_lower_bound_db
 
     rng = np.random.default_rng(0)
-    true_db = 10 * np.log10(np.exp(0.7 ** 2 / 2) * 1e3)
+    true_db = 10 * np.log10(np.exp(0.7**2 / 2) * 1e3)
     for n in (16, 64):
-        below = sum(sqnr_lower_bound_db(1e3 * np.exp(rng.normal(0, 0.7, n)), 0.9) <= true_db for _ in range(300))
+        below = sum(
+            sqnr_lower_bound_db(1e3 * np.exp(rng.normal(0, 0.7, n)), 0.9) <= true_db
+            for _ in range(300)
+        )
         assert below >= 0.86 * 300
     r = 1e3 * np.exp(rng.normal(0, 0.7, 64))
     point = 10 * np.log10(r.mean())
@@ -318,7 +453,9 @@ def test_sqnr_lower_bound_covers_the_mean_at_its_confidence():
     assert sqnr_lower_bound_db(np.array([1e3]), 0.95) == -np.inf  # one sample states no confidence
 
 
-def test_sqnr_floor_is_checked_on_the_lower_bound_not_the_point_estimate(tiny_cnn, cnn_calib, tmp_path):
+def test_sqnr_floor_is_checked_on_the_lower_bound_not_the_point_estimate(
+    tiny_cnn, cnn_calib, tmp_path
+):
     """A floor just under the best plan's point estimate is not a promise the held-out samples
     support at 95 %: refused, and the report of a met floor states point, bound, confidence, n."""
     best = quantize(tiny_cnn, cnn_calib, config=_cfg(scheme="w8a16", calib_size=32))
@@ -327,27 +464,56 @@ def test_sqnr_floor_is_checked_on_the_lower_bound_not_the_point_estimate(tiny_cn
     assert lower < point - 0.05 and best.report["verify"]["confidence"] == 0.95
     out = tmp_path / "q.onnx"
     with pytest.raises(FaaqError, match=r"cannot be met.*95 % lower confidence bound"):
-        quantize(tiny_cnn, cnn_calib, out, _cfg(calib_size=32), budget=f"sqnr-db={point - 0.02:.2f}",
-                 candidates="w4a8,w8a8,w8a16", cache_dir=False)
+        quantize(
+            tiny_cnn,
+            cnn_calib,
+            out,
+            _cfg(calib_size=32),
+            budget=f"sqnr-db={point - 0.02:.2f}",
+            candidates="w4a8,w8a8,w8a16",
+            cache_dir=False,
+        )
     assert not out.exists()
-    res = quantize(tiny_cnn, cnn_calib, config=_cfg(calib_size=32), budget=f"sqnr-db={lower - 1:.2f}",
-                   candidates="w4a8,w8a8,w8a16", cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=_cfg(calib_size=32),
+        budget=f"sqnr-db={lower - 1:.2f}",
+        candidates="w4a8,w8a8,w8a16",
+        cache_dir=False,
+    )
     b = res.report["budget"]
-    assert b["met"] and b["confidence"] == 0.95 and b["held_out_samples"] == 16 and b["allocator_samples"] == 32
+    assert (
+        b["met"]
+        and b["confidence"] == 0.95
+        and b["held_out_samples"] == 16
+        and b["allocator_samples"] == 32
+    )
     assert b["measured"] < b["point"] and b["measured"] >= lower - 1
 
 
 def test_floor_without_left_over_samples_holds_out_part_of_the_calibration_set(tiny_cnn, cnn_calib):
     """48 samples and calib-size 256 leave nothing over: a floor is then checked on a part of the
     data the calibration and the allocator never see, not on samples they used."""
-    res = quantize(tiny_cnn, cnn_calib, config=_cfg(), budget="sqnr-db=15", candidates="w8a8,w8a16",
-                   cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=_cfg(),
+        budget="sqnr-db=15",
+        candidates="w8a8,w8a16",
+        cache_dir=False,
+    )
     cal, b = res.report["calibration"], res.report["budget"]
     assert cal["verification_held_out"] and cal["samples"] + cal["verification_samples"] == 48
-    assert b["held_out_samples"] == cal["verification_samples"] >= 2 and b["allocator_samples"] == cal["samples"]
+    assert (
+        b["held_out_samples"] == cal["verification_samples"] >= 2
+        and b["allocator_samples"] == cal["samples"]
+    )
 
 
-def test_max_drop_allocates_on_one_part_of_the_labels_and_checks_on_the_other(monkeypatch, tiny_cnn, cnn_calib):
+def test_max_drop_allocates_on_one_part_of_the_labels_and_checks_on_the_other(
+    monkeypatch, tiny_cnn, cnn_calib
+):
     """The allocator chooses with one half of the labeled data; the drop is checked on the other."""
     import numpy as np
 
@@ -359,19 +525,39 @@ def test_max_drop_allocates_on_one_part_of_the_labels_and_checks_on_the_other(mo
     y = run_model(tiny_cnn, {"input": x})[0].argmax(1)
     chose, checked = [], []
     orig_acc, orig_predict = Compilation.labeled_accuracy, ev.predict
-    monkeypatch.setattr(Compilation, "labeled_accuracy", lambda self, lab: chose.append(lab[0]) or orig_acc(self, lab))
-    monkeypatch.setattr(ev, "predict",
-                        lambda model, xs, *a, **k: checked.append(xs) or orig_predict(model, xs, *a, **k))
-    res = quantize(tiny_cnn, cnn_calib, config=_cfg(calib_size=32), budget="max-drop=100", candidates="w8a8,w8a16",
-                   cache_dir=False, labeled=(x, y))
+    monkeypatch.setattr(
+        Compilation,
+        "labeled_accuracy",
+        lambda self, lab: chose.append(lab[0]) or orig_acc(self, lab),
+    )
+    monkeypatch.setattr(
+        ev,
+        "predict",
+        lambda model, xs, *a, **k: checked.append(xs) or orig_predict(model, xs, *a, **k),
+    )
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=_cfg(calib_size=32),
+        budget="max-drop=100",
+        candidates="w8a8,w8a16",
+        cache_dir=False,
+        labeled=(x, y),
+    )
     b = res.report["budget"]
-    assert b["met"] and b["allocator_samples"] + b["held_out_samples"] == 40 and b["held_out_samples"] >= 16
+    assert (
+        b["met"]
+        and b["allocator_samples"] + b["held_out_samples"] == 40
+        and b["held_out_samples"] >= 16
+    )
 
     def ids(arrays):
         return {next(i for i in range(40) if np.array_equal(s, x[i])) for a in arrays for s in a}
 
     assert len(ids(chose)) == b["allocator_samples"] and len(ids(checked)) == b["held_out_samples"]
-    assert not ids(chose) & ids(checked)  # no label the allocator chose with is one the drop is checked on
+    assert not ids(chose) & ids(
+        checked
+    )  # no label the allocator chose with is one the drop is checked on
     assert "held-out labeled samples" in b["how"] and b["confidence"] == 0.95
 
 
@@ -379,13 +565,22 @@ def test_a_floor_states_its_own_confidence(tiny_cnn, cnn_calib):
     """`sqnr-db=X@0.6` is checked on the 60 % bound, which sits above the 99 % one."""
     from faaq_onnx.analysis.budget import Budget
 
-    assert Budget.parse("sqnr-db=20@0.6").confidence == 0.6 and str(Budget.parse("max-drop=1@.99")) == "max-drop=1@0.99"
+    assert (
+        Budget.parse("sqnr-db=20@0.6").confidence == 0.6
+        and str(Budget.parse("max-drop=1@.99")) == "max-drop=1@0.99"
+    )
     with pytest.raises(FaaqError, match="confidence"):
         Budget.parse("sqnr-db=20@1.2")
     measured = {}
     for conf in (0.6, 0.99):
-        res = quantize(tiny_cnn, cnn_calib, config=_cfg(calib_size=32), budget=f"sqnr-db=5@{conf}",
-                       candidates="w4a8,w8a8", cache_dir=False)
+        res = quantize(
+            tiny_cnn,
+            cnn_calib,
+            config=_cfg(calib_size=32),
+            budget=f"sqnr-db=5@{conf}",
+            candidates="w4a8,w8a8",
+            cache_dir=False,
+        )
         b = res.report["budget"]
         assert b["met"] and b["confidence"] == conf and res.report["verify"]["confidence"] == conf
         measured[conf] = b["measured"]
@@ -394,9 +589,16 @@ def test_a_floor_states_its_own_confidence(tiny_cnn, cnn_calib):
 
 # --- the worst output decides a floor; a latency budget is judged on the measured ratio -------------------------
 
+
 def _verify_report(outputs, samples=16):
-    return {"verify": {"confidence": 0.95, "samples": samples, "reference": "the model given (its file)",
-                       "outputs": outputs}}
+    return {
+        "verify": {
+            "confidence": 0.95,
+            "samples": samples,
+            "reference": "the model given (its file)",
+            "outputs": outputs,
+        }
+    }
 
 
 def test_sqnr_floor_is_decided_by_the_worst_output():
@@ -430,14 +632,29 @@ def test_rewrite_ceiling_is_the_worst_output_of_the_rewritten_float_model(monkey
 
     rng = np.random.default_rng(0)
     given = [rng.standard_normal((8, 10)).astype(np.float32) for _ in range(2)]
-    rewritten = [given[0] * (1 + 1e-4), given[1] + 0.5 * rng.standard_normal((8, 10)).astype(np.float32)]
+    rewritten = [
+        given[0] * (1 + 1e-4),
+        given[1] + 0.5 * rng.standard_normal((8, 10)).astype(np.float32),
+    ]
     worst = sqnr_db(given[1], rewritten[1])
     assert worst < 15 < 60 < sqnr_db(given[0], rewritten[0])
-    comp = SimpleNamespace(model_path="given.onnx", float_proto="rewritten", verify_inputs={"input": None},
-                           config=SimpleNamespace(batch_size=8, optimize=("cle",), cle_relu6="replace"))
-    monkeypatch.setattr(session, "make_session", lambda model, *a, **k: SimpleNamespace(
-        model=model, get_outputs=lambda: [SimpleNamespace(name="y0"), SimpleNamespace(name="y1")]))
-    monkeypatch.setattr(runner, "run_all", lambda sess, *a, **k: given if sess.model == "given.onnx" else rewritten)
+    comp = SimpleNamespace(
+        model_path="given.onnx",
+        float_proto="rewritten",
+        verify_inputs={"input": None},
+        config=SimpleNamespace(batch_size=8, optimize=("cle",), cle_relu6="replace"),
+    )
+    monkeypatch.setattr(
+        session,
+        "make_session",
+        lambda model, *a, **k: SimpleNamespace(
+            model=model,
+            get_outputs=lambda: [SimpleNamespace(name="y0"), SimpleNamespace(name="y1")],
+        ),
+    )
+    monkeypatch.setattr(
+        runner, "run_all", lambda sess, *a, **k: given if sess.model == "given.onnx" else rewritten
+    )
     note = gu._rewrite_note(comp, Budget.parse("sqnr-db=30"))
     assert f"itself measures {worst:.4g} dB" in note and "--cle-relu6 replace" in note
 

@@ -12,10 +12,13 @@ def test_loads_a_valid_model(tiny_cnn):
     assert any(n.op_type == "Conv" for n in model.graph)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"", "empty"),
-    (b"this is not a protobuf at all \xff\xfe", "not"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "empty"),
+        (b"this is not a protobuf at all \xff\xfe", "not"),
+    ],
+)
 def test_not_onnx(tmp_path, content, match):
     p = tmp_path / "bad.onnx"
     p.write_bytes(content)
@@ -38,9 +41,15 @@ def test_missing_file(tmp_path):
 
 def test_custom_domain_op_is_named(tmp_path):
     node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example", name="fancy")
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
     m.ir_version = 10
     p = tmp_path / "custom.onnx"
     onnx.save(m, p)
@@ -69,9 +78,13 @@ def _external_model(tmp_path, location):
     for k, v in (("location", location), ("offset", "0"), ("length", "16")):
         e = w.external_data.add()
         e.key, e.value = k, v
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
     p = tmp_path / "m.onnx"
@@ -79,11 +92,14 @@ def _external_model(tmp_path, location):
     return p
 
 
-@pytest.mark.parametrize("location,match", [
-    ("../../etc/passwd", "points outside the model's folder"),
-    ("/etc/passwd", "points outside the model's folder"),
-    ("missing.data", "is missing"),
-])
+@pytest.mark.parametrize(
+    "location,match",
+    [
+        ("../../etc/passwd", "points outside the model's folder"),
+        ("/etc/passwd", "points outside the model's folder"),
+        ("missing.data", "is missing"),
+    ],
+)
 def test_external_data_outside_folder_or_missing_is_one_line(tmp_path, location, match):
     with pytest.raises(FaaqError, match=match):
         load_model(_external_model(tmp_path, location))

@@ -56,9 +56,13 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
 
 def _model(n=1000):
     w = numpy_helper.from_array(np.arange(n, dtype=np.float32).reshape(1, n), "w")
-    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [w])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
     return m
@@ -81,7 +85,9 @@ def test_external_data_pair_commits_together_and_leaves_model_usable(tmp_path, u
     np.testing.assert_array_equal(run_model(str(out), x)[0], run_model(proto, x)[0])
     # a second save with other data replaces the pair and removes the old data file
     proto2 = _model()
-    proto2.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((1, 1000), np.float32), "w"))
+    proto2.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.ones((1, 1000), np.float32), "w")
+    )
     save_model_atomic(proto2, out, external_data=True)
     datas2 = [p for p in tmp_path.iterdir() if p.suffix == ".data"]
     assert len(datas2) == 1 and datas2 != datas
@@ -114,7 +120,9 @@ def test_output_set_commits_every_file_with_umask_mode(tmp_path, umask_022):
     assert (tmp_path / "new" / "m.onnx").stat().st_size == size
     assert json.loads((tmp_path / "r.json").read_text()) == {"x": 2.5}
     assert (tmp_path / "p.txt").read_text() == "drawn"
-    assert {_mode(p) for p in (tmp_path / "new" / "m.onnx", tmp_path / "r.json", tmp_path / "p.txt")} == {0o644}
+    assert {
+        _mode(p) for p in (tmp_path / "new" / "m.onnx", tmp_path / "r.json", tmp_path / "p.txt")
+    } == {0o644}
     assert not [p for p in tmp_path.rglob(".*")]
 
 
@@ -148,7 +156,9 @@ def test_check_destinations(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]  # checking makes nothing
     with pytest.raises(FaaqError, match="cannot write -o .*f.txt/q.onnx: .*f.txt is not a folder"):
         check_destinations({"-o": tmp_path / "f.txt" / "q.onnx"})
-    with pytest.raises(FaaqError, match="cannot write --report .*f.txt: it is a file, not a folder"):
+    with pytest.raises(
+        FaaqError, match="cannot write --report .*f.txt: it is a file, not a folder"
+    ):
         check_destinations({"--report": tmp_path / "f.txt"}, folders=("--report",))
     with pytest.raises(FaaqError, match="cannot write -o .*: it is a folder, not a file"):
         check_destinations({"-o": tmp_path})

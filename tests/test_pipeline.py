@@ -23,7 +23,9 @@ def test_writes_output_and_leaves_input_alone(tiny_cnn, cnn_calib, tmp_path):
     assert _sha(tiny_cnn) == before
     onnx.checker.check_model(onnx.load(out))
     assert res.report["output"] == str(out)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".")
+    ] == []  # no temp files left
 
 
 def test_same_seed_same_bytes(tiny_cnn, cnn_calib, tmp_path):
@@ -38,13 +40,16 @@ def test_refuses_to_overwrite_input(tiny_cnn, cnn_calib):
         quantize(tiny_cnn, cnn_calib, tiny_cnn, QuantConfig(progress=False))
 
 
-@pytest.mark.parametrize("calib,match", [
-    ({"wrong_name": np.zeros((4, 3, 16, 16), np.float32)}, "no array for input 'input'"),
-    ({"input": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
-    ({"input": np.full((4, 3, 16, 16), np.nan, np.float32)}, "NaN"),
-    ({"input": np.zeros((0, 3, 16, 16), np.float32)}, "empty"),
-    (None, "no calibration data"),
-])
+@pytest.mark.parametrize(
+    "calib,match",
+    [
+        ({"wrong_name": np.zeros((4, 3, 16, 16), np.float32)}, "no array for input 'input'"),
+        ({"input": np.zeros((4, 3, 8, 8), np.float32)}, "shape"),
+        ({"input": np.full((4, 3, 16, 16), np.nan, np.float32)}, "NaN"),
+        ({"input": np.zeros((0, 3, 16, 16), np.float32)}, "empty"),
+        (None, "no calibration data"),
+    ],
+)
 def test_bad_calibration_data(tiny_cnn, tmp_path, calib, match):
     out = tmp_path / "q.onnx"
     with pytest.raises(FaaqError, match=match):
@@ -54,7 +59,10 @@ def test_bad_calibration_data(tiny_cnn, tmp_path, calib, match):
 
 def test_random_calibration_smoke(tiny_cnn):
     res = quantize(tiny_cnn, "random:8", config=QuantConfig(progress=False))
-    assert res.report["calibration"]["samples"] == 8 and res.report["calibration"]["verification_held_out"]
+    assert (
+        res.report["calibration"]["samples"] == 8
+        and res.report["calibration"]["verification_held_out"]
+    )
 
 
 def test_plan_round_trip(tiny_cnn, cnn_calib, tmp_path):
@@ -96,7 +104,9 @@ def test_fixed_batch_model_counts_every_calibration_sample(tmp_path, cnn_calib):
     calib = {"input": cnn_calib["input"][:10]}
     comp = Compilation(model, calib, QuantConfig(progress=False, verify_samples=4))
     inner = [s for name, s in comp.calibration.stats.items() if name != "input"]
-    assert inner and all(s.count == 10 * int(np.prod(s.shape)) for s in inner)  # each sample observed once
+    assert inner and all(
+        s.count == 10 * int(np.prod(s.shape)) for s in inner
+    )  # each sample observed once
     res = comp.emit(comp.uniform("w8a8"))
     assert res.report["calibration"]["samples"] == 10
 
@@ -108,9 +118,13 @@ def test_fixed_batch_model_with_too_few_samples_says_so(tmp_path, cnn_calib):
 
 
 def test_verification_is_held_out(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=40, verify_samples=8))
+    res = quantize(
+        tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=40, verify_samples=8)
+    )
     cal = res.report["calibration"]
-    assert cal["samples"] == 40 and cal["verification_samples"] == 8 and cal["verification_held_out"]
+    assert (
+        cal["samples"] == 40 and cal["verification_samples"] == 8 and cal["verification_held_out"]
+    )
     all_in = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, verify_samples=8))
     assert not all_in.report["calibration"]["verification_held_out"]
     assert any("verification uses" in w for w in all_in.report["warnings"])
@@ -130,14 +144,23 @@ def test_held_out_draw_does_not_change_the_calibration_subset(tmp_path):
 
 
 def test_first_last_keeps_the_edge_layers_at_their_scheme(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a4", first_last="w8a8", progress=False))
+    res = quantize(
+        tiny_cnn, cnn_calib, config=QuantConfig(scheme="w4a4", first_last="w8a8", progress=False)
+    )
     choices = res.report["plan"]["choices"]
     assert choices["g:conv1"] == "w8a8" and choices["g:fc"] == "w8a8"
-    assert [c for g, c in choices.items() if g not in ("g:conv1", "g:fc")] == ["w4a4"] * (len(choices) - 2)
+    assert [c for g, c in choices.items() if g not in ("g:conv1", "g:fc")] == ["w4a4"] * (
+        len(choices) - 2
+    )
     bits = {w: v["planned_bits"] for w, v in res.report["verify"]["size"]["per_weight"].items()}
     assert bits["fc.w"] == 8 and sorted(bits.values()) == [4, 8, 8]
     with pytest.raises(FaaqError, match="uniform"):
-        quantize(tiny_cnn, cnn_calib, config=QuantConfig(first_last="w8a8", progress=False), budget="avg-bits=5")
+        quantize(
+            tiny_cnn,
+            cnn_calib,
+            config=QuantConfig(first_last="w8a8", progress=False),
+            budget="avg-bits=5",
+        )
 
 
 def test_verification_measures_against_the_file_given(tiny_cnn, cnn_calib):
@@ -149,7 +172,9 @@ def test_verification_measures_against_the_file_given(tiny_cnn, cnn_calib):
     from tests.conftest import run_model
 
     before = _sha(tiny_cnn)
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=32, verify_samples=16))
+    res = quantize(
+        tiny_cnn, cnn_calib, config=QuantConfig(progress=False, calib_size=32, verify_samples=16)
+    )
     rep = res.report["verify"]
     assert rep["reference"] == f"the model given ({tiny_cnn})" and _sha(tiny_cnn) == before
     assert rep["size"]["float_model_bytes"] == os.path.getsize(tiny_cnn)

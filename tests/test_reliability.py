@@ -55,19 +55,35 @@ def test_markdown_states_the_numbers_in_percent():
     from faaq_onnx.reliability import to_markdown
 
     float_rep = {"top1": 0.9, "per_class": {"0": {"top1": 1.0}, "1": {"top1": 0.8}}}
-    runs = [{"top1": 0.85, "per_class": {"0": 0.9, "1": 0.8}}, {"top1": 0.75, "per_class": {"0": 0.7, "1": 0.8}}]
-    md = to_markdown(summarize(float_rep, runs, CalibrationDraw(size=8), type("C", (), {"scheme": "w4a4"})()))
+    runs = [
+        {"top1": 0.85, "per_class": {"0": 0.9, "1": 0.8}},
+        {"top1": 0.75, "per_class": {"0": 0.7, "1": 0.8}},
+    ]
+    md = to_markdown(
+        summarize(float_rep, runs, CalibrationDraw(size=8), type("C", (), {"scheme": "w4a4"})())
+    )
     assert "| average | 90.00 | 80.00 ± 7.07 | 10.00 |" in md  # sample std (ddof 1)
     assert "| class 0 | 100.00 | 80.00 ± 14.14 | 20.00 / 30.00 |" in md
 
 
 def test_summary_statistics():
     float_rep = {"top1": 0.9, "per_class": {"0": {"top1": 1.0}, "1": {"top1": 0.8}}}
-    runs = [{"top1": 0.85, "per_class": {"0": 0.9, "1": 0.8}}, {"top1": 0.75, "per_class": {"0": 0.7, "1": 0.8}}]
+    runs = [
+        {"top1": 0.85, "per_class": {"0": 0.9, "1": 0.8}},
+        {"top1": 0.75, "per_class": {"0": 0.7, "1": 0.8}},
+    ]
     s = summarize(float_rep, runs, CalibrationDraw(size=10), type("C", (), {"scheme": "w4a4"})())
-    assert s["top1"]["mean"] == pytest.approx(0.8) and s["top1"]["std"] == pytest.approx(np.std([0.85, 0.75], ddof=1))
-    assert s["per_class"]["0"]["drop_mean"] == pytest.approx(0.2) and s["per_class"]["0"]["drop_max"] == pytest.approx(0.3)
-    assert s["worst_class"] == {"class": "0", "drop_mean": pytest.approx(0.2), "drop_max": pytest.approx(0.3)}
+    assert s["top1"]["mean"] == pytest.approx(0.8) and s["top1"]["std"] == pytest.approx(
+        np.std([0.85, 0.75], ddof=1)
+    )
+    assert s["per_class"]["0"]["drop_mean"] == pytest.approx(0.2) and s["per_class"]["0"][
+        "drop_max"
+    ] == pytest.approx(0.3)
+    assert s["worst_class"] == {
+        "class": "0",
+        "drop_mean": pytest.approx(0.2),
+        "drop_max": pytest.approx(0.3),
+    }
 
 
 def test_reliability_command_end_to_end(tiny_cnn, tmp_path):
@@ -78,18 +94,44 @@ def test_reliability_command_end_to_end(tiny_cnn, tmp_path):
     np.savez(tmp_path / "pool.npz", x=x[:120], y=y[:120])
     np.savez(tmp_path / "test.npz", x=x[120:], y=y[120:])
     out = tmp_path / "rep"
-    r = CliRunner().invoke(main, ["reliability", tiny_cnn, "--calib", str(tmp_path / "pool.npz"), "--data",
-                                  str(tmp_path / "test.npz"), "--scheme", "w4a4", "--trials", "3", "--calib-size",
-                                  "32", "--report", str(out), "-q"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "reliability",
+            tiny_cnn,
+            "--calib",
+            str(tmp_path / "pool.npz"),
+            "--data",
+            str(tmp_path / "test.npz"),
+            "--scheme",
+            "w4a4",
+            "--trials",
+            "3",
+            "--calib-size",
+            "32",
+            "--report",
+            str(out),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "reliability.json").read_text())
     assert rep["trials"] == 3 and len({run["seed"] for run in rep["runs"]}) == 3
-    assert (out / "per_class_drops.png").stat().st_size > 1000 and "worst class" in (out / "reliability.md").read_text()
+    assert (out / "per_class_drops.png").stat().st_size > 1000 and "worst class" in (
+        out / "reliability.md"
+    ).read_text()
 
 
-@pytest.mark.parametrize("kw,match", [({"size": 0}, "calibration size"), ({"noise_share": 1.5}, "noise share"),
-                                      ({"noise_share": -0.1}, "noise share"), ({"dominant_share": 0.0}, "dominant"),
-                                      ({"dominant_share": 1.2}, "dominant")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"size": 0}, "calibration size"),
+        ({"noise_share": 1.5}, "noise share"),
+        ({"noise_share": -0.1}, "noise share"),
+        ({"dominant_share": 0.0}, "dominant"),
+        ({"dominant_share": 1.2}, "dominant"),
+    ],
+)
 def test_draw_settings_out_of_range_are_refused(kw, match):
     with pytest.raises(FaaqError, match=match):
         CalibrationDraw(**kw)

@@ -124,10 +124,19 @@ def weight_bits(sim: QuantizationSimModel) -> dict:
         per[name] = {"bits": int(q.bitwidth), "params": n}
         tot += n
         bits += n * int(q.bitwidth)
-    acts = sorted({int(sim.qc_quantize_op_dict[a].bitwidth) for a in sim.activation_names
-                   if a in sim.qc_quantize_op_dict and sim.qc_quantize_op_dict[a].enabled})
-    return {"avg_weight_bits": round(bits / tot, 3) if tot else None, "weight_params": tot,
-            "activation_bits": acts, "per_weight": per}
+    acts = sorted(
+        {
+            int(sim.qc_quantize_op_dict[a].bitwidth)
+            for a in sim.activation_names
+            if a in sim.qc_quantize_op_dict and sim.qc_quantize_op_dict[a].enabled
+        }
+    )
+    return {
+        "avg_weight_bits": round(bits / tot, 3) if tot else None,
+        "weight_params": tot,
+        "activation_bits": acts,
+        "per_weight": per,
+    }
 
 
 def save_qdq(sim: QuantizationSimModel, path: Path, timer: Timer, key: str) -> None:
@@ -141,15 +150,17 @@ SIM_KWARGS: dict = {}  # e.g. session_options_kwargs from --ort-threads
 
 def new_sim(model_path: Path, w, a, timer: Timer, key: str) -> QuantizationSimModel:
     with timer.step(f"{key}/sim_init"):
-        return QuantizationSimModel(onnx.load(str(model_path)), param_type=w, activation_type=a, **SIM_KWARGS)
+        return QuantizationSimModel(
+            onnx.load(str(model_path)), param_type=w, activation_type=a, **SIM_KWARGS
+        )
 
 
 def top1_fn(x: np.ndarray, y: np.ndarray, name: str):
     def score(session) -> float:
         correct = 0
         for i in range(0, len(x), 64):
-            out = session.run(None, {name: x[i:i + 64]})[0]
-            correct += int((out.argmax(1) == y[i:i + 64]).sum())
+            out = session.run(None, {name: x[i : i + 64]})[0]
+            correct += int((out.argmax(1) == y[i : i + 64]).sum())
         return correct / len(x)
 
     return score
@@ -163,14 +174,25 @@ class _Loader:
 
     def __iter__(self):
         for i in range(0, len(self.x), self.batch_size):
-            yield self.x[i:i + self.batch_size]
+            yield self.x[i : i + self.batch_size]
 
     def __len__(self):
         return (len(self.x) + self.batch_size - 1) // self.batch_size
 
 
-def run_amp(model_path: Path, batches, x, y, in_name, out_dir: Path, stem: str, drop: float,
-            cache_dir: Path, clean: bool, timer: Timer) -> dict:
+def run_amp(
+    model_path: Path,
+    batches,
+    x,
+    y,
+    in_name,
+    out_dir: Path,
+    stem: str,
+    drop: float,
+    cache_dir: Path,
+    clean: bool,
+    timer: Timer,
+) -> dict:
     from aimet_onnx.amp.mixed_precision_algo import EvalCallbackFactory
     from aimet_onnx.common.amp.utils import AMPSearchAlgo
     from aimet_onnx.common.defs import CallbackFunc, QuantizationDataType
@@ -188,25 +210,40 @@ def run_amp(model_path: Path, batches, x, y, in_name, out_dir: Path, stem: str, 
     candidates = [((8, ints), (8, ints)), ((8, ints), (4, ints))]
     with timer.step(f"{key}/compute_encodings"):
         sim.compute_encodings(batches)
-    phase1 = EvalCallbackFactory(_Loader(x, BATCH), forward_fn=lambda s, xb: s.run(None, {in_name: xb})[0]).sqnr(
-        sim, num_samples=len(x))
+    phase1 = EvalCallbackFactory(
+        _Loader(x, BATCH), forward_fn=lambda s, xb: s.run(None, {in_name: xb})[0]
+    ).sqnr(sim, num_samples=len(x))
     phase2 = top1_fn(x, y, in_name)
     with timer.step(f"{key}/choose_mixed_precision"):
-        pareto = choose_mixed_precision(sim, candidates, phase1, phase2, allowed_accuracy_drop=drop,
-                                        results_dir=str(cache_dir), clean_start=clean,
-                                        forward_pass_callback=CallbackFunc(forward, None),
-                                        use_all_amp_candidates=True,
-                                        amp_search_algo=AMPSearchAlgo.Binary)
+        pareto = choose_mixed_precision(
+            sim,
+            candidates,
+            phase1,
+            phase2,
+            allowed_accuracy_drop=drop,
+            results_dir=str(cache_dir),
+            clean_start=clean,
+            forward_pass_callback=CallbackFunc(forward, None),
+            use_all_amp_candidates=True,
+            amp_search_algo=AMPSearchAlgo.Binary,
+        )
     final_calib_top1 = phase2(sim.session)
     path = out_dir / f"{stem}__{key}.onnx"
     save_qdq(sim, path, timer, key)
     wb = weight_bits(sim)
-    info = {"variant": key, "scheme": "mixed {W4A8,W8A8}", "method": "AMP (choose_mixed_precision, RTN)",
-            "onnx": str(path), "allowed_accuracy_drop": drop, "calib256_top1_after": final_calib_top1,
-            "avg_weight_bits": wb["avg_weight_bits"], "weights_at_4bit": sum(1 for v in wb["per_weight"].values()
-                                                                              if v["bits"] == 4),
-            "weights_total": len(wb["per_weight"]), "per_weight_bits": {k: v["bits"] for k, v in wb["per_weight"].items()},
-            "pareto": [[float(p[0]), float(p[1]), str(p[2]), str(p[3])] for p in (pareto or [])]}
+    info = {
+        "variant": key,
+        "scheme": "mixed {W4A8,W8A8}",
+        "method": "AMP (choose_mixed_precision, RTN)",
+        "onnx": str(path),
+        "allowed_accuracy_drop": drop,
+        "calib256_top1_after": final_calib_top1,
+        "avg_weight_bits": wb["avg_weight_bits"],
+        "weights_at_4bit": sum(1 for v in wb["per_weight"].values() if v["bits"] == 4),
+        "weights_total": len(wb["per_weight"]),
+        "per_weight_bits": {k: v["bits"] for k, v in wb["per_weight"].items()},
+        "pareto": [[float(p[0]), float(p[1]), str(p[2]), str(p[3])] for p in (pareto or [])],
+    }
     info["wall_s"] = timer.total(key + "/")
     return info
 
@@ -225,7 +262,7 @@ def run_variant(stem: str, v: str, args, work: Path, out_dir: Path, timer: Timer
     x = np.load(work / "calib256.npy")
     y = np.load(work / "calib256_y.npy") if (work / "calib256_y.npy").exists() else None
     in_name = onnx.load(str(model_path)).graph.input[0].name
-    batches = [{in_name: x[i:i + BATCH]} for i in range(0, len(x), BATCH)]
+    batches = [{in_name: x[i : i + BATCH]} for i in range(0, len(x), BATCH)]
     if v == "amp":
         if y is None:
             raise SystemExit("AMP needs calib256_y.npy (labels of the calibration images)")
@@ -237,9 +274,15 @@ def run_variant(stem: str, v: str, args, work: Path, out_dir: Path, timer: Timer
                 shutil.rmtree(cache)
             cache.mkdir(parents=True)
             print(f"  {stem} amp allowed_accuracy_drop={drop}", flush=True)
-            info = run_amp(model_path, batches, x, y, in_name, out_dir, stem, drop, cache, True, timer)
+            info = run_amp(
+                model_path, batches, x, y, in_name, out_dir, stem, drop, cache, True, timer
+            )
             info["peak_rss_mib_so_far"] = peak_rss_mib()
-            print("   ", {k: v for k, v in info.items() if k not in ("pareto", "per_weight_bits")}, flush=True)
+            print(
+                "   ",
+                {k: v for k, v in info.items() if k not in ("pareto", "per_weight_bits")},
+                flush=True,
+            )
             rows.append(info)
         return rows
     w, a, ada, scheme, method = PLANS[v]
@@ -250,16 +293,27 @@ def run_variant(stem: str, v: str, args, work: Path, out_dir: Path, timer: Timer
             apply_adaround(sim, batches, num_iterations=args.adaround_iters)
     with timer.step(f"{v}/compute_encodings"):
         sim.compute_encodings(batches)
-    info = {"variant": v, "scheme": scheme, "method": method.format(it=args.adaround_iters),
-            "torch_threads": __import__("torch").get_num_threads(), "ort_threads": args.ort_threads or "default"}
+    info = {
+        "variant": v,
+        "scheme": scheme,
+        "method": method.format(it=args.adaround_iters),
+        "torch_threads": __import__("torch").get_num_threads(),
+        "ort_threads": args.ort_threads or "default",
+    }
     if y is not None:
         info["calib256_top1_sim"] = top1_fn(x, y, in_name)(sim.session)
     path = out_dir / f"{stem}__{v}.onnx"
     save_qdq(sim, path, timer, v)
     wb = weight_bits(sim)
-    info.update({"onnx": str(path), "avg_weight_bits": wb["avg_weight_bits"],
-                 "activation_bits": wb["activation_bits"], "wall_s": timer.total(v + "/"),
-                 "peak_rss_mib_so_far": peak_rss_mib()})
+    info.update(
+        {
+            "onnx": str(path),
+            "avg_weight_bits": wb["avg_weight_bits"],
+            "activation_bits": wb["activation_bits"],
+            "wall_s": timer.total(v + "/"),
+            "peak_rss_mib_so_far": peak_rss_mib(),
+        }
+    )
     return [info]
 
 
@@ -276,25 +330,46 @@ def versions() -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", required=True, help="folder with MODEL.onnx, calib256.npy, calib256_y.npy")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--work", required=True, help="folder with MODEL.onnx, calib256.npy, calib256_y.npy"
+    )
     ap.add_argument("--models", default="resnet20,resnet56")
-    ap.add_argument("--variants", default="w4a8_rtn,w8a8_rtn,amp,w4a8_adaround,w4a4_adaround",
-                    help="run in this order, variant-major (every model for a variant before the next variant), "
-                         "so the cheap and most important results land first")
+    ap.add_argument(
+        "--variants",
+        default="w4a8_rtn,w8a8_rtn,amp,w4a8_adaround,w4a4_adaround",
+        help="run in this order, variant-major (every model for a variant before the next variant), "
+        "so the cheap and most important results land first",
+    )
     ap.add_argument("--adaround-iters", type=int, default=1000)
-    ap.add_argument("--amp-drops", default="0.005,0.01,0.015,0.02",
-                    help="allowed_accuracy_drop values (fraction of top-1 on the 256 calibration images, "
-                         "relative to float) to run AMP at")
+    ap.add_argument(
+        "--amp-drops",
+        default="0.005,0.01,0.015,0.02",
+        help="allowed_accuracy_drop values (fraction of top-1 on the 256 calibration images, "
+        "relative to float) to run AMP at",
+    )
     ap.add_argument("--out", help="folder for the exported QDQ models (default WORK/aimet_out)")
     ap.add_argument("--summary", help="JSON summary path (default OUT/aimet_summary.json)")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the (model, variant) results already in the summary and skip them")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads for AdaRound (0: torch default = all cores); 1 avoids the "
-                         "thread oversubscription that slows AdaRound many-fold on a busy 2-core machine")
-    ap.add_argument("--ort-threads", type=int, default=0,
-                    help="onnxruntime intra-op threads of the sim's session (0: ORT default)")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the (model, variant) results already in the summary and skip them",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for AdaRound (0: torch default = all cores); 1 avoids the "
+        "thread oversubscription that slows AdaRound many-fold on a busy 2-core machine",
+    )
+    ap.add_argument(
+        "--ort-threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads of the sim's session (0: ORT default)",
+    )
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -315,14 +390,23 @@ def main() -> None:
     random.seed(calib_seed)
     np.random.seed(calib_seed)
     torch.manual_seed(calib_seed)
-    payload = {"versions": versions(), "cpus": os.cpu_count(), "calib_seed": calib_seed,
-               "date": time.strftime("%Y-%m-%d %H:%M"),
-               "load_at_start": os.getloadavg(), "adaround_iters": args.adaround_iters,
-               "calib_batches": f"{BATCH}-image batches over calib256.npy", "models": [], "runs": []}
+    payload = {
+        "versions": versions(),
+        "cpus": os.cpu_count(),
+        "calib_seed": calib_seed,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_at_start": os.getloadavg(),
+        "adaround_iters": args.adaround_iters,
+        "calib_batches": f"{BATCH}-image batches over calib256.npy",
+        "models": [],
+        "runs": [],
+    }
     if args.resume and summary.exists():
         old = json.loads(summary.read_text())
         payload["models"], payload["runs"] = old.get("models", []), old.get("runs", [])
-        payload.update({k: v for k, v in old.items() if k not in payload})  # e.g. notes added by hand
+        payload.update(
+            {k: v for k, v in old.items() if k not in payload}
+        )  # e.g. notes added by hand
     models = {m["model"]: m for m in payload["models"]}
     for stem in args.models.split(","):
         if stem not in models:
@@ -337,7 +421,9 @@ def main() -> None:
             done = {r["variant"] for r in m["variants"]}
             todo = args
             if v == "amp":
-                drops = [d for d in args.amp_drops.split(",") if f"amp_drop{float(d):g}" not in done]
+                drops = [
+                    d for d in args.amp_drops.split(",") if f"amp_drop{float(d):g}" not in done
+                ]
                 todo = argparse.Namespace(**{**vars(args), "amp_drops": ",".join(drops)})
             if (v == "amp" and not drops) or v in done:
                 print(f"  {stem} {v}: already in {summary}, skipped", flush=True)
@@ -355,7 +441,10 @@ def main() -> None:
     payload["total_wall_s"] = round(sum(r.get("wall_s", 0) for r in payload["runs"]), 1)
     payload["peak_rss_mib"] = max(r.get("peak_rss_mib", 0) for r in payload["runs"])
     summary.write_text(json.dumps(payload, indent=2, default=str))
-    print(f"wrote {summary}; this run {run['wall_s']} s, peak RSS {run['peak_rss_mib']} MiB", flush=True)
+    print(
+        f"wrote {summary}; this run {run['wall_s']} s, peak RSS {run['peak_rss_mib']} MiB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

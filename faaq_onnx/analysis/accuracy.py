@@ -14,8 +14,12 @@ def probe_accuracy(comp, labeled):
 
     x, y = labeled
     name = next(iter(comp.inputs))
-    session = ProbeSession(build_probe(comp.float_proto, comp.qgraph), {name: x.astype(np.float32)},
-                           list(comp.qgraph.activations), max(comp.config.batch_size, 64))
+    session = ProbeSession(
+        build_probe(comp.float_proto, comp.qgraph),
+        {name: x.astype(np.float32)},
+        list(comp.qgraph.activations),
+        max(comp.config.batch_size, 64),
+    )
     memo: dict = {}
 
     def accuracy(choices):

@@ -48,8 +48,13 @@ def objective(table: SensitivityTable, choices: dict[str, Candidate], metric: st
     return float(sum(table.damage(g, c, metric) for g, c in choices.items()))
 
 
-def greedy_path(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candidate], costs: CostModel,
-                metric: str) -> list[dict[str, Candidate]]:
+def greedy_path(
+    qgraph: QuantizerGraph,
+    table: SensitivityTable,
+    cands: list[Candidate],
+    costs: CostModel,
+    metric: str,
+) -> list[dict[str, Candidate]]:
     """Every plan the Pareto flipping visits, from most precise to cheapest."""
     opts = _options(qgraph, cands)
     current = {g: o[0] for g, o in opts.items()}
@@ -78,8 +83,12 @@ def greedy(qgraph, table, cands, costs: CostModel, limit: float, metric: str) ->
     path = greedy_path(qgraph, table, cands, costs, metric)
     for choices in path:
         if costs.plan_cost(choices) <= limit + 1e-9:
-            return Allocation(BitPlan(choices, {"allocator": "greedy", "metric": metric}), costs.plan_cost(choices),
-                              objective(table, choices, metric), path)
+            return Allocation(
+                BitPlan(choices, {"allocator": "greedy", "metric": metric}),
+                costs.plan_cost(choices),
+                objective(table, choices, metric),
+                path,
+            )
     raise _infeasible(costs, path[-1], limit)
 
 
@@ -135,8 +144,11 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
             break
     if choices is None:
         raise _infeasible(costs, {g: o[-1] for g, o in opts.items()}, limit)
-    return Allocation(BitPlan(choices, {"allocator": "knapsack", "metric": metric}), costs.plan_cost(choices),
-                      objective(table, choices, metric))
+    return Allocation(
+        BitPlan(choices, {"allocator": "knapsack", "metric": metric}),
+        costs.plan_cost(choices),
+        objective(table, choices, metric),
+    )
 
 
 def _unit(qgraph, opts, costs: CostModel, limit: float) -> float:
@@ -158,12 +170,23 @@ class _InfeasibleBudget(FaaqError):
 
 
 def _infeasible(costs: CostModel, cheapest: dict[str, Candidate], limit: float) -> FaaqError:
-    return _InfeasibleBudget(f"cheapest plan costs {costs.plan_cost(cheapest):.6g}, limit {limit:.6g}")
+    return _InfeasibleBudget(
+        f"cheapest plan costs {costs.plan_cost(cheapest):.6g}, limit {limit:.6g}"
+    )
 
 
-def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candidate], budget: Budget,
-             metric: str = "sqnr", method: str = "knapsack", costs: CostModel | None = None,
-             measure=None, accuracy=None, joint: bool = True) -> Allocation:
+def allocate(
+    qgraph: QuantizerGraph,
+    table: SensitivityTable,
+    cands: list[Candidate],
+    budget: Budget,
+    metric: str = "sqnr",
+    method: str = "knapsack",
+    costs: CostModel | None = None,
+    measure=None,
+    accuracy=None,
+    joint: bool = True,
+) -> Allocation:
     """Choose a BitPlan for a cost budget, or the cheapest plan meeting a measured floor.
 
     `measure(choices) -> {'sqnr_db': ...}` and `accuracy(choices) -> top-1` run the probe.
@@ -173,8 +196,12 @@ def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candid
     if not table.has(metric):
         why = table.meta.get("fit_unavailable", "not measured")
         raise FaaqError(f"metric {metric!r} is not available for this model ({why})")
-    costs = costs or CostModel(qgraph, "bops" if budget.is_floor else budget.kind, reference=budget.reference,
-                               bits=budget.bits)
+    costs = costs or CostModel(
+        qgraph,
+        "bops" if budget.is_floor else budget.kind,
+        reference=budget.reference,
+        bits=budget.bits,
+    )
     solve = greedy if method == "greedy" else knapsack
     if not budget.is_floor:
         limit = costs.limit(budget)
@@ -182,13 +209,22 @@ def allocate(qgraph: QuantizerGraph, table: SensitivityTable, cands: list[Candid
             alloc = solve(qgraph, table, cands, costs, limit, metric)
         except _InfeasibleBudget:
             opts = _options(qgraph, cands)
-            cheapest = costs.in_budget_units(costs.plan_cost({g: o[-1] for g, o in opts.items()}), budget)
+            cheapest = costs.in_budget_units(
+                costs.plan_cost({g: o[-1] for g, o in opts.items()}), budget
+            )
             raise FaaqError(
                 f"budget {budget} is infeasible with candidates {', '.join(map(str, cands))}: "
                 f"the cheapest plan needs {budget.kind}={cheapest:.4g} (nearest feasible budget)"
             ) from None
-        alloc.plan.meta.update({"budget": str(budget), "budget_value_reached": costs.in_budget_units(alloc.cost, budget)})
-        if measure is not None and joint:  # a cost budget needs no measurement: verification measures the model
+        alloc.plan.meta.update(
+            {
+                "budget": str(budget),
+                "budget_value_reached": costs.in_budget_units(alloc.cost, budget),
+            }
+        )
+        if (
+            measure is not None and joint
+        ):  # a cost budget needs no measurement: verification measures the model
             alloc.plan.meta["joint"] = measure(alloc.plan.choices)
         return alloc
     return _floor(qgraph, table, cands, budget, metric, method, costs, measure, accuracy)
@@ -199,18 +235,25 @@ def _floor(qgraph, table, cands, budget, metric, method, costs, measure, accurac
     if budget.kind == "sqnr-db":
         if measure is None:
             raise FaaqError("an sqnr-db budget needs the probe to measure plans")
+
         def ok(ch):
             return measure(ch)["sqnr_db"] >= budget.value
     else:
         if accuracy is None:
-            raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
+            raise FaaqError(
+                "a max-drop budget needs labeled data (--labels-data FILE with x and y)"
+            )
         ref_acc = accuracy(None)
+
         def ok(ch):
             return 100 * (ref_acc - accuracy(ch)) <= budget.value
+
     opts = _options(qgraph, cands)
     top = {g: o[0] for g, o in opts.items()}
     if not ok(top):
-        best = measure(top)["sqnr_db"] if budget.kind == "sqnr-db" else 100 * (ref_acc - accuracy(top))
+        best = (
+            measure(top)["sqnr_db"] if budget.kind == "sqnr-db" else 100 * (ref_acc - accuracy(top))
+        )
         raise FaaqError(
             f"budget {budget} is infeasible: the most precise plan ({', '.join(map(str, cands))}) reaches "
             f"{budget.kind}={best:.3g} (nearest feasible budget)"
@@ -227,12 +270,20 @@ def _floor(qgraph, table, cands, budget, metric, method, costs, measure, accurac
             else:
                 hi = mid
         choices = path[lo]
-        alloc = Allocation(BitPlan(choices, {"allocator": "greedy", "metric": metric}), costs.plan_cost(choices),
-                           objective(table, choices, metric), path)
+        alloc = Allocation(
+            BitPlan(choices, {"allocator": "greedy", "metric": metric}),
+            costs.plan_cost(choices),
+            objective(table, choices, metric),
+            path,
+        )
     else:
         top_cost = costs.plan_cost(top)
         low_cost = costs.plan_cost({g: o[-1] for g, o in opts.items()})
-        best = Allocation(BitPlan(top, {"allocator": "knapsack", "metric": metric}), top_cost, objective(table, top, metric))
+        best = Allocation(
+            BitPlan(top, {"allocator": "knapsack", "metric": metric}),
+            top_cost,
+            objective(table, top, metric),
+        )
         lo, hi = low_cost, top_cost
         for _ in range(12):  # bisection on the cost limit, each step one knapsack + one joint run
             mid = (lo + hi) / 2
@@ -254,18 +305,29 @@ def _floor(qgraph, table, cands, budget, metric, method, costs, measure, accurac
     return alloc
 
 
-def random_plan(qgraph: QuantizerGraph, cands: list[Candidate], costs: CostModel, limit: float, seed: int) -> BitPlan:
+def random_plan(
+    qgraph: QuantizerGraph, cands: list[Candidate], costs: CostModel, limit: float, seed: int
+) -> BitPlan:
     """A baseline: step random groups down to their next cheaper candidate until the budget holds."""
     rng = np.random.default_rng(seed)
     opts = _options(qgraph, cands)
     current = {g: o[0] for g, o in opts.items()}
     while costs.plan_cost(current) > limit + 1e-9:
-        movable = [g for g, o in opts.items()
-                   if any(costs.group_cost(qgraph.groups[g], c) < costs.group_cost(qgraph.groups[g], current[g]) for c in o)]
+        movable = [
+            g
+            for g, o in opts.items()
+            if any(
+                costs.group_cost(qgraph.groups[g], c)
+                < costs.group_cost(qgraph.groups[g], current[g])
+                for c in o
+            )
+        ]
         if not movable:
             raise FaaqError("random plan cannot meet the budget")
         g = movable[rng.integers(len(movable))]
         grp = qgraph.groups[g]
-        cheaper = [c for c in opts[g] if costs.group_cost(grp, c) < costs.group_cost(grp, current[g])]
+        cheaper = [
+            c for c in opts[g] if costs.group_cost(grp, c) < costs.group_cost(grp, current[g])
+        ]
         current[g] = max(cheaper, key=lambda c: (costs.group_cost(grp, c), c.w, c.a))
     return BitPlan(current, {"allocator": "random", "seed": seed})

@@ -13,7 +13,7 @@ from faaq_onnx.quant.formats import IntFormat
 
 KINDS = {
     "avg-bits": "average weight bits over quantized weights: bits as stored (container width, the default) "
-                "or effective bits (write avg-bits=4@effective)",
+    "or effective bits (write avg-bits=4@effective)",
     "size-mb": "model size in MB as written (packed weights, scales and zero points, float leftovers)",
     "bops": "bit operations relative to a reference scheme (default W8A8; write bops=0.25@w8a16)",
     "latency": "latency relative to the all-W8A8 model, from measured kernel costs on --ep (e.g. latency=1.1)",
@@ -32,13 +32,19 @@ class Budget:
     value: float
     reference: Candidate = Candidate(8, 8)
     bits: str = "stored"  # avg-bits only: count stored (container) or effective bits
-    confidence: float | None = None  # floors only: checked on a bound at this confidence (None: 0.95)
+    confidence: float | None = (
+        None  # floors only: checked on a bound at this confidence (None: 0.95)
+    )
 
     @classmethod
     def parse(cls, text: str) -> "Budget":
-        m = re.fullmatch(r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9.]+))?\s*", text.lower())
+        m = re.fullmatch(
+            r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9.]+))?\s*", text.lower()
+        )
         if not m or m.group(1) not in KINDS:
-            raise FaaqError(f"cannot read budget {text!r}: write KIND=VALUE with KIND one of {', '.join(KINDS)}")
+            raise FaaqError(
+                f"cannot read budget {text!r}: write KIND=VALUE with KIND one of {', '.join(KINDS)}"
+            )
         kind, suffix = m.group(1), m.group(3)
         try:
             value = float(m.group(2))
@@ -48,7 +54,9 @@ class Budget:
             raise FaaqError(f"--budget {kind} must be a finite number, got {m.group(2)}")
         if kind == "max-drop":  # 0: no drop at all, a valid (strict) floor
             if value < 0:
-                raise FaaqError(f"--budget max-drop must be >= 0 (percentage points of top-1), got {value:g}")
+                raise FaaqError(
+                    f"--budget max-drop must be >= 0 (percentage points of top-1), got {value:g}"
+                )
         elif value <= 0:
             raise FaaqError(f"--budget {kind} must be > 0, got {value:g}")
         ref, bits, confidence = Candidate(8, 8), "stored", None
@@ -57,12 +65,22 @@ class Budget:
                 ref = Candidate.parse(suffix)
             elif kind == "avg-bits" and suffix in BIT_BASES:
                 bits = suffix
-            elif kind in FLOORS and re.fullmatch(r"0?\.[0-9]+", suffix) and 0.5 <= float(suffix) < 1:
+            elif (
+                kind in FLOORS and re.fullmatch(r"0?\.[0-9]+", suffix) and 0.5 <= float(suffix) < 1
+            ):
                 confidence = float(suffix)
             else:
-                allowed = "@w8a16 (a reference scheme)" if kind == "bops" else (
-                    "@stored or @effective" if kind == "avg-bits" else
-                    "@0.95 (the confidence of the bound it is checked on, in [0.5, 1))" if kind in FLOORS else "nothing")
+                allowed = (
+                    "@w8a16 (a reference scheme)"
+                    if kind == "bops"
+                    else (
+                        "@stored or @effective"
+                        if kind == "avg-bits"
+                        else "@0.95 (the confidence of the bound it is checked on, in [0.5, 1))"
+                        if kind in FLOORS
+                        else "nothing"
+                    )
+                )
                 raise FaaqError(f"cannot read budget {text!r}: after {kind}= write {allowed}")
         return cls(kind, value, ref, bits, confidence)
 
@@ -88,11 +106,25 @@ class CostModel:
     int2 storage, else 4), so stored bits and bytes are what lands on disk.
     """
 
-    def __init__(self, qgraph: QuantizerGraph, kind: str, other_bytes: int = 0,
-                 reference: Candidate = Candidate(8, 8), symmetric_weights: bool = True, bits: str = "stored",
-                 min_container: int = 4, granularity: str = "per-channel", block_size: int = 32,
-                 latency=None) -> None:
-        self.qgraph, self.kind, self.other_bytes, self.reference = qgraph, kind, other_bytes, reference
+    def __init__(
+        self,
+        qgraph: QuantizerGraph,
+        kind: str,
+        other_bytes: int = 0,
+        reference: Candidate = Candidate(8, 8),
+        symmetric_weights: bool = True,
+        bits: str = "stored",
+        min_container: int = 4,
+        granularity: str = "per-channel",
+        block_size: int = 32,
+        latency=None,
+    ) -> None:
+        self.qgraph, self.kind, self.other_bytes, self.reference = (
+            qgraph,
+            kind,
+            other_bytes,
+            reference,
+        )
         self.symmetric, self.bits, self.min_container = symmetric_weights, bits, min_container
         self.granularity, self.block_size, self.latency = granularity, block_size, latency
         self.total_params = sum(g.weight_params for g in qgraph.groups.values())
@@ -135,7 +167,9 @@ class CostModel:
         return sum(self.group_cost(self.qgraph.groups[g], c) for g, c in choices.items())
 
     def _reference_cost(self) -> float:
-        return self.plan_cost({g: Candidate(self.reference.w, self.reference.a) for g in self.qgraph.groups})
+        return self.plan_cost(
+            {g: Candidate(self.reference.w, self.reference.a) for g in self.qgraph.groups}
+        )
 
     def _latency_overhead_us(self) -> float:
         """Time outside every group (framework, ops nobody owns), from the W8A8 profile."""
@@ -150,7 +184,12 @@ class CostModel:
         if budget.kind == "bops":
             return budget.value * self._reference_cost()
         if budget.kind == "latency":
-            ref_us = self.latency.plan_ms({g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)) * 1e3
+            ref_us = (
+                self.latency.plan_ms(
+                    {g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)
+                )
+                * 1e3
+            )
             return budget.value * ref_us - self._latency_overhead_us()
         if budget.kind == "latency-ms":
             return budget.value * 1e3 - self._latency_overhead_us()
@@ -165,7 +204,12 @@ class CostModel:
         if budget.kind == "bops":
             return cost / self._reference_cost()
         if budget.kind == "latency":
-            ref_us = self.latency.plan_ms({g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)) * 1e3
+            ref_us = (
+                self.latency.plan_ms(
+                    {g: Candidate(8, 8) for g in self.qgraph.groups}, Candidate(8, 8)
+                )
+                * 1e3
+            )
             return (cost + self._latency_overhead_us()) / ref_us
         if budget.kind == "latency-ms":
             return (cost + self._latency_overhead_us()) / 1e3

@@ -41,13 +41,21 @@ class Calibration:
             out = out.merged(p)
         return out
 
-    def activation_params(self, aq: ActivationQuantizer, bits: int, symmetric: bool, method: str,
-                          percentile: float = 99.99):
+    def activation_params(
+        self,
+        aq: ActivationQuantizer,
+        bits: int,
+        symmetric: bool,
+        method: str,
+        percentile: float = 99.99,
+    ):
         """(scale, zero point, format, lo, hi) of one activation quantizer at a bit width."""
         fmt = IntFormat(bits, signed=symmetric, min_container=8)
         key = (aq.name, bits, symmetric, method, percentile)
         if key not in self._ranges:  # range searches are the slow part; each is done once
-            self._ranges[key] = activation_range(self.quantizer_stats(aq), fmt, symmetric, method, percentile)
+            self._ranges[key] = activation_range(
+                self.quantizer_stats(aq), fmt, symmetric, method, percentile
+            )
         lo, hi = self._ranges[key]
         scale, zp = affine_params(lo, hi, fmt, symmetric)
         learned = self.learned.get((aq.name, bits))
@@ -69,8 +77,13 @@ def tap_model(proto: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return tapped
 
 
-def calibrate(model: ir.Model, qgraph: QuantizerGraph, inputs: dict[str, np.ndarray], batch_size: int = 16,
-              progress: bool = False) -> Calibration:
+def calibrate(
+    model: ir.Model,
+    qgraph: QuantizerGraph,
+    inputs: dict[str, np.ndarray],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Calibration:
     proto = to_proto(model)
     graph_inputs = set(inputs)
     wanted = sorted({t for aq in qgraph.activations.values() for t in aq.range_tensors})
@@ -81,15 +94,19 @@ def calibrate(model: ir.Model, qgraph: QuantizerGraph, inputs: dict[str, np.ndar
         if name in graph_inputs:
             arr = inputs[name]
             for i in range(0, len(arr), 256):  # batch by batch, as the session's outputs are
-                _observe(stats[name], arr[i:i + 256])
+                _observe(stats[name], arr[i : i + 256])
     if session is not None:
         batch = tap_batch_size(model, outputs, batch_size)
-        for _, outs in run_batches(session, inputs, batch, outputs, desc="calibrate", progress=progress):
+        for _, outs in run_batches(
+            session, inputs, batch, outputs, desc="calibrate", progress=progress
+        ):
             for name, arr in zip(outputs, outs):
                 _observe(stats[name], arr)
     for name, s in stats.items():
         if not np.isfinite(s.min) or not np.isfinite(s.max):
-            raise FaaqError(f"calibration produced non-finite values in tensor {name!r}; check the calibration data")
+            raise FaaqError(
+                f"calibration produced non-finite values in tensor {name!r}; check the calibration data"
+            )
     return Calibration(stats)
 
 

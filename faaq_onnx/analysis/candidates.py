@@ -23,9 +23,13 @@ ATTENTION_ACT_BITS = (8, 16)
 
 def parse_candidates(text: str) -> list[Candidate]:
     text = PRESETS.get(text.strip().lower(), text)
-    cands = sorted({Candidate.parse(t) for t in text.split(",") if t.strip()}, key=lambda c: (c.w, c.a))
+    cands = sorted(
+        {Candidate.parse(t) for t in text.split(",") if t.strip()}, key=lambda c: (c.w, c.a)
+    )
     if not cands:
-        raise FaaqError(f"no candidates in {text!r}: write e.g. w4a8,w8a8,w8a16 or a preset ({', '.join(PRESETS)})")
+        raise FaaqError(
+            f"no candidates in {text!r}: write e.g. w4a8,w8a8,w8a16 or a preset ({', '.join(PRESETS)})"
+        )
     return cands
 
 

@@ -29,9 +29,27 @@ WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 ACTIVATION_OPS = {"Add", "Concat", "GlobalAveragePool", "AveragePool", "MatMul", "Mul"}
 # ops whose outputs are values of their first input (or clamps of them): on a quantization
 # grid in, on the same grid out, so input and outputs share one scale
-PASS_THROUGH = {"Relu", "Clip", "MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
-                "Pad", "Slice", "Split", "Gather", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "GlobalMaxPool",
-                "Resize"}
+PASS_THROUGH = {
+    "Relu",
+    "Clip",
+    "MaxPool",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+    "Pad",
+    "Slice",
+    "Split",
+    "Gather",
+    "Expand",
+    "Tile",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "GlobalMaxPool",
+    "Resize",
+}
 CLAMPS = {"Relu", "Clip"}
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
 OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
@@ -145,7 +163,11 @@ def weight_axes(node: ir.Node, shape: tuple[int, ...], index: int) -> tuple[int 
     if op == "Conv":
         return 0, 1
     if op == "ConvTranspose":
-        return (1, 0) if node.attributes.get("group") is None or node.attributes["group"].value == 1 else (None, 0)
+        return (
+            (1, 0)
+            if node.attributes.get("group") is None or node.attributes["group"].value == 1
+            else (None, 0)
+        )
     if op == "Gemm":
         trans_b = node.attributes.get("transB")
         return (0, 1) if trans_b is not None and trans_b.value else (1, 0)
@@ -230,7 +252,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             if op in ("GlobalAveragePool", "AveragePool"):
                 data = data[:1]
             if op == "MatMul" and not all(_float_activation(v) for v in data):
-                skipped.append(f"{node.name}: MatMul weight is not a float initializer of rank >= 2")
+                skipped.append(
+                    f"{node.name}: MatMul weight is not a float initializer of rank >= 2"
+                )
                 continue
             if not data or not all(_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
@@ -267,7 +291,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             continue
         members = sorted(members, key=lambda m: _producer_index(values.get(m), order))
         droppable = [clamp_nodes[m].name for m in members if m in clamp_nodes]
-        range_tensors = [m for m in members if not _only_feeds_clamps(values.get(m), clamp_nodes, members)]
+        range_tensors = [
+            m for m in members if not _only_feeds_clamps(values.get(m), clamp_nodes, members)
+        ]
         name = f"act:{members[0]}"
         activations[name] = ActivationQuantizer(name, members, range_tensors or members, droppable)
         for m in members:
@@ -286,8 +312,13 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         act_names = [tensor_to_act[v.name] for v in data]
         for a in act_names:
             guf.union(key, a)
-        if node.op_type in OUTPUT_QUANTIZED and tensor_to_act[node.outputs[0].name] not in read_by_ops:
-            guf.union(key, tensor_to_act[node.outputs[0].name])  # an output only this op's group decides
+        if (
+            node.op_type in OUTPUT_QUANTIZED
+            and tensor_to_act[node.outputs[0].name] not in read_by_ops
+        ):
+            guf.union(
+                key, tensor_to_act[node.outputs[0].name]
+            )  # an output only this op's group decides
         if widx is not None:
             wv = node.inputs[widx]
             shape = tuple(wv.const_value.shape)
@@ -297,14 +328,28 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             else:
                 ch, blk = weight_axes(node, shape, widx)
                 bias = None
-                if node.op_type in ("Conv", "Gemm", "ConvTranspose") and len(node.inputs) > 2 and node.inputs[2] is not None:
+                if (
+                    node.op_type in ("Conv", "Gemm", "ConvTranspose")
+                    and len(node.inputs) > 2
+                    and node.inputs[2] is not None
+                ):
                     if node.inputs[2].is_initializer():
                         bias = node.inputs[2].name
                 weights[wv.name] = WeightQuantizer(
-                    wv.name, [node.name], node.op_type, shape, ch, blk, macs, bias, act_names[0] if act_names else None
+                    wv.name,
+                    [node.name],
+                    node.op_type,
+                    shape,
+                    ch,
+                    blk,
+                    macs,
+                    bias,
+                    act_names[0] if act_names else None,
                 )
             guf.union(key, f"w:{wv.name}")
-            kind = {"Conv": "conv", "ConvTranspose": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
+            kind = {"Conv": "conv", "ConvTranspose": "conv", "Gemm": "gemm", "MatMul": "matmul"}[
+                node.op_type
+            ]
         else:
             kind = {
                 "MatMul": "attention",
@@ -368,7 +413,9 @@ def _producer_index(v: ir.Value | None, order: dict[str, int]) -> int:
     return order.get(v.producer().name, -1)
 
 
-def _only_feeds_clamps(v: ir.Value | None, clamp_nodes: dict[str, ir.Node], members: list[str]) -> bool:
+def _only_feeds_clamps(
+    v: ir.Value | None, clamp_nodes: dict[str, ir.Node], members: list[str]
+) -> bool:
     """True when every reader of v is a Relu/Clip: only the clamped values matter then."""
     if v is None or v.is_graph_output():
         return False

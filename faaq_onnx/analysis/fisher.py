@@ -20,8 +20,15 @@ from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.quant.affine import fake_quant
 
 
-def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, prober, jobs, inputs: dict[str, np.ndarray],
-                       samples: int = 32, seed: int = 0):
+def fisher_sensitivity(
+    float_proto: onnx.ModelProto,
+    qgraph: QuantizerGraph,
+    prober,
+    jobs,
+    inputs: dict[str, np.ndarray],
+    samples: int = 32,
+    seed: int = 0,
+):
     """{(group name, candidate): FIT value} for the given jobs, or (None, why)."""
     try:
         import torch
@@ -38,8 +45,14 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
     act_bits = sorted({c.a for _, c in jobs if c.a < FLOAT})
     w_bits = sorted({c.w for g, c in jobs if g.weights and c.w < FLOAT})
     # precomputed quantization deltas of the weights, per bit width
-    w_delta = {(w, b): torch.from_numpy(prober.cache.get(w, b).dequantized() - prober.cache.float_weight(w)) ** 2
-               for w in qgraph.weights for b in w_bits}
+    w_delta = {
+        (w, b): torch.from_numpy(
+            prober.cache.get(w, b).dequantized() - prober.cache.float_weight(w)
+        )
+        ** 2
+        for w in qgraph.weights
+        for b in w_bits
+    }
     w_fisher = {w: torch.zeros_like(p) for w, p in tg.params.items()}
     act_err = {(a, b): 0.0 for a in qgraph.activations for b in act_bits}
     gen = torch.Generator().manual_seed(seed)
@@ -60,7 +73,9 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
                 return None, str(exc)
             out = outs[0]
             if out.dim() == 2 and out.shape[1] > 1:
-                label = torch.multinomial(torch.softmax(out.detach(), 1), 1, generator=gen).reshape(-1)
+                label = torch.multinomial(torch.softmax(out.detach(), 1), 1, generator=gen).reshape(
+                    -1
+                )
                 loss = torch.nn.functional.cross_entropy(out, label, reduction="sum")
             else:
                 target = out.detach() + torch.randn(out.shape, generator=gen)
@@ -87,8 +102,9 @@ def fisher_sensitivity(float_proto: onnx.ModelProto, qgraph: QuantizerGraph, pro
     w_fit = {(w, b): float((w_fisher[w] * w_delta[(w, b)]).sum()) / n for (w, b) in w_delta}
     out = {}
     for g, c in jobs:
-        v = (sum(w_fit[(w, c.w)] for w in g.weights if c.w < FLOAT)
-             + sum(act_err[(a, c.a)] / n for a in g.activations if c.a < FLOAT))
+        v = sum(w_fit[(w, c.w)] for w in g.weights if c.w < FLOAT) + sum(
+            act_err[(a, c.a)] / n for a in g.activations if c.a < FLOAT
+        )
         out[(g.name, c)] = v
     return out, None
 
@@ -103,7 +119,9 @@ def fit_available(float_proto, metrics: tuple, warnings: list) -> tuple:
         return metrics
     except UnsupportedOp as exc:
         if metrics == ("fit",):
-            raise FaaqError(f"the fit metric needs the torch interpreter, which cannot run this model: {exc}; "
-                            "use --metric sqnr or kl") from None
+            raise FaaqError(
+                f"the fit metric needs the torch interpreter, which cannot run this model: {exc}; "
+                "use --metric sqnr or kl"
+            ) from None
         warnings.append(f"fit metric unavailable: {exc}")
         return tuple(m for m in metrics if m != "fit")

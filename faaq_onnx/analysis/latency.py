@@ -63,8 +63,13 @@ class LatencyTable:
         return (overhead_us + sum(self.cost(g, c) for g, c in choices.items())) / 1e3
 
     def to_dict(self) -> dict:
-        return {"group_us": self.group_us, "other_us": self.other_us, "wall_ms": self.wall_ms,
-                "classes": self.classes, "meta": self.meta}
+        return {
+            "group_us": self.group_us,
+            "other_us": self.other_us,
+            "wall_ms": self.wall_ms,
+            "classes": self.classes,
+            "meta": self.meta,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatencyTable":
@@ -95,8 +100,12 @@ def attribute_nodes(emitted: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[st
                 out[n.name] = g
         elif n.op_type in PASS_THROUGH and n.input:
             src = producer.get(n.input[0])
-            while src is not None and src.name not in op_group and src.op_type in (PASS_THROUGH | quantizer_ops) \
-                    and src.input:
+            while (
+                src is not None
+                and src.name not in op_group
+                and src.op_type in (PASS_THROUGH | quantizer_ops)
+                and src.input
+            ):
                 src = producer.get(src.input[0])
             if src is not None and src.name in op_group:
                 out[n.name] = op_group[src.name]
@@ -118,25 +127,50 @@ def _first_group_downstream(node, consumers, op_group, walk_through, depth: int 
     return None
 
 
-def latency_key(float_proto: onnx.ModelProto, config: QuantConfig, cands: list[Candidate], ep: str, batch: int,
-                threads: int | None) -> str:
+def latency_key(
+    float_proto: onnx.ModelProto,
+    config: QuantConfig,
+    cands: list[Candidate],
+    ep: str,
+    batch: int,
+    threads: int | None,
+) -> str:
     h = hashlib.sha256(float_proto.SerializeToString(deterministic=True))
-    settings = {k: v for k, v in config.to_dict().items()
-                if k not in ("progress", "verify_samples", "scheme", "preset")}  # preset: data, not kernels
-    h.update(json.dumps([settings, sorted(str(c) for c in cands), ep, batch, threads, os.cpu_count(), "v1"],
-                        sort_keys=True, default=str).encode())
+    settings = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in ("progress", "verify_samples", "scheme", "preset")
+    }  # preset: data, not kernels
+    h.update(
+        json.dumps(
+            [settings, sorted(str(c) for c in cands), ep, batch, threads, os.cpu_count(), "v1"],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     return h.hexdigest()[:24]
 
 
-def build_latency_table(comp, cands: list[Candidate], ep: str = "cpu", batch: int = 1, runs: int = 20,
-                        threads: int | None = None, cache_dir=None) -> LatencyTable:
+def build_latency_table(
+    comp,
+    cands: list[Candidate],
+    ep: str = "cpu",
+    batch: int = 1,
+    runs: int = 20,
+    threads: int | None = None,
+    cache_dir=None,
+) -> LatencyTable:
     """Profile one uniform model per kernel class among `cands` (and W8A8, the reference)."""
     from faaq_onnx.analysis.sensitivity import default_cache_dir
     from faaq_onnx.runtime.node_costs import measure_node_costs
 
     cands = sorted(set(cands) | {Candidate(8, 8)}, key=lambda c: (c.w, c.a))
     key = latency_key(comp.float_proto, comp.config, cands, ep, batch, threads)
-    path = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / f"latency-{key}.json"
+    path = (
+        None
+        if cache_dir is False
+        else Path(cache_dir or default_cache_dir()) / f"latency-{key}.json"
+    )
     if path is not None and path.exists():
         table = LatencyTable.from_dict(json.loads(path.read_text()))
         table.meta["cached"] = str(path)
@@ -162,8 +196,13 @@ def build_latency_table(comp, cands: list[Candidate], ep: str = "cpu", batch: in
         for g in group_us:
             group_us[g].setdefault(cls, 0.0)
         other_us[cls], wall_ms[cls] = other, costs.wall_ms
-    table = LatencyTable(group_us, other_us, wall_ms, classes,
-                         {"ep": ep, "batch": batch, "runs": runs, "threads": threads, "key": key})
+    table = LatencyTable(
+        group_us,
+        other_us,
+        wall_ms,
+        classes,
+        {"ep": ep, "batch": batch, "runs": runs, "threads": threads, "key": key},
+    )
     if path is not None:
         from faaq_onnx.outputs import write_json_atomic
 
@@ -187,13 +226,21 @@ def matmul_kernel_choice(comp, plan, already: set[str]) -> dict:
     from faaq_onnx.runtime.node_costs import measure_node_costs
 
     ops = {n.name: n.op_type for n in comp.float_proto.graph.node}
-    groups = [g for g in comp.qgraph.groups.values() if g.weights and plan.choices[g.name].w <= 8
-              and plan.choices[g.name].a <= 8 and any(ops.get(o) in ("MatMul", "Gemm") for o in g.ops)]
+    groups = [
+        g
+        for g in comp.qgraph.groups.values()
+        if g.weights
+        and plan.choices[g.name].w <= 8
+        and plan.choices[g.name].a <= 8
+        and any(ops.get(o) in ("MatMul", "Gemm") for o in g.ops)
+    ]
     wanted = {o for g in groups for o in g.ops if ops.get(o) in ("MatMul", "Gemm")} - already
     if not wanted:
         return {"nbits_nodes": set(), "groups": {}}
     int8_proto, _ = comp.build(plan, nbits=set(already))
-    nbits_proto, converted = convert_to_matmulnbits(int8_proto, drop_activation_qdq=True, nodes=wanted)
+    nbits_proto, converted = convert_to_matmulnbits(
+        int8_proto, drop_activation_qdq=True, nodes=wanted
+    )
     feeds = _batch_feeds(comp.inputs, comp.config.latency_batch)
     costs = {}
     for form, proto in (("int8", int8_proto), ("nbits", nbits_proto)):
@@ -212,7 +259,12 @@ def matmul_kernel_choice(comp, plan, already: set[str]) -> dict:
         report[g.name] = {"int8_us": round(a, 2), "nbits_us": round(b, 2), "choice": pick}
         if pick == "nbits":
             chosen |= nodes
-    return {"nbits_nodes": chosen, "groups": report, "ep": comp.config.ep, "batch": comp.config.latency_batch}
+    return {
+        "nbits_nodes": chosen,
+        "groups": report,
+        "ep": comp.config.ep,
+        "batch": comp.config.latency_batch,
+    }
 
 
 def matmul_nbits_nodes(comp, plan) -> set[str]:

@@ -33,7 +33,7 @@ class OutputStore:
                 f = tempfile.TemporaryFile(prefix="faaq-outputs-")
                 self._files.append(f)
                 self.arrays[name] = np.memmap(f, dtype=np.float16, mode="w+", shape=shape)
-        self.arrays[name][start:start + len(batch)] = batch
+        self.arrays[name][start : start + len(batch)] = batch
 
     def get(self, name: str, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.arrays[name][start:stop], np.float32)
@@ -69,8 +69,10 @@ class RunningComparison:
         self.count += len(ref)
 
     def result(self) -> dict:
-        out = {"sqnr_db": ratio_db(float(np.mean(self.ratios))),
-               "sqnr_db_pooled": ratio_db(self.signal / max(self.noise, 1e-30))}
+        out = {
+            "sqnr_db": ratio_db(float(np.mean(self.ratios))),
+            "sqnr_db_pooled": ratio_db(self.signal / max(self.noise, 1e-30)),
+        }
         if self.classifier:
             out["top1_agreement"] = self.agree / max(self.count, 1)
         return out

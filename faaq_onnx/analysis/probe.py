@@ -89,14 +89,18 @@ def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph, extra_inputs=())
             if t not in consumers and t not in outputs:
                 continue
             y = f"{t}__fq"
-            new_nodes += onnx_fake_quant(helper, t, p["scale"], p["zp"], p["qmin"], p["qmax"], y, prefix=y)
+            new_nodes += onnx_fake_quant(
+                helper, t, p["scale"], p["zp"], p["qmin"], p["qmax"], y, prefix=y
+            )
             for node, i in consumers.get(t, []):
                 node.input[i] = y
             if t in outputs:
                 renamed_outputs[t] = y
     for o in g.output:
         if o.name in renamed_outputs:
-            new_nodes.append(helper.make_node("Identity", [renamed_outputs[o.name]], [o.name + "__probe_out"]))
+            new_nodes.append(
+                helper.make_node("Identity", [renamed_outputs[o.name]], [o.name + "__probe_out"])
+            )
             o.name = o.name + "__probe_out"
     g.node.extend(new_nodes)
     _toposort(g)

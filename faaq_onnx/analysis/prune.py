@@ -15,7 +15,9 @@ from faaq_onnx.groups import QuantizerGraph
 MAX_ABS_RANGE = 1e6
 
 
-def prune_quantizers(qgraph: QuantizerGraph, calib: Calibration, max_abs: float = MAX_ABS_RANGE) -> QuantizerGraph:
+def prune_quantizers(
+    qgraph: QuantizerGraph, calib: Calibration, max_abs: float = MAX_ABS_RANGE
+) -> QuantizerGraph:
     dropped = {}
     for name, aq in qgraph.activations.items():
         stats = calib.quantizer_stats(aq)
@@ -29,8 +31,10 @@ def prune_quantizers(qgraph: QuantizerGraph, calib: Calibration, max_abs: float 
         acts = [a for a in g.activations if a not in dropped]
         if acts or g.weights:
             groups[gname] = replace(g, activations=acts)
-    weights = {k: replace(w, activation=None if w.activation in dropped else w.activation)
-               for k, w in qgraph.weights.items()}
+    weights = {
+        k: replace(w, activation=None if w.activation in dropped else w.activation)
+        for k, w in qgraph.weights.items()
+    }
     skipped = list(qgraph.skipped) + [
         f"{name}: range [{lo:.3g}, {hi:.3g}] too wide for an integer grid (attention mask?); left float"
         for name, (lo, hi) in dropped.items()

@@ -58,9 +58,11 @@ class SensitivityTable:
 
     def ranking(self, cand: Candidate | None, metric: str) -> list[str]:
         """Groups from most to least sensitive at one candidate (default: each group's lowest)."""
+
         def score(g):
             c = cand if cand is not None and str(cand) in self.table[g] else self._lowest(g)
             return self.damage(g, c, metric)
+
         return sorted(self.table, key=score, reverse=True)
 
     def _lowest(self, g: str) -> Candidate:
@@ -74,8 +76,15 @@ class SensitivityTable:
         return cls(d["table"], d.get("meta", {}))
 
     def to_markdown(self, metric_order=("sqnr_db", "kl", "fit")) -> str:
-        cands = sorted({c for g in self.table.values() for c in g}, key=lambda c: Candidate.parse(c).w * 100 + Candidate.parse(c).a)
-        lines = ["| group | " + " | ".join(f"{c} {m}" for c in cands for m in metric_order if self._any(c, m)) + " |"]
+        cands = sorted(
+            {c for g in self.table.values() for c in g},
+            key=lambda c: Candidate.parse(c).w * 100 + Candidate.parse(c).a,
+        )
+        lines = [
+            "| group | "
+            + " | ".join(f"{c} {m}" for c in cands for m in metric_order if self._any(c, m))
+            + " |"
+        ]
         lines.append("|---|" + "---|" * (len(lines[0].split("|")) - 3))
         for g, row in self.table.items():
             cells = []
@@ -84,7 +93,9 @@ class SensitivityTable:
                     if not self._any(c, m):
                         continue
                     v = row.get(c, {}).get(m)
-                    cells.append("" if v is None else (f"{v:.2f}" if m == "sqnr_db" else f"{v:.3g}"))
+                    cells.append(
+                        "" if v is None else (f"{v:.2f}" if m == "sqnr_db" else f"{v:.3g}")
+                    )
             lines.append(f"| {g} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -95,7 +106,9 @@ class SensitivityTable:
 class ConfigFeeds:
     """A quantization configuration as probe feeds: fake-quantized weights, fake-quant parameters."""
 
-    def __init__(self, qgraph: QuantizerGraph, cal: Calibration, cache: WeightCache, config: QuantConfig) -> None:
+    def __init__(
+        self, qgraph: QuantizerGraph, cal: Calibration, cache: WeightCache, config: QuantConfig
+    ) -> None:
         self.qgraph, self.cal, self.cache, self.config = qgraph, cal, cache, config
         self._act_cache: dict[tuple[str, int], np.ndarray] = {}
 
@@ -107,8 +120,9 @@ class ConfigFeeds:
         key = (act, bits)
         if key not in self._act_cache:
             c = self.config
-            scale, zp, fmt, _, _ = self.cal.activation_params(self.qgraph.activations[act], bits, c.act_symmetric,
-                                                              c.act_range, c.percentile)
+            scale, zp, fmt, _, _ = self.cal.activation_params(
+                self.qgraph.activations[act], bits, c.act_symmetric, c.act_range, c.percentile
+            )
             self._act_cache[key] = enabled_params(scale, zp, fmt.qmin, fmt.qmax)
         return self._act_cache[key]
 
@@ -132,13 +146,25 @@ def sweep_inputs(inputs: dict[str, np.ndarray], config: QuantConfig) -> dict[str
 class Prober(ConfigFeeds):
     """Everything needed to measure a configuration: probe session, weights, ranges."""
 
-    def __init__(self, float_proto: onnx.ModelProto, qgraph: QuantizerGraph, cal: Calibration,
-                 cache: WeightCache, config: QuantConfig, inputs: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        float_proto: onnx.ModelProto,
+        qgraph: QuantizerGraph,
+        cal: Calibration,
+        cache: WeightCache,
+        config: QuantConfig,
+        inputs: dict[str, np.ndarray],
+    ) -> None:
         super().__init__(qgraph, cal, cache, config)
         inputs = sweep_inputs(inputs, config)
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
-        self.session = ProbeSession(build_probe(float_proto, qgraph), inputs, list(qgraph.activations),
-                                    max(config.batch_size, 64), threads=config.ort_threads)
+        self.session = ProbeSession(
+            build_probe(float_proto, qgraph),
+            inputs,
+            list(qgraph.activations),
+            max(config.batch_size, 64),
+            threads=config.ort_threads,
+        )
         self.reference = self.session.run()
 
     def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
@@ -151,9 +177,15 @@ class Prober(ConfigFeeds):
         return {"sqnr_db": sqnr_db(ref_all, got_all), "kl": output_kl(self.reference[0], outs[0])}
 
 
-def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], config: QuantConfig,
-              cands: list[Candidate], metrics: tuple[str, ...], fit_samples: int | None = None,
-              weights_key: str = "") -> str:
+def sweep_key(
+    float_proto: onnx.ModelProto,
+    inputs: dict[str, np.ndarray],
+    config: QuantConfig,
+    cands: list[Candidate],
+    metrics: tuple[str, ...],
+    fit_samples: int | None = None,
+    weights_key: str = "",
+) -> str:
     """Everything a table depends on: model, data, settings, candidates, metrics, the
     number of Fisher samples (when FIT is measured) and how weights were rounded."""
     h = hashlib.sha256()
@@ -161,50 +193,96 @@ def sweep_key(float_proto: onnx.ModelProto, inputs: dict[str, np.ndarray], confi
     for k in sorted(inputs):
         h.update(k.encode())
         arr = inputs[k]
-        h.update(arr.fingerprint() if hasattr(arr, "fingerprint") else np.ascontiguousarray(arr).tobytes())
+        h.update(
+            arr.fingerprint()
+            if hasattr(arr, "fingerprint")
+            else np.ascontiguousarray(arr).tobytes()
+        )
     settings = config.to_dict()
-    for k in ("progress", "verify_samples", "scheme", "preset"):  # preset: already in the inputs hashed above
+    for k in (
+        "progress",
+        "verify_samples",
+        "scheme",
+        "preset",
+    ):  # preset: already in the inputs hashed above
         settings.pop(k, None)
     fit = fit_samples if "fit" in metrics else None
-    h.update(json.dumps([settings, [str(c) for c in cands], list(metrics), fit, weights_key, "v2"],
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, "v2"],
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()[:24]
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FAAQ_CACHE_DIR", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faaq"))
+    return Path(
+        os.environ.get(
+            "FAAQ_CACHE_DIR",
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "faaq",
+        )
+    )
 
 
-def sensitivity(get_prober, feeds: ConfigFeeds, inputs: dict[str, np.ndarray], float_proto: onnx.ModelProto,
-                cands: list[Candidate], metrics=("sqnr", "kl", "fit"), cache_dir: Path | None = None,
-                progress: bool = False, fit_fn=None, fit_samples: int | None = None,
-                distributed=None) -> SensitivityTable:
+def sensitivity(
+    get_prober,
+    feeds: ConfigFeeds,
+    inputs: dict[str, np.ndarray],
+    float_proto: onnx.ModelProto,
+    cands: list[Candidate],
+    metrics=("sqnr", "kl", "fit"),
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    fit_fn=None,
+    fit_samples: int | None = None,
+    distributed=None,
+) -> SensitivityTable:
     """Measure every group x candidate alone; reuse a cached table when one matches.
 
     `get_prober()` builds the probe session only when SQNR or KL are measured: a FIT-only
     table needs no ORT run at all. `distributed(jobs)`, when given, measures them on workers."""
     inputs = sweep_inputs(inputs, feeds.config)
-    key = sweep_key(float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key())
-    path = Path(cache_dir or default_cache_dir()) / f"sensitivity-{key}.json" if cache_dir is not False else None
+    key = sweep_key(
+        float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key()
+    )
+    path = (
+        Path(cache_dir or default_cache_dir()) / f"sensitivity-{key}.json"
+        if cache_dir is not False
+        else None
+    )
     if path is not None and path.exists():
         table = SensitivityTable.from_dict(json.loads(path.read_text()))
         table.meta["cached"] = str(path)
         return table
     jobs = [(g, c) for g in feeds.qgraph.groups.values() for c in group_candidates(g, cands)]
-    table: dict[str, dict[str, dict[str, float]]] = {g.name: {str(c): {} for c in group_candidates(g, cands)}
-                                                     for g in feeds.qgraph.groups.values()}
+    table: dict[str, dict[str, dict[str, float]]] = {
+        g.name: {str(c): {} for c in group_candidates(g, cands)}
+        for g in feeds.qgraph.groups.values()
+    }
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
         measured = distributed(jobs) if distributed is not None else None
         prober = get_prober() if measured is None else None
-        for g, c in tqdm(jobs, desc="sensitivity", disable=not progress, unit="config", leave=False):
-            entry = dict(measured[(g.name, str(c))]) if measured is not None else prober.measure({g.name: c})
+        for g, c in tqdm(
+            jobs, desc="sensitivity", disable=not progress, unit="config", leave=False
+        ):
+            entry = (
+                dict(measured[(g.name, str(c))])
+                if measured is not None
+                else prober.measure({g.name: c})
+            )
             if "kl" not in metrics:
                 entry.pop("kl")
             if "sqnr" not in metrics:
                 entry.pop("sqnr_db")
             table[g.name][str(c)] = entry
-    meta = {"samples": int(len(next(iter(inputs.values())))), "candidates": [str(c) for c in cands],
-            "metrics": list(metrics), "configs": len(jobs), "key": key}
+    meta = {
+        "samples": int(len(next(iter(inputs.values())))),
+        "candidates": [str(c) for c in cands],
+        "metrics": list(metrics),
+        "configs": len(jobs),
+        "key": key,
+    }
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
         if fit is None:

@@ -29,7 +29,11 @@ def plan_point(comp, plan: BitPlan, label: str) -> dict:
         "sqnr_db": m["sqnr_db"],
         "kl": m["kl"],
         "plan": plan.to_dict()["choices"],
-        **({"latency_ms": comp.latency.plan_ms(plan.choices, Candidate(8, 8))} if comp.latency is not None else {}),
+        **(
+            {"latency_ms": comp.latency.plan_ms(plan.choices, Candidate(8, 8))}
+            if comp.latency is not None
+            else {}
+        ),
     }
 
 
@@ -62,7 +66,10 @@ def plot_tradeoff(curve: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("model_bytes", "model size (MB, as stored)"), ("relative_bops", "BOPs relative to W8A8")]
+    panels = [
+        ("model_bytes", "model size (MB, as stored)"),
+        ("relative_bops", "BOPs relative to W8A8"),
+    ]
     if curve["uniform"] and "latency_ms" in curve["uniform"][0]:
         panels.append(("latency_ms", "latency (ms, from measured kernel costs)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
@@ -70,10 +77,21 @@ def plot_tradeoff(curve: dict, path) -> None:
         scale = 1e-6 if key == "model_bytes" else 1.0
         for method, style in (("greedy", "o-"), ("knapsack", "s--")):
             pts = sorted(curve[method], key=lambda p: p[key])
-            ax.plot([p[key] * scale for p in pts], [p["sqnr_db"] for p in pts], style, label=f"{method} ({curve['metric']})")
+            ax.plot(
+                [p[key] * scale for p in pts],
+                [p["sqnr_db"] for p in pts],
+                style,
+                label=f"{method} ({curve['metric']})",
+            )
         for p in curve["uniform"]:
             ax.plot(p[key] * scale, p["sqnr_db"], "k*", markersize=10)
-            ax.annotate(p["label"], (p[key] * scale, p["sqnr_db"]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+            ax.annotate(
+                p["label"],
+                (p[key] * scale, p["sqnr_db"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=8,
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("output SQNR (dB, measured jointly)")
         ax.grid(alpha=0.3)
@@ -93,7 +111,10 @@ def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:
     import matplotlib.pyplot as plt
 
     groups = list(table.table)
-    cands = sorted({c for row in table.table.values() for c in row}, key=lambda c: (Candidate.parse(c).w, Candidate.parse(c).a))
+    cands = sorted(
+        {c for row in table.table.values() for c in row},
+        key=lambda c: (Candidate.parse(c).w, Candidate.parse(c).a),
+    )
     fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(groups) + 1)))
     height = 0.8 / max(1, len(cands))
     y = np.arange(len(groups))
@@ -103,9 +124,13 @@ def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:
     ax.set_yticks(y + 0.4 - height / 2)
     ax.set_yticklabels([g.replace("g:", "")[-40:] for g in groups], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel({"sqnr_db": "output SQNR (dB) with this group alone quantized — lower = more sensitive",
-                   "kl": "output KL divergence — higher = more sensitive",
-                   "fit": "Fisher-weighted error — higher = more sensitive"}[metric_key])
+    ax.set_xlabel(
+        {
+            "sqnr_db": "output SQNR (dB) with this group alone quantized — lower = more sensitive",
+            "kl": "output KL divergence — higher = more sensitive",
+            "fit": "Fisher-weighted error — higher = more sensitive",
+        }[metric_key]
+    )
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -36,7 +36,7 @@ def bootstrap_means(values, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.n
     step = max(1, (1 << 22) // max(n, 1))  # bounded memory for many samples
     for start in range(0, draws, step):
         k = min(step, draws - start)
-        out[start:start + k] = v[rng.integers(0, n, size=(k, n))].mean(axis=1)
+        out[start : start + k] = v[rng.integers(0, n, size=(k, n))].mean(axis=1)
     return out
 
 
@@ -58,25 +58,42 @@ def upper_bound(values, confidence: float = DEFAULT_CONFIDENCE) -> float:
     return float(np.quantile(bootstrap_means(values), confidence))
 
 
-def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: dict[str, np.ndarray],
-           emitted: dict, batch_size: int = 16, reference=None, confidence: float = DEFAULT_CONFIDENCE) -> dict:
+def verify(
+    float_proto: onnx.ModelProto,
+    quant_proto: onnx.ModelProto,
+    inputs: dict[str, np.ndarray],
+    emitted: dict,
+    batch_size: int = 16,
+    reference=None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict:
     """Check the emitted model; SQNR against `reference` (the model file the user gave, which
     ORT reads itself, read-only), or against `float_proto` where no reference is given."""
     try:
         check_model(quant_proto)
     except onnx.checker.ValidationError as exc:
-        raise FaaqError(f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise FaaqError(
+            f"internal error: the emitted model fails onnx.checker: {str(exc).splitlines()[0]}"
+        ) from exc
     # one session at a time: the float model's weights and the quantized model's are never
     # resident together (what bounds the peak memory of a big model); the float outputs wait
     # in bounded memory (OutputStore) and are compared batch by batch
     n = int(len(next(iter(inputs.values()))))
-    described = "the float model as optimized" if reference is None else "the model given" + (
-        f" ({reference})" if isinstance(reference, (str, os.PathLike)) else "")
+    described = (
+        "the float model as optimized"
+        if reference is None
+        else "the model given"
+        + (f" ({reference})" if isinstance(reference, (str, os.PathLike)) else "")
+    )
     try:
         ref_sess = make_session(float_proto if reference is None else reference)
-    except FaaqError as exc:  # a file ORT cannot load as given (faaq's rewrites made it loadable): say so
-        ref_sess, described = make_session(float_proto), f"the float model as optimized ({described} does not " \
-                                                         f"load in ONNX Runtime: {exc})"
+    except (
+        FaaqError
+    ) as exc:  # a file ORT cannot load as given (faaq's rewrites made it loadable): say so
+        ref_sess, described = (
+            make_session(float_proto),
+            f"the float model as optimized ({described} does not load in ONNX Runtime: {exc})",
+        )
     names = [o.name for o in ref_sess.get_outputs()]
     store = OutputStore(n)
     for start, outs in run_batches(ref_sess, inputs, batch_size, names):
@@ -105,9 +122,12 @@ def verify(float_proto: onnx.ModelProto, quant_proto: onnx.ModelProto, inputs: d
         "confidence": confidence,
         "outputs": outputs,
         "size": size_report(float_proto if reference is None else reference, quant_proto, emitted),
-        "kernels": {"summary": kernels["summary"], "nodes": kernels["quantized_nodes"],
-                    "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
-                    "quantized": len(kernels["quantized_nodes"])},
+        "kernels": {
+            "summary": kernels["summary"],
+            "nodes": kernels["quantized_nodes"],
+            "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
+            "quantized": len(kernels["quantized_nodes"]),
+        },
     }
 
 
@@ -119,8 +139,12 @@ def model_bytes(proto) -> int:
     if isinstance(proto, (str, os.PathLike)):
         header = onnx.load(str(proto), load_external_data=False)
         folder = os.path.dirname(os.path.abspath(proto))
-        files = {os.path.join(folder, e.value) for t in header.graph.initializer for e in t.external_data
-                 if e.key == "location"}
+        files = {
+            os.path.join(folder, e.value)
+            for t in header.graph.initializer
+            for e in t.external_data
+            if e.key == "location"
+        }
         return os.path.getsize(proto) + sum(os.path.getsize(f) for f in files if os.path.isfile(f))
     return proto.ByteSize() + external_bytes(proto)
 

@@ -29,7 +29,16 @@ def main() -> None:
 def _register() -> None:
     import importlib
 
-    for name in ("quantize", "analyze", "eval", "reliability", "profile", "inspect", "export", "demo"):
+    for name in (
+        "quantize",
+        "analyze",
+        "eval",
+        "reliability",
+        "profile",
+        "inspect",
+        "export",
+        "demo",
+    ):
         try:
             mod = importlib.import_module(f"faaq_onnx.cli.{name}_cmd")
         except ModuleNotFoundError as exc:

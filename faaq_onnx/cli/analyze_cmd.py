@@ -13,27 +13,68 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
 @click.command("analyze")
 @click.argument("model", type=click.Path(dir_okay=False))
 @quant_options
-@click.option("--candidates", default="practical", show_default=True, help="Kernels per group, or a preset.")
-@click.option("--metrics", default="sqnr,kl,fit", show_default=True, help="Sensitivity metrics to measure.")
-@click.option("--metric", type=click.Choice(["sqnr", "kl", "fit"]), default="sqnr", show_default=True,
-              help="Metric the trade-off plans minimize.")
-@click.option("--points", type=int, default=8, show_default=True, help="Budgets on the trade-off curve.")
-@click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--latency/--no-latency", default=False, show_default=True,
-              help="Also profile each candidate's kernels on --ep and plot SQNR against measured latency.")
+@click.option(
+    "--candidates", default="practical", show_default=True, help="Kernels per group, or a preset."
+)
+@click.option(
+    "--metrics", default="sqnr,kl,fit", show_default=True, help="Sensitivity metrics to measure."
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["sqnr", "kl", "fit"]),
+    default="sqnr",
+    show_default=True,
+    help="Metric the trade-off plans minimize.",
+)
+@click.option(
+    "--points", type=int, default=8, show_default=True, help="Budgets on the trade-off curve."
+)
+@click.option(
+    "--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Output folder."
+)
+@click.option(
+    "--latency/--no-latency",
+    default=False,
+    show_default=True,
+    help="Also profile each candidate's kernels on --ep and plot SQNR against measured latency.",
+)
 @click.option("--ep", default="cpu", show_default=True, help="Execution provider for --latency.")
-@click.option("--latency-batch", type=int, default=1, show_default=True, help="Batch size for --latency.")
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-              help="Where sensitivity tables and measured kernel costs are cached "
-                   "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq].")
+@click.option(
+    "--latency-batch", type=int, default=1, show_default=True, help="Batch size for --latency."
+)
+@click.option(
+    "--cache-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where sensitivity tables and measured kernel costs are cached "
+    "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq].",
+)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @preset_option
-def command(model, candidates, metrics, metric, points, report_dir, cache_dir, no_cache, latency, ep, latency_batch,
-            **opts):
+def command(
+    model,
+    candidates,
+    metrics,
+    metric,
+    points,
+    report_dir,
+    cache_dir,
+    no_cache,
+    latency,
+    ep,
+    latency_batch,
+    **opts,
+):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
     from faaq_onnx.analysis import tradeoff as tradeoff_mod
     from faaq_onnx.analysis.candidates import parse_candidates
-    from faaq_onnx.cli.common import at_least, cache_option, check_cache_dir, echo_warnings, input_files
+    from faaq_onnx.cli.common import (
+        at_least,
+        cache_option,
+        check_cache_dir,
+        echo_warnings,
+        input_files,
+    )
     from faaq_onnx.errors import FaaqError
     from faaq_onnx.outputs import OutputSet, check_destinations
     from faaq_onnx.passes.emit_qdq import needed_opset
@@ -49,15 +90,27 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
     if any(m not in ("sqnr", "kl", "fit") for m in wanted) or metric not in wanted:
         raise FaaqError(f"--metrics must be among sqnr, kl, fit and include --metric {metric}")
     out = Path(report_dir)
-    names = ["sensitivity.json", "sensitivity.md", "sensitivity.png", "tradeoff.json", "tradeoff.png"]
+    names = [
+        "sensitivity.json",
+        "sensitivity.md",
+        "sensitivity.png",
+        "tradeoff.json",
+        "tradeoff.png",
+    ]
     names += ["latency.json"] if latency else []
     check_destinations({"--report": out}, folders=("--report",))
-    check_destinations([("--report", out / n) for n in names],
-                       input_files(model=model, **{"calibration data": opts["calib"]}))
+    check_destinations(
+        [("--report", out / n) for n in names],
+        input_files(model=model, **{"calibration data": opts["calib"]}),
+    )
     check_cache_dir(cache_dir, no_cache)
     cache = cache_option(cache_dir, no_cache)
-    comp = Compilation(model, opts["calib"], config,
-                       target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2))
+    comp = Compilation(
+        model,
+        opts["calib"],
+        config,
+        target_opset=needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2),
+    )
     echo_warnings(comp.warnings)
     if metric == "fit":
         from faaq_onnx.interpreter import UnsupportedOp, check_supported
@@ -65,7 +118,9 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
         try:
             check_supported(comp.float_proto)
         except UnsupportedOp as exc:
-            raise FaaqError(f"--metric fit needs the torch interpreter, which cannot run this model: {exc}") from None
+            raise FaaqError(
+                f"--metric fit needs the torch interpreter, which cannot run this model: {exc}"
+            ) from None
     table = comp.sensitivity(cands, wanted, cache)
     key = {"sqnr": "sqnr_db", "kl": "kl", "fit": "fit"}[metric]
     if latency:
@@ -77,24 +132,36 @@ def command(model, candidates, metrics, metric, points, report_dir, cache_dir, n
         outs.add_json(out / "sensitivity.json", table.to_dict(), "--report")
         outs.add_text(out / "sensitivity.md", table.to_markdown(), "--report")
         if table.has(metric):
-            outs.add_file(out / "sensitivity.png", "--report",
-                          lambda tmp: tradeoff_mod.plot_sensitivity(table, tmp, key))
+            outs.add_file(
+                out / "sensitivity.png",
+                "--report",
+                lambda tmp: tradeoff_mod.plot_sensitivity(table, tmp, key),
+            )
         if latency:
             outs.add_json(out / "latency.json", comp.latency.to_dict(), "--report")
         outs.add_json(out / "tradeoff.json", curve, "--report")
-        outs.add_file(out / "tradeoff.png", "--report", lambda tmp: tradeoff_mod.plot_tradeoff(curve, tmp))
+        outs.add_file(
+            out / "tradeoff.png", "--report", lambda tmp: tradeoff_mod.plot_tradeoff(curve, tmp)
+        )
     if "fit_unavailable" in table.meta:
         click.echo(f"note: fit metric unavailable: {table.meta['fit_unavailable']}", err=True)
     worst = table.ranking(None, metric)[:5]
-    click.echo(f"{len(table.table)} groups x candidates {', '.join(map(str, cands))}: most sensitive ({metric}): "
-               + ", ".join(worst))
+    click.echo(
+        f"{len(table.table)} groups x candidates {', '.join(map(str, cands))}: most sensitive ({metric}): "
+        + ", ".join(worst)
+    )
+
     def lat(p):
         return f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else ""
 
     for p in curve["uniform"]:
-        click.echo(f"  uniform {p['label']:8} size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
-                   f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}")
+        click.echo(
+            f"  uniform {p['label']:8} size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
+            f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}"
+        )
     for p in curve["knapsack"]:
-        click.echo(f"  knapsack         size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
-                   f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}")
+        click.echo(
+            f"  knapsack         size {p['model_bytes'] / 1e6:7.3f} MB  BOPs {p['relative_bops']:.3f}  "
+            f"SQNR {p['sqnr_db']:6.2f} dB{lat(p)}"
+        )
     click.echo(f"report written to {out}/ (sensitivity.json/.md/.png, tradeoff.json/.png)")

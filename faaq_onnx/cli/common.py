@@ -34,14 +34,22 @@ def human_bytes(n: float) -> str:
     return f"{n:.2f} GB"
 
 
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
-json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
-                           help="Write the report as JSON here ('-': standard output).")
+seed_option = click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for every random choice."
+)
+json_option = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the report as JSON here ('-': standard output).",
+)
 preset_option = click.option(
-    "--preset", default=None,
+    "--preset",
+    default=None,
     help="Preprocessing of raw images in the calibration data (a folder of images, or uint8 images in an .npz): "
-         "cifar10, imagenet, imagenet-inception, digits, or none (decoded, HWC -> CHW, nothing else) "
-         "[default: guessed from the model's input and the images].")
+    "cifar10, imagenet, imagenet-inception, digits, or none (decoded, HWC -> CHW, nothing else) "
+    "[default: guessed from the model's input and the images].",
+)
 
 
 def at_least(option: str, value, minimum: int = 1) -> None:

@@ -13,8 +13,14 @@ import click
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the models, data and reports.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="out/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the models, data and reports.",
+)
 @click.option("--schemes", default="w8a8,w6a6,w4a8,w4a4", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(out_dir, schemes, seed):
@@ -42,19 +48,32 @@ def command(out_dir, schemes, seed):
     np.savez(out / "calib.npz", input=x_tr)
     np.savez(out / "test.npz", x=x_te, y=y_te)
     ref = evaluate(float_path, x_te, y_te)
-    click.echo(f"float      top-1 {100 * ref['top1']:6.2f}%  {human_bytes(float_path.stat().st_size):>10}")
+    click.echo(
+        f"float      top-1 {100 * ref['top1']:6.2f}%  {human_bytes(float_path.stat().st_size):>10}"
+    )
     summary = {"float": {"top1": ref["top1"], "bytes": float_path.stat().st_size}}
     for scheme in schemes.split(","):
         q_path = out / f"digits_cnn.{scheme}.onnx"
-        res = quantize(float_path, str(out / "calib.npz"), q_path, QuantConfig(scheme=scheme, seed=seed, progress=False))
+        res = quantize(
+            float_path,
+            str(out / "calib.npz"),
+            q_path,
+            QuantConfig(scheme=scheme, seed=seed, progress=False),
+        )
         rep = evaluate(q_path, x_te, y_te)
         drop = compare(ref, rep)
         size = res.report["verify"]["size"]
-        click.echo(f"{scheme:10} top-1 {100 * rep['top1']:6.2f}%  {human_bytes(q_path.stat().st_size):>10}  "
-                   f"weights {size['effective_weight_bits']:.0f} bits ({human_bytes(size['weight_stored_bytes'])} stored)  "
-                   f"worst-class drop {100 * drop['worst_class_drop']['drop']:+.1f} pt")
-        summary[scheme] = {"top1": rep["top1"], "bytes": q_path.stat().st_size, "report": res.report,
-                           "worst_class_drop": drop["worst_class_drop"]}
+        click.echo(
+            f"{scheme:10} top-1 {100 * rep['top1']:6.2f}%  {human_bytes(q_path.stat().st_size):>10}  "
+            f"weights {size['effective_weight_bits']:.0f} bits ({human_bytes(size['weight_stored_bytes'])} stored)  "
+            f"worst-class drop {100 * drop['worst_class_drop']['drop']:+.1f} pt"
+        )
+        summary[scheme] = {
+            "top1": rep["top1"],
+            "bytes": q_path.stat().st_size,
+            "report": res.report,
+            "worst_class_drop": drop["worst_class_drop"],
+        }
     write_json(out / "demo.json", summary)
     click.echo(f"models, data and demo.json in {out}/")
 
@@ -72,5 +91,7 @@ def _require_dev_extra() -> None:
         except ImportError:
             missing.append(package)
     if missing:
-        raise FaaqError(f"faaq demo needs {' and '.join(missing)}, which come with the dev extra: "
-                        "pip install -c constraints.txt -e '.[dev]'")
+        raise FaaqError(
+            f"faaq demo needs {' and '.join(missing)}, which come with the dev extra: "
+            "pip install -c constraints.txt -e '.[dev]'"
+        )

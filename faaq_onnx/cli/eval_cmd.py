@@ -9,13 +9,25 @@ from faaq_onnx.cli.common import at_least, input_files, json_option, write_json
 
 @click.command("eval")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--data", required=True, help="Labeled data: .npz with x and y, or an image folder with --labels.")
-@click.option("--labels", default=None, help="Labels file (FILENAME, LABEL per line) for an image folder.")
-@click.option("--preset", default=None, help="Preprocessing preset: cifar10, imagenet, digits, none.")
-@click.option("--limit", type=int, default=None, help="Evaluate on a seeded subset of this many samples.")
+@click.option(
+    "--data",
+    required=True,
+    help="Labeled data: .npz with x and y, or an image folder with --labels.",
+)
+@click.option(
+    "--labels", default=None, help="Labels file (FILENAME, LABEL per line) for an image folder."
+)
+@click.option(
+    "--preset", default=None, help="Preprocessing preset: cifar10, imagenet, digits, none."
+)
+@click.option(
+    "--limit", type=int, default=None, help="Evaluate on a seeded subset of this many samples."
+)
 @click.option("--per-class", is_flag=True, help="Print per-class accuracy.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--ep", default="cpu", show_default=True, help="Execution provider: cpu, cuda or auto.")
+@click.option(
+    "--ep", default="cpu", show_default=True, help="Execution provider: cpu, cuda or auto."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed, json_path):
@@ -32,10 +44,16 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
 
     at_least("--batch-size", batch_size)
     at_least("--limit", limit)
-    check_destinations({"--json": json_path},
-                       input_files(**{f"model {m}": m for m in models}, **{"labeled data": data, "labels": labels}))
+    check_destinations(
+        {"--json": json_path},
+        input_files(
+            **{f"model {m}": m for m in models}, **{"labeled data": data, "labels": labels}
+        ),
+    )
     kwargs = {"labels": labels} if labels else {}
-    x, y = data_mod.load_labeled(data_mod.resolve_data_path(data), preset=preset, limit=limit, seed=seed, **kwargs)
+    x, y = data_mod.load_labeled(
+        data_mod.resolve_data_path(data), preset=preset, limit=limit, seed=seed, **kwargs
+    )
     results = {}
     ref = ref_logits = None
     for m in models:
@@ -47,14 +65,24 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
             ref, ref_logits = rep, logits
         results[m] = rep
         line = f"{m}: top-1 {100 * rep['top1']:.2f}%  top-5 {100 * rep['top5']:.2f}%  ({rep['samples']} samples)"
-        line += f"  worst class {rep['worst_class']['class']} {100 * rep['worst_class']['top1']:.1f}%"
+        line += (
+            f"  worst class {rep['worst_class']['class']} {100 * rep['worst_class']['top1']:.1f}%"
+        )
         if "vs_reference" in rep:
             v = rep["vs_reference"]
-            line += (f"  drop {100 * v['top1_drop']:+.2f} pt, worst-class drop "
-                     f"{100 * v['worst_class_drop']['drop']:+.1f} pt ({v['worst_class_drop']['class']})")
-            sqnr = "identical logits" if v["logit_sqnr_db"] is None else f"logit SQNR {v['logit_sqnr_db']:.1f} dB"
-            line += (f"\n    vs reference: same class on {100 * v['agreement']:.2f}%, KL {v['kl']:.4f}, {sqnr}, "
-                     f"{v['fixed']} fixed / {v['broken']} broken")
+            line += (
+                f"  drop {100 * v['top1_drop']:+.2f} pt, worst-class drop "
+                f"{100 * v['worst_class_drop']['drop']:+.1f} pt ({v['worst_class_drop']['class']})"
+            )
+            sqnr = (
+                "identical logits"
+                if v["logit_sqnr_db"] is None
+                else f"logit SQNR {v['logit_sqnr_db']:.1f} dB"
+            )
+            line += (
+                f"\n    vs reference: same class on {100 * v['agreement']:.2f}%, KL {v['kl']:.4f}, {sqnr}, "
+                f"{v['fixed']} fixed / {v['broken']} broken"
+            )
         click.echo(line)
         if per_class:
             for c, v in rep["per_class"].items():

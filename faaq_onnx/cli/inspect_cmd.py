@@ -9,7 +9,9 @@ from faaq_onnx.cli.common import json_option, write_json
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--kernels", is_flag=True, help="Report which quantized nodes ORT fused into integer kernels.")
+@click.option(
+    "--kernels", is_flag=True, help="Report which quantized nodes ORT fused into integer kernels."
+)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim during canonicalization.")
 @json_option
 def command(model, kernels, no_simplify, json_path):
@@ -34,8 +36,10 @@ def command(model, kernels, no_simplify, json_path):
     qgraph = discover_groups(ir_model)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
-    click.echo(f"{len(qgraph.groups)} quantizer groups, {len(qgraph.weights)} weight quantizers, "
-               f"{len(qgraph.activations)} activation quantizers")
+    click.echo(
+        f"{len(qgraph.groups)} quantizer groups, {len(qgraph.weights)} weight quantizers, "
+        f"{len(qgraph.activations)} activation quantizers"
+    )
     for g in qgraph.groups.values():
         click.echo(f"{g.name}  [{g.kind}]  MACs {g.macs:,}  params {g.weight_params:,}")
         click.echo(f"    ops:         {', '.join(g.ops)}")

@@ -14,7 +14,9 @@ def _int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise FaaqError(f"--{what} takes comma-separated integers such as 1,8; got {text!r}") from None
+        raise FaaqError(
+            f"--{what} takes comma-separated integers such as 1,8; got {text!r}"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise FaaqError(f"--{what} needs positive integers, got {text!r}")
     return values
@@ -22,19 +24,36 @@ def _int_list(text: str, what: str) -> list[int]:
 
 @click.command("profile")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--ep", default="cpu", show_default=True,
-              help="Execution providers, comma-separated: cpu, cuda, auto (cuda if present, else cpu).")
+@click.option(
+    "--ep",
+    default="cpu",
+    show_default=True,
+    help="Execution providers, comma-separated: cpu, cuda, auto (cuda if present, else cpu).",
+)
 @click.option("--batch", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--runs", type=int, default=30, show_default=True, help="Timed runs per measurement.")
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
-@click.option("--threads", type=int, default=None, help="ORT intra-op threads (default or 0: ORT's choice).")
-@click.option("--per-op", is_flag=True, help="Also profile per op type and node; share of time in integer kernels.")
+@click.option(
+    "--threads", type=int, default=None, help="ORT intra-op threads (default or 0: ORT's choice)."
+)
+@click.option(
+    "--per-op",
+    is_flag=True,
+    help="Also profile per op type and node; share of time in integer kernels.",
+)
 @click.option("--top", type=int, default=15, show_default=True, help="Nodes listed with --per-op.")
-@click.option("--in-process", is_flag=True,
-              help="Measure in this process (faster; peak RSS is then the whole process's).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG: latency against model size.")
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Measure in this process (faster; peak RSS is then the whole process's).",
+)
+@click.option(
+    "--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG: latency against model size."
+)
 @json_option
-def command(models, ep, batch, runs, warmup, threads, per_op, top, in_process, plot_path, json_path):
+def command(
+    models, ep, batch, runs, warmup, threads, per_op, top, in_process, plot_path, json_path
+):
     """Time MODELS (the first is the baseline for speed-up) on each EP and batch size."""
     from faaq_onnx.runtime.profile import format_profile, profile_models
 
@@ -47,20 +66,33 @@ def command(models, ep, batch, runs, warmup, threads, per_op, top, in_process, p
     at_least("--runs", runs)
     at_least("--warmup", warmup, 0)
     if threads is not None and threads < 0:
-        raise FaaqError(f"--threads must be at least 1 (or 0: ONNX Runtime's choice), got {threads}")
+        raise FaaqError(
+            f"--threads must be at least 1 (or 0: ONNX Runtime's choice), got {threads}"
+        )
     for m in models:
         if not Path(m).is_file():
             raise FaaqError(f"model file not found: {m}")
     from faaq_onnx.outputs import OutputSet, check_destinations
 
-    check_destinations({"--json": json_path, "--plot": plot_path},
-                       input_files(**{f"model {m}": m for m in models}))
+    check_destinations(
+        {"--json": json_path, "--plot": plot_path}, input_files(**{f"model {m}": m for m in models})
+    )
 
     def progress(line: str) -> None:
         click.echo(f"profiling {line} ...", err=True)
 
-    report = profile_models(models, eps=eps, batches=batches, warmup=warmup, runs=runs, threads=threads,
-                            per_op=per_op, top=top, isolate=not in_process, progress=progress)
+    report = profile_models(
+        models,
+        eps=eps,
+        batches=batches,
+        warmup=warmup,
+        runs=runs,
+        threads=threads,
+        per_op=per_op,
+        top=top,
+        isolate=not in_process,
+        progress=progress,
+    )
     click.echo(format_profile(report))
     if json_path == "-":
         write_json(json_path, report)
@@ -91,14 +123,25 @@ def plot_latency_vs_size(report: dict, path: str | Path) -> Path:
     markers = "os^Dv<>p*h"
     for i, (ep, b) in enumerate(series):
         pts = [r for r in ok if r["ep"] == ep and r["batch"] == b]
-        ax.scatter([r["model_bytes"] / 1e6 for r in pts], [r["median_ms"] for r in pts],
-                   marker=markers[i % len(markers)], label=f"{ep}, batch {b}")
+        ax.scatter(
+            [r["model_bytes"] / 1e6 for r in pts],
+            [r["median_ms"] for r in pts],
+            marker=markers[i % len(markers)],
+            label=f"{ep}, batch {b}",
+        )
         for r in pts:
-            ax.annotate(r["model_name"], (r["model_bytes"] / 1e6, r["median_ms"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                r["model_name"],
+                (r["model_bytes"] / 1e6, r["median_ms"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("model size on disk (MB)")
     ax.set_ylabel("median latency (ms)")
-    ax.set_title(f"onnxruntime {report['machine']['onnxruntime']}, {report['machine']['cpu_count']} CPUs")
+    ax.set_title(
+        f"onnxruntime {report['machine']['onnxruntime']}, {report['machine']['cpu_count']} CPUs"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

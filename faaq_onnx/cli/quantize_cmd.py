@@ -27,90 +27,196 @@ from faaq_onnx.report import budget_line
 def quant_options(f):
     """The options every command that quantizes shares (quantize, analyze, eval --trials)."""
     opts = [
-        click.option("--calib", required=True,
-                     help="Calibration data: .npz, folder of .npy or images, 'random[:N]' for a smoke run, or "
-                          "'bn-stats[:N]' / 'none' for data-free calibration (inputs distilled from BatchNorm "
-                          "statistics)."),
-        click.option("--scheme", default=None, help="Uniform scheme such as w8a8, w4a8, w6a6, w8a16 (default w8a8)."),
-        click.option("--first-last", default=None,
-                     help="Keep the first and last weighted layers at this scheme (e.g. w8a8), the common "
-                          "convention of PTQ papers for W4A4 (a uniform --scheme only)."),
-        click.option("--weight-bits", type=int, default=None, help="Weight bits (with --act-bits, instead of --scheme)."),
-        click.option("--act-bits", type=int, default=None, help="Activation bits (with --weight-bits)."),
-        click.option("--granularity", type=click.Choice(["per-channel", "per-tensor", "block"]), default=None,
-                     help="Weight scale granularity [default: per-channel; block for weight-only schemes]."),
-        click.option("--block-size", type=int, default=None,
-                     help="Block size for --granularity block [default: 32; 128 for weight-only schemes, as ONNX "
-                          "Runtime's MatMul 4-bit quantizer]."),
-        click.option("--weight-symmetric/--weight-asymmetric", default=None,
-                     help="[default: symmetric; asymmetric for weight-only schemes, as ONNX Runtime's quantizer]"),
+        click.option(
+            "--calib",
+            required=True,
+            help="Calibration data: .npz, folder of .npy or images, 'random[:N]' for a smoke run, or "
+            "'bn-stats[:N]' / 'none' for data-free calibration (inputs distilled from BatchNorm "
+            "statistics).",
+        ),
+        click.option(
+            "--scheme",
+            default=None,
+            help="Uniform scheme such as w8a8, w4a8, w6a6, w8a16 (default w8a8).",
+        ),
+        click.option(
+            "--first-last",
+            default=None,
+            help="Keep the first and last weighted layers at this scheme (e.g. w8a8), the common "
+            "convention of PTQ papers for W4A4 (a uniform --scheme only).",
+        ),
+        click.option(
+            "--weight-bits",
+            type=int,
+            default=None,
+            help="Weight bits (with --act-bits, instead of --scheme).",
+        ),
+        click.option(
+            "--act-bits", type=int, default=None, help="Activation bits (with --weight-bits)."
+        ),
+        click.option(
+            "--granularity",
+            type=click.Choice(["per-channel", "per-tensor", "block"]),
+            default=None,
+            help="Weight scale granularity [default: per-channel; block for weight-only schemes].",
+        ),
+        click.option(
+            "--block-size",
+            type=int,
+            default=None,
+            help="Block size for --granularity block [default: 32; 128 for weight-only schemes, as ONNX "
+            "Runtime's MatMul 4-bit quantizer].",
+        ),
+        click.option(
+            "--weight-symmetric/--weight-asymmetric",
+            default=None,
+            help="[default: symmetric; asymmetric for weight-only schemes, as ONNX Runtime's quantizer]",
+        ),
         click.option("--act-symmetric/--act-asymmetric", default=False, show_default=True),
-        click.option("--act-range", type=click.Choice(ACTIVATION_METHODS), default="mse", show_default=True,
-                     help="Activation range setter."),
-        click.option("--weight-range", type=click.Choice(WEIGHT_METHODS), default="minmax", show_default=True,
-                     help="Weight range setter."),
+        click.option(
+            "--act-range",
+            type=click.Choice(ACTIVATION_METHODS),
+            default="mse",
+            show_default=True,
+            help="Activation range setter.",
+        ),
+        click.option(
+            "--weight-range",
+            type=click.Choice(WEIGHT_METHODS),
+            default="minmax",
+            show_default=True,
+            help="Weight range setter.",
+        ),
         click.option("--percentile", type=float, default=99.99, show_default=True),
-        click.option("--calib-size", default="256", show_default=True,
-                     help="Use at most this many calibration samples (a seeded subset), or 'all'."),
+        click.option(
+            "--calib-size",
+            default="256",
+            show_default=True,
+            help="Use at most this many calibration samples (a seeded subset), or 'all'.",
+        ),
         click.option("--batch-size", type=int, default=16, show_default=True),
-        click.option("--sensitivity-samples", type=int, default=None,
-                     help="Measure sensitivity on this many of the calibration samples (default all)."),
+        click.option(
+            "--sensitivity-samples",
+            type=int,
+            default=None,
+            help="Measure sensitivity on this many of the calibration samples (default all).",
+        ),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
-        click.option("--weight-storage", type=click.Choice(["cast", "dequant"]), default="cast", show_default=True,
-                     help="cast: 2-4-bit weights stored packed (int4, int2) and widened by Cast(int8) in the graph, "
-                          "which ONNX Runtime folds at load and runs on int8 kernels (QLinearConv, QGemm, "
-                          "QLinearMatMul). dequant: DequantizeLinear reads the packed int4 weight itself, for runtimes "
-                          "whose kernels take int4 QDQ weights natively (e.g. ONNX Runtime's QNN EP; TensorRT for "
-                          "weight-only int4 MatMul); ORT's CPU EP dequantizes such weights on every run and runs "
-                          "float kernels."),
-        click.option("--int2/--no-int2", "int2", default=True, show_default=True,
-                     help="Store 2-bit weights as int2 (needs opset 25 and an ONNX Runtime that runs it, checked at "
-                          "run time; else int4 containers, with a warning)."),
-        click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-                     help="8-bit weights in a 7-bit range (ONNX Runtime's reduce_range). Without VNNI (AVX2 x86), "
-                          "ORT's uint8 x int8 kernels add two products in int16 and saturate: the model no longer "
-                          "computes what its QDQ graph says. auto: on where ORT saturates on this CPU (asked of ORT "
-                          "once); off for a model deployed on VNNI CPUs or GPUs."),
-        click.option("--matmul-kernel", type=click.Choice(["int8", "nbits", "auto"]), default="int8",
-                     show_default=True,
-                     help="MatMul/Gemm weights of W*A8 groups: int8 kernels (QLinearMatMul/MatMulInteger, cast "
-                          "storage), weight-only com.microsoft MatMulNBits (activations stay float), or per node "
-                          "whichever ORT runs faster on --ep (measured). Weight-only schemes (w4, w8) always use "
-                          "MatMulNBits."),
-        click.option("--optimize", default="auto", show_default=True,
-                     help="Weight optimizations, comma-separated. auto (the default): gptq rounds every weight "
-                          "below 8 bits (nothing at 8 bits); none: round to nearest. cle (cross-layer equalization, "
-                          "data-free), "
-                          "smoothquant (activation outliers moved into MatMul weights, for W8A8 transformers) or awq "
-                          "(activation-aware channel scaling, for weight-only), bias-correction (empirical, per "
-                          "output channel), and one rounding optimizer: adaround (learned rounding, layer by layer), "
-                          "brecq (block reconstruction between residual Adds, also learns activation step sizes) or "
-                          "gptq (Hessian-compensated rounding of Conv, ConvTranspose, Gemm and MatMul weights)."),
-        click.option("--optimize-iters", type=int, default=1000, show_default=True,
-                     help="Iterations per layer (adaround) or block (brecq)."),
-        click.option("--optimize-inputs", type=click.Choice(list(OPTIMIZE_INPUTS)), default="quantized",
-                     show_default=True,
-                     help="What each reconstructed layer/block is fed: the quantized model's own inputs (weights "
-                          "upstream rounded, activations quantized), the same with activations float (weights; "
-                          "what AIMET's AdaRound feeds), the float model's, or a random half-and-half mix of "
-                          "the quantized and the float model's, drawn anew per element and iteration (mixed; "
-                          "QDrop's input drop; adaround and brecq)."),
-        click.option("--optimize-samples", type=int, default=256, show_default=True,
-                     help="Calibration samples used for rounding optimization and bias correction."),
-        click.option("--optimize-scales/--no-optimize-scales", default=False, show_default=True,
-                     help="adaround/brecq: learn each weight scale (per channel or block) together with the rounding; "
-                          "the learned scales are the ones emitted."),
-        click.option("--reround/--no-reround", default=True, show_default=True,
-                     help="adaround/brecq with a budget: once the plan is allocated, optimize its rounding again "
-                          "with each layer fed what the mixed plan feeds it (one more pass over its sub-8-bit "
-                          "layers); --no-reround ships the weights rounded per width in uniform models."),
-        click.option("--qdrop", type=float, default=0.0, show_default=True,
-                     help="brecq: probability of keeping an activation element float during reconstruction (QDrop)."),
-        click.option("--smoothquant-alpha", type=float, default=0.5, show_default=True,
-                     help="smoothquant: migration strength (0: none, towards 1: all into the weights)."),
-        click.option("--cle-relu6", type=click.Choice(["keep", "replace"]), default="keep", show_default=True,
-                     help="cle across ReLU6 (Clip 0..6): leave such pairs alone, or replace the Clip by Relu "
-                          "(the DFQ recipe; changes the float function where activations exceed 6)."),
+        click.option(
+            "--weight-storage",
+            type=click.Choice(["cast", "dequant"]),
+            default="cast",
+            show_default=True,
+            help="cast: 2-4-bit weights stored packed (int4, int2) and widened by Cast(int8) in the graph, "
+            "which ONNX Runtime folds at load and runs on int8 kernels (QLinearConv, QGemm, "
+            "QLinearMatMul). dequant: DequantizeLinear reads the packed int4 weight itself, for runtimes "
+            "whose kernels take int4 QDQ weights natively (e.g. ONNX Runtime's QNN EP; TensorRT for "
+            "weight-only int4 MatMul); ORT's CPU EP dequantizes such weights on every run and runs "
+            "float kernels.",
+        ),
+        click.option(
+            "--int2/--no-int2",
+            "int2",
+            default=True,
+            show_default=True,
+            help="Store 2-bit weights as int2 (needs opset 25 and an ONNX Runtime that runs it, checked at "
+            "run time; else int4 containers, with a warning).",
+        ),
+        click.option(
+            "--reduce-range",
+            type=click.Choice(["auto", "on", "off"]),
+            default="auto",
+            show_default=True,
+            help="8-bit weights in a 7-bit range (ONNX Runtime's reduce_range). Without VNNI (AVX2 x86), "
+            "ORT's uint8 x int8 kernels add two products in int16 and saturate: the model no longer "
+            "computes what its QDQ graph says. auto: on where ORT saturates on this CPU (asked of ORT "
+            "once); off for a model deployed on VNNI CPUs or GPUs.",
+        ),
+        click.option(
+            "--matmul-kernel",
+            type=click.Choice(["int8", "nbits", "auto"]),
+            default="int8",
+            show_default=True,
+            help="MatMul/Gemm weights of W*A8 groups: int8 kernels (QLinearMatMul/MatMulInteger, cast "
+            "storage), weight-only com.microsoft MatMulNBits (activations stay float), or per node "
+            "whichever ORT runs faster on --ep (measured). Weight-only schemes (w4, w8) always use "
+            "MatMulNBits.",
+        ),
+        click.option(
+            "--optimize",
+            default="auto",
+            show_default=True,
+            help="Weight optimizations, comma-separated. auto (the default): gptq rounds every weight "
+            "below 8 bits (nothing at 8 bits); none: round to nearest. cle (cross-layer equalization, "
+            "data-free), "
+            "smoothquant (activation outliers moved into MatMul weights, for W8A8 transformers) or awq "
+            "(activation-aware channel scaling, for weight-only), bias-correction (empirical, per "
+            "output channel), and one rounding optimizer: adaround (learned rounding, layer by layer), "
+            "brecq (block reconstruction between residual Adds, also learns activation step sizes) or "
+            "gptq (Hessian-compensated rounding of Conv, ConvTranspose, Gemm and MatMul weights).",
+        ),
+        click.option(
+            "--optimize-iters",
+            type=int,
+            default=1000,
+            show_default=True,
+            help="Iterations per layer (adaround) or block (brecq).",
+        ),
+        click.option(
+            "--optimize-inputs",
+            type=click.Choice(list(OPTIMIZE_INPUTS)),
+            default="quantized",
+            show_default=True,
+            help="What each reconstructed layer/block is fed: the quantized model's own inputs (weights "
+            "upstream rounded, activations quantized), the same with activations float (weights; "
+            "what AIMET's AdaRound feeds), the float model's, or a random half-and-half mix of "
+            "the quantized and the float model's, drawn anew per element and iteration (mixed; "
+            "QDrop's input drop; adaround and brecq).",
+        ),
+        click.option(
+            "--optimize-samples",
+            type=int,
+            default=256,
+            show_default=True,
+            help="Calibration samples used for rounding optimization and bias correction.",
+        ),
+        click.option(
+            "--optimize-scales/--no-optimize-scales",
+            default=False,
+            show_default=True,
+            help="adaround/brecq: learn each weight scale (per channel or block) together with the rounding; "
+            "the learned scales are the ones emitted.",
+        ),
+        click.option(
+            "--reround/--no-reround",
+            default=True,
+            show_default=True,
+            help="adaround/brecq with a budget: once the plan is allocated, optimize its rounding again "
+            "with each layer fed what the mixed plan feeds it (one more pass over its sub-8-bit "
+            "layers); --no-reround ships the weights rounded per width in uniform models.",
+        ),
+        click.option(
+            "--qdrop",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="brecq: probability of keeping an activation element float during reconstruction (QDrop).",
+        ),
+        click.option(
+            "--smoothquant-alpha",
+            type=float,
+            default=0.5,
+            show_default=True,
+            help="smoothquant: migration strength (0: none, towards 1: all into the weights).",
+        ),
+        click.option(
+            "--cle-relu6",
+            type=click.Choice(["keep", "replace"]),
+            default="keep",
+            show_default=True,
+            help="cle across ReLU6 (Clip 0..6): leave such pairs alone, or replace the Clip by Relu "
+            "(the DFQ recipe; changes the float function where activations exceed 6).",
+        ),
         seed_option,
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -124,29 +230,70 @@ def mixed_options(f):
     from faaq_onnx.analysis.candidates import PRESETS
 
     opts = [
-        click.option("--budget", default=None,
-                     help="avg-bits=N[@effective] | size-mb=N | bops=R[@w8a16] | latency=R | latency-ms=MS | "
-                          "sqnr-db=N | max-drop=PT: allocate bits per group. avg-bits counts the bits stored "
-                          "(container width: a 6-bit weight occupies 8) unless @effective. Every budget is "
-                          "measured on the emitted model; when it cannot be met nothing is written."),
-        click.option("--ep", default="cpu", show_default=True,
-                     help="Execution provider whose measured kernel costs a latency budget uses (cpu, cuda)."),
-        click.option("--latency-batch", type=int, default=1, show_default=True,
-                     help="Batch size at which a latency budget is measured."),
-        click.option("--candidates", default=None,
-                     help=f"Kernels per group, e.g. w4a8,w8a8,w8a16, or a preset: {', '.join(PRESETS)}."),
-        click.option("--metric", type=click.Choice(["sqnr", "kl", "fit"]), default="sqnr", show_default=True,
-                     help="Sensitivity metric the allocator minimizes."),
-        click.option("--allocator", type=click.Choice(["knapsack", "greedy"]), default="knapsack", show_default=True),
-        click.option("--labels-data", default=None, help="Labeled .npz (x, y) for --budget max-drop=..."),
-        click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-                     help="Where sensitivity tables (and measured kernel costs) are cached "
-                          "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq]."),
-        click.option("--no-cache", is_flag=True, help="Do not read or write the sensitivity cache."),
-        click.option("--workers", type=int, default=1, show_default=True,
-                     help="Run the sensitivity sweep on this many local Ray workers (needs the ray extra)."),
-        click.option("--ray-address", default=None,
-                     help="Run the sensitivity sweep on an existing Ray cluster (ray start --head ...)."),
+        click.option(
+            "--budget",
+            default=None,
+            help="avg-bits=N[@effective] | size-mb=N | bops=R[@w8a16] | latency=R | latency-ms=MS | "
+            "sqnr-db=N | max-drop=PT: allocate bits per group. avg-bits counts the bits stored "
+            "(container width: a 6-bit weight occupies 8) unless @effective. Every budget is "
+            "measured on the emitted model; when it cannot be met nothing is written.",
+        ),
+        click.option(
+            "--ep",
+            default="cpu",
+            show_default=True,
+            help="Execution provider whose measured kernel costs a latency budget uses (cpu, cuda).",
+        ),
+        click.option(
+            "--latency-batch",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Batch size at which a latency budget is measured.",
+        ),
+        click.option(
+            "--candidates",
+            default=None,
+            help=f"Kernels per group, e.g. w4a8,w8a8,w8a16, or a preset: {', '.join(PRESETS)}.",
+        ),
+        click.option(
+            "--metric",
+            type=click.Choice(["sqnr", "kl", "fit"]),
+            default="sqnr",
+            show_default=True,
+            help="Sensitivity metric the allocator minimizes.",
+        ),
+        click.option(
+            "--allocator",
+            type=click.Choice(["knapsack", "greedy"]),
+            default="knapsack",
+            show_default=True,
+        ),
+        click.option(
+            "--labels-data", default=None, help="Labeled .npz (x, y) for --budget max-drop=..."
+        ),
+        click.option(
+            "--cache-dir",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Where sensitivity tables (and measured kernel costs) are cached "
+            "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq].",
+        ),
+        click.option(
+            "--no-cache", is_flag=True, help="Do not read or write the sensitivity cache."
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Run the sensitivity sweep on this many local Ray workers (needs the ray extra).",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Run the sensitivity sweep on an existing Ray cluster (ray start --head ...).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -177,7 +324,9 @@ def _bits(option: str, value: int) -> int:
     from faaq_onnx.quant.formats import SUPPORTED_BITS
 
     if value not in SUPPORTED_BITS:
-        raise FaaqError(f"{option} {value} unsupported: choose one of {', '.join(map(str, SUPPORTED_BITS))}")
+        raise FaaqError(
+            f"{option} {value} unsupported: choose one of {', '.join(map(str, SUPPORTED_BITS))}"
+        )
     return value
 
 
@@ -203,7 +352,9 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         scheme=scheme,
         weight_granularity=granularity,
         block_size=o["block_size"] if o["block_size"] is not None else (128 if weight_only else 32),
-        weight_symmetric=(not weight_only) if o["weight_symmetric"] is None else o["weight_symmetric"],
+        weight_symmetric=(not weight_only)
+        if o["weight_symmetric"] is None
+        else o["weight_symmetric"],
         act_symmetric=o["act_symmetric"],
         act_range=o["act_range"],
         weight_range=o["weight_range"],
@@ -235,17 +386,48 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where the QDQ model goes.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where the QDQ model goes.",
+)
 @quant_options
 @mixed_options
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), help="Apply a saved BitPlan JSON.")
-@click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the chosen BitPlan as JSON.")
-@click.option("--save-overrides", type=click.Path(dir_okay=False),
-              help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.")
+@click.option(
+    "--plan", "plan_path", type=click.Path(dir_okay=False), help="Apply a saved BitPlan JSON."
+)
+@click.option(
+    "--save-plan", type=click.Path(dir_okay=False), help="Write the chosen BitPlan as JSON."
+)
+@click.option(
+    "--save-overrides",
+    type=click.Path(dir_okay=False),
+    help="Write the plan as ONNX Runtime TensorQuantOverrides JSON.",
+)
 @preset_option
 @json_option
-def command(model, output, plan_path, save_plan, save_overrides, json_path, budget, candidates, metric, allocator,
-            labels_data, cache_dir, no_cache, ep, latency_batch, workers, ray_address, **opts):
+def command(
+    model,
+    output,
+    plan_path,
+    save_plan,
+    save_overrides,
+    json_path,
+    budget,
+    candidates,
+    metric,
+    allocator,
+    labels_data,
+    cache_dir,
+    no_cache,
+    ep,
+    latency_batch,
+    workers,
+    ray_address,
+    **opts,
+):
     """Quantize MODEL and write a QDQ model that stock ONNX Runtime runs.
 
     With --budget (avg-bits=4, size-mb=0.2, bops=0.25[@w8a16], sqnr-db=30, max-drop=0.5)
@@ -259,21 +441,45 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
 
     # everything the user can get wrong is refused here, in one line, before any work
     at_least("--latency-batch", latency_batch)
-    config = config_from_options(opts, candidates if budget else None, workers=workers, ray_address=ray_address)
+    config = config_from_options(
+        opts, candidates if budget else None, workers=workers, ray_address=ray_address
+    )
     if (workers > 1 or ray_address) and not budget:
-        raise FaaqError("--workers/--ray-address distribute the sensitivity sweep of a --budget run")
+        raise FaaqError(
+            "--workers/--ray-address distribute the sensitivity sweep of a --budget run"
+        )
     parsed = Budget.parse(budget) if budget else None
-    check_destinations({"-o": output, "--save-plan": save_plan, "--save-overrides": save_overrides,
-                        "--json": json_path},
-                       input_files(model=model, **{"calibration data": opts["calib"], "plan": plan_path,
-                                                   "labeled data": labels_data}))
+    check_destinations(
+        {
+            "-o": output,
+            "--save-plan": save_plan,
+            "--save-overrides": save_overrides,
+            "--json": json_path,
+        },
+        input_files(
+            model=model,
+            **{"calibration data": opts["calib"], "plan": plan_path, "labeled data": labels_data},
+        ),
+    )
     if parsed is not None:
         check_cache_dir(cache_dir, no_cache)
     plan = BitPlan.load(plan_path) if plan_path else None
     labeled = load_labeled_option(labels_data, opts["seed"], config.preset)
-    result = quantize(model, opts["calib"], None, config, plan=plan, budget=parsed, candidates=candidates,
-                      metric=metric, allocator=allocator, cache_dir=cache_option(cache_dir, no_cache),
-                      labeled=labeled, ep=ep, latency_batch=latency_batch)
+    result = quantize(
+        model,
+        opts["calib"],
+        None,
+        config,
+        plan=plan,
+        budget=parsed,
+        candidates=candidates,
+        metric=metric,
+        allocator=allocator,
+        cache_dir=cache_option(cache_dir, no_cache),
+        labeled=labeled,
+        ep=ep,
+        latency_batch=latency_batch,
+    )
     # the outputs commit together: all written beside their targets, then renamed; if one
     # cannot be written, none is (the model included)
     with OutputSet() as outs:
@@ -282,8 +488,11 @@ def command(model, output, plan_path, save_plan, save_overrides, json_path, budg
         if save_plan:
             outs.add_json(save_plan, result.plan.to_dict(), "--save-plan")
         if save_overrides:
-            outs.add_json(save_overrides, result.plan.tensor_quant_overrides(result.qgraph, config),
-                          "--save-overrides")
+            outs.add_json(
+                save_overrides,
+                result.plan.tensor_quant_overrides(result.qgraph, config),
+                "--save-overrides",
+            )
         if json_path and json_path != "-":
             outs.add_json(json_path, result.report, "--json")
     if json_path == "-":
@@ -301,8 +510,11 @@ def rounding_line(report: dict) -> str:
     mode = passes[0]["mode"]
     layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
     seconds = sum(r.get("seconds", 0.0) for r in passes)
-    why = " (--optimize auto; --optimize none rounds to nearest, adaround takes longer for more)" \
-        if report.get("config", {}).get("optimize_auto") else ""
+    why = (
+        " (--optimize auto; --optimize none rounds to nearest, adaround takes longer for more)"
+        if report.get("config", {}).get("optimize_auto")
+        else ""
+    )
     return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{why}"
 
 
@@ -319,7 +531,11 @@ def summary_line(report: dict) -> str:
     size = report["verify"]["size"]
     outs = report["verify"]["outputs"]
     first = next(iter(outs.values()))
-    agree = f", top-1 agreement {100 * first['top1_agreement']:.1f}%" if "top1_agreement" in first else ""
+    agree = (
+        f", top-1 agreement {100 * first['top1_agreement']:.1f}%"
+        if "top1_agreement" in first
+        else ""
+    )
     total = sum(report["timings_s"].values())
     return (
         f"{_plan_label(report)}: {report['groups']} groups -> {report.get('output', '(memory)')}\n"
@@ -331,8 +547,10 @@ def summary_line(report: dict) -> str:
         f"{total:.1f} s\n"
         + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
-        + "\n".join(f"  kernels: {line}" if i == 0 else f"  {line}"
-                    for i, line in enumerate(report["verify"]["kernels"]["summary"]))
+        + "\n".join(
+            f"  kernels: {line}" if i == 0 else f"  {line}"
+            for i, line in enumerate(report["verify"]["kernels"]["summary"])
+        )
     )
 
 

@@ -90,7 +90,9 @@ def validate_inputs(inputs: dict[str, np.ndarray], shapes: dict[str, Sequence] |
                         f"input {name!r} has shape {tuple(arr.shape)}; the model expects {want} "
                         f"(axis {axis}: {a} vs {d})"
                     )
-        if np.issubdtype(arr.dtype, np.floating) and isinstance(arr, np.ndarray):  # raw images hold no NaN
+        if np.issubdtype(arr.dtype, np.floating) and isinstance(
+            arr, np.ndarray
+        ):  # raw images hold no NaN
             n_nan = int(np.isnan(arr).sum())
             n_inf = int(np.isinf(arr).sum())
             if n_nan or n_inf:
@@ -116,7 +118,9 @@ def _guess_image_preset(files: list[Path], shape: Sequence | None, preset: str |
             raise FaaqError(f"cannot decode image {files[0]}: {e}") from None
         guess = guess_preset(h, w, c)
     if guess is None:
-        raise FaaqError(f"cannot guess a preset for images like {files[0].name}; choose one of: {', '.join(PRESETS)}")
+        raise FaaqError(
+            f"cannot guess a preset for images like {files[0].name}; choose one of: {', '.join(PRESETS)}"
+        )
     return guess
 
 
@@ -165,7 +169,9 @@ def load_inputs(
                 if not listing[n]:
                     raise FaaqError(f"no .npy files in {sub[n]} for input {n!r}")
                 if stems[n] != stems[ref]:
-                    raise FaaqError(f"input folders {ref!r} and {n!r} in {p} do not hold the same file names")
+                    raise FaaqError(
+                        f"input folders {ref!r} and {n!r} in {p} do not hold the same file names"
+                    )
             idx = _subset(len(listing[ref]), limit, seed)
             for n in names:
                 fs = listing[n] if idx is None else [listing[n][i] for i in idx]
@@ -193,7 +199,9 @@ def load_inputs(
             validate_inputs({single: arr}, shapes)
             return {single: arr}
         else:
-            raise FaaqError(f"folder {p} is empty: no .npy files or images ({', '.join(IMAGE_SUFFIXES)})")
+            raise FaaqError(
+                f"folder {p} is empty: no .npy files or images ({', '.join(IMAGE_SUFFIXES)})"
+            )
     else:
         raw = _raw_file_arrays(p, names)
 
@@ -212,16 +220,23 @@ def load_inputs(
 
 def iter_batches(inputs: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Slice all inputs in step so every batch stays a consistent feed dict."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise FaaqError(f"batch size must be a positive integer, got {batch_size!r}")
     if not inputs:
         return
     counts = {k: v.shape[0] for k, v in inputs.items()}
     if len(set(counts.values())) > 1:
-        raise FaaqError("inputs have different sample counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        raise FaaqError(
+            "inputs have different sample counts: "
+            + ", ".join(f"{k}={v}" for k, v in counts.items())
+        )
     n = next(iter(counts.values()))
     for i in range(0, n, batch_size):
-        yield {k: v[i:i + batch_size] for k, v in inputs.items()}
+        yield {k: v[i : i + batch_size] for k, v in inputs.items()}
 
 
 def _raw_file_arrays(p: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -229,7 +244,9 @@ def _raw_file_arrays(p: Path, names: list[str]) -> dict[str, np.ndarray]:
     single = names[0] if len(names) == 1 else None
     if p.suffix.lower() == ".npy":
         if single is None:
-            raise FaaqError(f"a .npy file feeds one input, but the model has {len(names)}: {', '.join(names)}")
+            raise FaaqError(
+                f"a .npy file feeds one input, but the model has {len(names)}: {', '.join(names)}"
+            )
         return {single: _read_npy(p)}
     arrays = _read_npz(p)
     if all(n in arrays for n in names):
@@ -239,8 +256,10 @@ def _raw_file_arrays(p: Path, names: list[str]) -> dict[str, np.ndarray]:
     if single is not None and len(arrays) == 1:
         return {single: next(iter(arrays.values()))}
     missing = [n for n in names if n not in arrays]
-    raise FaaqError(f"input {', '.join(map(repr, missing))} missing from {p.name}; "
-                    f"found arrays: {', '.join(arrays) or 'none'}")
+    raise FaaqError(
+        f"input {', '.join(map(repr, missing))} missing from {p.name}; "
+        f"found arrays: {', '.join(arrays) or 'none'}"
+    )
 
 
 def _prepared_subset(raw: dict, idx, names, preset, shapes) -> dict[str, np.ndarray]:
@@ -271,8 +290,10 @@ def _preset_name(arr: np.ndarray, name: str, preset: str | None, shape) -> str |
     if _is_raw_images(arr) and not _fits(arr.shape, shape):
         guess = _preset_for_model(shape) or guess_preset(*arr.shape[1:])
         if guess is None:
-            raise FaaqError(f"input {name!r} holds uint8 images of shape {tuple(arr.shape[1:])} and no "
-                            f"preset fits them; choose one of: {', '.join(PRESETS)}")
+            raise FaaqError(
+                f"input {name!r} holds uint8 images of shape {tuple(arr.shape[1:])} and no "
+                f"preset fits them; choose one of: {', '.join(PRESETS)}"
+            )
         return guess
     return None
 
@@ -290,7 +311,11 @@ def _load_split(path, names, shapes, preset, limit, seed, held_out):
         idx = _subset(n, limit, seed)
         hidx = _held_out(n, idx, held_out, seed)
         calib = _prepared_subset(raw, idx, names, preset, shapes)
-        held = _prepared_subset(raw, hidx, names, preset, shapes) if len(hidx) else {k: v[:0] for k, v in calib.items()}
+        held = (
+            _prepared_subset(raw, hidx, names, preset, shapes)
+            if len(hidx)
+            else {k: v[:0] for k, v in calib.items()}
+        )
         return calib, held
     calib = load_inputs(path, names, shapes, preset, limit, seed)
     p = resolve_data_path(path)

@@ -40,7 +40,9 @@ def read_labels_file(path: str | os.PathLike) -> list[tuple[str, int]]:
                 raise ValueError
             out.append((parts[0], int(parts[1])))
         except ValueError:
-            raise FaaqError(f"labels file {p} line {i}: expected 'FILENAME, LABEL', got {line!r}") from None
+            raise FaaqError(
+                f"labels file {p} line {i}: expected 'FILENAME, LABEL', got {line!r}"
+            ) from None
     if not out:
         raise FaaqError(f"labels file {p} is empty")
     return out
@@ -72,7 +74,9 @@ def load_labeled(
     if p.is_dir():
         lab_path = resolve_data_path(labels) if labels is not None else _default_labels(p)
         if lab_path is None:
-            raise FaaqError(f"image folder {p} needs a labels file (FILENAME, LABEL lines); pass labels=")
+            raise FaaqError(
+                f"image folder {p} needs a labels file (FILENAME, LABEL lines); pass labels="
+            )
         entries = read_labels_file(lab_path)
         idx = _subset(len(entries), limit, seed)
         if idx is not None:
@@ -90,15 +94,23 @@ def load_labeled(
         arrays = _read_npz(p)
         for k in ("x", "y"):
             if k not in arrays:
-                raise FaaqError(f"labeled data {p.name} needs arrays 'x' and 'y'; found: {', '.join(arrays) or 'none'}")
+                raise FaaqError(
+                    f"labeled data {p.name} needs arrays 'x' and 'y'; found: {', '.join(arrays) or 'none'}"
+                )
         x, y = arrays["x"], arrays["y"]
         _check_dtype(x, "x")
-        if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-            raise FaaqError(f"labels 'y' in {p.name} must be a 1-D integer array, got shape {tuple(y.shape)} dtype {y.dtype}")
+        if y.ndim != 1 or not (
+            np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+        ):
+            raise FaaqError(
+                f"labels 'y' in {p.name} must be a 1-D integer array, got shape {tuple(y.shape)} dtype {y.dtype}"
+            )
         if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
             raise FaaqError(f"labels 'y' in {p.name} are not whole numbers")
         if x.ndim == 0 or len(x) != len(y):
-            raise FaaqError(f"{p.name}: 'x' has {len(x) if x.ndim else 0} samples but 'y' has {len(y)}")
+            raise FaaqError(
+                f"{p.name}: 'x' has {len(x) if x.ndim else 0} samples but 'y' has {len(y)}"
+            )
         idx = _subset(len(y), limit, seed)
         if idx is not None:
             x, y = x[idx], y[idx]

@@ -59,7 +59,9 @@ def _resize_shorter_center_crop(img, shorter: int, crop: int):
     return img.crop((left, top, left + crop, top + crop))
 
 
-def _normalize_rgb(hwc_u8: np.ndarray, mean: np.ndarray = _IMAGENET_MEAN, std: np.ndarray = _IMAGENET_STD) -> np.ndarray:
+def _normalize_rgb(
+    hwc_u8: np.ndarray, mean: np.ndarray = _IMAGENET_MEAN, std: np.ndarray = _IMAGENET_STD
+) -> np.ndarray:
     x = hwc_u8.astype(np.float32) / 255.0
     return ((x - mean) / std).transpose(2, 0, 1)
 
@@ -130,23 +132,33 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "cifar10": Preset(
-        "cifar10", lambda x: _rgb_array(x, "cifar10", _cifar10_image), _cifar10_image,
+        "cifar10",
+        lambda x: _rgb_array(x, "cifar10", _cifar10_image),
+        _cifar10_image,
         "32x32 RGB, /255, mean (0.485,0.456,0.406) std (0.229,0.224,0.225)",
     ),
     "imagenet": Preset(
-        "imagenet", lambda x: _rgb_array(x, "imagenet", _imagenet_image), _imagenet_image,
+        "imagenet",
+        lambda x: _rgb_array(x, "imagenet", _imagenet_image),
+        _imagenet_image,
         "resize shorter side 256 (bilinear), centre crop 224, /255, ImageNet mean/std",
     ),
     "imagenet-inception": Preset(
-        "imagenet-inception", lambda x: _rgb_array(x, "imagenet-inception", _inception_image), _inception_image,
+        "imagenet-inception",
+        lambda x: _rgb_array(x, "imagenet-inception", _inception_image),
+        _inception_image,
         "resize shorter side 256 (bilinear), centre crop 224, /255, then (x-0.5)/0.5 (EfficientNet-Lite)",
     ),
     "digits": Preset(
-        "digits", _digits_array, _digits_image,
+        "digits",
+        _digits_array,
+        _digits_image,
         "scikit-learn digits: values 0..16 /16, N x 1 x 8 x 8 (image files: /255)",
     ),
     "none": Preset(
-        "none", lambda x: np.asarray(x, dtype=np.float32), _none_image,
+        "none",
+        lambda x: np.asarray(x, dtype=np.float32),
+        _none_image,
         "cast to float32, nothing else (image files: HWC -> CHW)",
     ),
 }

@@ -104,5 +104,7 @@ def _stack_npy(files: list[Path], shape: Sequence | None, name: str) -> np.ndarr
                 f"but {files[0].name} has {tuple(first.shape[1:])}"
             )
         if a.dtype != first.dtype:
-            raise FaaqError(f"input {name!r}: {f.name} has dtype {a.dtype}, {files[0].name} {first.dtype}")
+            raise FaaqError(
+                f"input {name!r}: {f.name} has dtype {a.dtype}, {files[0].name} {first.dtype}"
+            )
     return np.concatenate(parts, axis=0)

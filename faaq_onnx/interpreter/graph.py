@@ -31,15 +31,21 @@ def check_nodes(nodes) -> None:
     interpreter cannot run (what can be told without running them)."""
     for node in nodes:
         where = _where(node)
-        if node.domain not in ("", "ai.onnx") or (node.op_type not in OPS and node.op_type not in MULTI_OUTPUT):
+        if node.domain not in ("", "ai.onnx") or (
+            node.op_type not in OPS and node.op_type not in MULTI_OUTPUT
+        ):
             raise UnsupportedOp(f"{where} has no torch equivalent here")
         a = _attrs(node)
         auto_pad = a.get("auto_pad", b"NOTSET")
         if auto_pad not in (b"NOTSET", "NOTSET"):
-            raise UnsupportedOp(f"{where}: auto_pad={auto_pad!r} is not supported by the torch interpreter")
+            raise UnsupportedOp(
+                f"{where}: auto_pad={auto_pad!r} is not supported by the torch interpreter"
+            )
         extra = [o for o in node.output[1:] if o]
         if extra and node.op_type not in MULTI_OUTPUT:
-            raise UnsupportedOp(f"{where}: its output {extra[0]!r} (beyond the first) is not computed here")
+            raise UnsupportedOp(
+                f"{where}: its output {extra[0]!r} (beyond the first) is not computed here"
+            )
         if node.op_type == "Constant" and constant_problem(a) is not None:
             raise UnsupportedOp(f"{where}: Constant with {constant_problem(a)}")
         if node.op_type == "Pad":
@@ -115,5 +121,7 @@ class TorchGraph:
         except KeyError as exc:
             raise UnsupportedOp(f"{_where(node)}: attribute {exc} is missing") from exc
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            raise UnsupportedOp(f"{_where(node)} failed in the torch interpreter: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+            raise UnsupportedOp(
+                f"{_where(node)} failed in the torch interpreter: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from exc

@@ -102,7 +102,11 @@ def _reduce(x, axes_in, a, fn):
         axes = [int(v) for v in axes_in.tolist()]
     keep = bool(a.get("keepdims", 1))
     if not axes:
-        return fn(x, dim=tuple(range(x.dim())), keepdim=keep) if not a.get("noop_with_empty_axes", 0) else x
+        return (
+            fn(x, dim=tuple(range(x.dim())), keepdim=keep)
+            if not a.get("noop_with_empty_axes", 0)
+            else x
+        )
     return fn(x, dim=tuple(axes), keepdim=keep)
 
 
@@ -154,7 +158,9 @@ def _pad(x, pads, value=None, axes=None, a=None):
         return x
     if nd - lead > 3:
         raise UnsupportedOp(f"Pad mode {mode!r} on more than 3 axes")
-    trailing = _pads([p[i] for i in range(lead, nd)] + [p[i + nd] for i in range(lead, nd)], nd - lead)
+    trailing = _pads(
+        [p[i] for i in range(lead, nd)] + [p[i + nd] for i in range(lead, nd)], nd - lead
+    )
     shape = x.shape
     y = F.pad(x.reshape(1, -1, *shape[lead:]), trailing, mode=torch_mode)
     return y.reshape(*shape[:lead], *y.shape[2:])
@@ -165,8 +171,13 @@ def _layernorm(a, n, x, scale=None, bias=None):
     axis = a.get("axis", -1) % x.dim()
     shape = x.shape[axis:]
     eps = a.get("epsilon", 1e-5)
-    y = F.layer_norm(x, shape, scale.reshape(shape) if scale is not None else None,
-                     bias.reshape(shape) if bias is not None else None, eps)
+    y = F.layer_norm(
+        x,
+        shape,
+        scale.reshape(shape) if scale is not None else None,
+        bias.reshape(shape) if bias is not None else None,
+        eps,
+    )
     if n == 1:
         return [y]
     if a.get("stash_type", 1) != 1:
@@ -192,8 +203,10 @@ def _split(a, n, x, split=None):
         chunk = -(-dim // a["num_outputs"])
         sizes = [chunk] * (a["num_outputs"] - 1) + [dim - chunk * (a["num_outputs"] - 1)]
         if sizes[-1] < 0:
-            raise UnsupportedOp(f"num_outputs={a['num_outputs']} on a dimension of {dim} "
-                                "would make a negative final split")
+            raise UnsupportedOp(
+                f"num_outputs={a['num_outputs']} on a dimension of {dim} "
+                "would make a negative final split"
+            )
     elif dim % n:
         raise UnsupportedOp(f"a dimension of {dim} cannot be split evenly into {n} outputs")
     else:
@@ -201,8 +214,12 @@ def _split(a, n, x, split=None):
     return list(torch.split(x, sizes, dim=axis))
 
 
-CONSTANT_KINDS = {"value_float": torch.float32, "value_floats": torch.float32,
-                  "value_int": torch.int64, "value_ints": torch.int64}
+CONSTANT_KINDS = {
+    "value_float": torch.float32,
+    "value_floats": torch.float32,
+    "value_int": torch.int64,
+    "value_ints": torch.int64,
+}
 
 
 def constant_problem(a: dict) -> str | None:
@@ -229,7 +246,14 @@ def _constant(a):
 
 def _cast(x, a):
     to = a["to"]
-    dt = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64}.get(to)
+    dt = {
+        1: torch.float32,
+        6: torch.int32,
+        7: torch.int64,
+        9: torch.bool,
+        10: torch.float16,
+        11: torch.float64,
+    }.get(to)
     if dt is None:
         raise UnsupportedOp(f"Cast to {to}")
     return x.to(dt)
@@ -247,7 +271,11 @@ OPS = {
     "Add": lambda a, x, y: x + y,
     "Sub": lambda a, x, y: x - y,
     "Mul": lambda a, x, y: x * y,
-    "Div": lambda a, x, y: x / y if x.is_floating_point() or y.is_floating_point() else torch.div(x, y, rounding_mode="trunc"),
+    "Div": lambda a, x, y: (
+        x / y
+        if x.is_floating_point() or y.is_floating_point()
+        else torch.div(x, y, rounding_mode="trunc")
+    ),
     "Pow": lambda a, x, y: torch.pow(x, y),
     "Sqrt": lambda a, x: torch.sqrt(x),
     "Exp": lambda a, x: torch.exp(x),
@@ -262,9 +290,14 @@ OPS = {
     "HardSwish": lambda a, x: F.hardswish(x),
     "Relu": lambda a, x: F.relu(x),
     "LeakyRelu": lambda a, x: F.leaky_relu(x, a.get("alpha", 0.01)),
-    "Gelu": lambda a, x: F.gelu(x, approximate="tanh" if a.get("approximate", b"none") in (b"tanh", "tanh") else "none"),
+    "Gelu": lambda a, x: F.gelu(
+        x, approximate="tanh" if a.get("approximate", b"none") in (b"tanh", "tanh") else "none"
+    ),
     "Clip": lambda a, x, lo=None, hi=None: torch.clamp(
-        x, lo if lo is not None else a.get("min", None), hi if hi is not None else a.get("max", None)),
+        x,
+        lo if lo is not None else a.get("min", None),
+        hi if hi is not None else a.get("max", None),
+    ),
     "Softmax": lambda a, x: torch.softmax(x, dim=a.get("axis", -1)),
     "LogSoftmax": lambda a, x: torch.log_softmax(x, dim=a.get("axis", -1)),
     "MaxPool": lambda a, x: _pool(x, a, "max"),
@@ -275,19 +308,34 @@ OPS = {
     "ReduceSum": lambda a, x, axes=None: _reduce(x, axes, a, torch.sum),
     "ReduceMax": lambda a, x, axes=None: _reduce(x, axes, a, torch.amax),
     "Flatten": lambda a, x: x.reshape(int(np.prod(x.shape[: a.get("axis", 1)])), -1),
-    "Reshape": lambda a, x, s: x.reshape([x.shape[i] if (v == 0 and not a.get("allowzero", 0)) else v
-                                           for i, v in enumerate(s.tolist())]),
-    "Transpose": lambda a, x: x.permute(a["perm"]) if "perm" in a else x.permute(*reversed(range(x.dim()))),
-    "Squeeze": lambda a, x, axes=None: x.squeeze(tuple(axes.tolist() if axes is not None else a.get("axes", [])))
-    if (axes is not None or "axes" in a) else x.squeeze(),
-    "Unsqueeze": lambda a, x, axes=None: _unsqueeze(x, axes.tolist() if axes is not None else a["axes"]),
+    "Reshape": lambda a, x, s: x.reshape(
+        [
+            x.shape[i] if (v == 0 and not a.get("allowzero", 0)) else v
+            for i, v in enumerate(s.tolist())
+        ]
+    ),
+    "Transpose": lambda a, x: (
+        x.permute(a["perm"]) if "perm" in a else x.permute(*reversed(range(x.dim())))
+    ),
+    "Squeeze": lambda a, x, axes=None: (
+        x.squeeze(tuple(axes.tolist() if axes is not None else a.get("axes", [])))
+        if (axes is not None or "axes" in a)
+        else x.squeeze()
+    ),
+    "Unsqueeze": lambda a, x, axes=None: _unsqueeze(
+        x, axes.tolist() if axes is not None else a["axes"]
+    ),
     "Concat": lambda a, *xs: torch.cat(xs, dim=a["axis"]),
     "Identity": lambda a, x: x,
     "Dropout": lambda a, x, *r: x,
     "Slice": lambda a, x, s, e, ax=None, st=None: _slice(x, s, e, ax, st),
-    "Pad": lambda a, x, p=None, v=None, ax=None: _pad(x, p if p is not None else torch.tensor(a["pads"]), v, ax, a),
+    "Pad": lambda a, x, p=None, v=None, ax=None: _pad(
+        x, p if p is not None else torch.tensor(a["pads"]), v, ax, a
+    ),
     "Gather": lambda a, x, i: _gather(x, i, a.get("axis", 0)),
-    "Shape": lambda a, x: torch.tensor(list(x.shape)[a.get("start", 0): a.get("end", None)], dtype=torch.int64),
+    "Shape": lambda a, x: torch.tensor(
+        list(x.shape)[a.get("start", 0) : a.get("end", None)], dtype=torch.int64
+    ),
     "Cast": lambda a, x: _cast(x, a),
     "BatchNormalization": lambda a, x, s, b, m, v: _bn(x, s, b, m, v, a),
     "Constant": lambda a: _constant(a),
@@ -304,14 +352,18 @@ def _gather(x, i, axis):
     axis = axis % x.dim()
     idx = i.reshape(-1).long()
     idx = torch.where(idx < 0, idx + x.shape[axis], idx)  # ONNX allows negative indices
-    return torch.index_select(x, axis, idx).reshape(list(x.shape[:axis]) + list(i.shape) + list(x.shape[axis + 1:]))
+    return torch.index_select(x, axis, idx).reshape(
+        list(x.shape[:axis]) + list(i.shape) + list(x.shape[axis + 1 :])
+    )
 
 
 def _constant_of_shape(shape, a):
     if "value" not in a:
         return torch.zeros(shape.tolist(), dtype=torch.float32)
     v = torch.from_numpy(np.array(numpy_helper.to_array(a["value"]))).reshape(-1)
-    return torch.full(shape.tolist(), v[0].item(), dtype=v.dtype)  # keep the value's type (int64, ...)
+    return torch.full(
+        shape.tolist(), v[0].item(), dtype=v.dtype
+    )  # keep the value's type (int64, ...)
 
 
 def _unsqueeze(x, axes):

@@ -46,8 +46,9 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
     means_f = dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
     probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=[t[2] for t in targets])
-    session = ProbeSession(probe, inputs, list(comp.qgraph.activations), max(comp.config.batch_size, 32),
-                           prefix=True)
+    session = ProbeSession(
+        probe, inputs, list(comp.qgraph.activations), max(comp.config.batch_size, 32), prefix=True
+    )
     weights, acts = comp.feeds.feeds(plan.choices)
     biases = {t[2]: comp.weights.float_initializer(t[2]).astype(np.float32) for t in targets}
     corrected: dict[str, np.ndarray] = {}

@@ -39,8 +39,14 @@ def hessian(x: np.ndarray) -> np.ndarray:
     return 2.0 * (x.T @ x) / max(len(x), 1)
 
 
-def gptq(w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method: str = "minmax",
-         act_order: bool | None = None) -> QuantizedWeight:
+def gptq(
+    w: np.ndarray,
+    h: np.ndarray,
+    grid: WeightGrid,
+    symmetric: bool,
+    method: str = "minmax",
+    act_order: bool | None = None,
+) -> QuantizedWeight:
     """Round a 2-D w (K x N, input rows first; grid in that layout) against the Hessian h (K x K)."""
     from faaq_onnx.optimize.hessian import LinearForm
 
@@ -49,26 +55,54 @@ def gptq(w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method
     return gptq_weight(form, w, np.asarray(h)[None], grid, symmetric, method, act_order)
 
 
-def gptq_weight(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid, symmetric: bool, method: str = "minmax",
-                act_order: bool | None = None) -> QuantizedWeight:
+def gptq_weight(
+    form,
+    w: np.ndarray,
+    h: np.ndarray,
+    grid: WeightGrid,
+    symmetric: bool,
+    method: str = "minmax",
+    act_order: bool | None = None,
+) -> QuantizedWeight:
     """Round a weight of any LinearForm (w in its own layout, h: (G, K, K)) on `grid`."""
     w = np.asarray(w, np.float64)
     index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
-    where = form.to_gkn(np.broadcast_to(grid.expand(index), w.shape))  # each element's scale, (G, K, N)
+    where = form.to_gkn(
+        np.broadcast_to(grid.expand(index), w.shape)
+    )  # each element's scale, (G, K, N)
     flat_s = np.asarray(grid.scale, np.float64).ravel()
     flat_z = np.asarray(grid.zero_point, np.float64).ravel()
     blocks = _dynamic_blocks(where) if grid.block_size else None
-    q, s, z = gptq_codes(form.to_gkn(w), h, flat_s[where], flat_z[where], grid.fmt, blocks=blocks,
-                         block_size=grid.block_size, symmetric=symmetric, method=method, act_order=act_order)
+    q, s, z = gptq_codes(
+        form.to_gkn(w),
+        h,
+        flat_s[where],
+        flat_z[where],
+        grid.fmt,
+        blocks=blocks,
+        block_size=grid.block_size,
+        symmetric=symmetric,
+        method=method,
+        act_order=act_order,
+    )
     q = compact(form.from_gkn(q), grid.fmt)
     if blocks is None:
-        return QuantizedWeight(q, grid.scale, grid.zero_point, grid.axis, grid.block_size, grid.fmt, method="gptq")
+        return QuantizedWeight(
+            q, grid.scale, grid.zero_point, grid.axis, grid.block_size, grid.fmt, method="gptq"
+        )
     scale = flat_s.astype(np.float32)
     zp = flat_z.astype(np.asarray(grid.zero_point).dtype)
     scale[where.ravel()] = s.ravel()
     zp[where.ravel()] = z.ravel()
-    return QuantizedWeight(q, scale.reshape(np.shape(grid.scale)), zp.reshape(np.shape(grid.zero_point)),
-                           grid.axis, grid.block_size, grid.fmt, method="gptq")
+    return QuantizedWeight(
+        q,
+        scale.reshape(np.shape(grid.scale)),
+        zp.reshape(np.shape(grid.zero_point)),
+        grid.axis,
+        grid.block_size,
+        grid.fmt,
+        method="gptq",
+    )
 
 
 def _dynamic_blocks(where: np.ndarray) -> np.ndarray | None:
@@ -87,8 +121,19 @@ def _dynamic_blocks(where: np.ndarray) -> np.ndarray | None:
     return ids
 
 
-def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=True, method="minmax",
-               act_order=None):
+def gptq_codes(
+    w,
+    h,
+    scale,
+    zp,
+    fmt,
+    *,
+    blocks=None,
+    block_size=None,
+    symmetric=True,
+    method="minmax",
+    act_order=None,
+):
     """GPTQ on G independent (K x N) weights at once.
 
     w: (G, K, N); h: (G, K, K); scale, zp: (G, K, N), each element's grid parameters. With
@@ -103,11 +148,17 @@ def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=
     zp = np.array(zp, np.float64)
     g_dim, k_dim, n = w.shape
     diag = np.diagonal(h, axis1=1, axis2=2).copy()
-    gi, ki = np.nonzero(diag <= 0)  # inputs that are always 0: no error to spread, rounded to nearest
+    gi, ki = np.nonzero(
+        diag <= 0
+    )  # inputs that are always 0: no error to spread, rounded to nearest
     h[gi, ki, :] = 0.0
     h[gi, :, ki] = 0.0
     h[gi, ki, ki] = 1.0
-    rows = np.argsort(-diag, axis=1, kind="stable") if act_order else np.tile(np.arange(k_dim), (g_dim, 1))
+    rows = (
+        np.argsort(-diag, axis=1, kind="stable")
+        if act_order
+        else np.tile(np.arange(k_dim), (g_dim, 1))
+    )
     take = lambda a: np.take_along_axis(a, rows[:, :, None], axis=1)  # noqa: E731
     w, scale, zp = take(w), take(scale), take(zp)
     h = np.take_along_axis(take(h), rows[:, None, :], axis=2)
@@ -130,9 +181,11 @@ def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=
                 for g in np.nonzero(first[:, i])[0]:
                     cols = members[g][int(bp[g, i])]
                     cur = w[g, cols].copy()
-                    late = cols >= end  # rows past this lazy batch have not received its updates yet
+                    late = (
+                        cols >= end
+                    )  # rows past this lazy batch have not received its updates yet
                     if late.any() and i > start:
-                        cur[late] -= hinv[g, start:i][:, cols[late]].T @ err[g, :i - start]
+                        cur[late] -= hinv[g, start:i][:, cols[late]].T @ err[g, : i - start]
                     s_b, z_b = _block_params(cur.T, fmt, symmetric, method, block_size)
                     scale[g, cols], zp[g, cols] = s_b, z_b
             wi, s, z = w[:, i], scale[:, i], zp[:, i]
@@ -140,7 +193,7 @@ def gptq_codes(w, h, scale, zp, fmt, *, blocks=None, block_size=None, symmetric=
             q[:, i] = qi
             e = (wi - (qi - z) * s) / hinv[:, i, i][:, None]
             err[:, i - start] = e
-            w[:, i + 1:end] -= hinv[:, i, i + 1:end, None] * e[:, None, :]
+            w[:, i + 1 : end] -= hinv[:, i, i + 1 : end, None] * e[:, None, :]
         if end < k_dim:
             w[:, end:] -= np.matmul(hinv[:, start:end, end:].transpose(0, 2, 1), err)
     back = np.argsort(rows, axis=1)
@@ -167,7 +220,9 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
         if u is not None:
             return u
         damp *= 10
-    raise np.linalg.LinAlgError("GPTQ: the layer's Hessian does not factor even with 10x its mean diagonal added")
+    raise np.linalg.LinAlgError(
+        "GPTQ: the layer's Hessian does not factor even with 10x its mean diagonal added"
+    )
 
 
 def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray | None:
@@ -185,7 +240,9 @@ def _upper_factor_of_inverse(h: np.ndarray) -> np.ndarray | None:
     low, info = torch.linalg.cholesky_ex(t)
     if info.any():
         return None
-    li = torch.linalg.solve_triangular(low, torch.eye(h.shape[1], dtype=t.dtype).expand_as(t), upper=False)
+    li = torch.linalg.solve_triangular(
+        low, torch.eye(h.shape[1], dtype=t.dtype).expand_as(t), upper=False
+    )
     u, info = torch.linalg.cholesky_ex(li.transpose(1, 2) @ li, upper=True)
     return None if info.any() else u.numpy()
 

@@ -86,9 +86,15 @@ class LinearForm:
         win = conv_windows(x, self)  # (B, C, *out, *kernel)
         nd = len(self.kernel)
         b, c = win.shape[:2]
-        out = win.shape[2:2 + nd]
+        out = win.shape[2 : 2 + nd]
         win = win.reshape(b, g, c // g, *out, *self.kernel)
-        order = (1, 0, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))  # (g, B, *out, c', *kernel)
+        order = (
+            1,
+            0,
+            *range(3, 3 + nd),
+            2,
+            *range(3 + nd, 3 + 2 * nd),
+        )  # (g, B, *out, c', *kernel)
         return np.ascontiguousarray(win.transpose(order), dtype=np.float64).reshape(g, -1, k)
 
     def samples_per_chunk(self, x: np.ndarray) -> int:
@@ -97,12 +103,18 @@ class LinearForm:
         if x.ndim < 2 or (self.trans_x and x.ndim == 2):
             return max(len(x), 1)
         per_sample = int(np.prod(x.shape[1:]))
-        if self.conv:  # about: a Conv has at most as many outputs as inputs (stride >= 1, small pads)
-            per_sample *= int(np.prod(self.kernel)) * (int(np.prod(self.strides)) if self.op == "ConvTranspose" else 1)
+        if (
+            self.conv
+        ):  # about: a Conv has at most as many outputs as inputs (stride >= 1, small pads)
+            per_sample *= int(np.prod(self.kernel)) * (
+                int(np.prod(self.strides)) if self.op == "ConvTranspose" else 1
+            )
         return max(1, CHUNK_ELEMENTS // max(per_sample, 1))
 
 
-def linear_form(node: onnx.NodeProto, weight_index: int, weight_shape: tuple[int, ...]) -> LinearForm | str:
+def linear_form(
+    node: onnx.NodeProto, weight_index: int, weight_shape: tuple[int, ...]
+) -> LinearForm | str:
     """The op's LinearForm, or why GPTQ does not handle it (a sentence for the report)."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     shape = tuple(int(d) for d in weight_shape)
@@ -112,27 +124,38 @@ def linear_form(node: onnx.NodeProto, weight_index: int, weight_shape: tuple[int
         pads = attrs.get("pads")
         auto = attrs.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-        if op == "ConvTranspose" and (auto in ("SAME_UPPER", "SAME_LOWER") or attrs.get("output_shape")):
-            return ("ConvTranspose with auto_pad SAME or output_shape: its padding depends on the output "
-                    "shape, which GPTQ does not resolve; rounded to nearest")
+        if op == "ConvTranspose" and (
+            auto in ("SAME_UPPER", "SAME_LOWER") or attrs.get("output_shape")
+        ):
+            return (
+                "ConvTranspose with auto_pad SAME or output_shape: its padding depends on the output "
+                "shape, which GPTQ does not resolve; rounded to nearest"
+            )
         if auto == "VALID":
             pads = [0] * 2 * nd
         elif auto in ("SAME_UPPER", "SAME_LOWER"):
             pads = None
         else:
             pads = list(pads) if pads else [0] * 2 * nd
-        return LinearForm(op, shape, groups=int(attrs.get("group", 1)),
-                          kernel=tuple(attrs.get("kernel_shape") or shape[2:]),
-                          strides=tuple(attrs.get("strides") or [1] * nd),
-                          dilations=tuple(attrs.get("dilations") or [1] * nd),
-                          pads=None if pads is None else tuple(int(p) for p in pads), auto_pad=auto,
-                          output_padding=tuple(attrs.get("output_padding") or [0] * nd))
+        return LinearForm(
+            op,
+            shape,
+            groups=int(attrs.get("group", 1)),
+            kernel=tuple(attrs.get("kernel_shape") or shape[2:]),
+            strides=tuple(attrs.get("strides") or [1] * nd),
+            dilations=tuple(attrs.get("dilations") or [1] * nd),
+            pads=None if pads is None else tuple(int(p) for p in pads),
+            auto_pad=auto,
+            output_padding=tuple(attrs.get("output_padding") or [0] * nd),
+        )
     if len(shape) != 2:
         return f"{op} weight of rank {len(shape)}: GPTQ handles 2-D MatMul/Gemm weights; rounded to nearest"
     if op == "Gemm":
         if weight_index != 1:
             return "Gemm whose weight is input A: rounded to nearest"
-        return LinearForm(op, shape, trans_w=bool(attrs.get("transB", 0)), trans_x=bool(attrs.get("transA", 0)))
+        return LinearForm(
+            op, shape, trans_w=bool(attrs.get("transB", 0)), trans_x=bool(attrs.get("transA", 0))
+        )
     if op == "MatMul":
         return LinearForm(op, shape, trans_w=weight_index == 0, trans_x=weight_index == 0)
     return f"{op} has no GPTQ form; rounded to nearest"
@@ -144,7 +167,9 @@ def conv_windows(x: np.ndarray, form: LinearForm) -> np.ndarray:
     nd = len(form.kernel)
     spatial = x.shape[2:]
     if form.op == "ConvTranspose":
-        up = np.zeros(x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(spatial, form.strides)), x.dtype)
+        up = np.zeros(
+            x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(spatial, form.strides)), x.dtype
+        )
         up[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in form.strides)] = x
         span = [d * (k - 1) for k, d in zip(form.kernel, form.dilations)]
         begin = [sp - p for sp, p in zip(span, form.pads[:nd])]
@@ -177,8 +202,11 @@ def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
     nd = len(kernel)
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     v = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + nd)))
-    return v[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
-             + tuple(slice(None, None, d) for d in dilations)]
+    return v[
+        (slice(None), slice(None))
+        + tuple(slice(None, None, s) for s in strides)
+        + tuple(slice(None, None, d) for d in dilations)
+    ]
 
 
 def gram(p: np.ndarray) -> np.ndarray:
@@ -206,7 +234,7 @@ class HessianSum:
             x = x[None]
         step = self.form.samples_per_chunk(x)
         for s in range(0, len(x), step):
-            p = self.form.patches(x[s:s + step])
+            p = self.form.patches(x[s : s + step])
             self.sum += gram(p)
             self.rows += p.shape[1]
 

@@ -38,12 +38,23 @@ class PlanRounding:
         from faaq_onnx.optimize.rounding import optimize_rounding
 
         cfg = self.comp.config
-        settings = ReconSettings(iters=cfg.optimize_iters, drop=cfg.qdrop, seed=cfg.seed,
-                                 scale_lr=SCALE_LR if cfg.optimize_scales else 0.0)
+        settings = ReconSettings(
+            iters=cfg.optimize_iters,
+            drop=cfg.qdrop,
+            seed=cfg.seed,
+            scale_lr=SCALE_LR if cfg.optimize_scales else 0.0,
+        )
         with self.comp.stage("optimize_weights"):
-            return optimize_rounding(self.comp, plan, cfg.rounding, settings, cfg.optimize_inputs,
-                                     cfg.optimize_samples, learn_activations=learn_activations,
-                                     progress=cfg.progress)
+            return optimize_rounding(
+                self.comp,
+                plan,
+                cfg.rounding,
+                settings,
+                cfg.optimize_inputs,
+                cfg.optimize_samples,
+                learn_activations=learn_activations,
+                progress=cfg.progress,
+            )
 
     def optimize(self, plans: list[BitPlan]) -> dict:
         """Round each plan's weights below 8 bits into the shared cache (once per plan)."""
@@ -67,7 +78,9 @@ class PlanRounding:
         self._done.add(key)
         with self._scratch() as (weights, learned):
             report = self._run(plan, learn_activations=True)
-            own_learned = {k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v}
+            own_learned = {
+                k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v
+            }
             self._own[key] = OwnRounding(comp.weights.changed_since(weights), own_learned, report)
 
     @contextmanager

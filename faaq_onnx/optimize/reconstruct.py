@@ -24,7 +24,9 @@ from faaq_onnx.quant.weights import WeightGrid
 
 ZETA, GAMMA = 1.1, -0.1
 SCALE_LR = 1e-4  # Adam step on a weight scale's log-gain when --optimize-scales learns it
-MIX_FLOAT = 0.5  # --optimize-inputs mixed: chance that an input element is the float model's (QDrop's 0.5)
+MIX_FLOAT = (
+    0.5  # --optimize-inputs mixed: chance that an input element is the float model's (QDrop's 0.5)
+)
 
 
 @dataclass
@@ -37,7 +39,9 @@ class ReconSettings:
     warm_start: float = 0.2  # share of iterations without the regularizer
     beta: tuple[float, float] = (20.0, 2.0)
     drop: float = 0.0  # QDrop: probability of keeping an activation element float
-    scale_lr: float = 0.0  # learning rate of the weight scales' log-gain (0: scales stay the range setter's)
+    scale_lr: float = (
+        0.0  # learning rate of the weight scales' log-gain (0: scales stay the range setter's)
+    )
     seed: int = 0
     threads: int = 1
 
@@ -55,7 +59,9 @@ class SoftWeight:
         self.grid = grid
         s = grid.full_scale
         self.scale = torch.from_numpy(np.broadcast_to(s, w.shape).astype(np.float32).copy())
-        self.zp = torch.from_numpy(np.broadcast_to(grid.full_zero_point, w.shape).astype(np.float32).copy())
+        self.zp = torch.from_numpy(
+            np.broadcast_to(grid.full_zero_point, w.shape).astype(np.float32).copy()
+        )
         ws = w.astype(np.float32) / self.scale.numpy()
         self.floor = torch.from_numpy(np.floor(ws))
         rest = np.clip(ws - np.floor(ws), 1e-4, 1 - 1e-4)
@@ -79,8 +85,14 @@ class SoftWeight:
     def soft(self) -> torch.Tensor:
         fmt = self.grid.fmt
         s = self._scale()
-        return fake_quant(self.floor * s, s, self.zp, fmt.qmin, fmt.qmax,
-                          round_fn=lambda t: torch.floor(t + 1e-4) + self.h())
+        return fake_quant(
+            self.floor * s,
+            s,
+            self.zp,
+            fmt.qmin,
+            fmt.qmax,
+            round_fn=lambda t: torch.floor(t + 1e-4) + self.h(),
+        )
 
     def codes(self) -> np.ndarray:
         """Hard rounding: down where h(V) < 0.5, up where it is not."""
@@ -107,7 +119,9 @@ class LearnedActQuant:
         self.zp, self.qmin, self.qmax = float(zp), qmin, qmax
         self.grad_scale = 1.0 / np.sqrt(max(n_elements, 1) * max(qmax, 1))
 
-    def __call__(self, x: torch.Tensor, drop: float = 0.0, gen: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, drop: float = 0.0, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
         s = torch.exp(self.log_scale)
         q = fake_quant(x, s, self.zp, self.qmin, self.qmax, round_fn=_ste_round)
         if drop > 0:  # QDrop: some elements stay float, so the unit learns to be robust to both
@@ -124,9 +138,16 @@ def _ste_round(t: torch.Tensor) -> torch.Tensor:
     return (torch.round(t) - t).detach() + t
 
 
-def reconstruct(run_unit, weights: dict[str, SoftWeight], acts: dict[str, LearnedActQuant],
-                inputs: dict[str, np.ndarray], target: np.ndarray, settings: ReconSettings, progress=None,
-                float_inputs: dict[str, np.ndarray] | None = None) -> float:
+def reconstruct(
+    run_unit,
+    weights: dict[str, SoftWeight],
+    acts: dict[str, LearnedActQuant],
+    inputs: dict[str, np.ndarray],
+    target: np.ndarray,
+    settings: ReconSettings,
+    progress=None,
+    float_inputs: dict[str, np.ndarray] | None = None,
+) -> float:
     """Optimize rounding (and step sizes) of one unit; returns the final reconstruction MSE.
 
     `run_unit(feeds, hooks)` runs the unit's forward pass in torch and returns its output.
@@ -138,12 +159,16 @@ def reconstruct(run_unit, weights: dict[str, SoftWeight], acts: dict[str, Learne
     # (and tens of times faster when another process holds the other core)
     torch.set_num_threads(settings.threads)
     try:
-        return _reconstruct(run_unit, weights, acts, inputs, target, settings, progress, float_inputs)
+        return _reconstruct(
+            run_unit, weights, acts, inputs, target, settings, progress, float_inputs
+        )
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSettings, progress, float_inputs) -> float:
+def _reconstruct(
+    run_unit, weights, acts, inputs, target, settings: ReconSettings, progress, float_inputs
+) -> float:
     gen = torch.Generator().manual_seed(settings.seed)
     groups = [{"params": [w.v for w in weights.values()], "lr": settings.lr}]
     gains = [w.log_gain for w in weights.values() if w.log_gain is not None]
@@ -155,7 +180,10 @@ def _reconstruct(run_unit, weights, acts, inputs, target, settings: ReconSetting
     n = len(target)
     tgt = _channels_last(torch.from_numpy(np.ascontiguousarray(target)))
     xs = {k: _channels_last(torch.from_numpy(np.ascontiguousarray(v))) for k, v in inputs.items()}
-    xf = {k: _channels_last(torch.from_numpy(np.ascontiguousarray(v))) for k, v in (float_inputs or {}).items()}
+    xf = {
+        k: _channels_last(torch.from_numpy(np.ascontiguousarray(v)))
+        for k, v in (float_inputs or {}).items()
+    }
     warm = int(settings.warm_start * settings.iters)
     b0, b1 = settings.beta
     loss_rec = torch.tensor(0.0)

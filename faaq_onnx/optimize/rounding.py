@@ -32,13 +32,23 @@ from faaq_onnx.plan import BitPlan
 MODES = ("adaround", "brecq", "gptq")
 
 
-def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, inputs: str = "quantized",
-                      samples: int = 256, learn_activations: bool = True, progress: bool = False) -> dict:
+def optimize_rounding(
+    comp,
+    plan: BitPlan,
+    mode: str,
+    settings: ReconSettings,
+    inputs: str = "quantized",
+    samples: int = 256,
+    learn_activations: bool = True,
+    progress: bool = False,
+) -> dict:
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report."""
     if mode not in MODES:
         raise FaaqError(f"unknown rounding optimizer {mode!r}: choose {', '.join(MODES)}")
     if inputs not in OPTIMIZE_INPUTS:
-        raise FaaqError(f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}")
+        raise FaaqError(
+            f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}"
+        )
     proto, qgraph = comp.float_proto, comp.qgraph
     units = _units(proto, qgraph, mode)
     wbits = plan.weight_bits(qgraph)
@@ -50,12 +60,17 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         _check_units(proto, units, mode)
     tensors = sorted({t for u in units for t in u.inputs + [u.output]})
     # GPTQ sums over the samples batch by batch; reconstruction holds every sample of a unit's tensors
-    n = (min(samples, len(next(iter(comp.inputs.values())))) if mode == "gptq"
-         else samples_for(proto, tensors, samples, comp))
+    n = (
+        min(samples, len(next(iter(comp.inputs.values()))))
+        if mode == "gptq"
+        else samples_for(proto, tensors, samples, comp)
+    )
     data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
     report = {"mode": mode, "inputs": inputs, "samples": n, "iters": settings.iters, "units": []}
     t_all = time.perf_counter()
-    bar = tqdm(units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False)
+    bar = tqdm(
+        units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False
+    )
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
         if mode == "gptq":
@@ -65,11 +80,21 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         try:
             graph = TorchGraph(unit_model(proto, unit))
         except UnsupportedOp as exc:
-            raise FaaqError(f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}") from None
-        x, x_float, target = data.reconstruction_data(unit.inputs, unit.output, plan.choices, inputs)
-        soft = {w: SoftWeight(comp.weights.float_weight(w), comp.weights.get(w, wbits[w]).grid,
-                              learn_scale=settings.scale_lr > 0)
-                for w in unit.weights if wbits[w] < 8}
+            raise FaaqError(
+                f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}"
+            ) from None
+        x, x_float, target = data.reconstruction_data(
+            unit.inputs, unit.output, plan.choices, inputs
+        )
+        soft = {
+            w: SoftWeight(
+                comp.weights.float_weight(w),
+                comp.weights.get(w, wbits[w]).grid,
+                learn_scale=settings.scale_lr > 0,
+            )
+            for w in unit.weights
+            if wbits[w] < 8
+        }
         acts = _learned_acts(comp, unit, abits, x) if mode == "brecq" and learn_activations else {}
 
         def run_unit(feeds, hooks, graph=graph):
@@ -79,17 +104,39 @@ def optimize_rounding(comp, plan: BitPlan, mode: str, settings: ReconSettings, i
         # one thread for small units (per-op overhead dominates); every core for large feature maps
         per_batch = settings.batch_size * max(int(np.prod(v.shape[1:])) for v in x.values())
         threads = settings.threads if per_batch < (1 << 20) else max(os.cpu_count() or 1, 1)
-        unit_settings = ReconSettings(**{**settings.__dict__, "seed": settings.seed + i, "threads": threads})
-        reconstruct(run_unit, soft, acts, x, target, unit_settings, float_inputs=x_float,
-                    progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")))
+        unit_settings = ReconSettings(
+            **{**settings.__dict__, "seed": settings.seed + i, "threads": threads}
+        )
+        reconstruct(
+            run_unit,
+            soft,
+            acts,
+            x,
+            target,
+            unit_settings,
+            float_inputs=x_float,
+            progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")),
+        )
         for w, sw in soft.items():
-            comp.weights.put(w, wbits[w], comp.weights.get(w, wbits[w]).with_codes(sw.codes(), mode,
-                                                                                    scale=sw.learned_scale()))
+            comp.weights.put(
+                w,
+                wbits[w],
+                comp.weights.get(w, wbits[w]).with_codes(
+                    sw.codes(), mode, scale=sw.learned_scale()
+                ),
+            )
         for q in acts.values():
             comp.calibration.learned[q.act_key] = q.scale
         after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits)
-        report["units"].append({"unit": unit.name, "weights": list(soft), "mse_nearest": before, "mse": after,
-                                "seconds": round(time.perf_counter() - t0, 2)})
+        report["units"].append(
+            {
+                "unit": unit.name,
+                "weights": list(soft),
+                "mse_nearest": before,
+                "mse": after,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
     comp.feeds.reset_act_cache()
     if comp._prober is not None:
         comp._prober.reset_act_cache()
@@ -115,8 +162,10 @@ def _check_units(proto, units, mode: str) -> None:
     try:
         check_nodes([n for n in proto.graph.node if n.name in wanted])
     except UnsupportedOp as exc:
-        raise FaaqError(f"--optimize {mode} runs its units in the torch interpreter, which cannot run "
-                        f"this model: {exc}") from None
+        raise FaaqError(
+            f"--optimize {mode} runs its units in the torch interpreter, which cannot run "
+            f"this model: {exc}"
+        ) from None
 
 
 def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
@@ -152,7 +201,9 @@ def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
         out["inputs_s"] = round(out.get("inputs_s", 0.0) + t_in, 2)  # ORT producing the layer input
         out["hessian_s"] = round(out.get("hessian_s", 0.0) + t_h, 2)  # patches and their sums
         rtn = comp.weights.get(w, wbits[w])
-        qw = gptq_mod.gptq_weight(form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range)
+        qw = gptq_mod.gptq_weight(
+            form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range
+        )
         comp.weights.put(w, wbits[w], qw)
         out["weights"].append(w)
         out["act_order"] = gptq_mod.ACT_ORDER
@@ -171,8 +222,9 @@ def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:
     acts = {}
     for a in unit.activations:
         aq = comp.qgraph.activations[a]
-        scale, zp, fmt, _, _ = comp.calibration.activation_params(aq, abits[a], cfg.act_symmetric, cfg.act_range,
-                                                                  cfg.percentile)
+        scale, zp, fmt, _, _ = comp.calibration.activation_params(
+            aq, abits[a], cfg.act_symmetric, cfg.act_range, cfg.percentile
+        )
         for t in root_tensors(comp.float_proto, aq.tensors):
             if t in produced and t != unit.output:
                 size = int(np.prod(comp.calibration.quantizer_stats(aq).shape or (1,)))

@@ -47,12 +47,18 @@ def find_sites(model: ir.Model, weights: set[str]) -> list[Site]:
     return [s for s in sites.values() if all(_k_of(n) == s.k for n in s.nodes)]
 
 
-def smoothquant_scales(x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    s = np.power(np.maximum(x_absmax, 1e-5), alpha) / np.power(np.maximum(w_absmax, 1e-5), 1 - alpha)
+def smoothquant_scales(
+    x_absmax: np.ndarray, w_absmax: np.ndarray, alpha: float = 0.5
+) -> np.ndarray:
+    s = np.power(np.maximum(x_absmax, 1e-5), alpha) / np.power(
+        np.maximum(w_absmax, 1e-5), 1 - alpha
+    )
     return np.clip(s, 1e-4, 1e4)
 
 
-def awq_scales(x: np.ndarray, weights: list[np.ndarray], quantize, grid_points: int = 20) -> tuple[np.ndarray, float]:
+def awq_scales(
+    x: np.ndarray, weights: list[np.ndarray], quantize, grid_points: int = 20
+) -> tuple[np.ndarray, float]:
     """(s, alpha) minimizing Σ ||x W - (x/s) Q(diag(s) W)||² over alpha in [0, 1).
 
     x: samples x K; weights: K x N each; quantize(W) -> dequantized W on the target grid.
@@ -61,10 +67,12 @@ def awq_scales(x: np.ndarray, weights: list[np.ndarray], quantize, grid_points: 
     ref = [x @ w for w in weights]
     best = (np.inf, np.ones_like(mean_abs), 0.0)
     for alpha in np.arange(grid_points) / grid_points:
-        s = mean_abs ** alpha
+        s = mean_abs**alpha
         s = s / np.sqrt(s.max() * s.min())  # keep the scales centred around 1
         xs = x / s
-        err = sum(float(np.mean((xs @ quantize(w * s[:, None]) - r) ** 2)) for w, r in zip(weights, ref))
+        err = sum(
+            float(np.mean((xs @ quantize(w * s[:, None]) - r) ** 2)) for w, r in zip(weights, ref)
+        )
         if err < best[0]:
             best = (err, s, float(alpha))
     return best[1], best[2]
@@ -102,11 +110,16 @@ def _fold_inverse(graph, x: ir.Value, site: Site, inv: np.ndarray) -> str:
                     if b is not None and len(prod.inputs[2].uses()) == 1:
                         _set(prod.inputs[2], (b * inv).astype(np.float32))
                 return "folded into LayerNormalization"
-    mul = ir.node("Mul", [x, add_initializer(graph, f"{x.name}_smooth_inv", inv.astype(np.float32))],
-                  name=f"{x.name}_smooth")
+    mul = ir.node(
+        "Mul",
+        [x, add_initializer(graph, f"{x.name}_smooth_inv", inv.astype(np.float32))],
+        name=f"{x.name}_smooth",
+    )
     mul.outputs[0].name = f"{x.name}_smoothed"
     mul.outputs[0].type, mul.outputs[0].shape = x.type, x.shape
-    graph.insert_after(x.producer(), [mul]) if x.producer() is not None else graph.insert_before(site.nodes[0], [mul])
+    graph.insert_after(x.producer(), [mul]) if x.producer() is not None else graph.insert_before(
+        site.nodes[0], [mul]
+    )
     for node in site.nodes:
         node.replace_input_with(0, mul.outputs[0])
     return "Mul inserted"
@@ -144,7 +157,9 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
 
     cfg = comp.config
     sites = find_sites(comp.model, set(comp.qgraph.weights))
-    sites = [s for s in sites if all(len(n.inputs[1].uses()) == 1 for n in s.nodes)]  # shared weights: left alone
+    sites = [
+        s for s in sites if all(len(n.inputs[1].uses()) == 1 for n in s.nodes)
+    ]  # shared weights: left alone
     if not sites:
         return {"mode": mode, "sites": []}
     inputs = {k: v[:samples] for k, v in comp.inputs.items()}
@@ -155,8 +170,16 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
     report = {"mode": mode, "alpha": alpha if mode == "smoothquant" else None, "sites": []}
 
     def quantize(w_kn):
-        grid = weight_grid(w_kn.astype(np.float32), bits, cfg.weight_granularity, 1, 0, cfg.block_size,
-                           cfg.weight_symmetric, cfg.weight_range)
+        grid = weight_grid(
+            w_kn.astype(np.float32),
+            bits,
+            cfg.weight_granularity,
+            1,
+            0,
+            cfg.block_size,
+            cfg.weight_symmetric,
+            cfg.weight_range,
+        )
         return grid.round_to_nearest(w_kn.astype(np.float32)).dequantized().astype(np.float64)
 
     rng = np.random.default_rng(cfg.seed)
@@ -171,6 +194,13 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
         else:
             s, a = awq_scales(x, ws, quantize)
         how = apply_scales(comp.model, site, s)
-        report["sites"].append({"tensor": site.tensor, "nodes": [n.name for n in site.nodes], "alpha": a,
-                                "scale_range": [float(s.min()), float(s.max())], "fold": how})
+        report["sites"].append(
+            {
+                "tensor": site.tensor,
+                "nodes": [n.name for n in site.nodes],
+                "alpha": a,
+                "scale_range": [float(s.min()), float(s.max())],
+                "fold": how,
+            }
+        )
     return report

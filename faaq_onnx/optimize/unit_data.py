@@ -36,13 +36,17 @@ class UnitData:
         probe = build_probe(comp.float_proto, comp.qgraph)
         produced = {o for n in probe.graph.node for o in n.output}
         self.probe_name = {t: (f"{t}__fq" if f"{t}__fq" in produced else t) for t in tensors}
-        self.probe = ProbeSession(probe, inputs, list(comp.qgraph.activations), batch_size, prefix=True)
+        self.probe = ProbeSession(
+            probe, inputs, list(comp.qgraph.activations), batch_size, prefix=True
+        )
 
     def float_tensors(self, names: list[str]) -> dict[str, np.ndarray]:
         """The float model's values of `names`; graph inputs are the feeds themselves (ORT
         cannot return an input as an output)."""
         computed = [n for n in names if n not in self.inputs]
-        outs = run_all(self.float_session, self.inputs, self.batch_size, computed) if computed else []
+        outs = (
+            run_all(self.float_session, self.inputs, self.batch_size, computed) if computed else []
+        )
         outs = dict(zip(computed, outs))
         return {n: (np.asarray(self.inputs[n]) if n in self.inputs else outs[n]) for n in names}
 
@@ -61,11 +65,17 @@ class UnitData:
             weights, acts = self.comp.feeds.feeds(choices)
             acts = acts if mode in ("quantized", "mixed") else None
         for s in range(0, n, step):
-            chunk = {k: v[s:s + step] for k, v in self.inputs.items()}
+            chunk = {k: v[s : s + step] for k, v in self.inputs.items()}
             if mode == "float":
-                yield chunk[name] if name in chunk else run_all(self.float_session, chunk, step, [name])[0]
+                yield (
+                    chunk[name]
+                    if name in chunk
+                    else run_all(self.float_session, chunk, step, [name])[0]
+                )
             else:
-                yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[0]
+                yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[
+                    0
+                ]
 
     def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
         """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
@@ -76,19 +86,25 @@ class UnitData:
         x = {n: fl[n] for n in names} if mode == "float" else self.unit_inputs(names, choices, mode)
         return x, ({n: fl[n] for n in names} if mode == "mixed" else None), fl[output]
 
-    def quantized_tensors(self, names: list[str], choices, activations: bool = True) -> dict[str, np.ndarray]:
+    def quantized_tensors(
+        self, names: list[str], choices, activations: bool = True
+    ) -> dict[str, np.ndarray]:
         """`names` in the model that runs `choices`' weights, and its activation quantizers
         unless `activations` is False (they are then the probe's default: switched off)."""
         weights, acts = self.comp.feeds.feeds(choices)
-        outs = self.probe.run(weights, acts if activations else None, outputs=[self.probe_name[n] for n in names])
+        outs = self.probe.run(
+            weights, acts if activations else None, outputs=[self.probe_name[n] for n in names]
+        )
         return dict(zip(names, outs))
 
 
 def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:
     """As many samples as asked, unless the largest tapped tensor would pass MAX_TENSOR_BYTES."""
     stats = comp.calibration.stats
-    per_sample = max((int(np.prod(stats[t].shape)) * 4 for t in tensors if t in stats and stats[t].shape),
-                     default=0)
+    per_sample = max(
+        (int(np.prod(stats[t].shape)) * 4 for t in tensors if t in stats and stats[t].shape),
+        default=0,
+    )
     if per_sample == 0:
         return wanted
     return max(8, min(wanted, MAX_TENSOR_BYTES // per_sample))

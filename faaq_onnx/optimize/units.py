@@ -28,7 +28,9 @@ class Unit:
     inputs: list[str]  # activation tensors entering the unit
     output: str  # the tensor whose value the reconstruction matches
     weights: list[str] = field(default_factory=list)  # quantized weights inside
-    activations: list[str] = field(default_factory=list)  # activation quantizers inside (BRECQ learns them)
+    activations: list[str] = field(
+        default_factory=list
+    )  # activation quantizers inside (BRECQ learns them)
 
 
 def _index(proto: onnx.ModelProto):
@@ -47,7 +49,11 @@ def layer_units(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> list[Unit]:
     by_name = {n.name: n for n in proto.graph.node}
     units = []
     for node in proto.graph.node:
-        weights = [w for w in node.input if w in qgraph.weights and node.name in qgraph.weights[w].consumers]
+        weights = [
+            w
+            for w in node.input
+            if w in qgraph.weights and node.name in qgraph.weights[w].consumers
+        ]
         if not weights:
             continue
         nodes, out = [node.name], node.output[0]
@@ -80,12 +86,16 @@ def block_units(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> list[Unit]:
     done: set[str] = set()
     units = []
     for cut in cuts:
-        members = {n.name for n in ancestor_nodes([cut], producer, stop=set(cuts) - {cut} | graph_inputs)} - done
+        members = {
+            n.name for n in ancestor_nodes([cut], producer, stop=set(cuts) - {cut} | graph_inputs)
+        } - done
         if not members:
             continue
         done |= members
         names = sorted(members, key=order.get)
-        produced = {o for n in names for o in next(x for x in proto.graph.node if x.name == n).output}
+        produced = {
+            o for n in names for o in next(x for x in proto.graph.node if x.name == n).output
+        }
         ins = []
         for n in names:
             for i in next(x for x in proto.graph.node if x.name == n).input:
@@ -107,8 +117,13 @@ def unit_model(proto: onnx.ModelProto, unit: Unit) -> onnx.ModelProto:
     nodes = [n for n in proto.graph.node if n.name in wanted]
     used = {i for n in nodes for i in n.input}
     inits = [t for t in proto.graph.initializer if t.name in used]
-    g = helper.make_graph(nodes, unit.name, [helper.make_empty_tensor_value_info(i) for i in unit.inputs],
-                          [helper.make_empty_tensor_value_info(unit.output)], inits)
+    g = helper.make_graph(
+        nodes,
+        unit.name,
+        [helper.make_empty_tensor_value_info(i) for i in unit.inputs],
+        [helper.make_empty_tensor_value_info(unit.output)],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=list(proto.opset_import))
     m.ir_version = proto.ir_version
     return m

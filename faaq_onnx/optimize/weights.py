@@ -34,10 +34,18 @@ class WeightCache:
         if key not in self._cache:
             wq = self.qgraph.weights[name]
             self._cache[key] = quantize_weight(
-                self.float_weight(name), self.range_bits(bits), self.config.weight_granularity, wq.channel_axis, wq.block_axis,
-                self.config.block_size, self.config.weight_symmetric, self.config.weight_range,
+                self.float_weight(name),
+                self.range_bits(bits),
+                self.config.weight_granularity,
+                wq.channel_axis,
+                wq.block_axis,
+                self.config.block_size,
+                self.config.weight_symmetric,
+                self.config.weight_range,
             )
-            done_with(self.model.graph.initializers[name])  # a big model's float weight leaves memory
+            done_with(
+                self.model.graph.initializers[name]
+            )  # a big model's float weight leaves memory
         return self._cache[key]
 
     def range_bits(self, bits: int) -> int:
@@ -57,7 +65,11 @@ class WeightCache:
 
     def changed_since(self, snapshot: dict) -> dict:
         """Entries put since `snapshot` (learned rounding written over it)."""
-        return {k: v for k, v in self._cache.items() if snapshot.get(k) is not v and v.method != "nearest"}
+        return {
+            k: v
+            for k, v in self._cache.items()
+            if snapshot.get(k) is not v and v.method != "nearest"
+        }
 
     def restore(self, entries: dict) -> None:
         self._cache = dict(entries)

@@ -19,8 +19,13 @@ from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
 
-def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True, cle: str | None = None,
-                 zero_biases: bool = False) -> tuple[ir.Model, list[str]]:
+def canonicalize(
+    model: ir.Model,
+    target_opset: int = 13,
+    simplify: bool = True,
+    cle: str | None = None,
+    zero_biases: bool = False,
+) -> tuple[ir.Model, list[str]]:
     """Run the canonicalization passes; returns the model and any warnings.
 
     `cle` ("keep" or "replace" for ReLU6) adds cross-layer equalization after BN folding;
@@ -55,6 +60,8 @@ def canonicalize(model: ir.Model, target_opset: int = 13, simplify: bool = True,
         raise
     warnings = [simplify_pass.warning] if simplify_pass.warning else []
     if cle_pass is not None and cle_pass.replaced_clips:
-        warnings.append(f"cross-layer equalization replaced {len(cle_pass.replaced_clips)} ReLU6 (Clip) by Relu: "
-                        "the float model's function changes where activations exceed the clip")
+        warnings.append(
+            f"cross-layer equalization replaced {len(cle_pass.replaced_clips)} ReLU6 (Clip) by Relu: "
+            "the float model's function changes where activations exceed the clip"
+        )
     return result.model, warnings

@@ -40,7 +40,11 @@ class CrossLayerEqualizationPass(InPlacePass):
             return PassResult(model, False)
         if self.relu6 == "replace":
             for _, act, _ in pairs:
-                if act is not None and act.op_type == "Clip" and act.name not in self.replaced_clips:
+                if (
+                    act is not None
+                    and act.op_type == "Clip"
+                    and act.name not in self.replaced_clips
+                ):
                     self._clip_to_relu(graph, act)
             pairs = [p for p in (self._pair(n) for n in graph) if p is not None]
         for _ in range(SWEEPS):
@@ -66,17 +70,27 @@ class CrossLayerEqualizationPass(InPlacePass):
             if len(z.uses()) != 1 or z.is_graph_output():
                 return None
             nxt = next(iter(z.uses())).node
-        if nxt.op_type != "Conv" or not _const_conv(nxt) or next(iter((act or conv1).outputs[0].uses())).idx != 0:
+        if (
+            nxt.op_type != "Conv"
+            or not _const_conv(nxt)
+            or next(iter((act or conv1).outputs[0].uses())).idx != 0
+        ):
             return None
         return conv1, act, nxt
 
     def _equalizable_clip(self, clip: ir.Node) -> bool:
-        lo = const_array(clip.inputs[1]) if len(clip.inputs) > 1 and clip.inputs[1] is not None else None
+        lo = (
+            const_array(clip.inputs[1])
+            if len(clip.inputs) > 1 and clip.inputs[1] is not None
+            else None
+        )
         return self.relu6 == "replace" and lo is not None and float(lo) == 0.0
 
     def _clip_to_relu(self, graph, clip: ir.Node) -> None:
         relu = ir.node("Relu", [clip.inputs[0]], name=clip.name)
-        ir.convenience.replace_nodes_and_values(graph, clip, [clip], [relu], [clip.outputs[0]], [relu.outputs[0]])
+        ir.convenience.replace_nodes_and_values(
+            graph, clip, [clip], [relu], [clip.outputs[0]], [relu.outputs[0]]
+        )
         self.replaced_clips.append(clip.name)
 
 
@@ -91,7 +105,10 @@ def _group(node: ir.Node) -> int:
 
 
 def _equalize(graph, conv1: ir.Node, conv2: ir.Node) -> None:
-    w1, w2 = const_array(conv1.inputs[1]).astype(np.float64), const_array(conv2.inputs[1]).astype(np.float64)
+    w1, w2 = (
+        const_array(conv1.inputs[1]).astype(np.float64),
+        const_array(conv2.inputs[1]).astype(np.float64),
+    )
     c = w1.shape[0]
     g2 = _group(conv2)
     if g2 == 1:

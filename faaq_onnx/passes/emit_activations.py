@@ -30,7 +30,9 @@ class DropRedundantClampsPass(InPlacePass):
         nodes = {n.name: n for n in graph}
         modified = False
         for name, aq in self.qgraph.activations.items():
-            if name in self.keep:  # a weight-only MatMulNBits will bypass this Q/DQ: its clamp must stay
+            if (
+                name in self.keep
+            ):  # a weight-only MatMulNBits will bypass this Q/DQ: its clamp must stay
                 continue
             scale, zp, fmt = self.act_params[name][:3]
             rep_lo, rep_hi = scale * (fmt.qmin - zp), scale * (fmt.qmax - zp)
@@ -69,7 +71,9 @@ class InsertActivationQDQPass(InPlacePass):
         for name, aq in self.qgraph.activations.items():
             scale, zp, fmt = self.act_params[name][:3]
             s_val = add_initializer(graph, f"{_short(name)}_scale", np.array(scale, np.float32))
-            z_val = add_initializer(graph, f"{_short(name)}_zero_point", np.array(zp, dtype=fmt.numpy_type))
+            z_val = add_initializer(
+                graph, f"{_short(name)}_zero_point", np.array(zp, dtype=fmt.numpy_type)
+            )
             for tensor in aq.tensors:
                 v = values.get(tensor)
                 if v is None or (v.producer() is None and not v.is_graph_input()):
@@ -86,15 +90,21 @@ class InsertActivationQDQPass(InPlacePass):
         new_nodes = []
         src = v
         if not fmt.fills_container:
-            lo_v = add_initializer(graph, f"{tensor}_clip_lo", np.array(scale * (fmt.qmin - zp), np.float32))
-            hi_v = add_initializer(graph, f"{tensor}_clip_hi", np.array(scale * (fmt.qmax - zp), np.float32))
+            lo_v = add_initializer(
+                graph, f"{tensor}_clip_lo", np.array(scale * (fmt.qmin - zp), np.float32)
+            )
+            hi_v = add_initializer(
+                graph, f"{tensor}_clip_hi", np.array(scale * (fmt.qmax - zp), np.float32)
+            )
             clip = ir.node("Clip", [v, lo_v, hi_v], name=f"{tensor}_clip")
             clip.outputs[0].name = f"{tensor}_clipped"
             new_nodes.append(clip)
             src = clip.outputs[0]
         qn = ir.node("QuantizeLinear", [src, s_val, z_val], name=f"{tensor}_QuantizeLinear")
         qn.outputs[0].name = f"{tensor}_quantized"
-        dqn = ir.node("DequantizeLinear", [qn.outputs[0], s_val, z_val], name=f"{tensor}_DequantizeLinear")
+        dqn = ir.node(
+            "DequantizeLinear", [qn.outputs[0], s_val, z_val], name=f"{tensor}_DequantizeLinear"
+        )
         dq_out = dqn.outputs[0]
         dq_out.name = f"{tensor}_dequantized"
         dq_out.type = v.type if v.type is not None else ir.TensorType(ir.DataType.FLOAT)
@@ -115,9 +125,19 @@ class InsertActivationQDQPass(InPlacePass):
 def clamp_bounds(node: ir.Node) -> tuple[float | None, float | None]:
     if node.op_type == "Relu":
         return 0.0, np.inf
-    if node.op_type == "Clip":  # bounds as inputs: canonicalization has upgraded the model to opset >= 13
-        lo_a = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else np.array(-np.inf)
-        hi_a = const_array(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else np.array(np.inf)
+    if (
+        node.op_type == "Clip"
+    ):  # bounds as inputs: canonicalization has upgraded the model to opset >= 13
+        lo_a = (
+            const_array(node.inputs[1])
+            if len(node.inputs) > 1 and node.inputs[1] is not None
+            else np.array(-np.inf)
+        )
+        hi_a = (
+            const_array(node.inputs[2])
+            if len(node.inputs) > 2 and node.inputs[2] is not None
+            else np.array(np.inf)
+        )
         if lo_a is None or hi_a is None:
             return None, None
         return float(lo_a), float(hi_a)

@@ -42,9 +42,12 @@ from faaq_onnx.graph import const_array
 __all__ = ["convert_to_matmulnbits"]
 
 _INT_TYPES = {
-    ir.DataType.INT2: True, ir.DataType.UINT2: False,
-    ir.DataType.INT4: True, ir.DataType.UINT4: False,
-    ir.DataType.INT8: True, ir.DataType.UINT8: False,
+    ir.DataType.INT2: True,
+    ir.DataType.UINT2: False,
+    ir.DataType.INT4: True,
+    ir.DataType.UINT4: False,
+    ir.DataType.INT8: True,
+    ir.DataType.UINT8: False,
 }
 _FLOAT_A = {ir.DataType.FLOAT: np.float32, ir.DataType.FLOAT16: np.float16}
 
@@ -162,7 +165,9 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
         if qn is None or qn.op_type != "QuantizeLinear":
             return None
         a_src = qn.inputs[0]
-    if a_src.shape is not None and (len(a_src.shape) < 2 or (isinstance(a_src.shape[-1], int) and a_src.shape[-1] != k)):
+    if a_src.shape is not None and (
+        len(a_src.shape) < 2 or (isinstance(a_src.shape[-1], int) and a_src.shape[-1] != k)
+    ):
         return None  # MatMulNBits wants A of rank >= 2 with K last
 
     q_kn = (q.T if trans_b else q).astype(np.int64)
@@ -179,15 +184,30 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
     bias = None
     if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
         bias = node.inputs[2]
-    return {"a": a_src, "u": u, "zp": zz, "scales": s_kn, "bits": bits, "block": block, "k": k, "n": n,
-            "bias": bias, "a_np": _FLOAT_A[a_type]}
+    return {
+        "a": a_src,
+        "u": u,
+        "zp": zz,
+        "scales": s_kn,
+        "bits": bits,
+        "block": block,
+        "k": k,
+        "n": n,
+        "bias": bias,
+        "a_np": _FLOAT_A[a_type],
+    }
 
 
 def _through_cast(value: ir.Value | None) -> ir.Value | None:
     """The packed initializer behind a Cast(to=INT8|UINT8) (faaq's cast storage form)."""
     prod = value.producer() if value is not None else None
-    if prod is not None and prod.op_type == "Cast" and prod.inputs and prod.inputs[0] is not None \
-            and prod.inputs[0].const_value is not None:
+    if (
+        prod is not None
+        and prod.op_type == "Cast"
+        and prod.inputs
+        and prod.inputs[0] is not None
+        and prod.inputs[0].const_value is not None
+    ):
         return prod.inputs[0]
     return value
 
@@ -225,16 +245,28 @@ def _rewrite(graph: ir.Graph, node: ir.Node, spec: dict, accuracy_level: int) ->
             inputs += [None, _init(graph, f"{base}_bias", c.reshape(n).astype(spec["a_np"]))]
         else:
             extra_add = spec["bias"]  # Gemm's C broadcasts; keep it as an Add
-    mnb = ir.node("MatMulNBits", inputs, attributes={
-        "K": k, "N": n, "bits": bits, "block_size": block, "accuracy_level": accuracy_level,
-    }, domain="com.microsoft", name=node.name)
+    mnb = ir.node(
+        "MatMulNBits",
+        inputs,
+        attributes={
+            "K": k,
+            "N": n,
+            "bits": bits,
+            "block_size": block,
+            "accuracy_level": accuracy_level,
+        },
+        domain="com.microsoft",
+        name=node.name,
+    )
     new_nodes = [mnb]
     out = mnb.outputs[0]
     if extra_add is not None:
         add = ir.node("Add", [out, extra_add], name=f"{node.name}_bias_add")
         new_nodes.append(add)
         out = add.outputs[0]
-    ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [node.outputs[0]], [out])
+    ir.convenience.replace_nodes_and_values(
+        graph, node, [node], new_nodes, [node.outputs[0]], [out]
+    )
 
 
 def _pack(u: np.ndarray, bits: int) -> np.ndarray:
@@ -266,7 +298,9 @@ def _const_float(value: ir.Value) -> np.ndarray | None:
     if z is None:
         z = np.zeros_like(q, dtype=np.int64)
     if q.ndim == 1 or s.ndim == 0:  # bias: 1-D, per tensor or along its only axis
-        return ((q.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s.astype(np.float32)).astype(np.float32)
+        return (
+            (q.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s.astype(np.float32)
+        ).astype(np.float32)
     return None
 
 
@@ -275,9 +309,12 @@ def _init(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     while name in graph.initializers:
         i += 1
         name = f"{base}_{i}"
-    value = ir.Value(name=name, shape=ir.Shape(array.shape),
-                     type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                     const_value=ir.tensor(array, name=name))
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
     graph.register_initializer(value)
     return value
 

@@ -40,15 +40,32 @@ def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
     """
     w_bits = {c.w for c in plan.choices.values() if c.w < FLOAT}
     a_bits = {c.a for c in plan.choices.values() if c.a < FLOAT}
-    if int2 and config.weight_storage == "cast" and config.weight_granularity != "block" and any(b <= 2 for b in w_bits):
+    if (
+        int2
+        and config.weight_storage == "cast"
+        and config.weight_granularity != "block"
+        and any(b <= 2 for b in w_bits)
+    ):
         return 25
-    if config.weight_granularity == "block" or any(b <= 4 or b > 8 for b in w_bits) or any(b > 8 for b in a_bits):
+    if (
+        config.weight_granularity == "block"
+        or any(b <= 4 or b > 8 for b in w_bits)
+        or any(b > 8 for b in a_bits)
+    ):
         return 21
     return 13
 
 
-def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, config: QuantConfig,
-             qweights: dict[str, QuantizedWeight], int2: bool, keep_clamps=()) -> EmitSummary:
+def emit_qdq(
+    model: ir.Model,
+    qgraph: QuantizerGraph,
+    plan: BitPlan,
+    calib,
+    config: QuantConfig,
+    qweights: dict[str, QuantizedWeight],
+    int2: bool,
+    keep_clamps=(),
+) -> EmitSummary:
     """Rewrite `model` in place into its QDQ form.
 
     `keep_clamps`: activation quantizers whose Relu/Clip must stay (their Q/DQ will be
@@ -58,16 +75,29 @@ def emit_qdq(model: ir.Model, qgraph: QuantizerGraph, plan: BitPlan, calib, conf
     qgraph = _quantized_part(qgraph, plan)
     act_params = {}
     for name, aq in qgraph.activations.items():
-        scale, zp, fmt, lo, hi = calib.activation_params(aq, act_bits[name], config.act_symmetric,
-                                                         config.act_range, config.percentile)
+        scale, zp, fmt, lo, hi = calib.activation_params(
+            aq, act_bits[name], config.act_symmetric, config.act_range, config.percentile
+        )
         act_params[name] = (scale, zp, fmt)
-        summary.activations[name] = {"bits": fmt.bits, "type": str(fmt), "scale": scale, "zero_point": zp,
-                                     "range": [lo, hi], "tensors": list(aq.tensors)}
+        summary.activations[name] = {
+            "bits": fmt.bits,
+            "type": str(fmt),
+            "scale": scale,
+            "zero_point": zp,
+            "range": [lo, hi],
+            "tensors": list(aq.tensors),
+        }
     passes = [
         DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
-        InsertWeightDQPass(qgraph, qweights, plan.weight_bits(qgraph, quantized_only=True), summary,
-                           config.weight_storage, int2),
+        InsertWeightDQPass(
+            qgraph,
+            qweights,
+            plan.weight_bits(qgraph, quantized_only=True),
+            summary,
+            config.weight_storage,
+            int2,
+        ),
     ]
     if config.int32_bias:
         passes.append(QuantizeBiasPass(qgraph, qweights, summary))
@@ -84,5 +114,9 @@ def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
     """The quantizers a plan quantizes: float weights and float activations are left out."""
     wbits = plan.weight_bits(qgraph, quantized_only=True)
     abits = plan.act_bits(qgraph, quantized_only=True)
-    return QuantizerGraph({k: v for k, v in qgraph.weights.items() if k in wbits},
-                          {k: v for k, v in qgraph.activations.items() if k in abits}, qgraph.groups, qgraph.skipped)
+    return QuantizerGraph(
+        {k: v for k, v in qgraph.weights.items() if k in wbits},
+        {k: v for k, v in qgraph.activations.items() if k in abits},
+        qgraph.groups,
+        qgraph.skipped,
+    )

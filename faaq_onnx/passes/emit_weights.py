@@ -34,15 +34,24 @@ STORAGE_FORMS = ("cast", "dequant")
 def storage_format(qw: QuantizedWeight, storage: str, int2: bool) -> tuple[str, IntFormat]:
     """(form, container format) a weight is written in."""
     if storage == "cast" and not qw.block_size:
-        return ("cast" if qw.fmt.bits <= 4 else "direct"), IntFormat(qw.fmt.bits, qw.fmt.signed, 2 if int2 else 4)
+        return ("cast" if qw.fmt.bits <= 4 else "direct"), IntFormat(
+            qw.fmt.bits, qw.fmt.signed, 2 if int2 else 4
+        )
     return ("dequant" if qw.fmt.bits <= 4 else "direct"), IntFormat(qw.fmt.bits, qw.fmt.signed, 4)
 
 
 class InsertWeightDQPass(InPlacePass):
     """Each quantized weight initializer becomes integers -> [Cast] -> DequantizeLinear."""
 
-    def __init__(self, qgraph, qweights: dict[str, QuantizedWeight], bits: dict[str, int], summary,
-                 storage: str = "cast", int2: bool = False) -> None:
+    def __init__(
+        self,
+        qgraph,
+        qweights: dict[str, QuantizedWeight],
+        bits: dict[str, int],
+        summary,
+        storage: str = "cast",
+        int2: bool = False,
+    ) -> None:
         self.qgraph, self.qweights, self.bits, self.summary = qgraph, qweights, bits, summary
         self.storage, self.int2 = storage, int2
 
@@ -63,13 +72,25 @@ class InsertWeightDQPass(InPlacePass):
                     use.node.replace_input_with(use.idx, dq_out)
             if not v.uses() and not v.is_graph_output():
                 graph.initializers.pop(wname, None)
-            stored = fmt.stored_bytes(qw.q.size) + qw.scale.size * 4 + (
-                fmt.stored_bytes(qw.zero_point.size) if qw.zero_point.any() else 0)
+            stored = (
+                fmt.stored_bytes(qw.q.size)
+                + qw.scale.size * 4
+                + (fmt.stored_bytes(qw.zero_point.size) if qw.zero_point.any() else 0)
+            )
             self.summary.weights[wname] = {
-                "bits": qw.fmt.bits, "planned_bits": self.bits[wname], "type": str(qw.fmt), "container": _type_name(fmt),
-                "container_bits": fmt.container_bits, "storage": form, "rounding": qw.method,
-                "granularity": "block" if qw.block_size else ("per-channel" if qw.axis is not None else "per-tensor"),
-                "elements": int(qw.q.size), "stored_bytes": int(stored), "float_bytes": int(qw.q.size * 4),
+                "bits": qw.fmt.bits,
+                "planned_bits": self.bits[wname],
+                "type": str(qw.fmt),
+                "container": _type_name(fmt),
+                "container_bits": fmt.container_bits,
+                "storage": form,
+                "rounding": qw.method,
+                "granularity": "block"
+                if qw.block_size
+                else ("per-channel" if qw.axis is not None else "per-tensor"),
+                "elements": int(qw.q.size),
+                "stored_bytes": int(stored),
+                "float_bytes": int(qw.q.size * 4),
             }
             modified = True
         return PassResult(model, modified)
@@ -82,19 +103,30 @@ class InsertWeightDQPass(InPlacePass):
             wide = fmt.kernel_container
             zp = qw.zero_point
             if zp.any():  # zero points packed and widened the same way
-                z_val = _cast(graph, add_initializer(graph, f"{base}_zero_point_packed", zp.astype(fmt.numpy_type)),
-                              wide, f"{base}_zero_point_Cast")
+                z_val = _cast(
+                    graph,
+                    add_initializer(graph, f"{base}_zero_point_packed", zp.astype(fmt.numpy_type)),
+                    wide,
+                    f"{base}_zero_point_Cast",
+                )
             else:
                 z_val = add_initializer(graph, f"{base}_zero_point", zp.astype(wide.numpy_type))
             q_val = _cast(graph, q_val, wide, f"{base}_Cast")
         else:
-            z_val = add_initializer(graph, f"{base}_zero_point", qw.zero_point.astype(fmt.numpy_type))
+            z_val = add_initializer(
+                graph, f"{base}_zero_point", qw.zero_point.astype(fmt.numpy_type)
+            )
         attrs = {}
         if qw.axis is not None:
             attrs["axis"] = int(qw.axis)
         if qw.block_size:
             attrs["block_size"] = int(qw.block_size)
-        dqn = ir.node("DequantizeLinear", [q_val, s_val, z_val], attributes=attrs, name=f"{base}_DequantizeLinear")
+        dqn = ir.node(
+            "DequantizeLinear",
+            [q_val, s_val, z_val],
+            attributes=attrs,
+            name=f"{base}_DequantizeLinear",
+        )
         dqn.outputs[0].name = f"{base}_dequantized"
         graph.extend([dqn])
         return dqn.outputs[0]
@@ -122,7 +154,9 @@ class QuantizeBiasPass(InPlacePass):
         modified = False
         for wname, wq in self.qgraph.weights.items():
             if wq.bias and len(wq.consumers) == 1 and wname in self.qweights:
-                modified |= self._quantize(graph, nodes.get(wq.consumers[0]), wq, self.qweights[wname])
+                modified |= self._quantize(
+                    graph, nodes.get(wq.consumers[0]), wq, self.qweights[wname]
+                )
         return PassResult(model, modified)
 
     def _quantize(self, graph, node, wq, qw: QuantizedWeight) -> bool:
@@ -145,8 +179,12 @@ class QuantizeBiasPass(InPlacePass):
         q_val = add_initializer(graph, f"{base}_quantized", bq)
         s_val = add_initializer(graph, f"{base}_scale", bias_scale)
         z_val = add_initializer(graph, f"{base}_zero_point", np.zeros(b.shape, np.int32))
-        dqn = ir.node("DequantizeLinear", [q_val, s_val, z_val], attributes={"axis": 0},
-                      name=f"{base}_DequantizeLinear")
+        dqn = ir.node(
+            "DequantizeLinear",
+            [q_val, s_val, z_val],
+            attributes={"axis": 0},
+            name=f"{base}_DequantizeLinear",
+        )
         dqn.outputs[0].name = f"{base}_dequantized"
         dqn.outputs[0].type, dqn.outputs[0].shape = b_val.type, b_val.shape
         graph.extend([dqn])

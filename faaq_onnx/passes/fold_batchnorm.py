@@ -22,18 +22,28 @@ class FoldBatchNormPass(InPlacePass):
         for bn in list(graph):
             if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
                 continue
-            if len([o for o in bn.outputs if o is not None and (o.uses() or o.is_graph_output())]) > 1:
+            if (
+                len([o for o in bn.outputs if o is not None and (o.uses() or o.is_graph_output())])
+                > 1
+            ):
                 continue  # training-mode BN with running-stat outputs
             x = bn.inputs[0]
             prod = x.producer() if x is not None else None
-            if prod is None or prod.op_type not in _FOLDABLE or len(x.uses()) != 1 or x.is_graph_output():
+            if (
+                prod is None
+                or prod.op_type not in _FOLDABLE
+                or len(x.uses()) != 1
+                or x.is_graph_output()
+            ):
                 continue
             params = [const_array(v) for v in bn.inputs[1:5]]
             w = const_array(prod.inputs[1]) if len(prod.inputs) > 1 else None
             if any(p is None for p in params) or w is None:
                 continue
             if prod.op_type == "Gemm" and (
-                _attr(prod, "transA", 0) or _attr(prod, "alpha", 1.0) != 1.0 or _attr(prod, "beta", 1.0) != 1.0
+                _attr(prod, "transA", 0)
+                or _attr(prod, "alpha", 1.0) != 1.0
+                or _attr(prod, "beta", 1.0) != 1.0
             ):
                 continue
             if len(prod.inputs[1].uses()) != 1:
@@ -41,7 +51,11 @@ class FoldBatchNormPass(InPlacePass):
             gamma, beta, mean, var = (p.astype(np.float64) for p in params)
             eps = _attr(bn, "epsilon", 1e-5)
             factor = gamma / np.sqrt(var + eps)
-            b = const_array(prod.inputs[2]) if len(prod.inputs) > 2 and prod.inputs[2] is not None else None
+            b = (
+                const_array(prod.inputs[2])
+                if len(prod.inputs) > 2 and prod.inputs[2] is not None
+                else None
+            )
             b = np.zeros(factor.shape, np.float64) if b is None else b.astype(np.float64)
             new_w = _scale_out_channels(prod, w.astype(np.float64), factor).astype(w.dtype)
             new_b = ((b - mean) * factor + beta).astype(w.dtype)

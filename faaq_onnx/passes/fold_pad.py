@@ -26,7 +26,11 @@ class FoldPadIntoConvPass(InPlacePass):
                 continue
             y = pad.outputs[0]
             readers = [u.node for u in y.uses()]
-            if not readers or y.is_graph_output() or not all(_takes_pads(n, len(spatial) // 2) for n in readers):
+            if (
+                not readers
+                or y.is_graph_output()
+                or not all(_takes_pads(n, len(spatial) // 2) for n in readers)
+            ):
                 continue
             for conv in readers:
                 rank = len(spatial) // 2

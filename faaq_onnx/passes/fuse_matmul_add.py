@@ -55,9 +55,16 @@ def _fusable(mm: ir.Node):
     add = uses[0].node
     other = add.inputs[1 - uses[0].idx]
     barr = const_array(other)
-    if barr is None or barr.dtype != warr.dtype or barr.size != warr.shape[1] or barr.ndim > 2 \
-            or (barr.ndim == 2 and barr.shape[0] != 1):
+    if (
+        barr is None
+        or barr.dtype != warr.dtype
+        or barr.size != warr.shape[1]
+        or barr.ndim > 2
+        or (barr.ndim == 2 and barr.shape[0] != 1)
+    ):
         return None
     if other.is_initializer() and barr.ndim == 1:
         return add, other
-    return add, add_initializer(mm.graph, f"{other.name}_gemm_bias", np.ascontiguousarray(barr.reshape(-1)))
+    return add, add_initializer(
+        mm.graph, f"{other.name}_gemm_bias", np.ascontiguousarray(barr.reshape(-1))
+    )

@@ -25,8 +25,12 @@ class SimplifyPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         if not self.enabled:
             return PassResult(model, False)
-        if any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()):
-            self.warning = "weights in external data: onnxsim skipped (it needs them in the protobuf)"
+        if any(
+            isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
+        ):
+            self.warning = (
+                "weights in external data: onnxsim skipped (it needs them in the protobuf)"
+            )
             return PassResult(model, False)
         try:
             import onnxsim

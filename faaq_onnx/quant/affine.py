@@ -36,7 +36,11 @@ def _clamp(x, lo, hi):
     if _is_torch(x):
         import torch
 
-        return torch.clamp(x, lo, hi) if np.isscalar(lo) or not _is_torch(lo) else torch.minimum(torch.maximum(x, lo), hi)
+        return (
+            torch.clamp(x, lo, hi)
+            if np.isscalar(lo) or not _is_torch(lo)
+            else torch.minimum(torch.maximum(x, lo), hi)
+        )
     return np.clip(x, lo, hi)
 
 
@@ -64,8 +68,11 @@ def affine_params(lo, hi, fmt: IntFormat, symmetric: bool):
             scale = 2 * amax / steps
             zp = np.full_like(scale, (fmt.qmax + fmt.qmin + 1) // 2)
         else:
-            scale = 2 * amax / steps if fmt.bits <= FULL_SPREAD_BITS else np.maximum(np.abs(lo) / -fmt.qmin,
-                                                                                    hi / fmt.qmax)
+            scale = (
+                2 * amax / steps
+                if fmt.bits <= FULL_SPREAD_BITS
+                else np.maximum(np.abs(lo) / -fmt.qmin, hi / fmt.qmax)
+            )
             zp = np.zeros_like(scale)
     else:
         scale = (hi - lo) / steps
@@ -104,7 +111,9 @@ def fake_quantize(x, scale, zp, fmt: IntFormat):
     return fake_quant(x, scale, zp, fmt.qmin, fmt.qmax)
 
 
-def onnx_fake_quant(helper, x: str, scale: str, zp: str, qmin: str, qmax: str, out: str, prefix: str) -> list:
+def onnx_fake_quant(
+    helper, x: str, scale: str, zp: str, qmin: str, qmax: str, out: str, prefix: str
+) -> list:
     """The same formula as ONNX nodes: Div, Round (half to even), Add, Clip, Sub, Mul.
 
     Parameters are tensor names, so a graph can take them as inputs (the probe feeds

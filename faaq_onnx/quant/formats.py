@@ -20,16 +20,24 @@ SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 CONTAINERS = (2, 4, 8, 16)
 
 _ONNX_TYPES = {
-    (2, True): TensorProto.INT2, (2, False): TensorProto.UINT2,
-    (4, True): TensorProto.INT4, (4, False): TensorProto.UINT4,
-    (8, True): TensorProto.INT8, (8, False): TensorProto.UINT8,
-    (16, True): TensorProto.INT16, (16, False): TensorProto.UINT16,
+    (2, True): TensorProto.INT2,
+    (2, False): TensorProto.UINT2,
+    (4, True): TensorProto.INT4,
+    (4, False): TensorProto.UINT4,
+    (8, True): TensorProto.INT8,
+    (8, False): TensorProto.UINT8,
+    (16, True): TensorProto.INT16,
+    (16, False): TensorProto.UINT16,
 }
 _NUMPY_TYPES = {
-    (2, True): ml_dtypes.int2, (2, False): ml_dtypes.uint2,
-    (4, True): ml_dtypes.int4, (4, False): ml_dtypes.uint4,
-    (8, True): np.int8, (8, False): np.uint8,
-    (16, True): np.int16, (16, False): np.uint16,
+    (2, True): ml_dtypes.int2,
+    (2, False): ml_dtypes.uint2,
+    (4, True): ml_dtypes.int4,
+    (4, False): ml_dtypes.uint4,
+    (8, True): np.int8,
+    (8, False): np.uint8,
+    (16, True): np.int16,
+    (16, False): np.uint16,
 }
 
 

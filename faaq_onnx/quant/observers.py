@@ -47,11 +47,15 @@ class TensorStats:
             self._grow(lo, hi)
         a, b = float(self.edges[0]), float(self.edges[-1])
         flat = x.reshape(-1)
-        if flat.size > HIST_SAMPLE:  # the shape of the distribution needs a sample; min/max above are exact
+        if (
+            flat.size > HIST_SAMPLE
+        ):  # the shape of the distribution needs a sample; min/max above are exact
             flat = flat[:: flat.size // HIST_SAMPLE]
         step = 1 << 20  # bounded temporaries, whatever the batch
         for i in range(0, flat.size, step):
-            idx = ((flat[i:i + step] - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(np.int32)
+            idx = ((flat[i : i + step] - np.float32(a)) * np.float32(N_BINS / (b - a))).astype(
+                np.int32
+            )
             np.clip(idx, 0, N_BINS - 1, out=idx)
             self.hist += np.bincount(idx, minlength=N_BINS)
 
@@ -63,7 +67,9 @@ class TensorStats:
         new_lo, new_hi = min(new_lo, 0.0) if a <= 0 else new_lo, new_hi
         edges = np.linspace(new_lo, new_hi, N_BINS + 1)
         centres = (self.edges[:-1] + self.edges[1:]) / 2
-        where = np.clip(((centres - new_lo) * (N_BINS / (new_hi - new_lo))).astype(np.int64), 0, N_BINS - 1)
+        where = np.clip(
+            ((centres - new_lo) * (N_BINS / (new_hi - new_lo))).astype(np.int64), 0, N_BINS - 1
+        )
         self.hist = np.bincount(where, weights=self.hist, minlength=N_BINS).astype(np.int64)
         self.edges = edges
 
@@ -89,7 +95,9 @@ class TensorStats:
 
     def merged(self, other: "TensorStats") -> "TensorStats":
         """Union of two tensors' stats (for a scale shared by several tensors)."""
-        out = TensorStats(min(self.min, other.min), max(self.max, other.max), self.count + other.count, self.shape)
+        out = TensorStats(
+            min(self.min, other.min), max(self.max, other.max), self.count + other.count, self.shape
+        )
         if self.hist is not None and other.hist is not None:
             lo, hi = min(out.min, 0.0), max(out.max, 0.0)
             edges = np.linspace(lo, hi, N_BINS + 1)

@@ -18,17 +18,22 @@ ACTIVATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 WEIGHT_METHODS = ("minmax", "mse")
 
 
-def activation_range(stats: TensorStats, fmt: IntFormat, symmetric: bool, method: str,
-                     percentile: float = 99.99) -> tuple[float, float]:
+def activation_range(
+    stats: TensorStats, fmt: IntFormat, symmetric: bool, method: str, percentile: float = 99.99
+) -> tuple[float, float]:
     if method not in ACTIVATION_METHODS:
-        raise FaaqError(f"unknown range setter {method!r}: choose one of {', '.join(ACTIVATION_METHODS)}")
+        raise FaaqError(
+            f"unknown range setter {method!r}: choose one of {', '.join(ACTIVATION_METHODS)}"
+        )
     lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
     if method == "minmax" or hi - lo <= 0:
         return lo, hi
     if stats.hist is None or stats.hist.sum() == 0:
         # never fall back to min-max behind the user's back: the histogram sweep must run
-        raise RuntimeError(f"range setter {method!r} needs a histogram, and none was collected "
-                           f"(range [{lo:.4g}, {hi:.4g}])")
+        raise RuntimeError(
+            f"range setter {method!r} needs a histogram, and none was collected "
+            f"(range [{lo:.4g}, {hi:.4g}])"
+        )
     hist = stats.hist.astype(np.float64)
     centres = (stats.edges[:-1] + stats.edges[1:]) / 2
     if method == "percentile":
@@ -45,8 +50,13 @@ def activation_range(stats: TensorStats, fmt: IntFormat, symmetric: bool, method
 def _fq_error(hist, centres, lo, hi, fmt, symmetric) -> np.ndarray:
     """Expected squared error of fake-quantizing the histogram, for arrays of (lo, hi)."""
     scale, zp = affine_params(lo, hi, fmt, symmetric)
-    fq = fake_quant(centres[None, :].astype(np.float32), scale[:, None], zp[:, None].astype(np.float32),
-                    fmt.qmin, fmt.qmax)
+    fq = fake_quant(
+        centres[None, :].astype(np.float32),
+        scale[:, None],
+        zp[:, None].astype(np.float32),
+        fmt.qmin,
+        fmt.qmax,
+    )
     err = (fq.astype(np.float64) - centres[None, :]) ** 2
     return err @ hist
 
@@ -125,7 +135,9 @@ def weight_range(w: np.ndarray, fmt: IntFormat, symmetric: bool, method: str):
     one around each row's best (float32; the error is near-unimodal in the ratio).
     """
     if method not in WEIGHT_METHODS:
-        raise FaaqError(f"unknown weight range setter {method!r}: choose one of {', '.join(WEIGHT_METHODS)}")
+        raise FaaqError(
+            f"unknown weight range setter {method!r}: choose one of {', '.join(WEIGHT_METHODS)}"
+        )
     w = w.astype(np.float32)
     lo = np.minimum(w.min(axis=1), 0.0).astype(np.float64)
     hi = np.maximum(w.max(axis=1), 0.0).astype(np.float64)

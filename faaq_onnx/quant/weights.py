@@ -54,13 +54,20 @@ class WeightGrid:
 
     def round_to_nearest(self, w: np.ndarray) -> "QuantizedWeight":
         q = quantize_int(w, self.full_scale, self.full_zero_point, self.fmt)
-        return QuantizedWeight(compact(q, self.fmt), self.scale, self.zero_point, self.axis, self.block_size, self.fmt)
+        return QuantizedWeight(
+            compact(q, self.fmt), self.scale, self.zero_point, self.axis, self.block_size, self.fmt
+        )
 
 
 def compact(q: np.ndarray, fmt: IntFormat) -> np.ndarray:
     """Codes in the smallest numpy integer that holds them (int64 would be 8 bytes a weight)."""
-    return q.astype(np.int8 if fmt.bits <= 7 or fmt.signed and fmt.bits <= 8 else
-                    np.uint8 if fmt.bits <= 8 else np.int32)
+    return q.astype(
+        np.int8
+        if fmt.bits <= 7 or fmt.signed and fmt.bits <= 8
+        else np.uint8
+        if fmt.bits <= 8
+        else np.int32
+    )
 
 
 @dataclass
@@ -75,30 +82,48 @@ class QuantizedWeight:
 
     @property
     def grid(self) -> WeightGrid:
-        return WeightGrid(self.scale, self.zero_point, self.axis, self.block_size, self.fmt, tuple(self.q.shape))
+        return WeightGrid(
+            self.scale, self.zero_point, self.axis, self.block_size, self.fmt, tuple(self.q.shape)
+        )
 
     def dequantized(self) -> np.ndarray:
         g = self.grid
         return dequantize(self.q, g.full_scale, g.full_zero_point)
 
-    def with_codes(self, q: np.ndarray, method: str, scale: np.ndarray | None = None) -> "QuantizedWeight":
+    def with_codes(
+        self, q: np.ndarray, method: str, scale: np.ndarray | None = None
+    ) -> "QuantizedWeight":
         """Learned integers (and, where the optimizer learned it too, scale) on this grid."""
         q = np.clip(np.asarray(q, np.int64), self.fmt.qmin, self.fmt.qmax)
         if scale is None:
             scale = self.scale
         elif np.shape(scale) != self.scale.shape:
-            raise ValueError(f"scale of shape {np.shape(scale)} for a grid of scales {self.scale.shape}")
-        return replace(self, q=compact(q, self.fmt), scale=np.asarray(scale, np.float32), method=method)
+            raise ValueError(
+                f"scale of shape {np.shape(scale)} for a grid of scales {self.scale.shape}"
+            )
+        return replace(
+            self, q=compact(q, self.fmt), scale=np.asarray(scale, np.float32), method=method
+        )
 
     @property
     def stored_bytes(self) -> int:
-        return self.fmt.stored_bytes(self.q.size) + self.scale.size * 4 + (
-            0 if not self.zero_point.any() else self.fmt.stored_bytes(self.zero_point.size)
+        return (
+            self.fmt.stored_bytes(self.q.size)
+            + self.scale.size * 4
+            + (0 if not self.zero_point.any() else self.fmt.stored_bytes(self.zero_point.size))
         )
 
 
-def weight_grid(w: np.ndarray, bits: int, granularity: str, channel_axis: int | None, block_axis: int | None,
-                block_size: int = 32, symmetric: bool = True, method: str = "minmax") -> WeightGrid:
+def weight_grid(
+    w: np.ndarray,
+    bits: int,
+    granularity: str,
+    channel_axis: int | None,
+    block_axis: int | None,
+    block_size: int = 32,
+    symmetric: bool = True,
+    method: str = "minmax",
+) -> WeightGrid:
     fmt = IntFormat(bits, signed=symmetric)
     w = np.asarray(w, np.float32)
     if granularity == "block" and block_axis is not None:
@@ -113,10 +138,20 @@ def weight_grid(w: np.ndarray, bits: int, granularity: str, channel_axis: int | 
     return WeightGrid(scale.reshape(()), zp.reshape(()), None, None, fmt, w.shape)
 
 
-def quantize_weight(w: np.ndarray, bits: int, granularity: str, channel_axis: int | None, block_axis: int | None,
-                    block_size: int = 32, symmetric: bool = True, method: str = "minmax") -> QuantizedWeight:
+def quantize_weight(
+    w: np.ndarray,
+    bits: int,
+    granularity: str,
+    channel_axis: int | None,
+    block_axis: int | None,
+    block_size: int = 32,
+    symmetric: bool = True,
+    method: str = "minmax",
+) -> QuantizedWeight:
     """Round-to-nearest on the range setter's grid."""
-    grid = weight_grid(w, bits, granularity, channel_axis, block_axis, block_size, symmetric, method)
+    grid = weight_grid(
+        w, bits, granularity, channel_axis, block_axis, block_size, symmetric, method
+    )
     return grid.round_to_nearest(np.asarray(w, np.float32))
 
 

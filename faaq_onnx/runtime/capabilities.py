@@ -22,11 +22,16 @@ def int2_unsupported_reason() -> str | None:
 
     w = numpy_helper.from_array(np.array([-2, -1, 0, 1], ml_dtypes.int2), "w")
     g = helper.make_graph(
-        [helper.make_node("Cast", ["w"], ["c"], to=TensorProto.INT8),
-         helper.make_node("Cast", ["c"], ["f"], to=TensorProto.FLOAT),
-         helper.make_node("Add", ["x", "f"], ["y"])],
-        "int2_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+        [
+            helper.make_node("Cast", ["w"], ["c"], to=TensorProto.INT8),
+            helper.make_node("Cast", ["c"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("Add", ["x", "f"], ["y"]),
+        ],
+        "int2_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 25)])
     model.ir_version = 11
     try:
@@ -55,12 +60,17 @@ def int8_products_saturate() -> bool:
     zp_a = numpy_helper.from_array(np.array(0, np.uint8), "za")
     zp_w = numpy_helper.from_array(np.array(0, np.int8), "zw")
     g = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "za"], ["xq"]),
-         helper.make_node("DequantizeLinear", ["xq", "s", "za"], ["xd"]),
-         helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wd"]),
-         helper.make_node("MatMul", ["xd", "wd"], ["y"])],
-        "u8s8_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])], [w, scale, zp_a, zp_w])
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "za"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "za"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wd"]),
+            helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+        ],
+        "u8s8_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])],
+        [w, scale, zp_a, zp_w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     out = make_session(model).run(None, {"x": np.full((4, k), 255.0, np.float32)})[0]

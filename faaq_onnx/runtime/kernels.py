@@ -25,18 +25,42 @@ from faaq_onnx.runtime.session import make_session
 __all__ = ["format_kernel_report", "kernel_report"]
 
 # ops that only move or reshape data: Q/DQ around them is normal and usually dropped
-_DATA_MOVEMENT = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Gather", "Pad", "MaxPool",
-                  "Identity", "Split", "Expand", "Shape", "Tile", "Resize", "DepthToSpace", "SpaceToDepth",
-                  "Relu", "Clip", "Size", "GlobalMaxPool"}
+_DATA_MOVEMENT = {
+    "Reshape",
+    "Transpose",
+    "Slice",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Gather",
+    "Pad",
+    "MaxPool",
+    "Identity",
+    "Split",
+    "Expand",
+    "Shape",
+    "Tile",
+    "Resize",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Relu",
+    "Clip",
+    "Size",
+    "GlobalMaxPool",
+}
 
 # ops that multiply by a weight: the ones whose kernel decides a quantized model's speed
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits"}
 
 _TYPE_NAMES = {
-    onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "uint2",
-    onnx.TensorProto.INT4: "int4", onnx.TensorProto.UINT4: "uint4",
-    onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT16: "int16", onnx.TensorProto.UINT16: "uint16",
+    onnx.TensorProto.INT2: "int2",
+    onnx.TensorProto.UINT2: "uint2",
+    onnx.TensorProto.INT4: "int4",
+    onnx.TensorProto.UINT4: "uint4",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT16: "int16",
+    onnx.TensorProto.UINT16: "uint16",
     onnx.TensorProto.INT32: "int32",
 }
 
@@ -54,15 +78,20 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         payload = str(model) if isinstance(model, (str, os.PathLike)) else original
         make_session(payload, ep=ep, opt_level="all", optimized_model_path=opt_path)
         optimized = onnx.load(opt_path, load_external_data=False)
-    name = str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>")
+    name = (
+        str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>")
+    )
     return compare_kernels(original, optimized, ep, name)
 
 
-def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: str = "cpu",
-                    name: str = "<model>") -> dict:
+def compare_kernels(
+    original: onnx.ModelProto, optimized: onnx.ModelProto, ep: str = "cpu", name: str = "<model>"
+) -> dict:
     """kernel_report for a model and the graph ORT saved for it (optimized_model_filepath)."""
     inits = {t.name: t for t in original.graph.initializer}
-    for n in original.graph.node:  # exporters (and quantizers run on their files) keep weights in Constants
+    for n in (
+        original.graph.node
+    ):  # exporters (and quantizers run on their files) keep weights in Constants
         if n.op_type == "Constant" and n.output and any(a.name == "value" for a in n.attribute):
             inits.setdefault(n.output[0], next(a.t for a in n.attribute if a.name == "value"))
     producer = {o: n for n in original.graph.node for o in n.output}
@@ -76,14 +105,23 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
             continue
         if node.op_type in INTEGER_KERNELS:  # already in integer form (e.g. our MatMulNBits)
             runs_as = _fate(node, by_name, by_output, original)
-            quantized.append({
-                "node": node.name, "op_type": node.op_type, "weight_type": _nbits_type(node),
-                "activation_type": None, "runs_as": runs_as or "removed by the optimizer",
-                "integer_kernel": runs_as in INTEGER_KERNELS, "weighted": node.op_type in WEIGHTED_OPS,
-            })
+            quantized.append(
+                {
+                    "node": node.name,
+                    "op_type": node.op_type,
+                    "weight_type": _nbits_type(node),
+                    "activation_type": None,
+                    "runs_as": runs_as or "removed by the optimizer",
+                    "integer_kernel": runs_as in INTEGER_KERNELS,
+                    "weighted": node.op_type in WEIGHTED_OPS,
+                }
+            )
             continue
-        dq_inputs = [(i, producer[x]) for i, x in enumerate(node.input)
-                     if x in producer and producer[x].op_type == "DequantizeLinear"]
+        dq_inputs = [
+            (i, producer[x])
+            for i, x in enumerate(node.input)
+            if x in producer and producer[x].op_type == "DequantizeLinear"
+        ]
         if not dq_inputs:
             continue
         weight_type = act_type = None
@@ -91,11 +129,19 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
         for i, dq in dq_inputs:
             src, via_cast = _through_cast(dq.input[0], producer, inits)
             q = producer.get(src)
-            if src not in inits and q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+            if (
+                src not in inits
+                and q is not None
+                and q.op_type == "QuantizeLinear"
+                and q.input[0] in inits
+            ):
                 # Q(constant float weight) -> DQ, as ORT's quantizer writes for weights held in Constant
                 # nodes: ORT folds the Q at load, so the kernel sees a constant integer weight
-                t = _TYPE_NAMES.get(inits[q.input[2]].data_type, "uint8") if len(q.input) > 2 and q.input[2] in inits \
+                t = (
+                    _TYPE_NAMES.get(inits[q.input[2]].data_type, "uint8")
+                    if len(q.input) > 2 and q.input[2] in inits
                     else "uint8"
+                )
                 weight_type = weight_type or f"{t} (quantized at load)"
                 continue
             if src in inits:
@@ -108,16 +154,26 @@ def compare_kernels(original: onnx.ModelProto, optimized: onnx.ModelProto, ep: s
         runs_as = _fate(node, by_name, by_output, original)
         integer = runs_as is not None and runs_as in INTEGER_KERNELS
         entry = {
-            "node": node.name, "op_type": node.op_type, "weight_type": weight_type, "activation_type": act_type,
-            "runs_as": runs_as or "removed by the optimizer", "integer_kernel": integer,
+            "node": node.name,
+            "op_type": node.op_type,
+            "weight_type": weight_type,
+            "activation_type": act_type,
+            "runs_as": runs_as or "removed by the optimizer",
+            "integer_kernel": integer,
             "weighted": node.op_type in WEIGHTED_OPS and weight_type is not None,
         }
         if node.op_type in _DATA_MOVEMENT and not integer:
             moved.append(entry)  # reads a quantized tensor, computes nothing: no kernel to want
             continue
         if not integer:
-            entry["why_float"] = _why_float(node.op_type, weight_type, act_type, blocked, runs_as,
-                                            _narrow_activation(node, original))
+            entry["why_float"] = _why_float(
+                node.op_type,
+                weight_type,
+                act_type,
+                blocked,
+                runs_as,
+                _narrow_activation(node, original),
+            )
         quantized.append(entry)
 
     before = Counter(_qual(n) for n in original.graph.node)
@@ -144,16 +200,22 @@ def format_kernel_report(report: dict) -> str:
     """Plain text for `faaq inspect --kernels`."""
     lines = [f"kernels ORT runs for {report['model']} on {report['ep']} (optimization level all)"]
     lines += [f"  {s}" for s in report["summary"]]
-    keys = sorted(set(report["ops_before"]) | set(report["ops_after"]),
-                  key=lambda k: -(report["ops_after"].get(k, 0) + report["ops_before"].get(k, 0)))
+    keys = sorted(
+        set(report["ops_before"]) | set(report["ops_after"]),
+        key=lambda k: -(report["ops_after"].get(k, 0) + report["ops_before"].get(k, 0)),
+    )
     w = max([len(k) for k in keys] + [7])
     lines.append("")
     lines.append(f"  {'op type'.ljust(w)}  before  after  kind")
     for k in keys:
         kind = "int" if k in report["integer_ops_after"] else "q/dq" if k in QDQ_OPS else "float"
-        lines.append(f"  {k.ljust(w)}  {report['ops_before'].get(k, 0):6d}  {report['ops_after'].get(k, 0):5d}  {kind}")
-    groups = Counter((q["op_type"], q["weight_type"], q["activation_type"], q["runs_as"])
-                     for q in report["quantized_nodes"])
+        lines.append(
+            f"  {k.ljust(w)}  {report['ops_before'].get(k, 0):6d}  {report['ops_after'].get(k, 0):5d}  {kind}"
+        )
+    groups = Counter(
+        (q["op_type"], q["weight_type"], q["activation_type"], q["runs_as"])
+        for q in report["quantized_nodes"]
+    )
     if groups:
         lines.append("")
         lines.append("  quantized nodes of the input and what runs them:")
@@ -172,7 +234,9 @@ def _load(model) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
-        raise FaaqError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+        raise FaaqError(
+            f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}"
+        ) from exc
 
 
 def _nbits_type(node: onnx.NodeProto) -> str | None:
@@ -191,15 +255,20 @@ def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
     return "uint8" if q is not None and q.op_type == "QuantizeLinear" else None
 
 
-def _fate(node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.ModelProto) -> str | None:
+def _fate(
+    node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.ModelProto
+) -> str | None:
     """The op that runs this node after optimization: same name, a fused '<name>_token_N',
     or whatever now produces its output (or the output of the QuantizeLinear after it)."""
     if node.name and node.name in by_name:
         return by_name[node.name].op_type
     if node.name:
         for name, n in by_name.items():
-            if name.startswith(node.name + "_token_") or name.startswith(node.name + "_nchwc") \
-                    or name.startswith(node.name + "/"):  # e.g. 'mm1/MatMulAddFusion'
+            if (
+                name.startswith(node.name + "_token_")
+                or name.startswith(node.name + "_nchwc")
+                or name.startswith(node.name + "/")
+            ):  # e.g. 'mm1/MatMulAddFusion'
                 return n.op_type
     outs = set(node.output)
     for n in original.graph.node:
@@ -219,11 +288,17 @@ def _narrow_activation(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     for c in consumers.get(node.output[0], []) if node.output else []:
-        if c.op_type == "Clip" and any(q.op_type == "QuantizeLinear" for q in consumers.get(c.output[0], [])):
+        if c.op_type == "Clip" and any(
+            q.op_type == "QuantizeLinear" for q in consumers.get(c.output[0], [])
+        ):
             return True
     for i in node.input:  # DQ <- Q <- Clip: the input activation is narrow
         dq = producer.get(i)
-        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        q = (
+            producer.get(dq.input[0])
+            if dq is not None and dq.op_type == "DequantizeLinear"
+            else None
+        )
         clip = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
         if clip is not None and clip.op_type == "Clip":
             return True
@@ -238,21 +313,35 @@ def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     return name, False
 
 
-def _why_float(op: str, weight_type: str | None, act_type: str | None, blocked: bool, runs_as: str | None,
-               clipped: bool = False) -> str:
+def _why_float(
+    op: str,
+    weight_type: str | None,
+    act_type: str | None,
+    blocked: bool,
+    runs_as: str | None,
+    clipped: bool = False,
+) -> str:
     """Why a quantized node did not get an integer kernel: the first cause that applies."""
     if runs_as is None:
         return "removed by the optimizer"
     if act_type in ("int16", "uint16"):
         return "16-bit activations: ORT's CPU EP has no int16 kernel, the Q/DQ pair runs around a float op"
     if clipped:
-        return ("activations below 8 bits: the Clip that bounds them to their own range sits between the op "
-                "and its QuantizeLinear, and ORT has no integer kernel for such narrow activations")
+        return (
+            "activations below 8 bits: the Clip that bounds them to their own range sits between the op "
+            "and its QuantizeLinear, and ORT has no integer kernel for such narrow activations"
+        )
     if blocked:
         return "blocked weight scales: no fused integer kernel (MatMulNBits takes blocked MatMul weights)"
-    if weight_type and weight_type.split()[0] in ("int4", "uint4", "int2", "uint2") and "cast" not in weight_type:
-        return (f"DequantizeLinear({weight_type}) is never fused by ORT: the weight is dequantized on every run "
-                "(use --weight-storage cast)")
+    if (
+        weight_type
+        and weight_type.split()[0] in ("int4", "uint4", "int2", "uint2")
+        and "cast" not in weight_type
+    ):
+        return (
+            f"DequantizeLinear({weight_type}) is never fused by ORT: the weight is dequantized on every run "
+            "(use --weight-storage cast)"
+        )
     if op in _DATA_MOVEMENT:
         return "data movement: no integer kernel needed"
     if act_type is None and weight_type is None:
@@ -266,9 +355,20 @@ def weighted_summary(quantized: list[dict]) -> dict:
     The acceptance measure against other quantizers: the weighted ops decide the speed,
     and a quantizer that leaves one on a float kernel pays for its Q/DQ for nothing."""
     weighted = [q for q in quantized if q.get("weighted")]
-    return {"total": len(weighted), "integer": sum(q["integer_kernel"] for q in weighted),
-            "float": [{"node": q["node"], "op_type": q["op_type"], "runs_as": q["runs_as"],
-                       "why_float": q.get("why_float")} for q in weighted if not q["integer_kernel"]]}
+    return {
+        "total": len(weighted),
+        "integer": sum(q["integer_kernel"] for q in weighted),
+        "float": [
+            {
+                "node": q["node"],
+                "op_type": q["op_type"],
+                "runs_as": q["runs_as"],
+                "why_float": q.get("why_float"),
+            }
+            for q in weighted
+            if not q["integer_kernel"]
+        ],
+    }
 
 
 def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[str]:
@@ -279,17 +379,25 @@ def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[s
     if not exceptions:
         lines.append(f"all {len(quantized)} quantized ops on integer kernels")
     else:
-        lines.append(f"{fused} of {len(quantized)} quantized ops on integer kernels; {len(exceptions)} run as float:")
+        lines.append(
+            f"{fused} of {len(quantized)} quantized ops on integer kernels; {len(exceptions)} run as float:"
+        )
         causes = Counter((q["op_type"], q["runs_as"], q["why_float"]) for q in exceptions)
         for (op, runs, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {n} x {op} -> {runs}: {why}")
     w = weighted_summary(quantized)
     if w["total"]:
-        lines.append(f"weighted ops (Conv, Gemm, MatMul): {w['integer']} of {w['total']} on integer kernels")
+        lines.append(
+            f"weighted ops (Conv, Gemm, MatMul): {w['integer']} of {w['total']} on integer kernels"
+        )
     if n_moved:
-        lines.append(f"{n_moved} data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors")
+        lines.append(
+            f"{n_moved} data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors"
+        )
     n_dq = qdq_after.get("DequantizeLinear", 0)
     n_q = qdq_after.get("QuantizeLinear", 0)
     if n_dq or n_q:
-        lines.append(f"{n_dq} DequantizeLinear and {n_q} QuantizeLinear nodes still run on every inference")
+        lines.append(
+            f"{n_dq} DequantizeLinear and {n_q} QuantizeLinear nodes still run on every inference"
+        )
     return lines

@@ -39,8 +39,14 @@ class NodeCosts:
         return cls(dict(d["per_node_us"]), float(d["other_us"]), float(d["wall_ms"]))
 
 
-def measure_node_costs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", runs: int = 20,
-                       warmup: int = 5, threads: int | None = None) -> NodeCosts:
+def measure_node_costs(
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    ep: str = "cpu",
+    runs: int = 20,
+    warmup: int = 5,
+    threads: int | None = None,
+) -> NodeCosts:
     tmp = tempfile.mkdtemp(prefix="faaq-nodecost-")
     try:
         opt_path = os.path.join(tmp, "optimized.onnx")
@@ -75,7 +81,9 @@ def measure_node_costs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep:
     return NodeCosts(per_node, other, float(np.median(wall)) * 1e3)
 
 
-def map_executed_to_original(original: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, str]:
+def map_executed_to_original(
+    original: onnx.ModelProto, optimized: onnx.ModelProto
+) -> dict[str, str]:
     """{executed node name: input-graph node name} for every executed node we can place."""
     orig_names = {n.name for n in original.graph.node if n.name}
     producer = {o: n.name for n in original.graph.node for o in n.output if n.name}

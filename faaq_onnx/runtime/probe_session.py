@@ -18,8 +18,15 @@ class ProbeSession:
     that take one layer's output at a time, in graph order, then pay about half the model per
     layer instead of all of it."""
 
-    def __init__(self, probe: onnx.ModelProto, inputs: dict[str, np.ndarray], acts: list[str],
-                 batch_size: int = 32, threads: int | None = None, prefix: bool = False) -> None:
+    def __init__(
+        self,
+        probe: onnx.ModelProto,
+        inputs: dict[str, np.ndarray],
+        acts: list[str],
+        batch_size: int = 32,
+        threads: int | None = None,
+        prefix: bool = False,
+    ) -> None:
         self.probe, self.threads, self.prefix = probe, threads, prefix
         self._full: ort.InferenceSession | None = None
         self._part: tuple[tuple, ort.InferenceSession] | None = None
@@ -42,26 +49,48 @@ class ProbeSession:
         key = tuple(outputs)
         if self._part is None or self._part[0] != key:
             self._part = None  # the last one's memory goes before the next is built
-            self._part = key, make_session(prefix_model(self.probe, outputs), opt_level="extended",
-                                           threads=self.threads)
+            self._part = (
+                key,
+                make_session(
+                    prefix_model(self.probe, outputs), opt_level="extended", threads=self.threads
+                ),
+            )
         return self._part[1]
 
     def _feeds(self, session, weights, act_params, inputs):
-        feeds = {**self.defaults, **{param_name(a): p for a, p in (act_params or {}).items()}, **(weights or {})}
+        feeds = {
+            **self.defaults,
+            **{param_name(a): p for a, p in (act_params or {}).items()},
+            **(weights or {}),
+        }
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
         data = self.inputs if inputs is None else inputs
-        return ({k: v for k, v in data.items() if k in names}, {k: v for k, v in feeds.items() if k in names})
+        return (
+            {k: v for k, v in data.items() if k in names},
+            {k: v for k, v in feeds.items() if k in names},
+        )
 
-    def run(self, weights: dict[str, np.ndarray] | None = None,
-            act_params: dict[str, np.ndarray] | None = None, outputs: list[str] | None = None,
-            inputs: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    def run(
+        self,
+        weights: dict[str, np.ndarray] | None = None,
+        act_params: dict[str, np.ndarray] | None = None,
+        outputs: list[str] | None = None,
+        inputs: dict[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         """Outputs (default: the model's) on the probe inputs under one quantization configuration."""
         session = self._session_for(outputs)
         data, feeds = self._feeds(session, weights, act_params, inputs)
-        return run_all(session, data, self.batch_size, outputs or self.output_names, extra_feeds=feeds)
+        return run_all(
+            session, data, self.batch_size, outputs or self.output_names, extra_feeds=feeds
+        )
 
-    def channel_means(self, weights: dict[str, np.ndarray], act_params: dict[str, np.ndarray],
-                      outputs: list[str], axis: int = 1) -> list[np.ndarray]:
+    def channel_means(
+        self,
+        weights: dict[str, np.ndarray],
+        act_params: dict[str, np.ndarray],
+        outputs: list[str],
+        axis: int = 1,
+    ) -> list[np.ndarray]:
         """Per-channel means of `outputs` over the probe inputs, batch by batch."""
         session = self._session_for(outputs)
         data, feeds = self._feeds(session, weights, act_params, None)

@@ -33,23 +33,58 @@ import onnxruntime as ort
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.runtime.session import available_eps, make_session, resolve_ep
 
-__all__ = ["INTEGER_KERNELS", "available_eps", "cpu_info", "format_profile", "is_integer_kernel", "model_bytes", "profile_models"]
+__all__ = [
+    "INTEGER_KERNELS",
+    "available_eps",
+    "cpu_info",
+    "format_profile",
+    "is_integer_kernel",
+    "model_bytes",
+    "profile_models",
+]
 
 #: Ops whose arithmetic is integer: a quantized model's time should be spent here.
-INTEGER_KERNELS = frozenset({
-    "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd", "QLinearMul",
-    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid",
-    "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QAttention", "QEmbedLayerNormalization",
-    "MatMulNBits", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLinear",
-    "DynamicQuantizeLSTM", "QOrderedMatMul", "QOrderedAttention", "QOrderedLayerNormalization",
-    "GatherBlockQuantized",
-})
+INTEGER_KERNELS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearGlobalAveragePool",
+        "QLinearAveragePool",
+        "QLinearConcat",
+        "QLinearLeakyRelu",
+        "QLinearSigmoid",
+        "QLinearSoftmax",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "MatMulNBits",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeLSTM",
+        "QOrderedMatMul",
+        "QOrderedAttention",
+        "QOrderedLayerNormalization",
+        "GatherBlockQuantized",
+    }
+)
 #: Conversions between float and integer: time here is the price of the QDQ format.
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 _NP_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
 
@@ -120,8 +155,17 @@ def profile_models(
     for p in paths:
         for ep in resolved:
             for b in batches:
-                job = {"path": str(p), "ep": ep, "batch": b, "warmup": warmup, "runs": runs, "threads": threads,
-                       "per_op": per_op, "top": top, "seed": seed}
+                job = {
+                    "path": str(p),
+                    "ep": ep,
+                    "batch": b,
+                    "warmup": warmup,
+                    "runs": runs,
+                    "threads": threads,
+                    "per_op": per_op,
+                    "top": top,
+                    "seed": seed,
+                }
                 if progress:
                     progress(f"{p.name} on {ep}, batch {b}")
                 res = _run_isolated(job) if isolate else _measure(job)
@@ -130,19 +174,33 @@ def profile_models(
                 res["model"] = str(p)
                 res["model_name"] = p.name
                 res["model_bytes"] = model_bytes(p)
-                res["peak_rss_scope"] = "child process (this model only)" if isolate else "whole process (max so far)"
+                res["peak_rss_scope"] = (
+                    "child process (this model only)" if isolate else "whole process (max so far)"
+                )
                 results.append(res)
 
     first = str(paths[0])
-    base = {(r["ep"], r["batch"]): r for r in results if r["model"] == first and r["status"] == "ok"}
+    base = {
+        (r["ep"], r["batch"]): r for r in results if r["model"] == first and r["status"] == "ok"
+    }
     for r in results:
         ref = base.get((r["ep"], r["batch"]))
         if r["status"] == "ok" and ref is not None:
             r["speedup_vs_first"] = round(ref["median_ms"] / r["median_ms"], 3)
     return {
         "machine": _machine(threads, load_before),
-        "settings": {"eps": resolved, "batches": batches, "warmup": warmup, "runs": runs, "threads": threads,
-                     "per_op": per_op, "top": top, "isolate": isolate, "seed": seed, "baseline": paths[0].name},
+        "settings": {
+            "eps": resolved,
+            "batches": batches,
+            "warmup": warmup,
+            "runs": runs,
+            "threads": threads,
+            "per_op": per_op,
+            "top": top,
+            "isolate": isolate,
+            "seed": seed,
+            "baseline": paths[0].name,
+        },
         "results": results,
     }
 
@@ -160,8 +218,20 @@ def cpu_info() -> dict:
             info["model"] = value.strip()
         elif key.strip() == "flags":
             flags = set(value.split())
-            info["int8_features"] = sorted(f for f in flags if f in {
-                "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"})
+            info["int8_features"] = sorted(
+                f
+                for f in flags
+                if f
+                in {
+                    "avx2",
+                    "avx512f",
+                    "avx512bw",
+                    "avx512_vnni",
+                    "avx_vnni",
+                    "amx_int8",
+                    "amx_tile",
+                }
+            )
             break
     return info
 
@@ -191,7 +261,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _feeds(session: ort.InferenceSession, batch: int, seed: int) -> tuple[dict | None, str | None, list[str]]:
+def _feeds(
+    session: ort.InferenceSession, batch: int, seed: int
+) -> tuple[dict | None, str | None, list[str]]:
     """Random inputs with the batch dim set; (None, reason) when the model's batch is fixed."""
     rng = np.random.default_rng(seed)
     feeds, notes = {}, []
@@ -201,7 +273,11 @@ def _feeds(session: ort.InferenceSession, batch: int, seed: int) -> tuple[dict |
             d0 = shape[0]
             if isinstance(d0, int) and d0 > 0:
                 if d0 != batch:
-                    return None, f"input {inp.name!r} has a fixed batch dimension of {d0}: runs at batch {d0} only", notes
+                    return (
+                        None,
+                        f"input {inp.name!r} has a fixed batch dimension of {d0}: runs at batch {d0} only",
+                        notes,
+                    )
             else:
                 shape[0] = batch
         for i, d in enumerate(shape[1:], 1):
@@ -210,7 +286,9 @@ def _feeds(session: ort.InferenceSession, batch: int, seed: int) -> tuple[dict |
                 shape[i] = 1
         dt = _NP_TYPES.get(inp.type)
         if dt is None:
-            raise FaaqError(f"input {inp.name!r} has type {inp.type}, which profiling cannot fill with random data")
+            raise FaaqError(
+                f"input {inp.name!r} has type {inp.type}, which profiling cannot fill with random data"
+            )
         if dt is np.bool_:
             feeds[inp.name] = rng.integers(0, 2, size=shape).astype(bool)
         elif np.issubdtype(dt, np.integer):
@@ -262,8 +340,12 @@ def _measure(job: dict) -> dict:
 def _per_op(job: dict, feeds: dict) -> dict:
     tmp = tempfile.mkdtemp(prefix="faaq-prof-")
     try:
-        session = make_session(job["path"], ep=job["ep"], threads=job["threads"],
-                               profile_prefix=os.path.join(tmp, "ort"))
+        session = make_session(
+            job["path"],
+            ep=job["ep"],
+            threads=job["threads"],
+            profile_prefix=os.path.join(tmp, "ort"),
+        )
         for _ in range(job["warmup"]):
             session.run(None, feeds)
         for _ in range(job["runs"]):
@@ -282,17 +364,30 @@ def aggregate_trace(events: list[dict], skip_runs: int = 0, top: int = 15) -> di
     Each node's time is its median over the timed runs (times the calls per run), so
     one preemption by another process does not make a 10-microsecond Pad look hot.
     """
-    run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    run_starts = sorted(
+        e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     timed_runs = max(len(run_starts) - skip_runs, 1)
     t_from = run_starts[skip_runs] if len(run_starts) > skip_runs else 0
     by_node: dict[str, dict] = {}
     for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time") or e["ts"] < t_from:
+        if (
+            e.get("cat") != "Node"
+            or not str(e.get("name", "")).endswith("_kernel_time")
+            or e["ts"] < t_from
+        ):
             continue
         args = e.get("args", {})
         node = e["name"][: -len("_kernel_time")]
-        rec = by_node.setdefault(node, {"node": node, "op_type": args.get("op_name", "?"),
-                                        "provider": args.get("provider", ""), "durs": []})
+        rec = by_node.setdefault(
+            node,
+            {
+                "node": node,
+                "op_type": args.get("op_name", "?"),
+                "provider": args.get("provider", ""),
+                "durs": [],
+            },
+        )
         rec["durs"].append(float(e.get("dur", 0)))
     by_op: dict[str, float] = defaultdict(float)
     for rec in by_node.values():
@@ -305,11 +400,20 @@ def aggregate_trace(events: list[dict], skip_runs: int = 0, top: int = 15) -> di
     def row(us: float) -> dict:
         return {"ms_per_run": round(us / 1e3, 4), "share": round(us / total, 4)}
 
-    ops = [{"op_type": k, "integer": is_integer_kernel(k), **row(v)}
-           for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])]
-    nodes = [{"node": r["node"], "op_type": r["op_type"], "provider": r["provider"],
-              "integer": is_integer_kernel(r["op_type"]), **row(r["us"])}
-             for r in sorted(by_node.values(), key=lambda r: -r["us"])[:top]]
+    ops = [
+        {"op_type": k, "integer": is_integer_kernel(k), **row(v)}
+        for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])
+    ]
+    nodes = [
+        {
+            "node": r["node"],
+            "op_type": r["op_type"],
+            "provider": r["provider"],
+            "integer": is_integer_kernel(r["op_type"]),
+            **row(r["us"]),
+        }
+        for r in sorted(by_node.values(), key=lambda r: -r["us"])[:top]
+    ]
     return {
         "timed_runs": timed_runs,
         "kernel_ms_per_run": round(total / 1e3, 4),
@@ -323,44 +427,96 @@ def aggregate_trace(events: list[dict], skip_runs: int = 0, top: int = 15) -> di
 
 def format_profile(report: dict) -> str:
     """The terminal table: one row per model x EP x batch, then per-op summaries."""
-    headers = ["model", "ep", "batch", "median ms", "p90 ms", "samples/s", "size", "peak RSS MB", "+session MB",
-               "speed-up"]
+    headers = [
+        "model",
+        "ep",
+        "batch",
+        "median ms",
+        "p90 ms",
+        "samples/s",
+        "size",
+        "peak RSS MB",
+        "+session MB",
+        "speed-up",
+    ]
     rows = []
     for r in report["results"]:
         if r["status"] != "ok":
-            rows.append([r["model_name"], r["ep"], str(r["batch"]), "-", "-", "-", _mb(r["model_bytes"]), "-", "-",
-                         "skipped"])
+            rows.append(
+                [
+                    r["model_name"],
+                    r["ep"],
+                    str(r["batch"]),
+                    "-",
+                    "-",
+                    "-",
+                    _mb(r["model_bytes"]),
+                    "-",
+                    "-",
+                    "skipped",
+                ]
+            )
             continue
-        rows.append([
-            r["model_name"], r["ep"], str(r["batch"]), f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}",
-            f"{r['throughput']:.1f}", _mb(r["model_bytes"]), f"{r['peak_rss_mb']:.0f}",
-            f"{r['peak_rss_mb'] - r['rss_baseline_mb']:.0f}",
-            f"{r['speedup_vs_first']:.2f}x" if "speedup_vs_first" in r else "-",
-        ])
+        rows.append(
+            [
+                r["model_name"],
+                r["ep"],
+                str(r["batch"]),
+                f"{r['median_ms']:.3f}",
+                f"{r['p90_ms']:.3f}",
+                f"{r['throughput']:.1f}",
+                _mb(r["model_bytes"]),
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['peak_rss_mb'] - r['rss_baseline_mb']:.0f}",
+                f"{r['speedup_vs_first']:.2f}x" if "speedup_vs_first" in r else "-",
+            ]
+        )
     lines = [_table(headers, rows)]
     skipped = [r for r in report["results"] if r["status"] != "ok"]
     for r in skipped:
         lines.append(f"skipped {r['model_name']} batch {r['batch']}: {r['reason']}")
     m = report["machine"]
-    lines.append(f"onnxruntime {m['onnxruntime']}, {m['cpu']['model']} ({', '.join(m['cpu']['int8_features'])}), "
-                 f"{m['cpu_count']} CPUs, threads: {m['threads']}; "
-                 f"speed-up is against {report['settings']['baseline']}; peak RSS: "
-                 f"{report['results'][0]['peak_rss_scope'] if report['results'] else '-'}; +session: peak over the "
-                 f"process's RSS before the session was created")
+    lines.append(
+        f"onnxruntime {m['onnxruntime']}, {m['cpu']['model']} ({', '.join(m['cpu']['int8_features'])}), "
+        f"{m['cpu_count']} CPUs, threads: {m['threads']}; "
+        f"speed-up is against {report['settings']['baseline']}; peak RSS: "
+        f"{report['results'][0]['peak_rss_scope'] if report['results'] else '-'}; +session: peak over the "
+        f"process's RSS before the session was created"
+    )
     for r in report["results"]:
         po = r.get("per_op")
         if not po:
             continue
         lines.append("")
-        lines.append(f"{r['model_name']} on {r['ep']}, batch {r['batch']}: {po['kernel_ms_per_run']:.3f} ms in kernels "
-                     f"per run (median per node); integer kernels {100 * po['integer_share']:.1f} %, Q/DQ "
-                     f"{100 * po['qdq_share']:.1f} %, float {100 * po['float_share']:.1f} %")
-        lines.append(_table(["op type", "kind", "ms/run", "share"],
-                            [[o["op_type"], _kind(o), f"{o['ms_per_run']:.3f}", f"{100 * o['share']:.1f} %"]
-                             for o in po["by_op_type"]]))
-        lines.append(_table(["node", "op type", "kind", "ms/run", "share"],
-                            [[n["node"][:60], n["op_type"], _kind(n), f"{n['ms_per_run']:.3f}",
-                              f"{100 * n['share']:.1f} %"] for n in po["top_nodes"]]))
+        lines.append(
+            f"{r['model_name']} on {r['ep']}, batch {r['batch']}: {po['kernel_ms_per_run']:.3f} ms in kernels "
+            f"per run (median per node); integer kernels {100 * po['integer_share']:.1f} %, Q/DQ "
+            f"{100 * po['qdq_share']:.1f} %, float {100 * po['float_share']:.1f} %"
+        )
+        lines.append(
+            _table(
+                ["op type", "kind", "ms/run", "share"],
+                [
+                    [o["op_type"], _kind(o), f"{o['ms_per_run']:.3f}", f"{100 * o['share']:.1f} %"]
+                    for o in po["by_op_type"]
+                ],
+            )
+        )
+        lines.append(
+            _table(
+                ["node", "op type", "kind", "ms/run", "share"],
+                [
+                    [
+                        n["node"][:60],
+                        n["op_type"],
+                        _kind(n),
+                        f"{n['ms_per_run']:.3f}",
+                        f"{100 * n['share']:.1f} %",
+                    ]
+                    for n in po["top_nodes"]
+                ],
+            )
+        )
     return "\n".join(lines)
 
 
@@ -375,15 +531,26 @@ def _mb(n: int) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     num = [i > 0 and all(_numeric(r[i]) for r in rows) for i in range(len(headers))]
 
     def fmt(cells):
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, num)).rstrip()
+        return "  ".join(
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, num)
+        ).rstrip()
 
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
 
 def _numeric(s: str) -> bool:
-    return s == "-" or s.replace(".", "", 1).replace(" %", "").replace("x", "").replace(" MB", "").replace(
-        " kB", "").isdigit()
+    return (
+        s == "-"
+        or s.replace(".", "", 1)
+        .replace(" %", "")
+        .replace("x", "")
+        .replace(" MB", "")
+        .replace(" kB", "")
+        .isdigit()
+    )

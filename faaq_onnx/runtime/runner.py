@@ -38,10 +38,14 @@ def run_batches(
     bs = session_batch_size(session, batch_size)
     fixed = bs != batch_size or _has_fixed_batch(session)
     if fixed and n < bs:
-        raise FaaqError(f"the model takes batches of exactly {bs} samples, but only {n} were given: "
-                        f"give at least {bs}")
+        raise FaaqError(
+            f"the model takes batches of exactly {bs} samples, but only {n} were given: "
+            f"give at least {bs}"
+        )
     starts = range(0, n, bs)
-    it = tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch") if desc else starts
+    it = (
+        tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch") if desc else starts
+    )
     for start in it:
         feed = {k: v[start : start + bs] for k, v in inputs.items()}
         real = len(next(iter(feed.values())))
@@ -56,9 +60,14 @@ def run_batches(
         yield start, outs
 
 
-def channel_means(session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int,
-                  output_names: list[str], axis: int = 1,
-                  extra_feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+def channel_means(
+    session: ort.InferenceSession,
+    inputs: dict[str, np.ndarray],
+    batch_size: int,
+    output_names: list[str],
+    axis: int = 1,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
     """Per-channel means of outputs over all samples, summed batch by batch: only one batch of
     them is ever held (all of a model's conv outputs for all samples can pass 10 GB)."""
     sums: list[np.ndarray | None] = [None] * len(output_names)
@@ -73,11 +82,19 @@ def channel_means(session: ort.InferenceSession, inputs: dict[str, np.ndarray], 
 
 
 def _has_fixed_batch(session: ort.InferenceSession) -> bool:
-    return any(inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 for inp in session.get_inputs())
+    return any(
+        inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0
+        for inp in session.get_inputs()
+    )
 
 
-def run_all(session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int = 32,
-            output_names: list[str] | None = None, extra_feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+def run_all(
+    session: ort.InferenceSession,
+    inputs: dict[str, np.ndarray],
+    batch_size: int = 32,
+    output_names: list[str] | None = None,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
     """All outputs for all samples, concatenated along the batch axis."""
     parts: list[list[np.ndarray]] = []
     for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):

@@ -75,7 +75,9 @@ def make_session(
     ep = resolve_ep(ep)
     so = ort.SessionOptions()
     if opt_level not in _OPT_LEVELS:
-        raise FaaqError(f"unknown optimization level {opt_level!r}: choose {', '.join(_OPT_LEVELS)}")
+        raise FaaqError(
+            f"unknown optimization level {opt_level!r}: choose {', '.join(_OPT_LEVELS)}"
+        )
     so.graph_optimization_level = _OPT_LEVELS[opt_level]
     if threads:
         so.intra_op_num_threads = int(threads)
@@ -89,16 +91,22 @@ def make_session(
     if optimized_model_path:
         so.optimized_model_filepath = str(optimized_model_path)
         # big initializers go beside the saved graph, so the file stays under 2 GB
-        so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                    Path(optimized_model_path).name + ".data")
-        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576")
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name",
+            Path(optimized_model_path).name + ".data",
+        )
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1048576"
+        )
     keep_alive = None
     if isinstance(model, onnx.ModelProto):
         from faaq_onnx.external_data import external_bytes
 
         if external_bytes(model):  # weights in external data files: ORT maps them from disk
             if external_bytes(model) > BIG_MODEL_BYTES:
-                so.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of the weights
+                so.add_session_config_entry(
+                    "session.disable_prepacking", "1"
+                )  # no second copy of the weights
             payload, keep_alive = _file_backed(model, so)
         else:
             payload = model.SerializeToString()
@@ -118,7 +126,9 @@ def make_session(
     if ep != "cpu" and _EP_NAMES[ep] not in sess.get_providers():
         raise FaaqError(f"onnxruntime did not enable {ep!r} for this session")
     if keep_alive is not None:
-        sess._faaq_external = keep_alive  # the session reads these buffers: they live as long as it does
+        sess._faaq_external = (
+            keep_alive  # the session reads these buffers: they live as long as it does
+        )
     return sess
 
 
@@ -139,7 +149,9 @@ def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
 
     header = onnx.ModelProto()
     header.CopyFrom(model)
-    files = sorted({e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"})
+    files = sorted(
+        {e.value for t in header.graph.initializer for e in t.external_data if e.key == "location"}
+    )
     for root in _candidate_dirs(files):
         folder = Path(tempfile.mkdtemp(prefix=".faaq-session-", dir=root))
         try:

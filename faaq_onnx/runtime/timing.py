@@ -10,8 +10,15 @@ import numpy as np
 from faaq_onnx.runtime.session import make_session
 
 
-def interleaved_median_ms(models, feeds: dict[str, np.ndarray], ep: str = "cpu", pairs: int = 30, warmup: int = 5,
-                          threads: int | None = None, seed: int = 0) -> list[float]:
+def interleaved_median_ms(
+    models,
+    feeds: dict[str, np.ndarray],
+    ep: str = "cpu",
+    pairs: int = 30,
+    warmup: int = 5,
+    threads: int | None = None,
+    seed: int = 0,
+) -> list[float]:
     """Median ms per run of each model; one run of each per round, `pairs` rounds.
 
     The order is shuffled every round and the sessions do not spin, so no model is timed

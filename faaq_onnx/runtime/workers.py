@@ -68,7 +68,9 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
     cache = WeightCache(ir.from_proto(proto), payload["qgraph"], config)
     for (name, bits), qw in payload["learned"].items():
         cache.put(name, bits, qw)
-    prober = Prober(proto, payload["qgraph"], payload["calibration"], cache, config, payload["inputs"])
+    prober = Prober(
+        proto, payload["qgraph"], payload["calibration"], cache, config, payload["inputs"]
+    )
     return [(g, c, prober.measure({g: Candidate.parse(c)})) for g, c in jobs]
 
 
@@ -81,8 +83,14 @@ def start_local_ray(workers: int) -> None:
     ray = _ray()
     # address="local": a new instance even where `ray start` left a cluster to discover (ray.init
     # would join that one, and refuses num_cpus when it does)
-    ray.init(address="local", num_cpus=workers, ignore_reinit_error=True, log_to_driver=False,
-             include_dashboard=False, _system_config={"worker_niceness": 0})
+    ray.init(
+        address="local",
+        num_cpus=workers,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        include_dashboard=False,
+        _system_config={"worker_niceness": 0},
+    )
 
 
 def _gcs_endpoint(address: str) -> tuple[str, int]:
@@ -91,8 +99,10 @@ def _gcs_endpoint(address: str) -> tuple[str, int]:
     host, sep, port = rest.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit():
-        raise FaaqError(f"--ray-address {address!r}: expected HOST:PORT, the head's GCS port (6379 unless "
-                        "ray start --head --port said otherwise)")
+        raise FaaqError(
+            f"--ray-address {address!r}: expected HOST:PORT, the head's GCS port (6379 unless "
+            "ray start --head --port said otherwise)"
+        )
     if not scheme:  # Ray dials a localhost bootstrap address on the node's own IP, as ray.init does
         try:
             from ray._private.services import resolve_ip_for_localhost
@@ -134,12 +144,20 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
             if not tls and not _answers_grpc(sock):
-                raise FaaqError(f"{where} is not a Ray head: what listens there does not speak gRPC "
-                                "(give the GCS port, 6379 unless ray start --head --port said otherwise)")
+                raise FaaqError(
+                    f"{where} is not a Ray head: what listens there does not speak gRPC "
+                    "(give the GCS port, 6379 unless ray start --head --port said otherwise)"
+                )
     except OSError as exc:
-        why = "no answer within %gs" % timeout if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise FaaqError(f"no Ray cluster at {where}: {why}; start one with ray start --head, "
-                        "or check the address and port") from None
+        why = (
+            "no answer within %gs" % timeout
+            if isinstance(exc, TimeoutError)
+            else (exc.strerror or str(exc))
+        )
+        raise FaaqError(
+            f"no Ray cluster at {where}: {why}; start one with ray start --head, "
+            "or check the address and port"
+        ) from None
 
 
 def connect(address: str) -> None:
@@ -150,7 +168,9 @@ def connect(address: str) -> None:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FaaqError(f"could not join the Ray cluster at --ray-address {address}: {first}") from None
+        raise FaaqError(
+            f"could not join the Ray cluster at --ray-address {address}: {first}"
+        ) from None
 
 
 def share_count(workers: int, address: str | None) -> int:
@@ -161,7 +181,9 @@ def share_count(workers: int, address: str | None) -> int:
     return workers
 
 
-def distributed_measure(comp, jobs, workers: int, address: str | None = None, progress: bool = False) -> dict:
+def distributed_measure(
+    comp, jobs, workers: int, address: str | None = None, progress: bool = False
+) -> dict:
     """{(group, str(candidate)): metrics} measured by share_count(workers, address) Ray tasks."""
     from faaq_onnx.analysis.sensitivity import sweep_inputs
 
@@ -185,8 +207,12 @@ def distributed_measure(comp, jobs, workers: int, address: str | None = None, pr
     names = [(g.name, str(c)) for g, c in jobs]
     shares = [names[i::n] for i in range(n)]
     futures = [task.remote(ref, share) for share in shares if share]
-    log.info("sensitivity sweep: %d jobs in %d Ray tasks%s", len(names), len(futures),
-             f" on {address}" if address else "")
+    log.info(
+        "sensitivity sweep: %d jobs in %d Ray tasks%s",
+        len(names),
+        len(futures),
+        f" on {address}" if address else "",
+    )
     out = {}
     for result in ray.get(futures):
         for g, c, m in result:

@@ -73,7 +73,7 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30, split_seed: int = 0):
             for _ in range(epochs):
                 perm = torch.randperm(len(xt), generator=gen)
                 for i in range(0, len(xt), 64):
-                    idx = perm[i:i + 64]
+                    idx = perm[i : i + 64]
                     opt.zero_grad(set_to_none=True)
                     F.cross_entropy(model(xt[idx]), yt[idx]).backward()
                     opt.step()

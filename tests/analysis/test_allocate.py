@@ -30,7 +30,7 @@ def _synthetic(n=5, seed=0):
         weights[w] = WeightQuantizer(w, [f"op{i}"], "Conv", (params,), 0, None, params * 10)
         groups[f"g{i}"] = QuantizerGroup(f"g{i}", "conv", [f"op{i}"], [w], [], params * 10, params)
         sens = rng.uniform(0.5, 5)
-        table[f"g{i}"] = {f"w{b}a8": {"sqnr_db": 10 * np.log10(4.0 ** b / sens)} for b in (2, 4, 8)}
+        table[f"g{i}"] = {f"w{b}a8": {"sqnr_db": 10 * np.log10(4.0**b / sens)} for b in (2, 4, 8)}
     return QuantizerGraph(weights, {}, groups), SensitivityTable(table)
 
 
@@ -67,15 +67,20 @@ def test_greedy_flips_least_sensitive_first():
     alloc = greedy(qg, table, cands, costs, costs.limit(Budget.parse("avg-bits=7")), "sqnr")
     flipped = [g for g, c in alloc.plan.choices.items() if c.w < 8]
     assert flipped  # some group had to give bits
-    damage_per_bit = {g: (table.damage(g, Candidate(4, 8), "sqnr") - table.damage(g, Candidate(8, 8), "sqnr"))
-                      / (4 * qg.groups[g].weight_params) for g in qg.groups}
+    damage_per_bit = {
+        g: (table.damage(g, Candidate(4, 8), "sqnr") - table.damage(g, Candidate(8, 8), "sqnr"))
+        / (4 * qg.groups[g].weight_params)
+        for g in qg.groups
+    }
     assert min(damage_per_bit, key=damage_per_bit.get) in flipped
 
 
 def test_infeasible_budget_names_nearest_feasible():
     qg, table = _synthetic()
     with pytest.raises(FaaqError, match=r"infeasible.*avg-bits=2 \(nearest feasible"):
-        allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1@effective"))
+        allocate(
+            qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1@effective")
+        )
     # stored bits (the default): a 2-bit weight without int2 storage occupies an int4 container
     with pytest.raises(FaaqError, match=r"infeasible.*avg-bits=4 \(nearest feasible"):
         allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1"))
@@ -88,9 +93,19 @@ def test_stored_bits_count_containers_effective_bits_do_not():
     effective = CostModel(qg, "avg-bits", bits="effective")
     int2 = CostModel(qg, "avg-bits", min_container=2)
     p = g.weight_params
-    assert [stored.group_cost(g, Candidate(b, 8)) / p for b in (2, 3, 4, 5, 6, 8)] == [4, 4, 4, 8, 8, 8]
+    assert [stored.group_cost(g, Candidate(b, 8)) / p for b in (2, 3, 4, 5, 6, 8)] == [
+        4,
+        4,
+        4,
+        8,
+        8,
+        8,
+    ]
     assert [effective.group_cost(g, Candidate(b, 8)) / p for b in (2, 3, 5, 6)] == [2, 3, 5, 6]
-    assert int2.group_cost(g, Candidate(2, 8)) / p == 2 and int2.group_cost(g, Candidate(3, 8)) / p == 4
+    assert (
+        int2.group_cost(g, Candidate(2, 8)) / p == 2
+        and int2.group_cost(g, Candidate(3, 8)) / p == 4
+    )
 
 
 def test_avg_bits_budget_basis_parses():
@@ -111,8 +126,15 @@ def test_random_plan_meets_budget():
     assert len({tuple(sorted((g, str(c)) for g, c in p.choices.items())) for p in plans}) > 1
 
 
-@pytest.mark.parametrize("text,kind,value", [("avg-bits=4", "avg-bits", 4.0), ("bops=0.25@w8a16", "bops", 0.25),
-                                             ("sqnr-db=30", "sqnr-db", 30.0), ("size-mb=1.5", "size-mb", 1.5)])
+@pytest.mark.parametrize(
+    "text,kind,value",
+    [
+        ("avg-bits=4", "avg-bits", 4.0),
+        ("bops=0.25@w8a16", "bops", 0.25),
+        ("sqnr-db=30", "sqnr-db", 30.0),
+        ("size-mb=1.5", "size-mb", 1.5),
+    ],
+)
 def test_budget_parse(text, kind, value):
     b = Budget.parse(text)
     assert (b.kind, b.value) == (kind, value)
@@ -177,6 +199,7 @@ def _joint(table):
 
     def measure(ch):
         return {"sqnr_db": float(-10 * np.log10(objective(table, ch, "sqnr")))}
+
     return measure
 
 
@@ -193,8 +216,13 @@ def test_allocate_dispatches_to_the_chosen_allocator_and_measures_once():
 
     g = allocate(qg, table, cands, budget, method="greedy", measure=measure)
     k = allocate(qg, table, cands, budget, method="knapsack", measure=measure, joint=False)
-    assert g.plan.choices == greedy(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
-    assert k.plan.choices == knapsack(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    assert (
+        g.plan.choices == greedy(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    )
+    assert (
+        k.plan.choices
+        == knapsack(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    )
     assert g.plan.choices != k.plan.choices
     assert calls == [g.plan.choices]  # measured when joint, not when joint=False
     assert g.plan.meta["joint"] == _joint(table)(g.plan.choices) and "joint" not in k.plan.meta
@@ -213,7 +241,9 @@ def test_sqnr_floor_allocation_is_the_cheapest_that_meets_it(method):
     top = {g: Candidate(8, 8) for g in qg.groups}
     best = measure(top)["sqnr_db"]
     for floor in (best - 0.01, best - 15.0):
-        alloc = allocate(qg, table, cands, Budget.parse(f"sqnr-db={floor}"), method=method, measure=measure)
+        alloc = allocate(
+            qg, table, cands, Budget.parse(f"sqnr-db={floor}"), method=method, measure=measure
+        )
         assert measure(alloc.plan.choices)["sqnr_db"] >= floor
         if floor == best - 0.01:
             assert alloc.plan.choices == top
@@ -232,19 +262,27 @@ def test_infeasible_max_drop_reports_the_best_drop():
         return acc.get(ch is None and None, 0.85)  # every quantized plan: 5 points below float
 
     with pytest.raises(FaaqError, match=r"reaches max-drop=5 \(nearest feasible"):
-        allocate(qg, table, parse_candidates("w4a8,w8a8"), Budget.parse("max-drop=1"), accuracy=accuracy)
+        allocate(
+            qg, table, parse_candidates("w4a8,w8a8"), Budget.parse("max-drop=1"), accuracy=accuracy
+        )
 
 
 def test_budget_values_zero_and_negative():
     assert Budget.parse("max-drop=0").value == 0.0  # "no drop at all" is a valid floor
     for bad in ("avg-bits=0", "size-mb=0", "sqnr-db=-3", "bops=-0.5", "latency=0", "latency-ms=0"):
         kind = bad.split("=")[0]
-        with pytest.raises(FaaqError, match=f"--budget {kind} must be > 0, got {bad.split('=')[1]}"):
+        with pytest.raises(
+            FaaqError, match=f"--budget {kind} must be > 0, got {bad.split('=')[1]}"
+        ):
             Budget.parse(bad)
-    with pytest.raises(FaaqError, match=r"--budget max-drop must be >= 0 \(percentage points of top-1\), got -1"):
+    with pytest.raises(
+        FaaqError, match=r"--budget max-drop must be >= 0 \(percentage points of top-1\), got -1"
+    ):
         Budget.parse("max-drop=-1")
     for bad in ("avg-bits=1e999", "max-drop=1e400"):  # inf: a number float() reads, but no budget
-        with pytest.raises(FaaqError, match=f"--budget {bad.split('=')[0]} must be a finite number"):
+        with pytest.raises(
+            FaaqError, match=f"--budget {bad.split('=')[0]} must be a finite number"
+        ):
             Budget.parse(bad)
 
 
@@ -261,17 +299,34 @@ class _FakeLatency:
         return (500.0 + sum(self.cost(g, c) for g, c in choices.items())) / 1e3
 
 
-@pytest.mark.parametrize("text", ["avg-bits=5", "avg-bits=5@effective", "size-mb=0.02", "bops=0.4",
-                                  "bops=0.4@w8a16", "latency=1.2", "latency-ms=1.1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "avg-bits=5",
+        "avg-bits=5@effective",
+        "size-mb=0.02",
+        "bops=0.4",
+        "bops=0.4@w8a16",
+        "latency=1.2",
+        "latency-ms=1.1",
+    ],
+)
 def test_budget_units_round_trip(text):
     """limit() and in_budget_units() are inverses: what the report says is what was asked."""
     qg, _ = _synthetic()
     b = Budget.parse(text)
-    costs = CostModel(qg, b.kind, other_bytes=1234, reference=b.reference, bits=b.bits, latency=_FakeLatency(qg))
+    costs = CostModel(
+        qg, b.kind, other_bytes=1234, reference=b.reference, bits=b.bits, latency=_FakeLatency(qg)
+    )
     assert costs.in_budget_units(costs.limit(b), b) == pytest.approx(b.value, rel=1e-9)
     w8 = {g: Candidate(8, 8) for g in qg.groups}
-    expected = {"avg-bits": 8.0, "size-mb": None, "bops": 1.0 if b.reference == Candidate(8, 8) else 0.5,
-                "latency": 1.0, "latency-ms": (500 + sum(_FakeLatency(qg).us.values())) / 1e3}[b.kind]
+    expected = {
+        "avg-bits": 8.0,
+        "size-mb": None,
+        "bops": 1.0 if b.reference == Candidate(8, 8) else 0.5,
+        "latency": 1.0,
+        "latency-ms": (500 + sum(_FakeLatency(qg).us.values())) / 1e3,
+    }[b.kind]
     if expected is not None:
         assert costs.in_budget_units(costs.plan_cost(w8), b) == pytest.approx(expected)
 
@@ -281,12 +336,20 @@ def test_float_weights_cost_four_bytes_each():
     costs = CostModel(qg, "size-mb")
     w = next(iter(qg.weights.values()))
     assert costs.weight_bytes(w.name, 32) == 4 * w.size
-    assert costs.weight_bytes(w.name, 8) == w.size + 4 * w.shape[0]  # int8 codes + a float scale per channel
+    assert (
+        costs.weight_bytes(w.name, 8) == w.size + 4 * w.shape[0]
+    )  # int8 codes + a float scale per channel
     assert costs.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * w.shape[0]
 
 
 def test_budget_text_round_trips():
-    for text in ("bops=0.25@w8a16", "bops=0.25", "avg-bits=4", "avg-bits=4@effective", "sqnr-db=30"):
+    for text in (
+        "bops=0.25@w8a16",
+        "bops=0.25",
+        "avg-bits=4",
+        "avg-bits=4@effective",
+        "sqnr-db=30",
+    ):
         assert str(Budget.parse(text)) == text
 
 
@@ -310,7 +373,9 @@ def test_max_drop_floor_is_in_percentage_points_exactly():
         return 0.75 if ch is None else 0.75 - sum(c.w < 8 for c in ch.values()) / 128
 
     for method in ("greedy", "knapsack"):
-        alloc = allocate(qg, table, cands, Budget.parse("max-drop=0.78125"), method=method, accuracy=accuracy)
+        alloc = allocate(
+            qg, table, cands, Budget.parse("max-drop=0.78125"), method=method, accuracy=accuracy
+        )
         assert sum(c.w < 8 for c in alloc.plan.choices.values()) == 1
 
 

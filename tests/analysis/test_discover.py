@@ -49,12 +49,20 @@ def test_quantization_follows_pads_and_feeds_every_conv(foreign_cnn):
     first = _act_of(qg, "x_padded")
     assert first is not None and "input" in first.tensors  # Q/DQ before and after the computed Pad
     assert _act_of(qg, "hsw1") is not None  # the constant Pad was folded into the depthwise Conv
-    act = _act_of(qg, "c3")  # read by HardSwish alone, a float op: the Conv's own group decides its width
+    act = _act_of(
+        qg, "c3"
+    )  # read by HardSwish alone, a float op: the Conv's own group decides its width
     group = next(g for g in qg.groups.values() if "conv3" in g.ops)
     assert act is not None and act.name in group.activations
-    act = _act_of(qg, "c1")  # read by HardSigmoid (float) and the hardswish Mul of two feature maps (QLinearMul)
+    act = _act_of(
+        qg, "c1"
+    )  # read by HardSigmoid (float) and the hardswish Mul of two feature maps (QLinearMul)
     mul = next(g for g in qg.groups.values() if "hswish1" in g.ops)
-    assert act is not None and act.name in mul.activations and _act_of(qg, "hs1").name in mul.activations
+    assert (
+        act is not None
+        and act.name in mul.activations
+        and _act_of(qg, "hs1").name in mul.activations
+    )
 
 
 def test_conv_output_read_by_a_quantized_op_keeps_its_own_group(tiny_cnn):
@@ -74,9 +82,13 @@ def test_interpolating_resize_and_nonzero_pad_do_not_share_a_scale():
     def node(op, inputs, **attrs):
         inits = [numpy_helper.from_array(v, k) for k, v in inputs.items() if v is not None]
         names = ["x"] + list(inputs)
-        g = helper.make_graph([helper.make_node(op, names, ["y"], **attrs)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        g = helper.make_graph(
+            [helper.make_node(op, names, ["y"], **attrs)],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            inits,
+        )
         model = ir.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
         return next(iter(model.graph))
 
@@ -99,11 +111,18 @@ def test_mul_of_two_feature_maps_is_quantized_a_transformers_is_not(tmp_path):
     def model(shape):
         k = shape[-1]
         w = numpy_helper.from_array(np.eye(k, dtype=np.float32), "w")
-        nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
-                 helper.make_node("Mul", ["x", "s"], ["m"], name="mul"),
-                 helper.make_node("MatMul", ["m", "w"], ["y"], name="mm")]
-        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
+        nodes = [
+            helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
+            helper.make_node("Mul", ["x", "s"], ["m"], name="mul"),
+            helper.make_node("MatMul", ["m", "w"], ["y"], name="mm"),
+        ]
+        g = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+            [w],
+        )
         path = tmp_path / f"m{len(shape)}.onnx"
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 10
@@ -132,10 +151,16 @@ def test_rank3_matmul_weight_axes_and_macs(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 6])], [w])
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32), "w"
+    )
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 6])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
     path = tmp_path / "proj.onnx"

@@ -32,7 +32,9 @@ def test_kl_per_sample_and_stable_for_large_logits():
 
     expected = np.mean([kl_row(r, q) for r, q in zip(ref, got)])
     assert output_kl(ref, got) == pytest.approx(expected, rel=1e-9)
-    assert output_kl(ref + 1000.0, got - 1000.0) == pytest.approx(expected, rel=1e-9)  # softmax is shift-free
+    assert output_kl(ref + 1000.0, got - 1000.0) == pytest.approx(
+        expected, rel=1e-9
+    )  # softmax is shift-free
     assert output_kl(ref * 1000.0, ref * 1000.0) == pytest.approx(0.0, abs=1e-9)
 
 

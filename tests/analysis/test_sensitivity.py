@@ -19,8 +19,12 @@ def test_probe_with_everything_off_is_the_float_model(comp, cnn_calib):
     feeds = {"input": cnn_calib["input"][:8]}
     feeds.update({param_name(a): disabled_params() for a in comp.qgraph.activations})
     # equal up to float reassociation: ORT fuses the probe graph differently
-    np.testing.assert_allclose(run_model(probe, feeds)[0], run_model(comp.float_proto, {"input": feeds["input"]})[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_model(probe, feeds)[0],
+        run_model(comp.float_proto, {"input": feeds["input"]})[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_probe_matches_the_emitted_qdq_model(comp):
@@ -60,21 +64,28 @@ def test_probe_fake_quant_is_the_emitted_qdq_bit_for_bit(comp, scheme):
     model = comp.build(plan)[0]
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    float_bias = {n.name: n.input[2] for n in comp.float_proto.graph.node if n.op_type in ("Conv", "Gemm")}
+    float_bias = {
+        n.name: n.input[2] for n in comp.float_proto.graph.node if n.op_type in ("Conv", "Gemm")
+    }
     biases = {}
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
             dq = producer[node.input[2]]
             assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].dtype == np.int32
             zp = inits[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else 0
-            biases[float_bias[node.name]] = ((inits[dq.input[0]].astype(np.int64) - zp).astype(np.float32)
-                                             * inits[dq.input[1]]).astype(np.float32)
+            biases[float_bias[node.name]] = (
+                (inits[dq.input[0]].astype(np.int64) - zp).astype(np.float32) * inits[dq.input[1]]
+            ).astype(np.float32)
     assert len(biases) == 3
     weights, acts = comp.prober.feeds(plan.choices)  # the parameters the sensitivity sweep feeds
     assert acts and weights
     x = {k: v for k, v in comp.inputs.items()}
-    feeds = {**x, **{param_name(a): disabled_params() for a in comp.qgraph.activations},
-             **{param_name(a): p for a, p in acts.items()}, **weights}
+    feeds = {
+        **x,
+        **{param_name(a): disabled_params() for a in comp.qgraph.activations},
+        **{param_name(a): p for a, p in acts.items()},
+        **weights,
+    }
     probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=list(biases))
     probed_float_bias = _run_unoptimized(probe, feeds)
     probed = _run_unoptimized(probe, {**feeds, **biases})
@@ -82,7 +93,9 @@ def test_probe_fake_quant_is_the_emitted_qdq_bit_for_bit(comp, scheme):
     tol = 1e-5 * float(np.abs(emitted).max())
     np.testing.assert_allclose(probed, emitted, rtol=0, atol=tol)
     # the test's probe graph is the sweep's: same outputs as the prober's own session
-    np.testing.assert_allclose(comp.prober.outputs(plan.choices)[0], probed_float_bias, rtol=0, atol=tol)
+    np.testing.assert_allclose(
+        comp.prober.outputs(plan.choices)[0], probed_float_bias, rtol=0, atol=tol
+    )
 
 
 def test_roots_skip_pass_through_members(comp):
@@ -135,8 +148,12 @@ def test_cache_key_follows_fisher_samples_and_learned_rounding(comp):
     cands = [Candidate(4, 8), Candidate(8, 8)]
     args = (comp.float_proto, comp.inputs, comp.config, cands)
     assert sweep_key(*args, ("sqnr", "fit"), 8) != sweep_key(*args, ("sqnr", "fit"), 32)
-    assert sweep_key(*args, ("sqnr",), 8) == sweep_key(*args, ("sqnr",), 32)  # FIT not measured: no matter
-    assert sweep_key(*args, ("sqnr",), None, "w@4:adaround") != sweep_key(*args, ("sqnr",), None, "")
+    assert sweep_key(*args, ("sqnr",), 8) == sweep_key(
+        *args, ("sqnr",), 32
+    )  # FIT not measured: no matter
+    assert sweep_key(*args, ("sqnr",), None, "w@4:adaround") != sweep_key(
+        *args, ("sqnr",), None, ""
+    )
 
 
 def test_damage_ranking_and_markdown_of_a_known_table():
@@ -146,10 +163,18 @@ def test_damage_ranking_and_markdown_of_a_known_table():
     from faaq_onnx.analysis.sensitivity import SensitivityTable
     from faaq_onnx.config import Candidate
 
-    t = SensitivityTable({
-        "a": {"w4a8": {"sqnr_db": 20.0, "kl": 0.3, "fit": 5.0}, "w8a8": {"sqnr_db": 40.0, "kl": 0.01, "fit": 0.1}},
-        "b": {"w4a8": {"sqnr_db": 10.0, "kl": 0.1, "fit": 9.0}, "w8a8": {"sqnr_db": 35.0, "kl": 0.02, "fit": 0.2}},
-    })
+    t = SensitivityTable(
+        {
+            "a": {
+                "w4a8": {"sqnr_db": 20.0, "kl": 0.3, "fit": 5.0},
+                "w8a8": {"sqnr_db": 40.0, "kl": 0.01, "fit": 0.1},
+            },
+            "b": {
+                "w4a8": {"sqnr_db": 10.0, "kl": 0.1, "fit": 9.0},
+                "w8a8": {"sqnr_db": 35.0, "kl": 0.02, "fit": 0.2},
+            },
+        }
+    )
     w4 = Candidate.parse("w4a8")
     assert t.damage("a", w4, "sqnr") == pytest.approx(0.01)
     assert t.damage("b", w4, "sqnr") == pytest.approx(0.1)
@@ -160,7 +185,10 @@ def test_damage_ranking_and_markdown_of_a_known_table():
     assert t.ranking(w4, "kl") == ["a", "b"]
     assert t.ranking(None, "fit") == ["b", "a"]  # each group's lowest candidate
     assert t.ranking(Candidate.parse("w8a8"), "fit") == ["b", "a"]
-    assert t.ranking(Candidate.parse("w2a8"), "kl") == ["a", "b"]  # absent: falls back to the lowest
+    assert t.ranking(Candidate.parse("w2a8"), "kl") == [
+        "a",
+        "b",
+    ]  # absent: falls back to the lowest
     lines = t.to_markdown().splitlines()
     assert lines[0].count("|") == 2 + 6 and lines[1] == "|---|" + "---|" * 6
     assert len(lines) == 4
@@ -169,14 +197,20 @@ def test_damage_ranking_and_markdown_of_a_known_table():
 def test_markdown_orders_candidates_by_weight_then_activation_bits():
     from faaq_onnx.analysis.sensitivity import SensitivityTable
 
-    t = SensitivityTable({"a": {"w8a8": {"sqnr_db": 40.0, "kl": 0.01}, "w4a16": {"sqnr_db": 20.0, "kl": 0.3}}})
+    t = SensitivityTable(
+        {"a": {"w8a8": {"sqnr_db": 40.0, "kl": 0.01}, "w4a16": {"sqnr_db": 20.0, "kl": 0.3}}}
+    )
     assert t.to_markdown().splitlines() == [
-        "| group | w4a16 sqnr_db | w4a16 kl | w8a8 sqnr_db | w8a8 kl |", "|---|---|---|---|---|",
-        "| a | 20.00 | 0.3 | 40.00 | 0.01 |"]
+        "| group | w4a16 sqnr_db | w4a16 kl | w8a8 sqnr_db | w8a8 kl |",
+        "|---|---|---|---|---|",
+        "| a | 20.00 | 0.3 | 40.00 | 0.01 |",
+    ]
 
 
 def test_sensitivity_samples_limit_what_the_probe_runs(tiny_cnn, cnn_calib):
-    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, sensitivity_samples=5), target_opset=21)
+    comp = Compilation(
+        tiny_cnn, cnn_calib, QuantConfig(progress=False, sensitivity_samples=5), target_opset=21
+    )
     assert all(len(r) == 5 for r in comp.prober.reference)
     full = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
     assert all(len(r) > 5 for r in full.prober.reference)

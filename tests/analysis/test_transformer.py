@@ -19,8 +19,10 @@ class Block(torch.nn.Module):
 
     def forward(self, x):
         b, s, d = x.shape
+
         def split(t):
             return t.reshape(b, s, self.h, d // self.h).transpose(1, 2)
+
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.h) ** 0.5, dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, s, d)
@@ -35,8 +37,16 @@ def bert_block(tmp_path):
     torch.manual_seed(0)
     m = Block().eval()
     path = tmp_path / "block.onnx"
-    torch.onnx.export(m, (torch.randn(1, 8, 32),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    torch.onnx.export(
+        m,
+        (torch.randn(1, 8, 32),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+    )
     p = onnx.load(path)
     p.ir_version = 10
     onnx.save(p, path)
@@ -59,18 +69,36 @@ def test_qkv_projections_share_a_group_and_scores_are_attention(bert_block, cali
 def test_transformer_w8a8_and_budget(bert_block, calib):
     res = quantize(bert_block, calib, config=QuantConfig(progress=False))
     assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 20
-    mixed = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=0.8",
-                     candidates="practical", cache_dir=False)
+    mixed = quantize(
+        bert_block,
+        calib,
+        config=QuantConfig(progress=False),
+        budget="bops=0.8",
+        candidates="practical",
+        cache_dir=False,
+    )
     assert mixed.report["verify"]["outputs"]["y"]["sqnr_db"] > 15
     att = [g for g in mixed.qgraph.groups.values() if g.kind == "attention"]
     table = mixed.report["sensitivity"]
     assert att and table["candidates"] == ["w4a8", "w8a8", "w8a16"]
     # a budget of exactly W8A8's bit operations leaves no room for 16-bit attention
-    tight = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=1.0",
-                     candidates="w8a8,w8a16", cache_dir=False)
+    tight = quantize(
+        bert_block,
+        calib,
+        config=QuantConfig(progress=False),
+        budget="bops=1.0",
+        candidates="w8a8,w8a16",
+        cache_dir=False,
+    )
     assert {str(tight.plan.choices[g.name]) for g in att} == {"w8a8"}
-    roomy = quantize(bert_block, calib, config=QuantConfig(progress=False), budget="bops=2.0",
-                     candidates="w8a8,w8a16", cache_dir=False)
+    roomy = quantize(
+        bert_block,
+        calib,
+        config=QuantConfig(progress=False),
+        budget="bops=2.0",
+        candidates="w8a8,w8a16",
+        cache_dir=False,
+    )
     assert {str(roomy.plan.choices[g.name]) for g in att} == {"w8a16"}
 
 
@@ -96,9 +124,16 @@ def test_attention_mask_range_stays_float(tmp_path):
 
     torch.manual_seed(0)
     path = tmp_path / "masked.onnx"
-    torch.onnx.export(Masked().eval(), (torch.randn(1, 6, 16), torch.ones(1, 6)), str(path), dynamo=False,
-                      opset_version=17, input_names=["x", "mask"], output_names=["p"],
-                      dynamic_axes={"x": {0: "b"}, "mask": {0: "b"}, "p": {0: "b"}})
+    torch.onnx.export(
+        Masked().eval(),
+        (torch.randn(1, 6, 16), torch.ones(1, 6)),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x", "mask"],
+        output_names=["p"],
+        dynamic_axes={"x": {0: "b"}, "mask": {0: "b"}, "p": {0: "b"}},
+    )
     p = onnx.load(path)
     p.ir_version = 10
     onnx.save(p, path)

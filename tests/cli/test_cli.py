@@ -27,8 +27,22 @@ def test_help(runner, cmd):
 
 def test_quantize_writes_model_and_json(runner, tiny_cnn, calib_npz, tmp_path):
     out, rep = tmp_path / "q.onnx", tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--scheme", "w4a8",
-                             "--json", str(rep), "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w4a8",
+            "--json",
+            str(rep),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "w4a8" in r.output and "SQNR" in r.output
     report = json.loads(rep.read_text())
@@ -37,20 +51,37 @@ def test_quantize_writes_model_and_json(runner, tiny_cnn, calib_npz, tmp_path):
 
 def test_weight_and_act_bits_options(runner, tiny_cnn, calib_npz, tmp_path):
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz,
-                             "--weight-bits", "6", "--act-bits", "6", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--weight-bits",
+            "6",
+            "--act-bits",
+            "6",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "w6a6" in r.output
 
 
-@pytest.mark.parametrize("setup,match", [
-    ("not_onnx", "not a readable ONNX model"),
-    ("nan_calib", "NaN"),
-    ("bad_scheme", "cannot read scheme"),
-    ("missing_calib", "not found"),
-    ("scales_without_rounding", "--optimize-scales learns weight scales during reconstruction"),
-    ("mixed_inputs_with_gptq", "--optimize-inputs mixed mixes inputs during reconstruction"),
-])
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        ("not_onnx", "not a readable ONNX model"),
+        ("nan_calib", "NaN"),
+        ("bad_scheme", "cannot read scheme"),
+        ("missing_calib", "not found"),
+        ("scales_without_rounding", "--optimize-scales learns weight scales during reconstruction"),
+        ("mixed_inputs_with_gptq", "--optimize-inputs mixed mixes inputs during reconstruction"),
+    ],
+)
 def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, setup, match):
     model, calib, extra = tiny_cnn, calib_npz, []
     if setup == "not_onnx":
@@ -92,28 +123,48 @@ def test_eval_reports_accuracy_and_drop(runner, tiny_cnn, tmp_path, cnn_calib):
     data = tmp_path / "test.npz"
     np.savez(data, x=x, y=y)
     q = tmp_path / "q.onnx"
-    assert runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--calib", str(data), "--scheme", "w4a4",
-                                "-q"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main,
+            ["quantize", tiny_cnn, "-o", str(q), "--calib", str(data), "--scheme", "w4a4", "-q"],
+        ).exit_code
+        == 0
+    )
     rep = tmp_path / "eval.json"
-    r = runner.invoke(main, ["eval", tiny_cnn, str(q), "--data", str(data), "--per-class", "--json", str(rep)])
+    r = runner.invoke(
+        main, ["eval", tiny_cnn, str(q), "--data", str(data), "--per-class", "--json", str(rep)]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(rep.read_text())["models"]
     assert res[tiny_cnn]["top1"] == 0.75
     for c, v in res[tiny_cnn]["per_class"].items():  # per class, counted independently
         sel = y == int(c)
-        assert v["samples"] == sel.sum() and v["top1"] == pytest.approx(np.mean(pred[sel] == y[sel]))
+        assert v["samples"] == sel.sum() and v["top1"] == pytest.approx(
+            np.mean(pred[sel] == y[sel])
+        )
     q_pred = run_model(str(q), {"input": x})[0].argmax(1)
     vs = res[str(q)]["vs_reference"]
     assert vs["top1_drop"] == pytest.approx(0.75 - np.mean(q_pred == y))
-    drops = {int(c): np.mean(pred[y == c] == c) - np.mean(q_pred[y == c] == c) for c in np.unique(y)}
+    drops = {
+        int(c): np.mean(pred[y == c] == c) - np.mean(q_pred[y == c] == c) for c in np.unique(y)
+    }
     worst = max(drops, key=drops.get)
-    assert vs["worst_class_drop"]["drop"] == pytest.approx(drops[worst])  # a drop is positive when worse
+    assert vs["worst_class_drop"]["drop"] == pytest.approx(
+        drops[worst]
+    )  # a drop is positive when worse
     q_logits, f_logits = run_model(str(q), {"input": x})[0], run_model(tiny_cnn, {"input": x})[0]
     assert vs["agreement"] == pytest.approx(np.mean(q_pred == pred))
-    assert vs["fixed"] == np.sum((q_pred == y) & (pred != y)) and vs["broken"] == np.sum((q_pred != y) & (pred == y))
-    assert vs["logit_sqnr_db"] == pytest.approx(10 * np.log10(np.sum(f_logits.astype(np.float64) ** 2)
-                                                              / np.sum((q_logits - f_logits).astype(np.float64) ** 2)),
-                                                rel=1e-4)
+    assert vs["fixed"] == np.sum((q_pred == y) & (pred != y)) and vs["broken"] == np.sum(
+        (q_pred != y) & (pred == y)
+    )
+    assert vs["logit_sqnr_db"] == pytest.approx(
+        10
+        * np.log10(
+            np.sum(f_logits.astype(np.float64) ** 2)
+            / np.sum((q_logits - f_logits).astype(np.float64) ** 2)
+        ),
+        rel=1e-4,
+    )
     assert "same class on" in r.output and "fixed /" in r.output
 
 
@@ -124,79 +175,179 @@ def test_export_list(runner):
 
 def test_quantize_with_budget_saves_plan_and_overrides(runner, tiny_cnn, calib_npz, tmp_path):
     out, plan, ovr = tmp_path / "q.onnx", tmp_path / "plan.json", tmp_path / "ovr.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "avg-bits=5",
-                             "--candidates", "w4a8,w8a8", "--save-plan", str(plan), "--save-overrides", str(ovr),
-                             "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--budget",
+            "avg-bits=5",
+            "--candidates",
+            "w4a8,w8a8",
+            "--save-plan",
+            str(plan),
+            "--save-overrides",
+            str(ovr),
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "mixed (knapsack, avg-bits=5" in r.output
     choices = json.loads(plan.read_text())["choices"]
     assert set(choices.values()) <= {"w4a8", "w8a8"}
     overrides = json.loads(ovr.read_text())
-    assert {o[0]["quant_type"] for k, o in overrides.items() if k != "_faaq_effective_bits"} >= {"QInt4", "QUInt8"}
+    assert {o[0]["quant_type"] for k, o in overrides.items() if k != "_faaq_effective_bits"} >= {
+        "QInt4",
+        "QUInt8",
+    }
     # the saved plan applies again
     out2 = tmp_path / "q2.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out2), "--calib", calib_npz, "--plan", str(plan), "-q"])
+    r = runner.invoke(
+        main,
+        ["quantize", tiny_cnn, "-o", str(out2), "--calib", calib_npz, "--plan", str(plan), "-q"],
+    )
     assert r.exit_code == 0, r.output
 
 
 def test_impossible_budget_is_one_line(runner, tiny_cnn, calib_npz, tmp_path):
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "avg-bits=1",
-                             "--candidates", "w4a8,w8a8", "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--budget",
+            "avg-bits=1",
+            "--candidates",
+            "w4a8,w8a8",
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and not out.exists()
     assert "infeasible" in r.stderr and "avg-bits=4" in r.stderr
 
 
 def test_analyze_writes_report(runner, tiny_cnn, calib_npz, tmp_path):
     rep = tmp_path / "rep"
-    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "3",
-                             "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "analyze",
+            tiny_cnn,
+            "--calib",
+            calib_npz,
+            "--report",
+            str(rep),
+            "--points",
+            "3",
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    for f in ("sensitivity.json", "sensitivity.md", "sensitivity.png", "tradeoff.json", "tradeoff.png"):
+    for f in (
+        "sensitivity.json",
+        "sensitivity.md",
+        "sensitivity.png",
+        "tradeoff.json",
+        "tradeoff.png",
+    ):
         assert (rep / f).stat().st_size > 0, f
     curve = json.loads((rep / "tradeoff.json").read_text())
-    assert len(curve["knapsack"]) == 3 and {p["label"] for p in curve["uniform"]} == {"w4a8", "w8a8", "w8a16"}
+    assert len(curve["knapsack"]) == 3 and {p["label"] for p in curve["uniform"]} == {
+        "w4a8",
+        "w8a8",
+        "w8a16",
+    }
     assert open(rep / "sensitivity.png", "rb").read(4) == b"\x89PNG"
 
 
 def test_json_dash_writes_report_to_stdout(runner, tiny_cnn, calib_npz, tmp_path):
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--json", "-", "-q"])
+    r = runner.invoke(
+        main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--json", "-", "-q"]
+    )
     assert r.exit_code == 0, r.output
     start = r.stdout.index("{")
-    report = json.loads(r.stdout[start: r.stdout.rindex("}") + 1])
+    report = json.loads(r.stdout[start : r.stdout.rindex("}") + 1])
     assert report["output"] == str(out) and not (tmp_path / "-").exists()
 
 
-@pytest.mark.parametrize("value,ok", [("0", False), ("-3", False), ("ten", False), ("all", True), ("16", True)])
+@pytest.mark.parametrize(
+    "value,ok", [("0", False), ("-3", False), ("ten", False), ("all", True), ("16", True)]
+)
 def test_calib_size_zero_is_an_error_not_all(runner, tiny_cnn, calib_npz, tmp_path, value, ok):
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--calib-size", value, "-q"])
+    r = runner.invoke(
+        main,
+        ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--calib-size", value, "-q"],
+    )
     if ok:
         assert r.exit_code == 0, r.output
     else:
         assert r.exit_code == 2 and "--calib-size" in r.output and not out.exists()
 
 
-def test_written_files_are_readable_by_others_under_umask_022(runner, tiny_cnn, calib_npz, tmp_path):
+def test_written_files_are_readable_by_others_under_umask_022(
+    runner, tiny_cnn, calib_npz, tmp_path
+):
     import os
     import stat
 
     old = os.umask(0o022)
     try:
         out, plan = tmp_path / "q.onnx", tmp_path / "plan.json"
-        r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--save-plan", str(plan),
-                                 "-q"])
+        r = runner.invoke(
+            main,
+            [
+                "quantize",
+                tiny_cnn,
+                "-o",
+                str(out),
+                "--calib",
+                calib_npz,
+                "--save-plan",
+                str(plan),
+                "-q",
+            ],
+        )
     finally:
         os.umask(old)
     assert r.exit_code == 0, r.output
-    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644 and stat.S_IMODE(os.stat(plan).st_mode) == 0o644
+    assert (
+        stat.S_IMODE(os.stat(out).st_mode) == 0o644 and stat.S_IMODE(os.stat(plan).st_mode) == 0o644
+    )
 
 
 def test_unreachable_budget_exits_2_with_one_line(runner, tiny_cnn, calib_npz, tmp_path):
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--budget", "sqnr-db=95",
-                             "--candidates", "w4a8,w8a8", "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--budget",
+            "sqnr-db=95",
+            "--candidates",
+            "w4a8,w8a8",
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and not out.exists()
     assert r.output.count("\n") == 1 and "nearest feasible budget" in r.output
 
@@ -213,11 +364,30 @@ def test_demo_without_dev_extra_names_it(runner, monkeypatch):
 def test_analyze_with_measured_latency(runner, tiny_cnn, calib_npz, tmp_path):
     """--latency profiles each kernel class once and puts latency beside size and BOPs."""
     rep = tmp_path / "rep"
-    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "2",
-                             "--metrics", "sqnr", "--latency", "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "analyze",
+            tiny_cnn,
+            "--calib",
+            calib_npz,
+            "--report",
+            str(rep),
+            "--points",
+            "2",
+            "--metrics",
+            "sqnr",
+            "--latency",
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     lat = json.loads((rep / "latency.json").read_text())
-    assert set(lat["classes"].values()) == {"int8w/a8", "int8w/a16"}  # w4a8 and w8a8 share the int8 kernels
+    assert set(lat["classes"].values()) == {
+        "int8w/a8",
+        "int8w/a16",
+    }  # w4a8 and w8a8 share the int8 kernels
     assert all(set(v) == {"int8w/a8", "int8w/a16"} for v in lat["group_us"].values())
     curve = json.loads((rep / "tradeoff.json").read_text())
     assert all("latency_ms" in p for p in curve["uniform"] + curve["knapsack"])
@@ -227,17 +397,43 @@ def test_analyze_with_measured_latency(runner, tiny_cnn, calib_npz, tmp_path):
 @pytest.mark.parametrize("flag, rerounded", [("--reround", True), ("--no-reround", False)])
 def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, rerounded):
     report = tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--budget", "avg-bits=6", "--candidates", "w3a8,w4a8,w8a8", "--optimize", "adaround",
-                             "--optimize-iters", "10", "--optimize-samples", "8", "--no-cache", "-q",
-                             "--json", str(report), flag])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--budget",
+            "avg-bits=6",
+            "--candidates",
+            "w3a8,w4a8,w8a8",
+            "--optimize",
+            "adaround",
+            "--optimize-iters",
+            "10",
+            "--optimize-samples",
+            "8",
+            "--no-cache",
+            "-q",
+            "--json",
+            str(report),
+            flag,
+        ],
+    )
     assert r.exit_code == 0, r.output
     rounding = json.loads(report.read_text())["optimization"]["rounding"]
     assert ("emitted plan" in rounding) is rerounded
 
 
-@pytest.mark.parametrize("flag, learned", [("--optimize-scales", True), ("--no-optimize-scales", False)])
-def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, cnn_calib, calib_npz, tmp_path, flag, learned):
+@pytest.mark.parametrize(
+    "flag, learned", [("--optimize-scales", True), ("--no-optimize-scales", False)]
+)
+def test_optimize_scales_flag_reaches_the_pipeline(
+    runner, tiny_cnn, cnn_calib, calib_npz, tmp_path, flag, learned
+):
     """The written model's weight scales: learned (not the range setter's round-to-nearest
     scales) with --optimize-scales, exactly those without."""
     import onnx
@@ -248,18 +444,52 @@ def test_optimize_scales_flag_reaches_the_pipeline(runner, tiny_cnn, cnn_calib, 
     from faaq_onnx.quant.weights import weight_grid
 
     report, out = tmp_path / "r.json", tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz,
-                             "--scheme", "w4a8", "--optimize", "adaround", "--optimize-iters", "40",
-                             "--optimize-samples", "8", "--no-cache", "-q", "--json", str(report), flag])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w4a8",
+            "--optimize",
+            "adaround",
+            "--optimize-iters",
+            "40",
+            "--optimize-samples",
+            "8",
+            "--no-cache",
+            "-q",
+            "--json",
+            str(report),
+            flag,
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
     assert rep["config"]["optimize_scales"] is learned
     # round-to-nearest scales of the same float weights (BN folded as the pipeline folds them)
-    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21)
-    weight_of = {n.name: n.input[1] for n in comp.float_proto.graph.node if n.input[1:2] and
-                 n.input[1] in comp.qgraph.weights}
-    nearest = {name: weight_grid(comp.weights.float_weight(w), 4, "per-channel", comp.qgraph.weights[w].channel_axis,
-                                 None).scale.reshape(-1) for name, w in weight_of.items()}
+    comp = Compilation(
+        tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21
+    )
+    weight_of = {
+        n.name: n.input[1]
+        for n in comp.float_proto.graph.node
+        if n.input[1:2] and n.input[1] in comp.qgraph.weights
+    }
+    nearest = {
+        name: weight_grid(
+            comp.weights.float_weight(w),
+            4,
+            "per-channel",
+            comp.qgraph.weights[w].channel_axis,
+            None,
+        ).scale.reshape(-1)
+        for name, w in weight_of.items()
+    }
     model = onnx.load(str(out))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -287,15 +517,24 @@ def test_data_free_run_says_so_on_the_terminal(runner, tiny_cnn, tmp_path):
     assert "calibration samples" not in r.stdout and "held-out samples" not in r.stdout
 
 
-def test_int2_fallback_warning_reaches_the_terminal(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
+def test_int2_fallback_warning_reaches_the_terminal(
+    runner, tiny_cnn, calib_npz, tmp_path, monkeypatch
+):
     """--int2's help promises a warning when 2-bit weights fall back to int4 containers."""
     import faaq_onnx.runtime.capabilities as caps
 
-    monkeypatch.setattr(caps, "int2_unsupported_reason", lambda: "this ONNX Runtime cannot run int2")
+    monkeypatch.setattr(
+        caps, "int2_unsupported_reason", lambda: "this ONNX Runtime cannot run int2"
+    )
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--scheme", "w2a8", "-q"])
+    r = runner.invoke(
+        main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--scheme", "w2a8", "-q"]
+    )
     assert r.exit_code == 0, r.output
-    assert "warning: 2-bit weights stored in int4 containers: this ONNX Runtime cannot run int2" in r.stderr
+    assert (
+        "warning: 2-bit weights stored in int4 containers: this ONNX Runtime cannot run int2"
+        in r.stderr
+    )
     assert "warning:" not in r.stdout
 
 
@@ -328,17 +567,39 @@ def test_cache_dir_is_written_and_read_back(runner, tiny_cnn, calib_npz, tmp_pat
     def run(i):
         if cmd == "quantize":
             rep = tmp_path / f"r{i}.json"
-            args = ["quantize", tiny_cnn, "-o", str(tmp_path / f"q{i}.onnx"), "--budget", "avg-bits=6",
-                    "--candidates", "w4a8,w8a8", "--json", str(rep)]
+            args = [
+                "quantize",
+                tiny_cnn,
+                "-o",
+                str(tmp_path / f"q{i}.onnx"),
+                "--budget",
+                "avg-bits=6",
+                "--candidates",
+                "w4a8,w8a8",
+                "--json",
+                str(rep),
+            ]
         else:
             rep = tmp_path / f"rep{i}"
-            args = ["analyze", tiny_cnn, "--report", str(rep), "--points", "2", "--metrics", "sqnr", "--latency"]
+            args = [
+                "analyze",
+                tiny_cnn,
+                "--report",
+                str(rep),
+                "--points",
+                "2",
+                "--metrics",
+                "sqnr",
+                "--latency",
+            ]
         r = runner.invoke(main, [*args, "--calib", calib_npz, "--cache-dir", str(cache), "-q"])
         assert r.exit_code == 0, r.output
         if cmd == "quantize":
             return json.loads(rep.read_text())["sensitivity"], None
-        return (json.loads((rep / "sensitivity.json").read_text())["meta"],
-                json.loads((rep / "latency.json").read_text())["meta"])
+        return (
+            json.loads((rep / "sensitivity.json").read_text())["meta"],
+            json.loads((rep / "latency.json").read_text())["meta"],
+        )
 
     sens, lat = run(1)
     names = [p.name for p in cache.iterdir()]
@@ -352,12 +613,21 @@ def test_cache_dir_is_written_and_read_back(runner, tiny_cnn, calib_npz, tmp_pat
         assert lat["cached"].startswith(str(cache))
 
 
-@pytest.mark.parametrize("cmd,option", [
-    ("quantize", "-o"), ("quantize", "--json"), ("quantize", "--save-plan"), ("quantize", "--save-overrides"),
-    ("quantize", "--cache-dir"), ("analyze", "--report"), ("analyze", "--cache-dir"),
-])
-def test_unwritable_destination_is_one_line_before_any_work(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch,
-                                                            cmd, option):
+@pytest.mark.parametrize(
+    "cmd,option",
+    [
+        ("quantize", "-o"),
+        ("quantize", "--json"),
+        ("quantize", "--save-plan"),
+        ("quantize", "--save-overrides"),
+        ("quantize", "--cache-dir"),
+        ("analyze", "--report"),
+        ("analyze", "--cache-dir"),
+    ],
+)
+def test_unwritable_destination_is_one_line_before_any_work(
+    runner, tiny_cnn, calib_npz, tmp_path, monkeypatch, cmd, option
+):
     """A destination under a regular file (root can write to read-only folders, so that is the
     case a test can make) is refused up front: nothing computed, nothing written, no folder made."""
     _no_work(monkeypatch)
@@ -366,8 +636,13 @@ def test_unwritable_destination_is_one_line_before_any_work(runner, tiny_cnn, ca
     bad = str(blocker / "out")
     outs = tmp_path / "outs"  # missing: made only when something is written there
     if cmd == "quantize":
-        dests = {"-o": outs / "q.onnx", "--json": outs / "r.json", "--save-plan": outs / "p.json",
-                 "--save-overrides": outs / "o.json", "--cache-dir": outs / "cache"}
+        dests = {
+            "-o": outs / "q.onnx",
+            "--json": outs / "r.json",
+            "--save-plan": outs / "p.json",
+            "--save-overrides": outs / "o.json",
+            "--cache-dir": outs / "cache",
+        }
         args = ["quantize", tiny_cnn, "--budget", "avg-bits=6", "--candidates", "w4a8,w8a8"]
     else:
         dests = {"--report": outs / "rep", "--cache-dir": outs / "cache"}
@@ -379,7 +654,9 @@ def test_unwritable_destination_is_one_line_before_any_work(runner, tiny_cnn, ca
     r = runner.invoke(main, [*args, "--calib", calib_npz, "-q"])
     assert r.exit_code == 2, r.output
     lines = _error_lines(r)
-    assert len(lines) == 1 and option in lines[0] and bad in lines[0] and "not a folder" in lines[0], r.stderr
+    assert (
+        len(lines) == 1 and option in lines[0] and bad in lines[0] and "not a folder" in lines[0]
+    ), r.stderr
     assert _tree(tmp_path) == before and blocker.read_text() == "in the way"
 
 
@@ -387,12 +664,36 @@ def test_output_that_is_an_input_is_refused(runner, tiny_cnn, calib_npz, tmp_pat
     """--json (like -o) never overwrites the model or the calibration data it reads."""
     _no_work(monkeypatch)
     model_bytes = open(tiny_cnn, "rb").read()
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--json", tiny_cnn, "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--json",
+            tiny_cnn,
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and "--json" in r.stderr and "input" in r.stderr, r.output
     assert open(tiny_cnn, "rb").read() == model_bytes
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--save-plan", str(tmp_path / "q.onnx"), "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--save-plan",
+            str(tmp_path / "q.onnx"),
+            "-q",
+        ],
+    )
     assert r.exit_code == 2 and "--save-plan" in r.stderr and "-o" in r.stderr, r.output
     assert not (tmp_path / "q.onnx").exists()
 
@@ -415,11 +716,27 @@ def test_quantize_outputs_commit_together(runner, tiny_cnn, calib_npz, tmp_path,
     monkeypatch.setattr(pipeline, "quantize", quantize_then_break)
     out, rep = tmp_path / "new" / "q.onnx", tmp_path / "r.json"
     before = _tree(tmp_path)
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "--json", str(rep),
-                             "--save-plan", str(plans / "p.json"), "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(out),
+            "--calib",
+            calib_npz,
+            "--json",
+            str(rep),
+            "--save-plan",
+            str(plans / "p.json"),
+            "-q",
+        ],
+    )
     assert r.exit_code == 2, r.output
     lines = _error_lines(r)
-    assert len(lines) == 1 and "--save-plan" in lines[0] and str(plans / "p.json") in lines[0], r.stderr
+    assert len(lines) == 1 and "--save-plan" in lines[0] and str(plans / "p.json") in lines[0], (
+        r.stderr
+    )
     assert not out.exists() and not rep.exists()
     assert _tree(tmp_path) == before  # no temporary file, no folder made for -o
 
@@ -435,11 +752,28 @@ def test_analyze_report_is_whole_or_absent(runner, tiny_cnn, calib_npz, tmp_path
 
     monkeypatch.setattr(tradeoff, "plot_tradeoff", disk_full)
     rep = tmp_path / "rep"
-    r = runner.invoke(main, ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "2",
-                             "--metrics", "sqnr", "--no-cache", "-q"])
+    r = runner.invoke(
+        main,
+        [
+            "analyze",
+            tiny_cnn,
+            "--calib",
+            calib_npz,
+            "--report",
+            str(rep),
+            "--points",
+            "2",
+            "--metrics",
+            "sqnr",
+            "--no-cache",
+            "-q",
+        ],
+    )
     assert r.exit_code == 2, r.output
     lines = _error_lines(r)
-    assert len(lines) == 1 and "No space left on device" in lines[0] and "tradeoff.png" in lines[0], r.stderr
+    assert (
+        len(lines) == 1 and "No space left on device" in lines[0] and "tradeoff.png" in lines[0]
+    ), r.stderr
     assert not rep.exists()
 
 
@@ -450,7 +784,9 @@ def _image_folder(tmp_path, n=12, size=16):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            folder / f"{i:02d}.png"
+        )
     return str(folder)
 
 
@@ -465,7 +801,17 @@ def test_preset_reaches_image_folder_calibration(runner, tiny_cnn, tmp_path, cmd
         args = ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--json", str(rep)]
     else:
         rep = tmp_path / "rep"
-        args = ["analyze", tiny_cnn, "--report", str(rep), "--points", "2", "--metrics", "sqnr", "--no-cache"]
+        args = [
+            "analyze",
+            tiny_cnn,
+            "--report",
+            str(rep),
+            "--points",
+            "2",
+            "--metrics",
+            "sqnr",
+            "--no-cache",
+        ]
     r = runner.invoke(main, [*args, "--calib", folder, "--preset", "imagenet", "-q"])
     assert r.exit_code == 2 and "224" in r.stderr, r.output
     r = runner.invoke(main, [*args, "--calib", folder, "--preset", "none", "-q"])
@@ -479,49 +825,94 @@ def test_preset_reaches_image_folder_calibration(runner, tiny_cnn, tmp_path, cmd
     assert r.exit_code == 2 and "--preset" in r.stderr and "cifar10, imagenet" in r.stderr, r.output
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--granularity", "block", "--block-size", "0"], "--block-size must be an even number >= 2, got 0"),
-    (["--block-size", "-4"], "--block-size must be an even number >= 2, got -4"),
-    (["--sensitivity-samples", "0", "--budget", "avg-bits=6"], "--sensitivity-samples must be at least 1, got 0"),
-    (["--sensitivity-samples", "-1", "--budget", "avg-bits=6"], "--sensitivity-samples must be at least 1, got -1"),
-    (["--budget", "avg-bits=0"], "--budget avg-bits must be > 0"),
-    (["--budget", "size-mb=-1"], "--budget size-mb must be > 0"),
-    (["--budget", "bops=0"], "--budget bops must be > 0"),
-    (["--budget", "latency-ms=0"], "--budget latency-ms must be > 0"),
-    (["--budget", "max-drop=-1"], "--budget max-drop must be >= 0"),
-    (["--budget", "avg-bits=1e999"], "--budget avg-bits must be a finite number"),
-    (["--workers", "0", "--budget", "avg-bits=6"], "--workers must be at least 1, got 0"),
-    (["--latency-batch", "0", "--budget", "latency=1.1"], "--latency-batch must be at least 1, got 0"),
-    (["--weight-bits", "0", "--act-bits", "8"], "--weight-bits 0 unsupported"),
-    (["--weight-bits", "4", "--act-bits", "-8"], "--act-bits -8 unsupported"),
-    (["--optimize-iters", "0"], "--optimize-iters must be at least 1, got 0"),
-    (["--optimize-samples", "-2"], "--optimize-samples must be at least 1, got -2"),
-    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-])
-def test_out_of_range_option_is_one_line_before_any_work(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch,
-                                                         extra, match):
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (
+            ["--granularity", "block", "--block-size", "0"],
+            "--block-size must be an even number >= 2, got 0",
+        ),
+        (["--block-size", "-4"], "--block-size must be an even number >= 2, got -4"),
+        (
+            ["--sensitivity-samples", "0", "--budget", "avg-bits=6"],
+            "--sensitivity-samples must be at least 1, got 0",
+        ),
+        (
+            ["--sensitivity-samples", "-1", "--budget", "avg-bits=6"],
+            "--sensitivity-samples must be at least 1, got -1",
+        ),
+        (["--budget", "avg-bits=0"], "--budget avg-bits must be > 0"),
+        (["--budget", "size-mb=-1"], "--budget size-mb must be > 0"),
+        (["--budget", "bops=0"], "--budget bops must be > 0"),
+        (["--budget", "latency-ms=0"], "--budget latency-ms must be > 0"),
+        (["--budget", "max-drop=-1"], "--budget max-drop must be >= 0"),
+        (["--budget", "avg-bits=1e999"], "--budget avg-bits must be a finite number"),
+        (["--workers", "0", "--budget", "avg-bits=6"], "--workers must be at least 1, got 0"),
+        (
+            ["--latency-batch", "0", "--budget", "latency=1.1"],
+            "--latency-batch must be at least 1, got 0",
+        ),
+        (["--weight-bits", "0", "--act-bits", "8"], "--weight-bits 0 unsupported"),
+        (["--weight-bits", "4", "--act-bits", "-8"], "--act-bits -8 unsupported"),
+        (["--optimize-iters", "0"], "--optimize-iters must be at least 1, got 0"),
+        (["--optimize-samples", "-2"], "--optimize-samples must be at least 1, got -2"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    ],
+)
+def test_out_of_range_option_is_one_line_before_any_work(
+    runner, tiny_cnn, calib_npz, tmp_path, monkeypatch, extra, match
+):
     _no_work(monkeypatch)
     out = tmp_path / "q.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "-q", *extra])
+    r = runner.invoke(
+        main, ["quantize", tiny_cnn, "-o", str(out), "--calib", calib_npz, "-q", *extra]
+    )
     assert r.exit_code == 2, r.output
     lines = _error_lines(r)
     assert len(lines) == 1 and match in lines[0], r.stderr
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,match", [
-    (["analyze", "{model}", "--calib", "{calib}", "--report", "{tmp}/rep", "--points", "0"],
-     "--points must be at least 1, got 0"),
-    (["analyze", "{model}", "--calib", "{calib}", "--report", "{tmp}/rep", "--latency", "--latency-batch", "0"],
-     "--latency-batch must be at least 1, got 0"),
-    (["eval", "{model}", "--data", "{labeled}", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    (["profile", "{model}", "--threads", "-1"], "--threads must be at least 1 (or 0: ONNX Runtime's choice)"),
-])
-def test_out_of_range_option_other_commands(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch, args, match):
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (
+            ["analyze", "{model}", "--calib", "{calib}", "--report", "{tmp}/rep", "--points", "0"],
+            "--points must be at least 1, got 0",
+        ),
+        (
+            [
+                "analyze",
+                "{model}",
+                "--calib",
+                "{calib}",
+                "--report",
+                "{tmp}/rep",
+                "--latency",
+                "--latency-batch",
+                "0",
+            ],
+            "--latency-batch must be at least 1, got 0",
+        ),
+        (
+            ["eval", "{model}", "--data", "{labeled}", "--batch-size", "0"],
+            "--batch-size must be at least 1, got 0",
+        ),
+        (
+            ["profile", "{model}", "--threads", "-1"],
+            "--threads must be at least 1 (or 0: ONNX Runtime's choice)",
+        ),
+    ],
+)
+def test_out_of_range_option_other_commands(
+    runner, tiny_cnn, calib_npz, tmp_path, monkeypatch, args, match
+):
     _no_work(monkeypatch)
     labeled = tmp_path / "labeled.npz"
     rng = np.random.default_rng(0)
-    np.savez(labeled, x=rng.standard_normal((8, 3, 16, 16)).astype(np.float32), y=rng.integers(0, 4, 8))
+    np.savez(
+        labeled, x=rng.standard_normal((8, 3, 16, 16)).astype(np.float32), y=rng.integers(0, 4, 8)
+    )
     args = [a.format(model=tiny_cnn, calib=calib_npz, tmp=tmp_path, labeled=labeled) for a in args]
     r = runner.invoke(main, args)
     assert r.exit_code == 2, r.output
@@ -534,22 +925,64 @@ def test_out_of_range_option_other_commands(runner, tiny_cnn, calib_npz, tmp_pat
 def test_reduce_range_flag_sets_the_weight_range(runner, tiny_cnn, calib_npz, tmp_path, mode, bits):
     """--reduce-range reaches the emitted weights: their stated range, not only the config."""
     report = tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--scheme", "w8a8", "--no-cache", "-q", "--json", str(report), "--reduce-range", mode])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w8a8",
+            "--no-cache",
+            "-q",
+            "--json",
+            str(report),
+            "--reduce-range",
+            mode,
+        ],
+    )
     assert r.exit_code == 0, r.output
     per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
     assert {w["bits"] for w in per_weight.values()} == {bits}
 
 
-@pytest.mark.parametrize("extra, rounding", [([], "gptq"), (["--optimize", "none"], "nearest"),
-                                             (["--optimize", "auto,adaround", "--optimize-iters", "20",
-                                               "--optimize-samples", "8"], "adaround")])
-def test_plain_low_bit_command_rounds_with_gptq(runner, tiny_cnn, calib_npz, tmp_path, extra, rounding):
+@pytest.mark.parametrize(
+    "extra, rounding",
+    [
+        ([], "gptq"),
+        (["--optimize", "none"], "nearest"),
+        (
+            ["--optimize", "auto,adaround", "--optimize-iters", "20", "--optimize-samples", "8"],
+            "adaround",
+        ),
+    ],
+)
+def test_plain_low_bit_command_rounds_with_gptq(
+    runner, tiny_cnn, calib_npz, tmp_path, extra, rounding
+):
     """`--scheme w4a8` with nothing else takes the cheap accurate path, says so and what it cost;
     --optimize none still rounds to nearest; an explicit rounding optimizer wins over auto."""
     report = tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--scheme", "w4a8", "--no-cache", "--json", str(report), *extra])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w4a8",
+            "--no-cache",
+            "--json",
+            str(report),
+            *extra,
+        ],
+    )
     assert r.exit_code == 0, r.output
     per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
     assert {w["rounding"] for w in per_weight.values()} == {rounding}
@@ -559,8 +992,23 @@ def test_plain_low_bit_command_rounds_with_gptq(runner, tiny_cnn, calib_npz, tmp
 
 def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
     report = tmp_path / "r.json"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz,
-                             "--scheme", "w8a8", "--no-cache", "-q", "--json", str(report)])
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w8a8",
+            "--no-cache",
+            "-q",
+            "--json",
+            str(report),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
     assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}

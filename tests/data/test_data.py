@@ -74,7 +74,9 @@ def test_imagenet_inception_preset_arithmetic(tmp_path):
     (tmp_path / "imgs").mkdir()
     Image.fromarray(g[1]).save(tmp_path / "imgs" / "a.png")
     (tmp_path / "labels.txt").write_text("a.png, 3\n")
-    fx, fy = load_labeled(tmp_path / "imgs", preset="imagenet-inception", labels=tmp_path / "labels.txt")
+    fx, fy = load_labeled(
+        tmp_path / "imgs", preset="imagenet-inception", labels=tmp_path / "labels.txt"
+    )
     np.testing.assert_allclose(fx[0], inc[1], atol=1e-6)
     np.testing.assert_array_equal(fy, [3])
 
@@ -86,7 +88,10 @@ def test_model_preset_reads_metadata():
     assert data.model_preset(m) is None
     m.metadata_props.add(key=data.PRESET_METADATA_KEY, value="imagenet-inception")
     assert data.model_preset(m) == "imagenet-inception"
-    assert data.model_preset(type("IR", (), {"metadata_props": {data.PRESET_METADATA_KEY: "nope"}})()) is None
+    assert (
+        data.model_preset(type("IR", (), {"metadata_props": {data.PRESET_METADATA_KEY: "nope"}})())
+        is None
+    )
 
 
 def test_digits_and_none_presets():
@@ -109,8 +114,11 @@ def test_npz_named_inputs_keep_integer_dtypes(tmp_path):
     ids = _rng().integers(0, 100, (4, 6)).astype(np.int64)
     mask = np.ones((4, 6), np.int64)
     np.savez(tmp_path / "d.npz", input_ids=ids, attention_mask=mask)
-    got = load_inputs(tmp_path / "d.npz", ["input_ids", "attention_mask"],
-                      {"input_ids": ["batch", "seq"], "attention_mask": [None, -1]})
+    got = load_inputs(
+        tmp_path / "d.npz",
+        ["input_ids", "attention_mask"],
+        {"input_ids": ["batch", "seq"], "attention_mask": [None, -1]},
+    )
     assert got["input_ids"].dtype == np.int64
     np.testing.assert_array_equal(got["input_ids"], ids)
 
@@ -309,7 +317,9 @@ def test_wrong_rank_and_shape(tmp_path):
         load_inputs(tmp_path / "s.npz", ["input"], SHAPE)
     # a different batch size is fine: the batch dimension is the loader's to choose
     np.savez(tmp_path / "b.npz", x=np.zeros((7, 3, 4, 4), np.float32))
-    assert load_inputs(tmp_path / "b.npz", ["input"], {"input": [1, 3, 4, 4]})["input"].shape[0] == 7
+    assert (
+        load_inputs(tmp_path / "b.npz", ["input"], {"input": [1, 3, 4, 4]})["input"].shape[0] == 7
+    )
 
 
 def test_nan_and_inf_are_counted(tmp_path):
@@ -379,5 +389,7 @@ def test_preset_array_reads_like_the_preprocessed_array(tmp_path):
     np.testing.assert_array_equal(lazy[2], eager[2])
     p = tmp_path / "c.npz"
     np.savez(p, x=raw)
-    calib, held = load_inputs(p, ["input"], {"input": ["N", 3, 32, 32]}, limit=5, seed=1, held_out=4)
+    calib, held = load_inputs(
+        p, ["input"], {"input": ["N", 3, 32, 32]}, limit=5, seed=1, held_out=4
+    )
     assert isinstance(calib["input"], PresetArray) and len(held["input"]) == 4

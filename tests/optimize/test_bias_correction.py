@@ -20,8 +20,12 @@ def test_bias_correction_removes_the_mean_output_shift(tiny_cnn, cnn_calib):
     shift = lambda y: float(np.abs((ref - y).mean(0)).mean())  # noqa: E731 - mean logit shift
     assert shift(corrected) < 0.6 * shift(plain)
     # the correction lives in the int32 bias: QLinearConv fusion survives
-    res = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8", calib_size=32,
-                                                       optimize="bias-correction"), target_opset=21)
+    res = Compilation(
+        tiny_cnn,
+        cnn_calib,
+        QuantConfig(progress=False, scheme="w4a8", calib_size=32, optimize="bias-correction"),
+        target_opset=21,
+    )
     assert res.emit(res.uniform("w4a8")).report["verify"]["kernels"]["summary"][0].startswith("all")
 
 
@@ -35,7 +39,9 @@ def _channel_means_unoptimized(proto, names, x):
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     have = {o.name for o in m.graph.output}
-    m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in have)
+    m.graph.output.extend(
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names if n not in have
+    )
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -68,8 +74,10 @@ def test_corrected_layers_keep_the_float_channel_means(tiny_cnn, cnn_calib):
     for node in model.graph.node:
         if node.op_type in ("Conv", "Gemm"):
             i = outs.index(node.output[0])
-            bias_step = inits[producer[node.input[2]].input[1]]  # the int32 bias's scale, per channel
+            bias_step = inits[
+                producer[node.input[2]].input[1]
+            ]  # the int32 bias's scale, per channel
             assert np.all(np.abs(corrected[i] - ref[i]) <= 2 * bias_step), node.name
     before = np.concatenate([p - r for p, r in zip(plain, ref)])
     after = np.concatenate([c - r for c, r in zip(corrected, ref)])
-    assert np.sqrt((after ** 2).mean()) < 0.05 * np.sqrt((before ** 2).mean())
+    assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())

@@ -54,10 +54,12 @@ def test_distilled_inputs_reproduce_batchnorm_mean_and_std():
     mean_gap, std_gap = _bn_input_gaps(proto, x)
     assert mean_gap.size == std_gap.size == 16
     assert np.abs(std_gap).max() < 0.15, std_gap
-    assert np.sqrt((mean_gap ** 2).mean()) < 0.3, mean_gap
+    assert np.sqrt((mean_gap**2).mean()) < 0.3, mean_gap
     noise = {"input": np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)}
     noise_mean, noise_std = _bn_input_gaps(proto, noise)
-    assert np.abs(noise_std).max() > 0.5 and np.sqrt((noise_mean ** 2).mean()) > 0.6  # the bounds discriminate
+    assert (
+        np.abs(noise_std).max() > 0.5 and np.sqrt((noise_mean**2).mean()) > 0.6
+    )  # the bounds discriminate
 
 
 def test_data_free_quantize_reports_it(tiny_cnn):

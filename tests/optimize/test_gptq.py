@@ -16,15 +16,20 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 # the tiny model's convs: (name, in, out, group, stride, pads)
-CONVS = [("conv1", 3, 8, 1, 2, [1, 1, 1, 1]), ("dw", 8, 8, 8, 1, [1, 1, 1, 1]),
-         ("gconv", 8, 16, 2, 2, [0, 0, 1, 1])]
+CONVS = [
+    ("conv1", 3, 8, 1, 2, [1, 1, 1, 1]),
+    ("dw", 8, 8, 8, 1, [1, 1, 1, 1]),
+    ("gconv", 8, 16, 2, 2, [0, 0, 1, 1]),
+]
 
 
 def smooth_images(n, c=3, size=16, seed=1):
     """Blocky images plus a little noise: neighbouring pixels correlate, as in real images."""
     rng = np.random.default_rng(seed)
     coarse = rng.standard_normal((n, c, size // 4, size // 4))
-    return (np.kron(coarse, np.ones((1, 1, 4, 4))) + 0.1 * rng.standard_normal((n, c, size, size))).astype(np.float32)
+    return (
+        np.kron(coarse, np.ones((1, 1, 4, 4))) + 0.1 * rng.standard_normal((n, c, size, size))
+    ).astype(np.float32)
 
 
 def build_conv_model(seed=0) -> onnx.ModelProto:
@@ -33,21 +38,41 @@ def build_conv_model(seed=0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     inits, nodes, x = [], [], "input"
     for name, cin, cout, group, stride, pads in CONVS:
-        inits += [numpy_helper.from_array(rng.normal(0, 0.4, (cout, cin // group, 3, 3)).astype(np.float32),
-                                          f"{name}.w"),
-                  numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}.b")]
-        nodes += [helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [name], name=name, group=group,
-                                   strides=[stride, stride], pads=pads),
-                  helper.make_node("Relu", [name], [f"{name}.r"], name=f"{name}.relu")]
+        inits += [
+            numpy_helper.from_array(
+                rng.normal(0, 0.4, (cout, cin // group, 3, 3)).astype(np.float32), f"{name}.w"
+            ),
+            numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}.b"),
+        ]
+        nodes += [
+            helper.make_node(
+                "Conv",
+                [x, f"{name}.w", f"{name}.b"],
+                [name],
+                name=name,
+                group=group,
+                strides=[stride, stride],
+                pads=pads,
+            ),
+            helper.make_node("Relu", [name], [f"{name}.r"], name=f"{name}.relu"),
+        ]
         x = f"{name}.r"
-    inits += [numpy_helper.from_array(rng.normal(0, 0.5, (10, 16)).astype(np.float32), "fc.w"),
-              numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b")]
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
-              helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
-              helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "tiny_convs", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                  ["batch", 3, 16, 16])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    inits += [
+        numpy_helper.from_array(rng.normal(0, 0.5, (10, 16)).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc.b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_convs",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     onnx.checker.check_model(model)
@@ -62,21 +87,39 @@ def conv_model(tmp_path):
 
 
 def conv_node(cin, cout, group, stride, pads, dilation=1):
-    return helper.make_node("Conv", ["x", "w"], ["y"], group=group, strides=[stride, stride], pads=pads,
-                            dilations=[dilation, dilation])
+    return helper.make_node(
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        group=group,
+        strides=[stride, stride],
+        pads=pads,
+        dilations=[dilation, dilation],
+    )
 
 
 def torch_conv(x, w, node):
     a = {at.name: helper.get_attribute_value(at) for at in node.attribute}
     p = a["pads"]
     x = F.pad(torch.as_tensor(x, dtype=torch.float64), [p[1], p[3], p[0], p[2]])
-    return F.conv2d(x, torch.as_tensor(w, dtype=torch.float64), stride=a["strides"], dilation=a["dilations"],
-                    groups=a["group"])
+    return F.conv2d(
+        x,
+        torch.as_tensor(w, dtype=torch.float64),
+        stride=a["strides"],
+        dilation=a["dilations"],
+        groups=a["group"],
+    )
 
 
-@pytest.mark.parametrize("cin,cout,group,stride,pads,dilation", [
-    (3, 8, 1, 2, [1, 1, 1, 1], 1), (8, 8, 8, 1, [1, 1, 1, 1], 1), (8, 16, 2, 2, [0, 0, 1, 1], 1),
-    (6, 4, 2, 1, [2, 1, 0, 2], 2)])
+@pytest.mark.parametrize(
+    "cin,cout,group,stride,pads,dilation",
+    [
+        (3, 8, 1, 2, [1, 1, 1, 1], 1),
+        (8, 8, 8, 1, [1, 1, 1, 1], 1),
+        (8, 16, 2, 2, [0, 0, 1, 1], 1),
+        (6, 4, 2, 1, [2, 1, 0, 2], 2),
+    ],
+)
 def test_im2col_hessian_is_the_explicit_one(monkeypatch, cin, cout, group, stride, pads, dilation):
     """Σ x xᵀ over every patch, per group, equals torch's unfold of the zero-padded input, summed
     in float64 (here in chunks of a few samples: the Hessian is added batch by batch)."""
@@ -88,10 +131,12 @@ def test_im2col_hessian_is_the_explicit_one(monkeypatch, cin, cout, group, strid
     hs.add(x[:7])
     hs.add(x[7:])
     xp = F.pad(torch.from_numpy(x), [pads[1], pads[3], pads[0], pads[2]])
-    cols = F.unfold(xp, 3, dilation=dilation, stride=stride)  # (B, C*9, L), rows ordered (c, kh, kw)
+    cols = F.unfold(
+        xp, 3, dilation=dilation, stride=stride
+    )  # (B, C*9, L), rows ordered (c, kh, kw)
     k = cin // group * 9
     for g in range(group):
-        u = cols[:, g * k:(g + 1) * k].permute(1, 0, 2).reshape(k, -1).numpy()
+        u = cols[:, g * k : (g + 1) * k].permute(1, 0, 2).reshape(k, -1).numpy()
         np.testing.assert_allclose(hs.sum[g], u @ u.T, rtol=1e-12, atol=1e-9)
     assert hs.rows == cols.shape[0] * cols.shape[2]
     np.testing.assert_allclose(hs.h, 2 * hs.sum / hs.rows)
@@ -100,7 +145,9 @@ def test_im2col_hessian_is_the_explicit_one(monkeypatch, cin, cout, group, strid
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("bits", [4, 3])
 @pytest.mark.parametrize("cin,cout,group,stride,pads", [c[1:] for c in CONVS])
-def test_gptq_beats_round_to_nearest_on_conv_outputs(bits, cin, cout, group, stride, pads, act_order):
+def test_gptq_beats_round_to_nearest_on_conv_outputs(
+    bits, cin, cout, group, stride, pads, act_order
+):
     """The conv's own output error ||W*X - Q*X||² on the calibration images (torch's conv, not the
     patches GPTQ saw), per-channel grid of the same scales: GPTQ below round to nearest, in the
     natural row order (the default) and in act-order."""
@@ -118,8 +165,10 @@ def test_gptq_beats_round_to_nearest_on_conv_outputs(bits, cin, cout, group, str
     assert qw.q.min() >= grid.fmt.qmin and qw.q.max() <= grid.fmt.qmax
     np.testing.assert_array_equal(qw.scale, grid.scale)
     ref = torch_conv(x, w, node)
-    err = {k: float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum())
-           for k, q in (("rtn", rtn), ("gptq", qw))}
+    err = {
+        k: float(((torch_conv(x, q.dequantized(), node) - ref) ** 2).sum())
+        for k, q in (("rtn", rtn), ("gptq", qw))
+    }
     assert err["gptq"] < 0.7 * err["rtn"], err  # 0.27-0.49 of it measured, either order
     # the error the report states, from the Hessian, is the same quantity
     m = ref.shape[0] * ref.shape[2] * ref.shape[3]
@@ -138,7 +187,9 @@ def test_blocked_conv_grid_takes_its_scales_during_gptq():
     hs.add(x)
     grid = weight_grid(w, 4, "block", 0, 1, block_size=4)
     qw = gptq_weight(form, w, hs.h, grid, symmetric=True)
-    assert qw.scale.shape == grid.scale.shape == (6, 2, 3, 3) and qw.block_size == 4 and qw.axis == 1
+    assert (
+        qw.scale.shape == grid.scale.shape == (6, 2, 3, 3) and qw.block_size == 4 and qw.axis == 1
+    )
     assert not np.array_equal(qw.scale, grid.scale)
     assert qw.q.min() >= -8 and qw.q.max() <= 7
     rtn = grid.round_to_nearest(w.astype(np.float32))
@@ -153,12 +204,20 @@ def test_conv_transpose_patches_and_gptq():
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (8, 3, 3, 3))  # (C_in, C_out / group, kh, kw)
     x = smooth_images(32, 8, size=8)
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=2, strides=[2, 2], pads=[1, 1, 1, 1],
-                            output_padding=[1, 1])
+    node = helper.make_node(
+        "ConvTranspose",
+        ["x", "w"],
+        ["y"],
+        group=2,
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        output_padding=[1, 1],
+    )
     form = linear_form(node, 1, w.shape)
     tw = torch.from_numpy(w)
-    ref = F.conv_transpose2d(torch.from_numpy(x.astype(np.float64)), tw, stride=2, padding=1, output_padding=1,
-                             groups=2)
+    ref = F.conv_transpose2d(
+        torch.from_numpy(x.astype(np.float64)), tw, stride=2, padding=1, output_padding=1, groups=2
+    )
     y = np.matmul(form.patches(x), form.to_gkn(w))  # (G, B*H*W, N)
     b, _, hh, ww = ref.shape
     y = y.reshape(2, b, hh * ww, 3).transpose(1, 0, 3, 2).reshape(ref.shape)
@@ -166,10 +225,17 @@ def test_conv_transpose_patches_and_gptq():
     hs = HessianSum(form)
     hs.add(x)
     grid = weight_grid(w, 3, "per-tensor", None, 0)
-    errs = [hs.output_error(q.dequantized() - w) for q in
-            (grid.round_to_nearest(w.astype(np.float32)), gptq_weight(form, w, hs.h, grid, symmetric=True))]
+    errs = [
+        hs.output_error(q.dequantized() - w)
+        for q in (
+            grid.round_to_nearest(w.astype(np.float32)),
+            gptq_weight(form, w, hs.h, grid, symmetric=True),
+        )
+    ]
     assert errs[1] < 0.9 * errs[0]
-    skip = helper.make_node("ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2])
+    skip = helper.make_node(
+        "ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2]
+    )
     assert "rounded to nearest" in linear_form(skip, 1, w.shape)
 
 
@@ -178,7 +244,9 @@ def test_gemm_trans_b_is_the_transposed_matmul():
     as a [K, N] MatMul weight does: same codes, transposed."""
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (12, 20))  # [N, K]
-    x = rng.standard_normal((500, 4)) @ rng.standard_normal((4, 20)) + 0.1 * rng.standard_normal((500, 20))
+    x = rng.standard_normal((500, 4)) @ rng.standard_normal((4, 20)) + 0.1 * rng.standard_normal(
+        (500, 20)
+    )
     gemm = helper.make_node("Gemm", ["a", "w"], ["y"], transA=1, transB=1)
     form = linear_form(gemm, 1, w.shape)
     hs = HessianSum(form)
@@ -197,7 +265,9 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs(granularity):
     rng = np.random.default_rng(0)
     k, n = 64, 24
     w = rng.normal(0, 0.2, (k, n))
-    x = rng.standard_normal((2000, 8)) @ rng.standard_normal((8, k)) + 0.05 * rng.standard_normal((2000, k))
+    x = rng.standard_normal((2000, 8)) @ rng.standard_normal((8, k)) + 0.05 * rng.standard_normal(
+        (2000, k)
+    )
     grid = weight_grid(w, 3, granularity, 1, 0, block_size=16)
     rtn = grid.round_to_nearest(w.astype(np.float32))
     qw = gptq(w, hessian(x[:1000]), grid, symmetric=True)
@@ -218,17 +288,24 @@ def test_gptq_rounds_every_conv_and_the_gemm_on_integer_kernels(conv_model, tmp_
     calib = {"input": smooth_images(64)}
     for scheme, qmax in (("w4a8", 7), ("w3a8", 3)):
         out = tmp_path / f"{scheme}.onnx"
-        res = quantize(conv_model, calib, str(out), QuantConfig(progress=False, scheme=scheme, optimize="gptq"))
+        res = quantize(
+            conv_model, calib, str(out), QuantConfig(progress=False, scheme=scheme, optimize="gptq")
+        )
         units = res.report["optimization"]["rounding"][scheme]["units"]
         assert sorted(u["op"] for u in units) == ["Conv", "Conv", "Conv", "Gemm"]
         assert all(u["mse"] < u["mse_nearest"] for u in units), units
-        assert all(u["act_order"] is False for u in units)  # the measured default: natural row order
+        assert all(
+            u["act_order"] is False for u in units
+        )  # the measured default: natural row order
         per_weight = res.report["verify"]["size"]["per_weight"]
-        assert {w: p["rounding"] for w, p in per_weight.items()} == {w: "gptq" for w in
-                                                                    ("conv1.w", "dw.w", "gconv.w", "fc.w")}
+        assert {w: p["rounding"] for w, p in per_weight.items()} == {
+            w: "gptq" for w in ("conv1.w", "dw.w", "gconv.w", "fc.w")
+        }
         emitted = onnx.load(str(out))
         inits = {t.name: t for t in emitted.graph.initializer}
-        codes = [numpy_helper.to_array(inits[f"{w}_quantized"]).astype(np.int64) for w in per_weight]
+        codes = [
+            numpy_helper.to_array(inits[f"{w}_quantized"]).astype(np.int64) for w in per_weight
+        ]
         assert all(-qmax - 1 <= c.min() and c.max() <= qmax for c in codes)
         weighted = kernel_report(str(out))["weighted_ops"]
         assert weighted["total"] == 4 and weighted["integer"] == 4, weighted
@@ -266,8 +343,12 @@ def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
     from faaq_onnx.optimize.unit_data import UnitData
     from faaq_onnx.pipeline import Compilation
 
-    comp = Compilation(conv_model, {"input": smooth_images(40)}, QuantConfig(progress=False, scheme="w4a8"),
-                       target_opset=21)
+    comp = Compilation(
+        conv_model,
+        {"input": smooth_images(40)},
+        QuantConfig(progress=False, scheme="w4a8"),
+        target_opset=21,
+    )
     plan = comp.uniform("w4a8")
     data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
     for name in ("conv1.r", "dw.r"):
@@ -289,8 +370,13 @@ def test_act_order_is_natural_order_on_rows_sorted_by_hessian_diagonal():
     grid = weight_grid(w, 3, "per-channel", 1, 0)
     perm = np.argsort(-np.diag(h), kind="stable")
     assert not np.array_equal(perm, np.arange(k))
-    sorted_q = gptq(w[perm], h[np.ix_(perm, perm)], weight_grid(w[perm], 3, "per-channel", 1, 0), symmetric=True,
-                    act_order=False).q
+    sorted_q = gptq(
+        w[perm],
+        h[np.ix_(perm, perm)],
+        weight_grid(w[perm], 3, "per-channel", 1, 0),
+        symmetric=True,
+        act_order=False,
+    ).q
     q = gptq(w, h, grid, symmetric=True, act_order=True).q
     np.testing.assert_array_equal(q[perm], sorted_q)
     assert not np.array_equal(q, gptq(w, h, grid, symmetric=True, act_order=False).q)
@@ -306,13 +392,21 @@ def test_auto_pad_patches_are_what_onnx_runtime_convolves(auto_pad):
     w = rng.normal(0, 0.3, (5, 4, 4, 3)).astype(np.float32)
     x = rng.standard_normal((2, 4, 9, 10)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto_pad, strides=[2, 3])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
-    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     form = linear_form(node, 1, w.shape)
     y = np.matmul(form.patches(x), form.to_gkn(w))[0]  # (B * H * W, N)
     b, n, hh, ww = ref.shape
-    np.testing.assert_allclose(y.reshape(b, hh * ww, n).transpose(0, 2, 1).reshape(ref.shape), ref, atol=1e-4)
+    np.testing.assert_allclose(
+        y.reshape(b, hh * ww, n).transpose(0, 2, 1).reshape(ref.shape), ref, atol=1e-4
+    )

@@ -14,7 +14,9 @@ from faaq_onnx.quant.weights import weight_grid
 
 @pytest.fixture
 def comp(tiny_cnn, cnn_calib):
-    return Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21)
+    return Compilation(
+        tiny_cnn, cnn_calib, QuantConfig(progress=False, scheme="w4a8"), target_opset=21
+    )
 
 
 def test_layer_units_take_the_trailing_relu(comp):
@@ -50,11 +52,15 @@ def test_reconstruction_beats_round_to_nearest_on_a_layer():
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (16, 8)).astype(np.float32)
     mix = rng.standard_normal((4, 16))
-    x = (rng.standard_normal((512, 4)) @ mix + 0.1 * rng.standard_normal((512, 16))).astype(np.float32)
+    x = (rng.standard_normal((512, 4)) @ mix + 0.1 * rng.standard_normal((512, 16))).astype(
+        np.float32
+    )
     grid = weight_grid(w, 3, "per-channel", 1, 0)
     sw = SoftWeight(w, grid)
     run = lambda feeds, hooks: feeds["x"] @ feeds["w"]  # noqa: E731
-    reconstruct(run, {"w": sw}, {}, {"x": x[:256]}, x[:256] @ w, ReconSettings(iters=400, batch_size=64))
+    reconstruct(
+        run, {"w": sw}, {}, {"x": x[:256]}, x[:256] @ w, ReconSettings(iters=400, batch_size=64)
+    )
     rtn = grid.round_to_nearest(w).dequantized()
     learned = grid.round_to_nearest(w).with_codes(sw.codes(), "adaround").dequantized()
     held = x[256:]
@@ -76,8 +82,14 @@ def test_adaround_through_the_pipeline(tiny_cnn, cnn_calib):
 
 
 def test_brecq_learns_step_sizes(tiny_cnn, cnn_calib):
-    cfg = QuantConfig(progress=False, scheme="w4a4", optimize="brecq", optimize_iters=40, optimize_samples=32,
-                      qdrop=0.5)
+    cfg = QuantConfig(
+        progress=False,
+        scheme="w4a4",
+        optimize="brecq",
+        optimize_iters=40,
+        optimize_samples=32,
+        qdrop=0.5,
+    )
     comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
     comp.optimize_rounding([comp.uniform("w4a4")])
     assert comp.calibration.learned  # step sizes of the activations inside the block
@@ -85,18 +97,30 @@ def test_brecq_learns_step_sizes(tiny_cnn, cnn_calib):
     emitted = res.report["verify"]["size"]  # the emitted model exists and was verified
     assert emitted["effective_weight_bits"] == 4.0
     for (act, bits), scale in comp.calibration.learned.items():
-        got = comp.calibration.activation_params(comp.qgraph.activations[act], bits, False, "mse")[0]
+        got = comp.calibration.activation_params(comp.qgraph.activations[act], bits, False, "mse")[
+            0
+        ]
         assert bits == 4 and got == pytest.approx(scale, rel=1e-6)
 
 
 def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(progress=False, optimize="adaround", optimize_iters=20,
-                                                           optimize_samples=16),
-                   budget="avg-bits=6", candidates="w3a8,w4a8,w8a8", cache_dir=False)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=QuantConfig(
+            progress=False, optimize="adaround", optimize_iters=20, optimize_samples=16
+        ),
+        budget="avg-bits=6",
+        candidates="w3a8,w4a8,w8a8",
+        cache_dir=False,
+    )
     rounding = res.report["optimization"]["rounding"]
     assert sorted(rounding) == ["emitted plan", "w3a8", "w4a8"]
     per_weight = res.report["verify"]["size"]["per_weight"]
-    assert all(v["rounding"] == ("adaround" if v["planned_bits"] < 8 else "nearest") for v in per_weight.values())
+    assert all(
+        v["rounding"] == ("adaround" if v["planned_bits"] < 8 else "nearest")
+        for v in per_weight.values()
+    )
     # the allocated plan is mixed: its sub-8-bit weights were rounded again, in its own context
     assert len({v["bits"] for v in per_weight.values()}) > 1
     again = {w for u in rounding["emitted plan"]["units"] for w in u["weights"]}
@@ -106,13 +130,21 @@ def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
 def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
     """Stitched weights were fit to the inputs of uniform models; rounded again, the layers after
     a changed one see what the mixed plan feeds them, so the emitted weights differ."""
+
     def run(reround):
-        cfg = QuantConfig(progress=False, optimize="adaround", optimize_iters=20, optimize_samples=16,
-                          reround=reround)
+        cfg = QuantConfig(
+            progress=False,
+            optimize="adaround",
+            optimize_iters=20,
+            optimize_samples=16,
+            reround=reround,
+        )
         comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
         comp.optimize_rounding([comp.uniform("w3a8"), comp.uniform("w4a8")])
         plan = comp.uniform("w4a8")
-        plan.choices[next(iter(plan.choices))] = Candidate.parse("w3a8")  # the first layer at 3 bits
+        plan.choices[next(iter(plan.choices))] = Candidate.parse(
+            "w3a8"
+        )  # the first layer at 3 bits
         comp.reround(plan)
         return comp, comp.emit(plan)
 
@@ -151,17 +183,23 @@ def test_a_plans_own_rounding_does_not_leak_into_other_plans(tiny_cnn, cnn_calib
     assert "emitted plan" in first.report["optimization"]["rounding"]
     # the mixed plan keeps its own rounding, whatever was built in between
     assert comp.emit(mixed).model.SerializeToString() == first.model.SerializeToString()
-    assert first.model.SerializeToString() != comp.emit(comp.uniform("w4a8")).model.SerializeToString()
+    assert (
+        first.model.SerializeToString() != comp.emit(comp.uniform("w4a8")).model.SerializeToString()
+    )
 
 
 def test_adaround_on_the_float_models_inputs(tiny_cnn, cnn_calib):
     """--optimize-inputs float: each unit sees the float model's inputs (the first one reads
     the graph input itself, which comes from the feeds, not from an ORT output)."""
-    cfg = dict(progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32)
+    cfg = dict(
+        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32
+    )
     fl = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs="float", **cfg))
     qu = quantize(tiny_cnn, cnn_calib, config=QuantConfig(**cfg))
     units = fl.report["optimization"]["rounding"]["w3a8"]["units"]
-    assert len(units) == 3 and units[0]["mse"] <= units[0]["mse_nearest"]  # the first unit sees the same input
+    assert (
+        len(units) == 3 and units[0]["mse"] <= units[0]["mse_nearest"]
+    )  # the first unit sees the same input
     assert fl.model.SerializeToString() != qu.model.SerializeToString()
 
 
@@ -172,15 +210,25 @@ def _deconv_model(path):
     from tests.conftest import _save
 
     rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c.w"),
-             numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 2, 2)).astype(np.float32), "d.w"),
-             numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "d.b")]
-    nodes = [helper.make_node("Conv", ["input", "c.w"], ["c"], pads=[1] * 4, name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("ConvTranspose", ["r", "d.w", "d.b"], ["out"], strides=[2, 2], name="deconv")]
-    graph = helper.make_graph(nodes, "deconv", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                              ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 16, 16])], inits)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c.w"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 4, 2, 2)).astype(np.float32), "d.w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "d.b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "c.w"], ["c"], pads=[1] * 4, name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node(
+            "ConvTranspose", ["r", "d.w", "d.b"], ["out"], strides=[2, 2], name="deconv"
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "deconv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 16, 16])],
+        inits,
+    )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -197,7 +245,9 @@ def test_adaround_on_matmul_and_convtranspose_weights(which, tiny_mlp, mlp_calib
     ar = quantize(model, calib, config=QuantConfig(optimize="adaround", **cfg))
     units = ar.report["optimization"]["rounding"]["w3a8"]["units"]
     assert len(units) == 2 and all(u["mse"] < u["mse_nearest"] for u in units)
-    assert all(w["rounding"] == "adaround" for w in ar.report["verify"]["size"]["per_weight"].values())
+    assert all(
+        w["rounding"] == "adaround" for w in ar.report["verify"]["size"]["per_weight"].values()
+    )
     rtn = quantize(model, calib, config=QuantConfig(**cfg))
     sqnr = lambda r: next(iter(r.report["verify"]["outputs"].values()))["sqnr_db"]  # noqa: E731
     assert sqnr(ar) > sqnr(rtn)
@@ -223,8 +273,11 @@ def test_weights_inputs_are_the_rounded_weights_model_with_float_activations(com
     rounded.CopyFrom(comp.float_proto)
     for init in rounded.graph.initializer:
         if init.name in comp.qgraph.weights:
-            init.CopyFrom(numpy_helper.from_array(comp.weights.get(init.name, 4).dequantized().astype(np.float32),
-                                                  init.name))
+            init.CopyFrom(
+                numpy_helper.from_array(
+                    comp.weights.get(init.name, 4).dequantized().astype(np.float32), init.name
+                )
+            )
     (expected,) = run_model(tap_model(rounded, [t]), {"input": comp.inputs["input"][:48]})[-1:]
     np.testing.assert_allclose(got["weights"], expected, rtol=1e-5, atol=1e-5)
     assert not np.allclose(got["weights"], got["quantized"], atol=1e-4)
@@ -245,8 +298,15 @@ def test_mixed_inputs_feed_each_element_from_either_model_at_random():
         return feeds["x"] @ feeds["w"]
 
     sw = SoftWeight(w, weight_grid(w, 4, "per-channel", 1, 0))
-    reconstruct(run, {"w": sw}, {}, {"x": quantized}, quantized @ w, ReconSettings(iters=20, batch_size=32),
-                float_inputs={"x": float_})
+    reconstruct(
+        run,
+        {"w": sw},
+        {},
+        {"x": quantized},
+        quantized @ w,
+        ReconSettings(iters=20, batch_size=32),
+        float_inputs={"x": float_},
+    )
     batches = np.stack(seen)
     assert set(np.unique(batches)) == {0.0, 1.0}
     assert 0.45 < batches.mean() < 0.55
@@ -254,17 +314,27 @@ def test_mixed_inputs_feed_each_element_from_either_model_at_random():
     assert ((per_row > 0) & (per_row < 1)).mean() > 0.95
     assert not np.array_equal(batches[0], batches[1])
     seen.clear()
-    reconstruct(run, {"w": SoftWeight(w, sw.grid)}, {}, {"x": quantized}, quantized @ w,
-                ReconSettings(iters=5, batch_size=32))
+    reconstruct(
+        run,
+        {"w": SoftWeight(w, sw.grid)},
+        {},
+        {"x": quantized},
+        quantized @ w,
+        ReconSettings(iters=5, batch_size=32),
+    )
     assert np.stack(seen).max() == 0.0  # without float inputs: the quantized model's alone
 
 
 def test_adaround_on_mixed_inputs(tiny_cnn, cnn_calib):
     """Through the pipeline: the mixed mode is reported and rounds differently from both of
     its sources."""
-    cfg = dict(progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32)
-    runs = {m: quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs=m, **cfg))
-            for m in ("mixed", "quantized", "float")}
+    cfg = dict(
+        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32
+    )
+    runs = {
+        m: quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs=m, **cfg))
+        for m in ("mixed", "quantized", "float")
+    }
     rounding = runs["mixed"].report["optimization"]["rounding"]["w3a8"]
     assert rounding["inputs"] == "mixed" and len(rounding["units"]) == 3
     blob = {m: r.model.SerializeToString() for m, r in runs.items()}
@@ -272,7 +342,9 @@ def test_adaround_on_mixed_inputs(tiny_cnn, cnn_calib):
 
 
 def test_optimize_inputs_is_checked_up_front():
-    with pytest.raises(FaaqError, match="--optimize-inputs must be one of quantized, weights, float, mixed"):
+    with pytest.raises(
+        FaaqError, match="--optimize-inputs must be one of quantized, weights, float, mixed"
+    ):
         QuantConfig(optimize_inputs="fp32")
 
 
@@ -289,8 +361,14 @@ def test_learned_scales_absorb_a_gain_rounding_cannot():
     err = {}
     for lr in (0.0, 2e-3):
         sw = SoftWeight(w, grid, learn_scale=lr > 0)
-        reconstruct(run, {"w": sw}, {}, {"x": x[:256]}, target[:256],
-                    ReconSettings(iters=400, batch_size=64, scale_lr=lr))
+        reconstruct(
+            run,
+            {"w": sw},
+            {},
+            {"x": x[:256]},
+            target[:256],
+            ReconSettings(iters=400, batch_size=64, scale_lr=lr),
+        )
         scale = sw.learned_scale()
         assert scale.shape == grid.scale.shape
         qw = grid.round_to_nearest(w).with_codes(sw.codes(), "adaround", scale=scale)
@@ -311,29 +389,51 @@ def test_learned_scales_follow_the_grid_per_block():
     assert sw.log_gain.numel() == grid.scale.size == 8
     with __import__("torch").no_grad():
         sw.log_gain[3] = np.log(2.0)  # block 3: row 1, second half
-    np.testing.assert_allclose(sw._scale().detach().numpy(), grid.full_scale * np.where(
-        (np.arange(4)[:, None] == 1) & (np.arange(64)[None] >= 32), 2.0, 1.0), rtol=1e-6)
-    np.testing.assert_allclose(sw.learned_scale().reshape(-1)[3], 2 * grid.scale.reshape(-1)[3], rtol=1e-6)
+    np.testing.assert_allclose(
+        sw._scale().detach().numpy(),
+        grid.full_scale
+        * np.where((np.arange(4)[:, None] == 1) & (np.arange(64)[None] >= 32), 2.0, 1.0),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        sw.learned_scale().reshape(-1)[3], 2 * grid.scale.reshape(-1)[3], rtol=1e-6
+    )
 
 
 def test_optimize_scales_ships_the_learned_scales(tiny_cnn, cnn_calib):
     """--optimize-scales: the emitted weight scales are the learned ones (not the range
     setter's), the model measured is the one shipped, and the option needs adaround/brecq."""
-    cfg = dict(progress=False, scheme="w4a8", optimize="adaround", optimize_iters=80, optimize_samples=32)
+    cfg = dict(
+        progress=False, scheme="w4a8", optimize="adaround", optimize_iters=80, optimize_samples=32
+    )
     plain = Compilation(tiny_cnn, cnn_calib, QuantConfig(**cfg), target_opset=21)
-    learned = Compilation(tiny_cnn, cnn_calib, QuantConfig(optimize_scales=True, **cfg), target_opset=21)
+    learned = Compilation(
+        tiny_cnn, cnn_calib, QuantConfig(optimize_scales=True, **cfg), target_opset=21
+    )
     for c in (plain, learned):
         c.optimize_rounding([c.uniform("w4a8")])
     names = sorted(plain.qgraph.weights)
     for n in names:
-        np.testing.assert_array_equal(plain.weights.get(n, 4).scale,
-                                      weight_grid(plain.weights.float_weight(n), 4, "per-channel",
-                                                  plain.qgraph.weights[n].channel_axis, None).scale)
-    moved = [n for n in names if not np.array_equal(learned.weights.get(n, 4).scale, plain.weights.get(n, 4).scale)]
+        np.testing.assert_array_equal(
+            plain.weights.get(n, 4).scale,
+            weight_grid(
+                plain.weights.float_weight(n),
+                4,
+                "per-channel",
+                plain.qgraph.weights[n].channel_axis,
+                None,
+            ).scale,
+        )
+    moved = [
+        n
+        for n in names
+        if not np.array_equal(learned.weights.get(n, 4).scale, plain.weights.get(n, 4).scale)
+    ]
     assert moved, "no scale was learned"
     res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_scales=True, **cfg))
     inits = {t.name: t for t in res.model.graph.initializer}
     from onnx import numpy_helper
+
     shipped = [numpy_helper.to_array(t) for k, t in inits.items() if k.endswith("_scale")]
     for n in moved:
         want = learned.weights.get(n, 4).scale
@@ -350,34 +450,51 @@ def _sin_model(path, auto_pad: bool = False):
     from tests.conftest import _save
 
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c1.w"),
-             numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 3, 3)).astype(np.float32), "c2.w")]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "c1.w"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 8, 3, 3)).astype(np.float32), "c2.w"),
+    ]
     pads = {"auto_pad": "SAME_UPPER"} if auto_pad else {"pads": [1] * 4}
-    nodes = [helper.make_node("Conv", ["input", "c1.w"], ["c1"], name="conv1", **pads),
-             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-             helper.make_node("Sin", ["r1"], ["s"], name="sin"),
-             helper.make_node("Conv", ["s", "c2.w"], ["out"], pads=[1] * 4, name="conv2")]
-    graph = helper.make_graph(nodes, "sin", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                           ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 8, 8])], inits)
+    nodes = [
+        helper.make_node("Conv", ["input", "c1.w"], ["c1"], name="conv1", **pads),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Sin", ["r1"], ["s"], name="sin"),
+        helper.make_node("Conv", ["s", "c2.w"], ["out"], pads=[1] * 4, name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sin",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+        inits,
+    )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 SIN_CALIB = {"input": np.random.default_rng(4).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("mode,auto_pad,named", [("brecq", False, "'Sin' \\(node 'sin'\\)"),
-                                                 ("adaround", True, "'Conv' \\(node 'conv1'\\).*auto_pad")])
-def test_an_op_reconstruction_cannot_run_is_refused_before_calibration(mode, auto_pad, named, tmp_path,
-                                                                        monkeypatch):
+@pytest.mark.parametrize(
+    "mode,auto_pad,named",
+    [
+        ("brecq", False, "'Sin' \\(node 'sin'\\)"),
+        ("adaround", True, "'Conv' \\(node 'conv1'\\).*auto_pad"),
+    ],
+)
+def test_an_op_reconstruction_cannot_run_is_refused_before_calibration(
+    mode, auto_pad, named, tmp_path, monkeypatch
+):
     """The interpreter is built unit by unit: without a check of every unit's nodes up front,
     the error would come after calibration and the units before the offending one."""
+
     def started(*a, **k):
         raise AssertionError("calibration started before the model was checked")
 
     monkeypatch.setattr("faaq_onnx.pipeline.calibrate", started)
     monkeypatch.setattr("faaq_onnx.optimize.rounding.reconstruct", started)
-    cfg = QuantConfig(progress=False, scheme="w4a8", optimize=mode, optimize_iters=5, optimize_samples=8)
+    cfg = QuantConfig(
+        progress=False, scheme="w4a8", optimize=mode, optimize_iters=5, optimize_samples=8
+    )
     with pytest.raises(FaaqError, match=f"--optimize {mode} .*{named}") as err:
         quantize(_sin_model(tmp_path / "m.onnx", auto_pad), SIN_CALIB, config=cfg)
     assert "\n" not in str(err.value)
@@ -388,15 +505,25 @@ def test_optimize_rounding_checks_every_unit_before_it_gathers_their_data(tmp_pa
     runs before the units' inputs and targets are taken from ONNX Runtime."""
     from faaq_onnx.optimize import rounding
 
-    comp = Compilation(_sin_model(tmp_path / "m.onnx"), SIN_CALIB, QuantConfig(progress=False, scheme="w4a8"),
-                       target_opset=21)
-    monkeypatch.setattr(rounding, "UnitData", lambda *a, **k: pytest.fail("unit data gathered before the check"))
+    comp = Compilation(
+        _sin_model(tmp_path / "m.onnx"),
+        SIN_CALIB,
+        QuantConfig(progress=False, scheme="w4a8"),
+        target_opset=21,
+    )
+    monkeypatch.setattr(
+        rounding, "UnitData", lambda *a, **k: pytest.fail("unit data gathered before the check")
+    )
     with pytest.raises(FaaqError, match="--optimize brecq .*'Sin' \\(node 'sin'\\)"):
-        rounding.optimize_rounding(comp, comp.uniform("w4a8"), "brecq", ReconSettings(iters=5), samples=8)
+        rounding.optimize_rounding(
+            comp, comp.uniform("w4a8"), "brecq", ReconSettings(iters=5), samples=8
+        )
 
 
 def test_adaround_runs_past_an_op_no_layer_unit_holds(tmp_path):
     """Only the nodes reconstruction interprets are checked: AdaRound's layers hold no Sin."""
-    cfg = QuantConfig(progress=False, scheme="w4a8", optimize="adaround", optimize_iters=5, optimize_samples=8)
+    cfg = QuantConfig(
+        progress=False, scheme="w4a8", optimize="adaround", optimize_iters=5, optimize_samples=8
+    )
     res = quantize(_sin_model(tmp_path / "m.onnx"), SIN_CALIB, config=cfg)
     assert len(res.report["optimization"]["rounding"]["w4a8"]["units"]) == 2

@@ -15,19 +15,37 @@ def _chain(depthwise: bool, act: str = "Relu"):
     c = 6
     w1 = rng.normal(0, 1, (c, 3, 3, 3)) * rng.uniform(0.05, 5, (c, 1, 1, 1))  # unbalanced channels
     w2 = rng.normal(0, 1, (c, 1, 3, 3)) if depthwise else rng.normal(0, 1, (4, c, 1, 1))
-    inits = [numpy_helper.from_array(w1.astype(np.float32), "w1"), numpy_helper.from_array(
-        rng.normal(0, 0.1, c).astype(np.float32), "b1"), numpy_helper.from_array(w2.astype(np.float32), "w2")]
+    inits = [
+        numpy_helper.from_array(w1.astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, c).astype(np.float32), "b1"),
+        numpy_helper.from_array(w2.astype(np.float32), "w2"),
+    ]
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], pads=[1] * 4, name="c1")]
     if act == "Relu":
         nodes.append(helper.make_node("Relu", ["h"], ["a"], name="act"))
     else:
-        inits += [numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(
-            np.array(6, np.float32), "hi")]
+        inits += [
+            numpy_helper.from_array(np.array(0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(6, np.float32), "hi"),
+        ]
         nodes.append(helper.make_node("Clip", ["h", "lo", "hi"], ["a"], name="act"))
-    nodes.append(helper.make_node("Conv", ["a", "w2"], ["y"], pads=[1] * 4 if depthwise else [0] * 4,
-                                  group=c if depthwise else 1, name="c2"))
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    nodes.append(
+        helper.make_node(
+            "Conv",
+            ["a", "w2"],
+            ["y"],
+            pads=[1] * 4 if depthwise else [0] * 4,
+            group=c if depthwise else 1,
+            name="c2",
+        )
+    )
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
     return m

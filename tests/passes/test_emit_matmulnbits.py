@@ -13,9 +13,12 @@ from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.runtime.session import make_session
 
 _TYPES = {
-    ("int", 2): (TensorProto.INT2, ml_dtypes.int2), ("uint", 2): (TensorProto.UINT2, ml_dtypes.uint2),
-    ("int", 4): (TensorProto.INT4, ml_dtypes.int4), ("uint", 4): (TensorProto.UINT4, ml_dtypes.uint4),
-    ("int", 8): (TensorProto.INT8, np.int8), ("uint", 8): (TensorProto.UINT8, np.uint8),
+    ("int", 2): (TensorProto.INT2, ml_dtypes.int2),
+    ("uint", 2): (TensorProto.UINT2, ml_dtypes.uint2),
+    ("int", 4): (TensorProto.INT4, ml_dtypes.int4),
+    ("uint", 4): (TensorProto.UINT4, ml_dtypes.uint4),
+    ("int", 8): (TensorProto.INT8, np.int8),
+    ("uint", 8): (TensorProto.UINT8, np.uint8),
 }
 
 
@@ -29,23 +32,46 @@ def _blocked_weight(rng, k, n, bits, signed, block, asym):
     return q, s, z
 
 
-def _qdq_matmul(bits=4, signed=True, k=64, n=24, block=32, asym=False, seed=0, op="MatMul", trans_b=False,
-                bias=False, act_qdq=False, opset=None):
+def _qdq_matmul(
+    bits=4,
+    signed=True,
+    k=64,
+    n=24,
+    block=32,
+    asym=False,
+    seed=0,
+    op="MatMul",
+    trans_b=False,
+    bias=False,
+    act_qdq=False,
+    opset=None,
+):
     rng = np.random.default_rng(seed)
     onnx_t, np_t = _TYPES[("int" if signed else "uint", bits)]
     q, s, z = _blocked_weight(rng, k, n, bits, signed, block, asym)
     axis = 0
     if trans_b:
         q, s, z, axis = q.T, s.T, z.T, 1
-    inits = [numpy_helper.from_array(q.astype(np_t), "w_q"), numpy_helper.from_array(s, "w_s"),
-             numpy_helper.from_array(z.astype(np_t), "w_z")]
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=axis, block_size=block)]
+    inits = [
+        numpy_helper.from_array(q.astype(np_t), "w_q"),
+        numpy_helper.from_array(s, "w_s"),
+        numpy_helper.from_array(z.astype(np_t), "w_z"),
+    ]
+    nodes = [
+        helper.make_node(
+            "DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=axis, block_size=block
+        )
+    ]
     a = "x"
     if act_qdq:
-        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "a_s"),
-                  numpy_helper.from_array(np.array(128, np.uint8), "a_z")]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["x_q"]),
-                  helper.make_node("DequantizeLinear", ["x_q", "a_s", "a_z"], ["x_dq"])]
+        inits += [
+            numpy_helper.from_array(np.array(0.05, np.float32), "a_s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_z"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["x_q"]),
+            helper.make_node("DequantizeLinear", ["x_q", "a_s", "a_z"], ["x_dq"]),
+        ]
         a = "x_dq"
     if op == "Gemm":
         ins = [a, "w"]
@@ -57,8 +83,13 @@ def _qdq_matmul(bits=4, signed=True, k=64, n=24, block=32, asym=False, seed=0, o
     else:
         nodes.append(helper.make_node("MatMul", [a, "w"], ["y"], name="mm"))
         x_shape, y_shape = ["b", 5, k], ["b", 5, n]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
     opset = opset or (25 if bits == 2 else 21)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 11 if opset >= 25 else 10
@@ -77,7 +108,10 @@ def _ref(model, x):
 
 
 def _x(model, seed=1, batch=3):
-    shape = [batch if not d.dim_value else d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    shape = [
+        batch if not d.dim_value else d.dim_value
+        for d in model.graph.input[0].type.tensor_type.shape.dim
+    ]
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
@@ -85,15 +119,18 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("bits,signed,asym,k,block", [
-    (4, True, False, 64, 32),
-    (4, False, True, 64, 32),
-    (4, True, True, 80, 32),  # K not a multiple of the block: padded
-    (8, True, False, 128, 64),
-    (8, False, True, 64, 16),
-    (2, True, False, 64, 16),
-    (2, False, True, 96, 32),
-])
+@pytest.mark.parametrize(
+    "bits,signed,asym,k,block",
+    [
+        (4, True, False, 64, 32),
+        (4, False, True, 64, 32),
+        (4, True, True, 80, 32),  # K not a multiple of the block: padded
+        (8, True, False, 128, 64),
+        (8, False, True, 64, 16),
+        (2, True, False, 64, 16),
+        (2, False, True, 96, 32),
+    ],
+)
 def test_matmul_matches_qdq_exactly(bits, signed, asym, k, block):
     model = _qdq_matmul(bits=bits, signed=signed, asym=asym, k=k, block=block)
     conv, names = convert_to_matmulnbits(model, accuracy_level=0)
@@ -105,7 +142,9 @@ def test_matmul_matches_qdq_exactly(bits, signed, asym, k, block):
     assert attrs == {"K": k, "N": 24, "bits": bits, "block_size": block, "accuracy_level": 0}
     b = numpy_helper.to_array(next(t for t in conv.graph.initializer if t.name == node.input[1]))
     assert b.dtype == np.uint8 and b.shape == (24, -(-k // block), block * bits // 8)
-    assert (len(node.input) > 3 and node.input[3] != "") == asym  # zero points only when not default
+    assert (
+        len(node.input) > 3 and node.input[3] != ""
+    ) == asym  # zero points only when not default
     x = _x(model)
     ref, got = _ref(model, x), _run(conv, x)
     assert got.shape == ref.shape == (3, 5, 24)
@@ -116,7 +155,9 @@ def test_packed_layout_is_low_bits_first_along_k():
     model = _qdq_matmul(bits=4, signed=True, k=32, n=2, block=32)
     q = numpy_helper.to_array(model.graph.initializer[0]).astype(np.int64)  # [K, N]
     conv, _ = convert_to_matmulnbits(model, accuracy_level=0)
-    b = numpy_helper.to_array(next(t for t in conv.graph.initializer if t.name == conv.graph.node[0].input[1]))
+    b = numpy_helper.to_array(
+        next(t for t in conv.graph.initializer if t.name == conv.graph.node[0].input[1])
+    )
     col0 = q[:, 0] + 8  # signed codes shift by the default zero point 2^(bits-1)
     assert b[0, 0, 0] == (col0[0] | (col0[1] << 4))
     assert b[0, 0, 15] == (col0[30] | (col0[31] << 4))
@@ -135,15 +176,21 @@ def test_gemm_trans_b_with_bias():
 def test_activation_qdq_left_alone_unless_dropped():
     model = _qdq_matmul(bits=4, act_qdq=True)
     same, names = convert_to_matmulnbits(model)
-    assert names == [] and [n.op_type for n in same.graph.node] == [n.op_type for n in model.graph.node]
+    assert names == [] and [n.op_type for n in same.graph.node] == [
+        n.op_type for n in model.graph.node
+    ]
     dropped, names = convert_to_matmulnbits(model, accuracy_level=0, drop_activation_qdq=True)
     assert names == ["mm"]
-    assert [n.op_type for n in dropped.graph.node] == ["MatMulNBits"]  # the bypassed Q/DQ had no other reader
+    assert [n.op_type for n in dropped.graph.node] == [
+        "MatMulNBits"
+    ]  # the bypassed Q/DQ had no other reader
     x = _x(model)
     # weight-only now: equal to the float activation through the same dequantized weight
     float_act = _qdq_matmul(bits=4, act_qdq=False)
     assert _rel(_run(dropped, x), _ref(float_act, x)) < 1e-4
-    assert _rel(_run(dropped, x), _ref(model, x)) > 1e-4  # the activation's quantization error is gone
+    assert (
+        _rel(_run(dropped, x), _ref(model, x)) > 1e-4
+    )  # the activation's quantization error is gone
 
 
 def test_per_channel_int8_weights_become_blocks():
@@ -151,17 +198,29 @@ def test_per_channel_int8_weights_become_blocks():
     q = rng.integers(-128, 128, size=(64, 8)).astype(np.int8)
     s = rng.uniform(0.01, 0.1, size=8).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1),
-         helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [
+            helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
-        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")])
+        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 10
     conv, names = convert_to_matmulnbits(model, accuracy_level=0, per_channel_block=32)
     assert names == ["mm"]
-    scales = next(numpy_helper.to_array(t) for t in conv.graph.initializer if t.name == conv.graph.node[0].input[2])
-    assert scales.shape == (8, 2) and np.array_equal(scales[:, 0], s) and np.array_equal(scales[:, 1], s)
+    scales = next(
+        numpy_helper.to_array(t)
+        for t in conv.graph.initializer
+        if t.name == conv.graph.node[0].input[2]
+    )
+    assert (
+        scales.shape == (8, 2)
+        and np.array_equal(scales[:, 0], s)
+        and np.array_equal(scales[:, 1], s)
+    )
     x = rng.standard_normal((4, 64)).astype(np.float32)
     assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
 
@@ -175,7 +234,9 @@ def test_smallest_width_that_holds_the_integers():
     x = _x(model)
     for allowed, expect in (((2, 4, 8), 2), ((4, 8), 4), ((8,), 8)):
         conv, _ = convert_to_matmulnbits(model, bits_allowed=allowed, accuracy_level=0)
-        bits = next(helper.get_attribute_value(a) for a in conv.graph.node[0].attribute if a.name == "bits")
+        bits = next(
+            helper.get_attribute_value(a) for a in conv.graph.node[0].attribute if a.name == "bits"
+        )
         assert bits == expect
         assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
 

@@ -25,9 +25,16 @@ def test_schemes_run_in_plain_ort(tiny_cnn, cnn_calib, scheme):
 def _weight_inits(model: onnx.ModelProto):
     """Weight initializers read by a DequantizeLinear, directly or through a Cast."""
     casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
-    dq_inputs = {casts.get(n.input[0], n.input[0]) for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    return [t for t in model.graph.initializer if t.name in dq_inputs and t.data_type != TensorProto.INT32
-            and len(t.dims) >= 2]
+    dq_inputs = {
+        casts.get(n.input[0], n.input[0])
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+    }
+    return [
+        t
+        for t in model.graph.initializer
+        if t.name in dq_inputs and t.data_type != TensorProto.INT32 and len(t.dims) >= 2
+    ]
 
 
 def test_int4_weights_are_packed(tiny_mlp, mlp_calib):
@@ -35,7 +42,9 @@ def test_int4_weights_are_packed(tiny_mlp, mlp_calib):
     inits = _weight_inits(res.model)
     assert inits and all(t.data_type == TensorProto.INT4 for t in inits)
     elements = sum(int(np.prod(t.dims)) for t in inits)
-    assert sum(len(t.raw_data) for t in inits) == sum((int(np.prod(t.dims)) + 1) // 2 for t in inits)
+    assert sum(len(t.raw_data) for t in inits) == sum(
+        (int(np.prod(t.dims)) + 1) // 2 for t in inits
+    )
     size = res.report["verify"]["size"]
     assert size["effective_weight_bits"] == 4.0
     # packed 4-bit data is 1/8 of float; scales add a little on top
@@ -69,33 +78,58 @@ def test_symmetric_activations_keep_relu(tiny_cnn, cnn_calib, input_scale):
     """A signed grid represents negatives, so the Relu must stay, however small the
     range (tiny ranges make the representable negatives tiny too)."""
     calib = {"input": cnn_calib["input"] * input_scale}
-    res = quantize(tiny_cnn, calib, config=QuantConfig(scheme="w8a8", act_symmetric=True, progress=False))
+    res = quantize(
+        tiny_cnn, calib, config=QuantConfig(scheme="w8a8", act_symmetric=True, progress=False)
+    )
     assert res.report["dropped_clamps"] == []
     assert sum(n.op_type == "Relu" for n in res.model.graph.node) == 2
 
 
 def test_blocked_weights(tiny_mlp, mlp_calib):
-    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(scheme="w4a8", weight_granularity="block",
-                                                           block_size=16, progress=False))
-    dq = [n for n in res.model.graph.node if n.op_type == "DequantizeLinear"
-          and any(a.name == "block_size" for a in n.attribute)]
-    assert len(dq) == 2 and all(onnx.helper.get_attribute_value(a) == 16 for n in dq for a in n.attribute
-                                if a.name == "block_size")
+    res = quantize(
+        tiny_mlp,
+        mlp_calib,
+        config=QuantConfig(
+            scheme="w4a8", weight_granularity="block", block_size=16, progress=False
+        ),
+    )
+    dq = [
+        n
+        for n in res.model.graph.node
+        if n.op_type == "DequantizeLinear" and any(a.name == "block_size" for a in n.attribute)
+    ]
+    assert len(dq) == 2 and all(
+        onnx.helper.get_attribute_value(a) == 16
+        for n in dq
+        for a in n.attribute
+        if a.name == "block_size"
+    )
     assert res.report["verify"]["outputs"]["y"]["sqnr_db"] > 12
 
 
 def test_per_tensor_weights(tiny_cnn, cnn_calib):
-    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(weight_granularity="per-tensor", progress=False))
+    res = quantize(
+        tiny_cnn, cnn_calib, config=QuantConfig(weight_granularity="per-tensor", progress=False)
+    )
     inits = {t.name: t for t in res.model.graph.initializer}
-    weight_dq = [n for n in res.model.graph.node if n.op_type == "DequantizeLinear"
-                 and len(inits.get(n.input[0], TensorProto()).dims) >= 2]
+    weight_dq = [
+        n
+        for n in res.model.graph.node
+        if n.op_type == "DequantizeLinear" and len(inits.get(n.input[0], TensorProto()).dims) >= 2
+    ]
     assert len(weight_dq) == 3
     assert all(not n.attribute and len(inits[n.input[1]].dims) == 0 for n in weight_dq)
     assert res.report["verify"]["outputs"]["logits"]["sqnr_db"] > 25
 
 
 def test_weight_only_scheme_becomes_matmulnbits_with_no_activation_qdq(tiny_mlp, mlp_calib):
-    cfg = QuantConfig(scheme="w4", weight_granularity="block", block_size=16, weight_symmetric=False, progress=False)
+    cfg = QuantConfig(
+        scheme="w4",
+        weight_granularity="block",
+        block_size=16,
+        weight_symmetric=False,
+        progress=False,
+    )
     res = quantize(tiny_mlp, mlp_calib, config=cfg)
     ops = [n.op_type for n in res.model.graph.node]
     assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
@@ -106,28 +140,39 @@ def test_weight_only_scheme_becomes_matmulnbits_with_no_activation_qdq(tiny_mlp,
 
 @pytest.mark.parametrize("kernel", ["int8", "nbits", "auto"])
 def test_matmul_kernel_choice(tiny_mlp, mlp_calib, kernel):
-    res = quantize(tiny_mlp, mlp_calib, config=QuantConfig(scheme="w4a8", matmul_kernel=kernel, progress=False))
+    res = quantize(
+        tiny_mlp, mlp_calib, config=QuantConfig(scheme="w4a8", matmul_kernel=kernel, progress=False)
+    )
     ops = [n.op_type for n in res.model.graph.node]
     if kernel == "int8":
-        assert "MatMulNBits" not in ops and res.report["verify"]["kernels"]["summary"][0].startswith("all")
+        assert "MatMulNBits" not in ops and res.report["verify"]["kernels"]["summary"][
+            0
+        ].startswith("all")
     elif kernel == "nbits":
         assert ops.count("MatMulNBits") == 2 and "MatMul" not in ops
     else:
         measured = res.report["matmul_kernel"]["measured"]
-        assert len(measured) == 2 and all(m["choice"] in ("int8", "nbits") for m in measured.values())
+        assert len(measured) == 2 and all(
+            m["choice"] in ("int8", "nbits") for m in measured.values()
+        )
         assert ops.count("MatMulNBits") == sum(m["choice"] == "nbits" for m in measured.values())
 
 
-@pytest.mark.parametrize("schemes,cfg,int2,opset", [
-    (["w8a8"], {}, False, 13), (["w6a8", "w8a8"], {}, True, 13),           # int8 containers: opset 13
-    (["w4a8"], {}, False, 21), (["w8a16"], {}, False, 21),                # int4 / int16 types
-    (["w8a8"], {"weight_granularity": "block"}, False, 21),               # blocked scales
-    (["w2a8", "w8a8"], {}, True, 25),                                     # int2 containers, cast storage
-    (["w2a8"], {}, False, 21),                                            # int2 not allowed: int4 containers
-    (["w2a8"], {"weight_storage": "dequant"}, True, 21),                  # DQ(int2) storage keeps int4
-    (["w2a8"], {"weight_granularity": "block"}, True, 21),
-    (["w8a8", "float"], {}, False, 13),
-])
+@pytest.mark.parametrize(
+    "schemes,cfg,int2,opset",
+    [
+        (["w8a8"], {}, False, 13),
+        (["w6a8", "w8a8"], {}, True, 13),  # int8 containers: opset 13
+        (["w4a8"], {}, False, 21),
+        (["w8a16"], {}, False, 21),  # int4 / int16 types
+        (["w8a8"], {"weight_granularity": "block"}, False, 21),  # blocked scales
+        (["w2a8", "w8a8"], {}, True, 25),  # int2 containers, cast storage
+        (["w2a8"], {}, False, 21),  # int2 not allowed: int4 containers
+        (["w2a8"], {"weight_storage": "dequant"}, True, 21),  # DQ(int2) storage keeps int4
+        (["w2a8"], {"weight_granularity": "block"}, True, 21),
+        (["w8a8", "float"], {}, False, 13),
+    ],
+)
 def test_needed_opset_is_the_lowest_with_every_type(schemes, cfg, int2, opset):
     from faaq_onnx.config import Candidate
     from faaq_onnx.passes.emit_qdq import needed_opset
@@ -147,18 +192,26 @@ def test_weight_that_is_also_a_graph_output_stays(tmp_path):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((8, 6)).astype(np.float32)
     g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
-         helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 6])],
-        [numpy_helper.from_array(w, "w")])
-    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "wout.onnx")
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 6]),
+        ],
+        [numpy_helper.from_array(w, "w")],
+    )
+    src = _save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "wout.onnx"
+    )
     x = rng.standard_normal((32, 8)).astype(np.float32)
     quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w4a8", progress=False))
     q = onnx.load(str(tmp_path / "q.onnx"))
     mm = next(n for n in q.graph.node if n.op_type == "MatMul")
     producer = {o: n for n in q.graph.node for o in n.output}
-    assert producer[mm.input[1]].op_type == "DequantizeLinear"  # the MatMul reads the quantized copy
+    assert (
+        producer[mm.input[1]].op_type == "DequantizeLinear"
+    )  # the MatMul reads the quantized copy
     y, w_out = run_model(tmp_path / "q.onnx", {"x": x[:4]})
     np.testing.assert_array_equal(w_out, w)
     assert sqnr_db(x[:4] @ w, y) > 12
@@ -175,12 +228,16 @@ def test_two_bit_weights_stored_in_int2_where_ort_takes_them(tiny_cnn, cnn_calib
     expected = TensorProto.INT4 if why else TensorProto.INT2
     assert inits and all(t.data_type == expected for t in inits)
     per_byte = 2 if why else 4
-    assert sum(len(t.raw_data) for t in inits) == sum(-(-int(np.prod(t.dims)) // per_byte) for t in inits)
+    assert sum(len(t.raw_data) for t in inits) == sum(
+        -(-int(np.prod(t.dims)) // per_byte) for t in inits
+    )
     opset = next(o.version for o in res.model.opset_import if o.domain in ("", "ai.onnx"))
     assert opset == (21 if why else 25)
     assert bool(why) == any("int2" in w for w in res.report["warnings"])
     assert "QLinearConv" in optimized_op_types(res.model)
-    no_int2 = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", int2=False, progress=False))
+    no_int2 = quantize(
+        tiny_cnn, cnn_calib, config=QuantConfig(scheme="w2a8", int2=False, progress=False)
+    )
     assert all(t.data_type == TensorProto.INT4 for t in _weight_inits(no_int2.model))
 
 
@@ -192,20 +249,37 @@ def test_dropped_relu_at_the_graph_output_keeps_the_output_name(tmp_path):
     from tests.conftest import _save
 
     rng = np.random.default_rng(0)
-    w, w2 = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    w, w2 = (
+        rng.standard_normal((8, 6)).astype(np.float32),
+        rng.standard_normal((6, 4)).astype(np.float32),
+    )
     g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu"),
-         helper.make_node("MatMul", ["y", "w2"], ["z"], name="mm2")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
-         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")])
-    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "relu_out.onnx")
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+            helper.make_node("MatMul", ["y", "w2"], ["z"], name="mm2"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4]),
+        ],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")],
+    )
+    src = _save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+        tmp_path / "relu_out.onnx",
+    )
     x = rng.standard_normal((64, 8)).astype(np.float32)
-    res = quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    res = quantize(
+        src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False)
+    )
     q = onnx.load(str(tmp_path / "q.onnx"))
     assert [o.name for o in q.graph.output] == ["y", "z"]
-    assert res.report["dropped_clamps"] == ["relu"] and not any(n.op_type == "Relu" for n in q.graph.node)
+    assert res.report["dropped_clamps"] == ["relu"] and not any(
+        n.op_type == "Relu" for n in q.graph.node
+    )
     y, z = run_model(tmp_path / "q.onnx", {"x": x[:8]})
     ref = np.maximum(x[:8] @ w, 0)
     assert y.min() >= 0 and sqnr_db(ref, y) > 25 and sqnr_db(ref @ w2, z) > 20
@@ -219,18 +293,33 @@ def test_relu6_clip_is_dropped_when_the_grid_fits_inside_it(tmp_path):
     from tests.conftest import _save
 
     rng = np.random.default_rng(0)
-    w, w2 = rng.standard_normal((8, 6)).astype(np.float32), rng.standard_normal((6, 4)).astype(np.float32)
+    w, w2 = (
+        rng.standard_normal((8, 6)).astype(np.float32),
+        rng.standard_normal((6, 4)).astype(np.float32),
+    )
     g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-         helper.make_node("Clip", ["h", "lo", "hi"], ["r"], name="clip"),
-         helper.make_node("MatMul", ["r", "w2"], ["z"], name="mm2")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+            helper.make_node("Clip", ["h", "lo", "hi"], ["r"], name="clip"),
+            helper.make_node("MatMul", ["r", "w2"], ["z"], name="mm2"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
         [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2"),
-         numpy_helper.from_array(np.array(0.0, np.float32), "lo"), numpy_helper.from_array(np.array(6.0, np.float32), "hi")])
-    src = _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx")
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+        ],
+    )
+    src = _save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "clip.onnx"
+    )
     x = rng.standard_normal((64, 8)).astype(np.float32)
-    res = quantize(src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    res = quantize(
+        src, {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False)
+    )
     assert res.report["dropped_clamps"] == ["clip"]
     (z,) = run_model(tmp_path / "q.onnx", {"x": x[:8]})
     assert sqnr_db(np.clip(x[:8] @ w, 0, 6) @ w2, z) > 20
@@ -244,13 +333,20 @@ def test_a_group_kept_float_reads_its_float_weight(tiny_cnn, cnn_calib):
 
     comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False))
     kept = next(g for g in comp.qgraph.groups.values() if g.weights)
-    plan = BitPlan({g: (Candidate.parse("float") if g == kept.name else Candidate(8, 8)) for g in comp.qgraph.groups})
+    plan = BitPlan(
+        {
+            g: (Candidate.parse("float") if g == kept.name else Candidate(8, 8))
+            for g in comp.qgraph.groups
+        }
+    )
     res = comp.emit(plan)
     producer = {o: n for n in res.model.graph.node for o in n.output}
     inits = {t.name: t for t in res.model.graph.initializer}
     w = kept.weights[0]
     assert w in inits and inits[w].data_type == TensorProto.FLOAT and w not in producer
-    assert any(w in n.input and n.op_type not in ("DequantizeLinear", "Cast") for n in res.model.graph.node)
+    assert any(
+        w in n.input and n.op_type not in ("DequantizeLinear", "Cast") for n in res.model.graph.node
+    )
     assert min(o["sqnr_db"] for o in res.report["verify"]["outputs"].values()) > 25
 
 
@@ -270,18 +366,29 @@ def test_an_int32_bias_that_overflows_saturates_on_its_own_sign(tmp_path):
     w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
     w[2] *= 1e-8
     b = np.array([0.1, -0.2, 0.5, 0.05], np.float32)
-    g = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="conv"),
-                           helper.make_node("Relu", ["c"], ["y"], name="relu")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
-                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    g = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="conv"),
+            helper.make_node("Relu", ["c"], ["y"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
     src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(m, src)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        quantize(str(src), {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}, str(out),
-                 QuantConfig(scheme="w8a8", progress=False))
-    bias = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}["b_quantized"]
+        quantize(
+            str(src),
+            {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)},
+            str(out),
+            QuantConfig(scheme="w8a8", progress=False),
+        )
+    bias = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}[
+        "b_quantized"
+    ]
     assert bias[2] == 2**31 - 1 and np.all(np.sign(bias) == np.sign(b))

@@ -27,7 +27,9 @@ def test_asymmetric_params_map_range_exactly():
 
 
 def test_symmetric_signed_clips_nothing_and_uses_qmin_when_negative_side_is_larger():
-    scale, zp = affine_params(np.array([-2.0, -0.5, -1.0]), np.array([1.0, 4.0, 1.0]), IntFormat(8, True), True)
+    scale, zp = affine_params(
+        np.array([-2.0, -0.5, -1.0]), np.array([1.0, 4.0, 1.0]), IntFormat(8, True), True
+    )
     np.testing.assert_allclose(scale, [2 / 128, 4 / 127, 1 / 127], rtol=1e-6)
     assert not zp.any()
 
@@ -65,15 +67,26 @@ def _onnx_qdq(x, scale, zp, fmt):
     """What ONNX Runtime's QuantizeLinear -> DequantizeLinear gives."""
     import onnxruntime as ort
 
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
-    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s"),
-             numpy_helper.from_array(np.array(zp, fmt.numpy_type), "z")]
-    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(scale, np.float32), "s"),
+        numpy_helper.from_array(np.array(zp, fmt.numpy_type), "z"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     m.ir_version = 10
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
 
 
 def _onnx_subgraph(x, scale, zp, fmt):
@@ -82,15 +95,29 @@ def _onnx_subgraph(x, scale, zp, fmt):
     names = {"s": scale, "z": float(zp), "lo": float(fmt.qmin), "hi": float(fmt.qmax)}
     inits = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in names.items()]
     nodes = onnx_fake_quant(helper, "x", "s", "z", "lo", "hi", "y", prefix="fq")
-    g = helper.make_graph(nodes, "fq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))], inits)
+    g = helper.make_graph(
+        nodes,
+        "fq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 10
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
 
 
-@pytest.mark.parametrize("fmt,symmetric", [(IntFormat(8, False, 8), False), (IntFormat(8, True, 8), True),
-                                           (IntFormat(4, True), True), (IntFormat(4, False), False)])
+@pytest.mark.parametrize(
+    "fmt,symmetric",
+    [
+        (IntFormat(8, False, 8), False),
+        (IntFormat(8, True, 8), True),
+        (IntFormat(4, True), True),
+        (IntFormat(4, False), False),
+    ],
+)
 def test_numpy_torch_and_onnx_forms_agree_with_qdq(fmt, symmetric):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(5000) * 2).astype(np.float32)
@@ -114,12 +141,15 @@ def test_sqnr_db_known_value():
     assert sqnr_db(ref, ref + 0.1) == pytest.approx(20.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("bits,lo,hi,scale", [
-    (2, -1.0, 0.5, 2 / 3),     # full spread: 2*amax over 3 steps (codes -2..1)
-    (3, -1.0, 0.5, 2 / 7),     # 2*amax over 7 steps
-    (4, -1.0, 0.5, 1 / 8),     # from 4 bits: the smallest scale that clips nothing (|lo| / 8)
-    (4, -0.5, 1.4, 1.4 / 7),   # ... positive side larger: hi / 7
-])
+@pytest.mark.parametrize(
+    "bits,lo,hi,scale",
+    [
+        (2, -1.0, 0.5, 2 / 3),  # full spread: 2*amax over 3 steps (codes -2..1)
+        (3, -1.0, 0.5, 2 / 7),  # 2*amax over 7 steps
+        (4, -1.0, 0.5, 1 / 8),  # from 4 bits: the smallest scale that clips nothing (|lo| / 8)
+        (4, -0.5, 1.4, 1.4 / 7),  # ... positive side larger: hi / 7
+    ],
+)
 def test_signed_symmetric_scale_per_width(bits, lo, hi, scale):
     s, z = affine_params(np.array([lo]), np.array([hi]), IntFormat(bits, True), True)
     assert s[0] == pytest.approx(scale, rel=1e-6) and z[0] == 0

@@ -6,10 +6,19 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.formats import IntFormat
 
 
-@pytest.mark.parametrize("bits,signed,qmin,qmax,container", [
-    (8, True, -128, 127, 8), (8, False, 0, 255, 8), (4, True, -8, 7, 4), (4, False, 0, 15, 4),
-    (3, True, -4, 3, 4), (6, False, 0, 63, 8), (2, True, -2, 1, 4), (16, False, 0, 65535, 16),
-])
+@pytest.mark.parametrize(
+    "bits,signed,qmin,qmax,container",
+    [
+        (8, True, -128, 127, 8),
+        (8, False, 0, 255, 8),
+        (4, True, -8, 7, 4),
+        (4, False, 0, 15, 4),
+        (3, True, -4, 3, 4),
+        (6, False, 0, 63, 8),
+        (2, True, -2, 1, 4),
+        (16, False, 0, 65535, 16),
+    ],
+)
 def test_int_format_ranges(bits, signed, qmin, qmax, container):
     fmt = IntFormat(bits, signed)
     assert (fmt.qmin, fmt.qmax, fmt.container_bits) == (qmin, qmax, container)
@@ -44,12 +53,19 @@ def test_unsupported_bits_rejected():
         IntFormat(9, True)
 
 
-@pytest.mark.parametrize("container,signed,onnx_type,np_type", [
-    (2, True, TensorProto.INT2, ml_dtypes.int2), (2, False, TensorProto.UINT2, ml_dtypes.uint2),
-    (4, True, TensorProto.INT4, ml_dtypes.int4), (4, False, TensorProto.UINT4, ml_dtypes.uint4),
-    (8, True, TensorProto.INT8, "int8"), (8, False, TensorProto.UINT8, "uint8"),
-    (16, True, TensorProto.INT16, "int16"), (16, False, TensorProto.UINT16, "uint16"),
-])
+@pytest.mark.parametrize(
+    "container,signed,onnx_type,np_type",
+    [
+        (2, True, TensorProto.INT2, ml_dtypes.int2),
+        (2, False, TensorProto.UINT2, ml_dtypes.uint2),
+        (4, True, TensorProto.INT4, ml_dtypes.int4),
+        (4, False, TensorProto.UINT4, ml_dtypes.uint4),
+        (8, True, TensorProto.INT8, "int8"),
+        (8, False, TensorProto.UINT8, "uint8"),
+        (16, True, TensorProto.INT16, "int16"),
+        (16, False, TensorProto.UINT16, "uint16"),
+    ],
+)
 def test_every_container_has_its_onnx_and_numpy_type(container, signed, onnx_type, np_type):
     """The ONNX element type and the numpy dtype of one container must name the same thing."""
     import numpy as np

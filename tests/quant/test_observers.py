@@ -33,7 +33,10 @@ def _ks_distance(s: TensorStats, data: np.ndarray) -> float:
 def test_regrown_histogram_keeps_the_whole_distribution():
     """Re-binning must move old counts to where they were, not pile them up anywhere."""
     rng = np.random.default_rng(1)
-    batches = [rng.standard_normal(20000).astype(np.float32) * s + m for s, m in ((1.0, -2.0), (0.5, 3.0), (4.0, 0.0))]
+    batches = [
+        rng.standard_normal(20000).astype(np.float32) * s + m
+        for s, m in ((1.0, -2.0), (0.5, 3.0), (4.0, 0.0))
+    ]
     s = TensorStats()
     for b in batches:
         s.observe(b)
@@ -78,6 +81,8 @@ def test_two_pass_histogram_spans_the_observed_range_and_merges_counts():
     s = TensorStats()
     s.observe_minmax(x)
     s.observe_hist(x)
-    assert s.edges[0] == 0.0 and s.edges[-1] == pytest.approx(x.max())  # not widened to a fixed span
+    assert s.edges[0] == 0.0 and s.edges[-1] == pytest.approx(
+        x.max()
+    )  # not widened to a fixed span
     m = s.merged(s)
     assert m.count == 2 * s.count and m.hist.sum() == 2 * s.hist.sum()

@@ -98,8 +98,11 @@ def test_mse_range_is_near_the_brute_force_optimum(heavy_tailed, symmetric, one_
     fmt = IntFormat(4, not one_sided and symmetric)
     lo, hi = activation_range(_stats(x), fmt, symmetric, "mse")
     x_lo, x_hi = min(float(x.min()), 0.0), float(x.max())
-    best = min(_true_mse(x, x_lo * a, x_hi * b, fmt, symmetric)
-               for a in (np.linspace(0.05, 1, 60) if x_lo < 0 else [1.0]) for b in np.linspace(0.05, 1, 60))
+    best = min(
+        _true_mse(x, x_lo * a, x_hi * b, fmt, symmetric)
+        for a in (np.linspace(0.05, 1, 60) if x_lo < 0 else [1.0])
+        for b in np.linspace(0.05, 1, 60)
+    )
     assert _true_mse(x, lo, hi, fmt, symmetric) <= 1.03 * best
 
 
@@ -117,7 +120,9 @@ def _entropy_reference(stats, lo, hi, fmt):
     centres = (stats.edges[:-1] + stats.edges[1:]) / 2
     amax = max(-lo, hi)
     nb = 2048
-    mhist, _ = np.histogram(np.abs(centres), bins=nb, range=(0, amax), weights=stats.hist.astype(np.float64))
+    mhist, _ = np.histogram(
+        np.abs(centres), bins=nb, range=(0, amax), weights=stats.hist.astype(np.float64)
+    )
     mhist[0] = mhist[1]
     levels = max((fmt.qmax - fmt.qmin + 1) // (1 if (lo == 0 or hi == 0) else 2), 2)
     best_t, best_kl = amax, np.inf
@@ -132,7 +137,9 @@ def _entropy_reference(stats, lo, hi, fmt):
             for j in filled:
                 q[j] = sum(mhist[j] for j in chunk) / len(filled)
         ps, qs = sum(p), sum(q)
-        kl = sum((pj / ps) * np.log((pj / ps) / max(qj / qs, 1e-12)) for pj, qj in zip(p, q) if pj > 0)
+        kl = sum(
+            (pj / ps) * np.log((pj / ps) / max(qj / qs, 1e-12)) for pj, qj in zip(p, q) if pj > 0
+        )
         if kl < best_kl:
             best_kl, best_t = kl, (i / nb) * amax
     return max(lo, -best_t), min(hi, best_t)
@@ -164,5 +171,8 @@ def test_weight_ranges_keep_zero_inside_and_mse_near_optimum():
     lo, hi = weight_range(w, fmt, True, "mse")
     for r in range(1, 8):
         got = _true_mse(w[r], lo[r], hi[r], fmt, True)
-        best = min(_true_mse(w[r], w[r].min() * f, w[r].max() * f, fmt, True) for f in np.linspace(0.1, 1, 200))
+        best = min(
+            _true_mse(w[r], w[r].min() * f, w[r].max() * f, fmt, True)
+            for f in np.linspace(0.1, 1, 200)
+        )
         assert got <= 1.02 * best

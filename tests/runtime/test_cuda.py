@@ -13,7 +13,9 @@ from faaq_onnx.runtime.session import available_eps, make_session
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif("cuda" not in available_eps(), reason="onnxruntime has no CUDA execution provider here"),
+    pytest.mark.skipif(
+        "cuda" not in available_eps(), reason="onnxruntime has no CUDA execution provider here"
+    ),
 ]
 
 OUT_SCALE = 0.05
@@ -25,20 +27,30 @@ def qdq_conv_w8a8(c: int = 16) -> onnx.ModelProto:
     w = rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.2
     s_w = (np.abs(w).reshape(c, -1).max(1) / 127).astype(np.float32)
     q_w = np.clip(np.rint(w / s_w[:, None, None, None]), -127, 127).astype(np.int8)
-    inits = [numpy_helper.from_array(q_w, "w_q"), numpy_helper.from_array(s_w, "w_s"),
-             numpy_helper.from_array(np.zeros(c, np.int8), "w_z"),
-             numpy_helper.from_array(np.array(0.03, np.float32), "x_s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "x_z"),
-             numpy_helper.from_array(np.array(OUT_SCALE, np.float32), "y_s")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xdq"]),
-             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=0),
-             helper.make_node("Conv", ["xdq", "w"], ["h"], pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["h", "y_s", "x_z"], ["hq"]),
-             helper.make_node("DequantizeLinear", ["hq", "y_s", "x_z"], ["y"])]
+    inits = [
+        numpy_helper.from_array(q_w, "w_q"),
+        numpy_helper.from_array(s_w, "w_s"),
+        numpy_helper.from_array(np.zeros(c, np.int8), "w_z"),
+        numpy_helper.from_array(np.array(0.03, np.float32), "x_s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_z"),
+        numpy_helper.from_array(np.array(OUT_SCALE, np.float32), "y_s"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xdq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], axis=0),
+        helper.make_node("Conv", ["xdq", "w"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["h", "y_s", "x_z"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "y_s", "x_z"], ["y"]),
+    ]
     shape = ["N", c, 16, 16]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 10
     return model
@@ -66,11 +78,15 @@ def test_matmulnbits_cuda_matches_cpu():
     q = rng.integers(-8, 8, size=(k, n)).astype(ml_dtypes.int4)
     s = rng.uniform(0.01, 0.05, size=(k // 32, n)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=0, block_size=32),
-         helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+        [
+            helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=0, block_size=32),
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
-        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")])
+        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     model.ir_version = 10
     conv, names = convert_to_matmulnbits(model, accuracy_level=0)

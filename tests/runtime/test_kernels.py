@@ -14,8 +14,13 @@ from faaq_onnx.runtime.kernels import format_kernel_report, kernel_report
 
 
 def _model(nodes, inits, x_shape, y_shape, opset):
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 10
     onnx.checker.check_model(model)
@@ -32,22 +37,37 @@ def qdq_conv(weight_bits: int, act_qdq: bool, c: int = 8, cast: bool = False) ->
     s_w = (np.abs(w).reshape(c, -1).max(1) / qmax).astype(np.float32)
     dtype = np.int8 if weight_bits == 8 else ml_dtypes.int4
     q_w = np.clip(np.rint(w / s_w[:, None, None, None]), -qmax, qmax).astype(dtype)
-    inits = [numpy_helper.from_array(q_w, "w_packed" if cast else "w_q"), numpy_helper.from_array(s_w, "w_s"),
-             numpy_helper.from_array(np.zeros(c, np.int8 if cast else dtype), "w_z")]
-    nodes = [helper.make_node("Cast", ["w_packed"], ["w_q"], to=TensorProto.INT8, name="w_Cast")] if cast else []
-    nodes += [helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_DQ", axis=0)]
+    inits = [
+        numpy_helper.from_array(q_w, "w_packed" if cast else "w_q"),
+        numpy_helper.from_array(s_w, "w_s"),
+        numpy_helper.from_array(np.zeros(c, np.int8 if cast else dtype), "w_z"),
+    ]
+    nodes = (
+        [helper.make_node("Cast", ["w_packed"], ["w_q"], to=TensorProto.INT8, name="w_Cast")]
+        if cast
+        else []
+    )
+    nodes += [
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_DQ", axis=0)
+    ]
     a, out = "x", "y"
     if act_qdq:
-        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
-                  numpy_helper.from_array(np.array(128, np.uint8), "z"),
-                  numpy_helper.from_array(np.array(0.1, np.float32), "s2")]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_Q"),
-                  helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="x_DQ")]
+        inits += [
+            numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "z"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "s2"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="x_Q"),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="x_DQ"),
+        ]
         a, out = "xdq", "h"
     nodes.append(helper.make_node("Conv", [a, "w"], [out], name="conv", pads=[1, 1, 1, 1]))
     if act_qdq:
-        nodes += [helper.make_node("QuantizeLinear", ["h", "s2", "z"], ["hq"], name="h_Q"),
-                  helper.make_node("DequantizeLinear", ["hq", "s2", "z"], ["y"], name="h_DQ")]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["h", "s2", "z"], ["hq"], name="h_Q"),
+            helper.make_node("DequantizeLinear", ["hq", "s2", "z"], ["y"], name="h_DQ"),
+        ]
     shape = ["N", c, 8, 8]
     return _model(nodes, inits, shape, shape, 21 if weight_bits == 4 else 13)
 
@@ -56,10 +76,19 @@ def blocked_int4_matmul(k=64, n=32, block=32) -> onnx.ModelProto:
     rng = np.random.default_rng(1)
     q = rng.integers(-8, 8, size=(k, n)).astype(ml_dtypes.int4)
     s = rng.uniform(0.01, 0.1, size=(k // block, n)).astype(np.float32)
-    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], name="w_DQ", axis=0, block_size=block),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    return _model(nodes, [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")],
-                  ["N", k], ["N", n], 21)
+    nodes = [
+        helper.make_node(
+            "DequantizeLinear", ["q", "s"], ["w"], name="w_DQ", axis=0, block_size=block
+        ),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
+    return _model(
+        nodes,
+        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")],
+        ["N", k],
+        ["N", n],
+        21,
+    )
 
 
 def test_int8_qdq_conv_fuses_into_qlinearconv(tmp_path):
@@ -67,8 +96,15 @@ def test_int8_qdq_conv_fuses_into_qlinearconv(tmp_path):
     onnx.save(qdq_conv(8, act_qdq=True), str(p))
     rep = kernel_report(str(p))
     (conv,) = rep["quantized_nodes"]
-    assert conv == {"node": "conv", "op_type": "Conv", "weight_type": "int8", "activation_type": "uint8",
-                    "runs_as": "QLinearConv", "integer_kernel": True, "weighted": True}
+    assert conv == {
+        "node": "conv",
+        "op_type": "Conv",
+        "weight_type": "int8",
+        "activation_type": "uint8",
+        "runs_as": "QLinearConv",
+        "integer_kernel": True,
+        "weighted": True,
+    }
     assert rep["ops_before"]["Conv"] == 1 and rep["ops_before"]["DequantizeLinear"] == 3
     assert rep["integer_ops_after"] == {"com.microsoft.QLinearConv": 1}
     assert "Conv" not in rep["ops_after"]
@@ -116,9 +152,17 @@ def test_blocked_int4_matmul_is_fused_by_ort_and_by_our_pass():
     rep2 = kernel_report(converted)
     assert rep2["ops_before"] == {"com.microsoft.MatMulNBits": 1}
     assert rep2["ops_after"] == {"com.microsoft.MatMulNBits": 1}
-    assert rep2["quantized_nodes"] == [{"node": "mm", "op_type": "MatMulNBits", "weight_type": "uint4 (packed)",
-                                        "activation_type": None, "runs_as": "MatMulNBits", "integer_kernel": True,
-                                        "weighted": True}]
+    assert rep2["quantized_nodes"] == [
+        {
+            "node": "mm",
+            "op_type": "MatMulNBits",
+            "weight_type": "uint4 (packed)",
+            "activation_type": None,
+            "runs_as": "MatMulNBits",
+            "integer_kernel": True,
+            "weighted": True,
+        }
+    ]
     assert rep2["summary"][0] == "all 1 quantized ops on integer kernels"
 
 

@@ -21,7 +21,9 @@ def _double(batch) -> onnx.ModelProto:
 def test_channel_means_over_ragged_and_padded_batches(batch, batch_size):
     """Summed batch by batch: a ragged last batch counts its samples once, and so does the
     padding a fixed-batch model needs (its repeated samples are cut off)."""
-    x = (np.random.default_rng(0).normal(size=(10, 3, 2, 2)) + np.arange(3)[:, None, None]).astype(np.float32)
+    x = (np.random.default_rng(0).normal(size=(10, 3, 2, 2)) + np.arange(3)[:, None, None]).astype(
+        np.float32
+    )
     sess = make_session(_double(batch))
     (got,) = channel_means(sess, {"x": x}, batch_size, ["y"])
     np.testing.assert_allclose(got, 2 * x.astype(np.float64).mean((0, 2, 3)), rtol=1e-6)

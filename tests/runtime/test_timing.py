@@ -35,7 +35,7 @@ def test_interleaved_timing_shuffles_the_order_and_turns_spinning_off(monkeypatc
     ms = timing.interleaved_median_ms(["a", "b", "c", "d"], {"x": np.zeros(1)}, pairs=20, warmup=0)
     assert len(ms) == 4 and all(m >= 0 for m in ms)
     assert made and all(kw.get("spinning") is False for kw in made)
-    rounds = [runs[i:i + 4] for i in range(0, len(runs), 4)]
+    rounds = [runs[i : i + 4] for i in range(0, len(runs), 4)]
     assert all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)  # each model once per round
     before_b = {r[r.index("b") - 1] for r in rounds if r.index("b") > 0}
     assert len(before_b) > 1  # "b" does not always follow the same model

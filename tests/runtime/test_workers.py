@@ -22,21 +22,36 @@ ray = pytest.importorskip("ray")
 # a driver or head on this machine keeps 127.0.0.1 as it is: Ray otherwise dials a localhost
 # address on the machine's own network address; these tests stay on the loopback interface.
 # The test's head and driver share a token of their own (Ray's token authentication).
-LOOPBACK_ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_worker_niceness": "0",
-                "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+LOOPBACK_ENV = {
+    **os.environ,
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_worker_niceness": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
+}
 LOOPBACK_ENV.pop("RAY_AUTH_TOKEN_PATH", None)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+    )
     yield
     ray.shutdown()
 
 
 def _ray_tasks(caplog) -> list[int]:
-    return [int(r.getMessage().split(" in ")[1].split()[0]) for r in caplog.records
-            if r.getMessage().startswith("sensitivity sweep:")]
+    return [
+        int(r.getMessage().split(" in ")[1].split()[0])
+        for r in caplog.records
+        if r.getMessage().startswith("sensitivity sweep:")
+    ]
 
 
 def test_two_workers_reproduce_the_serial_table(tiny_cnn, cnn_calib, caplog):
@@ -65,7 +80,9 @@ def test_a_worker_probes_with_as_many_ort_threads_as_cpus_it_was_given():
 
     assert worker_config(QuantConfig(), 1.0).ort_threads == 1
     assert worker_config(QuantConfig(), 3.0).ort_threads == 3
-    assert worker_config(QuantConfig(ort_threads=4), 1.0).ort_threads == 4  # the user's choice stands
+    assert (
+        worker_config(QuantConfig(ort_threads=4), 1.0).ort_threads == 4
+    )  # the user's choice stands
 
 
 def test_faaqs_local_ray_workers_run_at_normal_priority():
@@ -77,7 +94,13 @@ def test_faaqs_local_ray_workers_run_at_normal_priority():
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)  # Ray's default: 15
     finally:
         ray.shutdown()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
 
 
 def _free_loopback_port() -> int:
@@ -88,9 +111,18 @@ def _free_loopback_port() -> int:
 
 def _faaq(args, timeout, info_log=False):
     """The faaq CLI in a fresh process (no Ray of this test process to fall back on)."""
-    setup = "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s'); " if info_log else ""
-    return subprocess.run([sys.executable, "-c", setup + "from faaq_onnx.cli import main; main()", *args],
-                          env=LOOPBACK_ENV, capture_output=True, text=True, timeout=timeout)
+    setup = (
+        "import logging; logging.basicConfig(level=logging.INFO, format='%(message)s'); "
+        if info_log
+        else ""
+    )
+    return subprocess.run(
+        [sys.executable, "-c", setup + "from faaq_onnx.cli import main; main()", *args],
+        env=LOOPBACK_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -103,12 +135,31 @@ def calib_npz(tmp_path, cnn_calib):
 def test_a_dead_ray_address_fails_in_seconds_in_one_line(tiny_cnn, calib_npz, tmp_path):
     address = f"127.0.0.1:{_free_loopback_port()}"  # nobody listens there
     start = time.monotonic()
-    r = _faaq(["quantize", tiny_cnn, "-o", str(tmp_path / "q.onnx"), "--calib", calib_npz, "--budget", "avg-bits=5",
-               "--candidates", "w4a8,w8a8", "--no-cache", "-q", "--ray-address", address], timeout=90)
+    r = _faaq(
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--budget",
+            "avg-bits=5",
+            "--candidates",
+            "w4a8,w8a8",
+            "--no-cache",
+            "-q",
+            "--ray-address",
+            address,
+        ],
+        timeout=90,
+    )
     elapsed = time.monotonic() - start
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("faaq: error: no Ray cluster at --ray-address " + address), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "faaq: error: no Ray cluster at --ray-address " + address
+    ), lines
     assert "Traceback" not in r.stderr and not (tmp_path / "q.onnx").exists()
     assert elapsed < 30, elapsed  # Ray's own retries: minutes
 
@@ -125,7 +176,9 @@ def test_a_port_where_no_ray_head_answers_fails_within_the_timeout():
     try:
         start = time.monotonic()
         # ray:// (a Ray Client address) is dialed as written: 127.0.0.1, whatever this machine's address
-        with pytest.raises(FaaqError, match=r"no Ray cluster at --ray-address ray://127\.0\.0\.1:\d+: no answer"):
+        with pytest.raises(
+            FaaqError, match=r"no Ray cluster at --ray-address ray://127\.0\.0\.1:\d+: no answer"
+        ):
             check_ray_address(f"ray://127.0.0.1:{srv.getsockname()[1]}", timeout=1.0)
         assert time.monotonic() - start < 10
     finally:
@@ -147,9 +200,17 @@ ray.shutdown()
 @pytest.fixture
 def ray_head():
     """A Ray head on 127.0.0.1 with 2 CPUs, in a process of its own; gone afterwards."""
-    head = subprocess.Popen([sys.executable, "-c", HEAD], env=LOOPBACK_ENV, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    stuck = threading.Timer(120, head.kill)  # a head that never comes up fails the test, not hangs it
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD],
+        env=LOOPBACK_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    stuck = threading.Timer(
+        120, head.kill
+    )  # a head that never comes up fails the test, not hangs it
     stuck.start()
     try:
         address = head.stdout.readline().strip()
@@ -172,14 +233,39 @@ def test_the_sweep_runs_on_the_cluster_at_ray_address(tiny_cnn, calib_npz, tmp_p
 
     from faaq_onnx.cli import main
 
-    common = [tiny_cnn, "--calib", calib_npz, "--budget", "avg-bits=5", "--candidates", "w4a8,w8a8", "-q"]
+    common = [
+        tiny_cnn,
+        "--calib",
+        calib_npz,
+        "--budget",
+        "avg-bits=5",
+        "--candidates",
+        "w4a8,w8a8",
+        "-q",
+    ]
     serial_dir, ray_dir = tmp_path / "serial", tmp_path / "ray"
-    r = CliRunner().invoke(main, ["quantize", "-o", str(tmp_path / "s.onnx"), "--cache-dir", str(serial_dir), *common])
+    r = CliRunner().invoke(
+        main, ["quantize", "-o", str(tmp_path / "s.onnx"), "--cache-dir", str(serial_dir), *common]
+    )
     assert r.exit_code == 0, r.output
-    r = _faaq(["quantize", "-o", str(tmp_path / "r.onnx"), "--cache-dir", str(ray_dir), *common,
-               "--ray-address", ray_head], timeout=180, info_log=True)
+    r = _faaq(
+        [
+            "quantize",
+            "-o",
+            str(tmp_path / "r.onnx"),
+            "--cache-dir",
+            str(ray_dir),
+            *common,
+            "--ray-address",
+            ray_head,
+        ],
+        timeout=180,
+        info_log=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"in 2 Ray tasks on {ray_head}" in r.stderr  # --workers left at 1: one share per cluster CPU
+    assert (
+        f"in 2 Ray tasks on {ray_head}" in r.stderr
+    )  # --workers left at 1: one share per cluster CPU
 
     def table(d):
         (path,) = d.glob("sensitivity-*.json")

