@@ -42,7 +42,7 @@ from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.model_io import load_model
 from faaq_onnx.optimize.plan_rounding import PlanRounding
 from faaq_onnx.optimize.rounding import check_interpretable, rounding_plans
-from faaq_onnx.optimize.weights import WeightCache, quantize_weights
+from faaq_onnx.weight_cache import WeightCache, quantize_weights
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset

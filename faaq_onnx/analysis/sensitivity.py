@@ -27,7 +27,7 @@ from faaq_onnx.analysis.metrics import output_kl, sqnr_db
 from faaq_onnx.analysis.probe import build_probe, enabled_params
 from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.optimize.weights import WeightCache
+from faaq_onnx.weight_cache import WeightCache
 from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
 

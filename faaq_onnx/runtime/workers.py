@@ -61,7 +61,7 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
 
     from faaq_onnx.analysis.sensitivity import Prober
     from faaq_onnx.config import Candidate
-    from faaq_onnx.optimize.weights import WeightCache
+    from faaq_onnx.weight_cache import WeightCache
 
     proto = onnx.load_from_string(payload["proto"])
     config = worker_config(payload["config"], _task_cpus())
