@@ -14,10 +14,15 @@ from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.session import make_session
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64, ep: str = "cpu") -> np.ndarray:
-    """Logits of the model's first output for every sample."""
+def predict(model, x: np.ndarray | dict, batch_size: int = 64, ep: str = "cpu") -> np.ndarray:
+    """Logits of the model's first output for every sample (x: one array, or arrays by input name)."""
     sess = make_session(model, ep=ep)
     inputs = sess.get_inputs()
+    if isinstance(x, dict):  # named inputs (a text classifier's token ids and mask)
+        from faaq_onnx.data.labeled_inputs import named_feeds
+
+        feeds = named_feeds(inputs, x)
+        return run_all(sess, feeds, batch_size, [sess.get_outputs()[0].name])[0]
     if len(inputs) != 1:
         raise FaaqError(f"evaluation needs a single-input model; this one has {len(inputs)} inputs")
     want = inputs[0].shape

@@ -12,7 +12,7 @@ from faaq_onnx.cli.common import at_least, input_files, json_option, write_json
 @click.option(
     "--data",
     required=True,
-    help="Labeled data: .npz with x and y, or an image folder with --labels.",
+    help="Labeled data: .npz with x and y, .npz with y and one array per model input, or an image folder with --labels.",
 )
 @click.option(
     "--labels", default=None, help="Labels file (FILENAME, LABEL per line) for an image folder."
@@ -51,7 +51,9 @@ def command(models, data, labels, preset, limit, per_class, batch_size, ep, seed
         ),
     )
     kwargs = {"labels": labels} if labels else {}
-    x, y = data_mod.load_labeled(
+    from faaq_onnx.data.labeled_inputs import load_labeled_data
+
+    x, y = load_labeled_data(
         data_mod.resolve_data_path(data), preset=preset, limit=limit, seed=seed, **kwargs
     )
     results = {}
