@@ -400,10 +400,10 @@ def _written_bytes(folder, name="q.onnx"):
 def test_size_budget_counts_the_external_data_file(monkeypatch, tiny_mlp, mlp_calib, tmp_path):
     """A big model's emitted weights go to a data file beside the .onnx: the size-mb budget
     is about both files, not the protobuf header alone."""
-    import faaq_onnx.pipeline as pl
+    import faaq_onnx.stages.emission as emission
 
     monkeypatch.setattr(
-        pl, "BIG_MODEL_BYTES", -1
+        emission, "BIG_MODEL_BYTES", -1
     )  # every model takes the big-model path (external data)
     w8 = tmp_path / "w8.onnx"
     quantize(tiny_mlp, mlp_calib, w8, _cfg())
@@ -518,15 +518,15 @@ def test_max_drop_allocates_on_one_part_of_the_labels_and_checks_on_the_other(
     import numpy as np
 
     import faaq_onnx.evaluate as ev
-    from faaq_onnx.pipeline import Compilation
+    from faaq_onnx.stages.allocation import AllocationStage
     from tests.conftest import run_model
 
     x = np.random.default_rng(5).standard_normal((40, 3, 16, 16)).astype(np.float32)
     y = run_model(tiny_cnn, {"input": x})[0].argmax(1)
     chose, checked = [], []
-    orig_acc, orig_predict = Compilation.labeled_accuracy, ev.predict
+    orig_acc, orig_predict = AllocationStage.labeled_accuracy, ev.predict
     monkeypatch.setattr(
-        Compilation,
+        AllocationStage,
         "labeled_accuracy",
         lambda self, lab: chose.append(lab[0]) or orig_acc(self, lab),
     )

@@ -490,7 +490,7 @@ def test_an_op_reconstruction_cannot_run_is_refused_before_calibration(
     def started(*a, **k):
         raise AssertionError("calibration started before the model was checked")
 
-    monkeypatch.setattr("faaq_onnx.pipeline.calibrate", started)
+    monkeypatch.setattr("faaq_onnx.stages.prepare.calibrate", started)
     monkeypatch.setattr("faaq_onnx.optimize.rounding.reconstruct", started)
     cfg = QuantConfig(
         progress=False, scheme="w4a8", optimize=mode, optimize_iters=5, optimize_samples=8

@@ -1,0 +1,96 @@
+"""Stage 5: emit a plan's QDQ model (MatMulNBits where measured faster) and verify it with
+plain ONNX Runtime against the model the user gave."""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+
+from faaq_onnx.analysis.latency import matmul_nbits_nodes
+from faaq_onnx.analysis.verify import verify
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import to_proto
+from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
+from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
+from faaq_onnx.plan import BitPlan
+from faaq_onnx.results import BIG_MODEL_BYTES, QuantizeResult, spill_to_disk, write_result
+
+
+class Emission:
+    """Builds and verifies plans; holds the MatMulNBits kernel choices measured per plan and
+    the confidence verification states its SQNR bound at."""
+
+    def __init__(self, comp, confidence: float) -> None:
+        self.comp = comp
+        self.confidence = confidence
+        self.matmul_choice: dict = {}
+
+    def build(
+        self, plan: BitPlan, nbits: set[str] | None = None
+    ) -> tuple[onnx.ModelProto, EmitSummary]:
+        comp = self.comp
+        plan.check_against(comp.qgraph)
+        opset = needed_opset(plan, comp.config, comp.int2)
+        if opset > comp.model.opset_imports.get("", 0):
+            raise FaaqError(
+                f"this plan needs opset {opset}: create the Compilation with that target_opset"
+            )
+        with comp.rounding.applied(plan):
+            return self._build(plan, nbits)
+
+    def _build(self, plan: BitPlan, nbits: set[str] | None) -> tuple[onnx.ModelProto, EmitSummary]:
+        comp = self.comp
+        qweights = comp.optimization.quantized(plan)
+        biases = comp.bias_overrides(plan)
+        nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
+        keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
+        with comp.stage("emit"):
+            qmodel = ir.from_proto(comp.float_proto)
+            for name, value in biases.items():
+                qmodel.graph.initializers[name].const_value = ir.tensor(value, name=name)
+            emitted = emit_qdq(
+                qmodel,
+                comp.qgraph,
+                plan,
+                comp.calibration,
+                comp.config,
+                qweights,
+                comp.int2,
+                keep_clamps=keep,
+            )
+            proto = to_proto(qmodel)
+            emitted.matmulnbits = []
+            if nbits:
+                proto, emitted.matmulnbits = convert_to_matmulnbits(
+                    proto, drop_activation_qdq=True, nodes=nbits
+                )
+        return proto, emitted
+
+    def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
+        from faaq_onnx.external_data import external_bytes, release
+        from faaq_onnx.report import quantize_report
+
+        comp = self.comp
+        proto, emitted = self.build(plan)
+        release()  # the float weights have been read: their pages need not stay mapped
+        if external_bytes(comp.float_proto) > BIG_MODEL_BYTES:
+            # a big model's quantized weights go to a data file ORT maps, rather than staying in
+            # this process and being copied into every session; rounding to nearest is redone if needed
+            proto = spill_to_disk(proto)
+            comp.weights.forget_nearest()
+        with comp.stage("verify"):
+            # SQNR against the model the user gave (its file), not the rewritten float model
+            verification = verify(
+                comp.float_proto,
+                proto,
+                comp.verify_inputs,
+                emitted.__dict__,
+                comp.config.batch_size,
+                reference=str(comp.model_path),
+                confidence=self.confidence,
+            )
+        report = quantize_report(comp, plan, emitted, verification)
+        result = QuantizeResult(proto, report, plan, comp.qgraph, dict(comp.timings))
+        if output is not None:
+            write_result(result, output)
+        return result

@@ -1,0 +1,132 @@
+"""Stage 1: load, canonicalize, discover groups, (rescale channels,) calibrate.
+
+Everything up to calibration, done once per model and calibration set; what it leaves
+(`Prepared`) is read by every later stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from faaq_onnx.analysis.budget import Budget
+from faaq_onnx.analysis.calibrate import Calibration, calibrate
+from faaq_onnx.analysis.discover import discover_groups
+from faaq_onnx.analysis.prune import prune_quantizers
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import to_proto
+from faaq_onnx.groups import QuantizerGraph
+from faaq_onnx.inputs import prepare_calibration
+from faaq_onnx.model_io import load_model
+from faaq_onnx.optimize.rounding import check_interpretable
+from faaq_onnx.passes.canonicalize import canonicalize
+
+Stage = Callable[[str], AbstractContextManager[Any]]
+
+VNNI_WARNING = (
+    "ONNX Runtime's int8 kernels saturate uint8 x int8 products on this CPU (no VNNI): "
+    "8-bit weights keep a 7-bit range here (--reduce-range off keeps 8 bits for a "
+    "VNNI or GPU target)"
+)
+
+
+class Prepared:
+    """The canonical float model, its quantizer groups and their calibration: made by running
+    the front half (`stage(name)` times each step), read by every later stage."""
+
+    def __init__(
+        self,
+        model_path,
+        calib,
+        config: QuantConfig,
+        target_opset: int,
+        floor: Budget | None,
+        stage: Stage,
+    ) -> None:
+        from faaq_onnx.guarantees import hold_out_for_floor
+
+        self.model_path, self.config = model_path, config
+        self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
+        self.data_free = isinstance(calib, str) and calib.split(":")[0] in ("none", "bn-stats")
+        with stage("load"):
+            model = load_model(model_path)
+            # bad calibration data fails here, before any long work
+            self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(
+                calib, to_proto(model), config
+            )
+        held_out_note: list[str] = []
+        if (
+            floor is not None and floor.is_floor
+        ):  # checked on samples calibration and allocator never see
+            self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_for_floor(
+                self.inputs, self.verify_inputs, self.data_notes, config.verify_samples
+            )
+        with stage("canonicalize"):
+            self.model, self.warnings, self.int2 = _canonicalize(model, target_opset, config)
+        self.warnings += self.data_notes + held_out_note
+        if config.reduce_range == "auto" and config.weights_reduce_range:
+            self.warnings.append(VNNI_WARNING)
+        self.float_proto = to_proto(self.model)
+        with stage("discover_groups"):
+            self.qgraph: QuantizerGraph = discover_groups(self.model)
+        if not self.qgraph.groups:
+            raise FaaqError(
+                "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
+            )
+        self.scaling = self._scale_channels(stage)
+        check_interpretable(self.float_proto, self.qgraph, config.rounding)  # before calibrating
+        with stage("calibrate"):
+            self.calibration: Calibration = calibrate(
+                self.model, self.qgraph, self.inputs, config.batch_size, config.progress
+            )
+            self.qgraph = prune_quantizers(self.qgraph, self.calibration)
+            self.calibration.data_free = self.data_free
+
+    def _scale_channels(self, stage: Stage) -> dict:
+        """SmoothQuant / AWQ: a data-driven rewrite of the float model, before calibration sees it."""
+        from faaq_onnx.optimize.scaling import scale_channels
+
+        config = self.config
+        mode = next((m for m in ("smoothquant", "awq") if m in config.optimize), None)
+        if mode is None:
+            return {}
+        with stage("channel_scaling"):
+            bits = config.scheme.w if config.scheme.w < 32 else 4
+            report = scale_channels(
+                self, mode, bits, config.optimize_samples, config.smoothquant_alpha
+            )
+            self.float_proto = to_proto(self.model)
+            self.qgraph = discover_groups(self.model)
+        return report
+
+
+def _canonicalize(model, target_opset: int, config: QuantConfig):
+    """Canonical form at the opset the plan needs; int2 storage (opset 25) falls back to
+    int4 containers, with a warning, where the model or this ORT cannot take it."""
+    fallback = None
+    options = _canon_options(config)
+    if target_opset >= 25:
+        from faaq_onnx.runtime.capabilities import int2_unsupported_reason
+
+        why = int2_unsupported_reason()
+        if why is None:
+            try:
+                model, warnings = canonicalize(model, target_opset=25, **options)
+                return model, warnings, True
+            except FaaqError as exc:
+                why = str(exc)
+        target_opset = 21
+        fallback = f"2-bit weights stored in int4 containers: {why}"
+    model, warnings = canonicalize(model, target_opset=target_opset, **options)
+    return model, warnings + ([fallback] if fallback else []), False
+
+
+def _canon_options(config: QuantConfig) -> dict:
+    opt = config.optimize
+    return {
+        "simplify": config.simplify,
+        "cle": config.cle_relu6 if "cle" in opt else None,
+        "zero_biases": "bias-correction" in opt,
+    }

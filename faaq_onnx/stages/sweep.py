@@ -1,0 +1,86 @@
+"""Stage 3: the phase-1 sensitivity sweep, every group x candidate measured alone.
+
+Kept once measured, so several budgets, plans and schemes can be allocated from one sweep
+(`faaq analyze`, benchmarks). The probe session is built on first use only.
+"""
+
+from __future__ import annotations
+
+from faaq_onnx.analysis.candidates import parse_candidates
+from faaq_onnx.analysis.fisher import fisher_sensitivity, fit_available
+from faaq_onnx.analysis.sensitivity import ConfigFeeds, Prober, SensitivityTable, sensitivity
+from faaq_onnx.config import Candidate
+from faaq_onnx.results import WorkerView
+
+
+class SensitivitySweep:
+    """The quantized configurations' feeds, the probe session and the sensitivity table."""
+
+    def __init__(self, comp) -> None:
+        self.comp = comp
+        self.feeds = ConfigFeeds(comp.qgraph, comp.calibration, comp.weights, comp.config)
+        self.probe: Prober | None = None
+        self.table: SensitivityTable | None = None
+        self.candidates: list[Candidate] | None = None
+
+    @property
+    def prober(self) -> Prober:
+        if self.probe is None:
+            c = self.comp
+            self.probe = Prober(
+                c.float_proto, c.qgraph, c.calibration, c.weights, c.config, c.inputs
+            )
+        return self.probe
+
+    def run(
+        self,
+        candidates: str | list[Candidate],
+        metrics=("sqnr", "kl"),
+        cache_dir=None,
+        fit_samples: int = 32,
+    ) -> SensitivityTable:
+        comp, config = self.comp, self.comp.config
+        self.candidates = (
+            parse_candidates(candidates) if isinstance(candidates, str) else list(candidates)
+        )
+        if "fit" in metrics:
+            metrics = fit_available(comp.float_proto, tuple(metrics), comp.warnings)
+        with comp.stage("sensitivity"):
+
+            def fit_fn(jobs):
+                return fisher_sensitivity(
+                    comp.float_proto,
+                    comp.qgraph,
+                    self.feeds,
+                    jobs,
+                    comp.inputs,
+                    samples=fit_samples,
+                    seed=config.seed,
+                )
+
+            distributed = None
+            if config.workers > 1 or config.ray_address:
+                from dataclasses import replace
+
+                from faaq_onnx.runtime.workers import distributed_measure
+
+                def distributed(jobs):
+                    worker_comp = WorkerView(comp, replace(config, ort_threads=1, progress=False))
+                    return distributed_measure(
+                        worker_comp, jobs, config.workers, config.ray_address
+                    )
+
+            self.table = sensitivity(
+                lambda: self.prober,
+                self.feeds,
+                comp.inputs,
+                comp.float_proto,
+                self.candidates,
+                metrics,
+                cache_dir,
+                config.progress,
+                fit_fn,
+                fit_samples,
+                distributed,
+            )
+        return self.table
