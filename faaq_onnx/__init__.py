@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from faaq_onnx.errors import FaaqError  # noqa: E402
+from faaq_onnx.errors import FaaqError
 
 __all__ = ["FaaqError", "__version__", "quantize"]
 

@@ -6,6 +6,8 @@ hide one class that quantization broke.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from faaq_onnx.analysis.metrics import output_kl
@@ -52,7 +54,7 @@ def accuracy_report(
     top1 = logits.argmax(1)
     k = min(5, logits.shape[1])
     topk = np.argsort(-logits, axis=1)[:, :k]
-    report = {
+    report: dict[str, Any] = {
         "samples": int(len(y)),
         "top1": float(np.mean(top1 == y)),
         "top5": float(np.mean((topk == y[:, None]).any(1))),

@@ -11,6 +11,7 @@ made relative again only when a model is written.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -98,7 +99,5 @@ def drop_pages(path: str, offset: int, length: int) -> None:
     page = mmap.PAGESIZE
     start = (int(offset) // page) * page
     end = min(len(m), int(offset) + int(length))
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         m.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (OSError, ValueError, AttributeError):
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import onnx
@@ -41,7 +42,7 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
 
 def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
     """Every named value of a graph: inputs, initializers and node outputs."""
-    out = {v.name: v for v in graph.inputs}
+    out = {v.name: v for v in graph.inputs if v.name}
     out.update(graph.initializers)
     for node in graph:
         for o in node.outputs:
@@ -53,7 +54,7 @@ def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
 def default_opset(model: ir.Model | onnx.ModelProto) -> int:
     if isinstance(model, onnx.ModelProto):
         return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
@@ -155,7 +156,9 @@ def _reads(node: onnx.NodeProto) -> set[str]:
 
 
 def ancestor_nodes(
-    tensors: list[str], producer: dict[str, onnx.NodeProto], stop: set[str] = frozenset()
+    tensors: list[str],
+    producer: dict[str, onnx.NodeProto],
+    stop: AbstractSet[str] = frozenset(),
 ) -> list[onnx.NodeProto]:
     """The nodes `tensors` depend on (in no particular order), not walking back past `stop`."""
     found: dict[int, onnx.NodeProto] = {}

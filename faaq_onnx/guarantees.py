@@ -141,14 +141,14 @@ def measure_emitted(
 
         ref_proto, _ = comp.build(comp.uniform(Candidate(8, 8)))
         feeds = _latency_feeds(comp, batch)
-        got, ref = interleaved_median_ms([result.model, ref_proto], feeds, ep=ep, pairs=30)
+        got_ms, ref_ms = interleaved_median_ms([result.model, ref_proto], feeds, ep=ep, pairs=30)
         if budget.kind == "latency":
             return (
-                got / ref,
+                got_ms / ref_ms,
                 f"median latency vs the all-W8A8 model, interleaved, batch {batch}, {ep}",
                 {},
             )
-        return got, f"median latency, batch {batch}, {ep}", {}
+        return got_ms, f"median latency, batch {batch}, {ep}", {}
     raise KeyError(budget.kind)
 
 
@@ -302,7 +302,8 @@ def _extreme_plan(comp, budget: Budget):
         choices = {
             g.name: min(
                 group_candidates(g, comp.candidates),
-                key=lambda c, g=g: (costs.group_cost(g, c), -c.w, -c.a),
+                # mypy cannot infer a lambda with a default argument
+                key=lambda c, g=g: (costs.group_cost(g, c), -c.w, -c.a),  # type: ignore[misc]
             )
             for g in comp.qgraph.groups.values()
         }
@@ -375,7 +376,7 @@ def _rewrite_note(comp, budget: Budget) -> str:
             outs.append(run_all(sess, comp.verify_inputs, comp.config.batch_size, names))
             del sess
         ceiling = min(sqnr_db(r, f) for r, f in zip(*outs))
-    except Exception:  # noqa: BLE001 - a note on a failure, never a second failure
+    except Exception:  # a note on a failure, never a second failure
         return ""
     if ceiling > budget.value + 10:
         return ""

@@ -84,7 +84,7 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
         inputs = {k: v[:cut] for k, v in arrays.items()}
         held = {k: v[cut : cut + held_n] for k, v in arrays.items()}
     else:
-        inputs, held = data.load_inputs(
+        loaded = data.load_inputs(
             calib,
             list(shapes),
             shapes,
@@ -93,6 +93,8 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
             seed=config.seed,
             held_out=max(held_n, 1),
         )
+        assert isinstance(loaded, tuple)  # held_out > 0: the subset and the samples held out
+        inputs, held = loaded
         held = {k: v[:held_n] for k, v in held.items()}
     data.validate_inputs(inputs, shapes)
     notes = []

@@ -44,7 +44,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     try:
         # weights stay in their data files, mapped when read (faaq_onnx.external_data)
         return ir.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - onnx-ir raises several types for bad external data
+    except Exception as exc:  # onnx-ir raises several types for bad external data
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FaaqError(f"{path}: cannot read its external data ({first})") from exc
 

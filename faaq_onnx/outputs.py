@@ -25,9 +25,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import onnx
 
@@ -171,7 +172,7 @@ def _stage_model(model, path: Path, external_data: bool | None) -> _Staged:
             raise
         return _Staged(path, tmp, obsolete=[path.parent / n for n in sorted(old_refs)])
     ir_model = ir.from_proto(model) if isinstance(model, onnx.ModelProto) else model
-    token = next(tempfile._get_candidate_names())  # noqa: SLF001 - a unique name, nothing more
+    token = next(tempfile._get_candidate_names())  # type: ignore[attr-defined]  # a unique name, nothing more
     tmp_data = path.parent / f".{path.name}.{token}.data.tmp"
     tmp_model = path.parent / f".{path.name}.{token}.tmp"
     try:
@@ -199,7 +200,7 @@ def _stage_model(model, path: Path, external_data: bool | None) -> _Staged:
 
 
 def check_destinations(
-    outputs, inputs: dict[str, object] | None = None, folders: tuple[str, ...] = ()
+    outputs, inputs: dict[str, Any] | None = None, folders: tuple[str, ...] = ()
 ) -> None:
     """Refuse, in one line and before any work, a destination that cannot be written.
 
@@ -273,7 +274,7 @@ class OutputSet:
         self._staged: list[tuple[str, _Staged]] = []
         self._made: list[Path] = []  # folders this set created, outermost first
 
-    def __enter__(self) -> "OutputSet":
+    def __enter__(self) -> OutputSet:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -404,7 +405,7 @@ def _referenced_data(path: Path) -> set[str]:
         return set()
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not a model we wrote: leave its neighbours alone
+    except Exception:  # not a model we wrote: leave its neighbours alone
         return set()
     return {
         e.value

@@ -267,6 +267,7 @@ def quantize(
         # FIT needs one forward/backward per sample for all groups at once; SQNR and KL
         # one probe run per group x candidate
         metrics = ("fit",) if metric == "fit" else ("sqnr", "kl")
+        assert cands is not None  # parsed above whenever there is a budget
         comp.sensitivity(cands, metrics, cache_dir)
         if budget.kind in LATENCY:
             comp.latency_table(ep, latency_batch, cache_dir)

@@ -26,7 +26,7 @@ class BitPlan:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def uniform(cls, qgraph: QuantizerGraph, cand: Candidate) -> "BitPlan":
+    def uniform(cls, qgraph: QuantizerGraph, cand: Candidate) -> BitPlan:
         return cls({g: cand for g in qgraph.groups}, {"kind": "uniform", "scheme": str(cand)})
 
     def weight_bits(self, qgraph: QuantizerGraph, quantized_only: bool = False) -> dict[str, int]:
@@ -52,7 +52,7 @@ class BitPlan:
         write_json_atomic(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "BitPlan":
+    def load(cls, path: str | Path) -> BitPlan:
         try:
             data = json.loads(Path(path).read_text())
             return cls(

@@ -126,7 +126,7 @@ def summarize(float_rep: dict, runs: list[dict], draw: CalibrationDraw, config) 
     per = {c: np.array([r["per_class"][c] for r in runs]) for c in classes}
     drops = {c: float_rep["per_class"][c]["top1"] - per[c] for c in classes}
     mean_drop = {c: float(d.mean()) for c, d in drops.items()}
-    worst = max(mean_drop, key=mean_drop.get)
+    worst = max(mean_drop, key=mean_drop.__getitem__)
     return {
         "scheme": str(config.scheme),
         "trials": len(runs),

@@ -16,7 +16,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
         "skipped": comp.qgraph.skipped,
         "dropped_clamps": emitted.dropped_clamps,
         "int32_biases": len(emitted.int32_biases),
-        "matmulnbits": getattr(emitted, "matmulnbits", []),
+        "matmulnbits": emitted.matmulnbits,
         "matmul_kernel": {
             "mode": comp.config.matmul_kernel,
             **(

@@ -14,7 +14,6 @@ import pytest
 from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.runtime.kernels import kernel_report
-
 from tests.conftest import run_model
 
 

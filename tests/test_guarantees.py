@@ -614,7 +614,7 @@ def test_sqnr_floor_is_decided_by_the_worst_output():
     good, bad = {"sqnr_db_lower": 40.0, "sqnr_db": 41.0}, {"sqnr_db_lower": 12.0, "sqnr_db": 13.5}
     for outputs in ({"a": good, "b": bad}, {"b": bad, "a": good}):
         res = SimpleNamespace(model=None, report=_verify_report(outputs))
-        value, how, details = gu.measure_emitted(comp, res, Budget.parse("sqnr-db=20"))
+        value, _how, details = gu.measure_emitted(comp, res, Budget.parse("sqnr-db=20"))
         assert value == 12.0 and details["point"] == 13.5 and details["held_out_samples"] == 16
         assert not meets(Budget.parse("sqnr-db=20"), value)
 

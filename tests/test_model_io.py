@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -27,7 +29,7 @@ def test_not_onnx(tmp_path, content, match):
 
 
 def test_truncated_file(tmp_path, tiny_cnn):
-    data = open(tiny_cnn, "rb").read()
+    data = Path(tiny_cnn).read_bytes()
     p = tmp_path / "trunc.onnx"
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(FaaqError):
@@ -53,7 +55,7 @@ def test_custom_domain_op_is_named(tmp_path):
     m.ir_version = 10
     p = tmp_path / "custom.onnx"
     onnx.save(m, p)
-    with pytest.raises(FaaqError, match="unsupported op 'FancyOp'.*fancy"):
+    with pytest.raises(FaaqError, match=r"unsupported op 'FancyOp'.*fancy"):
         load_model(p)
 
 

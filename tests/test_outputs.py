@@ -138,11 +138,13 @@ def test_output_set_failure_leaves_every_target_as_it_was(tmp_path):
         tmp.write_text("half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(FaaqError, match=r"cannot write --plot .*p\.png: No space left on device"):
-        with OutputSet() as outs:
-            outs.add_model(tmp_path / "new" / "deeper" / "m.onnx", _model(), "-o")
-            outs.add_json(tmp_path / "r.json", {"new": 2}, "--json")
-            outs.add_file(tmp_path / "p.png", "--plot", disk_full)
+    with (
+        pytest.raises(FaaqError, match=r"cannot write --plot .*p\.png: No space left on device"),
+        OutputSet() as outs,
+    ):
+        outs.add_model(tmp_path / "new" / "deeper" / "m.onnx", _model(), "-o")
+        outs.add_json(tmp_path / "r.json", {"new": 2}, "--json")
+        outs.add_file(tmp_path / "p.png", "--plot", disk_full)
     assert json.loads((tmp_path / "r.json").read_text()) == {"old": 1}
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["r.json"]  # no temp file, no folder made
 
@@ -154,15 +156,17 @@ def test_check_destinations(tmp_path):
     (tmp_path / "f.txt").write_text("x")
     check_destinations({"-o": tmp_path / "a" / "b" / "q.onnx", "--json": "-", "--plan": None})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]  # checking makes nothing
-    with pytest.raises(FaaqError, match="cannot write -o .*f.txt/q.onnx: .*f.txt is not a folder"):
+    with pytest.raises(
+        FaaqError, match=r"cannot write -o .*f\.txt/q\.onnx: .*f\.txt is not a folder"
+    ):
         check_destinations({"-o": tmp_path / "f.txt" / "q.onnx"})
     with pytest.raises(
-        FaaqError, match="cannot write --report .*f.txt: it is a file, not a folder"
+        FaaqError, match=r"cannot write --report .*f\.txt: it is a file, not a folder"
     ):
         check_destinations({"--report": tmp_path / "f.txt"}, folders=("--report",))
-    with pytest.raises(FaaqError, match="cannot write -o .*: it is a folder, not a file"):
+    with pytest.raises(FaaqError, match=r"cannot write -o .*: it is a folder, not a file"):
         check_destinations({"-o": tmp_path})
     with pytest.raises(FaaqError, match="--json and -o name the same file"):
         check_destinations({"-o": tmp_path / "q.onnx", "--json": tmp_path / "." / "q.onnx"})
-    with pytest.raises(FaaqError, match="--json .*f.txt is the input model"):
+    with pytest.raises(FaaqError, match=r"--json .*f\.txt is the input model"):
         check_destinations({"--json": tmp_path / "f.txt"}, inputs={"model": tmp_path / "f.txt"})

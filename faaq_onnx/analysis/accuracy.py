@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from faaq_onnx.plan import choices_key
 
 
-def probe_accuracy(comp, labeled):
+def probe_accuracy(comp, labeled: tuple[np.ndarray, np.ndarray]) -> Callable[[dict | None], float]:
     """top-1 of a plan on labeled data through a second probe session (None = float)."""
     from faaq_onnx.analysis.probe import build_probe
     from faaq_onnx.runtime.probe_session import ProbeSession
@@ -22,7 +24,7 @@ def probe_accuracy(comp, labeled):
     )
     memo: dict = {}
 
-    def accuracy(choices):
+    def accuracy(choices: dict | None) -> float:
         key = None if choices is None else choices_key(choices)
         if key not in memo:
             outs = session.run() if choices is None else session.run(*comp.prober.feeds(choices))

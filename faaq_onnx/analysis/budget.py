@@ -37,7 +37,7 @@ class Budget:
     )
 
     @classmethod
-    def parse(cls, text: str) -> "Budget":
+    def parse(cls, text: str) -> Budget:
         m = re.fullmatch(
             r"\s*([a-z-]+)\s*=\s*([0-9.eE+-]+)\s*(?:@\s*([a-z0-9.]+))?\s*", text.lower()
         )

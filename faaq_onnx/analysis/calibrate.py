@@ -120,9 +120,10 @@ def tap_batch_size(model: ir.Model, tensors: list[str], floor: int, ceiling: int
     for t in tensors:
         v = values.get(t)
         dims = list(v.shape) if v is not None and v.shape is not None else None
-        if not dims or any(not isinstance(d, int) for d in dims[1:]):
+        sizes = [d for d in dims[1:] if isinstance(d, int)] if dims else []
+        if not dims or len(sizes) < len(dims) - 1:
             return floor
-        per_sample += 4 * int(np.prod(dims[1:]))
+        per_sample += 4 * int(np.prod(sizes))
     return int(max(floor, min(ceiling, TAP_BATCH_BYTES // max(per_sample, 1))))
 
 

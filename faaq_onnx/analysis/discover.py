@@ -191,8 +191,7 @@ def op_macs(node: ir.Node, shape_of) -> int:
             return 0
         if op == "Conv":
             return per_sample * int(np.prod(w[1:]))
-        group = node.attributes.get("group")
-        group = group.value if group is not None else 1
+        # ConvTranspose weights are (C_in, C_out / group, k...): the group is in w[1] already
         x = shape_of(node.inputs[0])
         return int(np.prod(x[1:])) * int(np.prod(w[1:])) if x is not None else 0
     if op in ("Gemm", "MatMul"):
@@ -270,7 +269,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
 
     clamp_nodes = _join_pass_through(graph, uf)
     compute_nodes = _worth_quantizing(compute_nodes, uf)
-    for node, widx, data in compute_nodes:
+    for node, _widx, data in compute_nodes:
         for v in data:
             needed.add(v.name)
             uf.add(v.name)
@@ -286,7 +285,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
     tensor_to_act: dict[str, str] = {}
     values = {v.name: v for v in _all_values(graph)}
     order = {n.name: i for i, n in enumerate(graph)}
-    for root, members in sorted(comps.items()):
+    for _root, members in sorted(comps.items()):
         if not any(m in needed for m in members):
             continue
         members = sorted(members, key=lambda m: _producer_index(values.get(m), order))
@@ -321,7 +320,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             )  # an output only this op's group decides
         if widx is not None:
             wv = node.inputs[widx]
-            shape = tuple(wv.const_value.shape)
+            shape = tuple(wv.const_value.shape.numpy())  # a constant's dims are ints
             if wv.name in weights:
                 weights[wv.name].consumers.append(node.name)
                 weights[wv.name].macs += macs
@@ -332,9 +331,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                     node.op_type in ("Conv", "Gemm", "ConvTranspose")
                     and len(node.inputs) > 2
                     and node.inputs[2] is not None
+                    and node.inputs[2].is_initializer()
                 ):
-                    if node.inputs[2].is_initializer():
-                        bias = node.inputs[2].name
+                    bias = node.inputs[2].name
                 weights[wv.name] = WeightQuantizer(
                     wv.name,
                     [node.name],
@@ -362,7 +361,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         node_kind[node.name] = kind
 
     groups: dict[str, QuantizerGroup] = {}
-    for root, members in guf.components().items():
+    for members in guf.components().values():
         ops = sorted((m[3:] for m in members if m.startswith("op:")), key=lambda n: order.get(n, 0))
         if not ops:
             continue

@@ -62,11 +62,11 @@ def fisher_sensitivity(
     try:
         for i in range(n):
             feeds = {}
-            for k, v in inputs.items():
-                t = torch.from_numpy(np.ascontiguousarray(v[i : i + 1]))
-                if t.is_floating_point():
-                    t.requires_grad_(True)
-                feeds[k] = t
+            for k, arr in inputs.items():
+                x_in = torch.from_numpy(np.ascontiguousarray(arr[i : i + 1]))
+                if x_in.is_floating_point():
+                    x_in.requires_grad_(True)
+                feeds[k] = x_in
             try:
                 outs, tapped = tg.run(feeds, taps)
             except UnsupportedOp as exc:

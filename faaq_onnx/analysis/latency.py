@@ -72,7 +72,7 @@ class LatencyTable:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LatencyTable":
+    def from_dict(cls, d: dict) -> LatencyTable:
         return cls(d["group_us"], d["other_us"], d["wall_ms"], d["classes"], d.get("meta", {}))
 
 

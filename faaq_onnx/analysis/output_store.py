@@ -21,16 +21,17 @@ class OutputStore:
     def __init__(self, n_samples: int) -> None:
         self.n = n_samples
         self.arrays: dict[str, np.ndarray] = {}
-        self._files = []
+        self._files: list = []
 
     def put(self, name: str, start: int, batch: np.ndarray) -> None:
         if name not in self.arrays:
-            shape = (self.n,) + tuple(batch.shape[1:])
+            shape = (self.n, *batch.shape[1:])
             nbytes = int(np.prod(shape)) * 4
             if nbytes <= RAM_LIMIT:
                 self.arrays[name] = np.empty(shape, np.float32)
             else:
-                f = tempfile.TemporaryFile(prefix="faaq-outputs-")
+                # open as long as its memmap is: close() closes it
+                f = tempfile.TemporaryFile(prefix="faaq-outputs-")  # noqa: SIM115
                 self._files.append(f)
                 self.arrays[name] = np.memmap(f, dtype=np.float16, mode="w+", shape=shape)
         self.arrays[name][start : start + len(batch)] = batch
@@ -53,7 +54,7 @@ class RunningComparison:
         self.noise = 0.0
         self.agree = 0
         self.count = 0
-        self.classifier = None
+        self.classifier: bool | None = None  # decided by the first batch
         self.finite = True
 
     def update(self, ref: np.ndarray, got: np.ndarray) -> None:

@@ -27,9 +27,9 @@ from faaq_onnx.analysis.metrics import output_kl, sqnr_db
 from faaq_onnx.analysis.probe import build_probe, enabled_params
 from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.weight_cache import WeightCache
 from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
+from faaq_onnx.weight_cache import WeightCache
 
 METRICS = ("sqnr", "kl", "fit")
 
@@ -72,7 +72,7 @@ class SensitivityTable:
         return {"table": self.table, "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SensitivityTable":
+    def from_dict(cls, d: dict) -> SensitivityTable:
         return cls(d["table"], d.get("meta", {}))
 
     def to_markdown(self, metric_order=("sqnr_db", "kl", "fit")) -> str:
@@ -252,9 +252,9 @@ def sensitivity(
         else None
     )
     if path is not None and path.exists():
-        table = SensitivityTable.from_dict(json.loads(path.read_text()))
-        table.meta["cached"] = str(path)
-        return table
+        cached = SensitivityTable.from_dict(json.loads(path.read_text()))
+        cached.meta["cached"] = str(path)
+        return cached
     jobs = [(g, c) for g in feeds.qgraph.groups.values() for c in group_candidates(g, cands)]
     table: dict[str, dict[str, dict[str, float]]] = {
         g.name: {str(c): {} for c in group_candidates(g, cands)}
@@ -266,11 +266,11 @@ def sensitivity(
         for g, c in tqdm(
             jobs, desc="sensitivity", disable=not progress, unit="config", leave=False
         ):
-            entry = (
-                dict(measured[(g.name, str(c))])
-                if measured is not None
-                else prober.measure({g.name: c})
-            )
+            if measured is not None:
+                entry = dict(measured[(g.name, str(c))])
+            else:
+                assert prober is not None  # built above when nothing was measured elsewhere
+                entry = prober.measure({g.name: c})
             if "kl" not in metrics:
                 entry.pop("kl")
             if "sqnr" not in metrics:

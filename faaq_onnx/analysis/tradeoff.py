@@ -7,6 +7,8 @@ reference point. Sizes are bytes as stored (packed containers), BOPs relative to
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from faaq_onnx.analysis.budget import Budget
@@ -47,7 +49,7 @@ def tradeoff(comp, metric: str = "sqnr", points: int = 8) -> dict:
     opts = {g.name: group_candidates(g, cands) for g in comp.qgraph.groups.values()}
     lo = bops.plan_cost({g: o[-1] for g, o in opts.items()}) / ref
     hi = bops.plan_cost({g: o[0] for g, o in opts.items()}) / ref
-    out = {"metric": metric, "uniform": [], "greedy": [], "knapsack": []}
+    out: dict[str, Any] = {"metric": metric, "uniform": [], "greedy": [], "knapsack": []}
     for c in cands:
         out["uniform"].append(plan_point(comp, comp.uniform(c), str(c)))
     for r in np.linspace(lo, hi, points):

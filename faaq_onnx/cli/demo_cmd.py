@@ -33,15 +33,14 @@ def command(out_dir, schemes, seed):
     from faaq_onnx.cli.common import human_bytes, write_json
     from faaq_onnx.config import QuantConfig
     from faaq_onnx.evaluate import compare, evaluate
-    from faaq_onnx.pipeline import quantize
-
     from faaq_onnx.outputs import check_destinations
+    from faaq_onnx.pipeline import quantize
 
     out = Path(out_dir)
     check_destinations({"--out": out}, folders=("--out",))
     out.mkdir(parents=True, exist_ok=True)
     click.echo("training digits-cnn on scikit-learn's digits ...")
-    module, (x_tr, y_tr), (x_te, y_te) = zoo.train_digits_cnn(seed=seed)
+    module, (x_tr, _y_tr), (x_te, y_te) = zoo.train_digits_cnn(seed=seed)
     import torch
 
     float_path = zoo.export_module(module, torch.from_numpy(x_tr[:1]), out / "digits_cnn.onnx")

@@ -6,8 +6,9 @@ See the package doc (``faaq_onnx.data``) for the sources and the preset rule.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Literal, overload
 
 import numpy as np
 
@@ -68,7 +69,9 @@ def _check_dtype(arr: np.ndarray, name: str) -> None:
         raise FaaqError(f"input {name!r} has non-numeric dtype {arr.dtype}")
 
 
-def validate_inputs(inputs: dict[str, np.ndarray], shapes: dict[str, Sequence] | None) -> None:
+def validate_inputs(
+    inputs: Mapping[str, np.ndarray], shapes: Mapping[str, Sequence] | None
+) -> None:
     counts = {}
     for name, arr in inputs.items():
         _check_dtype(arr, name)
@@ -128,6 +131,30 @@ def _load_images(files: list[Path], preset: str) -> np.ndarray:
     return np.stack([load_image(f, preset) for f in files]).astype(np.float32)
 
 
+Arrays = dict[str, np.ndarray]
+
+
+@overload
+def load_inputs(
+    path: str | os.PathLike,
+    input_names: list[str],
+    input_shapes: dict[str, list] | None = None,
+    preset: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    held_out: Literal[0] = 0,
+) -> Arrays: ...
+@overload
+def load_inputs(
+    path: str | os.PathLike,
+    input_names: list[str],
+    input_shapes: dict[str, list] | None = None,
+    preset: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    *,
+    held_out: int,
+) -> Arrays | tuple[Arrays, Arrays]: ...
 def load_inputs(
     path: str | os.PathLike,
     input_names: list[str],
@@ -136,7 +163,7 @@ def load_inputs(
     limit: int | None = None,
     seed: int = 0,
     held_out: int = 0,
-) -> dict[str, np.ndarray]:
+) -> Arrays | tuple[Arrays, Arrays]:
     """Load and validate one stacked array per model input (batch on axis 0).
 
     ``input_shapes`` are the model's shapes (ints, or None / str / -1 for symbolic dims);
@@ -267,13 +294,14 @@ def _prepared_subset(raw: dict, idx, names, preset, shapes) -> dict[str, np.ndar
     (data.lazy.PresetArray), so memory does not grow with the number of samples."""
     from faaq_onnx.data.lazy import PresetArray
 
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for n, a in raw.items():
         shape = (shapes or {}).get(n)
         name = _preset_name(a, n, preset, shape)
         if name is not None and len(a):
             validate_inputs({n: a if idx is None else a[idx[:1]]}, None)
-            out[n] = PresetArray(a, idx, name)
+            # an ndarray stand-in that prepares the samples it is asked for
+            out[n] = PresetArray(a, idx, name)  # type: ignore[assignment]
         else:
             sub = a if idx is None else a[idx]
             validate_inputs({n: sub}, None)

@@ -31,7 +31,7 @@ class PresetArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self),) + tuple(self._sample_shape)
+        return (len(self), *self._sample_shape)
 
     @property
     def ndim(self) -> int:

@@ -16,9 +16,9 @@ and differ only in the normalization:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ _INCEPTION_STD = np.array([0.5, 0.5, 0.5], dtype=np.float32)
 def _pil_resize(img, size: tuple[int, int]):
     from PIL import Image
 
-    return img.resize(size, Image.BILINEAR)
+    return img.resize(size, Image.Resampling.BILINEAR)
 
 
 def _to_pil(arr: np.ndarray):

@@ -10,6 +10,8 @@ run is named before any long work starts, never halfway through it.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import numpy as np
 import onnx
 import torch
@@ -64,7 +66,7 @@ def _where(node: onnx.NodeProto) -> str:
 class TorchGraph:
     """Evaluate an ONNX graph with torch ops; chosen initializers are trainable."""
 
-    def __init__(self, proto: onnx.ModelProto, trainable: set[str] = frozenset()) -> None:
+    def __init__(self, proto: onnx.ModelProto, trainable: AbstractSet[str] = frozenset()) -> None:
         check_supported(proto)
         self.graph = proto.graph
         self.consts: dict[str, torch.Tensor] = {}
@@ -77,12 +79,12 @@ class TorchGraph:
             self.consts[t.name] = arr
         self.outputs = [o.name for o in self.graph.output]
 
-    def run(self, feeds: dict[str, torch.Tensor], taps: set[str] = frozenset(), hooks=None):
+    def run(self, feeds: dict[str, torch.Tensor], taps: AbstractSet[str] = frozenset(), hooks=None):
         """Outputs, and the tapped intermediates with retain_grad() set.
 
         `hooks[name](tensor) -> tensor` may replace a value as it is produced.
         """
-        env = dict(self.consts)
+        env: dict[str, torch.Tensor | None] = dict(self.consts)
         env.update(feeds)
         env[""] = None
         tapped = {}

@@ -7,6 +7,7 @@ OPS maps an op to `fn(attrs, *inputs) -> tensor`; MULTI_OUTPUT to `fn(attrs, n_o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -263,7 +264,7 @@ def _bn(x, s, b, m, v, a):
     return F.batch_norm(x, m, v, s, b, False, 0.0, a.get("epsilon", 1e-5))
 
 
-OPS = {
+OPS: dict[str, Callable[..., torch.Tensor]] = {
     "Conv": lambda a, x, w, b=None: _conv(x, w, b, a),
     "ConvTranspose": lambda a, x, w, b=None: _conv(x, w, b, a, transpose=True),
     "Gemm": lambda a, x, w, c=None: _gemm(x, w, c, a),
@@ -345,7 +346,10 @@ OPS = {
     "ConstantOfShape": lambda a, s: _constant_of_shape(s, a),
 }
 
-MULTI_OUTPUT = {"Split": _split, "LayerNormalization": _layernorm}
+MULTI_OUTPUT: dict[str, Callable[..., list[torch.Tensor]]] = {
+    "Split": _split,
+    "LayerNormalization": _layernorm,
+}
 
 
 def _gather(x, i, axis):

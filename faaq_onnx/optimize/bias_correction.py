@@ -52,7 +52,7 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     weights, acts = comp.feeds.feeds(plan.choices)
     biases = {t[2]: comp.weights.float_initializer(t[2]).astype(np.float32) for t in targets}
     corrected: dict[str, np.ndarray] = {}
-    for node, out, bias, axis in targets:
+    for _node, out, bias, axis in targets:
         feeds = dict(weights)
         feeds.update(corrected)
         (got,) = session.channel_means(feeds, acts, outputs=[out], axis=axis)

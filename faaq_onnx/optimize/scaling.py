@@ -167,7 +167,12 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
     session = make_session(tap_model(comp.float_proto, names), opt_level="all")
     acts = dict(zip(names, run_all(session, inputs, cfg.batch_size, names)))
     del session
-    report = {"mode": mode, "alpha": alpha if mode == "smoothquant" else None, "sites": []}
+    sites_report: list[dict] = []
+    report = {
+        "mode": mode,
+        "alpha": alpha if mode == "smoothquant" else None,
+        "sites": sites_report,
+    }
 
     def quantize(w_kn):
         grid = weight_grid(
@@ -194,7 +199,7 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
         else:
             s, a = awq_scales(x, ws, quantize)
         how = apply_scales(comp.model, site, s)
-        report["sites"].append(
+        sites_report.append(
             {
                 "tensor": site.tensor,
                 "nodes": [n.name for n in site.nodes],

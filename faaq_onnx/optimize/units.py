@@ -92,7 +92,7 @@ def block_units(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> list[Unit]:
         if not members:
             continue
         done |= members
-        names = sorted(members, key=order.get)
+        names = sorted(members, key=order.__getitem__)
         produced = {
             o for n in names for o in next(x for x in proto.graph.node if x.name == n).output
         }

@@ -52,7 +52,7 @@ def canonicalize(
     try:
         result = PassManager(passes, steps=1)(model)
     except PassError as exc:  # a pass refused the model: say why in one line, as the pass did
-        cause = exc
+        cause: BaseException = exc
         while cause.__cause__ is not None and not isinstance(cause, FaaqError):
             cause = cause.__cause__
         if isinstance(cause, FaaqError):

@@ -129,10 +129,7 @@ def _equalize(graph, conv1: ir.Node, conv2: ir.Node) -> None:
         b = const_array(conv1.inputs[2])
         if b is not None and len(conv1.inputs[2].uses()) == 1:
             _set(graph, conv1, 2, (b / s).astype(np.float32))
-    if g2 == 1:
-        shape2 = (1, c) + (1,) * (w2.ndim - 2)
-    else:
-        shape2 = (c,) + (1,) * (w2.ndim - 1)
+    shape2 = (1, c, *(1,) * (w2.ndim - 2)) if g2 == 1 else (c, *(1,) * (w2.ndim - 1))
     _set(graph, conv2, 1, (w2 * s.reshape(shape2)).astype(np.float32))
 
 

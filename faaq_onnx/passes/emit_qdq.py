@@ -31,6 +31,7 @@ class EmitSummary:
     activations: dict[str, dict] = field(default_factory=dict)
     dropped_clamps: list[str] = field(default_factory=list)
     int32_biases: list[str] = field(default_factory=list)
+    matmulnbits: list[str] = field(default_factory=list)  # nodes emitted as MatMulNBits
 
 
 def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:

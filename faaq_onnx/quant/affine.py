@@ -11,7 +11,7 @@ plug in through `round_fn` rather than re-implementing the formula.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -89,7 +89,7 @@ class IntFormat:
         return self.bits == self.container_bits
 
     @property
-    def kernel_container(self) -> "IntFormat":
+    def kernel_container(self) -> IntFormat:
         """The 8-bit format integer kernels compute in (a Cast widens packed storage to it)."""
         return IntFormat(self.bits, self.signed, min_container=max(8, self.container_bits))
 

@@ -40,7 +40,7 @@ class TensorStats:
         if x.ndim >= 1:
             self.shape = tuple(int(d) for d in x.shape[1:])
         lo, hi = min(self.min, 0.0), max(self.max, 0.0)
-        if self.hist is None:
+        if self.hist is None or self.edges is None:  # set together
             self.edges = np.linspace(lo, hi if hi > lo else lo + 1e-8, N_BINS + 1)
             self.hist = np.zeros(N_BINS, np.int64)
         elif lo < self.edges[0] or hi > self.edges[-1]:
@@ -60,6 +60,7 @@ class TensorStats:
             self.hist += np.bincount(idx, minlength=N_BINS)
 
     def _grow(self, lo: float, hi: float) -> None:
+        assert self.edges is not None and self.hist is not None
         a, b = float(self.edges[0]), float(self.edges[-1])
         span = max(hi, b) - min(lo, a)
         new_lo = min(a, lo - 0.25 * span) if lo < a else a
@@ -84,7 +85,7 @@ class TensorStats:
             self.shape = tuple(int(d) for d in x.shape[1:])
 
     def observe_hist(self, x: np.ndarray) -> None:
-        if self.hist is None:
+        if self.hist is None or self.edges is None:  # set together
             lo, hi = min(self.min, 0.0), max(self.max, 0.0)
             if hi <= lo:
                 hi = lo + 1e-8
@@ -93,7 +94,7 @@ class TensorStats:
         h, _ = np.histogram(x, bins=N_BINS, range=(self.edges[0], self.edges[-1]))
         self.hist += h
 
-    def merged(self, other: "TensorStats") -> "TensorStats":
+    def merged(self, other: TensorStats) -> TensorStats:
         """Union of two tensors' stats (for a scale shared by several tensors)."""
         out = TensorStats(
             min(self.min, other.min), max(self.max, other.max), self.count + other.count, self.shape
@@ -103,6 +104,7 @@ class TensorStats:
             edges = np.linspace(lo, hi, N_BINS + 1)
             hist = np.zeros(N_BINS, np.float64)
             for s in (self, other):
+                assert s.edges is not None  # set with hist
                 centres = (s.edges[:-1] + s.edges[1:]) / 2
                 h, _ = np.histogram(centres, bins=edges, weights=s.hist)
                 hist += h

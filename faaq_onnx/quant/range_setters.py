@@ -34,6 +34,7 @@ def activation_range(
             f"range setter {method!r} needs a histogram, and none was collected "
             f"(range [{lo:.4g}, {hi:.4g}])"
         )
+    assert stats.edges is not None  # set with hist
     hist = stats.hist.astype(np.float64)
     centres = (stats.edges[:-1] + stats.edges[1:]) / 2
     if method == "percentile":

@@ -52,7 +52,7 @@ class WeightGrid:
     def full_zero_point(self) -> np.ndarray:
         return self.expand(self.zero_point).astype(np.float32)
 
-    def round_to_nearest(self, w: np.ndarray) -> "QuantizedWeight":
+    def round_to_nearest(self, w: np.ndarray) -> QuantizedWeight:
         q = quantize_int(w, self.full_scale, self.full_zero_point, self.fmt)
         return QuantizedWeight(
             compact(q, self.fmt), self.scale, self.zero_point, self.axis, self.block_size, self.fmt
@@ -63,7 +63,7 @@ def compact(q: np.ndarray, fmt: IntFormat) -> np.ndarray:
     """Codes in the smallest numpy integer that holds them (int64 would be 8 bytes a weight)."""
     return q.astype(
         np.int8
-        if fmt.bits <= 7 or fmt.signed and fmt.bits <= 8
+        if fmt.bits <= 7 or (fmt.signed and fmt.bits <= 8)
         else np.uint8
         if fmt.bits <= 8
         else np.int32
@@ -92,7 +92,7 @@ class QuantizedWeight:
 
     def with_codes(
         self, q: np.ndarray, method: str, scale: np.ndarray | None = None
-    ) -> "QuantizedWeight":
+    ) -> QuantizedWeight:
         """Learned integers (and, where the optimizer learned it too, scale) on this grid."""
         q = np.clip(np.asarray(q, np.int64), self.fmt.qmin, self.fmt.qmax)
         if scale is None:
@@ -164,7 +164,7 @@ def _blocked_grid(w, fmt, axis, block_size, symmetric, method) -> WeightGrid:
     rows = padded.reshape(-1, block_size)
     lo, hi = weight_range(rows, fmt, symmetric, method)
     scale, zp = affine_params(lo, hi, fmt, symmetric)
-    pshape = moved.shape[:-1] + (nb,)
+    pshape = (*moved.shape[:-1], nb)
     scale = np.moveaxis(scale.reshape(pshape), -1, axis).astype(np.float32)
     zp = np.moveaxis(zp.reshape(pshape), -1, axis)
     return WeightGrid(scale, zp, axis, block_size, fmt, w.shape)

@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def int2_unsupported_reason() -> str | None:
     """None when ORT loads and runs a packed int2 initializer -> Cast(int8) at opset 25."""
     import ml_dtypes
@@ -36,14 +36,14 @@ def int2_unsupported_reason() -> str | None:
     model.ir_version = 11
     try:
         out = make_session(model).run(None, {"x": np.zeros(4, np.float32)})[0]
-    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+    except Exception as exc:  # any failure means "not here"
         return f"onnxruntime {_ort_version()} cannot run int2 at opset 25 ({str(exc).splitlines()[0][:120]})"
     if not np.array_equal(out, [-2, -1, 0, 1]):
         return f"onnxruntime {_ort_version()} decodes int2 incorrectly"
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def int8_products_saturate() -> bool:
     """True when ORT's u8 x s8 integer kernels saturate on this CPU.
 

@@ -126,7 +126,7 @@ def compare_kernels(
             continue
         weight_type = act_type = None
         blocked = False
-        for i, dq in dq_inputs:
+        for _i, dq in dq_inputs:
             src, via_cast = _through_cast(dq.input[0], producer, inits)
             q = producer.get(src)
             if (
@@ -233,7 +233,7 @@ def _load(model) -> onnx.ModelProto:
         raise FaaqError(f"model file not found: {path}")
     try:
         return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+    except Exception as exc:  # protobuf raises several types
         raise FaaqError(
             f"{path} is not a readable ONNX model: {str(exc).splitlines()[0] if str(exc) else exc}"
         ) from exc

@@ -35,7 +35,7 @@ class NodeCosts:
         return {"per_node_us": self.per_node_us, "other_us": self.other_us, "wall_ms": self.wall_ms}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NodeCosts":
+    def from_dict(cls, d: dict) -> NodeCosts:
         return cls(dict(d["per_node_us"]), float(d["other_us"]), float(d["wall_ms"]))
 
 

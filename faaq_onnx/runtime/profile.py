@@ -99,7 +99,7 @@ def model_bytes(path: str | os.PathLike) -> int:
     total = path.stat().st_size
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - size of an unreadable file is still its size
+    except Exception:  # size of an unreadable file is still its size
         return total
     seen = set()
     for t in proto.graph.initializer:
@@ -146,9 +146,9 @@ def profile_models(
         raise FaaqError(f"batch sizes must be positive integers, got {batches}")
     resolved: list[str] = []
     for ep in eps:
-        r = resolve_ep(ep)  # one-line FaaqError for an EP this build lacks
-        if r not in resolved:
-            resolved.append(r)
+        name = resolve_ep(ep)  # one-line FaaqError for an EP this build lacks
+        if name not in resolved:
+            resolved.append(name)
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
@@ -184,9 +184,9 @@ def profile_models(
         (r["ep"], r["batch"]): r for r in results if r["model"] == first and r["status"] == "ok"
     }
     for r in results:
-        ref = base.get((r["ep"], r["batch"]))
-        if r["status"] == "ok" and ref is not None:
-            r["speedup_vs_first"] = round(ref["median_ms"] / r["median_ms"], 3)
+        first_run = base.get((r["ep"], r["batch"]))
+        if r["status"] == "ok" and first_run is not None:
+            r["speedup_vs_first"] = round(first_run["median_ms"] / r["median_ms"], 3)
     return {
         "machine": _machine(threads, load_before),
         "settings": {
@@ -266,7 +266,8 @@ def _feeds(
 ) -> tuple[dict | None, str | None, list[str]]:
     """Random inputs with the batch dim set; (None, reason) when the model's batch is fixed."""
     rng = np.random.default_rng(seed)
-    feeds, notes = {}, []
+    feeds: dict[str, np.ndarray] = {}
+    notes: list[str] = []
     for inp in session.get_inputs():
         shape = list(inp.shape)
         if shape:

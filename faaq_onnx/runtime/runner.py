@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -78,7 +78,9 @@ def channel_means(
             s = o.sum(1, dtype=np.float64)
             sums[i] = s if sums[i] is None else sums[i] + s
             counts[i] += o.shape[1]
-    return [s / c for s, c in zip(sums, counts)]
+    if any(s is None for s in sums):
+        raise ValueError("channel_means needs at least one sample")
+    return [s / c for s, c in zip(sums, counts) if s is not None]
 
 
 def _has_fixed_batch(session: ort.InferenceSession) -> bool:

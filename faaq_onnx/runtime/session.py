@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import onnx
@@ -17,7 +16,7 @@ import onnxruntime as ort
 
 from faaq_onnx.errors import FaaqError
 
-ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 
 BIG_MODEL_BYTES = 1 << 30
 
@@ -155,7 +154,7 @@ def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
     for root in _candidate_dirs(files):
         folder = Path(tempfile.mkdtemp(prefix=".faaq-session-", dir=root))
         try:
-            names = {}
+            names: dict[str, str] = {}
             for i, f in enumerate(files):
                 names[f] = f"weights{i}.data"
                 os.link(f, folder / names[f])
@@ -170,9 +169,9 @@ def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
         except OSError:
             _remove(folder)
             header.CopyFrom(model)
-    names, arrays = external_initializers(model)
+    init_names, arrays = external_initializers(model)
     values = [ort.OrtValue.ortvalue_from_numpy(np.asarray(a)) for a in arrays]
-    so.add_external_initializers(names, values)
+    so.add_external_initializers(init_names, values)
     return model.SerializeToString(), values
 
 
@@ -196,6 +195,8 @@ def _candidate_dirs(files: list[str]) -> list[str]:
 
 class _Cleanup(str):
     """A model path whose folder is removed after the session has opened it."""
+
+    folder: Path
 
     def __new__(cls, path: str, folder: Path):
         obj = super().__new__(cls, path)

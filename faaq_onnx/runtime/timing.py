@@ -28,7 +28,7 @@ def interleaved_median_ms(
     for s in sessions:
         for _ in range(warmup):
             s.run(None, feeds)
-    times = [[] for _ in sessions]
+    times: list[list[float]] = [[] for _ in sessions]
     rng = random.Random(seed)
     order = list(range(len(sessions)))
     for _ in range(pairs):

@@ -150,7 +150,7 @@ def check_ray_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                 )
     except OSError as exc:
         why = (
-            "no answer within %gs" % timeout
+            f"no answer within {timeout:g}s"
             if isinstance(exc, TimeoutError)
             else (exc.strerror or str(exc))
         )

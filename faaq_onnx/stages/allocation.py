@@ -7,6 +7,7 @@ import numpy as np
 
 from faaq_onnx.analysis.allocate import Allocation, allocate
 from faaq_onnx.analysis.budget import LATENCY, Budget, CostModel
+from faaq_onnx.analysis.latency import LatencyTable
 from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.plan import BitPlan
@@ -17,7 +18,7 @@ class AllocationStage:
 
     def __init__(self, comp) -> None:
         self.comp = comp
-        self.latency = None
+        self.latency: LatencyTable | None = None
 
     def latency_table(self, ep: str = "cpu", batch: int = 1, cache_dir=None):
         from faaq_onnx.analysis.latency import build_latency_table

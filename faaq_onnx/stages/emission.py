@@ -59,7 +59,6 @@ class Emission:
                 keep_clamps=keep,
             )
             proto = to_proto(qmodel)
-            emitted.matmulnbits = []
             if nbits:
                 proto, emitted.matmulnbits = convert_to_matmulnbits(
                     proto, drop_activation_qdq=True, nodes=nbits

@@ -6,6 +6,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -116,11 +117,11 @@ def fold_pads_into_convs(model) -> int:
                 _fold_constant(pad.input[1], producers, consts) if len(pad.input) > 1 else None
             )
             value_name = pad.input[2] if len(pad.input) > 2 else ""
-            fill = _fold_constant(value_name, producers, consts) if value_name else 0.0
-            if pads_value is None or fill is None:
+            fill = _fold_constant(value_name, producers, consts) if value_name else None
+            if pads_value is None or (value_name and fill is None):
                 continue
             pads = [int(v) for v in pads_value.reshape(-1)]
-            value = float(fill.reshape(-1)[0]) if value_name else 0.0
+            value = float(fill.reshape(-1)[0]) if fill is not None else 0.0
         rank = len(pads) // 2
         users = consumers.get(pad.output[0], [])
         if (
@@ -189,7 +190,7 @@ def export_module(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if dynamic_batch:
             kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
         if keep_batchnorm:
@@ -241,7 +242,7 @@ def export(
     if batch is not None and batch < 1:
         raise FaaqError(f"batch must be a positive integer, got {batch}")
     model = build(name, weights=weights, seed=seed)
-    shape = (batch or 1,) + tuple(entry.input_shape[1:])
+    shape = (batch or 1, *entry.input_shape[1:])
     example = torch.zeros(shape, dtype=torch.float32)
     meta = {ZOO_MODEL_METADATA_KEY: name, PRESET_METADATA_KEY: entry.preset}
     return export_module(

@@ -69,7 +69,12 @@ class _Bottleneck(nn.Module):
 class ImageNetResNet(nn.Module):
     """torchvision's ResNet (v1.5), so torchvision state dicts load unchanged."""
 
-    def __init__(self, block: type, layers: list[int], num_classes: int = 1000):
+    def __init__(
+        self,
+        block: type[_BasicBlock] | type[_Bottleneck],
+        layers: list[int],
+        num_classes: int = 1000,
+    ):
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -89,7 +94,13 @@ class ImageNetResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1):
+    def _make_layer(
+        self,
+        block: type[_BasicBlock] | type[_Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+    ):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(

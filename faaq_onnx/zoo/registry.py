@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -136,7 +136,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FaaqError(f"weights file not found: {p}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
+    except Exception as e:  # torch raises many kinds for bad files
         msg = " ".join(str(e).split())  # torch's messages span lines; ours are one
         raise FaaqError(f"cannot read weights file {p}: {type(e).__name__}: {msg}") from None
     for key in ("state_dict", "model", "model_state_dict"):

@@ -169,7 +169,7 @@ def test_sqnr_floor_is_met_as_measured(comp):
 
 
 def test_sqnr_floor_infeasible(comp):
-    with pytest.raises(FaaqError, match="infeasible.*most precise plan"):
+    with pytest.raises(FaaqError, match=r"infeasible.*most precise plan"):
         comp.allocate("sqnr-db=200")
 
 

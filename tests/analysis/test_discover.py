@@ -81,7 +81,7 @@ def test_interpolating_resize_and_nonzero_pad_do_not_share_a_scale():
 
     def node(op, inputs, **attrs):
         inits = [numpy_helper.from_array(v, k) for k, v in inputs.items() if v is not None]
-        names = ["x"] + list(inputs)
+        names = ["x", *inputs]
         g = helper.make_graph(
             [helper.make_node(op, names, ["y"], **attrs)],
             "g",

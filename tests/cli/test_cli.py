@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def test_bad_input_one_line_no_output(runner, tiny_cnn, calib_npz, tmp_path, set
     model, calib, extra = tiny_cnn, calib_npz, []
     if setup == "not_onnx":
         model = str(tmp_path / "fake.onnx")
-        open(model, "w").write("hello, I am a text file")
+        Path(model).write_text("hello, I am a text file")
     elif setup == "nan_calib":
         calib = str(tmp_path / "nan.npz")
         np.savez(calib, input=np.full((2, 3, 16, 16), np.nan, np.float32))
@@ -269,7 +270,7 @@ def test_analyze_writes_report(runner, tiny_cnn, calib_npz, tmp_path):
         "w8a8",
         "w8a16",
     }
-    assert open(rep / "sensitivity.png", "rb").read(4) == b"\x89PNG"
+    assert (rep / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_json_dash_writes_report_to_stdout(runner, tiny_cnn, calib_npz, tmp_path):
@@ -663,7 +664,7 @@ def test_unwritable_destination_is_one_line_before_any_work(
 def test_output_that_is_an_input_is_refused(runner, tiny_cnn, calib_npz, tmp_path, monkeypatch):
     """--json (like -o) never overwrites the model or the calibration data it reads."""
     _no_work(monkeypatch)
-    model_bytes = open(tiny_cnn, "rb").read()
+    model_bytes = Path(tiny_cnn).read_bytes()
     r = runner.invoke(
         main,
         [
@@ -679,7 +680,7 @@ def test_output_that_is_an_input_is_refused(runner, tiny_cnn, calib_npz, tmp_pat
         ],
     )
     assert r.exit_code == 2 and "--json" in r.stderr and "input" in r.stderr, r.output
-    assert open(tiny_cnn, "rb").read() == model_bytes
+    assert Path(tiny_cnn).read_bytes() == model_bytes
     r = runner.invoke(
         main,
         [

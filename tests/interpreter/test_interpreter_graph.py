@@ -37,5 +37,5 @@ def test_a_second_output_the_interpreter_does_not_compute_is_refused_before_runn
         [helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2], name="pool")],
         ["y", "idx"],
     )
-    with pytest.raises(FaaqError, match="'MaxPool' \\(node 'pool'\\).*'idx'"):
+    with pytest.raises(FaaqError, match=r"'MaxPool' \(node 'pool'\).*'idx'"):
         check_supported(m)

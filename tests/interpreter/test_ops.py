@@ -103,7 +103,7 @@ def test_unsupported_attribute_is_named_when_the_interpreter_is_built():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")],
     )
-    with pytest.raises(UnsupportedOp, match="conv7.*auto_pad"):
+    with pytest.raises(UnsupportedOp, match=r"conv7.*auto_pad"):
         TorchGraph(m)
 
 
@@ -172,7 +172,7 @@ def test_split_that_ort_refuses_is_a_faaq_error_naming_the_node():
         _outputs("a", "b", "c", "d"),
     )
     with pytest.raises(
-        FaaqError, match="'Split' \\(node 'sp'\\).*negative final split"
+        FaaqError, match=r"'Split' \(node 'sp'\).*negative final split"
     ):  # 5 in chunks of 2: 2,2,2,-1
         TorchGraph(m).run({"x": torch.zeros(2, 5)})
 
@@ -210,7 +210,7 @@ def test_string_constants_are_refused_in_one_line_when_the_interpreter_is_built(
     m = _model(
         [helper.make_node("Constant", [], ["c"], name="k9", **{kind: value})], [X], _outputs("c")
     )
-    with pytest.raises(FaaqError, match="'Constant' \\(node 'k9'\\).*string") as err:
+    with pytest.raises(FaaqError, match=r"'Constant' \(node 'k9'\).*string") as err:
         TorchGraph(m)
     assert "\n" not in str(err.value)
 

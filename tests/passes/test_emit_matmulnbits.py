@@ -47,7 +47,7 @@ def _qdq_matmul(
     opset=None,
 ):
     rng = np.random.default_rng(seed)
-    onnx_t, np_t = _TYPES[("int" if signed else "uint", bits)]
+    _onnx_t, np_t = _TYPES[("int" if signed else "uint", bits)]
     q, s, z = _blocked_weight(rng, k, n, bits, signed, block, asym)
     axis = 0
     if trans_b:

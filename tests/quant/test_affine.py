@@ -46,7 +46,7 @@ def test_symmetric_low_bits_use_every_code(bits):
 
 
 def test_all_zero_tensor_gets_a_usable_scale():
-    scale, zp = affine_params(np.array([0.0]), np.array([0.0]), IntFormat(8, True), True)
+    scale, _zp = affine_params(np.array([0.0]), np.array([0.0]), IntFormat(8, True), True)
     assert scale[0] > 0 and np.isfinite(scale[0])
 
 

@@ -71,7 +71,7 @@ def test_weight_mse_never_worse_than_minmax():
         e[m] = np.sum((qw.dequantized() - w) ** 2, axis=1)
     assert np.all(e["mse"] <= e["minmax"] + 1e-9)
     assert e["mse"].sum() < e["minmax"].sum()
-    lo, hi = weight_range(w, fmt, True, "minmax")
+    _lo, hi = weight_range(w, fmt, True, "minmax")
     np.testing.assert_allclose(hi, w.max(1))
 
 

@@ -25,7 +25,7 @@ def test_every_model_builds_and_runs(name):
     entry = zoo.ZOO[name]
     model = zoo.build(name)
     assert not model.training
-    shape = (2,) + entry.input_shape[1:] if entry.input_shape[-1] <= 32 else entry.input_shape
+    shape = (2, *entry.input_shape[1:]) if entry.input_shape[-1] <= 32 else entry.input_shape
     out = _forward(model, shape)
     assert out.shape == (shape[0], entry.num_classes)
     assert torch.isfinite(out).all()
@@ -139,7 +139,7 @@ def test_bad_weights_raise_faaq_error(tmp_path):
     wide = zoo.build("resnet20-cifar10").state_dict()
     wide["linear.weight"] = torch.zeros(100, 64)
     torch.save(wide, other)
-    with pytest.raises(FaaqError, match="wrong shape.*linear.weight"):
+    with pytest.raises(FaaqError, match=r"wrong shape.*linear\.weight"):
         zoo.build("resnet20-cifar10", weights=other)
     with pytest.raises(FaaqError, match="unknown zoo model"):
         zoo.build("resnet21-cifar10")
@@ -169,15 +169,15 @@ def test_export_fixed_batch_and_failure_leaves_nothing(tmp_path):
     assert data.model_preset(onnx.load(out)) == "digits"  # zoo exports record their preset
     with pytest.raises(FaaqError, match="batch"):
         zoo.export("digits-cnn", tmp_path / "bad.onnx", batch=0)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="channels"):  # torch refuses the wrong input
         zoo.export_module(zoo.DigitsCNN().eval(), torch.zeros(1, 3, 8, 8), tmp_path / "bad2.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
 
 
 def test_digits_cnn_is_accurate_and_deterministic():
-    model, (x_tr, y_tr), (x_te, y_te) = zoo.train_digits_cnn(seed=0)
+    model, (x_tr, _y_tr), (x_te, y_te) = zoo.train_digits_cnn(seed=0)
     assert x_tr.dtype == np.float32 and x_tr.shape[1:] == (1, 8, 8)
-    assert 0.0 <= x_tr.min() and x_tr.max() <= 1.0
+    assert x_tr.min() >= 0.0 and x_tr.max() <= 1.0
     assert abs(len(x_te) / (len(x_tr) + len(x_te)) - 1 / 3) < 0.01
     assert set(np.bincount(y_te)) <= set(range(55, 63))  # stratified: ~60 per class
     with torch.no_grad():
