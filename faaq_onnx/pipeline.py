@@ -224,12 +224,62 @@ def quantize(
     is used everywhere. With `output` the model is written atomically there (never
     over the input), and only once every promise of the budget holds on it.
     """
-    from faaq_onnx.guarantees import enforce_budget
-
     config = config or QuantConfig()
     config.ep = ep or config.ep
     config.latency_batch = latency_batch or config.latency_batch
-    ep, latency_batch = config.ep, config.latency_batch
+    budget = _checked_request(model_path, output, plan, budget, labeled, config)
+    cands = (
+        parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
+    )
+    if budget is not None and config.ray_address:  # a dead address fails now, not after calibration
+        from faaq_onnx.runtime.workers import check_ray_address
+
+        check_ray_address(config.ray_address)
+    # load ─► canonicalize ─► discover groups ─► calibrate
+    opset = _target_opset(plan, cands, config)
+    comp = Compilation(model_path, calib, config, target_opset=opset, floor=budget)
+    check_labeled = None
+    if budget is not None and budget.kind == "max-drop":  # choose with one part, check on the other
+        from faaq_onnx.guarantees import split_labeled
+
+        labeled, check_labeled = split_labeled(labeled, config.seed)
+    # optimize weights (rounding of the plans sensitivity measures or that ship)
+    comp.optimize_rounding(rounding_plans(comp, plan, cands))
+    if budget is not None:
+        assert cands is not None  # parsed above whenever there is a budget
+        # sensitivity ─► allocate ─► re-round the allocated plan
+        plan = _allocated_plan(comp, budget, cands, metric, allocator, cache_dir, labeled)
+    elif plan is None:
+        plan = comp.uniform(config.scheme)
+    # emit QDQ ─► verify (─► every promise of the budget checked on the emitted model)
+    result = comp.emit(plan)
+    if budget is not None:
+        from faaq_onnx.guarantees import enforce_budget
+
+        result = enforce_budget(
+            comp,
+            result,
+            budget,
+            metric,
+            allocator,
+            labeled,
+            config.ep,
+            config.latency_batch,
+            check_labeled=check_labeled,
+            output=output,
+        )
+        result.report["sensitivity"].update(
+            {"metric": metric, "allocator": allocator, "budget": str(budget)}
+        )
+    if output is not None:
+        write_result(result, output)
+    return result
+
+
+def _checked_request(
+    model_path, output, plan: BitPlan | None, budget, labeled, config: QuantConfig
+) -> Budget | None:
+    """The budget, parsed, once the request holds together (refused in one line if not)."""
     if output is not None and Path(output).resolve() == Path(model_path).resolve():
         raise FaaqError(
             "the output path is the input model: choose another -o, the input is never overwritten"
@@ -243,65 +293,44 @@ def quantize(
     budget = Budget.parse(budget) if isinstance(budget, str) else budget
     if budget is not None and budget.kind == "max-drop" and labeled is None:
         raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
-    cands = (
-        parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
-    )
-    if budget is not None and config.ray_address:  # a dead address fails now, not after calibration
-        from faaq_onnx.runtime.workers import check_ray_address
+    return budget
 
-        check_ray_address(config.ray_address)
+
+def _target_opset(plan: BitPlan | None, cands: list[Candidate] | None, config: QuantConfig) -> int:
+    """The opset the canonical model needs for whatever may be emitted from it."""
     if plan is not None:
-        opset = needed_opset(plan, config, config.int2)
-    elif cands is not None:
-        opset = needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2)
-    else:
-        opset = needed_opset(BitPlan({"_": config.scheme}), config, config.int2)
-    comp = Compilation(model_path, calib, config, target_opset=opset, floor=budget)
-    check_labeled = None
-    if budget is not None and budget.kind == "max-drop":  # choose with one part, check on the other
-        from faaq_onnx.guarantees import split_labeled
+        return needed_opset(plan, config, config.int2)
+    if cands is not None:
+        return needed_opset(BitPlan({str(c): c for c in cands}), config, config.int2)
+    return needed_opset(BitPlan({"_": config.scheme}), config, config.int2)
 
-        labeled, check_labeled = split_labeled(labeled, config.seed)
-    comp.optimize_rounding(rounding_plans(comp, plan, cands))
-    if budget is not None:
-        # FIT needs one forward/backward per sample for all groups at once; SQNR and KL
-        # one probe run per group x candidate
-        metrics = ("fit",) if metric == "fit" else ("sqnr", "kl")
-        assert cands is not None  # parsed above whenever there is a budget
-        comp.sensitivity(cands, metrics, cache_dir)
-        if budget.kind in LATENCY:
-            comp.latency_table(ep, latency_batch, cache_dir)
-        try:
-            alloc = comp.allocate(budget, metric, allocator, labeled)
-            plan = alloc.plan
-            plan.meta.setdefault("objective", alloc.objective)
-        except FaaqError:
-            if not budget.is_floor:
-                raise
-            # the probe says no plan meets the floor: let the emitted model have the last word
-            from faaq_onnx.guarantees import _extreme_plan
 
-            plan = _extreme_plan(comp, budget)
-        comp.reround(plan)
-    elif plan is None:
-        plan = comp.uniform(config.scheme)
-    result = comp.emit(plan)
-    if budget is not None:
-        result = enforce_budget(
-            comp,
-            result,
-            budget,
-            metric,
-            allocator,
-            labeled,
-            ep,
-            latency_batch,
-            check_labeled=check_labeled,
-            output=output,
-        )
-        result.report["sensitivity"].update(
-            {"metric": metric, "allocator": allocator, "budget": str(budget)}
-        )
-    if output is not None:
-        write_result(result, output)
-    return result
+def _allocated_plan(
+    comp: Compilation,
+    budget: Budget,
+    cands: list[Candidate],
+    metric: str,
+    allocator: str,
+    cache_dir,
+    labeled,
+) -> BitPlan:
+    """Sensitivity, (latency,) allocation under `budget`, then the plan's own re-round."""
+    # FIT needs one forward/backward per sample for all groups at once; SQNR and KL
+    # one probe run per group x candidate
+    metrics = ("fit",) if metric == "fit" else ("sqnr", "kl")
+    comp.sensitivity(cands, metrics, cache_dir)
+    if budget.kind in LATENCY:
+        comp.latency_table(comp.config.ep, comp.config.latency_batch, cache_dir)
+    try:
+        alloc = comp.allocate(budget, metric, allocator, labeled)
+        plan = alloc.plan
+        plan.meta.setdefault("objective", alloc.objective)
+    except FaaqError:
+        if not budget.is_floor:
+            raise
+        # the probe says no plan meets the floor: let the emitted model have the last word
+        from faaq_onnx.guarantees import _extreme_plan
+
+        plan = _extreme_plan(comp, budget)
+    comp.reround(plan)
+    return plan
