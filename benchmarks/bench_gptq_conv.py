@@ -91,7 +91,11 @@ def quantize_row(
         "model": out,
         "wall_s": round(wall, 1),
         "gptq_s": rounding.get("seconds"),
-        "inputs_s": round(sum(u.get("inputs_s", 0.0) for u in units), 1) if units else None,
+        "inputs_s": (
+            round(rounding.get("inputs_s", 0.0) + sum(u.get("inputs_s", 0.0) for u in units), 1)
+            if units
+            else None
+        ),
         "hessian_s": round(sum(u.get("hessian_s", 0.0) for u in units), 1) if units else None,
         "units": len(units),
         "act_order": units[0].get("act_order") if units else None,

@@ -26,6 +26,7 @@ import onnx
 from onnx import helper
 
 CHUNK_ELEMENTS = 1 << 22  # patches built at once (32 MB of float64), whole samples at a time
+MIN_ROWS = 4096  # patches a capped HessianSum keeps per batch, at least
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,32 @@ class LinearForm:
             return a.reshape(g, s[0] // g, -1, n).transpose(0, 1, 3, 2).reshape(s)
         return a[0].T if self.trans_w else a[0]
 
-    def patches(self, x: np.ndarray) -> np.ndarray:
-        """The vectors the weight multiplies, for one batch of the op's data input: (G, M, K) float64."""
+    def patches(
+        self, x: np.ndarray, max_rows: int | None = None, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """The vectors the weight multiplies, for one batch of the op's data input: (G, M, K) float64.
+        With max_rows, at most that many of them, drawn uniformly without replacement (for a Conv
+        the output positions are drawn before any patch is copied)."""
         x = np.asarray(x)
         g, k, _ = self.gkn
+        rng = rng if rng is not None else np.random.default_rng(0)
         if not self.conv:
             if self.trans_x:  # Gemm transA=1: A is (K, M); MatMul W @ X: X is (..., K, M)
                 x = np.swapaxes(x, -1, -2)
-            return np.ascontiguousarray(x.reshape(1, -1, k), dtype=np.float64)
+            rows = x.reshape(-1, k)
+            if max_rows is not None and len(rows) > max_rows:
+                rows = rows[np.sort(rng.choice(len(rows), max_rows, replace=False))]
+            return np.ascontiguousarray(rows[None], dtype=np.float64)
         win = conv_windows(x, self)  # (B, C, *out, *kernel)
         nd = len(self.kernel)
         b, c = win.shape[:2]
         out = win.shape[2 : 2 + nd]
+        m = b * int(np.prod(out))
+        if max_rows is not None and m > max_rows:
+            at = np.unravel_index(np.sort(rng.choice(m, max_rows, replace=False)), (b, *out))
+            picked = win[(at[0], slice(None), *at[1:])]  # (M', C, *kernel): only the drawn patches
+            picked = picked.reshape(len(at[0]), g, c // g, *self.kernel).swapaxes(0, 1)
+            return np.ascontiguousarray(picked, dtype=np.float64).reshape(g, -1, k)
         win = win.reshape(b, g, c // g, *out, *self.kernel)
         order = (
             1,
@@ -220,21 +235,30 @@ def gram(p: np.ndarray) -> np.ndarray:
 
 
 class HessianSum:
-    """Σ x xᵀ over every patch of every batch added, per group, in float64."""
+    """Σ x xᵀ over the patches of every batch added, per group, in float64.
 
-    def __init__(self, form: LinearForm) -> None:
+    With rows_per_k, each add() keeps at most max(MIN_ROWS, rows_per_k · K) patches of its
+    batch, drawn at random: a feature map gives far more patches than a K x K Hessian
+    needs (256 images of 112 x 112 give 3.2 M rows), and building and summing them all
+    was most of GPTQ's cost on EfficientNet-Lite0. None keeps every patch."""
+
+    def __init__(self, form: LinearForm, rows_per_k: int | None = None, seed: int = 0) -> None:
         g, k, _ = form.gkn
         self.form = form
         self.sum = np.zeros((g, k, k))
         self.rows = 0  # patches per group
+        self.max_rows = None if rows_per_k is None else max(MIN_ROWS, rows_per_k * k)
+        self.rng = np.random.default_rng(seed)
 
     def add(self, x: np.ndarray) -> None:
         x = np.asarray(x)
         if x.ndim < 2:
             x = x[None]
         step = self.form.samples_per_chunk(x)
+        chunks = -(-len(x) // step) if x.ndim >= 2 and len(x) else 1
+        cap = None if self.max_rows is None else -(-self.max_rows // chunks)
         for s in range(0, len(x), step):
-            p = self.form.patches(x[s : s + step])
+            p = self.form.patches(x[s : s + step], cap, self.rng)
             self.sum += gram(p)
             self.rows += p.shape[1]
 

@@ -19,6 +19,7 @@ from faaq_onnx.analysis.probe import root_tensors
 from faaq_onnx.config import OPTIMIZE_INPUTS
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.interpreter import TorchGraph, UnsupportedOp, check_nodes
+from faaq_onnx.optimize.gptq_layers import gptq_layers
 from faaq_onnx.optimize.reconstruct import (
     LearnedActQuant,
     ReconSettings,
@@ -71,12 +72,12 @@ def optimize_rounding(
     bar = tqdm(
         units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False
     )
+    if mode == "gptq":
+        report["units"], report["inputs_s"] = gptq_layers(comp, units, data, plan, wbits, inputs)
+        report["seconds"] = round(time.perf_counter() - t_all, 2)
+        return report
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
-        if mode == "gptq":
-            report["units"].append(_gptq_unit(comp, unit, data, plan, wbits, inputs))
-            report["units"][-1]["seconds"] = round(time.perf_counter() - t0, 2)
-            continue
         try:
             graph = TorchGraph(unit_model(proto, unit))
         except UnsupportedOp as exc:
@@ -166,50 +167,6 @@ def _check_units(proto, units, mode: str) -> None:
             f"--optimize {mode} runs its units in the torch interpreter, which cannot run "
             f"this model: {exc}"
         ) from None
-
-
-def _gptq_unit(comp, unit, data, plan, wbits, inputs) -> dict:
-    """GPTQ for the weights of one layer unit (Conv, ConvTranspose, Gemm, MatMul): the input
-    Hessian is summed batch by batch as ORT produces the layer's input, then each weight is
-    rounded on the weight cache's grid. mse_nearest / mse: the layer's mean squared output
-    error (x · ΔW, bias and clamp left out) over the same inputs, round-to-nearest and GPTQ."""
-    from faaq_onnx.optimize import gptq as gptq_mod
-    from faaq_onnx.optimize.hessian import HessianSum, linear_form
-
-    node = next(n for n in comp.float_proto.graph.node if n.name == unit.nodes[0])
-    out = {"unit": unit.name, "op": node.op_type, "weights": [], "mse_nearest": 0.0, "mse": 0.0}
-    for w in unit.weights:
-        if wbits[w] >= 8:
-            continue
-        w_float = np.asarray(comp.weights.float_weight(w), np.float64)
-        index = list(node.input).index(w)
-        form = linear_form(node, index, w_float.shape)
-        if isinstance(form, str):
-            out.setdefault("skipped", {})[w] = form
-            continue
-        x_name = node.input[1 - index] if node.op_type == "MatMul" else node.input[0]
-        hs, batches = HessianSum(form), data.unit_input_batches(x_name, plan.choices, inputs)
-        t_in = t_h = 0.0
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            t1 = time.perf_counter()
-            if batch is None:
-                break
-            hs.add(batch)
-            t_in, t_h = t_in + t1 - t0, t_h + time.perf_counter() - t1
-        out["inputs_s"] = round(out.get("inputs_s", 0.0) + t_in, 2)  # ORT producing the layer input
-        out["hessian_s"] = round(out.get("hessian_s", 0.0) + t_h, 2)  # patches and their sums
-        rtn = comp.weights.get(w, wbits[w])
-        qw = gptq_mod.gptq_weight(
-            form, w_float, hs.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range
-        )
-        comp.weights.put(w, wbits[w], qw)
-        out["weights"].append(w)
-        out["act_order"] = gptq_mod.ACT_ORDER
-        out["mse_nearest"] += hs.output_error(rtn.dequantized() - w_float)
-        out["mse"] += hs.output_error(qw.dequantized() - w_float)
-    return out
 
 
 def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:

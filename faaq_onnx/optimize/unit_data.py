@@ -18,9 +18,10 @@ import numpy as np
 import onnx
 
 from faaq_onnx.analysis.calibrate import tap_model
-from faaq_onnx.analysis.probe import build_probe
+from faaq_onnx.analysis.probe import build_probe, param_name
 from faaq_onnx.runtime.probe_session import ProbeSession
 from faaq_onnx.runtime.runner import run_all
+from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
 MAX_TENSOR_BYTES = 1_000_000_000  # per tapped tensor, all samples together
@@ -50,6 +51,18 @@ class UnitData:
         outs = dict(zip(computed, outs))
         return {n: (np.asarray(self.inputs[n]) if n in self.inputs else outs[n]) for n in names}
 
+    def float_batches(self, names: list[str]):
+        """The float model's values of `names`, one batch of samples at a time ({name: array}):
+        one pass gives every layer its float inputs at once."""
+        n = len(next(iter(self.inputs.values())))
+        computed = [x for x in names if x not in self.inputs]
+        for s in range(0, n, self.batch_size):
+            chunk = {k: v[s : s + self.batch_size] for k, v in self.inputs.items()}
+            outs = run_all(self.float_session, chunk, self.batch_size, computed) if computed else []
+            values = dict(zip(computed, outs))
+            values.update({x: chunk[x] for x in names if x in chunk})
+            yield values
+
     def unit_inputs(self, names: list[str], choices, mode: str) -> dict[str, np.ndarray]:
         """The values of `names` a unit is reconstructed from, in one of config.OPTIMIZE_INPUTS."""
         if mode == "float":
@@ -59,23 +72,30 @@ class UnitData:
     def unit_input_batches(self, name: str, choices, mode: str):
         """`name` as unit_inputs gives it, one batch of samples at a time (only one batch is
         held: GPTQ needs sums over the samples, never all of them at once)."""
-        n = len(next(iter(self.inputs.values())))
-        step = self.batch_size
-        if mode != "float":
-            weights, acts = self.comp.feeds.feeds(choices)
-            acts = acts if mode in ("quantized", "mixed") else None
+        if mode == "float":
+            yield from (values[name] for values in self.float_batches([name]))
+            return
+        weights, acts = self.comp.feeds.feeds(choices)
+        acts = acts if mode in ("quantized", "mixed") else None
+        n, step = len(next(iter(self.inputs.values()))), self.batch_size
         for s in range(0, n, step):
             chunk = {k: v[s : s + step] for k, v in self.inputs.items()}
-            if mode == "float":
-                yield (
-                    chunk[name]
-                    if name in chunk
-                    else run_all(self.float_session, chunk, step, [name])[0]
-                )
-            else:
-                yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[
-                    0
-                ]
+            yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[0]
+
+    def sequential_inputs(self, choices, mode: str):
+        """A function giving `name` as unit_inputs would, for every sample, to a caller that asks
+        for layer inputs in graph order and rounds each layer before asking past it: each call
+        runs only the part of the model after the previous one (runtime.segments)."""
+        run = SegmentedRun(self.probe.probe, self.inputs, self.batch_size)
+        with_acts = mode in ("quantized", "mixed")
+
+        def get(name: str) -> np.ndarray:
+            weights, acts = self.comp.feeds.feeds(choices)
+            feeds = {**self.probe.defaults, **weights}
+            feeds.update({param_name(a): p for a, p in (acts if with_acts else {}).items()})
+            return run.get(self.probe_name[name], feeds)
+
+        return get
 
     def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
         """What one unit is reconstructed from: its inputs in `mode`, the float model's values of

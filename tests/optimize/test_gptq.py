@@ -360,6 +360,56 @@ def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
         assert not np.array_equal(whole, data.float_tensors(["dw.r"])["dw.r"])
 
 
+@pytest.mark.parametrize("mode", ["quantized", "weights"])
+def test_sequential_inputs_follow_the_weights_rounded_so_far(conv_model, mode):
+    """Layer inputs taken in graph order, each layer rounded (its cache entry replaced) before
+    the next is asked for, are the probe's from the model's input with the weights of that
+    moment: the segments run after a layer see its new weights."""
+    from faaq_onnx.optimize.unit_data import UnitData
+    from faaq_onnx.pipeline import Compilation
+
+    comp = Compilation(
+        conv_model,
+        {"input": smooth_images(40)},
+        QuantConfig(progress=False, scheme="w4a8"),
+        target_opset=21,
+    )
+    plan = comp.uniform("w4a8")
+    data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
+    layer_input = data.sequential_inputs(plan.choices, mode)
+    for name, weight in (("conv1.r", "conv1.w"), ("dw.r", "dw.w")):
+        old = comp.weights.get(weight, 4)
+        comp.weights.put(weight, 4, old.with_codes(np.zeros_like(old.q), "test"))
+        got = layer_input(name)
+        np.testing.assert_allclose(
+            got, data.unit_inputs([name], plan.choices, mode)[name], rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_capped_hessian_sums_a_random_subset_of_the_patches(group):
+    """A capped HessianSum keeps at most max(MIN_ROWS, rows_per_k · K) patches per batch, each
+    one of the full im2col's rows (same position in every group), and its H stays close."""
+    x = smooth_images(12, 8, size=20)
+    form = linear_form(conv_node(8, 8, group, 1, [1, 1, 1, 1]), 1, (8, 8 // group, 3, 3))
+    full = form.patches(x)  # (G, 12 * 400, K)
+    some = form.patches(x, max_rows=300, rng=np.random.default_rng(0))
+    assert some.shape == (group, 300, full.shape[2])
+    rows = {tuple(r) for r in full.reshape(-1, full.shape[2]).round(6)}
+    assert all(tuple(r) in rows for r in some.reshape(-1, full.shape[2]).round(6))
+    if group > 1:  # the same positions in every group: group 0's rows fix the others'
+        where = [np.nonzero((full[0] == r).all(1))[0][0] for r in some[0]]
+        np.testing.assert_array_equal(full[1][where], some[1])
+    capped, exact = HessianSum(form, rows_per_k=1), HessianSum(form)
+    capped.max_rows = 1500
+    for hs in (capped, exact):
+        for s in range(0, 12, 4):
+            hs.add(x[s : s + 4])
+    assert capped.rows == 3 * 1500 < exact.rows == 12 * 400
+    rel = np.linalg.norm(capped.h - exact.h) / np.linalg.norm(exact.h)
+    assert rel < 0.1
+
+
 def test_act_order_is_natural_order_on_rows_sorted_by_hessian_diagonal():
     """act_order=True is GPTQ on the rows sorted by decreasing diag(H), put back in place."""
     rng = np.random.default_rng(2)

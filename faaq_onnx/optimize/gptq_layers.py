@@ -1,0 +1,163 @@
+"""GPTQ over a plan's layers: where each layer's Hessian comes from, and what it cost.
+
+With `quantized` (or `weights`/`mixed`) inputs a layer's Hessian is summed over what the
+quantized model feeds it, every layer upstream already rounded: ORT runs, for each layer,
+only the part of the probe between the previous layer's input and this one's
+(runtime.segments), so all layers together cost about one pass of the model. With `float` inputs every layer's input
+comes from the float model, so one streamed pass of it gives every Hessian at once (in
+waves whose Hessians fit WAVE_BYTES). Either way a Hessian is summed batch by batch over
+at most ROWS_PER_K · K sampled patches per batch (optimize.hessian.HessianSum).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faaq_onnx.optimize import gptq as gptq_mod
+from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
+
+ROWS_PER_K = 32  # patches kept per batch, per Hessian row (HessianSum.rows_per_k)
+WAVE_BYTES = 1 << 30  # float64 Hessians summed in one float pass
+
+
+@dataclass
+class LayerWeight:
+    """One weight GPTQ rounds: its op's linear form and the tensor the weight multiplies."""
+
+    name: str
+    form: LinearForm
+    x_name: str
+    hessian: HessianSum | None = None
+
+
+@dataclass
+class LayerJob:
+    unit: object
+    node_op: str
+    weights: list[LayerWeight] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    hessian_s: float = 0.0  # building and summing this layer's patches
+
+    @property
+    def hessian_bytes(self) -> int:
+        return sum(8 * int(np.prod(w.form.gkn[:2])) * w.form.gkn[1] for w in self.weights)
+
+
+def gptq_layers(comp, units, data, plan, wbits, inputs: str) -> tuple[list[dict], float]:
+    """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
+    producing layer inputs when those come from one shared float pass, else 0)."""
+    jobs = [_job(comp, u, wbits) for u in units]
+    if inputs != "float":
+        layer_input = data.sequential_inputs(plan.choices, inputs)
+        return [_sequential(comp, job, layer_input, wbits) for job in jobs], 0.0
+    reports, shared_s = [], 0.0
+    for wave in _waves(jobs):
+        shared_s += _sum_from_float(wave, data)
+        reports += [_round(comp, job, wbits, {}) for job in wave]
+    return reports, round(shared_s, 2)
+
+
+def _job(comp, unit, wbits) -> LayerJob:
+    node = next(n for n in comp.float_proto.graph.node if n.name == unit.nodes[0])
+    job = LayerJob(unit, node.op_type)
+    for w in unit.weights:
+        if wbits[w] >= 8:
+            continue
+        index = list(node.input).index(w)
+        form = linear_form(node, index, np.shape(comp.weights.float_weight(w)))
+        if isinstance(form, str):
+            job.skipped[w] = form
+            continue
+        x_name = node.input[1 - index] if node.op_type == "MatMul" else node.input[0]
+        job.weights.append(LayerWeight(w, form, x_name))
+    return job
+
+
+def _waves(jobs: list[LayerJob]) -> list[list[LayerJob]]:
+    waves: list[list[LayerJob]] = [[]]
+    held = 0
+    for job in jobs:
+        if waves[-1] and held + job.hessian_bytes > WAVE_BYTES:
+            waves.append([])
+            held = 0
+        waves[-1].append(job)
+        held += job.hessian_bytes
+    return [w for w in waves if w]
+
+
+def _sum_from_float(wave: list[LayerJob], data) -> float:
+    """Sum every Hessian of `wave` over one streamed pass of the float model; ORT's seconds."""
+    lws = [lw for job in wave for lw in job.weights]
+    for i, lw in enumerate(lws):
+        lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
+    names = sorted({lw.x_name for lw in lws})
+    if not names:
+        return 0.0
+    batches = data.float_batches(names)
+    ort_s = 0.0
+    while True:
+        t0 = time.perf_counter()
+        values = next(batches, None)
+        ort_s += time.perf_counter() - t0
+        if values is None:
+            break
+        for job in wave:
+            t1 = time.perf_counter()
+            for lw in job.weights:
+                lw.hessian.add(values[lw.x_name])
+            job.hessian_s += time.perf_counter() - t1
+    return ort_s
+
+
+def _sequential(comp, job: LayerJob, layer_input, wbits, batch: int = 32) -> dict:
+    """One layer's Hessians from what the model with every upstream layer rounded feeds it
+    (layer_input: UnitData.sequential_inputs), summed batch by batch."""
+    t_in = 0.0
+    for i, lw in enumerate(job.weights):
+        lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
+        t0 = time.perf_counter()
+        x = layer_input(lw.x_name)
+        t1 = time.perf_counter()
+        t_in += t1 - t0
+        whole = lw.form.trans_x and x.ndim == 2  # (K, M): axis 0 is not the samples
+        for s in range(0, 1 if whole else len(x), batch):
+            lw.hessian.add(x if whole else x[s : s + batch])
+        job.hessian_s += time.perf_counter() - t1
+    return _round(comp, job, wbits, {"inputs_s": round(t_in, 2)})
+
+
+def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
+    """GPTQ each weight of `job` on the weight cache's grid and store it there. mse_nearest /
+    mse: the layer's mean squared output error (x · ΔW, bias and clamp left out) over the
+    sampled patches, round-to-nearest and GPTQ."""
+    t0 = time.perf_counter()
+    out = {
+        "unit": job.unit.name,
+        "op": job.node_op,
+        "weights": [],
+        "mse_nearest": 0.0,
+        "mse": 0.0,
+        **extra,
+        "hessian_s": round(job.hessian_s, 2),
+    }
+    if job.skipped:
+        out["skipped"] = dict(job.skipped)
+    for lw in job.weights:
+        w_float = np.asarray(comp.weights.float_weight(lw.name), np.float64)
+        rtn = comp.weights.get(lw.name, wbits[lw.name])
+        h = lw.hessian
+        qw = gptq_mod.gptq_weight(
+            lw.form, w_float, h.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range
+        )
+        comp.weights.put(lw.name, wbits[lw.name], qw)
+        out["weights"].append(lw.name)
+        out["mse_nearest"] += h.output_error(rtn.dequantized() - w_float)
+        out["mse"] += h.output_error(qw.dequantized() - w_float)
+        lw.hessian = None  # the wave's memory goes back as each layer is rounded
+    out["act_order"] = gptq_mod.ACT_ORDER
+    out["rounding_s"] = round(time.perf_counter() - t0, 2)
+    out["seconds"] = round(out.get("inputs_s", 0.0) + job.hessian_s + out["rounding_s"], 2)
+    return out
