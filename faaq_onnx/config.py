@@ -46,7 +46,7 @@ class Candidate:
         return self.w == FLOAT and self.a == FLOAT
 
     @classmethod
-    def parse(cls, text: str) -> "Candidate":
+    def parse(cls, text: str) -> Candidate:
         t = text.strip().lower()
         if t in ("float", "fp32", "f32"):
             return cls(FLOAT, FLOAT)

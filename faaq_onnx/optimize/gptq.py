@@ -113,7 +113,7 @@ def _dynamic_blocks(where: np.ndarray) -> np.ndarray | None:
     offset = where - where[:, :, :1]
     if not np.all(offset == offset[:, :1, :]):
         return None
-    groups_of = {}
+    groups_of: dict[int, int] = {}
     for g, row in enumerate(ids):
         for b in np.unique(row):
             if groups_of.setdefault(int(b), g) != g:

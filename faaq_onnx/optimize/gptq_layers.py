@@ -18,6 +18,7 @@ import numpy as np
 
 from faaq_onnx.optimize import gptq as gptq_mod
 from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
+from faaq_onnx.optimize.units import Unit
 
 ROWS_PER_K = 32  # patches kept per batch, per Hessian row (HessianSum.rows_per_k)
 WAVE_BYTES = 1 << 30  # float64 Hessians summed in one float pass
@@ -35,7 +36,7 @@ class LayerWeight:
 
 @dataclass
 class LayerJob:
-    unit: object
+    unit: Unit
     node_op: str
     weights: list[LayerWeight] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -91,8 +92,9 @@ def _waves(jobs: list[LayerJob]) -> list[list[LayerJob]]:
 def _sum_from_float(wave: list[LayerJob], data) -> float:
     """Sum every Hessian of `wave` over one streamed pass of the float model; ORT's seconds."""
     lws = [lw for job in wave for lw in job.weights]
-    for i, lw in enumerate(lws):
-        lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
+    sums = {id(lw): HessianSum(lw.form, ROWS_PER_K, seed=i) for i, lw in enumerate(lws)}
+    for lw in lws:
+        lw.hessian = sums[id(lw)]
     names = sorted({lw.x_name for lw in lws})
     if not names:
         return 0.0
@@ -107,7 +109,7 @@ def _sum_from_float(wave: list[LayerJob], data) -> float:
         for job in wave:
             t1 = time.perf_counter()
             for lw in job.weights:
-                lw.hessian.add(values[lw.x_name])
+                sums[id(lw)].add(values[lw.x_name])
             job.hessian_s += time.perf_counter() - t1
     return ort_s
 
@@ -117,14 +119,14 @@ def _sequential(comp, job: LayerJob, layer_input, wbits, batch: int = 32) -> dic
     (layer_input: UnitData.sequential_inputs), summed batch by batch."""
     t_in = 0.0
     for i, lw in enumerate(job.weights):
-        lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
+        hs = lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
         t0 = time.perf_counter()
         x = layer_input(lw.x_name)
         t1 = time.perf_counter()
         t_in += t1 - t0
         whole = lw.form.trans_x and x.ndim == 2  # (K, M): axis 0 is not the samples
         for s in range(0, 1 if whole else len(x), batch):
-            lw.hessian.add(x if whole else x[s : s + batch])
+            hs.add(x if whole else x[s : s + batch])
         job.hessian_s += time.perf_counter() - t1
     return _round(comp, job, wbits, {"inputs_s": round(t_in, 2)})
 
@@ -149,6 +151,7 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         w_float = np.asarray(comp.weights.float_weight(lw.name), np.float64)
         rtn = comp.weights.get(lw.name, wbits[lw.name])
         h = lw.hessian
+        assert h is not None, "every weight's Hessian is summed before it is rounded"
         qw = gptq_mod.gptq_weight(
             lw.form, w_float, h.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range
         )

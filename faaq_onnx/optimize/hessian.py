@@ -68,7 +68,7 @@ class LinearForm:
         return (w.T if self.trans_w else w)[None]
 
     def from_gkn(self, a: np.ndarray) -> np.ndarray:
-        g, k, n = self.gkn
+        g, _, n = self.gkn
         s = self.weight_shape
         if self.op == "Conv":
             return a.transpose(0, 2, 1).reshape(s)
@@ -99,7 +99,8 @@ class LinearForm:
         m = b * int(np.prod(out))
         if max_rows is not None and m > max_rows:
             at = np.unravel_index(np.sort(rng.choice(m, max_rows, replace=False)), (b, *out))
-            picked = win[(at[0], slice(None), *at[1:])]  # (M', C, *kernel): only the drawn patches
+            drawn: tuple = (at[0], slice(None), *at[1:])
+            picked = win[drawn]  # (M', C, *kernel): only the drawn patches are copied
             picked = picked.reshape(len(at[0]), g, c // g, *self.kernel).swapaxes(0, 1)
             return np.ascontiguousarray(picked, dtype=np.float64).reshape(g, -1, k)
         win = win.reshape(b, g, c // g, *out, *self.kernel)
@@ -185,7 +186,9 @@ def conv_windows(x: np.ndarray, form: LinearForm) -> np.ndarray:
         up = np.zeros(
             x.shape[:2] + tuple((n - 1) * s + 1 for n, s in zip(spatial, form.strides)), x.dtype
         )
-        up[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in form.strides)] = x
+        every = (slice(None), slice(None), *(slice(None, None, s) for s in form.strides))
+        up[every] = x
+        assert form.pads is not None  # linear_form resolves a ConvTranspose's pads
         span = [d * (k - 1) for k, d in zip(form.kernel, form.dilations)]
         begin = [sp - p for sp, p in zip(span, form.pads[:nd])]
         end = [sp - p + op for sp, p, op in zip(span, form.pads[nd:], form.output_padding)]
@@ -208,7 +211,8 @@ def _same_pads(spatial, form: LinearForm) -> tuple[int, ...]:
 def _pad(x: np.ndarray, begin, end) -> np.ndarray:
     """Zero padding on the spatial axes; negative amounts crop."""
     crop = tuple(slice(max(-b, 0), n - max(-e, 0)) for n, b, e in zip(x.shape[2:], begin, end))
-    x = x[(slice(None), slice(None)) + crop]
+    inside = (slice(None), slice(None), *crop)
+    x = x[inside]
     widths = [(0, 0), (0, 0)] + [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     return np.pad(x, widths) if any(w != (0, 0) for w in widths) else x
 
@@ -217,11 +221,13 @@ def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
     nd = len(kernel)
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     v = np.lib.stride_tricks.sliding_window_view(x, span, axis=tuple(range(2, 2 + nd)))
-    return v[
-        (slice(None), slice(None))
-        + tuple(slice(None, None, s) for s in strides)
-        + tuple(slice(None, None, d) for d in dilations)
-    ]
+    steps = (
+        slice(None),
+        slice(None),
+        *(slice(None, None, s) for s in strides),
+        *(slice(None, None, d) for d in dilations),
+    )
+    return v[steps]
 
 
 def gram(p: np.ndarray) -> np.ndarray:

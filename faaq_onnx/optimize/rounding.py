@@ -59,7 +59,7 @@ def optimize_rounding(
         return {"mode": mode, "units": [], "seconds": 0.0, "note": "no weight below 8 bits"}
     if mode != "gptq":
         _check_units(proto, units, mode)
-    tensors = sorted({t for u in units for t in u.inputs + [u.output]})
+    tensors = sorted({t for u in units for t in [*u.inputs, u.output]})
     # GPTQ sums over the samples batch by batch; reconstruction holds every sample of a unit's tensors
     n = (
         min(samples, len(next(iter(comp.inputs.values()))))
@@ -67,7 +67,13 @@ def optimize_rounding(
         else samples_for(proto, tensors, samples, comp)
     )
     data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
-    report = {"mode": mode, "inputs": inputs, "samples": n, "iters": settings.iters, "units": []}
+    report: dict = {
+        "mode": mode,
+        "inputs": inputs,
+        "samples": n,
+        "iters": settings.iters,
+        "units": [],
+    }
     t_all = time.perf_counter()
     bar = tqdm(
         units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False
@@ -116,7 +122,11 @@ def optimize_rounding(
             target,
             unit_settings,
             float_inputs=x_float,
-            progress=(lambda it, loss: bar.set_postfix(unit=unit.name[-24:], loss=f"{loss:.4g}")),
+            progress=(
+                lambda it, loss, unit=unit: bar.set_postfix(
+                    unit=unit.name[-24:], loss=f"{loss:.4g}"
+                )
+            ),
         )
         for w, sw in soft.items():
             comp.weights.put(
@@ -186,7 +196,7 @@ def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:
             if t in produced and t != unit.output:
                 size = int(np.prod(comp.calibration.quantizer_stats(aq).shape or (1,)))
                 acts[t] = LearnedActQuant(scale, zp, fmt.qmin, fmt.qmax, size)
-                acts[t].act_key = (a, abits[a])
+                acts[t].act_key = (a, abits[a])  # type: ignore[attr-defined]  # read back below
     return acts
 
 

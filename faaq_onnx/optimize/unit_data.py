@@ -45,10 +45,10 @@ class UnitData:
         """The float model's values of `names`; graph inputs are the feeds themselves (ORT
         cannot return an input as an output)."""
         computed = [n for n in names if n not in self.inputs]
-        outs = (
+        values = (
             run_all(self.float_session, self.inputs, self.batch_size, computed) if computed else []
         )
-        outs = dict(zip(computed, outs))
+        outs = dict(zip(computed, values))
         return {n: (np.asarray(self.inputs[n]) if n in self.inputs else outs[n]) for n in names}
 
     def float_batches(self, names: list[str]):

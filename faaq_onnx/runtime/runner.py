@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -11,12 +11,21 @@ from tqdm.auto import tqdm
 from faaq_onnx.errors import FaaqError
 
 
-def session_batch_size(session: ort.InferenceSession, wanted: int) -> int:
-    """A model whose inputs have a fixed leading dim can only take that many at once."""
-    for inp in session.get_inputs():
+def session_batch_size(
+    session: ort.InferenceSession, wanted: int, data: Iterable[str] | None = None
+) -> int:
+    """A model whose data inputs (`data`: the inputs fed per sample; None: all of them) have a
+    fixed leading dim can only take that many at once. Inputs fed whole (a probe's weights
+    and quantizer parameters, shape [4]) say nothing about the batch."""
+    for inp in _data_inputs(session, data):
         if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
             return int(inp.shape[0])
     return wanted
+
+
+def _data_inputs(session: ort.InferenceSession, data: Iterable[str] | None) -> list:
+    names = None if data is None else set(data)
+    return [i for i in session.get_inputs() if names is None or i.name in names]
 
 
 def run_batches(
@@ -35,8 +44,8 @@ def run_batches(
     so every sample counts once; fewer than B samples in all is an error that says so.
     """
     n = len(next(iter(inputs.values())))
-    bs = session_batch_size(session, batch_size)
-    fixed = bs != batch_size or _has_fixed_batch(session)
+    bs = session_batch_size(session, batch_size, inputs)
+    fixed = bs != batch_size or _has_fixed_batch(session, inputs)
     if fixed and n < bs:
         raise FaaqError(
             f"the model takes batches of exactly {bs} samples, but only {n} were given: "
@@ -83,10 +92,10 @@ def channel_means(
     return [s / c for s, c in zip(sums, counts) if s is not None]
 
 
-def _has_fixed_batch(session: ort.InferenceSession) -> bool:
+def _has_fixed_batch(session: ort.InferenceSession, data: Iterable[str] | None = None) -> bool:
     return any(
         inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0
-        for inp in session.get_inputs()
+        for inp in _data_inputs(session, data)
     )
 
 

@@ -20,7 +20,7 @@ import onnx
 from onnx import helper
 
 from faaq_onnx.graph import _reads
-from faaq_onnx.runtime.runner import run_batches
+from faaq_onnx.runtime.runner import run_batches, session_batch_size
 from faaq_onnx.runtime.session import make_session
 
 _ELEM = {
@@ -75,10 +75,11 @@ class SegmentedRun:
         extra = {k: v for k, v in (feeds or {}).items() if k in names and k not in cut}
         parts: dict[str, list[np.ndarray]] = {t: [] for t in later}
         sample_axis = dict.fromkeys(later, True)
+        step = session_batch_size(session, self.batch_size, cut)
         for start, outs in run_batches(
             session, {t: self.kept[t] for t in cut}, self.batch_size, later, extra_feeds=extra
         ):
-            rows = min(self.batch_size, self.n - start)
+            rows = min(step, self.n - start)
             for t, v in zip(later, outs):
                 sample_axis[t] &= v.dtype in _ELEM and v.ndim >= 1 and len(v) == rows
                 parts[t].append(v)

@@ -29,3 +29,30 @@ def test_channel_means_over_ragged_and_padded_batches(batch, batch_size):
     np.testing.assert_allclose(got, 2 * x.astype(np.float64).mean((0, 2, 3)), rtol=1e-6)
     (last,) = channel_means(sess, {"x": x}, batch_size, ["y"], axis=3)
     np.testing.assert_allclose(last, 2 * x.astype(np.float64).mean((0, 1, 2)), rtol=1e-6)
+
+
+def test_inputs_fed_whole_do_not_fix_the_batch():
+    """A probe's quantizer parameters (shape [4], fed whole with every batch) are not a batch
+    dimension: the samples run in batches of the size asked, not of 4."""
+    from faaq_onnx.runtime.runner import run_batches
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    p = helper.make_tensor_value_info("p", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    nodes = [
+        helper.make_node("ReduceSum", ["p"], ["s"], keepdims=0),
+        helper.make_node("Add", ["x", "s"], ["y"]),
+    ]
+    m = helper.make_model(
+        helper.make_graph(nodes, "g", [x, p], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    m.ir_version = 10
+    sess = make_session(m)
+    data = np.arange(30, dtype=np.float32).reshape(10, 3)
+    extra = {"p": np.ones(4, np.float32)}
+    starts = [s for s, _ in run_batches(sess, {"x": data}, 8, ["y"], extra_feeds=extra)]
+    assert starts == [0, 8]
+    outs = np.concatenate(
+        [o[0] for _, o in run_batches(sess, {"x": data}, 8, ["y"], extra_feeds=extra)]
+    )
+    np.testing.assert_allclose(outs, data + 4)
