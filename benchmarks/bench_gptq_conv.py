@@ -43,6 +43,9 @@ CIFAR_TESTS = {
 }
 # explicit: the command line's default is --optimize auto (GPTQ below 8 bits) since 1d1819c
 MODES = {
+    "plain": [],  # the plain command: --optimize auto at --effort default
+    "fast": ["--effort", "fast"],
+    "best": ["--effort", "best"],
     "none": ["--optimize", "none"],
     "gptq": ["--optimize", "gptq"],
     "gptq-natural": ["--optimize", "gptq"],
@@ -64,7 +67,8 @@ def quantize_row(
     fp: Path, calib: str, scheme: str, mode: str, work: Path, extra: list[str]
 ) -> dict:
     out, rep = work / "q.onnx", work / "report.json"
-    cmd = faaq_command(mode) + [
+    cmd = [
+        *faaq_command(mode),
         "quantize",
         str(fp),
         "-o",
@@ -82,8 +86,13 @@ def quantize_row(
     ]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    rss_file = work / "rss.txt"
+    timed = (
+        ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)] if Path("/usr/bin/time").exists() else []
+    )
+    subprocess.run(timed + cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
+    peak_mb = round(int(rss_file.read_text().split()[-1]) / 1024) if timed else None
     report = json.loads(rep.read_text())
     rounding = report.get("optimization", {}).get("rounding", {}).get(scheme, {})
     units = rounding.get("units", [])
@@ -91,12 +100,19 @@ def quantize_row(
         "model": out,
         "wall_s": round(wall, 1),
         "gptq_s": rounding.get("seconds"),
+        "rounding_mode": rounding.get("mode"),
+        "peak_rss_mb": peak_mb,
+        "bias_correction_s": report.get("timings_s", {}).get("bias_correction"),
         "inputs_s": (
             round(rounding.get("inputs_s", 0.0) + sum(u.get("inputs_s", 0.0) for u in units), 1)
             if units
             else None
         ),
-        "hessian_s": round(sum(u.get("hessian_s", 0.0) for u in units), 1) if units else None,
+        "hessian_s": (
+            round(sum(u.get("hessian_s", 0.0) for u in units), 1)
+            if units and rounding.get("mode") == "gptq"
+            else None
+        ),
         "units": len(units),
         "act_order": units[0].get("act_order") if units else None,
         "skipped": {w: why for u in units for w, why in u.get("skipped", {}).items()},
@@ -200,7 +216,16 @@ def setup(name: str, ddir: Path, work: Path):
     )
 
 
-ORDER = {"float": 0, "none": 1, "gptq": 2, "gptq-natural": 3, "gptq-act-order": 4}
+ORDER = {
+    "float": 0,
+    "none": 1,
+    "gptq": 2,
+    "gptq-natural": 3,
+    "gptq-act-order": 4,
+    "fast": 5,
+    "plain": 6,
+    "best": 7,
+}
 
 
 def markdown(rows: dict, runs: list) -> str:
@@ -221,8 +246,9 @@ def markdown(rows: dict, runs: list) -> str:
     md += [
         "",
         "| model | scheme | rounding | act-order | top-1 test | top-1 lossless / val1044 | wall s "
-        "| GPTQ s (inputs / Hessians) | layer MSE / RTN's | SQNR dB | kernels | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| rounding s (GPTQ: inputs / Hessians) | bias corr. s | peak RSS MB | layer MSE / RTN's "
+        "| SQNR dB | kernels | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def sort_key(key):
@@ -240,22 +266,31 @@ def markdown(rows: dict, runs: list) -> str:
             else f"- | {100 * accs[0]:.2f}"
         )
         if mode == "float":
-            md.append(f"| {model} | float | - | - | {acc} | - | - | - | - | - | - |")
+            md.append(f"| {model} | float | - | - | {acc} | - | - | - | - | - | - | - | - |")
             continue
         gptq = (
-            f"{r['gptq_s']} ({r.get('inputs_s')} / {r['hessian_s']})"
+            f"{r.get('rounding_mode') or 'gptq'} {r['gptq_s']}"
+            + (
+                f" ({r.get('inputs_s')} / {r['hessian_s']})"
+                if r.get("hessian_s") is not None
+                else ""
+            )
             if r.get("gptq_s") is not None
             else "-"
         )
+        bc = r.get("bias_correction_s")
+        rss = r.get("peak_rss_mb")
         ratio = f"{r['layer_mse_ratio']:.3f}" if r.get("layer_mse_ratio") is not None else "-"
         order = {True: "yes", False: "no"}.get(r.get("act_order"), "-")
         md.append(
-            f"| {model} | {scheme} | {mode} | {order} | {acc} | {r['wall_s']} | {gptq} | {ratio} | "
+            f"| {model} | {scheme} | {mode} | {order} | {acc} | {r['wall_s']} | {gptq} | "
+            f"{'-' if bc is None else round(bc, 1)} | {'-' if rss is None else rss} | {ratio} | "
             f"{r['sqnr_db']:.2f} | {r['kernels']} | {r['loadavg_start']}→{r['loadavg_end']} |"
         )
     md += ["", "A row's faaq command (each row's is in gptq_conv.json):", ""]
     some = next(
-        (r["command"] for r in rows.values() if "--optimize gptq" in r.get("command", "")), None
+        (r["command"] for r in rows.values() if r.get("command", "").endswith("--calib-size all")),
+        None,
     )
     if some:
         md.append(f"    {some}")

@@ -18,7 +18,7 @@ from faaq_onnx.cli.common import (
     seed_option,
     write_json,
 )
-from faaq_onnx.config import OPTIMIZE_INPUTS, Candidate, QuantConfig
+from faaq_onnx.config import EFFORTS, OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 from faaq_onnx.report import budget_line
@@ -154,6 +154,17 @@ def quant_options(f):
             "output channel), and one rounding optimizer: adaround (learned rounding, layer by layer), "
             "brecq (block reconstruction between residual Adds, also learns activation step sizes) or "
             "gptq (Hessian-compensated rounding of Conv, ConvTranspose, Gemm and MatMul weights).",
+        ),
+        click.option(
+            "--effort",
+            type=click.Choice(list(EFFORTS)),
+            default="default",
+            show_default=True,
+            help="What --optimize auto does to weights below 8 bits. fast: GPTQ on the float "
+            "model's layer inputs (one forward pass); default: GPTQ on the quantized model's own "
+            "layer inputs, then bias correction; best: AdaRound, 2000 iterations per layer (BRECQ "
+            "with QDrop 0.5 where activations go below 8 bits), then bias correction: minutes to "
+            "hours. An explicit rounding optimizer in --optimize wins.",
         ),
         click.option(
             "--optimize-iters",
@@ -368,6 +379,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         first_last=o.get("first_last"),
         optimize=o.get("optimize", "none"),
         optimize_iters=o.get("optimize_iters", 1000),
+        effort=o.get("effort", "default"),
         optimize_inputs=o.get("optimize_inputs", "quantized"),
         optimize_samples=o.get("optimize_samples", 256),
         optimize_scales=o.get("optimize_scales", False),
@@ -511,11 +523,18 @@ def rounding_line(report: dict) -> str:
     layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
     seconds = sum(r.get("seconds", 0.0) for r in passes)
     why = (
-        " (--optimize auto; --optimize none rounds to nearest, adaround takes longer for more)"
+        " (--optimize auto; --optimize none rounds to nearest, --effort best takes longer for more)"
         if report.get("config", {}).get("optimize_auto")
         else ""
     )
-    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{why}"
+    corrected = report.get("optimization", {}).get("bias_corrected") or []
+    bias = (
+        f"; bias correction on {len(corrected)} layers, "
+        f"{report.get('timings_s', {}).get('bias_correction', 0.0):.1f} s"
+        if corrected
+        else ""
+    )
+    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}"
 
 
 def _pooled(out: dict) -> str:

@@ -3,7 +3,9 @@
 For every Conv/Gemm/ConvTranspose with a bias, in graph order, the mean of its output
 per channel is measured on the float model and on the quantized model (the probe, with
 the plan's weights and activations and every correction made so far upstream), and
-the difference is added to the bias. The correction lands in the float bias before it
+the difference is added to the bias. The quantized model runs once in all: layer by
+layer from what the previous layers left (runtime.segments), each layer's kept output
+shifted by its correction before anything downstream reads it. The correction lands in the float bias before it
 is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm:
 onnxsim's correct_bias inserts an Add after each layer instead, and ORT then runs all
 19 convolutions of a ResNet-20 W4A8 in float (measured).
@@ -14,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from faaq_onnx.analysis.calibrate import tap_model
-from faaq_onnx.analysis.probe import build_probe
+from faaq_onnx.analysis.probe import build_probe, disabled_params, param_name
 from faaq_onnx.plan import BitPlan
-from faaq_onnx.runtime.probe_session import ProbeSession
 from faaq_onnx.runtime.runner import channel_means
+from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
@@ -46,16 +48,21 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
     means_f = dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
     probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=[t[2] for t in targets])
-    session = ProbeSession(
-        probe, inputs, list(comp.qgraph.activations), max(comp.config.batch_size, 32), prefix=True
-    )
+    run = SegmentedRun(probe, inputs, max(comp.config.batch_size, 32))
     weights, acts = comp.feeds.feeds(plan.choices)
+    feeds = {param_name(a): disabled_params() for a in comp.qgraph.activations}
+    feeds.update({param_name(a): p for a, p in acts.items()})
+    feeds.update(weights)
     biases = {t[2]: comp.weights.float_initializer(t[2]).astype(np.float32) for t in targets}
     corrected: dict[str, np.ndarray] = {}
     for _node, out, bias, axis in targets:
-        feeds = dict(weights)
-        feeds.update(corrected)
-        (got,) = session.channel_means(feeds, acts, outputs=[out], axis=axis)
-        delta = means_f[out] - got
-        corrected[bias] = (biases[bias] + delta.astype(np.float32)).astype(np.float32)
+        got = run.get(out, {**feeds, **corrected})
+        delta = (means_f[out] - _channel_mean(got, axis)).astype(np.float32)
+        corrected[bias] = (biases[bias] + delta).astype(np.float32)
+        run.shift(out, delta, axis)  # what later layers read is the corrected layer's output
     return corrected
+
+
+def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
+    x = np.moveaxis(np.asarray(x), axis, 0)
+    return x.reshape(x.shape[0], -1).mean(1, dtype=np.float64)

@@ -95,6 +95,14 @@ class SegmentedRun:
             return np.concatenate(parts[name])
         return self.kept[name]
 
+    def shift(self, name: str, delta: np.ndarray, axis: int = 1) -> None:
+        """Add `delta` along `axis` of the kept `name` (a bias changed after its layer ran: what
+        later nodes read becomes what the layer now computes). Nothing if `name` is not kept."""
+        if name in self.kept:
+            shape = [1] * self.kept[name].ndim
+            shape[axis] = -1
+            self.kept[name] = self.kept[name] + np.asarray(delta, self.kept[name].dtype).reshape(shape)
+
     def _needed(self, name: str) -> set[int]:
         """Nodes `name` depends on that have not run, back to kept tensors and the model's inputs."""
         found: set[int] = set()

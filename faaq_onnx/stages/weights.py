@@ -32,8 +32,11 @@ class WeightOptimization:
             return quantize_weights(self.weights, plan)
 
     def bias_overrides(self, plan: BitPlan) -> dict:
-        if "bias-correction" not in self.comp.config.optimize:
+        config = self.comp.config
+        if "bias-correction" not in config.optimize:
             return {}
+        if config.optimize_auto and all(c.w >= 8 for c in plan.choices.values()):
+            return {}  # auto corrects biases where weights go below 8 bits only
         from faaq_onnx.optimize.bias_correction import bias_corrections
 
         key = choices_key(plan.choices)

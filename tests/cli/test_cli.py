@@ -1014,3 +1014,40 @@ def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
     rep = json.loads(report.read_text())
     assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}
     assert not any(p.get("units") for p in rep["optimization"]["rounding"].values())
+    assert rep["optimization"]["bias_corrected"] == []  # auto corrects biases below 8 bits only
+
+
+@pytest.mark.parametrize(
+    "effort, rounding, inputs, corrected",
+    [("fast", "gptq", "float", False), ("default", "gptq", "quantized", True)],
+)
+def test_effort_chooses_what_auto_does(
+    runner, tiny_cnn, calib_npz, tmp_path, effort, rounding, inputs, corrected
+):
+    """--effort fast: GPTQ from the float model's layer inputs, nothing else; default: GPTQ on the
+    quantized model's inputs and bias correction, both said in the summary with their cost."""
+    report = tmp_path / "r.json"
+    r = runner.invoke(
+        main,
+        [
+            "quantize",
+            tiny_cnn,
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--calib",
+            calib_npz,
+            "--scheme",
+            "w4a8",
+            "--no-cache",
+            "--effort",
+            effort,
+            "--json",
+            str(report),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads(report.read_text())
+    (rounded,) = [p for p in rep["optimization"]["rounding"].values() if p.get("units")]
+    assert (rounded["mode"], rounded["inputs"]) == (rounding, inputs)
+    assert bool(rep["optimization"]["bias_corrected"]) is corrected
+    assert ("bias correction on" in r.output) is corrected
