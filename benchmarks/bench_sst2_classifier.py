@@ -57,9 +57,21 @@ ROWS = [
         False,
     ),
     (
+        "mp_r0.5_kl",
+        "MP r=0.5, W4A8/W8A8/W8A16, --metric kl",
+        ["--budget", "bops=0.5@w8a16", "--candidates", "w4a8,w8a8,w8a16", "--metric", "kl"],
+        False,
+    ),
+    (
         "practical_r0.25",
         "MP r=0.25, practical",
         ["--budget", "bops=0.25@w8a16", "--candidates", "practical"],
+        True,
+    ),
+    (
+        "practical_r0.3",
+        "MP r=0.3, practical",
+        ["--budget", "bops=0.3@w8a16", "--candidates", "practical"],
         True,
     ),
     (
@@ -437,6 +449,7 @@ def main() -> None:
         help="take a row's quantized model from --work when an earlier run of the same command "
         "finished (wall time from its file times)",
     )
+    ap.add_argument("--notes", default=None, help="a markdown file appended to the table's page")
     args = ap.parse_args()
     t_all = time.perf_counter()
     git0 = git_state()
@@ -456,8 +469,10 @@ def main() -> None:
     rows = []
     for key, label, opts, optional in ROWS:
         if args.only and key not in args.only.split(","):
-            if key in old:
-                rows.append(old[key])
+            rows.append(
+                old.get(key)
+                or {"key": key, "plan": label, "skipped": "not run (left out with --only)"}
+            )
             continue
         if optional and (time.perf_counter() - t_all) / 60 > args.optional_minutes:
             rows.append({"key": key, "plan": label, "skipped": "out of time"})
@@ -588,6 +603,8 @@ def main() -> None:
         for c in ("quantize_cmd", "eval_cmd"):
             if c in r:
                 md.append(f"- {r['plan']}: `{r[c].replace(str(work), 'WORK')}`")
+    if args.notes:
+        md += ["", Path(args.notes).read_text().strip()]
     md.append("")
     write(
         "sst2_classifier",

@@ -101,7 +101,8 @@ class SegmentedRun:
         if name in self.kept:
             shape = [1] * self.kept[name].ndim
             shape[axis] = -1
-            self.kept[name] = self.kept[name] + np.asarray(delta, self.kept[name].dtype).reshape(shape)
+            kept = self.kept[name]
+            self.kept[name] = kept + np.asarray(delta, kept.dtype).reshape(shape)
 
     def _needed(self, name: str) -> set[int]:
         """Nodes `name` depends on that have not run, back to kept tensors and the model's inputs."""
