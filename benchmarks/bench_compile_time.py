@@ -176,8 +176,8 @@ def main() -> None:
         fp, arrays, calib, kw = cases[name]
         ort_out, faaq_out = work / "ort.onnx", work / "faaq.onnx"
         res[name] = alternate(
-            lambda fp=fp, a=arrays: ort_quantize_static(fp, ort_out, a),
-            lambda fp=fp, c=calib, kw=kw: timed_faaq(fp, c, faaq_out, **dict(kw)),
+            lambda fp=fp, a=arrays, o=ort_out: ort_quantize_static(fp, o, a),
+            lambda fp=fp, c=calib, kw=kw, o=faaq_out: timed_faaq(fp, c, o, **dict(kw)),
             args.repeats,
         )
         res[name]["loadavg"] = os.getloadavg()

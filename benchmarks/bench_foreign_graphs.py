@@ -55,8 +55,8 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import foreign_corpus as corpus  # noqa: E402
-from common import OUT, git_state, machine, write  # noqa: E402
+import foreign_corpus as corpus
+from common import OUT, git_state, machine, write
 
 NAME = "foreign_graphs"
 WEIGHTED = {"Conv", "Gemm", "MatMul", "ConvTranspose", "MatMulNBits"}
@@ -198,7 +198,7 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))
-    except Exception as exc:  # noqa: BLE001 - a failed pre-process is a result
+    except Exception as exc:  # a failed pre-process is a result
         out["pre_process_error"] = first_line(exc)
         src_q = src
     try:
@@ -214,7 +214,7 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out["error"] = first_line(exc)
     finally:
         pre.unlink(missing_ok=True)
@@ -368,7 +368,7 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
         row["skipped"] = str(s)
         log(f"{name}: skipped: {s}")
         return row
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["build_error"] = first_line(exc)
         log(f"{name}: build FAILED: {row['build_error']}")
         return row
@@ -410,7 +410,7 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     for label in [v for v in VARIANTS if v != "float" and v in paths]:
         try:
             make_session(str(paths[label]))
-        except Exception as exc:  # noqa: BLE001 - a quantizer that writes an unloadable model failed
+        except Exception as exc:  # a quantizer that writes an unloadable model failed
             row["quantize"][label]["error"] = (
                 f"the quantized model does not load: {first_line(exc)}"
             )
@@ -419,18 +419,18 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     row["kernels"], row["sqnr_db"], row["errors"] = {}, {}, {}
     try:
         ref = run_all(src, held)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["errors"]["float"] = f"float model does not run: {first_line(exc)}"
         ref = None
     for label in [v for v in VARIANTS if v != "float" and v in paths]:
         try:
             row["kernels"][label] = kernels(paths[label])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             row["errors"][f"{label} kernels"] = first_line(exc)
         if ref is not None:
             try:
                 row["sqnr_db"][label] = sqnr(ref, run_all(paths[label], held))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 row["errors"][f"{label} run"] = first_line(exc)
                 paths.pop(label)
     if e.evaluate is not None and not args.quick:
@@ -450,7 +450,7 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
                 [str(p) for p in timed.values()], held[0], pairs=args.rounds, warmup=5
             )
             row["latency_ms"] = {k: round(v, 4) for k, v in zip(timed, ms)}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             row["errors"]["timing"] = first_line(exc)
         row["loadavg_timing"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     row["checks"] = checks(row)
@@ -552,7 +552,7 @@ def markdown(payload: dict) -> str:
             r.get("quantize", {}),
         )
 
-        def kern(label):
+        def kern(label, k=k, q=q):
             if label not in k:
                 return "err" if "error" in q.get(label, {}) else "-"
             u = k[label]["weighted_unquantized"]
@@ -560,20 +560,20 @@ def markdown(payload: dict) -> str:
                 f" u{u}" if u else ""
             )
 
-        def ms(label):
+        def ms(label, lat=lat, q=q):
             return (
                 _f(lat.get(label), "{:.3f}")
                 if label in lat
                 else ("err" if "error" in q.get(label, {}) else "-")
             )
 
-        def sq(label):
+        def sq(label, s=s, q=q):
             v = s.get(label)
             if v:
                 return "= float" if v[0] is None else _f(v[0], "{:.1f}")
             return "err" if "error" in q.get(label, {}) else "-"
 
-        def ratio(a, b):
+        def ratio(a, b, lat=lat):
             return f"{lat[a] / lat[b]:.2f}" if a in lat and b in lat else "-"
 
         t1 = r.get("top1") or {}
@@ -768,7 +768,7 @@ def main() -> None:
 
     payload = {
         "command": "python "
-        + shlex.join([os.path.relpath(sys.argv[0], Path.cwd())] + sys.argv[1:]),
+        + shlex.join([os.path.relpath(sys.argv[0], Path.cwd()), *sys.argv[1:]]),
         "machine": machine(),
         "git": git_state(),
         "faaq_onnx": str(Path(faaq_onnx.__file__).parent),

@@ -206,7 +206,7 @@ def main() -> int:
     t_start = time.perf_counter()
     load0 = os.getloadavg()
     report: dict = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {
             "platform": platform.platform(),

@@ -184,7 +184,7 @@ def main() -> None:
             )
             row["dev_acc"] = float(np.mean(head.predict(e) == dev_y))
             row.update(graph_facts(out))
-        except Exception as exc:  # noqa: BLE001 - a peer that does not run here is reported, not fatal
+        except Exception as exc:  # a peer that does not run here is reported, not fatal
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             traceback.print_exc()
         rows.append(row)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import OUT, cifar_model, data_dir, machine, git_state, write
+from common import OUT, cifar_model, data_dir, git_state, machine, write
 from scipy.stats import kendalltau
 
 from faaq_onnx.analysis.allocate import random_plan
@@ -234,7 +234,7 @@ def markdown(results: list[dict], args) -> str:
                     )
             rs = e["random"]
 
-            def ms(k, scale=1.0):
+            def ms(k, scale=1.0, rs=rs):
                 v = np.array([x[k] for x in rs]) * scale
                 return f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
 

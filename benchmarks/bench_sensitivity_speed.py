@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, git_state, write
+from common import cifar_model, data_dir, git_state, machine, write
 
 HERE = Path(__file__).resolve().parent
 

@@ -41,7 +41,7 @@ from minilm import embed, export_minilm, read_sst2, tokenize
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from minilm import SEQ  # noqa: E402  (one sequence length for every MiniLM benchmark)
+from minilm import SEQ  # one sequence length for every MiniLM benchmark
 
 
 def load_minilm(work: Path):
@@ -128,14 +128,14 @@ def main() -> None:
     errors: list[dict] = []
     t_all = time.perf_counter()
 
-    from transformers import AutoTokenizer  # noqa: F401  (fails early if transformers is missing)
+    from transformers import AutoTokenizer  # fails early if transformers is missing
 
     what = None
     tok = None
     if not args.stand_in:
         try:
             model, tok, what = load_minilm(work)
-        except Exception as exc:  # noqa: BLE001 - report why and fall back
+        except Exception as exc:  # report why and fall back
             errors.append(
                 {"stage": "load all-MiniLM-L6-v2", "error": f"{type(exc).__name__}: {exc}"}
             )
@@ -149,15 +149,15 @@ def main() -> None:
                 tok = AutoTokenizer.from_pretrained(
                     str(all_minilm_l6_v2.extract_model(str(work))), local_files_only=True
                 )
-            except Exception as exc:  # noqa: BLE001
-                raise SystemExit(f"no tokenizer available: {exc}")
+            except Exception as exc:
+                raise SystemExit(f"no tokenizer available: {exc}") from exc
     fp = work / "minilm.onnx"
     t0 = time.perf_counter()
     export(model, fp)
     export_s = time.perf_counter() - t0
     try:
         smacs = static_macs(model, work)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         smacs = {}
         errors.append(
             {"stage": "static-shape export for MAC counts", "error": f"{type(exc).__name__}: {exc}"}
@@ -199,7 +199,7 @@ def main() -> None:
         t0 = time.perf_counter()
         comp = Compilation(fp, calib, cfg, target_opset=21)
         info["compile_s"] = round(time.perf_counter() - t0, 1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         errors.append(
             {
                 "stage": "Compilation (load/canonicalize/groups/calibrate)",
@@ -260,7 +260,7 @@ def main() -> None:
                     )
                 )
                 row["dev_acc"] = float(head.score(e, dev_y))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 errors.append(
                     {
@@ -288,7 +288,7 @@ def main() -> None:
                     **{k: v for k, v in table.meta.items()},
                 }
                 print("sweep", cands, sweep_s, "s", table.meta, flush=True)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(
                     {
                         "stage": f"sensitivity {cands}",
@@ -311,7 +311,7 @@ def main() -> None:
                             "allocate_s": round(time.perf_counter() - t0, 1),
                             "budget_value_reached": alloc.plan.meta.get("budget_value_reached"),
                         }
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         errors.append(
                             {
                                 "stage": f"allocate {b} {m}",

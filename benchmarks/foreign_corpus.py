@@ -26,10 +26,10 @@ from __future__ import annotations
 import importlib.util
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -629,4 +629,4 @@ def build(name: str, work: Path, ddir: Path | None) -> Entry:
     return BUILDERS[name](work, ddir)
 
 
-__all__ = ["BUILDERS", "Entry", "QUICK", "Skip", "TINY", "build", "package_file", "top1_batch1"]
+__all__ = ["BUILDERS", "QUICK", "TINY", "Entry", "Skip", "build", "package_file", "top1_batch1"]

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import ort_quantize_static as common_ort_quantize_static
 
 
@@ -86,7 +85,7 @@ def quantize_variant(info: dict, variants: dict, stem: str, label: str, dst: Pat
     log(f"{stem}: {label}")
     try:
         info["quantize"][label] = fn(dst)
-    except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
+    except Exception as exc:  # a failed variant is a result, not a crash
         info["quantize"][label] = {
             "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         }

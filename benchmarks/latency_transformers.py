@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-
 from latency_common import faaq_quantize, log, measure, quantize_variant, sqnr_db
 
 

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from common import paired_stats, seed_key
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import OUT, cifar_model, data_dir
+
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.data import load_labeled
-from faaq_onnx.evaluate import predict, fidelity
-from faaq_onnx.pipeline import Compilation
+from faaq_onnx.evaluate import fidelity, predict
 from faaq_onnx.interpreter import TorchGraph
 from faaq_onnx.optimize import rounding, unit_data
 from faaq_onnx.optimize.units import layer_units
+from faaq_onnx.pipeline import Compilation
 
 ap = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,7 +63,7 @@ t0 = time.perf_counter()
 chunks = {t: [] for t in outs}
 for i in range(0, len(x), 32):
     acc = {t: 0.0 for t in outs}
-    for k in range(K):
+    for _ in range(K):
         xin = torch.from_numpy(np.ascontiguousarray(x[i : i + 32])).requires_grad_(True)
         (logits,), tapped = tg.run({in_name: xin}, set(outs))
         y = torch.multinomial(torch.softmax(logits.detach(), 1), 1, generator=gen)[:, 0]

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import OUT, data_dir, machine, write  # noqa: E402
+from common import OUT, data_dir, machine, write
 
-from faaq_onnx.data import load_inputs, load_labeled  # noqa: E402
-from faaq_onnx.evaluate import evaluate  # noqa: E402
+from faaq_onnx.data import load_inputs, load_labeled
+from faaq_onnx.evaluate import evaluate
 
 MODELS = {
     "resnet20": ("resnet20-cifar10", "resnet20-12fca82f.th"),
