@@ -137,7 +137,8 @@ def main() -> None:
     ap.add_argument(
         "--models",
         default="resnet20-cifar10,resnet56-cifar10",
-        help="resnet20-cifar10, resnet56-cifar10, efficientnet-lite0",
+        help="resnet20-cifar10, resnet56-cifar10, efficientnet-lite0, resnet18-imagenet, "
+        "resnet50-imagenet (random weights: time and memory only)",
     )
     ap.add_argument("--schemes", default="w4a8,w3a8")
     ap.add_argument("--modes", default="none,gptq,gptq-act-order")
@@ -206,6 +207,15 @@ def setup(name: str, ddir: Path, work: Path):
             {"val1044": (x[ev], y[ev])},
             ["--calib-size", "all"],
         )
+    if name in ("resnet18-imagenet", "resnet50-imagenet"):  # random weights: time and memory only
+        from faaq_onnx import zoo
+        from faaq_onnx.data import load_inputs
+
+        fp = work / f"{name}.onnx"
+        zoo.export(name, fp)
+        x = load_inputs(ddir / "imagenet/val1300", ["input"], preset="imagenet", limit=256, seed=0)
+        np.savez(work / f"{name}_calib.npz", input=np.asarray(x["input"]))
+        return fp, str(work / f"{name}_calib.npz"), {}, ["--calib-size", "all"]
     fp = cifar_model(name, ddir, work)
     tests = {k: load_labeled(ddir / v) for k, v in CIFAR_TESTS.items()}
     return (
@@ -263,7 +273,7 @@ def markdown(rows: dict, runs: list) -> str:
         acc = (
             " | ".join(f"{100 * a:.2f}" for a in accs)
             if len(accs) == 2
-            else f"- | {100 * accs[0]:.2f}"
+            else (f"- | {100 * accs[0]:.2f}" if accs else "- | - (random weights)")
         )
         if mode == "float":
             md.append(f"| {model} | float | - | - | {acc} | - | - | - | - | - | - | - | - |")
