@@ -528,12 +528,10 @@ def rounding_line(report: dict) -> str:
         else ""
     )
     corrected = report.get("optimization", {}).get("bias_corrected") or []
-    bias = (
-        f"; bias correction on {len(corrected)} layers, "
-        f"{report.get('timings_s', {}).get('bias_correction', 0.0):.1f} s"
-        if corrected
-        else ""
+    bias_s = report.get("timings_s", {}).get("bias_correction") or sum(
+        u.get("bias_correction_s", 0.0) for r in passes for u in r["units"]
     )
+    bias = f"; bias correction on {len(corrected)} layers, {bias_s:.1f} s" if corrected else ""
     return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}"
 
 

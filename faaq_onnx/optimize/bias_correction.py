@@ -44,9 +44,7 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     if not targets:
         return {}
     inputs = {k: v[:samples] for k, v in comp.inputs.items()}
-    outs = [t[1] for t in targets]
-    float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
-    means_f = dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
+    means_f = float_channel_means(comp, targets, inputs)
     probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=[t[2] for t in targets])
     run = SegmentedRun(probe, inputs, max(comp.config.batch_size, 32))
     weights, acts = comp.feeds.feeds(plan.choices)
@@ -66,3 +64,40 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
 def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
     x = np.moveaxis(np.asarray(x), axis, 0)
     return x.reshape(x.shape[0], -1).mean(1, dtype=np.float64)
+
+
+def float_channel_means(comp, targets, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every target's float output mean per channel, from one pass of the float model."""
+    outs = [t[1] for t in targets]
+    float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
+    return dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
+
+
+class LayerBiasCorrection:
+    """Bias correction inside a layer-by-layer pass (GPTQ's): once a layer's weights are final,
+    its output is taken from the same run (runtime.segments), its per-channel mean shift against
+    the float model's becomes its bias correction, and the kept output is shifted by it, so
+    every later layer is rounded on, and measured against, corrected inputs. Saves the
+    separate pass over the model bias_corrections makes."""
+
+    def __init__(self, comp, inputs: dict[str, np.ndarray]) -> None:
+        self.comp = comp
+        self.targets = {t[0]: t for t in correction_targets(comp)}
+        self.means_f = float_channel_means(comp, list(self.targets.values()), inputs)
+        self.corrected: dict[str, np.ndarray] = {}
+
+    def correct(self, node: str, layer_outputs) -> None:
+        """Correct `node`'s bias if it has one (layer_outputs: UnitData.sequential_inputs)."""
+        if node not in self.targets:
+            return
+        _, out, bias, axis = self.targets[node]
+        delta = (self.means_f[out] - _channel_mean(layer_outputs.raw(out), axis)).astype(np.float32)
+        base = self.comp.weights.float_initializer(bias).astype(np.float32)
+        self.corrected[bias] = (base + delta).astype(np.float32)
+        layer_outputs.shift(out, delta, axis)
+
+    def result(self) -> dict[str, np.ndarray] | None:
+        """Corrected biases, or None unless every correctable layer was corrected (a plan with
+        layers the pass did not visit needs bias_corrections' own pass)."""
+        done = {t[2] for t in self.targets.values()} <= set(self.corrected)
+        return dict(self.corrected) if done else None

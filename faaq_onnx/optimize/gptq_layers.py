@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faaq_onnx.optimize import gptq as gptq_mod
+from faaq_onnx.optimize.bias_correction import LayerBiasCorrection
 from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
 from faaq_onnx.optimize.units import Unit
 
@@ -47,18 +48,30 @@ class LayerJob:
         return sum(8 * int(np.prod(w.form.gkn[:2])) * w.form.gkn[1] for w in self.weights)
 
 
-def gptq_layers(comp, units, data, plan, wbits, inputs: str) -> tuple[list[dict], float]:
+def gptq_layers(
+    comp, units, data, plan, wbits, inputs: str, correct_biases: bool = False
+) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
-    producing layer inputs when those come from one shared float pass, else 0)."""
+    producing layer inputs when those come from one shared float pass, else 0, and the corrected
+    biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
+    it reached every correctable layer, else None)."""
     jobs = [_job(comp, u, wbits) for u in units]
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
-        return [_sequential(comp, job, layer_input, wbits) for job in jobs], 0.0
+        biases = LayerBiasCorrection(comp, data.inputs) if correct_biases else None
+        reports = []
+        for job in jobs:
+            reports.append(_sequential(comp, job, layer_input, wbits))
+            if biases is not None:
+                t0 = time.perf_counter()
+                biases.correct(job.unit.nodes[0], layer_input)
+                reports[-1]["bias_correction_s"] = round(time.perf_counter() - t0, 2)
+        return reports, 0.0, (biases.result() if biases is not None else None)
     reports, shared_s = [], 0.0
     for wave in _waves(jobs):
         shared_s += _sum_from_float(wave, data)
         reports += [_round(comp, job, wbits, {}) for job in wave]
-    return reports, round(shared_s, 2)
+    return reports, round(shared_s, 2), None
 
 
 def _job(comp, unit, wbits) -> LayerJob:

@@ -32,6 +32,7 @@ class PlanRounding:
         self.shared: dict = {}  # pass name ("w4a8", ...) -> report, for passes that fill the cache
         self._done: set = set()  # choices keys of the plans rounded in their own context
         self._own: dict[tuple, OwnRounding] = {}
+        self.biases: dict[tuple, dict] = {}  # plan key -> biases corrected during its pass
 
     def _run(self, plan: BitPlan, learn_activations: bool) -> dict:
         from faaq_onnx.optimize.reconstruct import SCALE_LR, ReconSettings
@@ -45,7 +46,7 @@ class PlanRounding:
             scale_lr=SCALE_LR if cfg.optimize_scales else 0.0,
         )
         with self.comp.stage("optimize_weights"):
-            return optimize_rounding(
+            report = optimize_rounding(
                 self.comp,
                 plan,
                 cfg.rounding,
@@ -55,6 +56,10 @@ class PlanRounding:
                 learn_activations=learn_activations,
                 progress=cfg.progress,
             )
+        biases = report.pop("bias_corrections", None)
+        if biases is not None:
+            self.biases[choices_key(plan.choices)] = biases
+        return report
 
     def optimize(self, plans: list[BitPlan]) -> dict:
         """Round each plan's weights below 8 bits into the shared cache (once per plan)."""

@@ -79,7 +79,12 @@ def optimize_rounding(
         units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False
     )
     if mode == "gptq":
-        report["units"], report["inputs_s"] = gptq_layers(comp, units, data, plan, wbits, inputs)
+        correct = "bias-correction" in comp.config.optimize
+        report["units"], report["inputs_s"], biases = gptq_layers(
+            comp, units, data, plan, wbits, inputs, correct_biases=correct
+        )
+        if biases is not None:
+            report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
         report["seconds"] = round(time.perf_counter() - t_all, 2)
         return report
     for i, unit in enumerate(bar):

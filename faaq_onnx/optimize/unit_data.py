@@ -86,16 +86,7 @@ class UnitData:
         """A function giving `name` as unit_inputs would, for every sample, to a caller that asks
         for layer inputs in graph order and rounds each layer before asking past it: each call
         runs only the part of the model after the previous one (runtime.segments)."""
-        run = SegmentedRun(self.probe.probe, self.inputs, self.batch_size)
-        with_acts = mode in ("quantized", "mixed")
-
-        def get(name: str) -> np.ndarray:
-            weights, acts = self.comp.feeds.feeds(choices)
-            feeds = {**self.probe.defaults, **weights}
-            feeds.update({param_name(a): p for a, p in (acts if with_acts else {}).items()})
-            return run.get(self.probe_name[name], feeds)
-
-        return get
+        return SequentialInputs(self, choices, mode in ("quantized", "mixed"))
 
     def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
         """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
@@ -116,6 +107,31 @@ class UnitData:
             weights, acts if activations else None, outputs=[self.probe_name[n] for n in names]
         )
         return dict(zip(names, outs))
+
+
+class SequentialInputs:
+    """UnitData's tensors layer by layer (see UnitData.sequential_inputs): called with a tensor
+    name, that tensor as a unit reads it (fake-quantized where the probe quantizes it); raw()
+    the tensor as its producer wrote it; shift() corrects a kept tensor (a bias changed)."""
+
+    def __init__(self, data: UnitData, choices, with_acts: bool) -> None:
+        self.data, self.choices, self.with_acts = data, choices, with_acts
+        self.run = SegmentedRun(data.probe.probe, data.inputs, data.batch_size)
+
+    def _feeds(self) -> dict[str, np.ndarray]:
+        weights, acts = self.data.comp.feeds.feeds(self.choices)
+        feeds = {**self.data.probe.defaults, **weights}
+        feeds.update({param_name(a): p for a, p in (acts if self.with_acts else {}).items()})
+        return feeds
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.run.get(self.data.probe_name.get(name, name), self._feeds())
+
+    def raw(self, name: str) -> np.ndarray:
+        return self.run.get(name, self._feeds())
+
+    def shift(self, name: str, delta: np.ndarray, axis: int = 1) -> None:
+        self.run.shift(name, delta, axis)
 
 
 def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:

@@ -40,6 +40,8 @@ class WeightOptimization:
         from faaq_onnx.optimize.bias_correction import bias_corrections
 
         key = choices_key(plan.choices)
+        if key not in self._bias and key in self.rounding.biases:  # corrected during GPTQ's pass
+            self._bias[key] = self.rounding.biases[key]
         if key not in self._bias:
             with self.comp.stage("bias_correction"):
                 self._bias[key] = bias_corrections(

@@ -81,3 +81,27 @@ def test_corrected_layers_keep_the_float_channel_means(tiny_cnn, cnn_calib):
     before = np.concatenate([p - r for p, r in zip(plain, ref)])
     after = np.concatenate([c - r for c, r in zip(corrected, ref)])
     assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())
+
+
+def test_gptq_corrects_biases_in_its_own_pass(tiny_cnn, cnn_calib):
+    """With GPTQ on the quantized model's inputs, each bias is corrected as soon as its layer is
+    rounded, in GPTQ's layer-by-layer run: no second pass over the model (no bias_correction
+    stage), and the emitted layers keep the float channel means as the separate pass does."""
+    from faaq_onnx.optimize.bias_correction import correction_targets
+
+    cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="gptq,bias-correction")
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    plan = comp.uniform("w2a8")
+    comp.optimize_rounding([plan])
+    corr = comp.bias_overrides(plan)
+    assert set(corr) == {"conv1_bias_bnfold", "conv2_bias_bnfold", "fc.b"}
+    assert "bias_correction" not in comp.timings  # bias_corrections' own pass never ran
+    outs = [t[1] for t in correction_targets(comp)]
+    x = {"input": comp.inputs["input"]}
+    ref = _channel_means_unoptimized(comp.float_proto, outs, x)
+    corrected = _channel_means_unoptimized(comp.build(plan)[0], outs, x)
+    comp.config.optimize = ("gptq",)
+    plain = _channel_means_unoptimized(comp.build(plan)[0], outs, x)
+    before = np.concatenate([p - r for p, r in zip(plain, ref)])
+    after = np.concatenate([c - r for c, r in zip(corrected, ref)])
+    assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())
