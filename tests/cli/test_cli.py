@@ -951,21 +951,26 @@ def test_reduce_range_flag_sets_the_weight_range(runner, tiny_cnn, calib_npz, tm
 
 
 @pytest.mark.parametrize(
-    "extra, rounding",
+    "extra, rounding, inputs, corrected",
     [
-        ([], "gptq"),
-        (["--optimize", "none"], "nearest"),
+        ([], "gptq", "quantized", True),
+        (["--effort", "fast"], "gptq", "float", False),
+        (["--optimize", "none"], "nearest", None, False),
         (
             ["--optimize", "auto,adaround", "--optimize-iters", "20", "--optimize-samples", "8"],
             "adaround",
+            "quantized",
+            False,
         ),
     ],
 )
 def test_plain_low_bit_command_rounds_with_gptq(
-    runner, tiny_cnn, calib_npz, tmp_path, extra, rounding
+    runner, tiny_cnn, calib_npz, tmp_path, extra, rounding, inputs, corrected
 ):
-    """`--scheme w4a8` with nothing else takes the cheap accurate path, says so and what it cost;
-    --optimize none still rounds to nearest; an explicit rounding optimizer wins over auto."""
+    """`--scheme w4a8` with nothing else takes the cheap accurate path (GPTQ on the quantized
+    model's layer inputs, then bias correction), says so and what it cost; --effort fast is GPTQ
+    from the float model's inputs alone; --optimize none still rounds to nearest; an explicit
+    rounding optimizer wins over auto and --effort."""
     report = tmp_path / "r.json"
     r = runner.invoke(
         main,
@@ -985,10 +990,15 @@ def test_plain_low_bit_command_rounds_with_gptq(
         ],
     )
     assert r.exit_code == 0, r.output
-    per_weight = json.loads(report.read_text())["verify"]["size"]["per_weight"]
+    rep = json.loads(report.read_text())
+    per_weight = rep["verify"]["size"]["per_weight"]
     assert {w["rounding"] for w in per_weight.values()} == {rounding}
     assert ("rounding: gptq on 3 weights below 8 bits" in r.output) is (rounding == "gptq")
     assert ("--optimize auto" in r.output) is (rounding == "gptq")
+    passes = [p for p in rep["optimization"]["rounding"].values() if p.get("units")]
+    assert [p["inputs"] for p in passes] == ([inputs] if inputs else [])
+    assert bool(rep["optimization"]["bias_corrected"]) is corrected
+    assert ("bias correction on" in r.output) is corrected
 
 
 def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
@@ -1015,39 +1025,3 @@ def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
     assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}
     assert not any(p.get("units") for p in rep["optimization"]["rounding"].values())
     assert rep["optimization"]["bias_corrected"] == []  # auto corrects biases below 8 bits only
-
-
-@pytest.mark.parametrize(
-    "effort, rounding, inputs, corrected",
-    [("fast", "gptq", "float", False), ("default", "gptq", "quantized", True)],
-)
-def test_effort_chooses_what_auto_does(
-    runner, tiny_cnn, calib_npz, tmp_path, effort, rounding, inputs, corrected
-):
-    """--effort fast: GPTQ from the float model's layer inputs, nothing else; default: GPTQ on the
-    quantized model's inputs and bias correction, both said in the summary with their cost."""
-    report = tmp_path / "r.json"
-    r = runner.invoke(
-        main,
-        [
-            "quantize",
-            tiny_cnn,
-            "-o",
-            str(tmp_path / "q.onnx"),
-            "--calib",
-            calib_npz,
-            "--scheme",
-            "w4a8",
-            "--no-cache",
-            "--effort",
-            effort,
-            "--json",
-            str(report),
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    rep = json.loads(report.read_text())
-    (rounded,) = [p for p in rep["optimization"]["rounding"].values() if p.get("units")]
-    assert (rounded["mode"], rounded["inputs"]) == (rounding, inputs)
-    assert bool(rep["optimization"]["bias_corrected"]) is corrected
-    assert ("bias correction on" in r.output) is corrected

@@ -336,10 +336,8 @@ def test_lazy_batches_change_nothing(monkeypatch, act_order):
     assert np.mean(results[0].q == results[1].q) > 0.99
 
 
-@pytest.mark.parametrize("mode", ["quantized", "weights", "float"])
-def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
-    """GPTQ reads each layer's input batch by batch; the batches are the tensor UnitData would
-    hold whole, in each --optimize-inputs mode (the quantized model's, not the float one's)."""
+def conv_unit_data(conv_model):
+    """The conv model compiled at W4A8 (40 samples), its plan, and UnitData on two layer inputs."""
     from faaq_onnx.optimize.unit_data import UnitData
     from faaq_onnx.pipeline import Compilation
 
@@ -349,8 +347,14 @@ def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
         QuantConfig(progress=False, scheme="w4a8"),
         target_opset=21,
     )
-    plan = comp.uniform("w4a8")
-    data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
+    return comp, comp.uniform("w4a8"), UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
+
+
+@pytest.mark.parametrize("mode", ["quantized", "weights", "float"])
+def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
+    """GPTQ reads each layer's input batch by batch; the batches are the tensor UnitData would
+    hold whole, in each --optimize-inputs mode (the quantized model's, not the float one's)."""
+    _, plan, data = conv_unit_data(conv_model)
     for name in ("conv1.r", "dw.r"):
         streamed = list(data.unit_input_batches(name, plan.choices, mode))
         assert len(streamed) == 3
@@ -365,17 +369,7 @@ def test_sequential_inputs_follow_the_weights_rounded_so_far(conv_model, mode):
     """Layer inputs taken in graph order, each layer rounded (its cache entry replaced) before
     the next is asked for, are the probe's from the model's input with the weights of that
     moment: the segments run after a layer see its new weights."""
-    from faaq_onnx.optimize.unit_data import UnitData
-    from faaq_onnx.pipeline import Compilation
-
-    comp = Compilation(
-        conv_model,
-        {"input": smooth_images(40)},
-        QuantConfig(progress=False, scheme="w4a8"),
-        target_opset=21,
-    )
-    plan = comp.uniform("w4a8")
-    data = UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
+    comp, plan, data = conv_unit_data(conv_model)
     layer_input = data.sequential_inputs(plan.choices, mode)
     for name, weight in (("conv1.r", "conv1.w"), ("dw.r", "dw.w")):
         old = comp.weights.get(weight, 4)
