@@ -41,6 +41,14 @@ UNITS = {
 }
 
 
+def unit_of(budget) -> str:
+    """What a measured value is counted in: a bops budget's own reference scheme (bops=0.5@w8a16
+    is relative to W8A16, not W8A8)."""
+    if budget.kind == "bops" and getattr(budget, "reference", None) is not None:
+        return f"x {str(budget.reference).upper()}"
+    return UNITS[budget.kind]
+
+
 def confidence_of(budget: Budget | None) -> float:
     """The confidence a floor is checked at (`sqnr-db=30@0.9`), 0.95 by default (and without a budget)."""
     return getattr(budget, "confidence", None) or DEFAULT_CONFIDENCE
@@ -219,7 +227,7 @@ def enforce_budget(
     nearest = _nearest(budget, value)
     raise FaaqError(
         f"budget {budget} cannot be met with candidates {', '.join(map(str, comp.candidates))}: "
-        f"the best plan measures {budget.kind}={value:.4g} {UNITS[budget.kind]} on the emitted model ({how}); "
+        f"the best plan measures {budget.kind}={value:.4g} {unit_of(budget)} on the emitted model ({how}); "
         f"measured per try: {tries}; nearest feasible budget: {budget.kind}={nearest:g}."
         f"{_rewrite_note(comp, budget)} Nothing was written."
     )
@@ -332,7 +340,7 @@ def _record(
         "kind": budget.kind,
         "asked": budget.value,
         "measured": value,
-        "unit": UNITS[budget.kind],
+        "unit": unit_of(budget),
         "how": how,
         "met": met,
         "tolerance": tolerance,

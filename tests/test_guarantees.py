@@ -685,3 +685,13 @@ def test_latency_budget_is_judged_on_the_measured_ratio(monkeypatch):
     ms, _, _ = gu.measure_emitted(comp, res, Budget.parse("latency-ms=2.5"))
     assert ms == pytest.approx(3.0)
     assert all(m[0] is emitted and m[1] is w8a8 for m in timed)
+
+
+def test_a_bops_budget_is_reported_in_its_own_reference():
+    """bops=0.5@w8a16 is counted against W8A16: the report and summary must not say W8A8."""
+    from faaq_onnx.analysis.budget import Budget
+    from faaq_onnx.guarantees import unit_of
+
+    assert unit_of(Budget.parse("bops=0.5@w8a16")) == "x W8A16"
+    assert unit_of(Budget.parse("bops=0.5")) == "x W8A8"
+    assert unit_of(Budget.parse("avg-bits=4")) == "bits"
