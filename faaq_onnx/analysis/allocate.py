@@ -17,6 +17,8 @@ measured, not as estimated.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,8 +155,6 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
 
 def _unit(qgraph, opts, costs: CostModel, limit: float) -> float:
     """Cost unit of the DP: exact (the gcd of integer costs) when the state count allows."""
-    import math
-
     values = [costs.group_cost(qgraph.groups[g], c) for g, o in opts.items() for c in o]
     if all(float(v).is_integer() for v in values):
         g = 0
@@ -163,6 +163,15 @@ def _unit(qgraph, opts, costs: CostModel, limit: float) -> float:
         if g > 0 and limit / g <= MAX_STATES:
             return float(g)
     return limit / MAX_STATES
+
+
+def _round_up(value: float, digits: int = 4) -> float:
+    """`value` rounded up at `digits` significant digits: a suggested budget printed rounded
+    down would itself be infeasible."""
+    if value <= 0:
+        return value
+    step = 10 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.ceil(value / step - 1e-9) * step
 
 
 class _InfeasibleBudget(FaaqError):
@@ -212,9 +221,11 @@ def allocate(
             cheapest = costs.in_budget_units(
                 costs.plan_cost({g: o[-1] for g, o in opts.items()}), budget
             )
+            nearest = dataclasses.replace(budget, value=_round_up(cheapest))
             raise FaaqError(
                 f"budget {budget} is infeasible with candidates {', '.join(map(str, cands))}: "
-                f"the cheapest plan needs {budget.kind}={cheapest:.4g} (nearest feasible budget)"
+                f"the cheapest plan needs {budget.kind}={cheapest:.6g} (nearest feasible "
+                f"budget: {nearest})"
             ) from None
         alloc.plan.meta.update(
             {

@@ -86,6 +86,24 @@ def test_infeasible_budget_names_nearest_feasible():
         allocate(qg, table, parse_candidates("w2a8,w4a8,w8a8"), Budget.parse("avg-bits=1"))
 
 
+def test_the_suggested_budget_keeps_its_reference_and_is_itself_feasible():
+    """The nearest feasible budget is written in the budget's own reference (@w8a16) and rounded
+    up, so following the suggestion works."""
+    from faaq_onnx.analysis.budget import CostModel
+
+    qg, table = _synthetic()
+    cands = parse_candidates("w4a8,w8a8")
+    with pytest.raises(FaaqError, match=r"nearest feasible budget: (bops=[0-9.]+@w8a16)") as err:
+        allocate(qg, table, cands, Budget.parse("bops=0.01@w8a16"))
+    suggested = Budget.parse(err.value.args[0].split("nearest feasible budget: ")[1].rstrip(")"))
+    costs = CostModel(qg, "bops", reference=suggested.reference)
+    cheapest = costs.in_budget_units(
+        costs.plan_cost({g: Candidate(4, 8) for g in qg.groups}), suggested
+    )
+    assert suggested.value >= cheapest
+    allocate(qg, table, cands, suggested)  # feasible
+
+
 def test_stored_bits_count_containers_effective_bits_do_not():
     qg, _ = _synthetic()
     g = next(iter(qg.groups.values()))
