@@ -172,21 +172,30 @@ def ancestor_nodes(
     return list(found.values())
 
 
-def prefix_model(proto: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+def prefix_model(
+    proto: onnx.ModelProto,
+    outputs: list[str],
+    given: dict[str, onnx.ValueInfoProto] | None = None,
+) -> onnx.ModelProto:
     """Only the nodes `outputs` depend on, with those outputs. ONNX Runtime runs every node of
     a session whatever outputs are asked for, so a pass that wants one early tensor at a
-    time (bias correction, reconstruction inputs) would otherwise pay for the whole model."""
+    time (bias correction, reconstruction inputs) would otherwise pay for the whole model.
+    `given`: tensors whose values the caller feeds (their info as inputs): nothing before
+    them is included."""
+    given = given or {}
     producer = {o: n for n in proto.graph.node for o in n.output}
-    needed = {id(n) for n in ancestor_nodes(outputs, producer)}
+    needed = {id(n) for n in ancestor_nodes(outputs, producer, stop=given.keys())}
     nodes = [n for n in proto.graph.node if id(n) in needed]
     read = set().union(*(_reads(n) for n in nodes)) | set(outputs)
     info = {v.name: v for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    inputs = [v for t, v in sorted(given.items()) if t in read]
+    inputs += [i for i in proto.graph.input if i.name in read and i.name not in given]
     graph = onnx.helper.make_graph(
         nodes,
         proto.graph.name,
-        [i for i in proto.graph.input if i.name in read],
+        inputs,
         [info.get(o) or onnx.helper.make_empty_tensor_value_info(o) for o in outputs],
-        [t for t in proto.graph.initializer if t.name in read],
+        [t for t in proto.graph.initializer if t.name in read and t.name not in given],
     )
     out = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
     out.ir_version = proto.ir_version

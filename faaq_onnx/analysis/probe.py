@@ -31,6 +31,15 @@ def disabled_params() -> np.ndarray:
     return np.array([_OFF_SCALE, 0.0, -_BIG, _BIG], np.float32)
 
 
+def probe_feeds(activations, weights=None, act_params=None) -> dict[str, np.ndarray]:
+    """What a probe run is fed: every activation quantizer of `activations` switched off
+    unless `act_params` ({activation: params}) sets it, and `weights` ({name: values})."""
+    feeds = {param_name(a): disabled_params() for a in activations}
+    feeds.update({param_name(a): p for a, p in (act_params or {}).items()})
+    feeds.update(weights or {})
+    return feeds
+
+
 def enabled_params(scale: float, zp: int, qmin: int, qmax: int) -> np.ndarray:
     return np.array([scale, zp, qmin, qmax], np.float32)
 

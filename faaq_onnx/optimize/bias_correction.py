@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from faaq_onnx.analysis.calibrate import tap_model
-from faaq_onnx.analysis.probe import build_probe, disabled_params, param_name
+from faaq_onnx.analysis.probe import build_probe, probe_feeds
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means
 from faaq_onnx.runtime.segments import SegmentedRun
@@ -39,26 +39,18 @@ def correction_targets(comp) -> list[tuple[str, str, str, int]]:
 
 
 def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.ndarray]:
-    """{bias name: corrected bias} for `plan`, layer by layer."""
-    targets = correction_targets(comp)
-    if not targets:
-        return {}
+    """{bias name: corrected bias} for `plan`, layer by layer, in one run of its model."""
     inputs = {k: v[:samples] for k, v in comp.inputs.items()}
-    means_f = float_channel_means(comp, targets, inputs)
-    probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=[t[2] for t in targets])
-    run = SegmentedRun(probe, inputs, max(comp.config.batch_size, 32))
+    fix = LayerBiasCorrection(comp, inputs)
+    if not fix.targets:
+        return {}
     weights, acts = comp.feeds.feeds(plan.choices)
-    feeds = {param_name(a): disabled_params() for a in comp.qgraph.activations}
-    feeds.update({param_name(a): p for a, p in acts.items()})
-    feeds.update(weights)
-    biases = {t[2]: comp.weights.float_initializer(t[2]).astype(np.float32) for t in targets}
-    corrected: dict[str, np.ndarray] = {}
-    for _node, out, bias, axis in targets:
-        got = run.get(out, {**feeds, **corrected})
-        delta = (means_f[out] - _channel_mean(got, axis)).astype(np.float32)
-        corrected[bias] = (biases[bias] + delta).astype(np.float32)
-        run.shift(out, delta, axis)  # what later layers read is the corrected layer's output
-    return corrected
+    feeds = probe_feeds(comp.qgraph.activations, weights, acts)
+    probe = build_probe(comp.float_proto, comp.qgraph)
+    run = SegmentedRun(probe, inputs, max(comp.config.batch_size, 32), feeds=lambda: feeds)
+    for node in fix.targets:
+        fix.correct(node, run)
+    return fix.corrected
 
 
 def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
@@ -82,19 +74,21 @@ class LayerBiasCorrection:
 
     def __init__(self, comp, inputs: dict[str, np.ndarray]) -> None:
         self.comp = comp
-        self.targets = {t[0]: t for t in correction_targets(comp)}
-        self.means_f = float_channel_means(comp, list(self.targets.values()), inputs)
+        self.targets = {t[0]: t for t in correction_targets(comp)}  # in graph order
+        targets = list(self.targets.values())
+        self.means_f = float_channel_means(comp, targets, inputs) if targets else {}
         self.corrected: dict[str, np.ndarray] = {}
 
-    def correct(self, node: str, layer_outputs) -> None:
-        """Correct `node`'s bias if it has one (layer_outputs: UnitData.sequential_inputs)."""
+    def correct(self, node: str, run: SegmentedRun) -> None:
+        """Correct `node`'s bias if it has one; `run` is the quantized model's layer-by-layer run,
+        past every layer before `node` and with `node`'s weights final."""
         if node not in self.targets:
             return
         _, out, bias, axis = self.targets[node]
-        delta = (self.means_f[out] - _channel_mean(layer_outputs.raw(out), axis)).astype(np.float32)
+        delta = (self.means_f[out] - _channel_mean(run.get(out), axis)).astype(np.float32)
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
         self.corrected[bias] = (base + delta).astype(np.float32)
-        layer_outputs.shift(out, delta, axis)
+        run.shift(out, delta, axis)  # what later layers read is the corrected layer's output
 
     def result(self) -> dict[str, np.ndarray] | None:
         """Corrected biases, or None unless every correctable layer was corrected (a plan with

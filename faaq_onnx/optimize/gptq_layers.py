@@ -64,7 +64,7 @@ def gptq_layers(
             reports.append(_sequential(comp, job, layer_input, wbits))
             if biases is not None:
                 t0 = time.perf_counter()
-                biases.correct(job.unit.nodes[0], layer_input)
+                biases.correct(job.unit.nodes[0], layer_input.run)
                 reports[-1]["bias_correction_s"] = round(time.perf_counter() - t0, 2)
         return reports, 0.0, (biases.result() if biases is not None else None)
     reports, shared_s = [], 0.0
@@ -105,9 +105,8 @@ def _waves(jobs: list[LayerJob]) -> list[list[LayerJob]]:
 def _sum_from_float(wave: list[LayerJob], data) -> float:
     """Sum every Hessian of `wave` over one streamed pass of the float model; ORT's seconds."""
     lws = [lw for job in wave for lw in job.weights]
-    sums = {id(lw): HessianSum(lw.form, ROWS_PER_K, seed=i) for i, lw in enumerate(lws)}
-    for lw in lws:
-        lw.hessian = sums[id(lw)]
+    for i, lw in enumerate(lws):
+        lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
     names = sorted({lw.x_name for lw in lws})
     if not names:
         return 0.0
@@ -122,7 +121,8 @@ def _sum_from_float(wave: list[LayerJob], data) -> float:
         for job in wave:
             t1 = time.perf_counter()
             for lw in job.weights:
-                sums[id(lw)].add(values[lw.x_name])
+                assert lw.hessian is not None  # set above
+                lw.hessian.add(values[lw.x_name])
             job.hessian_s += time.perf_counter() - t1
     return ort_s
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from faaq_onnx.analysis.calibrate import tap_model
-from faaq_onnx.analysis.probe import build_probe, param_name
+from faaq_onnx.analysis.probe import build_probe
 from faaq_onnx.runtime.probe_session import ProbeSession
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.segments import SegmentedRun
@@ -69,19 +69,6 @@ class UnitData:
             return self.float_tensors(names)
         return self.quantized_tensors(names, choices, activations=mode in ("quantized", "mixed"))
 
-    def unit_input_batches(self, name: str, choices, mode: str):
-        """`name` as unit_inputs gives it, one batch of samples at a time (only one batch is
-        held: GPTQ needs sums over the samples, never all of them at once)."""
-        if mode == "float":
-            yield from (values[name] for values in self.float_batches([name]))
-            return
-        weights, acts = self.comp.feeds.feeds(choices)
-        acts = acts if mode in ("quantized", "mixed") else None
-        n, step = len(next(iter(self.inputs.values()))), self.batch_size
-        for s in range(0, n, step):
-            chunk = {k: v[s : s + step] for k, v in self.inputs.items()}
-            yield self.probe.run(weights, acts, outputs=[self.probe_name[name]], inputs=chunk)[0]
-
     def sequential_inputs(self, choices, mode: str):
         """A function giving `name` as unit_inputs would, for every sample, to a caller that asks
         for layer inputs in graph order and rounds each layer before asking past it: each call
@@ -111,27 +98,19 @@ class UnitData:
 
 class SequentialInputs:
     """UnitData's tensors layer by layer (see UnitData.sequential_inputs): called with a tensor
-    name, that tensor as a unit reads it (fake-quantized where the probe quantizes it); raw()
-    the tensor as its producer wrote it; shift() corrects a kept tensor (a bias changed)."""
+    name, that tensor as a unit reads it (fake-quantized where the probe quantizes it). `run`
+    is the SegmentedRun under it (raw tensors, shifts after a bias correction)."""
 
     def __init__(self, data: UnitData, choices, with_acts: bool) -> None:
-        self.data, self.choices, self.with_acts = data, choices, with_acts
-        self.run = SegmentedRun(data.probe.probe, data.inputs, data.batch_size)
+        def feeds() -> dict[str, np.ndarray]:  # the weights as rounded so far
+            weights, acts = data.comp.feeds.feeds(choices)
+            return data.probe.feed_values(weights, acts if with_acts else None)
 
-    def _feeds(self) -> dict[str, np.ndarray]:
-        weights, acts = self.data.comp.feeds.feeds(self.choices)
-        feeds = {**self.data.probe.defaults, **weights}
-        feeds.update({param_name(a): p for a, p in (acts if self.with_acts else {}).items()})
-        return feeds
+        self.probe_name = data.probe_name
+        self.run = SegmentedRun(data.probe.probe, data.inputs, data.batch_size, feeds=feeds)
 
     def __call__(self, name: str) -> np.ndarray:
-        return self.run.get(self.data.probe_name.get(name, name), self._feeds())
-
-    def raw(self, name: str) -> np.ndarray:
-        return self.run.get(name, self._feeds())
-
-    def shift(self, name: str, delta: np.ndarray, axis: int = 1) -> None:
-        self.run.shift(name, delta, axis)
+        return self.run.get(self.probe_name.get(name, name))
 
 
 def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from faaq_onnx.analysis.probe import disabled_params, param_name
+from faaq_onnx.analysis.probe import probe_feeds
 from faaq_onnx.graph import prefix_model
 from faaq_onnx.runtime.runner import channel_means, run_all
 from faaq_onnx.runtime.session import make_session
@@ -33,7 +33,7 @@ class ProbeSession:
         self.inputs = inputs
         self.batch_size = batch_size
         self.output_names = [o.name for o in probe.graph.output]
-        self.defaults = {param_name(a): disabled_params() for a in acts}
+        self.acts = list(acts)  # their quantizers are off unless a run's act_params set them
         if not prefix:
             self._full = make_session(probe, opt_level="extended", threads=threads)
 
@@ -57,12 +57,12 @@ class ProbeSession:
             )
         return self._part[1]
 
+    def feed_values(self, weights=None, act_params=None) -> dict[str, np.ndarray]:
+        """Everything but the samples that a run under this configuration is fed."""
+        return probe_feeds(self.acts, weights, act_params)
+
     def _feeds(self, session, weights, act_params, inputs):
-        feeds = {
-            **self.defaults,
-            **{param_name(a): p for a, p in (act_params or {}).items()},
-            **(weights or {}),
-        }
+        feeds = self.feed_values(weights, act_params)
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
         data = self.inputs if inputs is None else inputs
         return (

@@ -15,11 +15,13 @@ else a later node needs (shapes, constants) is computed again from what is kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import helper
 
-from faaq_onnx.graph import _reads
+from faaq_onnx.graph import _reads, ancestor_nodes, prefix_model
 from faaq_onnx.runtime.runner import run_batches, session_batch_size
 from faaq_onnx.runtime.session import make_session
 
@@ -30,38 +32,43 @@ _ELEM = {
 
 
 class SegmentedRun:
-    """Produce tensors of `model` for every sample of `inputs`, in graph order."""
+    """Produce tensors of `model` for every sample of `inputs`, in graph order. `feeds` gives,
+    when a request runs, the values of the model's other inputs (weights, quantizer
+    parameters) for the nodes it runs."""
 
     def __init__(
         self,
         model: onnx.ModelProto,
         inputs: dict[str, np.ndarray],
         batch_size: int = 32,
+        feeds: Callable[[], dict[str, np.ndarray]] | None = None,
         threads: int | None = None,
     ) -> None:
         self.model, self.batch_size, self.threads = model, batch_size, threads
+        self.feeds = feeds or dict
         self.kept: dict[str, np.ndarray] = dict(inputs)
         self.model_inputs = set(inputs)
         self.n = len(next(iter(inputs.values())))
         self.nodes = list(model.graph.node)
-        self.producer = {o: i for i, n in enumerate(self.nodes) for o in n.output if o}
+        self.index = {id(n): i for i, n in enumerate(self.nodes)}
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
         self.readers: dict[str, list[int]] = {}
         for i, n in enumerate(self.nodes):
             for t in _reads(n):
                 self.readers.setdefault(t, []).append(i)
         self.done: set[int] = set()
         self.graph_inputs = {i.name: i for i in model.graph.input}
-        self.inits = {t.name: t for t in model.graph.initializer}
 
     def kept_bytes(self) -> int:
         return sum(v.nbytes for k, v in self.kept.items() if k not in self.model_inputs)
 
-    def get(self, name: str, feeds: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """`name` for every sample, running only nodes not run yet; `feeds`: values of the model's
-        other inputs (weights, quantizer parameters) for the nodes this request runs."""
+    def get(self, name: str) -> np.ndarray:
+        """`name` for every sample, running only the nodes not run yet."""
         if name in self.kept:
             return self.kept[name]
-        nodes = self._needed(name)
+        nodes = {
+            self.index[id(n)] for n in ancestor_nodes([name], self.producer, stop=self.kept.keys())
+        }
         produced = {o for i in nodes for o in self.nodes[i].output if o}
         later = [
             t
@@ -69,10 +76,11 @@ class SegmentedRun:
             if t == name
             or any(r not in self.done and r not in nodes for r in self.readers.get(t, []))
         ]
-        segment, cut = self._segment(nodes, later)
+        segment = prefix_model(self.model, later, given={t: self._info(t) for t in self.kept})
+        cut = [i.name for i in segment.graph.input if i.name in self.kept]
         session = make_session(segment, opt_level="extended", threads=self.threads)
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
-        extra = {k: v for k, v in (feeds or {}).items() if k in names and k not in cut}
+        extra = {k: v for k, v in self.feeds().items() if k in names and k not in cut}
         parts: dict[str, list[np.ndarray]] = {t: [] for t in later}
         sample_axis = dict.fromkeys(later, True)
         step = session_batch_size(session, self.batch_size, cut)
@@ -86,10 +94,10 @@ class SegmentedRun:
         for t in later:
             if sample_axis[t]:
                 self.kept[t] = np.concatenate(parts[t])
-        self.done |= set(nodes)
+        self.done |= nodes
         for t in later:  # not kept: whoever reads it later computes it again
             if not sample_axis[t]:
-                self.done.discard(self.producer[t])
+                self.done.discard(self.index[id(self.producer[t])])
         self._forget()
         if name not in self.kept:
             return np.concatenate(parts[name])
@@ -103,39 +111,6 @@ class SegmentedRun:
             shape[axis] = -1
             kept = self.kept[name]
             self.kept[name] = kept + np.asarray(delta, kept.dtype).reshape(shape)
-
-    def _needed(self, name: str) -> set[int]:
-        """Nodes `name` depends on that have not run, back to kept tensors and the model's inputs."""
-        found: set[int] = set()
-        stack = [name]
-        while stack:
-            t = stack.pop()
-            i = self.producer.get(t)
-            if i is None or i in found or t in self.kept:
-                continue
-            found.add(i)
-            stack.extend(self.nodes[i].input)
-            stack.extend(_reads(self.nodes[i]))
-        return found
-
-    def _segment(self, nodes: set[int], outputs: list[str]) -> tuple[onnx.ModelProto, list[str]]:
-        """The model of `nodes` (in graph order) reading kept tensors as inputs; and those inputs."""
-        chosen = [self.nodes[i] for i in sorted(nodes)]
-        produced = {o for n in chosen for o in n.output}
-        read = set().union(*(_reads(n) for n in chosen)) - produced
-        cut = sorted(t for t in read if t in self.kept)
-        ins = [self._info(t) for t in cut]
-        ins += [v for k, v in self.graph_inputs.items() if k in read and k not in self.kept]
-        graph = helper.make_graph(
-            chosen,
-            "segment",
-            ins,
-            [helper.make_empty_tensor_value_info(o) for o in outputs],
-            [t for k, t in self.inits.items() if k in read and k not in self.kept],
-        )
-        out = helper.make_model(graph, opset_imports=list(self.model.opset_import))
-        out.ir_version = self.model.ir_version
-        return out, cut
 
     def _info(self, t: str) -> onnx.ValueInfoProto:
         if t in self.graph_inputs:

@@ -350,18 +350,17 @@ def conv_unit_data(conv_model):
     return comp, comp.uniform("w4a8"), UnitData(comp, ["conv1.r", "dw.r"], 40, batch_size=16)
 
 
-@pytest.mark.parametrize("mode", ["quantized", "weights", "float"])
-def test_layer_inputs_stream_what_unit_data_holds(conv_model, mode):
-    """GPTQ reads each layer's input batch by batch; the batches are the tensor UnitData would
-    hold whole, in each --optimize-inputs mode (the quantized model's, not the float one's)."""
+def test_float_layer_inputs_stream_what_unit_data_holds(conv_model):
+    """--effort fast sums every Hessian over one float pass, batch by batch; the batches are the
+    float tensors UnitData would hold whole (and not the quantized model's)."""
     _, plan, data = conv_unit_data(conv_model)
+    streamed = list(data.float_batches(["conv1.r", "dw.r"]))
+    assert len(streamed) == 3
     for name in ("conv1.r", "dw.r"):
-        streamed = list(data.unit_input_batches(name, plan.choices, mode))
-        assert len(streamed) == 3
-        whole = data.unit_inputs([name], plan.choices, mode)[name]
-        np.testing.assert_array_equal(np.concatenate(streamed), whole)
-    if mode == "quantized":
-        assert not np.array_equal(whole, data.float_tensors(["dw.r"])["dw.r"])
+        whole = data.unit_inputs([name], plan.choices, "float")[name]
+        np.testing.assert_array_equal(np.concatenate([b[name] for b in streamed]), whole)
+    quantized = data.unit_inputs(["dw.r"], plan.choices, "quantized")["dw.r"]
+    assert not np.array_equal(quantized, whole)
 
 
 @pytest.mark.parametrize("mode", ["quantized", "weights"])

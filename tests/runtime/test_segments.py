@@ -67,13 +67,13 @@ def test_each_tensor_is_the_whole_models_with_the_weights_of_its_time():
     model = residual_model()
     rng = np.random.default_rng(1)
     x = rng.normal(size=(10, 3, 6, 6)).astype(np.float32)
-    run = SegmentedRun(model, {"x": x}, batch_size=4)
-    feeds = {}
+    feeds: dict = {}
+    run = SegmentedRun(model, {"x": x}, batch_size=4, feeds=lambda: feeds)
     # layer c1 reads x, c2 reads a2, fc reads f: each is rounded after its input was taken
     for weight, name in (("w1", "a2"), ("w2", "f"), ("w3", "y")):
         init = next(t for t in model.graph.initializer if t.name == weight)
         feeds[weight] = (numpy_helper.to_array(init) * 0.5).astype(np.float32)  # "rounded" now
-        got = run.get(name, feeds)
+        got = run.get(name)
         np.testing.assert_allclose(got, whole_model(model, name, x, feeds), rtol=1e-5, atol=1e-5)
     assert "a" not in run.kept and "c" not in run.kept  # every reader has run
     assert run.kept_bytes() == 0  # nothing is left to read anything
