@@ -186,7 +186,7 @@ class QuantConfig:
             if self.effort not in EFFORTS:
                 raise FaaqError(f"unknown --effort {self.effort!r}: choose {', '.join(EFFORTS)}")
             if self.optimize_auto:
-                added = [m for m in self._auto_optimizers() if m not in explicit]
+                added = [m for m in self._apply_effort() if m not in explicit]
                 self.optimize = tuple([*explicit, *added])
             else:
                 self.optimize = tuple(explicit)
@@ -234,8 +234,8 @@ class QuantConfig:
         _at_least_one("--batch-size", self.batch_size)
         _at_least_one("--latency-batch", self.latency_batch)
 
-    def _auto_optimizers(self) -> tuple[str, ...]:
-        """What --optimize auto runs at this --effort (sets the settings that go with it)."""
+    def _apply_effort(self) -> tuple[str, ...]:
+        """Set the settings --effort goes with, and return what --optimize auto runs with them."""
         if self.effort == "fast":  # GPTQ on the float model's layer inputs: one forward pass
             self.optimize_inputs = "float"
             return ("gptq",)

@@ -30,21 +30,20 @@ from faaq_onnx.config import Candidate
 from faaq_onnx.errors import FaaqError
 
 REPAIR_TRIES = 4
-UNITS = {
+UNITS = {  # bops: its budget's reference scheme (unit_of)
     "sqnr-db": "dB",
     "max-drop": "pt",
     "avg-bits": "bits",
     "size-mb": "MB",
-    "bops": "x W8A8",
     "latency": "x W8A8",
     "latency-ms": "ms",
 }
 
 
-def unit_of(budget) -> str:
+def unit_of(budget: Budget) -> str:
     """What a measured value is counted in: a bops budget's own reference scheme (bops=0.5@w8a16
     is relative to W8A16, not W8A8)."""
-    if budget.kind == "bops" and getattr(budget, "reference", None) is not None:
+    if budget.kind == "bops":
         return f"x {str(budget.reference).upper()}"
     return UNITS[budget.kind]
 

@@ -17,15 +17,18 @@ def session_batch_size(
     """A model whose data inputs (`data`: the inputs fed per sample; None: all of them) have a
     fixed leading dim can only take that many at once. Inputs fed whole (a probe's weights
     and quantizer parameters, shape [4]) say nothing about the batch."""
-    for inp in _data_inputs(session, data):
+    return _fixed_batch(session, data) or wanted
+
+
+def _fixed_batch(session: ort.InferenceSession, data: Iterable[str] | None) -> int | None:
+    """The fixed leading dim of the first data input that has one (None: every batch size)."""
+    names = None if data is None else set(data)
+    for inp in session.get_inputs():
+        if names is not None and inp.name not in names:
+            continue
         if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
             return int(inp.shape[0])
-    return wanted
-
-
-def _data_inputs(session: ort.InferenceSession, data: Iterable[str] | None) -> list:
-    names = None if data is None else set(data)
-    return [i for i in session.get_inputs() if names is None or i.name in names]
+    return None
 
 
 def run_batches(
@@ -44,8 +47,9 @@ def run_batches(
     so every sample counts once; fewer than B samples in all is an error that says so.
     """
     n = len(next(iter(inputs.values())))
-    bs = session_batch_size(session, batch_size, inputs)
-    fixed = bs != batch_size or _has_fixed_batch(session, inputs)
+    fixed_batch = _fixed_batch(session, inputs)
+    bs = fixed_batch or batch_size
+    fixed = fixed_batch is not None
     if fixed and n < bs:
         raise FaaqError(
             f"the model takes batches of exactly {bs} samples, but only {n} were given: "
@@ -90,13 +94,6 @@ def channel_means(
     if any(s is None for s in sums):
         raise ValueError("channel_means needs at least one sample")
     return [s / c for s, c in zip(sums, counts) if s is not None]
-
-
-def _has_fixed_batch(session: ort.InferenceSession, data: Iterable[str] | None = None) -> bool:
-    return any(
-        inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0
-        for inp in _data_inputs(session, data)
-    )
 
 
 def run_all(
