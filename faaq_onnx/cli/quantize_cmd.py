@@ -528,10 +528,13 @@ def rounding_line(report: dict) -> str:
         else ""
     )
     corrected = report.get("optimization", {}).get("bias_corrected") or []
-    bias_s = report.get("timings_s", {}).get("bias_correction") or sum(
-        u.get("bias_correction_s", 0.0) for r in passes for u in r["units"]
-    )
-    bias = f"; bias correction on {len(corrected)} layers, {bias_s:.1f} s" if corrected else ""
+    own_pass = report.get("timings_s", {}).get("bias_correction")
+    inside = sum(u.get("bias_correction_s", 0.0) for r in passes for u in r["units"])
+    bias = ""
+    if corrected and own_pass:
+        bias = f"; bias correction on {len(corrected)} layers, {own_pass:.1f} s"
+    elif corrected:  # corrected during the rounding pass: its time is in the seconds above
+        bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}"
 
 
