@@ -83,11 +83,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def stack(samples: list[dict]) -> dict[str, np.ndarray]:
-    """Per-sample feeds -> one array per input, samples on axis 0 (faaq's calibration format)."""
+    """Per-sample feeds -> one array per input, samples on axis 0 (faaq's calibration format):
+    feeds with a batch of 1 in front are concatenated, the others (a [2, 1, 128] recurrent
+    state, a scalar) are stacked as one whole feed per sample."""
     return {
         k: (
             np.concatenate([s[k] for s in samples])
-            if np.ndim(samples[0][k])
+            if np.ndim(samples[0][k]) and np.shape(samples[0][k])[0] == 1
             else np.stack([s[k] for s in samples])
         )
         for k in samples[0]

@@ -79,6 +79,7 @@ class Compilation:
     calibration_source = _OnStage("prepared")
     data_free = _OnStage("prepared")
     inputs = _OnStage("prepared")
+    stacked = _OnStage("prepared")  # inputs fed one whole feed per sample
     verify_inputs = _OnStage("prepared")
     data_notes = _OnStage("prepared")
     model = _OnStage("prepared")

@@ -100,3 +100,77 @@ def test_kernel_report_sees_weights_held_in_constant_nodes(tmp_path):
     theirs = _ort_quantize(str(src), calib, str(tmp_path / "ort.onnx"))
     weighted = kernel_report(theirs)["weighted_ops"]
     assert weighted["total"] == 1 and weighted["integer"] == 1
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8"])
+def test_inputs_without_a_sample_axis_quantize_and_keep_the_users_interface(tmp_path, scheme):
+    """A recurrent state laid out [2, B, 8] and a scalar input (silero-vad's state and sr),
+    given one whole feed per sample: the model written takes and returns what the user's
+    does, its weighted ops on integer kernels, close to the float model."""
+    import onnx
+
+    from faaq_onnx.graph import model_input_shapes
+    from faaq_onnx.runtime.session import make_session
+    from tests.passes.test_sample_axis import state_feeds, state_model
+
+    src, out = tmp_path / "state.onnx", tmp_path / "q.onnx"
+    onnx.save(state_model(), src)
+    result = quantize(
+        str(src), state_feeds(48), str(out), QuantConfig(scheme=scheme, progress=False)
+    )
+    written = onnx.load(out)
+    assert model_input_shapes(written) == model_input_shapes(state_model())
+    assert [o.name for o in written.graph.output] == ["y", "stateN"]
+    f = state_feeds(8, seed=5)
+    ref, got = make_session(state_model()), make_session(str(out))
+    for i in range(8):
+        feed = {"x": f["x"][i : i + 1], "state": f["state"][i], "gain": np.asarray(f["gain"][i])}
+        for a, b in zip(ref.run(None, feed), got.run(None, feed)):
+            assert a.shape == b.shape
+            assert _sqnr(a, b) > (25 if scheme == "w8a8" else 12)
+    assert set(result.report["verify"]["outputs"]) == {"y", "stateN"}  # each checked per sample
+    assert kernel_report(str(out))["weighted_ops"]["integer"] >= 1
+
+
+def test_weighted_ops_only_inside_control_flow_are_named_in_the_refusal(tmp_path):
+    """silero-vad keeps its whole network inside an If on the sample rate: the one-line
+    error says where the weighted ops are, not that there are none."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from faaq_onnx.errors import FaaqError
+
+    w = nh.from_array(np.ones((4, 4), np.float32), "W")
+    branch = h.make_graph(
+        [h.make_node("MatMul", ["x", "W"], ["y1"])],
+        "b",
+        [],
+        [h.make_tensor_value_info("y1", T.FLOAT, None)],
+        [w],
+    )
+    other = h.make_graph(
+        [h.make_node("Identity", ["x"], ["y2"])],
+        "c",
+        [],
+        [h.make_tensor_value_info("y2", T.FLOAT, None)],
+    )
+    g = h.make_graph(
+        [h.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)],
+        "g",
+        [
+            h.make_tensor_value_info("x", T.FLOAT, ["B", 4]),
+            h.make_tensor_value_info("c", T.BOOL, []),
+        ],
+        [h.make_tensor_value_info("y", T.FLOAT, ["B", 4])],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "if.onnx")
+    calib = {"x": np.ones((4, 4), np.float32), "c": np.ones(4, bool)}
+    with pytest.raises(FaaqError, match=r"weighted ops \(1 MatMul\) are all inside If/Loop/Scan"):
+        quantize(
+            str(tmp_path / "if.onnx"), calib, str(tmp_path / "q.onnx"), QuantConfig(progress=False)
+        )
+    assert not (tmp_path / "q.onnx").exists()

@@ -6,7 +6,11 @@ names the problem, so a bad calibration set fails before any quantization work s
 
 Sources ``load_inputs`` understands:
 
-(a) ``.npz`` with one array per model input name (batch on axis 0);
+(a) ``.npz`` with one array per model input name (batch on axis 0). An input with no sample
+    axis in front (a recurrent state laid out [layers, batch, hidden], a scalar) takes one
+    whole feed per sample instead: an array of rank one more than the input's, stacked on a
+    new axis 0 (``state`` of shape [2, 1, 128]: an array [N, 2, 1, 128]; a scalar ``sr``: [N]);
+    such a model is then fed one sample per run;
 (b) ``.npz`` with ``x`` (and optionally ``y``, ignored here) for a one-input model;
     a single-array ``.npz`` or a ``.npy`` file also works for one input;
 (c) a folder of ``.npy`` files: for a one-input model the ``*.npy`` files in the folder;
@@ -32,7 +36,7 @@ The package is split by concern: ``presets`` (image preprocessing), ``readers``
 
 from __future__ import annotations
 
-from faaq_onnx.data.inputs import iter_batches, load_inputs, validate_inputs
+from faaq_onnx.data.inputs import iter_batches, load_inputs, stacked_inputs, validate_inputs
 from faaq_onnx.data.labeled import load_labeled, read_labels_file
 from faaq_onnx.data.presets import (
     PRESET_METADATA_KEY,
@@ -60,5 +64,6 @@ __all__ = [
     "model_preset",
     "read_labels_file",
     "resolve_data_path",
+    "stacked_inputs",
     "validate_inputs",
 ]

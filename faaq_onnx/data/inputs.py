@@ -82,17 +82,16 @@ def validate_inputs(
         shape = (shapes or {}).get(name)
         if shape is not None:
             want = "(" + ", ".join(str(d) if d is not None else "?" for d in shape) + ")"
-            if arr.ndim != len(shape):
+            if arr.ndim == len(shape) + 1:  # one whole feed per sample: every axis must fit
+                _check_stacked(arr, name, shape, want)
+            elif arr.ndim != len(shape):
                 raise FaaqError(
                     f"input {name!r} has rank {arr.ndim} (shape {tuple(arr.shape)}); "
-                    f"the model expects rank {len(shape)} {want}"
+                    f"the model expects rank {len(shape)} {want}, or rank {len(shape) + 1} "
+                    "for one whole feed per sample"
                 )
-            for axis, (a, d) in enumerate(zip(arr.shape, shape)):
-                if axis > 0 and isinstance(d, (int, np.integer)) and d >= 0 and a != d:
-                    raise FaaqError(
-                        f"input {name!r} has shape {tuple(arr.shape)}; the model expects {want} "
-                        f"(axis {axis}: {a} vs {d})"
-                    )
+            else:
+                _check_batch(arr, name, shape, want)
         if np.issubdtype(arr.dtype, np.floating) and isinstance(
             arr, np.ndarray
         ):  # raw images hold no NaN
@@ -104,6 +103,31 @@ def validate_inputs(
     if len(set(counts.values())) > 1:
         desc = ", ".join(f"{k}={v}" for k, v in counts.items())
         raise FaaqError(f"inputs have different sample counts: {desc}")
+
+
+def _check_batch(arr: np.ndarray, name: str, shape: Sequence, want: str) -> None:
+    for axis, (a, d) in enumerate(zip(arr.shape, shape)):
+        if axis > 0 and isinstance(d, (int, np.integer)) and d >= 0 and a != d:
+            raise FaaqError(
+                f"input {name!r} has shape {tuple(arr.shape)}; the model expects {want} "
+                f"(axis {axis}: {a} vs {d})"
+            )
+
+
+def _check_stacked(arr: np.ndarray, name: str, shape: Sequence, want: str) -> None:
+    for axis, (a, d) in enumerate(zip(arr.shape[1:], shape)):
+        if isinstance(d, (int, np.integer)) and d > 0 and a != d:
+            raise FaaqError(
+                f"input {name!r} has shape {tuple(arr.shape)}: read as one whole feed per sample "
+                f"(rank {arr.ndim} for an input of rank {len(shape)}), each must have the "
+                f"model's shape {want} (axis {axis}: {a} vs {d})"
+            )
+
+
+def stacked_inputs(inputs: Mapping[str, np.ndarray], shapes: Mapping[str, Sequence]) -> list[str]:
+    """Inputs given as one whole feed per sample (rank one more than the model's input): the
+    way to feed inputs that have no sample axis of their own, or none in front."""
+    return [n for n, a in inputs.items() if n in shapes and a.ndim == len(shapes[n]) + 1]
 
 
 def _guess_image_preset(files: list[Path], shape: Sequence | None, preset: str | None) -> str:

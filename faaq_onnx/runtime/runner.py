@@ -31,6 +31,13 @@ def _fixed_batch(session: ort.InferenceSession, data: Iterable[str] | None) -> i
     return None
 
 
+def _stacked(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> list[str]:
+    """Inputs held as one whole feed per sample (rank one more than the session's input): the
+    model itself has no sample axis there, so they go one sample per run."""
+    ranks = {i.name: len(i.shape) for i in session.get_inputs()}
+    return [k for k, v in inputs.items() if k in ranks and v.ndim == ranks[k] + 1]
+
+
 def run_batches(
     session: ort.InferenceSession,
     inputs: dict[str, np.ndarray],
@@ -45,9 +52,13 @@ def run_batches(
     A model with a fixed batch dimension B gets exactly B samples per run: a ragged last
     batch is padded by repeating its own samples and the padding's outputs are cut off,
     so every sample counts once; fewer than B samples in all is an error that says so.
+    Inputs held as one whole feed per sample (faaq_onnx.data.stacked_inputs) make B = 1,
+    and each run is fed that sample's array as it is; its outputs come back with a sample
+    axis in front.
     """
     n = len(next(iter(inputs.values())))
-    fixed_batch = _fixed_batch(session, inputs)
+    stacked = _stacked(session, inputs)
+    fixed_batch = 1 if stacked else _fixed_batch(session, inputs)
     bs = fixed_batch or batch_size
     fixed = fixed_batch is not None
     if fixed and n < bs:
@@ -65,10 +76,14 @@ def run_batches(
         if fixed and real < bs:
             take = np.arange(bs) % real
             feed = {k: v[take] for k, v in feed.items()}
+        for k in stacked:
+            feed[k] = np.asarray(feed[k][0])
         if extra_feeds:
             feed.update(extra_feeds)
         outs = session.run(output_names, feed)
-        if fixed and real < bs:
+        if stacked:  # one whole output per sample, as the whole feed was one
+            outs = [np.asarray(o)[None] for o in outs]
+        elif fixed and real < bs:
             outs = [o[:real] if getattr(o, "ndim", 0) and o.shape[0] == bs else o for o in outs]
         yield start, outs
 

@@ -12,6 +12,7 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
 from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
+from faaq_onnx.passes.sample_axis import DropSampleAxisPass
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.results import BIG_MODEL_BYTES, QuantizeResult, spill_to_disk, write_result
 
@@ -58,6 +59,7 @@ class Emission:
                 comp.int2,
                 keep_clamps=keep,
             )
+            DropSampleAxisPass(comp.stacked)(qmodel)  # the user's inputs, as they were
             proto = to_proto(qmodel)
             if nbits:
                 proto, emitted.matmulnbits = convert_to_matmulnbits(

@@ -15,13 +15,15 @@ from faaq_onnx.analysis.calibrate import Calibration, calibrate
 from faaq_onnx.analysis.discover import discover_groups
 from faaq_onnx.analysis.prune import prune_quantizers
 from faaq_onnx.config import QuantConfig
+from faaq_onnx.data import stacked_inputs
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import to_proto
+from faaq_onnx.graph import model_input_shapes, to_proto
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.inputs import prepare_calibration
 from faaq_onnx.model_io import load_model
 from faaq_onnx.optimize.rounding import check_interpretable
 from faaq_onnx.passes.canonicalize import canonicalize
+from faaq_onnx.passes.sample_axis import LiftSampleAxisPass
 
 Stage = Callable[[str], AbstractContextManager[Any]]
 
@@ -52,10 +54,12 @@ class Prepared:
         self.data_free = isinstance(calib, str) and calib.split(":")[0] in ("none", "bn-stats")
         with stage("load"):
             model = load_model(model_path)
+            user_proto = to_proto(model)
             # bad calibration data fails here, before any long work
             self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(
-                calib, to_proto(model), config
+                calib, user_proto, config
             )
+            self.stacked = stacked_inputs(self.inputs, model_input_shapes(user_proto))
         held_out_note: list[str] = []
         if (
             floor is not None and floor.is_floor
@@ -65,6 +69,8 @@ class Prepared:
             )
         with stage("canonicalize"):
             self.model, self.warnings, self.int2 = _canonicalize(model, target_opset, config)
+            # inputs fed one whole feed per sample get a sample axis; emission takes it away
+            LiftSampleAxisPass(self.stacked)(self.model)
         self.warnings += self.data_notes + held_out_note
         if config.reduce_range == "auto" and config.weights_reduce_range:
             self.warnings.append(VNNI_WARNING)
@@ -72,9 +78,7 @@ class Prepared:
         with stage("discover_groups"):
             self.qgraph: QuantizerGraph = discover_groups(self.model)
         if not self.qgraph.groups:
-            raise FaaqError(
-                "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
-            )
+            raise FaaqError(_nothing_to_quantize(self.model))
         self.scaling = self._scale_channels(stage)
         check_interpretable(self.float_proto, self.qgraph, config.rounding)  # before calibrating
         with stage("calibrate"):
@@ -100,6 +104,27 @@ class Prepared:
             self.float_proto = to_proto(self.model)
             self.qgraph = discover_groups(self.model)
         return report
+
+
+def _nothing_to_quantize(model) -> str:
+    """Why no group was found; names the weighted ops that sit in control-flow subgraphs,
+    which faaq does not quantize (their tensors cannot be calibrated from outside)."""
+    inside: dict[str, int] = {}
+    for node in model.graph.all_nodes():
+        if node.graph is not model.graph and node.op_type in WEIGHTED:
+            inside[node.op_type] = inside.get(node.op_type, 0) + 1
+    if inside:
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(inside.items()))
+        return (
+            f"found nothing to quantize outside control flow: the model's weighted ops ({ops}) "
+            "are all inside If/Loop/Scan subgraphs, which faaq does not quantize"
+        )
+    return (
+        "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
+    )
+
+
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _canonicalize(model, target_opset: int, config: QuantConfig):

@@ -393,3 +393,24 @@ def test_preset_array_reads_like_the_preprocessed_array(tmp_path):
         p, ["input"], {"input": ["N", 3, 32, 32]}, limit=5, seed=1, held_out=4
     )
     assert isinstance(calib["input"], PresetArray) and len(held["input"]) == 4
+
+
+def test_npz_one_whole_feed_per_sample_for_inputs_without_a_sample_axis(tmp_path):
+    """A [2, B, 128] state and a scalar take rank + 1 arrays, each element a whole feed that
+    must have the model's shape; a wrong axis is named in one line."""
+    shapes = {"x": ["B", 4], "state": [2, "B", 3], "sr": []}
+    good = {
+        "x": np.zeros((6, 4), np.float32),
+        "state": np.zeros((6, 2, 1, 3), np.float32),
+        "sr": np.full(6, 16000, np.int64),
+    }
+    np.savez(tmp_path / "c.npz", **good)
+    got = data.load_inputs(tmp_path / "c.npz", list(shapes), shapes)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in good.items()}
+    assert data.stacked_inputs(got, shapes) == ["state", "sr"]
+    bad = dict(good, state=np.zeros((6, 3, 1, 3), np.float32))
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(FaaqError, match=r"one whole feed per sample.*axis 0: 3 vs 2"):
+        data.load_inputs(tmp_path / "bad.npz", list(shapes), shapes)
+    with pytest.raises(FaaqError, match="or rank 4 for one whole feed per sample"):
+        data.validate_inputs({"state": np.zeros((6, 2, 1, 3, 1), np.float32)}, shapes)

@@ -56,3 +56,22 @@ def test_inputs_fed_whole_do_not_fix_the_batch():
         [o[0] for _, o in run_batches(sess, {"x": data}, 8, ["y"], extra_feeds=extra)]
     )
     np.testing.assert_allclose(outs, data + 4)
+
+
+def test_inputs_given_one_whole_feed_per_sample_run_one_sample_at_a_time():
+    """An input without a sample axis in front (a [2, B, 8] state, a scalar) is held as one
+    whole feed per sample: each run gets that sample's array as it is, and what it returns
+    comes back with a sample axis in front."""
+    from faaq_onnx.runtime.runner import run_batches
+    from tests.passes.test_sample_axis import state_feeds, state_model
+
+    feeds = state_feeds(5, seed=1)
+    sess = make_session(state_model())
+    got = list(run_batches(sess, feeds, batch_size=4))
+    assert [start for start, _ in got] == list(range(5))
+    for i, (_, outs) in enumerate(got):
+        one = {"x": feeds["x"][i : i + 1], "state": feeds["state"][i], "gain": feeds["gain"][i]}
+        want = sess.run(None, {k: np.asarray(v) for k, v in one.items()})
+        for a, b in zip(outs, want):
+            assert a.shape == (1, *b.shape)
+            np.testing.assert_array_equal(a[0], b)
