@@ -146,7 +146,8 @@ def _pad(x, pads, value=None, axes=None, a=None):
             full[d], full[d + nd] = p[i], p[i + len(ax)]
         p = full
     tp = _pads(p, nd)
-    v = float(value.item()) if value is not None and value.numel() else 0.0
+    # the value is an input from opset 11, an attribute before
+    v = float(value.item()) if value is not None and value.numel() else float(a.get("value", 0.0))
     if mode == "constant":
         return F.pad(x, tp, mode="constant", value=v)
     torch_mode = {"edge": "replicate", "reflect": "reflect", "wrap": "circular"}.get(mode)
