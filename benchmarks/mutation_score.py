@@ -209,7 +209,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/emit_qdq.py": ["tests/passes/test_emit_qdq.py"],
     "faaq_onnx/passes/emit_weights.py": ["tests/passes/test_emit_qdq.py"],
-    "faaq_onnx/passes/fold_batchnorm.py": [*_CANON],
+    "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": [*_CANON],
     "faaq_onnx/passes/fuse_matmul_add.py": [*_CANON],
     "faaq_onnx/passes/simplify.py": [*_CANON],
@@ -278,6 +278,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/zoo/registry.py": [*_ZOO],
     # top level
     "faaq_onnx/config.py": [
+        "tests/test_config.py",
         "tests/test_pipeline.py",
         "tests/quant/test_reduce_range.py",
         "tests/test_guarantees.py",
@@ -302,6 +303,8 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_pipeline.py",
     ],
     "faaq_onnx/groups.py": [
+        "tests/test_groups.py",
+        "tests/analysis/test_discover.py",
         "tests/analysis/test_allocate.py",
         "tests/analysis/test_sensitivity.py",
     ],

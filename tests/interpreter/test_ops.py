@@ -384,6 +384,14 @@ OP_CASES = {
     "AveragePool 1d asymmetric": lambda: _case(
         "AveragePool", {"x": _f(1, 2, 9)}, {"kernel_shape": [3], "strides": [2], "pads": [2, 0]}
     ),
+    "AveragePool 1d": lambda: _case(
+        "AveragePool", {"x": _f(1, 2, 9)}, {"kernel_shape": [3], "pads": [1, 1]}
+    ),
+    "AveragePool 3d asymmetric": lambda: _case(
+        "AveragePool",
+        {"x": _f(1, 2, 4, 5, 6)},
+        {"kernel_shape": [2, 3, 2], "pads": [1, 0, 0, 0, 1, 1]},
+    ),
     "AveragePool 3d": lambda: _case(
         "AveragePool", {"x": _f(1, 2, 4, 5, 6)}, {"kernel_shape": [2, 3, 2]}
     ),
