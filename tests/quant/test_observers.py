@@ -86,3 +86,78 @@ def test_two_pass_histogram_spans_the_observed_range_and_merges_counts():
     )  # not widened to a fixed span
     m = s.merged(s)
     assert m.count == 2 * s.count and m.hist.sum() == 2 * s.hist.sum()
+
+
+def test_growth_adds_a_quarter_of_the_new_span_on_the_side_that_grew():
+    """[-1, 1] then -3: the span is 4, the floor goes to -3 - 1 = -4 and the top stays; then 5:
+    span 9 (from -4), the top goes to 5 + 2.25. Every count is kept."""
+    s = TensorStats()
+    s.observe(np.array([-1.0, 1.0], np.float32))
+    assert (s.edges[0], s.edges[-1]) == (-1.0, 1.0)
+    s.observe(np.array([-3.0], np.float32))
+    assert (s.edges[0], s.edges[-1]) == (-4.0, 1.0)
+    s.observe(np.array([5.0], np.float32))
+    assert (s.edges[0], s.edges[-1]) == (-4.0, 7.25)
+    assert s.hist.sum() == 4 and s.count == 4 and (s.min, s.max) == (-3.0, 5.0)
+    # the new values were counted where they are
+    centres = (s.edges[:-1] + s.edges[1:]) / 2
+    for v in (-3.0, 5.0):
+        assert s.hist[np.abs(centres - v) <= (s.edges[1] - s.edges[0])].sum() >= 1
+
+
+def test_histogram_includes_zero_and_has_width_for_constant_data():
+    """The range always holds 0; a batch of one value still gets bins of positive width."""
+    s = TensorStats()
+    s.observe(np.full((2, 3), -2.0, np.float32))
+    assert s.edges[0] == -2.0 and s.edges[-1] == 0.0 and s.hist[0] == 6
+    z = TensorStats()
+    z.observe(np.zeros((4, 1), np.float32))
+    assert z.edges[0] == 0.0 and 0 < z.edges[-1] <= 1e-6 and z.hist[0] == 4
+    p = TensorStats()
+    p.observe(np.array([[2.0, 4.0]], np.float32))
+    assert (p.edges[0], p.edges[-1]) == (0.0, 4.0) and (p.hist[1024], p.hist[-1]) == (1, 1)
+
+
+def test_observe_records_count_and_one_samples_shape_and_skips_empty_batches():
+    s = TensorStats()
+    s.observe(np.zeros((0, 3), np.float32))
+    assert s.count == 0 and s.hist is None and s.shape is None
+    s.observe(np.ones((2, 3, 4), np.float32))
+    assert s.count == 24 and s.shape == (3, 4)
+    s.observe(np.array(7.0, np.float32))  # a scalar has no sample shape: the last one stays
+    assert s.count == 25 and s.shape == (3, 4) and s.max == 7.0
+
+
+def test_minmax_pass_skips_empty_batches_and_counts_single_values():
+    s = TensorStats()
+    s.observe_minmax(np.zeros((0,), np.float32))
+    assert s.count == 0 and s.min == np.inf
+    s.observe_minmax(np.array([3.5], np.float32))
+    assert (s.min, s.max, s.count, s.shape) == (3.5, 3.5, 1, ())
+    s.observe_minmax(np.array([[-1.0, 2.0]], np.float32))
+    assert (s.min, s.max, s.count, s.shape) == (-1.0, 3.5, 3, (2,))
+
+
+def test_two_pass_histogram_of_constant_zero_data_has_width():
+    s = TensorStats()
+    x = np.zeros(10, np.float32)
+    s.observe_minmax(x)
+    s.observe_hist(x)
+    assert s.edges[-1] > s.edges[0] == 0.0 and s.hist.sum() == 10 and s.hist[0] == 10
+
+
+def test_merged_spans_both_ranges_and_keeps_every_count():
+    """Min, max and counts add up; the merged histogram spans both (and 0) and holds every
+    count near where it was; without histograms only the min/max/count merge."""
+    a, b = TensorStats(), TensorStats()
+    a.observe(np.array([1.0, 2.0, 2.0], np.float32))
+    b.observe(np.array([[-4.0, -3.0]], np.float32))
+    m = a.merged(b)
+    assert (m.min, m.max, m.count, m.shape) == (-4.0, 2.0, 5, a.shape)
+    assert (m.edges[0], m.edges[-1]) == (-4.0, 2.0) and m.hist.sum() == 5
+    below = m.hist[m.edges[1:] <= -2.9].sum()  # -4 and -3
+    assert below == 2
+    c = TensorStats()
+    c.observe_minmax(np.array([0.5, 9.0], np.float32))
+    n = a.merged(c)
+    assert n.hist is None and (n.min, n.max, n.count) == (0.5, 9.0, 5)
