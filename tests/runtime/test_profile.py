@@ -243,3 +243,247 @@ def test_cli_errors_are_one_line(pair, tmp_path):
         res = CliRunner().invoke(main, ["profile", pair[0], "--ep", "cuda"])
         assert res.exit_code == 2
         assert res.output.strip().count("\n") == 0 and "'cuda' is not available" in res.output
+
+
+# ---- exact numbers: timing statistics from a known clock, feeds, the trace, the table ----
+
+
+class _Clock:
+    """perf_counter for the timed loop: each run takes the next of `durations` seconds."""
+
+    def __init__(self, durations):
+        self.durations, self.calls, self.t = list(durations), 0, 100.0
+
+    def __call__(self):
+        if self.calls % 2:
+            self.t += self.durations[(self.calls // 2) % len(self.durations)]
+        else:
+            self.t += 1.0
+        self.calls += 1
+        return self.t
+
+
+def test_latency_statistics_are_those_of_the_timed_runs(pair, monkeypatch):
+    """Runs of 4, 1, 10, 2, 3 ms (then twice as long for the second model): median, p90 (numpy's
+    linear percentile), mean, min, samples/s and the speed-up against the first model."""
+    from faaq_onnx.runtime import profile
+
+    ms = [4.0, 1.0, 10.0, 2.0, 3.0]
+    clock = _Clock([m / 1e3 for m in ms] + [2 * m / 1e3 for m in ms])
+    monkeypatch.setattr(profile.time, "perf_counter", clock)
+    rep = profile_models(pair, batches=[4], warmup=0, runs=5, isolate=False)
+    a, b = rep["results"]
+    assert a["median_ms"] == pytest.approx(3.0) and b["median_ms"] == pytest.approx(6.0)
+    assert a["p90_ms"] == pytest.approx(np.percentile(ms, 90)) == pytest.approx(7.6)
+    assert a["mean_ms"] == pytest.approx(4.0) and a["min_ms"] == pytest.approx(1.0)
+    assert a["throughput"] == pytest.approx(4 / 0.003, rel=1e-4)
+    assert b["throughput"] == pytest.approx(4 / 0.006, rel=1e-4)
+    assert a["speedup_vs_first"] == 1.0 and b["speedup_vs_first"] == 0.5
+    assert clock.calls == 2 * 2 * 5  # two clock reads per timed run, none for the warm-up
+
+
+def _io_model(inputs):
+    """Identity per input: {name: (elem type, shape)}."""
+    nodes = [helper.make_node("Identity", [k], [f"{k}_out"]) for k in inputs]
+    g = helper.make_graph(
+        nodes,
+        "io",
+        [helper.make_tensor_value_info(k, t, s) for k, (t, s) in inputs.items()],
+        [helper.make_tensor_value_info(f"{k}_out", t, s) for k, (t, s) in inputs.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 10
+    return m
+
+
+def test_feeds_fill_every_input_type_with_the_batch_set(tmp_path):
+    """Dynamic batch -> the batch asked for; other symbolic dims -> 1 with a note; integers and
+    bools in {0, 1}; floats standard normal; an input of batch 2 runs at batch 2 only."""
+    from faaq_onnx.runtime.profile import _feeds
+    from faaq_onnx.runtime.session import make_session
+
+    m = _io_model(
+        {
+            "f": (TensorProto.FLOAT, ["n", 3, "t"]),
+            "h": (TensorProto.FLOAT16, [None, 2]),
+            "i": (TensorProto.INT64, ["n"]),
+            "u": (TensorProto.UINT8, ["n", 4]),
+            "b": (TensorProto.BOOL, ["n", 2]),
+            "s": (TensorProto.FLOAT, []),
+        }
+    )
+    feeds, reason, notes = _feeds(make_session(m.SerializeToString()), 3, 0)
+    assert reason is None
+    got = {k: (v.dtype, v.shape) for k, v in feeds.items()}
+    assert got == {
+        "f": (np.float32, (3, 3, 1)),
+        "h": (np.float16, (3, 2)),
+        "i": (np.int64, (3,)),
+        "u": (np.uint8, (3, 4)),
+        "b": (np.bool_, (3, 2)),
+        "s": (np.float32, ()),
+    }
+    assert notes == ["f: symbolic dim 't' set to 1"]
+    assert set(np.unique(feeds["u"])) <= {0, 1} and feeds["f"].std() > 0.3
+    fixed = _io_model({"x": (TensorProto.FLOAT, [2, 3])})
+    feeds, reason, _ = _feeds(make_session(fixed.SerializeToString()), 2, 0)
+    assert reason is None and feeds["x"].shape == (2, 3)
+    feeds, reason, _ = _feeds(make_session(fixed.SerializeToString()), 1, 0)
+    assert feeds is None and "'x' has a fixed batch dimension of 2" in reason
+    strings = _io_model({"t": (TensorProto.STRING, ["n"])})
+    with pytest.raises(FaaqError, match="'t' has type tensor\\(string\\)"):
+        _feeds(make_session(strings.SerializeToString()), 1, 0)
+
+
+def test_cpu_info_reads_the_model_name_and_int8_flags(monkeypatch):
+    """The first processor's 'model name' and the int8-relevant flags, sorted; no /proc: defaults."""
+    from pathlib import Path
+
+    from faaq_onnx.runtime import profile
+
+    text = (
+        "processor\t: 0\nmodel name\t: Test CPU @ 2GHz\n"
+        "flags\t\t: fpu avx2 sse avx512_vnni amx_int8 avx512f\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: avx512bw\n"
+    )
+    monkeypatch.setattr(profile.platform, "processor", lambda: "")
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: text)
+    assert profile.cpu_info() == {
+        "model": "Test CPU @ 2GHz",
+        "int8_features": ["amx_int8", "avx2", "avx512_vnni", "avx512f"],
+    }
+    monkeypatch.setattr(profile.platform, "processor", lambda: "Named by platform")
+    assert profile.cpu_info()["model"] == "Named by platform"
+
+    def missing(self, *a, **k):
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(Path, "read_text", missing)
+    assert profile.cpu_info() == {"model": "Named by platform", "int8_features": []}
+
+
+def test_aggregate_trace_counts_calls_per_run_and_unknown_ops():
+    """A node called twice a run counts twice; more warm-up than runs times everything once;
+    events that are not kernel times are ignored; op types sorted by time."""
+
+    def node(ts, name, dur, op="Conv"):
+        args = {"op_name": op, "provider": "CPU"} if op else {}
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": args}
+
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 10, "dur": 1},
+        {"cat": "Session", "name": "model_run", "ts": 20, "dur": 1},
+        node(11, "a", 4),
+        node(12, "a", 6),
+        node(21, "a", 8),
+        node(22, "a", 2),
+        node(23, "m", 30, op=None),
+        {"cat": "Node", "name": "a_fence_before", "ts": 24, "dur": 999},
+        {"cat": "Kernel", "name": "x_kernel_time", "ts": 25, "dur": 999},
+    ]
+    agg = aggregate_trace(events, skip_runs=0, top=5)
+    assert agg["timed_runs"] == 2
+    # a: median 5 us over 4 calls in 2 runs -> 10 us a run; m: 30 once in 2 runs -> 15 us
+    assert [(o["op_type"], o["ms_per_run"]) for o in agg["by_op_type"]] == [
+        ("?", 0.015),
+        ("Conv", 0.01),
+    ]
+    assert agg["kernel_ms_per_run"] == 0.025 and agg["float_share"] == 1.0
+    assert [(n["node"], n["share"]) for n in agg["top_nodes"]] == [("m", 0.6), ("a", 0.4)]
+    late = aggregate_trace(events, skip_runs=5)
+    assert late["timed_runs"] == 1 and late["kernel_ms_per_run"] == 0.05
+
+
+def _report(results, per_op=None):
+    machine = {
+        "onnxruntime": "9.9",
+        "cpu": {"model": "CPU X", "int8_features": ["avx2", "avx512_vnni"]},
+        "cpu_count": 2,
+        "threads": 1,
+    }
+    return {"machine": machine, "settings": {"baseline": "a.onnx"}, "results": results}
+
+
+def _ok(name, median, speedup=None, **extra):
+    r = {
+        "model_name": name,
+        "ep": "cpu",
+        "batch": 1,
+        "status": "ok",
+        "median_ms": median,
+        "p90_ms": median * 2,
+        "throughput": 1000 / median,
+        "model_bytes": 150_000,
+        "peak_rss_mb": 120.4,
+        "rss_baseline_mb": 100.0,
+        "peak_rss_scope": "child process (this model only)",
+        **extra,
+    }
+    if speedup is not None:
+        r["speedup_vs_first"] = speedup
+    return r
+
+
+def test_format_profile_table_columns_and_footer():
+    """Numbers right-aligned under their headers, sizes in kB below 100 kB and MB above, the
+    session's memory over the baseline, skipped rows and their reason, the machine footer."""
+    skipped = {
+        "model_name": "fixed.onnx",
+        "ep": "cpu",
+        "batch": 8,
+        "status": "skipped",
+        "reason": "fixed batch",
+        "model_bytes": 99_999,
+    }
+    text = format_profile(_report([_ok("a.onnx", 2.0, 1.0), _ok("bb.onnx", 1.0), skipped]))
+    lines = text.splitlines()
+    head = lines[0].split("  ")
+    assert [h.strip() for h in head if h.strip()][:3] == ["model", "ep", "batch"]
+    assert lines[1].startswith("----------  ---  -----  ---------  ------")
+    row_a, row_b, row_s = lines[2], lines[3], lines[4]
+    assert row_a.split() == [
+        "a.onnx", "cpu", "1", "2.000", "4.000", "500.0", "0.15", "MB", "120", "20", "1.00x"
+    ]  # fmt: skip
+    assert row_b.split()[-1] == "-" and row_b.split()[3] == "1.000"
+    assert row_s.split() == [
+        "fixed.onnx", "cpu", "8", "-", "-", "-", "100.0", "kB", "-", "-", "skipped"
+    ]  # fmt: skip
+    end = lines[0].index("median ms") + len("median ms")  # numbers right-aligned
+    assert row_a.index("2.000") + 5 == end == row_b.index("1.000") + 5
+    assert row_a.index("1.00x") == lines[0].index("speed-up")  # not all numbers: left-aligned
+    assert lines[5] == "skipped fixed.onnx batch 8: fixed batch"
+    assert lines[6].startswith("onnxruntime 9.9, CPU X (avx2, avx512_vnni), 2 CPUs, threads: 1;")
+    assert "speed-up is against a.onnx; peak RSS: child process (this model only);" in lines[6]
+
+
+def test_format_profile_per_op_sections():
+    per_op = {
+        "kernel_ms_per_run": 1.5,
+        "integer_share": 0.6,
+        "qdq_share": 0.25,
+        "float_share": 0.15,
+        "by_op_type": [
+            {"op_type": "QLinearConv", "integer": True, "ms_per_run": 0.9, "share": 0.6},
+            {"op_type": "QuantizeLinear", "integer": False, "ms_per_run": 0.375, "share": 0.25},
+            {"op_type": "Relu", "integer": False, "ms_per_run": 0.225, "share": 0.15},
+        ],
+        "top_nodes": [
+            {
+                "node": "n" * 70,
+                "op_type": "QLinearConv",
+                "integer": True,
+                "ms_per_run": 0.9,
+                "share": 0.6,
+            }
+        ],
+    }
+    text = format_profile(_report([_ok("a.onnx", 2.0, 1.0, per_op=per_op)]))
+    assert (
+        "a.onnx on cpu, batch 1: 1.500 ms in kernels per run (median per node); "
+        "integer kernels 60.0 %, Q/DQ 25.0 %, float 15.0 %"
+    ) in text
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line}
+    assert rows["QLinearConv"] == ["int", "0.900", "60.0", "%"]
+    assert rows["QuantizeLinear"] == ["q/dq", "0.375", "25.0", "%"]
+    assert rows["Relu"] == ["float", "0.225", "15.0", "%"]
+    assert rows["n" * 60] == ["QLinearConv", "int", "0.900", "60.0", "%"]  # names cut at 60
