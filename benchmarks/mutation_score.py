@@ -159,8 +159,16 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/cli/eval_cmd.py": [*_CLI],
     "faaq_onnx/cli/export_cmd.py": [*_CLI, *_ZOO],
     "faaq_onnx/cli/inspect_cmd.py": [*_CLI],
-    "faaq_onnx/cli/profile_cmd.py": [*_CLI, "tests/runtime/test_profile.py"],
-    "faaq_onnx/cli/quantize_cmd.py": [*_CLI, "tests/runtime/test_workers.py"],
+    "faaq_onnx/cli/profile_cmd.py": [
+        "tests/cli/test_profile_cmd.py",
+        *_CLI,
+        "tests/runtime/test_profile.py",
+    ],
+    "faaq_onnx/cli/quantize_cmd.py": [
+        "tests/cli/test_quantize_cmd.py",
+        *_CLI,
+        "tests/runtime/test_workers.py",
+    ],
     "faaq_onnx/cli/reliability_cmd.py": [*_CLI, "tests/test_reliability.py"],
     # data/
     "faaq_onnx/data/inputs.py": ["tests/data/test_data.py", *_CLI],

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -1027,3 +1028,26 @@ def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
     assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}
     assert not any(p.get("units") for p in rep["optimization"]["rounding"].values())
     assert rep["optimization"]["bias_corrected"] == []  # auto corrects biases below 8 bits only
+
+
+@pytest.mark.parametrize(
+    "cmd, flags, required",
+    [
+        ("quantize", ["--no-simplify", "--quiet", "--no-cache"], ["--output", "--calib"]),
+        ("analyze", ["--no-cache"], ["--report", "--calib"]),
+        ("eval", ["--per-class"], ["--data"]),
+        ("export", ["--keep-batchnorm", "--list"], []),
+        ("inspect", ["--kernels", "--no-simplify"], []),
+        ("profile", ["--per-op", "--in-process"], []),
+        ("reliability", [], ["--data", "--report", "--calib"]),
+    ],
+)
+def test_flags_take_no_value_and_required_options_say_so(option_help, cmd, flags, required):
+    """A flag is given alone (no TEXT/INTEGER after it); a required option is marked in --help."""
+    h = option_help(cmd)
+    for flag in flags:
+        assert not re.match(r"\s*[A-Z]+\b", h[flag]), (flag, h[flag])
+    for option in required:
+        assert "[required]" in h[option], (option, h[option])
+    optional = [o for o in h if o not in required and o != "--help"]
+    assert all("[required]" not in h[o] for o in optional)

@@ -176,3 +176,15 @@ def test_weight_ranges_keep_zero_inside_and_mse_near_optimum():
             for f in np.linspace(0.1, 1, 200)
         )
         assert got <= 1.02 * best
+
+
+def test_percentile_takes_the_outer_edges_of_the_bins_where_the_cdf_crosses():
+    """1000 values at -0.5 and at 0.5, one at -1000 and one at 1000: 2048 bins of 1000/1024 over
+    [-1000, 1000]; at 99.95 % the top is the upper edge of 0.5's bin, the floor the lower
+    edge of -0.5's bin."""
+    x = np.array([-1000.0] + [-0.5] * 1000 + [0.5] * 1000 + [1000.0], np.float32)
+    lo, hi = activation_range(_stats(x), IntFormat(8, False), False, "percentile", 99.95)
+    w = 1000 / 1024
+    assert lo == pytest.approx(-w) and hi == pytest.approx(w)
+    lo, hi = activation_range(_stats(x), IntFormat(8, False), False, "percentile", 100)
+    assert (lo, hi) == (-1000.0, 1000.0)  # 100 %: the whole range

@@ -1,0 +1,293 @@
+"""`faaq quantize`: its options reach QuantConfig as documented, its help states QuantConfig's
+defaults, and its summary lines say what the report holds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from faaq_onnx.cli import main
+from faaq_onnx.cli.quantize_cmd import _pooled, _verified_on, rounding_line, summary_line
+from faaq_onnx.config import AUTO, Candidate, QuantConfig
+
+
+def _default(text: str) -> str | None:
+    m = re.search(r"\[default: ([^\]]*)\]\s*$", text)
+    return m.group(1) if m else None
+
+
+def test_help_states_the_config_defaults(option_help):
+    """Each option's shown default is QuantConfig's (the one source of defaults); flag pairs show
+    the side that is on."""
+    c = QuantConfig()
+    h = option_help("quantize")
+    expected = {
+        "--act-range": c.act_range,
+        "--weight-range": c.weight_range,
+        "--percentile": str(c.percentile),
+        "--calib-size": str(c.calib_size),
+        "--batch-size": str(c.batch_size),
+        "--weight-storage": c.weight_storage,
+        "--reduce-range": c.reduce_range,
+        "--matmul-kernel": c.matmul_kernel,
+        "--optimize": AUTO,
+        "--effort": c.effort,
+        "--optimize-iters": str(c.optimize_iters),
+        "--optimize-inputs": c.optimize_inputs,
+        "--optimize-samples": str(c.optimize_samples),
+        "--qdrop": str(c.qdrop),
+        "--smoothquant-alpha": str(c.smoothquant_alpha),
+        "--cle-relu6": c.cle_relu6,
+        "--seed": str(c.seed),
+        "--ep": c.ep,
+        "--latency-batch": str(c.latency_batch),
+        "--workers": str(c.workers),
+        "--metric": "sqnr",
+        "--allocator": "knapsack",
+        "--act-symmetric": "act-symmetric" if c.act_symmetric else "act-asymmetric",
+        "--int2": "int2" if c.int2 else "no-int2",
+        "--optimize-scales": "optimize-scales" if c.optimize_scales else "no-optimize-scales",
+        "--reround": "reround" if c.reround else "no-reround",
+    }
+    assert {k: _default(h[k]) for k in expected} == expected
+    for flag in ("--no-simplify", "--quiet", "--no-cache"):
+        assert not h[flag].lstrip().startswith(("TEXT", "INTEGER")), flag  # a flag takes no value
+    for required in ("--output", "--calib"):
+        assert "[required]" in h[required], required
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def config_of(tiny_cnn, tmp_path, monkeypatch):
+    """The QuantConfig (and keyword arguments) `faaq quantize ... <extra>` hands the pipeline."""
+    import faaq_onnx.pipeline as pipeline
+
+    def run(*extra):
+        seen = {}
+
+        def fake(model, calib, _, config, **kw):
+            seen.update(config=config, calib=calib, **kw)
+            raise _Stop
+
+        monkeypatch.setattr(pipeline, "quantize", fake)
+        out = str(tmp_path / "q.onnx")
+        r = CliRunner().invoke(
+            main, ["quantize", tiny_cnn, "-o", out, "--calib", "random:4", *extra]
+        )
+        assert isinstance(r.exception, _Stop), r.output
+        return seen
+
+    return run
+
+
+def test_no_options_is_w8a8_per_channel_symmetric_with_auto_optimization(config_of):
+    seen = config_of()
+    c = seen["config"]
+    assert c.scheme == Candidate(8, 8) and c.weight_granularity == "per-channel"
+    assert (c.block_size, c.weight_symmetric, c.act_symmetric) == (32, True, False)
+    assert (c.act_range, c.weight_range, c.percentile) == ("mse", "minmax", 99.99)
+    assert (c.calib_size, c.batch_size, c.seed, c.simplify) == (256, 16, 0, True)
+    assert c.optimize == ("gptq", "bias-correction") and c.optimize_auto
+    assert (c.int2, c.reround, c.optimize_scales, c.reduce_range) == (True, True, False, "auto")
+    assert not c.progress  # not a terminal
+    assert seen["calib"] == "random:4" and seen["budget"] is None and seen["plan"] is None
+    assert (seen["metric"], seen["allocator"], seen["ep"], seen["latency_batch"]) == (
+        "sqnr",
+        "knapsack",
+        "cpu",
+        1,
+    )
+
+
+def test_weight_only_schemes_default_to_asymmetric_blocks_of_128(config_of):
+    """As ONNX Runtime's MatMul 4-bit quantizer: block granularity, 128, asymmetric."""
+    c = config_of("--scheme", "w4")["config"]
+    assert (c.weight_granularity, c.block_size, c.weight_symmetric) == ("block", 128, False)
+    c = config_of("--scheme", "w4", "--block-size", "64", "--weight-symmetric")["config"]
+    assert (c.weight_granularity, c.block_size, c.weight_symmetric) == ("block", 64, True)
+    c = config_of("--scheme", "w4", "--granularity", "per-channel")["config"]
+    assert c.weight_granularity == "per-channel"
+    c = config_of("--budget", "avg-bits=6", "--candidates", "w4,w8", "--no-cache")["config"]
+    assert (c.weight_granularity, c.block_size) == ("block", 128)
+    c = config_of("--budget", "avg-bits=6", "--candidates", "w4,w8a8", "--no-cache")["config"]
+    assert (c.weight_granularity, c.block_size) == ("per-channel", 32)
+
+
+def test_every_option_reaches_the_config(config_of):
+    seen = config_of(
+        "--weight-bits", "4", "--act-bits", "16", "--weight-asymmetric", "--act-symmetric",
+        "--act-range", "percentile", "--weight-range", "mse", "--percentile", "99.5",
+        "--calib-size", "all", "--batch-size", "3", "--sensitivity-samples", "5", "--no-simplify",
+        "--weight-storage", "dequant", "--no-int2", "--reduce-range", "off",
+        "--matmul-kernel", "nbits", "--optimize", "cle,adaround", "--optimize-iters", "7",
+        "--optimize-inputs", "mixed", "--optimize-samples", "9", "--optimize-scales",
+        "--no-reround", "--qdrop", "0.25", "--cle-relu6", "replace", "--seed", "5",
+        "--first-last", "w8a8", "-q", "--granularity", "per-tensor", "--block-size", "16",
+        "--budget", "avg-bits=6", "--metric", "kl", "--allocator", "greedy", "--ep", "cpu",
+        "--latency-batch", "2", "--no-cache", "--candidates", "w4a16,w8a16",
+    )  # fmt: skip
+    c = seen["config"]
+    assert c.scheme == Candidate(4, 16) and c.first_last == Candidate(8, 8)
+    assert (c.weight_symmetric, c.act_symmetric) == (False, True)
+    assert (c.act_range, c.weight_range, c.percentile) == ("percentile", "mse", 99.5)
+    assert (c.calib_size, c.batch_size, c.sensitivity_samples) == (None, 3, 5)
+    assert (c.simplify, c.weight_storage, c.int2, c.reduce_range) == (
+        False,
+        "dequant",
+        False,
+        "off",
+    )
+    assert (c.matmul_kernel, c.optimize, c.optimize_iters) == ("nbits", ("cle", "adaround"), 7)
+    assert (c.optimize_inputs, c.optimize_samples, c.optimize_scales) == ("mixed", 9, True)
+    assert (c.reround, c.qdrop, c.cle_relu6, c.seed) == (False, 0.25, "replace", 5)
+    assert (c.weight_granularity, c.block_size, seen["latency_batch"]) == ("per-tensor", 16, 2)
+    assert (seen["metric"], seen["allocator"], seen["cache_dir"]) == ("kl", "greedy", False)
+    assert str(seen["budget"]) == "avg-bits=6" and seen["candidates"] == "w4a16,w8a16"
+    seen = config_of("--smoothquant-alpha", "0.7", "--optimize", "smoothquant", "--effort", "fast")
+    c = seen["config"]
+    assert (c.smoothquant_alpha, c.optimize, c.effort) == (0.7, ("smoothquant",), "fast")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--scheme", "w8a8", "--weight-bits", "8"], "either --scheme or --weight-bits/--act-bits"),
+        (["--scheme", "w8a8", "--act-bits", "8"], "either --scheme or --weight-bits/--act-bits"),
+        (["--weight-bits", "8"], "--weight-bits and --act-bits go together"),
+        (["--act-bits", "8"], "--weight-bits and --act-bits go together"),
+        (
+            ["--weight-bits", "9", "--act-bits", "8"],
+            "--weight-bits 9 unsupported: choose one of 2, 3",
+        ),
+        (["--calib-size", "many"], "--calib-size must be a positive number or 'all', got 'many'"),
+        (["--calib-size", "0"], "--calib-size must be at least 1 (or 'all'), got 0"),
+        (["--workers", "2"], "--workers/--ray-address distribute the sensitivity sweep"),
+        (["--ray-address", "auto"], "--workers/--ray-address distribute the sensitivity sweep"),
+        (["--latency-batch", "0"], "--latency-batch must be at least 1, got 0"),
+    ],
+)
+def test_option_mistakes_are_one_line(config_of, tiny_cnn, tmp_path, extra, message):
+    out = str(tmp_path / "q.onnx")
+    r = CliRunner().invoke(main, ["quantize", tiny_cnn, "-o", out, "--calib", "random:4", *extra])
+    assert r.exit_code == 2 and message in r.stderr, r.output
+
+
+def test_calib_size_all_and_one():
+    from faaq_onnx.cli.quantize_cmd import _calib_size
+
+    assert _calib_size(" ALL ") is None and _calib_size("1") == 1 and _calib_size(12) == 12
+
+
+# ---- the summary lines ----
+
+
+def test_pooled_sqnr_is_shown_only_where_it_parts_from_the_mean_by_3_db():
+    assert _pooled({"sqnr_db": 30.0}) == ""
+    assert _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 32.9}) == ""
+    assert _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 27.1}) == ""
+    assert _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 33.0}) == (
+        " (mean of per-sample ratios; 33.0 dB pooled over all samples)"
+    )
+    assert _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 26.94}).endswith(
+        "26.9 dB pooled over all samples)"
+    )
+
+
+def test_verified_on_names_where_the_figures_come_from():
+    assert _verified_on({"verification_held_out": True}) == "held-out samples"
+    assert _verified_on({"verification_held_out": False}) == "calibration samples"
+    assert _verified_on({"data_free": True, "verification_held_out": True}).startswith(
+        "distilled samples (data-free"
+    )
+
+
+def _rounding(units, bias_s=None, corrected=(), auto=False):
+    rep = {
+        "optimization": {
+            "rounding": {"a": {"mode": "gptq", "units": units, "seconds": 2.25}},
+            "bias_corrected": list(corrected),
+        },
+        "config": {"optimize_auto": auto},
+        "timings_s": {},
+    }
+    if bias_s is not None:
+        rep["timings_s"]["bias_correction"] = bias_s
+    return rep
+
+
+def test_rounding_line_counts_weights_seconds_and_bias_correction():
+    """Distinct weights over every unit; bias correction in its own pass is added beside, done
+    inside the rounding pass it is part of the seconds ('of which')."""
+    units = [
+        {"weights": ["w1", "w2"], "bias_correction_s": 0.5},
+        {"weights": ["w2", "w3"], "bias_correction_s": 0.25},
+    ]
+    assert rounding_line({}) == ""
+    assert rounding_line(_rounding([])) == ""
+    assert rounding_line(_rounding(units)) == "rounding: gptq on 3 weights below 8 bits, 2.2 s"
+    assert rounding_line(_rounding(units, bias_s=1.25, corrected=["a", "b"])) == (
+        "rounding: gptq on 3 weights below 8 bits, 2.2 s; bias correction on 2 layers, 1.2 s"
+    )
+    assert rounding_line(_rounding(units, corrected=["a"])) == (
+        "rounding: gptq on 3 weights below 8 bits, 2.2 s, of which bias correction on 1 layers 0.8 s"
+    )
+    assert rounding_line(_rounding(units, auto=True)).endswith(
+        " (--optimize auto; --optimize none rounds to nearest, --effort best takes longer for more)"
+    )
+    two = _rounding(units)
+    two["optimization"]["rounding"]["b"] = {
+        "mode": "gptq",
+        "units": [{"weights": ["w9"]}],
+        "seconds": 1.0,
+    }
+    assert rounding_line(two) == "rounding: gptq on 4 weights below 8 bits, 3.2 s"
+
+
+def _report(meta, choices=None, outputs=None):
+    return {
+        "plan": {"meta": meta, "choices": choices or {}},
+        "groups": 7,
+        "output": "q.onnx",
+        "verify": {
+            "size": {
+                "weight_float_bytes": 4096,
+                "weight_stored_bytes": 1536,
+                "effective_weight_bits": 4.0,
+                "stored_weight_bits": 4.5,
+                "float_model_bytes": 5 * 1024 * 1024,
+                "quant_model_bytes": 512,
+            },
+            "outputs": outputs or {"y": {"sqnr_db": 31.26, "top1_agreement": 0.9876}},
+            "samples": 64,
+            "kernels": {"summary": ["3 QLinearConv", "1 QGemm"]},
+        },
+        "calibration": {"verification_held_out": True},
+        "timings_s": {"a": 1.25, "b": 2.5},
+    }
+
+
+def test_summary_line_of_a_uniform_scheme():
+    assert summary_line(_report({"scheme": "w4a8"})).splitlines() == [
+        "w4a8: 7 groups -> q.onnx",
+        "  weights 4.00 KB -> 1.50 KB (4.00 effective bits, 4.50 stored bits incl. scales); "
+        "model 5.00 MB -> 512 B",
+        "  output SQNR 31.3 dB, top-1 agreement 98.8% on 64 held-out samples; 3.8 s",
+        "  kernels: 3 QLinearConv",
+        "  1 QGemm",
+    ]
+
+
+def test_summary_line_of_a_mixed_plan_counts_its_choices():
+    rep = _report(
+        {"allocator": "knapsack", "budget": "avg-bits=6"},
+        {"a": "w4a8", "b": "w8a8", "c": "w4a8"},
+        {"y": {"sqnr_db": 20.0}},
+    )
+    first, _, third, *_ = summary_line(rep).splitlines()
+    assert first == "mixed (knapsack, avg-bits=6; 2x w4a8, 1x w8a8): 7 groups -> q.onnx"
+    assert third == "  output SQNR 20.0 dB on 64 held-out samples; 3.8 s"
