@@ -409,3 +409,16 @@ def test_knapsack_with_float_costs_meets_a_budget_equal_to_a_plans_exact_cost():
     alloc = allocate(qg, table, cands, Budget.parse("latency=1.0"), costs=costs)
     assert all(c == Candidate(8, 8) for c in alloc.plan.choices.values())
     assert alloc.cost <= costs.limit(Budget.parse("latency=1.0")) * (1 + 1e-9)
+
+
+def test_round_up_keeps_significant_digits_and_never_rounds_down():
+    """A suggested budget is rounded up at 4 significant digits (2 when asked); exact values,
+    zero and negatives stay as they are."""
+    from faaq_onnx.analysis.allocate import _round_up
+
+    assert _round_up(1234567.0) == pytest.approx(1235000.0)
+    assert _round_up(0.012341) == pytest.approx(0.01235)
+    assert _round_up(12345.0, 2) == pytest.approx(13000.0)
+    assert _round_up(9.9991) == pytest.approx(10.0)
+    assert _round_up(1.0) == 1.0 and _round_up(2500.0) == 2500.0
+    assert _round_up(0.0) == 0.0 and _round_up(-3.21) == -3.21

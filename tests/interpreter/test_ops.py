@@ -436,6 +436,10 @@ OP_CASES = {
     "Slice negative starts ends": lambda: _case(
         "Slice", {"x": _f(4, 6, 5)}, {}, {"s": _i(-3, -100), "e": _i(-1, 4)}
     ),
+    "Slice to an end before the start": lambda: _case(
+        "Slice", {"x": _f(4, 6)}, {}, {"s": _i(0), "e": _i(-100), "a": _i(1)}
+    ),
+    "Slice to end 0": lambda: _case("Slice", {"x": _f(4, 6)}, {}, {"s": _i(0), "e": _i(0)}),
     "Slice ends past the end with negative steps": lambda: _case(
         "Slice",
         {"x": _f(4, 6)},

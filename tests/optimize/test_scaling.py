@@ -161,6 +161,8 @@ def test_find_sites_groups_readers_and_skips_what_cannot_be_scaled():
         helper.make_node("MatMul", ["x2", "f"], ["y4"], name="m4"),
         helper.make_node("MatMul", ["k", "a"], ["y5"], name="m5"),
         helper.make_node("Gemm", ["x2", "d"], ["y6"], name="g6"),
+        helper.make_node("Gemm", ["x", "e"], ["x3"], name="g7", transB=1),
+        helper.make_node("Gemm", ["x3", "e2"], ["y7"], name="g8", transB=1),
     ]
     inits = {
         "a": _w(4, 3),
@@ -169,11 +171,15 @@ def test_find_sites_groups_readers_and_skips_what_cannot_be_scaled():
         "f": _w(4, 2),
         "k": _w(2, 4),
         "d": _w(4, 2),
+        "e": _w(3, 4),
+        "e2": _w(5, 3),
     }
-    model = ir.from_proto(_ir_model(nodes, inits, outputs=("y1", "y2", "y3", "y4", "y5", "y6")))
-    sites = find_sites(model, {"a", "bt", "c", "d"})
+    model = ir.from_proto(
+        _ir_model(nodes, inits, outputs=("y1", "y2", "y3", "y4", "y5", "y6", "y7"))
+    )
+    sites = find_sites(model, {"a", "bt", "c", "d", "e", "e2"})
     got = {s.tensor: ([n.name for n in s.nodes], s.k) for s in sites}
-    assert got == {"x": (["m1", "g2"], 4), "x2": (["g6"], 4)}
+    assert got == {"x": (["m1", "g2", "g7"], 4), "x2": (["g6"], 4), "x3": (["g8"], 3)}
     n = {nd.name: nd for nd in model.graph}
     np.testing.assert_array_equal(weight_kn(n["g2"]), inits["bt"].T)
     np.testing.assert_array_equal(weight_kn(n["m1"]), inits["a"])
