@@ -474,3 +474,21 @@ def test_a_tensor_nobody_reads_still_decides_the_range():
     assert "s1" in act.range_tensors and "c" in act.range_tensors
     assert "s0" not in act.range_tensors and "r" in act.range_tensors
     assert act.droppable == ["r"]
+
+
+def test_a_matmul_weight_may_come_first_but_must_be_a_matrix():
+    """W @ x with a constant W: the weight is input 0 (axes (0, 1)), x the data; a 1-d constant
+    is no weight (the MatMul is skipped with the reason)."""
+    from faaq_onnx.analysis.discover import discover_groups
+
+    m = _ir(
+        [_n("MatMul", ["w", "x"], ["y"]), _n("MatMul", ["y", "v"], ["z"])],
+        {"x": (F32, [4, 3])},
+        {"w": _w(5, 4), "v": _w(3)},
+        ["z"],
+    )
+    qg = discover_groups(m)
+    w = qg.weights["w"]
+    assert (w.channel_axis, w.block_axis, w.activation) == (0, 1, "act:x")
+    assert list(qg.weights) == ["w"]
+    assert qg.skipped == ["z: MatMul weight is not a float initializer of rank >= 2"]

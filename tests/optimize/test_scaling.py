@@ -60,6 +60,13 @@ def test_scaling_keeps_the_float_function_and_folds_into_layernorm(tmp_path, mod
     assert (
         sorted(site["nodes"]) == ["mk", "mq"] and site["fold"] == "folded into LayerNormalization"
     )
+    assert comp.scaling["mode"] == mode
+    assert comp.scaling["alpha"] == (0.5 if mode == "smoothquant" else None)
+    assert site["tensor"] == "h" and site["scale_range"][0] <= site["scale_range"][1]
+    if mode == "smoothquant":
+        assert site["alpha"] == 0.5
+    else:
+        assert site["alpha"] in [k / 20 for k in range(20)]
     np.testing.assert_allclose(
         run_model(comp.float_proto, x)[0], run_model(path, x)[0], rtol=1e-4, atol=1e-4
     )

@@ -10,7 +10,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
-from faaq_onnx.runtime.kernels import format_kernel_report, kernel_report
+from faaq_onnx.runtime.kernels import (
+    _summary,
+    _why_float,
+    compare_kernels,
+    format_kernel_report,
+    kernel_report,
+)
 
 
 def _model(nodes, inits, x_shape, y_shape, opset):
@@ -173,3 +179,178 @@ def test_missing_or_broken_model_is_a_faaq_error(tmp_path):
     bad.write_bytes(b"not a protobuf at all")
     with pytest.raises(FaaqError):
         kernel_report(bad)
+
+
+# ---- compare_kernels on hand-written before/after graphs, and the text it becomes ----
+
+
+def _graph(nodes, inits=()):
+    g = helper.make_graph(nodes, "g", [], [], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def _init(name, dtype, shape=(2,)):
+    return helper.make_tensor(name, dtype, list(shape), [0] * int(np.prod(shape)))
+
+
+def _n(op, ins, outs, name="", domain="", **attrs):
+    return helper.make_node(op, ins, outs, name=name, domain=domain, **attrs)
+
+
+def _original():
+    """x -Q(uint8)-DQ-> conv (int8 weight) -Q-DQ-> ...; an int4 weight behind a Cast; an int4
+    weight read by DQ directly; a Reshape of a quantized tensor; a MatMulNBits; a node that
+    disappears; a weight in a Constant node quantized at load."""
+    inits = [
+        _init("xs", TensorProto.FLOAT, ()),
+        _init("xz", TensorProto.UINT8, ()),
+        _init("az", TensorProto.INT8, ()),
+        _init("w8", TensorProto.INT8),
+        _init("w4", TensorProto.INT4),
+        _init("w4d", TensorProto.INT4),
+        _init("bq", TensorProto.INT32),
+        _init("nb", TensorProto.UINT8),
+        _init("wz", TensorProto.INT8, ()),
+    ]
+    wc = helper.make_tensor("wc_value", TensorProto.FLOAT, [2], [0.5, 1.0])
+    nodes = [
+        _n("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        _n("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        _n("QuantizeLinear", ["x", "xs", "az"], ["aq"]),
+        _n("DequantizeLinear", ["aq", "xs", "az"], ["ad"]),
+        _n("DequantizeLinear", ["w8", "xs"], ["w8d"]),
+        _n("DequantizeLinear", ["bq", "xs"], ["bd"]),
+        _n("Conv", ["xd", "w8d", "bd"], ["c1"], name="conv1"),
+        _n("Cast", ["w4"], ["w4c"]),
+        _n("DequantizeLinear", ["w4c", "xs"], ["w4cd"]),
+        _n("Conv", ["xd", "w4cd"], ["c2"], name="conv2"),
+        _n("DequantizeLinear", ["w4d", "xs"], ["w4dd"], block_size=32),
+        _n("MatMul", ["ad", "w4dd"], ["m3"], name="mm3"),
+        _n("Reshape", ["xd", "shape"], ["r"], name="reshape"),
+        _n("MatMulNBits", ["x", "nb", "xs"], ["n5"], name="nbits", domain="com.microsoft", bits=4),
+        _n("Conv", ["xd", "w8d"], ["c6"], name="gone"),
+        _n("Constant", [], ["wc"], value=wc),
+        _n("QuantizeLinear", ["wc", "xs", "wz"], ["wcq"]),
+        _n("DequantizeLinear", ["wcq", "xs", "wz"], ["wcd"]),
+        _n("Gemm", ["xd", "wcd"], ["g7"], name="gemm7"),
+        _n("Relu", ["x"], ["plain"], name="plain"),
+    ]
+    return _graph(nodes, inits)
+
+
+def _optimized():
+    return _graph(
+        [
+            _n("QLinearConv", ["x"], ["c1"], name="conv1_token_0"),
+            _n("QLinearConv", ["x"], ["c2"], name="conv2"),
+            _n("DequantizeLinear", ["w4d"], ["w4dd"], name="dq"),
+            _n("MatMul", ["x"], ["m3"], name="mm3/MatMulAddFusion"),
+            _n("Reshape", ["x"], ["r"], name="reshape"),
+            _n("MatMulNBits", ["x"], ["n5"], name="nbits", domain="com.microsoft"),
+            _n("QGemm", ["x"], ["g7"], name="some_other_name", domain="com.microsoft"),
+            _n("Relu", ["x"], ["plain"], name="plain"),
+        ]
+    )
+
+
+def test_compare_kernels_names_what_runs_each_quantized_node():
+    rep = compare_kernels(_original(), _optimized(), "cpu", "m.onnx")
+    got = {
+        q["node"]: (q["op_type"], q["weight_type"], q["activation_type"], q["runs_as"])
+        for q in rep["quantized_nodes"]
+    }
+    assert got == {
+        "conv1": ("Conv", "int8", "uint8", "QLinearConv"),  # a fused '<name>_token_N'
+        "conv2": ("Conv", "int4 (cast to int8)", "uint8", "QLinearConv"),
+        "mm3": ("MatMul", "int4", "int8", "MatMul"),  # 'mm3/...' is still mm3
+        "nbits": ("MatMulNBits", "uint4 (packed)", None, "MatMulNBits"),
+        "gone": ("Conv", "int8", "uint8", "removed by the optimizer"),
+        "gemm7": ("Gemm", "int8 (quantized at load)", "uint8", "QGemm"),  # found by its output
+    }
+    fused = {q["node"]: q["integer_kernel"] for q in rep["quantized_nodes"]}
+    assert fused == {
+        "conv1": True,
+        "conv2": True,
+        "mm3": False,
+        "nbits": True,
+        "gone": False,
+        "gemm7": True,
+    }
+    why = {q["node"]: q.get("why_float") for q in rep["quantized_nodes"]}
+    assert (
+        why["mm3"].startswith("blocked weight scales") and why["gone"] == "removed by the optimizer"
+    )
+    assert [m["node"] for m in rep["data_movement_nodes"]] == ["reshape"]
+    assert rep["ops_after"]["com.microsoft.MatMulNBits"] == 1
+    assert rep["integer_ops_after"] == {
+        "QLinearConv": 2,
+        "com.microsoft.MatMulNBits": 1,
+        "com.microsoft.QGemm": 1,
+    }
+    assert rep["qdq_ops_after"] == {"DequantizeLinear": 1}
+    assert rep["float_ops_after"] == {"MatMul": 1, "Reshape": 1, "Relu": 1}
+    assert rep["weighted_ops"]["total"] == 6 and rep["weighted_ops"]["integer"] == 4
+    assert [f["node"] for f in rep["weighted_ops"]["float"]] == ["mm3", "gone"]
+    assert rep["summary"] == [
+        "4 of 6 quantized ops on integer kernels; 2 run as float:",
+        "  1 x MatMul -> MatMul: blocked weight scales: no fused integer kernel (MatMulNBits "
+        "takes blocked MatMul weights)",
+        "  1 x Conv -> removed by the optimizer: removed by the optimizer",
+        "weighted ops (Conv, Gemm, MatMul): 4 of 6 on integer kernels",
+        "1 data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors",
+        "1 DequantizeLinear and 0 QuantizeLinear nodes still run on every inference",
+    ]
+
+
+def test_why_float_gives_the_first_cause_that_applies():
+    assert _why_float("Conv", "int8", "uint8", True, None) == "removed by the optimizer"
+    assert _why_float("Conv", "int4", "int16", True, "Conv", True).startswith("16-bit activations")
+    assert _why_float("Conv", "int4", "uint16", False, "Conv").startswith("16-bit activations")
+    assert _why_float("Conv", "int4", "uint8", True, "Conv", True).startswith(
+        "activations below 8 bits"
+    )
+    assert _why_float("Conv", "int4", "uint8", True, "Conv").startswith("blocked weight scales")
+    for wt in ("int4", "uint4", "int2", "uint2 (x)"):
+        assert _why_float("Conv", wt, "uint8", False, "Conv").startswith(
+            f"DequantizeLinear({wt}) is never fused"
+        )
+    assert _why_float("Conv", "int4 (cast to int8)", "uint8", False, "Conv") == (
+        "ORT has no integer kernel for Conv with these inputs"
+    )
+    assert _why_float("Reshape", None, "uint8", False, "Reshape").startswith("data movement")
+    assert _why_float("Add", None, None, False, "Add") == "no quantized data input"
+    assert _why_float("Add", "int8", None, False, "Add").startswith("ORT has no integer kernel")
+    assert _why_float("Add", None, "uint8", False, "Add").startswith("ORT has no integer kernel")
+
+
+def test_summary_when_everything_is_fused_and_nothing_is_left_behind():
+    q = [{"node": "a", "op_type": "Add", "integer_kernel": True, "weighted": False}]
+    assert _summary(q, {}) == ["all 1 quantized ops on integer kernels"]
+    assert _summary(q, {"QuantizeLinear": 2}) == [
+        "all 1 quantized ops on integer kernels",
+        "0 DequantizeLinear and 2 QuantizeLinear nodes still run on every inference",
+    ]
+    assert _summary([], {}, 0) == ["all 0 quantized ops on integer kernels"]
+
+
+def test_format_kernel_report_table_and_groups():
+    rep = compare_kernels(_original(), _optimized(), "cpu", "m.onnx")
+    lines = format_kernel_report(rep).splitlines()
+    assert lines[0] == "kernels ORT runs for m.onnx on cpu (optimization level all)"
+    assert lines[1] == "  4 of 6 quantized ops on integer kernels; 2 run as float:"
+    head = lines.index(
+        "  " + "op type".ljust(len("com.microsoft.MatMulNBits")) + "  before  after  kind"
+    )
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[head + 1 : head + 14] if ln.strip()}
+    assert rows["DequantizeLinear"] == ["7", "1", "q/dq"]
+    assert rows["QuantizeLinear"] == ["3", "0", "q/dq"]
+    assert rows["Conv"] == ["3", "0", "float"]
+    assert rows["QLinearConv"] == ["0", "2", "int"]
+    assert rows["com.microsoft.MatMulNBits"] == ["1", "1", "int"]
+    order = [ln.split()[0] for ln in lines[head + 1 :] if ln.startswith("  ") and ln.split()]
+    assert order[:2] == ["DequantizeLinear", "QuantizeLinear"]  # most nodes first
+    assert "  quantized nodes of the input and what runs them:" in lines
+    assert "       1 x Conv (weights int8, activations uint8) -> QLinearConv" in lines
+    assert (
+        "       1 x MatMulNBits (weights uint4 (packed), activations float) -> MatMulNBits" in lines
+    )
