@@ -120,6 +120,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_sensitivity.py",
     ],
     "faaq_onnx/analysis/latency.py": [
+        "tests/analysis/test_latency.py",
         "tests/analysis/test_allocate.py",
         "tests/test_guarantees.py",
         *_CLI,

@@ -354,3 +354,28 @@ def test_format_kernel_report_table_and_groups():
     assert (
         "       1 x MatMulNBits (weights uint4 (packed), activations float) -> MatMulNBits" in lines
     )
+
+
+@pytest.mark.parametrize("where", ["input", "output", "neither"])
+def test_a_clip_next_to_the_quantizer_means_narrow_activations(where):
+    """DQ <- Q <- Clip in front of the op, or op -> Clip -> Q behind it: activations below 8 bits
+    (the reason it runs float); a Relu there is no such bound."""
+    bound = "Relu" if where == "neither" else "Clip"
+    nodes = [
+        _n(bound if where == "input" else "Identity", ["x"], ["xc"]),
+        _n("QuantizeLinear", ["xc", "xs", "xz"], ["xq"]),
+        _n("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        _n("DequantizeLinear", ["w8", "xs"], ["wd"]),
+        _n("Conv", ["xd", "wd"], ["c"], name="conv"),
+        _n(bound if where != "input" else "Identity", ["c"], ["cc"]),
+        _n("QuantizeLinear", ["cc", "xs", "xz"], ["cq"]),
+    ]
+    inits = [
+        _init("xs", TensorProto.FLOAT, ()),
+        _init("xz", TensorProto.UINT8, ()),
+        _init("w8", TensorProto.INT8),
+    ]
+    optimized = _graph([_n("Conv", ["x"], ["c"], name="conv")])
+    (q,) = compare_kernels(_graph(nodes, inits), optimized)["quantized_nodes"]
+    narrow = q["why_float"].startswith("activations below 8 bits")
+    assert narrow == (where != "neither"), q["why_float"]
