@@ -211,7 +211,10 @@ TARGETS: dict[str, list[str]] = {
     # passes/
     "faaq_onnx/passes/canonicalize.py": [*_CANON],
     "faaq_onnx/passes/cle.py": ["tests/passes/test_cle.py"],
-    "faaq_onnx/passes/emit_activations.py": ["tests/passes/test_emit_qdq.py"],
+    "faaq_onnx/passes/emit_activations.py": [
+        "tests/passes/test_emit_activations.py",
+        "tests/passes/test_emit_qdq.py",
+    ],
     "faaq_onnx/passes/emit_matmulnbits.py": [
         "tests/passes/test_emit_matmulnbits.py",
         "tests/runtime/test_kernels.py",

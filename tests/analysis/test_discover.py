@@ -324,6 +324,7 @@ def test_op_macs_from_given_shapes():
     for name, missing in [("c", "wc"), ("t", "x"), ("t", "wt"), ("g", "a"), ("g", "b"), ("s", "x")]:
         assert op_macs(n[name], lambda v, m=missing: None if v.name == m else of(v)) == 0
     assert op_macs(n["s"], lambda v: (5,) if v.name == "x" else of(v)) == 0  # rank 1 input
+    assert op_macs(n["s"], lambda v: (3, 5) if v.name == "x" else of(v)) == 5  # per sample
 
 
 def test_static_shape_reads_a_sample_of_batch_one():

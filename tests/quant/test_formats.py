@@ -3,7 +3,7 @@ import pytest
 from onnx import TensorProto
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.formats import SUPPORTED_BITS, IntFormat, numpy_type
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,23 @@ def test_every_container_has_its_onnx_and_numpy_type(container, signed, onnx_typ
     assert fmt.onnx_type == onnx_type
     assert np.dtype(fmt.numpy_type) == np.dtype(np_type)
     assert helper.tensor_dtype_to_np_dtype(fmt.onnx_type) == np.dtype(fmt.numpy_type)
+
+
+@pytest.mark.parametrize("bits", SUPPORTED_BITS)
+def test_levels_stored_bytes_and_names_per_width(bits):
+    """2^bits levels (qmax - qmin + 1, signed or not); stored bytes round up whole containers;
+    the name says the width, not the container; only widths with a type of their own fill it."""
+    for signed in (True, False):
+        f = IntFormat(bits, signed)
+        assert f.levels == 2**bits == f.qmax - f.qmin + 1
+        assert str(f) == ("int" if signed else "uint") + str(bits)
+        c = f.container_bits
+        assert f.stored_bytes(0) == 0 and f.stored_bytes(1) == -(-c // 8)
+        assert f.stored_bytes(3) == -(-3 * c // 8) and f.stored_bytes(16) == 2 * c
+        assert f.fills_container == (bits in (4, 8, 16))
+        assert numpy_type(c, signed) == f.numpy_type
+
+
+def test_a_container_that_does_not_exist_is_refused():
+    with pytest.raises(ValueError, match="container must be one of"):
+        IntFormat(4, True, min_container=3)

@@ -1,0 +1,37 @@
+"""clamp_bounds: the range a Relu or Clip bounds its output to, as emission reads it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from faaq_onnx.passes.emit_activations import clamp_bounds
+
+
+def _node(op, inputs, inits=None):
+    inits = inits or {}
+    g = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["nx"]), helper.make_node(op, inputs, ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in inits.items()],
+    )
+    model = ir.from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    return list(model.graph)[-1]
+
+
+def test_relu_and_clip_bounds():
+    assert clamp_bounds(_node("Relu", ["x"])) == (0.0, np.inf)
+    lo_hi = {"lo": -1.5, "hi": 6.0}
+    assert clamp_bounds(_node("Clip", ["x", "lo", "hi"], lo_hi)) == (-1.5, 6.0)
+    assert clamp_bounds(_node("Clip", ["x", "lo"], lo_hi)) == (-1.5, np.inf)
+    assert clamp_bounds(_node("Clip", ["x", "", "hi"], lo_hi)) == (-np.inf, 6.0)
+    assert clamp_bounds(_node("Clip", ["x"])) == (-np.inf, np.inf)
+
+
+def test_computed_bounds_and_other_ops_have_none():
+    assert clamp_bounds(_node("Clip", ["x", "nx"])) == (None, None)
+    assert clamp_bounds(_node("Clip", ["x", "", "nx"])) == (None, None)
+    assert clamp_bounds(_node("Sigmoid", ["x"])) == (None, None)
