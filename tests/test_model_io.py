@@ -1,8 +1,9 @@
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.model_io import load_model
@@ -111,3 +112,86 @@ def test_truncated_external_data(tmp_path):
     (tmp_path / "w.data").write_bytes(b"\0" * 8)
     with pytest.raises(FaaqError, match="shorter"):
         load_model(_external_model(tmp_path, "w.data"))
+
+
+def _save_graph(tmp_path, nodes, inputs, outputs, inits=(), opsets=(("", 17),), name="m.onnx"):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    m.ir_version = 8
+    p = tmp_path / name
+    onnx.save(m, p)
+    return p
+
+
+X = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+Y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+
+
+@pytest.mark.parametrize("opset, ok", [(6, False), (7, True), (23, True), (24, False)])
+def test_opsets_from_7_to_23_are_read(tmp_path, opset, ok):
+    p = _save_graph(
+        tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [X], [Y], opsets=[("", opset)]
+    )
+    if ok:
+        assert [n.op_type for n in load_model(p).graph] == ["Relu"]
+    else:
+        with pytest.raises(FaaqError, match=rf"unsupported opset {opset} \(supported: 7..23\)"):
+            load_model(p)
+
+
+def test_declared_shapes_that_disagree_with_the_ops_are_no_reason_to_refuse(tmp_path):
+    """Exporters write loose output shapes; only the structural check runs (not full_check)."""
+    wrong = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5])
+    p = _save_graph(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], [X], [wrong])
+    assert len(list(load_model(p).graph)) == 1
+
+
+def test_what_is_refused_and_why(tmp_path):
+    relu = helper.make_node("Relu", ["x"], ["y"], name="r")
+    cases = [
+        (_save_graph(tmp_path, [relu], [X], [Y], opsets=[("com.microsoft", 1)], name="a.onnx"),
+         "no default-domain opset import"),
+        (_save_graph(tmp_path, [helper.make_node("NoSuchOp", ["x"], ["y"], name="n")], [X], [Y],
+                     name="b.onnx"), "invalid ONNX model: No Op registered for NoSuchOp"),
+        (_save_graph(tmp_path, [relu], [X], [Y],
+                     [numpy_helper.from_array(np.zeros((2, 3), np.float32), "x")],
+                     name="c.onnx"), "the graph has no inputs to calibrate with"),
+    ]  # fmt: skip
+    for path, message in cases:
+        with pytest.raises(FaaqError, match=message):
+            load_model(path)
+
+
+def test_custom_ops_inside_subgraphs_are_found(tmp_path):
+    """An If's branch holding an op of an unknown domain is refused like a top-level one."""
+    branch = helper.make_graph(
+        [helper.make_node("Fancy", ["x"], ["t"], domain="com.example", name="inner")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3])],
+    )
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Cast", ["m"], ["c"], to=TensorProto.BOOL),
+        helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other),
+    ]
+    p = _save_graph(tmp_path, nodes, [X], [Y], opsets=[("", 17), ("com.example", 1)])
+    with pytest.raises(FaaqError, match=r"custom domain 'com.example' in node 'inner'"):
+        load_model(p)
+
+
+def test_ml_and_microsoft_domains_are_known(tmp_path):
+    nodes = [
+        helper.make_node("Gelu", ["x"], ["g"], domain="com.microsoft"),
+        helper.make_node("Relu", ["g"], ["y"]),
+    ]
+    p = _save_graph(
+        tmp_path, nodes, [X], [Y], opsets=[("", 17), ("com.microsoft", 1), ("ai.onnx.ml", 3)]
+    )
+    assert [n.op_type for n in load_model(p).graph] == ["Gelu", "Relu"]
