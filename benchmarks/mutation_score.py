@@ -220,7 +220,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_kernels.py",
     ],
     "faaq_onnx/passes/emit_qdq.py": ["tests/passes/test_emit_qdq.py"],
-    "faaq_onnx/passes/emit_weights.py": ["tests/passes/test_emit_qdq.py"],
+    "faaq_onnx/passes/emit_weights.py": [
+        "tests/passes/test_emit_weights.py",
+        "tests/passes/test_emit_qdq.py",
+    ],
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
     "faaq_onnx/passes/fuse_matmul_add.py": ["tests/passes/test_fuse_matmul_add.py", *_CANON],
