@@ -40,12 +40,6 @@ def _bn(c, x="p", y="y", **attrs):
 
 def _producer(kind):
     """(producer node writing 'p', its initializers, input shape, channels the BN normalizes)."""
-    if kind.startswith("Conv"):
-        group = 2 if "group" in kind else 1
-        ins = ["x", "w", "bias"] if "bias" in kind else ["x", "w"]
-        node = helper.make_node("Conv", ins, ["p"], name="prod", group=group, pads=[1, 1, 1, 1])
-        inits = {"w": _f(6, 4 // group, 3, 3), "bias": _f(6)}
-        return node, inits, [2, 4, 5, 5], 6
     if kind.startswith("ConvTranspose"):
         group = 2 if "group" in kind else 1
         ins = ["x", "w", "bias"] if "bias" in kind else ["x", "w"]
@@ -54,9 +48,16 @@ def _producer(kind):
         )
         inits = {"w": _f(4, 3, 2, 2), "bias": _f(3 * group)}
         return node, inits, [2, 4, 3, 3], 3 * group
+    if kind.startswith("Conv"):
+        group = 2 if "group" in kind else 1
+        ins = ["x", "w", "bias"] if "bias" in kind else ["x", "w"]
+        node = helper.make_node("Conv", ins, ["p"], name="prod", group=group, pads=[1, 1, 1, 1])
+        inits = {"w": _f(6, 4 // group, 3, 3), "bias": _f(6)}
+        return node, inits, [2, 4, 5, 5], 6
     trans_b = 1 if "transB" in kind else 0
     ins = ["x", "w", "bias"] if "bias" in kind else ["x", "w"]
-    node = helper.make_node("Gemm", ins, ["p"], name="prod", transB=trans_b)
+    attrs = {"transB": 1} if trans_b else {}  # no attribute: transB 0
+    node = helper.make_node("Gemm", ins, ["p"], name="prod", **attrs)
     inits = {"w": _f(5, 4) if trans_b else _f(4, 5), "bias": _f(5)}
     return node, inits, [3, 4], 5
 
@@ -186,9 +187,8 @@ def test_zero_bias_has_one_zero_per_output_channel(kind):
     )
     assert modified and ops == [prod.op_type]
     assert len(proto.graph.node[0].input) == 3
-    bias = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}[
-        proto.graph.node[0].input[2]
-    ]
+    assert proto.graph.node[0].input[2] == "prod_bias"  # named after its layer
+    bias = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}["prod_bias"]
     assert bias.shape == (c,) and not bias.any() and bias.dtype == np.float32
 
 
