@@ -137,6 +137,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_probe_session.py",
     ],
     "faaq_onnx/analysis/prune.py": [
+        "tests/analysis/test_prune.py",
         "tests/test_pipeline.py",
         "tests/analysis/test_allocate.py",
         "tests/analysis/test_sensitivity.py",
