@@ -216,3 +216,47 @@ def test_reduce_range_auto_asks_this_machine(monkeypatch):
     for answer in (True, False):
         monkeypatch.setattr(capabilities, "int8_products_saturate", lambda a=answer: a)
         assert QuantConfig(reduce_range="auto").weights_reduce_range is answer
+
+
+def test_defaults_are_the_documented_ones():
+    """What the docs promise without options: W8A8 per-channel symmetric weights, MSE-set
+    asymmetric activations, 256 calibration samples, int32 biases, the 5 % latency tolerance
+    (docs/mixed-precision.md), 256 optimization samples (docs/low-bit-accurate.md), ..."""
+    c = QuantConfig()
+    assert (c.scheme, c.first_last) == (Candidate(8, 8), None)
+    assert (c.weight_granularity, c.block_size, c.weight_symmetric) == ("per-channel", 32, True)
+    assert (c.act_symmetric, c.act_range, c.weight_range, c.percentile) == (
+        False,
+        "mse",
+        "minmax",
+        99.99,
+    )
+    assert (c.calib_size, c.sensitivity_samples, c.batch_size, c.seed) == (256, None, 16, 0)
+    assert (c.simplify, c.int32_bias, c.verify_samples, c.latency_tolerance) == (
+        True,
+        True,
+        64,
+        0.05,
+    )
+    assert (c.weight_storage, c.int2, c.reduce_range, c.matmul_kernel) == (
+        "cast",
+        True,
+        "auto",
+        "int8",
+    )
+    assert (c.optimize, c.optimize_auto, c.effort, c.optimize_iters) == ((), False, "default", 1000)
+    assert (c.optimize_inputs, c.optimize_samples, c.optimize_scales, c.reround) == (
+        "quantized",
+        256,
+        False,
+        True,
+    )
+    assert (c.qdrop, c.smoothquant_alpha, c.cle_relu6) == (0.0, 0.5, "keep")
+    assert (c.workers, c.ray_address, c.ort_threads, c.ep, c.latency_batch) == (
+        1,
+        None,
+        None,
+        "cpu",
+        1,
+    )
+    assert (c.preset, c.progress) == (None, True)
