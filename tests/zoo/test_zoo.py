@@ -217,3 +217,25 @@ def test_resnet20_float_top1_on_lossless_subset_torch_and_ort(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     pred = np.concatenate([sess.run(None, b)[0].argmax(1) for b in iter_batches({"input": x}, 256)])
     assert abs(100 * (pred == y).mean() - 91.64) <= 0.05
+
+
+PUBLISHED_PARAMETERS = {
+    # pytorch_resnet_cifar10 (akamaster), option-A shortcuts: 0.27M, 0.46M, 0.66M, 0.85M
+    "resnet20-cifar10": 269_722,
+    "resnet32-cifar10": 464_154,
+    "resnet44-cifar10": 658_586,
+    "resnet56-cifar10": 853_018,
+    # torchvision's model cards (num_params)
+    "resnet18-imagenet": 11_689_512,
+    "resnet50-imagenet": 25_557_032,
+    "mobilenetv2-imagenet": 3_504_872,
+    # TensorFlow's EfficientNet-Lite0 (4.7M)
+    "efficientnet-lite0-imagenet": 4_652_008,
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED_PARAMETERS)
+def test_parameter_counts_are_the_published_ones(name):
+    """Every layer's shape, bias or not, adds up to the reference implementation's count."""
+    model = zoo.ZOO[name].builder()
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMETERS[name]
