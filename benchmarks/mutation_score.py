@@ -204,7 +204,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/optimize/gptq_layers.py": ["tests/optimize/test_gptq.py"],
     "faaq_onnx/optimize/hessian.py": ["tests/optimize/test_gptq.py"],
     "faaq_onnx/optimize/plan_rounding.py": [*_ROUND],
-    "faaq_onnx/optimize/reconstruct.py": [*_ROUND],
+    "faaq_onnx/optimize/reconstruct.py": ["tests/optimize/test_reconstruct.py", *_ROUND],
     "faaq_onnx/optimize/rounding.py": [*_ROUND],
     "faaq_onnx/optimize/scaling.py": ["tests/optimize/test_scaling.py"],
     "faaq_onnx/optimize/unit_data.py": [*_ROUND],
