@@ -43,9 +43,8 @@ def _producer(kind):
     if kind.startswith("ConvTranspose"):
         group = 2 if "group" in kind else 1
         ins = ["x", "w", "bias"] if "bias" in kind else ["x", "w"]
-        node = helper.make_node(
-            "ConvTranspose", ins, ["p"], name="prod", group=group, strides=[2, 2]
-        )
+        attrs = {"group": group} if group > 1 else {}  # no attribute: group 1
+        node = helper.make_node("ConvTranspose", ins, ["p"], name="prod", strides=[2, 2], **attrs)
         inits = {"w": _f(4, 3, 2, 2), "bias": _f(3 * group)}
         return node, inits, [2, 4, 3, 3], 3 * group
     if kind.startswith("Conv"):
@@ -193,7 +192,8 @@ def test_zero_bias_has_one_zero_per_output_channel(kind):
 
 
 def test_zero_bias_is_not_added_where_it_would_be_wrong_or_is_there():
-    """A producer with a bias, a Gemm with beta != 1 or transA, a computed weight, a Relu: unchanged."""
+    """A producer with a bias, a Gemm with beta != 1 or transA, a computed weight, a Relu, a MatMul:
+    unchanged."""
     x3 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
     cases = [
         (helper.make_node("Gemm", ["x", "w", "b"], ["y"]), {"w": _f(4, 5), "b": _f(5)}),
@@ -201,6 +201,7 @@ def test_zero_bias_is_not_added_where_it_would_be_wrong_or_is_there():
         (helper.make_node("Gemm", ["x", "w"], ["y"], transA=1), {"w": _f(3, 5)}),
         (helper.make_node("Gemm", ["x", "x"], ["y"], transB=1), {}),
         (helper.make_node("Relu", ["x"], ["y"]), {}),
+        (helper.make_node("MatMul", ["x", "w"], ["y"]), {"w": _f(4, 5)}),  # not a bias op
     ]
     for node, inits in cases:
         g = helper.make_graph(
