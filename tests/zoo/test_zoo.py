@@ -239,3 +239,34 @@ def test_parameter_counts_are_the_published_ones(name):
     """Every layer's shape, bias or not, adds up to the reference implementation's count."""
     model = zoo.ZOO[name].builder()
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMETERS[name]
+
+
+PUBLISHED_GMACS = {  # multiply-accumulates of one sample, convolutions and linear layers
+    "resnet18-imagenet": 1.81,  # torchvision's model cards (GFLOPS, counted as MACs)
+    "mobilenetv2-imagenet": 0.30,
+    "resnet20-cifar10": 0.04,  # He et al. 2016: 41 M
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED_GMACS)
+def test_compute_is_the_published_one(name):
+    """Strides and resolutions add up too: a stride changed anywhere changes the MACs."""
+    entry = zoo.ZOO[name]
+    model, total = entry.builder().eval(), [0]
+
+    def conv(mod, _inp, out):
+        total[0] += (
+            out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        )
+
+    def linear(mod, _inp, _out):
+        total[0] += mod.in_features * mod.out_features
+
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(conv)
+        elif isinstance(mod, torch.nn.Linear):
+            mod.register_forward_hook(linear)
+    with torch.no_grad():
+        model(torch.zeros(entry.input_shape))
+    assert round(total[0] / 1e9, 2) == PUBLISHED_GMACS[name]
