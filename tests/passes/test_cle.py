@@ -195,3 +195,35 @@ def test_pairs_cle_must_not_touch(case):
 def test_relu6_setting_is_checked():
     with pytest.raises(ValueError):
         CrossLayerEqualizationPass(relu6="maybe")
+
+
+def test_1d_convs_and_a_clip_with_only_a_floor_take_part():
+    """Conv1d pairs are equalized too, and Clip(x, 0) with no upper bound is a ReLU to replace."""
+    w1, w2 = _w(4, 3, 3), _w(5, 4, 1, seed=1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="c1", pads=[1, 1]),
+        helper.make_node("Clip", ["h", "lo"], ["a"], name="floor"),
+        helper.make_node("Conv", ["a", "w2"], ["y"], name="c2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(w1.astype(np.float32), "w1"),
+            numpy_helper.from_array(w2.astype(np.float32), "w2"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        ],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 10
+    model = ir.from_proto(proto)
+    p = CrossLayerEqualizationPass(relu6="replace")
+    assert p(model).modified and p.pairs == 1 and p.replaced_clips == ["floor"]
+    out = to_proto(model)
+    x = {"x": np.random.default_rng(3).standard_normal((1, 3, 8)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(out, x)[0], run_model(proto, x)[0], rtol=1e-4, atol=1e-4)
+    got = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    r1, r2 = np.abs(got["w1"]).reshape(4, -1).max(1), np.abs(got["w2"]).max(axis=(0, 2))
+    np.testing.assert_allclose(r1, r2, rtol=1e-4)
