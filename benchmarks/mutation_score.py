@@ -229,6 +229,11 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
     "faaq_onnx/passes/fuse_matmul_add.py": ["tests/passes/test_fuse_matmul_add.py", *_CANON],
     "faaq_onnx/passes/simplify.py": [*_CANON],
+    "faaq_onnx/passes/sample_axis.py": [
+        "tests/passes/test_sample_axis.py",
+        "tests/runtime/test_runner.py",
+        "tests/test_foreign_graphs.py",
+    ],
     "faaq_onnx/passes/upgrade_opset.py": [*_CANON],
     # runtime/
     "faaq_onnx/runtime/capabilities.py": [
