@@ -96,6 +96,7 @@ def test_growth_adds_a_quarter_of_the_new_span_on_the_side_that_grew():
     assert (s.edges[0], s.edges[-1]) == (-1.0, 1.0)
     s.observe(np.array([-3.0], np.float32))
     assert (s.edges[0], s.edges[-1]) == (-4.0, 1.0)
+    assert s.hist[-1] == 1  # re-binned: 1.0 is still in the top bin
     s.observe(np.array([5.0], np.float32))
     assert (s.edges[0], s.edges[-1]) == (-4.0, 7.25)
     assert s.hist.sum() == 4 and s.count == 4 and (s.min, s.max) == (-3.0, 5.0)
