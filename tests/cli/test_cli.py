@@ -1051,3 +1051,50 @@ def test_flags_take_no_value_and_required_options_say_so(option_help, cmd, flags
         assert "[required]" in h[option], (option, h[option])
     optional = [o for o in h if o not in required and o != "--help"]
     assert all("[required]" not in h[o] for o in optional)
+
+
+def _defaults(fn):
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+
+def test_help_states_the_library_defaults(option_help):
+    """Each command's shown defaults are those of the function or settings it drives."""
+    from faaq_onnx.evaluate import evaluate
+    from faaq_onnx.reliability import CalibrationDraw
+    from faaq_onnx.runtime.profile import profile_models
+    from faaq_onnx.zoo.exporter import export
+
+    def shown(cmd):
+        return {
+            k: re.search(r"\[default: ([^\]]*)\]\s*$", v).group(1)
+            for k, v in option_help(cmd).items()
+            if re.search(r"\[default: ([^\]]*)\]\s*$", v)
+        }
+
+    p = _defaults(profile_models)
+    assert {k: shown("profile")[k] for k in ("--batch", "--runs", "--warmup", "--top", "--ep")} == {
+        "--batch": ",".join(map(str, p["batches"])),
+        "--runs": str(p["runs"]),
+        "--warmup": str(p["warmup"]),
+        "--top": str(p["top"]),
+        "--ep": p["eps"][0],
+    }
+    draw = CalibrationDraw()
+    r = shown("reliability")
+    assert (r["--noise-share"], r["--dominant-share"]) == (
+        str(draw.noise_share),
+        str(draw.dominant_share),
+    )
+    assert r["--trials"] == "10"  # docs/eval-reliability.md: 10 draws
+    e = _defaults(evaluate)
+    assert (shown("eval")["--batch-size"], shown("eval")["--ep"]) == (
+        str(e["batch_size"]),
+        e["ep"],
+    )
+    x = _defaults(export)
+    assert (shown("export")["--opset"], shown("export")["--seed"]) == (
+        str(x["opset"]),
+        str(x["seed"]),
+    )
