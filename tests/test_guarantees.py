@@ -1,5 +1,6 @@
 """Budgets are promises about the file written: met as measured, or refused with no file."""
 
+import numpy as np
 import pytest
 
 from faaq_onnx import quantize
@@ -695,3 +696,56 @@ def test_a_bops_budget_is_reported_in_its_own_reference():
     assert unit_of(Budget.parse("bops=0.5@w8a16")) == "x W8A16"
     assert unit_of(Budget.parse("bops=0.5")) == "x W8A8"
     assert unit_of(Budget.parse("avg-bits=4")) == "bits"
+
+
+def test_hold_out_for_floor_takes_a_quarter_of_the_calibration_set_when_nothing_is_left_over():
+    """Held-out samples that are the calibration's own first ones are no held-out samples: a
+    quarter of the calibration set (at least 2, at most --verify-samples) is held out instead;
+    the smallest set that allows it is 3 samples (2 held out, 1 to calibrate)."""
+    from faaq_onnx.guarantees import hold_out_for_floor
+
+    x = np.arange(12.0).reshape(12, 1)
+    calib, held, notes, warn = hold_out_for_floor(
+        {"x": x}, {"x": x[:4]}, ["verification uses the first", "keep"], 64
+    )
+    np.testing.assert_array_equal(calib["x"], x[:9])
+    np.testing.assert_array_equal(held["x"], x[9:])
+    assert notes == ["keep"]
+    assert warn == [
+        "the floor is checked on 3 of the 12 calibration samples, held out: "
+        "calibration and the allocator use the other 9"
+    ]
+    calib, held, _, _ = hold_out_for_floor({"x": x}, {}, [], 2)
+    assert len(held["x"]) == 2 and len(calib["x"]) == 10
+    calib, held, _, _ = hold_out_for_floor({"x": x[:3]}, {}, [], 64)
+    assert (len(calib["x"]), len(held["x"])) == (1, 2)
+    with pytest.raises(FaaqError, match="with 2 calibration samples and --verify-samples 64"):
+        hold_out_for_floor({"x": x[:2]}, {}, [], 64)
+    with pytest.raises(FaaqError, match="none can be held out"):
+        hold_out_for_floor({"x": x}, {}, [], 1)
+
+
+def test_hold_out_for_floor_keeps_real_held_out_samples():
+    from faaq_onnx.guarantees import hold_out_for_floor
+
+    x, other = np.arange(8.0).reshape(8, 1), np.full((3, 1), -1.0)
+    calib, held, notes, warn = hold_out_for_floor({"x": x}, {"x": other}, ["n"], 64)
+    assert calib["x"] is x and held["x"] is other and notes == ["n"] and warn == []
+    with pytest.raises(FaaqError, match="--verify-samples 64 gives 1; give at least 2"):
+        hold_out_for_floor({"x": x}, {"x": other[:1]}, [], 64)
+
+
+def test_split_labeled_halves_a_seeded_shuffle():
+    from faaq_onnx.guarantees import split_labeled
+
+    x, y = np.arange(10.0), np.arange(10) % 2
+    (xa, ya), (xb, _) = split_labeled((x, y), seed=3)
+    assert len(xa) == 5 and len(xb) == 5 and sorted([*xa, *xb]) == list(x)
+    np.testing.assert_array_equal(ya, xa.astype(int) % 2)  # labels stay with their samples
+    assert list(xa) == sorted(xa) and list(xb) == sorted(xb)
+    (xa2, _), _ = split_labeled((x, y), seed=3)
+    np.testing.assert_array_equal(xa, xa2)
+    (_, _), (xb5, _) = split_labeled((x[:5], y[:5]))
+    assert len(xb5) == 3  # an odd count: the larger half is checked on
+    with pytest.raises(FaaqError, match="at least 4 labeled samples"):
+        split_labeled((x[:3], y[:3]))

@@ -512,6 +512,9 @@ OP_CASES = {
         "Equal", {"a": _i(1, 2, 3, 4), "b": _i(1, 0, 3, 5)}, out=TensorProto.BOOL
     ),
     "Expand": lambda: _case("Expand", {"x": _f(3, 1)}, {}, {"s": _i(2, 3, 4)}),
+    "Expand int64": lambda: _case(
+        "Expand", {"x": _i(7, -3)}, {}, {"s": _i(3, 2)}, out=TensorProto.INT64
+    ),
     "ConstantOfShape no value": lambda: _case("ConstantOfShape", {"s": _i(2, 3)}),
 }
 
