@@ -246,6 +246,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_foreign_graphs.py",
     ],
     "faaq_onnx/runtime/node_costs.py": [
+        "tests/runtime/test_node_costs.py",
         "tests/analysis/test_allocate.py",
         "tests/test_guarantees.py",
         *_CLI,
