@@ -266,3 +266,29 @@ def test_bad_options_are_one_line_errors():
         convert_to_matmulnbits(model, bits_allowed=(3,))
     with pytest.raises(FaaqError, match="accuracy_level"):
         convert_to_matmulnbits(model, accuracy_level=7)
+
+
+@pytest.mark.parametrize("zero_point", [0, 7, None])
+def test_a_gemm_bias_behind_a_dequantize_linear_keeps_its_value(zero_point):
+    """An int32 bias read through DequantizeLinear (with or without a zero point) becomes the
+    MatMulNBits bias (q - zp) * s: same result as the QDQ Gemm."""
+    model = _qdq_matmul(bits=4, k=64, n=16, op="Gemm", trans_b=True, bias=True)
+    gemm = model.graph.node[-1]
+    q = np.arange(-8, 8, dtype=np.int32) * 37
+    inits = [
+        numpy_helper.from_array(q, "c_q"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "c_s"),
+    ]
+    dq_in = ["c_q", "c_s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(np.array(zero_point, np.int32), "c_z"))
+        dq_in.append("c_z")
+    model.graph.initializer.extend(inits)
+    model.graph.node.insert(
+        len(model.graph.node) - 1, helper.make_node("DequantizeLinear", dq_in, ["c_dq"])
+    )
+    gemm.input[2] = "c_dq"
+    conv, names = convert_to_matmulnbits(model, accuracy_level=0)
+    assert names == ["fc"] and "MatMulNBits" in [n.op_type for n in conv.graph.node]
+    x = _x(model, batch=5)
+    assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
