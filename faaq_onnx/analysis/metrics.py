@@ -25,10 +25,15 @@ def sqnr_db(reference, approx) -> float:
 def output_kl(ref: np.ndarray, got: np.ndarray) -> float:
     """Mean KL(softmax(ref) || softmax(got)) over samples: the shift of the output
     distribution away from the float model's (the float model is the reference P)."""
+    return float(np.mean(kl_per_sample(ref, got)))
+
+
+def kl_per_sample(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """KL(softmax(ref) || softmax(got)) of each sample (axis 0)."""
     r = ref.reshape(len(ref), -1).astype(np.float64)
     q = got.reshape(len(got), -1).astype(np.float64)
     lr = r - r.max(1, keepdims=True)
     lq = q - q.max(1, keepdims=True)
     lr -= np.log(np.exp(lr).sum(1, keepdims=True))
     lq -= np.log(np.exp(lq).sum(1, keepdims=True))
-    return float(np.mean(np.sum(np.exp(lr) * (lr - lq), axis=1)))
+    return np.sum(np.exp(lr) * (lr - lq), axis=1)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from tqdm.auto import tqdm
 
 from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.candidates import group_candidates
@@ -261,16 +260,14 @@ def sensitivity(
         for g in feeds.qgraph.groups.values()
     }
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
-        measured = distributed(jobs) if distributed is not None else None
-        prober = get_prober() if measured is None else None
-        for g, c in tqdm(
-            jobs, desc="sensitivity", disable=not progress, unit="config", leave=False
-        ):
-            if measured is not None:
-                entry = dict(measured[(g.name, str(c))])
-            else:
-                assert prober is not None  # built above when nothing was measured elsewhere
-                entry = prober.measure({g.name: c})
+        if distributed is not None:
+            measured = distributed(jobs)
+        else:  # each group's configurations from the float tensors in front of it
+            from faaq_onnx.analysis.suffix_sweep import SuffixSweep
+
+            measured = SuffixSweep(get_prober(), float_proto).measure(jobs, progress)
+        for g, c in jobs:
+            entry = dict(measured[(g.name, str(c))])
             if "kl" not in metrics:
                 entry.pop("kl")
             if "sqnr" not in metrics:

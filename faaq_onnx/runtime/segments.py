@@ -76,7 +76,7 @@ class SegmentedRun:
             if t == name
             or any(r not in self.done and r not in nodes for r in self.readers.get(t, []))
         ]
-        segment = prefix_model(self.model, later, given={t: self._info(t) for t in self.kept})
+        segment = prefix_model(self.model, later, given=self.cut())
         cut = [i.name for i in segment.graph.input if i.name in self.kept]
         session = make_session(segment, opt_level="extended", threads=self.threads)
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
@@ -111,6 +111,11 @@ class SegmentedRun:
             shape[axis] = -1
             kept = self.kept[name]
             self.kept[name] = kept + np.asarray(delta, kept.dtype).reshape(shape)
+
+    def cut(self) -> dict[str, onnx.ValueInfoProto]:
+        """The kept tensors, as the inputs of a model that goes on from here (graph.prefix_model's
+        `given`)."""
+        return {t: self._info(t) for t in self.kept}
 
     def _info(self, t: str) -> onnx.ValueInfoProto:
         if t in self.graph_inputs:

@@ -60,6 +60,7 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
     import onnx_ir as ir
 
     from faaq_onnx.analysis.sensitivity import Prober
+    from faaq_onnx.analysis.suffix_sweep import SuffixSweep
     from faaq_onnx.config import Candidate
     from faaq_onnx.weight_cache import WeightCache
 
@@ -68,10 +69,12 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
     cache = WeightCache(ir.from_proto(proto), payload["qgraph"], config)
     for (name, bits), qw in payload["learned"].items():
         cache.put(name, bits, qw)
-    prober = Prober(
-        proto, payload["qgraph"], payload["calibration"], cache, config, payload["inputs"]
+    qgraph = payload["qgraph"]
+    prober = Prober(proto, qgraph, payload["calibration"], cache, config, payload["inputs"])
+    measured = SuffixSweep(prober, proto).measure(
+        [(qgraph.groups[g], Candidate.parse(c)) for g, c in jobs]
     )
-    return [(g, c, prober.measure({g: Candidate.parse(c)})) for g, c in jobs]
+    return [(g, c, measured[(g, c)]) for g, c in jobs]
 
 
 def start_local_ray(workers: int) -> None:
@@ -205,7 +208,9 @@ def distributed_measure(
     ref = ray.put(payload)
     task = ray.remote(num_cpus=1)(_measure_share)
     names = [(g.name, str(c)) for g, c in jobs]
-    shares = [names[i::n] for i in range(n)]
+    groups = sorted({g for g, _ in names})
+    # a group's candidates go to one task: they share its cut of the float pass (SuffixSweep)
+    shares = [[j for j in names if j[0] in groups[i::n]] for i in range(n)]
     futures = [task.remote(ref, share) for share in shares if share]
     log.info(
         "sensitivity sweep: %d jobs in %d Ray tasks%s",

@@ -61,7 +61,12 @@ def test_two_workers_reproduce_the_serial_table(tiny_cnn, cnn_calib, caplog):
     par = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False, workers=2), target_opset=21)
     with caplog.at_level(logging.INFO, logger="faaq"):
         got = par.sensitivity(cands, ("sqnr", "kl"), cache_dir=False).table
-    assert got == want
+    # each task runs its own float pass, cut at its own groups: equal to float reassociation
+    assert got.keys() == want.keys()
+    for g, row in want.items():
+        for c, m in row.items():
+            assert got[g][c]["sqnr_db"] == pytest.approx(m["sqnr_db"], abs=1e-3), (g, c)
+            assert got[g][c]["kl"] == pytest.approx(m["kl"], rel=1e-3), (g, c)
     assert _ray_tasks(caplog) == [2]  # the jobs really went out in two shares
     assert par._prober is None  # the coordinator built no probe session of its own
 
