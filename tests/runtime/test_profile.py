@@ -486,3 +486,15 @@ def test_format_profile_per_op_sections():
     assert rows["QuantizeLinear"] == ["q/dq", "0.375", "25.0", "%"]
     assert rows["Relu"] == ["float", "0.225", "15.0", "%"]
     assert rows["n" * 60] == ["QLinearConv", "int", "0.900", "60.0", "%"]  # names cut at 60
+
+
+def test_sizes_are_kilobytes_below_100_kB_and_megabytes_from_there():
+    from faaq_onnx.runtime.profile import _mb
+
+    assert (_mb(0), _mb(1_500), _mb(99_949), _mb(99_999)) == (
+        "0.0 kB",
+        "1.5 kB",
+        "99.9 kB",
+        "100.0 kB",
+    )
+    assert (_mb(100_000), _mb(2_500_000), _mb(10**12)) == ("0.10 MB", "2.50 MB", "1000000.00 MB")
