@@ -147,6 +147,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_fisher.py",
         "tests/analysis/test_allocate.py",
     ],
+    "faaq_onnx/analysis/suffix_sweep.py": [
+        "tests/analysis/test_suffix_sweep.py",
+        "tests/analysis/test_sensitivity.py",
+        "tests/runtime/test_workers.py",
+    ],
     "faaq_onnx/analysis/tradeoff.py": [*_CLI],
     "faaq_onnx/analysis/verify.py": ["tests/test_guarantees.py", *_CLI],
     # cli/ (end-to-end through click)
