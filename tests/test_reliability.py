@@ -142,3 +142,13 @@ def test_a_single_sample_draw_is_allowed():
     x, y = _pool()
     calib, held = CalibrationDraw(size=1, held_out=1).draw(x, y, 0)
     assert len(calib) == 1 and len(held) == 1
+
+
+def test_a_draw_defaults_to_the_quantizers_own_calibration_and_verification_sizes():
+    """256 calibration samples and 64 held out, as a plain `faaq quantize` run uses."""
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.reliability import CalibrationDraw
+
+    d, c = CalibrationDraw(), QuantConfig()
+    assert (d.size, d.held_out) == (c.calib_size, c.verify_samples)
+    assert (d.noise_share, d.dominant_class, d.dominant_share) == (0.0, None, 0.5)

@@ -100,6 +100,7 @@ def test_batchnorm_folds_into_its_producer_and_outputs_are_unchanged(kind):
     )
     assert modified and ops == [prod.op_type]
     assert [o.name for o in proto.graph.output] == ["y"]
+    assert list(proto.graph.node[0].input[1:]) == ["w_bnfold", "prod_bias_bnfold"]  # named after it
 
 
 def test_default_epsilon_is_the_onnx_default():
