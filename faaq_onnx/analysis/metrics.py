@@ -37,3 +37,15 @@ def kl_per_sample(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     lr -= np.log(np.exp(lr).sum(1, keepdims=True))
     lq -= np.log(np.exp(lq).sum(1, keepdims=True))
     return np.sum(np.exp(lr) * (lr - lq), axis=1)
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b between two scorings of the same items (ties allowed): +1 same order,
+    -1 reversed, nan when either scoring is constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    upper = np.triu_indices(len(a), 1)
+    da, db = da[upper], db[upper]
+    denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
+    return float(np.sum(da * db) / denom) if denom else float("nan")

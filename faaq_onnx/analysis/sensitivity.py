@@ -259,13 +259,16 @@ def sensitivity(
         g.name: {str(c): {} for c in group_candidates(g, cands)}
         for g in feeds.qgraph.groups.values()
     }
+    stability = None
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
         if distributed is not None:
             measured = distributed(jobs)
         else:  # each group's configurations from the float tensors in front of it
             from faaq_onnx.analysis.suffix_sweep import SuffixSweep
 
-            measured = SuffixSweep(get_prober(), float_proto).measure(jobs, progress)
+            sweep = SuffixSweep(get_prober(), float_proto)
+            measured = sweep.measure(jobs, progress)
+            stability = sweep.split_half_tau()
         for g, c in jobs:
             entry = dict(measured[(g.name, str(c))])
             if "kl" not in metrics:
@@ -280,6 +283,8 @@ def sensitivity(
         "configs": len(jobs),
         "key": key,
     }
+    if stability is not None:  # Kendall tau of the SQNR ranking, first half vs second half
+        meta["ranking_tau_halves"] = stability
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
         if fit is None:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from faaq_onnx.analysis.metrics import kl_per_sample, ratio_db, sqnr_ratios
+from faaq_onnx.analysis.metrics import kendall_tau, kl_per_sample, ratio_db, sqnr_ratios
 from faaq_onnx.analysis.probe import build_probe, param_name, probe_feeds
 from faaq_onnx.graph import prefix_model
 from faaq_onnx.groups import QuantizerGraph
@@ -37,6 +37,7 @@ class SuffixSweep:
         self.nodes = list(float_proto.graph.node)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         self.readers = _readers(self.nodes)
+        self.ratios: dict[tuple[str, str], np.ndarray] = {}  # per-sample SQNR ratios of each job
 
     def measure(self, jobs: list, progress: bool = False) -> dict[tuple[str, str], dict]:
         """{(group name, str(candidate)): {"sqnr_db", "kl"}} for every job."""
@@ -66,7 +67,9 @@ class SuffixSweep:
             session = make_session(suffix, threads=self.session.threads)
             data = {i.name: run.kept[i.name] for i in suffix.graph.input if i.name in run.kept}
             for c in by_group[name]:
-                out[(name, str(c))] = self._measure(session, data, outputs, group, c)
+                out[(name, str(c))], self.ratios[(name, str(c))] = self._measure(
+                    session, data, outputs, group, c
+                )
                 bar.update(1)
         bar.close()
         return out
@@ -78,7 +81,21 @@ class SuffixSweep:
             tensors |= set(self.prober.qgraph.activations[a].tensors)
         return {i for t in tensors for i in self.readers.get(t, [])}
 
-    def _measure(self, session, data, outputs, group, cand) -> dict:
+    def split_half_tau(self) -> float | None:
+        """Kendall tau between the jobs' SQNR on the first and on the second half of the samples:
+        how stable the sweep's ranking is at this many samples (None: too few to split)."""
+        if len(self.ratios) < 3:
+            return None
+        n = len(next(iter(self.ratios.values())))
+        if n < 4:
+            return None
+        halves = [
+            [ratio_db(float(np.mean(r[part]))) for r in self.ratios.values()]
+            for part in (slice(0, n // 2), slice(n // 2, None))
+        ]
+        return round(kendall_tau(*halves), 3)
+
+    def _measure(self, session, data, outputs, group, cand) -> tuple[dict, np.ndarray]:
         weights, acts = self.prober.feeds({group.name: cand})
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
         feeds = {
@@ -96,10 +113,12 @@ class SuffixSweep:
             got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
             ratios.append(sqnr_ratios(ref_all, got_all))
             kls.append(kl_per_sample(ref[0][start:stop], outs[0]))
-        return {
-            "sqnr_db": ratio_db(float(np.mean(np.concatenate(ratios)))),
+        per_sample = np.concatenate(ratios)
+        metrics = {
+            "sqnr_db": ratio_db(float(np.mean(per_sample))),
             "kl": float(np.mean(np.concatenate(kls))),
         }
+        return metrics, per_sample
 
 
 def _only(qgraph: QuantizerGraph, group) -> QuantizerGraph:

@@ -565,6 +565,7 @@ def summary_line(report: dict) -> str:
         f"  output SQNR {first['sqnr_db']:.1f} dB{_pooled(first)}{agree} on {report['verify']['samples']} "
         f"{_verified_on(report['calibration'])}; "
         f"{total:.1f} s\n"
+        + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")
         + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + "\n".join(
@@ -572,6 +573,21 @@ def summary_line(report: dict) -> str:
             for i, line in enumerate(report["verify"]["kernels"]["summary"])
         )
     )
+
+
+def sensitivity_line(report: dict) -> str | None:
+    """'sensitivity: 108 configurations on 64 samples; ranking stability 0.91 (...)' where a sweep
+    ran: how far its ranking holds from one half of the samples to the other."""
+    meta = report.get("sensitivity")
+    if not meta or "configs" not in meta:
+        return None
+    line = f"sensitivity: {meta['configs']} configurations on {meta['samples']} samples"
+    tau = meta.get("ranking_tau_halves")
+    if tau is not None:
+        line += f"; ranking stability {tau:.2f} (Kendall tau, first vs second half of the samples)"
+        if tau < 0.8:
+            line += ": low, more --sensitivity-samples or --calib-size would rank more reliably"
+    return line
 
 
 def _verified_on(calibration: dict) -> str:

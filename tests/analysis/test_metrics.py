@@ -68,3 +68,16 @@ def test_pooled_sqnr_is_not_inflated_by_one_near_exact_sample():
     expected = 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2))
     assert abs(out["sqnr_db_pooled"] - expected) < 1e-9
     assert "pooled" in _pooled(out) and _pooled({"sqnr_db": 30.0, "sqnr_db_pooled": 29.0}) == ""
+
+
+def test_kendall_tau_counts_concordant_pairs():
+    """tau-b: one swapped pair of 6 gives (5 - 1) / 6; ties leave their pairs out of both the
+    count and the normalisation; a constant scoring has no order."""
+    from faaq_onnx.analysis.metrics import kendall_tau
+
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    # a = [1, 1, 2]: pairs (0,1) tied in a; (0,2), (1,2) concordant with b = [1, 2, 3]
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / np.sqrt(2 * 3))
+    assert np.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))

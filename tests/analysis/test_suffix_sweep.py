@@ -33,3 +33,25 @@ def test_every_configuration_measures_as_the_whole_probe_does(request, model):
         # shows at 16-bit activations (96 dB)
         assert entry["sqnr_db"] == pytest.approx(want["sqnr_db"], abs=0.05), (g.name, str(c))
         assert entry["kl"] == pytest.approx(want["kl"], rel=1e-3, abs=1e-9), (g.name, str(c))
+
+
+def test_the_sweep_states_how_stable_its_ranking_is(tiny_cnn):
+    """The table's meta carries Kendall tau between the SQNR ranking on the first and on the
+    second half of the samples, recomputed here from the per-sample ratios the sweep kept."""
+    from faaq_onnx.analysis.metrics import kendall_tau, ratio_db
+
+    rng = np.random.default_rng(2)
+    calib = {"input": rng.standard_normal((16, 3, 16, 16)).astype(np.float32)}
+    comp = Compilation(tiny_cnn, calib, QuantConfig(progress=False), target_opset=21)
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    jobs = [(g, c) for g in comp.qgraph.groups.values() for c in group_candidates(g, cands)]
+    sweep = SuffixSweep(comp.prober, comp.float_proto)
+    sweep.measure(jobs)
+    halves = [
+        [ratio_db(float(np.mean(sweep.ratios[(g.name, str(c))][part]))) for g, c in jobs]
+        for part in (slice(0, 8), slice(8, 16))
+    ]
+    assert sweep.split_half_tau() == pytest.approx(kendall_tau(*halves), abs=1e-3)
+    table = comp.sensitivity("w2a8,w4a8,w8a8", ("sqnr", "kl"), cache_dir=False)
+    assert table.meta["ranking_tau_halves"] == sweep.split_half_tau()
+    assert 0.5 < table.meta["ranking_tau_halves"] <= 1.0  # 2, 4 and 8 bits rank apart

@@ -291,3 +291,23 @@ def test_summary_line_of_a_mixed_plan_counts_its_choices():
     first, _, third, *_ = summary_line(rep).splitlines()
     assert first == "mixed (knapsack, avg-bits=6; 2x w4a8, 1x w8a8): 7 groups -> q.onnx"
     assert third == "  output SQNR 20.0 dB on 64 held-out samples; 3.8 s"
+
+
+def test_summary_line_states_the_sweeps_ranking_stability():
+    """A mixed plan's summary says how many configurations the sweep ran on how many samples
+    and how stable its ranking was; a low stability says what to do about it."""
+    from faaq_onnx.cli.quantize_cmd import sensitivity_line
+
+    rep = _report({"allocator": "knapsack", "budget": "avg-bits=6"}, {"a": "w4a8"})
+    assert sensitivity_line(rep) is None and len(summary_line(rep).splitlines()) == 5
+    rep["sensitivity"] = {"configs": 108, "samples": 64, "ranking_tau_halves": 0.914}
+    assert summary_line(rep).splitlines()[3] == (
+        "  sensitivity: 108 configurations on 64 samples; ranking stability 0.91 "
+        "(Kendall tau, first vs second half of the samples)"
+    )
+    rep["sensitivity"]["ranking_tau_halves"] = 0.79
+    assert sensitivity_line(rep).endswith(
+        ": low, more --sensitivity-samples or --calib-size would rank more reliably"
+    )
+    rep["sensitivity"]["ranking_tau_halves"] = 0.8
+    assert "low" not in sensitivity_line(rep)
