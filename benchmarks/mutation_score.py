@@ -232,6 +232,11 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
+    "faaq_onnx/passes/decompose_hardswish.py": [
+        "tests/passes/test_decompose_hardswish.py",
+        *_CANON,
+        "tests/test_foreign_graphs.py",
+    ],
     "faaq_onnx/passes/fuse_matmul_add.py": ["tests/passes/test_fuse_matmul_add.py", *_CANON],
     "faaq_onnx/passes/simplify.py": [*_CANON],
     "faaq_onnx/passes/sample_axis.py": [

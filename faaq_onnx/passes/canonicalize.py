@@ -12,6 +12,7 @@ from onnx_ir.passes import PassError, PassManager, common
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.passes.cle import CrossLayerEqualizationPass
+from faaq_onnx.passes.decompose_hardswish import DecomposeHardSwishPass
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
@@ -43,6 +44,7 @@ def canonicalize(
         FoldBatchNormPass(),
         FoldPadIntoConvPass(),
         FuseMatMulAddPass(),
+        DecomposeHardSwishPass(),
         *([cle_pass] if cle_pass else []),
         *([AddZeroBiasPass()] if zero_biases else []),
         common.RemoveUnusedNodesPass(),

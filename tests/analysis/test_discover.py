@@ -42,18 +42,19 @@ def _act_of(qg, tensor):
 
 
 def test_quantization_follows_pads_and_feeds_every_conv(foreign_cnn):
-    """Exporters put a Pad before Convs and float activation functions behind them: a Pad
-    canonicalization cannot fold (pads computed from a dynamic shape) shares its input's scale, and every Conv's output is
-    quantized so ORT can fuse DQ -> Conv -> Q, whatever float op reads it."""
+    """Exporters put a Pad before Convs and activation functions behind them: a Pad
+    canonicalization cannot fold (pads computed from a dynamic shape) shares its input's scale,
+    and every Conv's output is quantized so ORT can fuse DQ -> Conv -> Q, whatever reads it."""
     qg = _qgraph(foreign_cnn)
     first = _act_of(qg, "x_padded")
     assert first is not None and "input" in first.tensors  # Q/DQ before and after the computed Pad
     assert _act_of(qg, "hsw1") is not None  # the constant Pad was folded into the depthwise Conv
-    act = _act_of(
-        qg, "c3"
-    )  # read by HardSwish alone, a float op: the Conv's own group decides its width
-    group = next(g for g in qg.groups.values() if "conv3" in g.ops)
-    assert act is not None and act.name in group.activations
+    # read by HardSwish, which canonicalization splits into HardSigmoid·Mul: the Mul of two
+    # feature maps (QLinearMul) quantizes it, as in ORT's own quantized models
+    act = _act_of(qg, "c3")
+    assert act is not None
+    owner = next(g for g in qg.groups.values() if act.name in g.activations)
+    assert any(op.endswith("/Mul") for op in owner.ops), owner
     act = _act_of(
         qg, "c1"
     )  # read by HardSigmoid (float) and the hardswish Mul of two feature maps (QLinearMul)
