@@ -155,6 +155,15 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def reader_index(nodes: list[onnx.NodeProto]) -> dict[str, list[int]]:
+    """Tensor name -> the positions in `nodes` of the nodes that read it (subgraphs included)."""
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for t in _reads(n):
+            readers.setdefault(t, []).append(i)
+    return readers
+
+
 def ancestor_nodes(
     tensors: list[str],
     producer: dict[str, onnx.NodeProto],

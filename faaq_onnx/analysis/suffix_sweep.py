@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from faaq_onnx.analysis.metrics import kendall_tau, kl_per_sample, ratio_db, sqnr_ratios
 from faaq_onnx.analysis.probe import build_probe, param_name, probe_feeds
-from faaq_onnx.graph import prefix_model
+from faaq_onnx.graph import prefix_model, reader_index
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.segments import SegmentedRun
@@ -35,8 +35,7 @@ class SuffixSweep:
         self.prober, self.float = prober, float_proto
         self.session = prober.session  # the whole-model ProbeSession
         self.nodes = list(float_proto.graph.node)
-        self.index = {n.name: i for i, n in enumerate(self.nodes)}
-        self.readers = _readers(self.nodes)
+        self.readers = reader_index(self.nodes)
         self.ratios: dict[tuple[str, str], np.ndarray] = {}  # per-sample SQNR ratios of each job
 
     def measure(self, jobs: list, progress: bool = False) -> dict[tuple[str, str], dict]:
@@ -45,7 +44,8 @@ class SuffixSweep:
         for g, c in jobs:
             by_group.setdefault(g.name, []).append(c)
         groups = {g.name: g for g, _ in jobs}
-        order = sorted(groups, key=lambda name: min(self._touched(groups[name]), default=0))
+        touched = {name: self._touched(g) for name, g in groups.items()}
+        order = sorted(groups, key=lambda name: min(touched[name], default=0))
         run = SegmentedRun(
             self.float, self.session.inputs, self.session.batch_size, threads=self.session.threads
         )
@@ -56,7 +56,7 @@ class SuffixSweep:
             probe = build_probe(self.float, _only(self.prober.qgraph, group))
             for t in _entry(probe, group):
                 run.get(t)
-            if run.done & self._touched(group):  # a node the group changes ran in float
+            if run.done & touched[name]:  # a node the group changes ran in float
                 for c in by_group[name]:  # (a group spread far apart): the whole probe
                     out[(name, str(c))] = self.prober.measure({name: c})
                     bar.update(1)
@@ -130,20 +130,11 @@ def _only(qgraph: QuantizerGraph, group) -> QuantizerGraph:
     )
 
 
-def _readers(nodes) -> dict[str, list[int]]:
-    readers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for t in n.input:
-            if t:
-                readers.setdefault(t, []).append(i)
-    return readers
-
-
 def _entry(probe: onnx.ModelProto, group) -> list[str]:
     """The float tensors the group's quantizers read in its probe: inputs of the nodes that read
     its weights or quantizer parameters which do not themselves depend on those."""
     nodes = list(probe.graph.node)
-    readers = _readers(nodes)
+    readers = reader_index(nodes)
     names = set(group.weights)
     for a in group.activations:
         p = param_name(a)

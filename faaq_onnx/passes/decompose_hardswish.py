@@ -23,16 +23,17 @@ class DecomposeHardSwishPass(InPlacePass):
             x, y = node.inputs[0], node.outputs[0]
             if x is None:
                 continue
-            gate = ir.Value(name=f"{node.name or y.name}/hardsigmoid", shape=y.shape, type=y.type)
+            base = node.name or y.name
+            gate = ir.Value(name=f"{base}/hardsigmoid", shape=y.shape, type=y.type)
             sigmoid = ir.node(
                 "HardSigmoid",
                 [x],
                 {"alpha": 1.0 / 6.0, "beta": 0.5},
                 outputs=[gate],
-                name=f"{node.name}/HardSigmoid",
+                name=f"{base}/HardSigmoid",
             )
             out = ir.Value(name=f"{y.name}__mul", shape=y.shape, type=y.type)
-            mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{node.name}/Mul")
+            mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{base}/Mul")
             graph.insert_after(node, [sigmoid, mul])
             ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
             graph.remove(node, safe=True)

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from faaq_onnx.graph import _reads, ancestor_nodes, prefix_model
+from faaq_onnx.graph import ancestor_nodes, prefix_model, reader_index
 from faaq_onnx.runtime.runner import run_batches, session_batch_size
 from faaq_onnx.runtime.session import make_session
 
@@ -52,10 +52,7 @@ class SegmentedRun:
         self.nodes = list(model.graph.node)
         self.index = {id(n): i for i, n in enumerate(self.nodes)}
         self.producer = {o: n for n in self.nodes for o in n.output if o}
-        self.readers: dict[str, list[int]] = {}
-        for i, n in enumerate(self.nodes):
-            for t in _reads(n):
-                self.readers.setdefault(t, []).append(i)
+        self.readers = reader_index(self.nodes)
         self.done: set[int] = set()
         self.graph_inputs = {i.name: i for i in model.graph.input}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.calibrate import Calibration, calibrate
-from faaq_onnx.analysis.discover import discover_groups
+from faaq_onnx.analysis.discover import WEIGHT_OPS, discover_groups
 from faaq_onnx.analysis.prune import prune_quantizers
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.data import stacked_inputs
@@ -111,7 +111,7 @@ def _nothing_to_quantize(model) -> str:
     which faaq does not quantize (their tensors cannot be calibrated from outside)."""
     inside: dict[str, int] = {}
     for node in model.graph.all_nodes():
-        if node.graph is not model.graph and node.op_type in WEIGHTED:
+        if node.graph is not model.graph and node.op_type in WEIGHT_OPS:
             inside[node.op_type] = inside.get(node.op_type, 0) + 1
     if inside:
         ops = ", ".join(f"{n} {op}" for op, n in sorted(inside.items()))
@@ -122,9 +122,6 @@ def _nothing_to_quantize(model) -> str:
     return (
         "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
     )
-
-
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _canonicalize(model, target_opset: int, config: QuantConfig):
