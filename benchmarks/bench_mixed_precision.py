@@ -96,7 +96,7 @@ def run_model(
     out["float"] = {k: evaluate(fp, x, y)["top1"] for k, (x, y) in tests.items()}
     print(name, "float", out["float"], flush=True)
 
-    cfg = QuantConfig(progress=False, calib_size=args.calib_size)
+    cfg = QuantConfig(progress=False, calib_size=args.calib_size, sensitivity_samples=None)
     t0 = time.perf_counter()
     comp = Compilation(fp, calib, cfg, target_opset=21)
     out["timings_s"]["compile"] = round(time.perf_counter() - t0, 1)

@@ -88,7 +88,8 @@ class QuantConfig:
     act_range: str = "mse"
     percentile: float = 99.99
     calib_size: int | None = 256
-    sensitivity_samples: int | None = None  # None: every calibration sample
+    # "auto": as many as the sweep's ranking needs (analysis.sensitivity.auto_sweep); None: all
+    sensitivity_samples: int | str | None = AUTO
     batch_size: int = 16
     seed: int = 0
     simplify: bool = True
@@ -167,7 +168,8 @@ class QuantConfig:
         if not 50 < self.percentile <= 100:
             raise FaaqError(f"--percentile must be in (50, 100], got {self.percentile}")
         _at_least_one("--calib-size", self.calib_size, optional=True)
-        _at_least_one("--sensitivity-samples", self.sensitivity_samples, optional=True)
+        if self.sensitivity_samples != AUTO:
+            _at_least_one("--sensitivity-samples", self.sensitivity_samples, optional=True)
         if self.preset is not None:
             from faaq_onnx.data.presets import PRESETS
 

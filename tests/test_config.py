@@ -231,7 +231,7 @@ def test_defaults_are_the_documented_ones():
         "minmax",
         99.99,
     )
-    assert (c.calib_size, c.sensitivity_samples, c.batch_size, c.seed) == (256, None, 16, 0)
+    assert (c.calib_size, c.sensitivity_samples, c.batch_size, c.seed) == (256, "auto", 16, 0)
     assert (c.simplify, c.int32_bias, c.verify_samples, c.latency_tolerance) == (
         True,
         True,

@@ -11,6 +11,7 @@ cached on disk keyed by model, data and settings.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.candidates import group_candidates
 from faaq_onnx.analysis.metrics import output_kl, sqnr_db
 from faaq_onnx.analysis.probe import build_probe, enabled_params
-from faaq_onnx.config import FLOAT, Candidate, QuantConfig
+from faaq_onnx.config import AUTO, FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
@@ -136,10 +137,28 @@ class ConfigFeeds:
         return weights, acts
 
 
-def sweep_inputs(inputs: dict[str, np.ndarray], config: QuantConfig) -> dict[str, np.ndarray]:
-    """The calibration inputs the sensitivity sweep measures on (--sensitivity-samples)."""
-    n = config.sensitivity_samples
+AUTO_FIRST = 16  # the first chunk: two halves of 8 samples
+AUTO_TAU = 0.9  # seed 003 Fig. 2d: SQNR rankings from disjoint subsets agree to about this
+
+
+def sweep_inputs(
+    inputs: dict[str, np.ndarray], config: QuantConfig, samples: int | None = None
+) -> dict[str, np.ndarray]:
+    """The calibration inputs the sensitivity sweep measures on (--sensitivity-samples, or
+    `samples` once an automatic sweep has settled on a count; auto alone: all of them)."""
+    n = samples or (None if config.sensitivity_samples == AUTO else config.sensitivity_samples)
     return {k: v[:n] for k, v in inputs.items()} if n else inputs
+
+
+def auto_chunks(total: int) -> list[int]:
+    """Sample counts an automatic sweep stops at to check its ranking: 16, 32, 64... total.
+    Each step doubles, so the split-half check compares the samples swept so far with the
+    ones just added."""
+    bounds, n = [], AUTO_FIRST
+    while n < total:
+        bounds.append(n)
+        n *= 2
+    return [*bounds, total]
 
 
 class Prober(ConfigFeeds):
@@ -155,7 +174,6 @@ class Prober(ConfigFeeds):
         inputs: dict[str, np.ndarray],
     ) -> None:
         super().__init__(qgraph, cal, cache, config)
-        inputs = sweep_inputs(inputs, config)
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(
             build_probe(float_proto, qgraph),
@@ -165,6 +183,14 @@ class Prober(ConfigFeeds):
             threads=config.ort_threads,
         )
         self.reference = self.session.run()
+
+    def on(self, inputs: dict[str, np.ndarray]) -> Prober:
+        """The same probe session measuring on other samples (a chunk of an automatic sweep)."""
+        other = copy.copy(self)
+        other.session = copy.copy(self.session)
+        other.session.inputs = inputs
+        other.reference = other.session.run()
+        return other
 
     def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
         return self.session.run(*self.feeds(choices))
@@ -240,7 +266,9 @@ def sensitivity(
     """Measure every group x candidate alone; reuse a cached table when one matches.
 
     `get_prober()` builds the probe session only when SQNR or KL are measured: a FIT-only
-    table needs no ORT run at all. `distributed(jobs)`, when given, measures them on workers."""
+    table needs no ORT run at all. `distributed(jobs, inputs)`, when given, measures them on
+    workers: {job: (per-sample SQNR ratios, per-sample KL)}."""
+    auto = feeds.config.sensitivity_samples == AUTO
     inputs = sweep_inputs(inputs, feeds.config)
     key = sweep_key(
         float_proto, inputs, feeds.config, cands, tuple(metrics), fit_samples, feeds.cache.key()
@@ -259,16 +287,14 @@ def sensitivity(
         g.name: {str(c): {} for c in group_candidates(g, cands)}
         for g in feeds.qgraph.groups.values()
     }
-    stability = None
+    stability, samples = None, int(len(next(iter(inputs.values()))))
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
         if distributed is not None:
-            measured = distributed(jobs)
+            measure = lambda chunk: distributed(jobs, chunk)  # noqa: E731
         else:  # each group's configurations from the float tensors in front of it
-            from faaq_onnx.analysis.suffix_sweep import SuffixSweep
-
-            sweep = SuffixSweep(get_prober(), float_proto)
-            measured = sweep.measure(jobs, progress)
-            stability = sweep.split_half_tau()
+            measure = _serial(get_prober(), float_proto, jobs, progress)
+        chunks = auto_chunks(samples) if auto else [samples]
+        measured, stability, samples = sweep_chunks(measure, inputs, chunks)
         for g, c in jobs:
             entry = dict(measured[(g.name, str(c))])
             if "kl" not in metrics:
@@ -277,7 +303,7 @@ def sensitivity(
                 entry.pop("sqnr_db")
             table[g.name][str(c)] = entry
     meta = {
-        "samples": int(len(next(iter(inputs.values())))),
+        "samples": samples,
         "candidates": [str(c) for c in cands],
         "metrics": list(metrics),
         "configs": len(jobs),
@@ -285,6 +311,12 @@ def sensitivity(
     }
     if stability is not None:  # Kendall tau of the SQNR ranking, first half vs second half
         meta["ranking_tau_halves"] = stability
+    if auto and "configs" in meta and stability is not None:
+        meta["samples_auto"] = {
+            "available": int(len(next(iter(inputs.values())))),
+            "first": AUTO_FIRST,
+            "tau": AUTO_TAU,
+        }
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
         if fit is None:
@@ -297,3 +329,52 @@ def sensitivity(
     if path is not None:
         write_json_atomic(path, result.to_dict())
     return result
+
+
+def _serial(prober: Prober, float_proto: onnx.ModelProto, jobs, progress: bool):
+    """Measures the jobs on a chunk of samples in this process (SuffixSweep); the prober's own
+    samples need no second reference run."""
+    from faaq_onnx.analysis.suffix_sweep import SuffixSweep
+
+    def measure(chunk: dict) -> dict:
+        n = len(next(iter(chunk.values())))
+        mine = prober.session.inputs
+        own = len(prober.reference[0]) == n and all(
+            k in mine and np.array_equal(np.asarray(v), np.asarray(mine[k]))
+            for k, v in chunk.items()
+        )
+        sweep = SuffixSweep(prober if own else prober.on(chunk), float_proto)
+        sweep.measure(jobs, progress)
+        return sweep.per_sample
+
+    return measure
+
+
+def sweep_chunks(measure, inputs: dict, chunks: list[int]):
+    """The sweep on the first chunks[0] samples, then up to chunks[1], ... until the SQNR ranking
+    of the first half of the samples swept agrees with the second half's (Kendall tau >=
+    AUTO_TAU): a configuration costs about one float run per sample, and a stable ranking
+    needs no more samples. `measure(chunk inputs)` gives {job: (SQNR ratios, KL)} per sample.
+
+    Returns ({job: metrics}, the last split-half tau, the samples used)."""
+    from faaq_onnx.analysis.suffix_sweep import job_metrics, split_half_tau
+
+    per_sample: dict = {}
+    start, tau = 0, None
+    for stop in chunks:
+        chunk = (
+            inputs
+            if (start, stop) == (0, chunks[-1])
+            else {k: v[start:stop] for k, v in inputs.items()}
+        )
+        for key, (ratios, kls) in measure(chunk).items():
+            old = per_sample.get(key)
+            per_sample[key] = (
+                (ratios, kls)
+                if old is None
+                else (np.concatenate([old[0], ratios]), np.concatenate([old[1], kls]))
+            )
+        start, tau = stop, split_half_tau(per_sample)
+        if tau is None or tau >= AUTO_TAU:
+            break
+    return {k: job_metrics(*v) for k, v in per_sample.items()}, tau, start

@@ -36,7 +36,8 @@ class SuffixSweep:
         self.session = prober.session  # the whole-model ProbeSession
         self.nodes = list(float_proto.graph.node)
         self.readers = reader_index(self.nodes)
-        self.ratios: dict[tuple[str, str], np.ndarray] = {}  # per-sample SQNR ratios of each job
+        # per-sample SQNR ratios and output KL of each job: chunks of samples merge by concatenation
+        self.per_sample: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def measure(self, jobs: list, progress: bool = False) -> dict[tuple[str, str], dict]:
         """{(group name, str(candidate)): {"sqnr_db", "kl"}} for every job."""
@@ -58,7 +59,9 @@ class SuffixSweep:
                 run.get(t)
             if run.done & touched[name]:  # a node the group changes ran in float
                 for c in by_group[name]:  # (a group spread far apart): the whole probe
-                    out[(name, str(c))] = self.prober.measure({name: c})
+                    outs = self.prober.outputs({name: c})
+                    self.per_sample[(name, str(c))] = _per_sample(self.prober.reference, outs)
+                    out[(name, str(c))] = job_metrics(*self.per_sample[(name, str(c))])
                     bar.update(1)
                 continue
             outputs = [o.name for o in probe.graph.output]
@@ -67,9 +70,8 @@ class SuffixSweep:
             session = make_session(suffix, threads=self.session.threads)
             data = {i.name: run.kept[i.name] for i in suffix.graph.input if i.name in run.kept}
             for c in by_group[name]:
-                out[(name, str(c))], self.ratios[(name, str(c))] = self._measure(
-                    session, data, outputs, group, c
-                )
+                self.per_sample[(name, str(c))] = self._measure(session, data, outputs, group, c)
+                out[(name, str(c))] = job_metrics(*self.per_sample[(name, str(c))])
                 bar.update(1)
         bar.close()
         return out
@@ -82,20 +84,9 @@ class SuffixSweep:
         return {i for t in tensors for i in self.readers.get(t, [])}
 
     def split_half_tau(self) -> float | None:
-        """Kendall tau between the jobs' SQNR on the first and on the second half of the samples:
-        how stable the sweep's ranking is at this many samples (None: too few to split)."""
-        if len(self.ratios) < 3:
-            return None
-        n = len(next(iter(self.ratios.values())))
-        if n < 4:
-            return None
-        halves = [
-            [ratio_db(float(np.mean(r[part]))) for r in self.ratios.values()]
-            for part in (slice(0, n // 2), slice(n // 2, None))
-        ]
-        return round(kendall_tau(*halves), 3)
+        return split_half_tau(self.per_sample)
 
-    def _measure(self, session, data, outputs, group, cand) -> tuple[dict, np.ndarray]:
+    def _measure(self, session, data, outputs, group, cand) -> tuple[np.ndarray, np.ndarray]:
         weights, acts = self.prober.feeds({group.name: cand})
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
         feeds = {
@@ -113,12 +104,33 @@ class SuffixSweep:
             got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
             ratios.append(sqnr_ratios(ref_all, got_all))
             kls.append(kl_per_sample(ref[0][start:stop], outs[0]))
-        per_sample = np.concatenate(ratios)
-        metrics = {
-            "sqnr_db": ratio_db(float(np.mean(per_sample))),
-            "kl": float(np.mean(np.concatenate(kls))),
-        }
-        return metrics, per_sample
+        return np.concatenate(ratios), np.concatenate(kls)
+
+
+def _per_sample(reference: list, outs: list) -> tuple[np.ndarray, np.ndarray]:
+    ref_all = np.concatenate([r.reshape(len(r), -1) for r in reference], axis=1)
+    got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
+    return sqnr_ratios(ref_all, got_all), kl_per_sample(reference[0], outs[0])
+
+
+def job_metrics(ratios: np.ndarray, kls: np.ndarray) -> dict[str, float]:
+    """A job's SQNR (seed 003 eq. 3: the mean of per-sample power ratios) and mean output KL."""
+    return {"sqnr_db": ratio_db(float(np.mean(ratios))), "kl": float(np.mean(kls))}
+
+
+def split_half_tau(per_sample: dict) -> float | None:
+    """Kendall tau between the jobs' SQNR on the first and on the second half of the samples:
+    how stable the sweep's ranking is at this many samples (None: too few to split)."""
+    if len(per_sample) < 3:
+        return None
+    n = len(next(iter(per_sample.values()))[0])
+    if n < 4:
+        return None
+    halves = [
+        [ratio_db(float(np.mean(r[part]))) for r, _ in per_sample.values()]
+        for part in (slice(0, n // 2), slice(n // 2, None))
+    ]
+    return round(kendall_tau(*halves), 3)
 
 
 def _only(qgraph: QuantizerGraph, group) -> QuantizerGraph:

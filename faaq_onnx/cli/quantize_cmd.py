@@ -97,9 +97,11 @@ def quant_options(f):
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option(
             "--sensitivity-samples",
-            type=int,
-            default=None,
-            help="Measure sensitivity on this many of the calibration samples (default all).",
+            default="auto",
+            show_default=True,
+            help="Measure sensitivity on this many of the calibration samples, 'all', or 'auto': "
+            "16, 32, 64... until the ranking from the first half of the samples agrees with the "
+            "second half's (Kendall tau >= 0.9).",
         ),
         click.option("--no-simplify", is_flag=True, help="Skip onnxsim."),
         click.option(
@@ -331,6 +333,19 @@ def _calib_size(text) -> int | None:
     return n
 
 
+def _sensitivity_samples(text) -> int | str | None:
+    if text is None or str(text).strip().lower() == "all":
+        return None
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)  # QuantConfig checks it is at least 1
+    except ValueError:
+        raise FaaqError(
+            f"--sensitivity-samples must be a number, 'all' or 'auto', got {text!r}"
+        ) from None
+
+
 def _bits(option: str, value: int) -> int:
     from faaq_onnx.quant.formats import SUPPORTED_BITS
 
@@ -372,7 +387,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         percentile=o["percentile"],
         calib_size=_calib_size(o["calib_size"]),
         batch_size=o["batch_size"],
-        sensitivity_samples=o.get("sensitivity_samples"),
+        sensitivity_samples=_sensitivity_samples(o.get("sensitivity_samples", "auto")),
         seed=o["seed"],
         simplify=not o["no_simplify"],
         weight_storage=o.get("weight_storage", "cast"),
@@ -582,6 +597,9 @@ def sensitivity_line(report: dict) -> str | None:
     if not meta or "configs" not in meta:
         return None
     line = f"sensitivity: {meta['configs']} configurations on {meta['samples']} samples"
+    auto = meta.get("samples_auto")
+    if auto:  # --sensitivity-samples auto: say what it skipped and why
+        line += f" of {auto['available']} (auto: doubled from {auto['first']} until tau >= {auto['tau']})"
     tau = meta.get("ranking_tau_halves")
     if tau is not None:
         line += f"; ranking stability {tau:.2f} (Kendall tau, first vs second half of the samples)"

@@ -54,8 +54,11 @@ def _task_cpus() -> float:
     return ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
 
 
-def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str, str, dict]]:
-    """Worker side: rebuild the probe from plain data and measure the given jobs."""
+def _measure_share(
+    payload: dict, jobs: list[tuple[str, str]]
+) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """Worker side: rebuild the probe from plain data and measure the given jobs (per-sample
+    SQNR ratios and KL, which the driver merges over chunks of samples)."""
     import onnx
     import onnx_ir as ir
 
@@ -71,10 +74,9 @@ def _measure_share(payload: dict, jobs: list[tuple[str, str]]) -> list[tuple[str
         cache.put(name, bits, qw)
     qgraph = payload["qgraph"]
     prober = Prober(proto, qgraph, payload["calibration"], cache, config, payload["inputs"])
-    measured = SuffixSweep(prober, proto).measure(
-        [(qgraph.groups[g], Candidate.parse(c)) for g, c in jobs]
-    )
-    return [(g, c, measured[(g, c)]) for g, c in jobs]
+    sweep = SuffixSweep(prober, proto)
+    sweep.measure([(qgraph.groups[g], Candidate.parse(c)) for g, c in jobs])
+    return [(g, c, *sweep.per_sample[(g, c)]) for g, c in jobs]
 
 
 def start_local_ray(workers: int) -> None:
@@ -185,11 +187,14 @@ def share_count(workers: int, address: str | None) -> int:
 
 
 def distributed_measure(
-    comp, jobs, workers: int, address: str | None = None, progress: bool = False
+    comp, jobs, workers: int, address: str | None = None, inputs: dict | None = None
 ) -> dict:
-    """{(group, str(candidate)): metrics} measured by share_count(workers, address) Ray tasks."""
+    """{(group, str(candidate)): (per-sample SQNR ratios, per-sample KL)} measured on `inputs`
+    (default: the sweep's samples) by share_count(workers, address) Ray tasks."""
     from faaq_onnx.analysis.sensitivity import sweep_inputs
 
+    if inputs is None:
+        inputs = sweep_inputs(comp.inputs, comp.config)
     ray = _ray()
     if not ray.is_initialized():
         if address:
@@ -202,7 +207,7 @@ def distributed_measure(
         "qgraph": comp.qgraph,
         "calibration": comp.calibration,
         "config": comp.config,
-        "inputs": {k: np.asarray(v) for k, v in sweep_inputs(comp.inputs, comp.config).items()},
+        "inputs": {k: np.asarray(v) for k, v in inputs.items()},
         "learned": {k: v for k, v in comp.weights._cache.items() if v.method != "nearest"},
     }
     ref = ray.put(payload)
@@ -220,6 +225,6 @@ def distributed_measure(
     )
     out = {}
     for result in ray.get(futures):
-        for g, c, m in result:
-            out[(g, c)] = m
+        for g, c, ratios, kls in result:
+            out[(g, c)] = (ratios, kls)
     return out

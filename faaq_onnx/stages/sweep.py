@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from faaq_onnx.analysis.candidates import parse_candidates
 from faaq_onnx.analysis.fisher import fisher_sensitivity, fit_available
-from faaq_onnx.analysis.sensitivity import ConfigFeeds, Prober, SensitivityTable, sensitivity
+from faaq_onnx.analysis.sensitivity import (
+    AUTO,
+    AUTO_FIRST,
+    ConfigFeeds,
+    Prober,
+    SensitivityTable,
+    sensitivity,
+    sweep_inputs,
+)
 from faaq_onnx.config import Candidate
 from faaq_onnx.results import WorkerView
 
@@ -25,12 +33,33 @@ class SensitivitySweep:
 
     @property
     def prober(self) -> Prober:
+        """The whole-model probe on the sweep's samples: with --sensitivity-samples auto, the
+        count the sweep settled on (before a sweep: all of them)."""
         if self.probe is None:
-            c = self.comp
-            self.probe = Prober(
-                c.float_proto, c.qgraph, c.calibration, c.weights, c.config, c.inputs
-            )
+            self.probe = self._prober(self._samples())
         return self.probe
+
+    def _prober(self, samples: int | None) -> Prober:
+        c = self.comp
+        inputs = sweep_inputs(c.inputs, c.config, samples)
+        return Prober(c.float_proto, c.qgraph, c.calibration, c.weights, c.config, inputs)
+
+    def _first_prober(self) -> Prober:
+        """An automatic sweep starts on its first chunk: no reference run over every sample."""
+        if self.probe is None and self.comp.config.sensitivity_samples == AUTO:
+            self.probe = self._prober(AUTO_FIRST)
+        return self.prober
+
+    def _samples(self) -> int | None:
+        if self.comp.config.sensitivity_samples != AUTO or self.table is None:
+            return None
+        return self.table.meta.get("samples")
+
+    def _settle(self) -> None:
+        """After an automatic sweep, later joint measurements use the samples it settled on."""
+        n = self._samples()
+        if self.probe is not None and n and len(self.probe.reference[0]) != n:
+            self.probe = self.probe.on(sweep_inputs(self.comp.inputs, self.comp.config, n))
 
     def run(
         self,
@@ -64,14 +93,14 @@ class SensitivitySweep:
 
                 from faaq_onnx.runtime.workers import distributed_measure
 
-                def distributed(jobs):
+                def distributed(jobs, inputs):
                     worker_comp = WorkerView(comp, replace(config, ort_threads=1, progress=False))
                     return distributed_measure(
-                        worker_comp, jobs, config.workers, config.ray_address
+                        worker_comp, jobs, config.workers, config.ray_address, inputs
                     )
 
             self.table = sensitivity(
-                lambda: self.prober,
+                self._first_prober,
                 self.feeds,
                 comp.inputs,
                 comp.float_proto,
@@ -83,4 +112,5 @@ class SensitivitySweep:
                 fit_samples,
                 distributed,
             )
+            self._settle()
         return self.table

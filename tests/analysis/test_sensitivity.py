@@ -214,3 +214,56 @@ def test_sensitivity_samples_limit_what_the_probe_runs(tiny_cnn, cnn_calib):
     assert all(len(r) == 5 for r in comp.prober.reference)
     full = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
     assert all(len(r) > 5 for r in full.prober.reference)
+
+
+def test_auto_samples_double_from_16_to_what_there_is():
+    from faaq_onnx.analysis.sensitivity import auto_chunks
+
+    assert auto_chunks(64) == [16, 32, 64]
+    assert auto_chunks(100) == [16, 32, 64, 100]
+    assert auto_chunks(16) == [16]
+    assert auto_chunks(10) == [10]
+
+
+def _auto_and_fixed(tiny_cnn, n_fixed):
+    """An automatic sweep over 64 samples and a fixed one over its first n_fixed."""
+    calib = {"input": np.random.default_rng(3).standard_normal((64, 3, 16, 16)).astype(np.float32)}
+    auto = Compilation(tiny_cnn, calib, QuantConfig(progress=False), target_opset=21)
+    got = auto.sensitivity("w2a8,w4a8,w8a8", ("sqnr", "kl"), cache_dir=False)
+    fixed = Compilation(
+        tiny_cnn, calib, QuantConfig(progress=False, sensitivity_samples=n_fixed), target_opset=21
+    )
+    want = fixed.sensitivity("w2a8,w4a8,w8a8", ("sqnr", "kl"), cache_dir=False)
+    return auto, got, want
+
+
+def _same_tables(got, want):
+    assert got.table.keys() == want.table.keys()
+    for g, row in want.table.items():
+        for c, entry in row.items():
+            assert got.table[g][c]["sqnr_db"] == pytest.approx(entry["sqnr_db"], abs=1e-3), (g, c)
+            assert got.table[g][c]["kl"] == pytest.approx(entry["kl"], rel=1e-4, abs=1e-9), (g, c)
+
+
+def test_auto_sweep_stops_at_16_samples_when_their_ranking_holds(tiny_cnn):
+    """2, 4 and 8 bits rank apart on any 8 samples: the sweep stops at its first chunk, measures
+    what a 16-sample sweep measures, says so, and later joint measurements use those 16."""
+    auto, got, want = _auto_and_fixed(tiny_cnn, 16)
+    assert got.meta["samples"] == 16
+    assert got.meta["samples_auto"] == {"available": 64, "first": 16, "tau": 0.9}
+    assert got.meta["ranking_tau_halves"] >= 0.9
+    _same_tables(got, want)
+    assert all(len(r) == 16 for r in auto.prober.reference)
+
+
+def test_auto_sweep_adds_samples_while_the_ranking_moves(tiny_cnn, monkeypatch):
+    """Where no chunk's ranking holds, every sample is swept, chunk by chunk (16 + 16 + 32), and
+    the merged chunks measure what one sweep over all 64 measures."""
+    import faaq_onnx.analysis.sensitivity as sens
+
+    monkeypatch.setattr(sens, "AUTO_TAU", 1.01)
+    auto, got, want = _auto_and_fixed(tiny_cnn, 64)
+    assert got.meta["samples"] == 64
+    assert got.meta["ranking_tau_halves"] == want.meta["ranking_tau_halves"]
+    _same_tables(got, want)
+    assert all(len(r) == 64 for r in auto.prober.reference)

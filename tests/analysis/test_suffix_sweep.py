@@ -48,7 +48,7 @@ def test_the_sweep_states_how_stable_its_ranking_is(tiny_cnn):
     sweep = SuffixSweep(comp.prober, comp.float_proto)
     sweep.measure(jobs)
     halves = [
-        [ratio_db(float(np.mean(sweep.ratios[(g.name, str(c))][part]))) for g, c in jobs]
+        [ratio_db(float(np.mean(sweep.per_sample[(g.name, str(c))][0][part]))) for g, c in jobs]
         for part in (slice(0, 8), slice(8, 16))
     ]
     assert sweep.split_half_tau() == pytest.approx(kendall_tau(*halves), abs=1e-3)

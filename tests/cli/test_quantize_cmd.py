@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from faaq_onnx.cli import main
 from faaq_onnx.cli.quantize_cmd import _pooled, _verified_on, rounding_line, summary_line
 from faaq_onnx.config import AUTO, Candidate, QuantConfig
+from faaq_onnx.errors import FaaqError
 
 
 def _default(text: str) -> str | None:
@@ -311,3 +312,25 @@ def test_summary_line_states_the_sweeps_ranking_stability():
     )
     rep["sensitivity"]["ranking_tau_halves"] = 0.8
     assert "low" not in sensitivity_line(rep)
+    rep["sensitivity"].update(samples=16, samples_auto={"available": 64, "first": 16, "tau": 0.9})
+    assert sensitivity_line(rep).startswith(
+        "sensitivity: 108 configurations on 16 samples of 64 (auto: doubled from 16 until tau >= 0.9)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "want"), [("auto", "auto"), ("AUTO", "auto"), ("all", None), ("12", 12)]
+)
+def test_sensitivity_samples_option_reads_a_count_all_or_auto(text, want):
+    from faaq_onnx.cli.quantize_cmd import _sensitivity_samples
+
+    assert _sensitivity_samples(text) == want
+
+
+def test_sensitivity_samples_option_names_a_bad_value():
+    from faaq_onnx.cli.quantize_cmd import _sensitivity_samples
+
+    with pytest.raises(
+        FaaqError, match="--sensitivity-samples must be a number, 'all' or 'auto', got 'some'"
+    ):
+        _sensitivity_samples("some")
