@@ -337,9 +337,11 @@ def group_macs(fp: Path, work: Path) -> dict[str, dict]:
     """MACs per group as faaq counts them on the dynamic-batch graph, and on the same graph
     with batch fixed to 1 (inputs/outputs dim 0 set to 1, value_info dropped).
 
-    Why both: faaq's op_macs counts 0 MACs for MatMuls whose input shape has symbolic
-    non-batch dims (here the 12 attention score/context MatMuls and the 6 attention output
-    projections), so a bops budget on the dynamic-batch export leaves those groups free.
+    Why both: faaq's graph-only count (discover_groups, what `faaq inspect` shows) gives 0 MACs
+    to MatMuls whose input shape has symbolic non-batch dims (here the 12 attention
+    score/context MatMuls and the 6 attention output projections). Since 2026-12-05 `quantize`
+    recounts them from the shapes calibration observed (analysis.macs.with_observed_macs), so
+    its bops budgets weigh them; rows measured before then left those groups free.
     Group names are node names, which both graphs share."""
     import onnx
 

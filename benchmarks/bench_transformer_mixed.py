@@ -18,9 +18,10 @@ train sentences, applied unchanged to the quantized embeddings.
 
 BOPs: faaq's own count (CostModel, what the bops budget is held to) next to a count
 with MACs taken from a batch-1 static-shape export of the same module. This is a
-documented workaround for a library bug: faaq's op_macs gives 0 MACs to MatMuls whose
-input has symbolic non-batch dims (here the 12 attention score/context MatMuls and the
-6 attention output projections), so those groups are free under a bops budget.
+cross-check of a library bug fixed on 2026-12-05: faaq's graph-only op_macs gives 0 MACs to
+MatMuls whose input has symbolic non-batch dims (here the 12 attention score/context MatMuls
+and the 6 attention output projections); `quantize` now recounts them from the shapes
+calibration observed (analysis.macs.with_observed_macs), earlier rows left them free.
 
     python benchmarks/bench_transformer_mixed.py --data-dir ../shared/data
 """

@@ -115,6 +115,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_foreign_graphs.py",
         "tests/analysis/test_transformer.py",
     ],
+    "faaq_onnx/analysis/macs.py": [
+        "tests/analysis/test_macs.py",
+        "tests/analysis/test_discover.py",
+        "tests/analysis/test_transformer.py",
+        "tests/analysis/test_allocate.py",
+    ],
     "faaq_onnx/analysis/fisher.py": [
         "tests/analysis/test_fisher.py",
         "tests/analysis/test_sensitivity.py",

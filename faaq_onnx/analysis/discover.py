@@ -17,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
+from faaq_onnx.analysis.macs import _static_shape, op_macs
 from faaq_onnx.graph import is_float_tensor
 from faaq_onnx.groups import (
     ActivationQuantizer,
@@ -176,54 +177,6 @@ def weight_axes(node: ir.Node, shape: tuple[int, ...], index: int) -> tuple[int 
             return None, len(shape) - 2 if index == 1 else None
         return (1, 0) if index == 1 else (0, 1)
     return None, None
-
-
-def op_macs(node: ir.Node, shape_of) -> int:
-    """Multiply-accumulates per sample, from the output shape and the weight shape."""
-    out = shape_of(node.outputs[0])
-    if out is None:
-        return 0
-    per_sample = int(np.prod(out[1:])) if len(out) > 1 else int(np.prod(out))
-    op = node.op_type
-    if op in ("Conv", "ConvTranspose"):
-        w = shape_of(node.inputs[1])
-        if w is None:
-            return 0
-        if op == "Conv":
-            return per_sample * int(np.prod(w[1:]))
-        # ConvTranspose weights are (C_in, C_out / group, k...): the group is in w[1] already
-        x = shape_of(node.inputs[0])
-        return int(np.prod(x[1:])) * int(np.prod(w[1:])) if x is not None else 0
-    if op in ("Gemm", "MatMul"):
-        a = shape_of(node.inputs[0])
-        b = shape_of(node.inputs[1])
-        if a is None or b is None:
-            return 0
-        if op == "Gemm":
-            trans_a = node.attributes.get("transA")
-            k = a[0] if trans_a is not None and trans_a.value else a[-1]
-        else:
-            k = a[-1]
-        if len(out) <= 2:
-            per_sample = int(out[-1]) if len(out) == 2 else per_sample
-        return per_sample * int(k)
-    if op in ("Add", "GlobalAveragePool", "AveragePool"):
-        x = shape_of(node.inputs[0])
-        return int(np.prod(x[1:])) if x is not None and len(x) > 1 else 0
-    return 0
-
-
-def _static_shape(v: ir.Value | None):
-    if v is None:
-        return None
-    if v.const_value is not None:
-        return tuple(v.const_value.shape)
-    if v.shape is None:
-        return None
-    dims = list(v.shape)
-    if any(not isinstance(d, int) for d in dims[1:]):
-        return None
-    return (1, *dims[1:]) if dims else ()
 
 
 def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:

@@ -13,6 +13,7 @@ from typing import Any
 from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.calibrate import Calibration, calibrate
 from faaq_onnx.analysis.discover import WEIGHT_OPS, discover_groups
+from faaq_onnx.analysis.macs import with_observed_macs
 from faaq_onnx.analysis.prune import prune_quantizers
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.data import stacked_inputs
@@ -86,6 +87,8 @@ class Prepared:
                 self.model, self.qgraph, self.inputs, config.batch_size, config.progress
             )
             self.qgraph = prune_quantizers(self.qgraph, self.calibration)
+            # symbolic non-batch dims (attention MatMuls): the MACs of the shapes observed
+            self.qgraph = with_observed_macs(self.qgraph, self.model, self.calibration)
             self.calibration.data_free = self.data_free
 
     def _scale_channels(self, stage: Stage) -> dict:

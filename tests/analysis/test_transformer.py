@@ -144,3 +144,51 @@ def test_attention_mask_range_stays_float(tmp_path):
     res = quantize(str(path), calib, config=QuantConfig(progress=False))
     assert any("too wide for an integer grid" in s for s in res.report["skipped"])
     assert res.report["verify"]["outputs"]["p"]["sqnr_db"] > 20
+
+
+def _export_block(path, dynamic_axes=None):
+    import onnx
+
+    torch.manual_seed(0)
+    torch.onnx.export(
+        Block().eval(),
+        (torch.randn(1, 8, 32),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes=dynamic_axes,
+    )
+    p = onnx.load(path)
+    p.ir_version = 10
+    onnx.save(p, path)
+    return str(path)
+
+
+def test_attention_groups_of_a_dynamic_shape_export_cost_their_macs(calib, tmp_path):
+    """With batch and sequence dynamic, the exporter leaves the score/context MatMuls' shapes
+    symbolic; the MACs faaq weighs groups by (bops budgets) are those of a static export of
+    the same block, from the shapes calibration observed (sequence 8)."""
+    from faaq_onnx.analysis.discover import discover_groups
+    from faaq_onnx.model_io import load_model
+    from faaq_onnx.passes.canonicalize import canonicalize
+
+    static = _export_block(tmp_path / "static.onnx")
+    m, _ = canonicalize(load_model(static), target_opset=21)
+    want_groups = discover_groups(m)
+    want = {g.name: g.macs for g in want_groups.groups.values()}
+    attention = {n for n, g in want_groups.groups.items() if g.kind == "attention"}
+
+    axes = {"x": {0: "b", 1: "s"}, "y": {0: "b", 1: "s"}}
+    dynamic = _export_block(tmp_path / "dynamic.onnx", axes)
+    dyn, _ = canonicalize(load_model(dynamic), target_opset=21)
+    unseen = {g.name for g in discover_groups(dyn).groups.values() if g.macs == 0}
+    assert attention and attention <= unseen  # what the graph alone cannot count
+
+    comp = Compilation(dynamic, calib, QuantConfig(progress=False), target_opset=21)
+    assert {g.name: g.macs for g in comp.qgraph.groups.values()} == want
+    # initializer names differ between the two exports; their consumers' names do not
+    assert {tuple(w.consumers): w.macs for w in comp.qgraph.weights.values()} == {
+        tuple(w.consumers): w.macs for w in want_groups.weights.values()
+    }
