@@ -1,8 +1,9 @@
 """The accuracy/size/BOPs trade-off: plans across budgets, measured jointly.
 
 Used by `faaq analyze`: for a sweep of BOPs budgets, the greedy and knapsack plans
-are measured in the probe session (output SQNR, KL), and each uniform candidate is a
-reference point. Sizes are bytes as stored (packed containers), BOPs relative to W8A8.
+are measured in the probe session (output SQNR, KL; top-1 where labeled data is given), and
+each uniform candidate is a reference point. Sizes are bytes as stored (packed containers),
+BOPs relative to W8A8 (and to W8A16, seed 003's convention, in the JSON).
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.plan import BitPlan
 
 
-def plan_point(comp, plan: BitPlan, label: str) -> dict:
+def plan_point(comp, plan: BitPlan, label: str, accuracy=None) -> dict:
+    """One point of the curve; `accuracy(choices)` (labeled data) adds the plan's top-1."""
     size = comp.cost_model(Budget("size-mb", 1.0))
     bops = comp.cost_model(Budget("bops", 1.0))
     ref = bops.plan_cost(comp.uniform(Candidate(8, 8)).choices)
+    ref16 = bops.plan_cost(comp.uniform(Candidate(8, 16)).choices)
     m = comp.measure(plan)
+    cost = bops.plan_cost(plan.choices)
     return {
         "label": label,
         "model_bytes": size.plan_cost(plan.choices) + size.other_bytes,
-        "relative_bops": bops.plan_cost(plan.choices) / ref if ref else float("nan"),
+        "relative_bops": cost / ref if ref else float("nan"),
+        "relative_bops_w8a16": cost / ref16 if ref16 else float("nan"),
+        **({"top1": accuracy(plan.choices)} if accuracy is not None else {}),
         "avg_weight_bits": plan.avg_weight_bits(comp.qgraph),
         "sqnr_db": m["sqnr_db"],
         "kl": m["kl"],
@@ -39,8 +45,9 @@ def plan_point(comp, plan: BitPlan, label: str) -> dict:
     }
 
 
-def tradeoff(comp, metric: str = "sqnr", points: int = 8) -> dict:
-    """Greedy and knapsack plans over a sweep of BOPs budgets, plus uniform candidates."""
+def tradeoff(comp, metric: str = "sqnr", points: int = 8, accuracy=None) -> dict:
+    """Greedy and knapsack plans over a sweep of BOPs budgets, plus uniform candidates;
+    `accuracy(choices or None)` (comp.labeled_accuracy) adds top-1, and the float model's."""
     if comp.table is None:
         raise FaaqError("run the sensitivity stage first")
     cands = comp.candidates
@@ -50,13 +57,15 @@ def tradeoff(comp, metric: str = "sqnr", points: int = 8) -> dict:
     lo = bops.plan_cost({g: o[-1] for g, o in opts.items()}) / ref
     hi = bops.plan_cost({g: o[0] for g, o in opts.items()}) / ref
     out: dict[str, Any] = {"metric": metric, "uniform": [], "greedy": [], "knapsack": []}
+    if accuracy is not None:
+        out["float_top1"] = accuracy(None)
     for c in cands:
-        out["uniform"].append(plan_point(comp, comp.uniform(c), str(c)))
+        out["uniform"].append(plan_point(comp, comp.uniform(c), str(c), accuracy))
     for r in np.linspace(lo, hi, points):
         budget = Budget("bops", float(r) * 1.0000001)
         for method in ("greedy", "knapsack"):
             alloc = comp.allocate(budget, metric, method)
-            out[method].append(plan_point(comp, alloc.plan, f"{method} bops<={r:.3f}"))
+            out[method].append(plan_point(comp, alloc.plan, f"{method} bops<={r:.3f}", accuracy))
     return out
 
 
@@ -74,34 +83,47 @@ def plot_tradeoff(curve: dict, path) -> None:
     ]
     if curve["uniform"] and "latency_ms" in curve["uniform"][0]:
         panels.append(("latency_ms", "latency (ms, from measured kernel costs)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
-    for ax, (key, xlabel) in zip(axes, panels):
-        scale = 1e-6 if key == "model_bytes" else 1.0
-        for method, style in (("greedy", "o-"), ("knapsack", "s--")):
-            pts = sorted(curve[method], key=lambda p: p[key])
-            ax.plot(
-                [p[key] * scale for p in pts],
-                [p["sqnr_db"] for p in pts],
-                style,
-                label=f"{method} ({curve['metric']})",
-            )
-        for p in curve["uniform"]:
-            ax.plot(p[key] * scale, p["sqnr_db"], "k*", markersize=10)
-            ax.annotate(
-                p["label"],
-                (p[key] * scale, p["sqnr_db"]),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=8,
-            )
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("output SQNR (dB, measured jointly)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
+    rows = [("sqnr_db", "output SQNR (dB, measured jointly)", 1.0)]
+    if "float_top1" in curve:
+        rows.append(("top1", "top-1 % on the labeled data", 100.0))
+    fig, grid = plt.subplots(
+        len(rows), len(panels), figsize=(5.5 * len(panels), 4.2 * len(rows)), squeeze=False
+    )
+    for axes, (ykey, ylabel, yscale) in zip(grid, rows):
+        for ax, (key, xlabel) in zip(axes, panels):
+            _panel(ax, curve, key, ykey, yscale)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+        axes[0].legend(loc="lower right")
     fig.suptitle("faaq trade-off: mixed-precision plans vs uniform schemes (stars)")
     fig.tight_layout()
     savefig_atomic(fig, path, dpi=110)
     plt.close(fig)
+
+
+def _panel(ax, curve: dict, key: str, ykey: str, yscale: float) -> None:
+    """One metric against one cost: greedy and knapsack curves, uniform schemes as stars."""
+    scale = 1e-6 if key == "model_bytes" else 1.0
+    for method, style in (("greedy", "o-"), ("knapsack", "s--")):
+        pts = sorted(curve[method], key=lambda p: p[key])
+        ax.plot(
+            [p[key] * scale for p in pts],
+            [p[ykey] * yscale for p in pts],
+            style,
+            label=f"{method} ({curve['metric']})",
+        )
+    for p in curve["uniform"]:
+        ax.plot(p[key] * scale, p[ykey] * yscale, "k*", markersize=10)
+        ax.annotate(
+            p["label"],
+            (p[key] * scale, p[ykey] * yscale),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
+    if ykey == "top1":
+        ax.axhline(curve["float_top1"] * yscale, color="gray", linestyle=":", label="float")
+    ax.grid(alpha=0.3)
 
 
 def plot_sensitivity(table, path, metric_key: str = "sqnr_db") -> None:

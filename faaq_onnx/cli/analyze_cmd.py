@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from faaq_onnx.cli.common import preset_option
-from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
+from faaq_onnx.cli.quantize_cmd import config_from_options, load_labeled_option, quant_options
 
 
 @click.command("analyze")
@@ -50,6 +50,12 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
     "[default: $FAAQ_CACHE_DIR, else ~/.cache/faaq].",
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
+@click.option(
+    "--labels-data",
+    default=None,
+    help="Labeled .npz (x, y): every trade-off point's top-1 too (in the probe, as the emitted "
+    "model computes it), plotted against size, BOPs and latency.",
+)
 @preset_option
 def command(
     model,
@@ -63,6 +69,7 @@ def command(
     latency,
     ep,
     latency_batch,
+    labels_data,
     **opts,
 ):
     """Sensitivity table (JSON, Markdown, PNG) and the trade-off curve of MODEL."""
@@ -101,8 +108,11 @@ def command(
     check_destinations({"--report": out}, folders=("--report",))
     check_destinations(
         [("--report", out / n) for n in names],
-        input_files(model=model, **{"calibration data": opts["calib"]}),
+        input_files(
+            model=model, **{"calibration data": opts["calib"], "labeled data": labels_data}
+        ),
     )
+    labeled = load_labeled_option(labels_data, opts["seed"], config.preset)
     check_cache_dir(cache_dir, no_cache)
     cache = cache_option(cache_dir, no_cache)
     comp = Compilation(
@@ -125,7 +135,8 @@ def command(
     key = {"sqnr": "sqnr_db", "kl": "kl", "fit": "fit"}[metric]
     if latency:
         comp.latency_table(ep, latency_batch, cache)
-    curve = tradeoff_mod.tradeoff(comp, metric, points)
+    accuracy = comp.labeled_accuracy(labeled) if labeled is not None else None
+    curve = tradeoff_mod.tradeoff(comp, metric, points, accuracy)
     # the report commits together: every file written beside its place, then renamed; if one
     # cannot be written, none is (and a folder made for them is removed)
     with OutputSet() as outs:
@@ -152,7 +163,13 @@ def command(
     )
 
     def lat(p):
-        return f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else ""
+        top1 = f"  top-1 {100 * p['top1']:.2f} %" if "top1" in p else ""
+        return top1 + (f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else "")
+
+    if "float_top1" in curve:
+        click.echo(
+            f"  float top-1 {100 * curve['float_top1']:.2f} % on {len(labeled[1])} labeled samples"
+        )
 
     for p in curve["uniform"]:
         click.echo(

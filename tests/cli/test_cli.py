@@ -1098,3 +1098,36 @@ def test_help_states_the_library_defaults(option_help):
         str(x["opset"]),
         str(x["seed"]),
     )
+
+
+def test_analyze_with_labels_plots_top1_of_every_point(runner, tiny_cnn, calib_npz, tmp_path):
+    """--labels-data: each trade-off point carries its top-1, the float model's beside them; the
+    uniform W8A8 point's top-1 is what the W8A8 model `faaq quantize` writes scores under ORT."""
+    from tests.conftest import run_model
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 3, 16, 16)).astype(np.float32)
+    y = run_model(tiny_cnn, {"input": x})[0].argmax(1)
+    y[::3] = rng.integers(0, 10, len(y[::3]))  # some labels the float model gets wrong
+    labels = tmp_path / "labeled.npz"
+    np.savez(labels, x=x, y=y)
+    want_float = float(np.mean(run_model(tiny_cnn, {"input": x})[0].argmax(1) == y))
+    rep = tmp_path / "rep"
+    args = ["--calib", calib_npz, "--no-cache", "-q"]
+    r = runner.invoke(
+        main,
+        ["analyze", tiny_cnn, "--report", str(rep), "--points", "3", "--labels-data", str(labels)]
+        + args[:-1],
+    )
+    assert r.exit_code == 0, r.output
+    assert f"float top-1 {100 * want_float:.2f} % on 64 labeled samples" in r.output
+    curve = json.loads((rep / "tradeoff.json").read_text())
+    assert curve["float_top1"] == pytest.approx(want_float) and want_float < 1.0
+    assert all(0.0 <= p["top1"] <= 1.0 for m in ("uniform", "knapsack") for p in curve[m])
+    q = tmp_path / "w8a8.onnx"
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--scheme", "w8a8"] + args)
+    assert r.exit_code == 0, r.output
+    emitted = float(np.mean(run_model(str(q), {"input": x})[0].argmax(1) == y))
+    w8a8 = next(p for p in curve["uniform"] if p["label"] == "w8a8")
+    assert w8a8["top1"] == pytest.approx(emitted, abs=1.5 / len(y))
+    assert (rep / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
