@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -183,13 +182,12 @@ def export_module(
     """
     import onnx
 
+    from faaq_onnx.outputs import atomic_path
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # whole or absent, with the mode the user's umask gives (mkstemp alone left it 0600)
+    with atomic_path(out) as tmp:
         kwargs: dict[str, Any] = {}
         if dynamic_batch:
             kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
@@ -217,10 +215,6 @@ def export_module(
             model.metadata_props.add(key=str(key), value=str(value))
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

@@ -270,3 +270,17 @@ def test_compute_is_the_published_one(name):
     with torch.no_grad():
         model(torch.zeros(entry.input_shape))
     assert round(total[0] / 1e9, 2) == PUBLISHED_GMACS[name]
+
+
+def test_an_exported_model_is_readable_per_the_umask(tmp_path):
+    """mkstemp makes 0600 files: the export must end with the mode the umask gives (0644
+    under 022), like every other file faaq writes."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = zoo.export("resnet20-cifar10", tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
