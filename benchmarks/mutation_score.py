@@ -210,10 +210,19 @@ TARGETS: dict[str, list[str]] = {
     ],
     # optimize/
     "faaq_onnx/optimize/bias_correction.py": ["tests/optimize/test_bias_correction.py"],
-    "faaq_onnx/optimize/datafree.py": ["tests/optimize/test_datafree.py"],
+    "faaq_onnx/optimize/datafree.py": [
+        "tests/optimize/test_datafree_units.py",
+        "tests/optimize/test_datafree.py",
+    ],
     "faaq_onnx/optimize/gptq.py": ["tests/optimize/test_gptq.py"],
-    "faaq_onnx/optimize/gptq_layers.py": ["tests/optimize/test_gptq.py"],
-    "faaq_onnx/optimize/hessian.py": ["tests/optimize/test_gptq.py"],
+    "faaq_onnx/optimize/gptq_layers.py": [
+        "tests/optimize/test_gptq_layers.py",
+        "tests/optimize/test_gptq.py",
+    ],
+    "faaq_onnx/optimize/hessian.py": [
+        "tests/optimize/test_hessian.py",
+        "tests/optimize/test_gptq.py",
+    ],
     "faaq_onnx/optimize/plan_rounding.py": [*_ROUND],
     "faaq_onnx/optimize/reconstruct.py": ["tests/optimize/test_reconstruct.py", *_ROUND],
     "faaq_onnx/optimize/rounding.py": [*_ROUND],
@@ -253,6 +262,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/passes/upgrade_opset.py": [*_CANON],
     # runtime/
     "faaq_onnx/runtime/capabilities.py": [
+        "tests/runtime/test_capabilities.py",
         "tests/quant/test_reduce_range.py",
         "tests/passes/test_emit_qdq.py",
         *_CLI,
@@ -272,7 +282,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_sensitivity.py",
     ],
     "faaq_onnx/runtime/profile.py": ["tests/runtime/test_profile.py", "tests/runtime/test_cuda.py"],
-    "faaq_onnx/runtime/runner.py": ["tests/runtime/test_runner.py", "tests/test_pipeline.py"],
+    "faaq_onnx/runtime/runner.py": [
+        "tests/runtime/test_runner_batches.py",
+        "tests/runtime/test_runner.py",
+        "tests/test_pipeline.py",
+    ],
     "faaq_onnx/runtime/segments.py": [
         "tests/runtime/test_segments.py",
         "tests/optimize/test_gptq.py",
@@ -347,7 +361,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_sensitivity.py",
     ],
     "faaq_onnx/guarantees.py": ["tests/test_guarantees.py"],
-    "faaq_onnx/inputs.py": [*_PIPE, *_CLI],
+    "faaq_onnx/inputs.py": ["tests/test_inputs.py", *_PIPE, *_CLI],
     "faaq_onnx/model_io.py": ["tests/test_model_io.py", *_CANON],
     "faaq_onnx/outputs.py": ["tests/test_outputs.py", "tests/test_pipeline.py", *_CLI],
     "faaq_onnx/pipeline.py": [
@@ -369,7 +383,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/passes/test_emit_qdq.py",
         "tests/test_guarantees.py",
     ],
-    "faaq_onnx/reliability.py": ["tests/test_reliability.py"],
+    "faaq_onnx/reliability.py": ["tests/test_reliability_draws.py", "tests/test_reliability.py"],
     "faaq_onnx/report.py": ["tests/test_pipeline.py", "tests/test_outputs.py", *_CLI],
     "faaq_onnx/results.py": [*_PIPE],
     # WeightCache, moved here from optimize/weights.py (now a re-export with no mutation point)

@@ -1,0 +1,214 @@
+"""optimize/gptq_layers.py on stand-ins for the compilation: which weights are rounded and from
+which tensor, how Hessians are grouped into waves, and what each layer's report says."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from faaq_onnx.optimize import gptq_layers as gl
+from faaq_onnx.optimize.gptq_layers import LayerJob, LayerWeight, gptq_layers
+from faaq_onnx.optimize.hessian import LinearForm, linear_form
+from faaq_onnx.optimize.units import Unit
+from faaq_onnx.quant.weights import weight_grid
+
+pytest.importorskip("torch")
+
+
+class Weights:
+    def __init__(self, arrays, axes):
+        self.arrays, self.axes, self.stored = arrays, axes, {}
+
+    def float_weight(self, name):
+        return self.arrays[name]
+
+    def get(self, name, bits):
+        w = self.arrays[name]
+        return weight_grid(w, bits, "per-channel", self.axes[name], None).round_to_nearest(
+            w.astype(np.float32)
+        )
+
+    def put(self, name, bits, q):
+        self.stored[name] = (bits, q)
+
+
+def make_comp(nodes, arrays, axes):
+    return SimpleNamespace(
+        float_proto=SimpleNamespace(graph=SimpleNamespace(node=nodes)),
+        weights=Weights(arrays, axes),
+        config=SimpleNamespace(weight_symmetric=True, weight_range="minmax"),
+    )
+
+
+def test_job_picks_the_data_input_and_skips_what_it_cannot_round():
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["wl", "x"], ["y"], name="left"),
+        helper.make_node("MatMul", ["x", "wr"], ["y2"], name="right"),
+        helper.make_node("Conv", ["img", "cw", "cb"], ["c"], name="conv"),
+        helper.make_node("MatMul", ["x3", "w3"], ["y3"], name="rank3"),
+    ]
+    arrays = {
+        "wl": rng.standard_normal((4, 6)),
+        "wr": rng.standard_normal((6, 4)),
+        "cw": rng.standard_normal((4, 3, 3, 3)),
+        "w3": rng.standard_normal((2, 6, 4)),
+    }
+    comp = make_comp(nodes, arrays, {})
+    left = gl._job(comp, Unit("u", ["left"], ["x"], "y", ["wl"]), {"wl": 4})
+    assert left.node_op == "MatMul" and left.weights[0].x_name == "x"
+    assert left.weights[0].form.trans_w and left.weights[0].form.trans_x
+    right = gl._job(comp, Unit("u", ["right"], ["x"], "y2", ["wr"]), {"wr": 4})
+    assert right.weights[0].x_name == "x" and not right.weights[0].form.trans_w
+    conv = gl._job(comp, Unit("u", ["conv"], ["img"], "c", ["cw"]), {"cw": 7})
+    assert [w.name for w in conv.weights] == ["cw"] and conv.weights[0].x_name == "img"
+    assert conv.skipped == {}
+    eight = gl._job(comp, Unit("u", ["conv"], ["img"], "c", ["cw"]), {"cw": 8})
+    assert eight.weights == [] and eight.skipped == {}  # 8 bits and more: not GPTQ's
+    rank3 = gl._job(comp, Unit("u", ["rank3"], ["x3"], "y3", ["w3"]), {"w3": 4})
+    assert rank3.weights == [] and "rank 3" in rank3.skipped["w3"]
+
+
+def test_hessian_bytes_and_waves(monkeypatch):
+    def job(k, g=1):
+        form = LinearForm("Conv", (g, k, 1), groups=g, kernel=(1,))
+        return LayerJob(Unit("u", ["n"], [], "o"), "Conv", [LayerWeight("w", form, "x")])
+
+    a = job(10)
+    assert a.hessian_bytes == 8 * 10 * 10  # (G, K, K) float64
+    assert job(10, g=3).hessian_bytes == 8 * 3 * 10 * 10
+    assert LayerJob(Unit("u", [], [], "o"), "Conv").hessian_bytes == 0
+    jobs = [job(10), job(10), job(10), job(20)]  # 800, 800, 800, 3200 bytes
+    monkeypatch.setattr(gl, "WAVE_BYTES", 1600)
+    waves = gl._waves(jobs)
+    assert [len(w) for w in waves] == [2, 1, 1]  # 800 + 800 fits exactly; 3200 alone
+    monkeypatch.setattr(gl, "WAVE_BYTES", 1599)
+    assert [len(w) for w in gl._waves(jobs)] == [1, 1, 1, 1]
+    monkeypatch.setattr(gl, "WAVE_BYTES", 10**9)
+    assert [len(w) for w in gl._waves(jobs)] == [4]
+    assert gl._waves([]) == []
+
+
+def _mlp_comp(k=12, n=5, bits=3, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    comp = make_comp(nodes, {"w": w}, {"w": 1})
+    unit = Unit("unit0", ["mm"], ["x"], "y", ["w"])
+    # correlated inputs: GPTQ has something to gain over rounding to nearest
+    x = (rng.standard_normal((96, 3)) @ rng.standard_normal((3, k))).astype(np.float32)
+    x += 0.05 * rng.standard_normal(x.shape).astype(np.float32)
+    return comp, unit, w, x, {"w": bits}
+
+
+class FloatData:
+    def __init__(self, x, batch=32):
+        self.x, self.batch, self.asked = x, batch, []
+
+    def float_batches(self, names):
+        self.asked.append(names)
+        for s in range(0, len(self.x), self.batch):
+            yield {n: self.x[s : s + self.batch] for n in names}
+
+
+def test_float_inputs_sum_every_batch_and_round(monkeypatch):
+    comp, unit, w, x, wbits = _mlp_comp()
+    data = FloatData(x)
+    reports, shared_s, biases = gptq_layers(comp, [unit], data, None, wbits, "float")
+    assert data.asked == [["x"]] and biases is None
+    assert 0.0 <= shared_s < 0.5  # a stand-in's batches cost nothing
+    (rep,) = reports
+    assert rep["unit"] == "unit0" and rep["op"] == "MatMul" and rep["weights"] == ["w"]
+    assert "skipped" not in rep and rep["act_order"] == gl.gptq_mod.ACT_ORDER
+    assert 0 < rep["mse"] < rep["mse_nearest"]
+    # the errors are the mean squared output error over every input row
+    bits, q = comp.weights.stored["w"]
+    assert bits == 3
+    rtn = comp.weights.get("w", 3)
+    mse = lambda d: float(np.mean((x.astype(np.float64) @ d) ** 2))  # noqa: E731
+    assert rep["mse"] == pytest.approx(mse(q.dequantized() - w), rel=1e-5)
+    assert rep["mse_nearest"] == pytest.approx(mse(rtn.dequantized() - w), rel=1e-5)
+    assert rep["seconds"] == pytest.approx(rep["hessian_s"] + rep["rounding_s"], abs=0.011)
+    assert rep["seconds"] < 5
+
+
+def test_float_pass_without_weights_runs_nothing():
+    comp, unit, _w, x, _ = _mlp_comp()
+    data = FloatData(x)
+    reports, shared_s, _ = gptq_layers(comp, [unit], data, None, {"w": 8}, "float")
+    assert data.asked == [] and shared_s == 0.0
+    assert reports[0]["weights"] == [] and reports[0]["mse"] == 0.0
+    assert reports[0]["mse_nearest"] == 0.0
+
+
+class SeqData:
+    def __init__(self, x):
+        self.x, self.modes = x, []
+
+    def sequential_inputs(self, choices, mode):
+        self.modes.append(mode)
+        x = self.x
+
+        def layer_input(name):
+            return x
+
+        layer_input.run = None
+        return layer_input
+
+
+def test_sequential_inputs_give_the_same_rounding_as_one_float_pass():
+    comp, unit, w, x, wbits = _mlp_comp()
+    reports, shared_s, biases = gptq_layers(
+        comp, [unit], SeqData(x), SimpleNamespace(choices={}), wbits, "quantized"
+    )
+    assert shared_s == 0.0 and biases is None
+    seq_q = comp.weights.stored["w"][1].q
+    rep = reports[0]
+    assert set(rep) >= {"inputs_s", "hessian_s", "rounding_s", "seconds", "mse", "mse_nearest"}
+    assert rep["seconds"] == pytest.approx(
+        rep["inputs_s"] + rep["hessian_s"] + rep["rounding_s"], abs=0.011
+    )
+    comp2, unit2, *_ = _mlp_comp()
+    gptq_layers(comp2, [unit2], FloatData(x, batch=7), None, wbits, "float")
+    np.testing.assert_array_equal(seq_q, comp2.weights.stored["w"][1].q)
+    assert reports[0]["mse"] == pytest.approx(
+        float(
+            np.mean((x.astype(np.float64) @ (comp.weights.stored["w"][1].dequantized() - w)) ** 2)
+        ),
+        rel=1e-5,
+    )
+
+
+def test_sequential_gemm_read_transposed_is_one_batch():
+    """Gemm transA=1: the input is (K, M), its axis 0 is not samples: summed whole."""
+    rng = np.random.default_rng(1)
+    k, n = 6, 4
+    w = rng.standard_normal((k, n))
+    nodes = [helper.make_node("Gemm", ["a", "w"], ["y"], name="g", transA=1)]
+    comp = make_comp(nodes, {"w": w}, {"w": 1})
+    a = rng.standard_normal((k, 70)).astype(np.float32)  # 70 rows of K = 6
+    job = gl._job(comp, Unit("g", ["g"], ["a"], "y", ["w"]), {"w": 4})
+    seen = []
+    orig = gl.HessianSum.add
+
+    def spy(self, x):
+        seen.append(np.shape(x))
+        orig(self, x)
+
+    gl.HessianSum.add = spy
+    try:
+        gl._sequential(comp, job, lambda name: a, {"w": 4}, batch=32)
+    finally:
+        gl.HessianSum.add = orig
+    assert seen == [(6, 70)]
+    b = rng.standard_normal((70, k)).astype(np.float32)
+    job = gl._job(comp, Unit("g", ["g"], ["a"], "y", ["w"]), {"w": 4})
+    job.weights[0].form = linear_form(helper.make_node("Gemm", ["a", "w"], ["y"]), 1, w.shape)
+    seen.clear()
+    gl.HessianSum.add = spy
+    try:
+        gl._sequential(comp, job, lambda name: b, {"w": 4}, batch=32)
+    finally:
+        gl.HessianSum.add = orig
+    assert seen == [(32, 6), (32, 6), (6, 6)]
