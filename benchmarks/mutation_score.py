@@ -139,6 +139,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/analysis/output_store.py": ["tests/test_guarantees.py"],
     "faaq_onnx/analysis/probe.py": [
+        "tests/analysis/test_probe.py",
         "tests/analysis/test_sensitivity.py",
         "tests/runtime/test_probe_session.py",
     ],
@@ -224,7 +225,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/optimize/test_gptq.py",
     ],
     "faaq_onnx/optimize/plan_rounding.py": [*_ROUND],
-    "faaq_onnx/optimize/reconstruct.py": ["tests/optimize/test_reconstruct.py", *_ROUND],
+    "faaq_onnx/optimize/reconstruct.py": [
+        "tests/optimize/test_reconstruct.py",
+        "tests/optimize/test_reconstruct_loop.py",
+        *_ROUND,
+    ],
     "faaq_onnx/optimize/rounding.py": [*_ROUND],
     "faaq_onnx/optimize/scaling.py": ["tests/optimize/test_scaling.py"],
     "faaq_onnx/optimize/unit_data.py": [*_ROUND],
@@ -279,6 +284,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/runtime/probe_session.py": [
         "tests/runtime/test_probe_session.py",
+        "tests/analysis/test_probe.py",
         "tests/analysis/test_sensitivity.py",
     ],
     "faaq_onnx/runtime/profile.py": ["tests/runtime/test_profile.py", "tests/runtime/test_cuda.py"],
@@ -289,6 +295,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/runtime/segments.py": [
         "tests/runtime/test_segments.py",
+        "tests/runtime/test_segments_state.py",
         "tests/optimize/test_gptq.py",
         "tests/optimize/test_bias_correction.py",
     ],

@@ -15,16 +15,24 @@ MEAN = np.array([1.0, -2.0, 0.5], np.float32)
 VAR = np.array([0.25, 4.0, 0.0], np.float32)  # a dead channel: running variance 0
 
 
-def bn_model(dims=(None, 3, 4, 4), mean=MEAN, var=VAR, extra_input=False, stats_as_inputs=False):
+def bn_model(
+    dims=(None, 3, 4, 4),
+    mean=MEAN,
+    var=VAR,
+    extra_input=False,
+    stats_as_inputs=False,
+    extra_type=TensorProto.FLOAT,
+    x_type=TensorProto.FLOAT,
+):
     inits = [
         numpy_helper.from_array(np.ones(3, np.float32), "s"),
         numpy_helper.from_array(np.zeros(3, np.float32), "b"),
     ]
     if not stats_as_inputs:
         inits += [numpy_helper.from_array(mean, "m"), numpy_helper.from_array(var, "v")]
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))]
+    ins = [helper.make_tensor_value_info("x", x_type, list(dims))]
     if extra_input:
-        ins.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, list(dims)))
+        ins.append(helper.make_tensor_value_info("x2", extra_type, list(dims)))
     nodes = []
     if stats_as_inputs:  # running statistics computed by nodes, not stored as initializers
         nodes += [
@@ -87,6 +95,11 @@ def test_refusals_say_what_is_missing():
         distill_inputs(no_bn, 2, iters=1)
     with pytest.raises(FaaqError, match="needs a model with a single float input"):
         distill_inputs(bn_model(extra_input=True), 2, iters=1)
+    # one float input among two inputs, or one input that is not float: refused too
+    with pytest.raises(FaaqError, match="needs a model with a single float input"):
+        distill_inputs(bn_model(extra_input=True, extra_type=TensorProto.INT64), 2, iters=1)
+    with pytest.raises(FaaqError, match="needs a model with a single float input"):
+        distill_inputs(bn_model(x_type=TensorProto.INT64), 2, iters=1)
     with pytest.raises(FaaqError) as e:
         distill_inputs(bn_model(dims=(None, 3, "h", 4)), 2, iters=1)
     assert "non-batch dimensions fixed; 'x' is [None, 3, 'h', 4]" in str(e.value)

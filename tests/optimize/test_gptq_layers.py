@@ -212,3 +212,59 @@ def test_sequential_gemm_read_transposed_is_one_batch():
     finally:
         gl.HessianSum.add = orig
     assert seen == [(32, 6), (32, 6), (6, 6)]
+
+
+def test_sequential_reports_the_seconds_spent_getting_inputs(monkeypatch):
+    import time
+
+    comp, unit, _w, x, wbits = _mlp_comp()
+
+    class Slow(SeqData):
+        def sequential_inputs(self, choices, mode):
+            def layer_input(name):
+                time.sleep(0.013)
+                return x
+
+            layer_input.run = None
+            return layer_input
+
+    (rep,), _, _ = gptq_layers(comp, [unit], Slow(x), SimpleNamespace(choices={}), wbits, "weights")
+    assert 0.01 <= rep["inputs_s"] < 0.5  # the sleep, and nothing added to it
+    assert rep["inputs_s"] == round(rep["inputs_s"], 2)  # reported to the hundredth
+
+
+def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
+    comp, unit, _w, x, wbits = _mlp_comp()
+    second = Unit("unit1", ["mm", "other"], ["x"], "y", [])
+    calls = []
+
+    class FakeCorrection:
+        def __init__(self, comp_, inputs):
+            calls.append(("init", comp_ is comp, inputs))
+
+        def correct(self, node, run):
+            calls.append(("correct", node, run))
+
+        def result(self):
+            return {"b": "corrected"}
+
+    monkeypatch.setattr(gl, "LayerBiasCorrection", FakeCorrection)
+    data = SeqData(x)
+    data.inputs = {"x": "the calibration inputs"}
+    reports, shared_s, biases = gptq_layers(
+        comp,
+        [unit, second],
+        data,
+        SimpleNamespace(choices={}),
+        wbits,
+        "quantized",
+        correct_biases=True,
+    )
+    assert biases == {"b": "corrected"} and shared_s == 0.0
+    assert calls == [
+        ("init", True, {"x": "the calibration inputs"}),
+        ("correct", "mm", None),
+        ("correct", "mm", None),
+    ]
+    assert all(0 <= r["bias_correction_s"] < 0.5 for r in reports)
+    assert data.modes == ["quantized"]

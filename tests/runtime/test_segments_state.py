@@ -1,0 +1,85 @@
+"""SegmentedRun's bookkeeping: what it keeps and how many bytes, the cut it hands to the next
+segment, bias shifts of kept tensors, and tensors without a sample axis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from faaq_onnx.runtime.segments import SegmentedRun
+from tests.runtime.test_segments import residual_model, whole_model
+
+torch = pytest.importorskip("torch")
+
+
+def _x(n=7, seed=3):
+    return np.random.default_rng(seed).normal(size=(n, 3, 6, 6)).astype(np.float32)
+
+
+def test_kept_tensors_and_their_bytes():
+    x = _x()
+    run = SegmentedRun(residual_model(), {"x": x}, batch_size=3)  # 7 samples: 3 + 3 + 1
+    assert run.kept_bytes() == 0 and run.n == 7  # the model's own inputs do not count
+    a2 = run.get("a2")
+    np.testing.assert_allclose(a2, whole_model(residual_model(), "a2", x, {}), rtol=1e-5, atol=1e-6)
+    # a is read later by Add and Shape; a2 by the second Conv; x by nothing still to run
+    assert set(run.kept) == {"x", "a", "a2"}
+    assert run.kept_bytes() == 2 * 7 * 4 * 6 * 6 * 4
+    assert run.get("a2") is run.kept["a2"]  # asked again: nothing runs
+    assert run.kept["a"].shape == (7, 4, 6, 6)
+
+
+def test_cut_describes_kept_tensors_with_a_symbolic_sample_axis():
+    x = _x()
+    run = SegmentedRun(residual_model(), {"x": x}, batch_size=4)
+    run.get("a2")
+    cut = run.cut()
+    assert set(cut) == {"x", "a", "a2"}
+    assert cut["x"] is run.graph_inputs["x"]  # a graph input keeps its own description
+    t = cut["a"].type.tensor_type
+    assert t.elem_type == TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in t.shape.dim] == ["n", 4, 6, 6]
+    run.kept["h"] = np.zeros((7, 2), np.float16)
+    assert run.cut()["h"].type.tensor_type.elem_type == TensorProto.FLOAT16
+    run.kept["i"] = np.zeros((7, 2), np.int64)
+    assert run.cut()["i"].type.tensor_type.elem_type == TensorProto.INT64
+
+
+def test_shift_adds_along_the_channel_axis_of_a_kept_tensor():
+    x = _x()
+    run = SegmentedRun(residual_model(), {"x": x}, batch_size=4)
+    a = run.get("a2").copy()
+    delta = np.array([1.0, -2.0, 0.5, 3.0])
+    run.shift("a2", delta)
+    np.testing.assert_allclose(run.kept["a2"], a + delta.reshape(1, 4, 1, 1), rtol=1e-6)
+    assert run.kept["a2"].dtype == np.float32
+    run.shift("a2", np.arange(6.0), axis=3)
+    np.testing.assert_allclose(
+        run.kept["a2"],
+        a + delta.reshape(1, 4, 1, 1) + np.arange(6.0).reshape(1, 1, 1, 6),
+        rtol=1e-6,
+    )
+    run.shift("not_kept", delta)  # nothing to shift: nothing happens
+    assert "not_kept" not in run.kept
+    # what later nodes read is the shifted tensor: b = Conv(a2 + delta)
+    shifted = run.kept["a2"].copy()
+    b = run.get("b")
+    w2 = next(
+        numpy_helper.to_array(t) for t in residual_model().graph.initializer if t.name == "w2"
+    )
+    want = torch.nn.functional.conv2d(
+        torch.from_numpy(shifted), torch.from_numpy(w2.copy()), padding=1
+    )
+    np.testing.assert_allclose(b, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_tensor_without_a_sample_axis_is_returned_and_computed_again_later():
+    x = _x(5)
+    run = SegmentedRun(residual_model(), {"x": x}, batch_size=2)
+    run.get("a")
+    shape = run.get("cs")  # Shape(a): one [4] per batch, no sample axis
+    assert shape.tolist() == [2, 4, 6, 6] * 2 + [1, 4, 6, 6]
+    assert "cs" not in run.kept
+    names = {run.nodes[i].name for i in run.done}
+    assert "shape" not in names and {"c1", "r1"} <= names
