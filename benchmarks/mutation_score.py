@@ -90,6 +90,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     # analysis/
     "faaq_onnx/analysis/accuracy.py": [
+        "tests/analysis/test_probe.py",
         *_PIPE,
         "tests/analysis/test_sensitivity.py",
         "tests/analysis/test_allocate.py",
@@ -172,7 +173,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/cli/demo_cmd.py": [*_CLI],
     "faaq_onnx/cli/eval_cmd.py": [*_CLI],
     "faaq_onnx/cli/export_cmd.py": [*_CLI, *_ZOO],
-    "faaq_onnx/cli/inspect_cmd.py": [*_CLI],
+    "faaq_onnx/cli/inspect_cmd.py": ["tests/cli/test_inspect_cmd.py", *_CLI],
     "faaq_onnx/cli/profile_cmd.py": [
         "tests/cli/test_profile_cmd.py",
         *_CLI,
@@ -395,6 +396,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/results.py": [*_PIPE],
     # WeightCache, moved here from optimize/weights.py (now a re-export with no mutation point)
     "faaq_onnx/weight_cache.py": [
+        "tests/test_weight_cache.py",
         "tests/optimize/test_gptq.py",
         *_ROUND,
         "tests/analysis/test_sensitivity.py",

@@ -186,3 +186,56 @@ def test_drop_plot_is_written(tmp_path):
     plot_drops(_summary(), tmp_path / "sub" / "drops.png")
     data = (tmp_path / "sub" / "drops.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_run_trials_quantizes_each_draw_with_its_own_seed(monkeypatch):
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    import faaq_onnx.evaluate as evaluate_mod
+    import faaq_onnx.pipeline as pipeline_mod
+
+    @dataclass
+    class Cfg:
+        seed: int = 10
+        calib_size: int = 0
+        verify_samples: int = 0
+        progress: bool = True
+        scheme: str = "w4a8"
+
+    quantized = []
+
+    def quantize(model, inputs, config):
+        quantized.append((model, inputs["x"], config))
+        return SimpleNamespace(model=f"q{config.seed}")
+
+    def evaluate(model, x, y, class_names=None):
+        top1 = {"float": 0.9, "q10": 0.8, "q11": 0.6, "q12": 0.7}[model]
+        return {"top1": top1, "per_class": {"0": {"top1": top1}, "1": {"top1": 1.0}}}
+
+    monkeypatch.setattr(pipeline_mod, "quantize", quantize)
+    monkeypatch.setattr(evaluate_mod, "evaluate", evaluate)
+    x, y = _pool(40)
+    steps = []
+    draw = CalibrationDraw(size=6, held_out=4)
+    s = run_trials(
+        "float",
+        (x, y),
+        (x[:5], y[:5]),
+        Cfg(),
+        3,
+        draw,
+        "x",
+        progress=lambda *a: steps.append(a),
+    )
+    assert [c.seed for _, _, c in quantized] == [10, 11, 12]
+    assert all((c.calib_size, c.verify_samples, c.progress) == (6, 4, False) for *_, c in quantized)
+    for (model, fed, _c), seed in zip(quantized, (10, 11, 12)):
+        calib, held = draw.draw(x, y, seed)
+        assert model == "float"
+        np.testing.assert_array_equal(fed, np.concatenate([calib, held]))
+    assert steps == [(1, 3, 0.8), (2, 3, 0.6), (3, 3, 0.7)]
+    assert [r["seed"] for r in s["runs"]] == [10, 11, 12]
+    assert [r["top1"] for r in s["runs"]] == [0.8, 0.6, 0.7]
+    assert s["float"]["top1"] == 0.9 and s["top1"]["mean"] == pytest.approx(0.7)
+    assert all(0 <= r["seconds"] < 5 for r in s["runs"])

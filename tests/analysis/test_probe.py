@@ -168,3 +168,38 @@ def test_prefix_session_builds_one_part_per_output_set():
     assert part._full is not None
     np.testing.assert_array_equal(y, r)
     assert part.feed_values()["fq:h__fq_params"].tolist() == disabled_params().tolist()
+
+
+def test_probe_accuracy_is_top1_of_each_plan_memoized():
+    from types import SimpleNamespace
+
+    from faaq_onnx.analysis.accuracy import probe_accuracy
+    from faaq_onnx.config import Candidate
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((20, 2)).astype(np.float64)  # cast to float32 for the probe
+    float_pred = np.maximum(x.astype(np.float32) @ W, 0).argmax(1)
+    y = float_pred.copy()
+    y[:5] = (y[:5] + 1) % 3  # 15 of 20 right for the float model
+    asked = []
+
+    class Prober:
+        def feeds(self, choices):
+            asked.append(dict(choices))
+            return {"w": -W}, {}  # a "plan" that negates the weight
+
+    comp = SimpleNamespace(
+        inputs={"x": x[:2]},
+        float_proto=model(),
+        qgraph=qgraph(),
+        config=SimpleNamespace(batch_size=4),
+        prober=Prober(),
+    )
+    acc = probe_accuracy(comp, (x, y))
+    assert acc(None) == 0.75 and asked == []
+    plan = {"g": Candidate(4, 8)}
+    neg_pred = np.maximum(x.astype(np.float32) @ -W, 0).argmax(1)
+    assert acc(plan) == float(np.mean(neg_pred == y))
+    assert acc(dict(plan)) == acc(plan) and len(asked) == 1  # one run per distinct plan
+    acc({"g": Candidate(8, 8)})
+    assert len(asked) == 2

@@ -72,7 +72,8 @@ def test_job_picks_the_data_input_and_skips_what_it_cannot_round():
 
 def test_hessian_bytes_and_waves(monkeypatch):
     def job(k, g=1):
-        form = LinearForm("Conv", (g, k, 1), groups=g, kernel=(1,))
+        form = LinearForm("Conv", (2 * g, k, 1), groups=g, kernel=(1,))  # N = 2 per group
+        assert form.gkn == (g, k, 2)
         return LayerJob(Unit("u", ["n"], [], "o"), "Conv", [LayerWeight("w", form, "x")])
 
     a = job(10)
