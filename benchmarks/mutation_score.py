@@ -316,6 +316,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_probe_session.py",
     ],
     "faaq_onnx/stages/weights.py": [
+        "tests/stages/test_stage_weights.py",
         *_PIPE,
         *_ROUND,
         "tests/optimize/test_bias_correction.py",
