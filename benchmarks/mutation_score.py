@@ -372,7 +372,12 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/guarantees.py": ["tests/test_guarantees.py"],
     "faaq_onnx/inputs.py": ["tests/test_inputs.py", *_PIPE, *_CLI],
     "faaq_onnx/model_io.py": ["tests/test_model_io.py", *_CANON],
-    "faaq_onnx/outputs.py": ["tests/test_outputs.py", "tests/test_pipeline.py", *_CLI],
+    "faaq_onnx/outputs.py": [
+        "tests/test_outputs.py",
+        "tests/test_outputs_edges.py",
+        "tests/test_pipeline.py",
+        *_CLI,
+    ],
     "faaq_onnx/pipeline.py": [
         *_PIPE,
         "tests/analysis/test_allocate.py",
