@@ -186,7 +186,11 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/cli/reliability_cmd.py": [*_CLI, "tests/test_reliability.py"],
     # data/
-    "faaq_onnx/data/inputs.py": ["tests/data/test_data.py", *_CLI],
+    "faaq_onnx/data/inputs.py": [
+        "tests/data/test_data_inputs_checks.py",
+        "tests/data/test_data.py",
+        *_CLI,
+    ],
     "faaq_onnx/data/labeled.py": ["tests/data/test_data.py", *_CLI],
     "faaq_onnx/data/labeled_inputs.py": [
         "tests/data/test_labeled_inputs.py",

@@ -1,0 +1,193 @@
+"""data/inputs.py's checks, each by its exact message, and the edges of batching and loading."""
+
+import numpy as np
+import pytest
+
+from faaq_onnx.data import inputs as di
+from faaq_onnx.data.inputs import iter_batches, load_inputs, stacked_inputs, validate_inputs
+from faaq_onnx.errors import FaaqError
+
+
+def msg(fn, *a):
+    with pytest.raises(FaaqError) as e:
+        fn(*a)
+    return str(e.value)
+
+
+def test_dtypes():
+    assert msg(validate_inputs, {"x": np.array(["a", "b"])}, None).startswith(
+        "input 'x' has non-numeric dtype <U1"
+    )
+    assert msg(validate_inputs, {"x": np.ones(2, np.complex64)}, None) == (
+        "input 'x' has non-numeric dtype complex64"
+    )
+    validate_inputs({"b": np.ones((2, 1), bool), "i": np.ones((2, 1), np.int8)}, None)
+
+
+def test_scalars_and_empty_inputs():
+    assert msg(validate_inputs, {"x": np.float32(1.0) * np.ones(())}, None) == (
+        "input 'x' is a scalar; expected a batch with samples on axis 0"
+    )
+    assert msg(validate_inputs, {"x": np.zeros((0, 3))}, None) == (
+        "input 'x' is empty (shape (0, 3), zero samples)"
+    )
+    assert msg(validate_inputs, {"x": np.zeros((3, 0))}, None) == (
+        "input 'x' is empty (shape (3, 0), zero samples)"
+    )
+    validate_inputs({"x": np.zeros((1,))}, None)  # one sample is enough
+
+
+def test_rank_and_shape_against_the_model():
+    shape = [None, 3, "h", -1]
+    assert msg(validate_inputs, {"x": np.zeros((2, 3, 4))}, {"x": shape}) == (
+        "input 'x' has rank 3 (shape (2, 3, 4)); the model expects rank 4 (?, 3, h, -1), "
+        "or rank 5 for one whole feed per sample"
+    )
+    assert msg(validate_inputs, {"x": np.zeros((2, 4, 5, 6))}, {"x": shape}) == (
+        "input 'x' has shape (2, 4, 5, 6); the model expects (?, 3, h, -1) (axis 1: 4 vs 3)"
+    )
+    validate_inputs({"x": np.zeros((2, 3, 5, 6))}, {"x": shape})  # symbolic dims take any size
+    # the batch axis is never checked against the model's (a fixed batch is padded later)
+    validate_inputs({"x": np.zeros((7, 3))}, {"x": [4, 3]})
+    assert msg(validate_inputs, {"x": np.zeros((7, 2))}, {"x": [4, 3]}).endswith("(axis 1: 2 vs 3)")
+
+
+def test_one_whole_feed_per_sample():
+    shape = [4, "n"]
+    validate_inputs({"x": np.zeros((5, 4, 9))}, {"x": shape})
+    assert msg(validate_inputs, {"x": np.zeros((5, 3, 9))}, {"x": shape}) == (
+        "input 'x' has shape (5, 3, 9): read as one whole feed per sample (rank 3 for an input "
+        "of rank 2), each must have the model's shape (4, n) (axis 0: 3 vs 4)"
+    )
+    assert stacked_inputs({"x": np.zeros((5, 4, 9)), "y": np.zeros((5, 2))}, {"x": shape}) == ["x"]
+    assert stacked_inputs({"x": np.zeros((5, 4))}, {"x": shape}) == []
+
+
+def test_nan_and_inf_are_counted():
+    x = np.zeros((3, 4), np.float32)
+    x[0, 0] = x[1, 1] = np.nan
+    x[2, 2] = -np.inf
+    assert msg(validate_inputs, {"x": x}, None) == "input 'x' has 2 NaN and 1 Inf values"
+    validate_inputs({"i": np.array([[1], [2]])}, None)  # integers hold no NaN to look for
+
+
+def test_sample_counts_must_agree():
+    assert msg(validate_inputs, {"a": np.zeros((3, 1)), "b": np.zeros((4, 1))}, None) == (
+        "inputs have different sample counts: a=3, b=4"
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "4"])
+def test_iter_batches_refuses_a_bad_batch_size(bad):
+    assert msg(lambda: list(iter_batches({"x": np.zeros((3, 1))}, bad))) == (
+        f"batch size must be a positive integer, got {bad!r}"
+    )
+
+
+def test_iter_batches_slices_in_step():
+    a, b = np.arange(7), np.arange(7) * 10
+    got = list(iter_batches({"a": a, "b": b}, 3))
+    assert [len(g["a"]) for g in got] == [3, 3, 1]
+    assert all(np.array_equal(g["b"], g["a"] * 10) for g in got)
+    assert list(iter_batches({}, 2)) == []
+    assert next(iter(iter_batches({"a": a}, np.int64(7))))["a"].tolist() == a.tolist()
+    assert msg(lambda: list(iter_batches({"a": a, "b": b[:5]}, 2))) == (
+        "inputs have different sample counts: a=7, b=5"
+    )
+
+
+def test_prepare_casts_floats_to_float32_and_keeps_the_rest():
+    assert di._prepare(np.zeros((2, 3)), "x", None, None).dtype == np.float32
+    assert di._prepare(np.zeros((2, 3), np.float16), "x", None, None).dtype == np.float32
+    assert di._prepare(np.zeros((2, 3), np.int64), "x", None, None).dtype == np.int64
+    f32 = np.zeros((2, 3), np.float32)
+    assert di._prepare(f32, "x", None, None) is f32
+
+
+def test_uint8_images_that_fit_the_model_are_fed_as_they_are():
+    imgs = np.zeros((2, 8, 8, 3), np.uint8)
+    assert di._fits(imgs.shape, [None, 8, 8, 3]) and di._fits(imgs.shape, ["n", -1, 8, 3])
+    assert not di._fits(imgs.shape, [None, 3, 8, 8]) and not di._fits(imgs.shape, None)
+    assert not di._fits(imgs.shape, [None, 8, 3])
+    assert di._prepare(imgs, "x", None, [None, 8, 8, 3]) is imgs
+    assert di._is_raw_images(imgs) and di._is_raw_images(np.zeros((1, 4, 4, 1), np.uint8))
+    assert not di._is_raw_images(np.zeros((1, 4, 4, 2), np.uint8))
+    assert not di._is_raw_images(np.zeros((1, 4, 4, 3), np.int8))
+    assert not di._is_raw_images(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_uint8_images_no_preset_fits_are_refused():
+    imgs = np.zeros((2, 5, 7, 1), np.uint8)  # one channel, not 8 x 8: no preset guessed
+    text = msg(di._prepare, imgs, "img", None, None)
+    assert text.startswith(
+        "input 'img' holds uint8 images of shape (5, 7, 1) and no preset fits them; choose one of: "
+    )
+    assert msg(di._preset_name, imgs, "img", None, None) == text
+
+
+def test_npz_and_npy_files_by_input_name(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "one.npy", x)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "one.npy", ["inp"])["inp"], x)
+    assert msg(load_inputs, tmp_path / "one.npy", ["a", "b"]) == (
+        "a .npy file feeds one input, but the model has 2: a, b"
+    )
+    np.savez(tmp_path / "x.npz", x=x, other=x * 2)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "x.npz", ["inp"])["inp"], x)
+    np.savez(tmp_path / "lone.npz", whatever=x * 3)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "lone.npz", ["inp"])["inp"], x * 3)
+    np.savez(tmp_path / "two.npz", p=x, q=x)
+    assert msg(load_inputs, tmp_path / "two.npz", ["inp"]) == (
+        "input 'inp' missing from two.npz; found arrays: p, q"
+    )
+    assert msg(load_inputs, tmp_path / "two.npz", ["p", "r", "s"]) == (
+        "input 'r', 's' missing from two.npz; found arrays: p, q"
+    )
+    got = load_inputs(tmp_path / "two.npz", ["q", "p"])
+    assert list(got) == ["q", "p"]
+
+
+def test_limit_keeps_a_seeded_subset_in_order(tmp_path):
+    x = np.arange(20, dtype=np.float32).reshape(20, 1)
+    np.save(tmp_path / "x.npy", x)
+    a = load_inputs(tmp_path / "x.npy", ["x"], limit=6, seed=1)["x"][:, 0]
+    assert len(a) == 6 and list(a) == sorted(a) and len(set(a)) == 6
+    np.testing.assert_array_equal(
+        load_inputs(tmp_path / "x.npy", ["x"], limit=6, seed=1)["x"][:, 0], a
+    )
+    assert len(load_inputs(tmp_path / "x.npy", ["x"], limit=50)["x"]) == 20
+
+
+def test_folders(tmp_path):
+    assert msg(load_inputs, tmp_path, []) == "the model has no inputs to load data for"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert msg(load_inputs, empty, ["x"]).startswith(f"folder {empty} is empty: no .npy files")
+    two = tmp_path / "two"
+    (two / "a").mkdir(parents=True)
+    (two / "zz").mkdir()
+    assert msg(load_inputs, two, ["a", "b"]) == (
+        f"folder {two} needs one subfolder per input; missing: b (found: a, zz)"
+    )
+    none = tmp_path / "none"
+    none.mkdir()
+    assert msg(load_inputs, none, ["a", "b"]) == (
+        f"folder {none} needs one subfolder per input; missing: a, b (found: none)"
+    )
+    (two / "b").mkdir()
+    np.save(two / "a" / "0.npy", np.zeros(3, np.float32))
+    assert msg(load_inputs, two, ["a", "b"]) == f"no .npy files in {two / 'b'} for input 'b'"
+    np.save(two / "b" / "1.npy", np.zeros(3, np.float32))
+    assert msg(load_inputs, two, ["a", "b"]) == (
+        f"input folders 'a' and 'b' in {two} do not hold the same file names"
+    )
+
+
+def test_held_out_samples_are_others_and_none_when_all_are_taken(tmp_path):
+    x = np.arange(10, dtype=np.float32).reshape(10, 1)
+    np.save(tmp_path / "x.npy", x)
+    calib, held = load_inputs(tmp_path / "x.npy", ["x"], limit=6, held_out=3)
+    assert len(calib["x"]) == 6 and len(held["x"]) == 3
+    assert not set(calib["x"][:, 0]) & set(held["x"][:, 0])
+    calib, held = load_inputs(tmp_path / "x.npy", ["x"], held_out=3)
+    assert len(calib["x"]) == 10 and held["x"].shape == (0, 1)
