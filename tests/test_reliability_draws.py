@@ -186,6 +186,18 @@ def test_drop_plot_is_written(tmp_path):
     plot_drops(_summary(), tmp_path / "sub" / "drops.png")
     data = (tmp_path / "sub" / "drops.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    import struct
+
+    assert struct.unpack(">II", data[16:24]) == (6 * 110, 4 * 110)  # 3 classes: the 6-inch minimum
+    summary = _summary()
+    many = {str(c): 0.5 for c in range(12)}
+    summary["float"]["per_class"] = many
+    summary["per_class"] = {c: {} for c in many}
+    for r in summary["runs"]:
+        r["per_class"] = dict(many)
+    plot_drops(summary, tmp_path / "many.png")
+    data = (tmp_path / "many.png").read_bytes()
+    assert struct.unpack(">II", data[16:24]) == (round(0.6 * 12 * 110), 4 * 110)
 
 
 def test_run_trials_quantizes_each_draw_with_its_own_seed(monkeypatch):
