@@ -335,7 +335,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/stages/allocation.py": [*_PIPE, "tests/analysis/test_allocate.py", *_CLI],
     "faaq_onnx/stages/emission.py": [*_PIPE, "tests/passes/test_emit_qdq.py"],
     # zoo/
-    "faaq_onnx/zoo/cifar.py": [*_ZOO],
+    "faaq_onnx/zoo/cifar.py": ["tests/zoo/test_cifar_blocks.py", *_ZOO],
     "faaq_onnx/zoo/digits.py": [*_ZOO],
     "faaq_onnx/zoo/efficientnet.py": ["tests/zoo/test_efficientnet.py", "tests/zoo/test_zoo.py"],
     "faaq_onnx/zoo/exporter.py": [*_ZOO],
