@@ -383,6 +383,7 @@ TARGETS: dict[str, list[str]] = {
         *_CLI,
     ],
     "faaq_onnx/pipeline.py": [
+        "tests/test_pipeline_requests.py",
         *_PIPE,
         "tests/analysis/test_allocate.py",
         "tests/analysis/test_sensitivity.py",
