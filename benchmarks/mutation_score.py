@@ -248,6 +248,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/emit_matmulnbits.py": [
         "tests/passes/test_emit_matmulnbits.py",
+        "tests/passes/test_matmulnbits_gemm_attrs.py",
         "tests/runtime/test_kernels.py",
     ],
     "faaq_onnx/passes/emit_qdq.py": ["tests/passes/test_emit_qdq.py"],
