@@ -333,7 +333,12 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_fisher.py",
         "tests/runtime/test_workers.py",
     ],
-    "faaq_onnx/stages/allocation.py": [*_PIPE, "tests/analysis/test_allocate.py", *_CLI],
+    "faaq_onnx/stages/allocation.py": [
+        "tests/stages/test_stage_allocation.py",
+        *_PIPE,
+        "tests/analysis/test_allocate.py",
+        *_CLI,
+    ],
     "faaq_onnx/stages/emission.py": [*_PIPE, "tests/passes/test_emit_qdq.py"],
     # zoo/
     "faaq_onnx/zoo/cifar.py": ["tests/zoo/test_cifar_blocks.py", *_ZOO],
