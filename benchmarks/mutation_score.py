@@ -315,6 +315,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/runtime/workers.py": ["tests/runtime/test_workers.py"],
     # stages/ (each run by pipeline.Compilation)
     "faaq_onnx/stages/prepare.py": [
+        "tests/stages/test_stage_prepare.py",
         *_PIPE,
         "tests/optimize/test_scaling.py",
         *_ROUND,
