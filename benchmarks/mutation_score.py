@@ -138,7 +138,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/passes/test_emit_qdq.py",
         *_PIPE,
     ],
-    "faaq_onnx/analysis/output_store.py": ["tests/test_guarantees.py"],
+    "faaq_onnx/analysis/output_store.py": [
+        "tests/analysis/test_output_store.py",
+        "tests/test_guarantees.py",
+    ],
     "faaq_onnx/analysis/probe.py": [
         "tests/analysis/test_probe.py",
         "tests/analysis/test_sensitivity.py",
@@ -405,6 +408,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_workers.py",
     ],
     "faaq_onnx/plan.py": [
+        "tests/test_plan.py",
         "tests/test_pipeline.py",
         "tests/passes/test_emit_qdq.py",
         "tests/test_guarantees.py",
