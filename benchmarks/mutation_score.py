@@ -172,7 +172,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_reliability.py",
     ],
     "faaq_onnx/cli/analyze_cmd.py": [*_CLI],
-    "faaq_onnx/cli/common.py": [*_CLI],
+    "faaq_onnx/cli/common.py": ["tests/cli/test_cli_common.py", *_CLI],
     "faaq_onnx/cli/demo_cmd.py": [*_CLI],
     "faaq_onnx/cli/eval_cmd.py": [*_CLI],
     "faaq_onnx/cli/export_cmd.py": [*_CLI, *_ZOO],
