@@ -309,6 +309,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/optimize/test_bias_correction.py",
     ],
     "faaq_onnx/runtime/session.py": [
+        "tests/runtime/test_session.py",
         "tests/runtime/test_runner.py",
         "tests/runtime/test_timing.py",
         "tests/passes/test_emit_matmulnbits.py",

@@ -1,0 +1,152 @@
+"""runtime/session.py: providers and options as asked, load failures in one line, and models
+whose weights stay in external data files (hard-linked beside the graph, or handed over)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.runtime import session as sm
+from faaq_onnx.runtime.session import available_eps, make_session, resolve_ep
+
+W = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+
+
+def model():
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(W, "w")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+X = np.ones((2, 3), np.float32)
+
+
+def test_providers():
+    assert "cpu" in available_eps()
+    assert resolve_ep("CPU") == "cpu"
+    assert resolve_ep("auto") == ("cuda" if "cuda" in available_eps() else "cpu")
+    with pytest.raises(FaaqError) as e:
+        resolve_ep("tpu")
+    assert str(e.value) == "unknown execution provider 'tpu': choose cpu, cuda or auto"
+    if "cuda" not in available_eps():
+        with pytest.raises(FaaqError) as e:
+            resolve_ep("cuda")
+        assert str(e.value) == (
+            "execution provider 'cuda' is not available in this onnxruntime build "
+            f"(have: {', '.join(available_eps())}); install onnxruntime-gpu and a CUDA runtime"
+        )
+
+
+def test_options_reach_the_session(tmp_path):
+    s = make_session(model(), threads=1, opt_level="basic", spinning=False)
+    so = s.get_session_options()
+    assert so.intra_op_num_threads == 1 and so.log_severity_level == 3
+    assert so.graph_optimization_level == sm._OPT_LEVELS["basic"]
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert s.get_providers() == ["CPUExecutionProvider"]
+    np.testing.assert_allclose(s.run(None, {"x": X})[0], X @ W, rtol=1e-6)
+    plain = make_session(model()).get_session_options()
+    assert plain.graph_optimization_level == sm._OPT_LEVELS["all"] and not plain.enable_profiling
+    with pytest.raises(Exception, match="allow_spinning"):
+        plain.get_session_config_entry("session.intra_op.allow_spinning")
+    opt = tmp_path / "opt.onnx"
+    s = make_session(model(), optimized_model_path=str(opt), log_severity=2)
+    so = s.get_session_options()
+    assert so.log_severity_level == 2 and opt.exists()
+    assert (
+        so.get_session_config_entry("session.optimized_model_external_initializers_file_name")
+        == "opt.onnx.data"
+    )
+    assert (
+        so.get_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes"
+        )
+        == "1048576"
+    )
+    with pytest.raises(FaaqError) as e:
+        make_session(model(), opt_level="max")
+    assert str(e.value) == "unknown optimization level 'max': choose disable, basic, extended, all"
+
+
+def test_bytes_and_paths_load_too(tmp_path):
+    onnx.save(model(), str(tmp_path / "m.onnx"))
+    for m in (model().SerializeToString(), str(tmp_path / "m.onnx"), tmp_path / "m.onnx"):
+        np.testing.assert_allclose(make_session(m).run(None, {"x": X})[0], X @ W, rtol=1e-6)
+
+
+def test_a_model_that_does_not_load_is_one_line():
+    bad = model()
+    bad.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(FaaqError) as e:
+        make_session(bad)
+    text = str(e.value)
+    assert text.startswith("onnxruntime could not load the model: ") and "\n" not in text
+
+
+def external_model(tmp_path):
+    onnx.save_model(
+        model(),
+        str(tmp_path / "m.onnx"),
+        save_as_external_data=True,
+        location="m.data",
+        size_threshold=0,
+    )
+    header = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for t in header.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = str(tmp_path / e.value)
+    return header
+
+
+def test_external_weights_are_mapped_from_hard_links(tmp_path, monkeypatch):
+    header = external_model(tmp_path)
+    made = []
+    real = sm._remove
+    monkeypatch.setattr(sm, "_remove", lambda folder: made.append(folder) or real(folder))
+    s = make_session(header)
+    np.testing.assert_allclose(s.run(None, {"x": X})[0], X @ W, rtol=1e-6)
+    assert len(made) == 1 and not made[0].exists()  # the folder goes once the session is open
+    assert getattr(s, "_faaq_external", None) is None
+    with pytest.raises(Exception, match="disable_prepacking"):
+        s.get_session_options().get_session_config_entry("session.disable_prepacking")
+
+
+def test_external_weights_are_handed_over_where_no_link_can_be_made(tmp_path, monkeypatch):
+    header = external_model(tmp_path)
+
+    def no_link(*a):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(sm, "BIG_MODEL_BYTES", 0)  # big: no prepacked second copy
+    s = make_session(header)
+    np.testing.assert_allclose(s.run(None, {"x": X})[0], X @ W, rtol=1e-6)
+    assert s._faaq_external is not None and len(s._faaq_external) == 1
+    assert s.get_session_options().get_session_config_entry("session.disable_prepacking") == "1"
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".faaq-session-")]
+    assert leftovers == []
+
+
+def test_candidate_dirs_are_on_the_data_files_filesystem(tmp_path):
+    import tempfile
+
+    f = tmp_path / "a.data"
+    f.write_bytes(b"x")
+    dirs = sm._candidate_dirs([str(f)])
+    assert str(tmp_path) in dirs or tempfile.gettempdir() in dirs
+    assert all(os.stat(d).st_dev == os.stat(f).st_dev for d in dirs)
+    assert len(dirs) == len(set(dirs))
