@@ -316,7 +316,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_pipeline.py",
     ],
     "faaq_onnx/runtime/timing.py": ["tests/runtime/test_timing.py"],
-    "faaq_onnx/runtime/workers.py": ["tests/runtime/test_workers.py"],
+    "faaq_onnx/runtime/workers.py": [
+        "tests/runtime/test_ray_address.py",
+        "tests/runtime/test_workers.py",
+    ],
     # stages/ (each run by pipeline.Compilation)
     "faaq_onnx/stages/prepare.py": [
         "tests/stages/test_stage_prepare.py",
