@@ -164,7 +164,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_workers.py",
     ],
     "faaq_onnx/analysis/tradeoff.py": ["tests/analysis/test_tradeoff.py", *_CLI],
-    "faaq_onnx/analysis/verify.py": ["tests/test_guarantees.py", *_CLI],
+    "faaq_onnx/analysis/verify.py": [
+        "tests/analysis/test_verify.py",
+        "tests/test_guarantees.py",
+        *_CLI,
+    ],
     # cli/ (end-to-end through click)
     "faaq_onnx/cli/__init__.py": [
         *_CLI,
