@@ -375,6 +375,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop",
     ],
     "faaq_onnx/external_data.py": [
+        "tests/test_external_data.py",
         "tests/test_model_io.py",
         "tests/test_outputs.py",
         "tests/test_guarantees.py",
