@@ -423,8 +423,13 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_guarantees.py",
     ],
     "faaq_onnx/reliability.py": ["tests/test_reliability_draws.py", "tests/test_reliability.py"],
-    "faaq_onnx/report.py": ["tests/test_pipeline.py", "tests/test_outputs.py", *_CLI],
-    "faaq_onnx/results.py": [*_PIPE],
+    "faaq_onnx/report.py": [
+        "tests/test_report.py",
+        "tests/test_pipeline.py",
+        "tests/test_outputs.py",
+        *_CLI,
+    ],
+    "faaq_onnx/results.py": ["tests/test_report.py", *_PIPE],
     # WeightCache, moved here from optimize/weights.py (now a re-export with no mutation point)
     "faaq_onnx/weight_cache.py": [
         "tests/test_weight_cache.py",
