@@ -358,7 +358,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/zoo/efficientnet.py": ["tests/zoo/test_efficientnet.py", "tests/zoo/test_zoo.py"],
     "faaq_onnx/zoo/exporter.py": [*_ZOO],
     "faaq_onnx/zoo/imagenet.py": [*_ZOO],
-    "faaq_onnx/zoo/registry.py": [*_ZOO],
+    "faaq_onnx/zoo/registry.py": ["tests/zoo/test_registry_weights.py", *_ZOO],
     # top level
     "faaq_onnx/config.py": [
         "tests/test_config.py",
