@@ -356,7 +356,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/zoo/cifar.py": ["tests/zoo/test_cifar_blocks.py", *_ZOO],
     "faaq_onnx/zoo/digits.py": [*_ZOO],
     "faaq_onnx/zoo/efficientnet.py": ["tests/zoo/test_efficientnet.py", "tests/zoo/test_zoo.py"],
-    "faaq_onnx/zoo/exporter.py": [*_ZOO],
+    "faaq_onnx/zoo/exporter.py": ["tests/zoo/test_exporter_fold_pads.py", *_ZOO],
     "faaq_onnx/zoo/imagenet.py": [*_ZOO],
     "faaq_onnx/zoo/registry.py": ["tests/zoo/test_registry_weights.py", *_ZOO],
     # top level
