@@ -128,6 +128,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/analysis/latency.py": [
         "tests/analysis/test_latency.py",
+        "tests/analysis/test_latency_nbits.py",
         "tests/analysis/test_allocate.py",
         "tests/test_guarantees.py",
         *_CLI,
