@@ -101,6 +101,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/analysis/budget.py": ["tests/analysis/test_allocate.py", "tests/test_guarantees.py"],
     "faaq_onnx/analysis/calibrate.py": [
+        "tests/analysis/test_calibrate_units.py",
         "tests/test_pipeline.py",
         "tests/runtime/test_probe_session.py",
         "tests/test_graph.py",
