@@ -108,6 +108,7 @@ TARGETS: dict[str, list[str]] = {
         *_ROUND,
     ],
     "faaq_onnx/analysis/candidates.py": [
+        "tests/analysis/test_candidates.py",
         "tests/analysis/test_allocate.py",
         "tests/analysis/test_sensitivity.py",
     ],
