@@ -204,6 +204,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/data/labeled.py": ["tests/data/test_data.py", *_CLI],
     "faaq_onnx/data/labeled_inputs.py": [
         "tests/data/test_labeled_inputs.py",
+        "tests/data/test_labeled_inputs_checks.py",
         "tests/test_evaluate.py",
         "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop",
     ],
