@@ -181,7 +181,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/cli/analyze_cmd.py": [*_CLI],
     "faaq_onnx/cli/common.py": ["tests/cli/test_cli_common.py", *_CLI],
     "faaq_onnx/cli/demo_cmd.py": [*_CLI],
-    "faaq_onnx/cli/eval_cmd.py": [*_CLI],
+    "faaq_onnx/cli/eval_cmd.py": ["tests/cli/test_eval_cmd.py", *_CLI],
     "faaq_onnx/cli/export_cmd.py": [*_CLI, *_ZOO],
     "faaq_onnx/cli/inspect_cmd.py": ["tests/cli/test_inspect_cmd.py", *_CLI],
     "faaq_onnx/cli/profile_cmd.py": [
