@@ -201,7 +201,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/data/test_data.py",
         *_CLI,
     ],
-    "faaq_onnx/data/labeled.py": ["tests/data/test_data.py", *_CLI],
+    "faaq_onnx/data/labeled.py": [
+        "tests/data/test_labeled_checks.py",
+        "tests/data/test_data.py",
+        *_CLI,
+    ],
     "faaq_onnx/data/labeled_inputs.py": [
         "tests/data/test_labeled_inputs.py",
         "tests/data/test_labeled_inputs_checks.py",
@@ -210,7 +214,11 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/data/lazy.py": ["tests/data/test_lazy.py", "tests/data/test_data.py"],
     "faaq_onnx/data/presets.py": ["tests/data/test_data.py", "tests/zoo/test_zoo.py"],
-    "faaq_onnx/data/readers.py": ["tests/data/test_data.py"],
+    "faaq_onnx/data/readers.py": [
+        "tests/data/test_data.py",
+        "tests/data/test_labeled_checks.py",
+        "tests/data/test_data_inputs_checks.py",
+    ],
     # interpreter/
     "faaq_onnx/interpreter/graph.py": [
         "tests/interpreter",
