@@ -178,14 +178,19 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_profile.py",
         "tests/test_reliability.py",
     ],
-    "faaq_onnx/cli/analyze_cmd.py": [*_CLI],
+    "faaq_onnx/cli/analyze_cmd.py": ["tests/cli/test_command_help.py", *_CLI],
     "faaq_onnx/cli/common.py": ["tests/cli/test_cli_common.py", *_CLI],
-    "faaq_onnx/cli/demo_cmd.py": [*_CLI],
-    "faaq_onnx/cli/eval_cmd.py": ["tests/cli/test_eval_cmd.py", *_CLI],
-    "faaq_onnx/cli/export_cmd.py": [*_CLI, *_ZOO],
+    "faaq_onnx/cli/demo_cmd.py": ["tests/cli/test_command_help.py", *_CLI],
+    "faaq_onnx/cli/eval_cmd.py": [
+        "tests/cli/test_eval_cmd.py",
+        "tests/cli/test_command_help.py",
+        *_CLI,
+    ],
+    "faaq_onnx/cli/export_cmd.py": ["tests/cli/test_command_help.py", *_CLI, *_ZOO],
     "faaq_onnx/cli/inspect_cmd.py": ["tests/cli/test_inspect_cmd.py", *_CLI],
     "faaq_onnx/cli/profile_cmd.py": [
         "tests/cli/test_profile_cmd.py",
+        "tests/cli/test_command_help.py",
         *_CLI,
         "tests/runtime/test_profile.py",
     ],
@@ -194,7 +199,11 @@ TARGETS: dict[str, list[str]] = {
         *_CLI,
         "tests/runtime/test_workers.py",
     ],
-    "faaq_onnx/cli/reliability_cmd.py": [*_CLI, "tests/test_reliability.py"],
+    "faaq_onnx/cli/reliability_cmd.py": [
+        "tests/cli/test_command_help.py",
+        *_CLI,
+        "tests/test_reliability.py",
+    ],
     # data/
     "faaq_onnx/data/inputs.py": [
         "tests/data/test_data_inputs_checks.py",
