@@ -230,6 +230,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     # interpreter/
     "faaq_onnx/interpreter/graph.py": [
+        "tests/interpreter/test_interpreter_checks.py",
         "tests/interpreter",
         "tests/analysis/test_fisher.py",
         "tests/optimize/test_datafree.py",
