@@ -222,7 +222,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/cli/test_cli.py::test_eval_reports_accuracy_and_drop",
     ],
     "faaq_onnx/data/lazy.py": ["tests/data/test_lazy.py", "tests/data/test_data.py"],
-    "faaq_onnx/data/presets.py": ["tests/data/test_data.py", "tests/zoo/test_zoo.py"],
+    "faaq_onnx/data/presets.py": [
+        "tests/data/test_presets_units.py",
+        "tests/data/test_data.py",
+        "tests/zoo/test_zoo.py",
+    ],
     "faaq_onnx/data/readers.py": [
         "tests/data/test_data.py",
         "tests/data/test_labeled_checks.py",
