@@ -48,6 +48,7 @@ NAME = "seed003_robustness"
 RATIOS = ("0.5", "0.375", "0.281", "0.25")
 SUBSETS, SUBSET_SIZE = 5, 256
 STEPS = ("s0", "s1", "s2", "s3", "s4", "ood-practical", "in-wide", "ood-wide")
+# also: s1-wide .. s4-wide (wide at r = 0.25 on subset k), ood1-wide .. (further CIFAR draws)
 
 
 def log(msg: str) -> None:
@@ -126,15 +127,17 @@ def held_out(d: dict, k: int) -> np.ndarray:
     return np.setdiff1d(np.arange(len(d["y"])), d["subsets"][k])
 
 
-def ood_calibration(ddir: Path, work: Path, n: int = SUBSET_SIZE) -> np.ndarray:
+def ood_calibration(ddir: Path, work: Path, draw: int = 0, n: int = SUBSET_SIZE) -> np.ndarray:
     """256 CIFAR-10 training images upscaled to 224x224 (bilinear) and normalized as
-    imagenet-inception normalizes ((x/255 - 0.5)/0.5), NCHW float32 (cached in WORK)."""
-    path = work / "ood_cifar_x.npy"
+    imagenet-inception normalizes ((x/255 - 0.5)/0.5), NCHW float32 (cached in WORK). Draw j
+    takes images [256 j, 256 (j + 1)) of the seed-0 permutation of cifar10_train5000 (draws
+    are disjoint; draw 0 is the first 256)."""
+    path = work / ("ood_cifar_x.npy" if draw == 0 else f"ood_cifar_x_draw{draw}.npy")
     if not path.exists():
         from PIL import Image
 
         raw = np.load(ddir / "cifar10" / "cifar10_train5000.npz")["x"]
-        pick = np.sort(np.random.default_rng(0).permutation(len(raw))[:n])
+        pick = np.sort(np.random.default_rng(0).permutation(len(raw))[draw * n : (draw + 1) * n])
         imgs = [
             np.asarray(Image.fromarray(im).resize((224, 224), Image.Resampling.BILINEAR))
             for im in raw[pick]
@@ -254,15 +257,16 @@ def run_plans(comp, d, st: State, key: str, cands: str, ratios, eval_idx, work: 
 def step(name: str, d: dict, ddir: Path, work: Path, st: State) -> None:
     """One step: a calibration set, its sweep(s) and plans (skips what WORK already has)."""
     t0 = time.perf_counter()
-    if name.startswith("s"):  # part 1, subset k: practical, every r
-        k = int(name[1:])
-        key, calib, cands_ratios = name, d["x"][d["subsets"][k]], [("practical", RATIOS)]
-        eval_idx = held_out(d, k)
-    else:  # part 2: OOD or in-domain subset 0, one r
-        cands = "wide" if name.endswith("wide") else "practical"
-        key = "ood" if name.startswith("ood") else "s0"
-        calib = ood_calibration(ddir, work) if key == "ood" else d["x"][d["subsets"][0]]
-        cands_ratios, eval_idx = [(cands, ("0.25",))], held_out(d, 0)
+    name = {"in-wide": "s0-wide", "in-practical": "s0"}.get(name, name)
+    base, _, cands = name.partition("-")
+    if base.startswith("s"):  # subset k: practical at every r (part 1), or wide at r = 0.25
+        k = int(base[1:])
+        key, calib, eval_idx = base, d["x"][d["subsets"][k]], held_out(d, k)
+        cands_ratios = [(cands or "practical", ("0.25",) if cands == "wide" else RATIOS)]
+    else:  # part 2: OOD draw j (key ood, ood1, ...), one r, scored where subset 0's plans are
+        draw = int(base[3:] or 0)
+        key, calib = base, ood_calibration(ddir, work, draw)
+        cands_ratios, eval_idx = [(cands or "practical", ("0.25",))], held_out(d, 0)
     todo = [
         (c, rs)
         for c, rs in cands_ratios
@@ -507,7 +511,10 @@ def report(st: State, args, d: dict, total_s: float) -> None:
     ]
     part2 = {}
     for cands in ("wide", "practical"):
-        for key, label in (("s0", "in-domain (subset 0)"), ("ood", "OOD (CIFAR-10 upscaled)")):
+        for key, label in (
+            ("s0", "in-domain (subset 0)"),
+            ("ood", "OOD (CIFAR-10 upscaled, draw 0)"),
+        ):
             sw = st.get(key, "sweep", cands)
             row = st.get(key, "plans", f"{cands}_r0.25")
             part2[f"{cands}|{key}"] = row
@@ -522,6 +529,52 @@ def report(st: State, args, d: dict, total_s: float) -> None:
                 f"{sw['sweep_s'] if sw else '–'} | {fmt(row['top1'], pct=True)} | "
                 f"{fmt(row['float_top1'], pct=True)} | {row['delta_pt']:+.2f} | "
                 f"{plan_str(row['plan'])} | {fmt(row['bops_measured'], 4)} |"
+            )
+    # ---- wide r = 0.25 over every calibration set measured (the yardstick for the OOD gap)
+    ood_keys = sorted(k for k in st.data if k.startswith("ood"))
+    wide_rows = {
+        k: st.get(k, "plans", "wide_r0.25")
+        for k in [f"s{i}" for i in range(SUBSETS)] + ood_keys
+        if st.get(k, "plans", "wide_r0.25") is not None
+    }
+    wide_in = [r["delta_pt"] for k, r in wide_rows.items() if k.startswith("s") and "delta_pt" in r]
+    wide_ood = [
+        r["delta_pt"] for k, r in wide_rows.items() if k.startswith("ood") and "delta_pt" in r
+    ]
+    if len(wide_rows) > 2:
+        md += [
+            "",
+            "### `wide` at r = 0.25 over every calibration set measured",
+            "",
+            "In-domain subset k is scored on the 1,044 images not in subset k, OOD draw j "
+            "(CIFAR-10 images [256 j, 256 (j+1)) of the seed-0 permutation, disjoint draws) on "
+            "the 1,044 not in subset 0; Δ is against the float model on the same images, so "
+            "rows compare by Δ.",
+            "",
+            "| calibration | top-1 % | float % | Δ vs float pt | sweep samples | plan |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k, row in wide_rows.items():
+            label = f"in-domain subset {k[1:]}" if k.startswith("s") else f"OOD draw {k[3:] or 0}"
+            if "refused" in row:
+                md.append(f"| {label} | refused: `{row['refused']}` | | | | |")
+                continue
+            sw = st.get(k, "sweep", "wide") or {}
+            md.append(
+                f"| {label} | {fmt(row['top1'], pct=True)} | {fmt(row['float_top1'], pct=True)} | "
+                f"{row['delta_pt']:+.2f} | {sw.get('meta', {}).get('samples', '–')} | "
+                f"{plan_str(row['plan'])} |"
+            )
+        if wide_in:
+            md.append(
+                f"| **in-domain Δ: mean / min / max / spread** | {np.mean(wide_in):+.2f} / "
+                f"{min(wide_in):+.2f} / {max(wide_in):+.2f} / {max(wide_in) - min(wide_in):.2f} "
+                f"({len(wide_in)} subsets) | | | | |"
+            )
+        if wide_ood:
+            md.append(
+                f"| **OOD Δ: mean / min / max** | {np.mean(wide_ood):+.2f} / {min(wide_ood):+.2f} "
+                f"/ {max(wide_ood):+.2f} ({len(wide_ood)} draws) | | | | |"
             )
     # ---- targets
     md += ["", "## Issue 25 targets", ""]
@@ -557,10 +610,18 @@ def report(st: State, args, d: dict, total_s: float) -> None:
             )
         else:
             md.append(f"- OOD within 0.5 pt of in-domain at r = 0.25 ({cands}): **not measured**.")
+    if wide_in and wide_ood:
+        md.append(
+            f"- Context for the `wide` comparison: OOD Δ vs float mean {np.mean(wide_ood):+.2f} pt "
+            f"over {len(wide_ood)} CIFAR draws against in-domain mean {np.mean(wide_in):+.2f} pt "
+            f"over {len(wide_in)} ImageNet subsets (OOD − in-domain "
+            f"{np.mean(wide_ood) - np.mean(wide_in):+.2f} pt; in-domain spread "
+            f"{max(wide_in) - min(wide_in):.2f} pt)."
+        )
     if args.notes:
         md += ["", "## Notes", "", *[f"- {n}" for n in args.notes]]
     md += ["", "## Runs", ""]
-    for key in [f"s{k}" for k in range(SUBSETS)] + ["ood"]:
+    for key in [f"s{k}" for k in range(SUBSETS)] + ood_keys:
         for name, s_ in (st.get(key, "steps") or {}).items():
             md.append(
                 f"- step {name}: wall {s_['wall_s']} s ({s_['date']}), /proc/loadavg "
