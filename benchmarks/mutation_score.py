@@ -408,6 +408,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/graph.py": [
         "tests/test_graph.py",
+        "tests/test_graph_external.py",
         "tests/passes/test_canonicalize.py",
         "tests/passes/test_cle.py",
         "tests/test_pipeline.py",

@@ -191,3 +191,25 @@ def test_held_out_samples_are_others_and_none_when_all_are_taken(tmp_path):
     assert not set(calib["x"][:, 0]) & set(held["x"][:, 0])
     calib, held = load_inputs(tmp_path / "x.npy", ["x"], held_out=3)
     assert len(calib["x"]) == 10 and held["x"].shape == (0, 1)
+
+
+def test_npy_folders_stack_samples_and_batches_of_one_kind(tmp_path):
+    from faaq_onnx.data.readers import _stack_npy, _subset
+
+    np.save(tmp_path / "a.npy", np.zeros((2, 3), np.float32))  # a batch of 2
+    np.save(tmp_path / "b.npy", np.ones(3, np.float32))  # one sample (model rank - 1)
+    got = _stack_npy([tmp_path / "a.npy", tmp_path / "b.npy"], [None, 3], "x")
+    np.testing.assert_array_equal(got, [[0, 0, 0], [0, 0, 0], [1, 1, 1]])
+    np.save(tmp_path / "c.npy", np.ones((1, 4), np.float32))
+    assert msg(_stack_npy, [tmp_path / "a.npy", tmp_path / "c.npy"], None, "x") == (
+        "input 'x': c.npy has sample shape (4,), but a.npy has (3,)"
+    )
+    np.save(tmp_path / "d.npy", np.ones((1, 3), np.float64))
+    assert msg(_stack_npy, [tmp_path / "a.npy", tmp_path / "d.npy"], None, "x") == (
+        "input 'x': d.npy has dtype float64, a.npy float32"
+    )
+    np.save(tmp_path / "s.npy", np.float32(1.0))
+    assert msg(_stack_npy, [tmp_path / "s.npy"], None, "x") == (
+        f"{tmp_path / 's.npy'} holds a scalar, not a sample or batch for input 'x'"
+    )
+    assert len(_subset(20, 1, 0)) == 1  # a limit of one sample is allowed
