@@ -313,6 +313,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/runtime/kernels.py": [
         "tests/runtime/test_kernels.py",
+        "tests/runtime/test_kernels_fate.py",
         "tests/test_foreign_graphs.py",
     ],
     "faaq_onnx/runtime/node_costs.py": [
