@@ -1116,8 +1116,17 @@ def test_analyze_with_labels_plots_top1_of_every_point(runner, tiny_cnn, calib_n
     args = ["--calib", calib_npz, "--no-cache", "-q"]
     r = runner.invoke(
         main,
-        ["analyze", tiny_cnn, "--report", str(rep), "--points", "3", "--labels-data", str(labels)]
-        + args[:-1],
+        [
+            "analyze",
+            tiny_cnn,
+            "--report",
+            str(rep),
+            "--points",
+            "3",
+            "--labels-data",
+            str(labels),
+            *args[:-1],
+        ],
     )
     assert r.exit_code == 0, r.output
     assert f"float top-1 {100 * want_float:.2f} % on 64 labeled samples" in r.output
@@ -1125,7 +1134,7 @@ def test_analyze_with_labels_plots_top1_of_every_point(runner, tiny_cnn, calib_n
     assert curve["float_top1"] == pytest.approx(want_float) and want_float < 1.0
     assert all(0.0 <= p["top1"] <= 1.0 for m in ("uniform", "knapsack") for p in curve[m])
     q = tmp_path / "w8a8.onnx"
-    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--scheme", "w8a8"] + args)
+    r = runner.invoke(main, ["quantize", tiny_cnn, "-o", str(q), "--scheme", "w8a8", *args])
     assert r.exit_code == 0, r.output
     emitted = float(np.mean(run_model(str(q), {"input": x})[0].argmax(1) == y))
     w8a8 = next(p for p in curve["uniform"] if p["label"] == "w8a8")
