@@ -422,7 +422,12 @@ def table(model: str, res: dict, work: Path) -> list[str]:
     for key in order:
         r = by.get(key)
         label = next(lab for k, lab, _ in spec["rows"]() if k == key)
-        paper = f"{seed[key][0]} ({seed[key][1]})" if key in seed else "–"
+        paper = "–"
+        if key in seed:
+            drop = float(seed[key][0]) - float(seed["float"][0])
+            paper = f"{seed[key][0]} ({seed[key][1]}" + (
+                f"; {drop:+.2f} pt)" if key != "float" else ")"
+            )
         if r is None or "top1" not in r:
             if r is None:
                 why = "not run"
@@ -569,7 +574,19 @@ def markdown(data: dict, work: Path) -> str:
                 + "."
             )
             md.append("")
-        md += ["Commands (run from the repository root; WORK = " + str(work) + "):", ""]
+        src = (info.get("git") or {}).get("source")
+        md += [
+            "Commands (each run as `nice -n 19 python -m faaq_onnx ...`"
+            + (
+                f" with PYTHONPATH={short(src.split(' (')[0].split('from ')[-1], work)}"
+                if src
+                else ""
+            )
+            + "; WORK = "
+            + str(work)
+            + "):",
+            "",
+        ]
         for r in res.get("rows", []):
             for c in ("quantize_cmd", "eval_cmd"):
                 if c in r:
@@ -590,7 +607,31 @@ def markdown(data: dict, work: Path) -> str:
     return "\n".join(md) + "\n"
 
 
+def slim_optimization(opt):
+    """The quantize report's rounding section without its per-layer lists (totals kept)."""
+    if not isinstance(opt, dict):
+        return opt
+    out = {k: v for k, v in opt.items() if k != "rounding"}
+    rounding = opt.get("rounding")
+    if isinstance(rounding, dict):
+        out["rounding"] = {}
+        for name, rep in rounding.items():
+            if not isinstance(rep, dict):
+                out["rounding"][name] = rep
+                continue
+            units = rep.get("units") or []
+            out["rounding"][name] = {
+                **{k: v for k, v in rep.items() if k != "units"},
+                "layers": len(units),
+            }
+    return out
+
+
 def save(data: dict, work: Path) -> None:
+    for res in data.get("models", {}).values():
+        for r in res.get("rows", []):
+            if "optimization" in r:
+                r["optimization"] = slim_optimization(r["optimization"])
     write(NAME, data, markdown(data, work))
 
 
@@ -611,6 +652,9 @@ def main() -> None:
     ap.add_argument("--latency-runs", type=int, default=40)
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="measure latency of kept rows")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rewrite the page from the JSON, run nothing"
+    )
     ap.add_argument("--row-timeout-minutes", type=float, default=60.0)
     ap.add_argument("--notes", default=None, help="a markdown file appended to the page")
     ap.add_argument(
@@ -632,6 +676,9 @@ def main() -> None:
     data["machine"] = machine()
     if args.notes:
         data["notes"] = Path(args.notes).read_text()
+    if args.report_only:
+        save(data, work)
+        return
     git0 = git_state()
     if args.faaq_src:
         commit = SRC["dir"] / "COMMIT"
