@@ -39,6 +39,19 @@ def kl_per_sample(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.sum(np.exp(lr) * (lr - lq), axis=1)
 
 
+def output_errors(reference: list, outs: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample SQNR power ratios over all outputs and KL of the first output: what a
+    configuration's SQNR and KL are means of, so chunks of samples merge by concatenation."""
+    ref_all = np.concatenate([r.reshape(len(r), -1) for r in reference], axis=1)
+    got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
+    return sqnr_ratios(ref_all, got_all), kl_per_sample(reference[0], outs[0])
+
+
+def output_metrics(ratios: np.ndarray, kls: np.ndarray) -> dict[str, float]:
+    """SQNR (seed 003 eq. 3: the mean of per-sample power ratios) and mean output KL."""
+    return {"sqnr_db": ratio_db(float(np.mean(ratios))), "kl": float(np.mean(kls))}
+
+
 def kendall_tau(a, b) -> float:
     """Kendall's tau-b between two scorings of the same items (ties allowed): +1 same order,
     -1 reversed, nan when either scoring is constant."""

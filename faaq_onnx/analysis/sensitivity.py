@@ -23,7 +23,7 @@ import onnx
 
 from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.candidates import group_candidates
-from faaq_onnx.analysis.metrics import output_kl, sqnr_db
+from faaq_onnx.analysis.metrics import output_errors, output_metrics
 from faaq_onnx.analysis.probe import build_probe, enabled_params
 from faaq_onnx.config import AUTO, FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
@@ -196,10 +196,7 @@ class Prober(ConfigFeeds):
         return self.session.run(*self.feeds(choices))
 
     def measure(self, choices: dict[str, Candidate]) -> dict[str, float]:
-        outs = self.outputs(choices)
-        ref_all = np.concatenate([r.reshape(len(r), -1) for r in self.reference], axis=1)
-        got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
-        return {"sqnr_db": sqnr_db(ref_all, got_all), "kl": output_kl(self.reference[0], outs[0])}
+        return output_metrics(*output_errors(self.reference, self.outputs(choices)))
 
 
 def sweep_key(
@@ -287,7 +284,8 @@ def sensitivity(
         g.name: {str(c): {} for c in group_candidates(g, cands)}
         for g in feeds.qgraph.groups.values()
     }
-    stability, samples = None, int(len(next(iter(inputs.values()))))
+    available = int(len(next(iter(inputs.values()))))
+    stability, samples = None, available
     if "sqnr" in metrics or "kl" in metrics:  # one probe run per group x candidate
         if distributed is not None:
             measure = lambda chunk: distributed(jobs, chunk)  # noqa: E731
@@ -311,9 +309,9 @@ def sensitivity(
     }
     if stability is not None:  # Kendall tau of the SQNR ranking, first half vs second half
         meta["ranking_tau_halves"] = stability
-    if auto and "configs" in meta and stability is not None:
+    if auto and stability is not None:
         meta["samples_auto"] = {
-            "available": int(len(next(iter(inputs.values())))),
+            "available": available,
             "first": AUTO_FIRST,
             "tau": AUTO_TAU,
         }
@@ -357,7 +355,7 @@ def sweep_chunks(measure, inputs: dict, chunks: list[int]):
     needs no more samples. `measure(chunk inputs)` gives {job: (SQNR ratios, KL)} per sample.
 
     Returns ({job: metrics}, the last split-half tau, the samples used)."""
-    from faaq_onnx.analysis.suffix_sweep import job_metrics, split_half_tau
+    from faaq_onnx.analysis.suffix_sweep import split_half_tau
 
     per_sample: dict = {}
     start, tau = 0, None
@@ -377,4 +375,4 @@ def sweep_chunks(measure, inputs: dict, chunks: list[int]):
         start, tau = stop, split_half_tau(per_sample)
         if tau is None or tau >= AUTO_TAU:
             break
-    return {k: job_metrics(*v) for k, v in per_sample.items()}, tau, start
+    return {k: output_metrics(*v) for k, v in per_sample.items()}, tau, start

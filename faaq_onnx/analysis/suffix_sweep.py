@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from faaq_onnx.analysis.metrics import kendall_tau, kl_per_sample, ratio_db, sqnr_ratios
+from faaq_onnx.analysis.metrics import kendall_tau, output_errors, output_metrics, ratio_db
 from faaq_onnx.analysis.probe import build_probe, param_name, probe_feeds
 from faaq_onnx.graph import prefix_model, reader_index
 from faaq_onnx.groups import QuantizerGraph
@@ -60,8 +60,8 @@ class SuffixSweep:
             if run.done & touched[name]:  # a node the group changes ran in float
                 for c in by_group[name]:  # (a group spread far apart): the whole probe
                     outs = self.prober.outputs({name: c})
-                    self.per_sample[(name, str(c))] = _per_sample(self.prober.reference, outs)
-                    out[(name, str(c))] = job_metrics(*self.per_sample[(name, str(c))])
+                    self.per_sample[(name, str(c))] = output_errors(self.prober.reference, outs)
+                    out[(name, str(c))] = output_metrics(*self.per_sample[(name, str(c))])
                     bar.update(1)
                 continue
             outputs = [o.name for o in probe.graph.output]
@@ -71,7 +71,7 @@ class SuffixSweep:
             data = {i.name: run.kept[i.name] for i in suffix.graph.input if i.name in run.kept}
             for c in by_group[name]:
                 self.per_sample[(name, str(c))] = self._measure(session, data, outputs, group, c)
-                out[(name, str(c))] = job_metrics(*self.per_sample[(name, str(c))])
+                out[(name, str(c))] = output_metrics(*self.per_sample[(name, str(c))])
                 bar.update(1)
         bar.close()
         return out
@@ -95,27 +95,12 @@ class SuffixSweep:
             if k in names and k not in data
         }
         ref = self.prober.reference
-        ratios, kls = [], []
+        errors = []
         for start, outs in run_batches(
             session, data, self.session.batch_size, outputs, extra_feeds=feeds
         ):
-            stop = start + len(outs[0])
-            ref_all = np.concatenate([r[start:stop].reshape(stop - start, -1) for r in ref], 1)
-            got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
-            ratios.append(sqnr_ratios(ref_all, got_all))
-            kls.append(kl_per_sample(ref[0][start:stop], outs[0]))
-        return np.concatenate(ratios), np.concatenate(kls)
-
-
-def _per_sample(reference: list, outs: list) -> tuple[np.ndarray, np.ndarray]:
-    ref_all = np.concatenate([r.reshape(len(r), -1) for r in reference], axis=1)
-    got_all = np.concatenate([o.reshape(len(o), -1) for o in outs], axis=1)
-    return sqnr_ratios(ref_all, got_all), kl_per_sample(reference[0], outs[0])
-
-
-def job_metrics(ratios: np.ndarray, kls: np.ndarray) -> dict[str, float]:
-    """A job's SQNR (seed 003 eq. 3: the mean of per-sample power ratios) and mean output KL."""
-    return {"sqnr_db": ratio_db(float(np.mean(ratios))), "kl": float(np.mean(kls))}
+            errors.append(output_errors([r[start : start + len(outs[0])] for r in ref], outs))
+        return np.concatenate([e[0] for e in errors]), np.concatenate([e[1] for e in errors])
 
 
 def split_half_tau(per_sample: dict) -> float | None:

@@ -30,27 +30,29 @@ class Block(torch.nn.Module):
         return self.ln2(x + self.ff2(torch.nn.functional.gelu(self.ff1(x))))
 
 
-@pytest.fixture
-def bert_block(tmp_path):
+def _export_block(path, dynamic_axes=None):
     import onnx
 
     torch.manual_seed(0)
-    m = Block().eval()
-    path = tmp_path / "block.onnx"
     torch.onnx.export(
-        m,
+        Block().eval(),
         (torch.randn(1, 8, 32),),
         str(path),
         dynamo=False,
         opset_version=17,
         input_names=["x"],
         output_names=["y"],
-        dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+        dynamic_axes=dynamic_axes,
     )
     p = onnx.load(path)
     p.ir_version = 10
     onnx.save(p, path)
     return str(path)
+
+
+@pytest.fixture
+def bert_block(tmp_path):
+    return _export_block(tmp_path / "block.onnx", {"x": {0: "b"}, "y": {0: "b"}})
 
 
 @pytest.fixture
@@ -144,26 +146,6 @@ def test_attention_mask_range_stays_float(tmp_path):
     res = quantize(str(path), calib, config=QuantConfig(progress=False))
     assert any("too wide for an integer grid" in s for s in res.report["skipped"])
     assert res.report["verify"]["outputs"]["p"]["sqnr_db"] > 20
-
-
-def _export_block(path, dynamic_axes=None):
-    import onnx
-
-    torch.manual_seed(0)
-    torch.onnx.export(
-        Block().eval(),
-        (torch.randn(1, 8, 32),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["x"],
-        output_names=["y"],
-        dynamic_axes=dynamic_axes,
-    )
-    p = onnx.load(path)
-    p.ir_version = 10
-    onnx.save(p, path)
-    return str(path)
 
 
 def test_attention_groups_of_a_dynamic_shape_export_cost_their_macs(calib, tmp_path):
