@@ -135,6 +135,15 @@ def check_model(proto: onnx.ModelProto) -> None:
     onnx.checker.check_model(light, full_check=False)
 
 
+def quantizer_behind(dq: ir.Node) -> ir.Node | None:
+    """The QuantizeLinear whose codes a DequantizeLinear reads, through the integer Clip that
+    bounds activations narrower than their container (A4, A6); None for constant codes."""
+    src = dq.inputs[0].producer() if dq.inputs and dq.inputs[0] is not None else None
+    if src is not None and src.op_type == "Clip" and src.inputs[0] is not None:
+        src = src.inputs[0].producer()
+    return src if src is not None and src.op_type == "QuantizeLinear" else None
+
+
 def done_with(value: ir.Value | None) -> None:
     """A weight read through const_array is no longer needed in memory (big models)."""
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None

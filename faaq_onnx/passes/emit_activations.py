@@ -2,8 +2,12 @@
 insert one QuantizeLinear/DequantizeLinear pair per tensor of each shared scale.
 
 Activations always live in 8-bit (or 16-bit) containers: ORT has no sub-byte
-activation kernels. Widths below the container (A4, A6) get a Clip before the
-QuantizeLinear that bounds them to their own range.
+activation kernels. Widths below the container (A4, A6) live in a uint8 and get an
+integer Clip between QuantizeLinear and DequantizeLinear that bounds their codes to
+their own range. There it leaves op -> Q and DQ -> op adjacent, so ORT still fuses
+the ops around it into QLinearConv/QGemm (a float Clip in front of the Q would run
+the op in float); a uint8 container because ORT's x86 kernels only take int8
+activations once it has turned an adjacent Q/DQ pair into uint8 itself.
 """
 
 from __future__ import annotations
@@ -70,10 +74,15 @@ class InsertActivationQDQPass(InPlacePass):
         modified = False
         for name, aq in self.qgraph.activations.items():
             scale, zp, fmt = self.act_params[name][:3]
+            zp_code, bounds = container_codes(fmt, zp)
             s_val = add_initializer(graph, f"{_short(name)}_scale", np.array(scale, np.float32))
-            z_val = add_initializer(
-                graph, f"{_short(name)}_zero_point", np.array(zp, dtype=fmt.numpy_type)
-            )
+            z_val = add_initializer(graph, f"{_short(name)}_zero_point", zp_code)
+            clip_vals = None
+            if bounds is not None:
+                clip_vals = tuple(
+                    add_initializer(graph, f"{_short(name)}_{end}_code", code)
+                    for end, code in zip(("lowest", "highest"), bounds, strict=True)
+                )
             for tensor in aq.tensors:
                 v = values.get(tensor)
                 if v is None or (v.producer() is None and not v.is_graph_input()):
@@ -81,35 +90,27 @@ class InsertActivationQDQPass(InPlacePass):
                 uses = [(u.node, u.idx) for u in v.uses()]
                 if not uses and not v.is_graph_output():
                     continue
-                self._insert(graph, v, tensor, uses, scale, zp, fmt, s_val, z_val)
+                self._insert(graph, v, tensor, uses, s_val, z_val, clip_vals)
                 modified = True
         return PassResult(model, modified)
 
     @staticmethod
-    def _insert(graph, v, tensor, uses, scale, zp, fmt, s_val, z_val) -> None:
-        new_nodes = []
-        src = v
-        if not fmt.fills_container:
-            lo_v = add_initializer(
-                graph, f"{tensor}_clip_lo", np.array(scale * (fmt.qmin - zp), np.float32)
-            )
-            hi_v = add_initializer(
-                graph, f"{tensor}_clip_hi", np.array(scale * (fmt.qmax - zp), np.float32)
-            )
-            clip = ir.node("Clip", [v, lo_v, hi_v], name=f"{tensor}_clip")
-            clip.outputs[0].name = f"{tensor}_clipped"
-            new_nodes.append(clip)
-            src = clip.outputs[0]
-        qn = ir.node("QuantizeLinear", [src, s_val, z_val], name=f"{tensor}_QuantizeLinear")
+    def _insert(graph, v, tensor, uses, s_val, z_val, clip_vals) -> None:
+        qn = ir.node("QuantizeLinear", [v, s_val, z_val], name=f"{tensor}_QuantizeLinear")
         qn.outputs[0].name = f"{tensor}_quantized"
-        dqn = ir.node(
-            "DequantizeLinear", [qn.outputs[0], s_val, z_val], name=f"{tensor}_DequantizeLinear"
-        )
+        new_nodes = [qn]
+        codes = qn.outputs[0]
+        if clip_vals is not None:
+            clip = ir.node("Clip", [codes, *clip_vals], name=f"{tensor}_clip")
+            clip.outputs[0].name = f"{tensor}_quantized_clipped"
+            new_nodes.append(clip)
+            codes = clip.outputs[0]
+        dqn = ir.node("DequantizeLinear", [codes, s_val, z_val], name=f"{tensor}_DequantizeLinear")
         dq_out = dqn.outputs[0]
         dq_out.name = f"{tensor}_dequantized"
         dq_out.type = v.type if v.type is not None else ir.TensorType(ir.DataType.FLOAT)
         dq_out.shape = v.shape
-        new_nodes += [qn, dqn]
+        new_nodes.append(dqn)
         graph.extend(new_nodes)
         for node, idx in uses:
             node.replace_input_with(idx, dq_out)
@@ -120,6 +121,23 @@ class InsertActivationQDQPass(InPlacePass):
             orig = v.name
             v.name = orig + "_float"
             dq_out.name = orig
+
+
+def container_codes(fmt, zp) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The zero point in the container a format's activations are stored in, and, for widths
+    below the container, the lowest and highest codes the integer Clip keeps.
+
+    A narrow signed format moves to uint8 by adding 128 to every code (zero point included):
+    (q + 128 - (zp + 128)) * scale dequantizes to the same value.
+    """
+    if fmt.fills_container:
+        return np.array(zp, dtype=fmt.numpy_type), None
+    offset = 128 if fmt.signed else 0
+
+    def code(q) -> np.ndarray:
+        return np.array(int(q) + offset, dtype=np.uint8)
+
+    return code(zp), (code(fmt.qmin), code(fmt.qmax))
 
 
 def clamp_bounds(node: ir.Node) -> tuple[float | None, float | None]:

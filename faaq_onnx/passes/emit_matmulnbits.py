@@ -37,7 +37,7 @@ import onnx
 import onnx_ir as ir
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import const_array
+from faaq_onnx.graph import const_array, quantizer_behind
 
 __all__ = ["convert_to_matmulnbits"]
 
@@ -161,8 +161,8 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
     if a_prod is not None and a_prod.op_type == "DequantizeLinear":
         if not drop_act or const_array(a_prod.inputs[0]) is not None:
             return None
-        qn = a_prod.inputs[0].producer()
-        if qn is None or qn.op_type != "QuantizeLinear":
+        qn = quantizer_behind(a_prod)
+        if qn is None:
             return None
         a_src = qn.inputs[0]
     if a_src.shape is not None and (
@@ -320,14 +320,14 @@ def _init(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def _remove_dead(graph: ir.Graph, used_before: set[str]) -> None:
-    """Drop the weight DequantizeLinear (and bypassed Q/DQ) nodes and initializers nothing
+    """Drop the weight DequantizeLinear (and bypassed Q/[Clip]/DQ) nodes and initializers nothing
     reads any more; initializers that were already unused are not ours to touch."""
     outputs = {id(v) for v in graph.outputs}
     changed = True
     while changed:
         changed = False
         for node in list(graph):
-            if node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast"):
+            if node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast", "Clip"):
                 continue
             if all(not o.uses() and id(o) not in outputs for o in node.outputs):
                 graph.remove(node, safe=True)

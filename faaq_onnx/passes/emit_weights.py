@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import add_initializer, const_array, values_by_name
+from faaq_onnx.graph import add_initializer, const_array, quantizer_behind, values_by_name
 from faaq_onnx.quant.formats import IntFormat
 from faaq_onnx.quant.weights import QuantizedWeight
 
@@ -200,8 +200,7 @@ def _activation_scale(x: ir.Value | None) -> float | None:
     dq = x.producer() if x is not None else None
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
-    src = dq.inputs[0].producer() if dq.inputs[0] is not None else None
-    if src is None or src.op_type != "QuantizeLinear":
+    if quantizer_behind(dq) is None:
         return None
     s = const_array(dq.inputs[1])
     return None if s is None or s.size != 1 else float(s.reshape(()))

@@ -16,7 +16,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.runtime.profile import INTEGER_KERNELS, QDQ_OPS
@@ -249,10 +251,18 @@ def _qual(node: onnx.NodeProto) -> str:
 
 
 def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
-    q = producer.get(src)
-    if q is not None and q.op_type == "QuantizeLinear" and len(q.input) > 2 and q.input[2] in inits:
-        return _TYPE_NAMES.get(inits[q.input[2]].data_type)
-    return "uint8" if q is not None and q.op_type == "QuantizeLinear" else None
+    """The container type of an activation DequantizeLinear's codes; with the width its integer
+    Clip leaves them (faaq's A4/A6: Q -> Clip -> DQ), e.g. 'uint8 (4-bit codes)'."""
+    q, narrow = producer.get(src), ""
+    if q is not None and q.op_type == "Clip" and len(q.input) == 3 and set(q.input[1:]) <= set(inits):
+        lo, hi = (int(onnx.numpy_helper.to_array(inits[b])) for b in q.input[1:])
+        narrow = f" ({max(1, int(np.ceil(np.log2(hi - lo + 1))))}-bit codes)"
+        q = producer.get(q.input[0])
+    if q is None or q.op_type != "QuantizeLinear":
+        return None
+    if len(q.input) > 2 and q.input[2] in inits:
+        return f"{_TYPE_NAMES.get(inits[q.input[2]].data_type)}{narrow}"
+    return f"uint8{narrow}"
 
 
 def _fate(

@@ -1,4 +1,5 @@
-"""clamp_bounds: the range a Relu or Clip bounds its output to, as emission reads it."""
+"""clamp_bounds: the range a Relu or Clip bounds its output to, as emission reads it; container_codes:
+where narrow activations' codes live."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from faaq_onnx.passes.emit_activations import clamp_bounds
+from faaq_onnx.passes.emit_activations import clamp_bounds, container_codes
+from faaq_onnx.quant.formats import IntFormat
 
 
 def _node(op, inputs, inits=None):
@@ -35,3 +37,14 @@ def test_computed_bounds_and_other_ops_have_none():
     assert clamp_bounds(_node("Clip", ["x", "nx"])) == (None, None)
     assert clamp_bounds(_node("Clip", ["x", "", "nx"])) == (None, None)
     assert clamp_bounds(_node("Sigmoid", ["x"])) == (None, None)
+
+
+def test_narrow_activation_codes_move_to_uint8_with_their_zero_point():
+    """Signed A4 codes -8..7 around zp become 120..135 around zp + 128: the same dequantized values."""
+    zp, bounds = container_codes(IntFormat(4, True, min_container=8), -3)
+    assert zp.dtype == np.uint8 and int(zp) == 125
+    assert [(b.dtype, int(b)) for b in bounds] == [(np.uint8, 120), (np.uint8, 135)]
+    zp, bounds = container_codes(IntFormat(6, False, min_container=8), 5)
+    assert int(zp) == 5 and [int(b) for b in bounds] == [0, 63]
+    zp, bounds = container_codes(IntFormat(8, True, min_container=8), -3)
+    assert zp.dtype == np.int8 and int(zp) == -3 and bounds is None

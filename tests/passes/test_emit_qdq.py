@@ -63,6 +63,46 @@ def test_odd_bits_keep_their_range_in_a_container(tiny_cnn, cnn_calib):
     assert size["effective_weight_bits"] == 3.0 and size["stored_weight_bits"] > 4.0
 
 
+@pytest.mark.parametrize("scheme", ["w8a4", "w8a6", "w4a6"])
+def test_narrow_activations_keep_integer_kernels(tiny_cnn, cnn_calib, scheme):
+    """A4/A6: the Clip that bounds the codes sits between Q and DQ, on uint8 codes, so ORT still
+    fuses every Conv into QLinearConv (a float Clip before the Q ran them as float Convs)."""
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme=scheme, progress=False))
+    ops = optimized_op_types(res.model)
+    assert ops.count("QLinearConv") == 2, ops
+    assert "Conv" not in ops and "FusedConv" not in ops
+    producer = {o: n for n in res.model.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in res.model.graph.initializer}
+    bits = int(scheme.split("a")[1])
+    clips = [n for n in res.model.graph.node if n.op_type == "Clip"]
+    assert len(clips) >= 3
+    for clip in clips:
+        assert producer[clip.input[0]].op_type == "QuantizeLinear"
+        lo, hi = (inits[b] for b in clip.input[1:])
+        assert lo.dtype == hi.dtype == np.uint8 and int(hi) - int(lo) == 2**bits - 1
+    kinds = {k["activation_type"] for k in res.report["verify"]["kernels"]["nodes"]}
+    assert kinds == {f"uint8 ({bits}-bit codes)"}, kinds
+    # every narrow activation dequantizes to at most 2**bits values: the Clip's codes, not 8 bits
+    probe = onnx.ModelProto()
+    probe.CopyFrom(res.model)
+    q_nodes = {n.output[0]: n for n in probe.graph.node if n.op_type == "QuantizeLinear"}
+    dqs = [
+        n
+        for n in probe.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in {c.output[0] for c in clips}
+    ]
+    for dq in dqs:
+        probe.graph.output.append(onnx.ValueInfoProto(name=dq.output[0]))
+    outs = dict(zip([o.name for o in probe.graph.output], run_model(probe, cnn_calib), strict=True))
+    for dq in dqs:
+        clip = producer[dq.input[0]]
+        q = q_nodes[clip.input[0]]
+        scale, zp = float(inits[q.input[1]]), int(inits[q.input[2]])
+        codes = np.round(outs[dq.output[0]] / scale).astype(int) + zp
+        assert len(np.unique(codes)) <= 2**bits
+        assert codes.min() >= int(inits[clip.input[1]]) and codes.max() <= int(inits[clip.input[2]])
+
+
 def test_w8a8_fuses_into_integer_kernels(tiny_cnn, cnn_calib):
     res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme="w8a8", progress=False))
     ops = optimized_op_types(res.model)
