@@ -254,7 +254,12 @@ def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
     """The container type of an activation DequantizeLinear's codes; with the width its integer
     Clip leaves them (faaq's A4/A6: Q -> Clip -> DQ), e.g. 'uint8 (4-bit codes)'."""
     q, narrow = producer.get(src), ""
-    if q is not None and q.op_type == "Clip" and len(q.input) == 3 and set(q.input[1:]) <= set(inits):
+    if (
+        q is not None
+        and q.op_type == "Clip"
+        and len(q.input) == 3
+        and set(q.input[1:]) <= set(inits)
+    ):
         lo, hi = (int(onnx.numpy_helper.to_array(inits[b])) for b in q.input[1:])
         narrow = f" ({max(1, int(np.ceil(np.log2(hi - lo + 1))))}-bit codes)"
         q = producer.get(q.input[0])
