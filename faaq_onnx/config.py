@@ -136,6 +136,9 @@ class QuantConfig:
         "cpu"  # the target whose measured kernel costs latency budgets and matmul_kernel=auto use
     )
     latency_batch: int = 1
+    measure_latency: bool = (
+        False  # time the written model against the float one (ep, latency_batch)
+    )
     preset: str | None = (
         None  # preprocessing of raw images in the calibration data (faaq_onnx.data.presets)
     )

@@ -45,6 +45,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             else [],
         },
     }
+    report["compute"] = plan_compute(comp, plan)
     if comp.table is not None:
         report["sensitivity"] = {"candidates": [str(c) for c in comp.candidates], **comp.table.meta}
     return report
@@ -61,3 +62,49 @@ def budget_line(report: dict) -> str | None:
     if b["met"] and b.get("tolerance") and b["measured"] > b["asked"]:
         verdict = f"met within the {100 * b['tolerance']:g} % timing tolerance"
     return f"budget {b['budget']}: measured {b['measured']:.4g} {b['unit']} on the emitted model ({how}) -> {verdict}"
+
+
+def plan_compute(comp, plan) -> dict:
+    """The plan's bit operations (MACs x weight bits x activation bits, seed 003's cost), relative
+    to all-W8A16 (the paper's reference) and to all-W8A8, and what its activation widths run as."""
+    from faaq_onnx.analysis.budget import Budget
+
+    out = {}
+    for ref in ("w8a16", "w8a8"):
+        budget = Budget.parse(f"bops=1@{ref}")
+        costs = comp.cost_model(budget)
+        cost = costs.plan_cost(plan.choices)
+        out[f"bops_relative_{ref}"] = costs.in_budget_units(cost, budget)
+        out["gbops"] = cost / 1e9
+    widths = sorted({c.a for c in plan.choices.values()})
+    out["activation_widths"] = {f"a{a}": ACTIVATION_KERNELS.get(a, "float") for a in widths}
+    return out
+
+
+# what each activation width runs as on ORT's CPU EP, as faaq emits it
+ACTIVATION_KERNELS = {
+    4: "uint8 codes kept to 16 levels by an integer Clip between Q and DQ: ORT's int8 kernels",
+    6: "uint8 codes kept to 64 levels by an integer Clip between Q and DQ: ORT's int8 kernels",
+    8: "int8/uint8 codes: ORT's int8 kernels",
+    16: "int16 Q/DQ around float ops (ORT CPU has no int16 kernels)",
+    32: "float (not quantized)",
+}
+
+
+def compute_line(report: dict) -> str | None:
+    """'compute: 0.25 of W8A16's bit operations (0.50 of W8A8); latency 0.62x float (...)'."""
+    c = report.get("compute")
+    if not c:
+        return None
+    line = (
+        f"compute: {c['bops_relative_w8a16']:.3g} of W8A16's bit operations "
+        f"({c['bops_relative_w8a8']:.3g} of W8A8's)"
+    )
+    lat = report.get("verify", {}).get("latency")
+    if lat:
+        line += (
+            f"; latency {lat['ratio_to_float']:.2f}x the float model's ({lat['quantized_ms']:.3g} vs "
+            f"{lat['float_ms']:.3g} ms, {lat['ep']}, batch {lat['batch']}, median of {lat['runs']} "
+            "interleaved runs)"
+        )
+    return line

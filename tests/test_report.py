@@ -1,13 +1,17 @@
-"""report.budget_line's exact text, and results.py: a big model's emitted weights spilled to a
+"""report.budget_line's and compute_line's exact text, the plan's bit operations and measured latency
+in the report, and results.py: a big model's emitted weights spilled to a
 data file, and the written result's path and size in its report."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from faaq_onnx.report import budget_line
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.pipeline import quantize
+from faaq_onnx.report import budget_line, compute_line
 from faaq_onnx.results import QuantizeResult, spill_to_disk, write_result
 
 
@@ -84,3 +88,58 @@ def test_write_result_records_where_and_how_big(tmp_path):
     assert res.report["output"] == str(tmp_path / "out" / "q.onnx")
     assert res.report["output_bytes"] == (tmp_path / "out" / "q.onnx").stat().st_size > 0
     assert onnx.load(str(tmp_path / "out" / "q.onnx")).graph.node[0].op_type == "MatMul"
+
+
+def test_compute_line():
+    assert compute_line({}) is None
+    c = {"bops_relative_w8a16": 0.28, "bops_relative_w8a8": 0.5625}
+    assert compute_line({"compute": c}) == (
+        "compute: 0.28 of W8A16's bit operations (0.562 of W8A8's)"
+    )
+    lat = {"ratio_to_float": 0.625, "quantized_ms": 2.5, "float_ms": 4.0, "ep": "cpu", "batch": 8}
+    assert compute_line({"compute": c, "verify": {"latency": {**lat, "runs": 30}}}) == (
+        "compute: 0.28 of W8A16's bit operations (0.562 of W8A8's); latency 0.62x the float "
+        "model's (2.5 vs 4 ms, cpu, batch 8, median of 30 interleaved runs)"
+    )
+
+
+@pytest.mark.parametrize("scheme", ["w8a8", "w4a8", "w6a6"])
+def test_a_plan_states_its_bit_operations(tiny_cnn, cnn_calib, scheme):
+    """MACs x weight bits x activation bits (activation bits twice for an op without weights, an
+    Add) over the same sum for all-W8A16 and all-W8A8."""
+    res = quantize(tiny_cnn, cnn_calib, config=QuantConfig(scheme=scheme, progress=False))
+    w, a = int(scheme[1]), int(scheme[3])
+    groups = res.qgraph.groups.values()
+    assert any(g.weights for g in groups) and any(not g.weights and g.macs for g in groups)
+
+    def bops(w, a):
+        return sum(g.macs * (w if g.weights else a) * a for g in groups)
+
+    c = res.report["compute"]
+    assert c["bops_relative_w8a16"] == pytest.approx(bops(w, a) / bops(8, 16))
+    assert c["bops_relative_w8a8"] == pytest.approx(bops(w, a) / bops(8, 8))
+    assert c["gbops"] == pytest.approx(bops(w, a) / 1e9)
+    assert list(c["activation_widths"]) == [f"a{a}"]
+    assert "latency" not in res.report["verify"]  # measured only when asked
+
+
+def test_measure_latency_times_the_written_model_against_the_given_one(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    import faaq_onnx.runtime.timing as timing
+
+    seen = []
+
+    def fake(models, feeds, ep="cpu", pairs=30, **kw):
+        seen.append((models, {k: v.shape for k, v in feeds.items()}, ep))
+        return [3.0, 4.0]
+
+    monkeypatch.setattr(timing, "interleaved_median_ms", fake)
+    config = QuantConfig(scheme="w8a8", progress=False, measure_latency=True, latency_batch=4)
+    res = quantize(tiny_cnn, cnn_calib, config=config)
+    ((models, shapes, ep),) = seen
+    assert isinstance(models[0], onnx.ModelProto) and models[1] == str(tiny_cnn)
+    assert shapes == {"input": (4, 3, 16, 16)} and ep == "cpu"
+    lat = res.report["verify"]["latency"]
+    assert (lat["quantized_ms"], lat["float_ms"], lat["ratio_to_float"]) == (3.0, 4.0, 0.75)
+    assert lat["batch"] == 4

@@ -27,6 +27,9 @@ DEFAULT_CONFIDENCE = 0.95  # of the lower bound a floor is checked on
 BOOTSTRAP_DRAWS = 2000
 
 
+LATENCY_PAIRS = 30
+
+
 def bootstrap_means(values, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
     """Means of `draws` resamples (with replacement, seeded) of `values`."""
     v = np.asarray(values, np.float64).ravel()
@@ -128,6 +131,34 @@ def verify(
             "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
             "quantized": len(kernels["quantized_nodes"]),
         },
+    }
+
+
+def measured_latency(
+    reference, float_proto, quant_proto, inputs: dict, ep: str = "cpu", batch: int = 1
+) -> dict:
+    """The written model's median latency against the float model it came from (the user's file
+    where ORT loads it), interleaved and shuffled in one process: a ratio both saw the same load."""
+    from faaq_onnx.analysis.latency import _batch_feeds
+    from faaq_onnx.runtime.timing import interleaved_median_ms
+
+    feeds = _batch_feeds(inputs, batch)
+    try:
+        q_ms, f_ms = interleaved_median_ms(
+            [quant_proto, reference], feeds, ep=ep, pairs=LATENCY_PAIRS
+        )
+    except FaaqError:  # the given file does not load as is: faaq's loadable float rewrite then
+        q_ms, f_ms = interleaved_median_ms(
+            [quant_proto, float_proto], feeds, ep=ep, pairs=LATENCY_PAIRS
+        )
+    return {
+        "ep": ep,
+        "batch": batch,
+        "runs": LATENCY_PAIRS,
+        "quantized_ms": q_ms,
+        "float_ms": f_ms,
+        "ratio_to_float": q_ms / f_ms,
+        "how": f"median of {LATENCY_PAIRS} interleaved runs each, order shuffled, threads not spinning",
     }
 
 

@@ -21,7 +21,7 @@ from faaq_onnx.cli.common import (
 from faaq_onnx.config import EFFORTS, OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
-from faaq_onnx.report import budget_line
+from faaq_onnx.report import budget_line, compute_line
 
 
 def quant_options(f):
@@ -262,7 +262,13 @@ def mixed_options(f):
             type=int,
             default=1,
             show_default=True,
-            help="Batch size at which a latency budget is measured.",
+            help="Batch size at which a latency budget (and --measure-latency) is measured.",
+        ),
+        click.option(
+            "--measure-latency",
+            is_flag=True,
+            help="Time the written model against the float model on --ep at --latency-batch "
+            "(interleaved medians) and report the ratio beside the plan's bit operations.",
         ),
         click.option(
             "--candidates",
@@ -451,6 +457,7 @@ def command(
     no_cache,
     ep,
     latency_batch,
+    measure_latency,
     workers,
     ray_address,
     **opts,
@@ -469,7 +476,11 @@ def command(
     # everything the user can get wrong is refused here, in one line, before any work
     at_least("--latency-batch", latency_batch)
     config = config_from_options(
-        opts, candidates if budget else None, workers=workers, ray_address=ray_address
+        opts,
+        candidates if budget else None,
+        workers=workers,
+        ray_address=ray_address,
+        measure_latency=measure_latency,
     )
     if (workers > 1 or ray_address) and not budget:
         raise FaaqError(
@@ -583,6 +594,7 @@ def summary_line(report: dict) -> str:
         + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")
         + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
+        + (f"  {compute_line(report)}\n" if compute_line(report) else "")
         + "\n".join(
             f"  kernels: {line}" if i == 0 else f"  {line}"
             for i, line in enumerate(report["verify"]["kernels"]["summary"])

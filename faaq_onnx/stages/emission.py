@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 
 from faaq_onnx.analysis.latency import matmul_nbits_nodes
-from faaq_onnx.analysis.verify import verify
+from faaq_onnx.analysis.verify import measured_latency, verify
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.emit_matmulnbits import convert_to_matmulnbits
@@ -90,6 +90,16 @@ class Emission:
                 reference=str(comp.model_path),
                 confidence=self.confidence,
             )
+        if comp.config.measure_latency:
+            with comp.stage("latency_check"):
+                verification["latency"] = measured_latency(
+                    str(comp.model_path),
+                    comp.float_proto,
+                    proto,
+                    comp.verify_inputs,
+                    comp.config.ep,
+                    comp.config.latency_batch,
+                )
         report = quantize_report(comp, plan, emitted, verification)
         result = QuantizeResult(proto, report, plan, comp.qgraph, dict(comp.timings))
         if output is not None:

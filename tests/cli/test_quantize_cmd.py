@@ -152,6 +152,8 @@ def test_every_option_reaches_the_config(config_of):
     seen = config_of("--smoothquant-alpha", "0.7", "--optimize", "smoothquant", "--effort", "fast")
     c = seen["config"]
     assert (c.smoothquant_alpha, c.optimize, c.effort) == (0.7, ("smoothquant",), "fast")
+    assert not c.measure_latency
+    assert config_of("--measure-latency")["config"].measure_latency
 
 
 @pytest.mark.parametrize(
@@ -280,6 +282,16 @@ def test_summary_line_of_a_uniform_scheme():
         "  output SQNR 31.3 dB, top-1 agreement 98.8% on 64 held-out samples; 3.8 s",
         "  kernels: 3 QLinearConv",
         "  1 QGemm",
+    ]
+
+
+def test_summary_line_states_the_plans_bit_operations_before_its_kernels():
+    rep = _report({"scheme": "w4a8"})
+    rep["compute"] = {"bops_relative_w8a16": 0.25, "bops_relative_w8a8": 0.5}
+    lines = summary_line(rep).splitlines()
+    assert lines[3:5] == [
+        "  compute: 0.25 of W8A16's bit operations (0.5 of W8A8's)",
+        "  kernels: 3 QLinearConv",
     ]
 
 
