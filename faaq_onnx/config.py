@@ -21,6 +21,8 @@ AUTO_OPTIMIZERS = ("gptq", "bias-correction")
 # iterations; ResNet-20 W4A8 80.41 / 92.63 % alone, 80.33 / 92.04 % with bias correction, so none) or,
 # with activations below 8 bits, BRECQ with QDrop 0.5 (ResNet-20 W4A4), then bias correction
 EFFORTS = ("fast", "default", "best")
+# where AdaRound/BRECQ start: the float weights (rounded to nearest) or GPTQ's solution
+ROUNDING_STARTS = ("nearest", "gptq")
 ROUNDING = ("adaround", "brecq", "gptq")
 OPTIMIZE_INPUTS = (
     "quantized",
@@ -115,6 +117,7 @@ class QuantConfig:
         "quantized"  # one of OPTIMIZE_INPUTS: what each reconstructed unit is fed
     )
     optimize_samples: int = 256
+    rounding_start: str | None = None  # one of ROUNDING_STARTS; None: gptq with --effort best
     optimize_scales: bool = (
         False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     )
@@ -202,6 +205,18 @@ class QuantConfig:
             )
         if sum(m in self.optimize for m in ROUNDING) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
+        if self.rounding_start is None:
+            self.rounding_start = "nearest"
+        if self.rounding_start not in ROUNDING_STARTS:
+            raise FaaqError(
+                f"--rounding-start must be one of {', '.join(ROUNDING_STARTS)}, "
+                f"got {self.rounding_start!r}"
+            )
+        if self.rounding_start == "gptq" and self.rounding not in ("adaround", "brecq"):
+            raise FaaqError(
+                "--rounding-start gptq starts learned rounding from GPTQ's solution: it needs "
+                "--optimize adaround or brecq"
+            )
         if self.optimize_inputs not in OPTIMIZE_INPUTS:
             raise FaaqError(
                 f"--optimize-inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, "
@@ -247,6 +262,8 @@ class QuantConfig:
         if self.effort == "best":  # learned rounding, the settings measured best (EFFORTS)
             if self.optimize_iters == 1000:
                 self.optimize_iters = 2000
+            if self.rounding_start is None:
+                self.rounding_start = "gptq"
             if self.scheme.a < 8:
                 self.qdrop = self.qdrop or 0.5
                 return ("brecq", "bias-correction")

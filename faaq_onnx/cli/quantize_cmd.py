@@ -176,6 +176,14 @@ def quant_options(f):
             help="Iterations per layer (adaround) or block (brecq).",
         ),
         click.option(
+            "--rounding-start",
+            type=click.Choice(["nearest", "gptq"]),
+            default=None,
+            help="Where adaround/brecq start: the float weights rounded to nearest, or GPTQ's "
+            "solution (its error-compensated weights; GPTQ runs first). [default: nearest; gptq "
+            "with --effort best]",
+        ),
+        click.option(
             "--optimize-inputs",
             type=click.Choice(list(OPTIMIZE_INPUTS)),
             default="quantized",
@@ -403,6 +411,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         effort=o.get("effort", "default"),
         optimize_inputs=o.get("optimize_inputs", "quantized"),
         optimize_samples=o.get("optimize_samples", 256),
+        rounding_start=o.get("rounding_start"),
         optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround", True),
         qdrop=o.get("qdrop", 0.0),

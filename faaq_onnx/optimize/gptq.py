@@ -66,8 +66,10 @@ def gptq_weight(
     symmetric: bool,
     method: str = "minmax",
     act_order: bool | None = None,
+    starts: dict | None = None,
 ) -> QuantizedWeight:
-    """Round a weight of any LinearForm (w in its own layout, h: (G, K, K)) on `grid`."""
+    """Round a weight of any LinearForm (w in its own layout, h: (G, K, K)) on `grid`. With
+    `starts`, starts["w"] is set to the error-compensated weights the codes round (w's layout)."""
     w = np.asarray(w, np.float64)
     index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
     where = form.to_gkn(
@@ -76,7 +78,7 @@ def gptq_weight(
     flat_s = np.asarray(grid.scale, np.float64).ravel()
     flat_z = np.asarray(grid.zero_point, np.float64).ravel()
     blocks = _dynamic_blocks(where) if grid.block_size else None
-    q, s, z = gptq_codes(
+    q, s, z, compensated = gptq_codes(
         form.to_gkn(w),
         h,
         flat_s[where],
@@ -89,6 +91,8 @@ def gptq_weight(
         act_order=act_order,
     )
     q = compact(form.from_gkn(q), grid.fmt)
+    if starts is not None:
+        starts["w"] = form.from_gkn(compensated).astype(np.float32)
     if blocks is None:
         return QuantizedWeight(
             q, grid.scale, grid.zero_point, grid.axis, grid.block_size, grid.fmt, method="gptq"
@@ -142,7 +146,9 @@ def gptq_codes(
     w: (G, K, N); h: (G, K, K); scale, zp: (G, K, N), each element's grid parameters. With
     `blocks` ((G, K) ids), the rows of one id share a scale per column, chosen from their
     current values when the first of them is reached (padded with zeros to block_size, as
-    the grid pads). Returns codes (G, K, N) int64 and the scales and zero points used.
+    the grid pads). Returns codes (G, K, N) int64, the scales and zero points used, and the
+    error-compensated weights the codes are the nearest rounding of (float64, (G, K, N)): a
+    learned rounding started there starts at GPTQ's solution.
     """
     act_order = ACT_ORDER if act_order is None else act_order
     w = np.array(w, np.float64)
@@ -200,11 +206,12 @@ def gptq_codes(
             w[:, i + 1 : end] -= hinv[:, i, i + 1 : end, None] * e[:, None, :]
         if end < k_dim:
             w[:, end:] -= np.matmul(hinv[:, start:end, end:].transpose(0, 2, 1), err)
+    # each row of w is final once its turn has come: it then holds the value that was rounded
     if not act_order:
-        return q, scale, zp
+        return q, scale, zp, w
     back = np.argsort(rows, axis=1)
     untake = lambda a: np.take_along_axis(a, back[:, :, None], axis=1)  # noqa: E731
-    return untake(q), untake(scale), untake(zp)
+    return untake(q), untake(scale), untake(zp), untake(w)
 
 
 def _block_params(rows: np.ndarray, fmt, symmetric: bool, method: str, block_size: int | None):

@@ -42,6 +42,7 @@ class LayerJob:
     weights: list[LayerWeight] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     hessian_s: float = 0.0  # building and summing this layer's patches
+    starts: dict | None = None  # where to put the compensated weights GPTQ rounds (gptq_layers)
 
     @property
     def hessian_bytes(self) -> int:
@@ -49,13 +50,16 @@ class LayerJob:
 
 
 def gptq_layers(
-    comp, units, data, plan, wbits, inputs: str, correct_biases: bool = False
+    comp, units, data, plan, wbits, inputs: str, correct_biases: bool = False, starts=None
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
     biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
-    it reached every correctable layer, else None)."""
+    it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
+    the error-compensated weights GPTQ rounded, where a learned rounding can start."""
     jobs = [_job(comp, u, wbits) for u in units]
+    for job in jobs:
+        job.starts = starts
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
         biases = LayerBiasCorrection(comp, data.inputs) if correct_biases else None
@@ -165,9 +169,18 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         rtn = comp.weights.get(lw.name, wbits[lw.name])
         h = lw.hessian
         assert h is not None, "every weight's Hessian is summed before it is rounded"
+        start: dict | None = {} if job.starts is not None else None
         qw = gptq_mod.gptq_weight(
-            lw.form, w_float, h.h, rtn.grid, comp.config.weight_symmetric, comp.config.weight_range
+            lw.form,
+            w_float,
+            h.h,
+            rtn.grid,
+            comp.config.weight_symmetric,
+            comp.config.weight_range,
+            starts=start,
         )
+        if job.starts is not None and start:
+            job.starts[lw.name] = start["w"]
         comp.weights.put(lw.name, wbits[lw.name], qw)
         out["weights"].append(lw.name)
         out["mse_nearest"] += h.output_error(rtn.dequantized() - w_float)

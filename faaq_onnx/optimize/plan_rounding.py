@@ -55,6 +55,7 @@ class PlanRounding:
                 cfg.optimize_samples,
                 learn_activations=learn_activations,
                 progress=cfg.progress,
+                start=cfg.rounding_start or "nearest",
             )
         biases = report.pop("bias_corrections", None)
         if biases is not None:

@@ -42,8 +42,13 @@ def optimize_rounding(
     samples: int = 256,
     learn_activations: bool = True,
     progress: bool = False,
+    start: str = "nearest",
 ) -> dict:
-    """Round every weight of `plan` below 8 bits by reconstruction; returns a report."""
+    """Round every weight of `plan` below 8 bits by reconstruction; returns a report.
+
+    `start` = "gptq": AdaRound/BRECQ first round every such weight by GPTQ and learn from there
+    (the soft weights start at GPTQ's error-compensated weights, whose nearest rounding is
+    GPTQ's solution) instead of from the float weights and their nearest rounding."""
     if mode not in MODES:
         raise FaaqError(f"unknown rounding optimizer {mode!r}: choose {', '.join(MODES)}")
     if inputs not in OPTIMIZE_INPUTS:
@@ -87,6 +92,9 @@ def optimize_rounding(
             report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
         report["seconds"] = round(time.perf_counter() - t_all, 2)
         return report
+    starts: dict = {}
+    if start == "gptq":
+        report["start"] = _gptq_start(comp, plan, wbits, inputs, samples, starts)
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
         try:
@@ -100,7 +108,7 @@ def optimize_rounding(
         )
         soft = {
             w: SoftWeight(
-                comp.weights.float_weight(w),
+                starts.get(w, comp.weights.float_weight(w)),
                 comp.weights.get(w, wbits[w]).grid,
                 learn_scale=settings.scale_lr > 0,
             )
@@ -158,6 +166,27 @@ def optimize_rounding(
         comp._prober.reset_act_cache()
     report["seconds"] = round(time.perf_counter() - t_all, 2)
     return report
+
+
+def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: dict) -> dict:
+    """GPTQ on every weight below 8 bits, its compensated weights kept in `starts`; a report."""
+    t0 = time.perf_counter()
+    units = [
+        u
+        for u in _units(comp.float_proto, comp.qgraph, "gptq")
+        if any(wbits[w] < 8 for w in u.weights)
+    ]
+    tensors = sorted({t for u in units for t in [*u.inputs, u.output]})
+    n = min(samples, len(next(iter(comp.inputs.values()))))
+    data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
+    reports, _, _ = gptq_layers(comp, units, data, plan, wbits, inputs, starts=starts)
+    return {
+        "mode": "gptq",
+        "weights": len(starts),
+        "mse_nearest": sum(r["mse_nearest"] for r in reports),
+        "mse": sum(r["mse"] for r in reports),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def check_interpretable(proto, qgraph, mode: str | None) -> None:

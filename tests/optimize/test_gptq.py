@@ -177,6 +177,29 @@ def test_gptq_beats_round_to_nearest_on_conv_outputs(
     assert hs.output_error(qw.dequantized() - w) * m * cout == pytest.approx(err["gptq"], rel=1e-4)
 
 
+@pytest.mark.parametrize("act_order", [False, True])
+def test_the_compensated_weights_round_to_gptqs_codes(act_order):
+    """starts["w"]: the weights as GPTQ had updated them when it rounded each row, in the weight's
+    own layout; their nearest rounding on the same grid is exactly GPTQ's codes, and they are
+    not the float weights (the error of earlier rows has been spread onto them)."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.3, (6, 4, 3, 3))
+    x = smooth_images(32, 4, seed=3)
+    node = conv_node(4, 6, 1, 1, [1, 1, 1, 1])
+    form = linear_form(node, 1, w.shape)
+    hs = HessianSum(form)
+    hs.add(x)
+    grid = weight_grid(w, 3, "per-channel", 0, 1)
+    starts: dict = {}
+    qw = gptq_weight(form, w, hs.h, grid, symmetric=True, act_order=act_order, starts=starts)
+    start = starts["w"]
+    assert start.shape == w.shape and start.dtype == np.float32
+    s = grid.full_scale
+    nearest = np.clip(np.rint(start / s), grid.fmt.qmin, grid.fmt.qmax)
+    assert np.mean(nearest == qw.q) > 0.999  # float32 storage may flip an exact tie
+    assert np.abs(start - w).max() > 0.1 * s.max()
+
+
 def test_blocked_conv_grid_takes_its_scales_during_gptq():
     """Blocks of 4 input channels: the scales are GPTQ's (chosen from updated weights), in the
     grid's layout, and the codes lie on them."""

@@ -527,3 +527,54 @@ def test_adaround_runs_past_an_op_no_layer_unit_holds(tmp_path):
     )
     res = quantize(_sin_model(tmp_path / "m.onnx"), SIN_CALIB, config=cfg)
     assert len(res.report["optimization"]["rounding"]["w4a8"]["units"]) == 2
+
+
+def _codes(comp, bits=3):
+    return {w: comp.weights.get(w, bits).q.copy() for w in comp.qgraph.weights}
+
+
+def test_adaround_started_from_gptq_starts_at_gptqs_codes(tiny_cnn, cnn_calib):
+    """--rounding-start gptq: after one iteration AdaRound's codes are still GPTQ's (its soft
+    weights start at the compensated weights GPTQ rounded), while from nearest they are still
+    nearest; the report says where it started and what GPTQ bought."""
+    base = dict(progress=False, scheme="w3a8", optimize_samples=32, optimize_iters=1)
+
+    def run(**kw):
+        comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(**base, **kw), target_opset=21)
+        comp.optimize_rounding([comp.uniform("w3a8")])
+        return comp
+
+    gptq = _codes(run(optimize="gptq"))
+    nearest = {
+        w: q.q.copy()
+        for w, q in (
+            (
+                w,
+                Compilation(tiny_cnn, cnn_calib, QuantConfig(**base), target_opset=21).weights.get(
+                    w, 3
+                ),
+            )
+            for w in gptq
+        )
+    }
+    from_gptq = run(optimize="adaround", rounding_start="gptq")
+    from_nearest = run(optimize="adaround")
+    assert any((gptq[w] != nearest[w]).any() for w in gptq)  # the two starts differ
+    for w in gptq:
+        assert np.mean(_codes(from_gptq)[w] == gptq[w]) > 0.98
+        assert np.mean(_codes(from_nearest)[w] == nearest[w]) > 0.98
+    rep = from_gptq.rounding.shared["w3a8"]
+    assert rep["start"]["mode"] == "gptq" and rep["start"]["weights"] == len(gptq)
+    assert rep["start"]["mse"] < rep["start"]["mse_nearest"]
+    assert "start" not in from_nearest.rounding.shared["w3a8"]
+
+
+def test_rounding_start_gptq_needs_learned_rounding_and_effort_best_chooses_it():
+    with pytest.raises(FaaqError, match="--rounding-start gptq starts learned rounding"):
+        QuantConfig(optimize="gptq", rounding_start="gptq")
+    with pytest.raises(FaaqError, match="--rounding-start must be one of nearest, gptq"):
+        QuantConfig(optimize="adaround", rounding_start="float")
+    assert QuantConfig(optimize="auto", scheme="w4a8", effort="best").rounding_start == "gptq"
+    assert QuantConfig(optimize="adaround").rounding_start == "nearest"
+    chosen = QuantConfig(optimize="auto", effort="best", rounding_start="nearest")
+    assert chosen.rounding_start == "nearest"  # what the user says wins over the effort's choice
