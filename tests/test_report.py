@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.pipeline import quantize
-from faaq_onnx.report import budget_line, compute_line
+from faaq_onnx.report import activation_kernel, budget_line, compute_line
 from faaq_onnx.results import QuantizeResult, spill_to_disk, write_result
 
 
@@ -119,7 +119,7 @@ def test_a_plan_states_its_bit_operations(tiny_cnn, cnn_calib, scheme):
     assert c["bops_relative_w8a16"] == pytest.approx(bops(w, a) / bops(8, 16))
     assert c["bops_relative_w8a8"] == pytest.approx(bops(w, a) / bops(8, 8))
     assert c["gbops"] == pytest.approx(bops(w, a) / 1e9)
-    assert list(c["activation_widths"]) == [f"a{a}"]
+    assert list(c["activation_widths_on_ort_cpu"]) == [f"a{a}"]
     assert "latency" not in res.report["verify"]  # measured only when asked
 
 
@@ -143,3 +143,10 @@ def test_measure_latency_times_the_written_model_against_the_given_one(
     lat = res.report["verify"]["latency"]
     assert (lat["quantized_ms"], lat["float_ms"], lat["ratio_to_float"]) == (3.0, 4.0, 0.75)
     assert lat["batch"] == 4
+
+
+def test_every_activation_width_says_what_it_runs_as():
+    assert activation_kernel(4).startswith("uint8 codes kept to 16 levels by an integer Clip")
+    assert activation_kernel(3).startswith("uint8 codes kept to 8 levels")
+    assert "int8 kernels" in activation_kernel(8) and "float ops" in activation_kernel(16)
+    assert activation_kernel(32) == "float (not quantized)"
