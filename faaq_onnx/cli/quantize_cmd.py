@@ -555,6 +555,9 @@ def rounding_line(report: dict) -> str:
     if not passes:
         return ""
     mode = passes[0]["mode"]
+    start = passes[0].get("start")
+    if start:  # --rounding-start gptq: GPTQ rounded first, the learned rounding started there
+        mode += f" from GPTQ's solution (GPTQ {sum(r.get('start', {}).get('seconds', 0.0) for r in passes):.1f} s of it)"
     layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
     seconds = sum(r.get("seconds", 0.0) for r in passes)
     why = (

@@ -249,6 +249,11 @@ def test_rounding_line_counts_weights_seconds_and_bias_correction():
         "seconds": 1.0,
     }
     assert rounding_line(two) == "rounding: gptq on 4 weights below 8 bits, 3.2 s"
+    started = _rounding(units)
+    started["optimization"]["rounding"]["a"].update(mode="adaround", start={"seconds": 0.4})
+    assert rounding_line(started) == (
+        "rounding: adaround from GPTQ's solution (GPTQ 0.4 s of it) on 3 weights below 8 bits, 2.2 s"
+    )
 
 
 def _report(meta, choices=None, outputs=None):
