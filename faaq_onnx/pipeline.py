@@ -32,6 +32,7 @@ from faaq_onnx.passes.emit_qdq import EmitSummary, needed_opset
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.results import QuantizeResult, write_result
 from faaq_onnx.stages.allocation import AllocationStage
+from faaq_onnx.stages.effort import better_of_default, wants_comparison
 from faaq_onnx.stages.emission import Emission
 from faaq_onnx.stages.prepare import Prepared
 from faaq_onnx.stages.sweep import SensitivitySweep
@@ -254,6 +255,10 @@ def quantize(
         plan = comp.uniform(config.scheme)
     # emit QDQ ─► verify (─► every promise of the budget checked on the emitted model)
     result = comp.emit(plan)
+    if budget is None and wants_comparison(config, result):
+        # --effort best ─► the default rounding too ─► the better on held-out output SQNR
+        del comp
+        result = better_of_default(result, model_path, calib, config, plan, opset)
     if budget is not None:
         from faaq_onnx.guarantees import enforce_budget
 

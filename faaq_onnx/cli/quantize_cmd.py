@@ -22,6 +22,7 @@ from faaq_onnx.config import EFFORTS, OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 from faaq_onnx.report import budget_line, compute_line
+from faaq_onnx.stages.effort import effort_line
 
 
 def quant_options(f):
@@ -605,6 +606,7 @@ def summary_line(report: dict) -> str:
         f"{total:.1f} s\n"
         + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")
         + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
+        + (f"  {effort_line(report)}\n" if effort_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + (f"  {compute_line(report)}\n" if compute_line(report) else "")
         + "\n".join(

@@ -1,0 +1,68 @@
+"""stages/effort.py: --effort best ships the better, on held-out output SQNR, of its learned
+rounding and the default's GPTQ + bias correction of the same plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.pipeline import quantize
+from faaq_onnx.stages import effort
+from faaq_onnx.stages.effort import default_config, effort_line
+
+
+def _best(**kw) -> QuantConfig:
+    base = dict(
+        optimize="auto", effort="best", scheme="w4a8", optimize_iters=20, optimize_samples=32
+    )
+    return QuantConfig(progress=False, **{**base, **kw})
+
+
+def test_the_default_request_keeps_everything_but_the_rounding():
+    c = default_config(_best(optimize="auto,cle"))
+    assert c.effort == "default" and c.optimize == ("cle", "gptq", "bias-correction")
+    assert (c.rounding_start, c.qdrop, c.optimize_iters) == ("nearest", 0.0, 1000)
+    assert c.scheme == _best().scheme and c.seed == _best().seed
+
+
+@pytest.mark.parametrize("learned_wins", [True, False])
+def test_best_ships_the_model_with_the_higher_output_sqnr(
+    tiny_cnn, cnn_calib, monkeypatch, learned_wins
+):
+    """Whichever run measures the higher SQNR is the one written, with its own weights; the
+    report keeps both figures (the side meant to lose is made to measure 100 dB lower)."""
+    real = effort.output_sqnr
+    calls = []
+
+    def rigged(result):
+        calls.append(result)
+        got = real(result)
+        is_learned = (
+            next(iter(result.report["optimization"]["rounding"].values()))["mode"] == "adaround"
+        )
+        return got - (100 if is_learned != learned_wins else 0)  # the loser measures 100 dB lower
+
+    monkeypatch.setattr(effort, "output_sqnr", rigged)
+    res = quantize(tiny_cnn, cnn_calib, config=_best())
+    e = res.report["effort"]
+    assert e["kept"] == ("learned" if learned_wins else "default") and len(calls) == 2
+    assert e["learned"]["rounding"] == "adaround from GPTQ's solution"
+    kept_rounding = {w["rounding"] for w in res.report["verify"]["size"]["per_weight"].values()}
+    assert kept_rounding == ({"adaround"} if learned_wins else {"gptq"})
+    assert (
+        e[e["kept"]]["output_sqnr_db"]
+        >= e["default" if learned_wins else "learned"]["output_sqnr_db"]
+    )
+    assert "effort_best_other_run" in res.report["timings_s"]
+    assert effort_line(res.report).startswith(
+        "effort best: kept adaround from GPTQ's solution"
+        if learned_wins
+        else "effort best: kept gptq + bias correction"
+    )
+
+
+def test_nothing_to_compare_at_8_bits_or_without_best(tiny_cnn, cnn_calib):
+    assert "effort" not in quantize(tiny_cnn, cnn_calib, config=_best(scheme="w8a8")).report
+    plain = QuantConfig(progress=False, optimize="auto", scheme="w4a8")
+    assert "effort" not in quantize(tiny_cnn, cnn_calib, config=plain).report
+    assert effort_line({}) is None
