@@ -20,7 +20,8 @@ AUTO_OPTIMIZERS = ("gptq", "bias-correction")
 # GPTQ on the quantized model's own layer inputs, then bias correction; best: AdaRound (2000
 # iterations from GPTQ's solution; ResNet-20 W4A8 80.91 % test, 80.41 % from nearest, 80.33 % from
 # nearest with bias correction, so none) or, with activations below 8 bits, BRECQ with QDrop 0.5
-# (ResNet-20 W4A4), then bias correction
+# (ResNet-20 W4A4), then bias correction; and then the default too, keeping the model with the
+# higher held-out output SQNR (stages/effort.py)
 EFFORTS = ("fast", "default", "best")
 # where AdaRound/BRECQ start: the float weights (rounded to nearest) or GPTQ's solution
 ROUNDING_STARTS = ("nearest", "gptq")
