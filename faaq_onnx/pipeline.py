@@ -32,7 +32,11 @@ from faaq_onnx.passes.emit_qdq import EmitSummary, needed_opset
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.results import QuantizeResult, write_result
 from faaq_onnx.stages.allocation import AllocationStage
-from faaq_onnx.stages.effort import better_of_default, wants_comparison
+from faaq_onnx.stages.effort import (
+    better_of_default,
+    keep_first_last_at_8_bits,
+    wants_comparison,
+)
 from faaq_onnx.stages.emission import Emission
 from faaq_onnx.stages.prepare import Prepared
 from faaq_onnx.stages.sweep import SensitivitySweep
@@ -230,6 +234,7 @@ def quantize(
     config.ep = ep or config.ep
     config.latency_batch = latency_batch or config.latency_batch
     budget = _checked_request(model_path, output, plan, budget, labeled, config)
+    keep_first_last_at_8_bits(config, budget, plan)
     cands = (
         parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
     )

@@ -645,7 +645,9 @@ def _verified_on(calibration: dict) -> str:
 def _plan_label(report: dict) -> str:
     meta = report["plan"]["meta"]
     if "scheme" in meta:
-        return meta["scheme"]
+        return meta["scheme"] + (
+            f" (first/last {meta['first_last']})" if "first_last" in meta else ""
+        )
     counts: dict[str, int] = {}
     for c in report["plan"]["choices"].values():
         counts[c] = counts.get(c, 0) + 1

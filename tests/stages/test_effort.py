@@ -66,3 +66,27 @@ def test_nothing_to_compare_at_8_bits_or_without_best(tiny_cnn, cnn_calib):
     plain = QuantConfig(progress=False, optimize="auto", scheme="w4a8")
     assert "effort" not in quantize(tiny_cnn, cnn_calib, config=plain).report
     assert effort_line({}) is None
+
+
+def test_best_below_8_bit_activations_keeps_first_and_last_at_w8a8(tiny_cnn, cnn_calib):
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.stages.effort import keep_first_last_at_8_bits
+
+    res = quantize(tiny_cnn, cnn_calib, config=_best(scheme="w4a4"))
+    plan = res.report["plan"]
+    assert plan["meta"]["first_last"] == "w8a8"
+    assert sorted(set(plan["choices"].values())) == ["w4a4", "w8a8"]
+    for kw, budget, given in [
+        (dict(scheme="w4a8"), None, None),  # 8-bit activations: AdaRound, no such convention
+        (dict(scheme="w4a4", first_last="w6a6"), None, None),  # the user's choice stands
+        (dict(scheme="w4a4"), "avg-bits=4", None),  # a budget sets every layer itself
+        (dict(scheme="w4a4"), None, object()),  # so does a plan
+        (dict(scheme="w4a4", effort="default"), None, None),
+    ]:
+        c = _best(**kw)
+        before = c.first_last
+        keep_first_last_at_8_bits(c, budget, given)
+        assert c.first_last == before
+    c = _best(scheme="w4a4")
+    keep_first_last_at_8_bits(c, None, None)
+    assert c.first_last == Candidate(8, 8)
