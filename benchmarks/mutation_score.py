@@ -379,6 +379,7 @@ TARGETS: dict[str, list[str]] = {
         *_CLI,
     ],
     "faaq_onnx/stages/emission.py": [*_PIPE, "tests/passes/test_emit_qdq.py"],
+    "faaq_onnx/stages/effort.py": ["tests/stages/test_effort.py"],
     # zoo/
     "faaq_onnx/zoo/cifar.py": ["tests/zoo/test_cifar_blocks.py", *_ZOO],
     "faaq_onnx/zoo/digits.py": [*_ZOO],
@@ -453,6 +454,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/reliability.py": ["tests/test_reliability_draws.py", "tests/test_reliability.py"],
     "faaq_onnx/report.py": [
         "tests/test_report.py",
+        "tests/passes/test_emit_qdq.py",
         "tests/test_pipeline.py",
         "tests/test_outputs.py",
         *_CLI,
