@@ -70,12 +70,12 @@ def plan_compute(comp, plan) -> dict:
     from faaq_onnx.analysis.budget import Budget
 
     out = {}
-    for ref in ("w8a16", "w8a8"):
+    for ref in ("w8a16", "w8a8"):  # the plan's cost is the same; only the reference differs
         budget = Budget.parse(f"bops=1@{ref}")
         costs = comp.cost_model(budget)
         cost = costs.plan_cost(plan.choices)
         out[f"bops_relative_{ref}"] = costs.in_budget_units(cost, budget)
-        out["gbops"] = cost / 1e9
+    out["gbops"] = cost / 1e9
     widths = sorted({c.a for c in plan.choices.values()})
     out["activation_widths_on_ort_cpu"] = {f"a{a}": activation_kernel(a) for a in widths}
     return out
@@ -112,3 +112,9 @@ def compute_line(report: dict) -> str | None:
             "interleaved runs)"
         )
     return line
+
+
+def rounding_label(rounding_pass: dict) -> str:
+    """'adaround', or 'adaround from GPTQ's solution' where --rounding-start gptq ran first."""
+    start = " from GPTQ's solution" if rounding_pass.get("start") else ""
+    return rounding_pass["mode"] + start

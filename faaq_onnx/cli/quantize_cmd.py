@@ -21,7 +21,7 @@ from faaq_onnx.cli.common import (
 from faaq_onnx.config import EFFORTS, OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
-from faaq_onnx.report import budget_line, compute_line
+from faaq_onnx.report import budget_line, compute_line, rounding_label
 from faaq_onnx.stages.effort import effort_line
 
 
@@ -555,10 +555,9 @@ def rounding_line(report: dict) -> str:
     passes = [r for r in rounding.values() if r.get("units")]
     if not passes:
         return ""
-    mode = passes[0]["mode"]
-    start = passes[0].get("start")
-    if start:  # --rounding-start gptq: GPTQ rounded first, the learned rounding started there
-        mode += f" from GPTQ's solution (GPTQ {sum(r.get('start', {}).get('seconds', 0.0) for r in passes):.1f} s of it)"
+    mode = rounding_label(passes[0])
+    if passes[0].get("start"):  # --rounding-start gptq: GPTQ rounded first, learning started there
+        mode += f" (GPTQ {sum(r.get('start', {}).get('seconds', 0.0) for r in passes):.1f} s of it)"
     layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
     seconds = sum(r.get("seconds", 0.0) for r in passes)
     why = (

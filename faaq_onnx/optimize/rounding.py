@@ -56,22 +56,20 @@ def optimize_rounding(
             f"optimize inputs must be one of {', '.join(OPTIMIZE_INPUTS)}, got {inputs!r}"
         )
     proto, qgraph = comp.float_proto, comp.qgraph
-    units = _units(proto, qgraph, mode)
     wbits = plan.weight_bits(qgraph)
     abits = plan.act_bits(qgraph)
-    units = [u for u in units if any(wbits[w] < 8 for w in u.weights)]
+    units = _rounded_units(comp, mode, wbits)
     if not units:
         return {"mode": mode, "units": [], "seconds": 0.0, "note": "no weight below 8 bits"}
     if mode != "gptq":
         _check_units(proto, units, mode)
-    tensors = sorted({t for u in units for t in [*u.inputs, u.output]})
     # GPTQ sums over the samples batch by batch; reconstruction holds every sample of a unit's tensors
     n = (
-        min(samples, len(next(iter(comp.inputs.values()))))
+        _gptq_samples(comp, samples)
         if mode == "gptq"
-        else samples_for(proto, tensors, samples, comp)
+        else samples_for(proto, _unit_tensors(units), samples, comp)
     )
-    data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
+    data = _unit_data(comp, units, n)
     report: dict = {
         "mode": mode,
         "inputs": inputs,
@@ -171,14 +169,8 @@ def optimize_rounding(
 def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: dict) -> dict:
     """GPTQ on every weight below 8 bits, its compensated weights kept in `starts`; a report."""
     t0 = time.perf_counter()
-    units = [
-        u
-        for u in _units(comp.float_proto, comp.qgraph, "gptq")
-        if any(wbits[w] < 8 for w in u.weights)
-    ]
-    tensors = sorted({t for u in units for t in [*u.inputs, u.output]})
-    n = min(samples, len(next(iter(comp.inputs.values()))))
-    data = UnitData(comp, tensors, n, batch_size=max(comp.config.batch_size, 32))
+    units = _rounded_units(comp, "gptq", wbits)
+    data = _unit_data(comp, units, _gptq_samples(comp, samples))
     reports, _, _ = gptq_layers(comp, units, data, plan, wbits, inputs, starts=starts)
     return {
         "mode": "gptq",
@@ -187,6 +179,25 @@ def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: d
         "mse": sum(r["mse"] for r in reports),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _rounded_units(comp, mode: str, wbits) -> list:
+    """The units `mode` works on that hold a weight below 8 bits."""
+    units = _units(comp.float_proto, comp.qgraph, mode)
+    return [u for u in units if any(wbits[w] < 8 for w in u.weights)]
+
+
+def _unit_tensors(units) -> list[str]:
+    return sorted({t for u in units for t in [*u.inputs, u.output]})
+
+
+def _gptq_samples(comp, samples: int) -> int:
+    return min(samples, len(next(iter(comp.inputs.values()))))
+
+
+def _unit_data(comp, units, n: int) -> UnitData:
+    """The units' input and output tensors over the first n samples."""
+    return UnitData(comp, _unit_tensors(units), n, batch_size=max(comp.config.batch_size, 32))
 
 
 def check_interpretable(proto, qgraph, mode: str | None) -> None:

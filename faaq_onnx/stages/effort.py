@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from faaq_onnx.config import AUTO, ROUNDING, Candidate, QuantConfig
 from faaq_onnx.plan import BitPlan
+from faaq_onnx.report import rounding_label
 from faaq_onnx.results import QuantizeResult
 
 
@@ -73,8 +74,7 @@ def better_of_default(
     kept, other = (
         (learned, default) if scores["learned"] >= scores["default"] else (default, learned)
     )
-    first = next(iter(learned.report["optimization"]["rounding"].values()))
-    mode = first["mode"] + (" from GPTQ's solution" if first.get("start") else "")
+    mode = rounding_label(next(iter(learned.report["optimization"]["rounding"].values())))
     kept.report["timings_s"]["effort_best_other_run"] = round(
         sum(other.report["timings_s"].values()), 2
     )
