@@ -15,6 +15,20 @@ def _save(model: onnx.ModelProto, path) -> str:
     return str(path)
 
 
+def one_weight_model(op: str, w: np.ndarray, x_dims, y_dims, x="x", y="y") -> onnx.ModelProto:
+    """`y = op(x, w)` with w an initializer: the one-node float model ORT runs (opset 17, IR 8)."""
+    graph = helper.make_graph(
+        [helper.make_node(op, [x, "w"], [y])],
+        "g",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, x_dims)],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, y_dims)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
 def build_tiny_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """Conv-BN-Relu-MaxPool, a residual Conv-BN + Add-Relu, GAP, Flatten, Gemm: a ResNet in miniature."""
     rng = np.random.default_rng(seed)

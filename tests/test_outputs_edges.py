@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from faaq_onnx import outputs
 from faaq_onnx.errors import FaaqError
@@ -20,20 +20,12 @@ from faaq_onnx.outputs import (
     tensor_bytes,
     write_json_atomic,
 )
+from tests.conftest import one_weight_model
 
 
 def _model(values=None):
     w = np.arange(1000, dtype=np.float32).reshape(1, 1000) if values is None else values
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return one_weight_model("Add", w, [1, 1000], [1, 1000])
 
 
 def test_data_file_is_named_after_a_hash_of_its_content(tmp_path):

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.pipeline import quantize
 from faaq_onnx.report import activation_kernel, budget_line, compute_line
 from faaq_onnx.results import QuantizeResult, spill_to_disk, write_result
+from tests.conftest import one_weight_model
 
 
 def rep(kind="sqnr-db", met=True, measured=31.4159, asked=30.0, tolerance=0.0, held=True):
@@ -53,16 +54,7 @@ def test_budget_line():
 
 def model():
     w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 100
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return one_weight_model("MatMul", w, [1, 64], [1, 64])
 
 
 def test_spill_moves_weights_to_an_absolute_data_file():

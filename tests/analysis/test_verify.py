@@ -6,25 +6,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.analysis import verify as vf
 from faaq_onnx.errors import FaaqError
+from tests.conftest import one_weight_model
 
 W = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
 
 
 def model(w=W, op="MatMul"):
-    graph = helper.make_graph(
-        [helper.make_node(op, ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return one_weight_model(op, w, ["n", 6], ["n", 4])
 
 
 X = np.random.default_rng(1).standard_normal((12, 6)).astype(np.float32)

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.cli import main
+from tests.conftest import one_weight_model
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((40, 4)).astype(np.float32)
@@ -21,15 +21,7 @@ Y[:4] = (Y[:4] + 1) % 3  # the reference gets 36 of 40
 
 
 def save(w, path):
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w"], ["logits"])],
-        "g",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
+    m = one_weight_model("MatMul", w, ["n", 4], ["n", 3], x="input", y="logits")
     onnx.save(m, str(path))
     return str(path)
 

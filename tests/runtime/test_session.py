@@ -8,26 +8,17 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.runtime import session as sm
 from faaq_onnx.runtime.session import available_eps, make_session, resolve_ep
+from tests.conftest import one_weight_model
 
 W = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
 
 
 def model():
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
-        [numpy_helper.from_array(W, "w")],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m
+    return one_weight_model("MatMul", W, ["n", 3], ["n", 4])
 
 
 X = np.ones((2, 3), np.float32)
