@@ -232,6 +232,28 @@ def ort_w8a8(src: Path, dst: Path, calib: list[dict]) -> dict:
 # ----------------------------------------------------------------------------- measurements
 
 
+def _all_nodes(graph: onnx.GraphProto):
+    """Every node of a graph and of the If/Loop/Scan bodies inside it."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                yield from _all_nodes(g)
+
+
+def _flat(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The nodes and initializers of every scope in one graph (faaq quantizes inside If
+    branches: their weighted ops count too)."""
+    flat = onnx.ModelProto()
+    flat.graph.node.extend(_all_nodes(model.graph))
+    flat.graph.initializer.extend(model.graph.initializer)
+    for n in _all_nodes(model.graph):
+        for a in n.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                flat.graph.initializer.extend(g.initializer)
+    return flat
+
+
 def _weight_chain(model: onnx.ModelProto):
     """name -> (the tensor traces back to a constant, a DequantizeLinear is on the way), walking
     back through DequantizeLinear / QuantizeLinear / Cast / Identity / Reshape / Transpose."""
@@ -265,7 +287,9 @@ def _weight_chain(model: onnx.ModelProto):
 
 def weighted_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, bool]]:
     """Node name -> (op type, weight quantized) for each Conv/Gemm/MatMul/ConvTranspose whose
-    second input is a constant (an initializer or a Constant node's output, quantized or not)."""
+    second input is a constant (an initializer or a Constant node's output, quantized or not),
+    in the main graph and in If/Loop/Scan bodies."""
+    model = _flat(model)
     chain = _weight_chain(model)
     out = {}
     for n in model.graph.node:
@@ -277,7 +301,9 @@ def weighted_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, bool]]:
 
 
 def weighted_in(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(Counter(op for op, _ in weighted_nodes(model).values()))
+    """Weighted ops of the main graph (those in bodies: weighted_in_subgraphs)."""
+    every = Counter(op for op, _ in weighted_nodes(model).values())
+    return dict(every - Counter(weighted_in_subgraphs(model)))
 
 
 def weighted_in_subgraphs(model: onnx.ModelProto) -> dict[str, int]:
@@ -304,7 +330,7 @@ def kernels(path: Path) -> dict:
 
     model = onnx.load(str(path))
     seen = set()
-    for i, n in enumerate(model.graph.node):  # unique names, so report entries map back to nodes
+    for i, n in enumerate(_all_nodes(model.graph)):  # unique names: report entries map back
         if not n.name or n.name in seen:
             n.name = f"{n.name or n.op_type}__bench{i}"
         seen.add(n.name)
@@ -480,7 +506,9 @@ def checks(row: dict) -> dict:
     else:
         out["latency"] = verdict(lat["faaq_w8a8"] <= 1.05 * lat["ort_w8a8"])
         out["kernels"] = verdict(k["faaq_w8a8"]["weighted_int"] >= k["ort_w8a8"]["weighted_int"])
-        if row.get("top1"):
+        if not k["ort_w8a8"]["weighted_quantized"]:  # ORT wrote the float model back
+            out["quality"] = "n/a (ORT quantized nothing)"
+        elif row.get("top1"):
             out["quality"] = verdict(row["top1"]["faaq_w8a8"] >= row["top1"]["ort_w8a8"])
         else:
             s = row.get("sqnr_db", {})

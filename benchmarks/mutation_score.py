@@ -315,6 +315,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_kernels.py",
         "tests/runtime/test_kernels_fate.py",
         "tests/test_foreign_graphs.py",
+        "tests/stages/test_branches.py",
     ],
     "faaq_onnx/runtime/node_costs.py": [
         "tests/runtime/test_node_costs.py",
@@ -380,6 +381,10 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/stages/emission.py": [*_PIPE, "tests/passes/test_emit_qdq.py"],
     "faaq_onnx/stages/effort.py": ["tests/stages/test_effort.py"],
+    "faaq_onnx/stages/branches.py": [
+        "tests/stages/test_branches.py",
+        "tests/test_foreign_graphs.py",
+    ],
     # zoo/
     "faaq_onnx/zoo/cifar.py": ["tests/zoo/test_cifar_blocks.py", *_ZOO],
     "faaq_onnx/zoo/digits.py": [*_ZOO],

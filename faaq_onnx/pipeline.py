@@ -235,6 +235,16 @@ def quantize(
     config.latency_batch = latency_batch or config.latency_batch
     budget = _checked_request(model_path, output, plan, budget, labeled, config)
     keep_first_last_at_8_bits(config, budget, plan)
+    if _network_in_branches(model_path, plan, budget):
+        # the network sits inside If branches: each branch the samples take, quantized on its own
+        from faaq_onnx.stages.branches import quantize_in_branches
+
+        result = quantize_in_branches(
+            model_path, calib, output, config, _target_opset(None, None, config), quantize
+        )
+        if output is not None:
+            write_result(result, output)
+        return result
     cands = (
         parse_candidates(candidates or default_candidates(budget)) if budget is not None else None
     )
@@ -305,6 +315,25 @@ def _checked_request(
     if budget is not None and budget.kind == "max-drop" and labeled is None:
         raise FaaqError("a max-drop budget needs labeled data (--labels-data FILE with x and y)")
     return budget
+
+
+def _network_in_branches(model_path, plan: BitPlan | None, budget: Budget | None) -> bool:
+    """True when every weighted op sits inside If branches (a budget or a saved plan cannot
+    be held there: refused in one line)."""
+    from faaq_onnx.stages.branches import branch_sites
+
+    try:
+        header = onnx.load(str(model_path), load_external_data=False)
+    except Exception:  # not a readable model: load_model says why, in one line
+        return False
+    if not branch_sites(header):
+        return False
+    if plan is not None or budget is not None:
+        raise FaaqError(
+            "this model's weighted ops all sit inside If branches, which faaq quantizes one "
+            "branch at a time with a uniform --scheme: a budget or a saved plan cannot apply"
+        )
+    return True
 
 
 def _target_opset(plan: BitPlan | None, cands: list[Candidate] | None, config: QuantConfig) -> int:

@@ -132,17 +132,16 @@ def test_inputs_without_a_sample_axis_quantize_and_keep_the_users_interface(tmp_
     assert kernel_report(str(out))["weighted_ops"]["integer"] >= 1
 
 
-def test_weighted_ops_only_inside_control_flow_are_named_in_the_refusal(tmp_path):
-    """silero-vad keeps its whole network inside an If on the sample rate: the one-line
-    error says where the weighted ops are, not that there are none."""
+def test_weighted_ops_only_inside_if_branches_are_quantized_there(tmp_path):
+    """silero-vad keeps its whole network inside an If on the sample rate: the branch the
+    samples take is quantized (its output declared without a shape, as exporters write
+    subgraphs), the other left float."""
     import onnx
     from onnx import TensorProto as T
     from onnx import helper as h
     from onnx import numpy_helper as nh
 
-    from faaq_onnx.errors import FaaqError
-
-    w = nh.from_array(np.ones((4, 4), np.float32), "W")
+    w = nh.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "W")
     branch = h.make_graph(
         [h.make_node("MatMul", ["x", "W"], ["y1"])],
         "b",
@@ -168,9 +167,68 @@ def test_weighted_ops_only_inside_control_flow_are_named_in_the_refusal(tmp_path
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, tmp_path / "if.onnx")
-    calib = {"x": np.ones((4, 4), np.float32), "c": np.ones(4, bool)}
+    x = np.random.default_rng(1).normal(size=(12, 4)).astype(np.float32)
+    calib = {"x": x, "c": np.ones(12, bool)}
+    result = quantize(
+        str(tmp_path / "if.onnx"),
+        calib,
+        str(tmp_path / "q.onnx"),
+        QuantConfig(progress=False, calib_size=8, verify_samples=4),
+    )
+    from faaq_onnx.runtime.session import make_session
+
+    then = next(a.g for a in result.model.graph.node[0].attribute if a.name == "then_branch")
+    assert "DequantizeLinear" in [n.op_type for n in then.node]
+    assert [e["quantized"] for e in result.report["branches"]] == [True, False]
+    got = make_session(str(tmp_path / "q.onnx")).run(None, {"x": x[:2], "c": np.array(True)})[0]
+    assert _sqnr(x[:2] @ nh.to_array(w), got) > 25
+
+
+def test_weighted_ops_only_inside_a_loop_are_named_in_the_refusal(tmp_path):
+    """A Loop body is not quantized: the one-line error says where the weighted ops are,
+    not that there are none."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from faaq_onnx.errors import FaaqError
+
+    body = h.make_graph(
+        [
+            h.make_node("Identity", ["cond_in"], ["cond_out"]),
+            h.make_node("MatMul", ["v_in", "W"], ["v_out"]),
+        ],
+        "body",
+        [
+            h.make_tensor_value_info("i", T.INT64, []),
+            h.make_tensor_value_info("cond_in", T.BOOL, []),
+            h.make_tensor_value_info("v_in", T.FLOAT, None),
+        ],
+        [
+            h.make_tensor_value_info("cond_out", T.BOOL, []),
+            h.make_tensor_value_info("v_out", T.FLOAT, None),
+        ],
+        [nh.from_array(np.eye(4, dtype=np.float32), "W")],
+    )
+    g = h.make_graph(
+        [
+            h.make_node("Constant", [], ["n"], value=nh.from_array(np.array(2, np.int64))),
+            h.make_node("Constant", [], ["t"], value=nh.from_array(np.array(True))),
+            h.make_node("Loop", ["n", "t", "x"], ["y"], body=body),
+        ],
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["B", 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["B", 4])],
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "loop.onnx")
     with pytest.raises(FaaqError, match=r"weighted ops \(1 MatMul\) are all inside If/Loop/Scan"):
         quantize(
-            str(tmp_path / "if.onnx"), calib, str(tmp_path / "q.onnx"), QuantConfig(progress=False)
+            str(tmp_path / "loop.onnx"),
+            {"x": np.ones((4, 4), np.float32)},
+            str(tmp_path / "q.onnx"),
+            QuantConfig(progress=False),
         )
     assert not (tmp_path / "q.onnx").exists()

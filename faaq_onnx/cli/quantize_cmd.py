@@ -608,11 +608,30 @@ def summary_line(report: dict) -> str:
         + (f"  {effort_line(report)}\n" if effort_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + (f"  {compute_line(report)}\n" if compute_line(report) else "")
+        + (f"  {branches_line(report)}\n" if branches_line(report) else "")
         + "\n".join(
             f"  kernels: {line}" if i == 0 else f"  {line}"
             for i, line in enumerate(report["verify"]["kernels"]["summary"])
         )
     )
+
+
+def branches_line(report: dict) -> str | None:
+    """'branches: If_0 then_branch quantized (64 samples, 6 groups); If_0 else_branch float
+    (no calibration sample takes it)' where the network sat inside If branches."""
+    entries = report.get("branches")
+    if not entries:
+        return None
+    parts = []
+    for e in entries:
+        where = f"{e['node']} {e['branch']}"
+        if e["quantized"]:
+            parts.append(
+                f"{where} quantized ({e['calibration_samples']} samples, {e['groups']} groups)"
+            )
+        elif e["weighted_ops"]:
+            parts.append(f"{where} float ({e['why'].split(': left in float')[0]})")
+    return "branches: " + "; ".join(parts)
 
 
 def sensitivity_line(report: dict) -> str | None:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import onnx_ir as ir
+
 from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.calibrate import Calibration, calibrate
 from faaq_onnx.analysis.discover import WEIGHT_OPS, discover_groups
@@ -112,12 +114,15 @@ class Prepared:
 def _nothing_to_quantize(model) -> str:
     """Why no group was found; names the weighted ops that sit in control-flow subgraphs,
     which faaq does not quantize (their tensors cannot be calibrated from outside)."""
-    inside: dict[str, int] = {}
-    for node in model.graph.all_nodes():
-        if node.graph is not model.graph and node.op_type in WEIGHT_OPS:
-            inside[node.op_type] = inside.get(node.op_type, 0) + 1
+    inside, in_loops = _weighted_in_subgraphs(model.graph)
     if inside:
         ops = ", ".join(f"{n} {op}" for op, n in sorted(inside.items()))
+        if not in_loops:  # `faaq quantize` takes If branches one at a time (stages/branches.py)
+            return (
+                f"found nothing to quantize outside control flow: the model's weighted ops ({ops}) "
+                "are all inside If branches, which only `faaq quantize` with a uniform --scheme "
+                "quantizes (branch by branch); sensitivity sweeps and budgets do not reach them"
+            )
         return (
             f"found nothing to quantize outside control flow: the model's weighted ops ({ops}) "
             "are all inside If/Loop/Scan subgraphs, which faaq does not quantize"
@@ -125,6 +130,32 @@ def _nothing_to_quantize(model) -> str:
     return (
         "found nothing to quantize: no Conv, Gemm, MatMul or other quantizable op with float inputs"
     )
+
+
+def _weighted_in_subgraphs(graph, in_loop: bool = False) -> tuple[dict[str, int], bool]:
+    """Weighted ops in the subgraphs below `graph`, by op type, and whether any sits in a Loop
+    or Scan body (faaq cannot quantize those; `faaq quantize` takes If branches)."""
+    counts: dict[str, int] = {}
+    loops = False
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                subs = [attr.value]
+            elif attr.type == ir.AttributeType.GRAPHS:
+                subs = list(attr.value)
+            else:
+                continue
+            body = in_loop or node.op_type in ("Loop", "Scan")
+            for sub in subs:
+                for inner in sub:
+                    if inner.op_type in WEIGHT_OPS:
+                        counts[inner.op_type] = counts.get(inner.op_type, 0) + 1
+                        loops = loops or body
+                deeper, deeper_loops = _weighted_in_subgraphs(sub, body)
+                for op, n in deeper.items():
+                    counts[op] = counts.get(op, 0) + n
+                loops = loops or deeper_loops
+    return counts, loops
 
 
 def _canonicalize(model, target_opset: int, config: QuantConfig):

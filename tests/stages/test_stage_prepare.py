@@ -105,6 +105,37 @@ def _model_with_subgraph_ops():
 def test_nothing_to_quantize_names_the_weighted_ops_inside_control_flow():
     assert prepare._nothing_to_quantize(_model_with_subgraph_ops()) == (
         "found nothing to quantize outside control flow: the model's weighted ops "
+        "(1 Gemm, 2 MatMul) are all inside If branches, which only `faaq quantize` with a "
+        "uniform --scheme quantizes (branch by branch); sensitivity sweeps and budgets do not "
+        "reach them"
+    )
+    # the same If, inside a Loop body: nothing of it can be quantized
+    proto = ir.to_proto(_model_with_subgraph_ops())
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cin"], ["cout"]), *proto.graph.node],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cin", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cout", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        ],
+    )
+    loop = helper.make_graph(
+        [helper.make_node("Loop", ["n", "c"], ["yy"], body=body)],
+        "g",
+        [
+            helper.make_tensor_value_info("n", TensorProto.INT64, []),
+            *proto.graph.input,
+        ],
+        [helper.make_tensor_value_info("yy", TensorProto.FLOAT, None)],
+        list(proto.graph.initializer),
+    )
+    looped = ir.from_proto(helper.make_model(loop, opset_imports=proto.opset_import))
+    assert prepare._nothing_to_quantize(looped) == (
+        "found nothing to quantize outside control flow: the model's weighted ops "
         "(1 Gemm, 2 MatMul) are all inside If/Loop/Scan subgraphs, which faaq does not quantize"
     )
     plain = helper.make_graph(
