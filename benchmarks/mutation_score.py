@@ -291,6 +291,11 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
+    "faaq_onnx/passes/fold_conv_affine.py": ["tests/passes/test_fold_conv_affine.py", *_CANON],
+    "faaq_onnx/passes/emit_constants.py": [
+        "tests/passes/test_emit_constants.py",
+        "tests/passes/test_emit_qdq.py",
+    ],
     "faaq_onnx/passes/decompose_hardswish.py": [
         "tests/passes/test_decompose_hardswish.py",
         *_CANON,

@@ -61,6 +61,8 @@ class QuantizerGraph:
     activations: dict[str, ActivationQuantizer]
     groups: dict[str, QuantizerGroup]
     skipped: list[str] = field(default_factory=list)  # ops seen but not quantized, with why
+    # Add/Mul node -> the indices of its constant operands, quantized with its activations
+    constants: dict[str, list[int]] = field(default_factory=dict)
 
     def group_of_activation(self, act: str) -> str:
         for g in self.groups.values():
@@ -84,4 +86,5 @@ class QuantizerGraph:
             "activations": {k: asdict(v) for k, v in self.activations.items()},
             "groups": {k: asdict(v) for k, v in self.groups.items()},
             "skipped": list(self.skipped),
+            "constants": dict(self.constants),
         }

@@ -144,6 +144,25 @@ def _weight_input(node: ir.Node) -> int | None:
     return None
 
 
+def constant_operands(node: ir.Node) -> list[int]:
+    """Inputs of an Add or Mul over a feature map that are small float constants (a scale or
+    shift, scalar or per channel, that nothing folded away: Paddle's affine after HardSwish).
+    ORT's QLinearAdd/QLinearMul take them as one more uint8 input (emit_constants.py)."""
+    if node.op_type not in ("Add", "Mul") or not _feature_map(node.outputs[0]):
+        return []
+    out = []
+    for i, v in enumerate(node.inputs):
+        if v is None or not (v.is_initializer() or v.const_value is not None):
+            continue
+        arr = v.const_value
+        if arr is not None and is_float_tensor(v) and arr.size <= _MAX_CONSTANT_OPERAND:
+            out.append(i)
+    return out if len(out) < len(node.inputs) else []
+
+
+_MAX_CONSTANT_OPERAND = 1 << 16
+
+
 def _feature_map(v: ir.Value | None) -> bool:
     """A tensor of rank 4 or more: a convolutional feature map."""
     return v is not None and v.shape is not None and len(v.shape) >= 4
@@ -200,7 +219,8 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 skipped.append(f"{node.name}: {op} whose data input is not a float activation")
                 continue
         elif op in ACTIVATION_OPS:
-            data = [v for v in node.inputs if v is not None]
+            consts = constant_operands(node)
+            data = [v for i, v in enumerate(node.inputs) if v is not None and i not in consts]
             if op in ("GlobalAveragePool", "AveragePool"):
                 data = data[:1]
             if op == "MatMul" and not all(_float_activation(v) for v in data):
@@ -233,6 +253,11 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             for v in data:
                 uf.union(v.name, node.outputs[0].name)
 
+    constants = {
+        node.name: constant_operands(node)
+        for node, _, _ in compute_nodes
+        if constant_operands(node)
+    }
     comps = uf.components()
     activations: dict[str, ActivationQuantizer] = {}
     tensor_to_act: dict[str, str] = {}
@@ -333,7 +358,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             sum(weights[w].size for w in ws),
         )
     groups = dict(sorted(groups.items(), key=lambda kv: order.get(kv[1].ops[0], 0)))
-    return QuantizerGraph(weights, activations, groups, skipped)
+    return QuantizerGraph(weights, activations, groups, skipped, constants)
 
 
 def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:

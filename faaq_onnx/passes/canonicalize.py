@@ -12,8 +12,12 @@ from onnx_ir.passes import PassError, PassManager, common
 
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.passes.cle import CrossLayerEqualizationPass
-from faaq_onnx.passes.decompose_hardswish import DecomposeHardSwishPass
+from faaq_onnx.passes.decompose_hardswish import (
+    DecomposeHardSwishPass,
+    WrittenOutHardSwishPass,
+)
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
+from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
 from faaq_onnx.passes.simplify import SimplifyPass
@@ -42,9 +46,11 @@ def canonicalize(
         simplify_pass,
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FoldBatchNormPass(),
+        FoldConvAffinePass(),
         FoldPadIntoConvPass(),
         FuseMatMulAddPass(),
         DecomposeHardSwishPass(),
+        WrittenOutHardSwishPass(),
         *([cle_pass] if cle_pass else []),
         *([AddZeroBiasPass()] if zero_biases else []),
         common.RemoveUnusedNodesPass(),

@@ -40,3 +40,87 @@ class DecomposeHardSwishPass(InPlacePass):
             out.name = y.name  # the tensor keeps its name: reports and user outputs see it
             modified = True
         return PassResult(model, modified)
+
+
+class WrittenOutHardSwishPass(InPlacePass):
+    """HardSwish written out as x · Clip(x + 3, 0, 6) / 6 (Paddle's exports, some TF converters)
+    becomes x · HardSigmoid(x), the form above: its Add, Clip and Div leave the graph and the
+    Mul runs as QLinearMul. Matched only where the intermediate values have no other reader."""
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        modified = False
+        for add in list(graph):
+            match = _written_out_hardswish(add)
+            if match is None:
+                continue
+            x, clip, mul, last = match
+            y = last.outputs[0]
+            base = mul.name or y.name
+            gate = ir.Value(name=f"{base}/hardsigmoid", shape=y.shape, type=y.type)
+            sigmoid = ir.node(
+                "HardSigmoid",
+                [x],
+                {"alpha": 1.0 / 6.0, "beta": 0.5},
+                outputs=[gate],
+                name=f"{base}/HardSigmoid",
+            )
+            out = ir.Value(name=f"{y.name}__mul", shape=y.shape, type=y.type)
+            new_mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{base}/Mul")
+            graph.insert_after(last, [sigmoid, new_mul])
+            ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
+            graph.remove([last, mul, clip, add], safe=True)
+            out.name = y.name
+            modified = True
+        return PassResult(model, modified)
+
+
+def _scalar(value: ir.Value | None) -> float | None:
+    from faaq_onnx.graph import const_array
+
+    arr = const_array(value)
+    if arr is None or arr.size != 1 or arr.dtype.kind != "f":
+        return None
+    return float(arr.reshape(-1)[0])
+
+
+def _only_reader(value: ir.Value) -> ir.Node | None:
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def _written_out_hardswish(add: ir.Node):
+    """(x, Clip, Mul, Div-or-Mul) of `Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) | Mul(1/6)`."""
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
+        return None
+    for k in (0, 1):
+        if _scalar(add.inputs[1 - k]) == 3.0:
+            x = add.inputs[k]
+            break
+    else:
+        return None
+    clip = _only_reader(add.outputs[0])
+    if (
+        x is None
+        or clip is None
+        or clip.op_type != "Clip"
+        or len(clip.inputs) != 3
+        or _scalar(clip.inputs[1]) != 0.0
+        or _scalar(clip.inputs[2]) != 6.0
+    ):
+        return None
+    mul = _only_reader(clip.outputs[0])
+    if mul is None or mul.op_type != "Mul" or set(mul.inputs) != {x, clip.outputs[0]}:
+        return None
+    last = _only_reader(mul.outputs[0])
+    if last is None or len(last.inputs) != 2 or last.inputs[0] is not mul.outputs[0]:
+        return None
+    c = _scalar(last.inputs[1])
+    if c is None or not (
+        (last.op_type == "Div" and c == 6.0)
+        or (last.op_type == "Mul" and abs(c - 1.0 / 6.0) < 1e-7)
+    ):
+        return None
+    return x, clip, mul, last

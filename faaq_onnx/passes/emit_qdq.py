@@ -20,6 +20,7 @@ from faaq_onnx.passes.emit_activations import (
     DropRedundantClampsPass,
     InsertActivationQDQPass,
 )
+from faaq_onnx.passes.emit_constants import QuantizeConstantOperandsPass
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.quant.weights import QuantizedWeight
@@ -32,6 +33,7 @@ class EmitSummary:
     dropped_clamps: list[str] = field(default_factory=list)
     int32_biases: list[str] = field(default_factory=list)
     matmulnbits: list[str] = field(default_factory=list)  # nodes emitted as MatMulNBits
+    constant_operands: list[str] = field(default_factory=list)  # 'node:input' given a DQ
 
 
 def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
@@ -91,6 +93,7 @@ def emit_qdq(
     passes = [
         DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
+        QuantizeConstantOperandsPass(qgraph, act_params, summary),
         InsertWeightDQPass(
             qgraph,
             qweights,
@@ -120,4 +123,5 @@ def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
         {k: v for k, v in qgraph.activations.items() if k in abits},
         qgraph.groups,
         qgraph.skipped,
+        qgraph.constants,
     )

@@ -412,7 +412,8 @@ def test_discovery_skips_what_has_no_integer_kernel_and_says_why():
 def test_concat_pool_and_attention_groups():
     """Concat joins its inputs' and output's scales (one activation quantizer); pooling reads only
     its first input; a MatMul of two activations is an 'attention' group; an Add of a constant
-    stays float; only ops feeding a quantized op are kept among the optional ones."""
+    over a feature map is quantized like any Add (its constant operand is listed for emission);
+    only ops feeding a quantized op are kept among the optional ones."""
     from faaq_onnx.analysis.discover import discover_groups
 
     m = _ir(
@@ -439,19 +440,16 @@ def test_concat_pool_and_attention_groups():
     assert got == {
         # c1 and c2 read the same input: one group
         "g:c1": ("conv", ["c1", "c2"], ["w1", "w2"], ["act:x"], 2 * (2 * 25 * 2)),
-        # the Concat and c3 read one scale; c3's output feeds no quantized op (the AveragePool
-        # before the constant Add is not kept), so c3's group decides it
-        "g:cat": (
-            "conv",
-            ["cat", "c3"],
-            ["w3"],
-            ["act:c1", "act:c3"],
-            0 + 4 * 25 * 4,
-        ),  # Concat: no MACs
+        # the Concat and c3 read one scale; c3's output is the AveragePool's input, a group of
+        # its own, as are the constant Add and the pooling it feeds
+        "g:cat": ("conv", ["cat", "c3"], ["w3"], ["act:c1"], 0 + 4 * 25 * 4),  # Concat: no MACs
+        "g:ap": ("pool", ["ap"], [], ["act:c3"], 4 * 25),
+        "g:ak": ("eltwise", ["ak"], [], ["act:ap"], 4 * 25),
         "g:gp": ("pool", ["gp"], [], ["act:ak"], 4 * 25),
         "g:att": ("attention", ["att"], [], ["act:f2", "act:gp"], 4 * 4),
     }
-    assert qg.group_of_activation("act:c3") == "g:cat"
+    assert qg.constants == {"ak": [1]}
+    assert qg.group_of_activation("act:c3") == "g:ap"
     assert qg.group_of_activation("act:x") == "g:c1"
 
 

@@ -1,0 +1,108 @@
+"""Fold a constant scale (Mul) or shift (Add) behind a Conv into the Conv's weight and bias.
+
+Paddle writes BatchNorm-like per-channel or scalar affines as Mul/Add with constants after a
+Conv (PP-OCRv4's "learnable affine" blocks; a bias-free Conv plus an Add of its bias). Left
+in place they run in float between the Conv's QuantizeLinear and the next op; ONNX Runtime's
+own float optimizer folds them (ConvMulFusion, ConvAddFusion), but only where no
+QuantizeLinear sits in between. Folded here, before discovery, the Conv's output is the
+affine's output: one op, one quantizer, an integer kernel.
+
+Conv(x, W, b) * s + t = Conv(x, W * s, b * s + t) for s, t constant per output channel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes import InPlacePass, PassResult
+
+from faaq_onnx.graph import add_initializer, const_array
+
+
+class FoldConvAffinePass(InPlacePass):
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        modified = False
+        changed = True
+        while changed:  # Conv -> Mul -> Add folds one op per round
+            changed = False
+            for conv in list(graph):
+                found = _foldable(conv)
+                if found is None:
+                    continue
+                op, per_channel = found
+                _fold(graph, conv, op, per_channel)
+                changed = modified = True
+        return PassResult(model, modified)
+
+
+def _per_channel(arr: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+    """`arr` as one value per output channel, when it broadcasts against a Conv output of
+    `rank` dims as a scalar or along the channel axis only; else None."""
+    if arr is None or arr.dtype.kind != "f":
+        return None
+    if arr.size == 1 and arr.ndim <= rank:
+        return np.full(channels, float(arr.reshape(-1)[0]), np.float64)
+    shape = arr.shape
+    if len(shape) == rank:
+        shape = shape[1:] if shape[0] == 1 else ()
+    if len(shape) == rank - 1 and shape[0] == channels and all(d == 1 for d in shape[1:]):
+        return arr.reshape(-1).astype(np.float64)
+    return None
+
+
+def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
+    """(the Mul or Add behind `conv`, its constant per output channel) when it folds."""
+    if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.inputs) < 2:
+        return None
+    w = conv.inputs[1]
+    if w is None or not w.is_initializer() or len(list(w.uses())) != 1:
+        return None
+    warr = const_array(w)
+    if warr is None or warr.dtype.kind != "f":
+        return None
+    bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+    if bias is not None and (
+        not bias.is_initializer() or len(list(bias.uses())) != 1 or const_array(bias) is None
+    ):
+        return None
+    y = conv.outputs[0]
+    uses = list(y.uses())
+    if len(uses) != 1 or y.is_graph_output():
+        return None
+    op = uses[0].node
+    if op.op_type not in ("Mul", "Add") or op.domain not in ("", "ai.onnx") or len(op.inputs) != 2:
+        return None
+    other = op.inputs[1 - uses[0].idx]
+    per_channel = _per_channel(const_array(other), warr.shape[0], warr.ndim)
+    if per_channel is None or (y.shape is not None and len(y.shape) != warr.ndim):
+        return None
+    return op, per_channel
+
+
+def _fold(graph: ir.Graph, conv: ir.Node, op: ir.Node, c: np.ndarray) -> None:
+    w = conv.inputs[1]
+    assert w is not None
+    warr = const_array(w)
+    assert warr is not None
+    bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+    barr = np.zeros(warr.shape[0]) if bias is None else const_array(bias).astype(np.float64)
+    if op.op_type == "Mul":
+        new_w = warr * c.reshape((-1,) + (1,) * (warr.ndim - 1)).astype(warr.dtype)
+        new_b = barr * c
+    else:
+        new_w, new_b = warr, barr + c
+    w.const_value = ir.tensor(np.ascontiguousarray(new_w), name=w.name)
+    b_value = np.ascontiguousarray(new_b.astype(warr.dtype))
+    if bias is None:
+        if len(conv.inputs) < 3:
+            conv.resize_inputs(3)
+        conv.replace_input_with(2, add_initializer(graph, f"{w.name}_bias", b_value))
+    else:
+        bias.const_value = ir.tensor(b_value, name=bias.name)
+    out, folded = op.outputs[0], conv.outputs[0]
+    folded.type, folded.shape = out.type, out.shape
+    ir.convenience.replace_all_uses_with(out, folded, replace_graph_outputs=True)
+    name = out.name
+    graph.remove(op, safe=True)
+    folded.name = name  # the tensor keeps the name readers and reports know it by

@@ -1,0 +1,86 @@
+"""A constant scale or shift behind a Conv folds into its weight and bias (Paddle's affines)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from faaq_onnx.graph import to_proto
+from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
+from tests.conftest import run_model
+
+RNG = np.random.default_rng(0)
+
+
+def affine_net(scale_shape, shift_shape, bias: bool = True, extra_reader: bool = False):
+    """Conv(x, w[, b]) * s + t -> Relu, opset 13."""
+    inits = [nh.from_array(RNG.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32), "w")]
+    conv_in = ["x", "w"]
+    if bias:
+        inits.append(nh.from_array(RNG.normal(0, 0.1, 6).astype(np.float32), "b"))
+        conv_in.append("b")
+    nodes = [h.make_node("Conv", conv_in, ["c"], pads=[1, 1, 1, 1], name="conv")]
+    y = "c"
+    if scale_shape is not None:
+        inits.append(nh.from_array(RNG.uniform(0.5, 2, scale_shape).astype(np.float32), "s"))
+        nodes.append(h.make_node("Mul", ["s", y], ["cs"], name="scale"))
+        y = "cs"
+    if shift_shape is not None:
+        inits.append(nh.from_array(RNG.normal(0, 0.5, shift_shape).astype(np.float32), "t"))
+        nodes.append(h.make_node("Add", [y, "t"], ["ct"], name="shift"))
+        y = "ct"
+    nodes.append(h.make_node("Relu", [y], ["r"], name="relu"))
+    outputs = [h.make_tensor_value_info("r", T.FLOAT, ["N", 6, 8, 8])]
+    if extra_reader:
+        outputs.append(h.make_tensor_value_info("c", T.FLOAT, ["N", 6, 8, 8]))
+    g = h.make_graph(
+        nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])], outputs, inits
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+X = {"x": RNG.normal(0, 1, (2, 3, 8, 8)).astype(np.float32)}
+
+
+@pytest.mark.parametrize(
+    "scale,shift,bias",
+    [
+        ((1,), (1,), True),  # scalars (PP-OCRv4's learnable affine)
+        ((6, 1, 1), (1, 6, 1, 1), True),  # per channel
+        (None, (1, 6, 1, 1), False),  # a bias-free Conv and its bias as an Add
+        ((), None, False),
+    ],
+)
+def test_the_affine_folds_and_the_function_is_kept(scale, shift, bias):
+    m = affine_net(scale, shift, bias)
+    model = ir.from_proto(m)
+    assert FoldConvAffinePass()(model).modified
+    proto = to_proto(model)
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "Relu"]
+    assert len(proto.graph.node[0].input) == 3  # a bias now, whether or not there was one
+    np.testing.assert_allclose(run_model(proto, X)[0], run_model(m, X)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "scale,shift,extra",
+    [
+        ((1, 6, 8, 1), None, False),  # varies over a spatial axis: not per channel
+        ((3, 1, 1), None, False),  # another channel count
+        ((1,), None, True),  # the Conv's own output is read elsewhere
+    ],
+)
+def test_what_is_not_a_per_channel_affine_of_the_conv_alone_stays(scale, shift, extra):
+    m = affine_net(scale, shift, extra_reader=extra)
+    model = ir.from_proto(m)
+    if scale == (3, 1, 1):
+        with pytest.raises(Exception):  # noqa: B017  (the model itself does not broadcast)
+            onnx.checker.check_model(m, full_check=True)
+        return
+    assert not FoldConvAffinePass()(model).modified
