@@ -47,6 +47,7 @@ def canonicalize(
         common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FoldBatchNormPass(),
         FoldConvAffinePass(),
+        FoldBatchNormPass(),  # a BN behind a folded bias Add (PP-OCRv4 det's ConvTranspose)
         FoldPadIntoConvPass(),
         FuseMatMulAddPass(),
         DecomposeHardSwishPass(),

@@ -1,4 +1,5 @@
-"""Fold a constant scale (Mul) or shift (Add) behind a Conv into the Conv's weight and bias.
+"""Fold a constant scale (Mul) or shift (Add) behind a Conv (or ConvTranspose) into its weight
+and bias.
 
 Paddle writes BatchNorm-like per-channel or scalar affines as Mul/Add with constants after a
 Conv (PP-OCRv4's "learnable affine" blocks; a bias-free Conv plus an Add of its bias). Left
@@ -51,9 +52,22 @@ def _per_channel(arr: np.ndarray | None, channels: int, rank: int) -> np.ndarray
     return None
 
 
+def _out_channels(conv: ir.Node, warr: np.ndarray) -> tuple[int, int]:
+    """(output channels, their axis in the weight): Conv weights are (C_out, C_in/g, k...),
+    ConvTranspose weights (C_in, C_out/g, k...)."""
+    if conv.op_type == "Conv":
+        return warr.shape[0], 0
+    group = conv.attributes.get("group")
+    return warr.shape[1] * (group.value if group is not None else 1), 1
+
+
 def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
     """(the Mul or Add behind `conv`, its constant per output channel) when it folds."""
-    if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.inputs) < 2:
+    if (
+        conv.op_type not in ("Conv", "ConvTranspose")
+        or conv.domain not in ("", "ai.onnx")
+        or len(conv.inputs) < 2
+    ):
         return None
     w = conv.inputs[1]
     if w is None or not w.is_initializer() or len(list(w.uses())) != 1:
@@ -74,9 +88,12 @@ def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
     if op.op_type not in ("Mul", "Add") or op.domain not in ("", "ai.onnx") or len(op.inputs) != 2:
         return None
     other = op.inputs[1 - uses[0].idx]
-    per_channel = _per_channel(const_array(other), warr.shape[0], warr.ndim)
+    channels, axis = _out_channels(conv, warr)
+    per_channel = _per_channel(const_array(other), channels, warr.ndim)
     if per_channel is None or (y.shape is not None and len(y.shape) != warr.ndim):
         return None
+    if op.op_type == "Mul" and axis == 1 and channels != warr.shape[1]:
+        return None  # a grouped ConvTranspose's output channels are not one weight axis
     return op, per_channel
 
 
@@ -86,9 +103,12 @@ def _fold(graph: ir.Graph, conv: ir.Node, op: ir.Node, c: np.ndarray) -> None:
     warr = const_array(w)
     assert warr is not None
     bias = conv.inputs[2] if len(conv.inputs) > 2 else None
-    barr = np.zeros(warr.shape[0]) if bias is None else const_array(bias).astype(np.float64)
+    channels, axis = _out_channels(conv, warr)
+    barr = np.zeros(channels) if bias is None else const_array(bias).astype(np.float64)
     if op.op_type == "Mul":
-        new_w = warr * c.reshape((-1,) + (1,) * (warr.ndim - 1)).astype(warr.dtype)
+        shape = [1] * warr.ndim
+        shape[axis] = -1
+        new_w = warr * c.reshape(shape).astype(warr.dtype)
         new_b = barr * c
     else:
         new_w, new_b = warr, barr + c

@@ -81,3 +81,35 @@ def test_at_16_bit_activations_the_constants_stay_float(tmp_path):
     result = quantize(str(src), {"x": x}, None, QuantConfig(scheme="w8a16", progress=False))
     names = [n.name for n in result.model.graph.node]
     assert not any("_const" in n for n in names)
+
+
+def test_silu_runs_as_integer_sigmoid_and_mul(tmp_path):
+    """Conv -> x * Sigmoid(x) -> Conv (SiLU): the Mul's inputs are quantized, so ORT runs
+    QLinearSigmoid and QLinearMul, as in its own quantized models; no float Sigmoid or Mul."""
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(rng.normal(0, 0.4, (8, 3, 3, 3)).astype(np.float32), "w1"),
+        nh.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4, name="conv1"),
+        h.make_node("Sigmoid", ["c1"], ["s"], name="sig"),
+        h.make_node("Mul", ["c1", "s"], ["silu"], name="mul"),
+        h.make_node("Conv", ["silu", "w2"], ["y"], name="conv2"),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 4, 8, 8])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    src, out = tmp_path / "silu.onnx", tmp_path / "q.onnx"
+    onnx.save(m, src)
+    x = rng.normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    quantize(str(src), {"x": x}, str(out), QuantConfig(scheme="w8a8", progress=False))
+    ops = optimized_op_types(str(out))
+    assert {"QLinearSigmoid", "QLinearMul"} <= set(ops), ops
+    assert "Sigmoid" not in ops and "Mul" not in ops, ops

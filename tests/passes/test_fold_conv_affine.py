@@ -84,3 +84,44 @@ def test_what_is_not_a_per_channel_affine_of_the_conv_alone_stays(scale, shift, 
             onnx.checker.check_model(m, full_check=True)
         return
     assert not FoldConvAffinePass()(model).modified
+
+
+def test_a_bias_add_and_a_batchnorm_behind_a_conv_transpose_fold_into_it(tmp_path):
+    """PP-OCRv4 det's head: ConvTranspose (no bias) -> Add(bias) -> BatchNormalization."""
+    from faaq_onnx.model_io import load_model
+    from faaq_onnx.passes.canonicalize import canonicalize
+
+    rng = np.random.default_rng(3)
+    c = 4
+    inits = [
+        nh.from_array(rng.normal(0, 0.4, (6, c, 2, 2)).astype(np.float32), "w"),
+        nh.from_array(rng.normal(0, 0.5, (1, c, 1, 1)).astype(np.float32), "t"),
+        nh.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), "g"),
+        nh.from_array(rng.normal(0, 0.2, c).astype(np.float32), "be"),
+        nh.from_array(rng.normal(0, 0.2, c).astype(np.float32), "mu"),
+        nh.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "var"),
+        nh.from_array(np.array(1.3, np.float32), "s"),
+    ]
+    nodes = [
+        h.make_node("ConvTranspose", ["x", "w"], ["ct"], strides=[2, 2], name="up"),
+        h.make_node("Mul", ["ct", "s"], ["cts"], name="scale"),
+        h.make_node("Add", ["cts", "t"], ["cb"], name="bias"),
+        h.make_node("BatchNormalization", ["cb", "g", "be", "mu", "var"], ["bn"], name="bn"),
+        h.make_node("Sigmoid", ["bn"], ["y"], name="sig"),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 6, 4, 4])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", c, 8, 8])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = str(tmp_path / "ct.onnx")
+    onnx.save(m, path)
+    model, _ = canonicalize(load_model(path), target_opset=13, simplify=False)
+    proto = to_proto(model)
+    assert [n.op_type for n in proto.graph.node] == ["ConvTranspose", "Sigmoid"]
+    x = {"x": rng.normal(0, 1, (2, 6, 4, 4)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(proto, x)[0], run_model(m, x)[0], rtol=1e-5, atol=1e-5)
