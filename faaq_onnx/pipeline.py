@@ -197,10 +197,10 @@ class Compilation:
 
     # back half -----------------------------------------------------------------
     def build(
-        self, plan: BitPlan, nbits: set[str] | None = None
+        self, plan: BitPlan, nbits: set[str] | None = None, bias_corrected: bool = True
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
-        return self.emission.build(plan, nbits)
+        return self.emission.build(plan, nbits, bias_corrected)
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
         """Build, verify with plain ORT, report; write atomically when `output` is given."""

@@ -69,6 +69,36 @@ def tradeoff(comp, metric: str = "sqnr", points: int = 8, accuracy=None) -> dict
     return out
 
 
+def measure_latency(comp, curve: dict, ep: str = "cpu", batch: int = 1, pairs: int = 30) -> None:
+    """Time the model each uniform and knapsack point would write against the float model the
+    user gave, all interleaved in one shuffled pass (one load for every ratio); adds
+    `measured_latency_ms` and `measured_latency_ratio` (x float) to those points, in place.
+    The models are built without bias correction: it changes no op, so no timing."""
+    from faaq_onnx.analysis.latency import _batch_feeds
+    from faaq_onnx.runtime.timing import interleaved_median_ms
+
+    points = curve["uniform"] + curve["knapsack"]
+    models = [
+        comp.build(
+            BitPlan({g: Candidate.parse(c) for g, c in p["plan"].items()}), bias_corrected=False
+        )[0]
+        for p in points
+    ]
+    feeds = _batch_feeds(comp.verify_inputs, batch)
+    try:
+        ms = interleaved_median_ms([str(comp.model_path), *models], feeds, ep=ep, pairs=pairs)
+    except FaaqError:  # the given file does not load as is: faaq's loadable float rewrite then
+        ms = interleaved_median_ms([comp.float_proto, *models], feeds, ep=ep, pairs=pairs)
+    curve["float_latency_ms"] = ms[0]
+    curve["latency_how"] = (
+        f"{ep}, batch {batch}: median of {pairs} interleaved rounds (one run of every model "
+        "per round, order shuffled, threads not spinning), emitted models against the float one"
+    )
+    for p, t in zip(points, ms[1:]):
+        p["measured_latency_ms"] = t
+        p["measured_latency_ratio"] = t / ms[0]
+
+
 def plot_tradeoff(curve: dict, path) -> None:
     import matplotlib
 
@@ -83,6 +113,8 @@ def plot_tradeoff(curve: dict, path) -> None:
     ]
     if curve["uniform"] and "latency_ms" in curve["uniform"][0]:
         panels.append(("latency_ms", "latency (ms, from measured kernel costs)"))
+    if curve["uniform"] and "measured_latency_ratio" in curve["uniform"][0]:
+        panels.append(("measured_latency_ratio", "latency x float (the emitted models, timed)"))
     rows = [("sqnr_db", "output SQNR (dB, measured jointly)", 1.0)]
     if "float_top1" in curve:
         rows.append(("top1", "top-1 % on the labeled data", 100.0))
@@ -105,7 +137,9 @@ def _panel(ax, curve: dict, key: str, ykey: str, yscale: float) -> None:
     """One metric against one cost: greedy and knapsack curves, uniform schemes as stars."""
     scale = 1e-6 if key == "model_bytes" else 1.0
     for method, style in (("greedy", "o-"), ("knapsack", "s--")):
-        pts = sorted(curve[method], key=lambda p: p[key])
+        pts = sorted((p for p in curve[method] if key in p), key=lambda p: p[key])
+        if not pts:  # greedy plans are not timed
+            continue
         ax.plot(
             [p[key] * scale for p in pts],
             [p[ykey] * yscale for p in pts],

@@ -38,6 +38,12 @@ from faaq_onnx.cli.quantize_cmd import config_from_options, load_labeled_option,
     show_default=True,
     help="Also profile each candidate's kernels on --ep and plot SQNR against measured latency.",
 )
+@click.option(
+    "--measure-latency",
+    is_flag=True,
+    help="Also write the model of every uniform and knapsack point and time it against the "
+    "float model (interleaved, on --ep at --latency-batch): plotted as latency x float.",
+)
 @click.option("--ep", default="cpu", show_default=True, help="Execution provider for --latency.")
 @click.option(
     "--latency-batch", type=int, default=1, show_default=True, help="Batch size for --latency."
@@ -67,6 +73,7 @@ def command(
     cache_dir,
     no_cache,
     latency,
+    measure_latency,
     ep,
     latency_batch,
     labels_data,
@@ -137,6 +144,8 @@ def command(
         comp.latency_table(ep, latency_batch, cache)
     accuracy = comp.labeled_accuracy(labeled) if labeled is not None else None
     curve = tradeoff_mod.tradeoff(comp, metric, points, accuracy)
+    if measure_latency:
+        tradeoff_mod.measure_latency(comp, curve, ep, latency_batch)
     # the report commits together: every file written beside its place, then renamed; if one
     # cannot be written, none is (and a folder made for them is removed)
     with OutputSet() as outs:
@@ -164,7 +173,12 @@ def command(
 
     def lat(p):
         top1 = f"  top-1 {100 * p['top1']:.2f} %" if "top1" in p else ""
-        return top1 + (f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else "")
+        timed = (
+            f"  measured {p['measured_latency_ratio']:.2f}x float"
+            if "measured_latency_ratio" in p
+            else ""
+        )
+        return top1 + (f"  latency {p['latency_ms']:.3f} ms" if "latency_ms" in p else "") + timed
 
     if "float_top1" in curve:
         click.echo(

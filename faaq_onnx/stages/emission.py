@@ -27,8 +27,10 @@ class Emission:
         self.matmul_choice: dict = {}
 
     def build(
-        self, plan: BitPlan, nbits: set[str] | None = None
+        self, plan: BitPlan, nbits: set[str] | None = None, bias_corrected: bool = True
     ) -> tuple[onnx.ModelProto, EmitSummary]:
+        """The plan's QDQ model. `bias_corrected=False` skips bias correction (a model built only
+        to be timed: its graph, and so its speed, is the same)."""
         comp = self.comp
         plan.check_against(comp.qgraph)
         opset = needed_opset(plan, comp.config, comp.int2)
@@ -37,12 +39,14 @@ class Emission:
                 f"this plan needs opset {opset}: create the Compilation with that target_opset"
             )
         with comp.rounding.applied(plan):
-            return self._build(plan, nbits)
+            return self._build(plan, nbits, bias_corrected)
 
-    def _build(self, plan: BitPlan, nbits: set[str] | None) -> tuple[onnx.ModelProto, EmitSummary]:
+    def _build(
+        self, plan: BitPlan, nbits: set[str] | None, bias_corrected: bool = True
+    ) -> tuple[onnx.ModelProto, EmitSummary]:
         comp = self.comp
         qweights = comp.optimization.quantized(plan)
-        biases = comp.bias_overrides(plan)
+        biases = comp.bias_overrides(plan) if bias_corrected else {}
         nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
         keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with comp.stage("emit"):

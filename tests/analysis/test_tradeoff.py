@@ -135,3 +135,40 @@ def test_sensitivity_figure_size_follows_the_groups(tmp_path):
     )  # 0.28 * 20 + 1 = 6.6 inches
     tr.plot_sensitivity(many, tmp_path / "many.png", metric_key="kl")
     assert png_size(tmp_path / "many.png") == (8 * 110, round(6.6 * 110))
+
+
+def test_measured_latency_times_each_points_model_against_the_users_file(monkeypatch):
+    """One interleaved pass: the user's file first, then the model of every uniform and
+    knapsack point (built from that point's plan, without bias correction); ratios map back."""
+    from faaq_onnx.runtime import timing
+
+    comp = Comp()
+    curve = tr.tradeoff(comp, points=2)
+    built = []
+
+    def build(plan, bias_corrected=True):
+        built.append((dict(plan.choices), bias_corrected))
+        return f"model{len(built)}", None
+
+    comp.build, comp.model_path, comp.float_proto = build, "/user/model.onnx", "FLOAT"
+    comp.verify_inputs = {"x": __import__("numpy").zeros((3, 2), "float32")}
+    seen = {}
+
+    def fake_timing(models, feeds, ep="cpu", pairs=30):
+        seen.update(models=models, batch=len(feeds["x"]), ep=ep, pairs=pairs)
+        return [10.0] + [float(i + 1) for i in range(len(models) - 1)]
+
+    monkeypatch.setattr(timing, "interleaved_median_ms", fake_timing)
+    tr.measure_latency(comp, curve, ep="cpu", batch=2)
+    points = curve["uniform"] + curve["knapsack"]
+    assert seen["models"] == ["/user/model.onnx"] + [f"model{i + 1}" for i in range(len(points))]
+    assert seen["batch"] == 2
+    assert [c for c, _ in built] == [
+        {g: Candidate.parse(c) for g, c in p["plan"].items()} for p in points
+    ]
+    assert not any(corrected for _, corrected in built)
+    assert [p["measured_latency_ratio"] for p in points] == [
+        pytest.approx((i + 1) / 10) for i in range(len(points))
+    ]
+    assert curve["float_latency_ms"] == 10.0
+    assert all("measured_latency_ratio" not in p for p in curve["greedy"])

@@ -396,6 +396,24 @@ def test_analyze_with_measured_latency(runner, tiny_cnn, calib_npz, tmp_path):
     assert "latency" in r.output
 
 
+def test_analyze_times_the_emitted_models(runner, tiny_cnn, calib_npz, tmp_path):
+    """--measure-latency: every uniform and knapsack point's model timed against the float file,
+    a fourth panel in the picture."""
+    from PIL import Image
+
+    rep = tmp_path / "rep"
+    args = ["analyze", tiny_cnn, "--calib", calib_npz, "--report", str(rep), "--points", "2"]
+    r = runner.invoke(main, [*args, "--metrics", "sqnr", "--measure-latency", "--no-cache", "-q"])
+    assert r.exit_code == 0, r.output
+    curve = json.loads((rep / "tradeoff.json").read_text())
+    timed = curve["uniform"] + curve["knapsack"]
+    assert all(p["measured_latency_ratio"] > 0 for p in timed)
+    assert curve["float_latency_ms"] > 0 and "interleaved" in curve["latency_how"]
+    assert "x float" in r.output
+    width = Image.open(rep / "tradeoff.png").size[0]
+    assert width == round(5.5 * 3 * 110)  # size, BOPs and measured latency panels
+
+
 @pytest.mark.parametrize("flag, rerounded", [("--reround", True), ("--no-reround", False)])
 def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, rerounded):
     report = tmp_path / "r.json"
