@@ -23,21 +23,7 @@ class DecomposeHardSwishPass(InPlacePass):
             x, y = node.inputs[0], node.outputs[0]
             if x is None:
                 continue
-            base = node.name or y.name
-            gate = ir.Value(name=f"{base}/hardsigmoid", shape=y.shape, type=y.type)
-            sigmoid = ir.node(
-                "HardSigmoid",
-                [x],
-                {"alpha": 1.0 / 6.0, "beta": 0.5},
-                outputs=[gate],
-                name=f"{base}/HardSigmoid",
-            )
-            out = ir.Value(name=f"{y.name}__mul", shape=y.shape, type=y.type)
-            mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{base}/Mul")
-            graph.insert_after(node, [sigmoid, mul])
-            ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
-            graph.remove(node, safe=True)
-            out.name = y.name  # the tensor keeps its name: reports and user outputs see it
+            _replace_by_x_times_hardsigmoid(graph, x, y, node.name or y.name, [node])
             modified = True
         return PassResult(model, modified)
 
@@ -56,23 +42,30 @@ class WrittenOutHardSwishPass(InPlacePass):
                 continue
             x, clip, mul, last = match
             y = last.outputs[0]
-            base = mul.name or y.name
-            gate = ir.Value(name=f"{base}/hardsigmoid", shape=y.shape, type=y.type)
-            sigmoid = ir.node(
-                "HardSigmoid",
-                [x],
-                {"alpha": 1.0 / 6.0, "beta": 0.5},
-                outputs=[gate],
-                name=f"{base}/HardSigmoid",
-            )
-            out = ir.Value(name=f"{y.name}__mul", shape=y.shape, type=y.type)
-            new_mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{base}/Mul")
-            graph.insert_after(last, [sigmoid, new_mul])
-            ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
-            graph.remove([last, mul, clip, add], safe=True)
-            out.name = y.name
+            _replace_by_x_times_hardsigmoid(graph, x, y, mul.name or y.name, [last, mul, clip, add])
             modified = True
         return PassResult(model, modified)
+
+
+def _replace_by_x_times_hardsigmoid(
+    graph: ir.Graph, x: ir.Value, y: ir.Value, base: str, old: list[ir.Node]
+) -> None:
+    """Compute `y` as x · HardSigmoid(x) (alpha 1/6, beta 1/2) after the `old` nodes that
+    computed it, and remove those; `y`'s name stays, for reports and the user's outputs."""
+    gate = ir.Value(name=f"{base}/hardsigmoid", shape=y.shape, type=y.type)
+    sigmoid = ir.node(
+        "HardSigmoid",
+        [x],
+        {"alpha": 1.0 / 6.0, "beta": 0.5},
+        outputs=[gate],
+        name=f"{base}/HardSigmoid",
+    )
+    out = ir.Value(name=f"{y.name}__mul", shape=y.shape, type=y.type)
+    mul = ir.node("Mul", [x, gate], outputs=[out], name=f"{base}/Mul")
+    graph.insert_after(old[0], [sigmoid, mul])
+    ir.convenience.replace_all_uses_with(y, out, replace_graph_outputs=True)
+    graph.remove(old, safe=True)
+    out.name = y.name
 
 
 def _scalar(value: ir.Value | None) -> float | None:
