@@ -35,7 +35,7 @@ class WeightOptimization:
         config = self.comp.config
         if "bias-correction" not in config.optimize:
             return {}
-        if config.optimize_auto and all(c.w >= 8 for c in plan.choices.values()):
+        if config.optimize_auto and not _below_8_effective_bits(plan, config):
             return {}  # auto corrects biases where weights go below 8 bits only
         from faaq_onnx.optimize.bias_correction import bias_corrections
 
@@ -48,3 +48,10 @@ class WeightOptimization:
                     self.comp, plan, self.comp.config.optimize_samples
                 )
         return self._bias[key]
+
+
+def _below_8_effective_bits(plan: BitPlan, config) -> bool:
+    """Whether some weight of the plan is on a grid coarser than 8 bits: below 8 bits, or at 8
+    bits kept to a 7-bit range (reduce_range, ORT's int8 kernels without VNNI), where
+    EfficientNet-Lite0's depthwise convolutions lose 0.5 pt that bias correction gives back."""
+    return any(c.w < 8 or (c.w == 8 and config.weights_reduce_range) for c in plan.choices.values())

@@ -1022,7 +1022,10 @@ def test_plain_low_bit_command_rounds_with_gptq(
     assert (", of which bias correction on" in r.output) is corrected
 
 
-def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
+@pytest.mark.parametrize("reduce_range", ["off", "on"])
+def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path, reduce_range):
+    """At 8 bits auto rounds to nearest; it corrects biases only where 8-bit weights are kept
+    to a 7-bit range (--reduce-range on, or auto on a CPU without VNNI)."""
     report = tmp_path / "r.json"
     r = runner.invoke(
         main,
@@ -1035,6 +1038,8 @@ def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
             calib_npz,
             "--scheme",
             "w8a8",
+            "--reduce-range",
+            reduce_range,
             "--no-cache",
             "-q",
             "--json",
@@ -1045,7 +1050,7 @@ def test_auto_rounds_nothing_at_8_bits(runner, tiny_cnn, calib_npz, tmp_path):
     rep = json.loads(report.read_text())
     assert {w["rounding"] for w in rep["verify"]["size"]["per_weight"].values()} == {"nearest"}
     assert not any(p.get("units") for p in rep["optimization"]["rounding"].values())
-    assert rep["optimization"]["bias_corrected"] == []  # auto corrects biases below 8 bits only
+    assert bool(rep["optimization"]["bias_corrected"]) is (reduce_range == "on")
 
 
 @pytest.mark.parametrize(

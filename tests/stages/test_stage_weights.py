@@ -14,7 +14,7 @@ from faaq_onnx.stages import weights as stage
 from faaq_onnx.stages.weights import WeightOptimization
 
 
-def make(optimize=("bias-correction",), auto=False, samples=17):
+def make(optimize=("bias-correction",), auto=False, samples=17, reduce_range=False):
     stages = []
 
     @contextlib.contextmanager
@@ -26,7 +26,10 @@ def make(optimize=("bias-correction",), auto=False, samples=17):
         model=None,
         qgraph=None,
         config=SimpleNamespace(
-            optimize=list(optimize), optimize_auto=auto, optimize_samples=samples
+            optimize=list(optimize),
+            optimize_auto=auto,
+            optimize_samples=samples,
+            weights_reduce_range=reduce_range,
         ),
         stage=stage_cm,
     )
@@ -60,6 +63,14 @@ def test_auto_corrects_only_plans_with_weights_below_8_bits(corrections):
     assert opt.bias_overrides(plan(8, 4)) == {"b": 1}
     assert corrections == [(comp, choices_key(plan(8, 4).choices), 17)]
     assert stages == ["bias_correction"]
+
+
+def test_auto_corrects_8_bit_weights_kept_to_a_7_bit_range(corrections):
+    """reduce_range (ORT's int8 kernels without VNNI): 8-bit weights are on a 7-bit grid."""
+    opt, _, _ = make(auto=True, reduce_range=True)
+    assert opt.bias_overrides(plan(8, 8)) == {"b": 1}
+    assert opt.bias_overrides(BitPlan({"g": Candidate(32, 32)})) == {}  # float: nothing to fix
+    assert opt.bias_overrides(BitPlan({"g": Candidate(8, 16), "h": Candidate(16, 16)})) == {"b": 2}
 
 
 def test_asked_explicitly_corrects_8_bit_plans_too_once_per_plan(corrections):
