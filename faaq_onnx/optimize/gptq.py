@@ -26,6 +26,7 @@ from faaq_onnx.quant.range_setters import weight_range
 from faaq_onnx.quant.weights import QuantizedWeight, WeightGrid, compact
 
 DAMP = 0.01  # of the mean Hessian diagonal, as the paper
+DAMP_STEPS = 6  # tenfold more damping each time the Hessian does not factor: up to 1000x
 LAZY = 128  # rows updated together (the paper's lazy batch)
 # Rows by decreasing diag(H)? benchmarks/out/gptq_conv.md: act-order's layer errors are ~5 % lower
 # (ResNet-20/56 W4A8/W3A8, EfficientNet-Lite0 W4A8), top-1 is not higher (ResNets within
@@ -228,13 +229,14 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     eye = np.eye(h.shape[1])
     mean = np.mean(np.diagonal(h, axis1=1, axis2=2), axis=1)[:, None, None]
     damp = DAMP
-    for _ in range(6):
+    for _ in range(DAMP_STEPS):
         u = _upper_factor_of_inverse(h + damp * mean * eye)
         if u is not None:
             return u
         damp *= 10
     raise np.linalg.LinAlgError(
-        "GPTQ: the layer's Hessian does not factor even with 10x its mean diagonal added"
+        "GPTQ: the layer's Hessian does not factor even with "
+        f"{DAMP * 10 ** (DAMP_STEPS - 1):g}x its mean diagonal added"
     )
 
 

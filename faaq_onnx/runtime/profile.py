@@ -394,7 +394,8 @@ def aggregate_trace(events: list[dict], skip_runs: int = 0, top: int = 15) -> di
     for rec in by_node.values():
         rec["us"] = float(np.median(rec["durs"])) * len(rec["durs"]) / timed_runs
         by_op[rec["op_type"]] += rec["us"]
-    total = sum(by_op.values()) or 1.0
+    kernel_us = sum(by_op.values())
+    total = kernel_us or 1.0  # a share of nothing is 0, not a division by zero
     int_us = sum(v for k, v in by_op.items() if is_integer_kernel(k))
     qdq_us = sum(v for k, v in by_op.items() if k in QDQ_OPS)
 
@@ -417,7 +418,7 @@ def aggregate_trace(events: list[dict], skip_runs: int = 0, top: int = 15) -> di
     ]
     return {
         "timed_runs": timed_runs,
-        "kernel_ms_per_run": round(total / 1e3, 4),
+        "kernel_ms_per_run": round(kernel_us / 1e3, 4),
         "integer_share": round(int_us / total, 4),
         "qdq_share": round(qdq_us / total, 4),
         "float_share": round(max(0.0, 1 - (int_us + qdq_us) / total), 4),

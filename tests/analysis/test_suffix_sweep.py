@@ -55,3 +55,36 @@ def test_the_sweep_states_how_stable_its_ranking_is(tiny_cnn):
     table = comp.sensitivity("w2a8,w4a8,w8a8", ("sqnr", "kl"), cache_dir=False)
     assert table.meta["ranking_tau_halves"] == sweep.split_half_tau()
     assert 0.5 < table.meta["ranking_tau_halves"] <= 1.0  # 2, 4 and 8 bits rank apart
+
+
+def test_split_half_tau_ranks_the_jobs_on_each_half_of_the_samples():
+    """Three jobs over four samples: by the first two samples a > b > c, by the last two a > c > b
+    (one discordant pair of three: tau 1/3); fewer than three jobs or four samples: None."""
+    from faaq_onnx.analysis.suffix_sweep import split_half_tau
+
+    kl = np.zeros(4)
+    per_sample = {
+        "a": (np.array([100.0, 100.0, 90.0, 90.0]), kl),
+        "b": (np.array([50.0, 30.0, 1.0, 3.0]), kl),
+        "c": (np.array([10.0, 10.0, 20.0, 20.0]), kl),
+    }
+    assert split_half_tau(per_sample) == pytest.approx(0.333, abs=1e-9)
+    # samples whose order changes with any other split: (0, 1) | (2, 3) gives -1/3
+    mixed = {
+        "a": (np.array([62.0, 94.0, 37.0, 20.0]), kl),
+        "b": (np.array([29.0, 51.0, 56.0, 3.0]), kl),
+        "c": (np.array([64.0, 17.0, 63.0, 88.0]), kl),
+    }
+    assert split_half_tau(mixed) == pytest.approx(-0.333, abs=1e-9)
+    # five samples: the first two, then the last three (a > b > c, then b > a > c)
+    five = {
+        "a": (np.array([100.0, 100.0, 1.0, 90.0, 90.0]), np.zeros(5)),
+        "b": (np.array([50.0, 30.0, 200.0, 1.0, 3.0]), np.zeros(5)),
+        "c": (np.array([10.0, 10.0, 20.0, 20.0, 20.0]), np.zeros(5)),
+    }
+    assert split_half_tau(five) == pytest.approx(0.333, abs=1e-9)  # 1 at a cut after sample 1
+    assert split_half_tau(dict(list(per_sample.items())[:2])) is None
+    short = {k: (r[:3], kl[:3]) for k, (r, _) in per_sample.items()}
+    assert split_half_tau(short) is None
+    four = {**per_sample, "d": (np.array([5.0, 5.0, 5.0, 5.0]), kl)}  # below b, then above it
+    assert split_half_tau(four) == pytest.approx(0.333, abs=1e-9)  # 4 of 6 pairs agree

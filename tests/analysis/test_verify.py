@@ -118,3 +118,12 @@ def test_model_bytes_count_external_data(tmp_path):
     assert vf.model_bytes(header) == header.ByteSize() + W.nbytes
     onnx.save(model(), str(tmp_path / "plain.onnx"))
     assert vf.written_bytes(model()) == (tmp_path / "plain.onnx").stat().st_size
+
+
+def test_bootstrap_of_many_samples_draws_in_chunks_the_same_resamples():
+    """5000 samples: 838 resamples a chunk, so 1000 draws take two chunks, the last one short;
+    together they are the resamples one seeded draw of 1000 x 5000 indices gives."""
+    v = np.random.default_rng(1).random(5000)
+    got = vf.bootstrap_means(v, draws=1000, seed=2)
+    idx = np.random.default_rng(2).integers(0, 5000, size=(1000, 5000))
+    np.testing.assert_array_equal(got, v[idx].mean(axis=1))

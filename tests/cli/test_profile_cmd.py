@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from faaq_onnx.cli import main
+from faaq_onnx.cli.profile_cmd import plot_latency_vs_size
 
 
 @pytest.fixture
@@ -136,3 +137,72 @@ def test_plot_of_only_skipped_measurements_is_refused(tmp_path):
     with pytest.raises(FaaqError, match="nothing to plot"):
         plot_latency_vs_size(rep, tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
+
+
+# --- the arguments click refuses, and what the --plot figure shows: one series per EP x batch,
+# one point per model at its size in MB and median latency, skipped ones left out
+
+
+def test_models_are_required_files():
+    r = CliRunner().invoke(main, ["profile"])
+    assert r.exit_code == 2 and "Missing argument 'MODELS...'" in r.stderr
+
+
+def test_a_folder_is_not_a_model(tmp_path):
+    r = CliRunner().invoke(main, ["profile", str(tmp_path)])
+    assert r.exit_code == 2 and "is a directory" in r.stderr
+
+
+def test_a_missing_model_is_named(tmp_path):
+    r = CliRunner().invoke(main, ["profile", str(tmp_path / "nope.onnx")])
+    assert r.exit_code == 2 and f"model file not found: {tmp_path / 'nope.onnx'}" in r.stderr
+
+
+def _row(name, ep, batch, mb, ms, status="ok"):
+    return {"model_name": name, "ep": ep, "batch": batch, "model_bytes": mb * 1e6,
+            "median_ms": ms, "status": status}  # fmt: skip
+
+
+@pytest.fixture
+def figure(monkeypatch):
+    import faaq_onnx.outputs as outputs
+
+    seen = {}
+
+    def savefig(fig, path, dpi=None):
+        seen.update(fig=fig, path=path, dpi=dpi)
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(outputs, "savefig_atomic", savefig)
+    return seen
+
+
+def test_plot_has_a_series_per_ep_and_batch_and_a_point_per_model(figure, tmp_path):
+    report = {
+        "machine": {"onnxruntime": "1.2.3", "cpu_count": 6},
+        "results": [
+            _row("float.onnx", "cpu", 8, 4.0, 2.5),
+            _row("float.onnx", "cpu", 1, 4.0, 0.5),
+            _row("q.onnx", "cpu", 1, 1.0, 0.25),
+            _row("q.onnx", "cuda", 1, 1.0, 9.0, status="skipped"),
+        ],
+    }
+    out = plot_latency_vs_size(report, tmp_path / "new" / "sub" / "p.png")  # folders made
+    assert out == tmp_path / "new" / "sub" / "p.png" and out.read_bytes() == b"png"
+    assert figure["path"] == out and figure["dpi"] == 120
+    (ax,) = figure["fig"].axes
+    assert ax.get_title() == "onnxruntime 1.2.3, 6 CPUs"
+    assert ax.get_xlabel() == "model size on disk (MB)"
+    assert ax.get_ylabel() == "median latency (ms)"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["cpu, batch 1", "cpu, batch 8"]  # sorted; the skipped cuda row is left out
+    points = [c.get_offsets().tolist() for c in ax.collections]
+    assert points == [[[4.0, 0.5], [1.0, 0.25]], [[4.0, 2.5]]]
+    markers = [c.get_paths()[0].vertices.shape[0] for c in ax.collections]
+    assert markers[0] != markers[1]  # each series its own marker
+    notes = [(t.get_text(), tuple(float(v) for v in t.xy)) for t in ax.texts]
+    assert notes == [
+        ("float.onnx", (4.0, 0.5)),
+        ("q.onnx", (1.0, 0.25)),
+        ("float.onnx", (4.0, 2.5)),
+    ]

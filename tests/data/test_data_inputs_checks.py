@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from faaq_onnx.data import inputs as di
 from faaq_onnx.data.inputs import iter_batches, load_inputs, stacked_inputs, validate_inputs
+from faaq_onnx.data.readers import _held_out, _subset
 from faaq_onnx.errors import FaaqError
 
 
@@ -213,3 +215,101 @@ def test_npy_folders_stack_samples_and_batches_of_one_kind(tmp_path):
         f"{tmp_path / 's.npy'} holds a scalar, not a sample or batch for input 'x'"
     )
     assert len(_subset(20, 1, 0)) == 1  # a limit of one sample is allowed
+
+
+# --- load_inputs(held_out=N) on every kind of source: a calibration subset and, drawn apart
+# from it, up to N held-out samples prepared the same way
+
+
+def _npy_folder(folder, n=10):
+    folder.mkdir()
+    for i in range(n):  # float64 files, one sample each: prepared to float32
+        np.save(folder / f"s{i:02d}.npy", np.full((1, 2), i, np.float64))
+    return folder
+
+
+@pytest.mark.parametrize("shapes", [None, {"x": ["N", 2]}])
+def test_npy_folder_holds_out_other_files(tmp_path, shapes):
+    p = _npy_folder(tmp_path / "d")
+    calib, held = load_inputs(p, ["x"], shapes, limit=4, seed=3, held_out=3)
+    idx = _subset(10, 4, 3)
+    hidx = _held_out(10, idx, 3, 3)
+    np.testing.assert_array_equal(calib["x"][:, 0], idx)
+    np.testing.assert_array_equal(held["x"], np.repeat(hidx[:, None], 2, 1))
+    assert held["x"].dtype == np.float32 and calib["x"].dtype == np.float32
+    assert not set(idx) & set(hidx)
+    # more held-out samples asked for than are left: all the others
+    calib, held = load_inputs(p, ["x"], shapes, limit=8, seed=3, held_out=5)
+    assert sorted([*calib["x"][:, 0], *held["x"][:, 0]]) == list(range(10))
+    # no limit: every file calibrates, none is left
+    calib, held = load_inputs(p, ["x"], shapes, held_out=5)
+    assert len(calib["x"]) == 10 and held["x"].shape == (0, 2)
+
+
+def test_npy_folder_held_out_samples_are_checked_against_the_model(tmp_path):
+    p = _npy_folder(tmp_path / "d")
+    with pytest.raises(FaaqError, match=r"axis 1: 2 vs 3"):
+        load_inputs(p, ["x"], {"x": ["N", 3]}, limit=4, held_out=2)
+
+
+def _images(folder, n, size=(12, 10)):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_image_folder_holds_out_the_other_images_with_the_same_preset(tmp_path):
+    p = _images(tmp_path / "imgs", 5)
+    shapes = {"input": ["N", 3, 32, 32]}  # the model's input picks the cifar10 preset
+    full = load_inputs(p, ["input"], shapes)["input"]
+    calib, held = load_inputs(p, ["input"], shapes, limit=2, seed=1, held_out=9)
+    idx = _subset(5, 2, 1)
+    np.testing.assert_array_equal(calib["input"], full[idx])
+    rest = [i for i in range(5) if i not in idx]
+    np.testing.assert_array_equal(held["input"], full[rest])
+    assert held["input"].shape == (3, 3, 32, 32) and held["input"].dtype == np.float32
+    with_preset = load_inputs(p, ["input"], None, "imagenet", limit=2, held_out=1)[1]["input"]
+    assert with_preset.shape == (1, 3, 224, 224)
+
+
+def test_one_image_is_enough_to_guess_the_preset(tmp_path):
+    p = _images(tmp_path / "one", 1, size=(8, 8))
+    got = load_inputs(p, ["input"])["input"]  # RGB: the ImageNet preset
+    assert got.shape == (1, 3, 224, 224) and got.dtype == np.float32
+
+
+def test_subfolders_per_input_have_no_held_out_set(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            np.save(tmp_path / name / f"{i}.npy", np.full((1, 3), i, np.float32))
+    calib, held = load_inputs(tmp_path, ["a", "b"], limit=2, held_out=2)
+    assert set(calib) == {"a", "b"} and len(calib["a"]) == 2
+    assert held["a"].shape == (0, 3) and held["b"].shape == (0, 3)
+
+
+def test_npz_held_out_when_all_are_taken_and_empty_arrays(tmp_path):
+    raw = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    np.savez(tmp_path / "c.npz", x=raw)
+    calib, held = load_inputs(
+        tmp_path / "c.npz", ["input"], {"input": ["N", 3, 32, 32]}, held_out=2
+    )
+    assert len(calib["input"]) == 4 and held["input"].shape == (0, 3, 32, 32)
+    np.savez(tmp_path / "e.npz", x=np.zeros((0, 3), np.float32))
+    with pytest.raises(FaaqError, match=r"input 'input' is empty \(shape \(0, 3\)"):
+        load_inputs(tmp_path / "e.npz", ["input"], held_out=2)
+    np.savez(tmp_path / "s.npz", x=np.float32(2.0))
+    with pytest.raises(FaaqError, match="input 'input' is a scalar"):
+        load_inputs(tmp_path / "s.npz", ["input"], held_out=2)
+
+
+def test_one_whole_feed_per_sample_checks_unit_axes_too():
+    """A model dimension of 1 is a fixed size like any other; only 0, -1 and symbols are free."""
+    with pytest.raises(FaaqError, match=r"\(axis 0: 2 vs 1\)$"):
+        validate_inputs({"x": np.zeros((5, 2, 3))}, {"x": [1, 3]})
+    validate_inputs({"x": np.zeros((5, 1, 3))}, {"x": [1, 3]})
+    validate_inputs({"x": np.zeros((5, 2, 3))}, {"x": [0, 3]})
+    validate_inputs({"x": np.zeros((5, 2, 3))}, {"x": [-1, "n"]})

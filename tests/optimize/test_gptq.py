@@ -497,3 +497,16 @@ def test_the_inverse_factor_holds_on_a_badly_conditioned_hessian():
     assert np.allclose(np.triu(u), u)  # upper triangular
     err = np.abs(u.T @ u @ damped - np.eye(k)).max()
     assert err < 1e-6, err
+
+
+def test_damping_grows_tenfold_six_times_then_gives_up():
+    """H = diag(1, -b) has mean diagonal (1 - b) / 2: it factors once the damping (1 %, 10 %, ...
+    of that mean) passes b. b = 0.99 needs the sixth step, 1000x the mean; b = 0.999 more."""
+    from faaq_onnx.optimize.gptq import DAMP, _inverse_cholesky
+
+    h = np.diag([1.0, -0.99])[None]
+    u = _inverse_cholesky(h)[0]
+    damped = h[0] + DAMP * 10**5 * 0.005 * np.eye(2)
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(damped), rtol=1e-9)
+    with pytest.raises(np.linalg.LinAlgError, match=r"does not factor even with 1000x its mean"):
+        _inverse_cholesky(np.diag([1.0, -0.999])[None])

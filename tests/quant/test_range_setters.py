@@ -188,3 +188,60 @@ def test_percentile_takes_the_outer_edges_of_the_bins_where_the_cdf_crosses():
     assert lo == pytest.approx(-w) and hi == pytest.approx(w)
     lo, hi = activation_range(_stats(x), IntFormat(8, False), False, "percentile", 100)
     assert (lo, hi) == (-1000.0, 1000.0)  # 100 %: the whole range
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "signed-two-sided",
+        "signed-relu",
+        "4-bit",
+        "sparse",
+        "binary",
+        "uniform",
+        "spike",
+        "negative",
+    ],
+)
+def test_entropy_matches_the_plain_reference_for_other_formats_and_data(kind):
+    """Signed and 4-bit formats take fewer levels; values on a coarse lattice leave most bins
+    empty; a pile next to zero is not flattened away; all-negative data is one-sided; all-0/1
+    data and uniform data are best left unclipped."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(40_000).astype(np.float32)
+    x[:6] = 15.0
+    fmt = IntFormat(8, True)
+    if kind == "signed-relu":
+        x = np.maximum(x, 0)
+    elif kind == "4-bit":
+        fmt = IntFormat(4, False)
+    elif kind == "sparse":
+        x = np.round(x * 4) / 4
+        fmt = IntFormat(8, False)
+    elif kind == "binary":
+        x = (x > 0).astype(np.float32)
+        fmt = IntFormat(8, False)
+    elif kind == "spike":  # a pile in bin 1, next to the zero bin the search flattens
+        x = np.concatenate([np.maximum(x, 0), np.full(8000, 15 / 2048 * 1.5, np.float32)])
+        fmt = IntFormat(4, False)
+    elif kind == "negative":  # one-sided below zero
+        x = -np.maximum(x, 0)
+        fmt = IntFormat(4, False)
+    elif kind == "uniform":
+        x = rng.uniform(0, 1, 40_000).astype(np.float32)
+        fmt = IntFormat(8, False)
+    s = _stats(x)
+    got = activation_range(s, fmt, False, "entropy")
+    if kind != "binary":  # (the reference divides by an empty Q there)
+        ref = _entropy_reference(s, min(s.min, 0.0), max(s.max, 0.0), fmt)
+        assert got == pytest.approx(ref, rel=1e-9)
+    if kind in ("binary", "uniform"):
+        assert got == pytest.approx((0.0, float(x.max())), abs=1e-9)  # no clipping
+
+
+def test_percentile_of_all_negative_data_keeps_zero_as_the_top():
+    x = -np.abs(np.random.default_rng(9).standard_normal(10_000)).astype(np.float32)
+    lo, hi = activation_range(_stats(x), IntFormat(8, False), False, "percentile", 99.0)
+    assert hi == 0.0 and x.min() < lo < -1.0
+    lo, hi = activation_range(_stats(-x), IntFormat(8, False), False, "percentile", 99.0)
+    assert lo == 0.0 and 1.0 < hi < -x.min()

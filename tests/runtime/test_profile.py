@@ -498,3 +498,58 @@ def test_sizes_are_kilobytes_below_100_kB_and_megabytes_from_there():
         "100.0 kB",
     )
     assert (_mb(100_000), _mb(2_500_000), _mb(10**12)) == ("0.10 MB", "2.50 MB", "1000000.00 MB")
+
+
+def test_aggregate_trace_rounds_to_four_decimals_and_sorts_by_time():
+    """Milliseconds and shares to four decimals; op types and nodes from the slowest, `top`
+    nodes; a kernel that starts with the timed run counts, other Session events are not runs,
+    an event without a duration adds nothing; a trace with no kernel at all is all float."""
+
+    def node(ts, name, op, dur=None):
+        args = {"op_name": op, "provider": "CPUExecutionProvider"}
+        e = {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "args": args}
+        return e if dur is None else {**e, "dur": dur}
+
+    events = [
+        {"cat": "Session", "name": "session_initialization", "ts": -9, "dur": 5},
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 5},
+        node(0, "c", "QLinearConv", 987.654321),
+        node(2, "d", "DequantizeLinear", 134.5678),
+        node(3, "r", "Relu", 45.678),
+        node(4, "r2", "Relu", 0.01234),
+        node(5, "r3", "Relu"),
+    ]
+    agg = aggregate_trace(events, top=3)
+    assert (agg["timed_runs"], agg["kernel_ms_per_run"]) == (1, 1.1679)
+    assert (agg["integer_share"], agg["qdq_share"], agg["float_share"]) == (0.8457, 0.1152, 0.0391)
+    assert [
+        (o["op_type"], o["integer"], o["ms_per_run"], o["share"]) for o in agg["by_op_type"]
+    ] == [
+        ("QLinearConv", True, 0.9877, 0.8457),
+        ("DequantizeLinear", False, 0.1346, 0.1152),
+        ("Relu", False, 0.0457, 0.0391),
+    ]
+    assert [(n["node"], n["ms_per_run"], n["share"]) for n in agg["top_nodes"]] == [
+        ("c", 0.9877, 0.8457),
+        ("d", 0.1346, 0.1152),
+        ("r", 0.0457, 0.0391),
+    ]
+    # no run events: every kernel counts, from time 0; by default nothing is skipped
+    assert aggregate_trace([node(0, "c", "QLinearConv", 5.0)])["kernel_ms_per_run"] == 0.005
+    two_runs = [*events, {"cat": "Session", "name": "model_run", "ts": 10, "dur": 5}]
+    two_runs.append(node(11, "c", "QLinearConv", 987.654321))
+    assert aggregate_trace(two_runs)["timed_runs"] == 2
+    assert len(aggregate_trace(two_runs)["top_nodes"]) == 5
+    empty = aggregate_trace([], top=3)
+    assert empty["timed_runs"] == 1
+    assert (empty["integer_share"], empty["qdq_share"], empty["float_share"]) == (0.0, 0.0, 1.0)
+    assert empty["by_op_type"] == [] and empty["top_nodes"] == []
+
+
+def test_aggregate_trace_of_no_kernel_events_is_zero_time():
+    """No node event: 0 ms of kernels and no shares, not the 1 us placeholder of the division."""
+    from faaq_onnx.runtime.profile import aggregate_trace
+
+    out = aggregate_trace([])
+    assert out["kernel_ms_per_run"] == 0.0
+    assert out["by_op_type"] == [] and out["top_nodes"] == []

@@ -83,3 +83,28 @@ def test_a_tensor_without_a_sample_axis_is_returned_and_computed_again_later():
     assert "cs" not in run.kept
     names = {run.nodes[i].name for i in run.done}
     assert "shape" not in names and {"c1", "r1"} <= names
+
+
+def test_a_one_dimensional_tensor_per_sample_is_kept():
+    """(n,) has a sample axis like any (n, ...) tensor: kept for its later reader, not recomputed."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0, name="sum"),
+        helper.make_node("Mul", ["s", "s"], ["y"], name="square"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    run = SegmentedRun(model, {"x": x}, batch_size=2)
+    np.testing.assert_array_equal(run.get("s"), x.sum(1))
+    assert "s" in run.kept and run.kept["s"].shape == (5,)
+    assert {run.nodes[i].name for i in run.done} == {"sum"}
+    np.testing.assert_array_equal(run.get("y"), x.sum(1) ** 2)

@@ -135,6 +135,8 @@ def test_latency_needs_candidates_first(monkeypatch):
     stage = AllocationStage(c)
     assert stage.latency_table("cuda", 4, "cache") == "t" and stage.latency == "t"
     assert seen == [("cuda", 4, "cache")] and c.stages == ["latency_profile"]
+    stage.latency_table()  # by default: the CPU, one sample per run, the default cache
+    assert seen[1:] == [("cpu", 1, None)]
 
 
 def test_allocate_feeds_the_allocator(monkeypatch, cost_models):
