@@ -14,7 +14,7 @@ GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
 AUTO = "auto"  # --optimize's default on the command line: gptq where weights go below 8 bits
 # what auto adds, for plans with weights below 8 bits (bias correction also where 8-bit weights
-# keep a 7-bit range, see stages/weights.py): EfficientNet-Lite0 W4A8 73.5 % with GPTQ alone,
+# keep a 7-bit range in a network with depthwise convolutions, see stages/weights.py): EfficientNet-Lite0 W4A8 73.5 % with GPTQ alone,
 # 79.7 % with bias correction after it; W8A8 at a 7-bit range 81.13 -> 81.61 % (float 81.61)
 AUTO_OPTIMIZERS = ("gptq", "bias-correction")
 # --effort: what --optimize auto does below 8 bits. fast: GPTQ from one float pass; default:

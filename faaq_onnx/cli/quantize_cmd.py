@@ -151,7 +151,7 @@ def quant_options(f):
             show_default=True,
             help="Weight optimizations, comma-separated. auto (the default): gptq rounds every weight "
             "below 8 bits, then bias correction, which also runs where 8-bit weights keep a 7-bit range "
-            "(--reduce-range); nothing else at 8 bits; none: round to nearest. cle (cross-layer equalization, "
+            "(--reduce-range) in a network with depthwise convolutions; nothing else at 8 bits; none: round to nearest. cle (cross-layer equalization, "
             "data-free), "
             "smoothquant (activation outliers moved into MatMul weights, for W8A8 transformers) or awq "
             "(activation-aware channel scaling, for weight-only), bias-correction (empirical, per "

@@ -14,7 +14,7 @@ from faaq_onnx.stages import weights as stage
 from faaq_onnx.stages.weights import WeightOptimization
 
 
-def make(optimize=("bias-correction",), auto=False, samples=17, reduce_range=False):
+def make(optimize=("bias-correction",), auto=False, samples=17, reduce_range=False, shapes=()):
     stages = []
 
     @contextlib.contextmanager
@@ -22,9 +22,12 @@ def make(optimize=("bias-correction",), auto=False, samples=17, reduce_range=Fal
         stages.append(name)
         yield
 
+    weights = {
+        f"w{i}": SimpleNamespace(op_type="Conv", shape=shape) for i, shape in enumerate(shapes)
+    }
     comp = SimpleNamespace(
         model=None,
-        qgraph=None,
+        qgraph=SimpleNamespace(weights=weights),
         config=SimpleNamespace(
             optimize=list(optimize),
             optimize_auto=auto,
@@ -65,12 +68,24 @@ def test_auto_corrects_only_plans_with_weights_below_8_bits(corrections):
     assert stages == ["bias_correction"]
 
 
-def test_auto_corrects_8_bit_weights_kept_to_a_7_bit_range(corrections):
-    """reduce_range (ORT's int8 kernels without VNNI): 8-bit weights are on a 7-bit grid."""
-    opt, _, _ = make(auto=True, reduce_range=True)
-    assert opt.bias_overrides(plan(8, 8)) == {"b": 1}
+DEPTHWISE, DENSE, ONE_BY_ONE = (32, 1, 3, 3), (32, 16, 3, 3), (32, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "reduce_range, shapes, corrected",
+    [
+        (True, (DENSE, DEPTHWISE), True),  # 8-bit weights on a 7-bit grid, depthwise convs
+        (True, (DENSE, ONE_BY_ONE), False),  # no depthwise conv (a 1x1 with one input channel)
+        (False, (DENSE, DEPTHWISE), False),  # a full 8-bit grid (VNNI, GPU, --reduce-range off)
+    ],
+)
+def test_auto_corrects_8_bit_weights_on_a_7_bit_grid_in_depthwise_networks(
+    corrections, reduce_range, shapes, corrected
+):
+    opt, _, _ = make(auto=True, reduce_range=reduce_range, shapes=shapes)
+    assert bool(opt.bias_overrides(plan(8, 8))) is corrected
     assert opt.bias_overrides(BitPlan({"g": Candidate(32, 32)})) == {}  # float: nothing to fix
-    assert opt.bias_overrides(BitPlan({"g": Candidate(8, 16), "h": Candidate(16, 16)})) == {"b": 2}
+    assert opt.bias_overrides(plan(8, 4)) != {}  # below 8 bits: always
 
 
 def test_asked_explicitly_corrects_8_bit_plans_too_once_per_plan(corrections):
