@@ -422,3 +422,22 @@ def test_round_up_keeps_significant_digits_and_never_rounds_down():
     assert _round_up(9.9991) == pytest.approx(10.0)
     assert _round_up(1.0) == 1.0 and _round_up(2500.0) == 2500.0
     assert _round_up(0.0) == 0.0 and _round_up(-3.21) == -3.21
+
+
+def test_knapsack_rejects_a_plan_that_unit_rounding_lets_past_the_limit():
+    """Float costs are rounded up to DP units, with one unit of slack per group searched; a plan
+    found in that slack whose exact cost is over the limit (here by 3 parts in a million) is
+    refused, and the next best that fits is taken."""
+    qg, table = _synthetic(2)
+
+    class Costs:
+        def group_cost(self, group, c):
+            return 0.5 * (1 + 3e-6) if c.w == 8 else 0.25
+
+        def plan_cost(self, choices):
+            return sum(self.group_cost(qg.groups[g], c) for g, c in choices.items())
+
+    costs = Costs()
+    alloc = knapsack(qg, table, parse_candidates("w4a8,w8a8"), costs, 1.0, "sqnr")
+    assert costs.plan_cost(alloc.plan.choices) <= 1.0
+    assert sorted(c.w for c in alloc.plan.choices.values()) == [4, 8]

@@ -103,6 +103,8 @@ def test_refusals_say_what_is_missing():
     with pytest.raises(FaaqError) as e:
         distill_inputs(bn_model(dims=(None, 3, "h", 4)), 2, iters=1)
     assert "non-batch dimensions fixed; 'x' is [None, 3, 'h', 4]" in str(e.value)
+    with pytest.raises(FaaqError, match=r"'x' is \[1, 'c', 4, 4\]"):  # a symbolic channel count too
+        distill_inputs(bn_model(dims=(1, "c", 4, 4)), 2, iters=1)
     with pytest.raises(FaaqError, match="'bn' has no constant running statistics"):
         distill_inputs(bn_model(stats_as_inputs=True), 2, iters=1)
 
