@@ -270,7 +270,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/optimize/rounding.py": [*_ROUND],
     "faaq_onnx/optimize/scaling.py": ["tests/optimize/test_scaling.py"],
-    "faaq_onnx/optimize/unit_data.py": [*_ROUND],
+    "faaq_onnx/optimize/unit_data.py": ["tests/optimize/test_unit_data.py", *_ROUND],
     "faaq_onnx/optimize/units.py": [*_ROUND],
     # passes/
     "faaq_onnx/passes/canonicalize.py": [*_CANON],
@@ -395,7 +395,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/zoo/digits.py": [*_ZOO],
     "faaq_onnx/zoo/efficientnet.py": ["tests/zoo/test_efficientnet.py", "tests/zoo/test_zoo.py"],
     "faaq_onnx/zoo/exporter.py": ["tests/zoo/test_exporter_fold_pads.py", *_ZOO],
-    "faaq_onnx/zoo/imagenet.py": [*_ZOO],
+    "faaq_onnx/zoo/imagenet.py": ["tests/zoo/test_imagenet_blocks.py", *_ZOO],
     "faaq_onnx/zoo/registry.py": ["tests/zoo/test_registry_weights.py", *_ZOO],
     # top level
     "faaq_onnx/config.py": [
