@@ -44,7 +44,10 @@ class SegmentedRun:
         feeds: Callable[[], dict[str, np.ndarray]] | None = None,
         threads: int | None = None,
     ) -> None:
-        self.model, self.batch_size, self.threads = model, batch_size, threads
+        # a model exported for a fixed batch (a Reshape to [1, -1] behind its data input) takes
+        # that many samples at once in every segment, whatever the kept tensors declare
+        self.model, self.threads = model, threads
+        self.batch_size = _fixed_batch(model, inputs) or batch_size
         self.feeds = feeds or dict
         self.kept: dict[str, np.ndarray] = dict(inputs)
         self.model_inputs = set(inputs)
@@ -128,3 +131,16 @@ class SegmentedRun:
                 continue
             if all(r in self.done for r in self.readers.get(t, [])):
                 del self.kept[t]
+
+
+def _fixed_batch(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> int | None:
+    """The fixed leading dim of the model's data inputs fed in batches (None: any batch).
+    Inputs fed one whole feed per sample (rank one more than declared) say nothing."""
+    for i in model.graph.input:
+        v = inputs.get(i.name)
+        dims = i.type.tensor_type.shape.dim
+        if v is None or not dims or v.ndim != len(dims):
+            continue
+        if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+    return None
