@@ -105,8 +105,9 @@ def foreign_graphs() -> str:
         machine=d.get("machine"),
         load=_load_text(d.get("loadavg_before"), d.get("loadavg_after")),
         command=d.get("command", ""),
-        extra=f"faaq as committed at {d.get('snapshot', '?')}; W4A8 with `{d.get('w4a8_args', '')}`; "
-        f"{d.get('calib', '?')} calibration samples, {d.get('eval', '?')} held out, "
+        extra=f"faaq as committed at {d.get('snapshot', '?')}; W4A8 "
+        + (f"with `{d['w4a8_args']}`; " if d.get("w4a8_args") else "with its defaults; ")
+        + f"{d.get('calib', '?')} calibration samples, {d.get('eval', '?')} held out, "
         f"{d.get('rounds', '?')} latency rounds. Per-model details: `benchmarks/out/foreign_graphs.md`.",
     )
     body = md_section("foreign_graphs.md", start="| model |", stop="## Per model")
