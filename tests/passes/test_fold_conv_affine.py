@@ -125,3 +125,15 @@ def test_a_bias_add_and_a_batchnorm_behind_a_conv_transpose_fold_into_it(tmp_pat
     assert [n.op_type for n in proto.graph.node] == ["ConvTranspose", "Sigmoid"]
     x = {"x": rng.normal(0, 1, (2, 6, 4, 4)).astype(np.float32)}
     np.testing.assert_allclose(run_model(proto, x)[0], run_model(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_the_affine_folds_when_shapes_are_known_too():
+    """Canonicalization infers shapes before this pass: with the Conv output's rank known (equal
+    to the weight's), the fold still happens."""
+    m = onnx.shape_inference.infer_shapes(affine_net((1,), (1, 6, 1, 1)))
+    model = ir.from_proto(m)
+    conv_out = next(n for n in model.graph if n.op_type == "Conv").outputs[0]
+    assert conv_out.shape is not None and len(conv_out.shape) == 4
+    assert FoldConvAffinePass()(model).modified
+    proto = to_proto(model)
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "Relu"]

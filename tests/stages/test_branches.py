@@ -249,3 +249,25 @@ def test_outer_reads_and_renaming_leave_what_the_branch_reads_alone():
     then = next(a.g for a in g.node[1].attribute if a.name == "then_branch")
     assert list(then.node[0].input) == ["p/v", "z"] and then.output[0].name == "p/u"
     assert g.node[0].name == "p/m"
+
+
+def test_the_model_imports_every_domain_a_quantized_branch_uses():
+    """A branch written with com.microsoft ops (MatMulNBits) adds that domain to the model; the
+    default domain takes the higher version of the two."""
+    from faaq_onnx.stages.branches import _merge_opsets
+
+    model = h.make_model(h.make_graph([], "g", [], []), opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    branch = h.make_model(
+        h.make_graph([], "b", [], []),
+        opset_imports=[h.make_opsetid("", 21), h.make_opsetid("com.microsoft", 1)],
+    )
+    branch.ir_version = 10
+    _merge_opsets(model, branch)
+    assert {o.domain: o.version for o in model.opset_import} == {"": 21, "com.microsoft": 1}
+    assert model.ir_version == 10
+    _merge_opsets(model, branch)  # already imported: nothing doubles, nothing lowers
+    assert sorted((o.domain, o.version) for o in model.opset_import) == [
+        ("", 21),
+        ("com.microsoft", 1),
+    ]
