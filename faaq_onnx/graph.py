@@ -154,13 +154,39 @@ def done_with(value: ir.Value | None) -> None:
         drop_pages(path, tensor.offset or 0, tensor.length or tensor.nbytes)
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node holds in its attributes (If branches, Loop and Scan bodies)."""
+    out: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            out.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            out.extend(attr.graphs)
+    return out
+
+
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of a graph and, after each node, those of the subgraphs it holds."""
+    for node in graph.node:
+        yield node
+        for g in subgraphs(node):
+            yield from all_nodes(g)
+
+
+def all_graphs(graph: onnx.GraphProto):
+    """A graph and every subgraph inside it."""
+    yield graph
+    for node in graph.node:
+        for g in subgraphs(node):
+            yield from all_graphs(g)
+
+
 def _reads(node: onnx.NodeProto) -> set[str]:
     """Every tensor a node reads, including those its subgraphs take from the outer scope."""
     names = {i for i in node.input if i}
-    for attr in node.attribute:
-        for g in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-            for sub in g.node:
-                names |= _reads(sub)
+    for g in subgraphs(node):
+        for sub in g.node:
+            names |= _reads(sub)
     return names
 
 

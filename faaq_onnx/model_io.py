@@ -14,6 +14,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import all_nodes
 
 # Opsets ONNX Runtime 1.2x-1.3x implements for the default domain.
 MIN_OPSET = 7
@@ -112,7 +113,7 @@ def check_proto(
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0]
         raise FaaqError(f"{where}: invalid ONNX model: {first}") from exc
-    for node in _all_nodes(proto.graph):
+    for node in all_nodes(proto.graph):
         domain = node.domain or ""
         if domain not in _KNOWN_DOMAINS:
             raise FaaqError(
@@ -125,14 +126,3 @@ def check_proto(
     ]
     if not float_inputs:
         raise FaaqError(f"{where}: the graph has no inputs to calibrate with")
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _all_nodes(g)

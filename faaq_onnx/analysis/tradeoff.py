@@ -75,6 +75,7 @@ def measure_latency(comp, curve: dict, ep: str = "cpu", batch: int = 1, pairs: i
     `measured_latency_ms` and `measured_latency_ratio` (x float) to those points, in place.
     The models are built without bias correction: it changes no op, so no timing."""
     from faaq_onnx.analysis.latency import _batch_feeds
+    from faaq_onnx.analysis.verify import against_reference
     from faaq_onnx.runtime.timing import interleaved_median_ms
 
     points = curve["uniform"] + curve["knapsack"]
@@ -85,10 +86,11 @@ def measure_latency(comp, curve: dict, ep: str = "cpu", batch: int = 1, pairs: i
         for p in points
     ]
     feeds = _batch_feeds(comp.verify_inputs, batch)
-    try:
-        ms = interleaved_median_ms([str(comp.model_path), *models], feeds, ep=ep, pairs=pairs)
-    except FaaqError:  # the given file does not load as is: faaq's loadable float rewrite then
-        ms = interleaved_median_ms([comp.float_proto, *models], feeds, ep=ep, pairs=pairs)
+    ms = against_reference(
+        str(comp.model_path),
+        comp.float_proto,
+        lambda ref: interleaved_median_ms([ref, *models], feeds, ep=ep, pairs=pairs),
+    )
     curve["float_latency_ms"] = ms[0]
     curve["latency_how"] = (
         f"{ep}, batch {batch}: median of {pairs} interleaved rounds (one run of every model "

@@ -134,6 +134,15 @@ def verify(
     }
 
 
+def against_reference(reference, float_proto, measure):
+    """`measure(float model)` on the file the user gave, or, where ORT does not load that file
+    as it is, on faaq's loadable rewrite of it (the float model faaq works from)."""
+    try:
+        return measure(reference)
+    except FaaqError:
+        return measure(float_proto)
+
+
 def measured_latency(
     reference, float_proto, quant_proto, inputs: dict, ep: str = "cpu", batch: int = 1
 ) -> dict:
@@ -143,14 +152,11 @@ def measured_latency(
     from faaq_onnx.runtime.timing import interleaved_median_ms
 
     feeds = _batch_feeds(inputs, batch)
-    try:
-        q_ms, f_ms = interleaved_median_ms(
-            [quant_proto, reference], feeds, ep=ep, pairs=LATENCY_PAIRS
-        )
-    except FaaqError:  # the given file does not load as is: faaq's loadable float rewrite then
-        q_ms, f_ms = interleaved_median_ms(
-            [quant_proto, float_proto], feeds, ep=ep, pairs=LATENCY_PAIRS
-        )
+    q_ms, f_ms = against_reference(
+        reference,
+        float_proto,
+        lambda ref: interleaved_median_ms([quant_proto, ref], feeds, ep=ep, pairs=LATENCY_PAIRS),
+    )
     return {
         "ep": ep,
         "batch": batch,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
+from faaq_onnx.graph import const_array
+
 
 class DecomposeHardSwishPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
@@ -69,8 +71,6 @@ def _replace_by_x_times_hardsigmoid(
 
 
 def _scalar(value: ir.Value | None) -> float | None:
-    from faaq_onnx.graph import const_array
-
     arr = const_array(value)
     if arr is None or arr.size != 1 or arr.dtype.kind != "f":
         return None

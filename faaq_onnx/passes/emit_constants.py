@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import add_initializer, const_array
+from faaq_onnx.graph import add_initializer, const_array, quantizer_behind
 
 QMAX = 255  # uint8, the activation container ORT's x86 integer kernels take
 
@@ -85,11 +85,10 @@ class QuantizeConstantOperandsPass(InPlacePass):
 
 
 def _source(v: ir.Value | None) -> str | None:
-    """The float tensor behind a DequantizeLinear (an input's quantizer names that tensor)."""
+    """The float tensor an input was quantized from (its quantizer names that tensor): what
+    the QuantizeLinear behind its DequantizeLinear reads; the input itself otherwise."""
     if v is None:
         return None
-    prod = v.producer()
-    while prod is not None and prod.op_type in ("DequantizeLinear", "QuantizeLinear", "Clip"):
-        v = prod.inputs[0]
-        prod = v.producer() if v is not None else None
-    return None if v is None else v.name
+    dq = v.producer()
+    q = quantizer_behind(dq) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    return q.inputs[0].name if q is not None and q.inputs[0] is not None else v.name

@@ -21,6 +21,7 @@ import onnx
 import onnx.numpy_helper
 
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import all_graphs, all_nodes, subgraphs
 from faaq_onnx.runtime.profile import INTEGER_KERNELS, QDQ_OPS
 from faaq_onnx.runtime.session import make_session
 
@@ -232,27 +233,11 @@ def format_kernel_report(report: dict) -> str:
 def _flattened(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with the nodes and initializers of every subgraph listed in its main graph
     (names are unique across a model's scopes), for counting; the model itself if it has none."""
-    if not any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-        for n in model.graph.node
-        for a in n.attribute
-    ):
+    if not any(subgraphs(n) for n in model.graph.node):
         return model
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-
-    def walk(g: onnx.GraphProto) -> None:
-        inits.extend(g.initializer)
-        for n in g.node:
-            nodes.append(n)
-            for a in n.attribute:
-                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-                    walk(sub)
-
-    walk(model.graph)
     flat = onnx.ModelProto()
-    flat.graph.node.extend(nodes)
-    flat.graph.initializer.extend(inits)
+    flat.graph.node.extend(all_nodes(model.graph))
+    flat.graph.initializer.extend(t for g in all_graphs(model.graph) for t in g.initializer)
     return flat
 
 

@@ -22,32 +22,20 @@ from onnx import helper
 
 from faaq_onnx.analysis.discover import WEIGHT_OPS
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import check_model, model_input_shapes, to_proto
+from faaq_onnx.graph import all_nodes, check_model, model_input_shapes, subgraphs, to_proto
 from faaq_onnx.results import QuantizeResult
 
 BRANCHES = ("then_branch", "else_branch")
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    out: list[onnx.GraphProto] = []
-    for a in node.attribute:
-        out += [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-    return out
-
-
-def _nodes(graph: onnx.GraphProto):
-    """Every node of a graph and of the subgraphs inside it."""
-    for node in graph.node:
-        yield node
-        for g in _subgraphs(node):
-            yield from _nodes(g)
+def weighted_ops_in(graph: onnx.GraphProto) -> Counter:
+    """Weighted ops (Conv, Gemm, MatMul, ConvTranspose) of a graph, its subgraphs' included."""
+    return Counter(n.op_type for n in all_nodes(graph) if n.op_type in WEIGHT_OPS)
 
 
 def weighted_ops_inside(node: onnx.NodeProto) -> Counter:
-    """Weighted ops (Conv, Gemm, MatMul, ConvTranspose) in a node's subgraphs, nested ones too."""
-    return Counter(
-        n.op_type for g in _subgraphs(node) for n in _nodes(g) if n.op_type in WEIGHT_OPS
-    )
+    """Weighted ops in a node's subgraphs, nested ones too."""
+    return sum((weighted_ops_in(g) for g in subgraphs(node)), Counter())
 
 
 def branch_sites(proto: onnx.ModelProto) -> list[int]:
@@ -73,7 +61,7 @@ def outer_reads(graph: onnx.GraphProto) -> list[str]:
             for name in n.input:
                 if name and name not in defined and name not in reads:
                     reads.append(name)
-            for sub in _subgraphs(n):
+            for sub in subgraphs(n):
                 walk(sub)
             defined.update(n.output)
         for o in g.output:
@@ -97,7 +85,7 @@ def rename_scope(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
             if name not in keep:
                 mapping[name] = prefix + name
         for n in g.node:
-            for sub in _subgraphs(n):
+            for sub in subgraphs(n):
                 collect(sub)
 
     def apply(g: onnx.GraphProto) -> None:
@@ -109,7 +97,7 @@ def rename_scope(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
             n.name = prefix + (n.name or n.op_type)
             n.input[:] = [mapping.get(x, x) for x in n.input]
             n.output[:] = [mapping.get(x, x) for x in n.output]
-            for sub in _subgraphs(n):
+            for sub in subgraphs(n):
                 apply(sub)
 
     collect(graph)
@@ -138,33 +126,41 @@ class BranchProbe:
         names = [proto.graph.node[i].input[0] for i in sites]
         names += [o for i in sites for o in proto.graph.node[i].output]
         for i in sites:
-            for g in _subgraphs(proto.graph.node[i]):
+            for g in subgraphs(proto.graph.node[i]):
                 names += [r for r in outer_reads(g) if r not in given]
         self.names = list(dict.fromkeys(names))
+        self.session = None
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
         from faaq_onnx.data import stacked_inputs
         from faaq_onnx.runtime.runner import run_batches
-        from faaq_onnx.runtime.session import make_session
 
-        probe = copy.deepcopy(self.proto)
-        outputs = {o.name for o in probe.graph.output}
-        probe.graph.output.extend(
-            helper.ValueInfoProto(name=n) for n in self.names if n not in outputs
-        )
-        self.stacked = bool(stacked_inputs(inputs, model_input_shapes(self.proto)))
-        session = make_session(probe)
+        stacked = bool(stacked_inputs(inputs, model_input_shapes(self.proto)))
         values: dict[str, list[np.ndarray]] = {n: [] for n in self.names}
-        for _, outs in run_batches(session, inputs, 1, self.names):
+        for _, outs in run_batches(self._session(), inputs, 1, self.names):
             for name, o in zip(self.names, outs):
-                values[name].append(np.asarray(o)[0] if self.stacked else np.asarray(o))
+                values[name].append(np.asarray(o)[0] if stacked else np.asarray(o))
         return values
 
-    def batched(self, values: list[np.ndarray]) -> bool:
-        """Whether a probed value carries the batch axis in front (a float activation, observed
-        at batch 1): then samples concatenate on it, as a model's batched inputs do; otherwise
-        (shapes, conditions, a state without a batch axis in front) each is one whole feed."""
-        return all(v.ndim >= 1 and v.shape[0] == 1 and v.dtype.kind == "f" for v in values)
+    def _session(self):
+        """The model with the probed values as outputs, in one session for every run."""
+        if self.session is None:
+            from faaq_onnx.runtime.session import make_session
+
+            probe = copy.deepcopy(self.proto)
+            outputs = {o.name for o in probe.graph.output}
+            probe.graph.output.extend(
+                helper.ValueInfoProto(name=n) for n in self.names if n not in outputs
+            )
+            self.session = make_session(probe)
+        return self.session
+
+
+def _batched(values: list[np.ndarray]) -> bool:
+    """Whether a probed value carries the batch axis in front (a float activation, observed
+    at batch 1): then samples concatenate on it, as a model's batched inputs do; otherwise
+    (shapes, conditions, a state without a batch axis in front) each is one whole feed."""
+    return all(v.ndim >= 1 and v.shape[0] == 1 and v.dtype.kind == "f" for v in values)
 
 
 def _taken(conds: list[np.ndarray], then: bool) -> np.ndarray:
@@ -225,7 +221,6 @@ def branch_model(
 def _branch_feeds(
     graph: onnx.GraphProto,
     proto: onnx.ModelProto,
-    probe: BranchProbe,
     parts: list[tuple[dict, dict, np.ndarray]],
 ) -> tuple[dict[str, np.ndarray], int, set[str]]:
     """The branch model's feeds: calibration samples first, then held-out ones (for
@@ -233,21 +228,17 @@ def _branch_feeds(
     probed values go one whole feed per sample."""
     mains = {i.name for i in proto.graph.input}
     consts = _constants(proto.graph)
+    reads = [r for r in outer_reads(graph) if r not in consts]
+    probed_calib = parts[0][1]  # decides, for every part alike, how a probed value is fed
+    whole = {r for r in reads if r not in mains and not _batched(probed_calib[r])}
     feeds: dict[str, list[np.ndarray]] = {}
-    whole: set[str] = set()
     for inputs, probed, mask in parts:
-        for name in outer_reads(graph):
-            if name in consts:
-                continue
+        for name in reads:
             if name in mains:
                 arr = inputs[name][mask]
             else:
                 taken = [v for v, m in zip(probed[name], mask) if m]
-                if probe.batched(probed[name]):
-                    arr = np.concatenate(taken)
-                else:
-                    arr = np.stack(taken)
-                    whole.add(name)
+                arr = np.stack(taken) if name in whole else np.concatenate(taken)
             feeds.setdefault(name, []).append(arr)
     return {k: np.concatenate(v) for k, v in feeds.items()}, int(parts[0][2].sum()), whole
 
@@ -282,9 +273,7 @@ def quantize_in_branches(
             entry = {
                 "node": node.name or f"If_{i}",
                 "branch": attr.name,
-                "weighted_ops": dict(
-                    Counter(n.op_type for n in _nodes(attr.g) if n.op_type in WEIGHT_OPS)
-                ),
+                "weighted_ops": dict(weighted_ops_in(attr.g)),
                 "calibration_samples": int(mask.sum()),
                 "verification_samples": int(held_mask.sum()),
             }
@@ -301,7 +290,7 @@ def quantize_in_branches(
                 )
                 continue
             feeds, n_calib, whole = _branch_feeds(
-                attr.g, proto, probe, [(inputs, probed, mask), (held, probed_held, held_mask)]
+                attr.g, proto, [(inputs, probed, mask), (held, probed_held, held_mask)]
             )
             first = int(np.flatnonzero(mask)[0])
             seen = [probed[o][first] for o in node.output]
@@ -351,7 +340,7 @@ def quantize_in_branches(
     report["calibration"]["source"] = "arrays (API)" if isinstance(calib, dict) else str(calib)
     # plan and groups: the first quantized branch's (a plan names groups of one branch)
     first = results[0][1]
-    return QuantizeResult(spliced, report, first.plan, first.qgraph, _timings(results))
+    return QuantizeResult(spliced, report, first.plan, first.qgraph, dict(report["timings_s"]))
 
 
 def _first_sqnr(report: dict) -> float:
