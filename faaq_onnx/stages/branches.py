@@ -233,6 +233,8 @@ def _branch_feeds(
     whole = {r for r in reads if r not in mains and not _batched(probed_calib[r])}
     feeds: dict[str, list[np.ndarray]] = {}
     for inputs, probed, mask in parts:
+        if not mask.any():  # e.g. no held-out sample takes this branch
+            continue
         for name in reads:
             if name in mains:
                 arr = inputs[name][mask]

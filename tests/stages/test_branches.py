@@ -271,3 +271,21 @@ def test_the_model_imports_every_domain_a_quantized_branch_uses():
         ("", 21),
         ("com.microsoft", 1),
     ]
+
+
+def test_a_branch_no_held_out_sample_takes_is_still_quantized(tmp_path):
+    """Calibration samples take both rates, the held-out ones only 16 kHz: the 8 kHz branch is
+    quantized on its calibration samples alone; the branches read Relu(x), a probed value (an
+    empty held-out part of it failed to stack)."""
+    src = tmp_path / "m.onnx"
+    onnx.save(sr_model(pre_relu=True), src)
+    calib = _calib(24, [16000, 8000])
+    calib["sr"][16:] = 16000  # the 8 held-out samples
+    result = quantize(
+        str(src), calib, None, QuantConfig(scheme="w8a8", progress=False, calib_size=16)
+    )
+    counts = {
+        e["branch"]: (e["quantized"], e["calibration_samples"], e["verification_samples"])
+        for e in result.report["branches"]
+    }
+    assert counts == {"then_branch": (True, 8, 8), "else_branch": (True, 8, 0)}
