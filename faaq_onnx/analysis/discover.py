@@ -17,6 +17,11 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
+from faaq_onnx.analysis.coverage import (
+    OUTPUT_QUANTIZED,
+    with_products_between_quantized,
+    worth_quantizing,
+)
 from faaq_onnx.analysis.macs import _static_shape, op_macs
 from faaq_onnx.graph import is_float_tensor
 from faaq_onnx.groups import (
@@ -52,8 +57,6 @@ PASS_THROUGH = {
     "Resize",
 }
 CLAMPS = {"Relu", "Clip"}
-# ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
-OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
 
 
 def passes_grid_through(node: ir.Node) -> bool:
@@ -102,31 +105,6 @@ class _UnionFind:
         return comps
 
 
-def _worth_quantizing(compute_nodes, uf: _UnionFind):
-    """Keep the ops whose quantization buys an integer kernel.
-
-    Weighted ops and activation x activation MatMuls always have one (their integer
-    kernels may produce float). Add, Concat and pooling only pay off when their output
-    feeds another quantized op (QLinearAdd -> QLinearConv); a residual Add in front of
-    a LayerNormalization would only add Q/DQ work and error (transformer outliers).
-    """
-    always = [c for c in compute_nodes if c[1] is not None or c[0].op_type == "MatMul"]
-    optional = [c for c in compute_nodes if c not in always]
-    kept = list(always)
-    changed = True
-    while changed:
-        changed = False
-        inputs = {uf.find(v.name) for _, _, data in kept for v in data}
-        for c in list(optional):
-            out = c[0].outputs[0].name
-            if uf.find(out) in inputs:
-                kept.append(c)
-                optional.remove(c)
-                changed = True
-    order = {id(c[0]): i for i, c in enumerate(compute_nodes)}
-    return sorted(kept, key=lambda c: order[id(c[0])])
-
-
 def _weight_input(node: ir.Node) -> int | None:
     """Index of the constant float weight a compute node multiplies by, if any."""
     if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
@@ -145,10 +123,13 @@ def _weight_input(node: ir.Node) -> int | None:
 
 
 def constant_operands(node: ir.Node) -> list[int]:
-    """Inputs of an Add or Mul over a feature map that are small float constants (a scale or
-    shift, scalar or per channel, that nothing folded away: Paddle's affine after HardSwish).
-    ORT's QLinearAdd/QLinearMul take them as one more uint8 input (emit_constants.py)."""
-    if node.op_type not in ("Add", "Mul") or not _feature_map(node.outputs[0]):
+    """Inputs of an Add over a feature map, or of a Mul, that are small float constants (a
+    scale or shift, scalar or per channel, that nothing folded away: Paddle's affine after
+    HardSwish, an attention scale). ORT's QLinearAdd/QLinearMul take them as one more uint8
+    input (emit_constants.py). A transformer's bias Add stays float: not a feature map."""
+    if node.op_type == "Add" and not _feature_map(node.outputs[0]):
+        return []
+    if node.op_type not in ("Add", "Mul"):
         return []
     out = []
     for i, v in enumerate(node.inputs):
@@ -205,6 +186,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
     needed: set[str] = set()
     compute_nodes: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
     skipped: list[str] = []
+    deferred: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
 
     for node in graph:
         if node.domain not in ("", "ai.onnx"):
@@ -231,7 +213,8 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             if not data or not all(_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
             if op == "Mul" and not _feature_map(node.outputs[0]):
-                continue  # QLinearMul for conv feature maps (HardSwish, squeeze-excite); a transformer's GELU stays float
+                deferred.append((node, widx, data))  # decided once the rest is known
+                continue
         else:
             if op in WEIGHT_OPS:
                 skipped.append(f"{node.name}: {op} without a constant float weight")
@@ -241,7 +224,8 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         compute_nodes.append((node, widx, data))
 
     clamp_nodes = _join_pass_through(graph, uf)
-    compute_nodes = _worth_quantizing(compute_nodes, uf)
+    compute_nodes = worth_quantizing(compute_nodes, uf)
+    compute_nodes = with_products_between_quantized(compute_nodes, deferred, uf)
     for node, _widx, data in compute_nodes:
         for v in data:
             needed.add(v.name)

@@ -16,6 +16,7 @@ from faaq_onnx.passes.decompose_hardswish import (
     DecomposeHardSwishPass,
     WrittenOutHardSwishPass,
 )
+from faaq_onnx.passes.drop_noop_arith import DropNoopArithmeticPass
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
 from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
@@ -48,6 +49,7 @@ def canonicalize(
         FoldBatchNormPass(),
         FoldConvAffinePass(),
         FoldBatchNormPass(),  # a BN behind a folded bias Add (PP-OCRv4 det's ConvTranspose)
+        DropNoopArithmeticPass(),
         FoldPadIntoConvPass(),
         FuseMatMulAddPass(),
         DecomposeHardSwishPass(),

@@ -100,6 +100,7 @@ def compare_kernels(
         if n.op_type == "Constant" and n.output and any(a.name == "value" for a in n.attribute):
             inits.setdefault(n.output[0], next(a.t for a in n.attribute if a.name == "value"))
     producer = {o: n for n in original.graph.node for o in n.output}
+    quantized_outputs = {n.input[0] for n in original.graph.node if n.op_type == "QuantizeLinear"}
     opt_nodes = list(optimized.graph.node)
     by_name = {n.name: n for n in opt_nodes}
     by_output = {o: n for n in opt_nodes for o in n.output}
@@ -178,6 +179,8 @@ def compare_kernels(
                 blocked,
                 runs_as,
                 _narrow_activation(node, original),
+                output_float=node.op_type not in WEIGHTED_OPS
+                and not any(o in quantized_outputs for o in node.output),
             )
         quantized.append(entry)
 
@@ -349,6 +352,7 @@ def _why_float(
     blocked: bool,
     runs_as: str | None,
     clipped: bool = False,
+    output_float: bool = False,
 ) -> str:
     """Why a quantized node did not get an integer kernel: the first cause that applies."""
     if runs_as is None:
@@ -375,6 +379,11 @@ def _why_float(
         return "data movement: no integer kernel needed"
     if act_type is None and weight_type is None:
         return "no quantized data input"
+    if output_float:
+        return (
+            f"its output is not quantized (only float ops read it), so ORT runs {op} in float "
+            "between its DequantizeLinear inputs"
+        )
     return f"ORT has no integer kernel for {op} with these inputs"
 
 

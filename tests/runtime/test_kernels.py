@@ -380,3 +380,35 @@ def test_a_clip_next_to_the_quantizer_means_narrow_activations(where):
     (q,) = compare_kernels(_graph(nodes, inits), optimized)["quantized_nodes"]
     narrow = q["why_float"].startswith("activations below 8 bits")
     assert narrow == (where != "neither"), q["why_float"]
+
+
+def _dq_mul(quantize_output: bool) -> onnx.ModelProto:
+    """y = DQ(Q(x))·DQ(Q(x)), its product quantized again or left float."""
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+        numpy_helper.from_array(np.array(128, np.uint8), "z"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("Mul", ["xd", "xd"], ["m" if quantize_output else "y"], name="mul"),
+    ]
+    if quantize_output:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["m", "s", "z"], ["mq"], name="q2"),
+            helper.make_node("DequantizeLinear", ["mq", "s", "z"], ["y"], name="dq2"),
+        ]
+    return _model(nodes, inits, [1, 4, 8, 8], [1, 4, 8, 8], 17)
+
+
+def test_a_product_left_float_says_its_output_is_not_quantized():
+    float_out = kernel_report(_dq_mul(False))
+    mul = next(q for q in float_out["quantized_nodes"] if q["node"] == "mul")
+    assert not mul["integer_kernel"]
+    assert mul["why_float"].startswith("its output is not quantized")
+    fused = kernel_report(_dq_mul(True))
+    mul = next(q for q in fused["quantized_nodes"] if q["node"] == "mul")
+    assert mul["integer_kernel"] and mul["runs_as"] == "QLinearMul"
+    assert _why_float("Mul", None, "uint8", False, "Mul", output_float=True).startswith(
+        "its output"
+    )

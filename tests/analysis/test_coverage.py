@@ -1,0 +1,87 @@
+"""Which Mul/Sigmoid products below rank 4 join the quantized region (analysis/coverage.py)."""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import helper, numpy_helper
+
+from faaq_onnx.analysis.discover import discover_groups
+
+F32 = onnx.TensorProto.FLOAT
+
+
+def _model(nodes, inits):
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, [1, 6, 8])],
+        [helper.make_tensor_value_info(o, F32, None) for o in ("side", "y")],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return ir.from_proto(onnx.shape_inference.infer_shapes(m))
+
+
+def _w(seed):
+    return np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32)
+
+
+def _ops(model):
+    q = discover_groups(model)
+    return {op for g in q.groups.values() for op in g.ops}, q
+
+
+def _swish_between_matmuls(product_input: str):
+    """h = x·W1; `side` = h·W2 reads h, so h is quantized anyway; the product of
+    `product_input` and Sigmoid(product_input) feeds y = m·W3."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+        helper.make_node("MatMul", ["h", "w2"], ["side"], name="mm2"),
+        helper.make_node("Sigmoid", [product_input], ["s"], name="sig"),
+        helper.make_node("Mul", [product_input, "s"], ["m"], name="swish"),
+        helper.make_node("MatMul", ["m", "w3"], ["y"], name="mm3"),
+    ]
+    inits = {"w1": _w(1), "w2": _w(2), "w3": _w(3), "b": np.ones(8, np.float32)}
+    return _model(nodes, inits)
+
+
+def test_a_swish_of_a_quantized_tensor_feeding_a_matmul_is_quantized():
+    ops, q = _ops(_swish_between_matmuls("h"))
+    assert "swish" in ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert {"h", "s", "m"} <= acts  # both factors and the product on grids: QLinearMul
+
+
+def test_a_swish_of_a_tensor_nothing_else_quantizes_stays_float():
+    """A transformer MLP's activation on its bias Add's output (a GELU, a QuickGelu): giving it
+    a grid would put new quantization error where the float network had none."""
+    ops, q = _ops(_swish_between_matmuls("hb"))
+    assert "swish" not in ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert "hb" not in acts and "s" not in acts
+
+
+def test_a_constant_scale_on_a_quantized_tensor_is_quantized_with_its_constant():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("MatMul", ["h", "w2"], ["side"], name="mm2"),
+        helper.make_node("Mul", ["h", "scale"], ["m"], name="scale_mul"),
+        helper.make_node("MatMul", ["m", "w3"], ["y"], name="mm3"),
+    ]
+    inits = {"w1": _w(1), "w2": _w(2), "w3": _w(3), "scale": np.array([0.125], np.float32)}
+    ops, q = _ops(_model(nodes, inits))
+    assert "scale_mul" in ops
+    assert q.constants == {"scale_mul": [1]}
+
+
+def test_a_product_whose_output_no_quantized_op_reads_stays_float():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("MatMul", ["h", "w2"], ["side"], name="mm2"),
+        helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
+        helper.make_node("Mul", ["h", "s"], ["y"], name="swish"),
+    ]
+    ops, _ = _ops(_model(nodes, {"w1": _w(1), "w2": _w(2)}))
+    assert "swish" not in ops
