@@ -79,14 +79,27 @@ def _pool(x, a, kind):
     ceil = bool(a.get("ceil_mode", 0))
     if pads[:nd] != pads[nd:]:
         if kind == "avg" and not a.get("count_include_pad", 0):
-            return _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil)
-        x = F.pad(x, _pads(pads, nd), value=-math.inf if kind == "max" else 0.0)
-        pads = [0] * 2 * nd
+            y = _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil)
+            return _drop_windows_in_end_pad(y, x, strides, pads, nd) if ceil else y
+        padded = F.pad(x, _pads(pads, nd), value=-math.inf if kind == "max" else 0.0)
+        no_pads = {**a, "pads": [0] * 2 * nd}
+        y = _pool(padded, no_pads, kind)
+        return _drop_windows_in_end_pad(y, x, strides, pads, nd) if ceil else y
     if kind == "max":
         fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
         return fn(x, k, strides, pads[:nd], a.get("dilations", [1] * nd), ceil)
     fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
     return fn(x, k, strides, pads[:nd], ceil, bool(a.get("count_include_pad", 0)))
+
+
+def _drop_windows_in_end_pad(y, x, strides, pads, nd):
+    """With ceil_mode, ORT (and torch, given its own padding) drops a last window that would
+    start inside the end padding; pooling pads applied beforehand cannot know to."""
+    index = []
+    for d in range(nd):
+        size = x.shape[2 + d] + pads[d]  # the input and its begin padding
+        index.append(slice(0, min(y.shape[2 + d], -(-size // strides[d]))))
+    return y[(slice(None), slice(None), *index)]
 
 
 def _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil):

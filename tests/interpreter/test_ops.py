@@ -96,6 +96,40 @@ def test_average_pool_with_asymmetric_pads(count_include_pad):
     )
 
 
+@pytest.mark.parametrize(
+    "op,extra",
+    [
+        ("AveragePool", {"count_include_pad": 0}),
+        ("AveragePool", {"count_include_pad": 1}),
+        ("MaxPool", {}),
+    ],
+)
+@pytest.mark.parametrize("shape,pads", [((1, 2, 9), [0, 1]), ((1, 2, 7, 7), [1, 1, 2, 2])])
+def test_ceil_mode_pooling_drops_a_window_that_starts_in_the_end_padding(op, extra, shape, pads):
+    """ORT drops a last window that would start inside the end padding; pooling the padded
+    input would keep it (one more output cell per axis)."""
+    nd = len(shape) - 2
+    m = _model(
+        [
+            helper.make_node(
+                op,
+                ["x"],
+                ["y"],
+                kernel_shape=[3] * nd,
+                strides=[3] * nd,
+                pads=pads,
+                ceil_mode=1,
+                **extra,
+            )
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    _same_as_ort(
+        m, {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}, atol=1e-5
+    )
+
+
 def test_unsupported_attribute_is_named_when_the_interpreter_is_built():
     m = _model(
         [helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", name="conv7")],

@@ -162,3 +162,15 @@ def test_merged_spans_both_ranges_and_keeps_every_count():
     c.observe_minmax(np.array([0.5, 9.0], np.float32))
     n = a.merged(c)
     assert n.hist is None and (n.min, n.max, n.count) == (0.5, 9.0, 5)
+
+
+def test_batch_of_scalar_samples_records_an_empty_sample_shape():
+    """A tensor of shape [N] holds N scalar samples: its sample shape is (), as the two-sweep
+    interface records it, not "never observed" (None)."""
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    one_sweep = TensorStats()
+    one_sweep.observe(x)
+    two_sweep = TensorStats()
+    two_sweep.observe_minmax(x)
+    assert one_sweep.shape == two_sweep.shape == ()
+    assert one_sweep.count == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -120,6 +121,24 @@ def test_child_process_measures_its_own_memory(pair):
     (r,) = rep["results"]
     assert r["status"] == "ok" and r["peak_rss_scope"].startswith("child process")
     assert r["peak_rss_mb"] >= r["rss_baseline_mb"] > 10  # an interpreter with onnxruntime loaded
+
+
+def test_measurements_run_in_a_child_process_by_default(pair, monkeypatch):
+    """Without isolate=..., every model x EP x batch goes to its own child process, so each peak
+    RSS is that model's alone (the CLI's default; --in-process opts out)."""
+    from faaq_onnx.runtime import profile
+
+    jobs = []
+
+    def in_process_child(job):  # stands in for the spawned process; records what it was given
+        jobs.append((Path(job["path"]).name, job["batch"]))
+        return profile._measure(job)
+
+    monkeypatch.setattr(profile, "_run_isolated", in_process_child)
+    rep = profile_models(pair, batches=[1, 2], warmup=0, runs=1)
+    assert jobs == [("float.onnx", 1), ("float.onnx", 2), ("w8a8.onnx", 1), ("w8a8.onnx", 2)]
+    assert all(r["peak_rss_scope"].startswith("child process") for r in rep["results"])
+    assert rep["settings"]["isolate"] is True
 
 
 def test_fixed_batch_model_runs_at_its_batch_only(tmp_path):
