@@ -99,7 +99,7 @@ def _drop_windows_in_end_pad(y, x, strides, pads, nd):
     for d in range(nd):
         size = x.shape[2 + d] + pads[d]  # the input and its begin padding
         index.append(slice(0, min(y.shape[2 + d], -(-size // strides[d]))))
-    return y[(slice(None), slice(None), *index)]
+    return y[tuple([slice(None), slice(None), *index])]
 
 
 def _avg_pool_exclude_pad(x, k, strides, pads, nd, ceil):
