@@ -26,6 +26,8 @@ AUTO_OPTIMIZERS = ("gptq", "bias-correction")
 EFFORTS = ("fast", "default", "best")
 # where AdaRound/BRECQ start: the float weights (rounded to nearest) or GPTQ's solution
 ROUNDING_STARTS = ("nearest", "gptq")
+# where AdaRound takes a lone Conv's loss: every output position, or sampled ones (patches.py)
+POSITIONS = ("all", "sampled")
 ROUNDING = ("adaround", "brecq", "gptq")
 OPTIMIZE_INPUTS = (
     "quantized",
@@ -121,6 +123,7 @@ class QuantConfig:
     )
     optimize_samples: int = 256
     rounding_start: str | None = None  # one of ROUNDING_STARTS; None: gptq with --effort best
+    optimize_positions: str | None = None  # one of POSITIONS; None: sampled with --effort best
     optimize_scales: bool = (
         False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     )
@@ -215,6 +218,13 @@ class QuantConfig:
                 f"--rounding-start must be one of {', '.join(ROUNDING_STARTS)}, "
                 f"got {self.rounding_start!r}"
             )
+        if self.optimize_positions is None:
+            self.optimize_positions = "all"
+        if self.optimize_positions not in POSITIONS:
+            raise FaaqError(
+                f"--optimize-positions must be one of {', '.join(POSITIONS)}, "
+                f"got {self.optimize_positions!r}"
+            )
         if self.rounding_start == "gptq" and self.rounding not in ("adaround", "brecq"):
             raise FaaqError(
                 "--rounding-start gptq starts learned rounding from GPTQ's solution: it needs "
@@ -267,6 +277,8 @@ class QuantConfig:
                 self.optimize_iters = 2000
             if self.rounding_start is None:
                 self.rounding_start = "gptq"
+            if self.optimize_positions is None:
+                self.optimize_positions = "sampled"
             if self.scheme.a < 8:
                 self.qdrop = self.qdrop or 0.5
                 return ("brecq", "bias-correction")

@@ -44,6 +44,7 @@ class PlanRounding:
             drop=cfg.qdrop,
             seed=cfg.seed,
             scale_lr=SCALE_LR if cfg.optimize_scales else 0.0,
+            sampled_positions=cfg.optimize_positions == "sampled",
         )
         with self.comp.stage("optimize_weights"):
             report = optimize_rounding(

@@ -44,6 +44,7 @@ class ReconSettings:
     )
     seed: int = 0
     threads: int = 1
+    sampled_positions: bool = False  # a lone Conv's loss on sampled output positions (patches.py)
 
 
 class SoftWeight:

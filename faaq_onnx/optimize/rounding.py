@@ -20,6 +20,13 @@ from faaq_onnx.config import OPTIMIZE_INPUTS
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.interpreter import TorchGraph, UnsupportedOp, check_nodes
 from faaq_onnx.optimize.gptq_layers import gptq_layers
+from faaq_onnx.optimize.patches import (
+    INPUT,
+    batch_positions,
+    conv_layer,
+    patch_data,
+    patch_runner,
+)
 from faaq_onnx.optimize.reconstruct import (
     LearnedActQuant,
     ReconSettings,
@@ -95,15 +102,24 @@ def optimize_rounding(
         report["start"] = _gptq_start(comp, plan, wbits, inputs, samples, starts)
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
-        try:
-            graph = TorchGraph(unit_model(proto, unit))
-        except UnsupportedOp as exc:
-            raise FaaqError(
-                f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}"
-            ) from None
         x, x_float, target = data.reconstruction_data(
             unit.inputs, unit.output, plan.choices, inputs
         )
+        layer = conv_layer(proto, unit) if settings.sampled_positions else None
+        batch = settings.batch_size
+        if layer is not None:  # the layer loss on sampled positions: a product of patches
+            run_unit = patch_runner(layer)
+            x, x_float, target = patch_data(
+                layer,
+                x[unit.inputs[0]],
+                None if x_float is None else x_float[unit.inputs[0]],
+                target,
+                settings.seed + i,
+            )
+            patch = x[INPUT].shape[1] * x[INPUT].shape[2]
+            batch = batch_positions(patch, settings.batch_size)
+        else:
+            run_unit = _interpreted(proto, unit, mode)
         soft = {
             w: SoftWeight(
                 starts.get(w, comp.weights.float_weight(w)),
@@ -115,15 +131,17 @@ def optimize_rounding(
         }
         acts = _learned_acts(comp, unit, abits, x) if mode == "brecq" and learn_activations else {}
 
-        def run_unit(feeds, hooks, graph=graph):
-            return graph.run(feeds, hooks=hooks)[0][0]
-
         before = _mse(run_unit, soft, {}, x, target, hard=False, rtn=True, comp=comp, wbits=wbits)
         # one thread for small units (per-op overhead dominates); every core for large feature maps
-        per_batch = settings.batch_size * max(int(np.prod(v.shape[1:])) for v in x.values())
+        per_batch = batch * max(int(np.prod(v.shape[1:])) for v in x.values())
         threads = settings.threads if per_batch < (1 << 20) else max(os.cpu_count() or 1, 1)
         unit_settings = ReconSettings(
-            **{**settings.__dict__, "seed": settings.seed + i, "threads": threads}
+            **{
+                **settings.__dict__,
+                "seed": settings.seed + i,
+                "threads": threads,
+                "batch_size": batch,
+            }
         )
         reconstruct(
             run_unit,
@@ -156,6 +174,7 @@ def optimize_rounding(
                 "weights": list(soft),
                 "mse_nearest": before,
                 "mse": after,
+                "positions": len(target) if layer is not None else "all",
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
@@ -164,6 +183,21 @@ def optimize_rounding(
         comp._prober.reset_act_cache()
     report["seconds"] = round(time.perf_counter() - t_all, 2)
     return report
+
+
+def _interpreted(proto, unit, mode: str):
+    """run_unit for reconstruct(): the unit's nodes in the torch interpreter."""
+    try:
+        graph = TorchGraph(unit_model(proto, unit))
+    except UnsupportedOp as exc:
+        raise FaaqError(
+            f"{mode} cannot run unit {unit.name} in the torch interpreter: {exc}"
+        ) from None
+
+    def run_unit(feeds, hooks):
+        return graph.run(feeds, hooks=hooks)[0][0]
+
+    return run_unit
 
 
 def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: dict) -> dict:

@@ -578,3 +578,43 @@ def test_rounding_start_gptq_needs_learned_rounding_and_effort_best_chooses_it()
     assert QuantConfig(optimize="adaround").rounding_start == "nearest"
     chosen = QuantConfig(optimize="auto", effort="best", rounding_start="nearest")
     assert chosen.rounding_start == "nearest"  # what the user says wins over the effort's choice
+
+
+def test_optimize_positions_is_checked_and_effort_best_samples_them():
+    with pytest.raises(FaaqError, match="--optimize-positions must be one of all, sampled"):
+        QuantConfig(optimize="adaround", optimize_positions="some")
+    assert QuantConfig(optimize="adaround").optimize_positions == "all"
+    assert QuantConfig(optimize="auto", effort="best").optimize_positions == "sampled"
+    chosen = QuantConfig(optimize="auto", effort="best", optimize_positions="all")
+    assert chosen.optimize_positions == "all"  # what the user says wins over the effort's choice
+
+
+def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error(
+    tiny_cnn, cnn_calib
+):
+    """Each lone Conv takes the patch loss: the report gives its positions (every position of
+    the 32 samples' maps, up to the patch budget) and the error it bought; rounding moves off
+    nearest."""
+    cfg = QuantConfig(
+        progress=False,
+        scheme="w3a8",
+        optimize="adaround",
+        optimize_iters=200,
+        optimize_samples=32,
+        optimize_positions="sampled",
+    )
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
+    comp.optimize_rounding([comp.uniform("w3a8")])
+    units = comp.rounding.shared["w3a8"]["units"]
+    ops = {n.name: n.op_type for n in comp.float_proto.graph.node}
+    for u in units:  # Convs on patches; the Gemm keeps the interpreter
+        conv = ops[u["unit"].split(":", 1)[1]] == "Conv"
+        assert (
+            (isinstance(u["positions"], int) and u["positions"] > 32)
+            if conv
+            else u["positions"] == "all"
+        )
+    assert any(isinstance(u["positions"], int) for u in units)
+    assert sum(u["mse"] for u in units) < sum(u["mse_nearest"] for u in units)
+    assert any((_codes(comp)[w] != nearest[w]).any() for w in nearest)
