@@ -211,20 +211,10 @@ class QuantConfig:
             )
         if sum(m in self.optimize for m in ROUNDING) > 1:
             raise FaaqError("choose one rounding optimizer: adaround, brecq or gptq")
-        if self.rounding_start is None:
-            self.rounding_start = "nearest"
-        if self.rounding_start not in ROUNDING_STARTS:
-            raise FaaqError(
-                f"--rounding-start must be one of {', '.join(ROUNDING_STARTS)}, "
-                f"got {self.rounding_start!r}"
-            )
-        if self.optimize_positions is None:
-            self.optimize_positions = "all"
-        if self.optimize_positions not in POSITIONS:
-            raise FaaqError(
-                f"--optimize-positions must be one of {', '.join(POSITIONS)}, "
-                f"got {self.optimize_positions!r}"
-            )
+        self.rounding_start = _one_of("--rounding-start", self.rounding_start, ROUNDING_STARTS)
+        self.optimize_positions = _one_of(
+            "--optimize-positions", self.optimize_positions, POSITIONS
+        )
         if self.rounding_start == "gptq" and self.rounding not in ("adaround", "brecq"):
             raise FaaqError(
                 "--rounding-start gptq starts learned rounding from GPTQ's solution: it needs "
@@ -304,6 +294,15 @@ class QuantConfig:
     @property
     def rounding(self) -> str | None:
         return next((m for m in self.optimize if m in ROUNDING), None)
+
+
+def _one_of(option: str, value: str | None, choices: tuple[str, ...]) -> str:
+    """A choice the user may leave out (None: the first of `choices`), else one of them."""
+    if value is None:
+        return choices[0]
+    if value not in choices:
+        raise FaaqError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _at_least_one(option: str, value, optional: bool = False) -> None:
