@@ -100,11 +100,10 @@ def optimize_rounding(
     starts: dict = {}
     if start == "gptq":
         report["start"] = _gptq_start(comp, plan, wbits, inputs, samples, starts)
+    unit_data = data.reconstruction_sequence(plan.choices, inputs)
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
-        x, x_float, target = data.reconstruction_data(
-            unit.inputs, unit.output, plan.choices, inputs
-        )
+        x, x_float, target = unit_data(unit.inputs, unit.output)
         layer = conv_layer(proto, unit) if settings.sampled_positions else None
         batch = settings.batch_size
         if layer is not None:  # the layer loss on sampled positions: a product of patches

@@ -75,6 +75,12 @@ class UnitData:
         runs only the part of the model after the previous one (runtime.segments)."""
         return SequentialInputs(self, choices, mode in ("quantized", "mixed"))
 
+    def reconstruction_sequence(self, choices, mode: str):
+        """reconstruction_data for units asked in graph order, each rounded before the next is
+        asked for: every call runs only the part of the float model (and of the quantized one)
+        after the previous call (runtime.segments), not both models over every sample per unit."""
+        return ReconstructionSequence(self, choices, mode)
+
     def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
         """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
         those inputs where `mode` is `mixed` (else None), and its float target, with every
@@ -111,6 +117,21 @@ class SequentialInputs:
 
     def __call__(self, name: str) -> np.ndarray:
         return self.run.get(self.probe_name.get(name, name))
+
+
+class ReconstructionSequence:
+    """UnitData.reconstruction_data, unit after unit in graph order (see reconstruction_sequence)."""
+
+    def __init__(self, data: UnitData, choices, mode: str) -> None:
+        self.mode = mode
+        self.float_run = SegmentedRun(data.comp.float_proto, data.inputs, data.batch_size)
+        self.layer_input = None if mode == "float" else data.sequential_inputs(choices, mode)
+
+    def __call__(self, names: list[str], output: str):
+        """(inputs, float inputs where mode is mixed else None, float target) of one unit."""
+        fl = {n: self.float_run.get(n) for n in names} if self.mode in ("float", "mixed") else {}
+        x = fl if self.layer_input is None else {n: self.layer_input(n) for n in names}
+        return x, (fl if self.mode == "mixed" else None), self.float_run.get(output)
 
 
 def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:
