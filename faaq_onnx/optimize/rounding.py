@@ -156,17 +156,19 @@ def optimize_rounding(
                 )
             ),
         )
+        start_weights = {w: comp.weights.get(w, wbits[w]) for w in soft}
         for w, sw in soft.items():
             comp.weights.put(
-                w,
-                wbits[w],
-                comp.weights.get(w, wbits[w]).with_codes(
-                    sw.codes(), mode, scale=sw.learned_scale()
-                ),
+                w, wbits[w], start_weights[w].with_codes(sw.codes(), mode, scale=sw.learned_scale())
             )
         for q in acts.values():
             comp.calibration.learned[q.act_key] = q.scale
         after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits)
+        kept = "learned"
+        if not acts and after > before:  # a layer never leaves worse than it started
+            for w, qw in start_weights.items():
+                comp.weights.put(w, wbits[w], qw)
+            after, kept = before, "start"
         report["units"].append(
             {
                 "unit": unit.name,
@@ -174,6 +176,7 @@ def optimize_rounding(
                 "mse_nearest": before,
                 "mse": after,
                 "positions": len(target) if layer is not None else "all",
+                "kept": kept,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
         )
@@ -281,14 +284,16 @@ def _learned_acts(comp, unit, abits: dict[str, int], x) -> dict:
 def _mse(run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = False) -> float:
     import torch
 
+    # 256 feature maps; rows (sampled positions of patches.py, or a Gemm's samples): up to 8,192
+    rows = slice(0, 256 if target.ndim > 2 else 8192)
     with torch.no_grad():
-        feeds = {k: torch.from_numpy(np.ascontiguousarray(v[:256])) for k, v in x.items()}
+        feeds = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in x.items()}
         for w, sw in soft.items():
             q = comp.weights.get(w, wbits[w])
             feeds[w] = torch.from_numpy(q.dequantized() if rtn or hard else sw.soft().numpy())
         hooks = {t: (lambda v, q=q: q(v)) for t, q in acts.items()} if acts else None
         out = run_unit(feeds, hooks).numpy()
-    t = target[:256]
+    t = target[rows]
     return float(np.mean(np.sum((out - t) ** 2, axis=1)))
 
 

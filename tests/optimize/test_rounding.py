@@ -75,9 +75,12 @@ def test_adaround_through_the_pipeline(tiny_cnn, cnn_calib):
     again = quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize="adaround", **cfg))
     assert ar.model.SerializeToString() == again.model.SerializeToString()  # deterministic
     weights = ar.report["verify"]["size"]["per_weight"]
-    assert all(w["rounding"] == "adaround" for w in weights.values())
     units = ar.report["optimization"]["rounding"]["w3a8"]["units"]
-    assert len(units) == 3 and all(u["mse"] <= u["mse_nearest"] * 1.05 for u in units)
+    assert len(units) == 3 and all(u["mse"] <= u["mse_nearest"] for u in units)
+    assert any(u["kept"] == "learned" for u in units)
+    for u in units:  # a layer that learned nothing better keeps its start (and its label)
+        for w in u["weights"]:
+            assert (weights[w]["rounding"] == "adaround") == (u["kept"] == "learned")
     assert ar.model.SerializeToString() != rtn.model.SerializeToString()
 
 
@@ -329,7 +332,7 @@ def test_adaround_on_mixed_inputs(tiny_cnn, cnn_calib):
     """Through the pipeline: the mixed mode is reported and rounds differently from both of
     its sources."""
     cfg = dict(
-        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=60, optimize_samples=32
+        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=200, optimize_samples=32
     )
     runs = {
         m: quantize(tiny_cnn, cnn_calib, config=QuantConfig(optimize_inputs=m, **cfg))
@@ -561,8 +564,8 @@ def test_adaround_started_from_gptq_starts_at_gptqs_codes(tiny_cnn, cnn_calib):
     from_nearest = run(optimize="adaround")
     assert any((gptq[w] != nearest[w]).any() for w in gptq)  # the two starts differ
     for w in gptq:
-        assert np.mean(_codes(from_gptq)[w] == gptq[w]) > 0.98
-        assert np.mean(_codes(from_nearest)[w] == nearest[w]) > 0.98
+        assert np.mean(_codes(from_gptq)[w] == gptq[w]) > 0.95  # a flip is 2.5 % of fc.w
+        assert np.mean(_codes(from_nearest)[w] == nearest[w]) > 0.95
     rep = from_gptq.rounding.shared["w3a8"]
     assert rep["start"]["mode"] == "gptq" and rep["start"]["weights"] == len(gptq)
     assert rep["start"]["mse"] < rep["start"]["mse_nearest"]
@@ -618,3 +621,28 @@ def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error
     assert any(isinstance(u["positions"], int) for u in units)
     assert sum(u["mse"] for u in units) < sum(u["mse_nearest"] for u in units)
     assert any((_codes(comp)[w] != nearest[w]).any() for w in nearest)
+
+
+def test_a_layer_adaround_leaves_worse_than_its_start_keeps_the_start(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    """Learned codes that measure a higher layer error than the start are not kept: with the
+    optimizer rigged to flip every rounding, each layer keeps its nearest codes."""
+    from faaq_onnx.optimize import rounding
+
+    def flipping(run_unit, weights, acts, inputs, target, settings, **kw):
+        for w in weights.values():  # h(V) on the wrong side of 0.5 everywhere
+            w.v.data = -w.v.data.sign() * 10 * (w.h() >= 0.5).float() + 10 * (w.h() < 0.5).float()
+        return 0.0
+
+    monkeypatch.setattr(rounding, "reconstruct", flipping)
+    cfg = QuantConfig(
+        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=1, optimize_samples=32
+    )
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
+    comp.optimize_rounding([comp.uniform("w3a8")])
+    units = comp.rounding.shared["w3a8"]["units"]
+    assert units and all(u["kept"] == "start" and u["mse"] == u["mse_nearest"] for u in units)
+    for w in nearest:
+        assert np.array_equal(_codes(comp)[w], nearest[w])

@@ -48,7 +48,10 @@ def test_best_ships_the_model_with_the_higher_output_sqnr(
     assert e["kept"] == ("learned" if learned_wins else "default") and len(calls) == 2
     assert e["learned"]["rounding"] == "adaround from GPTQ's solution"
     kept_rounding = {w["rounding"] for w in res.report["verify"]["size"]["per_weight"].values()}
-    assert kept_rounding == ({"adaround"} if learned_wins else {"gptq"})
+    if learned_wins:  # a layer whose learned codes measured worse keeps GPTQ's (its start)
+        assert "adaround" in kept_rounding and kept_rounding <= {"adaround", "gptq"}
+    else:
+        assert kept_rounding == {"gptq"}
     assert (
         e[e["kept"]]["output_sqnr_db"]
         >= e["default" if learned_wins else "learned"]["output_sqnr_db"]
