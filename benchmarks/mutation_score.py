@@ -112,6 +112,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_allocate.py",
         "tests/analysis/test_sensitivity.py",
     ],
+    "faaq_onnx/analysis/coverage.py": [
+        "tests/analysis/test_coverage.py",
+        "tests/analysis/test_discover.py",
+        "tests/test_foreign_graphs.py",
+    ],
     "faaq_onnx/analysis/discover.py": [
         "tests/analysis/test_discover.py",
         "tests/test_pipeline.py",
@@ -262,6 +267,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/optimize/test_hessian.py",
         "tests/optimize/test_gptq.py",
     ],
+    "faaq_onnx/optimize/patches.py": ["tests/optimize/test_patches.py", *_ROUND],
     "faaq_onnx/optimize/plan_rounding.py": [*_ROUND],
     "faaq_onnx/optimize/reconstruct.py": [
         "tests/optimize/test_reconstruct.py",
@@ -291,6 +297,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
+    "faaq_onnx/passes/drop_noop_arith.py": ["tests/passes/test_drop_noop_arith.py", *_CANON],
     "faaq_onnx/passes/fold_conv_affine.py": ["tests/passes/test_fold_conv_affine.py", *_CANON],
     "faaq_onnx/passes/emit_constants.py": [
         "tests/passes/test_emit_constants.py",
