@@ -646,3 +646,36 @@ def test_a_layer_adaround_leaves_worse_than_its_start_keeps_the_start(
     assert units and all(u["kept"] == "start" and u["mse"] == u["mse_nearest"] for u in units)
     for w in nearest:
         assert np.array_equal(_codes(comp)[w], nearest[w])
+
+
+def test_a_block_takes_the_clamp_after_its_residual_add_only_when_it_is_the_only_reader(tmp_path):
+    """Blocks end at a residual Add plus its Relu when the Relu alone reads the Add; an Add read
+    by something else as well (or a graph output) ends the block itself."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    def model(extra_reader: bool):
+        w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+        nodes = [
+            helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+            helper.make_node("Conv", ["c", "w"], ["d"], name="conv2"),
+            helper.make_node("Add", ["c", "d"], ["s"], name="add"),
+            helper.make_node("Relu", ["s"], ["y"], name="relu"),
+        ]
+        outs = ["y"] + (["z"] if extra_reader else [])
+        if extra_reader:
+            nodes.append(helper.make_node("Neg", ["s"], ["z"], name="neg"))
+        g = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 4, 4])],
+            [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outs],
+            [w],
+        )
+        return helper.make_model(g)
+
+    from faaq_onnx.groups import QuantizerGraph
+
+    qg = QuantizerGraph({}, {}, {}, [], {})
+    assert block_units(model(False), qg)[0].output == "y"
+    assert block_units(model(True), qg)[0].output == "s"

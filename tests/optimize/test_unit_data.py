@@ -74,3 +74,22 @@ def test_the_sequence_gives_each_unit_what_a_full_pass_would(
         for w in unit.weights:  # "round" this unit differently before the next is asked
             q = comp.weights.get(w, 3)
             comp.weights.put(w, 3, q.with_codes(-q.q, "test"))
+
+
+def test_float_batches_cover_every_sample_once_in_order(tiny_cnn, cnn_calib):
+    """float_batches (GPTQ's float pass) yields batches that, joined, are the float values of
+    every sample, in order: no batch repeated, dropped or cut short."""
+    import numpy as np
+
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.optimize.unit_data import UnitData
+    from faaq_onnx.pipeline import Compilation
+
+    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
+    name = next(n.output[0] for n in comp.float_proto.graph.node if n.op_type == "Conv")
+    data = UnitData(comp, [name], 20, batch_size=6)
+    parts = list(data.float_batches([name]))
+    assert [len(p[name]) for p in parts] == [6, 6, 6, 2]
+    np.testing.assert_allclose(
+        np.concatenate([p[name] for p in parts]), data.float_tensors([name])[name], atol=1e-6
+    )
