@@ -76,19 +76,11 @@ class UnitData:
         return SequentialInputs(self, choices, mode in ("quantized", "mixed"))
 
     def reconstruction_sequence(self, choices, mode: str):
-        """reconstruction_data for units asked in graph order, each rounded before the next is
-        asked for: every call runs only the part of the float model (and of the quantized one)
-        after the previous call (runtime.segments), not both models over every sample per unit."""
+        """What each unit is reconstructed from, for units asked in graph order, each rounded
+        before the next is asked for: every call runs only the part of the float model (and of
+        the quantized one) after the previous call (runtime.segments), not both whole models
+        over every sample per unit."""
         return ReconstructionSequence(self, choices, mode)
-
-    def reconstruction_data(self, names: list[str], output: str, choices, mode: str):
-        """What one unit is reconstructed from: its inputs in `mode`, the float model's values of
-        those inputs where `mode` is `mixed` (else None), and its float target, with every
-        float tensor taken from one pass of the float model over the samples."""
-        from_float = [output] + (names if mode in ("float", "mixed") else [])
-        fl = self.float_tensors(from_float)
-        x = {n: fl[n] for n in names} if mode == "float" else self.unit_inputs(names, choices, mode)
-        return x, ({n: fl[n] for n in names} if mode == "mixed" else None), fl[output]
 
     def quantized_tensors(
         self, names: list[str], choices, activations: bool = True
@@ -120,7 +112,9 @@ class SequentialInputs:
 
 
 class ReconstructionSequence:
-    """UnitData.reconstruction_data, unit after unit in graph order (see reconstruction_sequence)."""
+    """A unit's inputs in one of OPTIMIZE_INPUTS, the float model's values of them where the mode
+    is `mixed` (else None) and its float target, unit after unit in graph order (see
+    UnitData.reconstruction_sequence)."""
 
     def __init__(self, data: UnitData, choices, mode: str) -> None:
         self.mode = mode

@@ -62,9 +62,10 @@ def test_the_sequence_gives_each_unit_what_a_full_pass_would(
     assert len(found) >= 2
     for unit in found:
         x, xf, target = sequence(unit.inputs, unit.output)
-        ref_x, ref_xf, ref_target = data.reconstruction_data(
-            unit.inputs, unit.output, plan.choices, mode
-        )
+        # the reference: whole passes of the float model and of the quantized one, now
+        fl = data.float_tensors([*unit.inputs, unit.output])
+        ref_xf, ref_target = fl, fl[unit.output]
+        ref_x = fl if mode == "float" else data.unit_inputs(unit.inputs, plan.choices, mode)
         assert list(x) == unit.inputs and (xf is None) == (mode != "mixed")
         for n in unit.inputs:
             np.testing.assert_allclose(x[n], ref_x[n], rtol=1e-5, atol=1e-5)
