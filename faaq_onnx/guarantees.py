@@ -254,30 +254,29 @@ def hold_out_for_floor(inputs: dict, held: dict, notes: list[str], verify_sample
     the calibration and the allocator never see. A source with nothing left over gives
     verification the calibration's first samples: a part of the calibration set is held out
     instead (a quarter, at most `verify_samples`, at least 2)."""
-    first = next(iter(inputs))
-    n, m = len(inputs[first]), len(held[first]) if held else 0
-    reused = m == 0 or (m <= n and all(np.array_equal(held[k], inputs[k][:m]) for k in inputs))
-    if not reused:
+    from faaq_onnx.inputs import reuses_calibration, split_off, without_reuse_note
+
+    n = len(next(iter(inputs.values())))
+    m = len(next(iter(held.values()))) if held else 0
+    if not reuses_calibration(inputs, held):
         if m < 2:
             raise FaaqError(
                 f"a floor budget is checked on a confidence bound over held-out samples: "
                 f"--verify-samples {verify_samples} gives {m}; give at least 2"
             )
         return inputs, held, notes, []
-    k = min(verify_samples, max(n // 4, 2))
-    if k < 2 or n - k < 1:
+    split = split_off(inputs, verify_samples)
+    if split is None:
         raise FaaqError(
             f"a floor budget is checked on held-out samples: with {n} calibration samples and "
             f"--verify-samples {verify_samples} none can be held out (give at least 3 samples and "
             "--verify-samples 2 or more)"
         )
-    calib = {name: v[: n - k] for name, v in inputs.items()}
-    held = {name: v[n - k :] for name, v in inputs.items()}
-    notes = [t for t in notes if not t.startswith("verification uses")]
+    calib, held, k = split
     return (
         calib,
         held,
-        notes,
+        without_reuse_note(notes),
         [
             f"the floor is checked on {k} of the {n} calibration samples, held out: "
             f"calibration and the allocator use the other {n - k}"

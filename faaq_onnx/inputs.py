@@ -112,3 +112,29 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
         {k: v.astype(cast[k], copy=False) for k, v in held.items()},
         notes,
     )
+
+
+def reuses_calibration(inputs: dict, held: dict) -> bool:
+    """True when the verification samples are the calibration's first ones (nothing was left
+    over in the source to hold out)."""
+    first = next(iter(inputs))
+    n, m = len(inputs[first]), len(held[first]) if held else 0
+    return m == 0 or (m <= n and all(np.array_equal(held[k], inputs[k][:m]) for k in inputs))
+
+
+def split_off(inputs: dict, verify_samples: int) -> tuple[dict, dict, int] | None:
+    """(calibration, held out, k): the calibration set's last k samples held out (a quarter, at
+    most `verify_samples`, at least 2), or None when fewer than 2 can go and one stay."""
+    n = len(next(iter(inputs.values())))
+    k = min(verify_samples, max(n // 4, 2))
+    if k < 2 or n - k < 1:
+        return None
+    return (
+        {name: v[: n - k] for name, v in inputs.items()},
+        {name: v[n - k :] for name, v in inputs.items()},
+        k,
+    )
+
+
+def without_reuse_note(notes: list[str]) -> list[str]:
+    return [t for t in notes if not t.startswith("verification uses")]

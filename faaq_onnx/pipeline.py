@@ -34,6 +34,7 @@ from faaq_onnx.results import QuantizeResult, write_result
 from faaq_onnx.stages.allocation import AllocationStage
 from faaq_onnx.stages.effort import (
     better_of_default,
+    compares,
     keep_first_last_at_8_bits,
     wants_comparison,
 )
@@ -115,12 +116,15 @@ class Compilation:
         config: QuantConfig | None = None,
         target_opset: int = 13,
         floor: Budget | None = None,
+        compare: bool = False,
     ) -> None:
         from faaq_onnx.guarantees import confidence_of
 
         self.config = config or QuantConfig()
         self.timings: dict[str, float] = {}
-        self.prepared = Prepared(model_path, calib, self.config, target_opset, floor, self.stage)
+        self.prepared = Prepared(
+            model_path, calib, self.config, target_opset, floor, self.stage, compare
+        )
         self.optimization = WeightOptimization(self)
         self.sweep = SensitivitySweep(self)
         self.allocation = AllocationStage(self)
@@ -254,7 +258,14 @@ def quantize(
         check_ray_address(config.ray_address)
     # load ─► canonicalize ─► discover groups ─► calibrate
     opset = _target_opset(plan, cands, config)
-    comp = Compilation(model_path, calib, config, target_opset=opset, floor=budget)
+    comp = Compilation(
+        model_path,
+        calib,
+        config,
+        target_opset=opset,
+        floor=budget,
+        compare=compares(config, budget),
+    )
     check_labeled = None
     if budget is not None and budget.kind == "max-drop":  # choose with one part, check on the other
         from faaq_onnx.guarantees import split_labeled

@@ -4,7 +4,10 @@ Learned rounding (AdaRound/BRECQ, even started from GPTQ's solution) is not bett
 model: ResNet-20 W4A8 gained 0.4 pt over GPTQ + bias correction, ResNet-56 W4A8 lost 0.5 pt,
 and the output SQNR on held-out samples told the two apart (ResNet-56: 21.7 vs 24.9 dB).
 So `best` also quantizes with the default rounding and ships whichever model measures the
-higher output SQNR on the same held-out samples; the report keeps both figures.
+higher output SQNR on the same held-out samples; the report keeps both figures. Where the
+calibration source has no samples left over, a part of the calibration set is held out for
+that comparison: judged on the samples it was fit to, learned rounding wins by construction
+(EfficientNet-Lite0 W4A8: 16.8 vs 9.1 dB on its calibration images, 79.60 vs 80.36 % top-1).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from faaq_onnx.config import AUTO, ROUNDING, Candidate, QuantConfig
+from faaq_onnx.inputs import reuses_calibration, split_off, without_reuse_note
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.report import rounding_label
 from faaq_onnx.results import QuantizeResult
@@ -30,6 +34,31 @@ def keep_first_last_at_8_bits(config: QuantConfig, budget, plan) -> None:
         and plan is None
     ):
         config.first_last = Candidate(8, 8)
+
+
+def compares(config: QuantConfig, budget) -> bool:
+    """--effort best will compare two roundings (its verification samples must be held out)."""
+    return config.effort == "best" and config.optimize_auto and budget is None
+
+
+def hold_out_to_compare(inputs: dict, held: dict, notes: list[str], verify_samples: int):
+    """(calibration inputs, held-out inputs, notes, warnings): where the source left nothing
+    to hold out, the calibration set's last part (a quarter, at most `verify_samples`) is
+    held out of calibration and rounding, so both models are judged on samples neither saw."""
+    split = split_off(inputs, verify_samples) if reuses_calibration(inputs, held) else None
+    if split is None:
+        return inputs, held, notes, []
+    calib, kept, k = split
+    n = len(next(iter(inputs.values())))
+    return (
+        calib,
+        kept,
+        without_reuse_note(notes),
+        [
+            f"--effort best compares its two roundings on {k} of the {n} calibration samples, "
+            f"held out: calibration and rounding use the other {n - k}"
+        ],
+    )
 
 
 def wants_comparison(config: QuantConfig, result: QuantizeResult) -> bool:
@@ -67,7 +96,7 @@ def better_of_default(
     from faaq_onnx.optimize.rounding import rounding_plans
     from faaq_onnx.pipeline import Compilation
 
-    comp = Compilation(model_path, calib, default_config(config), target_opset=opset)
+    comp = Compilation(model_path, calib, default_config(config), target_opset=opset, compare=True)
     comp.optimize_rounding(rounding_plans(comp, plan, None))
     default = comp.emit(plan)
     scores = {"learned": output_sqnr(learned), "default": output_sqnr(default)}
@@ -84,6 +113,7 @@ def better_of_default(
         "learned": {"rounding": mode, "output_sqnr_db": scores["learned"]},
         "default": {"rounding": "gptq + bias correction", "output_sqnr_db": scores["default"]},
         "samples": kept.report["verify"]["samples"],
+        "held_out": kept.report["calibration"]["verification_held_out"],
     }
     return kept
 
@@ -99,5 +129,5 @@ def effort_line(report: dict) -> str | None:
     return (
         f"effort best: kept {kept['rounding']} ({kept['output_sqnr_db']:.1f} dB) over "
         f"{other['rounding']} ({other['output_sqnr_db']:.1f} dB), output SQNR on the same "
-        f"{e['samples']} verification samples"
+        f"{e['samples']} {'held-out' if e.get('held_out', True) else 'calibration'} samples"
     )

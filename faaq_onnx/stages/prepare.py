@@ -49,8 +49,10 @@ class Prepared:
         target_opset: int,
         floor: Budget | None,
         stage: Stage,
+        compare: bool = False,
     ) -> None:
         from faaq_onnx.guarantees import hold_out_for_floor
+        from faaq_onnx.stages.effort import hold_out_to_compare
 
         self.model_path, self.config = model_path, config
         self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
@@ -68,6 +70,10 @@ class Prepared:
             floor is not None and floor.is_floor
         ):  # checked on samples calibration and allocator never see
             self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_for_floor(
+                self.inputs, self.verify_inputs, self.data_notes, config.verify_samples
+            )
+        elif compare:  # --effort best judges two roundings on samples neither was fit to
+            self.inputs, self.verify_inputs, self.data_notes, held_out_note = hold_out_to_compare(
                 self.inputs, self.verify_inputs, self.data_notes, config.verify_samples
             )
         with stage("canonicalize"):

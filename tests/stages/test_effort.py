@@ -93,3 +93,45 @@ def test_best_below_8_bit_activations_keeps_first_and_last_at_w8a8(tiny_cnn, cnn
     c = _best(scheme="w4a4")
     keep_first_last_at_8_bits(c, None, None)
     assert c.first_last == Candidate(8, 8)
+
+
+def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    """A calibration set with nothing left over loses its last quarter to the comparison: both
+    the learned and the default run calibrate and round on the rest, and are judged there."""
+    real, seen = effort.output_sqnr, []
+    monkeypatch.setattr(effort, "output_sqnr", lambda r: seen.append(r) or real(r))
+    res = quantize(tiny_cnn, cnn_calib, config=_best())  # 48 samples, none left over
+    assert len(seen) == 2
+    for r in seen:
+        assert r.report["calibration"]["samples"] == 36
+        assert r.report["calibration"]["verification_held_out"]
+        assert r.report["verify"]["samples"] == 12
+    assert res.report["effort"]["held_out"] and "12 held-out samples" in effort_line(res.report)
+    assert any("compares its two roundings on 12 of the 48" in w for w in res.report["warnings"])
+    assert not any(w.startswith("verification uses") for w in res.report["warnings"])
+    # a source with samples left over keeps its calibration set whole
+    left_over = quantize(tiny_cnn, cnn_calib, config=_best(calib_size=40))
+    assert left_over.report["calibration"]["samples"] == 40
+    assert left_over.report["verify"]["samples"] == 8
+    # the default effort compares nothing and holds nothing out
+    plain = QuantConfig(progress=False, optimize="auto", scheme="w4a8")
+    assert quantize(tiny_cnn, cnn_calib, config=plain).report["calibration"]["samples"] == 48
+
+
+def test_hold_out_to_compare_splits_only_a_reused_calibration_set():
+    import numpy as np
+
+    from faaq_onnx.stages.effort import hold_out_to_compare
+
+    x = np.arange(10.0)[:, None]
+    calib, held, notes, warn = hold_out_to_compare(
+        {"x": x}, {"x": x[:4]}, ["verification uses 4"], 64
+    )
+    assert np.array_equal(calib["x"], x[:8]) and np.array_equal(held["x"], x[8:])
+    assert notes == [] and "2 of the 10" in warn[0]
+    other = np.ones((3, 1))
+    assert hold_out_to_compare({"x": x}, {"x": other}, [], 64)[1]["x"] is other
+    tiny = hold_out_to_compare({"x": x[:2]}, {}, ["verification uses 2"], 64)  # too few to split
+    assert len(tiny[0]["x"]) == 2 and tiny[2] == ["verification uses 2"] and tiny[3] == []
