@@ -313,3 +313,24 @@ def test_one_whole_feed_per_sample_checks_unit_axes_too():
     validate_inputs({"x": np.zeros((5, 1, 3))}, {"x": [1, 3]})
     validate_inputs({"x": np.zeros((5, 2, 3))}, {"x": [0, 3]})
     validate_inputs({"x": np.zeros((5, 2, 3))}, {"x": [-1, "n"]})
+
+
+def test_npz_held_out_names_an_empty_input_beside_a_full_one(tmp_path):
+    """With held_out, an .npz whose second input has no samples is refused by name before any
+    subset is drawn (the first input's sample count must not index the empty one)."""
+    np.savez(tmp_path / "two.npz", a=np.ones((5, 3), np.float32), b=np.zeros((0, 3), np.float32))
+    with pytest.raises(FaaqError, match=r"^input 'b' is empty \(shape \(0, 3\), zero samples\)$"):
+        load_inputs(tmp_path / "two.npz", ["a", "b"], limit=2, held_out=2)
+
+
+def test_npz_held_out_of_one_dimensional_inputs(tmp_path):
+    """Rank-1 inputs (one scalar per sample) split into a subset and held-out samples like any
+    other: disjoint, and together drawn from the source's values."""
+    x = np.arange(10, dtype=np.float32)
+    np.savez(tmp_path / "v.npz", x=x)
+    calib, held = load_inputs(tmp_path / "v.npz", ["x"], {"x": ["N"]}, limit=4, seed=3, held_out=3)
+    c, h = np.asarray(calib["x"]), np.asarray(held["x"])
+    assert c.shape == (4,) and h.shape == (3,)
+    assert not set(c.tolist()) & set(h.tolist()) and set(c.tolist()) | set(h.tolist()) <= set(
+        x.tolist()
+    )

@@ -151,3 +151,25 @@ def test_model_preset_metadata():
     m = onnx.ModelProto()
     onnx.helper.set_model_props(m, {pr.PRESET_METADATA_KEY: "digits"})
     assert pr.model_preset(m) == "digits"
+
+
+def test_an_image_one_pixel_wide_keeps_its_colour():
+    """A width of 1 is not a grey channel: a constant-colour H x 1 x 3 image goes through the
+    PIL path (resized) and comes out that same colour everywhere, normalized."""
+    colour = np.array([200, 50, 10], np.uint8)
+    x = np.broadcast_to(colour, (1, 6, 1, 3)).copy()
+    got = pr.apply_preset(x, "cifar10")
+    want = (colour / 255.0 - MEAN) / STD
+    assert got.shape == (1, 3, 32, 32)
+    np.testing.assert_allclose(got[0], np.broadcast_to(want[:, None, None], (3, 32, 32)), rtol=1e-5)
+
+
+def test_to_pil_reads_h_w_1_as_grey_and_h_w_3_as_rgb():
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5, 1)
+    img = pr._to_pil(grey)
+    assert img.mode == "L" and img.size == (5, 4)
+    np.testing.assert_array_equal(np.asarray(img), grey[..., 0])
+    colour = rgb(1, 4, 5)[0]
+    img = pr._to_pil(colour)
+    assert img.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(img), colour)

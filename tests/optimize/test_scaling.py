@@ -290,3 +290,14 @@ def test_a_mul_is_inserted_where_nothing_can_take_the_inverse(case):
     assert how == "Mul inserted" and ops.count("Mul") == sum(n.op_type == "Mul" for n in nodes) + 1
     inv = next(v for k, v in arrays.items() if k.endswith("_smooth_inv"))
     np.testing.assert_allclose(inv, 1 / s, rtol=1e-6)
+
+
+def test_awq_keeps_no_scaling_when_every_alpha_ties():
+    """When no alpha lowers the error (here every weight quantizes to zero, so every alpha
+    leaves the whole output as error), the first grid point, alpha 0 (s = 1), is kept."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((32, 5)) * np.array([0.1, 1, 2, 5, 20])
+    ws = [rng.standard_normal((5, 3))]
+    s, alpha = awq_scales(x, ws, lambda w: np.zeros_like(w))
+    assert alpha == 0.0
+    np.testing.assert_array_equal(s, np.ones(5))

@@ -292,3 +292,47 @@ def test_a_gemm_bias_behind_a_dequantize_linear_keeps_its_value(zero_point):
     assert names == ["fc"] and "MatMulNBits" in [n.op_type for n in conv.graph.node]
     x = _x(model, batch=5)
     assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
+
+
+@pytest.mark.parametrize("block", [8, 48])
+def test_blocks_matmulnbits_cannot_take_are_kept(block):
+    """A blocked weight along K whose block is below 16 or not a power of two stays a
+    DequantizeLinear -> MatMul (scales consistent with the block, so only the block is wrong)."""
+    model = _qdq_matmul(bits=4, k=96, block=block)
+    conv, names = convert_to_matmulnbits(model, accuracy_level=0)
+    assert names == [] and [n.op_type for n in conv.graph.node] == ["DequantizeLinear", "MatMul"]
+    x = _x(model)
+    np.testing.assert_array_equal(_ref(conv, x), _ref(model, x))
+
+
+@pytest.mark.parametrize(
+    "bias,shape,ops",
+    [
+        ("const", [1], ["MatMulNBits", "Add"]),  # a broadcast scalar
+        ("const", [16, 1], ["MatMulNBits", "Add"]),  # one value per row (M = N = 16 here)
+        ("const", [1, 16], ["MatMulNBits"]),  # one value per output: the bias input
+        ("input", [16], ["MatMulNBits", "Add"]),  # not a constant
+    ],
+)
+def test_a_gemm_bias_is_the_matmulnbits_bias_only_when_one_per_output(bias, shape, ops):
+    """Gemm's C becomes MatMulNBits' bias input only when it is a constant holding one value per
+    output column (N or 1 x N); a broadcast scalar, a column (one value per row) or a C that is
+    not a constant (a graph input) stays an Add after MatMulNBits. Same result either way."""
+    model = _qdq_matmul(bits=4, k=64, n=16, op="Gemm", trans_b=True)
+    gemm = model.graph.node[-1]
+    c = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    feeds = {}
+    if bias == "const":
+        model.graph.initializer.append(numpy_helper.from_array(c, "c"))
+    else:
+        model.graph.input.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, shape))
+        feeds["c"] = c
+    gemm.input.append("c")
+    conv, names = convert_to_matmulnbits(model, accuracy_level=0)
+    assert names == ["fc"]
+    assert [n.op_type for n in conv.graph.node] == ops
+    x = _x(model, batch=16)
+    got = make_session(conv).run(None, {"x": x, **feeds})[0]
+    ref = make_session(model, opt_level="disable").run(None, {"x": x, **feeds})[0]
+    assert got.shape == ref.shape == (16, 16)
+    assert _rel(got, ref) < 1e-4
