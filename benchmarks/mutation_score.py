@@ -183,7 +183,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_profile.py",
         "tests/test_reliability.py",
     ],
-    "faaq_onnx/cli/analyze_cmd.py": ["tests/cli/test_command_help.py", *_CLI],
+    "faaq_onnx/cli/analyze_cmd.py": [
+        "tests/cli/test_analyze_cmd.py",
+        "tests/cli/test_command_help.py",
+        *_CLI,
+    ],
     "faaq_onnx/cli/common.py": ["tests/cli/test_cli_common.py", *_CLI],
     "faaq_onnx/cli/demo_cmd.py": ["tests/cli/test_command_help.py", *_CLI],
     "faaq_onnx/cli/eval_cmd.py": [

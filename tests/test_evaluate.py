@@ -69,3 +69,17 @@ def test_data_that_does_not_fit_the_input_is_one_clear_error(tiny_cnn, shape):
     with pytest.raises(FaaqError, match="does not fit model input"):
         predict(tiny_cnn, np.zeros(shape, np.float32))
     assert predict(tiny_cnn, np.zeros((4, 3, 16, 16), np.float32)).shape[0] == 4
+
+
+def test_top1_is_the_share_of_samples_whose_largest_logit_is_the_label():
+    """An identity MatMul (logits = x) over 3 classes, batched in twos: top-1 is the share of
+    rows whose argmax is the label, computed here from the inputs."""
+    from faaq_onnx.evaluate import top1
+    from tests.conftest import one_weight_model
+
+    model = one_weight_model("MatMul", np.eye(3, dtype=np.float32), ["n", 3], ["n", 3])
+    x = np.random.default_rng(0).standard_normal((7, 3)).astype(np.float32)
+    y = x.argmax(1)
+    y[[1, 4]] = (y[[1, 4]] + 1) % 3  # two samples now wrong
+    assert top1(model, x, y, batch_size=2) == pytest.approx(5 / 7)
+    assert top1(model, x, x.argmin(1)) == 0.0

@@ -251,3 +251,32 @@ def test_run_trials_quantizes_each_draw_with_its_own_seed(monkeypatch):
     assert [r["top1"] for r in s["runs"]] == [0.8, 0.6, 0.7]
     assert s["float"]["top1"] == 0.9 and s["top1"]["mean"] == pytest.approx(0.7)
     assert all(0 <= r["seconds"] < 5 for r in s["runs"])
+
+
+def test_drop_plot_boxes_each_class_drops_against_a_zero_line(tmp_path, monkeypatch):
+    """One box per class over the draws' drops in points (its median line at the median drop),
+    and a horizontal reference line across the whole plot at a drop of 0."""
+    import faaq_onnx.outputs as outputs
+    from faaq_onnx.reliability import plot_drops
+
+    figs = []
+    real = outputs.savefig_atomic
+    monkeypatch.setattr(
+        outputs, "savefig_atomic", lambda fig, *a, **k: (figs.append(fig), real(fig, *a, **k))
+    )
+    summary = _summary()
+    plot_drops(summary, tmp_path / "drops.png")
+    (ax,) = figs[0].axes
+    full_width = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [0, 1]]
+    assert [list(ln.get_ydata()) for ln in full_width] == [[0, 0]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    for i, c in enumerate(["a", "b", "c"], start=1):
+        drops = [
+            100 * (summary["float"]["per_class"][c] - r["per_class"][c]) for r in summary["runs"]
+        ]
+        medians = [
+            ln
+            for ln in ax.get_lines()
+            if len(ln.get_xdata()) == 2 and i - 0.5 < np.mean(ln.get_xdata()) < i + 0.5
+        ]
+        assert any(np.allclose(ln.get_ydata(), np.median(drops)) for ln in medians), c

@@ -142,3 +142,10 @@ def test_every_activation_width_says_what_it_runs_as():
     assert activation_kernel(3).startswith("uint8 codes kept to 8 levels")
     assert "int8 kernels" in activation_kernel(8) and "float ops" in activation_kernel(16)
     assert activation_kernel(32) == "float (not quantized)"
+
+
+def test_a_latency_exactly_at_its_budget_is_met_without_the_tolerance():
+    """The tolerance is only named when the measured latency went past the budget; landing on it
+    exactly meets the budget outright."""
+    at = rep("latency", measured=0.8, asked=0.8, tolerance=0.05)
+    assert budget_line(at).endswith(") -> met")

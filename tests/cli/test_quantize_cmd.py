@@ -351,3 +351,39 @@ def test_sensitivity_samples_option_names_a_bad_value():
         FaaqError, match="--sensitivity-samples must be a number, 'all' or 'auto', got 'some'"
     ):
         _sensitivity_samples("some")
+
+
+def test_branches_line_says_which_branch_was_quantized_and_why_the_others_stay_float():
+    from faaq_onnx.cli.quantize_cmd import branches_line
+
+    assert branches_line({}) is None and branches_line({"branches": []}) is None
+    why = "no calibration sample takes it ('c' was false on all 64)"
+    rep = {
+        "branches": [
+            {
+                "node": "If_0",
+                "branch": "then_branch",
+                "quantized": True,
+                "weighted_ops": {"MatMul": 2},
+                "calibration_samples": 64,
+                "groups": 6,
+            },
+            {
+                "node": "If_0",
+                "branch": "else_branch",
+                "quantized": False,
+                "weighted_ops": {"Conv": 1},
+                "why": f"{why}: left in float",
+            },
+            {  # nothing to quantize there: not worth a word
+                "node": "If_1",
+                "branch": "then_branch",
+                "quantized": False,
+                "weighted_ops": {},
+                "why": "holds no weighted op: left in float",
+            },
+        ]
+    }
+    assert branches_line(rep) == (
+        f"branches: If_0 then_branch quantized (64 samples, 6 groups); If_0 else_branch float ({why})"
+    )

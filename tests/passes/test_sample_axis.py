@@ -118,3 +118,17 @@ def test_a_reader_put_before_the_squeeze_still_gets_the_lifted_shape():
     want = make_session(state_model()).run(None, feed)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_passes_naming_no_input_change_nothing_and_say_so():
+    """Lift and Drop with no input of theirs (none named, or names the model lacks) report
+    modified=False and leave the model as it was."""
+    for names in ([], ["nope"]):
+        for cls in (LiftSampleAxisPass, DropSampleAxisPass):
+            model = ir.from_proto(state_model())
+            assert not cls(names)(model).modified, (cls.__name__, names)
+            proto = to_proto(model)
+            original = state_model()
+            assert _dims(proto.graph.input) == _dims(original.graph.input)
+            assert _dims(proto.graph.output) == _dims(original.graph.output)
+            assert [n.op_type for n in proto.graph.node] == [n.op_type for n in original.graph.node]

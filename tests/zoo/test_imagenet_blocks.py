@@ -29,3 +29,15 @@ def test_make_divisible_rounds_to_the_nearest_multiple_of_8(v, want):
     from faaq_onnx.zoo.imagenet import _make_divisible
 
     assert _make_divisible(v) == want
+
+
+@pytest.mark.parametrize("n", [16, 24, 32])
+def test_make_divisible_keeps_a_round_down_of_exactly_10_percent(n):
+    """'Never below 90 %': a width whose nearest multiple of 8 is exactly 90 % of it (0.9 v == n
+    in floating point too) keeps that multiple; only a deeper cut adds 8."""
+    from faaq_onnx.zoo.imagenet import _make_divisible
+
+    v = n / 0.9
+    assert 0.9 * v == n and _make_divisible(v) == n
+    assert int(v + 0.25 + 4) // 8 * 8 == n  # the nearest multiple is still n ...
+    assert _make_divisible(v + 0.25) == n + 8  # ... now below 90 %: one step up
