@@ -249,7 +249,7 @@ def test_defaults_are_the_documented_ones():
         "quantized",
         256,
         False,
-        True,
+        None,
     )
     assert (c.qdrop, c.smoothquant_alpha, c.cle_relu6) == (0.0, 0.5, "keep")
     assert (c.workers, c.ray_address, c.ort_threads, c.ep, c.latency_batch) == (
@@ -260,3 +260,21 @@ def test_defaults_are_the_documented_ones():
         1,
     )
     assert (c.preset, c.progress) == (None, True)
+
+
+@pytest.mark.parametrize(
+    "optimize, reround, expected",
+    [
+        ("gptq", None, False),  # a second GPTQ pass bought nothing measured
+        ("adaround", None, True),
+        ("brecq", None, True),
+        ("gptq", True, True),
+        ("adaround", False, False),
+        ("none", True, False),  # nothing to round again
+        ("auto", None, False),  # auto rounds by GPTQ
+    ],
+)
+def test_a_mixed_plan_is_rounded_again_with_learned_rounding_by_default(
+    optimize, reround, expected
+):
+    assert QuantConfig(optimize=optimize, reround=reround, scheme="w4a8").rerounds is expected

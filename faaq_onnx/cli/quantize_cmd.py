@@ -224,11 +224,11 @@ def quant_options(f):
         ),
         click.option(
             "--reround/--no-reround",
-            default=True,
-            show_default=True,
-            help="adaround/brecq with a budget: once the plan is allocated, optimize its rounding again "
-            "with each layer fed what the mixed plan feeds it (one more pass over its sub-8-bit "
-            "layers); --no-reround ships the weights rounded per width in uniform models.",
+            default=None,
+            help="with a budget: once the plan is allocated, optimize its rounding again with each "
+            "layer fed what the mixed plan feeds it (one more pass over its sub-8-bit layers); "
+            "--no-reround ships the weights rounded per width in uniform models. Default: on with "
+            "adaround/brecq, off with gptq (measured no better, at the cost of a second pass).",
         ),
         click.option(
             "--qdrop",
@@ -428,7 +428,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         rounding_start=o.get("rounding_start"),
         optimize_positions=o.get("optimize_positions"),
         optimize_scales=o.get("optimize_scales", False),
-        reround=o.get("reround", True),
+        reround=o.get("reround"),
         qdrop=o.get("qdrop", 0.0),
         cle_relu6=o.get("cle_relu6", "keep"),
         smoothquant_alpha=o.get("smoothquant_alpha", 0.5),

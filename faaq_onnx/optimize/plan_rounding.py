@@ -80,7 +80,7 @@ class PlanRounding:
         """Round `plan` again in its own context, keeping the result as that plan's alone."""
         comp = self.comp
         key = choices_key(plan.choices)
-        if not comp.config.reround or comp.config.rounding is None or key in self._done:
+        if not comp.config.rerounds or key in self._done:
             return
         self._done.add(key)
         with self._scratch() as (weights, learned):

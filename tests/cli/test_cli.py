@@ -414,8 +414,19 @@ def test_analyze_times_the_emitted_models(runner, tiny_cnn, calib_npz, tmp_path)
     assert width == round(5.5 * 3 * 110)  # size, BOPs and measured latency panels
 
 
-@pytest.mark.parametrize("flag, rerounded", [("--reround", True), ("--no-reround", False)])
-def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path, flag, rerounded):
+@pytest.mark.parametrize(
+    "flag, optimize, rerounded",
+    [
+        ("--reround", "adaround", True),
+        ("--no-reround", "adaround", False),
+        (None, "adaround", True),
+        (None, "gptq", False),
+        ("--reround", "gptq", True),
+    ],
+)
+def test_reround_flag_reaches_the_pipeline(
+    runner, tiny_cnn, calib_npz, tmp_path, flag, optimize, rerounded
+):
     report = tmp_path / "r.json"
     r = runner.invoke(
         main,
@@ -431,7 +442,7 @@ def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path
             "--candidates",
             "w3a8,w4a8,w8a8",
             "--optimize",
-            "adaround",
+            optimize,
             "--optimize-iters",
             "10",
             "--optimize-samples",
@@ -440,7 +451,7 @@ def test_reround_flag_reaches_the_pipeline(runner, tiny_cnn, calib_npz, tmp_path
             "-q",
             "--json",
             str(report),
-            flag,
+            *([flag] if flag else []),
         ],
     )
     assert r.exit_code == 0, r.output

@@ -50,7 +50,6 @@ def test_help_states_the_config_defaults(option_help):
         "--act-symmetric": "act-symmetric" if c.act_symmetric else "act-asymmetric",
         "--int2": "int2" if c.int2 else "no-int2",
         "--optimize-scales": "optimize-scales" if c.optimize_scales else "no-optimize-scales",
-        "--reround": "reround" if c.reround else "no-reround",
     }
     assert {k: _default(h[k]) for k in expected} == expected
     for flag in ("--no-simplify", "--quiet", "--no-cache"):
@@ -94,7 +93,7 @@ def test_no_options_is_w8a8_per_channel_symmetric_with_auto_optimization(config_
     assert (c.act_range, c.weight_range, c.percentile) == ("mse", "minmax", 99.99)
     assert (c.calib_size, c.batch_size, c.seed, c.simplify) == (256, 16, 0, True)
     assert c.optimize == ("gptq", "bias-correction") and c.optimize_auto
-    assert (c.int2, c.reround, c.optimize_scales, c.reduce_range) == (True, True, False, "auto")
+    assert (c.int2, c.reround, c.optimize_scales, c.reduce_range) == (True, None, False, "auto")
     assert not c.progress  # not a terminal
     assert seen["calib"] == "random:4" and seen["budget"] is None and seen["plan"] is None
     assert (seen["metric"], seen["allocator"], seen["ep"], seen["latency_batch"]) == (
