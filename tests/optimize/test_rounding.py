@@ -648,6 +648,26 @@ def test_a_layer_adaround_leaves_worse_than_its_start_keeps_the_start(
         assert np.array_equal(_codes(comp)[w], nearest[w])
 
 
+def test_a_layers_reported_error_is_that_of_its_emitted_codes(tiny_cnn, cnn_calib, monkeypatch):
+    """The error after learning is measured with the hard codes that are emitted, not the soft
+    weights: an optimizer that learns nothing leaves h(V) at each weight's fractional part, so
+    the soft weights are the float ones while the codes are the nearest: the reported error is
+    the start's, exactly (measured with the soft weights it was lower)."""
+    from faaq_onnx.optimize import rounding
+
+    monkeypatch.setattr(rounding, "reconstruct", lambda *a, **kw: 0.0)
+    cfg = QuantConfig(
+        progress=False, scheme="w3a8", optimize="adaround", optimize_iters=1, optimize_samples=32
+    )
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
+    comp.optimize_rounding([comp.uniform("w3a8")])
+    units = comp.rounding.shared["w3a8"]["units"]
+    assert units and all(u["mse"] == u["mse_nearest"] > 0 for u in units)
+    for w in nearest:
+        assert np.array_equal(_codes(comp)[w], nearest[w])
+
+
 def test_a_block_takes_the_clamp_after_its_residual_add_only_when_it_is_the_only_reader(tmp_path):
     """Blocks end at a residual Add plus its Relu when the Relu alone reads the Add; an Add read
     by something else as well (or a graph output) ends the block itself."""
