@@ -650,17 +650,27 @@ def test_a_layer_adaround_leaves_worse_than_its_start_keeps_the_start(
 
 def test_a_layers_reported_error_is_that_of_its_emitted_codes(tiny_cnn, cnn_calib, monkeypatch):
     """The error after learning is measured with the hard codes that are emitted, not the soft
-    weights: an optimizer that learns nothing leaves h(V) at each weight's fractional part, so
-    the soft weights are the float ones while the codes are the nearest: the reported error is
-    the start's, exactly (measured with the soft weights it was lower)."""
+    weights: an optimizer rigged to end with h(V) at 0.6 where the nearest code rounds up and 0.4
+    where it rounds down emits the nearest codes, so the reported error is the start's exactly,
+    while the soft weights (0.4 of a step off everywhere) measure another."""
+    import torch
+
     from faaq_onnx.optimize import rounding
 
-    monkeypatch.setattr(rounding, "reconstruct", lambda *a, **kw: 0.0)
     cfg = QuantConfig(
         progress=False, scheme="w3a8", optimize="adaround", optimize_iters=1, optimize_samples=32
     )
     comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
     nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
+    v_at = float(np.log(7 / 5))  # h = 1.2 sigmoid(v) - 0.1: h(v) = 0.6, h(-v) = 0.4
+
+    def nearest_again(run_unit, weights, acts, inputs, target, settings, **kw):
+        for name, w in weights.items():
+            up = torch.from_numpy(nearest[name].astype(np.float32)) - w.zp - w.floor >= 1
+            w.v.data = torch.where(up, v_at, -v_at)
+        return 0.0
+
+    monkeypatch.setattr(rounding, "reconstruct", nearest_again)
     comp.optimize_rounding([comp.uniform("w3a8")])
     units = comp.rounding.shared["w3a8"]["units"]
     assert units and all(u["mse"] == u["mse_nearest"] > 0 for u in units)
