@@ -144,6 +144,26 @@ def test_random_plan_meets_budget():
     assert len({tuple(sorted((g, str(c)) for g, c in p.choices.items())) for p in plans}) > 1
 
 
+def test_random_plan_keeps_a_plan_that_meets_the_limit_exactly_and_steps_down_one_unit_over():
+    """The budget check's tolerance is a rounding guard (1e-9 of a bit), not a unit of cost:
+    a limit equal to the top plan's cost keeps it; one half bit below forces a step down."""
+    qg, _ = _synthetic()
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    costs = CostModel(qg, "avg-bits")
+    top = {g: Candidate(8, 8) for g in qg.groups}
+    top_cost = costs.plan_cost(top)
+    for seed in range(3):
+        assert random_plan(qg, cands, costs, top_cost, seed).choices == top
+        plan = random_plan(qg, cands, costs, top_cost - 0.5, seed).choices
+        assert costs.plan_cost(plan) <= top_cost - 0.5
+        moved = {g: c for g, c in plan.items() if c != top[g]}
+        assert list(moved.values()) == [Candidate(4, 8)]  # one group, one step (w8 -> w4)
+    with pytest.raises(FaaqError, match="cannot meet the budget"):
+        random_plan(
+            qg, cands, costs, costs.plan_cost({g: Candidate(2, 8) for g in qg.groups}) - 1, 0
+        )
+
+
 @pytest.mark.parametrize(
     "text,kind,value",
     [
