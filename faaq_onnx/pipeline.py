@@ -87,6 +87,7 @@ class Compilation:
     inputs = _OnStage("prepared")
     stacked = _OnStage("prepared")  # inputs fed one whole feed per sample
     verify_inputs = _OnStage("prepared")
+    held_out_of_calibration = _OnStage("prepared")
     data_notes = _OnStage("prepared")
     model = _OnStage("prepared")
     warnings = _OnStage("prepared")

@@ -33,6 +33,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "samples": int(len(next(iter(comp.inputs.values())))),
             "verification_samples": verification["samples"],
             "verification_held_out": held,
+            "held_out_of_calibration": comp.held_out_of_calibration,
             "source": comp.calibration_source,
             "data_free": comp.data_free,
         },

@@ -7,7 +7,10 @@ So `best` also quantizes with the default rounding and ships whichever model mea
 higher output SQNR on the same held-out samples; the report keeps both figures. Where the
 calibration source has no samples left over, a part of the calibration set is held out for
 that comparison: judged on the samples it was fit to, learned rounding wins by construction
-(EfficientNet-Lite0 W4A8: 16.8 vs 9.1 dB on its calibration images, 79.60 vs 80.36 % top-1).
+(EfficientNet-Lite0 W4A8: 16.8 vs 9.1 dB on its calibration images, 79.60 vs 80.36 % top-1;
+on 64 held-out ones 7.8 vs 7.9 dB). When the default wins there, its rounding (seconds to
+minutes) runs again on every calibration sample, held-out ones included, and that model ships:
+fit on three quarters of EfficientNet-Lite0's 256 images it scored 79.02 %.
 """
 
 from __future__ import annotations
@@ -107,13 +110,27 @@ def better_of_default(
     kept.report["timings_s"]["effort_best_other_run"] = round(
         sum(other.report["timings_s"].values()), 2
     )
+    compared = kept.report
+    refit = kept is default and compared["calibration"].get("held_out_of_calibration", 0) > 0
+    if refit:  # the default won: its rounding is cheap, so again on every calibration sample
+        del comp
+        full = Compilation(model_path, calib, default_config(config), target_opset=opset)
+        full.optimize_rounding(rounding_plans(full, plan, None))
+        kept = full.emit(plan)
+        kept.report["timings_s"]["effort_best_compared_run"] = round(
+            sum(compared["timings_s"].values()), 2
+        )
+        kept.report["timings_s"]["effort_best_other_run"] = compared["timings_s"][
+            "effort_best_other_run"
+        ]
     kept.report["effort"] = {
         "effort": "best",
         "kept": "learned" if kept is learned else "default",
         "learned": {"rounding": mode, "output_sqnr_db": scores["learned"]},
         "default": {"rounding": "gptq + bias correction", "output_sqnr_db": scores["default"]},
-        "samples": kept.report["verify"]["samples"],
-        "held_out": kept.report["calibration"]["verification_held_out"],
+        "samples": compared["verify"]["samples"],
+        "held_out": compared["calibration"]["verification_held_out"],
+        "refit_samples": kept.report["calibration"]["samples"] if refit else None,
     }
     return kept
 
@@ -126,8 +143,14 @@ def effort_line(report: dict) -> str | None:
     kept, other = (
         (e["learned"], e["default"]) if e["kept"] == "learned" else (e["default"], e["learned"])
     )
+    refit = (
+        f"; then {kept['rounding']} again on all {e['refit_samples']} calibration samples"
+        if e.get("refit_samples")
+        else ""
+    )
     return (
         f"effort best: kept {kept['rounding']} ({kept['output_sqnr_db']:.1f} dB) over "
         f"{other['rounding']} ({other['output_sqnr_db']:.1f} dB), output SQNR on the same "
         f"{e['samples']} {'held-out' if e.get('held_out', True) else 'calibration'} samples"
+        f"{refit}"
     )

@@ -81,6 +81,10 @@ class Prepared:
             # inputs fed one whole feed per sample get a sample axis; emission takes it away
             LiftSampleAxisPass(self.stacked)(self.model)
         self.warnings += self.data_notes + held_out_note
+        # samples taken out of the calibration set to verify on (0: none taken)
+        self.held_out_of_calibration = len(next(iter(self.verify_inputs.values()))) * bool(
+            held_out_note
+        )
         if config.reduce_range == "auto" and config.weights_reduce_range:
             self.warnings.append(VNNI_WARNING)
         self.float_proto = to_proto(self.model)

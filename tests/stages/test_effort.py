@@ -95,29 +95,51 @@ def test_best_below_8_bit_activations_keeps_first_and_last_at_w8a8(tiny_cnn, cnn
     assert c.first_last == Candidate(8, 8)
 
 
+@pytest.mark.parametrize("learned_wins", [True, False])
 def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
-    tiny_cnn, cnn_calib, monkeypatch
+    tiny_cnn, cnn_calib, monkeypatch, learned_wins
 ):
     """A calibration set with nothing left over loses its last quarter to the comparison: both
-    the learned and the default run calibrate and round on the rest, and are judged there."""
+    the learned and the default run calibrate and round on the rest, and are judged there. A
+    winning default (cheap) is fit again on all 48 samples; a winning learned model ships."""
     real, seen = effort.output_sqnr, []
-    monkeypatch.setattr(effort, "output_sqnr", lambda r: seen.append(r) or real(r))
+
+    def rigged(result):
+        seen.append(result)
+        learned = next(iter(result.report["optimization"]["rounding"].values()))["mode"]
+        return real(result) - (100 if (learned == "adaround") != learned_wins else 0)
+
+    monkeypatch.setattr(effort, "output_sqnr", rigged)
     res = quantize(tiny_cnn, cnn_calib, config=_best())  # 48 samples, none left over
     assert len(seen) == 2
     for r in seen:
         assert r.report["calibration"]["samples"] == 36
         assert r.report["calibration"]["verification_held_out"]
+        assert r.report["calibration"]["held_out_of_calibration"] == 12
         assert r.report["verify"]["samples"] == 12
-    assert res.report["effort"]["held_out"] and "12 held-out samples" in effort_line(res.report)
-    assert any("compares its two roundings on 12 of the 48" in w for w in res.report["warnings"])
-    assert not any(w.startswith("verification uses") for w in res.report["warnings"])
+        assert any("compares its two roundings on 12 of the 48" in w for w in r.report["warnings"])
+    e, line = res.report["effort"], effort_line(res.report)
+    assert e["held_out"] and e["samples"] == 12 and "12 held-out samples" in line
+    if learned_wins:
+        assert res is seen[0] and e["refit_samples"] is None and "again" not in line
+    else:
+        assert res.report["calibration"]["samples"] == 48 and e["refit_samples"] == 48
+        assert line.endswith("then gptq + bias correction again on all 48 calibration samples")
+        assert e["kept"] == "default" and "effort_best_compared_run" in res.report["timings_s"]
+        rounding = {w["rounding"] for w in res.report["verify"]["size"]["per_weight"].values()}
+        assert rounding == {"gptq"}
     # a source with samples left over keeps its calibration set whole
     left_over = quantize(tiny_cnn, cnn_calib, config=_best(calib_size=40))
     assert left_over.report["calibration"]["samples"] == 40
     assert left_over.report["verify"]["samples"] == 8
-    # the default effort compares nothing and holds nothing out
+    assert left_over.report["effort"]["refit_samples"] is None
+
+
+def test_the_default_effort_holds_nothing_out(tiny_cnn, cnn_calib):
     plain = QuantConfig(progress=False, optimize="auto", scheme="w4a8")
-    assert quantize(tiny_cnn, cnn_calib, config=plain).report["calibration"]["samples"] == 48
+    report = quantize(tiny_cnn, cnn_calib, config=plain).report
+    assert report["calibration"]["samples"] == 48
+    assert report["calibration"]["held_out_of_calibration"] == 0
 
 
 def test_hold_out_to_compare_splits_only_a_reused_calibration_set():
