@@ -188,3 +188,20 @@ def test_no_int32_bias_where_the_kernel_would_not_take_it(case):
     model, summary = _emit(qw, qdq_input=case != "no activation DQ", bias=case != "no bias")
     assert not QuantizeBiasPass(_qgraph(), {"w": qw}, summary)(model).modified
     assert summary.int32_biases == []
+
+
+@pytest.mark.parametrize(
+    "bits, symmetric, storage, int2, form, container",
+    [
+        (5, True, "cast", False, "direct", "int8"),  # one bit past a 4-bit container
+        (5, False, "dequant", False, "direct", "uint8"),
+        (3, True, "cast", True, "cast", "int4"),  # int2 allowed, but 3 bits need 4
+        (3, False, "dequant", True, "dequant", "uint4"),  # dequant form: never int2
+    ],
+)
+def test_storage_at_the_container_boundaries(bits, symmetric, storage, int2, form, container):
+    """The smallest container that holds the bits: a packed 4-bit (or 2-bit) one up to its
+    width, int8 from 5 bits on, where no Cast or packing is needed."""
+    test_weights_are_stored_in_their_form_and_run_as_written(
+        bits, symmetric, storage, int2, form, container
+    )
