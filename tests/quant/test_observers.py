@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from faaq_onnx.quant.observers import TensorStats
+from faaq_onnx.quant.observers import N_BINS, TensorStats
 
 
 def test_growing_range_keeps_counts_and_percentiles():
@@ -174,3 +174,27 @@ def test_batch_of_scalar_samples_records_an_empty_sample_shape():
     two_sweep.observe_minmax(x)
     assert one_sweep.shape == two_sweep.shape == ()
     assert one_sweep.count == 3
+
+
+def test_edges_bound_every_bin_in_every_pass():
+    """A histogram of N bins has N + 1 edges, from the first observation on, after growth, in
+    the two-pass interface and in a merge; the bins tile the range evenly."""
+    rng = np.random.default_rng(0)
+    one = TensorStats()
+    one.observe(rng.normal(size=(4, 8)).astype(np.float32))
+    checks = [one]
+    grown = TensorStats()
+    grown.observe(np.linspace(0, 1, 64, dtype=np.float32).reshape(2, 32))
+    grown.observe(np.linspace(-3, 5, 64, dtype=np.float32).reshape(2, 32))  # grows both sides
+    checks.append(grown)
+    two = TensorStats()
+    x = rng.uniform(-2, 3, size=(4, 8)).astype(np.float32)
+    two.observe_minmax(x)
+    two.observe_hist(x)
+    checks += [two, one.merged(grown)]
+    for s in checks:
+        assert len(s.hist) == N_BINS and len(s.edges) == N_BINS + 1
+        widths = np.diff(s.edges)
+        assert np.allclose(widths, widths[0])
+        assert s.edges[0] <= min(s.min, 0.0) and s.edges[-1] >= max(s.max, 0.0)
+    assert one.hist.sum() == 32 and grown.hist.sum() == 128 and two.hist.sum() == 32
