@@ -119,7 +119,7 @@ def test_mobilenetv2_initialises_like_torchvision():
     fc = model.classifier[1]
     assert isinstance(model.classifier[0], torch.nn.Dropout) and model.classifier[0].p == 0.2
     assert abs(float(fc.weight.detach().mean())) < 1e-4 and _std_close(fc.weight, 0.01)
-    assert float(fc.bias.abs().max()) == 0.0
+    assert float(fc.bias.detach().abs().max()) == 0.0
     last = model.features[-1][0]  # 1x1, 320 -> 1280: fan-out 1280
     assert _std_close(last.weight, (2 / 1280) ** 0.5)
     for m in model.modules():
