@@ -334,3 +334,89 @@ def test_npz_held_out_of_one_dimensional_inputs(tmp_path):
     assert not set(c.tolist()) & set(h.tolist()) and set(c.tolist()) | set(h.tolist()) <= set(
         x.tolist()
     )
+
+
+def test_an_undecodable_first_image_is_named_when_guessing_the_preset(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")
+    with pytest.raises(FaaqError, match=r"^cannot decode image .*a\.png: "):
+        load_inputs(folder, ["input"])
+
+
+def test_grey_images_guess_a_one_channel_preset(tmp_path):
+    """The preset is guessed from the first image's size and channels: 8x8 greyscale ('L') is
+    the digits preset (one channel), where the same size in RGB is ImageNet's."""
+    from faaq_onnx.data.presets import guess_preset
+
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 16 * i, np.uint8), mode="L").save(folder / f"{i}.png")
+    got = load_inputs(folder, ["input"])["input"]
+    assert guess_preset(8, 8, 1) != guess_preset(8, 8, 3)
+    assert got.shape[:2] == (2, 1) and got.dtype == np.float32
+
+
+def test_images_with_no_preset_to_guess_name_the_first_and_the_choices(tmp_path):
+    """Greyscale at a size no preset has: the message names the first image and the presets."""
+    from faaq_onnx.data.presets import PRESETS
+
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((10, 10), np.uint8), mode="L").save(folder / f"{name}.png")
+    with pytest.raises(FaaqError) as e:
+        load_inputs(folder, ["input"])
+    assert str(e.value) == (
+        f"cannot guess a preset for images like a.png; choose one of: {', '.join(PRESETS)}"
+    )
+
+
+def test_the_models_input_size_picks_the_preset_before_the_images_own_size():
+    """Raw uint8 RGB images of 40x40 would guess ImageNet on their own; a model that takes
+    3x32x32 makes them CIFAR-10 (resized to the model's input), in both code paths."""
+    from faaq_onnx.data.presets import guess_preset
+
+    imgs = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    model = [None, 3, 32, 32]
+    assert guess_preset(40, 40, 3) == "imagenet"
+    assert di._prepare(imgs, "x", None, model).shape == (2, 3, 32, 32)
+    assert di._preset_name(imgs, "x", None, model) == "cifar10"
+    assert di._prepare(imgs, "x", None, None).shape == (2, 3, 224, 224)
+    assert di._preset_name(imgs, "x", None, None) == "imagenet"
+
+
+def test_iter_batches_of_one_sample():
+    got = list(iter_batches({"a": np.arange(3)}, 1))
+    assert [g["a"].tolist() for g in got] == [[0], [1], [2]]
+
+
+def test_a_file_holding_a_scalar_says_so(tmp_path):
+    np.save(tmp_path / "x.npy", np.float32(1.0))
+    assert msg(load_inputs, tmp_path / "x.npy", ["x"]) == (
+        "input 'x' is a scalar; expected a batch with samples on axis 0"
+    )
+
+
+def test_the_default_seed_is_zero(tmp_path):
+    """A limit without a seed draws the subset of seed 0."""
+    np.save(tmp_path / "x.npy", np.arange(20, dtype=np.float32).reshape(20, 1))
+    got = load_inputs(tmp_path / "x.npy", ["x"], limit=5)["x"]
+    np.testing.assert_array_equal(got[:, 0], np.sort(_subset(20, 5, 0)))
+    assert not np.array_equal(_subset(20, 5, 0), _subset(20, 5, 1))
+
+
+def test_a_limit_checks_only_the_samples_it_draws(tmp_path):
+    """NaN in a sample the seeded subset leaves out spoils nothing: the samples used are the
+    ones checked (all of them without a limit)."""
+    x = np.arange(20, dtype=np.float32).reshape(20, 1)
+    left_out = sorted(set(range(20)) - set(_subset(20, 5, 0).tolist()))
+    x[left_out[0], 0] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    got = load_inputs(tmp_path / "x.npy", ["x"], limit=5, seed=0)["x"]
+    assert got.shape == (5, 1) and not np.isnan(got).any()
+    assert msg(load_inputs, tmp_path / "x.npy", ["x"]) == "input 'x' has 1 NaN and 0 Inf values"
+    one_d = np.arange(6, dtype=np.float32)  # one value per sample: a rank-1 input
+    np.save(tmp_path / "v.npy", one_d)
+    np.testing.assert_array_equal(load_inputs(tmp_path / "v.npy", ["v"])["v"], one_d)
