@@ -205,3 +205,94 @@ def test_storage_at_the_container_boundaries(bits, symmetric, storage, int2, for
     test_weights_are_stored_in_their_form_and_run_as_written(
         bits, symmetric, storage, int2, form, container
     )
+
+
+def test_int32_bias_saturates_at_both_int32_bounds():
+    """Channels with tiny weight scales: a positive bias clips to 2**31 - 1, a negative one to
+    -2**31, exactly (no wrap-around past the bounds)."""
+    pos, neg = int(np.argmax(B)), int(np.argmin(B))
+    assert B[pos] > 0 > B[neg]
+    qw = quantize_weight(W, 8, "per-channel", 0, 1)
+    qw.scale[[pos, neg]] = 1e-12
+    model, summary = _emit(qw)
+    QuantizeBiasPass(_qgraph(), {"w": qw}, summary)(model)
+    inits = {t.name: numpy_helper.to_array(t) for t in to_proto(model).graph.initializer}
+    bq = inits["b_quantized"]
+    assert bq.dtype == np.int32
+    assert (int(bq[pos]), int(bq[neg])) == (2147483647, -2147483648)
+
+
+def test_int32_bias_runs_as_the_bias_it_stands_for():
+    """ORT runs the int32 bias (a per-channel DequantizeLinear along the bias's one axis): the
+    output moves by at most half a bias step from the model with the float bias."""
+    qw = quantize_weight(W, 8, "per-channel", 0, 1)
+    model, summary = _emit(qw)
+    before = run_model(to_proto(model), {"x": X})[0]
+    assert QuantizeBiasPass(_qgraph(), {"w": qw}, summary)(model).modified
+    proto = to_proto(model)
+    (dq,) = [n for n in proto.graph.node if n.name == "b_DequantizeLinear"]
+    assert [(a.name, a.i) for a in dq.attribute] == [("axis", 0)]
+    after = run_model(proto, {"x": X})[0]
+    step = (XS * qw.scale).reshape(1, -1, 1, 1)
+    assert np.all(np.abs(after - before) <= step / 2 + 1e-5)
+
+
+def test_a_weight_left_float_keeps_its_float_bias():
+    qw = quantize_weight(W, 8, "per-channel", 0, 1)
+    model, summary = _emit(qw)
+    assert not QuantizeBiasPass(_qgraph(), {}, summary)(model).modified
+    assert summary.int32_biases == []
+
+
+def test_defaults_store_a_two_bit_weight_cast_from_int4():
+    """Without storage arguments: the cast form, and no int2 container (it needs opset 25)."""
+    qw = quantize_weight(W, 2, "per-channel", 0, 1)
+    model = ir.from_proto(_model())
+    summary = _summary()
+    assert InsertWeightDQPass(_qgraph(), {"w": qw}, {"w": 2}, summary)(model).modified
+    rep = summary.weights["w"]
+    assert (rep["storage"], rep["container"]) == ("cast", "int4")
+
+
+def test_nothing_to_emit_leaves_the_model_unmodified():
+    model = ir.from_proto(_model())
+    summary = _summary()
+    assert not InsertWeightDQPass(QuantizerGraph({}, {}, {}), {}, {}, summary)(model).modified
+    assert summary.weights == {}
+    assert "w" in {t.name for t in to_proto(model).graph.initializer}
+
+
+def test_a_weight_another_node_reads_keeps_its_float_initializer():
+    """Only the quantizer's consumers read the dequantized weight; a node outside them (here an
+    Identity to a graph output) still reads the float initializer, which must stay."""
+    proto = _model()
+    proto.graph.node.append(helper.make_node("Identity", ["w"], ["w_copy"], name="other"))
+    proto.graph.output.append(helper.make_tensor_value_info("w_copy", TensorProto.FLOAT, None))
+    model = ir.from_proto(proto)
+    qw = quantize_weight(W, 8, "per-channel", 0, 1)
+    InsertWeightDQPass(_qgraph(), {"w": qw}, {"w": 8}, _summary())(model)
+    out = to_proto(model)
+    assert "w" in {t.name for t in out.graph.initializer}
+    (other,) = [n for n in out.graph.node if n.name == "other"]
+    (conv,) = [n for n in out.graph.node if n.name == "conv"]
+    assert list(other.input) == ["w"] and conv.input[1] != "w"
+    _, w_copy = run_model(out, {"x": X})
+    np.testing.assert_array_equal(w_copy, W)
+
+
+def test_no_int32_bias_behind_a_per_channel_activation_scale():
+    """An int32 bias needs one activation scale: a per-channel activation DequantizeLinear
+    leaves the float bias."""
+    proto = _model()
+    inits = {t.name: t for t in proto.graph.initializer}
+    inits["xs"].CopyFrom(numpy_helper.from_array(np.full(3, XS, np.float32), "xs"))
+    inits["xz"].CopyFrom(numpy_helper.from_array(np.full(3, 128, np.uint8), "xz"))
+    for n in proto.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            n.attribute.append(helper.make_attribute("axis", 1))
+    model = ir.from_proto(proto)
+    qw = quantize_weight(W, 8, "per-channel", 0, 1)
+    summary = _summary()
+    InsertWeightDQPass(_qgraph(), {"w": qw}, {"w": 8}, summary, "cast", False)(model)
+    assert not QuantizeBiasPass(_qgraph(), {"w": qw}, summary)(model).modified
+    assert summary.int32_biases == []
