@@ -1,5 +1,7 @@
 """faaq_onnx.reliability without quantizing: draw sizes at their limits, the exact report text."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -280,3 +282,36 @@ def test_drop_plot_boxes_each_class_drops_against_a_zero_line(tmp_path, monkeypa
             if len(ln.get_xdata()) == 2 and i - 0.5 < np.mean(ln.get_xdata()) < i + 0.5
         ]
         assert any(np.allclose(ln.get_ydata(), np.median(drops)) for ln in medians), c
+
+
+def test_two_trials_are_enough_and_each_reports_its_seconds_to_a_tenth(monkeypatch):
+    """The minimum of two trials runs; a trial's time is its own wall time, to 0.1 s."""
+    from types import SimpleNamespace
+
+    import faaq_onnx.evaluate as evaluate_mod
+    import faaq_onnx.pipeline as pipeline_mod
+    import faaq_onnx.reliability as rel
+
+    @dataclass
+    class Cfg:
+        seed: int = 0
+        calib_size: int = 0
+        verify_samples: int = 0
+        progress: bool = True
+        scheme: str = "w8a8"
+
+    ticks = iter([100.0, 101.23456, 200.0, 202.46])  # start and end of each trial
+    monkeypatch.setattr(rel, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    monkeypatch.setattr(
+        pipeline_mod, "quantize", lambda model, inputs, config: SimpleNamespace(model="q")
+    )
+    monkeypatch.setattr(
+        evaluate_mod,
+        "evaluate",
+        lambda model, x, y, class_names=None: {"top1": 0.5, "per_class": {"0": {"top1": 0.5}}},
+    )
+    x, y = _pool(40)
+    s = run_trials(
+        "float", (x, y), (x[:5], y[:5]), Cfg(), 2, CalibrationDraw(size=6, held_out=4), "x"
+    )
+    assert [r["seconds"] for r in s["runs"]] == [1.2, 2.5]
