@@ -572,3 +572,111 @@ def test_aggregate_trace_of_no_kernel_events_is_zero_time():
     out = aggregate_trace([])
     assert out["kernel_ms_per_run"] == 0.0
     assert out["by_op_type"] == [] and out["top_nodes"] == []
+
+
+def test_default_settings_and_the_child_process_get_every_job(pair, monkeypatch):
+    """profile_models(paths) alone: CPU at batches 1 and 8, 5 warm-up and 30 timed runs, no
+    per-op trace (top 15 when asked), seed 0, each job in a child process."""
+    from faaq_onnx.runtime import profile
+
+    jobs = []
+
+    def child(job):
+        jobs.append(job)
+        return {"ep": job["ep"], "batch": job["batch"], "status": "ok", "median_ms": 1.0}
+
+    monkeypatch.setattr(profile, "_run_isolated", child)
+    rep = profile_models(pair)
+    assert [(j["path"], j["batch"]) for j in jobs] == [(str(p), b) for p in pair for b in (1, 8)]
+    assert all(
+        (j["ep"], j["warmup"], j["runs"], j["threads"], j["per_op"], j["top"], j["seed"])
+        == ("cpu", 5, 30, None, False, 15, 0)
+        for j in jobs
+    )
+    assert rep["settings"]["isolate"] is True
+    assert {r["peak_rss_scope"] for r in rep["results"]} == {"child process (this model only)"}
+
+
+@pytest.mark.parametrize("warmup, runs", [(-1, 5), (0, 0)])
+def test_warmup_and_runs_are_checked_each_on_its_own(pair, warmup, runs):
+    with pytest.raises(FaaqError, match=r"need runs >= 1 and warmup >= 0"):
+        profile_models(pair, warmup=warmup, runs=runs)
+
+
+def test_latency_statistics_are_reported_to_ten_nanoseconds(pair, monkeypatch):
+    from faaq_onnx.runtime import profile
+
+    clock = _Clock([1.2345678e-3])  # every run 1.2345678 ms
+    monkeypatch.setattr(profile.time, "perf_counter", clock)
+    rep = profile_models(pair[:1], batches=[2], warmup=0, runs=3, isolate=False)
+    (r,) = rep["results"]
+    assert [r[k] for k in ("median_ms", "p90_ms", "mean_ms", "min_ms")] == [1.23457] * 4
+    assert r["throughput"] == 1620.0  # 2 samples / 1.2345678 ms = 1620.00 samples/s
+
+
+def test_skipped_measurements_get_no_speedup_and_threads_are_reported(pair, monkeypatch):
+    """A measurement that was skipped (or whose first model was) has no speed-up; the machine
+    block names the thread count asked for, or ORT's default."""
+    from faaq_onnx.runtime import profile
+
+    def child(job):
+        if job["path"] == pair[1] and job["batch"] == 8:
+            return {"ep": job["ep"], "batch": 8, "status": "skipped", "reason": "fixed batch"}
+        if job["path"] == pair[0] and job["batch"] == 2:
+            return {"ep": job["ep"], "batch": 2, "status": "skipped", "reason": "fixed batch"}
+        return {"ep": job["ep"], "batch": job["batch"], "status": "ok", "median_ms": 2.0}
+
+    monkeypatch.setattr(profile, "_run_isolated", child)
+    rep = profile_models(pair, batches=[1, 2, 8])
+    got = {(Path(r["model"]).name, r["batch"]): r.get("speedup_vs_first") for r in rep["results"]}
+    assert got == {
+        ("float.onnx", 1): 1.0,
+        ("float.onnx", 2): None,
+        ("float.onnx", 8): 1.0,
+        ("w8a8.onnx", 1): 1.0,
+        ("w8a8.onnx", 2): None,  # no first model to compare with
+        ("w8a8.onnx", 8): None,
+    }
+    assert rep["machine"]["threads"] == "onnxruntime default"
+    assert profile_models(pair[:1], batches=[1], threads=3)["machine"]["threads"] == 3
+
+
+@pytest.mark.parametrize("system, maxrss", [("Linux", 3 * 1024), ("Darwin", 3 * 2**20)])
+def test_peak_rss_is_in_mebibytes_on_linux_and_macos(monkeypatch, system, maxrss):
+    """getrusage's ru_maxrss is KiB on Linux and bytes on macOS: 3 MiB either way."""
+    from types import SimpleNamespace
+
+    from faaq_onnx.runtime import profile
+
+    monkeypatch.setattr(profile.platform, "system", lambda: system)
+    monkeypatch.setattr(
+        profile.resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=maxrss)
+    )
+    assert profile._rss_mb() == 3.0
+
+
+def test_notes_only_when_something_was_set_for_the_run(tmp_path):
+    """A model whose inputs are all fixed gets no notes; a symbolic dim set to 1 is noted."""
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(_io_model({"a": (TensorProto.FLOAT, [2, 3])}), str(fixed))
+    free = tmp_path / "free.onnx"
+    onnx.save(_io_model({"a": (TensorProto.FLOAT, ["n", "k"])}), str(free))
+    rep = profile_models([fixed, free], batches=[2], warmup=0, runs=1, isolate=False)
+    a, b = rep["results"]
+    assert "notes" not in a
+    assert b["notes"] == ["a: symbolic dim 'k' set to 1"]
+
+
+def test_aggregate_trace_lists_the_15_slowest_nodes_by_default():
+    events = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 1}] + [
+        {
+            "cat": "Node",
+            "name": f"n{i}_kernel_time",
+            "ts": 1 + i,
+            "dur": 100 + i,
+            "args": {"op_name": "Conv", "provider": "CPU"},
+        }
+        for i in range(20)
+    ]
+    nodes = aggregate_trace(events)["top_nodes"]
+    assert [n["node"] for n in nodes] == [f"n{i}" for i in range(19, 4, -1)]
