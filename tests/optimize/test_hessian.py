@@ -233,3 +233,28 @@ def test_output_error_is_the_mean_squared_output_difference():
     delta = rng.standard_normal((6, 1, 3, 3))
     out = np.matmul(grouped.patches(x).astype(np.float64), grouped.to_gkn(delta))  # (3, M, 2)
     assert hs.output_error(delta) == pytest.approx(np.mean(out**2), rel=1e-6)
+
+
+def test_a_capped_sum_keeps_at_least_4096_patches_a_batch():
+    """The documented floor: a small K (here 2, one row per K asked) still keeps 4,096 of a
+    batch's 5,000 patches, a uniform draw of the batch."""
+    form = LinearForm("MatMul", (2, 3))
+    x = np.random.default_rng(1).standard_normal((5000, 2)).astype(np.float32)
+    hs = HessianSum(form, rows_per_k=1)
+    hs.add(x)
+    assert hs.rows == 4096
+    full = x.astype(np.float64).T @ x
+    np.testing.assert_allclose(hs.sum[0] / 4096, full / 5000, atol=0.1)
+
+
+def test_a_form_built_without_options_is_ungrouped_and_untransposed():
+    """LinearForm's defaults: one group, the weight as stored (K rows for MatMul, [N, K] only
+    when asked), data vectors as rows."""
+    conv = LinearForm("Conv", (4, 2, 3, 3), kernel=(3, 3))
+    assert conv.gkn == (1, 2 * 3 * 3, 4)
+    mm = LinearForm("MatMul", (3, 2))
+    assert mm.gkn == (1, 3, 2)
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)  # 4 vectors of K = 3
+    np.testing.assert_array_equal(mm.patches(x)[0], x)
+    w = np.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(mm.to_gkn(w)[0], w)
