@@ -680,3 +680,21 @@ def test_aggregate_trace_lists_the_15_slowest_nodes_by_default():
     ]
     nodes = aggregate_trace(events)["top_nodes"]
     assert [n["node"] for n in nodes] == [f"n{i}" for i in range(19, 4, -1)]
+
+
+def test_memory_figures_are_reported_to_a_tenth_of_a_mebibyte(pair, monkeypatch):
+    from faaq_onnx.runtime import profile
+
+    monkeypatch.setattr(profile, "_rss_mb", lambda: 123.456)
+    (r,) = profile_models(pair[:1], batches=[1], warmup=0, runs=1, isolate=False)["results"]
+    assert (r["rss_baseline_mb"], r["peak_rss_mb"]) == (123.5, 123.5)
+
+
+def test_table_right_aligns_numeric_columns_after_the_first():
+    """The first column is a label even when it looks like a number; every later column whose
+    cells are all numbers is right-aligned, the others left-aligned."""
+    from faaq_onnx.runtime import profile
+
+    text = profile._table(["n", "ms", "name"], [["1", "2.5", "a"], ["10", "12.25", "bbb"]])
+    rows = text.splitlines()
+    assert rows[-2:] == ["1     2.5  a", "10  12.25  bbb"]  # columns joined by two spaces
