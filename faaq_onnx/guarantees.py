@@ -262,15 +262,15 @@ def hold_out_for_floor(inputs: dict, held: dict, notes: list[str], verify_sample
         if m < 2:
             raise FaaqError(
                 f"a floor budget is checked on a confidence bound over held-out samples: "
-                f"--verify-samples {verify_samples} gives {m}; give at least 2"
+                f"verify_samples={verify_samples} gives {m}; give at least 2"
             )
         return inputs, held, notes, []
     split = split_off(inputs, verify_samples)
     if split is None:
         raise FaaqError(
             f"a floor budget is checked on held-out samples: with {n} calibration samples and "
-            f"--verify-samples {verify_samples} none can be held out (give at least 3 samples and "
-            "--verify-samples 2 or more)"
+            f"verify_samples={verify_samples} none can be held out (give at least 3 samples and "
+            "verify_samples 2 or more)"
         )
     calib, held, k = split
     return (

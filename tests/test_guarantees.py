@@ -700,7 +700,7 @@ def test_a_bops_budget_is_reported_in_its_own_reference():
 
 def test_hold_out_for_floor_takes_a_quarter_of_the_calibration_set_when_nothing_is_left_over():
     """Held-out samples that are the calibration's own first ones are no held-out samples: a
-    quarter of the calibration set (at least 2, at most --verify-samples) is held out instead;
+    quarter of the calibration set (at least 2, at most verify_samples) is held out instead;
     the smallest set that allows it is 3 samples (2 held out, 1 to calibrate)."""
     from faaq_onnx.guarantees import hold_out_for_floor
 
@@ -719,7 +719,7 @@ def test_hold_out_for_floor_takes_a_quarter_of_the_calibration_set_when_nothing_
     assert len(held["x"]) == 2 and len(calib["x"]) == 10
     calib, held, _, _ = hold_out_for_floor({"x": x[:3]}, {}, [], 64)
     assert (len(calib["x"]), len(held["x"])) == (1, 2)
-    with pytest.raises(FaaqError, match="with 2 calibration samples and --verify-samples 64"):
+    with pytest.raises(FaaqError, match="with 2 calibration samples and verify_samples=64"):
         hold_out_for_floor({"x": x[:2]}, {}, [], 64)
     with pytest.raises(FaaqError, match="none can be held out"):
         hold_out_for_floor({"x": x}, {}, [], 1)
@@ -731,7 +731,7 @@ def test_hold_out_for_floor_keeps_real_held_out_samples():
     x, other = np.arange(8.0).reshape(8, 1), np.full((3, 1), -1.0)
     calib, held, notes, warn = hold_out_for_floor({"x": x}, {"x": other}, ["n"], 64)
     assert calib["x"] is x and held["x"] is other and notes == ["n"] and warn == []
-    with pytest.raises(FaaqError, match="--verify-samples 64 gives 1; give at least 2"):
+    with pytest.raises(FaaqError, match="verify_samples=64 gives 1; give at least 2"):
         hold_out_for_floor({"x": x}, {"x": other[:1]}, [], 64)
 
 
