@@ -698,3 +698,33 @@ def test_table_right_aligns_numeric_columns_after_the_first():
     text = profile._table(["n", "ms", "name"], [["1", "2.5", "a"], ["10", "12.25", "bbb"]])
     rows = text.splitlines()
     assert rows[-2:] == ["1     2.5  a", "10  12.25  bbb"]  # columns joined by two spaces
+
+
+def test_integer_and_bool_feeds_hold_both_zeros_and_ones(tmp_path):
+    """Random integer inputs are 0s and 1s (valid as indices, ids and masks), both present in
+    a large enough input; bools are both True and False."""
+    from faaq_onnx.runtime.profile import _feeds
+    from faaq_onnx.runtime.session import make_session
+
+    m = _io_model({"i": (TensorProto.INT64, ["n", 256]), "b": (TensorProto.BOOL, ["n", 256])})
+    feeds, _, _ = _feeds(make_session(m.SerializeToString()), 2, 0)
+    assert set(np.unique(feeds["i"]).tolist()) == {0, 1}
+    assert set(np.unique(feeds["b"]).tolist()) == {False, True}
+
+
+def test_speedup_is_the_first_models_median_over_this_ones_to_three_decimals(pair, monkeypatch):
+    from faaq_onnx.runtime import profile
+
+    medians = {pair[0]: 3.0, pair[1]: 7.0}
+    monkeypatch.setattr(
+        profile,
+        "_run_isolated",
+        lambda job: {
+            "ep": job["ep"],
+            "batch": 1,
+            "status": "ok",
+            "median_ms": medians[job["path"]],
+        },
+    )
+    a, b = profile_models(pair, batches=[1])["results"]
+    assert (a["speedup_vs_first"], b["speedup_vs_first"]) == (1.0, 0.429)  # 3 / 7 = 0.42857...
