@@ -137,3 +137,73 @@ def test_the_affine_folds_when_shapes_are_known_too():
     assert FoldConvAffinePass()(model).modified
     proto = to_proto(model)
     assert [n.op_type for n in proto.graph.node] == ["Conv", "Relu"]
+
+
+def _second_conv(m, share: str):
+    """A second Conv reading the first one's weight or bias too (its output a graph output)."""
+    conv2_in = ["x", "w", "b"] if share == "b" else ["x", "w"]
+    if share == "b":
+        m.graph.initializer.append(nh.from_array(np.zeros((6, 3, 3, 3), np.float32), "w2"))
+        conv2_in[1] = "w2"
+    m.graph.node.append(h.make_node("Conv", conv2_in, ["c2"], pads=[1, 1, 1, 1], name="conv2"))
+    m.graph.output.append(h.make_tensor_value_info("c2", T.FLOAT, ["N", 6, 8, 8]))
+    return m
+
+
+@pytest.mark.parametrize("share", ["w", "b"])
+def test_a_weight_or_bias_another_conv_reads_is_left_alone(share):
+    """Folding would change what the other Conv computes: nothing folds."""
+    m = _second_conv(affine_net((1,), (1,), bias=True), share)
+    model = ir.from_proto(m)
+    assert not FoldConvAffinePass()(model).modified
+    np.testing.assert_allclose(
+        run_model(to_proto(model), X)[1], run_model(m, X)[1], rtol=1e-6, atol=1e-6
+    )
+
+
+def test_a_mul_by_a_computed_tensor_stays():
+    m = affine_net((1,), None)
+    s = next(i for i in m.graph.initializer if i.name == "s")
+    m.graph.initializer.remove(s)
+    m.graph.node.insert(0, h.make_node("ReduceMean", ["x"], ["s"], keepdims=1, name="mean"))
+    assert not FoldConvAffinePass()(ir.from_proto(m)).modified
+
+
+def test_a_scale_of_one_element_at_the_conv_outputs_rank_folds():
+    """A (1, 1, 1, 1) constant is a scalar however many dims it has."""
+    m = affine_net((1, 1, 1, 1), None)
+    model = ir.from_proto(m)
+    assert FoldConvAffinePass()(model).modified
+    np.testing.assert_allclose(
+        run_model(to_proto(model), X)[0], run_model(m, X)[0], rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("op", ["Mul", "Add"])
+def test_a_grouped_conv_transpose_takes_a_shift_but_not_a_scale(op):
+    """Its output channels (groups x C_out/g) are not one weight axis: a per-channel scale
+    cannot be folded into the weight, a per-channel shift still folds into the bias."""
+    rng = np.random.default_rng(5)
+    inits = [
+        nh.from_array(rng.normal(0, 0.4, (4, 2, 2, 2)).astype(np.float32), "w"),  # g=2: 4 out
+        nh.from_array(rng.uniform(0.5, 2, (1, 4, 1, 1)).astype(np.float32), "k"),
+    ]
+    nodes = [
+        h.make_node("ConvTranspose", ["x", "w"], ["ct"], strides=[2, 2], group=2, name="up"),
+        h.make_node(op, ["ct", "k"], ["y"], name="affine"),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 3, 3])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    model = ir.from_proto(m)
+    assert FoldConvAffinePass()(model).modified == (op == "Add")
+    x = {"x": rng.normal(0, 1, (2, 4, 3, 3)).astype(np.float32)}
+    np.testing.assert_allclose(
+        run_model(to_proto(model), x)[0], run_model(m, x)[0], rtol=1e-5, atol=1e-5
+    )
