@@ -227,3 +227,42 @@ def test_1d_convs_and_a_clip_with_only_a_floor_take_part():
     got = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
     r1, r2 = np.abs(got["w1"]).reshape(4, -1).max(1), np.abs(got["w2"]).max(axis=(0, 2))
     np.testing.assert_allclose(r1, r2, rtol=1e-4)
+
+
+def test_a_channel_the_next_conv_ignores_keeps_scale_one():
+    """conv2 reads input channel 1 with all-zero weights (r2 = 0): that channel keeps s = 1
+    (no division by zero), the others equalize, and the function is kept."""
+    w1, w2, b1 = _w(4, 3, 1, 1), _w(5, 4, 1, 1, seed=1), np.arange(4.0) + 1
+    w2[:, 1] = 0.0
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["h"], name="c1"),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="c2"),
+    ]
+    proto = _pair_model(nodes, {"w1": w1, "b1": b1, "w2": w2})
+    model = ir.from_proto(proto)
+    assert CrossLayerEqualizationPass()(model).modified
+    out = to_proto(model)
+    got = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    assert all(np.isfinite(v).all() for v in got.values())
+    np.testing.assert_allclose(got["w1"][1], w1[1], rtol=1e-6)
+    np.testing.assert_allclose(got["b1"][1], b1[1], rtol=1e-6)
+    x = {"x": np.random.default_rng(2).standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(run_model(out, x)[0], run_model(proto, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_small_ranges_are_equalized_too():
+    """Ranges below 1 on either side are still equalized: after the pass, each channel's range
+    in conv1 equals its range in conv2 (the point of CLE)."""
+    w1, w2 = 0.1 * _w(4, 3, 1, 1), 0.05 * _w(5, 4, 1, 1, seed=1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], name="c1"),
+        helper.make_node("Conv", ["h", "w2"], ["y"], name="c2"),
+    ]
+    proto = _pair_model(nodes, {"w1": w1, "w2": w2})
+    model = ir.from_proto(proto)
+    assert CrossLayerEqualizationPass()(model).modified
+    got = {t.name: numpy_helper.to_array(t) for t in to_proto(model).graph.initializer}
+    r1 = np.abs(got["w1"]).reshape(4, -1).max(1)
+    r2 = np.abs(got["w2"]).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(r1, r2, rtol=1e-4)
+    assert not np.allclose(np.abs(w1).reshape(4, -1).max(1), np.abs(w2).max(axis=(0, 2, 3)))
