@@ -386,3 +386,14 @@ def test_branches_line_says_which_branch_was_quantized_and_why_the_others_stay_f
     assert branches_line(rep) == (
         f"branches: If_0 then_branch quantized (64 samples, 6 groups); If_0 else_branch float ({why})"
     )
+
+
+def test_cache_dir_must_not_be_a_file(config_of, tiny_cnn, tmp_path):
+    """--cache-dir names a folder: an existing file is refused before any work (click)."""
+    f = tmp_path / "not_a_dir"
+    f.write_text("x")
+    out = str(tmp_path / "q.onnx")
+    r = CliRunner().invoke(
+        main, ["quantize", tiny_cnn, "-o", out, "--calib", "random:4", "--cache-dir", str(f)]
+    )
+    assert r.exit_code == 2 and "is a file" in r.stderr, r.output
