@@ -207,3 +207,17 @@ def test_a_grouped_conv_transpose_takes_a_shift_but_not_a_scale(op):
     np.testing.assert_allclose(
         run_model(to_proto(model), x)[0], run_model(m, x)[0], rtol=1e-5, atol=1e-5
     )
+
+
+def test_an_affine_that_is_the_graph_output_folds_and_the_output_stays():
+    """The Mul's output is the model's output: the Conv now produces it."""
+    m = affine_net((6, 1, 1), None)
+    relu = next(n for n in m.graph.node if n.op_type == "Relu")
+    m.graph.node.remove(relu)
+    m.graph.output[0].name = "cs"
+    model = ir.from_proto(m)
+    assert FoldConvAffinePass()(model).modified
+    proto = to_proto(model)
+    assert [n.op_type for n in proto.graph.node] == ["Conv"]
+    assert len(proto.graph.output) == 1
+    np.testing.assert_allclose(run_model(proto, X)[0], run_model(m, X)[0], rtol=1e-5, atol=1e-5)
