@@ -100,3 +100,103 @@ def test_only_a_lone_2d_conv_and_its_clamp_take_the_patch_loss():
     assert P.conv_layer(m, block) is None
     m.graph.node[1].op_type = "Sigmoid"  # not a clamp
     assert P.conv_layer(m, unit) is None
+
+
+def test_documented_budgets_in_numbers():
+    """128 MB of float32 patches per unit (2**25 floats), at least 256 positions; a batch is
+    32 positions per image within 2**22 patch floats, at least 64."""
+    assert len(P.sample_positions(10**9, per_position=1024, seed=0)) == 2**25 // 1024
+    assert len(P.sample_positions(10**6, per_position=2**30, seed=0)) == 256
+    assert len(P.sample_positions(2**26, per_position=0, seed=0)) == 2**25  # no per-position size
+    assert P.batch_positions(27, images=4) == 4 * 32
+    assert P.batch_positions(1152 * 25, images=32) == 145  # 4,194,304 // 28,800
+    assert P.batch_positions(0, images=1) == 32
+
+
+def _bare_conv(n_inputs=2, attrs=None, w_shape=(6, 4, 3, 3), clip_inputs=None, clip_attrs=None):
+    """x -> Conv(w[, b]) [-> Clip] with the attributes given (none by default)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")]
+    ins = ["x", "w"]
+    if n_inputs == 3:
+        ins.append("b")
+        inits.append(numpy_helper.from_array(np.ones(w_shape[0], np.float32), "b"))
+    nodes = [helper.make_node("Conv", ins, ["h"], name="conv", **(attrs or {}))]
+    names = ["conv"]
+    if clip_inputs is not None or clip_attrs is not None:
+        for name, v in (clip_inputs or {}).items():
+            if v is not None:
+                inits.append(numpy_helper.from_array(np.array(v, np.float32), name))
+        nodes.append(
+            helper.make_node(
+                "Clip", ["h", *(clip_inputs or {})], ["y"], "act", **(clip_attrs or {})
+            )
+        )
+        names.append("act")
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, None)],
+        [helper.make_tensor_value_info(nodes[-1].output[0], F32, None)],
+        inits,
+    )
+    return helper.make_model(g), Unit("layer:conv", names, ["x"], nodes[-1].output[0], ["w"])
+
+
+def test_a_conv_without_attributes_or_bias_takes_the_onnx_defaults():
+    m, unit = _bare_conv()
+    layer = P.conv_layer(m, unit)
+    assert layer is not None and layer.bias is None and layer.clamp is None
+    assert (layer.kernel, layer.strides, layer.dilations) == ((3, 3), (1, 1), (1, 1))
+    assert (layer.pads, layer.groups) == ((0, 0, 0, 0), 1)
+    m, unit = _bare_conv(3)
+    np.testing.assert_array_equal(P.conv_layer(m, unit).bias, np.ones(6, np.float32))
+
+
+def test_what_the_patch_loss_leaves_to_whole_maps():
+    """auto_pad, a 1-D conv, a weight the unit does not own, a bias or clip bound computed at
+    run time: no patch loss (None)."""
+    m, unit = _bare_conv(attrs={"auto_pad": "SAME_UPPER"})
+    assert P.conv_layer(m, unit) is None
+    m, unit = _bare_conv(w_shape=(6, 4, 3))
+    assert P.conv_layer(m, unit) is None
+    m, unit = _bare_conv()
+    assert P.conv_layer(m, Unit("layer:conv", ["conv"], ["x"], "h", ["other"])) is None
+    m, unit = _bare_conv(3)
+    del m.graph.initializer[1]  # the bias comes from elsewhere
+    assert P.conv_layer(m, unit) is None
+    m, unit = _bare_conv(clip_inputs={"lo": None, "hi": 6.0})
+    m.graph.node[1].input[1] = "computed"
+    assert P.conv_layer(m, unit) is None
+
+
+def test_clip_bounds_from_inputs_or_attributes():
+    m, unit = _bare_conv(clip_inputs={"": None, "hi": 6.0})  # no min: only a max
+    assert P.conv_layer(m, unit).clamp == (-np.inf, 6.0)
+    m, unit = _bare_conv(clip_inputs={"lo": -1.0})  # a min only
+    assert P.conv_layer(m, unit).clamp == (-1.0, np.inf)
+    m, unit = _bare_conv(clip_attrs={"min": 0.0, "max": 6.0})  # before opset 11
+    assert P.conv_layer(m, unit).clamp == (0.0, 6.0)
+
+
+def test_a_unit_of_three_nodes_is_no_lone_conv():
+    m, _, _ = _conv_model(4, 6, 1, 3, [1, 1], [1, 1], [1, 1, 1, 1], "Relu")
+    m.graph.node[1].output[0] = "r"
+    m.graph.node.append(helper.make_node("Relu", ["r"], ["y"], name="act2"))
+    three = Unit("layer:conv", ["conv", "act", "act2"], ["x"], "y", ["w"])
+    assert P.conv_layer(m, three) is None
+
+
+def test_a_batch_of_one_float_patches_fills_the_iteration_budget():
+    assert P.batch_positions(1, images=200_000) == 2**22  # 6.4 M asked, 2**22 floats allowed
+    assert P.batch_positions(0, images=200_000) == 2**22  # a size of 0 counts as 1
+
+
+def test_positions_are_distinct_even_when_most_are_taken():
+    got = P.sample_positions(300, per_position=P.PATCH_BUDGET, seed=0)  # the 256 floor of 300
+    assert len(got) == 256 and len(np.unique(got)) == 256 and got.max() < 300
+
+
+def test_a_non_square_kernel_keeps_its_height_and_width():
+    m, unit = _bare_conv(w_shape=(6, 4, 3, 1))
+    assert P.conv_layer(m, unit).kernel == (3, 1)
