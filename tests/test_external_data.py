@@ -3,6 +3,8 @@ unmapping only what nothing views."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -85,3 +87,32 @@ def test_one_map_per_file_and_release_keeps_what_is_viewed(tmp_path):
     np.testing.assert_array_equal(v2, [1.0, 2.0])
     del v1, v2
     assert ed.release() == 1 and not [p for p in ed._maps if p.startswith(str(tmp_path))]
+
+
+def test_drop_pages_advises_the_pages_under_the_bytes_asked(monkeypatch):
+    """madvise(DONTNEED) from the page holding `offset` to offset + length (clipped to the map);
+    nothing for an unmapped file or no bytes, one byte is enough."""
+    import mmap
+
+    calls = []
+
+    class FakeMap:
+        def __len__(self):
+            return 10 * mmap.PAGESIZE
+
+        def madvise(self, *args):
+            calls.append(args)
+
+    path = os.path.realpath("/tmp/faaq-fake-data.bin")
+    monkeypatch.setitem(ed._maps, path, FakeMap())
+    page = mmap.PAGESIZE
+    ed.drop_pages(path, page + 10, 2 * page)
+    assert calls == [(mmap.MADV_DONTNEED, page, 2 * page + 10)]
+    ed.drop_pages(path, 3 * page + 5, 1)
+    assert calls[-1] == (mmap.MADV_DONTNEED, 3 * page, 6)
+    ed.drop_pages(path, 9 * page, 5 * page)  # past the end of the map: clipped to it
+    assert calls[-1] == (mmap.MADV_DONTNEED, 9 * page, page)
+    n = len(calls)
+    ed.drop_pages(path, page, 0)
+    ed.drop_pages("/tmp/faaq-not-mapped.bin", page, page)
+    assert len(calls) == n
