@@ -399,6 +399,9 @@ def test_blocked_weights_pay_one_scale_per_block():
     qg.weights[w.name] = replace(w, block_axis=0)
     costs = CostModel(qg, "size-mb", granularity="block", block_size=32)
     assert costs.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * -(-w.size // 32)
+    # a weight that could be blocked pays one scale per channel when the grid is per channel
+    per_channel = CostModel(qg, "size-mb", granularity="per-channel", block_size=32)
+    assert per_channel.weight_bytes(w.name, 4) == (w.size + 1) // 2 + 4 * w.shape[w.channel_axis]
 
 
 def test_max_drop_floor_is_in_percentage_points_exactly():
