@@ -19,6 +19,17 @@ def _ids(a):
     return a[:, 0, 0, 0].astype(int)
 
 
+@dataclass
+class _Config:
+    """The settings run_trials reads and sets on each draw's copy of the config."""
+
+    seed: int
+    scheme: str
+    calib_size: int = 0
+    verify_samples: int = 0
+    progress: bool = True
+
+
 def test_a_draw_may_use_the_whole_pool_and_no_more():
     x, y = _pool(30)
     calib, held = CalibrationDraw(size=20, held_out=10).draw(x, y, 0)
@@ -203,19 +214,10 @@ def test_drop_plot_is_written(tmp_path):
 
 
 def test_run_trials_quantizes_each_draw_with_its_own_seed(monkeypatch):
-    from dataclasses import dataclass
     from types import SimpleNamespace
 
     import faaq_onnx.evaluate as evaluate_mod
     import faaq_onnx.pipeline as pipeline_mod
-
-    @dataclass
-    class Cfg:
-        seed: int = 10
-        calib_size: int = 0
-        verify_samples: int = 0
-        progress: bool = True
-        scheme: str = "w4a8"
 
     quantized = []
 
@@ -236,7 +238,7 @@ def test_run_trials_quantizes_each_draw_with_its_own_seed(monkeypatch):
         "float",
         (x, y),
         (x[:5], y[:5]),
-        Cfg(),
+        _Config(seed=10, scheme="w4a8"),
         3,
         draw,
         "x",
@@ -292,14 +294,6 @@ def test_two_trials_are_enough_and_each_reports_its_seconds_to_a_tenth(monkeypat
     import faaq_onnx.pipeline as pipeline_mod
     import faaq_onnx.reliability as rel
 
-    @dataclass
-    class Cfg:
-        seed: int = 0
-        calib_size: int = 0
-        verify_samples: int = 0
-        progress: bool = True
-        scheme: str = "w8a8"
-
     ticks = iter([100.0, 101.23456, 200.0, 202.46])  # start and end of each trial
     monkeypatch.setattr(rel, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     monkeypatch.setattr(
@@ -312,6 +306,12 @@ def test_two_trials_are_enough_and_each_reports_its_seconds_to_a_tenth(monkeypat
     )
     x, y = _pool(40)
     s = run_trials(
-        "float", (x, y), (x[:5], y[:5]), Cfg(), 2, CalibrationDraw(size=6, held_out=4), "x"
+        "float",
+        (x, y),
+        (x[:5], y[:5]),
+        _Config(seed=0, scheme="w8a8"),
+        2,
+        CalibrationDraw(size=6, held_out=4),
+        "x",
     )
     assert [r["seconds"] for r in s["runs"]] == [1.2, 2.5]
