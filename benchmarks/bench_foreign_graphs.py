@@ -152,6 +152,12 @@ def faaq_cli(
             k: v.get(k) for k in ("sqnr_db", "output_sqnr_db", "agreement") if k in v
         }
         out["faaq_kernel_summary"] = (v.get("kernels") or {}).get("summary")
+        kv = v.get("kernels") or {}
+        out["faaq_why_float"] = {  # faaq's own reason for each op it runs or leaves float
+            e["node"]: e["why_float"]
+            for e in [*kv.get("nodes", []), *kv.get("unquantized", [])]
+            if e.get("why_float")
+        }
         js.unlink()
     return out
 
@@ -353,6 +359,31 @@ def kernels(path: Path) -> dict:
         "int_by_op": dict(Counter(e["runs_as"] for e in w if e["integer_kernel"])),
         "float_fallbacks": dict(fallback.most_common()),
         "summary": rep["summary"],
+        # per node, for "every op ORT runs on an integer kernel, faaq does too"
+        "int_nodes": sorted({e["node"]: e["op_type"] for e in q if e["integer_kernel"]}.items()),
+        "nodes": sorted(n.name for n in _all_nodes(model.graph)),
+    }
+
+
+def ops_gap(row: dict) -> dict | None:
+    """The nodes ORT's W8A8 runs on integer kernels that faaq's W8A8 runs as float (matched by
+    node name, with faaq's reason), and those faaq's canonicalization folded away (absent)."""
+    k = row.get("kernels", {})
+    if "faaq_w8a8" not in k or "ort_w8a8" not in k:
+        return None
+    ort_int = dict(k["ort_w8a8"]["int_nodes"])
+    faaq_int = dict(k["faaq_w8a8"]["int_nodes"])
+    present = set(k["faaq_w8a8"]["nodes"])
+    why = row["quantize"]["faaq_w8a8"].get("faaq_why_float", {})
+    gap = {
+        n: [op, why.get(n, "no reason named")]
+        for n, op in ort_int.items()
+        if n in present and n not in faaq_int
+    }
+    return {
+        "ort_int": len(ort_int),
+        "faaq_float": gap,
+        "folded": sorted(n for n in ort_int if n not in present),
     }
 
 
@@ -506,6 +537,14 @@ def checks(row: dict) -> dict:
     else:
         out["latency"] = verdict(lat["faaq_w8a8"] <= 1.05 * lat["ort_w8a8"])
         out["kernels"] = verdict(k["faaq_w8a8"]["weighted_int"] >= k["ort_w8a8"]["weighted_int"])
+        gap = ops_gap(row)
+        if gap is not None:
+            named = all(w.startswith("left float by faaq") for _, w in gap["faaq_float"].values())
+            out["ops"] = (
+                "PASS"
+                if not gap["faaq_float"]
+                else f"FAIL ({len(gap['faaq_float'])}, " + ("each named)" if named else "unnamed)")
+            )
         if not k["ort_w8a8"]["weighted_quantized"]:  # ORT wrote the float model back
             out["quality"] = "n/a (ORT quantized nothing)"
         elif row.get("top1"):
@@ -559,8 +598,8 @@ def markdown(payload: dict) -> str:
         "",
         "| model | weighted ops | int kernels faaq8 / ORT8 / faaq4 | ms float / faaq8 / ORT8 / faaq4 | faaq8/ORT8 "
         "| faaq4/faaq8 | SQNR dB faaq8 / ORT8 / faaq4 | top-1 float / faaq8 / ORT8 / faaq4 | quantize s faaq8 / "
-        "ORT8 / faaq4 | lat | kern | qual | w4 |",
-        "|" + "---|" * 14,
+        "ORT8 / faaq4 | lat | kern | ops | qual | w4 |",
+        "|" + "---|" * 15,
     ]
     for r in rows:
         if "skipped" in r or "build_error" in r:
@@ -572,7 +611,7 @@ def markdown(payload: dict) -> str:
                     else "build failed: " + r["build_error"]
                 )
                 + " |"
-                + " |" * 12
+                + " |" * 13
             )
             continue
         k, lat, s, q = (
@@ -624,8 +663,8 @@ def markdown(payload: dict) -> str:
             f"{ms('float')} / {ms('faaq_w8a8')} / {ms('ort_w8a8')} / {ms('faaq_w4a8')} | "
             f"{ratio('faaq_w8a8', 'ort_w8a8')} | {ratio('faaq_w4a8', 'faaq_w8a8')} | "
             f"{sq('faaq_w8a8')} / {sq('ort_w8a8')} / {sq('faaq_w4a8')} | {top} | {qs} | "
-            f"{c.get('latency', '-')} | {c.get('kernels', '-')} | {c.get('quality', '-')} | "
-            f"{c.get('w4a8_latency', '-')} |"
+            f"{c.get('latency', '-')} | {c.get('kernels', '-')} | {c.get('ops', '-')} | "
+            f"{c.get('quality', '-')} | {c.get('w4a8_latency', '-')} |"
         )
     measured = [r for r in rows if r.get("checks")]
     if measured:
@@ -634,8 +673,14 @@ def markdown(payload: dict) -> str:
             "Checks passed: "
             + ", ".join(
                 f"{key} {sum(r['checks'].get(key) == 'PASS' for r in measured)}/{len(measured)}"
-                for key in ("latency", "kernels", "quality", "w4a8_latency")
+                for key in ("latency", "kernels", "ops", "quality", "w4a8_latency")
             ),
+            "",
+            "`ops` = every node ORT's W8A8 runs on an integer kernel that is still a node of faaq's W8A8 "
+            "(matched by name) runs on one there too; `FAIL (n, each named)` = n such nodes faaq left "
+            "float, each with the reason faaq's kernel report gives (listed per model). Nodes faaq's "
+            "canonicalization folded away (a Mul/Add folded into a Conv, HardSwish fused) have no node "
+            "left to run and are counted per model.",
         ]
     md += ["", "## Per model", ""]
     for r in rows:
@@ -684,6 +729,14 @@ def markdown(payload: dict) -> str:
                     : 12 if label == "faaq_w8a8" else 4
                 ]:
                     md.append(f"  - {n} x {why}")
+        gap = ops_gap(r)
+        if gap is not None:
+            md.append(
+                f"- ops ORT's W8A8 runs on integer kernels: {gap['ort_int']}; folded away by faaq "
+                f"(no node left): {len(gap['folded'])}; run as float by faaq: {len(gap['faaq_float'])}"
+            )
+            for (op, why), n in Counter(map(tuple, gap["faaq_float"].values())).most_common():
+                md.append(f"  - {n} x {op}: {why}")
         if r.get("sqnr_db"):
             md.append(f"- SQNR per output (dB): {r['sqnr_db']}")
         if r.get("loadavg_timing"):

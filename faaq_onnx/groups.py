@@ -63,6 +63,8 @@ class QuantizerGraph:
     skipped: list[str] = field(default_factory=list)  # ops seen but not quantized, with why
     # Add/Mul node -> the indices of its constant operands, quantized with its activations
     constants: dict[str, list[int]] = field(default_factory=dict)
+    # ops ORT could run on an integer kernel that get no quantizer: node -> why (kernel report)
+    left_float: dict[str, str] = field(default_factory=dict)
 
     def group_of_activation(self, act: str) -> str:
         for g in self.groups.values():
@@ -87,4 +89,5 @@ class QuantizerGraph:
             "groups": {k: asdict(v) for k, v in self.groups.items()},
             "skipped": list(self.skipped),
             "constants": dict(self.constants),
+            "left_float": dict(self.left_float),
         }

@@ -13,6 +13,22 @@ import onnx_ir as ir
 
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
 OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
+# ops ORT's CPU EP runs as an integer kernel when Q/DQ surround them (QLinear*, QGemm)
+ORT_INTEGER_CAPABLE = {
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Sigmoid",
+    "Softmax",
+    "LeakyRelu",
+    "Where",
+}
+QUANTIZED_TYPES = "Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat and pooling"
 
 ComputeNode = tuple[ir.Node, int | None, list[ir.Value]]  # (node, weight index, data inputs)
 
@@ -88,3 +104,73 @@ def _in_order(chosen: list[ComputeNode]) -> list[ComputeNode]:
         return list(chosen)
     order = {id(n): i for i, n in enumerate(graph)}
     return sorted(chosen, key=lambda c: order.get(id(c[0]), 0))
+
+
+def left_float(
+    graph: ir.Graph,
+    kept: list[ComputeNode],
+    considered: list[ComputeNode],
+    products: list[ComputeNode],
+    quantized: set[str],
+) -> dict[str, str]:
+    """Why each op ORT could run on an integer kernel gets no quantizer from faaq, by node name.
+
+    ORT's own quantizer puts Q/DQ around every such op; faaq only where the integer kernel
+    removes float work (see worth_quantizing). The kernel report names these ops with the
+    reason, so a float op in the written model is a decision the user can read, not a gap.
+    An op with `quantized` tensors in and out is left out: ORT fuses it (x·Sigmoid(x)'s Sigmoid).
+    """
+    kept_ids = {id(c[0]) for c in kept}
+    considered_ids = {id(c[0]) for c in considered}
+    product_ids = {id(c[0]) for c in products}
+    out: dict[str, str] = {}
+    for node in graph:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx") or op not in ORT_INTEGER_CAPABLE:
+            continue
+        if id(node) in kept_ids or not node.name:
+            continue
+        activations = [v for v in node.inputs if v is not None and _is_activation(v)]
+        if not activations or (
+            any(v.name in quantized for v in activations)
+            and any(o is not None and o.name in quantized for o in node.outputs)
+        ):
+            continue  # nothing a quantizer could read, or Q/DQ on both sides: an integer kernel
+        if op in ("Add", "Mul") and len(activations) < len(
+            [v for v in node.inputs if v is not None]
+        ):
+            out[node.name] = (
+                f"left float by faaq: {op} of a constant to a tensor that is not a feature map "
+                "(a bias, a norm's scale or shift) stays with the float ops around it"
+            )
+        elif id(node) in product_ids:
+            out[node.name] = (
+                "left float by faaq: a product below rank 4 gets quantizers only when its inputs "
+                "are quantized for other ops and its output feeds one (a GELU's products stay float)"
+            )
+        elif id(node) in considered_ids:
+            readers = sorted(
+                {u.node.op_type for o in node.outputs if o is not None for u in o.uses()}
+            )
+            read_by = ", ".join(readers) if readers else "the graph output"
+            out[node.name] = (
+                f"left float by faaq: its output feeds no quantized op (read by {read_by}), so "
+                "Q/DQ around it would add rounding error and no integer work"
+            )
+        elif op in ("Conv", "Gemm", "MatMul"):
+            continue  # discovery's own `skipped` list says why
+        else:
+            out[node.name] = (
+                f"left float by faaq: it puts no quantizers around {op} "
+                f"(only {QUANTIZED_TYPES} get them)"
+            )
+    return out
+
+
+def _is_activation(v: ir.Value) -> bool:
+    if v.is_initializer() or v.const_value is not None:
+        return False
+    prod = v.producer()
+    if prod is not None and prod.op_type == "Constant":
+        return False
+    return v.dtype is None or v.dtype.is_floating_point()

@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from faaq_onnx.analysis.coverage import (
     OUTPUT_QUANTIZED,
+    left_float,
     with_products_between_quantized,
     worth_quantizing,
 )
@@ -224,6 +225,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         compute_nodes.append((node, widx, data))
 
     clamp_nodes = _join_pass_through(graph, uf)
+    considered = list(compute_nodes)
     compute_nodes = worth_quantizing(compute_nodes, uf)
     compute_nodes = with_products_between_quantized(compute_nodes, deferred, uf)
     for node, _widx, data in compute_nodes:
@@ -260,6 +262,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         for m in members:
             tensor_to_act[m] = name
 
+    unquantized = left_float(graph, compute_nodes, considered, deferred, set(tensor_to_act))
     read_by_ops = {tensor_to_act[v.name] for _, _, data in compute_nodes for v in data}
     weights: dict[str, WeightQuantizer] = {}
     guf = _UnionFind()
@@ -342,7 +345,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             sum(weights[w].size for w in ws),
         )
     groups = dict(sorted(groups.items(), key=lambda kv: order.get(kv[1].ops[0], 0)))
-    return QuantizerGraph(weights, activations, groups, skipped, constants)
+    return QuantizerGraph(weights, activations, groups, skipped, constants, unquantized)
 
 
 def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:

@@ -39,4 +39,6 @@ def prune_quantizers(
         f"{name}: range [{lo:.3g}, {hi:.3g}] too wide for an integer grid (attention mask?); left float"
         for name, (lo, hi) in dropped.items()
     ]
-    return QuantizerGraph(weights, activations, groups, skipped, qgraph.constants)
+    return QuantizerGraph(
+        weights, activations, groups, skipped, qgraph.constants, qgraph.left_float
+    )

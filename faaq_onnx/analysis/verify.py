@@ -69,6 +69,7 @@ def verify(
     batch_size: int = 16,
     reference=None,
     confidence: float = DEFAULT_CONFIDENCE,
+    left_float: dict[str, str] | None = None,
 ) -> dict:
     """Check the emitted model; SQNR against `reference` (the model file the user gave, which
     ORT reads itself, read-only), or against `float_proto` where no reference is given."""
@@ -107,7 +108,9 @@ def verify(
         # the graph ORT really runs: which quantized ops got integer kernels
         opt_path = os.path.join(tmp, "optimized.onnx")
         q_sess = make_session(quant_proto, optimized_model_path=opt_path)
-        kernels = compare_kernels(quant_proto, onnx.load(opt_path, load_external_data=False))
+        kernels = compare_kernels(
+            quant_proto, onnx.load(opt_path, load_external_data=False), left_float=left_float
+        )
     compare = {name: RunningComparison() for name in names}
     for start, outs in run_batches(q_sess, inputs, batch_size, names):
         for name, arr in zip(names, outs):
@@ -130,6 +133,7 @@ def verify(
             "nodes": kernels["quantized_nodes"],
             "integer": sum(q["integer_kernel"] for q in kernels["quantized_nodes"]),
             "quantized": len(kernels["quantized_nodes"]),
+            "unquantized": kernels["unquantized_nodes"],
         },
     }
 

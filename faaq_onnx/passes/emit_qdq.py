@@ -124,4 +124,5 @@ def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
         qgraph.groups,
         qgraph.skipped,
         qgraph.constants,
+        qgraph.left_float,
     )

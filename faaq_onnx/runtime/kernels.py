@@ -20,37 +20,21 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 
+from faaq_onnx.analysis.coverage import ORT_INTEGER_CAPABLE
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import all_graphs, all_nodes, subgraphs
+from faaq_onnx.runtime.kernel_summary import (
+    _DATA_MOVEMENT,
+    _summary,
+    _why_float,
+    format_kernel_report,
+    weighted_summary,
+)
 from faaq_onnx.runtime.profile import INTEGER_KERNELS, QDQ_OPS
 from faaq_onnx.runtime.session import make_session
 
-__all__ = ["format_kernel_report", "kernel_report"]
+__all__ = ["compare_kernels", "format_kernel_report", "kernel_report", "weighted_summary"]
 
-# ops that only move or reshape data: Q/DQ around them is normal and usually dropped
-_DATA_MOVEMENT = {
-    "Reshape",
-    "Transpose",
-    "Slice",
-    "Squeeze",
-    "Unsqueeze",
-    "Flatten",
-    "Gather",
-    "Pad",
-    "MaxPool",
-    "Identity",
-    "Split",
-    "Expand",
-    "Shape",
-    "Tile",
-    "Resize",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Relu",
-    "Clip",
-    "Size",
-    "GlobalMaxPool",
-}
 
 # ops that multiply by a weight: the ones whose kernel decides a quantized model's speed
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits"}
@@ -88,10 +72,16 @@ def kernel_report(model, ep: str = "cpu") -> dict:
 
 
 def compare_kernels(
-    original: onnx.ModelProto, optimized: onnx.ModelProto, ep: str = "cpu", name: str = "<model>"
+    original: onnx.ModelProto,
+    optimized: onnx.ModelProto,
+    ep: str = "cpu",
+    name: str = "<model>",
+    left_float: dict[str, str] | None = None,
 ) -> dict:
     """kernel_report for a model and the graph ORT saved for it (optimized_model_filepath).
-    Nodes inside If/Loop/Scan bodies count as well (faaq quantizes inside If branches)."""
+    Nodes inside If/Loop/Scan bodies count as well (faaq quantizes inside If branches).
+    `left_float` (node -> why, from discovery) names the reason for ops ORT could run on an
+    integer kernel that the quantizer gave no Q/DQ; without it they are listed as unquantized."""
     original, optimized = _flattened(original), _flattened(optimized)
     inits = {t.name: t for t in original.graph.initializer}
     for n in (
@@ -171,7 +161,9 @@ def compare_kernels(
         if node.op_type in _DATA_MOVEMENT and not integer:
             moved.append(entry)  # reads a quantized tensor, computes nothing: no kernel to want
             continue
-        if not integer:
+        if not integer and left_float and node.name in left_float:
+            entry["why_float"] = left_float[node.name]  # the quantizer's decision, not ORT's
+        elif not integer:
             entry["why_float"] = _why_float(
                 node.op_type,
                 weight_type,
@@ -184,6 +176,7 @@ def compare_kernels(
             )
         quantized.append(entry)
 
+    unquantized = _unquantized(original, quantized, moved, by_name, by_output, left_float)
     before = Counter(_qual(n) for n in original.graph.node)
     after = Counter(_qual(n) for n in opt_nodes)
     integer_after = {k: v for k, v in after.items() if k.split(".")[-1] in INTEGER_KERNELS}
@@ -200,37 +193,78 @@ def compare_kernels(
         "quantized_nodes": quantized,
         "weighted_ops": weighted_summary(quantized),
         "data_movement_nodes": moved,
-        "summary": _summary(quantized, qdq_after, len(moved)),
+        "unquantized_nodes": unquantized,
+        "summary": _summary(quantized, qdq_after, len(moved), unquantized),
     }
 
 
-def format_kernel_report(report: dict) -> str:
-    """Plain text for `faaq inspect --kernels`."""
-    lines = [f"kernels ORT runs for {report['model']} on {report['ep']} (optimization level all)"]
-    lines += [f"  {s}" for s in report["summary"]]
-    keys = sorted(
-        set(report["ops_before"]) | set(report["ops_after"]),
-        key=lambda k: -(report["ops_after"].get(k, 0) + report["ops_before"].get(k, 0)),
-    )
-    w = max([len(k) for k in keys] + [7])
-    lines.append("")
-    lines.append(f"  {'op type'.ljust(w)}  before  after  kind")
-    for k in keys:
-        kind = "int" if k in report["integer_ops_after"] else "q/dq" if k in QDQ_OPS else "float"
-        lines.append(
-            f"  {k.ljust(w)}  {report['ops_before'].get(k, 0):6d}  {report['ops_after'].get(k, 0):5d}  {kind}"
+def _unquantized(
+    original: onnx.ModelProto,
+    quantized: list[dict],
+    moved: list[dict],
+    by_name: dict,
+    by_output: dict,
+    left_float: dict[str, str] | None,
+) -> list[dict]:
+    """Ops of a quantized model that ORT could run on an integer kernel but that read no
+    DequantizeLinear, with what ORT runs them as and, where the quantizer said, why."""
+    if not any(n.op_type in QDQ_OPS for n in original.graph.node):
+        return []  # a float model: nothing was quantized, nothing was left out
+    seen = {q["node"] for q in quantized} | {m["node"] for m in moved}
+    if left_float is not None:  # the quantizer said which ops it left float: those
+        candidates = [n for n in original.graph.node if n.name in left_float and n.name not in seen]
+    else:
+        floats = _float_values(original)
+        candidates = [
+            n
+            for n in original.graph.node
+            if n.domain in ("", "ai.onnx")
+            and n.op_type in ORT_INTEGER_CAPABLE
+            and n.name not in seen
+            and any(i in floats for i in n.input)
+        ]
+    out = []
+    for node in candidates:
+        runs_as = _fate(node, by_name, by_output, original, follow_q=False)
+        if runs_as in INTEGER_KERNELS:
+            continue  # fused into a neighbour (a bias Add into MatMulIntegerToFloat): no op of its own
+        if runs_as is None and left_float is None:
+            continue  # folded away by ORT, and no quantizer's decision to name
+        why = (left_float or {}).get(node.name, "no quantized input: no Q/DQ around it")
+        out.append(
+            {
+                "node": node.name,
+                "op_type": node.op_type,
+                "runs_as": runs_as or "removed by the optimizer (fused into another op)",
+                "why_float": why,
+            }
         )
-    groups = Counter(
-        (q["op_type"], q["weight_type"], q["activation_type"], q["runs_as"])
-        for q in report["quantized_nodes"]
-    )
-    if groups:
-        lines.append("")
-        lines.append("  quantized nodes of the input and what runs them:")
-        for (op, wt, at, runs), n in groups.most_common():
-            what = f"{op} (weights {wt or '-'}, activations {at or 'float'})"
-            lines.append(f"    {n:4d} x {what} -> {runs}")
-    return "\n".join(lines)
+    return out
+
+
+def _float_values(model: onnx.ModelProto) -> set[str]:
+    """Names of the float activations of a model (not initializers or Constant outputs), by shape
+    inference; a tensor whose type inference cannot tell counts as float."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # a model onnx cannot infer: every activation may be float
+        inferred = model
+    typed = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
+    fixed = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
+    }
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    names = {i for n in model.graph.node for i in n.input if i} | {
+        i.name for i in model.graph.input
+    }
+    return {
+        x
+        for x in names - fixed
+        if typed.get(x, onnx.TensorProto.FLOAT) in float_types or not typed.get(x)
+    }
 
 
 def _flattened(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -288,7 +322,11 @@ def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
 
 
 def _fate(
-    node: onnx.NodeProto, by_name: dict, by_output: dict, original: onnx.ModelProto
+    node: onnx.NodeProto,
+    by_name: dict,
+    by_output: dict,
+    original: onnx.ModelProto,
+    follow_q: bool = True,
 ) -> str | None:
     """The op that runs this node after optimization: same name, a fused '<name>_token_N',
     or whatever now produces its output (or the output of the QuantizeLinear after it)."""
@@ -302,10 +340,10 @@ def _fate(
                 or name.startswith(node.name + "/")
             ):  # e.g. 'mm1/MatMulAddFusion'
                 return n.op_type
-    outs = set(node.output)
-    for n in original.graph.node:
+    outs = list(node.output)
+    for n in original.graph.node if follow_q else ():
         if n.op_type == "QuantizeLinear" and n.input and n.input[0] in outs:
-            outs.update(n.output)
+            outs.extend(n.output)
     for o in outs:
         if o in by_output:
             return by_output[o].op_type
@@ -343,99 +381,3 @@ def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
         return cast.input[0], True
     return name, False
-
-
-def _why_float(
-    op: str,
-    weight_type: str | None,
-    act_type: str | None,
-    blocked: bool,
-    runs_as: str | None,
-    clipped: bool = False,
-    output_float: bool = False,
-) -> str:
-    """Why a quantized node did not get an integer kernel: the first cause that applies."""
-    if runs_as is None:
-        return "removed by the optimizer"
-    if act_type in ("int16", "uint16"):
-        return "16-bit activations: ORT's CPU EP has no int16 kernel, the Q/DQ pair runs around a float op"
-    if clipped:
-        return (
-            "activations below 8 bits: the Clip that bounds them to their own range sits between the op "
-            "and its QuantizeLinear, and ORT has no integer kernel for such narrow activations"
-        )
-    if blocked:
-        return "blocked weight scales: no fused integer kernel (MatMulNBits takes blocked MatMul weights)"
-    if (
-        weight_type
-        and weight_type.split()[0] in ("int4", "uint4", "int2", "uint2")
-        and "cast" not in weight_type
-    ):
-        return (
-            f"DequantizeLinear({weight_type}) is never fused by ORT: the weight is dequantized on every run "
-            "(use --weight-storage cast)"
-        )
-    if op in _DATA_MOVEMENT:
-        return "data movement: no integer kernel needed"
-    if act_type is None and weight_type is None:
-        return "no quantized data input"
-    if output_float:
-        return (
-            f"its output is not quantized (only float ops read it), so ORT runs {op} in float "
-            "between its DequantizeLinear inputs"
-        )
-    return f"ORT has no integer kernel for {op} with these inputs"
-
-
-def weighted_summary(quantized: list[dict]) -> dict:
-    """How many ops with a quantized weight run on integer kernels, and which do not.
-
-    The acceptance measure against other quantizers: the weighted ops decide the speed,
-    and a quantizer that leaves one on a float kernel pays for its Q/DQ for nothing."""
-    weighted = [q for q in quantized if q.get("weighted")]
-    return {
-        "total": len(weighted),
-        "integer": sum(q["integer_kernel"] for q in weighted),
-        "float": [
-            {
-                "node": q["node"],
-                "op_type": q["op_type"],
-                "runs_as": q["runs_as"],
-                "why_float": q.get("why_float"),
-            }
-            for q in weighted
-            if not q["integer_kernel"]
-        ],
-    }
-
-
-def _summary(quantized: list[dict], qdq_after: dict, n_moved: int = 0) -> list[str]:
-    """'all N quantized ops on integer kernels', or the exceptions grouped by cause."""
-    lines = []
-    fused = sum(q["integer_kernel"] for q in quantized)
-    exceptions = [q for q in quantized if not q["integer_kernel"]]
-    if not exceptions:
-        lines.append(f"all {len(quantized)} quantized ops on integer kernels")
-    else:
-        lines.append(
-            f"{fused} of {len(quantized)} quantized ops on integer kernels; {len(exceptions)} run as float:"
-        )
-        causes = Counter((q["op_type"], q["runs_as"], q["why_float"]) for q in exceptions)
-        for (op, runs, why), n in sorted(causes.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {n} x {op} -> {runs}: {why}")
-    w = weighted_summary(quantized)
-    if w["total"]:
-        lines.append(
-            f"weighted ops (Conv, Gemm, MatMul): {w['integer']} of {w['total']} on integer kernels"
-        )
-    if n_moved:
-        lines.append(
-            f"{n_moved} data-movement op(s) (Reshape, Slice, Pad, ...) read quantized tensors"
-        )
-    n_dq = qdq_after.get("DequantizeLinear", 0)
-    n_q = qdq_after.get("QuantizeLinear", 0)
-    if n_dq or n_q:
-        lines.append(
-            f"{n_dq} DequantizeLinear and {n_q} QuantizeLinear nodes still run on every inference"
-        )
-    return lines

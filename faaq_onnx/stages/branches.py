@@ -336,6 +336,7 @@ def quantize_in_branches(
         {"weights": merged},
         config.batch_size,
         reference=str(model_path),
+        left_float={k: v for _, r in results for k, v in r.qgraph.left_float.items()},
     )
     report = _report(model_path, results, entries, verification, notes)
     report["config"] = config.to_dict()

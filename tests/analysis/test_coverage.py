@@ -85,3 +85,28 @@ def test_a_product_whose_output_no_quantized_op_reads_stays_float():
     ]
     ops, _ = _ops(_model(nodes, {"w1": _w(1), "w2": _w(2)}))
     assert "swish" not in ops
+
+
+def test_ops_ort_could_run_on_integer_kernels_are_named_with_why_they_stay_float():
+    """Every op ORT's quantizer would wrap in Q/DQ that faaq leaves float has a reason, by kind."""
+    _, q = _ops(_swish_between_matmuls("hb"))
+    why = q.left_float
+    assert "product below rank 4" in why["swish"]
+    assert "of a constant" in why["bias"]
+    assert "no quantizers around Sigmoid" in why["sig"]
+    assert not {"mm1", "mm2", "mm3"} & set(why)  # quantized: nothing to explain
+    _, q = _ops(_swish_between_matmuls("h"))
+    assert "swish" not in q.left_float and "sig" not in q.left_float
+
+
+def test_a_residual_add_read_only_by_a_layernorm_is_named_as_feeding_no_quantized_op():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["x", "h"], ["r"], name="residual"),
+        helper.make_node("LayerNormalization", ["r", "g"], ["side"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["x", "w2"], ["y"], name="mm2"),
+    ]
+    ops, q = _ops(_model(nodes, {"w1": _w(1), "w2": _w(2), "g": np.ones(8, np.float32)}))
+    assert "residual" not in ops
+    assert "feeds no quantized op (read by LayerNormalization)" in q.left_float["residual"]
+    assert "ln" not in q.left_float  # ORT has no integer kernel for it: nothing left out

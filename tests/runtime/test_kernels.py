@@ -412,3 +412,54 @@ def test_a_product_left_float_says_its_output_is_not_quantized():
     assert _why_float("Mul", None, "uint8", False, "Mul", output_float=True).startswith(
         "its output"
     )
+
+
+def _quantized_conv_then_float_softmax() -> onnx.ModelProto:
+    """A fused QDQ Conv; a Softmax reading its DequantizeLinear, then a Sigmoid and an Add that read
+    no quantized tensor, and a Shape -> Concat of int64 shapes (no quantizer could read those)."""
+    m = qdq_conv(8, True)
+    g = m.graph
+    y = g.output[0].name
+    g.node.extend(
+        [
+            helper.make_node("Softmax", [y], ["sm"], name="softmax", axis=1),
+            helper.make_node("Sigmoid", ["sm"], ["sig"], name="sigmoid"),
+            helper.make_node("Add", ["sig", "sig"], ["out"], name="add"),
+            helper.make_node("Shape", ["out"], ["shp"], name="shape"),
+            helper.make_node("Concat", ["shp", "shp"], ["shp2"], name="concat", axis=0),
+        ]
+    )
+    del g.output[:]
+    g.output.extend(
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("shp2", TensorProto.INT64, None),
+        ]
+    )
+    return m
+
+
+def test_ops_with_integer_kernels_left_unquantized_are_listed_with_the_quantizers_reason():
+    m = _quantized_conv_then_float_softmax()
+    plain = kernel_report(m)
+    listed = {u["node"]: u for u in plain["unquantized_nodes"]}
+    assert set(listed) == {"sigmoid", "add"}  # softmax reads a DQ; the int64 Concat is no candidate
+    assert listed["sigmoid"]["runs_as"] == "Sigmoid"
+    assert listed["add"]["why_float"].startswith("no quantized input")
+    assert any("were not quantized" in s for s in plain["summary"])
+    why = {"sigmoid": "left float by faaq: reason 1", "softmax": "left float by faaq: reason 2"}
+    told = compare_kernels(m, m, left_float=why)  # only what it was told, in its words
+    assert [(u["node"], u["why_float"]) for u in told["unquantized_nodes"]] == [
+        ("sigmoid", why["sigmoid"])
+    ]
+    softmax = next(q for q in told["quantized_nodes"] if q["node"] == "softmax")
+    assert softmax["why_float"] == why["softmax"]
+
+
+def test_a_float_model_lists_nothing_as_left_unquantized():
+    nodes = [
+        helper.make_node("Softmax", ["x"], ["sm"], name="softmax", axis=1),
+        helper.make_node("Add", ["sm", "sm"], ["y"], name="add"),
+    ]
+    report = kernel_report(_model(nodes, [], [1, 4, 8, 8], [1, 4, 8, 8], 17))
+    assert report["unquantized_nodes"] == []
