@@ -22,6 +22,7 @@ from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
 from faaq_onnx.passes.simplify import SimplifyPass
+from faaq_onnx.passes.spatial_mean import SpatialMeanToGlobalPoolPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
 
@@ -51,6 +52,7 @@ def canonicalize(
         FoldBatchNormPass(),  # a BN behind a folded bias Add (PP-OCRv4 det's ConvTranspose)
         DropNoopArithmeticPass(),
         FoldPadIntoConvPass(),
+        SpatialMeanToGlobalPoolPass(),
         FuseMatMulAddPass(),
         DecomposeHardSwishPass(),
         WrittenOutHardSwishPass(),

@@ -1,0 +1,112 @@
+"""Write a mean over every spatial axis as GlobalAveragePool.
+
+The dynamo exporter writes a CNN's `x.mean((2, 3), keepdim=True)` and adaptive average
+pooling to 1x1 as ReduceMean over the spatial axes. ORT has an integer kernel for
+GlobalAveragePool (QLinearGlobalAveragePool) but none for ReduceMean, so left as written
+the pooling runs in float and the residual Add in front of it gets no QLinearAdd either
+(its output would feed no quantized op). The same mean as GlobalAveragePool (followed by a
+Flatten where the ReduceMean dropped the reduced axes) quantizes like the TorchScript
+export of the same network.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes import InPlacePass, PassResult
+
+from faaq_onnx.graph import const_array, is_float_tensor
+
+
+class SpatialMeanToGlobalPoolPass(InPlacePass):
+    def call(self, model: ir.Model) -> PassResult:
+        modified = False
+        graph = model.graph
+        for node in list(graph):
+            keepdims = _spatial_mean(node)
+            if keepdims is None:
+                continue
+            x, y = node.inputs[0], node.outputs[0]
+            if y.is_graph_output():
+                continue  # the user's output keeps the op that makes it
+            pool = ir.node("GlobalAveragePool", [x], name=node.name)
+            pool.outputs[0].name = f"{y.name}_pooled"
+            new = [pool]
+            if not keepdims:  # [N, C, 1, ..., 1] -> [N, C], as the ReduceMean wrote it
+                flat = ir.node(
+                    "Flatten", [pool.outputs[0]], {"axis": 1}, name=f"{node.name}_flatten"
+                )
+                flat.outputs[0].name = f"{y.name}_flat"
+                new.append(flat)
+            out = new[-1].outputs[0]
+            out.shape, out.type = y.shape, y.type
+            graph.insert_before(node, new)
+            ir.convenience.replace_all_uses_with(y, out)
+            graph.remove(node, safe=True)
+            modified = True
+        return PassResult(model, modified)
+
+
+def _spatial_mean(node: ir.Node) -> bool | None:
+    """keepdims of a ReduceMean over every axis after the channel axis of a float tensor of
+    rank 3 or more, else None."""
+    if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
+        return None
+    x = node.inputs[0] if node.inputs else None
+    if x is None or not (x.dtype is None or is_float_tensor(x)):
+        return None  # GlobalAveragePool takes float tensors only
+    rank = _rank(x)
+    if rank is None or rank < 3:
+        return None
+    attr = node.attributes.get("axes")
+    if attr is not None:
+        axes = list(attr.value)
+    elif len(node.inputs) > 1 and node.inputs[1] is not None:
+        arr = const_array(node.inputs[1])
+        if arr is None:
+            return None
+        axes = [int(a) for a in arr.reshape(-1)]
+    else:
+        return None  # no axes: a mean over everything, batch and channels included
+    if sorted(a % rank for a in axes) != list(range(2, rank)):
+        return None
+    keep = node.attributes.get("keepdims")
+    return bool(keep.value) if keep is not None else True
+
+
+_ELEMENTWISE = {
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "BatchNormalization",
+    "Add",
+    "Mul",
+    "Sub",
+    "Div",
+}
+
+
+def _rank(x: ir.Value, depth: int = 0) -> int | None:
+    """x's rank: from its shape, else from the ops that made it (elementwise ops back to a
+    Conv, whose weight's rank is its output's); shape inference gives up behind dynamic
+    Reshapes in exported graphs. None when nothing tells."""
+    if x.shape is not None:
+        return len(x.shape)
+    prod = x.producer()
+    if prod is None or depth > 16:
+        return None
+    if prod.op_type in ("Conv", "ConvTranspose") and len(prod.inputs) > 1:
+        w = prod.inputs[1]
+        return len(w.shape) if w is not None and w.shape is not None else None
+    if prod.op_type not in _ELEMENTWISE or prod.domain not in ("", "ai.onnx"):
+        return None
+    ins = prod.inputs[:1] if prod.op_type in ("Clip", "BatchNormalization") else prod.inputs
+    ranks = [
+        _rank(v, depth + 1) if v.const_value is None else len(v.shape or ())
+        for v in ins
+        if v is not None
+    ]
+    return max(ranks) if ranks and all(r is not None for r in ranks) else None
