@@ -502,11 +502,16 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     if timed:
         from faaq_onnx.runtime.timing import interleaved_median_ms
 
-        log(f"{name}: timing {', '.join(timed)} ({args.rounds} rounds)")
         load0 = os.getloadavg()[0]
         try:
+            # a sub-millisecond model needs more rounds than a big one for the same spread:
+            # each variant is timed for about --min-time seconds, at least --rounds times
+            (probe,) = interleaved_median_ms([str(timed["float"])], held[0], pairs=5, warmup=2)
+            rounds = max(args.rounds, min(5000, int(np.ceil(1000 * args.min_time / probe))))
+            row["timing_rounds"] = rounds
+            log(f"{name}: timing {', '.join(timed)} ({rounds} rounds)")
             ms = interleaved_median_ms(
-                [str(p) for p in timed.values()], held[0], pairs=args.rounds, warmup=5
+                [str(p) for p in timed.values()], held[0], pairs=rounds, warmup=5
             )
             row["latency_ms"] = {k: round(v, 4) for k, v in zip(timed, ms)}
         except Exception as exc:
@@ -590,7 +595,9 @@ def markdown(payload: dict) -> str:
         f"{payload.get('total_s', '?')} s.",
         "",
         f"Calibration: {payload['calib']} samples per model; SQNR on {payload['eval']} held-out samples; latency "
-        f"batch 1, median of {payload['rounds']} interleaved rounds (shuffled order, sessions not spinning). "
+        f"batch 1, median of at least {payload['rounds']} interleaved rounds, more for fast models so that each "
+        f"variant is timed for about {payload.get('min_time', '?')} s (`timing_rounds` per model in the JSON; "
+        "shuffled order, sessions not spinning). "
         f"faaq runs `faaq quantize --scheme w8a8` / `--scheme w4a8{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`"
         ", all else default.",
         "Int kernels = weighted ops (Conv/Gemm/MatMul/ConvTranspose with a quantized weight) that ORT's optimized "
@@ -792,6 +799,12 @@ def main() -> None:
         "--models", default=None, help=f"comma-separated, from: {', '.join(corpus.BUILDERS)}"
     )
     ap.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds")
+    ap.add_argument(
+        "--min-time",
+        type=float,
+        default=2.0,
+        help="seconds of timing per variant at least (more rounds than --rounds for fast models)",
+    )
     ap.add_argument("--calib", type=int, default=64, help="calibration samples")
     ap.add_argument("--eval", type=int, default=16, help="held-out samples for SQNR")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one faaq quantize may take")
@@ -825,10 +838,11 @@ def main() -> None:
     if ddir is not None:
         os.environ["FAAQ_DATA_DIR"] = str(ddir)
     if args.quick:
-        args.calib, args.eval, args.rounds = (
+        args.calib, args.eval, args.rounds, args.min_time = (
             min(args.calib, 16),
             min(args.eval, 4),
             min(args.rounds, 5),
+            0.0,
         )
     names = (
         args.models.split(",")
@@ -867,6 +881,7 @@ def main() -> None:
         "calib": args.calib,
         "eval": args.eval,
         "rounds": args.rounds,
+        "min_time": args.min_time,
         "data_dir": str(ddir),
         "rows": [],
     }
