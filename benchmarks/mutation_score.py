@@ -301,6 +301,7 @@ TARGETS: dict[str, list[str]] = {
     ],
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
+    "faaq_onnx/passes/spatial_mean.py": ["tests/passes/test_spatial_mean.py", *_CANON],
     "faaq_onnx/passes/drop_noop_arith.py": ["tests/passes/test_drop_noop_arith.py", *_CANON],
     "faaq_onnx/passes/fold_conv_affine.py": ["tests/passes/test_fold_conv_affine.py", *_CANON],
     "faaq_onnx/passes/emit_constants.py": [
@@ -332,6 +333,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/runtime/test_kernels_fate.py",
         "tests/test_foreign_graphs.py",
         "tests/stages/test_branches.py",
+    ],
+    "faaq_onnx/runtime/kernel_summary.py": [
+        "tests/runtime/test_kernels.py",
+        "tests/test_foreign_graphs.py",
     ],
     "faaq_onnx/runtime/node_costs.py": [
         "tests/runtime/test_node_costs.py",
