@@ -251,7 +251,7 @@ def quantize_in_branches(
     """Quantize every If branch the calibration samples reach, each as its own model
     (`quantize_model`: pipeline.quantize), and put them back into the user's graph."""
     from faaq_onnx.analysis.verify import verify
-    from faaq_onnx.inputs import prepare_calibration
+    from faaq_onnx.inputs import prepare_calibration, reuses_calibration
     from faaq_onnx.model_io import load_model
     from faaq_onnx.outputs import save_model_atomic
     from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
@@ -339,6 +339,7 @@ def quantize_in_branches(
         left_float={k: v for _, r in results for k, v in r.qgraph.left_float.items()},
     )
     report = _report(model_path, results, entries, verification, notes)
+    report["calibration"]["verification_held_out"] = not reuses_calibration(inputs, held)
     report["config"] = config.to_dict()
     report["calibration"]["source"] = "arrays (API)" if isinstance(calib, dict) else str(calib)
     # plan and groups: the first quantized branch's (a plan names groups of one branch)
@@ -392,7 +393,4 @@ def _report(model_path, results, entries: list[dict], verification: dict, notes)
     report["warnings"] = warnings
     report["calibration"]["samples"] = sum(r.report["calibration"]["samples"] for _, r in results)
     report["calibration"]["verification_samples"] = verification["samples"]
-    report["calibration"]["verification_held_out"] = not any(
-        n.startswith("verification uses") for n in notes
-    )
     return report

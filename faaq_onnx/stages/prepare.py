@@ -66,6 +66,7 @@ class Prepared:
             )
             self.stacked = stacked_inputs(self.inputs, model_input_shapes(user_proto))
         held_out_note: list[str] = []
+        before = len(next(iter(self.inputs.values())))
         if (
             floor is not None and floor.is_floor
         ):  # checked on samples calibration and allocator never see
@@ -82,9 +83,7 @@ class Prepared:
             LiftSampleAxisPass(self.stacked)(self.model)
         self.warnings += self.data_notes + held_out_note
         # samples taken out of the calibration set to verify on (0: none taken)
-        self.held_out_of_calibration = len(next(iter(self.verify_inputs.values()))) * bool(
-            held_out_note
-        )
+        self.held_out_of_calibration = before - len(next(iter(self.inputs.values())))
         if config.reduce_range == "auto" and config.weights_reduce_range:
             self.warnings.append(VNNI_WARNING)
         self.float_proto = to_proto(self.model)

@@ -134,6 +134,7 @@ def test_the_branch_the_samples_take_is_quantized_and_the_other_stays_float(tmp_
     ) in summary_line(result.report)
     # the verification is of the whole model as written, on the held-out samples
     assert result.report["verify"]["samples"] == 8
+    assert result.report["calibration"]["verification_held_out"]  # 24 given, 16 calibrate
     assert result.report["verify"]["kernels"]["quantized"] == 2
     weighted = kernel_report(str(out))["weighted_ops"]
     assert weighted["integer"] == 2
@@ -289,3 +290,10 @@ def test_a_branch_no_held_out_sample_takes_is_still_quantized(tmp_path):
         for e in result.report["branches"]
     }
     assert counts == {"then_branch": (True, 8, 8), "else_branch": (True, 8, 0)}
+
+
+def test_verification_on_calibration_samples_is_reported_as_not_held_out(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(sr_model(), src)
+    result = quantize(str(src), _calib(12, [16000]), None, QuantConfig(progress=False))
+    assert not result.report["calibration"]["verification_held_out"]  # nothing was left over
