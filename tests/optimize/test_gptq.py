@@ -510,3 +510,16 @@ def test_damping_grows_tenfold_six_times_then_gives_up():
     np.testing.assert_allclose(u.T @ u, np.linalg.inv(damped), rtol=1e-9)
     with pytest.raises(np.linalg.LinAlgError, match=r"does not factor even with 1000x its mean"):
         _inverse_cholesky(np.diag([1.0, -0.999])[None])
+
+
+def test_hessian_and_rtn_error_flatten_every_row_of_a_batched_input():
+    """A MatMul input [batch, sequence, K]: every (batch, position) row is one sample of the
+    K features; K differs from every other dim, so a reshape on the wrong axis cannot pass."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 7))
+    rows = x.reshape(10, 7)
+    np.testing.assert_allclose(hessian(x), 2 * rows.T @ rows / 10, rtol=1e-5, atol=1e-6)
+    w = rng.standard_normal((7, 3))
+    qw = weight_grid(w, 4, "per-channel", 1, 0).round_to_nearest(w.astype(np.float32))
+    expected = np.mean((rows @ (qw.dequantized().astype(np.float64) - w)) ** 2)
+    assert rtn_error(w, qw, x) == pytest.approx(expected, rel=1e-9)
