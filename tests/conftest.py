@@ -153,6 +153,22 @@ def run_model(path_or_proto, feeds: dict) -> list:
     return sess.run(None, feeds)
 
 
+def apply_pass_keeping_outputs(graph_pass, proto: onnx.ModelProto, feeds: dict):
+    """(modified, model after) of an onnx-ir pass on `proto`; the outputs on `feeds` must not
+    change (a canonicalization rewrites, never changes the function)."""
+    import onnx_ir as ir
+
+    from faaq_onnx.graph import to_proto
+
+    before = run_model(proto, feeds)
+    model = ir.from_proto(proto)
+    modified = graph_pass(model).modified
+    after = to_proto(model)
+    for a, b in zip(run_model(after, feeds), before):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    return modified, after
+
+
 def optimized_op_types(path_or_proto) -> list[str]:
     """Op types of the graph ORT actually runs after its optimizations."""
     import os

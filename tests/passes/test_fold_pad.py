@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
-from tests.conftest import run_model
+from tests.conftest import apply_pass_keeping_outputs
 
 
 def _model(nodes, x_shape, inits, outputs=("y",)):
@@ -29,12 +27,7 @@ def _model(nodes, x_shape, inits, outputs=("y",)):
 def _run(proto, x_shape):
     """(modified, op types after, {conv name: pads after}); outputs must not change."""
     feeds = {"x": np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)}
-    before = run_model(proto, feeds)
-    model = ir.from_proto(proto)
-    modified = FoldPadIntoConvPass()(model).modified
-    after = to_proto(model)
-    for a, b in zip(run_model(after, feeds), before):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    modified, after = apply_pass_keeping_outputs(FoldPadIntoConvPass(), proto, feeds)
     pads = {
         n.name: list(next((a.ints for a in n.attribute if a.name == "pads"), []))
         for n in after.graph.node

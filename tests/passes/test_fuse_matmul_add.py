@@ -4,13 +4,11 @@ Gemm (named as the MatMul, writing the Add's output), the function unchanged; th
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
-from tests.conftest import run_model
+from tests.conftest import apply_pass_keeping_outputs
 
 
 def _f(*shape, seed=0):
@@ -28,13 +26,7 @@ def _run(nodes, inits, x_shape=(3, 4), outputs=("y",)):
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 10
     feeds = {"x": _f(*(x_shape or (3, 4)), seed=5)}
-    before = run_model(proto, feeds)
-    model = ir.from_proto(proto)
-    modified = FuseMatMulAddPass()(model).modified
-    after = to_proto(model)
-    for a, b in zip(run_model(after, feeds), before):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    return modified, after
+    return apply_pass_keeping_outputs(FuseMatMulAddPass(), proto, feeds)
 
 
 def _mm(w="w"):

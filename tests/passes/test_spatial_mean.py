@@ -6,16 +6,14 @@ residual Add before it on integer kernels."""
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
-from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.spatial_mean import SpatialMeanToGlobalPoolPass
 from faaq_onnx.runtime.kernels import kernel_report
-from tests.conftest import run_model
+from tests.conftest import apply_pass_keeping_outputs
 
 X = [2, 4, 6, 6]
 
@@ -63,12 +61,7 @@ def _model(axes, keepdims=1, opset=18, mean_is_output=False, classifier=True):
 def _rewrite(proto):
     """(modified, op types after); outputs must not change."""
     feeds = {"x": np.random.default_rng(0).standard_normal(X).astype(np.float32)}
-    before = run_model(proto, feeds)
-    model = ir.from_proto(proto)
-    modified = SpatialMeanToGlobalPoolPass()(model).modified
-    after = to_proto(model)
-    for a, b in zip(run_model(after, feeds), before):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    modified, after = apply_pass_keeping_outputs(SpatialMeanToGlobalPoolPass(), proto, feeds)
     return modified, [n.op_type for n in after.graph.node]
 
 
