@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet20", choices=["resnet20", "resnet56"])
     ap.add_argument("--scheme", default="w4a8")
     ap.add_argument("--work", default="/tmp/adaround_convergence")
+    ap.add_argument("--tag", default="", help="appended to the output name (another setting's run)")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(args.work)
@@ -97,7 +98,9 @@ def main() -> None:
             }
         )
     payload = {
-        "command": f"python benchmarks/adaround_convergence.py --model {args.model} --scheme {args.scheme}",
+        "command": f"python benchmarks/adaround_convergence.py --model {args.model} --scheme {args.scheme}"
+        + (f" --tag {args.tag}" if args.tag else ""),
+        "faaq_onnx": str(Path(rounding.__file__).parent.parent),
         "machine": machine(),
         "git": git_state(),
         "seconds": round(seconds, 1),
@@ -125,7 +128,8 @@ def main() -> None:
         f"Last flip: median iteration {int(np.median(lasts))}, earliest {int(lasts.min())}; "
         f"undecided at the end: median {100 * np.median([r['undecided_at_end'] for r in rows]):.1f} %.",
     ]
-    write(f"{NAME}_{args.model}_{args.scheme}", payload, "\n".join(md) + "\n")
+    name = f"{NAME}_{args.model}_{args.scheme}{'_' + args.tag if args.tag else ''}"
+    write(name, payload, "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
