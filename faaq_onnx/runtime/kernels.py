@@ -11,6 +11,7 @@ difference is stated rather than discovered in a latency table.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import Counter
@@ -65,10 +66,11 @@ def kernel_report(model, ep: str = "cpu") -> dict:
         payload = str(model) if isinstance(model, (str, os.PathLike)) else original
         make_session(payload, ep=ep, opt_level="all", optimized_model_path=opt_path)
         optimized = onnx.load(opt_path, load_external_data=False)
+    left_float = recorded_left_float(original)
     name = (
         str(model) if isinstance(model, (str, os.PathLike)) else (original.graph.name or "<model>")
     )
-    return compare_kernels(original, optimized, ep, name)
+    return compare_kernels(original, optimized, ep, name, left_float)
 
 
 def compare_kernels(
@@ -276,6 +278,30 @@ def _flattened(model: onnx.ModelProto) -> onnx.ModelProto:
     flat.graph.node.extend(all_nodes(model.graph))
     flat.graph.initializer.extend(t for g in all_graphs(model.graph) for t in g.initializer)
     return flat
+
+
+#: metadata_props key of the ops faaq left float on purpose, with why ({node: reason} as JSON)
+LEFT_FLOAT_KEY = "faaq.left_float"
+
+
+def record_left_float(proto: onnx.ModelProto, left_float: dict[str, str]) -> None:
+    """Write discovery's reasons into the model, so `faaq inspect --kernels` on the written file
+    names them as the quantize summary did (only nodes still in the model)."""
+    names = {n.name for n in all_nodes(proto.graph)}  # If branches included
+    kept = {k: v for k, v in left_float.items() if k in names}
+    if kept:
+        proto.metadata_props.add(key=LEFT_FLOAT_KEY, value=json.dumps(kept, sort_keys=True))
+
+
+def recorded_left_float(model: onnx.ModelProto) -> dict[str, str] | None:
+    """The reasons record_left_float wrote, or None (a model faaq did not write)."""
+    for p in model.metadata_props:
+        if p.key == LEFT_FLOAT_KEY:
+            try:
+                return {str(k): str(v) for k, v in json.loads(p.value).items()}
+            except (ValueError, AttributeError):
+                return None
+    return None
 
 
 def _load(model) -> onnx.ModelProto:

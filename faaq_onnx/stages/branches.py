@@ -24,6 +24,7 @@ from faaq_onnx.analysis.discover import WEIGHT_OPS
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import all_nodes, check_model, model_input_shapes, subgraphs, to_proto
 from faaq_onnx.results import QuantizeResult
+from faaq_onnx.runtime.kernels import record_left_float
 
 BRANCHES = ("then_branch", "else_branch")
 
@@ -329,6 +330,8 @@ def quantize_in_branches(
         for e, r in results
         for k, v in r.report["verify"]["size"]["per_weight"].items()
     }
+    left_float = {k: v for _, r in results for k, v in r.qgraph.left_float.items()}
+    record_left_float(spliced, left_float)
     verification = verify(
         proto,
         spliced,
@@ -336,7 +339,7 @@ def quantize_in_branches(
         {"weights": merged},
         config.batch_size,
         reference=str(model_path),
-        left_float={k: v for _, r in results for k, v in r.qgraph.left_float.items()},
+        left_float=left_float,
     )
     report = _report(model_path, results, entries, verification, notes)
     report["calibration"]["verification_held_out"] = not reuses_calibration(inputs, held)

@@ -15,6 +15,7 @@ from faaq_onnx.passes.emit_qdq import EmitSummary, emit_qdq, needed_opset
 from faaq_onnx.passes.sample_axis import DropSampleAxisPass
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.results import BIG_MODEL_BYTES, QuantizeResult, spill_to_disk, write_result
+from faaq_onnx.runtime.kernels import record_left_float
 
 
 class Emission:
@@ -69,6 +70,7 @@ class Emission:
                 proto, emitted.matmulnbits = convert_to_matmulnbits(
                     proto, drop_activation_qdq=True, nodes=nbits
                 )
+            record_left_float(proto, comp.qgraph.left_float)
         return proto, emitted
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
@@ -76,7 +78,7 @@ class Emission:
         from faaq_onnx.report import quantize_report
 
         comp = self.comp
-        proto, emitted = self.build(plan)
+        proto, emitted = self.build(plan)  # records why ops stay float (faaq inspect --kernels)
         release()  # the float weights have been read: their pages need not stay mapped
         if external_bytes(comp.float_proto) > BIG_MODEL_BYTES:
             # a big model's quantized weights go to a data file ORT maps, rather than staying in

@@ -110,3 +110,17 @@ def test_a_residual_add_read_only_by_a_layernorm_is_named_as_feeding_no_quantize
     assert "residual" not in ops
     assert "feeds no quantized op (read by LayerNormalization)" in q.left_float["residual"]
     assert "ln" not in q.left_float  # ORT has no integer kernel for it: nothing left out
+
+
+def test_the_written_model_carries_the_reasons_to_faaq_inspect(tmp_path):
+    from faaq_onnx import quantize
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.graph import to_proto
+    from faaq_onnx.runtime.kernels import kernel_report
+
+    src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
+    onnx.save(to_proto(_swish_between_matmuls("hb")), src)
+    calib = {"x": np.random.default_rng(0).standard_normal((16, 6, 8)).astype(np.float32)}
+    quantize(str(src), calib, str(out), QuantConfig(scheme="w8a8", progress=False))
+    why = {u["node"]: u["why_float"] for u in kernel_report(str(out))["unquantized_nodes"]}
+    assert "product below rank 4" in why["swish"]

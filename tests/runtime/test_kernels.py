@@ -16,6 +16,8 @@ from faaq_onnx.runtime.kernels import (
     compare_kernels,
     format_kernel_report,
     kernel_report,
+    record_left_float,
+    recorded_left_float,
 )
 
 
@@ -463,3 +465,17 @@ def test_a_float_model_lists_nothing_as_left_unquantized():
     ]
     report = kernel_report(_model(nodes, [], [1, 4, 8, 8], [1, 4, 8, 8], 17))
     assert report["unquantized_nodes"] == []
+
+
+def test_reasons_recorded_in_the_model_are_what_inspect_reports(tmp_path):
+    m = _quantized_conv_then_float_softmax()
+    record_left_float(m, {"sigmoid": "left float by faaq: reason 1", "gone": "a node not in it"})
+    assert recorded_left_float(m) == {"sigmoid": "left float by faaq: reason 1"}
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    listed = kernel_report(str(path))["unquantized_nodes"]
+    assert [(u["node"], u["why_float"]) for u in listed] == [
+        ("sigmoid", "left float by faaq: reason 1")
+    ]
+    record_left_float(bare := _quantized_conv_then_float_softmax(), {})
+    assert recorded_left_float(bare) is None and not bare.metadata_props
