@@ -209,7 +209,8 @@ def sweep_key(
     weights_key: str = "",
 ) -> str:
     """Everything a table depends on: model, data, settings, candidates, metrics, the
-    number of Fisher samples (when FIT is measured) and how weights were rounded."""
+    number of Fisher samples (when FIT is measured), how weights were rounded, whether
+    8-bit weights keep a 7-bit range here, and the ONNX Runtime version."""
     h = hashlib.sha256()
     h.update(float_proto.SerializeToString(deterministic=True))
     for k in sorted(inputs):
@@ -229,9 +230,14 @@ def sweep_key(
     ):  # preset: already in the inputs hashed above
         settings.pop(k, None)
     fit = fit_samples if "fit" in metrics else None
+    # what "auto" resolved to on this machine, and the runtime that measured: a table made where
+    # 8-bit weights keep a 7-bit range (no VNNI) is not one for a machine where they keep 8
+    import onnxruntime
+
+    machine = [config.weights_reduce_range, onnxruntime.__version__]
     h.update(
         json.dumps(
-            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, "v2"],
+            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v3"],
             sort_keys=True,
         ).encode()
     )

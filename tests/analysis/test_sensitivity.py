@@ -156,6 +156,22 @@ def test_cache_key_follows_fisher_samples_and_learned_rounding(comp):
     )
 
 
+@pytest.mark.parametrize("saturates", [True, False])
+def test_cache_key_follows_what_reduce_range_auto_resolved_to(comp, monkeypatch, saturates):
+    """--reduce-range auto keeps 8-bit weights at 7 bits on a CPU without VNNI: a table measured
+    there must not be read back on a machine that keeps 8 (the setting says "auto" on both)."""
+    from faaq_onnx.analysis.sensitivity import sweep_key
+    from faaq_onnx.config import Candidate
+    from faaq_onnx.runtime import capabilities
+
+    args = (comp.float_proto, comp.inputs, comp.config, [Candidate(8, 8)], ("sqnr",))
+    comp.config.reduce_range = "auto"
+    monkeypatch.setattr(capabilities, "int8_products_saturate", lambda: saturates)
+    here = sweep_key(*args)
+    monkeypatch.setattr(capabilities, "int8_products_saturate", lambda: not saturates)
+    assert sweep_key(*args) != here
+
+
 def test_damage_ranking_and_markdown_of_a_known_table():
     """A table written by hand: SQNR turns into noise power, KL and FIT pass through,
     the ranking puts the most damaged group first, and the markdown has one column per
