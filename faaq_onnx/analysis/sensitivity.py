@@ -232,9 +232,9 @@ def sweep_key(
     fit = fit_samples if "fit" in metrics else None
     # what "auto" resolved to on this machine, and the runtime that measured: a table made where
     # 8-bit weights keep a 7-bit range (no VNNI) is not one for a machine where they keep 8
-    import onnxruntime
+    from faaq_onnx.runtime.capabilities import ort_version
 
-    machine = [config.weights_reduce_range, onnxruntime.__version__]
+    machine = [config.weights_reduce_range, ort_version()]
     h.update(
         json.dumps(
             [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v3"],

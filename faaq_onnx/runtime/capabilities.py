@@ -37,9 +37,9 @@ def int2_unsupported_reason() -> str | None:
     try:
         out = make_session(model).run(None, {"x": np.zeros(4, np.float32)})[0]
     except Exception as exc:  # any failure means "not here"
-        return f"onnxruntime {_ort_version()} cannot run int2 at opset 25 ({str(exc).splitlines()[0][:120]})"
+        return f"onnxruntime {ort_version()} cannot run int2 at opset 25 ({str(exc).splitlines()[0][:120]})"
     if not np.array_equal(out, [-2, -1, 0, 1]):
-        return f"onnxruntime {_ort_version()} decodes int2 incorrectly"
+        return f"onnxruntime {ort_version()} decodes int2 incorrectly"
     return None
 
 
@@ -77,7 +77,8 @@ def int8_products_saturate() -> bool:
     return not np.allclose(out, 255.0 * 127.0 * k)
 
 
-def _ort_version() -> str:
+def ort_version() -> str:
+    """The ONNX Runtime version measurements were taken with (cache keys)."""
     import onnxruntime
 
     return onnxruntime.__version__
