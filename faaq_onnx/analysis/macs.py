@@ -44,11 +44,26 @@ def op_macs(node: ir.Node, shape_of) -> int:
             k = a[-1]
         if len(out) <= 2:
             per_sample = int(out[-1]) if len(out) == 2 else per_sample
+            per_sample *= _rows_per_sample(node, shape_of)
         return per_sample * int(k)
     if op in ("Add", "GlobalAveragePool", "AveragePool"):
         x = shape_of(node.inputs[0])
         return int(np.prod(x[1:])) if x is not None and len(x) > 1 else 0
     return 0
+
+
+def _rows_per_sample(node: ir.Node, shape_of) -> int:
+    """Rows of a 2-D Gemm/MatMul input that belong to one sample: 1, unless the input is a
+    [batch, sequence, ..., K] tensor flattened to [batch * sequence * ..., K] by a Reshape
+    (fuse_matmul_add's form of a fixed-shape transformer layer): then sequence * ...."""
+    a = node.inputs[0] if node.inputs else None
+    prod = a.producer() if a is not None else None
+    if prod is None or prod.op_type != "Reshape" or not prod.inputs:
+        return 1
+    src, flat = shape_of(prod.inputs[0]), shape_of(a)
+    if src is None or flat is None or len(src) < 3 or len(flat) != 2 or src[-1] != flat[-1]:
+        return 1  # not rows flattened with their features kept (a CNN's [N, C, 1, 1] -> [N, C])
+    return int(np.prod(src[1:-1]))
 
 
 def _static_shape(v: ir.Value | None):

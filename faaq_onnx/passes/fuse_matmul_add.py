@@ -1,9 +1,15 @@
-"""Turn a 2-D MatMul by a constant weight plus a constant bias Add into one Gemm.
+"""Turn a MatMul by a constant weight plus a constant bias Add into one Gemm.
 
 Exporters (Paddle, TF converters, TorchScript with some opsets) write a classifier as
 MatMul + Add. ONNX Runtime fuses the two into a float Gemm at load, before its QDQ
 fusion, and a Gemm whose bias is a float Add's constant gets no integer kernel. As a
 Gemm here, the bias becomes faaq's int32 bias and the layer runs as QGemm.
+
+A transformer exported with fixed shapes has the same pair on [batch, sequence, K]
+inputs: ORT reshapes them to 2-D and fuses them into a float Gemm too (a fixed-shape BERT
+block's output projection and feed-forward layers, whose outputs feed a LayerNorm or a
+GELU, ran in float). With every dimension known, the pair becomes Reshape -> Gemm ->
+Reshape here, as ORT would write it, and the Gemm runs as QGemm.
 """
 
 from __future__ import annotations
@@ -24,15 +30,29 @@ class FuseMatMulAddPass(InPlacePass):
             if fused is None:
                 continue
             add, bias = fused
-            gemm = ir.node("Gemm", [mm.inputs[0], mm.inputs[1], bias])
-            graph.insert_after(add, gemm)
+            a, out = mm.inputs[0], add.outputs[0]
+            flat = _flattened(graph, mm, a) if len(a.shape) > 2 else None
+            gemm = ir.node("Gemm", [flat.outputs[0] if flat else a, mm.inputs[1], bias])
             gemm.name = mm.name  # the layer keeps its name (plans, reports, overrides name it)
-            out = add.outputs[0]
-            gemm.outputs[0].type, gemm.outputs[0].shape = out.type, out.shape
-            ir.convenience.replace_all_uses_with(out, gemm.outputs[0], replace_graph_outputs=True)
+            new = [n for n in (flat, gemm) if n is not None]
+            if flat is not None:  # back to [batch, sequence, N]
+                n_w = int(np.asarray(const_array(mm.inputs[1])).shape[1])
+                dims = np.array([*a.shape.numpy()[:-1], n_w], np.int64)
+                shape = add_initializer(graph, f"{mm.name}_out_shape", dims)
+                new.append(
+                    ir.node("Reshape", [gemm.outputs[0], shape], name=f"{mm.name}_unflatten")
+                )
+                gemm.outputs[0].shape = ir.Shape([int(np.prod(dims[:-1])), n_w])
+                gemm.outputs[0].type = out.type
+                gemm.outputs[0].name = f"{out.name}_2d"
+            result = new[-1].outputs[0]
+            result.type = out.type
+            result.shape = out.shape if flat is None else ir.Shape([int(d) for d in dims])
+            graph.insert_after(add, new)
+            ir.convenience.replace_all_uses_with(out, result, replace_graph_outputs=True)
             name = out.name
             out.name = name + "_unfused"
-            gemm.outputs[0].name = name
+            result.name = name
             graph.remove([add, mm], safe=True)
             modified = True
         return PassResult(model, modified)
@@ -43,8 +63,10 @@ def _fusable(mm: ir.Node):
     if mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx") or len(mm.inputs) != 2:
         return None
     a, w = mm.inputs
-    if a is None or a.shape is None or len(a.shape) != 2 or w is None or not w.is_initializer():
+    if a is None or a.shape is None or w is None or not w.is_initializer():
         return None
+    if len(a.shape) < 2 or (len(a.shape) > 2 and not _static(a)):
+        return None  # ORT fuses a rank-3 pair only with every dimension known: so do we
     warr = const_array(w)
     if warr is None or warr.ndim != 2 or not is_float_tensor(w):
         return None
@@ -68,3 +90,18 @@ def _fusable(mm: ir.Node):
     return add, add_initializer(
         mm.graph, f"{other.name}_gemm_bias", np.ascontiguousarray(barr.reshape(-1))
     )
+
+
+def _static(v: ir.Value) -> bool:
+    return v.shape is not None and all(isinstance(d, int) and d > 0 for d in v.shape)
+
+
+def _flattened(graph: ir.Graph, mm: ir.Node, a: ir.Value) -> ir.Node:
+    """Reshape [d0, ..., K] -> [d0 * ..., K] in front of the Gemm."""
+    dims = [int(d) for d in a.shape.numpy()]
+    shape = add_initializer(graph, f"{mm.name}_in_shape", np.array([-1, dims[-1]], np.int64))
+    node = ir.node("Reshape", [a, shape], name=f"{mm.name}_flatten")
+    node.outputs[0].name = f"{a.name}_{mm.name}_2d"
+    node.outputs[0].shape = ir.Shape([int(np.prod(dims[:-1])), dims[-1]])
+    node.outputs[0].type = a.type
+    return node

@@ -174,3 +174,15 @@ def test_attention_groups_of_a_dynamic_shape_export_cost_their_macs(calib, tmp_p
     assert {tuple(w.consumers): w.macs for w in comp.qgraph.weights.values()} == {
         tuple(w.consumers): w.macs for w in want_groups.weights.values()
     }
+
+
+def test_a_fixed_shape_export_runs_every_weighted_matmul_on_an_integer_kernel(tmp_path, calib):
+    """torch.onnx.export without dynamic axes (the default) fixes [1, 8, 32]: ORT fused the
+    output projection's and feed-forward's MatMul + bias Add into float Gemms at load (3 of 6
+    weighted ops in float); as Reshape -> Gemm -> Reshape they run as QGemm."""
+    from faaq_onnx.runtime.kernels import kernel_report
+
+    src, out = _export_block(tmp_path / "fixed.onnx"), tmp_path / "q.onnx"
+    quantize(src, {"x": calib["x"][:16]}, str(out), QuantConfig(progress=False))
+    weighted = kernel_report(str(out))["weighted_ops"]
+    assert weighted["total"] == 6 and weighted["integer"] == 6, weighted["float"]

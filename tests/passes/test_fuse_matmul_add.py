@@ -25,7 +25,7 @@ def _run(nodes, inits, x_shape=(3, 4), outputs=("y",)):
     )
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 10
-    feeds = {"x": _f(*(x_shape or (3, 4)), seed=5)}
+    feeds = {"x": _f(*[d if isinstance(d, int) else 2 for d in x_shape or (3, 4)], seed=5)}
     return apply_pass_keeping_outputs(FuseMatMulAddPass(), proto, feeds)
 
 
@@ -51,6 +51,16 @@ def test_matmul_and_bias_add_become_one_gemm(bias, order):
     assert b.shape == (n,)
 
 
+def test_a_fixed_shape_rank_3_pair_becomes_reshape_gemm_reshape():
+    """[batch, sequence, K] with every dimension known (a fixed-shape transformer export): ORT
+    would fuse it into a float Gemm between Reshapes at load; written so here, it quantizes."""
+    nodes = [_mm(), helper.make_node("Add", ["m", "b"], ["y"], name="add")]
+    modified, after = _run(nodes, {"w": _f(4, 5), "b": _f(5, seed=1)}, x_shape=(2, 3, 4))
+    assert modified
+    assert [n.op_type for n in after.graph.node] == ["Reshape", "Gemm", "Reshape"]
+    assert after.graph.node[1].name == "fc" and list(after.graph.node[2].output) == ["y"]
+
+
 def test_a_bias_from_a_constant_node_becomes_an_initializer():
     nodes = [
         helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(_f(5, seed=1))),
@@ -65,7 +75,7 @@ CASES = {
     "a bias of one row per sample": ({"w": _f(4, 5), "b": _f(3, 5)}, (3, 4), ("y",), None),
     "a bias of the wrong length": ({"w": _f(4, 5), "b": _f(1, seed=2)}, (3, 4), ("y",), None),
     "a 3-d bias": ({"w": _f(4, 5), "b": _f(1, 1, 5)}, (3, 4), ("y",), None),
-    "a rank-3 input": ({"w": _f(4, 5), "b": _f(5)}, (2, 3, 4), ("y",), None),
+    "a rank-3 input of unknown batch": ({"w": _f(4, 5), "b": _f(5)}, ("N", 3, 4), ("y",), None),
     "an input of unknown shape": ({"w": _f(4, 5), "b": _f(5)}, None, ("y",), None),
     "a 3-d weight": ({"w": _f(2, 4, 5), "b": _f(5)}, (2, 3, 4), ("y",), None),
     "a MatMul output read twice": ({"w": _f(4, 5), "b": _f(5)}, (3, 4), ("y", "z"), "twice"),
