@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| encoder-{ts17,dynamo18} | torch.nn.TransformerEncoder, 2 layers, d 64, random weights | input 1x32x64 | Gaussian token embeddings |
 
 torch exports use fixed shapes (batch 1), as exporters do by default.
 """
@@ -606,6 +607,51 @@ def effnet(name: str, work: Path, ddir: Path | None) -> Entry:
     )
 
 
+ENCODERS = {"encoder-ts17": ("ts", 17), "encoder-dynamo18": ("dynamo", 18)}
+
+
+def encoder(name: str, work: Path, ddir: Path | None) -> Entry:
+    """PyTorch's own nn.TransformerEncoder (2 post-norm layers, d_model 64, 4 heads, GELU
+    feed-forward 256, batch_first) on [1, 32, 64] token embeddings: a BERT-class block as the
+    torch exporters write it by default, every shape fixed. Random weights; SQNR only."""
+    import torch
+
+    exp, opset = ENCODERS[name]
+    path = work / f"{name}.onnx"
+    notes = []
+    if not path.exists():
+        torch.manual_seed(7)
+        layer = torch.nn.TransformerEncoderLayer(
+            64, 4, 256, dropout=0.0, activation="gelu", batch_first=True
+        )
+        model = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX form
+        try:
+            notes = _export(model, torch.randn(1, 32, 64), path, exp, opset)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
+
+    def feeds(split, n):  # token embeddings: unit-variance rows with a shared offset per sample
+        out = []
+        for s in _split_seeds(split, n):
+            rng = np.random.default_rng(10_000 + s)
+            x = rng.standard_normal((1, 32, 64)) + 0.5 * rng.standard_normal((1, 1, 64))
+            out.append({"input": x.astype(np.float32)})
+        return out
+
+    exporter = "dynamo=True" if exp == "dynamo" else "dynamo=False (TorchScript)"
+    return Entry(
+        name,
+        path,
+        feeds,
+        source=f"torch.nn.TransformerEncoder (2 layers, d 64, 4 heads, GELU FF 256), random weights; "
+        f"torch.onnx.export {exporter}, opset {opset}, fixed shape 1x32x64",
+        data="Gaussian token embeddings with a per-sample offset (seeded)",
+        notes=notes,
+    )
+
+
 # ----------------------------------------------------------------------------- the corpus
 
 BUILDERS: dict[str, Callable[[Path, Path | None], Entry]] = {
@@ -617,6 +663,7 @@ BUILDERS: dict[str, Callable[[Path, Path | None], Entry]] = {
     "effnet-lite0-ts13": lambda w, d: effnet("effnet-lite0-ts13", w, d),
     "effnet-lite0-dynamo18": lambda w, d: effnet("effnet-lite0-dynamo18", w, d),
     **{k: (lambda w, d, k=k: tiny(k, w, d)) for k in TINY},
+    **{k: (lambda w, d, k=k: encoder(k, w, d)) for k in ENCODERS},
 }
 
 QUICK = ["paddle-cls", "silero-vad-16k", "samepad-ts13", "hswish-ts13"]

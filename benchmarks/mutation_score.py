@@ -302,6 +302,7 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/passes/fold_batchnorm.py": ["tests/passes/test_fold_batchnorm.py", *_CANON],
     "faaq_onnx/passes/fold_pad.py": ["tests/passes/test_fold_pad.py", *_CANON],
     "faaq_onnx/passes/spatial_mean.py": ["tests/passes/test_spatial_mean.py", *_CANON],
+    "faaq_onnx/passes/unshare_bias.py": ["tests/passes/test_unshare_bias.py", *_CANON],
     "faaq_onnx/passes/drop_noop_arith.py": ["tests/passes/test_drop_noop_arith.py", *_CANON],
     "faaq_onnx/passes/fold_conv_affine.py": ["tests/passes/test_fold_conv_affine.py", *_CANON],
     "faaq_onnx/passes/emit_constants.py": [

@@ -23,6 +23,7 @@ from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
 from faaq_onnx.passes.fuse_matmul_add import FuseMatMulAddPass
 from faaq_onnx.passes.simplify import SimplifyPass
 from faaq_onnx.passes.spatial_mean import SpatialMeanToGlobalPoolPass
+from faaq_onnx.passes.unshare_bias import UnshareBiasPass
 from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
 
@@ -54,6 +55,7 @@ def canonicalize(
         FoldPadIntoConvPass(),
         SpatialMeanToGlobalPoolPass(),
         FuseMatMulAddPass(),
+        UnshareBiasPass(),
         DecomposeHardSwishPass(),
         WrittenOutHardSwishPass(),
         *([cle_pass] if cle_pass else []),
