@@ -75,6 +75,30 @@ def is_float_tensor(value: ir.Value) -> bool:
     return value.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
 
+def is_float_activation(v: ir.Value | None) -> bool:
+    """A tensor computed at run time (not an initializer, constant or Constant output) of a
+    float type, or of a type shape inference did not give: what a quantizer could read."""
+    if v is None or v.is_initializer() or v.const_value is not None:
+        return False
+    prod = v.producer()
+    if prod is not None and prod.op_type == "Constant":
+        return False
+    return v.dtype is None or is_float_tensor(v)
+
+
+def known_rank(x: ir.Value) -> int | None:
+    """x's rank: from its shape, else from the Conv that made it (shape inference gives up
+    on the parts of exported graphs behind dynamic Reshapes)."""
+    if x.shape is not None:
+        return len(x.shape)
+    prod = x.producer()
+    if prod is not None and prod.op_type in ("Conv", "ConvTranspose") and len(prod.inputs) > 1:
+        w = prod.inputs[1]
+        if w is not None and w.shape is not None:
+            return len(w.shape)
+    return None
+
+
 def node_name(node: ir.Node) -> str:
     return node.name or f"{node.op_type}_{id(node):x}"
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import onnx_ir as ir
 
+from faaq_onnx.graph import is_float_activation
+
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
 OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
 # ops ORT's CPU EP runs as an integer kernel when Q/DQ surround them (QLinear*, QGemm)
@@ -130,7 +132,7 @@ def left_float(
             continue
         if id(node) in kept_ids or not node.name:
             continue
-        activations = [v for v in node.inputs if v is not None and _is_activation(v)]
+        activations = [v for v in node.inputs if v is not None and is_float_activation(v)]
         if not activations or (
             any(v.name in quantized for v in activations)
             and any(o is not None and o.name in quantized for o in node.outputs)
@@ -165,12 +167,3 @@ def left_float(
                 f"(only {QUANTIZED_TYPES} get them)"
             )
     return out
-
-
-def _is_activation(v: ir.Value) -> bool:
-    if v.is_initializer() or v.const_value is not None:
-        return False
-    prod = v.producer()
-    if prod is not None and prod.op_type == "Constant":
-        return False
-    return v.dtype is None or v.dtype.is_floating_point()

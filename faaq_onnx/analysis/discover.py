@@ -24,7 +24,7 @@ from faaq_onnx.analysis.coverage import (
     worth_quantizing,
 )
 from faaq_onnx.analysis.macs import _static_shape, op_macs
-from faaq_onnx.graph import is_float_tensor
+from faaq_onnx.graph import is_float_activation, is_float_tensor
 from faaq_onnx.groups import (
     ActivationQuantizer,
     QuantizerGraph,
@@ -150,15 +150,6 @@ def _feature_map(v: ir.Value | None) -> bool:
     return v is not None and v.shape is not None and len(v.shape) >= 4
 
 
-def _float_activation(v: ir.Value | None) -> bool:
-    if v is None or v.is_initializer() or v.const_value is not None:
-        return False
-    prod = v.producer()
-    if prod is not None and prod.op_type == "Constant":
-        return False
-    return v.dtype is None or is_float_tensor(v)
-
-
 def weight_axes(node: ir.Node, shape: tuple[int, ...], index: int) -> tuple[int | None, int | None]:
     """(output-channel axis, reduction axis) of a weight, for per-channel and blocked scales."""
     op = node.op_type
@@ -198,7 +189,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             data = [v for i, v in enumerate(node.inputs[:2]) if i != widx]
             if op == "Conv" or op == "ConvTranspose" or op == "Gemm":
                 data = [node.inputs[0]]
-            if not all(_float_activation(v) for v in data):
+            if not all(is_float_activation(v) for v in data):
                 skipped.append(f"{node.name}: {op} whose data input is not a float activation")
                 continue
         elif op in ACTIVATION_OPS:
@@ -206,12 +197,12 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             data = [v for i, v in enumerate(node.inputs) if v is not None and i not in consts]
             if op in ("GlobalAveragePool", "AveragePool"):
                 data = data[:1]
-            if op == "MatMul" and not all(_float_activation(v) for v in data):
+            if op == "MatMul" and not all(is_float_activation(v) for v in data):
                 skipped.append(
                     f"{node.name}: MatMul weight is not a float initializer of rank >= 2"
                 )
                 continue
-            if not data or not all(_float_activation(v) for v in data):
+            if not data or not all(is_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
             if op == "Mul" and not _feature_map(node.outputs[0]):
                 deferred.append((node, widx, data))  # decided once the rest is known
@@ -220,7 +211,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             if op in WEIGHT_OPS:
                 skipped.append(f"{node.name}: {op} without a constant float weight")
             continue
-        if not node.outputs or not _float_activation(node.outputs[0]):
+        if not node.outputs or not is_float_activation(node.outputs[0]):
             continue
         compute_nodes.append((node, widx, data))
 
@@ -355,10 +346,10 @@ def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:
         if not node.inputs or not node.outputs or not passes_grid_through(node):
             continue
         x = node.inputs[0]
-        if not _float_activation(x):
+        if not is_float_activation(x):
             continue
         for y in node.outputs:
-            if y is not None and _float_activation(y):
+            if y is not None and is_float_activation(y):
                 uf.union(x.name, y.name)
                 if node.op_type in CLAMPS:
                     clamp_nodes[y.name] = node

@@ -13,7 +13,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import const_array, is_float_tensor
+from faaq_onnx.graph import const_array, is_float_tensor, known_rank
 
 _NEUTRAL = {"Mul": (1.0, (0, 1)), "Div": (1.0, (1,)), "Add": (0.0, (0, 1)), "Sub": (0.0, (1,))}
 
@@ -49,20 +49,7 @@ def _kept_operand(node: ir.Node) -> ir.Value | None:
             continue
         if float(np.asarray(arr).reshape(-1)[0]) != neutral or x.const_value is not None:
             continue
-        rank = _rank(x)
+        rank = known_rank(x)
         if arr.ndim == 0 or (rank is not None and rank >= arr.ndim):
             return x
-    return None
-
-
-def _rank(x: ir.Value) -> int | None:
-    """x's rank: from its shape, else from the Conv that made it (shape inference gives up
-    on the parts of exported graphs behind dynamic Reshapes)."""
-    if x.shape is not None:
-        return len(x.shape)
-    prod = x.producer()
-    if prod is not None and prod.op_type in ("Conv", "ConvTranspose") and len(prod.inputs) > 1:
-        w = prod.inputs[1]
-        if w is not None and w.shape is not None:
-            return len(w.shape)
     return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import const_array, is_float_tensor
+from faaq_onnx.graph import const_array, is_float_tensor, known_rank
 
 
 class SpatialMeanToGlobalPoolPass(InPlacePass):
@@ -90,17 +90,12 @@ _ELEMENTWISE = {
 
 
 def _rank(x: ir.Value, depth: int = 0) -> int | None:
-    """x's rank: from its shape, else from the ops that made it (elementwise ops back to a
-    Conv, whose weight's rank is its output's); shape inference gives up behind dynamic
-    Reshapes in exported graphs. None when nothing tells."""
-    if x.shape is not None:
-        return len(x.shape)
+    """x's rank as known_rank tells it, else through the elementwise ops that made it (back to
+    a shape or a Conv). None when nothing tells."""
+    rank = known_rank(x)
     prod = x.producer()
-    if prod is None or depth > 16:
-        return None
-    if prod.op_type in ("Conv", "ConvTranspose") and len(prod.inputs) > 1:
-        w = prod.inputs[1]
-        return len(w.shape) if w is not None and w.shape is not None else None
+    if rank is not None or prod is None or depth > 16:
+        return rank
     if prod.op_type not in _ELEMENTWISE or prod.domain not in ("", "ai.onnx"):
         return None
     ins = prod.inputs[:1] if prod.op_type in ("Clip", "BatchNormalization") else prod.inputs
