@@ -19,7 +19,7 @@ from faaq_onnx.analysis.metrics import ratio_db
 from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import check_model
-from faaq_onnx.runtime.kernels import compare_kernels
+from faaq_onnx.runtime.kernels import compare_kernels, recorded_left_float
 from faaq_onnx.runtime.runner import run_batches
 from faaq_onnx.runtime.session import make_session
 
@@ -69,7 +69,6 @@ def verify(
     batch_size: int = 16,
     reference=None,
     confidence: float = DEFAULT_CONFIDENCE,
-    left_float: dict[str, str] | None = None,
 ) -> dict:
     """Check the emitted model; SQNR against `reference` (the model file the user gave, which
     ORT reads itself, read-only), or against `float_proto` where no reference is given."""
@@ -108,8 +107,11 @@ def verify(
         # the graph ORT really runs: which quantized ops got integer kernels
         opt_path = os.path.join(tmp, "optimized.onnx")
         q_sess = make_session(quant_proto, optimized_model_path=opt_path)
+        # the reasons emission wrote into the model for the ops faaq left float
         kernels = compare_kernels(
-            quant_proto, onnx.load(opt_path, load_external_data=False), left_float=left_float
+            quant_proto,
+            onnx.load(opt_path, load_external_data=False),
+            left_float=recorded_left_float(quant_proto) or {},
         )
     compare = {name: RunningComparison() for name in names}
     for start, outs in run_batches(q_sess, inputs, batch_size, names):

@@ -330,8 +330,7 @@ def quantize_in_branches(
         for e, r in results
         for k, v in r.report["verify"]["size"]["per_weight"].items()
     }
-    left_float = {k: v for _, r in results for k, v in r.qgraph.left_float.items()}
-    record_left_float(spliced, left_float)
+    record_left_float(spliced, {k: v for _, r in results for k, v in r.qgraph.left_float.items()})
     verification = verify(
         proto,
         spliced,
@@ -339,7 +338,6 @@ def quantize_in_branches(
         {"weights": merged},
         config.batch_size,
         reference=str(model_path),
-        left_float=left_float,
     )
     report = _report(model_path, results, entries, verification, notes)
     report["calibration"]["verification_held_out"] = not reuses_calibration(inputs, held)

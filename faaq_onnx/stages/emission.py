@@ -95,7 +95,6 @@ class Emission:
                 comp.config.batch_size,
                 reference=str(comp.model_path),
                 confidence=self.confidence,
-                left_float=comp.qgraph.left_float,
             )
         if comp.config.measure_latency:
             with comp.stage("latency_check"):

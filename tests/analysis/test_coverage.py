@@ -121,6 +121,10 @@ def test_the_written_model_carries_the_reasons_to_faaq_inspect(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(to_proto(_swish_between_matmuls("hb")), src)
     calib = {"x": np.random.default_rng(0).standard_normal((16, 6, 8)).astype(np.float32)}
-    quantize(str(src), calib, str(out), QuantConfig(scheme="w8a8", progress=False))
+    result = quantize(str(src), calib, str(out), QuantConfig(scheme="w8a8", progress=False))
     why = {u["node"]: u["why_float"] for u in kernel_report(str(out))["unquantized_nodes"]}
     assert "product below rank 4" in why["swish"]
+    reported = {
+        u["node"]: u["why_float"] for u in result.report["verify"]["kernels"]["unquantized"]
+    }
+    assert reported == why  # the quantize report reads the same reasons from the model it wrote
