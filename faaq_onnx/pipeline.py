@@ -123,6 +123,8 @@ class Compilation:
 
         self.config = config or QuantConfig()
         self.timings: dict[str, float] = {}
+        # bias correction's float output means per channel, per (samples, tensors): one pass each
+        self.float_means: dict = {}
         self.prepared = Prepared(
             model_path, calib, self.config, target_opset, floor, self.stage, compare
         )

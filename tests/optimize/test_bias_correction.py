@@ -105,3 +105,26 @@ def test_gptq_corrects_biases_in_its_own_pass(tiny_cnn, cnn_calib):
     before = np.concatenate([p - r for p, r in zip(plain, ref)])
     after = np.concatenate([c - r for c, r in zip(corrected, ref)])
     assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())
+
+
+def test_the_float_means_are_measured_once_per_compilation(tiny_cnn, cnn_calib, monkeypatch):
+    """A second plan's correction over the same samples reuses the float pass of the first (the
+    float model does not change within a compilation), and corrects exactly as a fresh pass does."""
+    from faaq_onnx.optimize import bias_correction as bc
+
+    calls = []
+    real = bc.channel_means
+    monkeypatch.setattr(bc, "channel_means", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    first = bias_corrections(comp, comp.uniform("w2a8"), samples=32)
+    second = bias_corrections(comp, comp.uniform("w4a8"), samples=32)
+    assert len(calls) == 1
+    comp.float_means.clear()
+    fresh = bias_corrections(comp, comp.uniform("w4a8"), samples=32)
+    assert len(calls) == 2
+    assert set(first) == set(second) == set(fresh)
+    for k in fresh:
+        np.testing.assert_array_equal(second[k], fresh[k])
+    bias_corrections(comp, comp.uniform("w4a8"), samples=16)  # other samples: measured again
+    assert len(calls) == 3

@@ -480,36 +480,71 @@ def test_auto_pad_patches_are_what_onnx_runtime_convolves(auto_pad):
     )
 
 
-def test_the_inverse_factor_holds_on_a_badly_conditioned_hessian():
+def test_the_factor_holds_on_a_badly_conditioned_hessian():
     """Correlated layer inputs (one shared component, as after ReLU6 on EfficientNet-Lite0) give
-    a damped H whose condition number is ~1e5: the factor U with U^T U = H^-1 must still be exact
+    a damped H whose condition number is ~1e5: the factor V with V Vᵀ = H must still be exact
     to float64 precision. A float32 factorization (once tried for speed) is off by ~1e-3 here,
     and took EfficientNet-Lite0 W4A8 from 80.36 % to 78.93 %."""
-    from faaq_onnx.optimize.gptq import DAMP, _inverse_cholesky
+    from faaq_onnx.optimize.gptq import DAMP, _reverse_factor
 
     rng = np.random.default_rng(0)
     k = 512
     x = rng.standard_normal((4096, 1)) * 10 + 1e-2 * rng.standard_normal((4096, k))
     h = (2 * x.T @ x / len(x))[None]
-    u = _inverse_cholesky(h)[0]
+    v = _reverse_factor(h)[0]
     damped = h[0] + DAMP * np.mean(np.diag(h[0])) * np.eye(k)
     assert np.linalg.cond(damped) > 1e4
-    assert np.allclose(np.triu(u), u)  # upper triangular
-    err = np.abs(u.T @ u @ damped - np.eye(k)).max()
-    assert err < 1e-6, err
+    assert np.allclose(np.triu(v), v)  # upper triangular
+    err = np.abs(v @ v.T - damped).max() / np.abs(damped).max()
+    assert err < 1e-12, err
 
 
 def test_damping_grows_tenfold_six_times_then_gives_up():
     """H = diag(1, -b) has mean diagonal (1 - b) / 2: it factors once the damping (1 %, 10 %, ...
     of that mean) passes b. b = 0.99 needs the sixth step, 1000x the mean; b = 0.999 more."""
-    from faaq_onnx.optimize.gptq import DAMP, _inverse_cholesky
+    from faaq_onnx.optimize.gptq import DAMP, _reverse_factor
 
     h = np.diag([1.0, -0.99])[None]
-    u = _inverse_cholesky(h)[0]
+    v = _reverse_factor(h)[0]
     damped = h[0] + DAMP * 10**5 * 0.005 * np.eye(2)
-    np.testing.assert_allclose(u.T @ u, np.linalg.inv(damped), rtol=1e-9)
+    np.testing.assert_allclose(v @ v.T, damped, rtol=1e-9)
     with pytest.raises(np.linalg.LinAlgError, match=r"does not factor even with 1000x its mean"):
-        _inverse_cholesky(np.diag([1.0, -0.999])[None])
+        _reverse_factor(np.diag([1.0, -0.999])[None])
+
+
+def _textbook_gptq(w, h, scale, fmt):
+    """The paper's algorithm, one row at a time: U = the upper Cholesky factor of the damped H⁻¹,
+    each row's error over U_ii spread over the rows after it by U's row."""
+    from faaq_onnx.optimize.gptq import DAMP
+
+    w = w.astype(np.float64).copy()
+    damped = h + DAMP * np.mean(np.diag(h)) * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(damped)).T
+    q = np.zeros(w.shape, np.int64)
+    for i in range(len(w)):
+        q[i] = np.clip(np.rint(w[i] / scale[i]), fmt.qmin, fmt.qmax)
+        e = (w[i] - q[i] * scale[i]) / u[i, i]
+        w[i + 1 :] -= u[i, i + 1 :, None] * e[None, :]
+    return q, w
+
+
+@pytest.mark.parametrize("k", [7, 300])
+def test_gptq_codes_are_the_textbook_algorithms(k):
+    """The feedback through V (H = V Vᵀ) rounds exactly as the paper's update through the inverse
+    Hessian's factor, and leaves the same compensated weights (lazy batches of 128 included)."""
+    from faaq_onnx.optimize.gptq import gptq_codes
+    from faaq_onnx.quant.formats import IntFormat
+
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((4 * k, k)) @ (np.eye(k) + 0.3 * rng.standard_normal((k, k)))
+    h = 2 * x.T @ x / len(x)
+    w = rng.standard_normal((k, 5)) * 0.1
+    fmt = IntFormat(4, True)
+    scale = np.broadcast_to(np.abs(w).max(0) / 7, w.shape)
+    q, _, _, comp = gptq_codes(w[None], h[None], scale[None], np.zeros((1, k, 5)), fmt)
+    q_ref, comp_ref = _textbook_gptq(w, h, scale, fmt)
+    np.testing.assert_array_equal(q[0], q_ref)
+    np.testing.assert_allclose(comp[0], comp_ref, rtol=1e-9, atol=1e-12)
 
 
 def test_hessian_and_rtn_error_flatten_every_row_of_a_batched_input():
