@@ -235,7 +235,11 @@ def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
 def gram(p: np.ndarray) -> np.ndarray:
     """pᵀp per group, (G, M, K) -> (G, K, K) float64, multiplied in p's precision (float32 patches:
     half the time of float64 and as exact as the activations ORT computed; the sum over batches
-    is float64). torch's BLAS where installed: faster here."""
+    is float64). One group: numpy's product of a matrix with its own transpose, which BLAS
+    computes as a symmetric rank-k update (half the arithmetic: 0.66 s against torch's 1.1 s
+    at M = 12,544, K = 2,304); several: torch's batched product where installed."""
+    if len(p) == 1:
+        return (p[0].T @ p[0]).astype(np.float64)[None]
     try:
         import torch
     except ImportError:  # torch is an optional dependency
