@@ -7,8 +7,9 @@ quantize_static (QDQ, per-channel QInt8, MinMax), one process per run. Runs alte
 ORT, faaq, ... in a shuffled order per repeat); the ratio of medians is reported with the load.
 Also the same faaq command with --optimize none (the sweep alone), so the sweep's share shows.
 
-Models: ResNet-50 (random weights, faaq's zoo export; 64 val1300 images) and EfficientNet-Lite0
-(real weights; 64 val1300 images).
+Models: ResNet-50 (random weights, faaq's zoo export; 64 val1300 images), EfficientNet-Lite0
+(real weights; 64 val1300 images) and all-MiniLM-L6-v2 (real weights, benchmarks/minilm.py's
+sentence-embedding export at length 64; 64 tokenized SST-2 train sentences).
 
     python benchmarks/bench_sweep_vs_ort.py --data-dir ../shared/data
 """
@@ -31,8 +32,8 @@ from common import OUT, data_dir, git_state, machine
 
 ORT_SCRIPT = (
     "import sys, numpy as np; sys.path.insert(0, {bench!r}); from common import ort_quantize_static; "
-    "from pathlib import Path; x = np.load({calib!r})['input']; "
-    "ort_quantize_static(Path({src!r}), Path({dst!r}), {{'input': x}})"
+    "from pathlib import Path; x = dict(np.load({calib!r})); "
+    "ort_quantize_static(Path({src!r}), Path({dst!r}), x)"
 )
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--models", default="resnet50,efficientnet-lite0")
+    ap.add_argument("--models", default="resnet50,efficientnet-lite0,minilm")
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="faaq-sweep-"))
@@ -58,13 +59,19 @@ def main() -> None:
             "input"
         ]
     )
-    calib = work / "calib.npz"
-    np.savez(calib, input=x)
+    image_calib = work / "calib.npz"
+    np.savez(image_calib, input=x)
     rows, loads = {}, [os.getloadavg()[0]]
     for name in args.models.split(","):
-        fp = work / f"{name}.onnx"
+        fp, calib = work / f"{name}.onnx", image_calib
         if name == "resnet50":
             zoo.export("resnet50-imagenet", fp)
+        elif name == "minilm":  # the real all-MiniLM-L6-v2, 64 tokenized SST-2 train sentences
+            from minilm import minilm_onnx
+
+            fp, _, text_calib = minilm_onnx(work, ddir, calib_size=0)
+            calib = work / "minilm_calib64.npz"
+            np.savez(calib, **{k: v[:64] for k, v in np.load(text_calib).items()})
         else:
             zoo.export("efficientnet-lite0-imagenet", fp, weights="auto")
         base = ["faaq", "quantize", str(fp), "-o", str(work / "q.onnx"), "--calib", str(calib)]

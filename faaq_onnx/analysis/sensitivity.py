@@ -237,7 +237,8 @@ def sweep_key(
     machine = [config.weights_reduce_range, ort_version()]
     h.update(
         json.dumps(
-            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v3"],
+            # v4: each weight width rounded with its most precise activations (rounding_plans)
+            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v4"],
             sort_keys=True,
         ).encode()
     )

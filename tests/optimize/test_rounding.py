@@ -130,6 +130,19 @@ def test_mixed_precision_rounds_once_per_candidate_width(tiny_cnn, cnn_calib):
     assert again == {w for w, v in per_weight.items() if v["planned_bits"] < 8}
 
 
+def test_each_weight_width_is_rounded_with_its_most_precise_activations(comp):
+    """Seed 003's expanded set: W4 weights are rounded in the W4A6 model, W6 in W6A8 (inputs
+    with coarser activations carry their noise into the Hessians); 8-bit weights round to
+    nearest, so no plan prepares them."""
+    from faaq_onnx.analysis.candidates import parse_candidates
+    from faaq_onnx.optimize.rounding import rounding_plans
+
+    plans = rounding_plans(comp, None, parse_candidates("wide"))
+    assert [sorted({str(c) for c in p.choices.values()}) for p in plans] == [["w4a6"], ["w6a8"]]
+    plans = rounding_plans(comp, None, parse_candidates("w4a4,w4a8,w8a8"))
+    assert [sorted({str(c) for c in p.choices.values()}) for p in plans] == [["w4a8"]]
+
+
 def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
     """Stitched weights were fit to the inputs of uniform models; rounded again, the layers after
     a changed one see what the mixed plan feeds them, so the emitted weights differ."""
