@@ -722,3 +722,21 @@ def test_a_block_takes_the_clamp_after_its_residual_add_only_when_it_is_the_only
     qg = QuantizerGraph({}, {}, {}, [], {})
     assert block_units(model(False), qg)[0].output == "y"
     assert block_units(model(True), qg)[0].output == "s"
+
+
+def test_the_report_times_are_the_seconds_each_part_took(comp):
+    """AdaRound from GPTQ's solution reports the whole pass and GPTQ's start in seconds: each at
+    least the sum of its units' and at most the wall time around the call."""
+    import time
+
+    from faaq_onnx.optimize.rounding import optimize_rounding
+
+    settings = ReconSettings(iters=5, batch_size=8)
+    t0 = time.perf_counter()
+    report = optimize_rounding(
+        comp, comp.uniform("w4a8"), "adaround", settings, samples=16, start="gptq"
+    )
+    wall = time.perf_counter() - t0
+    units = sum(u["seconds"] for u in report["units"])
+    assert 0 <= report["start"]["seconds"] <= wall + 0.01
+    assert max(units, report["start"]["seconds"]) - 0.05 <= report["seconds"] <= wall + 0.01
