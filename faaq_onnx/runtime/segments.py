@@ -80,26 +80,24 @@ class SegmentedRun:
         cut = [i.name for i in segment.graph.input if i.name in self.kept]
         _as_constants(segment, {k: v for k, v in self.feeds().items() if k not in cut})
         session = make_session(segment, opt_level="extended", threads=self.threads)
-        parts: dict[str, list[np.ndarray]] = {t: [] for t in later}
-        sample_axis = dict.fromkeys(later, True)
+        gathered = {t: _Gathered(self.n) for t in later}
         step = session_batch_size(session, self.batch_size, cut)
         for start, outs in run_batches(
             session, {t: self.kept[t] for t in cut}, self.batch_size, later
         ):
             rows = min(step, self.n - start)
             for t, v in zip(later, outs):
-                sample_axis[t] &= v.dtype in _ELEM and v.ndim >= 1 and len(v) == rows
-                parts[t].append(v)
+                gathered[t].add(start, rows, v)
         for t in later:
-            if sample_axis[t]:
-                self.kept[t] = np.concatenate(parts[t])
+            if gathered[t].per_sample:
+                self.kept[t] = gathered[t].array()
         self.done |= nodes
         for t in later:  # not kept: whoever reads it later computes it again
-            if not sample_axis[t]:
+            if not gathered[t].per_sample:
                 self.done.discard(self.index[id(self.producer[t])])
         self._forget()
         if name not in self.kept:
-            return np.concatenate(parts[name])
+            return gathered[name].array()
         return self.kept[name]
 
     def shift(self, name: str, delta: np.ndarray, axis: int = 1) -> None:
@@ -132,6 +130,38 @@ class SegmentedRun:
                 continue
             if all(r in self.done for r in self.readers.get(t, [])):
                 del self.kept[t]
+
+
+class _Gathered:
+    """One output of a segment over every batch. A float tensor with a sample axis goes straight
+    into one array for all the samples (joining the batches afterwards held every sample's
+    feature map twice at the peak); anything else is kept as its batches and joined."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.per_sample = True
+        self.buffer: np.ndarray | None = None
+        self.parts: list[np.ndarray] = []
+
+    def add(self, start: int, rows: int, v: np.ndarray) -> None:
+        fits = v.dtype in _ELEM and v.ndim >= 1 and len(v) == rows
+        if self.per_sample and fits and (self.buffer is None or self._matches(v)):
+            if self.buffer is None:
+                self.buffer = np.empty((self.n, *v.shape[1:]), v.dtype)
+            self.buffer[start : start + rows] = v
+            return
+        if self.per_sample and self.buffer is not None:  # no sample axis after all
+            self.parts = [self.buffer[:start]]
+            self.buffer = None
+        self.per_sample = False
+        self.parts.append(v)
+
+    def _matches(self, v: np.ndarray) -> bool:
+        assert self.buffer is not None
+        return self.buffer.dtype == v.dtype and self.buffer.shape[1:] == v.shape[1:]
+
+    def array(self) -> np.ndarray:
+        return self.buffer if self.buffer is not None else np.concatenate(self.parts)
 
 
 def _as_constants(segment: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:

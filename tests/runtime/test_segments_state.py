@@ -179,3 +179,26 @@ def test_the_default_w4a8_quantizes_a_model_exported_for_batch_1(tmp_path):
     )
     assert result.report["optimization"]["bias_corrected"]
     assert next(iter(result.report["verify"]["outputs"].values()))["sqnr_db"] > 10
+
+
+def test_batches_of_a_per_sample_output_fill_one_array_and_others_are_joined():
+    """A float output with a sample axis is written batch by batch into one array of every
+    sample (no second copy when the batches are joined); an output that turns out to have no
+    sample axis (here a batch whose length is not its row count) is joined from its batches,
+    the rows already written included."""
+    from faaq_onnx.runtime.segments import _Gathered
+
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(3)]
+    g = _Gathered(10)
+    for start, b in zip((0, 4, 8), (batches[0], batches[1], batches[2][:2])):
+        g.add(start, len(b), b)
+    assert g.per_sample and g.buffer is not None and g.array() is g.buffer
+    np.testing.assert_array_equal(g.array(), np.concatenate([*batches[:2], batches[2][:2]]))
+
+    g = _Gathered(10)
+    g.add(0, 4, batches[0])
+    g.add(4, 4, batches[1])
+    g.add(8, 2, batches[2])  # 4 rows where 2 samples remain: not a per-sample tensor
+    assert not g.per_sample
+    np.testing.assert_array_equal(g.array(), np.concatenate(batches))
