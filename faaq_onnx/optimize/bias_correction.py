@@ -18,7 +18,7 @@ import numpy as np
 from faaq_onnx.analysis.calibrate import tap_model
 from faaq_onnx.analysis.probe import build_probe, probe_feeds
 from faaq_onnx.plan import BitPlan
-from faaq_onnx.runtime.runner import channel_means
+from faaq_onnx.runtime.runner import channel_means, channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
@@ -54,27 +54,22 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
 
 
 def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over every axis but `axis`, summed in float64 without moving `axis` first (a copy of
-    the whole feature map, half the time)."""
-    x = np.asarray(x)
-    y = x.reshape(int(np.prod(x.shape[:axis])), x.shape[axis], -1)
-    return y.sum(axis=2, dtype=np.float64).sum(0) / max(y.shape[0] * y.shape[2], 1)
+    s, n = channel_sums(x, axis)
+    return s / max(n, 1)
 
 
 def float_channel_means(comp, targets, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every target's float output mean per channel, from one pass of the float model; kept on
-    the compilation (its `float_means`, where it has one) for the next pass over the same samples
-    (GPTQ's layer-by-layer correction, then the allocated plan's)."""
+    """Every target's float output mean per channel, from one pass of the float model; kept in
+    the compilation's `float_means` for the next pass over the same samples (GPTQ's
+    layer-by-layer correction, then the allocated plan's)."""
     outs = [t[1] for t in targets]
-    memo = getattr(comp, "float_means", None)
     key = (len(next(iter(inputs.values()))), tuple(outs))
-    if memo is not None and key in memo:
-        return memo[key]
-    float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
-    means = dict(zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs)))
-    if memo is not None:
-        memo[key] = means
-    return means
+    if key not in comp.float_means:
+        float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
+        comp.float_means[key] = dict(
+            zip(outs, channel_means(float_sess, inputs, comp.config.batch_size, outs))
+        )
+    return comp.float_means[key]
 
 
 class LayerBiasCorrection:

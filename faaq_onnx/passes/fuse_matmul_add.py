@@ -29,14 +29,13 @@ class FuseMatMulAddPass(InPlacePass):
             fused = _fusable(mm)
             if fused is None:
                 continue
-            add, bias = fused
+            add, bias, n_w = fused
             a, out = mm.inputs[0], add.outputs[0]
             flat = _flattened(graph, mm, a) if len(a.shape) > 2 else None
             gemm = ir.node("Gemm", [flat.outputs[0] if flat else a, mm.inputs[1], bias])
             gemm.name = mm.name  # the layer keeps its name (plans, reports, overrides name it)
             new = [n for n in (flat, gemm) if n is not None]
             if flat is not None:  # back to [batch, sequence, N]
-                n_w = int(np.asarray(const_array(mm.inputs[1])).shape[1])
                 dims = np.array([*a.shape.numpy()[:-1], n_w], np.int64)
                 shape = add_initializer(graph, f"{mm.name}_out_shape", dims)
                 new.append(
@@ -59,7 +58,8 @@ class FuseMatMulAddPass(InPlacePass):
 
 
 def _fusable(mm: ir.Node):
-    """(the bias Add, its 1-D bias value) when `mm` can become a Gemm, else None."""
+    """(the bias Add, its 1-D bias value, the weight's output width) when `mm` can become a Gemm,
+    else None."""
     if mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx") or len(mm.inputs) != 2:
         return None
     a, w = mm.inputs
@@ -86,10 +86,11 @@ def _fusable(mm: ir.Node):
     ):
         return None
     if other.is_initializer() and barr.ndim == 1:
-        return add, other
-    return add, add_initializer(
+        return add, other, int(warr.shape[1])
+    bias = add_initializer(
         mm.graph, f"{other.name}_gemm_bias", np.ascontiguousarray(barr.reshape(-1))
     )
+    return add, bias, int(warr.shape[1])
 
 
 def _static(v: ir.Value) -> bool:

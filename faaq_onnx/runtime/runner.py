@@ -102,13 +102,20 @@ def channel_means(
     counts = [0] * len(output_names)
     for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):
         for i, o in enumerate(outs):
-            o = np.moveaxis(np.asarray(o), axis, 0).reshape(o.shape[axis], -1)
-            s = o.sum(1, dtype=np.float64)
+            s, n = channel_sums(o, axis)
             sums[i] = s if sums[i] is None else sums[i] + s
-            counts[i] += o.shape[1]
+            counts[i] += n
     if any(s is None for s in sums):
         raise ValueError("channel_means needs at least one sample")
     return [s / c for s, c in zip(sums, counts) if s is not None]
+
+
+def channel_sums(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, int]:
+    """(per-channel float64 sums over every axis but `axis`, values per channel), without moving
+    `axis` first (a copy of the whole feature map: half the time)."""
+    x = np.asarray(x)
+    y = x.reshape(int(np.prod(x.shape[:axis])), x.shape[axis], -1)
+    return y.sum(axis=2, dtype=np.float64).sum(0), y.shape[0] * y.shape[2]
 
 
 def run_all(
