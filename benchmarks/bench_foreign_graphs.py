@@ -450,7 +450,9 @@ def run_model(name: str, args, ddir: Path | None, work: Path) -> dict:
     for label, scheme in (("faaq_w8a8", "w8a8"), ("faaq_w4a8", "w4a8")):
         log(f"{name}: {label}")
         dst = work / f"{name}.{label}.onnx"
-        extra = shlex.split(args.w4a8_args) if scheme == "w4a8" else []
+        extra = shlex.split(args.faaq_args) + (
+            shlex.split(args.w4a8_args) if scheme == "w4a8" else []
+        )
         row["quantize"][label] = faaq_cli(src, dst, calib_npz, scheme, args.timeout, extra)
         if "error" in row["quantize"][label]:
             log(f"{name}: {label} FAILED: {row['quantize'][label]['error']}")
@@ -578,6 +580,7 @@ def _f(x, fmt="{:.2f}"):
 
 def markdown(payload: dict) -> str:
     rows = payload["rows"]
+    faaq_args = f" {payload['faaq_args']}" if payload.get("faaq_args") else ""
     md = [
         "# Foreign graphs: faaq vs ONNX Runtime's quantizer on other exporters' ONNX files",
         "",
@@ -598,8 +601,8 @@ def markdown(payload: dict) -> str:
         f"batch 1, median of at least {payload['rounds']} interleaved rounds, more for fast models so that each "
         f"variant is timed for about {payload.get('min_time', '?')} s (`timing_rounds` per model in the JSON; "
         "shuffled order, sessions not spinning). "
-        f"faaq runs `faaq quantize --scheme w8a8` / `--scheme w4a8{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`"
-        ", all else default.",
+        f"faaq runs `faaq quantize --scheme w8a8{faaq_args}` / `--scheme w4a8{faaq_args}"
+        f"{' ' + payload['w4a8_args'] if payload.get('w4a8_args') else ''}`, all else default.",
         "Int kernels = weighted ops (Conv/Gemm/MatMul/ConvTranspose with a quantized weight) that ORT's optimized "
         "graph runs as integer kernels, of those quantized (`u` = weighted ops left with a float weight).",
         "",
@@ -816,6 +819,12 @@ def main() -> None:
         "the CLI's default --optimize auto runs GPTQ on every sub-8-bit weight, minutes per model)",
     )
     ap.add_argument(
+        "--faaq-args",
+        default="",
+        help="extra faaq quantize options for both faaq runs, e.g. '--coverage ort' (quantize every "
+        "op ORT's own quantizer puts on an integer kernel)",
+    )
+    ap.add_argument(
         "--snapshot",
         default=None,
         metavar="REV",
@@ -878,6 +887,7 @@ def main() -> None:
         ).stdout.strip(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
         "w4a8_args": args.w4a8_args,
+        "faaq_args": args.faaq_args,
         "calib": args.calib,
         "eval": args.eval,
         "rounds": args.rounds,

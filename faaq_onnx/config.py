@@ -10,6 +10,8 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.formats import SUPPORTED_BITS
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
 
+COVERAGES = ("ort", "gain")  # which ops get quantizers (analysis/coverage.py)
+
 GRANULARITIES = ("per-tensor", "per-channel", "block")
 OPTIMIZERS = ("cle", "smoothquant", "awq", "bias-correction", "adaround", "brecq", "gptq")
 AUTO = "auto"  # --optimize's default on the command line: gptq where weights go below 8 bits
@@ -113,6 +115,9 @@ class QuantConfig:
     first_last: Candidate | None = (
         None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     )
+    # which ops get quantizers: "gain", only where the integer kernel removes float work;
+    # "ort", every op ORT's own quantizer puts on an integer kernel (analysis/coverage.py)
+    coverage: str = "gain"
     optimize: tuple[str, ...] = ()  # any of: cle, bias-correction, adaround, brecq
     optimize_auto: bool = (
         False  # the rounding optimizer was chosen by --optimize auto (reported as such)
@@ -174,6 +179,10 @@ class QuantConfig:
             or self.block_size % 2
         ):
             raise FaaqError(f"--block-size must be an even number >= 2, got {self.block_size}")
+        if self.coverage not in COVERAGES:
+            raise FaaqError(
+                f"unknown --coverage {self.coverage!r}: choose one of {', '.join(COVERAGES)}"
+            )
         if self.act_range not in ACTIVATION_METHODS:
             raise FaaqError(
                 f"unknown activation range setter {self.act_range!r}: choose {', '.join(ACTIVATION_METHODS)}"

@@ -86,6 +86,11 @@ def calibrate(
 ) -> Calibration:
     proto = to_proto(model)
     graph_inputs = set(inputs)
+    for name, arr in inputs.items():  # the data's fault, not the model's: one line, stop
+        if np.asarray(arr).dtype.kind == "f" and not np.isfinite(arr).all():
+            raise FaaqError(
+                f"calibration data holds non-finite values in input {name!r}; check the calibration data"
+            )
     wanted = sorted({t for aq in qgraph.activations.values() for t in aq.range_tensors})
     outputs = [t for t in wanted if t not in graph_inputs]
     stats = {t: TensorStats() for t in wanted}
@@ -102,11 +107,8 @@ def calibrate(
         ):
             for name, arr in zip(outputs, outs):
                 _observe(stats[name], arr)
-    for name, s in stats.items():
-        if not np.isfinite(s.min) or not np.isfinite(s.max):
-            raise FaaqError(
-                f"calibration produced non-finite values in tensor {name!r}; check the calibration data"
-            )
+    # a tensor the model itself drives to ±inf from finite data (an attention mask of -3.4e38
+    # added to scores) keeps an infinite range: prune_quantizers leaves it float, named
     return Calibration(stats)
 
 
@@ -129,5 +131,12 @@ def tap_batch_size(model: ir.Model, tensors: list[str], floor: int, ceiling: int
 
 def _observe(s: TensorStats, arr: np.ndarray) -> None:
     arr = np.asarray(arr)
-    if arr.dtype.kind == "f":
-        s.observe(arr)
+    if arr.dtype.kind != "f":
+        return
+    if s.count and np.isinf(s.min):
+        return  # already unbounded
+    if not np.isfinite(arr).all():  # no grid carries it: an infinite range, no histogram
+        s.min, s.max, s.hist, s.edges = -np.inf, np.inf, None, None
+        s.count += arr.size
+        return
+    s.observe(arr)

@@ -11,6 +11,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from faaq_onnx.config import COVERAGES
 from faaq_onnx.graph import is_float_activation
 
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
@@ -31,8 +32,28 @@ ORT_INTEGER_CAPABLE = {
     "Where",
 }
 QUANTIZED_TYPES = "Conv, ConvTranspose, Gemm, MatMul, Add, Mul, Concat and pooling"
+# one-input ops with a QLinear kernel (QLinearSigmoid, QLinearSoftmax, QLinearLeakyRelu):
+# quantized under coverage "ort" only (with "gain" they stay with the float ops around them)
+UNARY_INTEGER = {"Sigmoid", "Softmax", "LeakyRelu"}
 
 ComputeNode = tuple[ir.Node, int | None, list[ir.Value]]  # (node, weight index, data inputs)
+
+
+def chosen_ops(
+    compute_nodes: list[ComputeNode], products: list[ComputeNode], uf: Any, coverage: str
+) -> list[ComputeNode]:
+    """The ops that get quantizers, by coverage policy.
+
+    "ort": every candidate, as ONNX Runtime's own quantizer does, so every op ORT runs on an
+    integer kernel runs on one in faaq's model too (the user's baseline, op for op).
+    "gain": only where the integer kernel removes float work (worth_quantizing), plus the
+    products wholly inside the quantized region."""
+    if coverage == "ort":
+        return _in_order(compute_nodes + products)
+    if coverage != "gain":
+        raise ValueError(f"coverage must be one of {', '.join(COVERAGES)}, not {coverage!r}")
+    kept = worth_quantizing(compute_nodes, uf)
+    return with_products_between_quantized(kept, products, uf)
 
 
 def worth_quantizing(compute_nodes: list[ComputeNode], uf: Any) -> list[ComputeNode]:
@@ -114,6 +135,7 @@ def left_float(
     considered: list[ComputeNode],
     products: list[ComputeNode],
     quantized: set[str],
+    coverage: str = "gain",
 ) -> dict[str, str]:
     """Why each op ORT could run on an integer kernel gets no quantizer from faaq, by node name.
 
@@ -122,6 +144,7 @@ def left_float(
     reason, so a float op in the written model is a decision the user can read, not a gap.
     An op with `quantized` tensors in and out is left out: ORT fuses it (x·Sigmoid(x)'s Sigmoid).
     """
+    hint = "; --coverage ort quantizes it as ORT does" if coverage == "gain" else ""
     kept_ids = {id(c[0]) for c in kept}
     considered_ids = {id(c[0]) for c in considered}
     product_ids = {id(c[0]) for c in products}
@@ -143,12 +166,16 @@ def left_float(
         ):
             out[node.name] = (
                 f"left float by faaq: {op} of a constant to a tensor that is not a feature map "
-                "(a bias, a norm's scale or shift) stays with the float ops around it"
+                "(a bias, a norm's scale or shift) stays with the float ops around it" + hint
+                if coverage == "gain"
+                else f"left float by faaq: {op} of a constant that is not a small float tensor "
+                "(a uint8 operand of QLinear{op} holds at most 65,536 values)"
             )
         elif id(node) in product_ids:
             out[node.name] = (
                 "left float by faaq: a product below rank 4 gets quantizers only when its inputs "
                 "are quantized for other ops and its output feeds one (a GELU's products stay float)"
+                + hint
             )
         elif id(node) in considered_ids:
             readers = sorted(
@@ -157,13 +184,16 @@ def left_float(
             read_by = ", ".join(readers) if readers else "the graph output"
             out[node.name] = (
                 f"left float by faaq: its output feeds no quantized op (read by {read_by}), so "
-                "Q/DQ around it would add rounding error and no integer work"
+                "Q/DQ around it would add rounding error and no integer work" + hint
             )
         elif op in ("Conv", "Gemm", "MatMul"):
             continue  # discovery's own `skipped` list says why
         else:
             out[node.name] = (
                 f"left float by faaq: it puts no quantizers around {op} "
-                f"(only {QUANTIZED_TYPES} get them)"
+                f"(only {QUANTIZED_TYPES}"
+                + (", Sigmoid, Softmax and LeakyRelu" if coverage == "ort" else "")
+                + " get them)"
+                + hint
             )
     return out

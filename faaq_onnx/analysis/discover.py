@@ -19,9 +19,9 @@ import onnx_ir as ir
 
 from faaq_onnx.analysis.coverage import (
     OUTPUT_QUANTIZED,
+    UNARY_INTEGER,
+    chosen_ops,
     left_float,
-    with_products_between_quantized,
-    worth_quantizing,
 )
 from faaq_onnx.analysis.macs import _static_shape, op_macs
 from faaq_onnx.graph import is_float_activation, is_float_tensor
@@ -123,12 +123,13 @@ def _weight_input(node: ir.Node) -> int | None:
     return None
 
 
-def constant_operands(node: ir.Node) -> list[int]:
-    """Inputs of an Add over a feature map, or of a Mul, that are small float constants (a
-    scale or shift, scalar or per channel, that nothing folded away: Paddle's affine after
-    HardSwish, an attention scale). ORT's QLinearAdd/QLinearMul take them as one more uint8
-    input (emit_constants.py). A transformer's bias Add stays float: not a feature map."""
-    if node.op_type == "Add" and not _feature_map(node.outputs[0]):
+def constant_operands(node: ir.Node, coverage: str = "gain") -> list[int]:
+    """Inputs of an Add or Mul that are small float constants (a scale or shift, scalar or
+    per channel, that nothing folded away: Paddle's affine after HardSwish, an attention
+    scale, a transformer's bias). ORT's QLinearAdd/QLinearMul take them as one more uint8
+    input (emit_constants.py). Under coverage "gain" an Add's constant counts only over a
+    feature map: a transformer's bias Add stays float there."""
+    if coverage == "gain" and node.op_type == "Add" and not _feature_map(node.outputs[0]):
         return []
     if node.op_type not in ("Add", "Mul"):
         return []
@@ -171,7 +172,11 @@ def weight_axes(node: ir.Node, shape: tuple[int, ...], index: int) -> tuple[int 
     return None, None
 
 
-def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
+def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> QuantizerGraph:
+    """The quantizers of `model` and their groups.
+
+    `coverage` "gain" quantizes only the ops whose integer kernel removes float work; "ort"
+    every op ORT's own quantizer puts on an integer kernel (see coverage.py)."""
     graph = model.graph
     shape_of = shape_of or _static_shape
     uf = _UnionFind()
@@ -192,10 +197,10 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
             if not all(is_float_activation(v) for v in data):
                 skipped.append(f"{node.name}: {op} whose data input is not a float activation")
                 continue
-        elif op in ACTIVATION_OPS:
-            consts = constant_operands(node)
+        elif op in ACTIVATION_OPS or (coverage == "ort" and op in UNARY_INTEGER):
+            consts = constant_operands(node, coverage)
             data = [v for i, v in enumerate(node.inputs) if v is not None and i not in consts]
-            if op in ("GlobalAveragePool", "AveragePool"):
+            if op in ("GlobalAveragePool", "AveragePool") or op in UNARY_INTEGER:
                 data = data[:1]
             if op == "MatMul" and not all(is_float_activation(v) for v in data):
                 skipped.append(
@@ -204,7 +209,7 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 continue
             if not data or not all(is_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
-            if op == "Mul" and not _feature_map(node.outputs[0]):
+            if coverage == "gain" and op == "Mul" and not _feature_map(node.outputs[0]):
                 deferred.append((node, widx, data))  # decided once the rest is known
                 continue
         else:
@@ -217,13 +222,14 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
 
     clamp_nodes = _join_pass_through(graph, uf)
     considered = list(compute_nodes)
-    compute_nodes = worth_quantizing(compute_nodes, uf)
-    compute_nodes = with_products_between_quantized(compute_nodes, deferred, uf)
+    compute_nodes = chosen_ops(compute_nodes, deferred, uf, coverage)
     for node, _widx, data in compute_nodes:
         for v in data:
             needed.add(v.name)
             uf.add(v.name)
-        if node.op_type in OUTPUT_QUANTIZED:
+        if node.op_type in OUTPUT_QUANTIZED or (
+            coverage == "ort" and node.op_type not in WEIGHT_OPS and node.op_type != "MatMul"
+        ):
             needed.add(node.outputs[0].name)
             uf.add(node.outputs[0].name)
         if node.op_type == "Concat":
@@ -231,9 +237,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 uf.union(v.name, node.outputs[0].name)
 
     constants = {
-        node.name: constant_operands(node)
+        node.name: constant_operands(node, coverage)
         for node, _, _ in compute_nodes
-        if constant_operands(node)
+        if constant_operands(node, coverage)
     }
     comps = uf.components()
     activations: dict[str, ActivationQuantizer] = {}
@@ -253,7 +259,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
         for m in members:
             tensor_to_act[m] = name
 
-    unquantized = left_float(graph, compute_nodes, considered, deferred, set(tensor_to_act))
+    unquantized = left_float(
+        graph, compute_nodes, considered, deferred, set(tensor_to_act), coverage
+    )
     read_by_ops = {tensor_to_act[v.name] for _, _, data in compute_nodes for v in data}
     weights: dict[str, WeightQuantizer] = {}
     guf = _UnionFind()
@@ -313,6 +321,9 @@ def discover_groups(model: ir.Model, shape_of=None) -> QuantizerGraph:
                 "Concat": "concat",
                 "GlobalAveragePool": "pool",
                 "AveragePool": "pool",
+                "Sigmoid": "eltwise",
+                "Softmax": "eltwise",
+                "LeakyRelu": "eltwise",
             }[node.op_type]
         node_kind[node.name] = kind
 

@@ -47,6 +47,16 @@ def quant_options(f):
             "convention of PTQ papers for W4A4 (a uniform --scheme only).",
         ),
         click.option(
+            "--coverage",
+            type=click.Choice(["gain", "ort"]),
+            default="gain",
+            show_default=True,
+            help="Which ops get quantizers: 'gain', only those whose integer kernel removes float "
+            "work; 'ort', every op ONNX Runtime's own quantizer runs on an integer kernel (also "
+            "Sigmoid, Softmax, the Add before a LayerNormalization, a GELU's products...). On "
+            "all-MiniLM-L6-v2 W8A8 'ort' ran 1.12x slower and 2.3 pt less accurate.",
+        ),
+        click.option(
             "--weight-bits",
             type=int,
             default=None,
@@ -420,6 +430,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         simplify=not o["no_simplify"],
         weight_storage=o.get("weight_storage", "cast"),
         first_last=o.get("first_last"),
+        coverage=o.get("coverage", "gain"),
         optimize=o.get("optimize", "none"),
         optimize_iters=o.get("optimize_iters", 1000),
         effort=o.get("effort", "default"),

@@ -88,7 +88,7 @@ class Prepared:
             self.warnings.append(VNNI_WARNING)
         self.float_proto = to_proto(self.model)
         with stage("discover_groups"):
-            self.qgraph: QuantizerGraph = discover_groups(self.model)
+            self.qgraph: QuantizerGraph = discover_groups(self.model, coverage=self.config.coverage)
         if not self.qgraph.groups:
             raise FaaqError(_nothing_to_quantize(self.model))
         self.scaling = self._scale_channels(stage)
@@ -116,7 +116,7 @@ class Prepared:
                 self, mode, bits, config.optimize_samples, config.smoothquant_alpha
             )
             self.float_proto = to_proto(self.model)
-            self.qgraph = discover_groups(self.model)
+            self.qgraph = discover_groups(self.model, coverage=self.config.coverage)
         return report
 
 

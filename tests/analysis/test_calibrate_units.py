@@ -60,8 +60,38 @@ def test_non_finite_calibration_is_one_line():
     with pytest.raises(FaaqError) as e:
         calibrate(ir.from_proto(proto()), qgraph("h"), {"x": x})
     assert str(e.value) == (
-        "calibration produced non-finite values in tensor 'h'; check the calibration data"
+        "calibration data holds non-finite values in input 'x'; check the calibration data"
     )
+
+
+def test_a_tensor_the_model_drives_to_inf_gets_an_unbounded_range_and_is_left_float():
+    """An attention mask (finfo.min added to scores) overflows to -inf from finite data: that
+    tensor's quantizer is dropped with a reason, the others are calibrated as usual."""
+    from faaq_onnx.analysis.prune import prune_quantizers
+
+    g = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "big"], ["h"]),  # 3e38 * 2 overflows
+            helper.make_node("Relu", ["x"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+        [
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["n", 3, 4]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 4]),
+        ],
+        [helper.make_tensor("big", TensorProto.FLOAT, [], [3e38])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    x = np.random.default_rng(0).standard_normal((40, 3, 4)).astype(np.float32) + 3.0
+    q = qgraph("h", "y")
+    c = calibrate(ir.from_proto(m), q, {"x": x}, batch_size=8)
+    assert np.isinf(c.stats["h"].min) and np.isinf(c.stats["h"].max)
+    assert c.stats["y"].max == float(x.max())
+    pruned = prune_quantizers(q, c)
+    assert set(pruned.activations) == {"act:y"}
+    assert any(s.startswith("act:h: range [-inf, inf] too wide") for s in pruned.skipped)
 
 
 def test_tap_model_adds_each_tensor_once():

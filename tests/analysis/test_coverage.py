@@ -1,4 +1,5 @@
-"""Which Mul/Sigmoid products below rank 4 join the quantized region (analysis/coverage.py)."""
+"""Which ops get quantizers under each coverage policy (analysis/coverage.py): "ort", every op
+ORT's own quantizer puts on an integer kernel; "gain", only where that removes float work."""
 
 import numpy as np
 import onnx
@@ -27,8 +28,8 @@ def _w(seed):
     return np.random.default_rng(seed).standard_normal((8, 8)).astype(np.float32)
 
 
-def _ops(model):
-    q = discover_groups(model)
+def _ops(model, coverage="gain"):
+    q = discover_groups(model, coverage=coverage)
     return {op for g in q.groups.values() for op in g.ops}, q
 
 
@@ -121,10 +122,55 @@ def test_the_written_model_carries_the_reasons_to_faaq_inspect(tmp_path):
     src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(to_proto(_swish_between_matmuls("hb")), src)
     calib = {"x": np.random.default_rng(0).standard_normal((16, 6, 8)).astype(np.float32)}
-    result = quantize(str(src), calib, str(out), QuantConfig(scheme="w8a8", progress=False))
+    config = QuantConfig(scheme="w8a8", coverage="gain", progress=False)
+    result = quantize(str(src), calib, str(out), config)
     why = {u["node"]: u["why_float"] for u in kernel_report(str(out))["unquantized_nodes"]}
     assert "product below rank 4" in why["swish"]
     reported = {
         u["node"]: u["why_float"] for u in result.report["verify"]["kernels"]["unquantized"]
     }
     assert reported == why  # the quantize report reads the same reasons from the model it wrote
+
+
+def _residual_before_layernorm():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["x", "h"], ["r"], name="residual"),
+        helper.make_node("LayerNormalization", ["r", "g"], ["side"], name="ln", axis=-1),
+        helper.make_node("Softmax", ["side"], ["y"], name="softmax", axis=-1),
+    ]
+    return _model(nodes, {"w1": _w(1), "g": np.ones(8, np.float32)})
+
+
+def test_ort_coverage_quantizes_every_op_ort_runs_on_an_integer_kernel():
+    """The GELU-like product, its Sigmoid, the bias Add (with its constant) and the residual
+    Add read only by a LayerNormalization all get Q/DQ in and out, as ORT's quantizer gives them."""
+    ops, q = _ops(_swish_between_matmuls("hb"), coverage="ort")
+    assert {"mm1", "bias", "mm2", "sig", "swish", "mm3"} <= ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert {"h", "hb", "s", "m"} <= acts
+    assert q.constants == {"bias": [1]}  # the bias, a uint8 operand of QLinearAdd
+    assert q.left_float == {}
+    ops, q = _ops(_residual_before_layernorm(), coverage="ort")
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert {"residual", "softmax"} <= ops
+    assert {"x", "h", "r", "side", "y"} <= acts  # outputs too: QLinearAdd, QLinearSoftmax
+    assert "ln" not in ops and q.left_float == {}
+
+
+def test_gain_coverage_is_the_default_and_leaves_those_ops_float():
+    default = discover_groups(_residual_before_layernorm())
+    assert not {"residual", "softmax"} & {op for g in default.groups.values() for op in g.ops}
+    ops, q = _ops(_residual_before_layernorm(), coverage="gain")
+    assert not {"residual", "softmax"} & ops
+    assert set(q.left_float) == {"residual", "softmax"}
+
+
+def test_an_unknown_coverage_is_one_clear_error():
+    import pytest
+
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.errors import FaaqError
+
+    with pytest.raises(FaaqError, match="unknown --coverage 'all'"):
+        QuantConfig(coverage="all")
