@@ -275,13 +275,13 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
         act_names = [tensor_to_act[v.name] for v in data]
         for a in act_names:
             guf.union(key, a)
+        out_act = tensor_to_act.get(node.outputs[0].name)
         if (
-            node.op_type in OUTPUT_QUANTIZED
-            and tensor_to_act[node.outputs[0].name] not in read_by_ops
+            (node.op_type in OUTPUT_QUANTIZED or coverage == "ort")
+            and out_act is not None
+            and out_act not in read_by_ops
         ):
-            guf.union(
-                key, tensor_to_act[node.outputs[0].name]
-            )  # an output only this op's group decides
+            guf.union(key, out_act)  # an output only this op's group decides
         if widx is not None:
             wv = node.inputs[widx]
             shape = tuple(wv.const_value.shape.numpy())  # a constant's dims are ints

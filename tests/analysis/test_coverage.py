@@ -156,6 +156,9 @@ def test_ort_coverage_quantizes_every_op_ort_runs_on_an_integer_kernel():
     assert {"residual", "softmax"} <= ops
     assert {"x", "h", "r", "side", "y"} <= acts  # outputs too: QLinearAdd, QLinearSoftmax
     assert "ln" not in ops and q.left_float == {}
+    # outputs only float ops read belong to their op's group: the plan gives them bits
+    grouped = {a for g in q.groups.values() for a in g.activations}
+    assert grouped == set(q.activations)
 
 
 def test_gain_coverage_is_the_default_and_leaves_those_ops_float():
