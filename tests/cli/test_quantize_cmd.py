@@ -397,3 +397,59 @@ def test_cache_dir_must_not_be_a_file(config_of, tiny_cnn, tmp_path):
         main, ["quantize", tiny_cnn, "-o", out, "--calib", "random:4", "--cache-dir", str(f)]
     )
     assert r.exit_code == 2 and "is a file" in r.stderr, r.output
+
+
+def test_coverage_ort_reaches_the_written_model(tmp_path):
+    """`--coverage ort` puts the Sigmoid, the GELU-like product and the bias Add that the default
+    leaves float (each named in the model) on Q/DQ: the option reaches discovery."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from faaq_onnx.runtime.kernels import recorded_left_float
+
+    f32, rng = onnx.TensorProto.FLOAT, np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+        helper.make_node("MatMul", ["h", "w2"], ["side"], name="mm2"),
+        helper.make_node("Sigmoid", ["hb"], ["s"], name="sig"),
+        helper.make_node("Mul", ["hb", "s"], ["m"], name="swish"),
+        helper.make_node("MatMul", ["m", "w3"], ["y"], name="mm3"),
+    ]
+    inits = {f"w{i}": rng.standard_normal((8, 8)).astype(np.float32) for i in (1, 2, 3)}
+    inits["b"] = np.ones(8, np.float32)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", f32, ["n", 6, 8])],
+        [helper.make_tensor_value_info(o, f32, ["n", 6, 8]) for o in ("side", "y")],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 10
+    src = tmp_path / "m.onnx"
+    onnx.save(proto, src)
+    calib = tmp_path / "c.npz"
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((16, 6, 8)).astype(np.float32))
+    readers = {}
+    for coverage in ("gain", "ort"):
+        out = tmp_path / f"{coverage}.onnx"
+        r = CliRunner().invoke(
+            main,
+            ["quantize", str(src), "-o", str(out), "--calib", str(calib), "--coverage", coverage],
+        )
+        assert r.exit_code == 0, r.output
+        model = onnx.load(out)
+        by_output = {o: n for n in model.graph.node for o in n.output}
+        readers[coverage] = {
+            n.name: [by_output[i].op_type if i in by_output else "" for i in n.input]
+            for n in model.graph.node
+            if n.name in ("sig", "swish", "bias")
+        }
+        readers[coverage]["left_float"] = sorted(recorded_left_float(model) or {})
+    assert readers["gain"]["left_float"] == ["bias", "sig", "swish"]
+    assert readers["ort"]["left_float"] == []
+    assert readers["ort"]["sig"] == ["DequantizeLinear"]
+    assert readers["ort"]["swish"] == ["DequantizeLinear", "DequantizeLinear"]
+    assert readers["gain"]["sig"] != ["DequantizeLinear"]
