@@ -56,7 +56,7 @@ class SuffixSweep:
             group = groups[name]
             probe = build_probe(self.float, _only(self.prober.qgraph, group))
             for t in _entry(probe, group):
-                run.get(t)
+                run.get(t, lazy=True)  # kept for the suffix runs, read a batch at a time
             if run.done & touched[name]:  # a node the group changes ran in float
                 for c in by_group[name]:  # (a group spread far apart): the whole probe
                     outs = self.prober.outputs({name: c})

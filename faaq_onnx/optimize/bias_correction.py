@@ -21,6 +21,7 @@ from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means, channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
+from faaq_onnx.runtime.spill import channel_sums_of
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -53,8 +54,8 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     return fix.corrected
 
 
-def _channel_mean(x: np.ndarray, axis: int) -> np.ndarray:
-    s, n = channel_sums(x, axis)
+def _channel_mean(x, axis: int) -> np.ndarray:
+    s, n = channel_sums_of(x, axis, channel_sums)
     return s / max(n, 1)
 
 
@@ -92,7 +93,9 @@ class LayerBiasCorrection:
         if node not in self.targets:
             return
         _, out, bias, axis = self.targets[node]
-        delta = (self.means_f[out] - _channel_mean(run.get(out), axis)).astype(np.float32)
+        delta = (self.means_f[out] - _channel_mean(run.get(out, lazy=True), axis)).astype(
+            np.float32
+        )
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
         self.corrected[bias] = (base + delta).astype(np.float32)
         run.shift(out, delta, axis)  # what later layers read is the corrected layer's output

@@ -138,12 +138,12 @@ def _sequential(comp, job: LayerJob, layer_input, wbits, batch: int = 32) -> dic
     for i, lw in enumerate(job.weights):
         hs = lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
         t0 = time.perf_counter()
-        x = layer_input(lw.x_name)
+        x = layer_input(lw.x_name, lazy=True)  # summed a batch at a time: may stay in its file
         t1 = time.perf_counter()
         t_in += t1 - t0
         whole = lw.form.trans_x and x.ndim == 2  # (K, M): axis 0 is not the samples
         for s in range(0, 1 if whole else len(x), batch):
-            hs.add(x if whole else x[s : s + batch])
+            hs.add(np.asarray(x) if whole else x[s : s + batch])
         job.hessian_s += time.perf_counter() - t1
     return _round(comp, job, wbits, {"inputs_s": round(t_in, 2)})
 

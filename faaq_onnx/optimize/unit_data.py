@@ -107,8 +107,9 @@ class SequentialInputs:
         self.probe_name = data.probe_name
         self.run = SegmentedRun(data.probe.probe, data.inputs, data.batch_size, feeds=feeds)
 
-    def __call__(self, name: str) -> np.ndarray:
-        return self.run.get(self.probe_name.get(name, name))
+    def __call__(self, name: str, lazy: bool = False):
+        """`lazy`: a tensor kept in a file may come back as its SpilledArray (SegmentedRun.get)."""
+        return self.run.get(self.probe_name.get(name, name), lazy=lazy)
 
 
 class ReconstructionSequence:

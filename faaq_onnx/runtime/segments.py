@@ -10,7 +10,9 @@ depth. A node runs once, so a request must come after every weight its nodes rea
 final: in graph order, a layer's weight is read only by requests after that layer.
 
 Only float tensors with a sample axis (axis 0 follows the batch) are kept; anything
-else a later node needs (shapes, constants) is computed again from what is kept.
+else a later node needs (shapes, constants) is computed again from what is kept. One of at
+least SPILL_BYTES is kept in a file (runtime.spill): memory then no longer grows with the
+number of samples.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from onnx import helper, numpy_helper
 from faaq_onnx.graph import ancestor_nodes, prefix_model, reader_index
 from faaq_onnx.runtime.runner import run_batches, session_batch_size
 from faaq_onnx.runtime.session import make_session
+from faaq_onnx.runtime.spill import SPILL_BYTES, SpilledArray
 
 _ELEM = {
     np.dtype(np.float32): onnx.TensorProto.FLOAT,
@@ -62,8 +65,13 @@ class SegmentedRun:
     def kept_bytes(self) -> int:
         return sum(v.nbytes for k, v in self.kept.items() if k not in self.model_inputs)
 
-    def get(self, name: str) -> np.ndarray:
-        """`name` for every sample, running only the nodes not run yet."""
+    def get(self, name: str, lazy: bool = False):
+        """`name` for every sample, running only the nodes not run yet. `lazy`: a tensor kept in a
+        file comes back as that SpilledArray (for callers that read it a slice at a time)."""
+        value = self._get(name)
+        return value if lazy or not isinstance(value, SpilledArray) else np.asarray(value)
+
+    def _get(self, name: str):
         if name in self.kept:
             return self.kept[name]
         nodes = {
@@ -106,6 +114,10 @@ class SegmentedRun:
         if name in self.kept:
             kept = self.kept[name]
             shape = [1] * kept.ndim
+            if isinstance(kept, SpilledArray):
+                shape[axis] = -1
+                kept.add_(np.asarray(delta, kept.dtype).reshape(shape))
+                return
             shape[axis] = -1
             # in place: the kept array is this run's own (filled from its batches), and a
             # copy of every sample's feature map per corrected layer cost 2 s on EfficientNet-Lite0
@@ -129,7 +141,7 @@ class SegmentedRun:
             if t in self.model_inputs:
                 continue
             if all(r in self.done for r in self.readers.get(t, [])):
-                del self.kept[t]
+                del self.kept[t]  # a file behind it goes with the last reference (SpilledArray)
 
 
 class _Gathered:
@@ -140,15 +152,23 @@ class _Gathered:
     def __init__(self, n: int) -> None:
         self.n = n
         self.per_sample = True
-        self.buffer: np.ndarray | None = None
+        self.buffer: np.ndarray | SpilledArray | None = None
         self.parts: list[np.ndarray] = []
 
     def add(self, start: int, rows: int, v: np.ndarray) -> None:
         fits = v.dtype in _ELEM and v.ndim >= 1 and len(v) == rows
         if self.per_sample and fits and (self.buffer is None or self._matches(v)):
             if self.buffer is None:
-                self.buffer = np.empty((self.n, *v.shape[1:]), v.dtype)
-            self.buffer[start : start + rows] = v
+                size = self.n * v.itemsize * int(np.prod(v.shape[1:], dtype=np.int64))
+                self.buffer = (
+                    SpilledArray(self.n, v.shape[1:], v.dtype)
+                    if size >= SPILL_BYTES
+                    else np.empty((self.n, *v.shape[1:]), v.dtype)
+                )
+            if isinstance(self.buffer, SpilledArray):
+                self.buffer.write(start, v[:rows])
+            else:
+                self.buffer[start : start + rows] = v
             return
         if self.per_sample and self.buffer is not None:  # no sample axis after all
             self.parts = [self.buffer[:start]]
@@ -160,7 +180,7 @@ class _Gathered:
         assert self.buffer is not None
         return self.buffer.dtype == v.dtype and self.buffer.shape[1:] == v.shape[1:]
 
-    def array(self) -> np.ndarray:
+    def array(self):
         return self.buffer if self.buffer is not None else np.concatenate(self.parts)
 
 

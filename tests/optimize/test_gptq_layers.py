@@ -151,7 +151,7 @@ class SeqData:
         self.modes.append(mode)
         x = self.x
 
-        def layer_input(name):
+        def layer_input(name, lazy=False):
             return x
 
         layer_input.run = None
@@ -199,7 +199,7 @@ def test_sequential_gemm_read_transposed_is_one_batch():
 
     gl.HessianSum.add = spy
     try:
-        gl._sequential(comp, job, lambda name: a, {"w": 4}, batch=32)
+        gl._sequential(comp, job, lambda name, lazy=False: a, {"w": 4}, batch=32)
     finally:
         gl.HessianSum.add = orig
     assert seen == [(6, 70)]
@@ -209,7 +209,7 @@ def test_sequential_gemm_read_transposed_is_one_batch():
     seen.clear()
     gl.HessianSum.add = spy
     try:
-        gl._sequential(comp, job, lambda name: b, {"w": 4}, batch=32)
+        gl._sequential(comp, job, lambda name, lazy=False: b, {"w": 4}, batch=32)
     finally:
         gl.HessianSum.add = orig
     assert seen == [(32, 6), (32, 6), (6, 6)]
@@ -222,7 +222,7 @@ def test_sequential_reports_the_seconds_spent_getting_inputs(monkeypatch):
 
     class Slow(SeqData):
         def sequential_inputs(self, choices, mode):
-            def layer_input(name):
+            def layer_input(name, lazy=False):
                 time.sleep(0.013)
                 return x
 

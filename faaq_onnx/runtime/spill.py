@@ -1,0 +1,106 @@
+"""Per-sample tensors kept in a file instead of memory, for layer-by-layer passes.
+
+A layer-by-layer pass (runtime.segments) keeps, between two requests, every sample's value of
+the tensors later nodes still read. Those grow with the calibration count: EfficientNet-Lite0's
+112x112x96 expansion at 256 images is 1.2 GB, and it set the pass's peak memory. A tensor at
+least SPILL_BYTES large goes to a file in the temporary folder instead (rows written as the
+batches arrive, read back a slice at a time by whoever runs batches over it), so what the
+process holds no longer depends on how many samples there are. Values are float32 either way:
+bit for bit the same results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+
+SPILL_BYTES = 256 << 20  # a kept tensor this large (all samples together) lives in a file
+CHUNK_BYTES = 64 << 20  # what a whole-tensor operation (a mean, a shift) holds at a time
+
+
+class SpilledArray:
+    """A [samples, ...] float tensor in a file. Slicing along the samples reads those rows
+    (what run_batches and the Hessian sums do); np.asarray(...) reads it whole."""
+
+    def __init__(
+        self, n: int, row_shape: tuple[int, ...], dtype, folder: str | None = None
+    ) -> None:
+        self.shape = (n, *row_shape)
+        self.dtype = np.dtype(dtype)
+        self._row_items = int(np.prod(row_shape, dtype=np.int64))
+        self._row_bytes = self._row_items * self.dtype.itemsize
+        fd, self.path = tempfile.mkstemp(prefix="faaq-kept-", suffix=".bin", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(n * self._row_bytes)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self._row_bytes
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Rows start, start + len(rows) (the layout np.empty((n, ...)) would have)."""
+        with open(self.path, "r+b") as f:
+            f.seek(start * self._row_bytes)
+            np.ascontiguousarray(rows, self.dtype).tofile(f)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, start), min(len(self), stop)
+        count = max(stop - start, 0)
+        arr = np.fromfile(
+            self.path, self.dtype, count * self._row_items, offset=start * self._row_bytes
+        )
+        return arr.reshape(count, *self.shape[1:])
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(len(self))
+            return self.read(start, stop)
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self.read(0, len(self))
+        return arr if dtype is None else arr.astype(dtype)
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) over the whole tensor, CHUNK_BYTES at a time."""
+        step = max(1, CHUNK_BYTES // max(self._row_bytes, 1))
+        for start in range(0, len(self), step):
+            yield start, self.read(start, start + step)
+
+    def add_(self, delta: np.ndarray) -> None:
+        """In place, chunk by chunk: self += delta (delta broadcast against one chunk)."""
+        for start, rows in self.chunks():
+            np.add(rows, np.asarray(delta, self.dtype), out=rows)
+            self.write(start, rows)
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+    def __del__(self) -> None:  # the file lives as long as the array: nothing left behind
+        self.close()
+
+
+def channel_sums_of(x, axis: int, sums) -> tuple[np.ndarray, int]:
+    """`sums(x, axis)` (runner.channel_sums) of an array, or of a SpilledArray chunk by chunk
+    (chunks split the samples, so the channel axis must come after them)."""
+    if not isinstance(x, SpilledArray):
+        return sums(x, axis)
+    assert axis >= 1, "chunks split axis 0"
+    total, count = None, 0
+    for _, rows in x.chunks():
+        s, n = sums(rows, axis)
+        total, count = (s if total is None else total + s), count + n
+    assert total is not None, "a kept tensor has at least one sample"
+    return total, count
