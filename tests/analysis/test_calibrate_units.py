@@ -110,6 +110,12 @@ def test_tap_batch_size(monkeypatch):
     symbolic = ir.from_proto(proto(h_shape=("n", "c", 4)))
     assert tap_batch_size(symbolic, ["h"], 3) == 3  # a symbolic dim: the floor
     assert tap_batch_size(model, ["nowhere"], 5) == 5
+    monkeypatch.setattr(cal, "TAP_MAX_BYTES", 48 * 12)  # 12 samples at most, whatever the floor
+    assert tap_batch_size(model, ["h"], 16) == 12
+    assert tap_batch_size(model, ["h"], 4) == 10
+    monkeypatch.setattr(cal, "TAP_MAX_BYTES", 10)  # not one sample: still one at a time
+    assert tap_batch_size(model, ["h"], 16) == 1
+    monkeypatch.setattr(cal, "TAP_MAX_BYTES", 512 << 20)
     monkeypatch.setattr(cal, "TAP_BATCH_BYTES", 256 << 20)
     assert tap_batch_size(model, ["h"], 1) == 256
 
