@@ -116,6 +116,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/analysis/test_coverage.py",
         "tests/analysis/test_discover.py",
         "tests/test_foreign_graphs.py",
+        "tests/cli/test_quantize_cmd.py",
     ],
     "faaq_onnx/analysis/discover.py": [
         "tests/analysis/test_discover.py",
@@ -359,7 +360,13 @@ TARGETS: dict[str, list[str]] = {
     "faaq_onnx/runtime/segments.py": [
         "tests/runtime/test_segments.py",
         "tests/runtime/test_segments_state.py",
+        "tests/runtime/test_spill.py",
         "tests/optimize/test_gptq.py",
+        "tests/optimize/test_bias_correction.py",
+    ],
+    "faaq_onnx/runtime/spill.py": [
+        "tests/runtime/test_spill.py",
+        "tests/runtime/test_segments.py",
         "tests/optimize/test_bias_correction.py",
     ],
     "faaq_onnx/runtime/session.py": [
@@ -417,6 +424,7 @@ TARGETS: dict[str, list[str]] = {
     # top level
     "faaq_onnx/config.py": [
         "tests/test_config.py",
+        "tests/analysis/test_coverage.py",
         "tests/test_pipeline.py",
         "tests/quant/test_reduce_range.py",
         "tests/test_guarantees.py",

@@ -177,3 +177,21 @@ def test_an_unknown_coverage_is_one_clear_error():
 
     with pytest.raises(FaaqError, match="unknown --coverage 'all'"):
         QuantConfig(coverage="all")
+
+
+def test_the_reasons_say_how_to_get_orts_coverage_and_ort_coverage_names_what_it_still_leaves():
+    """Under `gain` each reason points to --coverage ort; under `ort` what stays float (a Where:
+    faaq puts no Q/DQ around it) is named without that pointer, with the op types ort covers."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Greater", ["h", "zero"], ["pos"], name="gt"),
+        helper.make_node("Where", ["pos", "h", "x"], ["wh"], name="where"),
+        helper.make_node("Neg", ["wh"], ["y"], name="neg"),  # read by no quantized op
+        helper.make_node("MatMul", ["h", "w1"], ["side"], name="mm3"),
+    ]
+    inits = {"w1": _w(1), "zero": np.zeros(1, np.float32)}
+    _, gain = _ops(_model(nodes, inits), coverage="gain")
+    _, ort = _ops(_model(nodes, inits), coverage="ort")
+    assert gain.left_float["where"].endswith("; --coverage ort quantizes it as ORT does")
+    assert "Sigmoid, Softmax and LeakyRelu get them" in ort.left_float["where"]
+    assert "--coverage" not in ort.left_float["where"]
