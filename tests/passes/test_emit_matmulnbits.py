@@ -239,6 +239,14 @@ def test_smallest_width_that_holds_the_integers():
         )
         assert bits == expect
         assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
+    # codes in [-2, 5] start on the 2-bit grid's floor but pass its top (1): 4 bits, not 2
+    q = np.clip(numpy_helper.to_array(init).astype(np.int8) + 3, -2, 5).astype(ml_dtypes.int4)
+    init.CopyFrom(numpy_helper.from_array(q, init.name))
+    conv, _ = convert_to_matmulnbits(model, bits_allowed=(2, 4, 8), accuracy_level=0)
+    bits = next(
+        helper.get_attribute_value(a) for a in conv.graph.node[0].attribute if a.name == "bits"
+    )
+    assert bits == 4 and _rel(_run(conv, x), _ref(model, x)) < 1e-4
 
 
 def test_accuracy_level_4_quantizes_the_activation_but_stays_close():
