@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-SPILL_BYTES = 256 << 20  # a kept tensor this large (all samples together) lives in a file
+SPILL_BYTES = 512 << 20  # a kept tensor this large (all samples together) lives in a file
 CHUNK_BYTES = 64 << 20  # what a whole-tensor operation (a mean, a shift) holds at a time
 
 
