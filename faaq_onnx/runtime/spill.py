@@ -14,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
+
+from faaq_onnx.errors import FaaqError
 
 SPILL_BYTES = 512 << 20  # a kept tensor this large (all samples together) lives in a file
 CHUNK_BYTES = 64 << 20  # what a whole-tensor operation (a mean, a shift) holds at a time
@@ -34,6 +37,8 @@ class SpilledArray:
         self._row_items = int(np.prod(row_shape, dtype=np.int64))
         self._row_bytes = self._row_items * self.dtype.itemsize
         fd, self.path = tempfile.mkstemp(prefix="faaq-kept-", suffix=".bin", dir=folder)
+        # removed with the last reference, or at exit if still referenced (an error on the way)
+        self._remove = weakref.finalize(self, _remove, self.path)
         with os.fdopen(fd, "wb") as f:
             f.truncate(n * self._row_bytes)
 
@@ -50,9 +55,15 @@ class SpilledArray:
 
     def write(self, start: int, rows: np.ndarray) -> None:
         """Rows start, start + len(rows) (the layout np.empty((n, ...)) would have)."""
-        with open(self.path, "r+b") as f:
-            f.seek(start * self._row_bytes)
-            np.ascontiguousarray(rows, self.dtype).tofile(f)
+        try:
+            with open(self.path, "r+b") as f:
+                f.seek(start * self._row_bytes)
+                np.ascontiguousarray(rows, self.dtype).tofile(f)
+        except OSError as e:
+            raise FaaqError(
+                f"cannot keep a {self.nbytes / 2**20:.0f} MB tensor in {os.path.dirname(self.path)} "
+                f"({e.strerror}): point TMPDIR at a folder with room, or calibrate on fewer samples"
+            ) from e
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(len(self), stop)
@@ -85,11 +96,12 @@ class SpilledArray:
             self.write(start, rows)
 
     def close(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+        self._remove()
 
-    def __del__(self) -> None:  # the file lives as long as the array: nothing left behind
-        self.close()
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def channel_sums_of(x, axis: int, sums) -> tuple[np.ndarray, int]:

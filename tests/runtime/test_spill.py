@@ -90,3 +90,24 @@ def test_quantizing_with_every_kept_tensor_in_a_file_writes_the_same_model(
         t.raw_data for t in files.graph.initializer
     ]
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "faaq-kept-*"))) == before
+
+
+def test_no_room_for_a_kept_tensor_is_one_line(monkeypatch):
+    from faaq_onnx.errors import FaaqError
+
+    a = SpilledArray(4, (2, 3), np.float32)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spill, "open", full, raising=False)  # shadows the builtin in spill.py
+    with pytest.raises(FaaqError, match=r"cannot keep a 0 MB tensor in .*No space left.*TMPDIR"):
+        a.write(0, np.zeros((4, 2, 3), np.float32))
+
+
+def test_a_file_still_referenced_at_exit_is_removed_then():
+    a = SpilledArray(2, (3,), np.float32)
+    assert a._remove.alive and a._remove.atexit  # weakref.finalize runs at interpreter exit
+    path = a.path
+    del a
+    assert not os.path.exists(path)
