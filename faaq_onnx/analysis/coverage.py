@@ -169,7 +169,7 @@ def left_float(
                 "(a bias, a norm's scale or shift) stays with the float ops around it" + hint
                 if coverage == "gain"
                 else f"left float by faaq: {op} of a constant that is not a small float tensor "
-                "(a uint8 operand of QLinear{op} holds at most 65,536 values)"
+                f"(a uint8 operand of QLinear{op} holds at most 65,536 values)"
             )
         elif id(node) in product_ids:
             out[node.name] = (

@@ -114,14 +114,13 @@ class SegmentedRun:
         if name in self.kept:
             kept = self.kept[name]
             shape = [1] * kept.ndim
-            if isinstance(kept, SpilledArray):
-                shape[axis] = -1
-                kept.add_(np.asarray(delta, kept.dtype).reshape(shape))
-                return
             shape[axis] = -1
-            # in place: the kept array is this run's own (filled from its batches), and a
-            # copy of every sample's feature map per corrected layer cost 2 s on EfficientNet-Lite0
-            np.add(kept, np.asarray(delta, kept.dtype).reshape(shape), out=kept)
+            step = np.asarray(delta, kept.dtype).reshape(shape)
+            if isinstance(kept, SpilledArray):
+                kept.add_(step)  # in its file, a chunk at a time
+            else:  # in place: the kept array is this run's own (filled from its batches), and a
+                # copy of every sample's feature map per corrected layer cost 2 s on EfficientNet-Lite0
+                np.add(kept, step, out=kept)
 
     def cut(self) -> dict[str, onnx.ValueInfoProto]:
         """The kept tensors, as the inputs of a model that goes on from here (graph.prefix_model's

@@ -195,3 +195,16 @@ def test_the_reasons_say_how_to_get_orts_coverage_and_ort_coverage_names_what_it
     assert gain.left_float["where"].endswith("; --coverage ort quantizes it as ORT does")
     assert "Sigmoid, Softmax and LeakyRelu get them" in ort.left_float["where"]
     assert "--coverage" not in ort.left_float["where"]
+
+
+def test_ort_coverage_names_a_constant_too_large_for_a_uint8_operand():
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "big"], ["hb"], name="big_add"),  # 96,000 constants
+        helper.make_node("Neg", ["hb"], ["y"], name="neg"),
+        helper.make_node("MatMul", ["h", "w1"], ["side"], name="mm3"),
+    ]
+    inits = {"w1": _w(1), "big": np.ones((2000, 6, 8), np.float32)}
+    ops, q = _ops(_model(nodes, inits), coverage="ort")
+    assert "big_add" not in ops
+    assert "QLinearAdd holds at most 65,536 values" in q.left_float["big_add"]
