@@ -36,7 +36,13 @@ class SpilledArray:
         self.dtype = np.dtype(dtype)
         self._row_items = int(np.prod(row_shape, dtype=np.int64))
         self._row_bytes = self._row_items * self.dtype.itemsize
-        fd, self.path = tempfile.mkstemp(prefix="faaq-kept-", suffix=".bin", dir=folder)
+        try:
+            fd, self.path = tempfile.mkstemp(prefix="faaq-kept-", suffix=".bin", dir=folder)
+        except OSError as e:
+            raise FaaqError(
+                f"cannot keep a {self.nbytes / 2**20:.0f} MB tensor in a file in "
+                f"{folder or tempfile.gettempdir()} ({e.strerror}): point TMPDIR at a writable folder"
+            ) from e
         # removed with the last reference, or at exit if still referenced (an error on the way)
         self._remove = weakref.finalize(self, _remove, self.path)
         with os.fdopen(fd, "wb") as f:

@@ -111,3 +111,10 @@ def test_a_file_still_referenced_at_exit_is_removed_then():
     path = a.path
     del a
     assert not os.path.exists(path)
+
+
+def test_an_unwritable_temporary_folder_is_one_line(tmp_path):
+    from faaq_onnx.errors import FaaqError
+
+    with pytest.raises(FaaqError, match=r"cannot keep a 0 MB tensor in a file in .*TMPDIR"):
+        SpilledArray(4, (2, 3), np.float32, folder=str(tmp_path / "missing"))
