@@ -86,11 +86,6 @@ def calibrate(
 ) -> Calibration:
     proto = to_proto(model)
     graph_inputs = set(inputs)
-    for name, arr in inputs.items():  # the data's fault, not the model's: one line, stop
-        if np.asarray(arr).dtype.kind == "f" and not np.isfinite(arr).all():
-            raise FaaqError(
-                f"calibration data holds non-finite values in input {name!r}; check the calibration data"
-            )
     wanted = sorted({t for aq in qgraph.activations.values() for t in aq.range_tensors})
     outputs = [t for t in wanted if t not in graph_inputs]
     stats = {t: TensorStats() for t in wanted}
@@ -107,9 +102,25 @@ def calibrate(
         ):
             for name, arr in zip(outputs, outs):
                 _observe(stats[name], arr)
-    # a tensor the model itself drives to ±inf from finite data (an attention mask of -3.4e38
-    # added to scores) keeps an infinite range: prune_quantizers leaves it float, named
+    if any(s.unbounded for s in stats.values()):
+        bad = _non_finite_input(inputs)
+        if bad is not None:  # the data's fault, not the model's: one line, stop
+            raise FaaqError(
+                f"calibration data holds non-finite values in input {bad!r}; check the calibration data"
+            )
+    # otherwise the model itself drives the tensor to ±inf from finite data (an attention mask
+    # added to scores): its range stays infinite and prune_quantizers leaves it float, named
     return Calibration(stats)
+
+
+def _non_finite_input(inputs: dict[str, np.ndarray]) -> str | None:
+    """The first input holding ±inf or NaN, read 256 samples at a time (lazy inputs stay lazy)."""
+    for name, arr in inputs.items():
+        for i in range(0, len(arr), 256):
+            part = np.asarray(arr[i : i + 256])
+            if part.dtype.kind == "f" and not np.isfinite(part).all():
+                return name
+    return None
 
 
 TAP_BATCH_BYTES = 256 << 20  # tapped outputs held at once during calibration
@@ -139,12 +150,5 @@ def tap_batch_size(model: ir.Model, tensors: list[str], floor: int, ceiling: int
 
 def _observe(s: TensorStats, arr: np.ndarray) -> None:
     arr = np.asarray(arr)
-    if arr.dtype.kind != "f":
-        return
-    if s.count and np.isinf(s.min):
-        return  # already unbounded
-    if not np.isfinite(arr).all():  # no grid carries it: an infinite range, no histogram
-        s.min, s.max, s.hist, s.edges = -np.inf, np.inf, None, None
-        s.count += arr.size
-        return
-    s.observe(arr)
+    if arr.dtype.kind == "f":
+        s.observe(arr)

@@ -237,9 +237,9 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
                 uf.union(v.name, node.outputs[0].name)
 
     constants = {
-        node.name: constant_operands(node, coverage)
+        node.name: consts
         for node, _, _ in compute_nodes
-        if constant_operands(node, coverage)
+        if (consts := constant_operands(node, coverage))
     }
     comps = uf.components()
     activations: dict[str, ActivationQuantizer] = {}

@@ -21,7 +21,6 @@ from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means, channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
-from faaq_onnx.runtime.spill import channel_sums_of
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
 
@@ -55,7 +54,7 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
 
 
 def _channel_mean(x, axis: int) -> np.ndarray:
-    s, n = channel_sums_of(x, axis, channel_sums)
+    s, n = channel_sums(x, axis)
     return s / max(n, 1)
 
 

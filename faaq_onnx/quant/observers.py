@@ -24,6 +24,11 @@ class TensorStats:
     hist: np.ndarray | None = field(default=None, repr=False)
     edges: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def unbounded(self) -> bool:
+        """Non-finite values were seen (min/max are then -inf/inf)."""
+        return self.count > 0 and np.isinf(self.min)
+
     def observe(self, x: np.ndarray) -> None:
         """One pass: min/max, count, and a histogram over the range seen so far.
 
@@ -35,6 +40,12 @@ class TensorStats:
             return
         x = np.asarray(x, np.float32)
         lo_b, hi_b = float(x.min()), float(x.max())
+        if self.unbounded or not (np.isfinite(lo_b) and np.isfinite(hi_b)):
+            # ±inf or NaN (an attention mask of -3.4e38 added to scores overflows): no grid
+            # carries it; the range stays infinite, with no histogram
+            self.min, self.max, self.hist, self.edges = -np.inf, np.inf, None, None
+            self.count += x.size
+            return
         self.min, self.max = min(self.min, lo_b), max(self.max, hi_b)
         self.count += x.size
         if x.ndim >= 1:

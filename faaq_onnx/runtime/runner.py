@@ -9,6 +9,7 @@ import onnxruntime as ort
 from tqdm.auto import tqdm
 
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.runtime.spill import SpilledArray
 
 
 def session_batch_size(
@@ -110,9 +111,17 @@ def channel_means(
     return [s / c for s, c in zip(sums, counts) if s is not None]
 
 
-def channel_sums(x: np.ndarray, axis: int = 1) -> tuple[np.ndarray, int]:
+def channel_sums(x, axis: int = 1) -> tuple[np.ndarray, int]:
     """(per-channel float64 sums over every axis but `axis`, values per channel), without moving
-    `axis` first (a copy of the whole feature map: half the time)."""
+    `axis` first (a copy of the whole feature map: half the time). A tensor kept in a file
+    (runtime.spill) is summed chunk by chunk (chunks split the samples: `axis` must follow)."""
+    if isinstance(x, SpilledArray):
+        assert axis >= 1, "chunks split axis 0"
+        total, count = np.zeros(x.shape[axis]), 0
+        for _, rows in x.chunks():
+            s, n = channel_sums(rows, axis)
+            total, count = total + s, count + n
+        return total, count
     x = np.asarray(x)
     y = x.reshape(int(np.prod(x.shape[:axis])), x.shape[axis], -1)
     return y.sum(axis=2, dtype=np.float64).sum(0), y.shape[0] * y.shape[2]

@@ -165,7 +165,7 @@ class _Gathered:
                     else np.empty((self.n, *v.shape[1:]), v.dtype)
                 )
             if isinstance(self.buffer, SpilledArray):
-                self.buffer.write(start, v[:rows])
+                self.buffer.write(start, v)
             else:
                 self.buffer[start : start + rows] = v
             return

@@ -108,17 +108,3 @@ class SpilledArray:
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-
-
-def channel_sums_of(x, axis: int, sums) -> tuple[np.ndarray, int]:
-    """`sums(x, axis)` (runner.channel_sums) of an array, or of a SpilledArray chunk by chunk
-    (chunks split the samples, so the channel axis must come after them)."""
-    if not isinstance(x, SpilledArray):
-        return sums(x, axis)
-    assert axis >= 1, "chunks split axis 0"
-    total, count = None, 0
-    for _, rows in x.chunks():
-        s, n = sums(rows, axis)
-        total, count = (s if total is None else total + s), count + n
-    assert total is not None, "a kept tensor has at least one sample"
-    return total, count

@@ -14,7 +14,7 @@ import pytest
 from faaq_onnx.runtime import segments, spill
 from faaq_onnx.runtime.runner import channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
-from faaq_onnx.runtime.spill import SpilledArray, channel_sums_of
+from faaq_onnx.runtime.spill import SpilledArray
 from tests.runtime.test_segments import residual_model
 
 
@@ -35,7 +35,7 @@ def test_a_spilled_array_reads_back_what_was_written_by_rows(monkeypatch):
     np.testing.assert_array_equal(a[[0, 5]], x[[0, 5]])  # anything else: through a full read
     monkeypatch.setattr(spill, "CHUNK_BYTES", 3 * x[0].nbytes)  # chunks of 3 samples
     assert [s for s, _ in a.chunks()] == [0, 3, 6, 9]
-    got, n = channel_sums_of(a, 1, channel_sums)
+    got, n = channel_sums(a, 1)
     want, m = channel_sums(x, 1)
     np.testing.assert_allclose(got, want, rtol=1e-12) and None
     assert n == m
