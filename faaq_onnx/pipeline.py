@@ -173,8 +173,9 @@ class Compilation:
         metric: str = "sqnr",
         allocator: str = "knapsack",
         labeled: tuple[np.ndarray, np.ndarray] | None = None,
+        uniform_check: bool = True,
     ) -> Allocation:
-        return self.allocation.allocate(budget, metric, allocator, labeled)
+        return self.allocation.allocate(budget, metric, allocator, labeled, uniform_check)
 
     def measure(self, plan: BitPlan) -> dict[str, float]:
         """Output SQNR and KL of a plan, all groups quantized together (probe session)."""

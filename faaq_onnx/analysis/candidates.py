@@ -22,9 +22,11 @@ ATTENTION_ACT_BITS = (8, 16)
 
 
 def parse_candidates(text: str) -> list[Candidate]:
-    text = PRESETS.get(text.strip().lower(), text)
+    # a preset's name stands for its candidates, alone or in a list ("wide,w4a8")
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    expanded = ",".join(PRESETS.get(t.lower(), t) for t in items)
     cands = sorted(
-        {Candidate.parse(t) for t in text.split(",") if t.strip()}, key=lambda c: (c.w, c.a)
+        {Candidate.parse(t) for t in expanded.split(",") if t.strip()}, key=lambda c: (c.w, c.a)
     )
     if not cands:
         raise FaaqError(

@@ -64,7 +64,7 @@ def tradeoff(comp, metric: str = "sqnr", points: int = 8, accuracy=None) -> dict
     for r in np.linspace(lo, hi, points):
         budget = Budget("bops", float(r) * 1.0000001)
         for method in ("greedy", "knapsack"):
-            alloc = comp.allocate(budget, metric, method)
+            alloc = comp.allocate(budget, metric, method, uniform_check=False)
             out[method].append(plan_point(comp, alloc.plan, f"{method} bops<={r:.3f}", accuracy))
     return out
 

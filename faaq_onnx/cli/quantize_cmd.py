@@ -691,6 +691,14 @@ def _plan_label(report: dict) -> str:
         return meta["scheme"] + (
             f" (first/last {meta['first_last']})" if "first_last" in meta else ""
         )
+    if "uniform" in meta:  # the allocator's mix measured worse than a uniform plan that fits
+        key = "kl" if meta.get("metric") == "kl" else "sqnr_db"
+        unit = " output KL" if key == "kl" else " dB"
+        return (
+            f"{meta['uniform']} everywhere ({meta.get('budget', '')}: measured "
+            f"{meta['joint'][key]:.4g}{unit} against the allocated mix's "
+            f"{meta['allocated_joint'][key]:.4g}{unit})"
+        )
     counts: dict[str, int] = {}
     for c in report["plan"]["choices"].values():
         counts[c] = counts.get(c, 0) + 1

@@ -67,6 +67,7 @@ class AllocationStage:
         metric: str = "sqnr",
         allocator: str = "knapsack",
         labeled: tuple[np.ndarray, np.ndarray] | None = None,
+        uniform_check: bool = True,
     ) -> Allocation:
         comp = self.comp
         if comp.table is None:
@@ -89,6 +90,7 @@ class AllocationStage:
                 measure=measure,
                 accuracy=accuracy,
                 joint=joint,
+                uniform_check=uniform_check,
             )
 
     def labeled_accuracy(self, labeled):

@@ -8,6 +8,7 @@ from faaq_onnx.analysis.allocate import (
     knapsack,
     objective,
     random_plan,
+    uniform_choices,
 )
 from faaq_onnx.analysis.budget import Budget, CostModel
 from faaq_onnx.analysis.candidates import parse_candidates
@@ -262,8 +263,12 @@ def test_allocate_dispatches_to_the_chosen_allocator_and_measures_once():
         == knapsack(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
     )
     assert g.plan.choices != k.plan.choices
-    assert calls == [g.plan.choices]  # measured when joint, not when joint=False
+    # measured when joint (the plan, then each uniform plan within the budget), not when joint=False
+    uniform = [uniform_choices(qg, cands, c) for c in cands]
+    fitting = [u for u in uniform if costs.plan_cost(u) <= costs.limit(budget)]
+    assert calls == [g.plan.choices] + [u for u in fitting if u != g.plan.choices]
     assert g.plan.meta["joint"] == _joint(table)(g.plan.choices) and "joint" not in k.plan.meta
+    assert "uniform" not in g.plan.meta  # the table's own sums: no uniform plan beats the allocator
     assert allocate(qg, table, cands, budget).plan.meta["budget_value_reached"] <= 7.0
 
 
@@ -464,3 +469,40 @@ def test_knapsack_rejects_a_plan_that_unit_rounding_lets_past_the_limit():
     alloc = knapsack(qg, table, parse_candidates("w4a8,w8a8"), costs, 1.0, "sqnr")
     assert costs.plan_cost(alloc.plan.choices) <= 1.0
     assert sorted(c.w for c in alloc.plan.choices.values()) == [4, 8]
+
+
+def test_a_uniform_plan_within_the_budget_that_measures_better_replaces_the_allocated_one():
+    """Where groups interact the table's sums mislead: the joint measurement has the last word
+    between the allocated plan and every uniform plan that fits (and only those are measured)."""
+    qg, table = _synthetic(5, 0)
+    cands = parse_candidates("w2a8,w4a8,w8a8")
+    budget = Budget.parse("avg-bits=5.5")
+    costs = CostModel(qg, "avg-bits")
+    additive = _joint(table)
+    calls = []
+
+    def measure(ch):  # uniform W4A8 measures 50 dB: better than anything the table predicts
+        calls.append(ch)
+        if set(ch.values()) == {Candidate(4, 8)}:
+            return {"sqnr_db": 50.0}
+        return additive(ch)
+
+    alloc = allocate(qg, table, cands, budget, measure=measure)
+    w4a8 = {g: Candidate(4, 8) for g in qg.groups}
+    assert alloc.plan.choices == w4a8 and alloc.plan.meta["uniform"] == "w4a8"
+    assert alloc.plan.meta["joint"] == {"sqnr_db": 50.0}
+    allocated = knapsack(qg, table, cands, costs, costs.limit(budget), "sqnr").plan.choices
+    assert alloc.plan.meta["allocated_joint"] == additive(allocated)
+    assert alloc.cost == costs.plan_cost(w4a8) <= costs.limit(budget)
+    assert alloc.plan.meta["budget_value_reached"] == pytest.approx(4.0)
+    assert set(alloc.plan.meta["uniform_checked"]) == {"w2a8", "w4a8"}  # w8a8 does not fit
+    assert calls[0] == allocated and len(calls) == 3
+    unchecked = allocate(qg, table, cands, budget, measure=measure, uniform_check=False)
+    assert unchecked.plan.choices == allocated and "uniform_checked" not in unchecked.plan.meta
+
+    def worse(ch):  # every uniform plan measures below the allocated one: it stays
+        return {"sqnr_db": -5.0} if len(set(ch.values())) == 1 else additive(ch)
+
+    kept = allocate(qg, table, cands, budget, measure=worse)
+    assert kept.plan.choices == allocated and "uniform" not in kept.plan.meta
+    assert kept.plan.meta["uniform_checked"]["w4a8"] == {"sqnr_db": -5.0}

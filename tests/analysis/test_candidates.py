@@ -27,6 +27,11 @@ def test_parse_sorts_dedups_and_reads_presets():
         "w8a8",
     ]
     assert len(parse_candidates("wide")) == 8 and set(PRESETS) >= {"ort-cpu", "practical"}
+    # a preset inside a list stands for its candidates
+    assert set(names(parse_candidates("wide, w4a8"))) == set(names(parse_candidates("wide"))) | {
+        "w4a8"
+    }
+    assert names(parse_candidates("ORT-CPU,w8a16")) == ["w4a8", "w8a8", "w8a16"]
     with pytest.raises(FaaqError) as e:
         parse_candidates(" , ")
     assert str(e.value).startswith("no candidates in ' , ': write e.g. w4a8,w8a8,w8a16 or a preset")

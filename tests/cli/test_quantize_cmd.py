@@ -310,6 +310,24 @@ def test_summary_line_of_a_mixed_plan_counts_its_choices():
     assert third == "  output SQNR 20.0 dB on 64 held-out samples; 3.8 s"
 
 
+def test_summary_line_of_a_uniform_plan_kept_over_the_allocated_mix_says_both_measurements():
+    meta = {
+        "allocator": "knapsack",
+        "budget": "bops=0.25@w8a16",
+        "metric": "sqnr",
+        "uniform": "w4a8",
+        "joint": {"sqnr_db": 24.83, "kl": 0.02},
+        "allocated_joint": {"sqnr_db": 24.77, "kl": 0.03},
+    }
+    rep = _report(meta, {"a": "w4a8", "b": "w4a8"})
+    assert summary_line(rep).splitlines()[0] == (
+        "w4a8 everywhere (bops=0.25@w8a16: measured 24.83 dB against the allocated mix's "
+        "24.77 dB): 7 groups -> q.onnx"
+    )
+    meta["metric"] = "kl"
+    assert "measured 0.02 output KL against the allocated mix's 0.03 output KL" in summary_line(rep)
+
+
 def test_summary_line_states_the_sweeps_ranking_stability():
     """A mixed plan's summary says how many configurations the sweep ran on how many samples
     and how stable its ranking was; a low stability says what to do about it."""

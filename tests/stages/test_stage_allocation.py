@@ -156,13 +156,16 @@ def test_allocate_feeds_the_allocator(monkeypatch, cost_models):
     assert stage.allocate("avg-bits=4", "fit", "greedy") == "alloc"
     kind, metric, allocator, costs, kw = calls[-1]
     assert (kind, metric, allocator, costs) == ("avg-bits", "fit", "greedy", "costs")
-    assert kw == {"measure": None, "accuracy": None, "joint": False}  # FIT with a cost budget
+    # FIT with a cost budget
+    assert kw == {"measure": None, "accuracy": None, "joint": False, "uniform_check": True}
     assert c.stages == ["allocate"]
     stage.allocate(Budget.parse("avg-bits=4"), "sqnr")
     kw = calls[-1][4]
     assert kw["joint"] is True and kw["measure"]({"g": 1}) == ("measured", {"g": 1})
     stage.allocate("sqnr-db=30", "fit")
     assert calls[-1][4]["joint"] is True  # a floor is always measured
+    stage.allocate("avg-bits=4", "sqnr", "knapsack", None, False)  # trade-off curves: no check
+    assert calls[-1][4]["uniform_check"] is False
     monkeypatch.setattr(stage, "labeled_accuracy", lambda labeled: ("accuracy of", labeled))
     stage.allocate("max-drop=1", "sqnr", labeled="xy")
     assert calls[-1][4]["accuracy"] == ("accuracy of", "xy")
