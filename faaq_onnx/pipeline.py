@@ -203,6 +203,10 @@ class Compilation:
     def bias_overrides(self, plan: BitPlan) -> dict:
         return self.optimization.bias_overrides(plan)
 
+    def bias_check(self, plan: BitPlan) -> dict | None:
+        """Which corrected biases --optimize auto kept below 8-bit activations, as measured."""
+        return self.optimization.bias_check(plan)
+
     # back half -----------------------------------------------------------------
     def build(
         self, plan: BitPlan, nbits: set[str] | None = None, bias_corrected: bool = True

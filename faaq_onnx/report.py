@@ -44,6 +44,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
             "bias_corrected": sorted(comp.bias_overrides(plan))
             if "bias-correction" in comp.config.optimize
             else [],
+            "bias_correction_check": comp.bias_check(plan),
         },
     }
     report["compute"] = plan_compute(comp, plan)

@@ -172,11 +172,13 @@ class Prober(ConfigFeeds):
         cache: WeightCache,
         config: QuantConfig,
         inputs: dict[str, np.ndarray],
+        extra_inputs: tuple[str, ...] = (),
     ) -> None:
+        """`extra_inputs`: initializers besides the weights a measurement may override (biases)."""
         super().__init__(qgraph, cal, cache, config)
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(
-            build_probe(float_proto, qgraph),
+            build_probe(float_proto, qgraph, extra_inputs),
             inputs,
             list(qgraph.activations),
             max(config.batch_size, 64),
@@ -195,8 +197,17 @@ class Prober(ConfigFeeds):
     def outputs(self, choices: dict[str, Candidate]) -> list[np.ndarray]:
         return self.session.run(*self.feeds(choices))
 
-    def measure(self, choices: dict[str, Candidate]) -> dict[str, float]:
-        return output_metrics(*output_errors(self.reference, self.outputs(choices)))
+    def measure(
+        self, choices: dict[str, Candidate], overrides: dict[str, np.ndarray] | None = None
+    ) -> dict[str, float]:
+        """Output SQNR and KL of a configuration; `overrides` replace initializers given as
+        extra_inputs (corrected biases)."""
+        if not overrides:
+            outs = self.outputs(choices)
+        else:
+            weights, acts = self.feeds(choices)
+            outs = self.session.run({**weights, **overrides}, acts)
+        return output_metrics(*output_errors(self.reference, outs))
 
 
 def sweep_key(

@@ -598,7 +598,20 @@ def rounding_line(report: dict) -> str:
         bias = f"; bias correction on {len(corrected)} layers, {own_pass:.1f} s"
     elif corrected:  # corrected during the rounding pass: its time is in the seconds above
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
-    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}"
+    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}{_bias_check(report)}"
+
+
+def _bias_check(report: dict) -> str:
+    """'; bias correction kept on layers at 8-bit activations (output SQNR all 20.1, 8-bit
+    activations 23.0, none 22.5 dB on 128 samples)' where auto measured its corrections."""
+    check = report.get("optimization", {}).get("bias_correction_check")
+    if not check:
+        return ""
+    kept = {"all": "kept on every layer", "none": "dropped"}.get(
+        check["kept"], "kept on layers at 8-bit activations"
+    )
+    scores = ", ".join(f"{k} {v:.1f}" for k, v in check["sqnr_db"].items())
+    return f"; bias correction {kept} (output SQNR {scores} dB on {check['samples']} samples)"
 
 
 def _pooled(out: dict) -> str:

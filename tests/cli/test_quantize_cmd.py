@@ -248,6 +248,17 @@ def test_rounding_line_counts_weights_seconds_and_bias_correction():
         "seconds": 1.0,
     }
     assert rounding_line(two) == "rounding: gptq on 4 weights below 8 bits, 3.2 s"
+    checked = _rounding(units)
+    check = {"sqnr_db": {"all": 19.54, "none": 24.31, "8-bit activations": 24.1}, "samples": 128}
+    checked["optimization"]["bias_correction_check"] = dict(check, kept="none")
+    assert rounding_line(checked).endswith(
+        "2.2 s; bias correction dropped (output SQNR all 19.5, none 24.3, 8-bit activations "
+        "24.1 dB on 128 samples)"
+    )
+    checked["optimization"]["bias_correction_check"]["kept"] = "8-bit activations"
+    assert "; bias correction kept on layers at 8-bit activations (" in rounding_line(checked)
+    checked["optimization"]["bias_correction_check"]["kept"] = "all"
+    assert "; bias correction kept on every layer (" in rounding_line(checked)
     started = _rounding(units)
     started["optimization"]["rounding"]["a"].update(mode="adaround", start={"seconds": 0.4})
     assert rounding_line(started) == (

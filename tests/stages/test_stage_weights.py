@@ -113,3 +113,61 @@ def test_quantized_weights_come_from_the_cache_in_the_weight_stage(monkeypatch):
     p = plan(4)
     assert opt.quantized(p) == {"w": 1}
     assert seen == [(opt.weights, p)] and stages == ["optimize_weights"]
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    calls = []
+
+    def fake(comp, plan, corrected):
+        calls.append(choices_key(plan.choices))
+        return {}, {"kept": "none"}
+
+    monkeypatch.setattr(stage, "measure_bias_variants", fake)
+    return calls
+
+
+def test_auto_measures_its_corrections_only_below_8_bit_activations_once_per_plan(
+    corrections, measured
+):
+    opt, _, stages = make(auto=True)
+    a8 = plan(4, 8)
+    assert opt.bias_overrides(a8) == {"b": 1} and measured == [] and opt.bias_check(a8) is None
+    a4 = BitPlan({"g0": Candidate(4, 4), "g1": Candidate(8, 8)})
+    assert opt.bias_overrides(a4) == {} and opt.bias_check(a4) == {"kept": "none"}
+    assert opt.bias_overrides(a4) == {} and measured == [choices_key(a4.choices)]
+    assert stages == ["bias_correction", "bias_correction", "bias_correction_check"]
+    explicit, _, _ = make(auto=False)  # asked for by name: every correction is applied
+    assert explicit.bias_overrides(a4) != {} and measured == [choices_key(a4.choices)]
+
+
+def test_bias_variants_are_measured_with_the_corrected_biases_fed_to_the_probe(
+    tiny_cnn, cnn_calib
+):
+    """Real probe runs: corrections that wreck the output are dropped, and each variant's
+    figure is the probe's own measurement with those biases."""
+    import numpy as np
+
+    from faaq_onnx.analysis.sensitivity import Prober
+    from faaq_onnx.config import QuantConfig
+    from faaq_onnx.graph import const_array
+    from faaq_onnx.pipeline import Compilation
+
+    comp = Compilation(tiny_cnn, cnn_calib, QuantConfig(progress=False), target_opset=21)
+    p = comp.uniform("w4a4")
+    biases = {wq.bias for wq in comp.qgraph.weights.values() if wq.bias}
+    assert biases
+    init = comp.model.graph.initializers
+    wrecked = {b: const_array(init[b]).astype(np.float32) + 100.0 for b in biases}
+    kept, check = stage.measure_bias_variants(comp, p, wrecked)
+    assert kept == {} and check["kept"] == "none" and check["samples"] == 48
+    assert check["sqnr_db"]["all"] < check["sqnr_db"]["none"] - 20
+    inputs = {k: v[: stage.BIAS_CHECK_SAMPLES] for k, v in comp.inputs.items()}
+    prober = Prober(
+        comp.float_proto, comp.qgraph, comp.calibration, comp.weights, comp.config, inputs
+    )
+    assert check["sqnr_db"]["none"] == pytest.approx(prober.measure(p.choices)["sqnr_db"])
+    same = {b: const_array(init[b]).astype(np.float32) for b in biases}  # a no-op correction
+    _, check = stage.measure_bias_variants(comp, p, same)
+    assert check["sqnr_db"]["all"] == pytest.approx(check["sqnr_db"]["none"])
+    assert check["kept"] == "all"  # a tie keeps the corrections
