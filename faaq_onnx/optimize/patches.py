@@ -118,10 +118,18 @@ def patches(x: np.ndarray, layer: ConvLayer, out_hw: tuple[int, int], where: np.
     return out
 
 
-def targets(y: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """The float output (N, Cout, Ho, Wo) at the flat positions `where`: (P, Cout)."""
+def targets(y, where: np.ndarray) -> np.ndarray:
+    """The float output (N, Cout, Ho, Wo) at the flat positions `where`: (P, Cout). A tensor
+    kept in a file (runtime.spill) is read one sample at a time."""
     n, c, ho, wo = y.shape
-    return np.ascontiguousarray(y.transpose(0, 2, 3, 1).reshape(n * ho * wo, c)[where])
+    if isinstance(y, np.ndarray):
+        return np.ascontiguousarray(y.transpose(0, 2, 3, 1).reshape(n * ho * wo, c)[where])
+    out = np.empty((len(where), c), np.float32)
+    n_idx, rest = np.divmod(where, ho * wo)
+    for s in np.unique(n_idx):
+        sel = np.nonzero(n_idx == s)[0]
+        out[sel] = y[s].reshape(c, ho * wo)[:, rest[sel]].T
+    return out
 
 
 def batch_positions(patch_floats: int, images: int) -> int:

@@ -21,6 +21,7 @@ import torch
 
 from faaq_onnx.quant.affine import fake_quant
 from faaq_onnx.quant.weights import WeightGrid
+from faaq_onnx.runtime.spill import SpilledArray
 
 ZETA, GAMMA = 1.1, -0.1
 SCALE_LR = 1e-4  # Adam step on a weight scale's log-gain when --optimize-scales learns it
@@ -179,24 +180,21 @@ def _reconstruct(
         groups.append({"params": [a.log_scale for a in acts.values()], "lr": settings.act_lr})
     opt = torch.optim.Adam(groups)
     n = len(target)
-    tgt = _channels_last(torch.from_numpy(np.ascontiguousarray(target)))
-    xs = {k: _channels_last(torch.from_numpy(np.ascontiguousarray(v))) for k, v in inputs.items()}
-    xf = {
-        k: _channels_last(torch.from_numpy(np.ascontiguousarray(v)))
-        for k, v in (float_inputs or {}).items()
-    }
+    tgt = _resident(target)
+    xs = {k: _resident(v) for k, v in inputs.items()}
+    xf = {k: _resident(v) for k, v in (float_inputs or {}).items()}
     warm = int(settings.warm_start * settings.iters)
     b0, b1 = settings.beta
     loss_rec = torch.tensor(0.0)
     for it in range(settings.iters):
         idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
-        feeds = {k: v[idx] for k, v in xs.items()}
+        feeds = {k: _rows(v, idx) for k, v in xs.items()}
         if xf:
-            feeds = {k: _mix(v, xf[k][idx], gen) for k, v in feeds.items()}
+            feeds = {k: _mix(v, _rows(xf[k], idx), gen) for k, v in feeds.items()}
         feeds.update({name: w.soft() for name, w in weights.items()})
         hooks = {t: (lambda x, q=q: q(x, settings.drop, gen)) for t, q in acts.items()}
         out = run_unit(feeds, hooks)
-        loss_rec = _recon_loss(out, tgt[idx])
+        loss_rec = _recon_loss(out, _rows(tgt, idx))
         loss = loss_rec
         if it >= warm and settings.reg > 0:
             progress_share = (it - warm) / max(settings.iters - warm, 1)
@@ -208,6 +206,21 @@ def _reconstruct(
         if progress is not None and (it % 50 == 0 or it == settings.iters - 1):
             progress(it, float(loss_rec.detach()))
     return float(loss_rec.detach())
+
+
+def _resident(v):
+    """A unit's tensor for the iterations: in memory, one torch tensor (channels last); kept in
+    a file (runtime.spill), the file itself, each batch's rows read from it (_rows)."""
+    if isinstance(v, SpilledArray):
+        return v
+    return _channels_last(torch.from_numpy(np.ascontiguousarray(v)))
+
+
+def _rows(v, idx: torch.Tensor) -> torch.Tensor:
+    """One batch's rows of a _resident tensor, in idx's order."""
+    if isinstance(v, SpilledArray):
+        return _channels_last(torch.from_numpy(v.take(idx.numpy())))
+    return v[idx]
 
 
 def _mix(quantized: torch.Tensor, float_: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

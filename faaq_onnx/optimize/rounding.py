@@ -33,7 +33,7 @@ from faaq_onnx.optimize.reconstruct import (
     SoftWeight,
     reconstruct,
 )
-from faaq_onnx.optimize.unit_data import UnitData, samples_for
+from faaq_onnx.optimize.unit_data import UnitData
 from faaq_onnx.optimize.units import block_units, layer_units, unit_model
 from faaq_onnx.plan import BitPlan
 
@@ -70,12 +70,9 @@ def optimize_rounding(
         return {"mode": mode, "units": [], "seconds": 0.0, "note": "no weight below 8 bits"}
     if mode != "gptq":
         _check_units(proto, units, mode)
-    # GPTQ sums over the samples batch by batch; reconstruction holds every sample of a unit's tensors
-    n = (
-        _gptq_samples(comp, samples)
-        if mode == "gptq"
-        else samples_for(proto, _unit_tensors(units), samples, comp)
-    )
+    # GPTQ sums over the samples batch by batch; reconstruction reads each batch's rows of a
+    # unit's tensors, from a file where they are large (runtime.spill): every sample either way
+    n = _samples(comp, samples)
     data = _unit_data(comp, units, n)
     report: dict = {
         "mode": mode,
@@ -206,7 +203,7 @@ def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: d
     """GPTQ on every weight below 8 bits, its compensated weights kept in `starts`; a report."""
     t0 = time.perf_counter()
     units = _rounded_units(comp, "gptq", wbits)
-    data = _unit_data(comp, units, _gptq_samples(comp, samples))
+    data = _unit_data(comp, units, _samples(comp, samples))
     reports, _, _ = gptq_layers(comp, units, data, plan, wbits, inputs, starts=starts)
     return {
         "mode": "gptq",
@@ -227,7 +224,7 @@ def _unit_tensors(units) -> list[str]:
     return sorted({t for u in units for t in [*u.inputs, u.output]})
 
 
-def _gptq_samples(comp, samples: int) -> int:
+def _samples(comp, samples: int) -> int:
     return min(samples, len(next(iter(comp.inputs.values()))))
 
 

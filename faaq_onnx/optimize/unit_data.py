@@ -9,13 +9,12 @@ AIMET's apply_adaround feeds, its activation quantizers still collecting statist
 the float model's (`float`); or `mixed`, QDrop's input drop (Wei et al. 2022): the `quantized`
 inputs with each element replaced by the float model's at random during reconstruction
 (reconstruct.MIX_FLOAT), so the rounding is fit to a neighbourhood of both. Only the
-tensors one unit needs are kept, for a bounded number of samples.
+tensors one unit needs are kept, every sample (big ones in a file: runtime.spill).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from faaq_onnx.analysis.calibrate import tap_model
 from faaq_onnx.analysis.probe import build_probe
@@ -23,8 +22,6 @@ from faaq_onnx.runtime.probe_session import ProbeSession
 from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
-
-MAX_TENSOR_BYTES = 1_000_000_000  # per tapped tensor, all samples together
 
 
 class UnitData:
@@ -123,19 +120,11 @@ class ReconstructionSequence:
         self.layer_input = None if mode == "float" else data.sequential_inputs(choices, mode)
 
     def __call__(self, names: list[str], output: str):
-        """(inputs, float inputs where mode is mixed else None, float target) of one unit."""
-        fl = {n: self.float_run.get(n) for n in names} if self.mode in ("float", "mixed") else {}
-        x = fl if self.layer_input is None else {n: self.layer_input(n) for n in names}
-        return x, (fl if self.mode == "mixed" else None), self.float_run.get(output)
-
-
-def samples_for(proto: onnx.ModelProto, tensors: list[str], wanted: int, comp) -> int:
-    """As many samples as asked, unless the largest tapped tensor would pass MAX_TENSOR_BYTES."""
-    stats = comp.calibration.stats
-    per_sample = max(
-        (int(np.prod(stats[t].shape)) * 4 for t in tensors if t in stats and stats[t].shape),
-        default=0,
-    )
-    if per_sample == 0:
-        return wanted
-    return max(8, min(wanted, MAX_TENSOR_BYTES // per_sample))
+        """(inputs, float inputs where mode is mixed else None, float target) of one unit. A
+        tensor the run keeps in a file comes back as its SpilledArray: reconstruction reads the
+        rows of each batch from it, so every sample is used whatever the tensors' size."""
+        get = self.float_run.get
+        fl = {n: get(n, lazy=True) for n in names} if self.mode in ("float", "mixed") else {}
+        layer_input = self.layer_input
+        x = fl if layer_input is None else {n: layer_input(n, lazy=True) for n in names}
+        return x, (fl if self.mode == "mixed" else None), get(output, lazy=True)

@@ -27,7 +27,8 @@ CHUNK_BYTES = 64 << 20  # what a whole-tensor operation (a mean, a shift) holds 
 
 class SpilledArray:
     """A [samples, ...] float tensor in a file. Slicing along the samples reads those rows
-    (what run_batches and the Hessian sums do); np.asarray(...) reads it whole."""
+    (what run_batches and the Hessian sums do), an integer one row, an integer array those
+    rows in its order (a reconstruction batch); np.asarray(...) reads it whole."""
 
     def __init__(
         self, n: int, row_shape: tuple[int, ...], dtype, folder: str | None = None
@@ -83,7 +84,22 @@ class SpilledArray:
         if isinstance(key, slice) and key.step in (None, 1):
             start, stop, _ = key.indices(len(self))
             return self.read(start, stop)
+        if isinstance(key, (int, np.integer)):
+            index = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= index < len(self):
+                raise IndexError(f"row {key} of {len(self)}")
+            return self.read(index, index + 1)[0]
+        if isinstance(key, np.ndarray) and key.ndim == 1 and key.dtype.kind in "iu":
+            return self.take(key)
         return np.asarray(self)[key]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows `rows` (any order, repeats allowed), read from the file through a map."""
+        mapped = np.memmap(self.path, self.dtype, "r", shape=self.shape)
+        try:
+            return np.array(mapped[np.asarray(rows)])
+        finally:
+            del mapped
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         arr = self.read(0, len(self))

@@ -78,6 +78,31 @@ def test_patch_products_are_the_conv_output_at_the_sampled_positions(
     assert len(target) == y.shape[0] * y.shape[2] * y.shape[3]  # a small layer: every position
 
 
+def test_patches_and_targets_of_tensors_kept_in_files_are_the_same(monkeypatch):
+    """A feature map kept in a file (runtime.spill) is read one sample at a time: the same
+    patches and targets, at sampled positions too."""
+    from faaq_onnx.runtime.spill import SpilledArray
+
+    m, unit, _ = _conv_model(4, 6, 1, 3, [2, 1], [1, 2], [0, 1, 2, 0], "Relu")
+    x = np.random.default_rng(2).standard_normal((39, 4, 9, 8)).astype(np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = np.concatenate([sess.run(None, {"x": x[i : i + 3]})[0] for i in range(0, 39, 3)])
+
+    def spilled(a):
+        s = SpilledArray(len(a), a.shape[1:], a.dtype)
+        s.write(0, a)
+        return s
+
+    layer = P.conv_layer(m, unit)
+    assert layer is not None
+    monkeypatch.setattr(P, "PATCH_BUDGET", 1)  # the fewest positions, drawn from every image
+    want = P.patch_data(layer, x, None, y, seed=4)
+    got = P.patch_data(layer, spilled(x), None, spilled(y), seed=4)
+    assert len(want[2]) == 256 < y.shape[0] * y.shape[2] * y.shape[3]
+    np.testing.assert_array_equal(got[0][P.INPUT], want[0][P.INPUT])
+    np.testing.assert_array_equal(got[2], want[2])
+
+
 def test_positions_are_capped_by_the_patch_budget_and_seeded():
     few = P.sample_positions(10**7, per_position=P.PATCH_BUDGET // 1000, seed=3)
     assert len(few) == 1000 and len(np.unique(few)) == 1000 and few.max() < 10**7

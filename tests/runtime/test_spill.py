@@ -33,6 +33,13 @@ def test_a_spilled_array_reads_back_what_was_written_by_rows(monkeypatch):
     np.testing.assert_array_equal(a[3:7], x[3:7])
     np.testing.assert_array_equal(a[9:20], x[9:])  # past the end: what is there
     np.testing.assert_array_equal(a[[0, 5]], x[[0, 5]])  # anything else: through a full read
+    np.testing.assert_array_equal(a[4], x[4])  # a row: that row alone
+    np.testing.assert_array_equal(a[np.int64(-1)], x[-1])
+    with pytest.raises(IndexError):
+        a[11]
+    rows = np.array([7, 2, 7, 0, 10])  # a reconstruction batch: any order, repeats
+    np.testing.assert_array_equal(a[rows], x[rows])
+    np.testing.assert_array_equal(a.take(rows.astype(np.int32)), x[rows])
     monkeypatch.setattr(spill, "CHUNK_BYTES", 3 * x[0].nbytes)  # chunks of 3 samples
     assert [s for s, _ in a.chunks()] == [0, 3, 6, 9]
     got, n = channel_sums(a, 1)
@@ -90,6 +97,41 @@ def test_quantizing_with_every_kept_tensor_in_a_file_writes_the_same_model(
         t.raw_data for t in files.graph.initializer
     ]
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "faaq-kept-*"))) == before
+
+
+@pytest.mark.parametrize(("optimize", "extra"), [("adaround", {}), ("brecq", {"qdrop": 0.5})])
+def test_learned_rounding_reads_its_kept_tensors_from_files_to_the_same_result(
+    monkeypatch, tiny_cnn, cnn_calib, tmp_path, optimize, extra
+):
+    """AdaRound (with each Conv's loss on sampled positions, and on whole tensors) and BRECQ
+    + QDrop take every sample: with every tensor in a file they read each batch's rows from
+    it, and learn the same codes as from memory."""
+    pytest.importorskip("torch")
+    from faaq_onnx import quantize
+    from faaq_onnx.config import QuantConfig
+
+    def run(out, positions="all"):
+        config = QuantConfig(
+            scheme="w4a8",
+            optimize=(optimize,),
+            optimize_iters=30,
+            optimize_positions=positions,
+            optimize_inputs="mixed",
+            progress=False,
+            **extra,
+        )
+        result = quantize(tiny_cnn, cnn_calib, str(out), config, cache_dir=False)
+        return onnx.load(out), result.report["optimization"]["rounding"]
+
+    for positions in ("all", "sampled") if optimize == "adaround" else ("all",):
+        monkeypatch.setattr(segments, "SPILL_BYTES", 1 << 40)
+        memory, report = run(tmp_path / f"memory_{positions}.onnx", positions)
+        monkeypatch.setattr(segments, "SPILL_BYTES", 0)
+        files, _ = run(tmp_path / f"files_{positions}.onnx", positions)
+        assert [t.raw_data for t in memory.graph.initializer] == [
+            t.raw_data for t in files.graph.initializer
+        ]
+        assert next(iter(report.values()))["samples"] == len(cnn_calib["input"])
 
 
 def test_no_room_for_a_kept_tensor_is_one_line(monkeypatch):
