@@ -25,6 +25,7 @@ from faaq_onnx.runtime.spill import SpilledArray
 
 ZETA, GAMMA = 1.1, -0.1
 SCALE_LR = 1e-4  # Adam step on a weight scale's log-gain when --optimize-scales learns it
+RESIDENT_BYTES = 256 << 20  # a unit tensor this large is gathered per batch, not copied whole
 MIX_FLOAT = (
     0.5  # --optimize-inputs mixed: chance that an input element is the float model's (QDrop's 0.5)
 )
@@ -209,9 +210,10 @@ def _reconstruct(
 
 
 def _resident(v):
-    """A unit's tensor for the iterations: in memory, one torch tensor (channels last); kept in
-    a file (runtime.spill), the file itself, each batch's rows read from it (_rows)."""
-    if isinstance(v, SpilledArray):
+    """A unit's tensor for the iterations: a small one as one torch tensor (channels last); one
+    kept in a file (runtime.spill), or of RESIDENT_BYTES or more, as it is, each batch's rows
+    gathered from it (_rows): no second, channels-last copy of a large tensor."""
+    if isinstance(v, SpilledArray) or np.asarray(v).nbytes >= RESIDENT_BYTES:
         return v
     return _channels_last(torch.from_numpy(np.ascontiguousarray(v)))
 
@@ -220,6 +222,8 @@ def _rows(v, idx: torch.Tensor) -> torch.Tensor:
     """One batch's rows of a _resident tensor, in idx's order."""
     if isinstance(v, SpilledArray):
         return _channels_last(torch.from_numpy(v.take(idx.numpy())))
+    if isinstance(v, np.ndarray):
+        return _channels_last(torch.from_numpy(v[idx.numpy()]))
     return v[idx]
 
 

@@ -740,3 +740,32 @@ def test_the_report_times_are_the_seconds_each_part_took(comp):
     units = sum(u["seconds"] for u in report["units"])
     assert 0 <= report["start"]["seconds"] <= wall + 0.01
     assert max(units, report["start"]["seconds"]) - 0.05 <= report["seconds"] <= wall + 0.01
+
+
+@pytest.mark.parametrize("chunk", [3, 256])
+def test_a_units_error_is_the_mean_over_its_first_maps_whatever_the_chunking(monkeypatch, chunk):
+    """_mse runs a few feature maps at a time (a large layer's maps never all in memory) and
+    gives the error over the first MSE_MAPS maps, from memory or from a file."""
+
+    from faaq_onnx.optimize import rounding
+    from faaq_onnx.runtime.spill import SpilledArray
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((11, 4, 5, 5)).astype(np.float32)
+    target = (2 * x + rng.standard_normal(x.shape)).astype(np.float32)
+    monkeypatch.setattr(rounding, "MSE_CHUNK_MAPS", chunk)
+    monkeypatch.setattr(rounding, "MSE_MAPS", 7)
+
+    def run_unit(feeds, hooks):
+        return feeds["x"] * 2
+
+    want = np.mean(np.sum((2 * x[:7] - target[:7]).astype(np.float64) ** 2, axis=1))
+    got = rounding._mse(run_unit, {}, {}, {"x": x}, target, True, None, {})
+    assert got == pytest.approx(want, rel=1e-6)
+    kept = SpilledArray(len(target), target.shape[1:], np.float32)
+    kept.write(0, target)
+    assert rounding._mse(run_unit, {}, {}, {"x": x}, kept, True, None, {}) == pytest.approx(want)
+    rows = rng.standard_normal((20, 3)).astype(np.float32)  # 2-D: rows, up to MSE_ROWS
+    monkeypatch.setattr(rounding, "MSE_ROWS", 9)
+    got = rounding._mse(run_unit, {}, {}, {"x": rows}, 2 * rows + 1, True, None, {})
+    assert got == pytest.approx(3.0)

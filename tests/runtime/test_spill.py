@@ -109,6 +109,7 @@ def test_learned_rounding_reads_its_kept_tensors_from_files_to_the_same_result(
     pytest.importorskip("torch")
     from faaq_onnx import quantize
     from faaq_onnx.config import QuantConfig
+    from faaq_onnx.optimize import reconstruct
 
     def run(out, positions="all"):
         config = QuantConfig(
@@ -130,6 +131,13 @@ def test_learned_rounding_reads_its_kept_tensors_from_files_to_the_same_result(
         files, _ = run(tmp_path / f"files_{positions}.onnx", positions)
         assert [t.raw_data for t in memory.graph.initializer] == [
             t.raw_data for t in files.graph.initializer
+        ]
+        monkeypatch.setattr(segments, "SPILL_BYTES", 1 << 40)  # in memory, gathered per batch
+        monkeypatch.setattr(reconstruct, "RESIDENT_BYTES", 0)
+        gathered, _ = run(tmp_path / f"gathered_{positions}.onnx", positions)
+        monkeypatch.setattr(reconstruct, "RESIDENT_BYTES", 256 << 20)
+        assert [t.raw_data for t in memory.graph.initializer] == [
+            t.raw_data for t in gathered.graph.initializer
         ]
         assert next(iter(report.values()))["samples"] == len(cnn_calib["input"])
 

@@ -141,9 +141,7 @@ def test_auto_measures_its_corrections_only_below_8_bit_activations_once_per_pla
     assert explicit.bias_overrides(a4) != {} and measured == [choices_key(a4.choices)]
 
 
-def test_bias_variants_are_measured_with_the_corrected_biases_fed_to_the_probe(
-    tiny_cnn, cnn_calib
-):
+def test_bias_variants_are_measured_with_the_corrected_biases_fed_to_the_probe(tiny_cnn, cnn_calib):
     """Real probe runs: corrections that wreck the output are dropped, and each variant's
     figure is the probe's own measurement with those biases."""
     import numpy as np
