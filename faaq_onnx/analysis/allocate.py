@@ -265,10 +265,9 @@ def no_worse_than_uniform(
     """The allocated plan, or the uniform plan within the budget that measures better jointly.
 
     The allocator adds per-group damages, and where groups interact (low activation bits in a
-    residual chain) that sum can rank a mixed plan above a uniform one it does not beat: ResNet-56
-    at bops=0.25@w8a16 with `wide`, 82.40 % against uniform W4A8's 83.38 %. Every uniform plan
-    that fits is measured the way the allocated one was (one probe run each), and the better kept;
-    plan.meta["uniform_checked"] records each one's measurement."""
+    residual chain) that sum can rank a mixed plan above a uniform one it does not beat. Every
+    uniform plan that fits is measured the way the allocated one was (one probe run each), and
+    the better kept; plan.meta["uniform_checked"] records each one's measurement."""
     key = "kl" if metric == "kl" else "sqnr_db"
 
     def better(a: dict, b: dict) -> bool:
