@@ -11,18 +11,16 @@ from faaq_onnx.cli.common import (
     cache_option,
     check_cache_dir,
     echo_warnings,
-    human_bytes,
     input_files,
     json_option,
     preset_option,
     seed_option,
     write_json,
 )
+from faaq_onnx.cli.summary import summary_line
 from faaq_onnx.config import EFFORTS, OPTIMIZE_INPUTS, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.quant.range_setters import ACTIVATION_METHODS, WEIGHT_METHODS
-from faaq_onnx.report import budget_line, compute_line, rounding_label
-from faaq_onnx.stages.effort import effort_line
 
 
 def quant_options(f):
@@ -572,148 +570,3 @@ def command(
         write_json(json_path, result.report)
     echo_warnings(result.report["warnings"])
     click.echo(summary_line(result.report), err=json_path == "-")
-
-
-def rounding_line(report: dict) -> str:
-    """What rounding optimization did to the emitted weights and what it cost."""
-    rounding = report.get("optimization", {}).get("rounding") or {}
-    passes = [r for r in rounding.values() if r.get("units")]
-    if not passes:
-        return ""
-    mode = rounding_label(passes[0])
-    if passes[0].get("start"):  # --rounding-start gptq: GPTQ rounded first, learning started there
-        mode += f" (GPTQ {sum(r.get('start', {}).get('seconds', 0.0) for r in passes):.1f} s of it)"
-    layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
-    seconds = sum(r.get("seconds", 0.0) for r in passes)
-    why = (
-        " (--optimize auto; --optimize none rounds to nearest, --effort best takes longer for more)"
-        if report.get("config", {}).get("optimize_auto")
-        else ""
-    )
-    corrected = report.get("optimization", {}).get("bias_corrected") or []
-    own_pass = report.get("timings_s", {}).get("bias_correction")
-    inside = sum(u.get("bias_correction_s", 0.0) for r in passes for u in r["units"])
-    bias = ""
-    if corrected and own_pass:
-        bias = f"; bias correction on {len(corrected)} layers, {own_pass:.1f} s"
-    elif corrected:  # corrected during the rounding pass: its time is in the seconds above
-        bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
-    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}{_bias_check(report)}"
-
-
-def _bias_check(report: dict) -> str:
-    """'; bias correction kept on layers at 8-bit activations (output SQNR all 20.1, 8-bit
-    activations 23.0, none 22.5 dB on 128 samples)' where auto measured its corrections."""
-    check = report.get("optimization", {}).get("bias_correction_check")
-    if not check:
-        return ""
-    kept = {"all": "kept on every layer", "none": "dropped"}.get(
-        check["kept"], "kept on layers at 8-bit activations"
-    )
-    scores = ", ".join(f"{k} {v:.1f}" for k, v in check["sqnr_db"].items())
-    return f"; bias correction {kept} (output SQNR {scores} dB on {check['samples']} samples)"
-
-
-def _pooled(out: dict) -> str:
-    """The pooled SQNR beside seed 003's mean of per-sample ratios where the two part ways
-    (a few near-exact samples, e.g. saturated softmax outputs, inflate the mean)."""
-    pooled = out.get("sqnr_db_pooled")
-    if pooled is None or abs(pooled - out["sqnr_db"]) < 3:
-        return ""
-    return f" (mean of per-sample ratios; {pooled:.1f} dB pooled over all samples)"
-
-
-def summary_line(report: dict) -> str:
-    size = report["verify"]["size"]
-    outs = report["verify"]["outputs"]
-    first = next(iter(outs.values()))
-    agree = (
-        f", top-1 agreement {100 * first['top1_agreement']:.1f}%"
-        if "top1_agreement" in first
-        else ""
-    )
-    total = sum(report["timings_s"].values())
-    return (
-        f"{_plan_label(report)}: {report['groups']} groups -> {report.get('output', '(memory)')}\n"
-        f"  weights {human_bytes(size['weight_float_bytes'])} -> {human_bytes(size['weight_stored_bytes'])} "
-        f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
-        f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
-        f"  output SQNR {first['sqnr_db']:.1f} dB{_pooled(first)}{agree} on {report['verify']['samples']} "
-        f"{_verified_on(report['calibration'])}; "
-        f"{total:.1f} s\n"
-        + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")
-        + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
-        + (f"  {effort_line(report)}\n" if effort_line(report) else "")
-        + (f"  {budget_line(report)}\n" if budget_line(report) else "")
-        + (f"  {compute_line(report)}\n" if compute_line(report) else "")
-        + (f"  {branches_line(report)}\n" if branches_line(report) else "")
-        + "\n".join(
-            f"  kernels: {line}" if i == 0 else f"  {line}"
-            for i, line in enumerate(report["verify"]["kernels"]["summary"])
-        )
-    )
-
-
-def branches_line(report: dict) -> str | None:
-    """'branches: If_0 then_branch quantized (64 samples, 6 groups); If_0 else_branch float
-    (no calibration sample takes it)' where the network sat inside If branches."""
-    entries = report.get("branches")
-    if not entries:
-        return None
-    parts = []
-    for e in entries:
-        where = f"{e['node']} {e['branch']}"
-        if e["quantized"]:
-            parts.append(
-                f"{where} quantized ({e['calibration_samples']} samples, {e['groups']} groups)"
-            )
-        elif e["weighted_ops"]:
-            parts.append(f"{where} float ({e['why'].split(': left in float')[0]})")
-    return "branches: " + "; ".join(parts)
-
-
-def sensitivity_line(report: dict) -> str | None:
-    """'sensitivity: 108 configurations on 64 samples; ranking stability 0.91 (...)' where a sweep
-    ran: how far its ranking holds from one half of the samples to the other."""
-    meta = report.get("sensitivity")
-    if not meta or "configs" not in meta:
-        return None
-    line = f"sensitivity: {meta['configs']} configurations on {meta['samples']} samples"
-    auto = meta.get("samples_auto")
-    if auto:  # --sensitivity-samples auto: say what it skipped and why
-        line += f" of {auto['available']} (auto: doubled from {auto['first']} until tau >= {auto['tau']})"
-    tau = meta.get("ranking_tau_halves")
-    if tau is not None:
-        line += f"; ranking stability {tau:.2f} (Kendall tau, first vs second half of the samples)"
-        if tau < 0.8:
-            line += ": low, more --sensitivity-samples or --calib-size would rank more reliably"
-    return line
-
-
-def _verified_on(calibration: dict) -> str:
-    """Which samples the verification figures come from: held-out ones are worth the most;
-    a data-free run has only inputs it distilled itself, which the line must not hide."""
-    if calibration.get("data_free"):
-        return "distilled samples (data-free calibration: not real data)"
-    return "held-out samples" if calibration["verification_held_out"] else "calibration samples"
-
-
-def _plan_label(report: dict) -> str:
-    meta = report["plan"]["meta"]
-    if "scheme" in meta:
-        return meta["scheme"] + (
-            f" (first/last {meta['first_last']})" if "first_last" in meta else ""
-        )
-    if "uniform" in meta:  # the allocator's mix measured worse than a uniform plan that fits
-        key = "kl" if meta.get("metric") == "kl" else "sqnr_db"
-        unit = " output KL" if key == "kl" else " dB"
-        return (
-            f"{meta['uniform']} everywhere ({meta.get('budget', '')}: measured "
-            f"{meta['joint'][key]:.4g}{unit} against the allocated mix's "
-            f"{meta['allocated_joint'][key]:.4g}{unit})"
-        )
-    counts: dict[str, int] = {}
-    for c in report["plan"]["choices"].values():
-        counts[c] = counts.get(c, 0) + 1
-    mix = ", ".join(f"{n}x {c}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"mixed ({meta.get('allocator', 'plan')}, {meta.get('budget', '')}; {mix})"

@@ -56,7 +56,7 @@ def test_pooled_sqnr_is_not_inflated_by_one_near_exact_sample():
     import numpy as np
 
     from faaq_onnx.analysis.output_store import RunningComparison
-    from faaq_onnx.cli.quantize_cmd import _pooled
+    from faaq_onnx.cli.summary import _pooled
 
     ref = np.array([[1.0, 0.0], [0.6, 0.4]])
     got = np.array([[1.0, 1e-9], [0.5, 0.5]])

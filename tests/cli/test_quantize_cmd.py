@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from faaq_onnx.cli import main
-from faaq_onnx.cli.quantize_cmd import _pooled, _verified_on, rounding_line, summary_line
+from faaq_onnx.cli.summary import _pooled, _verified_on, rounding_line, summary_line
 from faaq_onnx.config import AUTO, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 
@@ -342,7 +342,7 @@ def test_summary_line_of_a_uniform_plan_kept_over_the_allocated_mix_says_both_me
 def test_summary_line_states_the_sweeps_ranking_stability():
     """A mixed plan's summary says how many configurations the sweep ran on how many samples
     and how stable its ranking was; a low stability says what to do about it."""
-    from faaq_onnx.cli.quantize_cmd import sensitivity_line
+    from faaq_onnx.cli.summary import sensitivity_line
 
     rep = _report({"allocator": "knapsack", "budget": "avg-bits=6"}, {"a": "w4a8"})
     assert sensitivity_line(rep) is None and len(summary_line(rep).splitlines()) == 5
@@ -382,7 +382,7 @@ def test_sensitivity_samples_option_names_a_bad_value():
 
 
 def test_branches_line_says_which_branch_was_quantized_and_why_the_others_stay_float():
-    from faaq_onnx.cli.quantize_cmd import branches_line
+    from faaq_onnx.cli.summary import branches_line
 
     assert branches_line({}) is None and branches_line({"branches": []}) is None
     why = "no calibration sample takes it ('c' was false on all 64)"

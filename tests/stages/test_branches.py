@@ -126,7 +126,7 @@ def test_the_branch_the_samples_take_is_quantized_and_the_other_stays_float(tmp_
     assert not entries["else_branch"]["quantized"]
     assert "no calibration sample takes it" in entries["else_branch"]["why"]
     assert any("else_branch" in w and "left in float" in w for w in result.report["warnings"])
-    from faaq_onnx.cli.quantize_cmd import summary_line
+    from faaq_onnx.cli.summary import summary_line
 
     assert (
         "branches: rate then_branch quantized (16 samples, 2 groups); rate else_branch float "
