@@ -141,7 +141,7 @@ def knapsack(qgraph, table, cands, costs: CostModel, limit: float, metric: str) 
         if not np.isfinite(dp[u]):
             break
         plan = plan_at(int(u))
-        if u <= base or costs.plan_cost(plan) <= limit * (1 + 1e-9) + 1e-9:
+        if u <= base or _within(costs.plan_cost(plan), limit):
             choices = plan
             break
     if choices is None:
@@ -248,6 +248,11 @@ def allocate(
     return _floor(qgraph, table, cands, budget, metric, method, costs, measure, accuracy)
 
 
+def _within(cost: float, limit: float) -> bool:
+    """A plan's exact cost within the limit, up to float rounding of sums of large costs."""
+    return cost <= limit * (1 + 1e-9) + 1e-9
+
+
 def uniform_choices(
     qgraph: QuantizerGraph, cands: list[Candidate], c: Candidate
 ) -> dict[str, Candidate]:
@@ -278,7 +283,7 @@ def no_worse_than_uniform(
     best = None
     for c in cands:
         choices = uniform_choices(qgraph, cands, c)
-        if choices == alloc.plan.choices or costs.plan_cost(choices) > limit * (1 + 1e-9) + 1e-9:
+        if choices == alloc.plan.choices or not _within(costs.plan_cost(choices), limit):
             continue
         got = measure(choices)
         checked[str(c)] = got

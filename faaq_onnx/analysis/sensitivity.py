@@ -202,11 +202,8 @@ class Prober(ConfigFeeds):
     ) -> dict[str, float]:
         """Output SQNR and KL of a configuration; `overrides` replace initializers given as
         extra_inputs (corrected biases)."""
-        if not overrides:
-            outs = self.outputs(choices)
-        else:
-            weights, acts = self.feeds(choices)
-            outs = self.session.run({**weights, **overrides}, acts)
+        weights, acts = self.feeds(choices)
+        outs = self.session.run({**weights, **(overrides or {})}, acts)
         return output_metrics(*output_errors(self.reference, outs))
 
 

@@ -219,12 +219,11 @@ def _resident(v):
 
 
 def _rows(v, idx: torch.Tensor) -> torch.Tensor:
-    """One batch's rows of a _resident tensor, in idx's order."""
-    if isinstance(v, SpilledArray):
-        return _channels_last(torch.from_numpy(v.take(idx.numpy())))
-    if isinstance(v, np.ndarray):
-        return _channels_last(torch.from_numpy(v[idx.numpy()]))
-    return v[idx]
+    """One batch's rows of a _resident tensor, in idx's order (a SpilledArray reads them from
+    its file: SpilledArray.take)."""
+    if torch.is_tensor(v):
+        return v[idx]
+    return _channels_last(torch.from_numpy(v[idx.numpy()]))
 
 
 def _mix(quantized: torch.Tensor, float_: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
