@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from faaq_onnx.cli.common import preset_option
-from faaq_onnx.cli.quantize_cmd import config_from_options, load_labeled_option, quant_options
+from faaq_onnx.cli.options import config_from_options, load_labeled_option, quant_options
 
 
 @click.command("analyze")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from faaq_onnx.cli.quantize_cmd import config_from_options, quant_options
+from faaq_onnx.cli.options import config_from_options, quant_options
 
 
 @click.command("reliability")

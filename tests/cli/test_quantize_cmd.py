@@ -179,7 +179,7 @@ def test_option_mistakes_are_one_line(config_of, tiny_cnn, tmp_path, extra, mess
 
 
 def test_calib_size_all_and_one():
-    from faaq_onnx.cli.quantize_cmd import _calib_size
+    from faaq_onnx.cli.options import _calib_size
 
     assert _calib_size(" ALL ") is None and _calib_size("1") == 1 and _calib_size(12) == 12
 
@@ -191,13 +191,13 @@ def test_calib_size_all_and_one():
     ("text", "want"), [("auto", "auto"), ("AUTO", "auto"), ("all", None), ("12", 12)]
 )
 def test_sensitivity_samples_option_reads_a_count_all_or_auto(text, want):
-    from faaq_onnx.cli.quantize_cmd import _sensitivity_samples
+    from faaq_onnx.cli.options import _sensitivity_samples
 
     assert _sensitivity_samples(text) == want
 
 
 def test_sensitivity_samples_option_names_a_bad_value():
-    from faaq_onnx.cli.quantize_cmd import _sensitivity_samples
+    from faaq_onnx.cli.options import _sensitivity_samples
 
     with pytest.raises(
         FaaqError, match="--sensitivity-samples must be a number, 'all' or 'auto', got 'some'"
