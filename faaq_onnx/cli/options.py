@@ -196,6 +196,14 @@ def quant_options(f):
             "--effort best]",
         ),
         click.option(
+            "--optimize-holdout",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Share of the samples (the last) each adaround/brecq unit is not fit to: a unit "
+            "keeps its learned rounding only where it measures a lower error than its start on them.",
+        ),
+        click.option(
             "--optimize-inputs",
             type=click.Choice(list(OPTIMIZE_INPUTS)),
             default="quantized",
@@ -426,6 +434,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         optimize_samples=o.get("optimize_samples", 256),
         rounding_start=o.get("rounding_start"),
         optimize_positions=o.get("optimize_positions"),
+        optimize_holdout=o.get("optimize_holdout", 0.0),
         optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround"),
         qdrop=o.get("qdrop", 0.0),

@@ -32,7 +32,24 @@ def rounding_line(report: dict) -> str:
         bias = f"; bias correction on {len(corrected)} layers, {own_pass:.1f} s"
     elif corrected:  # corrected during the rounding pass: its time is in the seconds above
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
-    return f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{bias}{why}{_bias_check(report)}"
+    return (
+        f"rounding: {mode} on {layers} weights below 8 bits, {seconds:.1f} s{_held_out(passes)}"
+        f"{bias}{why}{_bias_check(report)}"
+    )
+
+
+def _held_out(passes: list[dict]) -> str:
+    """'; learned codes kept in 31 of 50 units (each judged on 24 samples it was not fit to)'."""
+    held = [r for r in passes if r.get("held_out_per_unit")]
+    if not held:
+        return ""
+    units = [u for r in held for u in r["units"]]
+    learned = sum(u.get("kept") == "learned" for u in units)
+    samples = held[0]["held_out_per_unit"]
+    return (
+        f"; learned codes kept in {learned} of {len(units)} units (each judged on {samples} "
+        "samples it was not fit to)"
+    )
 
 
 def _bias_check(report: dict) -> str:

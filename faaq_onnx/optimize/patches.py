@@ -174,3 +174,9 @@ def patch_data(layer: ConvLayer, x: np.ndarray, x_float, target: np.ndarray, see
     xs = {INPUT: grouped(x)}
     xf = None if x_float is None else {INPUT: grouped(x_float)}
     return xs, xf, targets(target, where)
+
+
+def position_samples(target_shape: tuple, per_position: int, seed: int) -> np.ndarray:
+    """The sample each row of patch_data's (same arguments) comes from, in row order."""
+    n, _, ho, wo = target_shape
+    return sample_positions(n * ho * wo, per_position, seed) // (ho * wo)

@@ -45,6 +45,7 @@ class PlanRounding:
             seed=cfg.seed,
             scale_lr=SCALE_LR if cfg.optimize_scales else 0.0,
             sampled_positions=cfg.optimize_positions == "sampled",
+            holdout=cfg.optimize_holdout,
         )
         with self.comp.stage("optimize_weights"):
             report = optimize_rounding(

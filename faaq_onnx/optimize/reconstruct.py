@@ -47,6 +47,7 @@ class ReconSettings:
     seed: int = 0
     threads: int = 1
     sampled_positions: bool = False  # a lone Conv's loss on sampled output positions (patches.py)
+    holdout: float = 0.0  # share of the samples (the last) a unit is not fit to but judged on
 
 
 class SoftWeight:
@@ -150,8 +151,11 @@ def reconstruct(
     settings: ReconSettings,
     progress=None,
     float_inputs: dict[str, np.ndarray] | None = None,
+    rows: np.ndarray | None = None,
 ) -> float:
     """Optimize rounding (and step sizes) of one unit; returns the final reconstruction MSE.
+
+    `rows`: the rows of `inputs`/`target` batches are drawn from (None: every row).
 
     `run_unit(feeds, hooks)` runs the unit's forward pass in torch and returns its output.
     With `float_inputs` (the float model's values of the same inputs) each input element of
@@ -163,14 +167,14 @@ def reconstruct(
     torch.set_num_threads(settings.threads)
     try:
         return _reconstruct(
-            run_unit, weights, acts, inputs, target, settings, progress, float_inputs
+            run_unit, weights, acts, inputs, target, settings, progress, float_inputs, rows
         )
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _reconstruct(
-    run_unit, weights, acts, inputs, target, settings: ReconSettings, progress, float_inputs
+    run_unit, weights, acts, inputs, target, settings: ReconSettings, progress, float_inputs, rows
 ) -> float:
     gen = torch.Generator().manual_seed(settings.seed)
     groups = [{"params": [w.v for w in weights.values()], "lr": settings.lr}]
@@ -180,7 +184,8 @@ def _reconstruct(
     if acts:
         groups.append({"params": [a.log_scale for a in acts.values()], "lr": settings.act_lr})
     opt = torch.optim.Adam(groups)
-    n = len(target)
+    pool = None if rows is None else torch.from_numpy(np.asarray(rows, np.int64))
+    n = len(target) if pool is None else len(pool)
     tgt = _resident(target)
     xs = {k: _resident(v) for k, v in inputs.items()}
     xf = {k: _resident(v) for k, v in (float_inputs or {}).items()}
@@ -189,6 +194,8 @@ def _reconstruct(
     loss_rec = torch.tensor(0.0)
     for it in range(settings.iters):
         idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
+        if pool is not None:
+            idx = pool[idx]
         feeds = {k: _rows(v, idx) for k, v in xs.items()}
         if xf:
             feeds = {k: _mix(v, _rows(xf[k], idx), gen) for k, v in feeds.items()}

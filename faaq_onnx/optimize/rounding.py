@@ -26,6 +26,7 @@ from faaq_onnx.optimize.patches import (
     conv_layer,
     patch_data,
     patch_runner,
+    position_samples,
 )
 from faaq_onnx.optimize.reconstruct import (
     LearnedActQuant,
@@ -95,16 +96,22 @@ def optimize_rounding(
         report["seconds"] = round(time.perf_counter() - t_all, 2)
         return report
     starts: dict = {}
+    fit = _fit_samples(n, settings.holdout)
+    if fit < n:
+        report["held_out_per_unit"] = n - fit
     if start == "gptq":
-        report["start"] = _gptq_start(comp, plan, wbits, inputs, samples, starts)
+        report["start"] = _gptq_start(comp, plan, wbits, inputs, fit, starts)
     unit_data = data.reconstruction_sequence(plan.choices, inputs)
     for i, unit in enumerate(bar):
         t0 = time.perf_counter()
         x, x_float, target = unit_data(unit.inputs, unit.output)
         layer = conv_layer(proto, unit) if settings.sampled_positions else None
         batch = settings.batch_size
+        samples_of_rows = np.arange(n)
         if layer is not None:  # the layer loss on sampled positions: a product of patches
             run_unit = patch_runner(layer)
+            per_position = x[unit.inputs[0]].shape[1] * layer.kernel[0] * layer.kernel[1]
+            samples_of_rows = position_samples(target.shape, per_position, settings.seed + i)
             x, x_float, target = patch_data(
                 layer,
                 x[unit.inputs[0]],
@@ -127,7 +134,14 @@ def optimize_rounding(
         }
         acts = _learned_acts(comp, unit, abits, x) if mode == "brecq" and learn_activations else {}
 
-        before = _mse(run_unit, soft, {}, x, target, hard=False, rtn=True, comp=comp, wbits=wbits)
+        # with a hold-out, the unit is fit to the first `fit` samples and judged on the rest
+        # (rows that are not one per sample, or per sampled position, are all fit to)
+        split = fit < n and len(samples_of_rows) == len(target)
+        train = np.nonzero(samples_of_rows < fit)[0] if split else None
+        check = np.nonzero(samples_of_rows >= fit)[0] if split else None
+        before = _mse(
+            run_unit, soft, {}, x, target, hard=False, rtn=True, comp=comp, wbits=wbits, rows=check
+        )
         # one thread for small units (per-op overhead dominates); every core for large feature maps
         per_batch = batch * max(int(np.prod(v.shape[1:])) for v in x.values())
         threads = settings.threads if per_batch < (1 << 20) else max(os.cpu_count() or 1, 1)
@@ -147,6 +161,7 @@ def optimize_rounding(
             target,
             unit_settings,
             float_inputs=x_float,
+            rows=train,
             progress=(
                 lambda it, loss, unit=unit: bar.set_postfix(
                     unit=unit.name[-24:], loss=f"{loss:.4g}"
@@ -160,7 +175,7 @@ def optimize_rounding(
             )
         for q in acts.values():
             comp.calibration.learned[q.act_key] = q.scale
-        after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits)
+        after = _mse(run_unit, soft, acts, x, target, hard=True, comp=comp, wbits=wbits, rows=check)
         kept = "learned"
         if not acts and after > before:  # a layer never leaves worse than it started
             for w, qw in start_weights.items():
@@ -228,6 +243,13 @@ def _samples(comp, samples: int) -> int:
     return min(samples, len(next(iter(comp.inputs.values()))))
 
 
+def _fit_samples(n: int, holdout: float) -> int:
+    """How many of n samples reconstruction fits to: all but the last `holdout` share of them,
+    if that leaves at least 4 on each side."""
+    held = round(n * holdout)
+    return n - held if held >= 4 and n - held >= 4 else n
+
+
 def _unit_data(comp, units, n: int) -> UnitData:
     """The units' input and output tensors over the first n samples."""
     return UnitData(comp, _unit_tensors(units), n, batch_size=max(comp.config.batch_size, 32))
@@ -282,15 +304,19 @@ MSE_MAPS, MSE_ROWS = 256, 8192  # what a unit's error before and after is measur
 MSE_CHUNK_MAPS = 16  # feature maps run at once: 256 of EfficientNet's 96x112x112 are 1.2 GB
 
 
-def _mse(run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = False) -> float:
+def _mse(
+    run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = False, rows=None
+) -> float:
     """The unit's output error (summed over channels, averaged over the rest) on the first
     MSE_MAPS feature maps, or MSE_ROWS rows (sampled positions of patches.py, a Gemm's samples),
-    run MSE_CHUNK_MAPS maps at a time so a large layer's maps are never all in memory."""
+    of `rows` (None: of every row), run MSE_CHUNK_MAPS maps at a time so a large layer's maps
+    are never all in memory."""
     import torch
 
     maps = target.ndim > 2
-    total = min(len(target), MSE_MAPS if maps else MSE_ROWS)
-    step = MSE_CHUNK_MAPS if maps else total
+    order = np.arange(len(target)) if rows is None else np.asarray(rows)
+    total = min(len(order), MSE_MAPS if maps else MSE_ROWS)
+    step = MSE_CHUNK_MAPS if maps else max(total, 1)
     weights = {}
     for w, sw in soft.items():
         q = comp.weights.get(w, wbits[w])
@@ -299,10 +325,10 @@ def _mse(run_unit, soft, acts, x, target, hard: bool, comp, wbits, rtn: bool = F
     summed, count = 0.0, 0
     with torch.no_grad():
         for s in range(0, total, step):
-            rows = slice(s, min(s + step, total))
-            feeds = {k: torch.from_numpy(np.ascontiguousarray(v[rows])) for k, v in x.items()}
+            part = order[s : min(s + step, total)]
+            feeds = {k: torch.from_numpy(np.ascontiguousarray(v[part])) for k, v in x.items()}
             out = run_unit({**feeds, **weights}, hooks).numpy()
-            err = np.sum((out - np.asarray(target[rows])) ** 2, axis=1, dtype=np.float64)
+            err = np.sum((out - np.asarray(target[part])) ** 2, axis=1, dtype=np.float64)
             summed += float(err.sum())
             count += err.size
     return summed / max(count, 1)

@@ -152,6 +152,9 @@ def test_every_option_reaches_the_config(config_of):
     assert (c.smoothquant_alpha, c.optimize, c.effort) == (0.7, ("smoothquant",), "fast")
     assert not c.measure_latency
     assert config_of("--measure-latency")["config"].measure_latency
+    assert config_of("--optimize", "adaround", "--optimize-holdout", "0.25")[
+        "config"
+    ].optimize_holdout == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize(

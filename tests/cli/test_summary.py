@@ -214,3 +214,19 @@ def test_branches_line_says_which_branch_was_quantized_and_why_the_others_stay_f
     assert branches_line(rep) == (
         f"branches: If_0 then_branch quantized (64 samples, 6 groups); If_0 else_branch float ({why})"
     )
+
+
+def test_rounding_line_says_how_many_units_kept_their_learned_codes_on_held_out_samples():
+    units = [
+        {"weights": ["w1"], "kept": "learned"},
+        {"weights": ["w2"], "kept": "start"},
+        {"weights": ["w3"], "kept": "learned"},
+    ]
+    rep = _rounding(units)
+    rep["optimization"]["rounding"]["a"]["mode"] = "adaround"
+    assert "learned codes" not in rounding_line(rep)  # no hold-out: nothing to say
+    rep["optimization"]["rounding"]["a"]["held_out_per_unit"] = 24
+    assert rounding_line(rep) == (
+        "rounding: adaround on 3 weights below 8 bits, 2.2 s; learned codes kept in 2 of 3 "
+        "units (each judged on 24 samples it was not fit to)"
+    )

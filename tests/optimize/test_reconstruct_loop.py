@@ -161,3 +161,19 @@ def test_float_inputs_mix_each_element_from_either_side():
     from_float = np.isin(allv, x)
     assert np.all(from_float | (allv == 0)) and 0.2 < from_float.mean() < 0.8
     assert rc.MIX_FLOAT == 0.5
+
+
+def test_batches_are_drawn_only_from_the_rows_asked_for():
+    """With `rows`, every batch comes from those rows: the same codes as reconstructing on those
+    rows alone (same seed, same draws), and rows outside them (NaN here) are never read."""
+    w, x, target, _, run_unit, _ = _unit(n=24)
+    pool = np.arange(0, 24, 3)
+    poisoned = target.copy()
+    poisoned[np.setdiff1d(np.arange(24), pool)] = np.nan
+    s = ReconSettings(iters=30, batch_size=4)
+    grid = weight_grid(w, 3, "per-channel", 1, 0)
+    a, b = SoftWeight(w, grid), SoftWeight(w, grid)
+    loss = reconstruct(run_unit, {"w": a}, {}, {"x": x}, poisoned, s, rows=pool)
+    reconstruct(run_unit, {"w": b}, {}, {"x": x[pool]}, target[pool], s)
+    assert np.isfinite(loss)
+    np.testing.assert_array_equal(a.codes(), b.codes())

@@ -769,3 +769,82 @@ def test_a_units_error_is_the_mean_over_its_first_maps_whatever_the_chunking(mon
     monkeypatch.setattr(rounding, "MSE_ROWS", 9)
     got = rounding._mse(run_unit, {}, {}, {"x": rows}, 2 * rows + 1, True, None, {})
     assert got == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("positions", ["all", "sampled"])
+def test_with_a_hold_out_each_unit_is_fit_to_the_first_samples_and_judged_on_the_rest(
+    comp, monkeypatch, positions
+):
+    """ReconSettings.holdout: GPTQ's start and every unit's reconstruction see only the first
+    n - holdout samples, and the error that decides learned vs start is measured on the rest
+    (rows of whole maps are samples; a sampled position's row belongs to its sample)."""
+    from faaq_onnx.optimize import rounding
+    from faaq_onnx.optimize.patches import position_samples
+
+    seen: dict = {"fit": [], "check": [], "start": []}
+    real_reconstruct, real_mse, real_start = (
+        rounding.reconstruct,
+        rounding._mse,
+        rounding._gptq_start,
+    )
+
+    def spy_reconstruct(run_unit, weights, acts, inputs, target, settings, **kw):
+        seen["fit"].append((len(target), kw["rows"]))
+        return real_reconstruct(run_unit, weights, acts, inputs, target, settings, **kw)
+
+    def spy_mse(*a, rows=None, **kw):
+        seen["check"].append(rows)
+        return real_mse(*a, rows=rows, **kw)
+
+    def spy_start(comp_, plan, wbits, inputs, samples, starts):
+        seen["start"].append(samples)
+        return real_start(comp_, plan, wbits, inputs, samples, starts)
+
+    monkeypatch.setattr(rounding, "reconstruct", spy_reconstruct)
+    monkeypatch.setattr(rounding, "_mse", spy_mse)
+    monkeypatch.setattr(rounding, "_gptq_start", spy_start)
+    drawn = []  # each sampled unit's rows' samples, in unit order
+    monkeypatch.setattr(
+        rounding,
+        "position_samples",
+        lambda *a: drawn.append(position_samples(*a)) or drawn[-1],
+    )
+    settings = ReconSettings(
+        iters=3, batch_size=8, holdout=0.25, sampled_positions=positions == "sampled"
+    )
+    report = rounding.optimize_rounding(
+        comp, comp.uniform("w4a8"), "adaround", settings, samples=32, start="gptq"
+    )
+    assert report["held_out_per_unit"] == 8 and seen["start"] == [24]
+    assert len(seen["fit"]) == len(report["units"]) == len(seen["check"]) // 2
+    for i, (rows_total, fit_rows) in enumerate(seen["fit"]):
+        check = seen["check"][2 * i]
+        assert check is not None and np.array_equal(check, seen["check"][2 * i + 1])
+        assert sorted([*fit_rows, *check]) == list(range(rows_total))  # every row, once
+        if report["units"][i]["positions"] == "all":
+            assert rows_total == 32 and list(check) == list(range(24, 32))
+        else:
+            sample = drawn.pop(0)  # the sample of each row, as patch_data drew them
+            assert len(sample) == rows_total and set(sample) == set(range(32))
+            assert (sample[fit_rows] < 24).all() and (sample[check] >= 24).all()
+    assert positions == "all" or any(u["positions"] != "all" for u in report["units"])
+    assert not drawn
+
+
+def test_no_hold_out_when_too_few_samples_would_be_left():
+    from faaq_onnx.optimize.rounding import _fit_samples
+
+    assert _fit_samples(32, 0.25) == 24 and _fit_samples(192, 0.125) == 168
+    assert _fit_samples(32, 0.0) == 32 and _fit_samples(24, 0.125) == 24  # off; 3 too few held out
+    assert _fit_samples(10, 0.45) == 6  # 4.5 rounds to 4 held out
+    assert _fit_samples(7, 0.45) == 7  # 3 held out: too few
+    assert _fit_samples(8, 0.45) == 4 and _fit_samples(7, 0.49) == 7  # 4 left; 3 left: too few
+
+
+def test_optimize_holdout_is_checked_and_off_unless_asked_for():
+    with pytest.raises(FaaqError, match=r"--optimize-holdout must be at least 0 and below 0\.5"):
+        QuantConfig(optimize="adaround", optimize_holdout=0.5)
+    with pytest.raises(FaaqError, match="--optimize-holdout must be at least 0"):
+        QuantConfig(optimize="adaround", optimize_holdout=-0.1)
+    assert QuantConfig(optimize="adaround").optimize_holdout == 0.0
+    assert QuantConfig(optimize="auto", effort="best").optimize_holdout == 0.0
