@@ -163,7 +163,8 @@ def patch_runner(layer: ConvLayer):
 
 
 def patch_data(layer: ConvLayer, x: np.ndarray, x_float, target: np.ndarray, seed: int):
-    """(inputs, float inputs or None, targets) of the sampled positions, for reconstruct()."""
+    """(inputs, float inputs or None, targets, the sample each row comes from) of the sampled
+    positions, for reconstruct()."""
     n, _, ho, wo = target.shape
     c = x.shape[1]
     where = sample_positions(n * ho * wo, c * layer.kernel[0] * layer.kernel[1], seed)
@@ -173,10 +174,4 @@ def patch_data(layer: ConvLayer, x: np.ndarray, x_float, target: np.ndarray, see
 
     xs = {INPUT: grouped(x)}
     xf = None if x_float is None else {INPUT: grouped(x_float)}
-    return xs, xf, targets(target, where)
-
-
-def position_samples(target_shape: tuple, per_position: int, seed: int) -> np.ndarray:
-    """The sample each row of patch_data's (same arguments) comes from, in row order."""
-    n, _, ho, wo = target_shape
-    return sample_positions(n * ho * wo, per_position, seed) // (ho * wo)
+    return xs, xf, targets(target, where), where // (ho * wo)

@@ -26,7 +26,6 @@ from faaq_onnx.optimize.patches import (
     conv_layer,
     patch_data,
     patch_runner,
-    position_samples,
 )
 from faaq_onnx.optimize.reconstruct import (
     LearnedActQuant,
@@ -110,9 +109,7 @@ def optimize_rounding(
         samples_of_rows = np.arange(n)
         if layer is not None:  # the layer loss on sampled positions: a product of patches
             run_unit = patch_runner(layer)
-            per_position = x[unit.inputs[0]].shape[1] * layer.kernel[0] * layer.kernel[1]
-            samples_of_rows = position_samples(target.shape, per_position, settings.seed + i)
-            x, x_float, target = patch_data(
+            x, x_float, target, samples_of_rows = patch_data(
                 layer,
                 x[unit.inputs[0]],
                 None if x_float is None else x_float[unit.inputs[0]],

@@ -70,12 +70,13 @@ def test_patch_products_are_the_conv_output_at_the_sampled_positions(
     )[0]
     layer = P.conv_layer(m, unit)
     assert layer is not None and layer.groups == group
-    xs, xf, target = P.patch_data(layer, x, x, y, seed=0)
+    xs, xf, target, samples = P.patch_data(layer, x, x, y, seed=0)
     assert xf is not None and np.array_equal(xf[P.INPUT], xs[P.INPUT])
     assert xs[P.INPUT].shape == (len(target), group, c // group * k * k)
     out = P.patch_runner(layer)({P.INPUT: torch.from_numpy(xs[P.INPUT]), "w": torch.from_numpy(w)})
     np.testing.assert_allclose(out.numpy(), target, atol=1e-4)
     assert len(target) == y.shape[0] * y.shape[2] * y.shape[3]  # a small layer: every position
+    assert np.array_equal(samples, np.repeat(np.arange(3), y.shape[2] * y.shape[3]))
 
 
 def test_patches_and_targets_of_tensors_kept_in_files_are_the_same(monkeypatch):
@@ -101,6 +102,8 @@ def test_patches_and_targets_of_tensors_kept_in_files_are_the_same(monkeypatch):
     assert len(want[2]) == 256 < y.shape[0] * y.shape[2] * y.shape[3]
     np.testing.assert_array_equal(got[0][P.INPUT], want[0][P.INPUT])
     np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[3], want[3])
+    assert set(want[3]) == set(range(39))  # positions drawn from every image
 
 
 def test_positions_are_capped_by_the_patch_budget_and_seeded():

@@ -779,7 +779,6 @@ def test_with_a_hold_out_each_unit_is_fit_to_the_first_samples_and_judged_on_the
     n - holdout samples, and the error that decides learned vs start is measured on the rest
     (rows of whole maps are samples; a sampled position's row belongs to its sample)."""
     from faaq_onnx.optimize import rounding
-    from faaq_onnx.optimize.patches import position_samples
 
     seen: dict = {"fit": [], "check": [], "start": []}
     real_reconstruct, real_mse, real_start = (
@@ -804,11 +803,14 @@ def test_with_a_hold_out_each_unit_is_fit_to_the_first_samples_and_judged_on_the
     monkeypatch.setattr(rounding, "_mse", spy_mse)
     monkeypatch.setattr(rounding, "_gptq_start", spy_start)
     drawn = []  # each sampled unit's rows' samples, in unit order
-    monkeypatch.setattr(
-        rounding,
-        "position_samples",
-        lambda *a: drawn.append(position_samples(*a)) or drawn[-1],
-    )
+    real_patch_data = rounding.patch_data
+
+    def spy_patch_data(*a):
+        out = real_patch_data(*a)
+        drawn.append(out[3])
+        return out
+
+    monkeypatch.setattr(rounding, "patch_data", spy_patch_data)
     settings = ReconSettings(
         iters=3, batch_size=8, holdout=0.25, sampled_positions=positions == "sampled"
     )
