@@ -204,6 +204,15 @@ def quant_options(f):
             "keeps its learned rounding only where it measures a lower error than its start on them.",
         ),
         click.option(
+            "--gptq-asymmetric/--no-gptq-asymmetric",
+            default=True,
+            show_default=True,
+            help="GPTQ fits each layer to the float model's output (the error upstream layers "
+            "left is compensated where it arrives) instead of to its own float weights' output "
+            "on the same inputs. Costs a layer-by-layer pass of the float model besides the "
+            "quantized one.",
+        ),
+        click.option(
             "--optimize-inputs",
             type=click.Choice(list(OPTIMIZE_INPUTS)),
             default="quantized",
@@ -435,6 +444,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         rounding_start=o.get("rounding_start"),
         optimize_positions=o.get("optimize_positions"),
         optimize_holdout=o.get("optimize_holdout", 0.0),
+        gptq_asymmetric=o.get("gptq_asymmetric", True),
         optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround"),
         qdrop=o.get("qdrop", 0.0),

@@ -7,6 +7,12 @@ only the part of the probe between the previous layer's input and this one's
 comes from the float model, so one streamed pass of it gives every Hessian at once (in
 waves whose Hessians fit WAVE_BYTES). Either way a Hessian is summed batch by batch over
 at most ROWS_PER_K · K sampled patches per batch (optimize.hessian.HessianSum).
+
+With `asymmetric` (the default, `--gptq-asymmetric`) the sequential pass also runs the float model
+layer by layer and sums, over the same patches, the product of each layer's quantized-model
+input with its float-model input, so each layer is rounded to reproduce the float model's
+output rather than its own float weights' (gptq.asymmetric_target): the error upstream layers
+left is compensated where it arrives instead of passed on.
 """
 
 from __future__ import annotations
@@ -50,22 +56,32 @@ class LayerJob:
 
 
 def gptq_layers(
-    comp, units, data, plan, wbits, inputs: str, correct_biases: bool = False, starts=None
+    comp,
+    units,
+    data,
+    plan,
+    wbits,
+    inputs: str,
+    correct_biases: bool = False,
+    starts=None,
+    asymmetric: bool = False,
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
     biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
     it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
-    the error-compensated weights GPTQ rounded, where a learned rounding can start."""
+    the error-compensated weights GPTQ rounded, where a learned rounding can start. With
+    `asymmetric` (and inputs other than float) each layer is fit to the float model's output."""
     jobs = [_job(comp, u, wbits) for u in units]
     for job in jobs:
         job.starts = starts
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
+        float_input = data.float_sequence() if asymmetric else None
         biases = LayerBiasCorrection(comp, data.inputs) if correct_biases else None
         reports = []
         for job in jobs:
-            reports.append(_sequential(comp, job, layer_input, wbits))
+            reports.append(_sequential(comp, job, layer_input, wbits, float_input))
             if biases is not None:
                 t0 = time.perf_counter()
                 biases.correct(job.unit.nodes[0], layer_input.run)
@@ -131,19 +147,22 @@ def _sum_from_float(wave: list[LayerJob], data) -> float:
     return ort_s
 
 
-def _sequential(comp, job: LayerJob, layer_input, wbits, batch: int = 32) -> dict:
+def _sequential(comp, job: LayerJob, layer_input, wbits, float_input=None, batch: int = 32) -> dict:
     """One layer's Hessians from what the model with every upstream layer rounded feeds it
-    (layer_input: UnitData.sequential_inputs), summed batch by batch."""
+    (layer_input: UnitData.sequential_inputs), summed batch by batch; with `float_input` (the
+    float model's tensors, in graph order: UnitData.float_sequence) their cross products too."""
     t_in = 0.0
     for i, lw in enumerate(job.weights):
         hs = lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
         t0 = time.perf_counter()
         x = layer_input(lw.x_name, lazy=True)  # summed a batch at a time: may stay in its file
+        xf = None if float_input is None else float_input(lw.x_name, lazy=True)
         t1 = time.perf_counter()
         t_in += t1 - t0
         whole = lw.form.trans_x and x.ndim == 2  # (K, M): axis 0 is not the samples
         for s in range(0, 1 if whole else len(x), batch):
-            hs.add(np.asarray(x) if whole else x[s : s + batch])
+            part = (lambda v: np.asarray(v)) if whole else (lambda v, s=s: v[s : s + batch])
+            hs.add(part(x), None if xf is None else part(xf))
         job.hessian_s += time.perf_counter() - t1
     return _round(comp, job, wbits, {"inputs_s": round(t_in, 2)})
 
@@ -170,9 +189,13 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         h = lw.hessian
         assert h is not None, "every weight's Hessian is summed before it is rounded"
         start: dict | None = {} if job.starts is not None else None
+        fitted = gptq_mod.asymmetric_target(lw.form, w_float, h)
+        if h.cross is not None:  # asked for: say per weight whether the layer had rows enough
+            out.setdefault("asymmetric", []).append(fitted is not None)
+        target = w_float if fitted is None else fitted
         qw = gptq_mod.gptq_weight(
             lw.form,
-            w_float,
+            target,
             h.h,
             rtn.grid,
             comp.config.weight_symmetric,
@@ -183,8 +206,9 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
             job.starts[lw.name] = start["w"]
         comp.weights.put(lw.name, wbits[lw.name], qw)
         out["weights"].append(lw.name)
-        out["mse_nearest"] += h.output_error(rtn.dequantized() - w_float)
-        out["mse"] += h.output_error(qw.dequantized() - w_float)
+        # both against the weights GPTQ fit: the float ones, or the asymmetric target
+        out["mse_nearest"] += h.output_error(rtn.dequantized() - target)
+        out["mse"] += h.output_error(qw.dequantized() - target)
         lw.hessian = None  # the wave's memory goes back as each layer is rounded
     out["act_order"] = gptq_mod.ACT_ORDER
     out["rounding_s"] = round(time.perf_counter() - t0, 2)

@@ -232,20 +232,23 @@ def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
     return v[steps]
 
 
-def gram(p: np.ndarray) -> np.ndarray:
+def gram(p: np.ndarray, q: np.ndarray | None = None) -> np.ndarray:
     """pᵀp per group, (G, M, K) -> (G, K, K) float64, multiplied in p's precision (float32 patches:
     half the time of float64 and as exact as the activations ORT computed; the sum over batches
     is float64). One group: numpy's product of a matrix with its own transpose, which BLAS
     computes as a symmetric rank-k update (half the arithmetic: 0.66 s against torch's 1.1 s
-    at M = 12,544, K = 2,304); several: torch's batched product where installed."""
+    at M = 12,544, K = 2,304); several: torch's batched product where installed. With `q`
+    (the same shape as p): the cross product pᵀq."""
+    other = p if q is None else q
     if len(p) == 1:
-        return (p[0].T @ p[0]).astype(np.float64)[None]
+        return (p[0].T @ other[0]).astype(np.float64)[None]
     try:
         import torch
     except ImportError:  # torch is an optional dependency
-        return np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
+        return np.matmul(p.transpose(0, 2, 1), other).astype(np.float64)
     t = torch.from_numpy(p)
-    return torch.bmm(t.transpose(1, 2), t).numpy().astype(np.float64)
+    u = t if q is None else torch.from_numpy(q)
+    return torch.bmm(t.transpose(1, 2), u).numpy().astype(np.float64)
 
 
 class HessianSum:
@@ -254,27 +257,39 @@ class HessianSum:
     With rows_per_k, each add() keeps at most max(MIN_ROWS, rows_per_k · K) patches of its
     batch, drawn at random: a feature map gives far more patches than a K x K Hessian
     needs (256 images of 112 x 112 give 3.2 M rows), and building and summing them all
-    was most of GPTQ's cost on EfficientNet-Lite0. None keeps every patch."""
+    was most of GPTQ's cost on EfficientNet-Lite0. None keeps every patch.
+
+    Given the float model's values of the same input too, add() also sums the cross
+    product Σ x x_floatᵀ over the same patches (`cross`): what GPTQ needs to fit the layer
+    to the float model's output instead of to its own float weights' (gptq.asymmetric_target).
+    """
 
     def __init__(self, form: LinearForm, rows_per_k: int | None = None, seed: int = 0) -> None:
         g, k, _ = form.gkn
         self.form = form
         self.sum = np.zeros((g, k, k))
+        self.cross: np.ndarray | None = None  # Σ x x_floatᵀ, once add() is given x_float
         self.rows = 0  # patches per group
         self.max_rows = None if rows_per_k is None else max(MIN_ROWS, rows_per_k * k)
         self.rng = np.random.default_rng(seed)
 
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x)
-        if x.ndim < 2:
-            x = x[None]
+    def add(self, x: np.ndarray, x_float: np.ndarray | None = None) -> None:
+        x = _batch(x)
+        xf = None if x_float is None else _batch(x_float)
+        if xf is not None and self.cross is None:
+            self.cross = np.zeros_like(self.sum)
         step = self.form.samples_per_chunk(x)
         chunks = -(-len(x) // step) if x.ndim >= 2 and len(x) else 1
         cap = None if self.max_rows is None else -(-self.max_rows // chunks)
         for s in range(0, len(x), step):
+            drawn = self.rng.bit_generator.state  # the float patches come from the same positions
             p = self.form.patches(x[s : s + step], cap, self.rng)
             self.sum += gram(p)
             self.rows += p.shape[1]
+            if xf is not None and self.cross is not None:
+                twin = np.random.default_rng()
+                twin.bit_generator.state = drawn
+                self.cross += gram(p, self.form.patches(xf[s : s + step], cap, twin))
 
     @property
     def h(self) -> np.ndarray:
@@ -290,3 +305,8 @@ class HessianSum:
         # loop took K²·N steps in C (53 s at K = 4608, N = 512)
         quad = np.einsum("gkn,gkn->", d, np.matmul(self.sum, d))
         return float(quad / max(self.rows * g * n, 1))
+
+
+def _batch(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x[None] if x.ndim < 2 else x

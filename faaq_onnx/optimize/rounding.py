@@ -88,7 +88,14 @@ def optimize_rounding(
     if mode == "gptq":
         correct = "bias-correction" in comp.config.optimize
         report["units"], report["inputs_s"], biases = gptq_layers(
-            comp, units, data, plan, wbits, inputs, correct_biases=correct
+            comp,
+            units,
+            data,
+            plan,
+            wbits,
+            inputs,
+            correct_biases=correct,
+            asymmetric=comp.config.gptq_asymmetric,
         )
         if biases is not None:
             report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
@@ -216,7 +223,16 @@ def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: d
     t0 = time.perf_counter()
     units = _rounded_units(comp, "gptq", wbits)
     data = _unit_data(comp, units, _samples(comp, samples))
-    reports, _, _ = gptq_layers(comp, units, data, plan, wbits, inputs, starts=starts)
+    reports, _, _ = gptq_layers(
+        comp,
+        units,
+        data,
+        plan,
+        wbits,
+        inputs,
+        starts=starts,
+        asymmetric=comp.config.gptq_asymmetric,
+    )
     return {
         "mode": "gptq",
         "weights": len(starts),

@@ -72,6 +72,12 @@ class UnitData:
         runs only the part of the model after the previous one (runtime.segments)."""
         return SequentialInputs(self, choices, mode in ("quantized", "mixed"))
 
+    def float_sequence(self):
+        """A function giving the float model's `name` for every sample, to a caller that asks in
+        graph order (runtime.segments: each call runs only the part of the model after the
+        previous one); `lazy` as SegmentedRun.get."""
+        return SegmentedRun(self.comp.float_proto, self.inputs, self.batch_size).get
+
     def reconstruction_sequence(self, choices, mode: str):
         """What each unit is reconstructed from, for units asked in graph order, each rounded
         before the next is asked for: every call runs only the part of the float model (and of
@@ -116,14 +122,14 @@ class ReconstructionSequence:
 
     def __init__(self, data: UnitData, choices, mode: str) -> None:
         self.mode = mode
-        self.float_run = SegmentedRun(data.comp.float_proto, data.inputs, data.batch_size)
+        self.float_get = data.float_sequence()
         self.layer_input = None if mode == "float" else data.sequential_inputs(choices, mode)
 
     def __call__(self, names: list[str], output: str):
         """(inputs, float inputs where mode is mixed else None, float target) of one unit. A
         tensor the run keeps in a file comes back as its SpilledArray: reconstruction reads the
         rows of each batch from it, so every sample is used whatever the tensors' size."""
-        get = self.float_run.get
+        get = self.float_get
         fl = {n: get(n, lazy=True) for n in names} if self.mode in ("float", "mixed") else {}
         layer_input = self.layer_input
         x = fl if layer_input is None else {n: layer_input(n, lazy=True) for n in names}

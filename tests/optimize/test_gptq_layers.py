@@ -193,9 +193,11 @@ def test_sequential_gemm_read_transposed_is_one_batch():
     seen = []
     orig = gl.HessianSum.add
 
-    def spy(self, x):
+    def spy(self, x, x_float=None):
         seen.append(np.shape(x))
-        orig(self, x)
+        if x_float is not None:  # the float model's tensor goes in the same batches
+            assert np.shape(x_float) == np.shape(x)
+        orig(self, x, x_float)
 
     gl.HessianSum.add = spy
     try:
@@ -213,6 +215,16 @@ def test_sequential_gemm_read_transposed_is_one_batch():
     finally:
         gl.HessianSum.add = orig
     assert seen == [(32, 6), (32, 6), (6, 6)]
+    seen.clear()  # with the float model's tensor beside it: the same batches of both
+    job = gl._job(comp, Unit("g", ["g"], ["a"], "y", ["w"]), {"w": 4})
+    gl.HessianSum.add = spy
+    try:
+        gl._sequential(
+            comp, job, lambda name, lazy=False: a, {"w": 4}, lambda name, lazy=False: 2 * a, 32
+        )
+    finally:
+        gl.HessianSum.add = orig
+    assert seen == [(6, 70)]
 
 
 def test_sequential_reports_the_seconds_spent_getting_inputs(monkeypatch):

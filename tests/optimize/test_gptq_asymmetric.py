@@ -1,0 +1,159 @@
+"""GPTQ fit to the float model's output (gptq.asymmetric_target, --gptq-asymmetric)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.optimize import gptq as gptq_mod
+from faaq_onnx.optimize.gptq import TARGET_ROWS_PER_INPUT, asymmetric_target
+from faaq_onnx.optimize.gptq_layers import gptq_layers
+from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
+from faaq_onnx.optimize.units import Unit
+from tests.optimize.test_gptq_layers import make_comp
+
+
+def _inputs(rows=400, k=8, seed=0):
+    """Float inputs and what a quantized model upstream feeds instead: a distorted copy."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 3)) @ rng.standard_normal((3, k))).astype(np.float32)
+    x += 0.1 * rng.standard_normal(x.shape).astype(np.float32)
+    mix = np.eye(k) + 0.15 * rng.standard_normal((k, k))
+    xq = (x @ mix + 0.05 * rng.standard_normal(x.shape)).astype(np.float32)
+    return x, xq
+
+
+def test_the_cross_product_is_taken_over_the_same_patches():
+    rng = np.random.default_rng(1)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)
+    form = linear_form(node, 1, (4, 2, 3, 3))
+    x = rng.standard_normal((3, 4, 6, 6)).astype(np.float32)
+    xf = rng.standard_normal(x.shape).astype(np.float32)
+    exact = HessianSum(form)
+    exact.add(x, xf)
+    want = np.matmul(form.patches(x).transpose(0, 2, 1), form.patches(xf)).astype(np.float64)
+    np.testing.assert_allclose(exact.cross, want, rtol=1e-5, atol=1e-4)
+    # sampled patches: the float ones come from the positions the quantized ones were drawn at
+    x = rng.standard_normal((8, 4, 24, 24)).astype(np.float32)  # 4,608 patches
+    capped = HessianSum(form, rows_per_k=1)
+    capped.add(x, 3 * x)
+    assert capped.rows < 8 * 24 * 24  # a draw of them
+    np.testing.assert_allclose(capped.cross, 3 * capped.sum, rtol=1e-4, atol=1e-3)
+    plain = HessianSum(form, rows_per_k=1)
+    plain.add(x)  # the same draw without the float tensor: the same sum, no cross product
+    np.testing.assert_allclose(plain.sum, capped.sum)
+    assert plain.cross is None
+
+
+def test_the_target_is_the_float_weight_when_the_inputs_agree():
+    x, _ = _inputs()
+    form = LinearForm("MatMul", (8, 5))
+    w = np.random.default_rng(2).standard_normal((8, 5))
+    hs = HessianSum(form)
+    hs.add(x, x)
+    np.testing.assert_allclose(asymmetric_target(form, w, hs), w, atol=1e-9)
+
+
+def test_the_target_reproduces_the_float_output_from_the_quantized_inputs():
+    x, xq = _inputs()
+    form = LinearForm("MatMul", (8, 5))
+    w = np.random.default_rng(3).standard_normal((8, 5))
+    hs = HessianSum(form)
+    hs.add(xq, x)
+    target = asymmetric_target(form, w, hs, damp=1e-6)
+    lstsq = np.linalg.lstsq(xq.astype(np.float64), x.astype(np.float64) @ w, rcond=None)[0]
+    np.testing.assert_allclose(target, lstsq, rtol=1e-3, atol=1e-3)
+    err = lambda v: np.mean((xq @ v - x @ w) ** 2)  # noqa: E731
+    assert err(target) < 0.2 * err(w)
+    # the ridge pulls towards the float weight: more damping, nearer w
+    far = np.abs(asymmetric_target(form, w, hs, damp=1e-6) - w).sum()
+    assert np.abs(asymmetric_target(form, w, hs, damp=10.0) - w).sum() < 0.5 * far
+
+
+def test_no_target_without_a_cross_product_or_with_too_few_rows():
+    x, xq = _inputs(rows=TARGET_ROWS_PER_INPUT * 8 - 1)
+    form = LinearForm("MatMul", (8, 5))
+    w = np.ones((8, 5))
+    few = HessianSum(form)
+    few.add(xq, x)
+    assert asymmetric_target(form, w, few) is None  # 31 rows for K = 8: a fit would be overfit
+    few.add(xq[:1], x[:1])
+    assert asymmetric_target(form, w, few) is not None
+    alone = HessianSum(form)
+    alone.add(xq)
+    assert asymmetric_target(form, w, alone) is None
+
+
+def test_a_group_with_zero_inputs_keeps_its_weights():
+    """A depthwise channel that never fires: nothing to fit, and nothing singular."""
+    node = helper.make_node("Conv", ["x", "w"], ["y"], group=2)
+    form = linear_form(node, 1, (2, 1, 1, 1))
+    x = np.random.default_rng(4).standard_normal((64, 2, 4, 4)).astype(np.float32)
+    x[:, 1] = 0
+    hs = HessianSum(form)
+    hs.add(x, 1.5 * x)
+    target = asymmetric_target(form, np.array([1.0, 2.0]).reshape(2, 1, 1, 1), hs, damp=1e-6)
+    np.testing.assert_allclose(target.ravel(), [1.5, 2.0], rtol=1e-4)
+
+
+class _Both:
+    """Layer inputs as the quantized model feeds them, and the float model's."""
+
+    def __init__(self, xq, x):
+        self.xq, self.x = xq, x
+
+    def sequential_inputs(self, choices, mode):
+        def layer_input(name, lazy=False):
+            return self.xq
+
+        layer_input.run = None
+        return layer_input
+
+    def float_sequence(self):
+        return lambda name, lazy=False: self.x
+
+
+def _round(asymmetric: bool, rows: int = 400):
+    x, xq = _inputs(rows=rows)
+    w = np.random.default_rng(5).standard_normal((8, 5))
+    comp = make_comp([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], {"w": w}, {"w": 1})
+    unit = Unit("unit0", ["mm"], ["x"], "y", ["w"])
+    plan = SimpleNamespace(choices={})
+    (rep,), _, _ = gptq_layers(
+        comp, [unit], _Both(xq, x), plan, {"w": 4}, "quantized", asymmetric=asymmetric
+    )
+    deq = comp.weights.stored["w"][1].dequantized().astype(np.float64)
+    return rep, float(np.mean((xq @ deq - x @ w) ** 2))
+
+
+def test_asymmetric_gptq_is_nearer_the_float_output():
+    sym, sym_err = _round(False)
+    asym, asym_err = _round(True)
+    assert "asymmetric" not in sym and asym["asymmetric"] == [True]
+    assert asym_err < 0.5 * sym_err
+    # its report measures both roundings against the weights it fit
+    assert asym["mse"] < asym["mse_nearest"]
+
+
+def test_a_layer_with_too_few_rows_is_rounded_as_plain_gptq():
+    rep, err = _round(True, rows=TARGET_ROWS_PER_INPUT * 8 - 1)
+    _, plain = _round(False, rows=TARGET_ROWS_PER_INPUT * 8 - 1)
+    assert rep["asymmetric"] == [False]
+    assert err == pytest.approx(plain)
+
+
+def test_it_is_on_by_default_and_reaches_gptq(monkeypatch):
+    assert QuantConfig().gptq_asymmetric
+    seen = []
+    real = gptq_mod.asymmetric_target
+
+    def spy(form, w, hsum, damp=gptq_mod.TARGET_DAMP):
+        seen.append(hsum.cross is not None)
+        return real(form, w, hsum, damp)
+
+    monkeypatch.setattr(gptq_mod, "asymmetric_target", spy)
+    _round(True)
+    _round(False)
+    assert seen == [True, False]
