@@ -133,8 +133,9 @@ class QuantConfig:
     # share of the samples each adaround/brecq unit is not fit to, its rounding judged on them
     # (EfficientNet-Lite0 W4A8 --effort best: 79.69 % with 0.125, 79.98 % without; off)
     optimize_holdout: float = 0.0
-    # GPTQ fits each layer to the float model's output, not its float weights' (gptq.asymmetric_target)
-    gptq_asymmetric: bool = True
+    # GPTQ fits each layer to the float model's output, not its float weights' (gptq.asymmetric_target);
+    # None: for the plan that ships as rounded, not for a budget's candidates (pipeline.quantize)
+    gptq_asymmetric: bool | None = None
     optimize_scales: bool = (
         False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     )

@@ -35,6 +35,7 @@ from faaq_onnx.stages.allocation import AllocationStage
 from faaq_onnx.stages.effort import (
     better_of_default,
     compares,
+    fit_gptq_to_float_output,
     keep_first_last_at_8_bits,
     wants_comparison,
 )
@@ -247,6 +248,7 @@ def quantize(
     config.latency_batch = latency_batch or config.latency_batch
     budget = _checked_request(model_path, output, plan, budget, labeled, config)
     keep_first_last_at_8_bits(config, budget, plan)
+    fit_gptq_to_float_output(config, budget)
     if _network_in_branches(model_path, plan, budget):
         # the network sits inside If branches: each branch the samples take, quantized on its own
         from faaq_onnx.stages.branches import quantize_in_branches

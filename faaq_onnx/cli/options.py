@@ -205,12 +205,12 @@ def quant_options(f):
         ),
         click.option(
             "--gptq-asymmetric/--no-gptq-asymmetric",
-            default=True,
-            show_default=True,
+            default=None,
             help="GPTQ fits each layer to the float model's output (the error upstream layers "
             "left is compensated where it arrives) instead of to its own float weights' output "
             "on the same inputs. Costs a layer-by-layer pass of the float model besides the "
-            "quantized one.",
+            "quantized one. [default: on for a --scheme or --plan; off for the candidates a "
+            "--budget rounds, which are stitched into plans they were not fit in]",
         ),
         click.option(
             "--optimize-inputs",
@@ -444,7 +444,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         rounding_start=o.get("rounding_start"),
         optimize_positions=o.get("optimize_positions"),
         optimize_holdout=o.get("optimize_holdout", 0.0),
-        gptq_asymmetric=o.get("gptq_asymmetric", True),
+        gptq_asymmetric=o.get("gptq_asymmetric"),
         optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround"),
         qdrop=o.get("qdrop", 0.0),

@@ -95,7 +95,7 @@ def optimize_rounding(
             wbits,
             inputs,
             correct_biases=correct,
-            asymmetric=comp.config.gptq_asymmetric,
+            asymmetric=bool(comp.config.gptq_asymmetric),
         )
         if biases is not None:
             report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
@@ -231,7 +231,7 @@ def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: d
         wbits,
         inputs,
         starts=starts,
-        asymmetric=comp.config.gptq_asymmetric,
+        asymmetric=bool(comp.config.gptq_asymmetric),
     )
     return {
         "mode": "gptq",

@@ -155,8 +155,9 @@ def test_every_option_reaches_the_config(config_of):
     assert config_of("--optimize", "adaround", "--optimize-holdout", "0.25")[
         "config"
     ].optimize_holdout == pytest.approx(0.25)
-    assert config_of()["config"].gptq_asymmetric
-    assert not config_of("--no-gptq-asymmetric")["config"].gptq_asymmetric
+    assert config_of()["config"].gptq_asymmetric is None  # quantize() decides (stages.effort)
+    assert config_of("--no-gptq-asymmetric")["config"].gptq_asymmetric is False
+    assert config_of("--gptq-asymmetric")["config"].gptq_asymmetric is True
 
 
 @pytest.mark.parametrize(

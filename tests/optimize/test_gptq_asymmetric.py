@@ -3,15 +3,19 @@
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import pytest
 from onnx import helper
 
+from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.optimize import gptq as gptq_mod
 from faaq_onnx.optimize.gptq import TARGET_ROWS_PER_INPUT, asymmetric_target
 from faaq_onnx.optimize.gptq_layers import gptq_layers
 from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
 from faaq_onnx.optimize.units import Unit
+from faaq_onnx.stages.effort import fit_gptq_to_float_output
+from tests.optimize.test_gptq import build_conv_model, smooth_images
 from tests.optimize.test_gptq_layers import make_comp
 
 
@@ -144,8 +148,7 @@ def test_a_layer_with_too_few_rows_is_rounded_as_plain_gptq():
     assert err == pytest.approx(plain)
 
 
-def test_it_is_on_by_default_and_reaches_gptq(monkeypatch):
-    assert QuantConfig().gptq_asymmetric
+def test_it_reaches_gptq_only_when_asked(monkeypatch):
     seen = []
     real = gptq_mod.asymmetric_target
 
@@ -157,3 +160,46 @@ def test_it_is_on_by_default_and_reaches_gptq(monkeypatch):
     _round(True)
     _round(False)
     assert seen == [True, False]
+
+
+def test_unset_it_is_on_for_a_scheme_and_off_for_a_budgets_candidates():
+    assert QuantConfig().gptq_asymmetric is None
+    for budget, want in ((None, True), ("avg-bits=4", False)):
+        config = QuantConfig()
+        fit_gptq_to_float_output(config, budget)
+        assert config.gptq_asymmetric is want
+    for asked in (True, False):  # what the user said stays
+        config = QuantConfig(gptq_asymmetric=asked)
+        fit_gptq_to_float_output(config, "avg-bits=4")
+        assert config.gptq_asymmetric is asked
+
+
+@pytest.fixture
+def conv_model(tmp_path):
+    path = tmp_path / "tiny_convs.onnx"
+    onnx.save(build_conv_model(), str(path))
+    return str(path)
+
+
+def test_through_quantize(conv_model):
+    """The plain W4A8 command fits its layers to the float output; a budget's candidates are
+    plain GPTQ unless asked."""
+    calib = {"input": smooth_images(64)}
+    res = quantize(
+        conv_model, calib, None, QuantConfig(progress=False, scheme="w4a8", optimize="auto")
+    )
+    units = res.report["optimization"]["rounding"]["w4a8"]["units"]
+    assert all(u["asymmetric"] == [True] for u in units if u["op"] == "Conv"), units
+    assert all("asymmetric" in u for u in units)
+    for asked, has in ((None, False), (True, True)):
+        res = quantize(
+            conv_model,
+            calib,
+            None,
+            QuantConfig(progress=False, optimize="auto", gptq_asymmetric=asked),
+            budget="avg-bits=6",
+            candidates="w4a8,w8a8",
+            cache_dir=False,
+        )
+        units = res.report["optimization"]["rounding"]["w4a8"]["units"]
+        assert all(("asymmetric" in u) is has for u in units), units
