@@ -43,9 +43,9 @@ def fit_gptq_to_float_output(config: QuantConfig, budget) -> None:
     """--gptq-asymmetric left unset: on where the plan that ships is the one rounded (a --scheme,
     a --plan), off for the per-candidate rounding a budget's sweep reuses in every plan (fit to
     the float output of a uniform model, a layer compensates upstream error its mixed plan may
-    not have). Measured with it on there: ResNet-56 `wide` r = 0.25 83.02 % against 82.57, but the
-    budget command at 1.3x (ResNet-50) to 2x (EfficientNet-Lite0) the time, MiniLM's 4.7x ORT's
-    quantization time to 5.9x."""
+    not have). Measured with it on there: ResNet-56 `wide` r = 0.25 83.02 % against 82.57, but
+    EfficientNet-Lite0's budget command at 12.8x ORT's quantization time against 8.2x without
+    (benchmarks/out/sweep_vs_ort_gptq_asymmetric.md)."""
     if config.gptq_asymmetric is None:
         config.gptq_asymmetric = budget is None
 
