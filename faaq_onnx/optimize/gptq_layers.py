@@ -8,7 +8,7 @@ comes from the float model, so one streamed pass of it gives every Hessian at on
 waves whose Hessians fit WAVE_BYTES). Either way a Hessian is summed batch by batch over
 at most ROWS_PER_K · K sampled patches per batch (optimize.hessian.HessianSum).
 
-With `asymmetric` (the default, `--gptq-asymmetric`) the sequential pass also runs the float model
+With config.gptq_asymmetric (`--gptq-asymmetric`) the sequential pass also runs the float model
 layer by layer and sums, over the same patches, the product of each layer's quantized-model
 input with its float-model input, so each layer is rounded to reproduce the float model's
 output rather than its own float weights' (gptq.asymmetric_target): the error upstream layers
@@ -64,20 +64,20 @@ def gptq_layers(
     inputs: str,
     correct_biases: bool = False,
     starts=None,
-    asymmetric: bool = False,
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
     biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
     it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
     the error-compensated weights GPTQ rounded, where a learned rounding can start. With
-    `asymmetric` (and inputs other than float) each layer is fit to the float model's output."""
+    config.gptq_asymmetric (and inputs other than float) each layer is fit to the float model's
+    output."""
     jobs = [_job(comp, u, wbits) for u in units]
     for job in jobs:
         job.starts = starts
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
-        float_input = data.float_sequence() if asymmetric else None
+        float_input = data.float_sequence() if comp.config.gptq_asymmetric else None
         biases = LayerBiasCorrection(comp, data.inputs) if correct_biases else None
         reports = []
         for job in jobs:

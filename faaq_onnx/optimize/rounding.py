@@ -88,14 +88,7 @@ def optimize_rounding(
     if mode == "gptq":
         correct = "bias-correction" in comp.config.optimize
         report["units"], report["inputs_s"], biases = gptq_layers(
-            comp,
-            units,
-            data,
-            plan,
-            wbits,
-            inputs,
-            correct_biases=correct,
-            asymmetric=bool(comp.config.gptq_asymmetric),
+            comp, units, data, plan, wbits, inputs, correct_biases=correct
         )
         if biases is not None:
             report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
@@ -223,16 +216,7 @@ def _gptq_start(comp, plan: BitPlan, wbits, inputs: str, samples: int, starts: d
     t0 = time.perf_counter()
     units = _rounded_units(comp, "gptq", wbits)
     data = _unit_data(comp, units, _samples(comp, samples))
-    reports, _, _ = gptq_layers(
-        comp,
-        units,
-        data,
-        plan,
-        wbits,
-        inputs,
-        starts=starts,
-        asymmetric=bool(comp.config.gptq_asymmetric),
-    )
+    reports, _, _ = gptq_layers(comp, units, data, plan, wbits, inputs, starts=starts)
     return {
         "mode": "gptq",
         "weights": len(starts),

@@ -123,11 +123,10 @@ def _round(asymmetric: bool, rows: int = 400):
     x, xq = _inputs(rows=rows)
     w = np.random.default_rng(5).standard_normal((8, 5))
     comp = make_comp([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], {"w": w}, {"w": 1})
+    comp.config.gptq_asymmetric = asymmetric
     unit = Unit("unit0", ["mm"], ["x"], "y", ["w"])
     plan = SimpleNamespace(choices={})
-    (rep,), _, _ = gptq_layers(
-        comp, [unit], _Both(xq, x), plan, {"w": 4}, "quantized", asymmetric=asymmetric
-    )
+    (rep,), _, _ = gptq_layers(comp, [unit], _Both(xq, x), plan, {"w": 4}, "quantized")
     deq = comp.weights.stored["w"][1].dequantized().astype(np.float64)
     return rep, float(np.mean((xq @ deq - x @ w) ** 2))
 

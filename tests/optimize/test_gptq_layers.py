@@ -37,7 +37,7 @@ def make_comp(nodes, arrays, axes):
     return SimpleNamespace(
         float_proto=SimpleNamespace(graph=SimpleNamespace(node=nodes)),
         weights=Weights(arrays, axes),
-        config=SimpleNamespace(weight_symmetric=True, weight_range="minmax"),
+        config=SimpleNamespace(weight_symmetric=True, weight_range="minmax", gptq_asymmetric=False),
     )
 
 
