@@ -30,6 +30,7 @@ TARGET_DAMP = 0.1  # asymmetric_target's pull towards the float weights, of the 
 TARGET_ROWS_PER_INPUT = 4  # fewer patches than this per input (K): no asymmetric target
 DAMP_STEPS = 6  # tenfold more damping each time the Hessian does not factor: up to 1000x
 LAZY = 128  # rows updated together (the paper's lazy batch)
+IN_PLACE_K = 256  # from this many inputs per group, GPTQ's factor is made in one buffer
 # Rows by decreasing diag(H)? benchmarks/out/gptq_conv.md: act-order's layer errors are ~5 % lower
 # (ResNet-20/56 W4A8/W3A8, EfficientNet-Lite0 W4A8), top-1 is not higher (ResNets within
 # ±0.6 pt either way; EfficientNet-Lite0 72.0 % vs 74.1 % natural). Blocked grids: not measured.
@@ -179,7 +180,7 @@ def gptq_codes(
     """
     act_order = ACT_ORDER if act_order is None else act_order
     w = np.array(w, np.float64, order="C")  # rows contiguous: a conv weight comes transposed
-    h = np.array(h, np.float64)
+    h = np.asarray(h, np.float64)  # copied below only where it must change
     scale = np.array(scale, np.float64)
     zp = np.array(zp, np.float64)
     g_dim, k_dim, n = w.shape
@@ -187,6 +188,8 @@ def gptq_codes(
     gi, ki = np.nonzero(
         diag <= 0
     )  # inputs that are always 0: no error to spread, rounded to nearest
+    if len(gi):
+        h = h.copy()
     h[gi, ki, :] = 0.0
     h[gi, :, ki] = 0.0
     h[gi, ki, ki] = 1.0
@@ -238,7 +241,9 @@ def gptq_codes(
             np.multiply(feedback[:, i, i + 1 : end, None], r[:, None, :], out=step)
             w[:, i + 1 : end] += step
         if end < k_dim:
-            w[:, end:] += np.matmul(feedback[:, start:end, end:].transpose(0, 2, 1), res)
+            # contiguous: BLAS takes no reversed view (_feedback_in_place), numpy would loop
+            block = np.ascontiguousarray(feedback[:, start:end, end:].transpose(0, 2, 1))
+            w[:, end:] += np.matmul(block, res)
     # each row of w is final once its turn has come: it then holds the value that was rounded
     if not act_order:
         return q, scale, zp, w
@@ -265,12 +270,47 @@ def _feedback(h: np.ndarray) -> np.ndarray:
     over U_ii) written with V = U⁻¹: both give the same codes, but V is one Cholesky
     factorization, where U needs H's triangular inverse as well (3x the arithmetic: 5.4 s of
     a 6.0 s ResNet-50 layer at K = 4608). float64: float32 took EfficientNet-Lite0 W4A8 from
-    80.36 % to 78.93 % (its Hessians are far worse conditioned than a random one)."""
+    80.36 % to 78.93 % (its Hessians are far worse conditioned than a random one).
+
+    Only F's strict upper triangle is defined: GPTQ reads nothing else. From K = IN_PLACE_K on,
+    F is a view of one buffer factored and scaled in place (_feedback_in_place)."""
+    if h.shape[1] >= IN_PLACE_K:
+        return _feedback_in_place(h)
     v = _reverse_factor(h)
     f = v / np.diagonal(v, axis1=1, axis2=2)[:, None, :]
     idx = np.arange(h.shape[1])
     f[:, idx, idx] = 0.0
     return f
+
+
+def _feedback_in_place(h: np.ndarray) -> np.ndarray:
+    """_feedback from one (G, K, K) buffer: H reversed, factored by LAPACK in place, scaled in
+    place, returned as a reversed, transposed view (F's strict upper triangle; below it, what
+    LAPACK left). Each fresh K x K float64 array costs its page faults (ResNet-50's K = 4608
+    layers: 170 MB each, 0.3-0.9 s here); the five _reverse_factor's way made took 2.3-7 s of
+    a layer, this one buffer 1.2-1.6 s."""
+    g_dim, k, _ = h.shape
+    buf = np.empty((g_dim, k, k))
+    for g in range(g_dim):
+        base = np.diagonal(h[g])
+        mean = float(base.mean())
+        damp = DAMP
+        for _ in range(DAMP_STEPS):
+            m = buf[g]
+            m[...] = h[g, ::-1, ::-1]  # P H P, symmetric: m.T (Fortran order) is the same matrix
+            np.einsum("ii->i", m)[...] += damp * mean
+            if _factor_in_place(m.T) and np.isfinite(np.diagonal(m)).all():
+                break
+            damp *= 10
+        else:
+            raise np.linalg.LinAlgError(
+                "GPTQ: the layer's Hessian does not factor even with "
+                f"{DAMP * 10 ** (DAMP_STEPS - 1):g}x its mean diagonal added"
+            )
+        # m = Lᵀ with P H P = L Lᵀ, so V = P L P = (m reversed)ᵀ: V's column j is m's row k-1-j
+        m /= np.diagonal(m).copy()[:, None]
+        np.einsum("ii->i", m)[...] = 0.0
+    return buf[:, ::-1, ::-1].transpose(0, 2, 1)
 
 
 def _reverse_factor(h: np.ndarray) -> np.ndarray:
@@ -292,6 +332,24 @@ def _reverse_factor(h: np.ndarray) -> np.ndarray:
         "GPTQ: the layer's Hessian does not factor even with "
         f"{DAMP * 10 ** (DAMP_STEPS - 1):g}x its mean diagonal added"
     )
+
+
+def _factor_in_place(a: np.ndarray) -> bool:
+    """Overwrite the lower triangle of `a` (K x K, Fortran order) with its Cholesky factor; False
+    where it is not positive definite. torch's LAPACK writes into a column-major tensor it is
+    given as its own output; without torch, numpy's factor is copied in."""
+    try:
+        import torch
+    except ImportError:  # torch is an optional dependency
+        try:
+            a[...] = np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return False
+        return True
+    t = torch.from_numpy(a)
+    info = torch.empty((), dtype=torch.int32)
+    torch.linalg.cholesky_ex(t, out=(t, info))
+    return int(info) == 0
 
 
 def _cholesky(a: np.ndarray) -> np.ndarray | None:

@@ -52,7 +52,9 @@ class LayerJob:
 
     @property
     def hessian_bytes(self) -> int:
-        return sum(8 * int(np.prod(w.form.gkn[:2])) * w.form.gkn[1] for w in self.weights)
+        """The float64 sums and the float32 patches a HessianSum holds before summing (up to K
+        rows of them)."""
+        return sum(12 * int(np.prod(w.form.gkn[:2])) * w.form.gkn[1] for w in self.weights)
 
 
 def gptq_layers(
@@ -144,6 +146,12 @@ def _sum_from_float(wave: list[LayerJob], data) -> float:
                 assert lw.hessian is not None  # set above
                 lw.hessian.add(values[lw.x_name])
             job.hessian_s += time.perf_counter() - t1
+    for job in wave:
+        t1 = time.perf_counter()
+        for lw in job.weights:
+            assert lw.hessian is not None
+            lw.hessian.settle()
+        job.hessian_s += time.perf_counter() - t1
     return ort_s
 
 
@@ -163,6 +171,7 @@ def _sequential(comp, job: LayerJob, layer_input, wbits, float_input=None, batch
         for s in range(0, 1 if whole else len(x), batch):
             part = (lambda v: np.asarray(v)) if whole else (lambda v, s=s: v[s : s + batch])
             hs.add(part(x), None if xf is None else part(xf))
+        hs.settle()
         job.hessian_s += time.perf_counter() - t1
     return _round(comp, job, wbits, {"inputs_s": round(t_in, 2)})
 

@@ -28,6 +28,7 @@ from onnx import helper
 
 CHUNK_ELEMENTS = 1 << 22  # patches built at once (16 MB of float32), whole samples at a time
 MIN_ROWS = 4096  # patches a capped HessianSum keeps per batch, at least
+FLUSH_ELEMENTS = 1 << 24  # patches of several chunks summed in one product, up to 64 MB of them
 
 
 @dataclass(frozen=True)
@@ -232,23 +233,27 @@ def _windows(x: np.ndarray, kernel, strides, dilations) -> np.ndarray:
     return v[steps]
 
 
-def gram(p: np.ndarray, q: np.ndarray | None = None) -> np.ndarray:
+def gram(p: np.ndarray, q: np.ndarray | None = None, dtype=np.float64) -> np.ndarray:
     """pᵀp per group, (G, M, K) -> (G, K, K) float64, multiplied in p's precision (float32 patches:
     half the time of float64 and as exact as the activations ORT computed; the sum over batches
     is float64). One group: numpy's product of a matrix with its own transpose, which BLAS
     computes as a symmetric rank-k update (half the arithmetic: 0.66 s against torch's 1.1 s
     at M = 12,544, K = 2,304); several: torch's batched product where installed. With `q`
-    (the same shape as p): the cross product pᵀq."""
+    (the same shape as p): the cross product pᵀq. dtype=None: in p's precision, for a caller
+    that adds it into a float64 sum in place (no float64 copy of a K x K product to fault in)."""
     other = p if q is None else q
     if len(p) == 1:
-        return (p[0].T @ other[0]).astype(np.float64)[None]
-    try:
-        import torch
-    except ImportError:  # torch is an optional dependency
-        return np.matmul(p.transpose(0, 2, 1), other).astype(np.float64)
-    t = torch.from_numpy(p)
-    u = t if q is None else torch.from_numpy(q)
-    return torch.bmm(t.transpose(1, 2), u).numpy().astype(np.float64)
+        out = (p[0].T @ other[0])[None]
+    else:
+        try:
+            import torch
+        except ImportError:  # torch is an optional dependency
+            out = np.matmul(p.transpose(0, 2, 1), other)
+        else:
+            t = torch.from_numpy(p)
+            u = t if q is None else torch.from_numpy(q)
+            out = torch.bmm(t.transpose(1, 2), u).numpy()
+    return out if dtype is None else out.astype(dtype)
 
 
 class HessianSum:
@@ -267,29 +272,69 @@ class HessianSum:
     def __init__(self, form: LinearForm, rows_per_k: int | None = None, seed: int = 0) -> None:
         g, k, _ = form.gkn
         self.form = form
-        self.sum = np.zeros((g, k, k))
-        self.cross: np.ndarray | None = None  # Σ x x_floatᵀ, once add() is given x_float
-        self.rows = 0  # patches per group
+        self._sum = np.zeros((g, k, k))
+        self._cross: np.ndarray | None = None  # Σ x x_floatᵀ, once add() is given x_float
+        self._rows = 0  # patches per group, summed
+        self._held: list[tuple[np.ndarray, np.ndarray | None]] = []  # patches not summed yet
         self.max_rows = None if rows_per_k is None else max(MIN_ROWS, rows_per_k * k)
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def sum(self) -> np.ndarray:
+        """Σ x xᵀ, (G, K, K) float64."""
+        self._flush()
+        return self._sum
+
+    @property
+    def cross(self) -> np.ndarray | None:
+        """Σ x x_floatᵀ over the same patches, where add() was given the float model's values."""
+        self._flush()
+        return self._cross
+
+    @property
+    def rows(self) -> int:
+        """Patches summed, per group."""
+        return self._rows + sum(h[0].shape[1] for h in self._held)
 
     def add(self, x: np.ndarray, x_float: np.ndarray | None = None) -> None:
         x = _batch(x)
         xf = None if x_float is None else _batch(x_float)
-        if xf is not None and self.cross is None:
-            self.cross = np.zeros_like(self.sum)
+        if xf is not None and self._cross is None:
+            self._cross = np.zeros_like(self._sum)
         step = self.form.samples_per_chunk(x)
         chunks = -(-len(x) // step) if x.ndim >= 2 and len(x) else 1
         cap = None if self.max_rows is None else -(-self.max_rows // chunks)
         for s in range(0, len(x), step):
             drawn = self.rng.bit_generator.state  # the float patches come from the same positions
             p = self.form.patches(x[s : s + step], cap, self.rng)
-            self.sum += gram(p)
-            self.rows += p.shape[1]
-            if xf is not None and self.cross is not None:
+            pf = None
+            if xf is not None:
                 twin = np.random.default_rng()
                 twin.bit_generator.state = drawn
-                self.cross += gram(p, self.form.patches(xf[s : s + step], cap, twin))
+                pf = self.form.patches(xf[s : s + step], cap, twin)
+            self._held.append((p, pf))
+            held_elements = sum(h[0].size for h in self._held)
+            if held_elements >= FLUSH_ELEMENTS or self.rows - self._rows >= self.form.gkn[1]:
+                self._flush()
+
+    def settle(self) -> None:
+        """Sum what add() still holds (the properties do it too; this lets a caller time it)."""
+        self._flush()
+
+    def _flush(self) -> None:
+        """Sum the patches held in one product. Chunks and batches of few rows (ResNet-50's 7 x 7
+        maps: 196 rows a chunk for K = 4608) each cost a K x K product and its float64 sum for
+        little arithmetic: one per chunk took 6 s of a 6.8 s layer. So patches wait, up to K rows
+        or FLUSH_ELEMENTS, and are summed together."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        p = held[0][0] if len(held) == 1 else np.concatenate([h[0] for h in held], axis=1)
+        np.add(self._sum, gram(p, dtype=None), out=self._sum)
+        self._rows += p.shape[1]
+        if self._cross is not None and held[0][1] is not None:
+            pf = held[0][1] if len(held) == 1 else np.concatenate([h[1] for h in held], axis=1)
+            np.add(self._cross, gram(p, pf, dtype=None), out=self._cross)
 
     @property
     def h(self) -> np.ndarray:

@@ -10,6 +10,7 @@ from faaq_onnx.config import QuantConfig
 from faaq_onnx.optimize import hessian as hessian_mod
 from faaq_onnx.optimize.gptq import gptq, gptq_weight, hessian, rtn_error
 from faaq_onnx.optimize.hessian import HessianSum, linear_form
+from faaq_onnx.quant.formats import IntFormat
 from faaq_onnx.quant.weights import weight_grid
 
 torch = pytest.importorskip("torch")
@@ -558,3 +559,55 @@ def test_hessian_and_rtn_error_flatten_every_row_of_a_batched_input():
     qw = weight_grid(w, 4, "per-channel", 1, 0).round_to_nearest(w.astype(np.float32))
     expected = np.mean((rows @ (qw.dequantized().astype(np.float64) - w)) ** 2)
     assert rtn_error(w, qw, x) == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_in_place_factor_is_the_feedback_of_the_reference_one(monkeypatch):
+    """From IN_PLACE_K inputs GPTQ's feedback comes from one buffer factored and scaled in place
+    (a reversed view, only its strict upper triangle defined): it must equal the feedback of the
+    three-copy way on what GPTQ reads, with damping that must grow (an indefinite H), on a badly
+    conditioned H, and give the same codes end to end (an input that is always 0 included)."""
+    from faaq_onnx.optimize import gptq as gptq_mod
+
+    rng = np.random.default_rng(0)
+    k = 40
+    x = rng.standard_normal((400, 1)) * 10 + 1e-2 * rng.standard_normal((400, k))
+    x[:, 5] = 0.0
+    conditioned = (2 * x.T @ x / len(x))[None]
+    indefinite = conditioned.copy()
+    indefinite[0, 0, 0] = -indefinite[0, 0, 0] * 0.5  # factors only once damped enough
+    both = np.concatenate([conditioned, indefinite])
+    monkeypatch.setattr(gptq_mod, "IN_PLACE_K", 2)
+    fast = gptq_mod._feedback(both)
+    monkeypatch.setattr(gptq_mod, "IN_PLACE_K", 10**9)
+    upper = np.triu(np.ones((k, k), bool), 1)
+    for g in range(2):  # each group damped as it needs (the batched way damps all alike)
+        reference = gptq_mod._feedback(both[g : g + 1])[0]
+        np.testing.assert_allclose(fast[g][upper], reference[upper], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(fast[0][upper], fast[1][upper])
+    w = rng.standard_normal((1, k, 6))
+    scale = np.full((1, k, 6), 0.05)
+    zp = np.zeros((1, k, 6))
+    fmt = IntFormat(4, True)
+    codes = {}
+    for at in (10**9, 2):
+        monkeypatch.setattr(gptq_mod, "IN_PLACE_K", at)
+        codes[at] = gptq_mod.gptq_codes(w, conditioned, scale, zp, fmt)
+    np.testing.assert_array_equal(codes[2][0], codes[10**9][0])
+    np.testing.assert_allclose(codes[2][3], codes[10**9][3], atol=1e-12)
+    assert not np.array_equal(codes[2][0][0], np.rint(w[0] / 0.05))  # GPTQ, not nearest
+
+
+def test_the_in_place_factor_without_torch(monkeypatch):
+    """torch is optional: without it numpy's factor is copied into the buffer, same feedback."""
+    import sys
+
+    from faaq_onnx.optimize import gptq as gptq_mod
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 30))
+    h = (2 * x.T @ x / len(x))[None]
+    with_torch = gptq_mod._feedback_in_place(h)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    without = gptq_mod._feedback_in_place(h)
+    upper = np.triu(np.ones((30, 30), bool), 1)
+    np.testing.assert_allclose(without[0][upper], with_torch[0][upper], rtol=1e-10)

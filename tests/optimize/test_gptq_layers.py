@@ -77,14 +77,15 @@ def test_hessian_bytes_and_waves(monkeypatch):
         return LayerJob(Unit("u", ["n"], [], "o"), "Conv", [LayerWeight("w", form, "x")])
 
     a = job(10)
-    assert a.hessian_bytes == 8 * 10 * 10  # (G, K, K) float64
-    assert job(10, g=3).hessian_bytes == 8 * 3 * 10 * 10
+    # (G, K, K) float64 sums and up to K rows of float32 patches held before they are summed
+    assert a.hessian_bytes == 12 * 10 * 10
+    assert job(10, g=3).hessian_bytes == 12 * 3 * 10 * 10
     assert LayerJob(Unit("u", [], [], "o"), "Conv").hessian_bytes == 0
-    jobs = [job(10), job(10), job(10), job(20)]  # 800, 800, 800, 3200 bytes
-    monkeypatch.setattr(gl, "WAVE_BYTES", 1600)
+    jobs = [job(10), job(10), job(10), job(20)]  # 1200, 1200, 1200, 4800 bytes
+    monkeypatch.setattr(gl, "WAVE_BYTES", 2400)
     waves = gl._waves(jobs)
-    assert [len(w) for w in waves] == [2, 1, 1]  # 800 + 800 fits exactly; 3200 alone
-    monkeypatch.setattr(gl, "WAVE_BYTES", 1599)
+    assert [len(w) for w in waves] == [2, 1, 1]  # 1200 + 1200 fits exactly; 4800 alone
+    monkeypatch.setattr(gl, "WAVE_BYTES", 2399)
     assert [len(w) for w in gl._waves(jobs)] == [1, 1, 1, 1]
     monkeypatch.setattr(gl, "WAVE_BYTES", 10**9)
     assert [len(w) for w in gl._waves(jobs)] == [4]

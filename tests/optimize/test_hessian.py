@@ -258,3 +258,44 @@ def test_a_form_built_without_options_is_ungrouped_and_untransposed():
     np.testing.assert_array_equal(mm.patches(x)[0], x)
     w = np.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(mm.to_gkn(w)[0], w)
+
+
+def test_patches_of_small_chunks_and_batches_are_summed_in_few_products(monkeypatch):
+    """A 7 x 7 map chunked a few samples at a time gives far fewer rows than K: each chunk's own
+    K x K product cost ResNet-50's K = 4608 layers most of their GPTQ time. Patches are held and
+    summed together once they reach K rows (or when the sum is read), and the sum, rows and cross
+    product are those of every patch."""
+    monkeypatch.setattr(hessian_mod, "CHUNK_ELEMENTS", 2 * 3 * 9 * 49)  # two samples a chunk
+    calls = []
+    real_gram = hessian_mod.gram
+    monkeypatch.setattr(
+        hessian_mod, "gram", lambda *a, **k: calls.append(a[0].shape) or real_gram(*a, **k)
+    )
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    form = linear_form(node, 1, (4, 3, 3, 3))  # K = 27
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((8, 3, 7, 7)).astype(np.float32) for _ in range(3)]
+    xf = [x + 0.1 for x in xs]
+    hs = HessianSum(form)
+    for x, f in zip(xs, xf):
+        hs.add(x, f)
+    assert hs.rows == 3 * 8 * 49
+    total = np.concatenate([form.patches(x)[0] for x in xs]).astype(np.float64)
+    total_f = np.concatenate([form.patches(x)[0] for x in xf]).astype(np.float64)
+    np.testing.assert_allclose(hs.sum[0], total.T @ total, rtol=1e-5)
+    np.testing.assert_allclose(hs.cross[0], total.T @ total_f, rtol=1e-5, atol=1e-3)
+    # 12 chunks of 98 rows, K = 27: each chunk reaches K rows alone, one product each (and one
+    # for its cross product)
+    assert len(calls) == 2 * 12
+    calls.clear()
+    big = linear_form(node, 1, (4, 300, 3, 3))  # K = 2700: every chunk is held
+    hs = HessianSum(big)
+    x = rng.standard_normal((8, 300, 7, 7)).astype(np.float32)
+    monkeypatch.setattr(hessian_mod, "CHUNK_ELEMENTS", 2 * 300 * 9 * 49)
+    hs.add(x)
+    hs.add(x)
+    assert calls == []  # 784 rows < K: nothing summed yet
+    assert hs.rows == 2 * 8 * 49
+    p = big.patches(x)[0].astype(np.float64)
+    np.testing.assert_allclose(hs.sum[0], 2 * p.T @ p, rtol=1e-4, atol=1e-3)
+    assert len(calls) == 1  # the eight chunks of both batches in one product
