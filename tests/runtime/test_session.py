@@ -141,3 +141,42 @@ def test_candidate_dirs_are_on_the_data_files_filesystem(tmp_path):
     assert str(tmp_path) in dirs or tempfile.gettempdir() in dirs
     assert all(os.stat(d).st_dev == os.stat(f).st_dev for d in dirs)
     assert len(dirs) == len(set(dirs))
+
+
+def test_large_inline_weights_are_handed_over_not_serialized(monkeypatch):
+    """An in-memory model whose inline weights pass INLINE_HANDOVER_BYTES gives ORT those of at
+    least HANDOVER_MIN_BYTES as arrays: the serialized graph carries none of their bytes, small
+    ones and types numpy cannot view (int4) stay inline, the session computes the same, and the
+    arrays live as long as it does."""
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((3, 400)).astype(np.float32)  # 4,800 bytes
+    m = one_weight_model("MatMul", big, ["n", 3], ["n", 400])
+    small = onnx.numpy_helper.from_array(np.ones(4, np.float32), "unused_small")
+    m.graph.initializer.append(small)
+    four = onnx.helper.make_tensor(  # big enough, but packed two to a byte
+        "unused_int4", onnx.TensorProto.INT4, [8192], bytes(4096), raw=True
+    )
+    m.graph.initializer.append(four)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    serialized = []
+    real = sm._handed_over
+
+    def spy(model, so):
+        payload, keep = real(model, so)
+        serialized.append(onnx.load_from_string(payload))
+        return payload, keep
+
+    monkeypatch.setattr(sm, "_handed_over", spy)
+    monkeypatch.setattr(sm, "INLINE_HANDOVER_BYTES", 4000)
+    before = m.SerializeToString()
+    s = make_session(m)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
+    assert m.SerializeToString() == before  # the caller's model is untouched
+    inits = {t.name: t for t in serialized[0].graph.initializer}
+    assert inits["w"].data_location == onnx.TensorProto.EXTERNAL and not inits["w"].raw_data
+    assert inits["unused_small"].raw_data and inits["unused_int4"].raw_data
+    assert s._faaq_external is not None
+    monkeypatch.setattr(sm, "INLINE_HANDOVER_BYTES", 10**9)  # below it: serialized whole
+    s = make_session(m)
+    assert len(serialized) == 1 and getattr(s, "_faaq_external", None) is None
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
