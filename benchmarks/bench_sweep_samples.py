@@ -25,7 +25,7 @@ def main() -> None:
     model, calib = sys.argv[1], sys.argv[2]
     size = int(sys.argv[3]) if len(sys.argv) > 3 else 256
     tables, meta = {}, {}
-    for n in (size, 64, 32, 16):
+    for n in (size, 64, 32, 16, 8):
         cfg = QuantConfig(progress=False, calib_size=size, sensitivity_samples=n)
         comp = Compilation(model, calib, cfg, target_opset=21)
         t0 = time.perf_counter()
@@ -33,7 +33,7 @@ def main() -> None:
         meta[n] = (round(time.perf_counter() - t0, 1), t.meta.get("ranking_tau_halves"))
         tables[n] = {(g, c): v["sqnr_db"] for g, row in t.table.items() for c, v in row.items()}
     keys = sorted(tables[size])
-    for n in (64, 32, 16):
+    for n in (64, 32, 16, 8):
         tau = kendall_tau([tables[size][k] for k in keys], [tables[n][k] for k in keys])
         print(
             f"n={n}: tau vs {size} = {tau:.3f}; sweep {meta[n][0]} s; split-half tau {meta[n][1]}"

@@ -22,7 +22,8 @@ BIG_MODEL_BYTES = 1 << 30
 # an in-memory model with more weight bytes than this hands them to ORT as arrays, not serialized
 INLINE_HANDOVER_BYTES = 1 << 20
 HANDOVER_MIN_BYTES = 4096  # initializers smaller than this stay in the serialized graph
-_HANDOVER_TYPES = {
+IN_MEMORY = "faaq-in-memory"  # the external-data location of a weight light_model took out
+_HANDOVER_TYPES: dict[int, type] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.DOUBLE: np.float64,
     onnx.TensorProto.FLOAT16: np.float16,
@@ -76,6 +77,7 @@ def make_session(
     optimized_model_path: str | None = None,
     log_severity: int = 3,
     spinning: bool = True,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> ort.InferenceSession:
     """Create an InferenceSession on exactly the provider asked for.
 
@@ -83,6 +85,8 @@ def make_session(
     several sessions alive and timed in turn, those spinning threads take cores from the one
     being timed (on 2 cores this made every model 2-3x slower and the result depend on which
     model ran before).
+
+    `arrays`: the weights of a model from light_model (or derived from one), by name.
     """
     ep = resolve_ep(ep)
     so = ort.SessionOptions()
@@ -111,7 +115,10 @@ def make_session(
             "session.optimized_model_external_initializers_min_size_in_bytes", "1048576"
         )
     keep_alive = None
-    if isinstance(model, onnx.ModelProto):
+    if isinstance(model, onnx.ModelProto) and _in_memory_names(model):
+        keep_alive = _hand_over(model, arrays or {}, so)
+        payload = model.SerializeToString()
+    elif isinstance(model, onnx.ModelProto):
         from faaq_onnx.external_data import external_bytes
 
         if external_bytes(model):  # weights in external data files: ORT maps them from disk
@@ -121,7 +128,9 @@ def make_session(
                 )  # no second copy of the weights
             payload, keep_alive = _file_backed(model, so)
         elif _inline_bytes(model) > INLINE_HANDOVER_BYTES:
-            payload, keep_alive = _handed_over(model, so)
+            light, held = light_model(model)
+            keep_alive = _hand_over(light, held, so)
+            payload = light.SerializeToString()
         else:
             payload = model.SerializeToString()
     elif isinstance(model, bytes):
@@ -190,20 +199,22 @@ def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
     return model.SerializeToString(), values
 
 
-def _handed_over(model: onnx.ModelProto, so: ort.SessionOptions):
-    """(serialized graph, arrays): the model's large inline weights handed to ORT as arrays
-    (add_external_initializers), the rest serialized. Serializing a model's weights and ORT
-    parsing them again cost 1.2 s per ResNet-50 session here, 0.34 s this way: the sensitivity
-    sweep opens a session per group (118 on ResNet-50). The arrays view the proto's bytes and
-    live as long as the session (make_session keeps them)."""
+def light_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(the model without the bytes of its large inline weights, those weights as arrays).
+
+    make_session(light, arrays=...) hands the arrays to ORT (add_external_initializers)
+    instead of serializing them for ORT to parse again: 1.2 s per ResNet-50 session here
+    against 0.34 s. A caller deriving many models from one (the sensitivity sweep: a probe and
+    a session per group) copies the light graph, not the weights. The arrays view the proto's
+    bytes."""
     light = onnx.ModelProto()
     for fd, value in model.ListFields():
         if fd.name != "graph":
             _copy_field(light, fd, value)
-    names, arrays = [], []
     for fd, value in model.graph.ListFields():
         if fd.name != "initializer":
             _copy_field(light.graph, fd, value)
+    arrays = {}
     for t in model.graph.initializer:
         if not _handed(t):
             light.graph.initializer.append(t)
@@ -212,26 +223,50 @@ def _handed_over(model: onnx.ModelProto, so: ort.SessionOptions):
         head.name, head.data_type = t.name, t.data_type
         head.dims.extend(t.dims)
         head.data_location = onnx.TensorProto.EXTERNAL
-        for key, val in (("location", "faaq-in-memory"), ("offset", "0")):
+        for key, val in (("location", IN_MEMORY), ("offset", "0")):
             entry = head.external_data.add()
             entry.key, entry.value = key, val
-        names.append(t.name)
-        arrays.append(np.frombuffer(t.raw_data, _HANDOVER_TYPES[t.data_type]).reshape(t.dims))
-    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+        arrays[t.name] = np.frombuffer(t.raw_data, _HANDOVER_TYPES[t.data_type]).reshape(t.dims)
+    return light, arrays
+
+
+def _hand_over(model: onnx.ModelProto, arrays: dict[str, np.ndarray], so: ort.SessionOptions):
+    """Give ORT the arrays of the model's in-memory initializers; what must outlive the session."""
+    names = _in_memory_names(model)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise FaaqError(f"no array was given for the in-memory weight {missing[0]!r}")
+    held = [np.asarray(arrays[n]) for n in names]
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in held]
     so.add_external_initializers(names, values)
-    return light.SerializeToString(), (arrays, values)
+    return held, values
+
+
+def _in_memory_names(model: onnx.ModelProto) -> list[str]:
+    return [
+        t.name
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        and any(e.key == "location" and e.value == IN_MEMORY for e in t.external_data)
+    ]
 
 
 def _handed(t: onnx.TensorProto) -> bool:
     return (
         t.data_type in _HANDOVER_TYPES
         and t.data_location != onnx.TensorProto.EXTERNAL
-        and len(t.raw_data) >= HANDOVER_MIN_BYTES
+        and t.HasField("raw_data")
+        and _nbytes(t) >= HANDOVER_MIN_BYTES
     )
 
 
+def _nbytes(t: onnx.TensorProto) -> int:
+    """From the dims: reading t.raw_data copies the bytes (1.7 s of a ResNet-50 sweep)."""
+    return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(_HANDOVER_TYPES[t.data_type]).itemsize
+
+
 def _inline_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer if _handed(t))
+    return sum(_nbytes(t) for t in model.graph.initializer if _handed(t))
 
 
 def _copy_field(dst, fd, value) -> None:

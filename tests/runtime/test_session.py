@@ -159,14 +159,14 @@ def test_large_inline_weights_are_handed_over_not_serialized(monkeypatch):
     m.graph.initializer.append(four)
     x = rng.standard_normal((2, 3)).astype(np.float32)
     serialized = []
-    real = sm._handed_over
+    real = sm.light_model
 
-    def spy(model, so):
-        payload, keep = real(model, so)
-        serialized.append(onnx.load_from_string(payload))
-        return payload, keep
+    def spy(model):
+        light, arrays = real(model)
+        serialized.append(light)
+        return light, arrays
 
-    monkeypatch.setattr(sm, "_handed_over", spy)
+    monkeypatch.setattr(sm, "light_model", spy)
     monkeypatch.setattr(sm, "INLINE_HANDOVER_BYTES", 4000)
     before = m.SerializeToString()
     s = make_session(m)
@@ -180,3 +180,21 @@ def test_large_inline_weights_are_handed_over_not_serialized(monkeypatch):
     s = make_session(m)
     assert len(serialized) == 1 and getattr(s, "_faaq_external", None) is None
     np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
+
+
+def test_models_derived_from_a_light_model_run_on_its_arrays():
+    """A caller making many models from one (the sensitivity sweep) copies the light graph and
+    passes the arrays: the session computes as on the full model; a missing array is one clear
+    error, not ORT's."""
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((3, 2000)).astype(np.float32)
+    m = one_weight_model("MatMul", big, ["n", 3], ["n", 2000])
+    light, arrays = sm.light_model(m)
+    assert set(arrays) == {"w"} and light.ByteSize() < 1000
+    derived = onnx.ModelProto()
+    derived.CopyFrom(light)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    s = make_session(derived, arrays=arrays)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
+    with pytest.raises(FaaqError, match="no array was given for the in-memory weight 'w'"):
+        make_session(derived, arrays={})
