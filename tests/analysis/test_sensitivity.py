@@ -232,13 +232,14 @@ def test_sensitivity_samples_limit_what_the_probe_runs(tiny_cnn, cnn_calib):
     assert all(len(r) > 5 for r in full.prober.reference)
 
 
-def test_auto_samples_double_from_16_to_what_there_is():
+def test_auto_samples_double_from_8_to_what_there_is():
     from faaq_onnx.analysis.sensitivity import auto_chunks
 
-    assert auto_chunks(64) == [16, 32, 64]
-    assert auto_chunks(100) == [16, 32, 64, 100]
-    assert auto_chunks(16) == [16]
-    assert auto_chunks(10) == [10]
+    assert auto_chunks(64) == [8, 16, 32, 64]
+    assert auto_chunks(100) == [8, 16, 32, 64, 100]
+    assert auto_chunks(8) == [8]
+    assert auto_chunks(10) == [8, 10]
+    assert auto_chunks(5) == [5]
 
 
 def _auto_and_fixed(tiny_cnn, n_fixed):
@@ -261,19 +262,19 @@ def _same_tables(got, want):
             assert got.table[g][c]["kl"] == pytest.approx(entry["kl"], rel=1e-4, abs=1e-9), (g, c)
 
 
-def test_auto_sweep_stops_at_16_samples_when_their_ranking_holds(tiny_cnn):
-    """2, 4 and 8 bits rank apart on any 8 samples: the sweep stops at its first chunk, measures
-    what a 16-sample sweep measures, says so, and later joint measurements use those 16."""
-    auto, got, want = _auto_and_fixed(tiny_cnn, 16)
-    assert got.meta["samples"] == 16
-    assert got.meta["samples_auto"] == {"available": 64, "first": 16, "tau": 0.9}
+def test_auto_sweep_stops_at_8_samples_when_their_ranking_holds(tiny_cnn):
+    """2, 4 and 8 bits rank apart on any 4 samples: the sweep stops at its first chunk, measures
+    what an 8-sample sweep measures, says so, and later joint measurements use those 8."""
+    auto, got, want = _auto_and_fixed(tiny_cnn, 8)
+    assert got.meta["samples"] == 8
+    assert got.meta["samples_auto"] == {"available": 64, "first": 8, "tau": 0.9}
     assert got.meta["ranking_tau_halves"] >= 0.9
     _same_tables(got, want)
-    assert all(len(r) == 16 for r in auto.prober.reference)
+    assert all(len(r) == 8 for r in auto.prober.reference)
 
 
 def test_auto_sweep_adds_samples_while_the_ranking_moves(tiny_cnn, monkeypatch):
-    """Where no chunk's ranking holds, every sample is swept, chunk by chunk (16 + 16 + 32), and
+    """Where no chunk's ranking holds, every sample is swept, chunk by chunk (8 + 8 + 16 + 32), and
     the merged chunks measure what one sweep over all 64 measures."""
     import faaq_onnx.analysis.sensitivity as sens
 
