@@ -276,6 +276,7 @@ class HessianSum:
         self._cross: np.ndarray | None = None  # Σ x x_floatᵀ, once add() is given x_float
         self._rows = 0  # patches per group, summed
         self._held: list[tuple[np.ndarray, np.ndarray | None]] = []  # patches not summed yet
+        self._held_rows = self._held_elements = 0  # what _held holds, counted as it is added
         self.max_rows = None if rows_per_k is None else max(MIN_ROWS, rows_per_k * k)
         self.rng = np.random.default_rng(seed)
 
@@ -294,7 +295,7 @@ class HessianSum:
     @property
     def rows(self) -> int:
         """Patches summed, per group."""
-        return self._rows + sum(h[0].shape[1] for h in self._held)
+        return self._rows + self._held_rows
 
     def add(self, x: np.ndarray, x_float: np.ndarray | None = None) -> None:
         x = _batch(x)
@@ -313,8 +314,9 @@ class HessianSum:
                 twin.bit_generator.state = drawn
                 pf = self.form.patches(xf[s : s + step], cap, twin)
             self._held.append((p, pf))
-            held_elements = sum(h[0].size for h in self._held)
-            if held_elements >= FLUSH_ELEMENTS or self.rows - self._rows >= self.form.gkn[1]:
+            self._held_rows += p.shape[1]
+            self._held_elements += p.size
+            if self._held_elements >= FLUSH_ELEMENTS or self._held_rows >= self.form.gkn[1]:
                 self._flush()
 
     def settle(self) -> None:
@@ -327,6 +329,7 @@ class HessianSum:
         little arithmetic: one per chunk took 6 s of a 6.8 s layer. So patches wait, up to K rows
         or FLUSH_ELEMENTS, and are summed together."""
         held, self._held = self._held, []
+        self._held_rows = self._held_elements = 0
         if not held:
             return
         p = held[0][0] if len(held) == 1 else np.concatenate([h[0] for h in held], axis=1)

@@ -194,9 +194,7 @@ def _file_backed(model: onnx.ModelProto, so: ort.SessionOptions):
             _remove(folder)
             header.CopyFrom(model)
     init_names, arrays = external_initializers(model)
-    values = [ort.OrtValue.ortvalue_from_numpy(np.asarray(a)) for a in arrays]
-    so.add_external_initializers(init_names, values)
-    return model.SerializeToString(), values
+    return model.SerializeToString(), _give(so, init_names, [np.asarray(a) for a in arrays])
 
 
 def light_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -237,9 +235,15 @@ def _hand_over(model: onnx.ModelProto, arrays: dict[str, np.ndarray], so: ort.Se
     if missing:
         raise FaaqError(f"no array was given for the in-memory weight {missing[0]!r}")
     held = [np.asarray(arrays[n]) for n in names]
-    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in held]
+    return held, _give(so, names, held)
+
+
+def _give(so: ort.SessionOptions, names: list[str], arrays: list[np.ndarray]) -> list:
+    """Hand `arrays` to the session as the initializers `names`; the OrtValues, which (with the
+    arrays they view) must outlive the session."""
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
     so.add_external_initializers(names, values)
-    return held, values
+    return values
 
 
 def _in_memory_names(model: onnx.ModelProto) -> list[str]:
