@@ -72,11 +72,26 @@ class SoftWeight:
         v0 = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)  # h(V0) = rest: start at the float weight
         self.v = torch.nn.Parameter(torch.from_numpy(v0.astype(np.float32)))
         self.log_gain = None
+        self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
         if learn_scale:
             # which scale each weight element uses: the grid's own expansion of the scale indices
             where = grid.expand(np.arange(grid.scale.size).reshape(grid.scale.shape))
             self._where = torch.from_numpy(np.broadcast_to(where, w.shape).astype(np.int64).copy())
             self.log_gain = torch.nn.Parameter(torch.zeros(grid.scale.size))
+
+    def soft_and_reg(self, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(soft(), reg(beta)) in one pass (reg 0 where beta is None), for the iterations.
+
+        Autograd through soft() and reg() kept some fifteen weight-sized intermediates and
+        computed h(V) twice; on a 512-channel 3x3 layer (2.4 M weights) that elementwise work
+        took three quarters of an iteration. The fused function computes the same values and
+        gradient (soft_rounding). A learned scale keeps the autograd path."""
+        if self.log_gain is not None:
+            reg = self.reg(beta) if beta is not None else torch.zeros(())
+            return self.soft(), reg
+        if self._affine is None:
+            self._affine = _affine(self.floor, self.scale, self.zp, self.grid.fmt)
+        return _SoftRounding.apply(self.v, *self._affine, beta)
 
     def _scale(self) -> torch.Tensor:
         if self.log_gain is None:
@@ -113,6 +128,52 @@ class SoftWeight:
 
     def reg(self, beta: float) -> torch.Tensor:
         return (1 - torch.abs(2 * self.h() - 1) ** beta).sum()
+
+
+def _affine(floor, scale, zp, fmt) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, s_in): a soft weight is c + s_in·h (see _SoftRounding)."""
+    base = torch.floor(floor * scale / scale + 1e-4)  # soft()'s integer part, as it recovers it
+    lo = base + zp
+    inside = (lo >= fmt.qmin) & (lo + 1 <= fmt.qmax)
+    clamped = (torch.clamp(lo, fmt.qmin, fmt.qmax) - zp) * scale  # outside: h moves nothing
+    return torch.where(inside, base * scale, clamped), torch.where(inside, scale, 0.0)
+
+
+class _SoftRounding(torch.autograd.Function):
+    """SoftWeight.soft() and reg(β) with their gradient in V written out, in few passes.
+
+    With h = h(V) in [0, 1] and the integer part b fixed, an element whose b + zp and b + zp + 1
+    both lie on the grid dequantizes to s·b + s·h; any other is clamped to a constant wherever h
+    can move it (h at 0 or 1 exactly has no gradient). So w = c + s_in·h with c and s_in fixed
+    per element (SoftWeight._affine), dw/dV = s_in·h'(V), and the regularizer's gradient
+    -2β·sign(2h-1)·|2h-1|^(β-1)·h'(V) is formed in the forward pass: the backward is two products."""
+
+    @staticmethod
+    def forward(ctx, v, const, slope, beta):  # type: ignore[override]
+        sig = torch.sigmoid(v)
+        raw = sig * (ZETA - GAMMA) + GAMMA
+        h = raw.clamp(0, 1)
+        dh_dv = torch.where(h == raw, (1 - sig).mul_(sig).mul_(ZETA - GAMMA), 0.0)
+        w = torch.addcmul(const, slope, h)
+        dw_dv = dh_dv * slope
+        if beta is None:
+            ctx.save_for_backward(dw_dv)
+            return w, torch.zeros((), dtype=v.dtype)
+        d = h.mul_(2).sub_(1)  # 2h - 1
+        p = torch.abs(d).log_().mul_(beta - 1).exp_()  # |d|^(β-1): half pow's time; 0 at d = 0
+        g = p.mul_(torch.sign(d))  # sign(d)·|d|^(β-1); times d it is |d|^β
+        reg = d.numel() - (g * d).sum()
+        dreg_dv = g.mul_(dh_dv).mul_(-2 * beta)
+        ctx.save_for_backward(dw_dv, dreg_dv)
+        return w, reg
+
+    @staticmethod
+    def backward(ctx, grad_w, grad_reg):  # type: ignore[override]
+        dw_dv, *dreg = ctx.saved_tensors
+        grad_v = grad_w * dw_dv
+        if dreg and grad_reg is not None:
+            grad_v.add_(dreg[0] * grad_reg)
+        return grad_v, None, None, None
 
 
 class LearnedActQuant:
@@ -199,15 +260,18 @@ def _reconstruct(
         feeds = {k: _rows(v, idx) for k, v in xs.items()}
         if xf:
             feeds = {k: _mix(v, _rows(xf[k], idx), gen) for k, v in feeds.items()}
-        feeds.update({name: w.soft() for name, w in weights.items()})
+        beta = None
+        if it >= warm and settings.reg > 0:
+            progress_share = (it - warm) / max(settings.iters - warm, 1)
+            beta = b1 + 0.5 * (b0 - b1) * (1 + np.cos(progress_share * np.pi))  # 20 -> 2, cosine
+        softs = {name: w.soft_and_reg(beta) for name, w in weights.items()}
+        feeds.update({name: soft for name, (soft, _) in softs.items()})
         hooks = {t: (lambda x, q=q: q(x, settings.drop, gen)) for t, q in acts.items()}
         out = run_unit(feeds, hooks)
         loss_rec = _recon_loss(out, _rows(tgt, idx))
         loss = loss_rec
-        if it >= warm and settings.reg > 0:
-            progress_share = (it - warm) / max(settings.iters - warm, 1)
-            beta = b1 + 0.5 * (b0 - b1) * (1 + np.cos(progress_share * np.pi))  # 20 -> 2, cosine
-            loss = loss + settings.reg * sum(w.reg(beta) for w in weights.values())
+        if beta is not None:
+            loss = loss + settings.reg * sum(reg for _, reg in softs.values())
         opt.zero_grad()
         loss.backward()
         opt.step()

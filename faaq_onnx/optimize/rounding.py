@@ -23,6 +23,7 @@ from faaq_onnx.optimize.gptq_layers import gptq_layers
 from faaq_onnx.optimize.patches import (
     INPUT,
     batch_positions,
+    bf16_products,
     conv_layer,
     patch_data,
     patch_runner,
@@ -107,6 +108,7 @@ def optimize_rounding(
         layer = conv_layer(proto, unit) if settings.sampled_positions else None
         batch = settings.batch_size
         samples_of_rows = np.arange(n)
+        learn_in_bf16 = False
         if layer is not None:  # the layer loss on sampled positions: a product of patches
             run_unit = patch_runner(layer)
             x, x_float, target, samples_of_rows = patch_data(
@@ -118,8 +120,10 @@ def optimize_rounding(
             )
             patch = x[INPUT].shape[1] * x[INPUT].shape[2]
             batch = batch_positions(patch, settings.batch_size)
+            learn_in_bf16 = bf16_products(batch, patch, target.shape[1], layer.groups)
         else:
             run_unit = _interpreted(proto, unit, mode)
+        learn_unit = patch_runner(layer, bf16=True) if learn_in_bf16 else run_unit
         soft = {
             w: SoftWeight(
                 starts.get(w, comp.weights.float_weight(w)),
@@ -151,7 +155,7 @@ def optimize_rounding(
             }
         )
         reconstruct(
-            run_unit,
+            learn_unit,
             soft,
             acts,
             x,
@@ -185,6 +189,7 @@ def optimize_rounding(
                 "mse_nearest": before,
                 "mse": after,
                 "positions": len(target) if layer is not None else "all",
+                **({"products": "bfloat16"} if learn_in_bf16 else {}),
                 "kept": kept,
                 "seconds": round(time.perf_counter() - t0, 2),
             }

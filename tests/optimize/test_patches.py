@@ -228,3 +228,42 @@ def test_positions_are_distinct_even_when_most_are_taken():
 def test_a_non_square_kernel_keeps_its_height_and_width():
     m, unit = _bare_conv(w_shape=(6, 4, 3, 1))
     assert P.conv_layer(m, unit).kernel == (3, 1)
+
+
+def test_bf16_products_only_for_large_ungrouped_layers_where_they_are_fast(monkeypatch):
+    monkeypatch.setattr(P, "_bf16_fast", True)
+    big = P.BF16_MIN_MACS
+    assert P.bf16_products(1024, big // (1024 * 512), 512, groups=1)
+    assert not P.bf16_products(1024, big // (1024 * 512) - 1, 512, groups=1)  # under the floor
+    assert not P.bf16_products(1024, 4608, 512, groups=2)  # grouped: products stay float32
+    monkeypatch.setattr(P, "_bf16_fast", False)  # a CPU without native bfloat16
+    assert not P.bf16_products(1024, 4608, 512, groups=1)
+
+
+def test_the_speed_check_runs_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(P, "_bf16_fast", None)
+    monkeypatch.setattr(P, "_bf16_speedup", lambda: calls.append(1) or 10.0)
+    assert P.bf16_products(1024, 4608, 512, 1) and P.bf16_products(1024, 4608, 512, 1)
+    assert calls == [1]
+    monkeypatch.setattr(P, "_bf16_fast", None)
+    monkeypatch.setattr(P, "_bf16_speedup", lambda: P.BF16_GAIN - 0.5)
+    assert not P.bf16_products(1024, 4608, 512, 1)
+
+
+def test_bf16_runner_is_the_conv_within_bf16_precision_and_passes_float32_gradients():
+    m, unit, w = _conv_model(16, 8, 1, 3, [1, 1], [1, 1], [1, 1, 1, 1], "Relu")
+    layer = P.conv_layer(m, unit)
+    x = np.random.default_rng(1).standard_normal((3, 16, 9, 8)).astype(np.float32)
+    y = np.zeros((3, 8, 9, 8), np.float32)
+    xs, _, _, _ = P.patch_data(layer, x, None, y, seed=0)
+    feeds = {P.INPUT: torch.from_numpy(xs[P.INPUT])}
+    wt = torch.from_numpy(w).requires_grad_(True)
+    ref = P.patch_runner(layer)({**feeds, "w": wt})
+    out = P.patch_runner(layer, bf16=True)({**feeds, "w": wt})
+    assert out.dtype == torch.float32
+    scale = float(ref.abs().max())
+    assert float((out - ref).abs().max()) < 0.02 * scale  # bfloat16: 8 bits of mantissa
+    assert float((out - ref).abs().max()) > 0  # it is another product, not the float32 one
+    out.sum().backward()
+    assert wt.grad is not None and wt.grad.dtype == torch.float32

@@ -131,3 +131,54 @@ def test_recon_settings_defaults():
         0,
         1,
     )
+
+
+@pytest.mark.parametrize("beta", [None, 20.0, 7.3, 2.0])
+@pytest.mark.parametrize("method", ["minmax", "mse"])
+@pytest.mark.parametrize("layout", ["C", "transposed"])
+def test_fused_soft_rounding_is_soft_and_reg_with_their_autograd_gradient(beta, method, layout):
+    """The iterations' fused soft_and_reg gives soft() and reg(β) and the gradient autograd
+    takes through them, for weights inside the grid and clipped beyond it (an MSE range clips
+    the largest), h(V) inside (0, 1) and clamped at both ends, in any memory layout (GPTQ's
+    starts come transposed)."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((6, 5, 3, 3)) * np.linspace(0.1, 2, 6)[:, None, None, None]).astype(
+        np.float32
+    )
+    grid = weight_grid(w, 4, "per-channel", 0, 1, method=method)
+    sw = SoftWeight(w, grid)
+    v = rng.standard_normal(w.shape).astype(np.float32) * 3  # some h(V) clamped at 0 and at 1
+    if layout == "transposed":  # a parameter that is a transposed view (as GPTQ's starts can be)
+        v = np.ascontiguousarray(v.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    sw.v = torch.nn.Parameter(torch.from_numpy(v))
+    assert sw.v.is_contiguous() == (layout == "C")
+    assert (sw.h() == 0).any() and (sw.h() == 1).any()
+    codes = (torch.floor(sw.floor) + sw.zp).numpy()
+    if method == "mse":  # weights beyond the range: their soft value cannot move
+        assert (codes < grid.fmt.qmin).any() or (codes + 1 > grid.fmt.qmax).any()
+    upstream = torch.from_numpy(rng.standard_normal(w.shape).astype(np.float32))
+
+    def run(fused: bool):
+        sw.v.grad = None
+        if fused:
+            soft, reg = sw.soft_and_reg(beta)
+        else:
+            soft = sw.soft()
+            reg = sw.reg(beta) if beta is not None else torch.zeros(())
+        loss = (soft * upstream).sum() + 0.37 * reg
+        loss.backward()
+        return soft.detach().numpy(), float(reg.detach()), sw.v.grad.numpy().copy()
+
+    ref, fused = run(False), run(True)
+    np.testing.assert_allclose(fused[0], ref[0], rtol=1e-6, atol=1e-6)
+    assert fused[1] == pytest.approx(ref[1], rel=1e-5, abs=1e-5)
+    np.testing.assert_allclose(fused[2], ref[2], rtol=1e-4, atol=1e-6)
+    assert np.abs(ref[2]).max() > 0
+
+
+def test_a_learned_scale_keeps_the_autograd_path():
+    w, _ = _soft()
+    sw = SoftWeight(w, weight_grid(w, 4, "per-channel", 0, 1), learn_scale=True)
+    soft, reg = sw.soft_and_reg(5.0)
+    (soft.sum() + reg).backward()
+    assert sw.log_gain.grad is not None and sw.v.grad is not None

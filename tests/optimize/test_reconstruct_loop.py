@@ -18,9 +18,10 @@ class SpyWeight(SoftWeight):
         super().__init__(*a, **k)
         self.betas = []
 
-    def reg(self, beta):
-        self.betas.append(beta)
-        return super().reg(beta)
+    def soft_and_reg(self, beta):
+        if beta is not None:
+            self.betas.append(beta)
+        return super().soft_and_reg(beta)
 
 
 def _unit(n=20, k=6, m=3, seed=0, learn_scale=False):

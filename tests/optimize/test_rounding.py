@@ -850,3 +850,61 @@ def test_optimize_holdout_is_checked_and_off_unless_asked_for():
         QuantConfig(optimize="adaround", optimize_holdout=-0.1)
     assert QuantConfig(optimize="adaround").optimize_holdout == 0.0
     assert QuantConfig(optimize="auto", effort="best").optimize_holdout == 0.0
+
+
+def test_large_conv_products_learn_in_bf16_and_are_judged_in_float32(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    """Where bfloat16 products are fast (forced here), every ungrouped Conv over the size floor
+    learns its rounding through them (the report says so), while the error before and after,
+    which decides what is kept, is the float32 one: the nearest rounding's error is the same
+    as the float32 run's to the last bit (the first layer's: later ones see inputs that upstream
+    rounding, learned either way, changed)."""
+    from faaq_onnx.optimize import patches, rounding
+
+    used = {"learn": [], "judge": []}
+
+    def tagged_runner(layer, bf16=False):
+        run_unit = patches.patch_runner(layer, bf16=bf16)
+        tagged = lambda feeds, hooks=None: run_unit(feeds, hooks)  # noqa: E731
+        tagged.bf16 = bf16
+        return tagged
+
+    def spy(kind, real):
+        def wrapped(run_unit, *a, **kw):
+            used[kind].append(getattr(run_unit, "bf16", None))
+            return real(run_unit, *a, **kw)
+
+        return wrapped
+
+    monkeypatch.setattr(rounding, "patch_runner", tagged_runner)
+    monkeypatch.setattr(rounding, "reconstruct", spy("learn", rounding.reconstruct))
+    monkeypatch.setattr(rounding, "_mse", spy("judge", rounding._mse))
+
+    def run(bf16: bool):
+        used["learn"].clear()
+        used["judge"].clear()
+        monkeypatch.setattr(patches, "_bf16_fast", bf16)
+        monkeypatch.setattr(patches, "BF16_MIN_MACS", 0)
+        cfg = QuantConfig(
+            progress=False,
+            scheme="w3a8",
+            optimize="adaround",
+            optimize_iters=200,
+            optimize_samples=32,
+            optimize_positions="sampled",
+        )
+        comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+        comp.optimize_rounding([comp.uniform("w3a8")])
+        return comp.rounding.shared["w3a8"]["units"]
+
+    f32 = run(False)
+    assert True not in used["learn"] + used["judge"]
+    bf16 = run(True)
+    assert True in used["learn"] and True not in used["judge"]
+    on_patches = [u for u in bf16 if u["positions"] != "all"]
+    assert on_patches and all(u.get("products") == "bfloat16" for u in on_patches)
+    assert not any("products" in u for u in f32)
+    assert bf16[0]["positions"] != "all" and f32[0]["mse_nearest"] == bf16[0]["mse_nearest"]
+    learned = [u for u in on_patches if u["kept"] == "learned"]
+    assert learned and all(u["mse"] < u["mse_nearest"] for u in learned)
