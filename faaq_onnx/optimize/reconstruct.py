@@ -149,7 +149,7 @@ class _SoftRounding(torch.autograd.Function):
     -2β·sign(2h-1)·|2h-1|^(β-1)·h'(V) is formed in the forward pass: the backward is two products."""
 
     @staticmethod
-    def forward(ctx, v, const, slope, beta):  # type: ignore[override]
+    def forward(ctx, v, const, slope, beta):
         sig = torch.sigmoid(v)
         raw = sig * (ZETA - GAMMA) + GAMMA
         h = raw.clamp(0, 1)
@@ -168,7 +168,7 @@ class _SoftRounding(torch.autograd.Function):
         return w, reg
 
     @staticmethod
-    def backward(ctx, grad_w, grad_reg):  # type: ignore[override]
+    def backward(ctx, grad_w, grad_reg):
         dw_dv, *dreg = ctx.saved_tensors
         grad_v = grad_w * dw_dv
         if dreg and grad_reg is not None:

@@ -123,7 +123,7 @@ def optimize_rounding(
             learn_in_bf16 = bf16_products(batch, patch, target.shape[1], layer.groups)
         else:
             run_unit = _interpreted(proto, unit, mode)
-        learn_unit = patch_runner(layer, bf16=True) if learn_in_bf16 else run_unit
+        learn_unit = patch_runner(layer, bf16=True) if layer and learn_in_bf16 else run_unit
         soft = {
             w: SoftWeight(
                 starts.get(w, comp.weights.float_weight(w)),
