@@ -605,12 +605,8 @@ def test_optimize_positions_is_checked_and_effort_best_samples_them():
     assert chosen.optimize_positions == "all"  # what the user says wins over the effort's choice
 
 
-def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error(
-    tiny_cnn, cnn_calib
-):
-    """Each lone Conv takes the patch loss: the report gives its positions (every position of
-    the 32 samples' maps, up to the patch budget) and the error it bought; rounding moves off
-    nearest."""
+def _sampled_w3a8(model, calib) -> Compilation:
+    """W3A8 AdaRound, 200 iterations, on sampled positions of 32 samples (not yet rounded)."""
     cfg = QuantConfig(
         progress=False,
         scheme="w3a8",
@@ -619,7 +615,16 @@ def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error
         optimize_samples=32,
         optimize_positions="sampled",
     )
-    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    return Compilation(model, calib, cfg, target_opset=21)
+
+
+def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error(
+    tiny_cnn, cnn_calib
+):
+    """Each lone Conv takes the patch loss: the report gives its positions (every position of
+    the 32 samples' maps, up to the patch budget) and the error it bought; rounding moves off
+    nearest."""
+    comp = _sampled_w3a8(tiny_cnn, cnn_calib)
     nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
     comp.optimize_rounding([comp.uniform("w3a8")])
     units = comp.rounding.shared["w3a8"]["units"]
@@ -886,15 +891,7 @@ def test_large_conv_products_learn_in_bf16_and_are_judged_in_float32(
         used["judge"].clear()
         monkeypatch.setattr(patches, "_bf16_fast", bf16)
         monkeypatch.setattr(patches, "BF16_MIN_MACS", 0)
-        cfg = QuantConfig(
-            progress=False,
-            scheme="w3a8",
-            optimize="adaround",
-            optimize_iters=200,
-            optimize_samples=32,
-            optimize_positions="sampled",
-        )
-        comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+        comp = _sampled_w3a8(tiny_cnn, cnn_calib)
         comp.optimize_rounding([comp.uniform("w3a8")])
         return comp.rounding.shared["w3a8"]["units"]
 
