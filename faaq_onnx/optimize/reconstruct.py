@@ -84,8 +84,8 @@ class SoftWeight:
 
         Autograd through soft() and reg() kept some fifteen weight-sized intermediates and
         computed h(V) twice; on a 512-channel 3x3 layer (2.4 M weights) that elementwise work
-        took three quarters of an iteration. The fused function computes the same values and
-        gradient (soft_rounding). A learned scale keeps the autograd path."""
+        took about two thirds of an iteration. _SoftRounding computes the same values and
+        gradient. A learned scale keeps the autograd path."""
         if self.log_gain is not None:
             reg = self.reg(beta) if beta is not None else torch.zeros(())
             return self.soft(), reg
@@ -145,7 +145,7 @@ class _SoftRounding(torch.autograd.Function):
     With h = h(V) in [0, 1] and the integer part b fixed, an element whose b + zp and b + zp + 1
     both lie on the grid dequantizes to s·b + s·h; any other is clamped to a constant wherever h
     can move it (h at 0 or 1 exactly has no gradient). So w = c + s_in·h with c and s_in fixed
-    per element (SoftWeight._affine), dw/dV = s_in·h'(V), and the regularizer's gradient
+    per element (_affine), dw/dV = s_in·h'(V), and the regularizer's gradient
     -2β·sign(2h-1)·|2h-1|^(β-1)·h'(V) is formed in the forward pass: the backward is two products."""
 
     @staticmethod

@@ -108,7 +108,6 @@ def optimize_rounding(
         layer = conv_layer(proto, unit) if settings.sampled_positions else None
         batch = settings.batch_size
         samples_of_rows = np.arange(n)
-        learn_in_bf16 = False
         if layer is not None:  # the layer loss on sampled positions: a product of patches
             run_unit = patch_runner(layer)
             x, x_float, target, samples_of_rows = patch_data(
@@ -121,9 +120,10 @@ def optimize_rounding(
             patch = x[INPUT].shape[1] * x[INPUT].shape[2]
             batch = batch_positions(patch, settings.batch_size)
             learn_in_bf16 = bf16_products(batch, patch, target.shape[1], layer.groups)
+            learn_unit = patch_runner(layer, bf16=True) if learn_in_bf16 else run_unit
         else:
-            run_unit = _interpreted(proto, unit, mode)
-        learn_unit = patch_runner(layer, bf16=True) if layer and learn_in_bf16 else run_unit
+            run_unit = learn_unit = _interpreted(proto, unit, mode)
+            learn_in_bf16 = False
         soft = {
             w: SoftWeight(
                 starts.get(w, comp.weights.float_weight(w)),
