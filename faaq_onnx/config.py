@@ -136,6 +136,9 @@ class QuantConfig:
     # GPTQ fits each layer to the float model's output, not its float weights' (gptq.asymmetric_target);
     # None: for the plan that ships as rounded, not for a budget's candidates (pipeline.quantize)
     gptq_asymmetric: bool | None = None
+    # GPTQ narrows each channel's min-max range where that lowers the layer's output error under
+    # its Hessian (optimize/gptq_clip.py; not with --weight-range mse, which is kept as chosen)
+    gptq_clip: bool = True
     optimize_scales: bool = (
         False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     )

@@ -204,6 +204,13 @@ def quant_options(f):
             "keeps its learned rounding only where it measures a lower error than its start on them.",
         ),
         click.option(
+            "--gptq-clip/--no-gptq-clip",
+            default=True,
+            show_default=True,
+            help="GPTQ first narrows each channel's min-max weight range where that lowers the "
+            "layer's output error under its Hessian (not with --weight-range mse, which is kept).",
+        ),
+        click.option(
             "--gptq-asymmetric/--no-gptq-asymmetric",
             default=None,
             help="GPTQ fits each layer to the float model's output (the error upstream layers "
@@ -445,6 +452,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         optimize_positions=o.get("optimize_positions"),
         optimize_holdout=o.get("optimize_holdout", 0.0),
         gptq_asymmetric=o.get("gptq_asymmetric"),
+        gptq_clip=o.get("gptq_clip", True),
         optimize_scales=o.get("optimize_scales", False),
         reround=o.get("reround"),
         qdrop=o.get("qdrop", 0.0),

@@ -24,6 +24,7 @@ import numpy as np
 
 from faaq_onnx.optimize import gptq as gptq_mod
 from faaq_onnx.optimize.bias_correction import LayerBiasCorrection
+from faaq_onnx.optimize.gptq_clip import output_clipped_grid
 from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
 from faaq_onnx.optimize.units import Unit
 
@@ -177,9 +178,10 @@ def _sequential(comp, job: LayerJob, layer_input, wbits, float_input=None, batch
 
 
 def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
-    """GPTQ each weight of `job` on the weight cache's grid and store it there. mse_nearest /
-    mse: the layer's mean squared output error (x · ΔW, bias and clamp left out) over the
-    sampled patches, round-to-nearest and GPTQ."""
+    """GPTQ each weight of `job` on the weight cache's grid, its channels' ranges first narrowed
+    where that lowers the output error (config.gptq_clip: gptq_clip.py), and store it there.
+    mse_nearest / mse: the layer's mean squared output error (x · ΔW, bias and clamp left out)
+    over the sampled patches, round-to-nearest on the min-max grid and GPTQ."""
     t0 = time.perf_counter()
     out = {
         "unit": job.unit.name,
@@ -192,6 +194,8 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
     }
     if job.skipped:
         out["skipped"] = dict(job.skipped)
+    # a range the user chose (--weight-range mse) is kept
+    clips = comp.config.gptq_clip and comp.config.weight_range == "minmax"
     for lw in job.weights:
         w_float = np.asarray(comp.weights.float_weight(lw.name), np.float64)
         rtn = comp.weights.get(lw.name, wbits[lw.name])
@@ -202,11 +206,15 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         if h.cross is not None:  # asked for: say per weight whether the layer had rows enough
             out.setdefault("asymmetric", []).append(fitted is not None)
         target = w_float if fitted is None else fitted
+        grid = rtn.grid
+        if clips:  # each channel's range chosen by the output error under h (gptq_clip)
+            grid, ratios = output_clipped_grid(lw.form, target, h.h, grid)
+            out.setdefault("clip", []).append(round(float(np.mean(ratios)), 3))
         qw = gptq_mod.gptq_weight(
             lw.form,
             target,
             h.h,
-            rtn.grid,
+            grid,
             comp.config.weight_symmetric,
             comp.config.weight_range,
             starts=start,

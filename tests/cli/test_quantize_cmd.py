@@ -158,6 +158,8 @@ def test_every_option_reaches_the_config(config_of):
     assert config_of()["config"].gptq_asymmetric is None  # quantize() decides (stages.effort)
     assert config_of("--no-gptq-asymmetric")["config"].gptq_asymmetric is False
     assert config_of("--gptq-asymmetric")["config"].gptq_asymmetric is True
+    assert config_of()["config"].gptq_clip is True
+    assert config_of("--no-gptq-clip")["config"].gptq_clip is False
 
 
 @pytest.mark.parametrize(

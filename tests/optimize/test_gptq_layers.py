@@ -37,7 +37,9 @@ def make_comp(nodes, arrays, axes):
     return SimpleNamespace(
         float_proto=SimpleNamespace(graph=SimpleNamespace(node=nodes)),
         weights=Weights(arrays, axes),
-        config=SimpleNamespace(weight_symmetric=True, weight_range="minmax", gptq_asymmetric=False),
+        config=SimpleNamespace(
+            weight_symmetric=True, weight_range="minmax", gptq_asymmetric=False, gptq_clip=True
+        ),
     )
 
 
@@ -282,3 +284,26 @@ def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
     ]
     assert all(0 <= r["bias_correction_s"] < 0.5 for r in reports)
     assert data.modes == ["quantized"]
+
+
+@pytest.mark.parametrize(
+    "clip, weight_range, narrowed",
+    [(True, "minmax", True), (False, "minmax", False), (True, "mse", False)],
+)
+def test_gptq_rounds_on_the_output_clipped_grid_unless_the_range_was_chosen(
+    clip, weight_range, narrowed
+):
+    """--gptq-clip (the default) narrows the min-max grid before GPTQ rounds; --no-gptq-clip and
+    a range the user chose (--weight-range mse: here the stand-in's grid) keep the cache's grid."""
+    comp, unit, w, x, _ = _mlp_comp(bits=2)
+    w[0] *= 6.0  # one large input row: its weights set every channel's min-max range
+    comp.config.gptq_clip, comp.config.weight_range = clip, weight_range
+    (rep,) = gptq_layers(comp, [unit], FloatData(x), None, {"w": 2}, "float")[0]
+    stored = comp.weights.stored["w"][1]
+    rtn = comp.weights.get("w", 2)
+    if narrowed:
+        assert np.all(stored.scale <= rtn.scale) and np.any(stored.scale < rtn.scale)
+        assert rep["clip"] == [pytest.approx(float(np.mean(stored.scale / rtn.scale)), abs=1e-3)]
+    else:
+        np.testing.assert_array_equal(stored.scale, rtn.scale)
+        assert "clip" not in rep
