@@ -19,10 +19,9 @@ import numpy as np
 
 from faaq_onnx.quant.weights import WeightGrid
 
-COARSE = np.linspace(
-    1.0, 0.3, 8
-)  # ratios of the min-max range tried first (1.0 first: ties keep it)
-FINE = (-0.05, -0.025, 0.025, 0.05)  # then around each channel's best
+# ratios of the min-max range tried first (1.0 first: a tie keeps it), then around each best
+COARSE = np.linspace(1.0, 0.3, 8)
+FINE = (-0.05, -0.025, 0.025, 0.05)
 
 
 def output_clipped_grid(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid):
@@ -36,7 +35,7 @@ def output_clipped_grid(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid):
         return grid, ones
     index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
     where = form.to_gkn(np.broadcast_to(grid.expand(index), np.shape(w)))  # (G, K, N) scale ids
-    if np.any(where != where[:, :1, :]):  # a scale shared across output columns only: none here
+    if np.any(where != where[:, :1, :]):  # scales that change along the input rows: kept
         return grid, ones
     owner = where[:, 0, :].ravel()  # a scale per output column (g, n): the same along K
     columns = (where.shape[0], 1, where.shape[2])
@@ -55,14 +54,19 @@ def output_clipped_grid(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid):
 
     best_err = np.full(n, np.inf)
     best = np.ones(n)
-    for tries in ([np.full(n, f) for f in COARSE], None):
-        if tries is None:  # the fine step: around each scale's own best so far
-            tries = [np.clip(best + d, 0.05, 1.0) for d in FINE]
-        for ratio in tries:
-            err = errors(ratio.astype(np.float32))
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best = np.where(better, ratio, best)
+
+    def consider(ratio: np.ndarray) -> None:
+        nonlocal best_err, best
+        err = errors(ratio.astype(np.float32))
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best = np.where(better, ratio, best)
+
+    for f in COARSE:
+        consider(np.full(n, f))
+    around = best.copy()
+    for step in FINE:
+        consider(np.clip(around + step, 0.05, 1.0))
     ratios = best.reshape(np.shape(grid.scale))
     scale = (np.asarray(grid.scale, np.float64) * ratios).astype(np.asarray(grid.scale).dtype)
     shrunk = WeightGrid(scale, grid.zero_point, grid.axis, None, grid.fmt, grid.shape)
