@@ -58,6 +58,11 @@ def test_rounding_line_counts_weights_seconds_and_bias_correction():
     assert rounding_line(_rounding(units, auto=True)).endswith(
         " (--optimize auto; --optimize none rounds to nearest, --effort best takes longer for more)"
     )
+    clipped = [dict(units[0], clip=[0.8, 0.9]), dict(units[1], clip=[0.7])]
+    assert rounding_line(_rounding(clipped)) == (
+        "rounding: gptq on 3 weights below 8 bits (channel ranges 0.80 of min-max on average), "
+        "2.2 s"
+    )
     two = _rounding(units)
     two["optimization"]["rounding"]["b"] = {
         "mode": "gptq",
