@@ -99,10 +99,7 @@ def gptq_weight(
     """Round a weight of any LinearForm (w in its own layout, h: (G, K, K)) on `grid`. With
     `starts`, starts["w"] is set to the error-compensated weights the codes round (w's layout)."""
     w = np.asarray(w, np.float64)
-    index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
-    where = form.to_gkn(
-        np.broadcast_to(grid.expand(index), w.shape)
-    )  # each element's scale, (G, K, N)
+    where = form.to_gkn(grid.scale_index())  # each element's scale, (G, K, N)
     flat_s = np.asarray(grid.scale, np.float64).ravel()
     flat_z = np.asarray(grid.zero_point, np.float64).ravel()
     blocks = _dynamic_blocks(where) if grid.block_size else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from faaq_onnx.quant.affine import fake_quant
 from faaq_onnx.quant.weights import WeightGrid
 
 # ratios of the min-max range tried first (1.0 first: a tie keeps it), then around each best
@@ -33,8 +34,7 @@ def output_clipped_grid(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid):
     ones = np.ones(np.shape(grid.scale))
     if grid.block_size:
         return grid, ones
-    index = np.arange(np.size(grid.scale)).reshape(np.shape(grid.scale))
-    where = form.to_gkn(np.broadcast_to(grid.expand(index), np.shape(w)))  # (G, K, N) scale ids
+    where = form.to_gkn(grid.scale_index())  # (G, K, N) scale ids
     if np.any(where != where[:, :1, :]):  # scales that change along the input rows: kept
         return grid, ones
     owner = where[:, 0, :].ravel()  # a scale per output column (g, n): the same along K
@@ -48,7 +48,7 @@ def output_clipped_grid(form, w: np.ndarray, h: np.ndarray, grid: WeightGrid):
     def errors(ratio: np.ndarray) -> np.ndarray:
         """Δᵀ H Δ per scale, each scale shrunk by its ratio."""
         s = (s0 * ratio)[owner].reshape(columns)
-        d = (np.clip(np.round(wg / s) + z, grid.fmt.qmin, grid.fmt.qmax) - z) * s - wg
+        d = fake_quant(wg, s, z, grid.fmt.qmin, grid.fmt.qmax) - wg
         per_column = (d * np.matmul(hh, d)).sum(axis=1, dtype=np.float64)
         return np.bincount(owner, weights=per_column.ravel(), minlength=n)
 

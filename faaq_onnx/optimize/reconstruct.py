@@ -74,9 +74,8 @@ class SoftWeight:
         self.log_gain = None
         self._affine: tuple[torch.Tensor, torch.Tensor] | None = None
         if learn_scale:
-            # which scale each weight element uses: the grid's own expansion of the scale indices
-            where = grid.expand(np.arange(grid.scale.size).reshape(grid.scale.shape))
-            self._where = torch.from_numpy(np.broadcast_to(where, w.shape).astype(np.int64).copy())
+            # which scale each weight element uses
+            self._where = torch.from_numpy(grid.scale_index().astype(np.int64))
             self.log_gain = torch.nn.Parameter(torch.zeros(grid.scale.size))
 
     def soft_and_reg(self, beta: float | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,12 @@ class WeightGrid:
         shape[self.axis] = -1
         return p.reshape(shape)
 
+    def scale_index(self) -> np.ndarray:
+        """Which scale each weight element uses (an index into scale.ravel()), in the weight's
+        shape: where GPTQ, its range search and a learned scale look up an element's scale."""
+        index = np.arange(np.size(self.scale)).reshape(np.shape(self.scale))
+        return np.broadcast_to(self.expand(index), self.shape)
+
     @property
     def full_scale(self) -> np.ndarray:
         return self.expand(self.scale).astype(np.float32)
