@@ -116,6 +116,19 @@ def compute_line(report: dict) -> str | None:
     return line
 
 
+def learning_stopped(rounding_pass: dict, why: bool = True) -> str | None:
+    """'learning stopped after 3 of 20 units (3 in a row kept their start)' where
+    --optimize-patience stopped the pass (without the parenthesis unless `why`); None where
+    every unit was learned."""
+    stop = rounding_pass.get("stopped")
+    if not stop:
+        return None
+    units = rounding_pass["units"]
+    tried = sum(u.get("tried", True) for u in units)
+    reason = f" ({stop['patience']} in a row kept their start)" if why else ""
+    return f"learning stopped after {tried} of {len(units)} units{reason}"
+
+
 def rounding_label(rounding_pass: dict) -> str:
     """'adaround', or 'adaround from GPTQ's solution' where --rounding-start gptq ran first."""
     start = " from GPTQ's solution" if rounding_pass.get("start") else ""

@@ -165,7 +165,8 @@ def quant_options(f):
             help="What --optimize auto does to weights below 8 bits. fast: GPTQ on the float "
             "model's layer inputs (one forward pass); default: GPTQ on the quantized model's own "
             "layer inputs, then bias correction; best: AdaRound from GPTQ's solution, 2000 "
-            "iterations per layer, a lone Conv's loss on sampled output positions (BRECQ with "
+            "iterations per layer, a lone Conv's loss on sampled output positions, stopping once "
+            "3 layers in a row keep GPTQ's rounding (BRECQ with "
             "QDrop 0.5, bias correction and first/last layers at W8A8 where activations go below "
             "8 bits), then the default's rounding of the same plan too, and the model with the "
             "higher held-out output SQNR is written: minutes. An explicit rounding optimizer in "
@@ -202,6 +203,14 @@ def quant_options(f):
             show_default=True,
             help="Share of the samples (the last) each adaround/brecq unit is not fit to: a unit "
             "keeps its learned rounding only where it measures a lower error than its start on them.",
+        ),
+        click.option(
+            "--optimize-patience",
+            type=int,
+            default=None,
+            help="Stop adaround/brecq after this many units in a row keep their start (GPTQ's "
+            "rounding with --rounding-start gptq) because their learned rounding measured worse; "
+            "the rest keep their start. 0: never stop. [default: 0; 3 with --effort best]",
         ),
         click.option(
             "--gptq-clip/--no-gptq-clip",
@@ -451,6 +460,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         rounding_start=o.get("rounding_start"),
         optimize_positions=o.get("optimize_positions"),
         optimize_holdout=o.get("optimize_holdout", 0.0),
+        optimize_patience=o.get("optimize_patience"),
         gptq_asymmetric=o.get("gptq_asymmetric"),
         gptq_clip=o.get("gptq_clip", True),
         optimize_scales=o.get("optimize_scales", False),

@@ -4,7 +4,7 @@ the rounding, the effort and the budget did, and the kernels."""
 from __future__ import annotations
 
 from faaq_onnx.cli.common import human_bytes
-from faaq_onnx.report import budget_line, compute_line, rounding_label
+from faaq_onnx.report import budget_line, compute_line, learning_stopped, rounding_label
 from faaq_onnx.stages.effort import effort_line
 
 
@@ -34,8 +34,14 @@ def rounding_line(report: dict) -> str:
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return (
         f"rounding: {mode} on {layers} weights below 8 bits{_clipped(passes)}, {seconds:.1f} s"
-        f"{_held_out(passes)}{bias}{why}{_bias_check(report)}"
+        f"{_stopped(passes)}{_held_out(passes)}{bias}{why}{_bias_check(report)}"
     )
+
+
+def _stopped(passes: list[dict]) -> str:
+    """'; learning stopped after 3 of 20 units (...)' where --optimize-patience stopped a pass."""
+    notes = [n for n in map(learning_stopped, passes) if n]
+    return f"; {notes[0]}" if notes else ""
 
 
 def _clipped(passes: list[dict]) -> str:

@@ -46,6 +46,7 @@ class PlanRounding:
             scale_lr=SCALE_LR if cfg.optimize_scales else 0.0,
             sampled_positions=cfg.optimize_positions == "sampled",
             holdout=cfg.optimize_holdout,
+            patience=cfg.optimize_patience or 0,
         )
         with self.comp.stage("optimize_weights"):
             report = optimize_rounding(

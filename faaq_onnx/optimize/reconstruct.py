@@ -48,6 +48,7 @@ class ReconSettings:
     threads: int = 1
     sampled_positions: bool = False  # a lone Conv's loss on sampled output positions (patches.py)
     holdout: float = 0.0  # share of the samples (the last) a unit is not fit to but judged on
+    patience: int = 0  # stop learning after this many units in a row keep their start (0: never)
 
 
 class SoftWeight:

@@ -103,6 +103,9 @@ def optimize_rounding(
         report["start"] = _gptq_start(comp, plan, wbits, inputs, fit, starts)
     unit_data = data.reconstruction_sequence(plan.choices, inputs)
     for i, unit in enumerate(bar):
+        if _out_of_patience(report["units"], settings.patience):
+            _stop(report, units[i:], settings.patience, wbits)
+            break
         t0 = time.perf_counter()
         x, x_float, target = unit_data(unit.inputs, unit.output)
         layer = conv_layer(proto, unit) if settings.sampled_positions else None
@@ -199,6 +202,27 @@ def optimize_rounding(
         comp._prober.reset_act_cache()
     report["seconds"] = round(time.perf_counter() - t_all, 2)
     return report
+
+
+def _out_of_patience(done: list[dict], patience: int) -> bool:
+    """Whether the last `patience` units (all of them learned) each kept their start."""
+    last = done[-patience:] if patience > 0 else []
+    return len(last) == patience > 0 and all(u["kept"] == "start" for u in last)
+
+
+def _stop(report: dict, rest: list, patience: int, wbits) -> None:
+    """The units not tried keep their start (GPTQ's rounding with --rounding-start gptq): the
+    report lists them as such and says where learning stopped."""
+    report["stopped"] = {"after": report["units"][-1]["unit"], "patience": patience}
+    report["units"] += [
+        {
+            "unit": u.name,
+            "weights": [w for w in u.weights if wbits[w] < 8],
+            "kept": "start",
+            "tried": False,
+        }
+        for u in rest
+    ]
 
 
 def _interpreted(proto, unit, mode: str):

@@ -20,7 +20,7 @@ from dataclasses import replace
 from faaq_onnx.config import AUTO, ROUNDING, Candidate, QuantConfig
 from faaq_onnx.inputs import reuses_calibration, split_off, without_reuse_note
 from faaq_onnx.plan import BitPlan
-from faaq_onnx.report import rounding_label
+from faaq_onnx.report import learning_stopped, rounding_label
 from faaq_onnx.results import QuantizeResult
 
 
@@ -117,7 +117,9 @@ def better_of_default(
     kept, other = (
         (learned, default) if scores["learned"] >= scores["default"] else (default, learned)
     )
-    mode = rounding_label(next(iter(learned.report["optimization"]["rounding"].values())))
+    learned_pass = next(iter(learned.report["optimization"]["rounding"].values()))
+    stopped = learning_stopped(learned_pass, why=False)
+    mode = rounding_label(learned_pass) + (f" ({stopped})" if stopped else "")
     other_run = round(sum(other.report["timings_s"].values()), 2)
     compared = kept.report
     refit = kept is default and compared["calibration"].get("held_out_of_calibration", 0) > 0

@@ -160,6 +160,9 @@ def test_every_option_reaches_the_config(config_of):
     assert config_of("--gptq-asymmetric")["config"].gptq_asymmetric is True
     assert config_of()["config"].gptq_clip is True
     assert config_of("--no-gptq-clip")["config"].gptq_clip is False
+    assert config_of("--optimize", "adaround")["config"].optimize_patience == 0
+    patient = config_of("--optimize", "adaround", "--optimize-patience", "4")
+    assert patient["config"].optimize_patience == 4
 
 
 @pytest.mark.parametrize(
