@@ -298,3 +298,22 @@ def build_foreign_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
 @pytest.fixture
 def foreign_cnn(tmp_path) -> str:
     return _save(build_foreign_cnn(), tmp_path / "foreign_cnn.onnx")
+
+
+@pytest.fixture
+def losing_rounding(monkeypatch) -> list:
+    """AdaRound/BRECQ rigged to lose: each unit's h(V) ends on the wrong side of 0.5 everywhere,
+    so every unit measures worse than its start and keeps it. Returns the list of the weights
+    of each unit the optimizer was called on."""
+    from faaq_onnx.optimize import rounding
+
+    called: list = []
+
+    def flipping(run_unit, weights, acts, inputs, target, settings, **kw):
+        called.append(sorted(weights))
+        for w in weights.values():
+            w.v.data = 10 * (w.h() < 0.5).float() - 10 * (w.h() >= 0.5).float()
+        return 0.0
+
+    monkeypatch.setattr(rounding, "reconstruct", flipping)
+    return called

@@ -642,18 +642,10 @@ def test_adaround_on_sampled_positions_reports_them_and_lowers_each_layers_error
 
 
 def test_a_layer_adaround_leaves_worse_than_its_start_keeps_the_start(
-    tiny_cnn, cnn_calib, monkeypatch
+    tiny_cnn, cnn_calib, losing_rounding
 ):
     """Learned codes that measure a higher layer error than the start are not kept: with the
     optimizer rigged to flip every rounding, each layer keeps its nearest codes."""
-    from faaq_onnx.optimize import rounding
-
-    def flipping(run_unit, weights, acts, inputs, target, settings, **kw):
-        for w in weights.values():  # h(V) on the wrong side of 0.5 everywhere
-            w.v.data = -w.v.data.sign() * 10 * (w.h() >= 0.5).float() + 10 * (w.h() < 0.5).float()
-        return 0.0
-
-    monkeypatch.setattr(rounding, "reconstruct", flipping)
     cfg = QuantConfig(
         progress=False, scheme="w3a8", optimize="adaround", optimize_iters=1, optimize_samples=32
     )

@@ -10,21 +10,9 @@ from faaq_onnx.optimize.rounding import _out_of_patience
 from faaq_onnx.pipeline import Compilation
 
 
-def _rounded(tiny_cnn, cnn_calib, monkeypatch, patience: int):
-    """W3A8 AdaRound with the optimizer rigged to flip every rounding (every unit then keeps
-    its start); returns the compilation, the units the optimizer was called on and the nearest
-    codes."""
-    from faaq_onnx.optimize import rounding
-
-    called = []
-
-    def flipping(run_unit, weights, acts, inputs, target, settings, **kw):
-        called.append(sorted(weights))
-        for w in weights.values():  # h(V) on the wrong side of 0.5 everywhere
-            w.v.data = 10 * (w.h() < 0.5).float() - 10 * (w.h() >= 0.5).float()
-        return 0.0
-
-    monkeypatch.setattr(rounding, "reconstruct", flipping)
+def _rounded(tiny_cnn, cnn_calib, patience: int):
+    """W3A8 AdaRound (rigged to lose on every unit by the losing_rounding fixture); returns the
+    compilation and the nearest codes every unit starts from."""
     cfg = QuantConfig(
         progress=False,
         scheme="w3a8",
@@ -36,20 +24,20 @@ def _rounded(tiny_cnn, cnn_calib, monkeypatch, patience: int):
     comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
     nearest = {w: comp.weights.get(w, 3).q.copy() for w in comp.qgraph.weights}
     comp.optimize_rounding([comp.uniform("w3a8")])
-    return comp, called, nearest
+    return comp, nearest
 
 
 @pytest.mark.parametrize("patience, tried", [(0, 3), (1, 1), (2, 2), (3, 3), (5, 3)])
 def test_learning_stops_after_patience_units_in_a_row_keep_their_start(
-    tiny_cnn, cnn_calib, monkeypatch, patience, tried
+    tiny_cnn, cnn_calib, losing_rounding, patience, tried
 ):
     """Three units, each made to leave worse than it started: the optimizer runs on the first
     `patience` of them (all three with 0, never stop); the rest are listed as not tried, and every
     weight ships its start (nearest) codes."""
-    comp, called, nearest = _rounded(tiny_cnn, cnn_calib, monkeypatch, patience)
+    comp, nearest = _rounded(tiny_cnn, cnn_calib, patience)
     report = comp.rounding.shared["w3a8"]
     units = report["units"]
-    assert len(called) == tried and len(units) == 3
+    assert len(losing_rounding) == tried and len(units) == 3
     assert [u.get("tried", True) for u in units] == [True] * tried + [False] * (3 - tried)
     assert all(u["kept"] == "start" for u in units)
     assert sorted(w for u in units for w in u["weights"]) == sorted(nearest)

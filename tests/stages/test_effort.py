@@ -64,17 +64,9 @@ def test_best_ships_the_model_with_the_higher_output_sqnr(
     )
 
 
-def test_the_comparison_says_where_learning_stopped(tiny_cnn, cnn_calib, monkeypatch):
+def test_the_comparison_says_where_learning_stopped(tiny_cnn, cnn_calib, losing_rounding):
     """With learning rigged to lose on every layer and a patience of 1, the learned side of the
     comparison is named with where it stopped (its layers kept GPTQ's rounding)."""
-    from faaq_onnx.optimize import rounding
-
-    def flipping(run_unit, weights, acts, inputs, target, settings, **kw):
-        for w in weights.values():
-            w.v.data = 10 * (w.h() < 0.5).float() - 10 * (w.h() >= 0.5).float()
-        return 0.0
-
-    monkeypatch.setattr(rounding, "reconstruct", flipping)
     res = quantize(tiny_cnn, cnn_calib, config=_best(optimize_patience=1))
     learned = res.report["effort"]["learned"]["rounding"]
     assert learned == "adaround from GPTQ's solution (learning stopped after 1 of 3 units)"
