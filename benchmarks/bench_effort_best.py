@@ -62,6 +62,9 @@ def quantize(args: list[str], report: Path) -> dict:
         "stopped_after": sum(u.get("tried", True) for u in units)
         if learned.get("stopped")
         else None,
+        # where the default's model was kept, its rounding pass is GPTQ's: the effort record says
+        # what the learned run did ("... (learning stopped after 3 of 50 units)")
+        "learned_rounding": (effort.get("learned") or {}).get("rounding"),
         "units": len(units),
         "learned_units": sum(u.get("kept") == "learned" for u in units),
         "kept": effort.get("kept"),
