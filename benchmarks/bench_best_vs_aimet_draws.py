@@ -108,16 +108,17 @@ def main() -> None:
         mean = {
             k: float(np.mean([r[name][k] for r in rows])) for k in ("test", "lossless", "wall_s")
         }
-        lines.append(
+        line = (
             f"\nfaaq {name}: mean {mean['test']:.2f} / {mean['lossless']:.2f}, "
             f"{mean['wall_s']:.0f} s over {len(rows)} draws"
         )
         if paired:
             d = paired_stats([r[name]["test"] - r["aimet"]["test"] for r in paired])
-            lines.append(
+            line += (
                 f"; minus AIMET, draw by draw (test): {d['mean']:+.2f} ± {d['sd']:.2f} pt, "
                 f"t = {d['t']:+.2f}, ahead/tied/behind {d['pos']}/{d['zero']}/{d['neg']}"
             )
+        lines.append(line)
     if paired:
         am = np.mean([r["aimet"]["test"] for r in paired])
         aw = np.mean([r["aimet"]["wall_s"] for r in paired])
