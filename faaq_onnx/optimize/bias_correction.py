@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faaq_onnx.analysis.calibrate import tap_batch_size, tap_model
+from faaq_onnx.analysis.calibrate import tap_batch_size, tap_model, tapped_bytes_per_sample
 from faaq_onnx.analysis.probe import build_probe, probe_feeds
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means, channel_sums
@@ -67,7 +67,12 @@ def float_channel_means(comp, targets, inputs: dict[str, np.ndarray]) -> dict[st
     if key not in comp.float_means:
         float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
         # every layer's output at once: a batch whose outputs fit calibration's cap
-        batch = tap_batch_size(comp.model, outs, comp.config.batch_size)
+        batch = tap_batch_size(
+            comp.model,
+            outs,
+            comp.config.batch_size,
+            measure=lambda: tapped_bytes_per_sample(float_sess, inputs, outs),
+        )
         comp.float_means[key] = dict(zip(outs, channel_means(float_sess, inputs, batch, outs)))
     return comp.float_means[key]
 

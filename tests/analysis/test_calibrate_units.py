@@ -120,6 +120,35 @@ def test_tap_batch_size(monkeypatch):
     assert tap_batch_size(model, ["h"], 1) == 256
 
 
+def test_symbolic_shapes_take_the_batch_from_one_measured_sample(monkeypatch):
+    """Other exporters leave dimensions symbolic: the static estimate gives up, one sample's
+    outputs are measured instead, and calibration runs in batches that fit the cap (before, the
+    floor of 16 ran whatever it held: 5.9 GB on PP-OCRv4's recognizer)."""
+    from faaq_onnx.analysis.calibrate import tapped_bytes_per_sample
+    from faaq_onnx.runtime.session import make_session
+
+    symbolic = proto(h_shape=("n", "c", 4))
+    model = ir.from_proto(symbolic)
+    x = np.random.default_rng(0).standard_normal((40, 3, 4)).astype(np.float32)
+    session = make_session(tap_model(symbolic, ["h"]))
+    assert tapped_bytes_per_sample(session, {"x": x}, ["h"]) == 48  # 12 floats a sample
+    monkeypatch.setattr(cal, "TAP_BATCH_BYTES", 48 * 5)
+    monkeypatch.setattr(cal, "TAP_MAX_BYTES", 48 * 6)
+    assert tap_batch_size(model, ["h"], 16, measure=lambda: 48) == 6  # the floor capped
+    assert tap_batch_size(model, ["h"], 2, measure=lambda: 48) == 5
+    sizes = []
+    real = cal.run_batches
+
+    def spy(session, inputs, batch_size, *a, **kw):
+        sizes.append(batch_size)
+        return real(session, inputs, batch_size, *a, **kw)
+
+    monkeypatch.setattr(cal, "run_batches", spy)
+    c = calibrate(model, qgraph("h"), {"x": x}, batch_size=16)
+    assert sizes == [1, 6]  # one sample measured, then batches that fit
+    assert c.stats["h"].max == float(np.maximum(x, 0).max())
+
+
 def stats(lo, hi):
     s = TensorStats()
     s.observe(np.array([lo, hi], np.float32))

@@ -128,3 +128,42 @@ def test_the_float_means_are_measured_once_per_compilation(tiny_cnn, cnn_calib, 
         np.testing.assert_array_equal(second[k], fresh[k])
     bias_corrections(comp, comp.uniform("w4a8"), samples=16)  # other samples: measured again
     assert len(calls) == 3
+
+
+def test_float_means_of_symbolic_shapes_run_in_batches_that_fit(monkeypatch):
+    """The float model's per-channel means (one tapped pass) take their batch from one measured
+    sample where the graph's shapes are symbolic, as calibration does."""
+    from types import SimpleNamespace
+
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    from faaq_onnx.analysis import calibrate as cal
+    from faaq_onnx.optimize import bias_correction as bc
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"]), helper.make_node("Neg", ["h"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", 4])],
+        value_info=[helper.make_tensor_value_info("h", TensorProto.FLOAT, ["n", "c", 4])],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    comp = SimpleNamespace(
+        float_proto=proto,
+        model=ir.from_proto(proto),
+        config=SimpleNamespace(batch_size=16),
+        float_means={},
+    )
+    monkeypatch.setattr(cal, "TAP_BATCH_BYTES", 48 * 5)  # h: 12 floats = 48 bytes a sample
+    monkeypatch.setattr(cal, "TAP_MAX_BYTES", 48 * 6)
+    batches = []
+    real = bc.channel_means
+    monkeypatch.setattr(
+        bc, "channel_means", lambda s, i, b, o: batches.append(b) or real(s, i, b, o)
+    )
+    x = np.random.default_rng(0).standard_normal((40, 3, 4)).astype(np.float32)
+    means = bc.float_channel_means(comp, [("relu", "h", "b", 1)], {"x": x})
+    assert batches == [6]  # 48 bytes a sample measured: the floor of 16 capped at 6
+    np.testing.assert_allclose(means["h"], np.maximum(x, 0).mean(axis=(0, 2)), rtol=1e-5)
