@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_seed003_tables import prepare
-from common import data_dir, git_state, machine, write
+from common import data_dir, git_state, machine, scores, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -70,23 +70,6 @@ def quantize(args: list[str], report: Path) -> dict:
         "kept": effort.get("kept"),
         "sqnr_learned_db": (effort.get("learned") or {}).get("output_sqnr_db"),
         "sqnr_default_db": (effort.get("default") or {}).get("output_sqnr_db"),
-    }
-
-
-def scores(reference: Path, model: Path, data: Path, work: Path) -> dict:
-    out = work / "eval.json"
-    cmd = [sys.executable, "-m", "faaq_onnx", "eval", str(reference), str(model)]
-    subprocess.run(
-        [*cmd, "--data", str(data), "--json", str(out)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    got = json.loads(out.read_text())["models"][str(model)]
-    return {
-        "top1": 100 * got["top1"],
-        "agreement": 100 * got["vs_reference"]["agreement"],
-        "kl": got["vs_reference"]["kl"],
     }
 
 
@@ -146,7 +129,7 @@ def main() -> None:
                 )
                 loads.append(os.getloadavg()[0])
                 if files["eval"] is not None:
-                    run |= scores(files["float"], q, files["eval"], work)
+                    run |= scores(files["float"], [q], files["eval"], work)[q.name]
                 rows.append({"model": model, "scheme": scheme, "variant": name} | run)
                 print(rows[-1], flush=True)
     meta = {**machine(), **git_state(), "load": [min(loads), max(loads)]}

@@ -13,7 +13,6 @@ weights; 256 val1300 calibration / 1,044 evaluation images, bench_seed003_tables
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench_seed003_tables import prepare
-from common import data_dir, git_state, machine, write
+from common import data_dir, git_state, machine, scores, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -41,21 +40,6 @@ def faaq(*args: str) -> float:
         stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - t0
-
-
-def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
-    out = work / "eval.json"
-    faaq("eval", str(reference), *map(str, models), "--data", str(data), "--json", str(out))
-    got = json.loads(out.read_text())["models"]
-    return {
-        m.name: {
-            "top1": 100 * got[str(m)]["top1"],
-            "agreement": 100 * got[str(m)]["vs_reference"]["agreement"],
-            "kl": got[str(m)]["vs_reference"]["kl"],
-            "logit_sqnr_db": got[str(m)]["vs_reference"]["logit_sqnr_db"],
-        }
-        for m in models
-    }
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +140,26 @@ def git_state() -> dict:
         return {"head": head, "modified": [d[3:] for d in dirty if d.strip()]}
     except OSError:
         return {}
+
+
+def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
+    """`faaq eval` of each model against the float `reference` on labeled `data`, by file name:
+    top-1 %, agreement % with the reference's class, KL to it, logit SQNR (dB)."""
+    out = work / "eval.json"
+    cmd = [sys.executable, "-m", "faaq_onnx", "eval", str(reference), *map(str, models)]
+    subprocess.run(
+        [*cmd, "--data", str(data), "--json", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    got = json.loads(out.read_text())["models"]
+    return {
+        m.name: {
+            "top1": 100 * got[str(m)]["top1"],
+            "agreement": 100 * got[str(m)]["vs_reference"]["agreement"],
+            "kl": got[str(m)]["vs_reference"]["kl"],
+            "logit_sqnr_db": got[str(m)]["vs_reference"]["logit_sqnr_db"],
+        }
+        for m in models
+    }
