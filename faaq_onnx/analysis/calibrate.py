@@ -20,7 +20,7 @@ from faaq_onnx.quant.affine import affine_params
 from faaq_onnx.quant.formats import IntFormat
 from faaq_onnx.quant.observers import TensorStats
 from faaq_onnx.quant.range_setters import activation_range
-from faaq_onnx.runtime.runner import run_batches
+from faaq_onnx.runtime.runner import batch_step, run_batches
 from faaq_onnx.runtime.session import make_session
 
 
@@ -102,11 +102,15 @@ def calibrate(
             batch_size,
             measure=lambda: tapped_bytes_per_sample(session, inputs, outputs),
         )
-        for _, outs in run_batches(
+        step, n = batch_step(session, inputs, batch), len(next(iter(inputs.values())))
+        for start, outs in run_batches(
             session, inputs, batch, outputs, desc="calibrate", progress=progress
         ):
+            rows = min(step, n - start)
             for name, arr in zip(outputs, outs):
-                _observe(stats[name], arr)
+                # axis 0 holds the batch's samples, or something else (a [seq, batch, hidden]
+                # layout, heads folded into the batch): then no element may be left out
+                _observe(stats[name], arr, np.ndim(arr) >= 1 and np.shape(arr)[0] == rows)
     if any(s.unbounded for s in stats.values()):
         bad = _non_finite_input(inputs)
         if bad is not None:  # the data's fault, not the model's: one line, stop
@@ -178,7 +182,7 @@ def tapped_bytes_per_sample(session, inputs: dict[str, np.ndarray], tensors: lis
     return 0
 
 
-def _observe(s: TensorStats, arr: np.ndarray) -> None:
+def _observe(s: TensorStats, arr: np.ndarray, by_sample: bool = True) -> None:
     arr = np.asarray(arr)
     if arr.dtype.kind == "f":
-        s.observe(arr)
+        s.observe(arr, by_sample)

@@ -34,18 +34,21 @@ def activation_range(
             f"range setter {method!r} needs a histogram, and none was collected "
             f"(range [{lo:.4g}, {hi:.4g}])"
         )
-    assert stats.edges is not None  # set with hist
+    # the bins are aligned to zero: the outer ones reach past the range, which their values do not
+    all_edges = stats.edges
+    assert all_edges is not None  # set with hist
+    edges = np.clip(all_edges, lo, hi)
     hist = stats.hist.astype(np.float64)
-    centres = (stats.edges[:-1] + stats.edges[1:]) / 2
+    centres = (edges[:-1] + edges[1:]) / 2
     if method == "percentile":
         cdf = np.cumsum(hist) / hist.sum()
         p = percentile / 100.0
-        new_hi = float(stats.edges[1:][np.searchsorted(cdf, p)]) if hi > 0 else 0.0
-        new_lo = float(stats.edges[:-1][np.searchsorted(cdf, 1 - p)]) if lo < 0 else 0.0
+        new_hi = float(edges[1:][np.searchsorted(cdf, p)]) if hi > 0 else 0.0
+        new_lo = float(edges[:-1][np.searchsorted(cdf, 1 - p)]) if lo < 0 else 0.0
         return min(new_lo, 0.0), max(new_hi, 0.0)
     if method == "mse":
         return _mse_search(hist, centres, lo, hi, fmt, symmetric)
-    return _entropy_search(hist, centres, lo, hi, fmt)
+    return _entropy_search(stats, lo, hi, fmt)
 
 
 def _fq_error(hist, centres, lo, hi, fmt, symmetric) -> np.ndarray:
@@ -93,23 +96,29 @@ def _mse_search(hist, centres, lo, hi, fmt, symmetric):
     return float(cand_lo[best]), float(cand_hi[best])
 
 
-def _entropy_search(hist, centres, lo, hi, fmt):
+def _entropy_search(stats: TensorStats, lo, hi, fmt):
     """Threshold minimizing KL(P || Q) between the clipped and the quantized |x| histograms.
 
     P is the histogram up to the threshold with the clipped mass folded into its last
     bin; Q is built from the unclipped bins only, so clipping shows up as divergence
-    (TensorRT's calibration recipe).
+    (TensorRT's calibration recipe). |x|'s histogram is the observer's, folded at zero: its
+    bins are aligned there, so bin -1 - i lands exactly on bin i, no count is split.
     """
+    assert stats.hist is not None
     one_sided = lo == 0 or hi == 0
     amax = max(-lo, hi)
-    nb = 2048
-    mhist, _ = np.histogram(np.abs(centres), bins=nb, range=(0, amax), weights=hist)
+    at = np.arange(stats.first, stats.first + len(stats.hist))
+    folded = np.where(at >= 0, at, -at - 1)
+    mhist = np.bincount(folded, weights=stats.hist.astype(np.float64))
+    nb, width = len(mhist), 2.0**stats.exp
+    if nb < 2:
+        return lo, hi
     # The exact zeros a ReLU makes pile into bin 0; left in, that spike drives the
     # search towards tiny thresholds. Flatten it as NVIDIA's calibrator does.
     mhist[0] = mhist[1]
     levels = max((fmt.qmax - fmt.qmin + 1) // (1 if one_sided else 2), 2)
     best_t, best_kl = amax, np.inf
-    for i in range(levels, nb + 1, max(1, (nb - levels) // 256)):
+    for i in [*range(levels, nb, max(1, (nb - levels) // 256)), nb]:  # the whole range too
         p = mhist[:i].copy()
         p[-1] += mhist[i:].sum()
         if p.sum() == 0:
@@ -125,7 +134,7 @@ def _entropy_search(hist, centres, lo, hi, fmt):
         mask = pn > 0
         kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))
         if kl < best_kl:
-            best_kl, best_t = kl, (i / nb) * amax
+            best_kl, best_t = kl, min(i * width, amax)
     return (max(lo, -best_t), min(hi, best_t))
 
 

@@ -39,6 +39,16 @@ def _stacked(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> li
     return [k for k, v in inputs.items() if k in ranks and v.ndim == ranks[k] + 1]
 
 
+def batch_step(
+    session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int
+) -> int:
+    """How many samples run_batches feeds at once: `batch_size`, or the model's fixed batch (1
+    for inputs held as one whole feed per sample)."""
+    if _stacked(session, inputs):
+        return 1
+    return _fixed_batch(session, inputs) or batch_size
+
+
 def run_batches(
     session: ort.InferenceSession,
     inputs: dict[str, np.ndarray],
@@ -60,7 +70,7 @@ def run_batches(
     n = len(next(iter(inputs.values())))
     stacked = _stacked(session, inputs)
     fixed_batch = 1 if stacked else _fixed_batch(session, inputs)
-    bs = fixed_batch or batch_size
+    bs = batch_step(session, inputs, batch_size)
     fixed = fixed_batch is not None
     if fixed and n < bs:
         raise FaaqError(

@@ -149,6 +149,41 @@ def test_symbolic_shapes_take_the_batch_from_one_measured_sample(monkeypatch):
     assert c.stats["h"].max == float(np.maximum(x, 0).max())
 
 
+def test_histograms_do_not_depend_on_the_calibration_batch(monkeypatch):
+    """The same samples in batches of 3, 5 or 40 give the same statistics, bin for bin: a
+    sample's own elements are subsampled alike in any batch, and a tensor whose axis 0 is not
+    the samples (here [4, n, 3] after a Transpose) has every element counted. Without that,
+    the stride over its rows (n x 3 elements) changed with the batch."""
+    from faaq_onnx.quant import observers
+
+    g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"]),
+            helper.make_node("Transpose", ["h"], ["t"], perm=[2, 0, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [4, "n", 3])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    monkeypatch.setattr(observers, "SAMPLE_ELEMENTS", 5)  # 12 elements a sample: stride 3
+    x = np.random.default_rng(3).standard_normal((40, 3, 4)).astype(np.float32)
+    x *= np.linspace(0.5, 30, 40, dtype=np.float32)[:, None, None]  # the range grows batch by batch
+    got = []
+    for batch in (3, 5, 40):
+        monkeypatch.setattr(cal, "TAP_BATCH_BYTES", 96 * batch)  # h and t: 96 bytes a sample
+        monkeypatch.setattr(cal, "TAP_MAX_BYTES", 96 * batch)
+        got.append(calibrate(ir.from_proto(m), qgraph("h", "t"), {"x": x}, batch_size=1).stats)
+    assert got[0]["h"].hist.sum() == 40 * 4  # elements 0, 3, 6, 9 of each sample
+    assert got[0]["t"].hist.sum() == x.size  # every element
+    for other in got[1:]:
+        for t in ("h", "t"):
+            a, b = got[0][t], other[t]
+            assert (a.min, a.max, a.first, a.exp) == (b.min, b.max, b.first, b.exp)
+            np.testing.assert_array_equal(a.hist, b.hist)
+
+
 def stats(lo, hi):
     s = TensorStats()
     s.observe(np.array([lo, hi], np.float32))

@@ -257,7 +257,9 @@ def test_adaround_on_matmul_and_convtranspose_weights(which, tiny_mlp, mlp_calib
     else:
         model = _deconv_model(tmp_path / "deconv.onnx")
         calib = {"input": np.random.default_rng(2).normal(0, 1, (64, 3, 8, 8)).astype(np.float32)}
-    cfg = dict(progress=False, scheme="w3a8", optimize_iters=200, optimize_samples=64)
+    # 500 iterations: at 200 the MLP's first layer ended level with nearest (2.007 both) on one
+    # set of input ranges and 1.5 % under on another; at 500, 9 % under
+    cfg = dict(progress=False, scheme="w3a8", optimize_iters=500, optimize_samples=64)
     ar = quantize(model, calib, config=QuantConfig(optimize="adaround", **cfg))
     units = ar.report["optimization"]["rounding"]["w3a8"]["units"]
     assert len(units) == 2 and all(u["mse"] < u["mse_nearest"] for u in units)

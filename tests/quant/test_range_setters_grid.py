@@ -90,7 +90,8 @@ def _mse_reference(stats, fmt, symmetric):
     lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
     keep = stats.hist > 0
     hist = stats.hist[keep].astype(np.float64)
-    centres = ((stats.edges[:-1] + stats.edges[1:]) / 2)[keep]
+    edges = np.clip(stats.edges, lo, hi)
+    centres = ((edges[:-1] + edges[1:]) / 2)[keep]
 
     def err(c_lo, c_hi):
         s, z = affine_params(np.array([c_lo]), np.array([c_hi]), fmt, symmetric)
