@@ -23,9 +23,10 @@ import onnx
 
 from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.candidates import group_candidates
+from faaq_onnx.analysis.config_feeds import ConfigFeeds
 from faaq_onnx.analysis.metrics import output_errors, output_metrics
-from faaq_onnx.analysis.probe import build_probe, enabled_params
-from faaq_onnx.config import AUTO, FLOAT, Candidate, QuantConfig
+from faaq_onnx.analysis.probe import build_probe
+from faaq_onnx.config import AUTO, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.outputs import write_json_atomic
 from faaq_onnx.runtime.probe_session import ProbeSession
@@ -101,40 +102,6 @@ class SensitivityTable:
 
     def _any(self, c, m) -> bool:
         return any(m in g.get(c, {}) for g in self.table.values())
-
-
-class ConfigFeeds:
-    """A quantization configuration as probe feeds: fake-quantized weights, fake-quant parameters."""
-
-    def __init__(
-        self, qgraph: QuantizerGraph, cal: Calibration, cache: WeightCache, config: QuantConfig
-    ) -> None:
-        self.qgraph, self.cal, self.cache, self.config = qgraph, cal, cache, config
-        self._act_cache: dict[tuple[str, int], np.ndarray] = {}
-
-    def reset_act_cache(self) -> None:
-        """Forget cached activation parameters (after step sizes were learned)."""
-        self._act_cache.clear()
-
-    def act_params(self, act: str, bits: int) -> np.ndarray:
-        key = (act, bits)
-        if key not in self._act_cache:
-            c = self.config
-            scale, zp, fmt, _, _ = self.cal.activation_params(
-                self.qgraph.activations[act], bits, c.act_symmetric, c.act_range, c.percentile
-            )
-            self._act_cache[key] = enabled_params(scale, zp, fmt.qmin, fmt.qmax)
-        return self._act_cache[key]
-
-    def feeds(self, choices: dict[str, Candidate]) -> tuple[dict, dict]:
-        weights, acts = {}, {}
-        for gname, cand in choices.items():
-            g = self.qgraph.groups[gname]
-            for w in g.weights if cand.w < FLOAT else []:  # float weights: the probe's default
-                weights[w] = self.cache.get(w, cand.w).dequantized()
-            for a in g.activations if cand.a < FLOAT else []:  # float activations: switched off
-                acts[a] = self.act_params(a, cand.a)
-        return weights, acts
 
 
 # the first chunk: two halves of 4 samples. EfficientNet-Lite0's SQNR ranking from 8 samples agrees

@@ -7,11 +7,11 @@ Kept once measured, so several budgets, plans and schemes can be allocated from 
 from __future__ import annotations
 
 from faaq_onnx.analysis.candidates import parse_candidates
+from faaq_onnx.analysis.config_feeds import ConfigFeeds
 from faaq_onnx.analysis.fisher import fisher_sensitivity, fit_available
 from faaq_onnx.analysis.sensitivity import (
     AUTO,
     AUTO_FIRST,
-    ConfigFeeds,
     Prober,
     SensitivityTable,
     sensitivity,
