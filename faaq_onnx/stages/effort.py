@@ -4,7 +4,8 @@ Learned rounding (AdaRound/BRECQ, even started from GPTQ's solution) is not bett
 model: ResNet-20 W4A8 gained 0.4 pt over GPTQ + bias correction, ResNet-56 W4A8 lost 0.5 pt,
 and the output SQNR on held-out samples told the two apart (ResNet-56: 21.7 vs 24.9 dB).
 So `best` also quantizes with the default rounding and ships whichever model measures the
-higher output SQNR on the same held-out samples; the report keeps both figures. Where the
+higher output SQNR on the same held-out samples (256 where the source has them, not the usual
+64: config.BEST_VERIFY_SAMPLES); the report keeps both figures. Where the
 calibration source has no samples left over, a part of the calibration set is held out for
 that comparison: judged on the samples it was fit to, learned rounding wins by construction
 (EfficientNet-Lite0 W4A8: 16.8 vs 9.1 dB on its calibration images, 79.60 vs 80.36 % top-1;

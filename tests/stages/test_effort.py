@@ -3,6 +3,7 @@ rounding and the default's GPTQ + bias correction of the same plan."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from faaq_onnx.config import QuantConfig
@@ -148,6 +149,20 @@ def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
     assert left_over.report["calibration"]["samples"] == 40
     assert left_over.report["verify"]["samples"] == 8
     assert left_over.report["effort"]["refit_samples"] is None
+
+
+def test_best_judges_on_more_held_out_samples_where_the_source_has_them(tiny_cnn, cnn_calib):
+    """64 held-out samples picked ResNet-20's farther-from-float model: best asks for 256 (unless
+    told otherwise), and takes what the source has left over."""
+    from faaq_onnx.config import BEST_VERIFY_SAMPLES
+
+    assert BEST_VERIFY_SAMPLES == 256
+    assert _best().verify_samples == 256 and _best(verify_samples=32).verify_samples == 32
+    assert QuantConfig(optimize="auto", scheme="w4a8").verify_samples == 64
+    rich = {"input": np.random.default_rng(4).standard_normal((400, 3, 16, 16)).astype(np.float32)}
+    res = quantize(tiny_cnn, rich, config=_best(calib_size=100, optimize_iters=50))
+    assert res.report["calibration"]["samples"] == 100
+    assert res.report["verify"]["samples"] == res.report["effort"]["samples"] == 256
 
 
 def test_the_default_effort_holds_nothing_out(tiny_cnn, cnn_calib):
