@@ -24,6 +24,12 @@ SAMPLE_ELEMENTS = 1 << 16  # of one sample's elements at most go into the histog
 CHUNK = 1 << 20  # elements binned at once: bounded temporaries whatever the batch
 
 
+def bin_span(lo: float, hi: float, e: int) -> tuple[int, int]:
+    """(index of the first bin, number of bins) of width 2^e that cover [lo, hi]."""
+    first = math.floor(math.ldexp(lo, -e))
+    return first, math.floor(math.ldexp(hi, -e)) - first + 1
+
+
 def bin_exponent(lo: float, hi: float) -> int:
     """The smallest e whose bins of width 2^e cover [lo, hi] (lo <= 0 <= hi) in at most N_BINS;
     it only grows as the range does."""
@@ -31,7 +37,7 @@ def bin_exponent(lo: float, hi: float) -> int:
     if span <= 0:
         return -126  # one bin at 0, as fine as float32 goes: any later data widens it exactly
     e = math.floor(math.log2(span / N_BINS)) - 1
-    while math.floor(math.ldexp(hi, -e)) - math.floor(math.ldexp(lo, -e)) + 1 > N_BINS:
+    while bin_span(lo, hi, e)[1] > N_BINS:
         e += 1
     return e
 
@@ -52,12 +58,18 @@ class TensorStats:
         return self.count > 0 and np.isinf(self.min)
 
     @property
+    def bins(self) -> np.ndarray:
+        """Each count's bin index i (the bin [i·2^exp, (i+1)·2^exp)), int64; empty without one."""
+        n = 0 if self.hist is None else len(self.hist)
+        return np.arange(self.first, self.first + n, dtype=np.int64)
+
+    @property
     def edges(self) -> np.ndarray | None:
         """len(hist) + 1 bin edges, float64."""
         if self.hist is None:
             return None
         return np.ldexp(
-            np.arange(self.first, self.first + len(self.hist) + 1, dtype=np.float64), self.exp
+            np.append(self.bins, self.first + len(self.hist)).astype(np.float64), self.exp
         )
 
     def observe(self, x: np.ndarray, by_sample: bool = True) -> None:
@@ -93,8 +105,7 @@ class TensorStats:
     def _cover(self, lo: float, hi: float) -> None:
         """Grid the histogram so that [lo, hi] (which holds every range seen so far) falls in it."""
         e = bin_exponent(lo, hi) if self.hist is None else max(bin_exponent(lo, hi), self.exp)
-        first = math.floor(math.ldexp(lo, -e))
-        n = math.floor(math.ldexp(hi, -e)) - first + 1
+        first, n = bin_span(lo, hi, e)
         if self.hist is None:
             self.hist, self.first, self.exp = np.zeros(n, np.int64), first, e
         elif (e, first, n) != (self.exp, self.first, len(self.hist)):
@@ -111,8 +122,7 @@ class TensorStats:
             return out
         lo, hi = min(out.min, 0.0), max(out.max, 0.0)
         out.exp = max(bin_exponent(lo, hi), self.exp, other.exp)
-        out.first = math.floor(math.ldexp(lo, -out.exp))
-        n = math.floor(math.ldexp(hi, -out.exp)) - out.first + 1
+        out.first, n = bin_span(lo, hi, out.exp)
         out.hist = _regridded(self, out.exp, out.first, n) + _regridded(
             other, out.exp, out.first, n
         )
@@ -124,6 +134,5 @@ def _regridded(s: TensorStats, exp: int, first: int, n: int) -> np.ndarray:
     of width 2^s.exp lies inside bin i >> d of width 2^(s.exp + d), so no count moves off its
     values (shifts past 63 bits give the same floor as 63 for any int64)."""
     assert s.hist is not None
-    old = np.arange(s.first, s.first + len(s.hist), dtype=np.int64)
-    moved = (old >> min(exp - s.exp, 63)) - first
+    moved = (s.bins >> min(exp - s.exp, 63)) - first
     return np.bincount(moved, weights=s.hist, minlength=n).astype(np.int64)

@@ -107,7 +107,7 @@ def _entropy_search(stats: TensorStats, lo, hi, fmt):
     assert stats.hist is not None
     one_sided = lo == 0 or hi == 0
     amax = max(-lo, hi)
-    at = np.arange(stats.first, stats.first + len(stats.hist))
+    at = stats.bins
     folded = np.where(at >= 0, at, -at - 1)
     mhist = np.bincount(folded, weights=stats.hist.astype(np.float64))
     nb, width = len(mhist), 2.0**stats.exp

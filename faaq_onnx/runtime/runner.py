@@ -39,14 +39,20 @@ def _stacked(session: ort.InferenceSession, inputs: dict[str, np.ndarray]) -> li
     return [k for k, v in inputs.items() if k in ranks and v.ndim == ranks[k] + 1]
 
 
+def _feed_plan(
+    session: ort.InferenceSession, inputs: dict[str, np.ndarray]
+) -> tuple[list[str], int | None]:
+    """(inputs held as one whole feed per sample, the batch the model fixes: 1 with such inputs,
+    else its fixed leading dim or None)."""
+    stacked = _stacked(session, inputs)
+    return stacked, (1 if stacked else _fixed_batch(session, inputs))
+
+
 def batch_step(
     session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int
 ) -> int:
-    """How many samples run_batches feeds at once: `batch_size`, or the model's fixed batch (1
-    for inputs held as one whole feed per sample)."""
-    if _stacked(session, inputs):
-        return 1
-    return _fixed_batch(session, inputs) or batch_size
+    """How many samples run_batches feeds at once: `batch_size`, or the batch the model fixes."""
+    return _feed_plan(session, inputs)[1] or batch_size
 
 
 def run_batches(
@@ -68,9 +74,8 @@ def run_batches(
     axis in front.
     """
     n = len(next(iter(inputs.values())))
-    stacked = _stacked(session, inputs)
-    fixed_batch = 1 if stacked else _fixed_batch(session, inputs)
-    bs = batch_step(session, inputs, batch_size)
+    stacked, fixed_batch = _feed_plan(session, inputs)
+    bs = fixed_batch or batch_size
     fixed = fixed_batch is not None
     if fixed and n < bs:
         raise FaaqError(
