@@ -17,25 +17,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from bench_seed003_tables import prepare
-from common import data_dir, git_state, machine, scores, write
+from bench_seed003_tables import prepare, quantize_args
+from common import data_dir, faaq_cli, git_state, machine, scores, write
 
 
-def faaq_quantize(args: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "faaq_onnx", "quantize", *args, "--no-cache", "-q"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
+def quantize(*args: str) -> float:
+    """Wall seconds of `faaq quantize ARGS --no-cache -q` (its warnings shown)."""
+    return faaq_cli("quantize", *args, "--no-cache", "-q", stderr=None)
 
 
 def sample_file(files: dict, work: Path) -> Path:
@@ -95,37 +87,16 @@ def main() -> None:
         hashes, walls = {}, {}
         for name, (cal, flags) in variants.items():
             q = work / f"{files['prefix']}_w8a8_{name.split(',')[0].replace(' ', '')}.onnx"
-            walls[name] = faaq_quantize(
-                [
-                    str(files["float"]),
-                    "-o",
-                    str(q),
-                    "--calib",
-                    str(cal),
-                    "--scheme",
-                    "w8a8",
-                    "--optimize",
-                    "none",
-                    *flags,
-                ]
+            same_samples = {**files, "calib": cal, "extra": []}  # all 256, no seeded subset
+            walls[name] = quantize(
+                *quantize_args(same_samples, q, "w8a8"), "--optimize", "none", *flags
             )
             hashes[name] = sha(q)
         row = {"model": model, "w8a8": hashes, "w8a8_wall_s": walls,
                "identical": len(set(hashes.values())) == 1}  # fmt: skip
         if files["eval"] is not None:
             q = work / f"{files['prefix']}_w4a8_plain.onnx"
-            row["w4a8_wall_s"] = faaq_quantize(
-                [
-                    str(files["float"]),
-                    "-o",
-                    str(q),
-                    "--calib",
-                    str(files["calib"]),
-                    *files["extra"],
-                    "--scheme",
-                    "w4a8",
-                ]
-            )
+            row["w4a8_wall_s"] = quantize(*quantize_args(files, q, "w4a8"))
             row["w4a8"] = scores(files["float"], [q], files["eval"], work)[q.name]
         loads.append(os.getloadavg()[0])
         rows.append(row)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_seed003_tables import prepare
+from bench_seed003_tables import prepare, quantize_args
 from common import data_dir, git_state, machine, scores, write
 
 ROWS = {
@@ -121,8 +121,8 @@ def main() -> None:
                 q = work / f"{files['prefix']}_{scheme}_{name.replace(' ', '')}.onnx"
                 run = quantize(
                     [
-                        *(str(files["float"]), "-o", str(q), "--calib", str(files["calib"])),
-                        *(*files["extra"], "--scheme", scheme, "--effort", "best", "--no-cache"),
+                        *quantize_args(files, q, scheme),
+                        *("--effort", "best", "--no-cache"),
                         *flags,
                     ],
                     work / "report.json",

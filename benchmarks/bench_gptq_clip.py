@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench_seed003_tables import prepare
-from common import data_dir, git_state, machine, scores, write
+from bench_seed003_tables import prepare, quantize_args
+from common import data_dir, faaq_cli, git_state, machine, scores, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -29,17 +26,6 @@ ROWS = {
     "efficientnet-lite0": ("w4a8",),
 }
 VARIANTS = {"min-max": ["--no-gptq-clip"], "output-clipped": []}
-
-
-def faaq(*args: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "faaq_onnx", *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -58,19 +44,8 @@ def main() -> None:
             written, walls = [], {}
             for name, flags in VARIANTS.items():
                 q = work / f"{files['prefix']}_{scheme}_{name}.onnx"
-                walls[name] = faaq(
-                    "quantize",
-                    str(files["float"]),
-                    "-o",
-                    str(q),
-                    "--calib",
-                    str(files["calib"]),
-                    *files["extra"],
-                    "--scheme",
-                    scheme,
-                    "--no-cache",
-                    "-q",
-                    *flags,
+                walls[name] = faaq_cli(
+                    "quantize", *quantize_args(files, q, scheme), "--no-cache", "-q", *flags
                 )
                 written.append(q)
                 loads.append(os.getloadavg()[0])

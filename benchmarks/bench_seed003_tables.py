@@ -173,6 +173,13 @@ def loadavg() -> str:
 # ---------------------------------------------------------------- data
 
 
+def quantize_args(files: dict, out: Path, scheme: str) -> list[str]:
+    """`faaq quantize`'s arguments for a prepare()d model written to `out` at `scheme`: the float
+    model, its calibration data (with the CIFAR models' --calib-size / --seed) and the scheme."""
+    return [str(files["float"]), "-o", str(out), "--calib", str(files["calib"]), *files["extra"],
+            "--scheme", scheme]  # fmt: skip
+
+
 def prepare(model: str, ddir: Path, work: Path) -> dict:
     """Float model, calibration argument and labeled evaluation .npz in work/ (cached)."""
     if model == "efficientnet-lite0":

@@ -142,6 +142,19 @@ def git_state() -> dict:
         return {}
 
 
+def faaq_cli(*args: str, stderr=subprocess.DEVNULL) -> float:
+    """Wall seconds of one `python -m faaq_onnx ARGS` process (raises where it fails); its stdout
+    is dropped, and its stderr unless `stderr=None`."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "faaq_onnx", *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )
+    return time.perf_counter() - t0
+
+
 def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
     """`faaq eval` of each model against the float `reference` on labeled `data`, by file name:
     top-1 %, agreement % with the reference's class, KL to it, logit SQNR (dB)."""
