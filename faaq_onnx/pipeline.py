@@ -205,7 +205,7 @@ class Compilation:
         return self.optimization.bias_overrides(plan)
 
     def bias_check(self, plan: BitPlan) -> dict | None:
-        """Which corrected biases --optimize auto kept below 8-bit activations, as measured."""
+        """Which corrected biases --optimize auto kept, as measured (measure_bias_variants)."""
         return self.optimization.bias_check(plan)
 
     # back half -----------------------------------------------------------------

@@ -58,10 +58,9 @@ class WeightOptimization:
         return self._bias[key]
 
     def _needs_check(self, key, plan: BitPlan) -> bool:
-        """--optimize auto measures its corrections where some activation goes below 8 bits."""
-        narrow = any(c.a < 8 for c in plan.choices.values())
+        """--optimize auto measures the corrections it makes, on every plan (measure_bias_variants)."""
         auto = self.comp.config.optimize_auto
-        return auto and narrow and bool(self._bias[key]) and key not in self.bias_checks
+        return auto and bool(self._bias[key]) and key not in self.bias_checks
 
     def bias_check(self, plan: BitPlan) -> dict | None:
         return self.bias_checks.get(choices_key(plan.choices))
@@ -71,11 +70,16 @@ BIAS_CHECK_SAMPLES = 128  # calibration samples the bias-correction variants are
 
 
 def measure_bias_variants(comp, plan: BitPlan, corrected: dict) -> tuple[dict, dict]:
-    """The corrected biases --optimize auto keeps for a plan with activations below 8 bits: all,
-    only the layers of groups at 8-bit activations or wider, or none, whichever gives the higher
+    """The corrected biases --optimize auto keeps for a plan: all, none or (with activations below
+    8 bits) only the layers of groups at 8-bit activations or wider, whichever gives the higher
     output SQNR on the calibration samples (the probe, biases fed as data).
 
-    Below 8-bit activations the per-channel mean shift stops being the error worth correcting:
+    Matching each channel's mean is not the same as matching the output. EfficientNet-Lite0's
+    avg-bits=4.5 plan (W4A8/W8A8, 64 samples): every correction made, KL to float on the 1,044
+    held-out images 0.270 and logit SQNR 9.6 dB; none 0.044 and 10.8 dB. One layer does it: the
+    last block's projection (W4), whose correction matches its channel means to 0.04 (from 0.23)
+    and alone takes KL from 0.044 to 0.257. Below 8-bit activations the mean shift stops being
+    the error worth correcting at all:
     ResNet-56 W4A4 held-out output SQNR 7.8 dB without bias correction, 3.5 dB with it
     (top-1 65.98 -> 62.71 %), W6A6 19.9 -> 14.4 dB, and its `wide` plan at bops=0.25@w8a16
     25.0 -> 20.1 dB; at 8-bit activations it is what makes W4 weights work (EfficientNet-Lite0

@@ -177,7 +177,8 @@ def test_the_default_w4a8_quantizes_a_model_exported_for_batch_1(tmp_path):
     result = quantize(
         str(src), {"x": x}, str(tmp_path / "q.onnx"), QuantConfig(scheme="w4a8", optimize="auto")
     )
-    assert result.report["optimization"]["bias_corrected"]
+    # corrections were made (auto then measures them: only made ones are measured), kept or not
+    assert result.report["optimization"]["bias_correction_check"]["kept"] in ("all", "none")
     assert next(iter(result.report["verify"]["outputs"].values()))["sqnr_db"] > 10
 
 
