@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_seed003_tables import prepare, quantize_args
-from common import data_dir, faaq_cli, git_state, machine, scores, write
+from common import data_dir, faaq_cli, meta_stamp, run_meta, scores, write
 
 
 def quantize(*args: str) -> float:
@@ -101,12 +101,11 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
         rows.append(row)
         print(row, flush=True)
-    meta = {**machine(), **git_state(), "load": [min(loads), max(loads)]}
+    meta = run_meta(loads)
     lines = [
         "W8A8 (`--optimize none`) written from the same 256 calibration samples at --batch-size 4 "
         "and 64 and in reverse order (SHA-256 of the files), and the plain `--scheme w4a8` "
-        f"command scored against the float model. {meta.get('date', '')} git "
-        f"{meta.get('head', '')}, load {min(loads):.1f}-{max(loads):.1f}. "
+        f"command scored against the float model. {meta_stamp(meta)} "
         "`python benchmarks/bench_batch_invariance.py --data-dir ../shared/data`",
         "",
         "| model | W8A8 batch 4 | batch 64 | reversed | identical | plain W4A8 top-1 % | "

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, git_state, machine, paired_stats, write
+from common import cifar_model, data_dir, meta_stamp, paired_stats, run_meta, write
 
 OUT = Path(__file__).parent / "out"
 COMMANDS = {"plain": [], "best": ["--effort", "best"]}
@@ -85,11 +85,11 @@ def main() -> None:
             row["aimet"]["lossless"] = 100 * a["lossless"]
         rows.append(row)
         print(row, flush=True)
-    meta = {**machine(), **git_state(), "load": [min(loads), max(loads)]}
+    meta = run_meta(loads)
     lines = [
         "ResNet-56 W4A8 over calibration draws: faaq's plain command and `--effort best` against "
         "AIMET-ONNX AdaRound 1000 it (stored runs) on the same 256 images. "
-        f"{meta.get('date', '')} git {meta.get('head', '')}, load {min(loads):.1f}-{max(loads):.1f}. "
+        f"{meta_stamp(meta)} "
         "`python benchmarks/bench_best_vs_aimet_draws.py --data-dir ../shared/data`",
         "",
         "| draw | faaq plain: test / lossless (wall s) | faaq `--effort best` | AIMET AdaRound 1000 it |",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_seed003_tables import prepare, quantize_args
-from common import data_dir, git_state, machine, scores, write
+from common import data_dir, meta_stamp, run_meta, scores, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -132,11 +132,11 @@ def main() -> None:
                     run |= scores(files["float"], [q], files["eval"], work)[q.name]
                 rows.append({"model": model, "scheme": scheme, "variant": name} | run)
                 print(rows[-1], flush=True)
-    meta = {**machine(), **git_state(), "load": [min(loads), max(loads)]}
+    meta = run_meta(loads)
     lines = [
         "`--effort best` (learning stops after 3 layers in a row keep GPTQ's rounding) and, where "
         "it stopped, `--optimize-patience 0` (every layer learned). "
-        f"{meta.get('date', '')} git {meta.get('head', '')}, load {min(loads):.1f}-{max(loads):.1f}. "
+        f"{meta_stamp(meta)} "
         "`python benchmarks/bench_effort_best.py --data-dir ../shared/data`",
         "",
         "| model | scheme | variant | top-1 % | agreement % | KL | learned layers kept | "

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench_seed003_tables import prepare, quantize_args
-from common import data_dir, faaq_cli, git_state, machine, scores, write
+from common import data_dir, faaq_cli, meta_stamp, run_meta, scores, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -56,11 +56,11 @@ def main() -> None:
                     | measured[q.name]
                 )
             print(rows[-2], rows[-1], flush=True)
-    meta = {**machine(), **git_state(), "load": [min(loads), max(loads)]}
+    meta = run_meta(loads)
     lines = [
         "GPTQ (the plain command: GPTQ fit to the float output + bias correction) on min-max grids "
         "(`--no-gptq-clip`) and on output-clipped grids (the default). "
-        f"{meta.get('date', '')} git {meta.get('head', '')}, load {min(loads):.1f}-{max(loads):.1f}. "
+        f"{meta_stamp(meta)} "
         "`python benchmarks/bench_gptq_clip.py --data-dir ../shared/data`",
         "",
         "| model | scheme | grid | top-1 % | agreement % | KL | logit SQNR dB | wall s |",

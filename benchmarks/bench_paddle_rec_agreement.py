@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from common import faaq_cli, git_state, machine, write
+from common import faaq_cli, meta_stamp, run_meta, write
 from foreign_corpus import paddle
 
 
@@ -86,20 +86,21 @@ def main() -> None:
         x = np.concatenate([f["x"] for f in entry.feeds("eval", args.eval_size)])
         np.savez(work / "calib.npz", x=calib)
         ref = outputs(str(entry.path), x)
-        rows = {}
+        rows, loads = {}, []
         for scheme in args.schemes.split(","):
             q = work / f"{scheme}.onnx"
             wall = faaq_cli(
                 "quantize", str(entry.path), "-o", str(q), "--calib", str(work / "calib.npz"),
                 "--scheme", scheme, "--no-cache",
             )  # fmt: skip
+            loads.append(os.getloadavg()[0])
             rows[scheme] = {**score(ref, outputs(str(q), x)), "wall_s": round(wall, 1)}
             if args.ablate:
                 rows[scheme]["ablation"] = ablation(q, x, ref)
-    env = {**machine(), **git_state(), "load": os.getloadavg()[0]}
+    meta = run_meta(loads)
     lines = [
         f"PP-OCRv4 rec (`{entry.path.name}`), {args.calib_size} synthetic text lines to calibrate,"
-        f" {args.eval_size} others scored against the float model. {env}",
+        f" {args.eval_size} others scored against the float model. {meta_stamp(meta)}",
         "",
         "| scheme | step agreement % | whole lines identical % | KL to float | wall s |",
         "| --- | --- | --- | --- | --- |",
@@ -116,7 +117,7 @@ def main() -> None:
                       f"(KL with all: {r['kl']:.4f}); the lowest:", ""]  # fmt: skip
             lines += [f"- {t}: {kl:.4f}" for kl, t in ab["lowest"]]
             lines += ["", f"median over all bypasses: {ab['median']:.4f}"]
-    write("paddle_rec_agreement", {"env": env, "rows": rows}, "\n".join(lines) + "\n")
+    write("paddle_rec_agreement", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

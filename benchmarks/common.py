@@ -70,6 +70,17 @@ def machine() -> dict:
     }
 
 
+def run_meta(loads: list[float]) -> dict:
+    """A benchmark's header facts: machine(), git_state() and the load range over its runs."""
+    return {**machine(), **git_state(), "load": [min(loads), max(loads)]}
+
+
+def meta_stamp(meta: dict) -> str:
+    """run_meta as a header's words: '2026-12-06 18:35 git 6aa6b66, load 0.4-2.2.'"""
+    lo, hi = meta["load"]
+    return f"{meta.get('date', '')} git {meta.get('head', '')}, load {lo:.1f}-{hi:.1f}."
+
+
 def previous(name: str) -> dict:
     """What the last run of a benchmark wrote with `write(name, ...)` ({} if none): benchmarks
     whose parts run separately add their rows to it."""
