@@ -3,7 +3,9 @@
 For every Conv/Gemm/ConvTranspose with a bias, in graph order, the mean of its output
 per channel is measured on the float model and on the quantized model (the probe, with
 the plan's weights and activations and every correction made so far upstream), and
-the difference is added to the bias. The quantized model runs once in all: layer by
+the difference is added to the bias. A layer read only through a Relu or Clip gets the mean
+of that activation's output matched instead (optimize.clipped_mean: the error of values the
+clip drops does not reach the next layer). The quantized model runs once in all: layer by
 layer from what the previous layers left (runtime.segments), each layer's kept output
 shifted by its correction before anything downstream reads it. The correction lands in the float bias before it
 is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm:
@@ -14,15 +16,19 @@ onnxsim's correct_bias inserts an Add after each layer instead, and ORT then run
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from faaq_onnx.analysis.calibrate import tap_batch_size, tap_model, tapped_bytes_per_sample
 from faaq_onnx.analysis.probe import build_probe, probe_feeds
+from faaq_onnx.optimize.clipped_mean import channel_sample, clipped_mean_shift
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means, channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
+ACTIVATION_SAMPLE = 1 << 15  # values per channel the post-activation mean is solved on
+ACTIVATION_VALUES = 1 << 24  # ... and at most this many over all channels of a layer
 
 
 def correction_targets(comp) -> list[tuple[str, str, str, int]]:
@@ -36,6 +42,45 @@ def correction_targets(comp) -> list[tuple[str, str, str, int]]:
             continue
         out.append((node.name, node.output[0], node.input[2], 1))
     return out
+
+
+def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float]]:
+    """{layer output: (activation output, low, high)} for each of `outputs` read by nothing but
+    one Relu or Clip with constant bounds: what the next layer reads is the clipped tensor."""
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    readers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in proto.graph.output}
+    found = {}
+    for out in outputs:
+        rs = readers.get(out, [])
+        if len(rs) != 1 or out in graph_outputs:
+            continue
+        bounds = _clip_bounds(rs[0], consts)
+        if bounds is not None:
+            found[out] = (rs[0].output[0], *bounds)
+    return found
+
+
+def _clip_bounds(node, consts) -> tuple[float, float] | None:
+    if node.op_type == "Relu":
+        return 0.0, np.inf
+    if node.op_type != "Clip":
+        return None
+    attrs = {a.name: a.f for a in node.attribute}  # opset < 11
+    bounds = [attrs.get("min", -np.inf), attrs.get("max", np.inf)]
+    for k, name in enumerate(node.input[1:3]):
+        if not name:
+            continue
+        if name not in consts or consts[name].size != 1:
+            return None
+        bounds[k] = float(consts[name].reshape(()))
+    return bounds[0], bounds[1]
 
 
 def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.ndarray]:
@@ -58,11 +103,12 @@ def _channel_mean(x, axis: int) -> np.ndarray:
     return s / max(n, 1)
 
 
-def float_channel_means(comp, targets, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every target's float output mean per channel, from one pass of the float model; kept in
+def float_channel_means(
+    comp, outs: list[str], inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Float means per channel of the tensors `outs`, from one pass of the float model; kept in
     the compilation's `float_means` for the next pass over the same samples (GPTQ's
     layer-by-layer correction, then the allocated plan's)."""
-    outs = [t[1] for t in targets]
     key = (len(next(iter(inputs.values()))), tuple(outs))
     if key not in comp.float_means:
         float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
@@ -87,8 +133,11 @@ class LayerBiasCorrection:
     def __init__(self, comp, inputs: dict[str, np.ndarray]) -> None:
         self.comp = comp
         self.targets = {t[0]: t for t in correction_targets(comp)}  # in graph order
-        targets = list(self.targets.values())
-        self.means_f = float_channel_means(comp, targets, inputs) if targets else {}
+        outs = [t[1] for t in self.targets.values()]
+        # a layer read only through a Relu/Clip gets that output's mean matched (clipped_mean)
+        self.clipped = clipping_activations(comp.float_proto, outs)
+        tapped = outs + [a[0] for a in self.clipped.values()]
+        self.means_f = float_channel_means(comp, tapped, inputs) if outs else {}
         self.corrected: dict[str, np.ndarray] = {}
 
     def correct(self, node: str, run: SegmentedRun) -> None:
@@ -97,9 +146,12 @@ class LayerBiasCorrection:
         if node not in self.targets:
             return
         _, out, bias, axis = self.targets[node]
-        delta = (self.means_f[out] - _channel_mean(run.get(out, lazy=True), axis)).astype(
-            np.float32
-        )
+        kept = run.get(out, lazy=True)
+        if out in self.clipped:
+            act, low, high = self.clipped[out]
+            delta = clipped_mean_shift(channel_sample(kept), self.means_f[act], low, high)
+        else:
+            delta = (self.means_f[out] - _channel_mean(kept, axis)).astype(np.float32)
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
         self.corrected[bias] = (base + delta).astype(np.float32)
         run.shift(out, delta, axis)  # what later layers read is the corrected layer's output

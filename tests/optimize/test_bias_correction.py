@@ -48,13 +48,32 @@ def _channel_means_unoptimized(proto, names, x):
     return [o.reshape(o.shape[0], o.shape[1], -1).mean((0, 2)) for o in sess.run(names, x)]
 
 
-def test_corrected_layers_keep_the_float_channel_means(tiny_cnn, cnn_calib):
-    """On the samples it was measured on, the correction removes each layer's per-channel mean
-    shift, not part of it: in the emitted model what is left is the int32 bias's rounding (half a
-    bias step, plus what upstream rounding passes on), at most 2 steps per channel, and under 5 %
-    of the uncorrected shift over all layers. Half a correction leaves half the shift."""
-    from onnx import numpy_helper
+def _read_tensors(model, outs, clipped=("c1",)):
+    """The tensor whose mean bias correction matches, per layer output in `outs`, in the emitted
+    model: the layer output itself, or for one read through a Relu (`clipped`), folded into the
+    activation quantizer behind it, that quantizer's dequantized output."""
+    readers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    read = []
+    for o in outs:
+        rs = readers.get(o, [])
+        if o in clipped and len(rs) == 1 and rs[0].op_type == "QuantizeLinear":
+            (dq,) = readers[rs[0].output[0]]
+            read.append(dq.output[0])
+        else:
+            read.append(o)
+    return read
 
+
+def test_corrected_layers_keep_the_float_channel_means(tiny_cnn, cnn_calib):
+    """On the samples it was measured on, the correction removes the per-channel mean shift of
+    what the next layer reads, not part of it: a layer's output, or for conv1, read only through
+    a Relu, the Relu's output (matching conv1's own mean would count the error of values the
+    Relu throws away). In the emitted model what is left is the rounding of the int32 bias and
+    of the activation quantizer, under 10 % of the uncorrected shift over all layers. Matching
+    conv1's mean before its Relu leaves more than that."""
     from faaq_onnx.optimize.bias_correction import correction_targets
 
     cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
@@ -64,23 +83,17 @@ def test_corrected_layers_keep_the_float_channel_means(tiny_cnn, cnn_calib):
     assert outs == ["c1", "c2", "logits"]
     x = {"input": comp.inputs["input"]}
     assert len(x["input"]) == 32  # the samples the correction measured
-    ref = _channel_means_unoptimized(comp.float_proto, outs, x)
+    ref = _channel_means_unoptimized(comp.float_proto, ["r1", "c2", "logits"], x)
     model = comp.build(plan)[0]
-    corrected = _channel_means_unoptimized(model, outs, x)
+    read = _read_tensors(model, outs)
+    assert read[0] != "c1" and read[1:] == ["c2", "logits"]  # conv1's Relu folded into its Q
+    corrected = _channel_means_unoptimized(model, read, x)
     comp.config.optimize = ()
-    plain = _channel_means_unoptimized(comp.build(plan)[0], outs, x)
-    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    for node in model.graph.node:
-        if node.op_type in ("Conv", "Gemm"):
-            i = outs.index(node.output[0])
-            bias_step = inits[
-                producer[node.input[2]].input[1]
-            ]  # the int32 bias's scale, per channel
-            assert np.all(np.abs(corrected[i] - ref[i]) <= 2 * bias_step), node.name
+    plain_model = comp.build(plan)[0]
+    plain = _channel_means_unoptimized(plain_model, _read_tensors(plain_model, outs), x)
     before = np.concatenate([p - r for p, r in zip(plain, ref)])
     after = np.concatenate([c - r for c, r in zip(corrected, ref)])
-    assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())
+    assert np.sqrt((after**2).mean()) < 0.1 * np.sqrt((before**2).mean())
 
 
 def test_gptq_corrects_biases_in_its_own_pass(tiny_cnn, cnn_calib):
@@ -98,13 +111,15 @@ def test_gptq_corrects_biases_in_its_own_pass(tiny_cnn, cnn_calib):
     assert "bias_correction" not in comp.timings  # bias_corrections' own pass never ran
     outs = [t[1] for t in correction_targets(comp)]
     x = {"input": comp.inputs["input"]}
-    ref = _channel_means_unoptimized(comp.float_proto, outs, x)
-    corrected = _channel_means_unoptimized(comp.build(plan)[0], outs, x)
+    ref = _channel_means_unoptimized(comp.float_proto, ["r1", "c2", "logits"], x)
+    model = comp.build(plan)[0]
+    corrected = _channel_means_unoptimized(model, _read_tensors(model, outs), x)
     comp.config.optimize = ("gptq",)
-    plain = _channel_means_unoptimized(comp.build(plan)[0], outs, x)
+    model = comp.build(plan)[0]
+    plain = _channel_means_unoptimized(model, _read_tensors(model, outs), x)
     before = np.concatenate([p - r for p, r in zip(plain, ref)])
     after = np.concatenate([c - r for c, r in zip(corrected, ref)])
-    assert np.sqrt((after**2).mean()) < 0.05 * np.sqrt((before**2).mean())
+    assert np.sqrt((after**2).mean()) < 0.1 * np.sqrt((before**2).mean())
 
 
 def test_the_float_means_are_measured_once_per_compilation(tiny_cnn, cnn_calib, monkeypatch):
@@ -164,6 +179,32 @@ def test_float_means_of_symbolic_shapes_run_in_batches_that_fit(monkeypatch):
         bc, "channel_means", lambda s, i, b, o: batches.append(b) or real(s, i, b, o)
     )
     x = np.random.default_rng(0).standard_normal((40, 3, 4)).astype(np.float32)
-    means = bc.float_channel_means(comp, [("relu", "h", "b", 1)], {"x": x})
+    means = bc.float_channel_means(comp, ["h"], {"x": x})
     assert batches == [6]  # 48 bytes a sample measured: the floor of 16 capped at 6
     np.testing.assert_allclose(means["h"], np.maximum(x, 0).mean(axis=(0, 2)), rtol=1e-5)
+
+
+def test_a_layer_read_through_a_relu_is_corrected_after_it(tiny_cnn, cnn_calib, monkeypatch):
+    """conv1 is read only through its Relu: the correction matches the Relu output's mean per
+    channel (to 10 % of the uncorrected shift). Matching conv1's own mean instead (the Relu
+    ignored) leaves the Relu output's shift where it was: the error of values below zero, which
+    the Relu drops, moves the values it keeps."""
+    from faaq_onnx.optimize import bias_correction as bc
+
+    def relu_shift():
+        cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
+        comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+        plan = comp.uniform("w2a8")
+        x = {"input": comp.inputs["input"]}
+        ref = _channel_means_unoptimized(comp.float_proto, ["r1"], x)[0]
+        out = []
+        for optimize in (("bias-correction",), ()):
+            comp.config.optimize = optimize
+            model = comp.build(plan)[0]
+            got = _channel_means_unoptimized(model, _read_tensors(model, ["c1"]), x)[0]
+            out.append(np.sqrt(((got - ref) ** 2).mean()))
+        return out[0] / out[1]
+
+    assert relu_shift() < 0.1
+    monkeypatch.setattr(bc, "clipping_activations", lambda proto, outs: {})
+    assert relu_shift() > 0.5

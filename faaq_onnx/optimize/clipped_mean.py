@@ -1,0 +1,93 @@
+"""The bias shift that matches a channel's mean after its Relu/Clip, not before it.
+
+A layer followed by Relu or Clip is read by the next layer only through the clipped tensor.
+Matching its mean before the clip (what plain bias correction does) counts the error of values
+the clip throws away: a depthwise channel mostly below zero, whose quantized values err
+further below zero, gets shifted down, and the values in the clip's linear range, the only
+ones the next layer reads, move with it. EfficientNet-Lite0's `practical` plan at
+bops=0.281@w8a16 (W4A8/W8A8): corrected that way, every Clip output's mean error grew
+(|error| 0.036 against 0.015 uncorrected after block 12's depthwise conv), the 1x1
+projections summed it over their 1,152 input channels, and the logits' SQNR fell to 1.7 dB
+(9.2 uncorrected). Here the shift b solves mean(clip(q + b, lo, hi)) = mean(float clipped
+output) per channel, the solution nearest zero where several do.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from faaq_onnx.runtime.spill import SpilledArray
+
+SAMPLE_PER_CHANNEL = 1 << 15  # values per channel the clipped mean is solved on, at most
+SAMPLE_VALUES = 1 << 23  # ... and over all of a layer's channels
+_BISECTIONS = 48
+
+
+def channel_sample(x, seed: int = 0) -> np.ndarray:
+    """(channels, k) values of a [samples, channels, ...] tensor (a SpilledArray read chunk by
+    chunk): every value where that fits SAMPLE_PER_CHANNEL / SAMPLE_VALUES, else the same
+    random positions in every sample (random, not strided: a stride keeps one parity of
+    columns, and those can differ)."""
+    n, c = x.shape[0], x.shape[1]
+    positions = int(np.prod(x.shape[2:], dtype=np.int64))
+    per_channel = min(SAMPLE_PER_CHANNEL, max(1, SAMPLE_VALUES // max(c, 1)))
+    keep = max(1, min(positions, -(-per_channel // n)))
+    idx = None
+    if keep < positions:
+        idx = np.sort(np.random.default_rng(seed).choice(positions, keep, replace=False))
+    parts = []
+    chunks = x.chunks() if isinstance(x, SpilledArray) else [(0, np.asarray(x))]
+    for _, rows in chunks:
+        rows = rows.reshape(len(rows), c, positions)
+        parts.append(rows if idx is None else rows[:, :, idx])
+    values = np.concatenate(parts, axis=0)  # (n, c, keep)
+    return np.ascontiguousarray(values.transpose(1, 0, 2).reshape(c, -1))
+
+
+def clipped_mean_shift(
+    values: np.ndarray, target: np.ndarray, low: float, high: float
+) -> np.ndarray:
+    """Per channel (rows of `values`), the shift b nearest zero with
+    mean(clip(values + b, low, high)) = target (bisection on the sorted values: each step
+    is a search per channel, not a pass over them)."""
+    c, k = values.shape
+    s = np.sort(np.asarray(values, np.float32), axis=1).astype(
+        np.float64
+    )  # float32 sorts 2.5x faster
+    sums = np.concatenate([np.zeros((c, 1)), np.cumsum(s, axis=1)], axis=1)
+    t = np.asarray(target, np.float64)
+    finite = [abs(v) for v in (low, high) if np.isfinite(v)]
+    reach = np.abs(s).max(axis=1) + np.abs(t) + sum(finite) + 1.0  # |b| that reaches any target
+    # one sorted array for all channels: row r shifted into a band of its own
+    lowest = min(float(s[:, 0].min()), 0.0) - float(reach.max()) - sum(finite) - 1.0
+    width = max(float(s[:, -1].max()), 0.0) + float(reach.max()) + sum(finite) + 1.0 - lowest
+    offsets = np.arange(c) * width - lowest
+    flat = (s + offsets[:, None]).ravel()
+    first = np.arange(c) * k
+
+    def count(x: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+        return np.clip(np.searchsorted(flat, x + offsets, side=side) - first, 0, k)
+
+    def mean(b: np.ndarray) -> np.ndarray:
+        below = count(low - b, "left")  # values + b < low
+        within = count(high - b, "right")  # values + b <= high
+        rows = np.arange(c)
+        middle = sums[rows, within] - sums[rows, below] + (within - below) * b
+        with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where drops
+            lows = np.where(below > 0, low * below, 0.0)
+            highs = np.where(within < k, high * (k - within), 0.0)
+        return (lows + middle + highs) / k
+
+    at_zero = mean(np.zeros(c))
+    up = at_zero < t
+    lo = np.where(up, 0.0, -reach)
+    hi = np.where(up, reach, 0.0)
+    for _ in range(_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        m = mean(mid)
+        above = np.where(up, m >= t, m > t)
+        hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+    b = np.where(up, hi, lo)
+    return np.where(at_zero == t, 0.0, b).astype(np.float32)
