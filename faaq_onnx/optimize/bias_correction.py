@@ -3,12 +3,12 @@
 For every Conv/Gemm/ConvTranspose with a bias, in graph order, the mean of its output
 per channel is measured on the float model and on the quantized model (the probe, with
 the plan's weights and activations and every correction made so far upstream), and
-the difference is added to the bias. A layer read only through a Relu or Clip gets the mean
-of that activation's output matched instead (optimize.clipped_mean: the error of values the
-clip drops does not reach the next layer). The quantized model runs once in all: layer by
-layer from what the previous layers left (runtime.segments), each layer's kept output
-shifted by its correction before anything downstream reads it. The correction lands in the float bias before it
-is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm:
+the difference is added to the bias. A layer read only through a Relu, LeakyRelu or Clip
+gets the mean of that activation's output matched instead (optimize.clipped_mean: the error
+of values the clip drops does not reach the next layer). The quantized model runs once in
+all: layer by layer from what the previous layers left (runtime.segments), each layer's kept
+output shifted by its correction before anything downstream reads it. The correction lands
+in the float bias before it is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm:
 onnxsim's correct_bias inserts an Add after each layer instead, and ORT then runs all
 19 convolutions of a ResNet-20 W4A8 in float (measured).
 """
@@ -44,9 +44,10 @@ def correction_targets(comp) -> list[tuple[str, str, str, int]]:
     return out
 
 
-def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float]]:
-    """{layer output: (activation output, low, high)} for each of `outputs` read by nothing but
-    one Relu or Clip with constant bounds: what the next layer reads is the clipped tensor."""
+def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float, float]]:
+    """{layer output: (activation output, low, high, slope below low)} for each of `outputs`
+    read by nothing but one Relu, LeakyRelu or Clip with constant bounds: what the next layer
+    reads is the clipped tensor."""
     consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     for n in proto.graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
@@ -67,9 +68,12 @@ def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float]]:
     return found
 
 
-def _clip_bounds(node, consts) -> tuple[float, float] | None:
+def _clip_bounds(node, consts) -> tuple[float, float, float] | None:
     if node.op_type == "Relu":
-        return 0.0, np.inf
+        return 0.0, np.inf, 0.0
+    if node.op_type == "LeakyRelu":
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
+        return (0.0, np.inf, float(alpha)) if alpha >= 0 else None  # monotone only
     if node.op_type != "Clip":
         return None
     attrs = {a.name: a.f for a in node.attribute}  # opset < 11
@@ -80,7 +84,7 @@ def _clip_bounds(node, consts) -> tuple[float, float] | None:
         if name not in consts or consts[name].size != 1:
             return None
         bounds[k] = float(consts[name].reshape(()))
-    return bounds[0], bounds[1]
+    return bounds[0], bounds[1], 0.0
 
 
 def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.ndarray]:
@@ -134,7 +138,7 @@ class LayerBiasCorrection:
         self.comp = comp
         self.targets = {t[0]: t for t in correction_targets(comp)}  # in graph order
         outs = [t[1] for t in self.targets.values()]
-        # a layer read only through a Relu/Clip gets that output's mean matched (clipped_mean)
+        # a layer read only through a Relu/LeakyRelu/Clip gets that output's mean matched
         self.clipped = clipping_activations(comp.float_proto, outs)
         tapped = outs + [a[0] for a in self.clipped.values()]
         self.means_f = float_channel_means(comp, tapped, inputs) if outs else {}
@@ -148,8 +152,8 @@ class LayerBiasCorrection:
         _, out, bias, axis = self.targets[node]
         kept = run.get(out, lazy=True)
         if out in self.clipped:
-            act, low, high = self.clipped[out]
-            delta = clipped_mean_shift(channel_sample(kept), self.means_f[act], low, high)
+            act, low, high, slope = self.clipped[out]
+            delta = clipped_mean_shift(channel_sample(kept), self.means_f[act], low, high, slope)
         else:
             delta = (self.means_f[out] - _channel_mean(kept, axis)).astype(np.float32)
         base = self.comp.weights.float_initializer(bias).astype(np.float32)

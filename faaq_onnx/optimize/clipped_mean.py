@@ -1,15 +1,15 @@
 """The bias shift that matches a channel's mean after its Relu/Clip, not before it.
 
-A layer followed by Relu or Clip is read by the next layer only through the clipped tensor.
-Matching its mean before the clip (what plain bias correction does) counts the error of values
-the clip throws away: a depthwise channel mostly below zero, whose quantized values err
-further below zero, gets shifted down, and the values in the clip's linear range, the only
-ones the next layer reads, move with it. EfficientNet-Lite0's `practical` plan at
-bops=0.281@w8a16 (W4A8/W8A8): corrected that way, every Clip output's mean error grew
-(|error| 0.036 against 0.015 uncorrected after block 12's depthwise conv), the 1x1
-projections summed it over their 1,152 input channels, and the logits' SQNR fell to 1.7 dB
-(9.2 uncorrected). Here the shift b solves mean(clip(q + b, lo, hi)) = mean(float clipped
-output) per channel, the solution nearest zero where several do.
+A layer followed by Relu, LeakyRelu or Clip is read by the next layer only through that
+activation's output. Matching its mean before the clip (what plain bias correction does) counts
+the error of values the clip throws away: a depthwise channel mostly below zero, whose
+quantized values err further below zero, gets shifted down, and the values in the clip's linear
+range, the only ones the next layer reads, move with it. EfficientNet-Lite0's `practical` plan
+at bops=0.281@w8a16 (W4A8/W8A8): corrected that way, every Clip output's mean error grew
+(|error| 0.036 against 0.015 uncorrected after block 12's depthwise conv), the 1x1 projections
+summed it over their 1,152 input channels, and the logits' SQNR fell to 1.7 dB (9.2
+uncorrected). Here the shift b solves mean(clip(q + b, lo, hi)) = mean(float clipped output)
+per channel, the solution nearest zero where several do.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ def channel_sample(x, seed: int = 0) -> np.ndarray:
 
 
 def clipped_mean_shift(
-    values: np.ndarray, target: np.ndarray, low: float, high: float
+    values: np.ndarray, target: np.ndarray, low: float, high: float, slope: float = 0.0
 ) -> np.ndarray:
     """Per channel (rows of `values`), the shift b nearest zero with
     mean(clip(values + b, low, high)) = target (bisection on the sorted values: each step
-    is a search per channel, not a pass over them)."""
+    is a search per channel, not a pass over them). `slope` > 0: below `low` the activation
+    goes on at that slope instead of staying at `low` (LeakyRelu: low 0, high inf)."""
     c, k = values.shape
     s = np.sort(np.asarray(values, np.float32), axis=1).astype(
         np.float64
@@ -60,6 +61,8 @@ def clipped_mean_shift(
     t = np.asarray(target, np.float64)
     finite = [abs(v) for v in (low, high) if np.isfinite(v)]
     reach = np.abs(s).max(axis=1) + np.abs(t) + sum(finite) + 1.0  # |b| that reaches any target
+    if slope > 0:  # below `low` the mean moves at `slope` per unit of b
+        reach = reach + np.abs(t) / slope
     # one sorted array for all channels: row r shifted into a band of its own
     lowest = min(float(s[:, 0].min()), 0.0) - float(reach.max()) - sum(finite) - 1.0
     width = max(float(s[:, -1].max()), 0.0) + float(reach.max()) + sum(finite) + 1.0 - lowest
@@ -76,7 +79,8 @@ def clipped_mean_shift(
         rows = np.arange(c)
         middle = sums[rows, within] - sums[rows, below] + (within - below) * b
         with np.errstate(invalid="ignore"):  # inf * 0 in the branch np.where drops
-            lows = np.where(below > 0, low * below, 0.0)
+            leak = slope * (sums[rows, below] + below * (b - low))
+            lows = np.where(below > 0, low * below + leak, 0.0)
             highs = np.where(within < k, high * (k - within), 0.0)
         return (lows + middle + highs) / k
 

@@ -5,17 +5,24 @@ from faaq_onnx.optimize.clipped_mean import channel_sample, clipped_mean_shift
 from faaq_onnx.runtime.spill import SpilledArray
 
 
-@pytest.mark.parametrize("low,high", [(0.0, 6.0), (0.0, np.inf), (-1.0, 1.0)])
-def test_the_shift_that_matches_the_clipped_mean(low, high):
-    """Values shifted by a known b per channel: the solver finds b back from the clipped mean,
-    and the plain mean shift (what pre-activation correction uses) is not it."""
+def _act(x, low, high, slope):
+    return np.where(x < low, low + slope * (x - low), np.minimum(x, high))
+
+
+@pytest.mark.parametrize(
+    "low,high,slope",
+    [(0.0, 6.0, 0.0), (0.0, np.inf, 0.0), (-1.0, 1.0, 0.0), (0.0, np.inf, 0.1), (0.0, 6.0, 0.01)],
+)
+def test_the_shift_that_matches_the_clipped_mean(low, high, slope):
+    """Values shifted by a known b per channel: the solver finds b back from the mean after the
+    activation (Clip, Relu, LeakyRelu), and the plain mean shift is not it."""
     rng = np.random.default_rng(0)
     v = rng.standard_normal((5, 4000)).astype(np.float32) * 2 - 0.5
     b = np.array([0.3, -0.4, 0.0, 1.2, -0.05], np.float32)
-    target = np.clip(v + b[:, None], low, high).mean(1)
-    got = clipped_mean_shift(v, target, low, high)
+    target = _act(v + b[:, None], low, high, slope).mean(1)
+    got = clipped_mean_shift(v, target, low, high, slope)
     np.testing.assert_allclose(got, b, atol=1e-5)
-    np.testing.assert_allclose(np.clip(v + got[:, None], low, high).mean(1), target, atol=1e-6)
+    np.testing.assert_allclose(_act(v + got[:, None], low, high, slope).mean(1), target, atol=1e-6)
 
 
 def test_a_shift_that_any_large_value_meets_is_the_smallest():
