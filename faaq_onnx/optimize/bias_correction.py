@@ -1,19 +1,21 @@
 """Empirical bias correction (seed 001): quantization shifts each output channel's mean.
 
-For every Conv/Gemm/ConvTranspose with a bias, in graph order, the mean of its output
-per channel is measured on the float model and on the quantized model (the probe, with
-the plan's weights and activations and every correction made so far upstream), and
-the difference is added to the bias. A layer read only through a Relu, LeakyRelu or Clip
-gets the mean of that activation's output matched instead (optimize.clipped_mean: the error
-of values the clip drops does not reach the next layer). The quantized model runs once in
-all: layer by layer from what the previous layers left (runtime.segments), each layer's kept
-output shifted by its correction before anything downstream reads it. The correction lands
-in the float bias before it is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm:
-onnxsim's correct_bias inserts an Add after each layer instead, and ORT then runs all
-19 convolutions of a ResNet-20 W4A8 in float (measured).
+For every Conv/Gemm/ConvTranspose with a bias, in graph order, the mean of its output per
+channel is measured on the float model and on the quantized model (the probe, with the plan's
+weights and activations and every correction made so far upstream), and the difference is added
+to the bias. A layer read only through a Relu, LeakyRelu, HardSigmoid or Clip gets the mean of
+that activation's output matched instead (optimize.clipped_mean: the error of values the clip
+drops does not reach the next layer). The quantized model runs once in all: layer by layer from
+what the previous layers left (runtime.segments), each layer's kept output shifted by its
+correction before anything downstream reads it. The correction lands in the float bias before
+it is quantized to int32, so the emitted graph keeps its fused QLinearConv/QGemm: onnxsim's
+correct_bias inserts an Add after each layer instead, and ORT then runs all 19 convolutions of
+a ResNet-20 W4A8 in float (measured).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from onnx import numpy_helper
@@ -44,10 +46,28 @@ def correction_targets(comp) -> list[tuple[str, str, str, int]]:
     return out
 
 
-def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float, float]]:
-    """{layer output: (activation output, low, high, slope below low)} for each of `outputs`
-    read by nothing but one Relu, LeakyRelu or Clip with constant bounds: what the next layer
-    reads is the clipped tensor."""
+@dataclass(frozen=True)
+class ClippedActivation:
+    """The activation a layer is read through: scale · f(x) + offset, f the identity clipped to
+    [low, high] with `slope` below low (Relu: 0, inf; Clip: its bounds; LeakyRelu: 0, inf, alpha;
+    HardSigmoid: alpha x + beta clipped to [0, 1], i.e. scale alpha, offset beta, the bounds
+    moved to x's scale)."""
+
+    output: str
+    low: float
+    high: float
+    slope: float = 0.0
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def clip_target(self, mean: np.ndarray) -> np.ndarray:
+        """The mean f's output must have for the activation's to be `mean`."""
+        return (np.asarray(mean, np.float64) - self.offset) / self.scale
+
+
+def clipping_activations(proto, outputs) -> dict[str, ClippedActivation]:
+    """{layer output: its ClippedActivation} for each of `outputs` read by nothing but one
+    Relu, LeakyRelu, HardSigmoid or Clip with constant bounds: what the next layer reads."""
     consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     for n in proto.graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
@@ -62,29 +82,35 @@ def clipping_activations(proto, outputs) -> dict[str, tuple[str, float, float, f
         rs = readers.get(out, [])
         if len(rs) != 1 or out in graph_outputs:
             continue
-        bounds = _clip_bounds(rs[0], consts)
-        if bounds is not None:
-            found[out] = (rs[0].output[0], *bounds)
+        act = _clipped(rs[0], consts)
+        if act is not None:
+            found[out] = act
     return found
 
 
-def _clip_bounds(node, consts) -> tuple[float, float, float] | None:
+def _clipped(node, consts) -> ClippedActivation | None:
+    attrs = {a.name: a.f for a in node.attribute}
+    out = node.output[0]
     if node.op_type == "Relu":
-        return 0.0, np.inf, 0.0
+        return ClippedActivation(out, 0.0, np.inf)
     if node.op_type == "LeakyRelu":
-        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
-        return (0.0, np.inf, float(alpha)) if alpha >= 0 else None  # monotone only
+        alpha = attrs.get("alpha", 0.01)
+        return ClippedActivation(out, 0.0, np.inf, slope=alpha) if alpha >= 0 else None
+    if node.op_type == "HardSigmoid":
+        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        if alpha <= 0:
+            return None
+        return ClippedActivation(out, -beta / alpha, (1 - beta) / alpha, scale=alpha, offset=beta)
     if node.op_type != "Clip":
         return None
-    attrs = {a.name: a.f for a in node.attribute}  # opset < 11
-    bounds = [attrs.get("min", -np.inf), attrs.get("max", np.inf)]
+    bounds = [attrs.get("min", -np.inf), attrs.get("max", np.inf)]  # opset < 11: attributes
     for k, name in enumerate(node.input[1:3]):
         if not name:
             continue
         if name not in consts or consts[name].size != 1:
             return None
         bounds[k] = float(consts[name].reshape(()))
-    return bounds[0], bounds[1], 0.0
+    return ClippedActivation(out, bounds[0], bounds[1])
 
 
 def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.ndarray]:
@@ -138,9 +164,9 @@ class LayerBiasCorrection:
         self.comp = comp
         self.targets = {t[0]: t for t in correction_targets(comp)}  # in graph order
         outs = [t[1] for t in self.targets.values()]
-        # a layer read only through a Relu/LeakyRelu/Clip gets that output's mean matched
+        # a layer read only through a clipping activation gets that output's mean matched
         self.clipped = clipping_activations(comp.float_proto, outs)
-        tapped = outs + [a[0] for a in self.clipped.values()]
+        tapped = outs + [a.output for a in self.clipped.values()]
         self.means_f = float_channel_means(comp, tapped, inputs) if outs else {}
         self.corrected: dict[str, np.ndarray] = {}
 
@@ -152,8 +178,9 @@ class LayerBiasCorrection:
         _, out, bias, axis = self.targets[node]
         kept = run.get(out, lazy=True)
         if out in self.clipped:
-            act, low, high, slope = self.clipped[out]
-            delta = clipped_mean_shift(channel_sample(kept), self.means_f[act], low, high, slope)
+            act = self.clipped[out]
+            target = act.clip_target(self.means_f[act.output])
+            delta = clipped_mean_shift(channel_sample(kept), target, act.low, act.high, act.slope)
         else:
             delta = (self.means_f[out] - _channel_mean(kept, axis)).astype(np.float32)
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
