@@ -75,11 +75,12 @@ def measure_bias_variants(comp, plan: BitPlan, corrected: dict) -> tuple[dict, d
     output SQNR on the calibration samples (the probe, biases fed as data).
 
     Matching each channel's mean is not the same as matching the output. EfficientNet-Lite0's
-    avg-bits=4.5 plan (W4A8/W8A8, 64 samples): every correction made, KL to float on the 1,044
-    held-out images 0.270 and logit SQNR 9.6 dB; none 0.044 and 10.8 dB. One layer does it: the
-    last block's projection (W4), whose correction matches its channel means to 0.04 (from 0.23)
-    and alone takes KL from 0.044 to 0.257. Below 8-bit activations the mean shift stops being
-    the error worth correcting at all:
+    avg-bits=4.5 plan (W4A8/W8A8, 64 samples), while layers read through a Clip had the mean
+    before the Clip matched: every correction made, KL to float on the 1,044 held-out images
+    0.270; none 0.044 (with the clipped-mean corrections since: all kept, 0.034). Corrections
+    fit the calibration images, so with out-of-domain ones they can still hurt where this check
+    cannot see it (docs/results/seed003.md). Below 8-bit activations the mean shift was not the
+    error worth correcting at all, measured with pre-clip corrections:
     ResNet-56 W4A4 held-out output SQNR 7.8 dB without bias correction, 3.5 dB with it
     (top-1 65.98 -> 62.71 %), W6A6 19.9 -> 14.4 dB, and its `wide` plan at bops=0.25@w8a16
     25.0 -> 20.1 dB; at 8-bit activations it is what makes W4 weights work (EfficientNet-Lite0
