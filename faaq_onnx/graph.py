@@ -214,6 +214,17 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def constant_tensors(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Values of `graph` known without running anything: its initializers and the outputs of its
+    Constant nodes (exporters keep weights and bounds in either), as TensorProtos (nothing is
+    converted: a caller turns into arrays only what it reads). An initializer wins a clash."""
+    out = {t.name: t for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and any(a.name == "value" for a in n.attribute):
+            out.setdefault(n.output[0], next(a.t for a in n.attribute if a.name == "value"))
+    return out
+
+
 def reader_index(nodes: list[onnx.NodeProto]) -> dict[str, list[int]]:
     """Tensor name -> the positions in `nodes` of the nodes that read it (subgraphs included)."""
     readers: dict[str, list[int]] = {}

@@ -22,6 +22,7 @@ from onnx import numpy_helper
 
 from faaq_onnx.analysis.calibrate import tap_batch_size, tap_model, tapped_bytes_per_sample
 from faaq_onnx.analysis.probe import build_probe, probe_feeds
+from faaq_onnx.graph import constant_tensors, reader_index
 from faaq_onnx.optimize.clipped_mean import channel_sample, clipped_mean_shift
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.runtime.runner import channel_means, channel_sums
@@ -29,8 +30,6 @@ from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
 BIASED_OPS = ("Conv", "ConvTranspose", "Gemm")
-ACTIVATION_SAMPLE = 1 << 15  # values per channel the post-activation mean is solved on
-ACTIVATION_VALUES = 1 << 24  # ... and at most this many over all channels of a layer
 
 
 def correction_targets(comp) -> list[tuple[str, str, str, int]]:
@@ -68,21 +67,16 @@ class ClippedActivation:
 def clipping_activations(proto, outputs) -> dict[str, ClippedActivation]:
     """{layer output: its ClippedActivation} for each of `outputs` read by nothing but one
     Relu, LeakyRelu, HardSigmoid or Clip with constant bounds: what the next layer reads."""
-    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    for n in proto.graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    readers: dict[str, list] = {}
-    for n in proto.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    consts = constant_tensors(proto.graph)
+    nodes = list(proto.graph.node)
+    readers = reader_index(nodes)
     graph_outputs = {o.name for o in proto.graph.output}
     found = {}
     for out in outputs:
         rs = readers.get(out, [])
         if len(rs) != 1 or out in graph_outputs:
             continue
-        act = _clipped(rs[0], consts)
+        act = _clipped(nodes[rs[0]], consts)
         if act is not None:
             found[out] = act
     return found
@@ -107,9 +101,10 @@ def _clipped(node, consts) -> ClippedActivation | None:
     for k, name in enumerate(node.input[1:3]):
         if not name:
             continue
-        if name not in consts or consts[name].size != 1:
+        value = numpy_helper.to_array(consts[name]) if name in consts else None
+        if value is None or value.size != 1:
             return None
-        bounds[k] = float(consts[name].reshape(()))
+        bounds[k] = float(value.reshape(()))
     return ClippedActivation(out, bounds[0], bounds[1])
 
 

@@ -54,9 +54,8 @@ def clipped_mean_shift(
     is a search per channel, not a pass over them). `slope` > 0: below `low` the activation
     goes on at that slope instead of staying at `low` (LeakyRelu: low 0, high inf)."""
     c, k = values.shape
-    s = np.sort(np.asarray(values, np.float32), axis=1).astype(
-        np.float64
-    )  # float32 sorts 2.5x faster
+    # sorted in float32 (2.5x faster than float64), summed in float64
+    s = np.sort(np.asarray(values, np.float32), axis=1).astype(np.float64)
     sums = np.concatenate([np.zeros((c, 1)), np.cumsum(s, axis=1)], axis=1)
     t = np.asarray(target, np.float64)
     finite = [abs(v) for v in (low, high) if np.isfinite(v)]

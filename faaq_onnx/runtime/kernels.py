@@ -23,7 +23,7 @@ import onnx.numpy_helper
 
 from faaq_onnx.analysis.coverage import ORT_INTEGER_CAPABLE
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import all_graphs, all_nodes, subgraphs
+from faaq_onnx.graph import all_graphs, all_nodes, constant_tensors, subgraphs
 from faaq_onnx.runtime.kernel_summary import (
     _DATA_MOVEMENT,
     _summary,
@@ -40,7 +40,7 @@ __all__ = ["compare_kernels", "format_kernel_report", "kernel_report", "weighted
 # ops that multiply by a weight: the ones whose kernel decides a quantized model's speed
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits"}
 
-_TYPE_NAMES = {
+_TYPE_NAMES: dict[int, str] = {  # TensorProto.data_type -> name
     onnx.TensorProto.INT2: "int2",
     onnx.TensorProto.UINT2: "uint2",
     onnx.TensorProto.INT4: "int4",
@@ -85,12 +85,8 @@ def compare_kernels(
     `left_float` (node -> why, from discovery) names the reason for ops ORT could run on an
     integer kernel that the quantizer gave no Q/DQ; without it they are listed as unquantized."""
     original, optimized = _flattened(original), _flattened(optimized)
-    inits = {t.name: t for t in original.graph.initializer}
-    for n in (
-        original.graph.node
-    ):  # exporters (and quantizers run on their files) keep weights in Constants
-        if n.op_type == "Constant" and n.output and any(a.name == "value" for a in n.attribute):
-            inits.setdefault(n.output[0], next(a.t for a in n.attribute if a.name == "value"))
+    # exporters (and quantizers run on their files) keep weights in Constants too
+    inits = constant_tensors(original.graph)
     producer = {o: n for n in original.graph.node for o in n.output}
     quantized_outputs = {n.input[0] for n in original.graph.node if n.op_type == "QuantizeLinear"}
     opt_nodes = list(optimized.graph.node)
