@@ -28,10 +28,15 @@ class Emission:
         self.matmul_choice: dict = {}
 
     def build(
-        self, plan: BitPlan, nbits: set[str] | None = None, bias_corrected: bool = True
+        self,
+        plan: BitPlan,
+        nbits: set[str] | None = None,
+        bias_corrected: bool = True,
+        biases: dict | None = None,
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         """The plan's QDQ model. `bias_corrected=False` skips bias correction (a model built only
-        to be timed: its graph, and so its speed, is the same)."""
+        to be timed: its graph, and so its speed, is the same); `biases` replaces the plan's
+        corrected biases with these (the variants measure_bias_variants compares)."""
         comp = self.comp
         plan.check_against(comp.qgraph)
         opset = needed_opset(plan, comp.config, comp.int2)
@@ -40,14 +45,15 @@ class Emission:
                 f"this plan needs opset {opset}: create the Compilation with that target_opset"
             )
         with comp.rounding.applied(plan):
-            return self._build(plan, nbits, bias_corrected)
+            if biases is None:
+                biases = comp.bias_overrides(plan) if bias_corrected else {}
+            return self._build(plan, nbits, biases)
 
     def _build(
-        self, plan: BitPlan, nbits: set[str] | None, bias_corrected: bool = True
+        self, plan: BitPlan, nbits: set[str] | None, biases: dict
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         comp = self.comp
         qweights = comp.optimization.quantized(plan)
-        biases = comp.bias_overrides(plan) if bias_corrected else {}
         nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
         keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with comp.stage("emit"):
