@@ -56,10 +56,12 @@ def clipped_mean_shift(
     c, k = values.shape
     # sorted in float32 (2.5x faster than float64), summed in float64
     s = np.sort(np.asarray(values, np.float32), axis=1).astype(np.float64)
-    sums = np.concatenate([np.zeros((c, 1)), np.cumsum(s, axis=1)], axis=1)
+    sums = np.zeros((c, k + 1))
+    np.cumsum(s, axis=1, out=sums[:, 1:])  # in place: no copy of every value to join a 0 column
     t = np.asarray(target, np.float64)
     finite = [abs(v) for v in (low, high) if np.isfinite(v)]
-    reach = np.abs(s).max(axis=1) + np.abs(t) + sum(finite) + 1.0  # |b| that reaches any target
+    largest = np.maximum(np.abs(s[:, 0]), np.abs(s[:, -1]))  # sorted rows: at either end
+    reach = largest + np.abs(t) + sum(finite) + 1.0  # |b| that reaches any target
     if slope > 0:  # below `low` the mean moves at `slope` per unit of b
         reach = reach + np.abs(t) / slope
     # one sorted array for all channels: row r shifted into a band of its own
