@@ -372,15 +372,12 @@ def _rewrite_note(comp, budget: Budget) -> str:
         return ""
     try:
         from faaq_onnx.analysis.metrics import sqnr_db
-        from faaq_onnx.runtime.runner import run_all
-        from faaq_onnx.runtime.session import make_session
+        from faaq_onnx.runtime.runner import model_outputs
 
-        outs = []
-        for model in (str(comp.model_path), comp.float_proto):
-            sess = make_session(model)
-            names = [o.name for o in sess.get_outputs()]
-            outs.append(run_all(sess, comp.verify_inputs, comp.config.batch_size, names))
-            del sess
+        outs = [
+            model_outputs(model, comp.verify_inputs, comp.config.batch_size)
+            for model in (str(comp.model_path), comp.float_proto)
+        ]
         ceiling = min(sqnr_db(r, f) for r, f in zip(*outs))
     except Exception:  # a note on a failure, never a second failure
         return ""

@@ -154,3 +154,12 @@ def run_all(
     for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):
         parts.append(outs)
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def model_outputs(model, inputs: dict[str, np.ndarray], batch_size: int = 32, threads=None):
+    """Every output of `model` (a path or a proto) for every sample of `inputs`, in a session
+    of its own."""
+    from faaq_onnx.runtime.session import make_session
+
+    session = make_session(model, threads=threads)
+    return run_all(session, inputs, batch_size, [o.name for o in session.get_outputs()])

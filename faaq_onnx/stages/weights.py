@@ -107,7 +107,7 @@ def measure_bias_variants(comp, plan: BitPlan, corrected: dict) -> tuple[dict, d
     measured = {}
     for name, biases in variants.items():
         proto, _ = comp.emission.build(plan, biases=biases)
-        outs = model_outputs(proto, inputs, comp.config)
+        outs = _outputs(proto, inputs, comp.config)
         measured[name] = output_metrics(*output_errors(reference, outs))["sqnr_db"]
         del proto
     kept = max(measured, key=lambda n: measured[n])  # ties: the first, most corrected
@@ -122,20 +122,16 @@ def reference_outputs(comp, inputs: dict) -> list:
     cache = comp.__dict__.setdefault("_reference_outputs", {})
     if n not in cache:
         try:
-            cache[n] = model_outputs(str(comp.model_path), inputs, comp.config)
+            cache[n] = _outputs(str(comp.model_path), inputs, comp.config)
         except FaaqError:
-            cache[n] = model_outputs(comp.float_proto, inputs, comp.config)
+            cache[n] = _outputs(comp.float_proto, inputs, comp.config)
     return cache[n]
 
 
-def model_outputs(model, inputs: dict, config) -> list:
-    """Every output of `model` (a path or a proto) for every sample of `inputs`, plain ORT."""
-    from faaq_onnx.runtime.runner import run_all
-    from faaq_onnx.runtime.session import make_session
+def _outputs(model, inputs: dict, config) -> list:
+    from faaq_onnx.runtime.runner import model_outputs
 
-    session = make_session(model, threads=config.ort_threads)
-    names = [o.name for o in session.get_outputs()]
-    return run_all(session, inputs, config.batch_size, names)
+    return model_outputs(model, inputs, config.batch_size, threads=config.ort_threads)
 
 
 def _auto_corrects(plan: BitPlan, config, qgraph) -> bool:
