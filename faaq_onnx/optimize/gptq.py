@@ -58,15 +58,17 @@ def asymmetric_target(form, w: np.ndarray, hsum, damp: float = TARGET_DAMP) -> n
     the mean diagonal: W* = W + (X̃ᵀX̃ + λI)⁻¹ X̃ᵀ(X - X̃) W, which is W itself when X̃ = X. Layers
     with fewer than TARGET_ROWS_PER_INPUT patches per input are left alone: EfficientNet-Lite0's
     classifier (256 rows for K = 1,280) fit that way lost 0.3 pt of top-1."""
-    if hsum.cross is None or hsum.rows < TARGET_ROWS_PER_INPUT * form.gkn[1]:
+    if not hsum.compares_float or hsum.rows < TARGET_ROWS_PER_INPUT * form.gkn[1]:
         return None
     wg = form.to_gkn(np.asarray(w, np.float64))
+    gap = hsum.float_gap(wg)  # X̃ᵀ(X - X̃) W
+    assert gap is not None  # compares_float
     h = hsum.sum
     k = h.shape[1]
     mean = np.einsum("gii->g", h)[:, None, None] / k
     # a group whose inputs are all zero has nothing to fit: the tiny floor keeps it solvable
     ridge = (damp * mean + 1e-9 * (float(mean.max()) + 1e-30)) * np.eye(k)[None]
-    shift = np.linalg.solve(h + ridge, np.matmul(hsum.cross - h, wg))
+    shift = np.linalg.solve(h + ridge, gap)
     return form.from_gkn(wg + shift)
 
 

@@ -162,7 +162,9 @@ def _sequential(comp, job: LayerJob, layer_input, wbits, float_input=None, batch
     float model's tensors, in graph order: UnitData.float_sequence) their cross products too."""
     t_in = 0.0
     for i, lw in enumerate(job.weights):
-        hs = lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i)
+        # the float weights: where cheaper, what the asymmetric target needs is summed with them
+        w = None if float_input is None else lw.form.to_gkn(comp.weights.float_weight(lw.name))
+        hs = lw.hessian = HessianSum(lw.form, ROWS_PER_K, seed=i, weight=w)
         t0 = time.perf_counter()
         x = layer_input(lw.x_name, lazy=True)  # summed a batch at a time: may stay in its file
         xf = None if float_input is None else float_input(lw.x_name, lazy=True)
@@ -203,7 +205,7 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         assert h is not None, "every weight's Hessian is summed before it is rounded"
         start: dict | None = {} if job.starts is not None else None
         fitted = gptq_mod.asymmetric_target(lw.form, w_float, h)
-        if h.cross is not None:  # asked for: say per weight whether the layer had rows enough
+        if h.compares_float:  # asked for: say per weight whether the layer had rows enough
             out.setdefault("asymmetric", []).append(fitted is not None)
         target = w_float if fitted is None else fitted
         grid = rtn.grid

@@ -22,7 +22,14 @@ from onnx import helper
 
 from faaq_onnx.analysis.discover import WEIGHT_OPS
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import all_nodes, check_model, model_input_shapes, subgraphs, to_proto
+from faaq_onnx.graph import (
+    all_nodes,
+    check_model,
+    constant_tensors,
+    model_input_shapes,
+    subgraphs,
+    to_proto,
+)
 from faaq_onnx.results import QuantizeResult
 from faaq_onnx.runtime.kernels import record_left_float
 
@@ -105,24 +112,13 @@ def rename_scope(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
     apply(graph)
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
-    """Main-graph values a branch may read that are known without running anything."""
-    out = {t.name: t for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Constant" and any(a.name == "value" for a in n.attribute):
-            t = copy.deepcopy(next(a.t for a in n.attribute if a.name == "value"))
-            t.name = n.output[0]
-            out[n.output[0]] = t
-    return out
-
-
 class BranchProbe:
     """Per sample: which branch each If takes and the values its branches read from the main
     graph (one ORT run per sample: a batch shares one condition)."""
 
     def __init__(self, proto: onnx.ModelProto, sites: list[int]) -> None:
         self.proto, self.sites = proto, sites
-        given = {i.name for i in proto.graph.input} | set(_constants(proto.graph))
+        given = {i.name for i in proto.graph.input} | set(constant_tensors(proto.graph))
         # the conditions, and the If's outputs: their ranks type a branch's untyped outputs
         names = [proto.graph.node[i].input[0] for i in sites]
         names += [o for i in sites for o in proto.graph.node[i].output]
@@ -181,13 +177,17 @@ def branch_model(
     a branch declares without a shape (allowed in subgraphs, not in a model) get the rank
     and type of what the If returned on a sample taking it (`results`)."""
     mains = {i.name: i for i in proto.graph.input}
-    consts = _constants(proto.graph)
+    consts = constant_tensors(proto.graph)
     inputs, inits = [], list(graph.initializer)
     for name in outer_reads(graph):
         if name in mains:
             inputs.append(copy.deepcopy(mains[name]))
         elif name in consts:
-            inits.append(consts[name])
+            value = consts[name]
+            if value.name != name:  # a Constant node's value: named after its output here
+                value = copy.deepcopy(value)
+                value.name = name
+            inits.append(value)
         else:
             arr = arrays[name]
             inputs.append(
@@ -228,7 +228,7 @@ def _branch_feeds(
     `calib_size` to split), of the samples whose condition takes the branch; and which
     probed values go one whole feed per sample."""
     mains = {i.name for i in proto.graph.input}
-    consts = _constants(proto.graph)
+    consts = constant_tensors(proto.graph)
     reads = [r for r in outer_reads(graph) if r not in consts]
     probed_calib = parts[0][1]  # decides, for every part alike, how a probed value is fed
     whole = {r for r in reads if r not in mains and not _batched(probed_calib[r])}

@@ -202,3 +202,30 @@ def test_through_quantize(conv_model):
         )
         units = res.report["optimization"]["rounding"]["w4a8"]["units"]
         assert all(("asymmetric" in u) is has for u in units), units
+
+
+def test_the_float_gap_summed_with_the_weights_equals_the_one_from_the_cross_product():
+    """A 3x3 conv's K = 9 · C inputs: Σ x (x_float - x)ᵀ W is summed directly (N < K / 2), and
+    gives what the K x K cross product gives, so the target is the same."""
+    rng = np.random.default_rng(5)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    form = linear_form(node, 1, (3, 4, 3, 3))  # K = 36, N = 3
+    w = rng.standard_normal((3, 4, 3, 3))
+    wg = form.to_gkn(w)
+    x = rng.standard_normal((6, 4, 8, 8)).astype(np.float32)
+    xq = (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+    direct = HessianSum(form, rows_per_k=4, weight=wg.astype(np.float32))
+    via_cross = HessianSum(form, rows_per_k=4)
+    for part in (slice(0, 3), slice(3, 6)):
+        direct.add(xq[part], x[part])
+        via_cross.add(xq[part], x[part])
+    assert direct.cross is None and via_cross.cross is not None  # the K x K product not summed
+    assert direct.compares_float and via_cross.compares_float
+    np.testing.assert_allclose(direct.float_gap(wg), via_cross.float_gap(wg), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        asymmetric_target(form, w, direct), asymmetric_target(form, w, via_cross), rtol=1e-4
+    )
+    pointwise = linear_form(helper.make_node("Conv", ["x", "w"], ["y"]), 1, (8, 4, 1, 1))
+    wide = HessianSum(pointwise, weight=np.ones((1, 4, 8), np.float32))  # N >= K / 2
+    wide.add(xq, x)
+    assert wide.cross is not None  # the cheaper of the two there
