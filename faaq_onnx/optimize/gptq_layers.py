@@ -80,8 +80,10 @@ def gptq_layers(
         job.starts = starts
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
-        float_input = data.float_sequence() if comp.config.gptq_asymmetric else None
-        biases = LayerBiasCorrection(comp, data.inputs) if correct_biases else None
+        float_run = data.float_run() if comp.config.gptq_asymmetric else None
+        float_input = None if float_run is None else float_run.get
+        # the float means bias correction matches come from the same float run where there is one
+        biases = LayerBiasCorrection(comp, data.inputs, float_run) if correct_biases else None
         reports = []
         for job in jobs:
             reports.append(_sequential(comp, job, layer_input, wbits, float_input))

@@ -76,7 +76,11 @@ class UnitData:
         """A function giving the float model's `name` for every sample, to a caller that asks in
         graph order (runtime.segments: each call runs only the part of the model after the
         previous one); `lazy` as SegmentedRun.get."""
-        return SegmentedRun(self.comp.float_proto, self.inputs, self.batch_size).get
+        return self.float_run().get
+
+    def float_run(self) -> SegmentedRun:
+        """The SegmentedRun under float_sequence (for a caller that also watches tensors)."""
+        return SegmentedRun(self.comp.float_proto, self.inputs, self.batch_size)
 
     def reconstruction_sequence(self, choices, mode: str):
         """What each unit is reconstructed from, for units asked in graph order, each rounded

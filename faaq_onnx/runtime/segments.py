@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from faaq_onnx.graph import ancestor_nodes, prefix_model, reader_index
-from faaq_onnx.runtime.runner import run_batches, session_batch_size
+from faaq_onnx.runtime.runner import channel_sums, run_batches, session_batch_size
 from faaq_onnx.runtime.session import make_session
 from faaq_onnx.runtime.spill import SPILL_BYTES, SpilledArray
 
@@ -61,6 +61,21 @@ class SegmentedRun:
         self.readers = reader_index(self.nodes)
         self.done: set[int] = set()
         self.graph_inputs = {i.name: i for i in model.graph.input}
+        # per-channel sums of watched tensors, taken batch by batch as they are computed: a mean
+        # without reading back a tensor kept in a file
+        self.watched: set[str] = set()
+        self._sums: dict[str, tuple[np.ndarray, int]] = {}
+
+    def watch(self, names) -> None:
+        """Sum `names` per channel (axis 1) as they are computed (channel_mean)."""
+        self.watched |= set(names)
+
+    def channel_mean(self, name: str) -> np.ndarray | None:
+        """The per-channel mean over every sample of a watched tensor once computed, else None."""
+        if name not in self._sums:
+            return None
+        total, count = self._sums[name]
+        return total / max(count, 1)
 
     def kept_bytes(self) -> int:
         return sum(v.nbytes for k, v in self.kept.items() if k not in self.model_inputs)
@@ -89,6 +104,8 @@ class SegmentedRun:
         _as_constants(segment, {k: v for k, v in self.feeds().items() if k not in cut})
         session = make_session(segment, opt_level="extended", threads=self.threads)
         gathered = {t: _Gathered(self.n) for t in later}
+        for t in self.watched.intersection(later):
+            self._sums.pop(t, None)
         step = session_batch_size(session, self.batch_size, cut)
         for start, outs in run_batches(
             session, {t: self.kept[t] for t in cut}, self.batch_size, later
@@ -96,6 +113,8 @@ class SegmentedRun:
             rows = min(step, self.n - start)
             for t, v in zip(later, outs):
                 gathered[t].add(start, rows, v)
+                if t in self.watched and np.ndim(v) >= 2:
+                    self._add_sums(t, np.asarray(v))
         for t in later:
             if gathered[t].per_sample:
                 self.kept[t] = gathered[t].array()
@@ -107,6 +126,12 @@ class SegmentedRun:
         if name not in self.kept:
             return gathered[name].array()
         return self.kept[name]
+
+    def _add_sums(self, name: str, v: np.ndarray) -> None:
+        total, count = channel_sums(v, 1)
+        if name in self._sums:
+            total, count = total + self._sums[name][0], count + self._sums[name][1]
+        self._sums[name] = (total, count)
 
     def shift(self, name: str, delta: np.ndarray, axis: int = 1) -> None:
         """Add `delta` along `axis` of the kept `name` (a bias changed after its layer ran: what

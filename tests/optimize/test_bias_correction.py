@@ -297,3 +297,40 @@ def test_a_layer_read_through_another_clipping_activation_is_corrected_after_it(
     assert _activation_shift_ratio(path, cnn_calib, act_output) < after
     monkeypatch.setattr(bc, "clipping_activations", lambda proto, outs: {})
     assert _activation_shift_ratio(path, cnn_calib, act_output) > before
+
+
+def test_float_means_from_a_shared_float_run_correct_as_their_own_pass_does(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    """In a pass that runs the float model layer by layer anyway (GPTQ fit to the float output),
+    bias correction takes its float means from that run: no float pass of its own, the same
+    corrections."""
+    from faaq_onnx.analysis.probe import build_probe, probe_feeds
+    from faaq_onnx.optimize import bias_correction as bc
+    from faaq_onnx.runtime.segments import SegmentedRun
+
+    cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    plan = comp.uniform("w2a8")
+    inputs = {k: v[:32] for k, v in comp.inputs.items()}
+    weights, acts = comp.feeds.feeds(plan.choices)
+    feeds = probe_feeds(comp.qgraph.activations, weights, acts)
+    probe = build_probe(comp.float_proto, comp.qgraph)
+    passes = []
+    real = bc.channel_means
+    monkeypatch.setattr(bc, "channel_means", lambda *a, **k: passes.append(1) or real(*a, **k))
+
+    def corrections(float_run):
+        fix = bc.LayerBiasCorrection(comp, inputs, float_run)
+        run = SegmentedRun(probe, inputs, 32, feeds=lambda: feeds)
+        for node in fix.targets:
+            fix.correct(node, run)
+        return fix.result()
+
+    shared = corrections(SegmentedRun(comp.float_proto, inputs, 16))
+    assert passes == []  # no float pass of its own
+    own = corrections(None)
+    assert passes == [1]
+    assert set(shared) == set(own) and len(own) == 3
+    for k in own:
+        np.testing.assert_allclose(shared[k], own[k], rtol=1e-4, atol=1e-5)

@@ -255,8 +255,8 @@ def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
     calls = []
 
     class FakeCorrection:
-        def __init__(self, comp_, inputs):
-            calls.append(("init", comp_ is comp, inputs))
+        def __init__(self, comp_, inputs, float_run=None):
+            calls.append(("init", comp_ is comp, inputs, float_run))
 
         def correct(self, node, run):
             calls.append(("correct", node, run))
@@ -278,7 +278,7 @@ def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
     )
     assert biases == {"b": "corrected"} and shared_s == 0.0
     assert calls == [
-        ("init", True, {"x": "the calibration inputs"}),
+        ("init", True, {"x": "the calibration inputs"}, None),  # no float run to share
         ("correct", "mm", None),
         ("correct", "mm", None),
     ]

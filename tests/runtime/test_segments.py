@@ -88,3 +88,24 @@ def test_a_request_runs_only_what_was_not_run():
     run.get("b")
     names = {run.nodes[i].name for i in run.done - first}
     assert names == {"same_shape", "c2"}  # Shape(a) ran too, but is not kept: not done
+
+
+def test_a_watched_tensor_is_summed_per_channel_as_it_is_computed(tmp_path, monkeypatch):
+    """Its mean over every sample, without reading the kept tensor back (spilled to a file here)."""
+    from faaq_onnx.runtime import segments, spill
+
+    monkeypatch.setattr(segments, "SPILL_BYTES", 1)  # every kept tensor goes to a file
+    monkeypatch.setattr(spill, "SPILL_BYTES", 1)
+    model = residual_model()
+    x = np.random.default_rng(1).standard_normal((10, 3, 6, 6)).astype(np.float32)
+    run = SegmentedRun(model, {"x": x}, batch_size=4)
+    run.watch(["a", "b"])
+    assert run.channel_mean("a") is None  # not computed yet
+    a = run.get("a")
+    want = whole_model(model, "a", x, {}).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(run.channel_mean("a"), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.mean(axis=(0, 2, 3)), want, rtol=1e-5, atol=1e-6)
+    run.get("b")
+    b_mean = whole_model(model, "b", x, {}).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(run.channel_mean("b"), b_mean, rtol=1e-5, atol=1e-6)
+    assert run.channel_mean("c") is None  # computed, not watched
