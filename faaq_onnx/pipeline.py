@@ -213,7 +213,7 @@ class Compilation:
         self, plan: BitPlan, nbits: set[str] | None = None, bias_corrected: bool = True
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         """Optimize weights and emit the QDQ model of a plan (nothing verified, nothing written)."""
-        return self.emission.build(plan, nbits, bias_corrected)
+        return self.emission.build(plan, nbits, None if bias_corrected else {})
 
     def emit(self, plan: BitPlan, output=None) -> QuantizeResult:
         """Build, verify with plain ORT, report; write atomically when `output` is given."""

@@ -308,12 +308,9 @@ class HessianSum:
 
     @property
     def compares_float(self) -> bool:
-        """Whether add() was given the float model's values (a float_gap exists)."""
-        return (
-            self._cross is not None
-            or self._gap is not None
-            or any(f is not None for _, f in self._held)
-        )
+        """Whether add() was given the float model's values (a float_gap exists): add() sets up
+        the sum they go into on the first of them."""
+        return self._cross is not None or self._gap is not None
 
     def float_gap(self, w: np.ndarray) -> np.ndarray | None:
         """Σ x (x_float - x)ᵀ w, (G, K, N) float64, for w the float weights in (G, K, N) (those given

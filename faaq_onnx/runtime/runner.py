@@ -159,7 +159,7 @@ def run_all(
 def model_outputs(model, inputs: dict[str, np.ndarray], batch_size: int = 32, threads=None):
     """Every output of `model` (a path or a proto) for every sample of `inputs`, in a session
     of its own."""
-    from faaq_onnx.runtime.session import make_session
+    from faaq_onnx.runtime.session import make_session  # looked up at call time
 
     session = make_session(model, threads=threads)
     return run_all(session, inputs, batch_size, [o.name for o in session.get_outputs()])

@@ -31,12 +31,11 @@ class Emission:
         self,
         plan: BitPlan,
         nbits: set[str] | None = None,
-        bias_corrected: bool = True,
         biases: dict | None = None,
     ) -> tuple[onnx.ModelProto, EmitSummary]:
-        """The plan's QDQ model. `bias_corrected=False` skips bias correction (a model built only
-        to be timed: its graph, and so its speed, is the same); `biases` replaces the plan's
-        corrected biases with these (the variants measure_bias_variants compares)."""
+        """The plan's QDQ model with `biases` in place of the float ones: None, the plan's corrected
+        biases; {} none (a model built only to be timed: its graph, and so its speed, is the
+        same); others, the variants measure_bias_variants compares."""
         comp = self.comp
         plan.check_against(comp.qgraph)
         opset = needed_opset(plan, comp.config, comp.int2)
@@ -45,9 +44,7 @@ class Emission:
                 f"this plan needs opset {opset}: create the Compilation with that target_opset"
             )
         with comp.rounding.applied(plan):
-            if biases is None:
-                biases = comp.bias_overrides(plan) if bias_corrected else {}
-            return self._build(plan, nbits, biases)
+            return self._build(plan, nbits, comp.bias_overrides(plan) if biases is None else biases)
 
     def _build(
         self, plan: BitPlan, nbits: set[str] | None, biases: dict
