@@ -66,15 +66,17 @@ def root_tensors(proto: onnx.ModelProto, tensors: list[str]) -> list[str]:
 def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph, extra_inputs=()) -> onnx.ModelProto:
     """A copy of the float model with fake-quant hooks on every quantizer.
 
-    Weights (and `extra_inputs`, e.g. biases under correction) become graph inputs whose
-    initializer is the default, so a run may feed other values or none.
+    Weights, their layers' biases (fed rounded as the emitted model stores them, quant.bias)
+    and `extra_inputs` become graph inputs whose initializer is the default, so a run may feed
+    other values or none.
     """
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     g = probe.graph
     inits = {t.name: t for t in g.initializer}
     existing_inputs = {i.name for i in g.input}
-    for wname in list(qgraph.weights) + [e for e in extra_inputs if e not in qgraph.weights]:
+    biases = [wq.bias for wq in qgraph.weights.values() if wq.bias]
+    for wname in dict.fromkeys([*qgraph.weights, *biases, *extra_inputs]):
         if wname in inits and wname not in existing_inputs:
             t = inits[wname]
             g.input.append(helper.make_tensor_value_info(wname, t.data_type, list(t.dims)))

@@ -143,13 +143,11 @@ class Prober(ConfigFeeds):
         cache: WeightCache,
         config: QuantConfig,
         inputs: dict[str, np.ndarray],
-        extra_inputs: tuple[str, ...] = (),
     ) -> None:
-        """`extra_inputs`: initializers besides the weights a measurement may override (biases)."""
         super().__init__(qgraph, cal, cache, config)
         # larger batches amortize the per-run weight feeds; 64 measured best on 2 cores
         self.session = ProbeSession(
-            build_probe(float_proto, qgraph, extra_inputs),
+            build_probe(float_proto, qgraph),
             inputs,
             list(qgraph.activations),
             max(config.batch_size, 64),
@@ -171,10 +169,10 @@ class Prober(ConfigFeeds):
     def measure(
         self, choices: dict[str, Candidate], overrides: dict[str, np.ndarray] | None = None
     ) -> dict[str, float]:
-        """Output SQNR and KL of a configuration; `overrides` replace initializers given as
-        extra_inputs (corrected biases)."""
-        weights, acts = self.feeds(choices)
-        outs = self.session.run({**weights, **(overrides or {})}, acts)
+        """Output SQNR and KL of a configuration; `overrides`: float biases (corrected ones)
+        instead of the model's, rounded as the emitted model rounds them."""
+        weights, acts = self.feeds(choices, overrides)
+        outs = self.session.run(weights, acts)
         return output_metrics(*output_errors(self.reference, outs))
 
 

@@ -25,6 +25,7 @@ from faaq_onnx.analysis.probe import build_probe, probe_feeds
 from faaq_onnx.graph import constant_tensors, reader_index
 from faaq_onnx.optimize.clipped_mean import channel_sample, clipped_mean_shift
 from faaq_onnx.plan import BitPlan
+from faaq_onnx.quant.bias import bias_on_grid
 from faaq_onnx.runtime.runner import channel_means, channel_sums
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
@@ -111,7 +112,7 @@ def _clipped(node, consts) -> ClippedActivation | None:
 def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.ndarray]:
     """{bias name: corrected bias} for `plan`, layer by layer, in one run of its model."""
     inputs = {k: v[:samples] for k, v in comp.inputs.items()}
-    fix = LayerBiasCorrection(comp, inputs)
+    fix = LayerBiasCorrection(comp, inputs, plan.choices)
     if not fix.targets:
         return {}
     weights, acts = comp.feeds.feeds(plan.choices)
@@ -156,13 +157,21 @@ class LayerBiasCorrection:
     separate pass over the model bias_corrections makes."""
 
     def __init__(
-        self, comp, inputs: dict[str, np.ndarray], float_run: SegmentedRun | None = None
+        self,
+        comp,
+        inputs: dict[str, np.ndarray],
+        choices: dict | None,
+        float_run: SegmentedRun | None = None,
     ) -> None:
-        """`float_run`: the float model's own layer-by-layer run over the same `inputs`, where the
-        pass has one (GPTQ fit to the float output): each float mean is then summed as that run
-        computes the tensor, instead of in a float pass of its own (ResNet-18, 256 images: 10 s)."""
-        self.comp = comp
+        """`choices`: the configuration the quantized run computes, its biases rounded to int32
+        as the emitted model's are (quant.bias); None where the run keeps biases (and
+        activations) float. `float_run`: the float model's own
+        layer-by-layer run over the same `inputs`, where the pass has one (GPTQ fit to the float
+        output): each float mean is then summed as that run computes the tensor, instead of in
+        a float pass of its own (ResNet-18, 256 images: 10 s)."""
+        self.comp, self.choices = comp, choices
         self.targets = {t[0]: t for t in correction_targets(comp)}  # in graph order
+        self.weight = {wq.bias: w for w, wq in comp.qgraph.weights.items() if wq.bias}
         outs = [t[1] for t in self.targets.values()]
         # a layer read only through a clipping activation gets that output's mean matched
         self.clipped = clipping_activations(comp.float_proto, outs)
@@ -191,6 +200,7 @@ class LayerBiasCorrection:
         if node not in self.targets:
             return
         _, out, bias, axis = self.targets[node]
+        weight = self.weight[bias]
         kept = run.get(out, lazy=True)
         if out in self.clipped:
             act = self.clipped[out]
@@ -198,9 +208,16 @@ class LayerBiasCorrection:
             delta = clipped_mean_shift(channel_sample(kept), target, act.low, act.high, act.slope)
         else:
             delta = (self._float_mean(out) - _channel_mean(kept, axis)).astype(np.float32)
+        # the run computed with the bias on its int32 grid, and the emitted model will round the
+        # corrected one to it again: what later layers read moves by the difference of the two
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
-        self.corrected[bias] = (base + delta).astype(np.float32)
-        run.shift(out, delta, axis)  # what later layers read is the corrected layer's output
+        steps = {} if self.choices is None else self.comp.feeds.bias_steps(self.choices, {weight})
+        step = steps.get(bias)
+        fed = base if step is None else bias_on_grid(base, step)
+        target = (fed + delta).astype(np.float32)
+        self.corrected[bias] = target
+        shipped = target if step is None else bias_on_grid(target, step)
+        run.shift(out, shipped - fed, axis)  # what later layers read is the corrected output
 
     def result(self) -> dict[str, np.ndarray] | None:
         """Corrected biases, or None unless every correctable layer was corrected (a plan with

@@ -26,6 +26,7 @@ from faaq_onnx.optimize import gptq as gptq_mod
 from faaq_onnx.optimize.bias_correction import LayerBiasCorrection
 from faaq_onnx.optimize.gptq_clip import output_clipped_grid
 from faaq_onnx.optimize.hessian import HessianSum, LinearForm, linear_form
+from faaq_onnx.optimize.unit_data import QUANTIZED_ACTIVATION_MODES
 from faaq_onnx.optimize.units import Unit
 
 ROWS_PER_K = 32  # patches kept per batch, per Hessian row (HessianSum.rows_per_k)
@@ -83,7 +84,16 @@ def gptq_layers(
         float_run = data.float_run() if comp.config.gptq_asymmetric else None
         float_input = None if float_run is None else float_run.get
         # the float means bias correction matches come from the same float run where there is one
-        biases = LayerBiasCorrection(comp, data.inputs, float_run) if correct_biases else None
+        biases = (
+            LayerBiasCorrection(
+                comp,
+                data.inputs,
+                plan.choices if inputs in QUANTIZED_ACTIVATION_MODES else None,
+                float_run,
+            )
+            if correct_biases
+            else None
+        )
         reports = []
         for job in jobs:
             reports.append(_sequential(comp, job, layer_input, wbits, float_input))

@@ -23,6 +23,9 @@ from faaq_onnx.runtime.runner import run_all
 from faaq_onnx.runtime.segments import SegmentedRun
 from faaq_onnx.runtime.session import make_session
 
+# inputs modes in which a unit reads quantized activations (and int32-rounded biases)
+QUANTIZED_ACTIVATION_MODES = ("quantized", "mixed")
+
 
 class UnitData:
     def __init__(self, comp, tensors: list[str], samples: int, batch_size: int = 32) -> None:
@@ -70,7 +73,7 @@ class UnitData:
         """A function giving `name` as unit_inputs would, for every sample, to a caller that asks
         for layer inputs in graph order and rounds each layer before asking past it: each call
         runs only the part of the model after the previous one (runtime.segments)."""
-        return SequentialInputs(self, choices, mode in ("quantized", "mixed"))
+        return SequentialInputs(self, choices, mode in QUANTIZED_ACTIVATION_MODES)
 
     def float_sequence(self):
         """A function giving the float model's `name` for every sample, to a caller that asks in
@@ -94,10 +97,8 @@ class UnitData:
     ) -> dict[str, np.ndarray]:
         """`names` in the model that runs `choices`' weights, and its activation quantizers
         unless `activations` is False (they are then the probe's default: switched off)."""
-        weights, acts = self.comp.feeds.feeds(choices)
-        outs = self.probe.run(
-            weights, acts if activations else None, outputs=[self.probe_name[n] for n in names]
-        )
+        weights, acts = self.comp.feeds.feeds(choices, activations=activations)
+        outs = self.probe.run(weights, acts, outputs=[self.probe_name[n] for n in names])
         return dict(zip(names, outs))
 
 
@@ -108,8 +109,8 @@ class SequentialInputs:
 
     def __init__(self, data: UnitData, choices, with_acts: bool) -> None:
         def feeds() -> dict[str, np.ndarray]:  # the weights as rounded so far
-            weights, acts = data.comp.feeds.feeds(choices)
-            return data.probe.feed_values(weights, acts if with_acts else None)
+            weights, acts = data.comp.feeds.feeds(choices, activations=with_acts)
+            return data.probe.feed_values(weights, acts)
 
         self.probe_name = data.probe_name
         self.run = SegmentedRun(data.probe.probe, data.inputs, data.batch_size, feeds=feeds)

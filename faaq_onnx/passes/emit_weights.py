@@ -24,10 +24,10 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from faaq_onnx.graph import add_initializer, const_array, quantizer_behind, values_by_name
+from faaq_onnx.quant.bias import int32_bias, int32_bias_scale, takes_int32_bias
 from faaq_onnx.quant.formats import IntFormat
 from faaq_onnx.quant.weights import QuantizedWeight
 
-INT32_BIAS_OPS = {"Conv", "Gemm"}
 STORAGE_FORMS = ("cast", "dequant")
 
 
@@ -160,21 +160,17 @@ class QuantizeBiasPass(InPlacePass):
         return PassResult(model, modified)
 
     def _quantize(self, graph, node, wq, qw: QuantizedWeight) -> bool:
-        if node is None or node.op_type not in INT32_BIAS_OPS or qw.block_size or qw.fmt.bits > 8:
+        if node is None or not takes_int32_bias(node.op_type, qw, wq.channel_axis):
             return False
-        if qw.zero_point.any() or qw.axis not in (None, wq.channel_axis) or len(node.inputs) < 3:
+        if len(node.inputs) < 3:
             return False
         s_x = _activation_scale(node.inputs[0])
         b_val = node.inputs[2]
         b = const_array(b_val)
         if s_x is None or b is None or len(b_val.uses()) != 1 or b.ndim != 1:
             return False
-        s_w = np.broadcast_to(qw.scale.astype(np.float64).reshape(-1), b.shape)
-        bias_scale = (s_x * s_w).astype(np.float32)
-        # float64: in float32 the bound 2**31 - 1 rounds to 2**31 and a clipped bias wrapped to -2**31 (channels
-        # with tiny weights have a tiny scale, so their bias clips; ORT's quantizer widens such weight scales)
-        ratio = b.astype(np.float64) / np.maximum(bias_scale.astype(np.float64), 1e-30)
-        bq = np.clip(np.rint(ratio), -(2**31), 2**31 - 1).astype(np.int32)
+        bias_scale = int32_bias_scale(s_x, qw.scale, b.shape)
+        bq = int32_bias(b, bias_scale)
         base = b_val.name.replace("/", "_")
         q_val = add_initializer(graph, f"{base}_quantized", bq)
         s_val = add_initializer(graph, f"{base}_scale", bias_scale)

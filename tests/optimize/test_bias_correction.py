@@ -321,7 +321,7 @@ def test_float_means_from_a_shared_float_run_correct_as_their_own_pass_does(
     monkeypatch.setattr(bc, "channel_means", lambda *a, **k: passes.append(1) or real(*a, **k))
 
     def corrections(float_run):
-        fix = bc.LayerBiasCorrection(comp, inputs, float_run)
+        fix = bc.LayerBiasCorrection(comp, inputs, plan.choices, float_run)
         run = SegmentedRun(probe, inputs, 32, feeds=lambda: feeds)
         for node in fix.targets:
             fix.correct(node, run)
@@ -334,3 +334,43 @@ def test_float_means_from_a_shared_float_run_correct_as_their_own_pass_does(
     assert set(shared) == set(own) and len(own) == 3
     for k in own:
         np.testing.assert_allclose(shared[k], own[k], rtol=1e-4, atol=1e-5)
+
+
+def test_layers_after_a_correction_read_what_the_emitted_model_computes(tiny_cnn, cnn_calib):
+    """The emitted model rounds a corrected bias to its int32 grid (s_x · s_w), so a layer-by-
+    layer pass must move what later layers read by the rounded correction, not the float one:
+    every corrected layer's kept output equals the emitted model's, run in float."""
+    import onnx
+
+    from faaq_onnx.analysis.probe import build_probe, probe_feeds
+    from faaq_onnx.optimize import bias_correction as bc
+    from faaq_onnx.runtime.runner import run_all
+    from faaq_onnx.runtime.segments import SegmentedRun
+    from faaq_onnx.runtime.session import make_session
+
+    cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    plan = comp.uniform("w2a8")
+    inputs = {k: v[:32] for k, v in comp.inputs.items()}
+    weights, acts = comp.feeds.feeds(plan.choices)
+    feeds = probe_feeds(comp.qgraph.activations, weights, acts)
+    run = SegmentedRun(build_probe(comp.float_proto, comp.qgraph), inputs, 32, feeds=lambda: feeds)
+    fix = bc.LayerBiasCorrection(comp, inputs, plan.choices)
+    kept = {}
+    for node, (_, out, _, _) in fix.targets.items():
+        fix.correct(node, run)
+        kept[out] = np.array(run.get(out))  # as the next layer reads it
+    # (a graph output is fake-quantized under its own name in the probe: not compared)
+    outs = [o for o in kept if o not in {v.name for v in comp.float_proto.graph.output}]
+    assert len(outs) == 2
+    steps = comp.feeds.bias_steps(plan.choices)
+    assert set(fix.corrected) <= set(steps)  # every corrected bias is rounded when emitted
+    model, _ = comp.emission.build(plan, biases=fix.corrected)
+    for o in outs:
+        model.graph.output.append(onnx.ValueInfoProto(name=o))
+    session = make_session(model, opt_level="disable")
+    emitted = dict(zip(outs, run_all(session, inputs, 32, outs)))
+    for o in outs:
+        np.testing.assert_allclose(
+            kept[o], emitted[o], rtol=1e-4, atol=1e-4 * np.abs(kept[o]).max()
+        )

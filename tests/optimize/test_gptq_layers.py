@@ -255,7 +255,7 @@ def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
     calls = []
 
     class FakeCorrection:
-        def __init__(self, comp_, inputs, float_run=None):
+        def __init__(self, comp_, inputs, choices, float_run=None):
             calls.append(("init", comp_ is comp, inputs, float_run))
 
         def correct(self, node, run):
