@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import foreign_corpus as corpus
 from bench_foreign_graphs import stack
-from common import meta_stamp, run_meta, write
+from common import meta_stamp, previous, run_meta, write
 
 
 def pooled_sqnr(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
@@ -135,6 +135,11 @@ def main() -> None:
                 rows.append(row)
                 loads.append(os.getloadavg()[0])
     meta = run_meta(loads)
+    if args.models:  # a partial run replaces its models' rows and keeps the others
+        kept = [r for r in previous("probe_agreement").get("rows", []) if r["model"] not in names]
+        order = {m: i for i, m in enumerate(corpus.BUILDERS)}
+        rows = sorted(kept + rows, key=lambda r: order.get(r["model"], len(order)))
+        meta["partial"] = names
     write("probe_agreement", {"meta": meta, "rows": rows}, markdown(rows, meta))
 
 
