@@ -63,12 +63,11 @@ def root_tensors(proto: onnx.ModelProto, tensors: list[str]) -> list[str]:
     return roots
 
 
-def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph, extra_inputs=()) -> onnx.ModelProto:
+def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> onnx.ModelProto:
     """A copy of the float model with fake-quant hooks on every quantizer.
 
-    Weights, their layers' biases (fed rounded as the emitted model stores them, quant.bias)
-    and `extra_inputs` become graph inputs whose initializer is the default, so a run may feed
-    other values or none.
+    Weights and their layers' biases (fed rounded as the emitted model stores them, quant.bias)
+    become graph inputs whose initializer is the default, so a run may feed other values or none.
     """
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
@@ -76,7 +75,7 @@ def build_probe(proto: onnx.ModelProto, qgraph: QuantizerGraph, extra_inputs=())
     inits = {t.name: t for t in g.initializer}
     existing_inputs = {i.name for i in g.input}
     biases = [wq.bias for wq in qgraph.weights.values() if wq.bias]
-    for wname in dict.fromkeys([*qgraph.weights, *biases, *extra_inputs]):
+    for wname in dict.fromkeys([*qgraph.weights, *biases]):
         if wname in inits and wname not in existing_inputs:
             t = inits[wname]
             g.input.append(helper.make_tensor_value_info(wname, t.data_type, list(t.dims)))

@@ -54,8 +54,9 @@ def test_probe_fake_quant_is_the_emitted_qdq_bit_for_bit(comp, scheme):
     computes: the same numbers on the calibration inputs (where activations reach the clipping
     range), not SQNRs 0.5 dB apart. A scale 3 % off or a qmax two codes short shows here.
 
-    The emitted model's biases are int32 (scale s_x * s_w) while the probe runs the float bias;
-    the probe is fed the emitted biases, dequantized, so everything else is compared exactly."""
+    The emitted model's biases are int32 (scale s_x * s_w): the prober feeds the same values,
+    dequantized, bit for bit (until 2026-12-07 it ran the float biases, and this test fed it the
+    emitted ones to compare the rest)."""
     from onnx import numpy_helper
 
     from faaq_onnx.analysis.probe import param_name
@@ -86,16 +87,15 @@ def test_probe_fake_quant_is_the_emitted_qdq_bit_for_bit(comp, scheme):
         **{param_name(a): p for a, p in acts.items()},
         **weights,
     }
-    probe = build_probe(comp.float_proto, comp.qgraph, extra_inputs=list(biases))
-    probed_float_bias = _run_unoptimized(probe, feeds)
-    probed = _run_unoptimized(probe, {**feeds, **biases})
+    for name, value in biases.items():  # the int32 biases, as the prober feeds them
+        np.testing.assert_array_equal(weights[name], value)
+    probe = build_probe(comp.float_proto, comp.qgraph)
+    probed = _run_unoptimized(probe, feeds)
     emitted = _run_unoptimized(model, x)
     tol = 1e-5 * float(np.abs(emitted).max())
     np.testing.assert_allclose(probed, emitted, rtol=0, atol=tol)
     # the test's probe graph is the sweep's: same outputs as the prober's own session
-    np.testing.assert_allclose(
-        comp.prober.outputs(plan.choices)[0], probed_float_bias, rtol=0, atol=tol
-    )
+    np.testing.assert_allclose(comp.prober.outputs(plan.choices)[0], probed, rtol=0, atol=tol)
 
 
 def test_roots_skip_pass_through_members(comp):
