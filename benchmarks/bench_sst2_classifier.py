@@ -392,7 +392,7 @@ def latency(rows: list[dict], runs: int, dev_npz: Path) -> dict:
     ]
     sessions = {}
     for r in rows:
-        if "model" not in r:
+        if "model" not in r or not Path(r["model"]).exists():  # a row kept from another --work
             continue
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1

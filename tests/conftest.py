@@ -29,6 +29,35 @@ def one_weight_model(op: str, w: np.ndarray, x_dims, y_dims, x="x", y="y") -> on
     return m
 
 
+def build_dead_channel_conv(head: bool = False) -> onnx.ModelProto:
+    """Conv (4 channels, channel 2's weights ~1e-8 under a bias of 0.5: a BatchNorm folded with
+    a vanishing gamma) -> Relu [-> a 1x1 Conv to 2 channels]: its bias does not fit int32 at
+    s_x * s_w unless the channel's weight scale is widened."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    w[2] *= 1e-8
+    b = np.array([0.1, -0.2, 0.5, 0.05], np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="conv"),
+        helper.make_node("Relu", ["c"], ["r" if head else "y"], name="relu"),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    if head:
+        nodes.append(helper.make_node("Conv", ["r", "w2"], ["y"], name="conv2"))
+        w2 = rng.normal(0, 0.3, (2, 4, 1, 1)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w2, "w2"))
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2 if head else 4, 8, 8])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    return m
+
+
 def build_tiny_cnn(seed: int = 0, opset: int = 17) -> onnx.ModelProto:
     """Conv-BN-Relu-MaxPool, a residual Conv-BN + Add-Relu, GAP, Flatten, Gemm: a ResNet in miniature."""
     rng = np.random.default_rng(seed)

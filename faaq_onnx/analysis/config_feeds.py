@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from faaq_onnx.analysis.calibrate import Calibration
 from faaq_onnx.analysis.probe import enabled_params
 from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
-from faaq_onnx.quant.bias import bias_on_grid, int32_bias_scale, takes_int32_bias
+from faaq_onnx.quant.bias import (
+    bias_on_grid,
+    int32_bias_scale,
+    takes_int32_bias,
+    widened_for_bias,
+)
+from faaq_onnx.quant.weights import QuantizedWeight
 from faaq_onnx.weight_cache import WeightCache
 
 FEED_CACHE_BYTES = 512 << 20  # dequantized weights kept between configurations, at most
+
+
+class Int32Layer(NamedTuple):
+    """A layer whose bias the emitted model stores as int32: the bias's name, the layer's
+    QuantizedWeight as emitted (widened where the bias would not fit), the bias's scale."""
+
+    bias: str
+    weight: QuantizedWeight
+    step: np.ndarray
 
 
 class ConfigFeeds:
@@ -64,40 +81,63 @@ class ConfigFeeds:
             for a in g.activations if cand.a < FLOAT and activations else []:  # else off
                 acts[a] = self.act_params(a, cand.a)
         biases = biases or {}
-        steps = self.bias_steps(choices) if activations else {}
+        layers = self.int32_layers(choices, biases=biases) if activations else {}
+        for w, layer in layers.items():
+            if layer.weight is not self.cache.get(w, choices_bits(self.qgraph, choices)[w]):
+                weights[w] = layer.weight.dequantized()  # widened for its bias: a dead channel
+        steps = {layer.bias: layer.step for layer in layers.values()}
         for b in set(steps) | set(biases):
             value = biases[b] if b in biases else self.cache.float_initializer(b)
             weights[b] = bias_on_grid(value, steps[b]) if b in steps else value
         return weights, acts
 
     def bias_steps(
-        self, choices: dict[str, Candidate], weights: set[str] | None = None
+        self,
+        choices: dict[str, Candidate],
+        weights: set[str] | None = None,
+        biases: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """{bias: its int32 scale s_x · s_w per channel} of every bias the emitted model stores
-        as int32 under `choices` (QuantizeBiasPass's conditions: a weight below float whose
-        layer reads a quantized activation), of the layers of `weights` if given."""
-        wbits: dict[str, int] = {}
+        as int32 under `choices`, of the layers of `weights` if given (int32_layers)."""
+        layers = self.int32_layers(choices, weights, biases)
+        return {layer.bias: layer.step for layer in layers.values()}
+
+    def int32_layers(
+        self,
+        choices: dict[str, Candidate],
+        weights: set[str] | None = None,
+        biases: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, Int32Layer]:
+        """{weight: its Int32Layer (the QuantizedWeight as emitted, the int32 scale)} of every
+        layer whose bias the emitted model stores as int32 under `choices` (QuantizeBiasPass's
+        conditions: a weight below float whose layer reads a quantized activation), of the
+        layers of `weights` if given. The weight is the cache's, widened where its bias
+        (`biases`' value, else the model's) would not fit int32 (quant.bias.widened_for_bias)."""
+        wbits = choices_bits(self.qgraph, choices)
         abits: dict[str, int] = {}
         for gname, cand in choices.items():
-            g = self.qgraph.groups[gname]
-            wbits.update({w: cand.w for w in g.weights if cand.w < FLOAT})
-            abits.update({a: cand.a for a in g.activations if cand.a < FLOAT})
-        steps = {}
+            abits.update(
+                {a: cand.a for a in self.qgraph.groups[gname].activations if cand.a < FLOAT}
+            )
+        layers = {}
         for w, bits in wbits.items():
             if weights is not None and w not in weights:
                 continue
             wq = self.qgraph.weights[w]
-            if not wq.bias or len(wq.consumers) != 1 or wq.activation not in abits:
+            bias, act = wq.bias, wq.activation
+            if bias is None or len(wq.consumers) != 1 or act is None or act not in abits:
                 continue
             qw = self.cache.get(w, bits)
             if not takes_int32_bias(wq.op_type, qw, wq.channel_axis):
                 continue
-            shape = np.shape(self.cache.float_initializer(wq.bias))
-            if len(shape) != 1:
+            b = (biases or {}).get(bias)
+            b = self.cache.float_initializer(bias) if b is None else b
+            if np.ndim(b) != 1:
                 continue
-            s_x = self.act_params(wq.activation, abits[wq.activation])[0]
-            steps[wq.bias] = int32_bias_scale(s_x, qw.scale, shape)
-        return steps
+            s_x = self.act_params(act, abits[act])[0]
+            qw = widened_for_bias(qw, b, s_x)
+            layers[w] = Int32Layer(bias, qw, int32_bias_scale(s_x, qw.scale, np.shape(b)))
+        return layers
 
     def weight_values(self, name: str, bits: int) -> np.ndarray:
         """The weight as the probe computes with it: its QuantizedWeight dequantized (read-only)."""
@@ -115,3 +155,13 @@ class ConfigFeeds:
             self._weight_values[key] = (qw, values)
             self._weight_bytes += values.nbytes
         return values
+
+
+def choices_bits(qgraph: QuantizerGraph, choices: dict[str, Candidate]) -> dict[str, int]:
+    """{weight: its bits} of every weight `choices` quantizes."""
+    return {
+        w: cand.w
+        for gname, cand in choices.items()
+        if cand.w < FLOAT
+        for w in qgraph.groups[gname].weights
+    }

@@ -211,13 +211,19 @@ class LayerBiasCorrection:
         # the run computed with the bias on its int32 grid, and the emitted model will round the
         # corrected one to it again: what later layers read moves by the difference of the two
         base = self.comp.weights.float_initializer(bias).astype(np.float32)
-        steps = {} if self.choices is None else self.comp.feeds.bias_steps(self.choices, {weight})
-        step = steps.get(bias)
-        fed = base if step is None else bias_on_grid(base, step)
+        fed = self._on_grid(weight, bias, base)
         target = (fed + delta).astype(np.float32)
         self.corrected[bias] = target
-        shipped = target if step is None else bias_on_grid(target, step)
+        shipped = self._on_grid(weight, bias, target)
         run.shift(out, shipped - fed, axis)  # what later layers read is the corrected output
+
+    def _on_grid(self, weight: str, bias: str, value: np.ndarray) -> np.ndarray:
+        """`value` as the emitted model computes with it as `bias` (its int32 grid), or as is
+        where the run keeps biases float."""
+        if self.choices is None:
+            return value
+        step = self.comp.feeds.bias_steps(self.choices, {weight}, {bias: value}).get(bias)
+        return value if step is None else bias_on_grid(value, step)
 
     def result(self) -> dict[str, np.ndarray] | None:
         """Corrected biases, or None unless every correctable layer was corrected (a plan with

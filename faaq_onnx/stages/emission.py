@@ -51,6 +51,8 @@ class Emission:
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         comp = self.comp
         qweights = comp.optimization.quantized(plan)
+        for w, layer in comp.feeds.int32_layers(plan.choices, biases=biases).items():
+            qweights[w] = layer.weight  # widened where its bias would not fit int32
         nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
         keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with comp.stage("emit"):

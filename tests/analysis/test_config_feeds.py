@@ -99,3 +99,24 @@ def test_corrected_biases_are_measured_as_the_emitted_model_rounds_them(comp):
     probed = comp.prober.session.run(weights, acts)
     for e, p in zip(emitted, probed):
         np.testing.assert_allclose(p, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
+
+
+def test_a_widened_dead_channel_is_measured_as_it_is_emitted(tmp_path):
+    """A bias too large for int32 at s_x · s_w widens its channel's weight scale in the emitted
+    model (quant.bias.widened_for_bias); the probe feeds that widened weight and its bias."""
+    import onnx
+
+    from tests.conftest import build_dead_channel_conv
+
+    onnx.save(build_dead_channel_conv(head=True), tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    calib = {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    comp = Compilation(str(tmp_path / "m.onnx"), calib, QuantConfig(progress=False), 21)
+    plan = comp.uniform("w8a8")
+    (layer,) = comp.prober.int32_layers(plan.choices).values()
+    assert layer.weight is not comp.weights.get("w", 8)  # widened
+    assert layer.weight.scale[2] > 100 * comp.weights.get("w", 8).scale[2]
+    model, _ = comp.build(plan, bias_corrected=False)
+    emitted = _emitted_float_outputs(model, comp.prober.session.inputs)
+    probed = comp.prober.outputs(plan.choices)
+    np.testing.assert_allclose(probed[0], emitted[0], rtol=1e-4, atol=1e-4)

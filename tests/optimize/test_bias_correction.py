@@ -299,22 +299,29 @@ def test_a_layer_read_through_another_clipping_activation_is_corrected_after_it(
     assert _activation_shift_ratio(path, cnn_calib, act_output) > before
 
 
-def test_float_means_from_a_shared_float_run_correct_as_their_own_pass_does(
-    tiny_cnn, cnn_calib, monkeypatch
-):
-    """In a pass that runs the float model layer by layer anyway (GPTQ fit to the float output),
-    bias correction takes its float means from that run: no float pass of its own, the same
-    corrections."""
-    from faaq_onnx.analysis.probe import build_probe, probe_feeds
-    from faaq_onnx.optimize import bias_correction as bc
-    from faaq_onnx.runtime.segments import SegmentedRun
+def _w2a8_probe_feeds(tiny_cnn, cnn_calib):
+    """(compilation, W2A8 plan, 32 samples, the probe feeds of that plan)."""
+    from faaq_onnx.analysis.probe import probe_feeds
 
     cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
     comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
     plan = comp.uniform("w2a8")
     inputs = {k: v[:32] for k, v in comp.inputs.items()}
     weights, acts = comp.feeds.feeds(plan.choices)
-    feeds = probe_feeds(comp.qgraph.activations, weights, acts)
+    return comp, plan, inputs, probe_feeds(comp.qgraph.activations, weights, acts)
+
+
+def test_float_means_from_a_shared_float_run_correct_as_their_own_pass_does(
+    tiny_cnn, cnn_calib, monkeypatch
+):
+    """In a pass that runs the float model layer by layer anyway (GPTQ fit to the float output),
+    bias correction takes its float means from that run: no float pass of its own, the same
+    corrections."""
+    from faaq_onnx.analysis.probe import build_probe
+    from faaq_onnx.optimize import bias_correction as bc
+    from faaq_onnx.runtime.segments import SegmentedRun
+
+    comp, plan, inputs, feeds = _w2a8_probe_feeds(tiny_cnn, cnn_calib)
     probe = build_probe(comp.float_proto, comp.qgraph)
     passes = []
     real = bc.channel_means
@@ -342,18 +349,13 @@ def test_layers_after_a_correction_read_what_the_emitted_model_computes(tiny_cnn
     every corrected layer's kept output equals the emitted model's, run in float."""
     import onnx
 
-    from faaq_onnx.analysis.probe import build_probe, probe_feeds
+    from faaq_onnx.analysis.probe import build_probe
     from faaq_onnx.optimize import bias_correction as bc
     from faaq_onnx.runtime.runner import run_all
     from faaq_onnx.runtime.segments import SegmentedRun
     from faaq_onnx.runtime.session import make_session
 
-    cfg = QuantConfig(progress=False, scheme="w2a8", calib_size=32, optimize="bias-correction")
-    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
-    plan = comp.uniform("w2a8")
-    inputs = {k: v[:32] for k, v in comp.inputs.items()}
-    weights, acts = comp.feeds.feeds(plan.choices)
-    feeds = probe_feeds(comp.qgraph.activations, weights, acts)
+    comp, plan, inputs, feeds = _w2a8_probe_feeds(tiny_cnn, cnn_calib)
     run = SegmentedRun(build_probe(comp.float_proto, comp.qgraph), inputs, 32, feeds=lambda: feeds)
     fix = bc.LayerBiasCorrection(comp, inputs, plan.choices)
     kept = {}

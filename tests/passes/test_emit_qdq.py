@@ -390,34 +390,19 @@ def test_a_group_kept_float_reads_its_float_weight(tiny_cnn, cnn_calib):
     assert min(o["sqnr_db"] for o in res.report["verify"]["outputs"].values()) > 25
 
 
-def test_an_int32_bias_that_overflows_saturates_on_its_own_sign(tmp_path):
-    """A channel with tiny weights (BN-folded, as in EfficientNet-Lite0) has a tiny weight scale, so
-    its int32 bias overflows: computed in float32 the bound 2**31 - 1 rounded to 2**31 and the
-    bias wrapped to -2**31 (a sign flip, and numpy's 'invalid value encountered in cast')."""
+def test_a_bias_too_large_for_int32_widens_its_channels_weight_scale(tmp_path):
+    """A channel with tiny weights (BN-folded, as in EfficientNet-Lite0, PP-OCRv4 det and rec)
+    has a tiny weight scale, so its int32 bias overflows. Computed in float32 the bound rounded to
+    2**31 and the bias wrapped to -2**31 (a sign flip); saturated, it came out as ~0 and the
+    channel's constant output was lost. The channel's weight scale is widened instead (as ORT's
+    quantizer does): its tiny weights round to 0 and the bias survives."""
     import warnings
 
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from faaq_onnx import quantize
-    from faaq_onnx.config import QuantConfig
+    from tests.conftest import build_dead_channel_conv
 
     rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
-    w[2] *= 1e-8
-    b = np.array([0.1, -0.2, 0.5, 0.05], np.float32)
-    g = helper.make_graph(
-        [
-            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4, name="conv"),
-            helper.make_node("Relu", ["c"], ["y"], name="relu"),
-        ],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
+    m = build_dead_channel_conv()
+    b = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "b"))
     src, out = tmp_path / "m.onnx", tmp_path / "q.onnx"
     onnx.save(m, src)
     with warnings.catch_warnings():
@@ -428,7 +413,11 @@ def test_an_int32_bias_that_overflows_saturates_on_its_own_sign(tmp_path):
             str(out),
             QuantConfig(scheme="w8a8", progress=False),
         )
-    bias = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}[
-        "b_quantized"
-    ]
-    assert bias[2] == 2**31 - 1 and np.all(np.sign(bias) == np.sign(b))
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    bias, scale = inits["b_quantized"], inits["b_scale"]
+    assert np.all(np.abs(bias) <= 2**30) and np.all(np.sign(bias) == np.sign(b))
+    np.testing.assert_allclose(bias * scale, b, rtol=1e-3)  # every channel's bias survives
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    (got,) = run_model(str(out), {"x": x})
+    (ref,) = run_model(str(src), {"x": x})
+    np.testing.assert_allclose(got[:, 2], ref[:, 2], atol=0.01)  # the dead channel's constant
