@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from faaq_onnx.analysis.metrics import output_errors, output_metrics
-from faaq_onnx.errors import FaaqError
+from faaq_onnx.analysis.verify import against_reference
 from faaq_onnx.optimize.plan_rounding import PlanRounding
 from faaq_onnx.plan import BitPlan, choices_key
 from faaq_onnx.weight_cache import WeightCache, quantize_weights
@@ -121,10 +121,11 @@ def reference_outputs(comp, inputs: dict) -> list:
     n = len(next(iter(inputs.values())))
     cache = comp.__dict__.setdefault("_reference_outputs", {})
     if n not in cache:
-        try:
-            cache[n] = _outputs(str(comp.model_path), inputs, comp.config)
-        except FaaqError:
-            cache[n] = _outputs(comp.float_proto, inputs, comp.config)
+        cache[n] = against_reference(
+            str(comp.model_path),
+            comp.float_proto,
+            lambda model: _outputs(model, inputs, comp.config),
+        )
     return cache[n]
 
 
