@@ -83,13 +83,27 @@ def _db(x: float) -> str:
     return "identical" if x == float("inf") else f"{x:.1f}"
 
 
+def _commits(rows: list[dict]) -> str:
+    """Which rows each commit measured (a partial rerun keeps the other rows)."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        models = by.setdefault(r.get("at") or "?", [])
+        if r["model"] not in models:
+            models.append(r["model"])
+    return "; ".join(f"{c} ({', '.join(m)})" for c, m in by.items())
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Probe against the emitted model, on other exporters' files",
         "",
         f"{meta_stamp(meta)} `python benchmarks/bench_probe_agreement.py --data-dir "
-        "../shared/data`. Calibration samples of the "
-        "foreign corpus, rounded to nearest. Pooled SQNR in dB (higher: closer).",
+        f"../shared/data`. Rows measured at: {_commits(rows)}. Calibration samples of the "
+        "foreign corpus (32 by default), rounded to nearest (`--optimize none`). Pooled SQNR in "
+        "dB over every output element (higher: closer). *probe vs emitted*: the probe's outputs "
+        "against the emitted QDQ model run with every ORT optimization off; *kernels vs float "
+        "QDQ*: the emitted model as ORT runs it (integer kernels) against the same model with "
+        "optimizations off; *difference*: probe minus shipped, in dB to float.",
         "",
         "| model | scheme | weighted ops on integer kernels | int32 biases "
         "| probe vs emitted (float QDQ) | kernels vs float QDQ "
@@ -135,6 +149,8 @@ def main() -> None:
                 rows.append(row)
                 loads.append(os.getloadavg()[0])
     meta = run_meta(loads)
+    for r in rows:
+        r.setdefault("at", meta.get("head", ""))
     if args.models:  # a partial run replaces its models' rows and keeps the others
         kept = [r for r in previous("probe_agreement").get("rows", []) if r["model"] not in names]
         order = {m: i for i, m in enumerate(corpus.BUILDERS)}
