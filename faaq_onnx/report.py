@@ -16,6 +16,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
         "skipped": comp.qgraph.skipped,
         "dropped_clamps": emitted.dropped_clamps,
         "int32_biases": len(emitted.int32_biases),
+        "widened_for_bias": emitted.widened_for_bias,
         "matmulnbits": emitted.matmulnbits,
         "matmul_kernel": {
             "mode": comp.config.matmul_kernel,

@@ -112,10 +112,25 @@ def summary_line(report: dict) -> str:
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + (f"  {compute_line(report)}\n" if compute_line(report) else "")
         + (f"  {branches_line(report)}\n" if branches_line(report) else "")
+        + (f"  {widened_line(report)}\n" if widened_line(report) else "")
         + "\n".join(
             f"  kernels: {line}" if i == 0 else f"  {line}"
             for i, line in enumerate(report["verify"]["kernels"]["summary"])
         )
+    )
+
+
+def widened_line(report: dict) -> str | None:
+    """'int32 biases: 97 channels in 26 layers had near-zero weights under a bias ...' where
+    emission widened weight scales so that a bias fits int32 (quant.bias.widened_for_bias)."""
+    widened = report.get("widened_for_bias") or {}
+    if not widened:
+        return None
+    channels = sum(widened.values())
+    return (
+        f"int32 biases: {channels} channel(s) in {len(widened)} layer(s) had near-zero weights "
+        "under a bias too large for int32 at their scale; their weight scales were widened so the "
+        "bias fits (those weights round to 0)"
     )
 
 

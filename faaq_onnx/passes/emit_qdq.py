@@ -32,6 +32,8 @@ class EmitSummary:
     activations: dict[str, dict] = field(default_factory=dict)
     dropped_clamps: list[str] = field(default_factory=list)
     int32_biases: list[str] = field(default_factory=list)
+    # {weight: channels whose scale was widened so that their bias fits int32 (quant.bias)}
+    widened_for_bias: dict[str, int] = field(default_factory=dict)
     matmulnbits: list[str] = field(default_factory=list)  # nodes emitted as MatMulNBits
     constant_operands: list[str] = field(default_factory=list)  # 'node:input' given a DQ
 

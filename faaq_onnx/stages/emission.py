@@ -3,6 +3,7 @@ plain ONNX Runtime against the model the user gave."""
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -51,8 +52,11 @@ class Emission:
     ) -> tuple[onnx.ModelProto, EmitSummary]:
         comp = self.comp
         qweights = comp.optimization.quantized(plan)
+        widened = {}
         for w, layer in comp.feeds.int32_layers(plan.choices, biases=biases).items():
-            qweights[w] = layer.weight  # widened where its bias would not fit int32
+            if layer.weight is not qweights[w]:  # widened: its bias would not fit int32
+                widened[w] = int(np.sum(layer.weight.scale != qweights[w].scale))
+                qweights[w] = layer.weight
         nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
         keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
         with comp.stage("emit"):
@@ -69,6 +73,7 @@ class Emission:
                 comp.int2,
                 keep_clamps=keep,
             )
+            emitted.widened_for_bias = widened
             DropSampleAxisPass(comp.stacked)(qmodel)  # the user's inputs, as they were
             proto = to_proto(qmodel)
             if nbits:

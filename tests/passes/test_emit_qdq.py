@@ -407,12 +407,17 @@ def test_a_bias_too_large_for_int32_widens_its_channels_weight_scale(tmp_path):
     onnx.save(m, src)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        quantize(
+        res = quantize(
             str(src),
             {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)},
             str(out),
             QuantConfig(scheme="w8a8", progress=False),
         )
+    # the report and the summary say what was done to which layer
+    from faaq_onnx.cli.summary import summary_line
+
+    assert res.report["widened_for_bias"] == {"w": 1}
+    assert "int32 biases: 1 channel(s) in 1 layer(s)" in summary_line(res.report)
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
     bias, scale = inits["b_quantized"], inits["b_scale"]
     assert np.all(np.abs(bias) <= 2**30) and np.all(np.sign(bias) == np.sign(b))
