@@ -24,11 +24,13 @@ FEED_CACHE_BYTES = 512 << 20  # dequantized weights kept between configurations,
 
 class Int32Layer(NamedTuple):
     """A layer whose bias the emitted model stores as int32: the bias's name, the layer's
-    QuantizedWeight as emitted (widened where the bias would not fit), the bias's scale."""
+    QuantizedWeight as emitted, the bias's scale, and how many channels that weight had its
+    scale widened on so the bias fits (0: the cache's weight itself)."""
 
     bias: str
     weight: QuantizedWeight
     step: np.ndarray
+    widened: int = 0
 
 
 class ConfigFeeds:
@@ -83,8 +85,8 @@ class ConfigFeeds:
         biases = biases or {}
         layers = self.int32_layers(choices, biases=biases) if activations else {}
         for w, layer in layers.items():
-            if layer.weight is not self.cache.get(w, choices_bits(self.qgraph, choices)[w]):
-                weights[w] = layer.weight.dequantized()  # widened for its bias: a dead channel
+            if layer.widened:  # rare: a dead channel under a bias too large for int32
+                weights[w] = layer.weight.dequantized()
         steps = {layer.bias: layer.step for layer in layers.values()}
         for b in set(steps) | set(biases):
             value = biases[b] if b in biases else self.cache.float_initializer(b)
@@ -135,8 +137,10 @@ class ConfigFeeds:
             if np.ndim(b) != 1:
                 continue
             s_x = self.act_params(act, abits[act])[0]
-            qw = widened_for_bias(qw, b, s_x)
-            layers[w] = Int32Layer(bias, qw, int32_bias_scale(s_x, qw.scale, np.shape(b)))
+            wide = widened_for_bias(qw, b, s_x)
+            widened = 0 if wide is qw else int(np.sum(wide.scale != qw.scale))
+            step = int32_bias_scale(s_x, wide.scale, np.shape(b))
+            layers[w] = Int32Layer(bias, wide, step, widened)
         return layers
 
     def weight_values(self, name: str, bits: int) -> np.ndarray:

@@ -3,7 +3,6 @@ plain ONNX Runtime against the model the user gave."""
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -54,8 +53,8 @@ class Emission:
         qweights = comp.optimization.quantized(plan)
         widened = {}
         for w, layer in comp.feeds.int32_layers(plan.choices, biases=biases).items():
-            if layer.weight is not qweights[w]:  # widened: its bias would not fit int32
-                widened[w] = int(np.sum(layer.weight.scale != qweights[w].scale))
+            if layer.widened:  # its bias would not fit int32 at the cache's scale
+                widened[w] = layer.widened
                 qweights[w] = layer.weight
         nbits = matmul_nbits_nodes(comp, plan) if nbits is None else nbits
         keep = {a for g in comp.qgraph.groups.values() if set(g.ops) & nbits for a in g.activations}
