@@ -62,3 +62,24 @@ def kendall_tau(a, b) -> float:
     da, db = da[upper], db[upper]
     denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
     return float(np.sum(da * db) / denom) if denom else float("nan")
+
+
+def weighted_kendall_tau(a, b) -> float:
+    """Kendall's tau with each pair weighted by 1/(r_i + 1) + 1/(r_j + 1), r an item's rank from
+    the highest score down (Vigna's hyperbolic weighted tau), averaged over ranking by `a` and
+    by `b`: disagreements among the top items count most, those far down the list hardly at
+    all. nan when either scoring is constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    da = np.sign(a[:, None] - a[None, :])
+    db = np.sign(b[:, None] - b[None, :])
+    upper = np.triu_indices(len(a), 1)
+    da, db = da[upper], db[upper]
+    taus = []
+    for by in (a, b):
+        rank = np.empty(len(by))
+        rank[np.argsort(-by, kind="stable")] = np.arange(len(by))
+        w = 1.0 / (rank + 1.0)
+        pair = (w[:, None] + w[None, :])[upper]
+        denom = np.sqrt(np.sum(pair * da * da) * np.sum(pair * db * db))
+        taus.append(np.sum(pair * da * db) / denom if denom else np.nan)
+    return float(np.mean(taus))

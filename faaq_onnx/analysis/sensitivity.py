@@ -277,7 +277,7 @@ def sensitivity(
         else:  # each group's configurations from the float tensors in front of it
             measure = _serial(get_prober(), float_proto, jobs, progress)
         chunks = auto_chunks(samples) if auto else [samples]
-        measured, stability, samples = sweep_chunks(measure, inputs, chunks)
+        measured, stability, samples, plateau = sweep_chunks(measure, inputs, chunks)
         for g, c in jobs:
             entry = dict(measured[(g.name, str(c))])
             if "kl" not in metrics:
@@ -295,10 +295,12 @@ def sensitivity(
     if stability is not None:  # Kendall tau of the SQNR ranking, first half vs second half
         meta["ranking_tau_halves"] = stability
     if auto and stability is not None:
+        # weighted_tau: stopped where more samples no longer steadied the ranking
         meta["samples_auto"] = {
             "available": available,
             "first": AUTO_FIRST,
             "tau": AUTO_TAU,
+            **({"weighted_tau": plateau} if plateau is not None else {}),
         }
     if "fit" in metrics and fit_fn is not None:
         fit, why = fit_fn(jobs)
@@ -339,11 +341,19 @@ def sweep_chunks(measure, inputs: dict, chunks: list[int]):
     AUTO_TAU): a configuration costs about one float run per sample, and a stable ranking
     needs no more samples. `measure(chunk inputs)` gives {job: (SQNR ratios, KL)} per sample.
 
-    Returns ({job: metrics}, the last split-half tau, the samples used)."""
+    Also stops where doubling the samples left tau no higher and the tau that weighs the most
+    damaging configurations most (split_half_tau weighted) holds: what still disagrees is the
+    order of near-lossless ones, which more samples do not settle and the allocator hardly
+    reads. PP-OCRv4's recognizer, 371 configurations: tau 0.78 / 0.75 / 0.80 / 0.76 at 8 / 16 /
+    32 / 64 samples (its 8-bit configurations' SQNRs of 33 to 92 dB rank at tau 0.5-0.6 between
+    halves), weighted 0.89 / 0.91 / 0.92 / 0.91: it stops at 16 instead of sweeping all 64.
+
+    Returns ({job: metrics}, the last split-half tau, the samples used, the weighted tau where
+    that stopped it, else None)."""
     from faaq_onnx.analysis.suffix_sweep import split_half_tau
 
     per_sample: dict = {}
-    start, tau = 0, None
+    start, tau, previous, plateau = 0, None, None, None
     for stop in chunks:
         chunk = (
             inputs
@@ -360,4 +370,10 @@ def sweep_chunks(measure, inputs: dict, chunks: list[int]):
         start, tau = stop, split_half_tau(per_sample)
         if tau is None or tau >= AUTO_TAU:
             break
-    return {k: output_metrics(*v) for k, v in per_sample.items()}, tau, start
+        if previous is not None and tau <= previous and stop < chunks[-1]:
+            weighted = split_half_tau(per_sample, weighted=True)
+            if weighted is not None and weighted >= AUTO_TAU:
+                plateau = weighted
+                break
+        previous = tau
+    return {k: output_metrics(*v) for k, v in per_sample.items()}, tau, start, plateau

@@ -18,7 +18,13 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from faaq_onnx.analysis.metrics import kendall_tau, output_errors, output_metrics, ratio_db
+from faaq_onnx.analysis.metrics import (
+    kendall_tau,
+    output_errors,
+    output_metrics,
+    ratio_db,
+    weighted_kendall_tau,
+)
 from faaq_onnx.analysis.probe import build_probe, param_name, probe_feeds
 from faaq_onnx.graph import prefix_model, reader_index
 from faaq_onnx.groups import QuantizerGraph
@@ -106,9 +112,10 @@ class SuffixSweep:
         return np.concatenate([e[0] for e in errors]), np.concatenate([e[1] for e in errors])
 
 
-def split_half_tau(per_sample: dict) -> float | None:
+def split_half_tau(per_sample: dict, weighted: bool = False) -> float | None:
     """Kendall tau between the jobs' SQNR on the first and on the second half of the samples:
-    how stable the sweep's ranking is at this many samples (None: too few to split)."""
+    how stable the sweep's ranking is at this many samples (None: too few to split). `weighted`:
+    the most damaging configurations' order counts most (weighted_kendall_tau on the noise)."""
     if len(per_sample) < 3:
         return None
     n = len(next(iter(per_sample.values()))[0])
@@ -118,6 +125,8 @@ def split_half_tau(per_sample: dict) -> float | None:
         [ratio_db(float(np.mean(r[part]))) for r, _ in per_sample.values()]
         for part in (slice(0, n // 2), slice(n // 2, None))
     ]
+    if weighted:  # the lowest SQNR first
+        return round(weighted_kendall_tau(*(-np.asarray(h) for h in halves)), 3)
     return round(kendall_tau(*halves), 3)
 
 

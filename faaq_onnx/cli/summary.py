@@ -18,6 +18,8 @@ def rounding_line(report: dict) -> str:
     if passes[0].get("start"):  # --rounding-start gptq: GPTQ rounded first, learning started there
         mode += f" (GPTQ {sum(r.get('start', {}).get('seconds', 0.0) for r in passes):.1f} s of it)"
     layers = len({w for r in passes for u in r["units"] for w in u["weights"]})
+    widths = sorted({b for r in passes for b in r.get("also_bits", [])})
+    at = f" (and at {_listed(widths)} bits from the same Hessians)" if widths else ""
     seconds = sum(r.get("seconds", 0.0) for r in passes)
     why = (
         " (--optimize auto; --optimize none rounds to nearest, --effort best takes longer for more)"
@@ -33,9 +35,14 @@ def rounding_line(report: dict) -> str:
     elif corrected:  # corrected during the rounding pass: its time is in the seconds above
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return (
-        f"rounding: {mode} on {layers} weights below 8 bits{_clipped(passes)}, {seconds:.1f} s"
+        f"rounding: {mode} on {layers} weights below 8 bits{at}{_clipped(passes)}, {seconds:.1f} s"
         f"{_stopped(passes)}{_held_out(passes)}{bias}{why}{_bias_check(report)}"
     )
+
+
+def _listed(items) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _stopped(passes: list[dict]) -> str:
@@ -160,12 +167,20 @@ def sensitivity_line(report: dict) -> str | None:
         return None
     line = f"sensitivity: {meta['configs']} configurations on {meta['samples']} samples"
     auto = meta.get("samples_auto")
-    if auto:  # --sensitivity-samples auto: say what it skipped and why
+    if auto and "weighted_tau" in auto:  # stopped as more samples no longer steadied it
+        line += (
+            f" of {auto['available']} (auto: doubled from {auto['first']} until tau stopped "
+            f"rising, the most damaging configurations ranked at weighted tau "
+            f"{auto['weighted_tau']:.2f} >= {auto['tau']})"
+        )
+    elif auto:  # --sensitivity-samples auto: say what it skipped and why
         line += f" of {auto['available']} (auto: doubled from {auto['first']} until tau >= {auto['tau']})"
     tau = meta.get("ranking_tau_halves")
     if tau is not None:
         line += f"; ranking stability {tau:.2f} (Kendall tau, first vs second half of the samples)"
-        if tau < 0.8:
+        if tau < 0.8 and auto and "weighted_tau" in auto:
+            line += ": what disagrees is mostly the order of near-lossless configurations"
+        elif tau < 0.8:
             line += ": low, more --sensitivity-samples or --calib-size would rank more reliably"
     return line
 

@@ -51,6 +51,7 @@ class LayerJob:
     skipped: dict[str, str] = field(default_factory=dict)
     hessian_s: float = 0.0  # building and summing this layer's patches
     starts: dict | None = None  # where to put the compensated weights GPTQ rounds (gptq_layers)
+    also_bits: tuple[int, ...] = ()  # widths rounded from the same Hessians besides the plan's
 
     @property
     def hessian_bytes(self) -> int:
@@ -68,6 +69,7 @@ def gptq_layers(
     inputs: str,
     correct_biases: bool = False,
     starts=None,
+    also_bits: tuple[int, ...] = (),
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
@@ -75,10 +77,12 @@ def gptq_layers(
     it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
     the error-compensated weights GPTQ rounded, where a learned rounding can start. With
     config.gptq_asymmetric (and inputs other than float) each layer is fit to the float model's
-    output."""
+    output. `also_bits`: other widths each weight is rounded to as well, from the same Hessian
+    (shared_context)."""
     jobs = [_job(comp, u, wbits) for u in units]
     for job in jobs:
         job.starts = starts
+        job.also_bits = tuple(b for b in also_bits if b < 8)
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
         float_run = data.float_run() if comp.config.gptq_asymmetric else None
@@ -220,19 +224,7 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         if h.compares_float:  # asked for: say per weight whether the layer had rows enough
             out.setdefault("asymmetric", []).append(fitted is not None)
         target = w_float if fitted is None else fitted
-        grid = rtn.grid
-        if clips:  # each channel's range chosen by the output error under h (gptq_clip)
-            grid, ratios = output_clipped_grid(lw.form, target, h.h, grid)
-            out.setdefault("clip", []).append(round(float(np.mean(ratios)), 3))
-        qw = gptq_mod.gptq_weight(
-            lw.form,
-            target,
-            h.h,
-            grid,
-            comp.config.weight_symmetric,
-            comp.config.weight_range,
-            starts=start,
-        )
+        qw = _gptq_at(comp, lw, target, rtn, clips, out, start)
         if job.starts is not None and start:
             job.starts[lw.name] = start["w"]
         comp.weights.put(lw.name, wbits[lw.name], qw)
@@ -240,8 +232,34 @@ def _round(comp, job: LayerJob, wbits, extra: dict) -> dict:
         # both against the weights GPTQ fit: the float ones, or the asymmetric target
         out["mse_nearest"] += h.output_error(rtn.dequantized() - target)
         out["mse"] += h.output_error(qw.dequantized() - target)
+        for bits in job.also_bits:
+            if bits != wbits[lw.name]:
+                other = comp.weights.get(lw.name, bits)
+                comp.weights.put(lw.name, bits, _gptq_at(comp, lw, target, other, clips, {}, None))
         lw.hessian = None  # the wave's memory goes back as each layer is rounded
+    if job.also_bits:
+        out["also_bits"] = list(job.also_bits)
     out["act_order"] = gptq_mod.ACT_ORDER
     out["rounding_s"] = round(time.perf_counter() - t0, 2)
     out["seconds"] = round(out.get("inputs_s", 0.0) + job.hessian_s + out["rounding_s"], 2)
     return out
+
+
+def _gptq_at(comp, lw: LayerWeight, target, rtn, clips: bool, out: dict, start: dict | None):
+    """`target` rounded by GPTQ under the layer's Hessian on the grid of `rtn` (one width's
+    round-to-nearest weight), each channel's range first narrowed where `clips`."""
+    h = lw.hessian
+    assert h is not None
+    grid = rtn.grid
+    if clips:  # each channel's range chosen by the output error under h (gptq_clip)
+        grid, ratios = output_clipped_grid(lw.form, target, h.h, grid)
+        out.setdefault("clip", []).append(round(float(np.mean(ratios)), 3))
+    return gptq_mod.gptq_weight(
+        lw.form,
+        target,
+        h.h,
+        grid,
+        comp.config.weight_symmetric,
+        comp.config.weight_range,
+        starts=start,
+    )

@@ -3,8 +3,9 @@
 Units are optimized in graph order; each finished unit's integers go into the weight
 cache under (weight, bits), so the next unit's inputs (`quantized` mode) already see
 them, the sensitivity sweep measures them, and the emitter ships them. For mixed
-precision the pipeline calls this once per candidate weight width (seed 003 §3.5):
-the allocator then chooses between rounded weights, not round-to-nearest ones.
+precision the pipeline rounds every candidate weight width (seed 003 §3.5; GPTQ several
+widths from one pass's Hessians, plan_rounding.shared_contexts): the allocator then chooses
+between rounded weights, not round-to-nearest ones.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def optimize_rounding(
     learn_activations: bool = True,
     progress: bool = False,
     start: str = "nearest",
+    also_bits: tuple[int, ...] = (),
 ) -> dict:
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report.
 
@@ -89,8 +91,10 @@ def optimize_rounding(
     if mode == "gptq":
         correct = "bias-correction" in comp.config.optimize
         report["units"], report["inputs_s"], biases = gptq_layers(
-            comp, units, data, plan, wbits, inputs, correct_biases=correct
+            comp, units, data, plan, wbits, inputs, correct_biases=correct, also_bits=also_bits
         )
+        if also_bits:  # rounded from this pass's Hessians too (plan_rounding.shared_contexts)
+            report["also_bits"] = list(also_bits)
         if biases is not None:
             report["bias_corrections"] = biases  # taken out by PlanRounding (arrays, not report)
         report["seconds"] = round(time.perf_counter() - t_all, 2)

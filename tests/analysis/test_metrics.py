@@ -81,3 +81,20 @@ def test_kendall_tau_counts_concordant_pairs():
     # a = [1, 1, 2]: pairs (0,1) tied in a; (0,2), (1,2) concordant with b = [1, 2, 3]
     assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / np.sqrt(2 * 3))
     assert np.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_weighted_kendall_tau_counts_the_top_of_the_ranking_most():
+    """One swapped pair costs plain tau the same anywhere; weighted tau loses more for a swap of
+    the two highest items than for a swap of the two lowest, and is 1 / -1 for the same / the
+    reversed order."""
+    from faaq_onnx.analysis.metrics import kendall_tau, weighted_kendall_tau
+
+    a = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    top = [5.0, 6.0, 4.0, 3.0, 2.0, 1.0]
+    bottom = [6.0, 5.0, 4.0, 3.0, 1.0, 2.0]
+    assert kendall_tau(a, top) == pytest.approx(kendall_tau(a, bottom))
+    assert weighted_kendall_tau(a, a) == pytest.approx(1.0)
+    assert weighted_kendall_tau(a, a[::-1]) == pytest.approx(-1.0)
+    assert weighted_kendall_tau(a, top) < weighted_kendall_tau(a, bottom) < 1.0
+    assert weighted_kendall_tau(a, bottom) > kendall_tau(a, bottom)
+    assert np.isnan(weighted_kendall_tau(a, [1.0] * 6))

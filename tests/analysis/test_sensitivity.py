@@ -284,3 +284,35 @@ def test_auto_sweep_adds_samples_while_the_ranking_moves(tiny_cnn, monkeypatch):
     assert got.meta["ranking_tau_halves"] == want.meta["ranking_tau_halves"]
     _same_tables(got, want)
     assert all(len(r) == 64 for r in auto.prober.reference)
+
+
+@pytest.mark.parametrize(
+    "plain, weighted, stops_at, plateau",
+    [
+        ([0.78, 0.75, 0.80, 0.76], [0.89, 0.91, 0.92, 0.91], 16, 0.91),  # PP-OCRv4 rec's values
+        ([0.78, 0.80, 0.79, 0.85], [0.93, 0.93, 0.95, 0.95], 32, 0.95),  # rose once, then not
+        ([0.78, 0.75, 0.74, 0.73], [0.85, 0.86, 0.88, 0.89], 64, None),  # the top moves too
+        ([0.80, 0.85, 0.92, 0.95], [0.95, 0.95, 0.95, 0.95], 32, None),  # tau reached
+    ],
+)
+def test_auto_sweep_stops_when_more_samples_no_longer_steady_the_ranking(
+    monkeypatch, plain, weighted, stops_at, plateau
+):
+    """Doubling without tau rising stops the sweep only where the weighted tau holds; the last
+    chunk is all the samples anyway."""
+    import faaq_onnx.analysis.suffix_sweep as ss
+    from faaq_onnx.analysis.sensitivity import sweep_chunks
+
+    def fake_tau(per_sample, weighted_tau=False):
+        n = len(next(iter(per_sample.values()))[0])
+        return (weighted if weighted_tau else plain)[[8, 16, 32, 64].index(n)]
+
+    monkeypatch.setattr(ss, "split_half_tau", lambda p, weighted=False: fake_tau(p, weighted))
+
+    def measure(chunk):
+        n = len(chunk["x"])
+        return {("g", "w4a8"): (np.ones(n), np.zeros(n)), ("h", "w4a8"): (np.ones(n), np.zeros(n))}
+
+    _, tau, samples, stopped = sweep_chunks(measure, {"x": np.arange(64)}, [8, 16, 32, 64])
+    assert samples == stops_at and stopped == plateau
+    assert tau == plain[[8, 16, 32, 64].index(stops_at)]

@@ -88,3 +88,23 @@ def test_split_half_tau_ranks_the_jobs_on_each_half_of_the_samples():
     assert split_half_tau(short) is None
     four = {**per_sample, "d": (np.array([5.0, 5.0, 5.0, 5.0]), kl)}  # below b, then above it
     assert split_half_tau(four) == pytest.approx(0.333, abs=1e-9)  # 4 of 6 pairs agree
+
+
+def test_weighted_split_half_tau_weighs_the_lowest_sqnr_most():
+    """Two near-lossless jobs swap between halves while the damaging ones keep their order:
+    plain tau pays for the swap as for any, the weighted one (lowest SQNR first) hardly."""
+    from faaq_onnx.analysis.suffix_sweep import split_half_tau
+
+    kl = np.zeros(4)
+    per_sample = {
+        "worst": (np.array([1.0, 1.0, 1.0, 1.0]), kl),
+        "bad": (np.array([10.0, 10.0, 10.0, 10.0]), kl),
+        "fair": (np.array([100.0, 100.0, 100.0, 100.0]), kl),
+        "fine": (np.array([1e6, 1e6, 3e6, 3e6]), kl),
+        "finer": (np.array([2e6, 2e6, 1e6, 1e6]), kl),
+    }
+    plain, weighted = split_half_tau(per_sample), split_half_tau(per_sample, weighted=True)
+    assert plain == pytest.approx(0.8, abs=1e-9)  # 9 of 10 pairs agree
+    assert plain < weighted < 1.0
+    swapped_top = dict(per_sample, worst=(np.array([1.0, 1.0, 20.0, 20.0]), kl))
+    assert split_half_tau(swapped_top, weighted=True) < weighted

@@ -70,6 +70,12 @@ def test_rounding_line_counts_weights_seconds_and_bias_correction():
         "seconds": 1.0,
     }
     assert rounding_line(two) == "rounding: gptq on 4 weights below 8 bits, 3.2 s"
+    shared = _rounding(units)
+    shared["optimization"]["rounding"]["a"]["also_bits"] = [2, 3, 6]
+    assert rounding_line(shared) == (
+        "rounding: gptq on 3 weights below 8 bits (and at 2, 3 and 6 bits from the same "
+        "Hessians), 2.2 s"
+    )
     checked = _rounding(units)
     check = {"sqnr_db": {"all": 19.54, "none": 24.31, "8-bit activations": 24.1}, "samples": 128}
     checked["optimization"]["bias_correction_check"] = dict(check, kept="none")
@@ -182,6 +188,14 @@ def test_summary_line_states_the_sweeps_ranking_stability():
     rep["sensitivity"].update(samples=16, samples_auto={"available": 64, "first": 16, "tau": 0.9})
     assert sensitivity_line(rep).startswith(
         "sensitivity: 108 configurations on 16 samples of 64 (auto: doubled from 16 until tau >= 0.9)"
+    )
+    rep["sensitivity"]["samples_auto"]["weighted_tau"] = 0.912
+    rep["sensitivity"]["ranking_tau_halves"] = 0.75
+    assert sensitivity_line(rep) == (
+        "sensitivity: 108 configurations on 16 samples of 64 (auto: doubled from 16 until tau "
+        "stopped rising, the most damaging configurations ranked at weighted tau 0.91 >= 0.9); "
+        "ranking stability 0.75 (Kendall tau, first vs second half of the samples): what "
+        "disagrees is mostly the order of near-lossless configurations"
     )
 
 

@@ -184,6 +184,35 @@ def test_sequential_inputs_give_the_same_rounding_as_one_float_pass():
     )
 
 
+class EveryWidth(Weights):
+    """Keeps what is put at every width (Weights keeps the last put per weight)."""
+
+    def put(self, name, bits, q):
+        self.stored[(name, bits)] = q
+
+
+@pytest.mark.parametrize("inputs", ["quantized", "float"])
+def test_other_widths_are_rounded_from_the_same_hessians(inputs):
+    """One pass, several widths: each extra width gets GPTQ's rounding under the pass's Hessian
+    (the one a pass at that width alone computes from the same inputs), not nearest; 8 bits
+    and the pass's own width are not rounded twice."""
+    comp, unit, w, x, wbits = _mlp_comp(bits=4)
+    comp.weights = EveryWidth({"w": w}, {"w": 1})
+    data = SeqData(x) if inputs == "quantized" else FloatData(x)
+    plan = SimpleNamespace(choices={})
+    reports, _, _ = gptq_layers(comp, [unit], data, plan, wbits, inputs, also_bits=(2, 3, 4, 8))
+    assert sorted(comp.weights.stored) == [("w", 2), ("w", 3), ("w", 4)]
+    assert reports[0]["also_bits"] == [2, 3, 4]  # asked, the pass's own width skipped
+    for bits in (2, 3):
+        alone = _mlp_comp(bits=bits)[0]
+        alone.weights = EveryWidth({"w": w}, {"w": 1})
+        gptq_layers(alone, [unit], SeqData(x), plan, {"w": bits}, "quantized")
+        got = comp.weights.stored[("w", bits)]
+        np.testing.assert_array_equal(got.q, alone.weights.stored[("w", bits)].q)
+        assert got.method == "gptq"
+        assert not np.array_equal(got.q, comp.weights.get("w", bits).q)  # not nearest
+
+
 def test_sequential_gemm_read_transposed_is_one_batch():
     """Gemm transA=1: the input is (K, M), its axis 0 is not samples: summed whole."""
     rng = np.random.default_rng(1)

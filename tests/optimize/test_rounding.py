@@ -143,6 +143,43 @@ def test_each_weight_width_is_rounded_with_its_most_precise_activations(comp):
     assert [sorted({str(c) for c in p.choices.values()}) for p in plans] == [["w4a8"]]
 
 
+def test_weight_widths_at_one_activation_width_share_one_gptq_pass(comp):
+    """Candidates at the same activation width are rounded in one pass, in the context of one
+    width (the widest within an avg-bits budget, else the middle one), which rounds the others
+    from its Hessians; a different activation width (seed 003's expanded set) keeps its own
+    pass."""
+    from faaq_onnx.analysis.candidates import parse_candidates
+    from faaq_onnx.optimize.plan_rounding import shared_contexts
+    from faaq_onnx.optimize.rounding import rounding_plans
+
+    def passes(cands, bits=None):
+        out = shared_contexts(rounding_plans(comp, None, parse_candidates(cands)), bits)
+        return [(sorted({str(c) for c in p.choices.values()}), also) for p, also in out]
+
+    assert passes("weights-a8") == [(["w4a8"], (2, 3, 5, 6))]  # the middle width
+    assert passes("weights-a8", 4.5) == [(["w4a8"], (2, 3, 5, 6))]  # the widest within budget
+    assert passes("weights-a8", 3) == [(["w3a8"], (2, 4, 5, 6))]
+    assert passes("weights-a8", 1.5) == [(["w2a8"], (3, 4, 5, 6))]
+    assert passes("w2a8,w6a8,w8a8") == [(["w6a8"], (2,))]
+    assert passes("wide") == [(["w4a6"], ()), (["w6a8"], ())]
+    assert passes("w4a8,w8a8", 3) == [(["w4a8"], ())]
+
+
+def test_a_weights_a8_budget_rounds_every_width_in_one_pass(tiny_cnn, cnn_calib):
+    """`--budget avg-bits` over the default weights-a8 set: one GPTQ pass, and the weights of
+    every width the allocator can choose are GPTQ's, as emitted."""
+    cfg = QuantConfig(progress=False, optimize="gptq", optimize_samples=16)
+    res = quantize(tiny_cnn, cnn_calib, config=cfg, budget="avg-bits=4", cache_dir=False)
+    rounding = res.report["optimization"]["rounding"]
+    assert list(rounding) == ["w4a8,w2,w3,w5,w6"]
+    assert rounding["w4a8,w2,w3,w5,w6"]["also_bits"] == [2, 3, 5, 6]
+    per_weight = res.report["verify"]["size"]["per_weight"]
+    assert all(
+        v["rounding"] == ("gptq" if v["planned_bits"] < 8 else "nearest")
+        for v in per_weight.values()
+    )
+
+
 def test_reround_refits_a_mixed_plan_in_its_own_context(tiny_cnn, cnn_calib):
     """Stitched weights were fit to the inputs of uniform models; rounded again, the layers after
     a changed one see what the mixed plan feeds them, so the emitted weights differ."""
