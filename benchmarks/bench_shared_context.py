@@ -56,7 +56,11 @@ def budget_run(d: dict, work: Path, tag: str, code: Path | None) -> tuple[Path, 
     cmd = [sys.executable, "-m", "faaq_onnx", "quantize", str(d["float"]), "-o", str(path)]
     cmd += ["--calib", str(d["calib"]), *d["extra"], "--budget", "avg-bits=4", "--no-cache", "-q"]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # run from the work folder: `python -m` puts the current folder first on sys.path, and a
+    # faaq_onnx there would be imported instead of the tree asked for
+    subprocess.run(
+        cmd, check=True, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return path, time.perf_counter() - t0
 
 
