@@ -145,12 +145,12 @@ def shared_contexts(
     Hessians round every other width too.
 
     A layer's Hessian is summed over what the model feeds it in a pass, and that pass is most of
-    GPTQ's cost: EfficientNet-Lite0 `--budget avg-bits=4` over W2..W6 at 8-bit activations took
-    five passes, 551 s of a 640 s command (beside another job), and a mixed plan stitched from
-    them feeds every layer inputs none of those passes saw anyway. One pass in the W4A8 context:
-    116 s, top-1 79.50 % (KL to float 0.0745) against 79.79 % (0.0690); ResNet-56 83.00 %
-    (0.0246) against 82.93 % (0.0270) in half the time. The context matters: EfficientNet-Lite0
-    in the W6A8 context fell to 79.12 % (0.139), its W4 layers rounded on inputs they never see.
+    GPTQ's cost; a mixed plan stitched from several passes feeds every layer inputs none of them
+    saw anyway. EfficientNet-Lite0 `--budget avg-bits=4` (W2..W6 and W8 at 8-bit activations):
+    one pass in the W4A8 context 103 s, top-1 79.50 % (KL to float 0.0745), five passes 281 s,
+    79.79 % (0.0690); ResNet-56 34 s, 83.00 % (0.0246) against 65 s, 82.93 % (0.0270)
+    (benchmarks/bench_shared_context.py). The context matters: EfficientNet-Lite0 in the W6A8
+    context fell to 79.12 % (0.139), its W4 layers rounded on inputs they never see.
     Seed 003's expanded set keeps a pass per activation width (W4 weights under W4A6, W6 under
     W6A8: rounding_plans)."""
     by_act: dict[tuple, list[BitPlan]] = {}
