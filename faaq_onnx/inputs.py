@@ -52,6 +52,7 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
             "no calibration data: pass --calib FILE (or --calib random for a smoke test)"
         )
     held_n = config.verify_samples
+    random_note: str | None = None  # --calib random: what it made of symbolic dims
     if isinstance(calib, str) and re.fullmatch(r"(none|bn-stats)(:\d+)?", calib):
         from faaq_onnx.optimize.datafree import distill_inputs
 
@@ -73,6 +74,7 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
             raise FaaqError("random calibration needs at least one sample")
         inputs = random_inputs(proto, n, config.seed)
         held = random_inputs(proto, held_n, config.seed + 1) if held_n else {}
+        random_note = _symbolic_dims_note(shapes, inputs)
     elif isinstance(calib, dict):
         missing = [n for n in shapes if n not in calib]
         if missing:
@@ -97,7 +99,9 @@ def prepare_calibration(calib, proto: onnx.ModelProto, config) -> tuple[dict, di
         inputs, held = loaded
         held = {k: v[:held_n] for k, v in held.items()}
     data.validate_inputs(inputs, shapes)
-    notes = []
+    notes: list[str] = []
+    if random_note:
+        notes.append(random_note)
     if not held or len(next(iter(held.values()))) == 0:
         held = {k: v[:held_n] for k, v in inputs.items()}
         notes.append(
@@ -138,3 +142,20 @@ def split_off(inputs: dict, verify_samples: int) -> tuple[dict, dict, int] | Non
 
 def without_reuse_note(notes: list[str]) -> list[str]:
     return [t for t in notes if not t.startswith("verification uses")]
+
+
+def _symbolic_dims_note(shapes: dict, inputs: dict) -> str | None:
+    """What --calib random made of symbolic dims past the batch: 1, which an image model turns
+    into a 1x1 picture (PP-OCRv4's detector then outputs zeros: nothing to measure)."""
+    named = {
+        name: "x".join(map(str, np.shape(inputs[name])))
+        for name, dims in shapes.items()
+        if any(not (isinstance(d, int) and d > 0) for d in dims[1:])
+    }
+    if not named:
+        return None
+    listed = ", ".join(f"{k!r} {v}" for k, v in named.items())
+    return (
+        f"random calibration: symbolic dims past the batch set to 1 ({listed}): a smoke test of "
+        "the pipeline, not data to quantize with"
+    )

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from faaq_onnx.config import QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.inputs import prepare_calibration, random_inputs
 
@@ -194,3 +195,13 @@ def test_data_free_calibration_sizes(monkeypatch, spec, calib_size, want_n):
 def test_data_free_calibration_of_zero_samples_is_refused():
     with pytest.raises(FaaqError, match="data-free calibration needs at least one sample"):
         prepare_calibration("none:0", two_input_model(), cfg())
+
+
+def test_random_calibration_says_which_symbolic_dims_it_set_to_one():
+    """A symbolic dim past the batch becomes 1 (an image model sees a 1x1 picture): the notes say
+    so, naming the input and the shape; a batch-only symbolic dim needs no note."""
+    cfg = QuantConfig(verify_samples=2)
+    _, _, notes = prepare_calibration("random:4", two_input_model(("N", 3, "W"), (None, 5)), cfg)
+    assert any("'x' 4x3x1" in n and "smoke test" in n for n in notes)
+    _, _, notes = prepare_calibration("random:4", two_input_model(), cfg)
+    assert not any("symbolic dims" in n for n in notes)

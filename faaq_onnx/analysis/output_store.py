@@ -76,4 +76,6 @@ class RunningComparison:
         }
         if self.classifier:
             out["top1_agreement"] = self.agree / max(self.count, 1)
+        if self.signal == 0.0:  # the reference is zero everywhere: no SQNR means anything
+            out["silent_reference"] = True
         return out

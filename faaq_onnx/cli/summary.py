@@ -95,6 +95,16 @@ def _pooled(out: dict) -> str:
     return f" (mean of per-sample ratios; {pooled:.1f} dB pooled over all samples)"
 
 
+def _sqnr(out: dict) -> str:
+    if out.get("silent_reference"):  # -300 dB would read as a measurement
+        return (
+            "output SQNR undefined: the model given outputs zeros on every sample measured, "
+            "so nothing was compared (check the calibration data; --calib random sets symbolic "
+            "input dims to 1)"
+        )
+    return f"output SQNR {out['sqnr_db']:.1f} dB{_pooled(out)}"
+
+
 def summary_line(report: dict) -> str:
     size = report["verify"]["size"]
     outs = report["verify"]["outputs"]
@@ -110,7 +120,7 @@ def summary_line(report: dict) -> str:
         f"  weights {human_bytes(size['weight_float_bytes'])} -> {human_bytes(size['weight_stored_bytes'])} "
         f"({size['effective_weight_bits']:.2f} effective bits, {size['stored_weight_bits']:.2f} stored bits incl. scales); "
         f"model {human_bytes(size['float_model_bytes'])} -> {human_bytes(size['quant_model_bytes'])}\n"
-        f"  output SQNR {first['sqnr_db']:.1f} dB{_pooled(first)}{agree} on {report['verify']['samples']} "
+        f"  {_sqnr(first)}{agree} on {report['verify']['samples']} "
         f"{_verified_on(report['calibration'])}; "
         f"{total:.1f} s\n"
         + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")

@@ -51,3 +51,14 @@ def test_running_comparison_of_a_classifier_and_of_a_regressor():
     one = RunningComparison()
     one.update(np.array([[1.0], [2.0]]), np.array([[1.0], [2.0]]))
     assert one.classifier is False  # one column: nothing to agree on
+
+
+def test_a_reference_of_zeros_is_marked_silent_not_given_an_sqnr():
+    """The model given outputs zeros everywhere (PP-OCRv4's detector on 1x1 random inputs): the
+    result says so; any signal at all, and it does not."""
+    c = RunningComparison()
+    c.update(np.zeros((2, 3)), np.full((2, 3), 0.5))
+    assert c.result()["silent_reference"] is True
+    d = RunningComparison()
+    d.update(np.array([[0.0, 0.0], [0.0, 1e-3]]), np.zeros((2, 2)))
+    assert "silent_reference" not in d.result()

@@ -249,3 +249,10 @@ def test_rounding_line_says_how_many_units_kept_their_learned_codes_on_held_out_
         "rounding: adaround on 3 weights below 8 bits, 2.2 s; learned codes kept in 2 of 3 "
         "units (each judged on 24 samples it was not fit to)"
     )
+
+
+def test_summary_line_does_not_print_an_sqnr_against_a_silent_reference():
+    silent = {"y": {"sqnr_db": -300.0, "sqnr_db_pooled": -300.0, "silent_reference": True}}
+    line = summary_line(_report({"scheme": "w8a8"}, outputs=silent)).splitlines()[2]
+    assert line.startswith("  output SQNR undefined: the model given outputs zeros on every sample")
+    assert "-300" not in line
