@@ -194,7 +194,7 @@ class Compilation:
         """AdaRound/BRECQ each plan's weights below 8 bits (once per plan), each plan in its own
         context (every layer fit to the inputs that plan feeds it); they fill the shared cache.
         GPTQ rounds uniform plans at one activation width in one pass, in the context of the
-        width nearest `context_bits` (plan_rounding.shared_contexts)."""
+        widest width within `context_bits` (plan_rounding.shared_contexts)."""
         return self.optimization.optimize_rounding(plans, context_bits)
 
     def reround(self, plan: BitPlan) -> None:
