@@ -22,13 +22,9 @@ def random_inputs(proto: onnx.ModelProto, n: int, seed: int = 0) -> dict[str, np
     out = {}
     dtypes = model_input_dtypes(proto)
     for name, dims in model_input_shapes(proto).items():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in dims]
+        shape = [d if _fixed(d) else 1 for d in dims]
         if shape:
-            shape[0] = (
-                n
-                if not (isinstance(dims[0], int) and dims[0] > 0)
-                else dims[0] * max(1, n // dims[0])
-            )
+            shape[0] = dims[0] * max(1, n // dims[0]) if _fixed(dims[0]) else n
         dt = dtypes[name]
         if np.issubdtype(dt, np.integer):
             out[name] = rng.integers(0, 2, size=shape).astype(dt)
@@ -150,7 +146,7 @@ def _symbolic_dims_note(shapes: dict, inputs: dict) -> str | None:
     named = {
         name: "x".join(map(str, np.shape(inputs[name])))
         for name, dims in shapes.items()
-        if any(not (isinstance(d, int) and d > 0) for d in dims[1:])
+        if not all(map(_fixed, dims[1:]))
     }
     if not named:
         return None
@@ -159,3 +155,8 @@ def _symbolic_dims_note(shapes: dict, inputs: dict) -> str | None:
         f"random calibration: symbolic dims past the batch set to 1 ({listed}): a smoke test of "
         "the pipeline, not data to quantize with"
     )
+
+
+def _fixed(dim) -> bool:
+    """A dim the graph fixes (a positive int), not a symbol or unknown."""
+    return isinstance(dim, int) and dim > 0

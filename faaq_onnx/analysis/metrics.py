@@ -52,14 +52,19 @@ def output_metrics(ratios: np.ndarray, kls: np.ndarray) -> dict[str, float]:
     return {"sqnr_db": ratio_db(float(np.mean(ratios))), "kl": float(np.mean(kls))}
 
 
+def _pair_signs(a: np.ndarray, b: np.ndarray):
+    """The order of every pair i < j under each scoring (-1, 0, +1), and the pairs' indices."""
+    upper = np.triu_indices(len(a), 1)
+    da = np.sign(a[:, None] - a[None, :])[upper]
+    db = np.sign(b[:, None] - b[None, :])[upper]
+    return da, db, upper
+
+
 def kendall_tau(a, b) -> float:
     """Kendall's tau-b between two scorings of the same items (ties allowed): +1 same order,
     -1 reversed, nan when either scoring is constant."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    upper = np.triu_indices(len(a), 1)
-    da, db = da[upper], db[upper]
+    da, db, _ = _pair_signs(a, b)
     denom = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
     return float(np.sum(da * db) / denom) if denom else float("nan")
 
@@ -70,10 +75,7 @@ def weighted_kendall_tau(a, b) -> float:
     by `b`: disagreements among the top items count most, those far down the list hardly at
     all. nan when either scoring is constant."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    upper = np.triu_indices(len(a), 1)
-    da, db = da[upper], db[upper]
+    da, db, upper = _pair_signs(a, b)
     taus = []
     for by in (a, b):
         rank = np.empty(len(by))

@@ -177,18 +177,19 @@ def sensitivity_line(report: dict) -> str | None:
         return None
     line = f"sensitivity: {meta['configs']} configurations on {meta['samples']} samples"
     auto = meta.get("samples_auto")
-    if auto and "weighted_tau" in auto:  # stopped as more samples no longer steadied it
+    plateau = (auto or {}).get("weighted_tau")  # stopped as more samples no longer steadied it
+    if plateau is not None:
         line += (
             f" of {auto['available']} (auto: doubled from {auto['first']} until tau stopped "
             f"rising, the most damaging configurations ranked at weighted tau "
-            f"{auto['weighted_tau']:.2f} >= {auto['tau']})"
+            f"{plateau:.2f} >= {auto['tau']})"
         )
     elif auto:  # --sensitivity-samples auto: say what it skipped and why
         line += f" of {auto['available']} (auto: doubled from {auto['first']} until tau >= {auto['tau']})"
     tau = meta.get("ranking_tau_halves")
     if tau is not None:
         line += f"; ranking stability {tau:.2f} (Kendall tau, first vs second half of the samples)"
-        if tau < 0.8 and auto and "weighted_tau" in auto:
+        if tau < 0.8 and plateau is not None:
             line += ": what disagrees is mostly the order of near-lossless configurations"
         elif tau < 0.8:
             line += ": low, more --sensitivity-samples or --calib-size would rank more reliably"

@@ -202,7 +202,7 @@ def test_other_widths_are_rounded_from_the_same_hessians(inputs):
     plan = SimpleNamespace(choices={})
     reports, _, _ = gptq_layers(comp, [unit], data, plan, wbits, inputs, also_bits=(2, 3, 4, 8))
     assert sorted(comp.weights.stored) == [("w", 2), ("w", 3), ("w", 4)]
-    assert reports[0]["also_bits"] == [2, 3, 4]  # asked, the pass's own width skipped
+    assert reports[0]["also_bits"] == [2, 3, 4]  # as asked below 8 (4, its own, not rounded twice)
     for bits in (2, 3):
         alone = _mlp_comp(bits=bits)[0]
         alone.weights = EveryWidth({"w": w}, {"w": 1})
