@@ -371,11 +371,14 @@ def _rewrite_note(comp, budget: Budget) -> str:
     if budget.kind != "sqnr-db" or not hasattr(comp, "float_proto"):
         return ""
     try:
+        from faaq_onnx.analysis.compared import compared_model
         from faaq_onnx.analysis.metrics import sqnr_db
         from faaq_onnx.runtime.runner import model_outputs
 
         outs = [
-            model_outputs(model, comp.verify_inputs, comp.config.batch_size)
+            model_outputs(
+                compared_model(model, comp.compared), comp.verify_inputs, comp.config.batch_size
+            )
             for model in (str(comp.model_path), comp.float_proto)
         ]
         ceiling = min(sqnr_db(r, f) for r, f in zip(*outs))

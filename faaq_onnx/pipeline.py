@@ -97,6 +97,7 @@ class Compilation:
     qgraph = _OnStage("prepared")
     scaling = _OnStage("prepared")
     calibration = _OnStage("prepared")
+    compared = _OnStage("prepared")  # {output: tensor it is compared at} (analysis.compared)
     # optimize weights
     weights = _OnStage("optimization")
     rounding = _OnStage("optimization")

@@ -644,6 +644,7 @@ def test_rewrite_ceiling_is_the_worst_output_of_the_rewritten_float_model(monkey
         float_proto="rewritten",
         verify_inputs={"input": None},
         config=SimpleNamespace(batch_size=8, optimize=("cle",), cle_relu6="replace"),
+        compared={},
     )
     monkeypatch.setattr(
         session,

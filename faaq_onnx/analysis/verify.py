@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 import onnx
 
+from faaq_onnx.analysis.compared import compared_model
 from faaq_onnx.analysis.metrics import ratio_db
 from faaq_onnx.analysis.output_store import OutputStore, RunningComparison
 from faaq_onnx.errors import FaaqError
@@ -69,9 +70,13 @@ def verify(
     batch_size: int = 16,
     reference=None,
     confidence: float = DEFAULT_CONFIDENCE,
+    compared: dict[str, str] | None = None,
 ) -> dict:
     """Check the emitted model; SQNR against `reference` (the model file the user gave, which
-    ORT reads itself, read-only), or against `float_proto` where no reference is given."""
+    ORT reads itself, read-only), or against `float_proto` where no reference is given.
+    `compared`: outputs compared at another tensor (a Softmax output at its logits:
+    analysis.compared), in both models."""
+    compared = compared or {}
     try:
         check_model(quant_proto)
     except onnx.checker.ValidationError as exc:
@@ -89,15 +94,20 @@ def verify(
         + (f" ({reference})" if isinstance(reference, (str, os.PathLike)) else "")
     )
     try:
-        ref_sess = make_session(float_proto if reference is None else reference)
+        ref_sess = make_session(
+            compared_model(float_proto if reference is None else reference, compared, keep=True)
+        )
     except (
         FaaqError
     ) as exc:  # a file ORT cannot load as given (faaq's rewrites made it loadable): say so
         ref_sess, described = (
-            make_session(float_proto),
+            make_session(compared_model(float_proto, compared, keep=True)),
             f"the float model as optimized ({described} does not load in ONNX Runtime: {exc})",
         )
-    names = [o.name for o in ref_sess.get_outputs()]
+    # each output, and the tensor it is compared at
+    at = {o.name: compared.get(o.name, o.name) for o in ref_sess.get_outputs()}
+    at = {o: t for o, t in at.items() if o not in compared.values()}
+    names = list(at.values())
     store = OutputStore(n)
     for start, outs in run_batches(ref_sess, inputs, batch_size, names):
         for name, arr in zip(names, outs):
@@ -106,7 +116,9 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="faaq-verify-") as tmp:
         # the graph ORT really runs: which quantized ops got integer kernels
         opt_path = os.path.join(tmp, "optimized.onnx")
-        q_sess = make_session(quant_proto, optimized_model_path=opt_path)
+        q_sess = make_session(
+            compared_model(quant_proto, compared, keep=True), optimized_model_path=opt_path
+        )
         # the reasons emission wrote into the model for the ops faaq left float
         kernels = compare_kernels(
             quant_proto,
@@ -120,10 +132,13 @@ def verify(
     del q_sess
     store.close()
     outputs = {}
-    for name, c in compare.items():
+    for out, name in at.items():
+        c = compare[name]
         if not c.finite:
             raise FaaqError(f"the quantized model produces non-finite values in output {name!r}")
-        outputs[name] = {**c.result(), "sqnr_db_lower": sqnr_lower_bound_db(c.ratios, confidence)}
+        outputs[out] = {**c.result(), "sqnr_db_lower": sqnr_lower_bound_db(c.ratios, confidence)}
+        if name != out:
+            outputs[out]["compared_at"] = name
     return {
         "samples": int(len(next(iter(inputs.values())))),
         "reference": described,

@@ -10,7 +10,8 @@ from faaq_onnx.stages.effort import effort_line
 
 def rounding_line(report: dict) -> str:
     """What rounding optimization did to the emitted weights and what it cost."""
-    rounding = report.get("optimization", {}).get("rounding") or {}
+    rounding = dict(report.get("optimization", {}).get("rounding") or {})
+    own = rounding.pop("emitted plan", None)  # a budget's plan rounded again (--reround)
     passes = [r for r in rounding.values() if r.get("units")]
     if not passes:
         return ""
@@ -28,15 +29,40 @@ def rounding_line(report: dict) -> str:
     )
     corrected = report.get("optimization", {}).get("bias_corrected") or []
     own_pass = report.get("timings_s", {}).get("bias_correction")
-    inside = sum(u.get("bias_correction_s", 0.0) for r in passes for u in r["units"])
-    bias = ""
+    inside = sum(_bias_seconds(r) for r in passes)
+    own_inside = _bias_seconds(own) if own else 0.0
+    bias, bias_own = "", ""
     if corrected and own_pass:
         bias = f"; bias correction on {len(corrected)} layers, {own_pass:.1f} s"
+    elif corrected and own_inside:  # corrected during the allocated plan's own pass
+        bias_own = f", of which bias correction on {len(corrected)} layers {own_inside:.1f} s"
     elif corrected:  # corrected during the rounding pass: its time is in the seconds above
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return (
         f"rounding: {mode} on {layers} weights below 8 bits{at}{_clipped(passes)}, {seconds:.1f} s"
-        f"{_stopped(passes)}{_held_out(passes)}{bias}{why}{_bias_check(report)}"
+        f"{_stopped(passes)}{_held_out(passes)}{_rerounded(own)}{bias_own}{bias}{why}"
+        f"{_bias_check(report)}"
+    )
+
+
+def _bias_seconds(rounding_pass: dict) -> float:
+    """Seconds a pass spent correcting biases inside it (its rounded layers' and the others')."""
+    units = rounding_pass.get("units", [])
+    return sum(u.get("bias_correction_s", 0.0) for u in units) + rounding_pass.get(
+        "bias_correction_unrounded_s", 0.0
+    )
+
+
+def _rerounded(own: dict | None) -> str:
+    """'; the allocated plan's 30 weights rounded again in its own context (...), 20.1 s'."""
+    if not own or not own.get("units"):
+        return ""
+    layers = len({w for u in own["units"] for w in u["weights"]})
+    fit = any(any(u.get("asymmetric", [])) for u in own["units"])
+    how = ", each layer fit to the float output" if fit else ""
+    return (
+        f"; the allocated plan's {layers} weights below 8 bits rounded again in its own "
+        f"context{how}, {own.get('seconds', 0.0):.1f} s"
     )
 
 
@@ -102,7 +128,12 @@ def _sqnr(out: dict) -> str:
             "so nothing was compared (check the calibration data; --calib random sets symbolic "
             "input dims to 1)"
         )
-    return f"output SQNR {out['sqnr_db']:.1f} dB{_pooled(out)}"
+    at = (
+        f" at the logits {out['compared_at']!r} (the input of the output's Softmax)"
+        if "compared_at" in out
+        else ""
+    )
+    return f"output SQNR {out['sqnr_db']:.1f} dB{at}{_pooled(out)}"
 
 
 def summary_line(report: dict) -> str:

@@ -104,6 +104,7 @@ class Emission:
                 comp.config.batch_size,
                 reference=str(comp.model_path),
                 confidence=self.confidence,
+                compared=comp.compared,
             )
         if comp.config.measure_latency:
             with comp.stage("latency_check"):

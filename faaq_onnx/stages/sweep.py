@@ -7,6 +7,7 @@ Kept once measured, so several budgets, plans and schemes can be allocated from 
 from __future__ import annotations
 
 from faaq_onnx.analysis.candidates import parse_candidates
+from faaq_onnx.analysis.compared import compared_model
 from faaq_onnx.analysis.config_feeds import ConfigFeeds
 from faaq_onnx.analysis.fisher import fisher_sensitivity, fit_available
 from faaq_onnx.analysis.sensitivity import (
@@ -30,6 +31,15 @@ class SensitivitySweep:
         self.probe: Prober | None = None
         self.table: SensitivityTable | None = None
         self.candidates: list[Candidate] | None = None
+        self._measured = None
+
+    @property
+    def measured(self):
+        """The float model as configurations are measured on it: its outputs where they are
+        compared (a Softmax output at its logits: analysis.compared)."""
+        if self._measured is None:
+            self._measured = compared_model(self.comp.float_proto, self.comp.compared)
+        return self._measured
 
     @property
     def prober(self) -> Prober:
@@ -42,7 +52,7 @@ class SensitivitySweep:
     def _prober(self, samples: int | None) -> Prober:
         c = self.comp
         inputs = sweep_inputs(c.inputs, c.config, samples)
-        return Prober(c.float_proto, c.qgraph, c.calibration, c.weights, c.config, inputs)
+        return Prober(self.measured, c.qgraph, c.calibration, c.weights, c.config, inputs)
 
     def _first_prober(self) -> Prober:
         """An automatic sweep starts on its first chunk: no reference run over every sample."""
@@ -95,6 +105,7 @@ class SensitivitySweep:
 
                 def distributed(jobs, inputs):
                     worker_comp = WorkerView(comp, replace(config, ort_threads=1, progress=False))
+                    worker_comp.float_proto = self.measured
                     return distributed_measure(
                         worker_comp, jobs, config.workers, config.ray_address, inputs
                     )
@@ -103,7 +114,7 @@ class SensitivitySweep:
                 self._first_prober,
                 self.feeds,
                 comp.inputs,
-                comp.float_proto,
+                self.measured,
                 self.candidates,
                 metrics,
                 cache_dir,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from faaq_onnx.analysis.compared import compared_model
 from faaq_onnx.analysis.metrics import output_errors, output_metrics
 from faaq_onnx.analysis.verify import against_reference
 from faaq_onnx.optimize.plan_rounding import PlanRounding
@@ -107,7 +108,7 @@ def measure_bias_variants(comp, plan: BitPlan, corrected: dict) -> tuple[dict, d
     measured = {}
     for name, biases in variants.items():
         proto, _ = comp.emission.build(plan, biases=biases)
-        outs = _outputs(proto, inputs, comp.config)
+        outs = _outputs(compared_model(proto, comp.compared), inputs, comp.config)
         measured[name] = output_metrics(*output_errors(reference, outs))["sqnr_db"]
         del proto
     kept = max(measured, key=lambda n: measured[n])  # ties: the first, most corrected
@@ -124,7 +125,7 @@ def reference_outputs(comp, inputs: dict) -> list:
         cache[n] = against_reference(
             str(comp.model_path),
             comp.float_proto,
-            lambda model: _outputs(model, inputs, comp.config),
+            lambda model: _outputs(compared_model(model, comp.compared), inputs, comp.config),
         )
     return cache[n]
 

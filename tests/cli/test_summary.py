@@ -256,3 +256,21 @@ def test_summary_line_does_not_print_an_sqnr_against_a_silent_reference():
     line = summary_line(_report({"scheme": "w8a8"}, outputs=silent)).splitlines()[2]
     assert line.startswith("  output SQNR undefined: the model given outputs zeros on every sample")
     assert "-300" not in line
+
+
+def test_rounding_line_names_the_allocated_plans_own_pass_apart():
+    """A budget's re-round (the "emitted plan" pass) is not counted with the candidates' passes
+    but said apart, with whether it fit each layer to the float output."""
+    units = [{"weights": ["w1", "w2"]}, {"weights": ["w3"]}]
+    rep = _rounding(units)
+    rep["optimization"]["rounding"]["emitted plan"] = {
+        "mode": "gptq",
+        "units": [{"weights": ["w1"], "asymmetric": [True]}],
+        "seconds": 1.5,
+    }
+    assert rounding_line(rep) == (
+        "rounding: gptq on 3 weights below 8 bits, 2.2 s; the allocated plan's 1 weights below "
+        "8 bits rounded again in its own context, each layer fit to the float output, 1.5 s"
+    )
+    rep["optimization"]["rounding"]["emitted plan"]["units"][0]["asymmetric"] = [False]
+    assert rounding_line(rep).endswith("rounded again in its own context, 1.5 s")

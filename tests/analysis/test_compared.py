@@ -1,0 +1,116 @@
+"""Outputs compared at their logits where a model ends in a Softmax (analysis/compared.py)."""
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import helper
+
+from faaq_onnx.analysis.compared import compared_model, softmax_logits
+from faaq_onnx.analysis.discover import discover_groups
+from faaq_onnx.analysis.metrics import sqnr_ratios
+from faaq_onnx.cli.summary import summary_line
+from faaq_onnx.config import QuantConfig
+from faaq_onnx.errors import FaaqError
+from faaq_onnx.pipeline import Compilation, quantize
+from tests.conftest import _save, build_tiny_mlp, run_model
+
+F32 = onnx.TensorProto.FLOAT
+
+
+def _mlp_softmax(opset: int = 17) -> onnx.ModelProto:
+    """tiny_mlp whose logits `y` go through a Softmax to the output `probs`."""
+    m = build_tiny_mlp(opset=opset)
+    m.graph.node.append(helper.make_node("Softmax", ["y"], ["probs"], name="softmax", axis=-1))
+    del m.graph.output[:]
+    m.graph.output.append(helper.make_tensor_value_info("probs", F32, ["batch", 10]))
+    m.ir_version = 10
+    return m
+
+
+def _qgraph(m: onnx.ModelProto, coverage: str = "gain"):
+    return discover_groups(ir.from_proto(m), coverage=coverage)
+
+
+def test_a_softmax_output_is_compared_at_its_input():
+    m = _mlp_softmax()
+    assert softmax_logits(m, _qgraph(m)) == {"probs": "y"}
+    plain = build_tiny_mlp()
+    assert softmax_logits(plain, _qgraph(plain)) == {}  # logits already: compared as they are
+
+
+def test_the_opset_13_form_of_an_inner_axis_softmax_is_followed_to_the_logits():
+    """Flatten -> Softmax -> Reshape(Shape(logits)): the Flatten merges the samples' axis, so
+    the tensor compared is the Flatten's input."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm"),
+        helper.make_node("Shape", ["logits"], ["shape"]),
+        helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
+        helper.make_node("Softmax", ["flat"], ["sm"], axis=1),
+        helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
+    ]
+    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, ["n", 4, 8])],
+        [helper.make_tensor_value_info("probs", F32, ["n", 4, 5])],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert softmax_logits(m, _qgraph(m)) == {"probs": "logits"}
+    # a Reshape of something else is not the pattern
+    nodes[-1] = helper.make_node("Reshape", ["flat", "shape"], ["probs"])
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    assert softmax_logits(m, _qgraph(m)) == {}
+
+
+def test_a_quantized_softmax_output_is_compared_as_it_is():
+    """--coverage ort quantizes the Softmax (QLinearSoftmax): its output carries quantization
+    error of its own, which a comparison at the logits would not see."""
+    m = _mlp_softmax()
+    q = _qgraph(m, coverage="ort")
+    assert "probs" in {t for a in q.activations.values() for t in a.tensors}
+    assert softmax_logits(m, q) == {}
+
+
+def test_compared_model_swaps_outputs_or_adds_them_in_front():
+    m = _mlp_softmax()
+    x = {"x": np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)}
+    swapped = compared_model(m, {"probs": "y"})
+    assert [o.name for o in swapped.graph.output] == ["y"]
+    assert "Softmax" not in {n.op_type for n in swapped.graph.node}
+    np.testing.assert_allclose(run_model(swapped, x)[0], run_model(build_tiny_mlp(), x)[0], 1e-5)
+    kept = compared_model(m, {"probs": "y"}, keep=True)
+    assert [o.name for o in kept.graph.output] == ["y", "probs"]
+    logits, probs = run_model(kept, x)
+    np.testing.assert_allclose(logits, run_model(build_tiny_mlp(), x)[0], rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert [o.name for o in m.graph.output] == ["probs"]  # the model given is not changed
+    assert compared_model(m, {}) is m
+    with pytest.raises(FaaqError, match="no tensor 'nope'"):
+        compared_model(m, {"probs": "nope"})
+
+
+def test_sweep_and_verification_measure_the_logits(tmp_path):
+    """The probe's reference is the float logits, and the written model's SQNR in the report is
+    the one of its logits against the float logits (not of the probabilities)."""
+    src, out = _save(_mlp_softmax(), tmp_path / "m.onnx"), tmp_path / "q.onnx"
+    calib = {"x": np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)}
+    config = QuantConfig(scheme="w4a8", progress=False)
+    comp = Compilation(src, calib, config, target_opset=21)
+    assert comp.compared == {"probs": "y"}
+    want = run_model(build_tiny_mlp(), {"x": calib["x"][:8]})[0]
+    np.testing.assert_allclose(comp.sweep._prober(8).reference[0], want, rtol=1e-5)
+
+    result = quantize(src, calib, str(out), QuantConfig(scheme="w4a8", progress=False))
+    verified = result.report["verify"]["outputs"]["probs"]
+    assert verified["compared_at"] == "y"
+    feeds = {"x": calib["x"]}  # verification reuses the calibration samples here
+    ref = run_model(compared_model(src, {"probs": "y"}), feeds)[0]
+    got = run_model(compared_model(str(out), {"probs": "y"}), feeds)[0]
+    assert verified["sqnr_db"] == pytest.approx(
+        10 * np.log10(np.mean(sqnr_ratios(ref, got))), abs=1e-3
+    )
+    assert "at the logits 'y'" in summary_line(result.report)
