@@ -38,7 +38,6 @@ ROUNDING_STARTS = ("nearest", "gptq")
 # where AdaRound takes a lone Conv's loss: every output position, or sampled ones (patches.py)
 POSITIONS = ("all", "sampled")
 ROUNDING = ("adaround", "brecq", "gptq")
-LEARNED = ("adaround", "brecq")  # rounding learned by reconstruction (GPTQ is solved)
 OPTIMIZE_INPUTS = (
     "quantized",
     "weights",
@@ -154,10 +153,10 @@ class QuantConfig:
     optimize_scales: bool = (
         False  # adaround/brecq: learn each weight scale (per channel/block) with the rounding
     )
-    # optimize an allocated mixed plan's rounding again, in its own context; None: with learned
-    # rounding (adaround/brecq) only. GPTQ's re-round cost a second pass for nothing measured:
-    # EfficientNet-Lite0 avg-bits=4.5 w4a8/w8a8 80.27 % with it, 81.23 % without (418 vs 251 s);
-    # ResNet-56 82.86 vs 82.94 % (benchmarks/out/reround_gptq.md)
+    # optimize an allocated mixed plan's rounding again, in its own context (None: on). GPTQ's
+    # re-round fits each layer to the float output there (gptq_asymmetric unless turned off):
+    # without that it bought nothing (EfficientNet-Lite0 avg-bits=4.5 w4a8/w8a8 80.27 % with it,
+    # 81.23 % without: benchmarks/out/reround_gptq.md); with it, benchmarks/out/reround_fit.md
     reround: bool | None = None
     qdrop: float = 0.0  # BRECQ: probability of keeping an activation element float (QDrop)
     smoothquant_alpha: float = 0.5
@@ -349,7 +348,7 @@ class QuantConfig:
         """Whether an allocated mixed plan is rounded again in its own context (`reround`)."""
         if self.rounding is None:
             return False
-        return self.reround if self.reround is not None else self.rounding in LEARNED
+        return self.reround if self.reround is not None else True
 
 
 def _one_of(option: str, value: str | None, choices: tuple[str, ...]) -> str:

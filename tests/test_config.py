@@ -265,16 +265,15 @@ def test_defaults_are_the_documented_ones():
 @pytest.mark.parametrize(
     "optimize, reround, expected",
     [
-        ("gptq", None, False),  # a second GPTQ pass bought nothing measured
+        ("gptq", None, True),  # fit to the float output there (PlanRounding.reround)
         ("adaround", None, True),
         ("brecq", None, True),
         ("gptq", True, True),
         ("adaround", False, False),
         ("none", True, False),  # nothing to round again
-        ("auto", None, False),  # auto rounds by GPTQ
+        ("auto", None, True),  # auto rounds by GPTQ
+        ("gptq", False, False),
     ],
 )
-def test_a_mixed_plan_is_rounded_again_with_learned_rounding_by_default(
-    optimize, reround, expected
-):
+def test_a_mixed_plan_is_rounded_again_by_default(optimize, reround, expected):
     assert QuantConfig(optimize=optimize, reround=reround, scheme="w4a8").rerounds is expected

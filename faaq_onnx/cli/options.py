@@ -225,8 +225,9 @@ def quant_options(f):
             help="GPTQ fits each layer to the float model's output (the error upstream layers "
             "left is compensated where it arrives) instead of to its own float weights' output "
             "on the same inputs. Costs a layer-by-layer pass of the float model besides the "
-            "quantized one. [default: on for a --scheme or --plan; off for the candidates a "
-            "--budget rounds, which are stitched into plans they were not fit in]",
+            "quantized one. [default: on for a --scheme or --plan and for a --budget's allocated "
+            "plan rounded again (--reround); off for the candidates a --budget rounds, which are "
+            "stitched into plans they were not fit in]",
         ),
         click.option(
             "--optimize-inputs",
@@ -258,8 +259,8 @@ def quant_options(f):
             default=None,
             help="with a budget: once the plan is allocated, optimize its rounding again with each "
             "layer fed what the mixed plan feeds it (one more pass over its sub-8-bit layers); "
-            "--no-reround ships the weights rounded per width in uniform models. Default: on with "
-            "adaround/brecq, off with gptq (measured no better, at the cost of a second pass).",
+            "--no-reround ships the weights rounded per width in uniform models. Default: on "
+            "(GPTQ fits each layer to the float output there, unless --no-gptq-asymmetric).",
         ),
         click.option(
             "--qdrop",

@@ -70,6 +70,7 @@ def gptq_layers(
     correct_biases: bool = False,
     starts=None,
     also_bits: tuple[int, ...] = (),
+    timings: dict | None = None,
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
@@ -99,18 +100,38 @@ def gptq_layers(
             else None
         )
         reports = []
-        for job in jobs:
-            reports.append(_sequential(comp, job, layer_input, wbits, float_input))
+        for step in _in_graph_order(comp, jobs, biases):
+            if isinstance(step, str):  # a layer the plan keeps at 8 bits: its bias only
+                assert biases is not None
+                t0 = time.perf_counter()
+                biases.correct(step, layer_input.run)
+                biases.unrounded_s += time.perf_counter() - t0
+                continue
+            reports.append(_sequential(comp, step, layer_input, wbits, float_input))
             if biases is not None:
                 t0 = time.perf_counter()
-                biases.correct(job.unit.nodes[0], layer_input.run)
+                biases.correct(step.unit.nodes[0], layer_input.run)
                 reports[-1]["bias_correction_s"] = round(time.perf_counter() - t0, 2)
+        if biases is not None and biases.unrounded_s and timings is not None:
+            timings["bias_correction_unrounded_s"] = round(biases.unrounded_s, 2)
         return reports, 0.0, (biases.result() if biases is not None else None)
     reports, shared_s = [], 0.0
     for wave in _waves(jobs):
         shared_s += _sum_from_float(wave, data)
         reports += [_round(comp, job, wbits, {}) for job in wave]
     return reports, round(shared_s, 2), None
+
+
+def _in_graph_order(comp, jobs: list[LayerJob], biases) -> list:
+    """The jobs, and where biases are corrected in the pass the layers it does not round (a
+    mixed plan's 8-bit ones, by node name), in graph order: so the pass corrects every bias of
+    the plan, and no pass of its own is needed for the rest (EfficientNet-Lite0: 14 s)."""
+    order = {n.name: i for i, n in enumerate(comp.float_proto.graph.node)}
+    steps: list = [(order[j.unit.nodes[0]], j) for j in jobs]
+    if biases is not None:
+        rounded = {j.unit.nodes[0] for j in jobs}
+        steps += [(order[n], n) for n in biases.targets if n not in rounded]
+    return [step for _, step in sorted(steps, key=lambda s: s[0])]
 
 
 def _job(comp, unit, wbits) -> LayerJob:

@@ -91,7 +91,15 @@ def optimize_rounding(
     if mode == "gptq":
         correct = "bias-correction" in comp.config.optimize
         report["units"], report["inputs_s"], biases = gptq_layers(
-            comp, units, data, plan, wbits, inputs, correct_biases=correct, also_bits=also_bits
+            comp,
+            units,
+            data,
+            plan,
+            wbits,
+            inputs,
+            correct_biases=correct,
+            also_bits=also_bits,
+            timings=report,
         )
         if also_bits:  # rounded from this pass's Hessians too (plan_rounding.shared_contexts)
             report["also_bits"] = list(also_bits)

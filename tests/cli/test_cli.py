@@ -420,8 +420,8 @@ def test_analyze_times_the_emitted_models(runner, tiny_cnn, calib_npz, tmp_path)
         ("--reround", "adaround", True),
         ("--no-reround", "adaround", False),
         (None, "adaround", True),
-        (None, "gptq", False),
-        ("--reround", "gptq", True),
+        (None, "gptq", True),
+        ("--no-reround", "gptq", False),
     ],
 )
 def test_reround_flag_reaches_the_pipeline(

@@ -163,7 +163,8 @@ def test_it_reaches_gptq_only_when_asked(monkeypatch):
 
 def test_unset_it_is_on_for_a_scheme_and_off_for_a_budgets_candidates():
     assert QuantConfig().gptq_asymmetric is None
-    for budget, want in ((None, True), ("avg-bits=4", False)):
+    # a budget leaves it unset: off for its candidates, on for the re-round of its plan
+    for budget, want in ((None, True), ("avg-bits=4", None)):
         config = QuantConfig()
         fit_gptq_to_float_output(config, budget)
         assert config.gptq_asymmetric is want
@@ -182,7 +183,8 @@ def conv_model(tmp_path):
 
 def test_through_quantize(conv_model):
     """The plain W4A8 command fits its layers to the float output; a budget's candidates are
-    plain GPTQ unless asked."""
+    plain GPTQ unless asked, and the allocated plan's own pass (the re-round, the weights that
+    ship) fits them unless --no-gptq-asymmetric."""
     calib = {"input": smooth_images(64)}
     res = quantize(
         conv_model, calib, None, QuantConfig(progress=False, scheme="w4a8", optimize="auto")
@@ -190,18 +192,22 @@ def test_through_quantize(conv_model):
     units = res.report["optimization"]["rounding"]["w4a8"]["units"]
     assert all(u["asymmetric"] == [True] for u in units if u["op"] == "Conv"), units
     assert all("asymmetric" in u for u in units)
-    for asked, has in ((None, False), (True, True)):
+    for asked, has, own in ((None, False, True), (True, True, True), (False, False, False)):
+        config = QuantConfig(progress=False, optimize="auto", gptq_asymmetric=asked)
         res = quantize(
             conv_model,
             calib,
             None,
-            QuantConfig(progress=False, optimize="auto", gptq_asymmetric=asked),
+            config,
             budget="avg-bits=6",
             candidates="w4a8,w8a8",
             cache_dir=False,
         )
-        units = res.report["optimization"]["rounding"]["w4a8"]["units"]
-        assert all(("asymmetric" in u) is has for u in units), units
+        passes = res.report["optimization"]["rounding"]
+        assert all(("asymmetric" in u) is has for u in passes["w4a8"]["units"]), passes
+        assert passes["emitted plan"]["units"]  # avg-bits=6 mixes W4 and W8
+        assert all(("asymmetric" in u) is own for u in passes["emitted plan"]["units"]), passes
+        assert config.gptq_asymmetric is asked  # as the user left it
 
 
 def test_the_float_gap_summed_with_the_weights_equals_the_one_from_the_cross_product():

@@ -166,12 +166,13 @@ def test_weight_widths_at_one_activation_width_share_one_gptq_pass(comp):
 
 
 def test_a_weights_a8_budget_rounds_every_width_in_one_pass(tiny_cnn, cnn_calib):
-    """`--budget avg-bits` over the default weights-a8 set: one GPTQ pass, and the weights of
-    every width the allocator can choose are GPTQ's, as emitted."""
+    """`--budget avg-bits` over the default weights-a8 set: one GPTQ pass for the candidates
+    (and the allocated plan's own, the re-round), and the weights of every width the allocator
+    can choose are GPTQ's, as emitted."""
     cfg = QuantConfig(progress=False, optimize="gptq", optimize_samples=16)
     res = quantize(tiny_cnn, cnn_calib, config=cfg, budget="avg-bits=4", cache_dir=False)
     rounding = res.report["optimization"]["rounding"]
-    assert list(rounding) == ["w4a8,w2,w3,w5,w6"]
+    assert [p for p in rounding if p != "emitted plan"] == ["w4a8,w2,w3,w5,w6"]
     assert rounding["w4a8,w2,w3,w5,w6"]["also_bits"] == [2, 3, 5, 6]
     per_weight = res.report["verify"]["size"]["per_weight"]
     assert all(
@@ -936,3 +937,27 @@ def test_large_conv_products_learn_in_bf16_and_are_judged_in_float32(
     assert bf16[0]["positions"] != "all" and f32[0]["mse_nearest"] == bf16[0]["mse_nearest"]
     learned = [u for u in on_patches if u["kept"] == "learned"]
     assert learned and all(u["mse"] < u["mse_nearest"] for u in learned)
+
+
+def test_a_rerounded_mixed_plan_corrects_its_8_bit_layers_biases_in_the_same_pass(
+    tiny_cnn, cnn_calib
+):
+    """The allocated plan's own GPTQ pass also corrects the biases of the layers it keeps at 8
+    bits, in graph order, so every bias the plan ships is corrected without a pass of its own."""
+    cfg = QuantConfig(progress=False, optimize="auto", optimize_samples=16)
+    res = quantize(
+        tiny_cnn,
+        cnn_calib,
+        config=cfg,
+        budget="avg-bits=6",
+        candidates="w4a8,w8a8",
+        cache_dir=False,
+    )
+    per_weight = res.report["verify"]["size"]["per_weight"]
+    assert {v["planned_bits"] for v in per_weight.values()} == {4, 8}  # a mixed plan
+    own = res.report["optimization"]["rounding"]["emitted plan"]
+    assert own["bias_correction_unrounded_s"] > 0  # some 8-bit layer's bias was corrected there
+    assert "bias_correction" not in res.report["timings_s"]  # no pass of its own
+    assert (
+        len(res.report["optimization"]["bias_corrected"]) == 3
+    )  # conv1 (its folded BN), conv2, fc
