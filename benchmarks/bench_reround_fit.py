@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench_seed003_tables import prepare
-from common import data_dir, meta_stamp, run_meta, scores, write
+from common import data_dir, md_table, meta_stamp, run_meta, scores, write
 
 JOBS = {  # name: (model, budget arguments)
     "eff4": ("efficientnet-lite0", ["--budget", "avg-bits=4"]),
@@ -44,6 +44,11 @@ def run(d: dict, work: Path, name: str, args: list[str]) -> tuple[Path, float]:
     # from the work folder: `python -m` puts the current folder first on sys.path
     subprocess.run(cmd, check=True, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return path, time.perf_counter() - t0
+
+
+def _cells(r: dict) -> list[str]:
+    figures = (f"{r['top1']:.2f}", f"{r['agreement']:.2f}", f"{r['kl']:.4f}", f"{r['wall_s']:.0f}")
+    return [r["job"], f"`{r['command']}`", r["rounding"], *figures]
 
 
 def main() -> None:
@@ -76,14 +81,11 @@ def main() -> None:
         f"against the candidates' weights stitched (`--no-reround`). {meta_stamp(meta)} "
         "`python benchmarks/bench_reround_fit.py --data-dir ../shared/data`",
         "",
-        "| job | budget | rounding | top-1 % | agreement % | KL to float | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *md_table(
+            ["job", "budget", "rounding", "top-1 %", "agreement %", "KL to float", "wall s"],
+            [_cells(r) for r in rows],
+        ),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['job']} | `{r['command']}` | {r['rounding']} | {r['top1']:.2f} "
-            f"| {r['agreement']:.2f} | {r['kl']:.4f} | {r['wall_s']:.0f} |"
-        )
     write("reround_fit", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 

@@ -88,6 +88,12 @@ def previous(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def md_table(headers: list[str], rows: list[list]) -> list[str]:
+    """A markdown table's lines: the header, its rule, and one line per row of cells."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def write(name: str, payload: dict, markdown: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))

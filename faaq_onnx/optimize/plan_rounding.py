@@ -34,7 +34,13 @@ class PlanRounding:
         self._own: dict[tuple, OwnRounding] = {}
         self.biases: dict[tuple, dict] = {}  # plan key -> biases corrected during its pass
 
-    def _run(self, plan: BitPlan, learn_activations: bool, also_bits: tuple[int, ...] = ()) -> dict:
+    def _run(
+        self,
+        plan: BitPlan,
+        learn_activations: bool,
+        also_bits: tuple[int, ...] = (),
+        correct_biases: bool = True,
+    ) -> dict:
         from faaq_onnx.optimize.reconstruct import SCALE_LR, ReconSettings
         from faaq_onnx.optimize.rounding import optimize_rounding
 
@@ -60,15 +66,21 @@ class PlanRounding:
                 progress=cfg.progress,
                 start=cfg.rounding_start or "nearest",
                 also_bits=also_bits,
+                correct_biases=correct_biases,
             )
         biases = report.pop("bias_corrections", None)
         if biases is not None:
             self.biases[choices_key(plan.choices)] = biases
         return report
 
-    def optimize(self, plans: list[BitPlan], context_bits: float | None = None) -> dict:
+    def optimize(
+        self, plans: list[BitPlan], context_bits: float | None = None, candidates: bool = False
+    ) -> dict:
         """Round each plan's weights below 8 bits into the shared cache (once per plan; GPTQ's
-        uniform plans in one pass per activation width: shared_contexts)."""
+        uniform plans in one pass per activation width: shared_contexts). `candidates`: a
+        budget's, which the sweep measures with float biases and which, where the allocated plan
+        is rounded again (reround), never ship: their passes correct no bias."""
+        correct = not (candidates and self.comp.config.rerounds)
         if self.comp.config.rounding is None:
             return {}
         todo = [p for p in plans if choices_key(p.choices) not in self._done]
@@ -81,7 +93,9 @@ class PlanRounding:
         for plan, also in passes:
             name = ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
             name += "".join(f",w{b}" for b in also)
-            self.shared[name] = self._run(plan, learn_activations=len(plans) == 1, also_bits=also)
+            self.shared[name] = self._run(
+                plan, learn_activations=len(plans) == 1, also_bits=also, correct_biases=correct
+            )
         return self.shared
 
     def reround(self, plan: BitPlan) -> None:
@@ -93,7 +107,10 @@ class PlanRounding:
         (benchmarks/out/reround_fit.md)."""
         comp = self.comp
         key = choices_key(plan.choices)
-        if not comp.config.rerounds or key in self._done:
+        # a uniform plan the candidates' passes rounded is its own context already, unless GPTQ
+        # rounded it there plain and without bias correction (optimize: candidates)
+        plain = comp.config.rounding == "gptq" and not comp.config.gptq_asymmetric
+        if not comp.config.rerounds or key in self._own or (key in self._done and not plain):
             return
         self._done.add(key)
         asked = comp.config.gptq_asymmetric

@@ -26,8 +26,10 @@ class WeightOptimization:
         self._bias: dict = {}
         self.bias_checks: dict = {}  # plan key -> what measure_bias_variants measured and kept
 
-    def optimize_rounding(self, plans: list[BitPlan], context_bits: float | None = None) -> dict:
-        return self.rounding.optimize(plans, context_bits)
+    def optimize_rounding(
+        self, plans: list[BitPlan], context_bits: float | None = None, candidates: bool = False
+    ) -> dict:
+        return self.rounding.optimize(plans, context_bits, candidates)
 
     def reround(self, plan: BitPlan) -> None:
         self.rounding.reround(plan)
