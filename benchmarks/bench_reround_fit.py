@@ -7,7 +7,7 @@ images (EfficientNet-Lite0: 1,044 val1300 images; ResNets: the 10,000 JPEG CIFAR
 images).
 
     python benchmarks/bench_reround_fit.py --data-dir ../shared/data [--work DIR]
-        [--jobs eff4,eff45,effwide,r56w4,r56wide,r20w4]
+        [--jobs eff4,eff45,effwide,r56w4,r56wide,r20w4] [--only default] [--out NAME]
 """
 
 from __future__ import annotations
@@ -56,7 +56,14 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--work")
     ap.add_argument("--jobs", default=",".join(JOBS))
+    ap.add_argument("--only", choices=("default", "no-reround"), help="one side of each pair")
+    ap.add_argument("--out", default="reround_fit")
     args = ap.parse_args()
+    sides = [
+        (t, e)
+        for t, e in (("default", []), ("no-reround", ["--no-reround"]))
+        if args.only in (None, t)
+    ]
     ddir = data_dir(args.data_dir)
     work = Path(args.work or tempfile.mkdtemp(prefix="faaq-reround-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -65,14 +72,15 @@ def main() -> None:
         model, budget = JOBS[job]
         d = prepare(model, ddir, work)
         walls, paths = {}, []
-        for tag, extra in (("default", []), ("no-reround", ["--no-reround"])):
+        for tag, extra in sides:
             p, walls[p.name] = run(d, work, f"{job}_{tag}", [*budget, *extra])
             paths.append(p)
             loads.append(os.getloadavg()[0])
         got = scores(d["float"], paths, d["eval"], work)
-        for p, tag in zip(paths, ("default", "--no-reround")):
+        for p, (tag, extra) in zip(paths, sides):
+            shown = " ".join(extra) or tag
             rows.append(
-                {"job": job, "command": " ".join(budget), "rounding": tag, **got[p.name]}
+                {"job": job, "command": " ".join(budget), "rounding": shown, **got[p.name]}
                 | {"wall_s": walls[p.name]}
             )
     meta = run_meta(loads)
@@ -86,7 +94,7 @@ def main() -> None:
             [_cells(r) for r in rows],
         ),
     ]
-    write("reround_fit", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
+    write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -191,15 +191,12 @@ class Compilation:
         return self.allocation.uniform(scheme)
 
     # optimize weights ----------------------------------------------------------
-    def optimize_rounding(
-        self, plans: list[BitPlan], context_bits: float | None = None, candidates: bool = False
-    ) -> dict:
+    def optimize_rounding(self, plans: list[BitPlan], context_bits: float | None = None) -> dict:
         """AdaRound/BRECQ each plan's weights below 8 bits (once per plan), each plan in its own
         context (every layer fit to the inputs that plan feeds it); they fill the shared cache.
         GPTQ rounds uniform plans at one activation width in one pass, in the context of the
-        widest width within `context_bits` (plan_rounding.shared_contexts). `candidates`: a
-        budget's (PlanRounding.optimize)."""
-        return self.optimization.optimize_rounding(plans, context_bits, candidates)
+        widest width within `context_bits` (plan_rounding.shared_contexts)."""
+        return self.optimization.optimize_rounding(plans, context_bits)
 
     def reround(self, plan: BitPlan) -> None:
         """Round an allocated mixed plan's weights again, in its own context, kept as that plan's.
@@ -291,7 +288,6 @@ def quantize(
     comp.optimize_rounding(
         rounding_plans(comp, plan, cands),
         budget.value if budget is not None and budget.kind == "avg-bits" else None,
-        candidates=budget is not None,
     )
     if budget is not None:
         assert cands is not None  # parsed above whenever there is a budget

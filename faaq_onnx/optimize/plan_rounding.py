@@ -34,13 +34,7 @@ class PlanRounding:
         self._own: dict[tuple, OwnRounding] = {}
         self.biases: dict[tuple, dict] = {}  # plan key -> biases corrected during its pass
 
-    def _run(
-        self,
-        plan: BitPlan,
-        learn_activations: bool,
-        also_bits: tuple[int, ...] = (),
-        correct_biases: bool = True,
-    ) -> dict:
+    def _run(self, plan: BitPlan, learn_activations: bool, also_bits: tuple[int, ...] = ()) -> dict:
         from faaq_onnx.optimize.reconstruct import SCALE_LR, ReconSettings
         from faaq_onnx.optimize.rounding import optimize_rounding
 
@@ -66,21 +60,15 @@ class PlanRounding:
                 progress=cfg.progress,
                 start=cfg.rounding_start or "nearest",
                 also_bits=also_bits,
-                correct_biases=correct_biases,
             )
         biases = report.pop("bias_corrections", None)
         if biases is not None:
             self.biases[choices_key(plan.choices)] = biases
         return report
 
-    def optimize(
-        self, plans: list[BitPlan], context_bits: float | None = None, candidates: bool = False
-    ) -> dict:
+    def optimize(self, plans: list[BitPlan], context_bits: float | None = None) -> dict:
         """Round each plan's weights below 8 bits into the shared cache (once per plan; GPTQ's
-        uniform plans in one pass per activation width: shared_contexts). `candidates`: a
-        budget's, which the sweep measures with float biases and which, where the allocated plan
-        is rounded again (reround), never ship: their passes correct no bias."""
-        correct = not (candidates and self.comp.config.rerounds)
+        uniform plans in one pass per activation width: shared_contexts)."""
         if self.comp.config.rounding is None:
             return {}
         todo = [p for p in plans if choices_key(p.choices) not in self._done]
@@ -93,9 +81,7 @@ class PlanRounding:
         for plan, also in passes:
             name = ",".join(sorted({f"w{c.w}a{c.a}" for c in plan.choices.values()}))
             name += "".join(f",w{b}" for b in also)
-            self.shared[name] = self._run(
-                plan, learn_activations=len(plans) == 1, also_bits=also, correct_biases=correct
-            )
+            self.shared[name] = self._run(plan, learn_activations=len(plans) == 1, also_bits=also)
         return self.shared
 
     def reround(self, plan: BitPlan) -> None:
@@ -107,8 +93,8 @@ class PlanRounding:
         (benchmarks/out/reround_fit.md)."""
         comp = self.comp
         key = choices_key(plan.choices)
-        # a uniform plan the candidates' passes rounded is its own context already, unless GPTQ
-        # rounded it there plain and without bias correction (optimize: candidates)
+        # a uniform plan the candidates' passes rounded is in its own context already, unless
+        # GPTQ rounded it there plain (a budget's candidates are not fit to the float output)
         plain = comp.config.rounding == "gptq" and not comp.config.gptq_asymmetric
         if not comp.config.rerounds or key in self._own or (key in self._done and not plain):
             return

@@ -53,11 +53,8 @@ def optimize_rounding(
     progress: bool = False,
     start: str = "nearest",
     also_bits: tuple[int, ...] = (),
-    correct_biases: bool = True,
 ) -> dict:
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report.
-    `correct_biases=False`: GPTQ's pass corrects no bias even where --optimize asks for it (its
-    weights will not ship: PlanRounding.optimize).
 
     `start` = "gptq": AdaRound/BRECQ first round every such weight by GPTQ and learn from there
     (the soft weights start at GPTQ's error-compensated weights, whose nearest rounding is
@@ -92,7 +89,7 @@ def optimize_rounding(
         units, desc=f"{mode} w{min(wbits.values())}", disable=not progress, unit="unit", leave=False
     )
     if mode == "gptq":
-        correct = correct_biases and "bias-correction" in comp.config.optimize
+        correct = "bias-correction" in comp.config.optimize
         report["units"], report["inputs_s"], biases = gptq_layers(
             comp,
             units,

@@ -26,10 +26,8 @@ class WeightOptimization:
         self._bias: dict = {}
         self.bias_checks: dict = {}  # plan key -> what measure_bias_variants measured and kept
 
-    def optimize_rounding(
-        self, plans: list[BitPlan], context_bits: float | None = None, candidates: bool = False
-    ) -> dict:
-        return self.rounding.optimize(plans, context_bits, candidates)
+    def optimize_rounding(self, plans: list[BitPlan], context_bits: float | None = None) -> dict:
+        return self.rounding.optimize(plans, context_bits)
 
     def reround(self, plan: BitPlan) -> None:
         self.rounding.reround(plan)
