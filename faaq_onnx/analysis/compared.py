@@ -30,6 +30,7 @@ def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, 
     producer = {o: n for n in proto.graph.node for o in n.output}
     quantized = {t for aq in qgraph.activations.values() for t in aq.tensors}
     graph_inputs = {i.name for i in proto.graph.input}
+    outputs = {o.name for o in proto.graph.output}
     found = {}
     for out in proto.graph.output:
         node = producer.get(out.name)
@@ -44,8 +45,8 @@ def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, 
         if before is not None and before.op_type == "Flatten":
             logits = before.input[0]  # the samples' axis is merged after the Flatten
         touched = {out.name, node.output[0], node.input[0], logits}
-        if logits in graph_inputs or touched & quantized:
-            continue
+        if logits in graph_inputs or logits in outputs or touched & quantized:
+            continue  # (logits the model outputs too are compared as that output already)
         found[out.name] = logits
     return found
 

@@ -37,6 +37,9 @@ def test_a_softmax_output_is_compared_at_its_input():
     assert softmax_logits(m, _qgraph(m)) == {"probs": "y"}
     plain = build_tiny_mlp()
     assert softmax_logits(plain, _qgraph(plain)) == {}  # logits already: compared as they are
+    both = _mlp_softmax()  # logits and probabilities both outputs: the logits are compared once
+    both.graph.output.append(helper.make_tensor_value_info("y", F32, ["batch", 10]))
+    assert softmax_logits(both, _qgraph(both)) == {}
 
 
 def test_the_opset_13_form_of_an_inner_axis_softmax_is_followed_to_the_logits():
