@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench_seed003_tables import prepare
-from common import data_dir, meta_stamp, run_meta, scores, write
+from common import data_dir, md_table, meta_stamp, run_meta, scores, write
 
 WIDTHS = (2, 3, 6)
 
@@ -64,6 +64,12 @@ def budget_run(d: dict, work: Path, tag: str, code: Path | None) -> tuple[Path, 
     return path, time.perf_counter() - t0
 
 
+def _cells(r: dict) -> list[str]:
+    wall = f"{r['wall_s']:.0f}" if r["wall_s"] else "–"
+    figures = (f"{r['top1']:.2f}", f"{r['agreement']:.2f}", f"{r['kl']:.4f}", wall)
+    return [r["model"], r["file"], *figures]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir")
@@ -97,15 +103,11 @@ def main() -> None:
         "`python benchmarks/bench_shared_context.py --data-dir ../shared/data"
         + (" --baseline DIR` (DIR: the tree before 398fe9c)" if args.baseline else "`"),
         "",
-        "| model | model file | top-1 % | agreement % | KL to float | wall s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *md_table(
+            ["model", "model file", "top-1 %", "agreement %", "KL to float", "wall s"],
+            [_cells(r) for r in rows],
+        ),
     ]
-    for r in rows:
-        wall = f"{r['wall_s']:.0f}" if r["wall_s"] else "–"
-        lines.append(
-            f"| {r['model']} | {r['file']} | {r['top1']:.2f} | {r['agreement']:.2f} "
-            f"| {r['kl']:.4f} | {wall} |"
-        )
     write("shared_context", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 

@@ -86,11 +86,3 @@ def compared_model(model, compared: dict[str, str], keep: bool = False):
     del g.node[:]
     g.node.extend(kept)
     return out
-
-
-def compared_note(compared: dict[str, str]) -> str:
-    """One line for the report: which outputs were compared where."""
-    return "; ".join(
-        f"output {o!r} (probabilities) compared at its Softmax's input {t!r}, the logits"
-        for o, t in compared.items()
-    )

@@ -185,7 +185,6 @@ class LayerBiasCorrection:
         else:
             self.means_f = float_channel_means(comp, tapped, inputs) if outs else {}
         self.corrected: dict[str, np.ndarray] = {}
-        self.unrounded_s = 0.0  # correcting layers the pass does not round (8-bit ones)
 
     def _float_mean(self, name: str) -> np.ndarray:
         if name not in self.means_f:

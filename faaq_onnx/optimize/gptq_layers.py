@@ -71,14 +71,15 @@ def gptq_layers(
     starts=None,
     also_bits: tuple[int, ...] = (),
     timings: dict | None = None,
+    fit_float: bool | None = None,
 ) -> tuple[list[dict], float, dict | None]:
     """Round every weight below 8 bits of `units` by GPTQ; (a report per unit, seconds ORT spent
     producing layer inputs when those come from one shared float pass, else 0, and the corrected
     biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
     it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
     the error-compensated weights GPTQ rounded, where a learned rounding can start. With
-    config.gptq_asymmetric (and inputs other than float) each layer is fit to the float model's
-    output. `also_bits`: other widths each weight is rounded to as well, from the same Hessian
+    config.gptq_asymmetric, or `fit_float` where given (and inputs other than float), each layer is
+    fit to the float model's output. `also_bits`: other widths each weight is rounded to as well, from the same Hessian
     (shared_context)."""
     jobs = [_job(comp, u, wbits) for u in units]
     for job in jobs:
@@ -86,7 +87,8 @@ def gptq_layers(
         job.also_bits = tuple(b for b in also_bits if b < 8)
     if inputs != "float":
         layer_input = data.sequential_inputs(plan.choices, inputs)
-        float_run = data.float_run() if comp.config.gptq_asymmetric else None
+        fit = comp.config.gptq_asymmetric if fit_float is None else fit_float
+        float_run = data.float_run() if fit else None
         float_input = None if float_run is None else float_run.get
         # the float means bias correction matches come from the same float run where there is one
         biases = (
@@ -99,21 +101,21 @@ def gptq_layers(
             if correct_biases
             else None
         )
-        reports = []
+        reports, unrounded_s = [], 0.0
         for step in _in_graph_order(comp, jobs, biases):
             if isinstance(step, str):  # a layer the plan keeps at 8 bits: its bias only
                 assert biases is not None
                 t0 = time.perf_counter()
                 biases.correct(step, layer_input.run)
-                biases.unrounded_s += time.perf_counter() - t0
+                unrounded_s += time.perf_counter() - t0
                 continue
             reports.append(_sequential(comp, step, layer_input, wbits, float_input))
             if biases is not None:
                 t0 = time.perf_counter()
                 biases.correct(step.unit.nodes[0], layer_input.run)
                 reports[-1]["bias_correction_s"] = round(time.perf_counter() - t0, 2)
-        if biases is not None and biases.unrounded_s and timings is not None:
-            timings["bias_correction_unrounded_s"] = round(biases.unrounded_s, 2)
+        if unrounded_s and timings is not None:
+            timings["bias_correction_unrounded_s"] = round(unrounded_s, 2)
         return reports, 0.0, (biases.result() if biases is not None else None)
     reports, shared_s = [], 0.0
     for wave in _waves(jobs):

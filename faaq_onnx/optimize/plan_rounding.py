@@ -34,7 +34,13 @@ class PlanRounding:
         self._own: dict[tuple, OwnRounding] = {}
         self.biases: dict[tuple, dict] = {}  # plan key -> biases corrected during its pass
 
-    def _run(self, plan: BitPlan, learn_activations: bool, also_bits: tuple[int, ...] = ()) -> dict:
+    def _run(
+        self,
+        plan: BitPlan,
+        learn_activations: bool,
+        also_bits: tuple[int, ...] = (),
+        fit_float: bool | None = None,
+    ) -> dict:
         from faaq_onnx.optimize.reconstruct import SCALE_LR, ReconSettings
         from faaq_onnx.optimize.rounding import optimize_rounding
 
@@ -60,6 +66,7 @@ class PlanRounding:
                 progress=cfg.progress,
                 start=cfg.rounding_start or "nearest",
                 also_bits=also_bits,
+                fit_float=fit_float,
             )
         biases = report.pop("bias_corrections", None)
         if biases is not None:
@@ -88,7 +95,7 @@ class PlanRounding:
         """Round `plan` again in its own context, keeping the result as that plan's alone. This
         plan ships, so GPTQ fits each layer to the float output here unless the user turned that
         off (stages.effort.fit_gptq_to_float_output leaves it unset for a budget's candidates):
-        EfficientNet-Lite0 `avg-bits=4` 80.65 % (KL to float 0.060) against 79.98 (0.071) with
+        EfficientNet-Lite0 `avg-bits=4` 80.84 % (KL to float 0.058) against 79.98 (0.071) with
         the candidates' weights stitched, ResNet-56 `wide` r = 0.25 83.43 against 82.95
         (benchmarks/out/reround_fit.md)."""
         comp = self.comp
@@ -99,19 +106,13 @@ class PlanRounding:
         if not comp.config.rerounds or key in self._own or (key in self._done and not plain):
             return
         self._done.add(key)
-        asked = comp.config.gptq_asymmetric
-        if comp.config.rounding == "gptq":
-            comp.config.gptq_asymmetric = asked is not False
-        try:
-            with self._scratch() as (weights, learned):
-                report = self._run(plan, learn_activations=True)
-                own_learned = {
-                    k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v
-                }
-                changed = comp.weights.changed_since(weights)
-                self._own[key] = OwnRounding(changed, own_learned, report)
-        finally:
-            comp.config.gptq_asymmetric = asked
+        fit = comp.config.gptq_asymmetric is not False if plain else None
+        with self._scratch() as (weights, learned):
+            report = self._run(plan, learn_activations=True, fit_float=fit)
+            own_learned = {
+                k: v for k, v in comp.calibration.learned.items() if learned.get(k) is not v
+            }
+            self._own[key] = OwnRounding(comp.weights.changed_since(weights), own_learned, report)
 
     @contextmanager
     def applied(self, plan: BitPlan):

@@ -53,8 +53,11 @@ def optimize_rounding(
     progress: bool = False,
     start: str = "nearest",
     also_bits: tuple[int, ...] = (),
+    fit_float: bool | None = None,
 ) -> dict:
     """Round every weight of `plan` below 8 bits by reconstruction; returns a report.
+    `fit_float`: GPTQ fits each layer to the float output or not, whatever
+    config.gptq_asymmetric says (None: as it says).
 
     `start` = "gptq": AdaRound/BRECQ first round every such weight by GPTQ and learn from there
     (the soft weights start at GPTQ's error-compensated weights, whose nearest rounding is
@@ -100,6 +103,7 @@ def optimize_rounding(
             correct_biases=correct,
             also_bits=also_bits,
             timings=report,
+            fit_float=fit_float,
         )
         if also_bits:  # rounded from this pass's Hessians too (plan_rounding.shared_contexts)
             report["also_bits"] = list(also_bits)

@@ -287,7 +287,6 @@ def test_bias_correction_follows_each_layer_in_the_sequential_pass(monkeypatch):
         def __init__(self, comp_, inputs, choices, float_run=None):
             calls.append(("init", comp_ is comp, inputs, float_run))
             self.targets: dict = {}  # no layer the pass does not round
-            self.unrounded_s = 0.0
 
         def correct(self, node, run):
             calls.append(("correct", node, run))
