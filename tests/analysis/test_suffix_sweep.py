@@ -108,3 +108,68 @@ def test_weighted_split_half_tau_weighs_the_lowest_sqnr_most():
     assert plain < weighted < 1.0
     swapped_top = dict(per_sample, worst=(np.array([1.0, 1.0, 20.0, 20.0]), kl))
     assert split_half_tau(swapped_top, weighted=True) < weighted
+
+
+def _batch_one_state_model():
+    """x [1, 8] (a fixed batch of one) and a recurrent state [2, 1, 8] fed whole per sample: its
+    first row hs [1, 8] is added to x and, summed, to the second MatMul's output, which a
+    Squeeze on axis 0 then reads. The cut in front of the second MatMul holds hs, a [1, 8]
+    tensor whose axis 0 only looks like a sample axis."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W1"),
+        nh.from_array(rng.standard_normal((4, 4)).astype(np.float32), "W2"),
+        nh.from_array(np.array([0], np.int64), "axis0"),
+        nh.from_array(np.array([1], np.int64), "axis1"),
+        nh.from_array(np.array(0, np.int64), "first"),
+    ]
+    nodes = [
+        h.make_node("Gather", ["state", "first"], ["hs"], axis=0),  # [1, 8]
+        h.make_node("Add", ["x", "hs"], ["x2"]),
+        h.make_node("MatMul", ["x2", "W1"], ["a"]),
+        h.make_node("MatMul", ["a", "W2"], ["c"]),
+        h.make_node("ReduceSum", ["hs", "axis1"], ["hsum"], keepdims=1),  # [1, 1]
+        h.make_node("Add", ["c", "hsum"], ["d"]),
+        h.make_node("Squeeze", ["d", "axis0"], ["e"]),  # [4]: fails unless axis 0 is 1
+        h.make_node("Unsqueeze", ["e", "axis0"], ["y"]),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [
+            h.make_tensor_value_info("x", T.FLOAT, [1, 8]),
+            h.make_tensor_value_info("state", T.FLOAT, [2, 1, 8]),
+        ],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 4])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_cut_computed_at_a_fixed_batch_of_one_goes_back_one_sample_at_a_time(tmp_path):
+    """silero-vad's 16 kHz model (batch 1, a recurrent state fed whole per sample): the suffix
+    runs from the cut at a later group must use the batch the float pass used, not the probe's
+    usual 8 (a Squeeze on axis 0 failed at [8, 1, 128]); measured as the whole probe does."""
+    import onnx
+
+    src = tmp_path / "m.onnx"
+    onnx.save(_batch_one_state_model(), src)
+    rng = np.random.default_rng(3)
+    calib = {
+        "x": rng.standard_normal((12, 8)).astype(np.float32),
+        "state": rng.standard_normal((12, 2, 1, 8)).astype(np.float32),
+    }
+    comp = Compilation(str(src), calib, QuantConfig(progress=False), target_opset=21)
+    cands = parse_candidates("w4a8,w8a8")
+    jobs = [(g, c) for g in comp.qgraph.groups.values() for c in group_candidates(g, cands)]
+    assert any("W2" in g.weights for g, _ in jobs)
+    got = SuffixSweep(comp.prober, comp.float_proto).measure(jobs)
+    for g, c in jobs:
+        want = comp.prober.measure({g.name: c})
+        assert got[(g.name, str(c))]["sqnr_db"] == pytest.approx(want["sqnr_db"], abs=0.05)
