@@ -77,7 +77,10 @@ def quant_options(f):
             type=click.Choice(ACTIVATION_METHODS),
             default="mse",
             show_default=True,
-            help="Activation range setter.",
+            help="Activation range setter. mse fits the calibration data's histograms; with "
+            "calibration images unlike the deployment's, minmax (with --optimize none) held up "
+            "best: EfficientNet-Lite0 on upscaled CIFAR-10 images 81.0 % against 77.0 % with "
+            "the defaults, 81.1 % calibrated in-domain.",
         ),
         click.option(
             "--weight-range",
