@@ -101,7 +101,9 @@ def _mix(v: dict) -> str:
 
 def markdown(rows: list[dict], meta: dict, command: str) -> str:
     body = [
-        [r["model"], *(_cell(r["variants"][k]) for k in VARIANTS)] for r in rows if "variants" in r
+        [r["model"], *(_cell(r["variants"][k]) for k in VARIANTS), _mix(r["variants"]["budget"])]
+        for r in rows
+        if "variants" in r
     ]
     skipped = [f"- {r['model']}: {r['skipped']}" for r in rows if "skipped" in r]
     return "\n".join(
@@ -126,7 +128,15 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/fbudget")
     ap.add_argument("--models", default=",".join(corpus.BUILDERS))
     ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
+    if args.report_only:
+        from common import OUT
+
+        saved = json.loads((OUT / "foreign_budget.json").read_text())
+        meta, command = saved["meta"], saved.get("command", "")
+        write("foreign_budget", saved, markdown(saved["rows"], meta, command))
+        return
     from common import data_dir
 
     ddir, work = data_dir(args.data_dir), Path(args.work)
@@ -137,7 +147,8 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     meta = run_meta(loads)
     command = "python benchmarks/bench_foreign_budget.py " + " ".join(sys.argv[1:])
-    write("foreign_budget", {"meta": meta, "rows": rows}, markdown(rows, meta, command))
+    payload = {"meta": meta, "command": command, "rows": rows}
+    write("foreign_budget", payload, markdown(rows, meta, command))
 
 
 if __name__ == "__main__":
