@@ -240,50 +240,18 @@ def test_weighted_ops_only_inside_a_loop_are_named_in_the_refusal(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def _batch_one_cnn():
-    """What torch.onnx.export writes by default: a fixed batch of 1, and a head that flattens
-    with Reshape to [1, -1] before its Gemm (EfficientNet-Lite0's TorchScript export)."""
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
-
-    rng = np.random.default_rng(0)
-    inits = [
-        nh.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w1"),
-        nh.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2, "w2"),
-        nh.from_array(rng.standard_normal((5, 8 * 8 * 8)).astype(np.float32) * 0.05, "wf"),
-        nh.from_array(np.zeros(5, np.float32), "bf"),
-        nh.from_array(np.array([1, -1], np.int64), "flat"),
-    ]
-    nodes = [
-        h.make_node("Conv", ["input", "w1"], ["c1"], pads=[1, 1, 1, 1]),
-        h.make_node("Relu", ["c1"], ["r1"]),
-        h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-        h.make_node("Relu", ["c2"], ["r2"]),
-        h.make_node("Reshape", ["r2", "flat"], ["f"]),
-        h.make_node("Gemm", ["f", "wf", "bf"], ["logits"], transB=1),
-    ]
-    g = h.make_graph(
-        nodes,
-        "g",
-        [h.make_tensor_value_info("input", T.FLOAT, [1, 3, 8, 8])],
-        [h.make_tensor_value_info("logits", T.FLOAT, [1, 5])],
-        inits,
-    )
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
-
-
 def test_a_budget_on_a_graph_exported_for_a_batch_of_one(tmp_path):
     """The budget's sensitivity sweep runs each group's suffix from kept float tensors, at the
-    batch the model fixes (1 here): fed 8 at once, the Reshape to [1, -1] made the Gemm fail
-    (EfficientNet-Lite0's TorchScript export and silero-vad's 16 kHz model crashed there)."""
+    batch the model fixes (1 here: Conv, Relu, Reshape to [1, -1], Gemm): fed 8 at once, the
+    Reshape made the Gemm fail (EfficientNet-Lite0's TorchScript export and silero-vad's 16 kHz
+    model crashed there)."""
     import onnx
 
+    from tests.runtime.test_segments_state import _fixed_batch_model
+
     src, out = tmp_path / "b1.onnx", tmp_path / "q.onnx"
-    onnx.save(_batch_one_cnn(), src)
-    calib = {"input": np.random.default_rng(2).standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    onnx.save(_fixed_batch_model(), src)
+    calib = {"x": np.random.default_rng(2).standard_normal((16, 3, 8, 8)).astype(np.float32)}
     result = quantize(
         str(src),
         calib,
@@ -295,4 +263,4 @@ def test_a_budget_on_a_graph_exported_for_a_batch_of_one(tmp_path):
     )
     widths = {str(c) for c in result.plan.choices.values()}
     assert widths == {"w4a8", "w8a8"}  # a mixed plan, from a measured sweep
-    assert result.report["verify"]["outputs"]["logits"]["sqnr_db"] > 15
+    assert result.report["verify"]["outputs"]["y"]["sqnr_db"] > 15
