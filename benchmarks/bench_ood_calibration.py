@@ -81,7 +81,8 @@ def main() -> None:
     calibs = sources(d, ddir, work, args.sources.split(","))
     runs: list[tuple[str, str, Path, float]] = []  # (setting, source, model, seconds)
     loads = [os.getloadavg()[0]]
-    for setting in args.settings.split(","):
+    settings = args.settings.split(",")
+    for setting in settings:
         for src, calib in calibs.items():
             out = work / f"{setting}_{src}.onnx"
             extra = ["--save-plan", str(work / f"{setting}_{src}.plan.json")]
@@ -94,7 +95,6 @@ def main() -> None:
                 )
             )
             loads.append(os.getloadavg()[0])
-    settings = args.settings.split(",")
     if args.cross and "none" in settings and "in" in calibs and "cifar0" in calibs:
         for plan_from, ranges_on in (("cifar0", "in"), ("in", "cifar0")):
             out = work / f"cross_plan-{plan_from}_ranges-{ranges_on}.onnx"
