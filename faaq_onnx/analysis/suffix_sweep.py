@@ -79,9 +79,7 @@ class SuffixSweep:
             session = make_session(suffix, threads=self.session.threads, arrays=self.arrays)
             data = {i.name: run.kept[i.name] for i in suffix.graph.input if i.name in run.kept}
             for c in by_group[name]:
-                self.per_sample[(name, str(c))] = self._measure(
-                    session, data, outputs, group, c, run.batch_size
-                )
+                self.per_sample[(name, str(c))] = self._measure(session, data, outputs, group, c)
                 out[(name, str(c))] = output_metrics(*self.per_sample[(name, str(c))])
                 bar.update(1)
         bar.close()
@@ -97,14 +95,9 @@ class SuffixSweep:
     def split_half_tau(self) -> float | None:
         return split_half_tau(self.per_sample)
 
-    def _measure(
-        self, session, data, outputs, group, cand, batch_size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-sample SQNR ratios and KL of one configuration. `batch_size`: the float pass's
-        (SegmentedRun.batch_size), the batch a model with a fixed one computed the cut in: the
-        suffix's inputs declare none, and a tensor that only looks like it has a sample axis (a
-        recurrent state [1, hidden] behind a batch-1 input) must go back in batches of that
-        size (silero-vad's 16 kHz model: a Squeeze on axis 0 failed at batch 8)."""
+    def _measure(self, session, data, outputs, group, cand) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sample SQNR ratios and KL of one configuration (at the batch the cut declares where
+        the model fixes one: SegmentedRun.cut)."""
         weights, acts = self.prober.feeds({group.name: cand})
         names = {i.name for i in session.get_inputs() + session.get_overridable_initializers()}
         feeds = {
@@ -114,7 +107,9 @@ class SuffixSweep:
         }
         ref = self.prober.reference
         errors = []
-        for start, outs in run_batches(session, data, batch_size, outputs, extra_feeds=feeds):
+        for start, outs in run_batches(
+            session, data, self.session.batch_size, outputs, extra_feeds=feeds
+        ):
             errors.append(output_errors([r[start : start + len(outs[0])] for r in ref], outs))
         return np.concatenate([e[0] for e in errors]), np.concatenate([e[1] for e in errors])
 

@@ -50,7 +50,8 @@ class SegmentedRun:
         # a model exported for a fixed batch (a Reshape to [1, -1] behind its data input) takes
         # that many samples at once in every segment, whatever the kept tensors declare
         self.model, self.threads = model, threads
-        self.batch_size = _fixed_batch(model, inputs) or batch_size
+        self.fixed_batch = _fixed_batch(model, inputs)
+        self.batch_size = self.fixed_batch or batch_size
         self.feeds = feeds or dict
         self.kept: dict[str, np.ndarray] = dict(inputs)
         self.model_inputs = set(inputs)
@@ -149,7 +150,11 @@ class SegmentedRun:
 
     def cut(self) -> dict[str, onnx.ValueInfoProto]:
         """The kept tensors, as the inputs of a model that goes on from here (graph.prefix_model's
-        `given`)."""
+        `given`). Their sample axis is declared as the model's fixed batch where it has one: a
+        session built from the cut then runs at that batch whoever runs it (run_batches reads it
+        from the inputs), for a tensor that only looks like it has a sample axis (a recurrent
+        state [1, hidden] behind a batch-1 input, silero-vad's 16 kHz model) must go back in
+        batches of the size it was computed in."""
         return {t: self._info(t) for t in self.kept}
 
     def _info(self, t: str) -> onnx.ValueInfoProto:
@@ -157,7 +162,7 @@ class SegmentedRun:
             return self.graph_inputs[t]
         v = self.kept[t]
         elem = _ELEM.get(v.dtype, onnx.helper.np_dtype_to_tensor_dtype(v.dtype))
-        return helper.make_tensor_value_info(t, elem, ["n", *v.shape[1:]])
+        return helper.make_tensor_value_info(t, elem, [self.fixed_batch or "n", *v.shape[1:]])
 
     def _forget(self) -> None:
         """Drop kept tensors no node still to run reads (the model's inputs stay)."""
