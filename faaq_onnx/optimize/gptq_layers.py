@@ -78,9 +78,10 @@ def gptq_layers(
     biases where `correct_biases` asked for bias correction inside the layer-by-layer pass and
     it reached every correctable layer, else None). With `starts` (a dict), starts[weight] gets
     the error-compensated weights GPTQ rounded, where a learned rounding can start. With
-    config.gptq_asymmetric, or `fit_float` where given (and inputs other than float), each layer is
-    fit to the float model's output. `also_bits`: other widths each weight is rounded to as well, from the same Hessian
-    (shared_context)."""
+    config.gptq_asymmetric, or `fit_float` where given (and inputs other than float), each
+    layer is fit to the float model's output. `also_bits`: other widths each weight is rounded
+    to as well, from the same Hessian (shared_context). `timings` (a dict) gets the seconds
+    spent correcting the biases of layers the pass does not round."""
     jobs = [_job(comp, u, wbits) for u in units]
     for job in jobs:
         job.starts = starts
