@@ -18,6 +18,7 @@ packages are found in site-packages at run time without importing the package
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
 | encoder-{ts17,dynamo18} | torch.nn.TransformerEncoder, 2 layers, d 64, random weights | input 1x32x64 | Gaussian token embeddings |
+| tf-* | Keras MobileNetV2 / EfficientNetB0 / ResNet50 through tf2onnx (from_keras, from_tflite): benchmarks/foreign_corpus_tf.py, written by a second Python with TensorFlow (FAAQ_TF_PYTHON) | input 1x96x96x3 (NHWC) | val1300 photos resized, Keras preprocessing |
 
 torch exports use fixed shapes (batch 1), as exporters do by default.
 """
@@ -654,6 +655,8 @@ def encoder(name: str, work: Path, ddir: Path | None) -> Entry:
 
 # ----------------------------------------------------------------------------- the corpus
 
+from foreign_corpus_tf import TF_MODELS, tf_entry  # noqa: E402  (it imports this module lazily)
+
 BUILDERS: dict[str, Callable[[Path, Path | None], Entry]] = {
     "paddle-det": lambda w, d: paddle("det", w, d),
     "paddle-rec": lambda w, d: paddle("rec", w, d),
@@ -664,6 +667,7 @@ BUILDERS: dict[str, Callable[[Path, Path | None], Entry]] = {
     "effnet-lite0-dynamo18": lambda w, d: effnet("effnet-lite0-dynamo18", w, d),
     **{k: (lambda w, d, k=k: tiny(k, w, d)) for k in TINY},
     **{k: (lambda w, d, k=k: encoder(k, w, d)) for k in ENCODERS},
+    **{k: (lambda w, d, k=k: tf_entry(k, w, d)) for k in TF_MODELS},
 }
 
 QUICK = ["paddle-cls", "silero-vad-16k", "samepad-ts13", "hswish-ts13"]

@@ -16,6 +16,7 @@ from faaq_onnx.passes.decompose_hardswish import (
     DecomposeHardSwishPass,
     WrittenOutHardSwishPass,
 )
+from faaq_onnx.passes.drop_identity_reshapes import DropIdentityReshapesPass
 from faaq_onnx.passes.drop_noop_arith import DropNoopArithmeticPass
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
 from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
@@ -54,6 +55,7 @@ def canonicalize(
         DropNoopArithmeticPass(),
         FoldPadIntoConvPass(),
         SpatialMeanToGlobalPoolPass(),
+        DropIdentityReshapesPass(),
         FuseMatMulAddPass(),
         UnshareBiasPass(),
         DecomposeHardSwishPass(),

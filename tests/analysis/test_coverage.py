@@ -208,3 +208,63 @@ def test_ort_coverage_names_a_constant_too_large_for_a_uint8_operand():
     ops, q = _ops(_model(nodes, inits), coverage="ort")
     assert "big_add" not in ops
     assert "QLinearAdd holds at most 65,536 values" in q.left_float["big_add"]
+
+
+def _normalized_input_conv(pool_beside: bool = False):
+    """The model's own preprocessing on an NHWC image, x·(1/255) - mean, then / std per
+    channel (Keras' Rescaling + Normalization through tf2onnx), Transpose to NCHW, Conv; with
+    `pool_beside`, an AveragePool of the normalized image feeds a second Conv too."""
+    c = 3
+    inits = {
+        "k": np.array(1 / 255, np.float32),
+        "mean": np.array([0.485, 0.456, 0.406], np.float32),
+        "inv_std": np.array([4.4, 4.5, 4.4], np.float32),
+        "w": np.random.default_rng(1).standard_normal((4, c, 3, 3)).astype(np.float32),
+        "w2": np.random.default_rng(2).standard_normal((4, c, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["r"], name="rescale"),
+        helper.make_node("Sub", ["r", "mean"], ["s"], name="center"),
+        helper.make_node("Mul", ["s", "inv_std"], ["n"], name="scale"),
+        helper.make_node("Transpose", ["n"], ["t"], name="nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    outs = ["y"]
+    if pool_beside:
+        nodes += [
+            helper.make_node("AveragePool", ["t"], ["p"], name="pool", kernel_shape=[2, 2]),
+            helper.make_node("Conv", ["p", "w2"], ["side"], name="conv2"),
+        ]
+        outs.append("side")
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, [1, 8, 8, c])],
+        [helper.make_tensor_value_info(o, F32, None) for o in outs],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return m
+
+
+def test_the_models_own_input_normalization_stays_float_and_the_conv_reads_the_first_grid():
+    from faaq_onnx.passes.canonicalize import canonicalize
+
+    model, _ = canonicalize(ir.from_proto(_normalized_input_conv()), target_opset=18)
+    ops, q = _ops(model)
+    names = {n.op_type: n.name for n in model.graph}
+    assert "conv" in ops and not {"rescale", "scale"} & ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert "x" not in acts and "n" in acts  # one grid, where the Conv reads the image
+    assert "graph inputs alone" in q.left_float["rescale"], names
+    assert "graph inputs alone" in q.left_float["scale"]
+
+
+def test_an_op_reading_a_tensor_a_weighted_op_quantizes_anyway_is_not_preprocessing():
+    from faaq_onnx.passes.canonicalize import canonicalize
+
+    model, _ = canonicalize(ir.from_proto(_normalized_input_conv(pool_beside=True)), 18)
+    ops, q = _ops(model)
+    assert "pool" in ops  # QLinearAveragePool on the grid the Conv reads anyway
+    assert "pool" not in q.left_float and "rescale" not in ops

@@ -105,16 +105,25 @@ def test_interpolating_resize_and_nonzero_pad_do_not_share_a_scale():
 
 def test_mul_of_two_feature_maps_is_quantized_a_transformers_is_not(tmp_path):
     """QLinearMul pays on conv feature maps (HardSwish, squeeze-excite); a transformer's GELU
-    product (rank 3) stays float, as the tuned transformer results were measured."""
+    product (rank 3) stays float, as the tuned transformer results were measured. Each product
+    is of a layer's output (a product of the graph input alone is the model's preprocessing,
+    float either way: test_coverage)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     def model(shape):
         k = shape[-1]
         w = numpy_helper.from_array(np.eye(k, dtype=np.float32), "w")
+        first = (
+            helper.make_node("Conv", ["x", "wc"], ["h"], name="conv")
+            if len(shape) == 4
+            else helper.make_node("MatMul", ["x", "w"], ["h"], name="mm0")
+        )
+        wc = np.eye(shape[1], dtype=np.float32)[:, :, None, None]
         nodes = [
-            helper.make_node("Sigmoid", ["x"], ["s"], name="sig"),
-            helper.make_node("Mul", ["x", "s"], ["m"], name="mul"),
+            first,
+            helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
+            helper.make_node("Mul", ["h", "s"], ["m"], name="mul"),
             helper.make_node("MatMul", ["m", "w"], ["y"], name="mm"),
         ]
         g = helper.make_graph(
@@ -122,7 +131,7 @@ def test_mul_of_two_feature_maps_is_quantized_a_transformers_is_not(tmp_path):
             "g",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-            [w],
+            [w, numpy_helper.from_array(wc, "wc")],
         )
         path = tmp_path / f"m{len(shape)}.onnx"
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])

@@ -1,0 +1,145 @@
+"""TensorFlow-converted graphs for the foreign-graph corpus (benchmarks/foreign_corpus.py).
+
+Users bring ONNX files that tf2onnx wrote from Keras models and from TFLite files: NHWC inputs
+behind one Transpose, BatchNorms left as Mul + Add after a Conv, Dense layers as MatMul + Add,
+Keras 'same' padding as explicit Pads before strided convs, swish as Sigmoid x Mul, and SE
+blocks through Squeeze / Reshape. TensorFlow is no dependency of faaq (nor of the benchmark
+environment: its wheels pin their own numpy), so the files are written by this same module run
+under a second Python that has it:
+
+    python -m venv /tmp/tfenv
+    /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0
+    FAAQ_TF_PYTHON=/tmp/tfenv/bin/python python benchmarks/bench_foreign_graphs.py \\
+        --data-dir ../shared/data --models tf-mbv2-keras13,tf-effb0-keras17,tf-mbv2-tflite13,tf-resnet50-keras15
+
+| name | what tf2onnx converted | input |
+| --- | --- | --- |
+| tf-mbv2-keras13 | keras.applications.MobileNetV2 (alpha 0.35, 100 classes), from_keras, opset 13 | 1x96x96x3, [-1, 1] |
+| tf-effb0-keras17 | keras.applications.EfficientNetB0 (100 classes; its own rescaling), from_keras, opset 17 | 1x96x96x3, 0-255 |
+| tf-mbv2-tflite13 | the same MobileNetV2 saved, converted to a float .tflite, from_tflite, opset 13 | 1x96x96x3, [-1, 1] |
+| tf-resnet50-keras15 | keras.applications.ResNet50 (100 classes), from_keras, opset 15 | 1x96x96x3, caffe BGR means |
+
+Random weights (seeded) and random BatchNorm statistics, as the corpus's other random-weight
+nets: what is measured is what the graph lets a quantizer do, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SIDE = 96
+TF_MODELS = {
+    "tf-mbv2-keras13": ("mobilenetv2", "keras", 13),
+    "tf-effb0-keras17": ("efficientnetb0", "keras", 17),
+    "tf-mbv2-tflite13": ("mobilenetv2", "tflite", 13),
+    "tf-resnet50-keras15": ("resnet50", "keras", 15),
+}
+INSTALL = (
+    "set FAAQ_TF_PYTHON to a Python with tensorflow-cpu and tf2onnx "
+    "(python -m venv /tmp/tfenv; /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0)"
+)
+
+
+# ----------------------------------------------------------------------------- main environment
+
+
+def tf_entry(name: str, work: Path, ddir: Path | None):
+    """The corpus Entry of a TF-converted model, its file written by FAAQ_TF_PYTHON."""
+    import numpy as np
+    import onnx
+    from foreign_corpus import Entry, Skip, _photo, _split_seeds, _val_files
+
+    family, route, opset = TF_MODELS[name]
+    path = work / f"{name}.onnx"
+    if not path.exists():
+        python = os.environ.get("FAAQ_TF_PYTHON")
+        if not python:
+            raise Skip(INSTALL)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run(
+            [python, __file__, name, str(path)], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0 or not path.exists():
+            raise Skip(f"{name}: the TF side failed: {done.stderr.strip().splitlines()[-1:]}")
+    input_name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+    def preprocess(rgb: np.ndarray) -> np.ndarray:
+        x = rgb.astype(np.float32)
+        if family == "mobilenetv2":
+            return x / 127.5 - 1.0
+        if family == "resnet50":  # keras' "caffe" preprocessing: BGR, ImageNet means
+            return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+        return x  # EfficientNet rescales inside the model
+
+    def feeds(split, n):
+        out = []
+        for s in _split_seeds(split, n):
+            seed = s if split == "calib" else 1299 - (s % 1000)
+            out.append({input_name: preprocess(_photo(ddir, seed, (SIDE, SIDE)))[None]})
+        return out
+
+    how = (
+        "from_tflite (Keras -> SavedModel -> float .tflite)" if route == "tflite" else "from_keras"
+    )
+    return Entry(
+        name,
+        path,
+        feeds,
+        source=f"keras.applications {family}, random weights; tf2onnx {how}, opset {opset}, "
+        f"NHWC 1x{SIDE}x{SIDE}x3",
+        data=(
+            f"val1300 photos resized to {SIDE}x{SIDE}, the Keras preprocessing"
+            if _val_files(ddir)
+            else "smooth noise images (no --data-dir)"
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- TF environment
+
+
+def _write(name: str, out: Path) -> None:
+    """Build the Keras model `name` names and write tf2onnx's ONNX file to `out` (TF side)."""
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+
+    keras = tf.keras
+    family, route, opset = TF_MODELS[name]
+    keras.utils.set_random_seed(sum(map(ord, family)))
+    shape = (SIDE, SIDE, 3)
+    model = {
+        "mobilenetv2": lambda: keras.applications.MobileNetV2(
+            weights=None, input_shape=shape, alpha=0.35, classes=100
+        ),
+        "efficientnetb0": lambda: keras.applications.EfficientNetB0(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "resnet50": lambda: keras.applications.ResNet50(
+            weights=None, input_shape=shape, classes=100
+        ),
+    }[family]()
+    for i, layer in enumerate(model.layers):  # random statistics, so folding has work to do
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c, rng = layer.moving_mean.shape[0], np.random.default_rng(i)
+            layer.moving_mean.assign((rng.standard_normal(c) * 0.1).astype("float32"))
+            layer.moving_variance.assign((rng.random(c) * 0.5 + 0.5).astype("float32"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part")
+    if route == "keras":
+        spec = (tf.TensorSpec((1, *shape), tf.float32, name="input"),)
+        tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(tmp))
+    else:
+        saved = out.with_suffix(".savedmodel")
+        model.export(str(saved))
+        flat = out.with_suffix(".tflite")
+        flat.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
+        tf2onnx.convert.from_tflite(str(flat), opset=opset, output_path=str(tmp))
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    _write(sys.argv[1], Path(sys.argv[2]))
