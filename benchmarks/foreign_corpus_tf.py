@@ -10,7 +10,8 @@ under a second Python that has it:
     python -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0
     FAAQ_TF_PYTHON=/tmp/tfenv/bin/python python benchmarks/bench_foreign_graphs.py \\
-        --data-dir ../shared/data --models tf-mbv2-keras13,tf-effb0-keras17,tf-mbv2-tflite13,tf-resnet50-keras15
+        --data-dir ../shared/data \\
+        --models tf-mbv2-keras13,tf-effb0-keras17,tf-mbv2-tflite13,tf-resnet50-keras15,tf-encoder-keras17
 
 | name | what tf2onnx converted | input |
 | --- | --- | --- |
@@ -18,6 +19,7 @@ under a second Python that has it:
 | tf-effb0-keras17 | keras.applications.EfficientNetB0 (100 classes; its own rescaling), from_keras, opset 17 | 1x96x96x3, 0-255 |
 | tf-mbv2-tflite13 | the same MobileNetV2 saved, converted to a float .tflite, from_tflite, opset 13 | 1x96x96x3, [-1, 1] |
 | tf-resnet50-keras15 | keras.applications.ResNet50 (100 classes), from_keras, opset 15 | 1x96x96x3, caffe BGR means |
+| tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
 
 Random weights (seeded) and random BatchNorm statistics, as the corpus's other random-weight
 nets: what is measured is what the graph lets a quantizer do, not accuracy.
@@ -31,11 +33,13 @@ import sys
 from pathlib import Path
 
 SIDE = 96
+SEQ, WIDTH = 32, 64  # the encoder's tokens and model width
 TF_MODELS = {
     "tf-mbv2-keras13": ("mobilenetv2", "keras", 13),
     "tf-effb0-keras17": ("efficientnetb0", "keras", 17),
     "tf-mbv2-tflite13": ("mobilenetv2", "tflite", 13),
     "tf-resnet50-keras15": ("resnet50", "keras", 15),
+    "tf-encoder-keras17": ("encoder", "keras", 17),
 }
 INSTALL = (
     "set FAAQ_TF_PYTHON to a Python with tensorflow-cpu and tf2onnx "
@@ -77,6 +81,11 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
     def feeds(split, n):
         out = []
         for s in _split_seeds(split, n):
+            if family == "encoder":  # as the torch encoders': unit rows, an offset per sample
+                rng = np.random.default_rng(10_000 + s)
+                x = rng.standard_normal((1, SEQ, WIDTH)) + 0.5 * rng.standard_normal((1, 1, WIDTH))
+                out.append({input_name: x.astype(np.float32)})
+                continue
             seed = s if split == "calib" else 1299 - (s % 1000)
             out.append({input_name: preprocess(_photo(ddir, seed, (SIDE, SIDE)))[None]})
         return out
@@ -88,10 +97,17 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
         name,
         path,
         feeds,
-        source=f"keras.applications {family}, random weights; tf2onnx {how}, opset {opset}, "
-        f"NHWC 1x{SIDE}x{SIDE}x3",
+        source=(
+            f"Keras encoder (2 layers, MultiHeadAttention, d {WIDTH}), random weights; tf2onnx "
+            f"{how}, opset {opset}, 1x{SEQ}x{WIDTH}"
+            if family == "encoder"
+            else f"keras.applications {family}, random weights; tf2onnx {how}, opset {opset}, "
+            f"NHWC 1x{SIDE}x{SIDE}x3"
+        ),
         data=(
-            f"val1300 photos resized to {SIDE}x{SIDE}, the Keras preprocessing"
+            "Gaussian token embeddings with a per-sample offset (seeded)"
+            if family == "encoder"
+            else f"val1300 photos resized to {SIDE}x{SIDE}, the Keras preprocessing"
             if _val_files(ddir)
             else "smooth noise images (no --data-dir)"
         ),
@@ -121,6 +137,7 @@ def _write(name: str, out: Path) -> None:
         "resnet50": lambda: keras.applications.ResNet50(
             weights=None, input_shape=shape, classes=100
         ),
+        "encoder": lambda: _encoder(keras),
     }[family]()
     for i, layer in enumerate(model.layers):  # random statistics, so folding has work to do
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -129,6 +146,8 @@ def _write(name: str, out: Path) -> None:
             layer.moving_variance.assign((rng.random(c) * 0.5 + 0.5).astype("float32"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".part")
+    if family == "encoder":
+        shape = (SEQ, WIDTH)
     if route == "keras":
         spec = (tf.TensorSpec((1, *shape), tf.float32, name="input"),)
         tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(tmp))
@@ -139,6 +158,18 @@ def _write(name: str, out: Path) -> None:
         flat.write_bytes(tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert())
         tf2onnx.convert.from_tflite(str(flat), opset=opset, output_path=str(tmp))
     tmp.replace(out)
+
+
+def _encoder(keras):
+    """Two post-norm encoder layers as Keras writes them, mean-pooled, a 10-way Dense head."""
+    inp = keras.Input((SEQ, WIDTH), batch_size=1, name="input")
+    x = inp
+    for _ in range(2):
+        a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=WIDTH // 4)(x, x)
+        x = keras.layers.LayerNormalization()(x + a)
+        f = keras.layers.Dense(4 * WIDTH, activation="relu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(WIDTH)(f))
+    return keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(x)))
 
 
 if __name__ == "__main__":
