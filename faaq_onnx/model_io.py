@@ -22,6 +22,38 @@ MAX_OPSET = 23
 _KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
+# ops only a quantized model has: Q/DQ pairs, ORT's integer kernels, packed low-bit MatMuls
+QUANTIZED_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "QGemm",
+    "QAttention",
+}
+
+
+def load_float_model(path: str | os.PathLike) -> ir.Model:
+    """load_model, refusing a model that is quantized already (quantize and analyze start from
+    the float model; a second pass would quantize the first one's dequantized weights)."""
+    model = load_model(path)
+    found: dict[str, int] = {}
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):  # If branches included
+        if node.op_type in QUANTIZED_OPS or node.op_type.startswith("QLinear"):
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    if found:
+        what = ", ".join(f"{n} {op}" for op, n in sorted(found.items(), key=lambda x: -x[1])[:3])
+        raise FaaqError(
+            f"{path} is quantized already ({what}): faaq quantizes float models; give it the "
+            "float model this one was made from"
+        )
+    return model
+
+
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load (external data included), check, and convert to the IR."""
     path = Path(path)

@@ -195,3 +195,26 @@ def test_ml_and_microsoft_domains_are_known(tmp_path):
         tmp_path, nodes, [X], [Y], opsets=[("", 17), ("com.microsoft", 1), ("ai.onnx.ml", 3)]
     )
     assert [n.op_type for n in load_model(p).graph] == ["Gelu", "Relu"]
+
+
+def test_a_model_quantized_already_is_refused_in_one_line_and_still_inspected(tiny_cnn, tmp_path):
+    """faaq's own output, or ORT's: quantize and analyze refuse it before any work, write
+    nothing; inspect and profile still read it."""
+    from click.testing import CliRunner
+
+    from faaq_onnx import quantize
+    from faaq_onnx.cli import main
+    from faaq_onnx.config import QuantConfig
+
+    q, again = tmp_path / "q.onnx", tmp_path / "qq.onnx"
+    quantize(tiny_cnn, "random:4", str(q), QuantConfig(scheme="w8a8", progress=False))
+    r = CliRunner().invoke(main, ["quantize", str(q), "-o", str(again), "--calib", "random:4"])
+    assert r.exit_code == 2 and not again.exists()
+    line = r.stderr.strip()
+    assert "\n" not in line and "quantized already" in line and "DequantizeLinear" in line
+    r = CliRunner().invoke(
+        main, ["analyze", str(q), "--calib", "random:4", "--report", str(tmp_path / "rep")]
+    )
+    assert r.exit_code == 2 and "quantized already" in r.stderr
+    assert not (tmp_path / "rep").exists()
+    assert CliRunner().invoke(main, ["inspect", str(q), "--kernels"]).exit_code == 0

@@ -285,6 +285,9 @@ def record_left_float(proto: onnx.ModelProto, left_float: dict[str, str]) -> Non
     names them as the quantize summary did (only nodes still in the model)."""
     names = {n.name for n in all_nodes(proto.graph)}  # If branches included
     kept = {k: v for k, v in left_float.items() if k in names}
+    for i in reversed(range(len(proto.metadata_props))):  # a model quantized before had one
+        if proto.metadata_props[i].key == LEFT_FLOAT_KEY:
+            del proto.metadata_props[i]
     if kept:
         proto.metadata_props.add(key=LEFT_FLOAT_KEY, value=json.dumps(kept, sort_keys=True))
 

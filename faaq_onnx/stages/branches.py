@@ -253,11 +253,11 @@ def quantize_in_branches(
     (`quantize_model`: pipeline.quantize), and put them back into the user's graph."""
     from faaq_onnx.analysis.verify import verify
     from faaq_onnx.inputs import prepare_calibration, reuses_calibration
-    from faaq_onnx.model_io import load_model
+    from faaq_onnx.model_io import load_float_model
     from faaq_onnx.outputs import save_model_atomic
     from faaq_onnx.passes.upgrade_opset import UpgradeOpsetPass
 
-    model = load_model(model_path)
+    model = load_float_model(model_path)
     UpgradeOpsetPass(opset)(model)  # both branches run at the opset the quantized one needs
     proto = to_proto(model)
     sites = branch_sites(proto)

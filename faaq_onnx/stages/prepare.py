@@ -24,7 +24,7 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import model_input_shapes, to_proto
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.inputs import prepare_calibration
-from faaq_onnx.model_io import load_model
+from faaq_onnx.model_io import load_float_model
 from faaq_onnx.optimize.rounding import check_interpretable
 from faaq_onnx.passes.canonicalize import canonicalize
 from faaq_onnx.passes.sample_axis import LiftSampleAxisPass
@@ -59,7 +59,7 @@ class Prepared:
         self.calibration_source = "arrays (API)" if isinstance(calib, dict) else str(calib)
         self.data_free = isinstance(calib, str) and calib.split(":")[0] in ("none", "bn-stats")
         with stage("load"):
-            model = load_model(model_path)
+            model = load_float_model(model_path)
             user_proto = to_proto(model)
             # bad calibration data fails here, before any long work
             self.inputs, self.verify_inputs, self.data_notes = prepare_calibration(

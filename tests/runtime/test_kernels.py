@@ -479,3 +479,12 @@ def test_reasons_recorded_in_the_model_are_what_inspect_reports(tmp_path):
     ]
     record_left_float(bare := _quantized_conv_then_float_softmax(), {})
     assert recorded_left_float(bare) is None and not bare.metadata_props
+
+
+def test_recording_the_reasons_again_replaces_them():
+    """One faaq.left_float entry, the latest: a duplicate key fails onnx.checker."""
+    m = _quantized_conv_then_float_softmax()
+    record_left_float(m, {"sigmoid": "left float by faaq: first"})
+    record_left_float(m, {"sigmoid": "left float by faaq: second"})
+    assert [p.key for p in m.metadata_props].count("faaq.left_float") == 1
+    assert recorded_left_float(m) == {"sigmoid": "left float by faaq: second"}
