@@ -18,7 +18,7 @@ command is a row with its error line: the benchmark's first question is whether 
     python benchmarks/bench_foreign_budget.py --data-dir ../shared/data --work /tmp/fbudget
     python benchmarks/bench_foreign_budget.py --data-dir ../shared/data --models paddle-rec,effnet-lite0-ts13
 
-Writes benchmarks/out/foreign_budget.{json,md}.
+Writes benchmarks/out/foreign_budget.{json,md} (--out names another).
 """
 
 from __future__ import annotations
@@ -129,13 +129,14 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(corpus.BUILDERS))
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
+    ap.add_argument("--out", default="foreign_budget", help="result name under benchmarks/out")
     args = ap.parse_args()
     if args.report_only:
         from common import OUT
 
-        saved = json.loads((OUT / "foreign_budget.json").read_text())
+        saved = json.loads((OUT / f"{args.out}.json").read_text())
         meta, command = saved["meta"], saved.get("command", "")
-        write("foreign_budget", saved, markdown(saved["rows"], meta, command))
+        write(args.out, saved, markdown(saved["rows"], meta, command))
         return
     from common import data_dir
 
@@ -148,7 +149,7 @@ def main() -> None:
     meta = run_meta(loads)
     command = "python benchmarks/bench_foreign_budget.py " + " ".join(sys.argv[1:])
     payload = {"meta": meta, "command": command, "rows": rows}
-    write("foreign_budget", payload, markdown(rows, meta, command))
+    write(args.out, payload, markdown(rows, meta, command))
 
 
 if __name__ == "__main__":

@@ -153,6 +153,16 @@ def check_proto(
             )
         if domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
             raise FaaqError(f"{where}: unsupported op {node.op_type!r} in node {node.name!r}")
+    for v in [*proto.graph.input, *proto.graph.output]:
+        kind = v.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            side = "input" if v in proto.graph.input else "output"
+            zipmap = any(n.op_type == "ZipMap" for n in proto.graph.node)
+            hint = " (skl2onnx's ZipMap: convert with options={'zipmap': False})" if zipmap else ""
+            raise FaaqError(
+                f"{where}: graph {side} {v.name!r} is a {kind.replace('_type', '')}, not a "
+                f"tensor{hint}; faaq quantizes graphs whose inputs and outputs are tensors"
+            )
     float_inputs = [
         i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
     ]

@@ -218,3 +218,29 @@ def test_a_model_quantized_already_is_refused_in_one_line_and_still_inspected(ti
     assert r.exit_code == 2 and "quantized already" in r.stderr
     assert not (tmp_path / "rep").exists()
     assert CliRunner().invoke(main, ["inspect", str(q), "--kernels"]).exit_code == 0
+
+
+def test_a_graph_output_that_is_not_a_tensor_is_refused_in_one_line(tmp_path):
+    """skl2onnx's default classifier output: ZipMap's sequence of maps (onnx-ir cannot read
+    such a graph: a traceback before)."""
+    m = build_tiny_cnn()
+    seq = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(
+            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+        )
+    )
+    m.graph.node.append(
+        helper.make_node(
+            "ZipMap",
+            [m.graph.output[0].name],
+            ["zipped"],
+            domain="ai.onnx.ml",
+            classlabels_int64s=list(range(10)),
+        )
+    )
+    m.graph.output.append(helper.make_value_info("zipped", seq))
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
+    p = tmp_path / "zipmap.onnx"
+    onnx.save(m, p)
+    with pytest.raises(FaaqError, match=r"output 'zipped' is a sequence, not a tensor .*zipmap"):
+        load_model(p)

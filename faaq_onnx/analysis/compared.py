@@ -34,6 +34,8 @@ def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, 
     found = {}
     for out in proto.graph.output:
         node = producer.get(out.name)
+        while node is not None and node.op_type == "Identity":  # skl2onnx names it so
+            node = producer.get(node.input[0])
         if node is not None and node.op_type == "Reshape":  # the upgrade's pattern, whole
             inner = producer.get(node.input[0])
             flat = producer.get(inner.input[0]) if inner is not None else None
@@ -44,14 +46,34 @@ def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, 
         before = producer.get(logits)
         if before is not None and before.op_type == "Flatten":
             logits = before.input[0]  # the samples' axis is merged after the Flatten
-        touched = {out.name, node.output[0], node.input[0], logits}
+        touched = {out.name, node.output[0], node.input[0], logits}  # (Identity: same values)
         if logits in graph_inputs or logits in outputs or touched & quantized:
             continue  # (logits the model outputs too are compared as that output already)
         found[out.name] = logits
     return found
 
 
-def compared_model(model, compared: dict[str, str], keep: bool = False):
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.DOUBLE,
+}
+
+
+def compared_outputs(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, str | None]:
+    """softmax_logits, and None for each output that is not a float tensor (a classifier's
+    int64 label from ArgMax: its SQNR is infinite where the label holds, and a few flips carry
+    the mean) while a float output remains to compare; such outputs are not compared."""
+    found: dict[str, str | None] = dict(softmax_logits(proto, qgraph))
+    elem = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    other = [o for o, t in elem.items() if t and t not in FLOAT_TYPES]
+    if other and len(other) < len(elem):
+        found.update(dict.fromkeys(other))
+    return found
+
+
+def compared_model(model, compared: dict[str, str | None], keep: bool = False):
     """`model` (a path or a proto; not changed) with the compared tensors as its outputs, in
     the order of the outputs they stand for, and without the nodes only the others needed;
     with `keep`, they are added in front of its own outputs and every node stays (a session
@@ -64,18 +86,22 @@ def compared_model(model, compared: dict[str, str], keep: bool = False):
     out.CopyFrom(proto)
     g = out.graph
     made = {o for n in g.node for o in n.output}
-    missing = sorted(t for t in compared.values() if t not in made)
+    missing = sorted(t for t in compared.values() if t is not None and t not in made)
     if missing:
         raise FaaqError(f"the model makes no tensor {missing[0]!r} to compare at")
     outputs = []
     for o in g.output:
-        if o.name in compared:
+        at = compared.get(o.name, o.name)
+        if at is None:  # not compared
+            continue
+        if at != o.name:
             elem = o.type.tensor_type.elem_type or onnx.TensorProto.FLOAT
-            outputs.append(helper.make_tensor_value_info(compared[o.name], elem, None))
+            outputs.append(helper.make_tensor_value_info(at, elem, None))
         else:
             outputs.append(o)
     if keep:
-        outputs = [o for o in outputs if o.name in compared.values()] + list(g.output)
+        shown = {t for t in compared.values() if t is not None}
+        outputs = [o for o in outputs if o.name in shown] + list(g.output)
     del g.output[:]
     g.output.extend(outputs)
     if keep:

@@ -70,7 +70,7 @@ def verify(
     batch_size: int = 16,
     reference=None,
     confidence: float = DEFAULT_CONFIDENCE,
-    compared: dict[str, str] | None = None,
+    compared: dict[str, str | None] | None = None,
 ) -> dict:
     """Check the emitted model; SQNR against `reference` (the model file the user gave, which
     ORT reads itself, read-only), or against `float_proto` where no reference is given.
@@ -106,7 +106,7 @@ def verify(
         )
     # each output, and the tensor it is compared at
     at = {o.name: compared.get(o.name, o.name) for o in ref_sess.get_outputs()}
-    at = {o: t for o, t in at.items() if o not in compared.values()}
+    at = {o: t for o, t in at.items() if t is not None and o not in compared.values()}
     names = list(at.values())
     store = OutputStore(n)
     for start, outs in run_batches(ref_sess, inputs, batch_size, names):

@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from faaq_onnx.analysis.budget import Budget
 from faaq_onnx.analysis.calibrate import Calibration, calibrate
-from faaq_onnx.analysis.compared import softmax_logits
+from faaq_onnx.analysis.compared import compared_outputs
 from faaq_onnx.analysis.discover import WEIGHT_OPS, discover_groups
 from faaq_onnx.analysis.macs import with_observed_macs
 from faaq_onnx.analysis.prune import prune_quantizers
@@ -102,8 +102,8 @@ class Prepared:
             # symbolic non-batch dims (attention MatMuls): the MACs of the shapes observed
             self.qgraph = with_observed_macs(self.qgraph, self.model, self.calibration)
             self.calibration.data_free = self.data_free
-        # where outputs are compared (a Softmax output at its logits)
-        self.compared = softmax_logits(self.float_proto, self.qgraph)
+        # where outputs are compared (a Softmax output at its logits; an int label not at all)
+        self.compared = compared_outputs(self.float_proto, self.qgraph)
 
     def _scale_channels(self, stage: Stage) -> dict:
         """SmoothQuant / AWQ: a data-driven rewrite of the float model, before calibration sees it."""

@@ -117,3 +117,48 @@ def test_sweep_and_verification_measure_the_logits(tmp_path):
         10 * np.log10(np.mean(sqnr_ratios(ref, got))), abs=1e-3
     )
     assert "at the logits 'y'" in summary_line(result.report)
+
+
+def _classifier_with_label() -> onnx.ModelProto:
+    """skl2onnx's form: outputs `label` (int64, ArgMax of the probabilities) first, then
+    `probabilities` (Softmax, then an Identity)."""
+    m = build_tiny_mlp(opset=17)
+    m.graph.node.extend(
+        [
+            helper.make_node("Softmax", ["y"], ["p"], name="softmax", axis=-1),
+            helper.make_node("Identity", ["p"], ["probabilities"], name="named"),
+            helper.make_node("ArgMax", ["p"], ["label"], name="argmax", axis=1, keepdims=0),
+        ]
+    )
+    del m.graph.output[:]
+    m.graph.output.extend(
+        [
+            helper.make_tensor_value_info("label", onnx.TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("probabilities", F32, ["batch", 10]),
+        ]
+    )
+    m.ir_version = 10
+    return m
+
+
+def test_an_int_label_output_is_not_compared_and_probabilities_are_at_their_logits():
+    from faaq_onnx.analysis.compared import compared_outputs
+
+    m = _classifier_with_label()
+    assert compared_outputs(m, _qgraph(m)) == {"label": None, "probabilities": "y"}
+    assert [o.name for o in compared_model(m, {"label": None}).graph.output] == ["probabilities"]
+    only_label = _classifier_with_label()
+    del only_label.graph.output[1]  # nothing else to compare: the label is kept
+    assert compared_outputs(only_label, _qgraph(only_label)) == {}
+
+
+def test_the_report_and_the_sweep_leave_the_label_out(tmp_path):
+    src, out = _save(_classifier_with_label(), tmp_path / "m.onnx"), tmp_path / "q.onnx"
+    calib = {"x": np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)}
+    result = quantize(
+        src, calib, str(out), QuantConfig(scheme="w8a8", progress=False), budget="avg-bits=6"
+    )
+    outputs = result.report["verify"]["outputs"]
+    assert list(outputs) == ["probabilities"] and outputs["probabilities"]["compared_at"] == "y"
+    assert outputs["probabilities"]["sqnr_db"] < 80  # the label's exact matches inflated it
+    assert run_model(onnx.load(str(out)), {"x": calib["x"][:4]})[0].dtype == np.int64
