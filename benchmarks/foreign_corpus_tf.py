@@ -19,6 +19,8 @@ under a second Python that has it:
 | tf-effb0-keras17 | keras.applications.EfficientNetB0 (100 classes; its own rescaling), from_keras, opset 17 | 1x96x96x3, 0-255 |
 | tf-mbv2-tflite13 | the same MobileNetV2 saved, converted to a float .tflite, from_tflite, opset 13 | 1x96x96x3, [-1, 1] |
 | tf-resnet50-keras15 | keras.applications.ResNet50 (100 classes), from_keras, opset 15 | 1x96x96x3, caffe BGR means |
+| tf-unet-keras17 | a small U-Net: Conv + BN, SeparableConv2D, DepthwiseConv2D (multiplier 2, ReLU6), Conv2DTranspose, UpSampling2D (Tile), Concatenate, Sigmoid; opset 17 | 1x64x64x3, [0, 1] |
+| tf-audio-keras17 | Conv1D (as Unsqueeze -> Conv 1xk -> Squeeze), BN after ReLU, a GRU (tf2onnx writes a Loop), Dense + BN, Softmax; opset 17 | 1x100x40 features |
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
 
 Random weights (seeded) and random BatchNorm statistics, as the corpus's other random-weight
@@ -34,12 +36,15 @@ from pathlib import Path
 
 SIDE = 96
 SEQ, WIDTH = 32, 64  # the encoder's tokens and model width
+UNET_SIDE, FRAMES, BANDS = 64, 100, 40
 TF_MODELS = {
     "tf-mbv2-keras13": ("mobilenetv2", "keras", 13),
     "tf-effb0-keras17": ("efficientnetb0", "keras", 17),
     "tf-mbv2-tflite13": ("mobilenetv2", "tflite", 13),
     "tf-resnet50-keras15": ("resnet50", "keras", 15),
     "tf-encoder-keras17": ("encoder", "keras", 17),
+    "tf-unet-keras17": ("unet", "keras", 17),
+    "tf-audio-keras17": ("audio", "keras", 17),
 }
 INSTALL = (
     "set FAAQ_TF_PYTHON to a Python with tensorflow-cpu and tf2onnx "
@@ -48,6 +53,17 @@ INSTALL = (
 
 
 # ----------------------------------------------------------------------------- main environment
+
+_SOURCES = {
+    "encoder": f"Keras encoder (2 layers, MultiHeadAttention, d {WIDTH}), 1x{SEQ}x{WIDTH}",
+    "unet": f"Keras U-Net (SeparableConv2D, Conv2DTranspose, UpSampling2D), NHWC 1x{UNET_SIDE}x{UNET_SIDE}x3",
+    "audio": f"Keras Conv1D + GRU (a Loop) + Dense, 1x{FRAMES}x{BANDS}",
+}
+_DATA = {
+    "encoder": "Gaussian token embeddings with a per-sample offset (seeded)",
+    "audio": "Gaussian features with a per-band level (seeded)",
+    "unet": f"val1300 photos resized to {UNET_SIDE}x{UNET_SIDE}, scaled to [0, 1]",
+}
 
 
 def tf_entry(name: str, work: Path, ddir: Path | None):
@@ -86,6 +102,15 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
                 x = rng.standard_normal((1, SEQ, WIDTH)) + 0.5 * rng.standard_normal((1, 1, WIDTH))
                 out.append({input_name: x.astype(np.float32)})
                 continue
+            if family == "audio":  # log-mel-like features: a per-band level, unit noise
+                rng = np.random.default_rng(20_000 + s)
+                x = rng.standard_normal((1, FRAMES, BANDS)) + rng.standard_normal((1, 1, BANDS))
+                out.append({input_name: x.astype(np.float32)})
+                continue
+            if family == "unet":
+                photo = _photo(ddir, s if split == "calib" else 1299 - (s % 1000), (64, 64))
+                out.append({input_name: (photo.astype(np.float32) / 255.0)[None]})
+                continue
             seed = s if split == "calib" else 1299 - (s % 1000)
             out.append({input_name: preprocess(_photo(ddir, seed, (SIDE, SIDE)))[None]})
         return out
@@ -97,17 +122,11 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
         name,
         path,
         feeds,
-        source=(
-            f"Keras encoder (2 layers, MultiHeadAttention, d {WIDTH}), random weights; tf2onnx "
-            f"{how}, opset {opset}, 1x{SEQ}x{WIDTH}"
-            if family == "encoder"
-            else f"keras.applications {family}, random weights; tf2onnx {how}, opset {opset}, "
-            f"NHWC 1x{SIDE}x{SIDE}x3"
-        ),
-        data=(
-            "Gaussian token embeddings with a per-sample offset (seeded)"
-            if family == "encoder"
-            else f"val1300 photos resized to {SIDE}x{SIDE}, the Keras preprocessing"
+        source=f"{_SOURCES.get(family, f'keras.applications {family}')}, random weights; "
+        f"tf2onnx {how}, opset {opset}",
+        data=_DATA.get(family)
+        or (
+            f"val1300 photos resized to {SIDE}x{SIDE}, the Keras preprocessing"
             if _val_files(ddir)
             else "smooth noise images (no --data-dir)"
         ),
@@ -138,6 +157,8 @@ def _write(name: str, out: Path) -> None:
             weights=None, input_shape=shape, classes=100
         ),
         "encoder": lambda: _encoder(keras),
+        "unet": lambda: _unet(keras),
+        "audio": lambda: _audio(keras),
     }[family]()
     for i, layer in enumerate(model.layers):  # random statistics, so folding has work to do
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -146,8 +167,10 @@ def _write(name: str, out: Path) -> None:
             layer.moving_variance.assign((rng.random(c) * 0.5 + 0.5).astype("float32"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".part")
-    if family == "encoder":
-        shape = (SEQ, WIDTH)
+    if family in ("encoder", "unet", "audio"):
+        shape = {"encoder": (SEQ, WIDTH), "unet": (UNET_SIDE, UNET_SIDE, 3)}.get(
+            family, (FRAMES, BANDS)
+        )
     if route == "keras":
         spec = (tf.TensorSpec((1, *shape), tf.float32, name="input"),)
         tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(tmp))
@@ -170,6 +193,29 @@ def _encoder(keras):
         f = keras.layers.Dense(4 * WIDTH, activation="relu")(x)
         x = keras.layers.LayerNormalization()(x + keras.layers.Dense(WIDTH)(f))
     return keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(x)))
+
+
+def _unet(keras):
+    """A small U-Net with the layer types Keras segmentation models use."""
+    L = keras.layers
+    i = keras.Input((UNET_SIDE, UNET_SIDE, 3), batch_size=1, name="input")
+    x1 = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(i)))
+    x2 = L.SeparableConv2D(32, 3, strides=2, padding="same", activation="relu")(x1)
+    x3 = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", activation="relu6")(x2)
+    x4 = L.Conv2D(32, 1)(x3)
+    up = L.Conv2DTranspose(16, 3, strides=2, padding="same")(x4)
+    c = L.Concatenate()([up, x1, L.Conv2D(8, 1)(L.UpSampling2D()(x4))])
+    return keras.Model(i, L.Conv2D(2, 3, padding="same", activation="sigmoid")(c))
+
+
+def _audio(keras):
+    """Conv1D front end, a GRU, a Dense head: a keyword-spotting model's shape."""
+    L = keras.layers
+    i = keras.Input((FRAMES, BANDS), batch_size=1, name="input")
+    x = L.BatchNormalization()(L.Conv1D(32, 5, padding="same", activation="relu")(i))
+    x = L.GRU(32)(L.Conv1D(32, 3, strides=2, activation="relu")(x))
+    x = L.ReLU()(L.BatchNormalization()(L.Dense(16)(x)))
+    return keras.Model(i, L.Dense(5, activation="softmax")(x))
 
 
 if __name__ == "__main__":

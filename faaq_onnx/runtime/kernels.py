@@ -358,13 +358,14 @@ def _fate(
     if node.name and node.name in by_name:
         return by_name[node.name].op_type
     if node.name:
-        for name, n in by_name.items():
-            if (
-                name.startswith(node.name + "_token_")
-                or name.startswith(node.name + "_nchwc")
-                or name.startswith(node.name + "/")
-            ):  # e.g. 'mm1/MatMulAddFusion'
-                return n.op_type
+        # a node of the original graph is its own node, not one made from this one: TF names
+        # nest ('.../convolution' and its '.../convolution/ExpandDims')
+        own = {n.name for n in original.graph.node}
+        made = [(name, n) for name, n in by_name.items() if name not in own]
+        for suffixes in (("_token_", "_nchwc"), ("/",)):  # e.g. 'mm1/MatMulAddFusion' last
+            for name, n in made:
+                if any(name.startswith(node.name + x) for x in suffixes):
+                    return n.op_type
     outs = list(node.output)
     for n in original.graph.node if follow_q else ():
         if n.op_type == "QuantizeLinear" and n.input and n.input[0] in outs:

@@ -488,3 +488,21 @@ def test_recording_the_reasons_again_replaces_them():
     record_left_float(m, {"sigmoid": "left float by faaq: second"})
     assert [p.key for p in m.metadata_props].count("faaq.left_float") == 1
     assert recorded_left_float(m) == {"sigmoid": "left float by faaq: second"}
+
+
+def test_a_tf_style_nested_name_is_not_taken_for_the_node_it_is_nested_under():
+    """tf2onnx names an op's helpers under it ('net/conv/ExpandDims' before 'net/conv'): ORT
+    renames the fused Conv 'net/conv_token_N', and the report must find that one, not the
+    helper node whose name merely starts with 'net/conv/'."""
+    m = qdq_conv(8, True)
+    g = m.graph
+    # a float op named under the Conv's name, before it in the graph (ORT keeps a Sigmoid)
+    for n in g.node:
+        if n.name == "x_Q":
+            n.input[0] = "x_named"
+    g.node.insert(0, helper.make_node("Sigmoid", ["x"], ["x_named"], name="net/conv/ExpandDims"))
+    for n in g.node:
+        if n.name == "conv":
+            n.name = "net/conv"
+    runs = {q["node"]: q["runs_as"] for q in kernel_report(m)["quantized_nodes"]}
+    assert runs["net/conv"] == "QLinearConv"
