@@ -17,6 +17,7 @@ def quantize_report(comp, plan, emitted, verification: dict) -> dict:
         "dropped_clamps": emitted.dropped_clamps,
         "int32_biases": len(emitted.int32_biases),
         "widened_for_bias": emitted.widened_for_bias,
+        "regrouped_convs": emitted.regrouped,
         "matmulnbits": emitted.matmulnbits,
         "matmul_kernel": {
             "mode": comp.config.matmul_kernel,

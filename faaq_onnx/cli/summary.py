@@ -161,6 +161,7 @@ def summary_line(report: dict) -> str:
         + (f"  {compute_line(report)}\n" if compute_line(report) else "")
         + (f"  {branches_line(report)}\n" if branches_line(report) else "")
         + (f"  {widened_line(report)}\n" if widened_line(report) else "")
+        + (f"  {regrouped_line(report)}\n" if regrouped_line(report) else "")
         + "\n".join(
             f"  kernels: {line}" if i == 0 else f"  {line}"
             for i, line in enumerate(report["verify"]["kernels"]["summary"])
@@ -179,6 +180,20 @@ def widened_line(report: dict) -> str | None:
         f"int32 biases: {channels} channel(s) in {len(widened)} layer(s) had near-zero weights "
         "under a bias too large for int32 at their scale; their weight scales were widened so the "
         "bias fits (those weights round to 0)"
+    )
+
+
+def regrouped_line(report: dict) -> str | None:
+    """'regrouped: 1 grouped Conv(s) ...' where emission merged narrow groups so that ORT's int8
+    Conv takes a fast path (passes.emit_regroup)."""
+    regrouped = report.get("regrouped_convs") or {}
+    if not regrouped:
+        return None
+    merged = sorted({r["merged"] for r in regrouped.values()})
+    return (
+        f"regrouped: {len(regrouped)} grouped Conv(s) with few channels per group written with "
+        f"{'/'.join(map(str, merged))} groups merged into one (zero weights between them: the "
+        "same function), which ORT's int8 Conv runs on a fast path instead of a slow one"
     )
 
 

@@ -21,6 +21,7 @@ from faaq_onnx.passes.emit_activations import (
     InsertActivationQDQPass,
 )
 from faaq_onnx.passes.emit_constants import QuantizeConstantOperandsPass
+from faaq_onnx.passes.emit_regroup import RegroupConvPass
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.quant.weights import QuantizedWeight
@@ -36,6 +37,8 @@ class EmitSummary:
     widened_for_bias: dict[str, int] = field(default_factory=dict)
     matmulnbits: list[str] = field(default_factory=list)  # nodes emitted as MatMulNBits
     constant_operands: list[str] = field(default_factory=list)  # 'node:input' given a DQ
+    # {grouped Conv: its groups and how many were merged into one} (emit_regroup)
+    regrouped: dict[str, dict] = field(default_factory=dict)
 
 
 def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
@@ -76,6 +79,7 @@ def emit_qdq(
     `keep_clamps`: activation quantizers whose Relu/Clip must stay (their Q/DQ will be
     bypassed by weight-only MatMulNBits nodes)."""
     summary = EmitSummary()
+    qweights = dict(qweights)  # RegroupConvPass swaps entries: the caller's cache stays as it is
     act_bits = plan.act_bits(qgraph, quantized_only=True)
     qgraph = _quantized_part(qgraph, plan)
     act_params = {}
@@ -93,6 +97,7 @@ def emit_qdq(
             "tensors": list(aq.tensors),
         }
     passes = [
+        RegroupConvPass(qgraph, qweights, act_bits, summary),  # reads the tensors as named
         DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
         QuantizeConstantOperandsPass(qgraph, act_params, summary),
