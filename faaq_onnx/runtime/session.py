@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from faaq_onnx.errors import FaaqError
+from faaq_onnx.graph import all_nodes
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
 
@@ -213,7 +214,14 @@ def light_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.n
         if fd.name != "initializer":
             _copy_field(light.graph, fd, value)
     arrays = {}
+    # an initializer no node reads is left out: ORT drops it at load, and then fails to find
+    # it for the array handed over in its name (a model quantized by another tool may have some)
+    read = {i for n in all_nodes(model.graph) for i in n.input} | {
+        o.name for o in model.graph.output
+    }
     for t in model.graph.initializer:
+        if t.name not in read:
+            continue
         if not _handed(t):
             light.graph.initializer.append(t)
             continue

@@ -65,6 +65,7 @@ def test_a_scale_and_shift_before_a_padded_conv_run_on_integer_kernels(tmp_path)
     q = onnx.load(str(out))
     dq_const = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and "_const" in n.name]
     assert len(dq_const) == 2
+    assert not {"s", "t"} & {t.name for t in q.graph.initializer}  # no float copy left behind
     ops = optimized_op_types(str(out))
     assert {"QLinearMul", "QLinearAdd"} <= set(ops), ops
     assert "Mul" not in ops and "Add" not in ops, ops

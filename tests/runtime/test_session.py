@@ -157,6 +157,21 @@ def test_large_inline_weights_are_handed_over_not_serialized(monkeypatch):
         "unused_int4", onnx.TensorProto.INT4, [8192], bytes(4096), raw=True
     )
     m.graph.initializer.append(four)
+    # both read by a node (an initializer no node reads is left out: the test below)
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.5, np.float32), "s4"))
+    m.graph.node.extend(
+        [
+            onnx.helper.make_node("Identity", ["unused_small"], ["o_small"]),
+            onnx.helper.make_node("DequantizeLinear", ["unused_int4", "s4"], ["o_int4"]),
+        ]
+    )
+    m.graph.output.extend(
+        [
+            onnx.helper.make_tensor_value_info("o_small", onnx.TensorProto.FLOAT, [4]),
+            onnx.helper.make_tensor_value_info("o_int4", onnx.TensorProto.FLOAT, [8192]),
+        ]
+    )
+    m.opset_import[0].version, m.ir_version = 21, 10
     x = rng.standard_normal((2, 3)).astype(np.float32)
     serialized = []
     real = sm.light_model
@@ -180,6 +195,24 @@ def test_large_inline_weights_are_handed_over_not_serialized(monkeypatch):
     s = make_session(m)
     assert len(serialized) == 1 and getattr(s, "_faaq_external", None) is None
     np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
+
+
+def test_an_initializer_no_node_reads_is_not_handed_over(monkeypatch):
+    """ORT drops an unread initializer at load and then failed to find it for the array handed
+    over in its name ('ReplaceInitializedTensorImpl Failed to find existing initializer'): a
+    Keras DenseNet quantized left its BatchNorms' float scales behind their uint8 copies."""
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((3, 400)).astype(np.float32)
+    m = one_weight_model("MatMul", big, ["n", 3], ["n", 400])
+    m.graph.initializer.append(
+        onnx.numpy_helper.from_array(rng.standard_normal(2048).astype(np.float32), "dead")
+    )
+    monkeypatch.setattr(sm, "INLINE_HANDOVER_BYTES", 4000)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    s = make_session(m)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], x @ big, rtol=1e-5)
+    light, arrays = sm.light_model(m)
+    assert "dead" not in arrays and "dead" not in {t.name for t in light.graph.initializer}
 
 
 def test_models_derived_from_a_light_model_run_on_its_arrays():
