@@ -11,7 +11,8 @@ under a second Python that has it:
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf2onnx==1.17.0
     FAAQ_TF_PYTHON=/tmp/tfenv/bin/python python benchmarks/bench_foreign_graphs.py \\
         --data-dir ../shared/data \\
-        --models tf-mbv2-keras13,tf-effb0-keras17,tf-mbv2-tflite13,tf-resnet50-keras15,tf-encoder-keras17
+        --models tf-mbv2-keras13,tf-effb0-keras17,tf-mbv2-tflite13,tf-resnet50-keras15,tf-encoder-keras17,\\
+tf-mnv3s-keras17,tf-mnv3l-keras17,tf-densenet121-keras17,tf-unet-keras17,tf-audio-keras17
 
 | name | what tf2onnx converted | input |
 | --- | --- | --- |
@@ -19,6 +20,8 @@ under a second Python that has it:
 | tf-effb0-keras17 | keras.applications.EfficientNetB0 (100 classes; its own rescaling), from_keras, opset 17 | 1x96x96x3, 0-255 |
 | tf-mbv2-tflite13 | the same MobileNetV2 saved, converted to a float .tflite, from_tflite, opset 13 | 1x96x96x3, [-1, 1] |
 | tf-resnet50-keras15 | keras.applications.ResNet50 (100 classes), from_keras, opset 15 | 1x96x96x3, caffe BGR means |
+| tf-mnv3s-keras17, tf-mnv3l-keras17 | keras.applications.MobileNetV3Small / Large (100 classes; their own rescaling; tf2onnx leaves them NHWC: hard-swish, SE and BatchNorms between layout Transposes), opset 17 | 1x96x96x3, 0-255 |
+| tf-densenet121-keras17 | keras.applications.DenseNet121 (100 classes; pre-activation BatchNorms as Mul/Add after each Concat), opset 17 | 1x96x96x3, torch preprocessing |
 | tf-unet-keras17 | a small U-Net: Conv + BN, SeparableConv2D, DepthwiseConv2D (multiplier 2, ReLU6), Conv2DTranspose, UpSampling2D (Tile), Concatenate, Sigmoid; opset 17 | 1x64x64x3, [0, 1] |
 | tf-audio-keras17 | Conv1D (as Unsqueeze -> Conv 1xk -> Squeeze), BN after ReLU, a GRU (tf2onnx writes a Loop), Dense + BN, Softmax; opset 17 | 1x100x40 features |
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
@@ -43,6 +46,9 @@ TF_MODELS = {
     "tf-mbv2-tflite13": ("mobilenetv2", "tflite", 13),
     "tf-resnet50-keras15": ("resnet50", "keras", 15),
     "tf-encoder-keras17": ("encoder", "keras", 17),
+    "tf-mnv3s-keras17": ("mobilenetv3small", "keras", 17),
+    "tf-mnv3l-keras17": ("mobilenetv3large", "keras", 17),
+    "tf-densenet121-keras17": ("densenet121", "keras", 17),
     "tf-unet-keras17": ("unet", "keras", 17),
     "tf-audio-keras17": ("audio", "keras", 17),
 }
@@ -92,7 +98,10 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
             return x / 127.5 - 1.0
         if family == "resnet50":  # keras' "caffe" preprocessing: BGR, ImageNet means
             return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
-        return x  # EfficientNet rescales inside the model
+        if family == "densenet121":  # keras' "torch" preprocessing
+            mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+            return ((x / 255.0 - mean) / std).astype(np.float32)
+        return x  # EfficientNet and MobileNetV3 rescale inside the model
 
     def feeds(split, n):
         out = []
@@ -154,6 +163,15 @@ def _write(name: str, out: Path) -> None:
             weights=None, input_shape=shape, classes=100
         ),
         "resnet50": lambda: keras.applications.ResNet50(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "mobilenetv3small": lambda: keras.applications.MobileNetV3Small(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "mobilenetv3large": lambda: keras.applications.MobileNetV3Large(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "densenet121": lambda: keras.applications.DenseNet121(
             weights=None, input_shape=shape, classes=100
         ),
         "encoder": lambda: _encoder(keras),

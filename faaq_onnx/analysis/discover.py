@@ -382,9 +382,20 @@ def _producer_index(v: ir.Value | None, order: dict[str, int]) -> int:
 def _only_feeds_clamps(
     v: ir.Value | None, clamp_nodes: dict[str, ir.Node], members: list[str]
 ) -> bool:
-    """True when every reader of v is a Relu/Clip: only the clamped values matter then."""
+    """True when every reader of v is a Relu/Clip, or an op that only moves or selects its
+    values (a layout Transpose, a Reshape: tf2onnx's Conv -> Transpose -> Relu) whose outputs
+    reach nothing but such clamps: only the clamped values matter then."""
     if v is None or v.is_graph_output():
         return False
     readers = [use.node for use in v.uses()]
     clamps = {id(n) for n in clamp_nodes.values()}
-    return bool(readers) and all(id(n) in clamps for n in readers)
+    return bool(readers) and all(
+        id(n) in clamps
+        or (
+            passes_grid_through(n)
+            and n.op_type not in CLAMPS
+            and n.inputs[0] is v
+            and all(_only_feeds_clamps(o, clamp_nodes, members) for o in n.outputs)
+        )
+        for n in readers
+    )

@@ -9,6 +9,9 @@ QuantizeLinear sits in between. Folded here, before discovery, the Conv's output
 affine's output: one op, one quantizer, an integer kernel.
 
 Conv(x, W, b) * s + t = Conv(x, W * s, b * s + t) for s, t constant per output channel.
+tf2onnx leaves the same behind a layout Transpose (Conv -> Transpose to NHWC -> Mul/Add of a
+constant along the last axis: Keras MobileNetV3's BatchNorms); the constant is then per channel
+of the axis the Transpose moves the channels to, and folds the same way.
 """
 
 from __future__ import annotations
@@ -31,23 +34,23 @@ class FoldConvAffinePass(InPlacePass):
                 found = _foldable(conv)
                 if found is None:
                     continue
-                op, per_channel = found
-                _fold(graph, conv, op, per_channel)
+                op, per_channel, via = found
+                _fold(graph, conv, op, per_channel, via)
                 changed = modified = True
         return PassResult(model, modified)
 
 
-def _per_channel(arr: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+def _per_channel(
+    arr: np.ndarray | None, channels: int, rank: int, axis: int = 1
+) -> np.ndarray | None:
     """`arr` as one value per output channel, when it broadcasts against a Conv output of
-    `rank` dims as a scalar or along the channel axis only; else None."""
-    if arr is None or arr.dtype.kind != "f":
+    `rank` dims (channels on `axis`) as a scalar or along the channel axis only; else None."""
+    if arr is None or arr.dtype.kind != "f" or arr.ndim > rank:
         return None
-    if arr.size == 1 and arr.ndim <= rank:
+    if arr.size == 1:
         return np.full(channels, float(arr.reshape(-1)[0]), np.float64)
-    shape = arr.shape
-    if len(shape) == rank:
-        shape = shape[1:] if shape[0] == 1 else ()
-    if len(shape) == rank - 1 and shape[0] == channels and all(d == 1 for d in shape[1:]):
+    shape = (1,) * (rank - arr.ndim) + arr.shape  # numpy's broadcasting aligns the last axes
+    if shape[axis] == channels and all(d == 1 for i, d in enumerate(shape) if i != axis):
         return arr.reshape(-1).astype(np.float64)
     return None
 
@@ -61,8 +64,9 @@ def _out_channels(conv: ir.Node, warr: np.ndarray) -> tuple[int, int]:
     return warr.shape[1] * (group.value if group is not None else 1), 1
 
 
-def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
-    """(the Mul or Add behind `conv`, its constant per output channel) when it folds."""
+def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray, ir.Node | None] | None:
+    """(the Mul or Add behind `conv`, its constant per output channel, the layout Transpose
+    between them or None) when it folds."""
     if (
         conv.op_type not in ("Conv", "ConvTranspose")
         or conv.domain not in ("", "ai.onnx")
@@ -81,23 +85,39 @@ def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
     ):
         return None
     y = conv.outputs[0]
-    uses = list(y.uses())
-    if len(uses) != 1 or y.is_graph_output():
+    op, via, at = _only_reader(y), None, 1
+    if op is not None and op.op_type == "Transpose" and op.domain in ("", "ai.onnx"):
+        perm = op.attributes.get("perm")
+        if perm is None or len(perm.value) != warr.ndim:
+            return None
+        via, at = op, list(perm.value).index(1)  # where the Transpose puts the channels
+        op = _only_reader(op.outputs[0])
+    if op is None or op.op_type not in ("Mul", "Add") or op.domain not in ("", "ai.onnx"):
         return None
-    op = uses[0].node
-    if op.op_type not in ("Mul", "Add") or op.domain not in ("", "ai.onnx") or len(op.inputs) != 2:
+    if len(op.inputs) != 2:
         return None
-    other = op.inputs[1 - uses[0].idx]
+    read = (via or conv).outputs[0]
+    other = op.inputs[1] if op.inputs[0] is read else op.inputs[0]
     channels, axis = _out_channels(conv, warr)
-    per_channel = _per_channel(const_array(other), channels, warr.ndim)
+    per_channel = _per_channel(const_array(other), channels, warr.ndim, at)
     if per_channel is None or (y.shape is not None and len(y.shape) != warr.ndim):
         return None
     if op.op_type == "Mul" and axis == 1 and channels != warr.shape[1]:
         return None  # a grouped ConvTranspose's output channels are not one weight axis
-    return op, per_channel
+    return op, per_channel, via
 
 
-def _fold(graph: ir.Graph, conv: ir.Node, op: ir.Node, c: np.ndarray) -> None:
+def _only_reader(y: ir.Value) -> ir.Node | None:
+    """The one node that reads `y`, where nothing else (a graph output) does."""
+    uses = list(y.uses())
+    if len(uses) != 1 or y.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def _fold(
+    graph: ir.Graph, conv: ir.Node, op: ir.Node, c: np.ndarray, via: ir.Node | None = None
+) -> None:
     w = conv.inputs[1]
     assert w is not None
     warr = const_array(w)
@@ -120,7 +140,7 @@ def _fold(graph: ir.Graph, conv: ir.Node, op: ir.Node, c: np.ndarray) -> None:
         conv.replace_input_with(2, add_initializer(graph, f"{w.name}_bias", b_value))
     else:
         bias.const_value = ir.tensor(b_value, name=bias.name)
-    out, folded = op.outputs[0], conv.outputs[0]
+    out, folded = op.outputs[0], (via or conv).outputs[0]
     folded.type, folded.shape = out.type, out.shape
     ir.convenience.replace_all_uses_with(out, folded, replace_graph_outputs=True)
     name = out.name

@@ -4,7 +4,9 @@ TF-style SAME padding reaches ONNX as an explicit Pad in front of strided and de
 Convs. Left in place, the Pad runs on its own before every such Conv; folded into the
 Conv's `pads`, the padding is free. Only what Conv can express is folded: constant mode
 with a zero value, non-negative pads, nothing on the batch and channel axes, a Pad read
-by Convs alone, Convs without auto_pad.
+by Convs alone, Convs without auto_pad. tf2onnx pads in NHWC, in front of the layout
+Transpose before the Conv (Keras' ZeroPadding2D and 'same' strides: Pad -> Transpose -> Conv);
+the pads are then carried through the Transpose's permutation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class FoldPadIntoConvPass(InPlacePass):
         for pad in list(graph):
             spatial = _spatial_pads(pad)
             if spatial is None:
+                modified |= _fold_through_transpose(graph, pad)
                 continue
             y = pad.outputs[0]
             readers = [u.node for u in y.uses()]
@@ -43,8 +46,38 @@ class FoldPadIntoConvPass(InPlacePass):
         return PassResult(model, modified)
 
 
-def _spatial_pads(pad: ir.Node) -> list[int] | None:
-    """[begin..., end...] over the spatial axes of a Pad Conv can absorb, else None."""
+def _fold_through_transpose(graph: ir.Graph, pad: ir.Node) -> bool:
+    """Pad -> Transpose -> Convs: the Transpose reads the unpadded tensor and the Convs pad."""
+    full = _zero_pads(pad)
+    y = pad.outputs[0]
+    uses = list(y.uses())
+    if full is None or len(uses) != 1 or y.is_graph_output():
+        return False
+    t = uses[0].node
+    perm = t.attributes.get("perm") if t.op_type == "Transpose" else None
+    rank = len(full) // 2
+    if perm is None or t.domain not in ("", "ai.onnx") or len(perm.value) != rank:
+        return False
+    begin = [full[p] for p in perm.value]
+    end = [full[rank + p] for p in perm.value]
+    z = t.outputs[0]
+    readers = [u.node for u in z.uses()]
+    if any(begin[:2]) or any(end[:2]) or not readers or z.is_graph_output():
+        return False
+    if not all(_takes_pads(n, rank - 2) for n in readers):
+        return False
+    for conv in readers:
+        old = _conv_pads(conv, rank - 2)
+        new = [int(a + b) for a, b in zip(old, begin[2:] + end[2:])]
+        conv.attributes["pads"] = ir.AttrInt64s("pads", new)
+    t.replace_input_with(0, pad.inputs[0])
+    z.shape = None  # unpadded now: shape inference at the end of canonicalization says
+    graph.remove(pad, safe=True)
+    return True
+
+
+def _zero_pads(pad: ir.Node) -> list[int] | None:
+    """[begin..., end...] over every axis of a constant zero Pad, else None."""
     if pad.op_type != "Pad" or pad.domain not in ("", "ai.onnx") or len(pad.inputs) < 2:
         return None
     mode = pad.attributes.get("mode")
@@ -59,11 +92,19 @@ def _spatial_pads(pad: ir.Node) -> list[int] | None:
     pads = const_array(pad.inputs[1])
     if pads is None or pads.ndim != 1 or len(pads) % 2 or len(pads) < 6 or np.any(pads < 0):
         return None
+    return [int(p) for p in pads]
+
+
+def _spatial_pads(pad: ir.Node) -> list[int] | None:
+    """[begin..., end...] over the spatial axes of a Pad Conv can absorb, else None."""
+    pads = _zero_pads(pad)
+    if pads is None:
+        return None
     rank = len(pads) // 2
     begin, end = pads[:rank], pads[rank:]
-    if np.any(begin[:2] != 0) or np.any(end[:2] != 0):
+    if any(begin[:2]) or any(end[:2]):
         return None
-    return [int(p) for p in begin[2:]] + [int(p) for p in end[2:]]
+    return begin[2:] + end[2:]
 
 
 def _takes_pads(node: ir.Node, rank: int) -> bool:

@@ -501,3 +501,45 @@ def test_a_matmul_weight_may_come_first_but_must_be_a_matrix():
     assert (w.channel_axis, w.block_axis, w.activation) == (0, 1, "act:x")
     assert list(qg.weights) == ["w"]
     assert qg.skipped == ["z: MatMul weight is not a float initializer of rank >= 2"]
+
+
+def test_a_relu_behind_a_layout_transpose_still_sets_the_range(tmp_path):
+    """tf2onnx: Conv -> Transpose to NHWC -> Relu -> Transpose back -> Conv. Only the values the
+    Relu keeps matter, so the grid is the Relu output's ([0, max]) and the Relu is dropped in
+    the written model: nothing float between the two integer Convs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faaq_onnx import quantize
+    from faaq_onnx.config import QuantConfig
+    from tests.conftest import optimized_op_types
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Transpose", ["c"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Relu", ["t"], ["r"], name="relu"),
+        helper.make_node("Transpose", ["r"], ["b"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["b", "w2"], ["y"], name="conv2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    shared = next(a for a in _qgraph(str(path)).activations.values() if "c" in a.tensors)
+    assert set(shared.range_tensors) <= {"r", "b"}, shared.range_tensors
+    calib = {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    quantize(str(path), calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    ops = optimized_op_types(tmp_path / "q.onnx")
+    assert "Relu" not in ops and "DequantizeLinear" not in ops[: ops.index("QLinearConv") + 2], ops

@@ -221,3 +221,46 @@ def test_an_affine_that_is_the_graph_output_folds_and_the_output_stays():
     assert [n.op_type for n in proto.graph.node] == ["Conv"]
     assert len(proto.graph.output) == 1
     np.testing.assert_allclose(run_model(proto, X)[0], run_model(m, X)[0], rtol=1e-5, atol=1e-5)
+
+
+def _nhwc_affine_net(scale_shape, shift_shape):
+    """tf2onnx's form: Conv -> Transpose to NHWC -> * s + t (along the last axis) -> Relu."""
+    inits = [
+        nh.from_array(RNG.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32), "w"),
+        nh.from_array(RNG.uniform(0.5, 2, scale_shape).astype(np.float32), "s"),
+        nh.from_array(RNG.normal(0, 0.5, shift_shape).astype(np.float32), "t"),
+    ]
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        h.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        h.make_node("Mul", ["ct", "s"], ["cs"], name="scale"),
+        h.make_node("Add", ["cs", "t"], ["ca"], name="shift"),
+        h.make_node("Relu", ["ca"], ["r"], name="relu"),
+    ]
+    g = h.make_graph(
+        nodes,
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
+        [h.make_tensor_value_info("r", T.FLOAT, ["N", 8, 8, 6])],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize(
+    "scale,shift,folds",
+    [
+        ((6,), (1, 1, 1, 6), True),  # per channel along the NHWC channel axis: folds
+        ((8, 1, 1), (6,), False),  # along H after the Transpose: not per output channel
+    ],
+)
+def test_an_affine_behind_a_layout_transpose_folds_through_it(scale, shift, folds):
+    m = _nhwc_affine_net(scale, shift)
+    model = ir.from_proto(m)
+    FoldConvAffinePass()(model)
+    after = to_proto(model)
+    ops = [n.op_type for n in after.graph.node]
+    assert (ops == ["Conv", "Transpose", "Relu"]) == folds, ops
+    np.testing.assert_allclose(run_model(after, X)[0], run_model(m, X)[0], rtol=1e-5, atol=1e-5)

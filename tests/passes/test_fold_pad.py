@@ -130,3 +130,32 @@ def test_computed_pads_stay():
     inits = {"pads0": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "w": _w(3, 2, 3, 3)}
     modified, ops, _ = _run(_model(nodes, [1, 2, 5, 5], inits), [1, 2, 5, 5])
     assert not modified and "Pad" in ops
+
+
+@pytest.mark.parametrize(
+    "pads,folds",
+    [
+        (
+            [0, 0, 0, 0, 0, 1, 1, 0],
+            True,
+        ),  # NHWC: H and W padded at the end (Keras 'same', stride 2)
+        ([0, 1, 1, 0, 0, 1, 1, 0], True),
+        ([0, 0, 0, 1, 0, 0, 0, 1], False),  # the channel axis (NHWC's last): no Conv pads it
+    ],
+)
+def test_an_nhwc_pad_folds_through_the_layout_transpose(pads, folds):
+    """tf2onnx: Pad (NHWC) -> Transpose to NCHW -> strided Conv; the pads go through the
+    permutation into the Conv, the Transpose reads the unpadded tensor."""
+    x_shape = [1, 7, 7, 3]
+    pad, inits = _pad(pads)
+    inits["w"] = _w(4, 3 + pads[3] + pads[7], 3, 3)
+    nodes = [
+        pad,
+        helper.make_node("Transpose", ["p"], ["t"], name="nchw", perm=[0, 3, 1, 2]),
+        _conv(x="t", strides=[2, 2]),
+    ]
+    modified, ops, conv_pads = _run(_model(nodes, x_shape, inits), x_shape)
+    assert modified == folds and ("Pad" in ops) != folds
+    if folds:
+        begin, end = pads[:4], pads[4:]
+        assert conv_pads["conv"] == [begin[1], begin[2], end[1], end[2]]
