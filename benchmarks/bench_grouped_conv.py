@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=300)
     args = ap.parse_args()
-    from common import meta_stamp, ort_quantize_static, run_meta, write
+    from common import md_table, meta_stamp, ort_quantize_static, run_meta, write
 
     from faaq_onnx import quantize
     from faaq_onnx.config import QuantConfig
@@ -109,20 +109,27 @@ def main() -> None:
         print(rows[-1], flush=True)
         loads.append(os.getloadavg()[0])
     meta = run_meta(loads)
-    lines = [
-        "# Grouped Convs: ORT's int8 Conv against the float one",
-        "",
-        meta_stamp(meta),
-        "",
-        "| grouped Conv | channels per group in / out | groups merged | float ms | faaq W8A8 | "
-        "faaq W8A8, groups as they are | ORT quantize_static W8A8 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+    headers = [
+        "grouped Conv",
+        "channels per group in / out",
+        "groups merged",
+        "float ms",
+        "faaq W8A8",
+        "faaq W8A8, groups as they are",
+        "ORT quantize_static W8A8",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['per_group'][0]} / {r['per_group'][1]} | {r['merged']} | "
-            f"{r['float_ms']:.3f} | {r['faaq']:.2f}x | {r['as_is']:.2f}x | {r['ort']:.2f}x |"
-        )
+    cells = [
+        [
+            r["case"],
+            f"{r['per_group'][0]} / {r['per_group'][1]}",
+            r["merged"],
+            f"{r['float_ms']:.3f}",
+            *(f"{r[k]:.2f}x" for k in ("faaq", "as_is", "ort")),
+        ]
+        for r in rows
+    ]
+    title = "# Grouped Convs: ORT's int8 Conv against the float one"
+    lines = [title, "", meta_stamp(meta), "", *md_table(headers, cells)]
     write("grouped_conv", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 

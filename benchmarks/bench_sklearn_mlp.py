@@ -62,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/skl")
     args = ap.parse_args()
-    from common import meta_stamp, run_meta, write
+    from common import md_table, meta_stamp, run_meta, write
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -90,19 +90,19 @@ def main() -> None:
         print(row, flush=True)
     loads.append(os.getloadavg()[0])
     meta = run_meta(loads)
-    lines = [
-        "# scikit-learn MLP through skl2onnx, quantized W8A8",
-        "",
-        meta_stamp(meta),
-        "",
-        "| file | faaq exit | faaq says | float accuracy | W8A8 accuracy |",
-        "| --- | --- | --- | --- | --- |",
+    cells = [
+        [
+            r["file"],
+            r["rc"],
+            r["faaq"],
+            f"{100 * r['float_acc']:.2f} %",
+            "-" if r["w8a8_acc"] is None else f"{100 * r['w8a8_acc']:.2f} %",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        acc = "-" if r["w8a8_acc"] is None else f"{100 * r['w8a8_acc']:.2f} %"
-        lines.append(
-            f"| {r['file']} | {r['rc']} | {r['faaq']} | {100 * r['float_acc']:.2f} % | {acc} |"
-        )
+    headers = ["file", "faaq exit", "faaq says", "float accuracy", "W8A8 accuracy"]
+    title = "# scikit-learn MLP through skl2onnx, quantized W8A8"
+    lines = [title, "", meta_stamp(meta), "", *md_table(headers, cells)]
     write("sklearn_mlp", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
