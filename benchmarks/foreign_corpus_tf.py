@@ -22,6 +22,7 @@ tf-mnv3s-keras17,tf-mnv3l-keras17,tf-densenet121-keras17,tf-unet-keras17,tf-audi
 | tf-resnet50-keras15 | keras.applications.ResNet50 (100 classes), from_keras, opset 15 | 1x96x96x3, caffe BGR means |
 | tf-mnv3s-keras17, tf-mnv3l-keras17 | keras.applications.MobileNetV3Small / Large (100 classes; their own rescaling; tf2onnx leaves them NHWC: hard-swish, SE and BatchNorms between layout Transposes), opset 17 | 1x96x96x3, 0-255 |
 | tf-densenet121-keras17 | keras.applications.DenseNet121 (100 classes; pre-activation BatchNorms as Mul/Add after each Concat), opset 17 | 1x96x96x3, torch preprocessing |
+| tf-xception-keras17, tf-inceptionv3-keras17 | keras.applications.Xception (SeparableConv2D) / InceptionV3 (100 classes), opset 17 | 1x96x96x3, [-1, 1] |
 | tf-unet-keras17 | a small U-Net: Conv + BN, SeparableConv2D, DepthwiseConv2D (multiplier 2, ReLU6), Conv2DTranspose, UpSampling2D (Tile), Concatenate, Sigmoid; opset 17 | 1x64x64x3, [0, 1] |
 | tf-audio-keras17 | Conv1D (as Unsqueeze -> Conv 1xk -> Squeeze), BN after ReLU, a GRU (tf2onnx writes a Loop), Dense + BN, Softmax; opset 17 | 1x100x40 features |
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
@@ -49,6 +50,8 @@ TF_MODELS = {
     "tf-mnv3s-keras17": ("mobilenetv3small", "keras", 17),
     "tf-mnv3l-keras17": ("mobilenetv3large", "keras", 17),
     "tf-densenet121-keras17": ("densenet121", "keras", 17),
+    "tf-xception-keras17": ("xception", "keras", 17),
+    "tf-inceptionv3-keras17": ("inceptionv3", "keras", 17),
     "tf-unet-keras17": ("unet", "keras", 17),
     "tf-audio-keras17": ("audio", "keras", 17),
 }
@@ -94,7 +97,7 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
 
     def preprocess(rgb: np.ndarray) -> np.ndarray:
         x = rgb.astype(np.float32)
-        if family == "mobilenetv2":
+        if family in ("mobilenetv2", "xception", "inceptionv3"):  # keras' "tf" preprocessing
             return x / 127.5 - 1.0
         if family == "resnet50":  # keras' "caffe" preprocessing: BGR, ImageNet means
             return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
@@ -172,6 +175,12 @@ def _write(name: str, out: Path) -> None:
             weights=None, input_shape=shape, classes=100
         ),
         "densenet121": lambda: keras.applications.DenseNet121(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "xception": lambda: keras.applications.Xception(
+            weights=None, input_shape=shape, classes=100
+        ),
+        "inceptionv3": lambda: keras.applications.InceptionV3(
             weights=None, input_shape=shape, classes=100
         ),
         "encoder": lambda: _encoder(keras),
