@@ -147,6 +147,17 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
 
 # ----------------------------------------------------------------------------- TF environment
 
+APPLICATIONS = {  # family: (keras.applications class, its other arguments)
+    "mobilenetv2": ("MobileNetV2", {"alpha": 0.35}),
+    "efficientnetb0": ("EfficientNetB0", {}),
+    "resnet50": ("ResNet50", {}),
+    "mobilenetv3small": ("MobileNetV3Small", {}),
+    "mobilenetv3large": ("MobileNetV3Large", {}),
+    "densenet121": ("DenseNet121", {}),
+    "xception": ("Xception", {}),
+    "inceptionv3": ("InceptionV3", {}),
+}
+
 
 def _write(name: str, out: Path) -> None:
     """Build the Keras model `name` names and write tf2onnx's ONNX file to `out` (TF side)."""
@@ -158,35 +169,13 @@ def _write(name: str, out: Path) -> None:
     family, route, opset = TF_MODELS[name]
     keras.utils.set_random_seed(sum(map(ord, family)))
     shape = (SIDE, SIDE, 3)
-    model = {
-        "mobilenetv2": lambda: keras.applications.MobileNetV2(
-            weights=None, input_shape=shape, alpha=0.35, classes=100
-        ),
-        "efficientnetb0": lambda: keras.applications.EfficientNetB0(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "resnet50": lambda: keras.applications.ResNet50(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "mobilenetv3small": lambda: keras.applications.MobileNetV3Small(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "mobilenetv3large": lambda: keras.applications.MobileNetV3Large(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "densenet121": lambda: keras.applications.DenseNet121(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "xception": lambda: keras.applications.Xception(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "inceptionv3": lambda: keras.applications.InceptionV3(
-            weights=None, input_shape=shape, classes=100
-        ),
-        "encoder": lambda: _encoder(keras),
-        "unet": lambda: _unet(keras),
-        "audio": lambda: _audio(keras),
-    }[family]()
+    if family in APPLICATIONS:  # keras.applications, random weights, 100 classes
+        cls, extra = APPLICATIONS[family]
+        model = getattr(keras.applications, cls)(
+            weights=None, input_shape=shape, classes=100, **extra
+        )
+    else:
+        model = {"encoder": _encoder, "unet": _unet, "audio": _audio}[family](keras)
     for i, layer in enumerate(model.layers):  # random statistics, so folding has work to do
         if isinstance(layer, keras.layers.BatchNormalization):
             c, rng = layer.moving_mean.shape[0], np.random.default_rng(i)
