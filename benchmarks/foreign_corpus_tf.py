@@ -28,7 +28,9 @@ tf-mnv3s-keras17,tf-mnv3l-keras17,tf-densenet121-keras17,tf-unet-keras17,tf-audi
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
 
 Random weights (seeded) and random BatchNorm statistics, as the corpus's other random-weight
-nets: what is measured is what the graph lets a quantizer do, not accuracy.
+nets: what is measured is what the graph lets a quantizer do, not accuracy. The files are not
+bit-reproducible run to run (TensorFlow and tf2onnx's constant folding: two runs of the same
+code left 89 of MobileNetV2's 126 initializers identical), so SQNRs move a little between runs.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ class SpatialMeanToGlobalPoolPass(InPlacePass):
         for node in list(graph):
             keepdims = _spatial_mean(node)
             if keepdims is None:
+                modified |= _nhwc_mean_to_pool(graph, node)
                 continue
             x, y = node.inputs[0], node.outputs[0]
             if y.is_graph_output():
@@ -44,6 +45,51 @@ class SpatialMeanToGlobalPoolPass(InPlacePass):
             graph.remove(node, safe=True)
             modified = True
         return PassResult(model, modified)
+
+
+def _nhwc_mean_to_pool(graph: ir.Graph, node: ir.Node) -> bool:
+    """tf2onnx's squeeze-excite on an NHWC map: ReduceMean over axes 1, 2 (keepdims) -> the
+    layout Transpose to NCHW -> Conv. The same as Transpose -> GlobalAveragePool, which has an
+    integer kernel (the mean of the NHWC map runs in float between a DQ and a Q otherwise:
+    Keras MobileNetV3, in faaq's model and ORT's quantizer's alike)."""
+    if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx"):
+        return False
+    x, y = node.inputs[0] if node.inputs else None, node.outputs[0]
+    if x is None or known_rank(x) != 4 or not (x.dtype is None or is_float_tensor(x)):
+        return False
+    keep = node.attributes.get("keepdims")
+    if _axes(node) != [1, 2] or (keep is not None and not keep.value):
+        return False
+    uses = list(y.uses())
+    t = uses[0].node if len(uses) == 1 and not y.is_graph_output() else None
+    perm = t.attributes.get("perm") if t is not None and t.op_type == "Transpose" else None
+    if perm is None or list(perm.value) != [0, 3, 1, 2] or t.outputs[0].is_graph_output():
+        return False
+    nchw = ir.node("Transpose", [x], {"perm": [0, 3, 1, 2]}, name=f"{node.name}_nchw")
+    nchw.outputs[0].name = f"{x.name}_nchw"
+    pool = ir.node("GlobalAveragePool", [nchw.outputs[0]], name=node.name)
+    pool.outputs[0].name = f"{t.outputs[0].name}_pooled"
+    pool.outputs[0].shape, pool.outputs[0].type = t.outputs[0].shape, t.outputs[0].type
+    graph.insert_before(node, [nchw, pool])
+    ir.convenience.replace_all_uses_with(t.outputs[0], pool.outputs[0])
+    graph.remove([t, node], safe=True)
+    return True
+
+
+def _axes(node: ir.Node) -> list[int] | None:
+    """A ReduceMean's axes (attribute, or constant input from opset 18), sorted, non-negative
+    for rank 4; None where not constant or not given."""
+    attr = node.attributes.get("axes")
+    if attr is not None:
+        axes = list(attr.value)
+    elif len(node.inputs) > 1 and node.inputs[1] is not None:
+        arr = const_array(node.inputs[1])
+        if arr is None:
+            return None
+        axes = [int(a) for a in arr.reshape(-1)]
+    else:
+        return None
+    return sorted(a % 4 for a in axes)
 
 
 def _spatial_mean(node: ir.Node) -> bool | None:

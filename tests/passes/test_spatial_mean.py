@@ -99,3 +99,39 @@ def test_quantized_the_pooling_and_the_residual_add_run_on_integer_kernels(tmp_p
     runs = {q["node"]: q["runs_as"] for q in kernel_report(str(out))["quantized_nodes"]}
     assert runs["residual"] == "QLinearAdd"
     assert runs["mean"] == "QLinearGlobalAveragePool"
+
+
+def _nhwc_squeeze_excite(perm=(0, 3, 1, 2), keepdims=1):
+    """tf2onnx's squeeze-excite on an NHWC map: x (NCHW) -> Transpose to NHWC -> Relu ->
+    ReduceMean(axes 1, 2) -> Transpose `perm` -> Conv 1x1."""
+    inits = {"w": _w(4, 4, 1, 1), "axes": np.array([1, 2], np.int64)}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Relu", ["t"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r", "axes"], ["m"], name="mean", keepdims=keepdims),
+        helper.make_node("Transpose", ["m"], ["mt"], name="to_nchw", perm=list(perm)),
+        helper.make_node("Conv", ["mt", "w"], ["y"], name="excite"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    import onnx
+
+    return onnx.shape_inference.infer_shapes(m)
+
+
+def test_an_nhwc_mean_before_the_layout_transpose_becomes_transpose_then_pool():
+    modified, ops = _rewrite(_nhwc_squeeze_excite())
+    assert modified and "ReduceMean" not in ops
+    assert ops[ops.index("GlobalAveragePool") - 1] == "Transpose"
+
+
+def test_an_nhwc_mean_read_through_another_permutation_stays():
+    modified, ops = _rewrite(_nhwc_squeeze_excite(perm=(0, 3, 2, 1)))
+    assert not modified and "ReduceMean" in ops
