@@ -43,19 +43,25 @@ from pathlib import Path
 SIDE = 96
 SEQ, WIDTH = 32, 64  # the encoder's tokens and model width
 UNET_SIDE, FRAMES, BANDS = 64, 100, 40
+# name: (family, tf2onnx route, opset)
 TF_MODELS = {
     "tf-mbv2-keras13": ("mobilenetv2", "keras", 13),
-    "tf-effb0-keras17": ("efficientnetb0", "keras", 17),
     "tf-mbv2-tflite13": ("mobilenetv2", "tflite", 13),
     "tf-resnet50-keras15": ("resnet50", "keras", 15),
-    "tf-encoder-keras17": ("encoder", "keras", 17),
-    "tf-mnv3s-keras17": ("mobilenetv3small", "keras", 17),
-    "tf-mnv3l-keras17": ("mobilenetv3large", "keras", 17),
-    "tf-densenet121-keras17": ("densenet121", "keras", 17),
-    "tf-xception-keras17": ("xception", "keras", 17),
-    "tf-inceptionv3-keras17": ("inceptionv3", "keras", 17),
-    "tf-unet-keras17": ("unet", "keras", 17),
-    "tf-audio-keras17": ("audio", "keras", 17),
+    **{
+        f"tf-{short}-keras17": (family, "keras", 17)
+        for short, family in [
+            ("effb0", "efficientnetb0"),
+            ("encoder", "encoder"),
+            ("mnv3s", "mobilenetv3small"),
+            ("mnv3l", "mobilenetv3large"),
+            ("densenet121", "densenet121"),
+            ("xception", "xception"),
+            ("inceptionv3", "inceptionv3"),
+            ("unet", "unet"),
+            ("audio", "audio"),
+        ]
+    },
 }
 INSTALL = (
     "set FAAQ_TF_PYTHON to a Python with tensorflow-cpu and tf2onnx "

@@ -29,6 +29,23 @@ def one_weight_model(op: str, w: np.ndarray, x_dims, y_dims, x="x", y="y") -> on
     return m
 
 
+def graph_model(
+    nodes, x_dims, inits: dict, outputs=("y",), opset: int = 17, infer: bool = True
+) -> onnx.ModelProto:
+    """A one-input float model ('x' of `x_dims`) from nodes and {name: array} initializers,
+    IR 10, with ONNX's inferred shapes where `infer`."""
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_dims)],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10
+    return onnx.shape_inference.infer_shapes(m) if infer else m
+
+
 def build_dead_channel_conv(head: bool = False) -> onnx.ModelProto:
     """Conv (4 channels, channel 2's weights ~1e-8 under a bias of 0.5: a BatchNorm folded with
     a vanishing gamma) -> Relu [-> a 1x1 Conv to 2 channels]: its bias does not fit int32 at

@@ -58,7 +58,7 @@ def _nhwc_mean_to_pool(graph: ir.Graph, node: ir.Node) -> bool:
     if x is None or known_rank(x) != 4 or not (x.dtype is None or is_float_tensor(x)):
         return False
     keep = node.attributes.get("keepdims")
-    if _axes(node) != [1, 2] or (keep is not None and not keep.value):
+    if _axes(node, 4) != [1, 2] or (keep is not None and not keep.value):
         return False
     uses = list(y.uses())
     t = uses[0].node if len(uses) == 1 and not y.is_graph_output() else None
@@ -76,9 +76,10 @@ def _nhwc_mean_to_pool(graph: ir.Graph, node: ir.Node) -> bool:
     return True
 
 
-def _axes(node: ir.Node) -> list[int] | None:
+def _axes(node: ir.Node, rank: int) -> list[int] | None:
     """A ReduceMean's axes (attribute, or constant input from opset 18), sorted, non-negative
-    for rank 4; None where not constant or not given."""
+    for `rank`; None where not constant or not given (a mean over everything, batch and
+    channels included)."""
     attr = node.attributes.get("axes")
     if attr is not None:
         axes = list(attr.value)
@@ -89,7 +90,7 @@ def _axes(node: ir.Node) -> list[int] | None:
         axes = [int(a) for a in arr.reshape(-1)]
     else:
         return None
-    return sorted(a % 4 for a in axes)
+    return sorted(a % rank for a in axes)
 
 
 def _spatial_mean(node: ir.Node) -> bool | None:
@@ -103,17 +104,7 @@ def _spatial_mean(node: ir.Node) -> bool | None:
     rank = _rank(x)
     if rank is None or rank < 3:
         return None
-    attr = node.attributes.get("axes")
-    if attr is not None:
-        axes = list(attr.value)
-    elif len(node.inputs) > 1 and node.inputs[1] is not None:
-        arr = const_array(node.inputs[1])
-        if arr is None:
-            return None
-        axes = [int(a) for a in arr.reshape(-1)]
-    else:
-        return None  # no axes: a mean over everything, batch and channels included
-    if sorted(a % rank for a in axes) != list(range(2, rank)):
+    if _axes(node, rank) != list(range(2, rank)):
         return None
     keep = node.attributes.get("keepdims")
     return bool(keep.value) if keep is not None else True

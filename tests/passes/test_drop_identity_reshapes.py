@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.passes.drop_identity_reshapes import DropIdentityReshapesPass
 from faaq_onnx.runtime.kernels import kernel_report
-from tests.conftest import apply_pass_keeping_outputs, optimized_op_types
+from tests.conftest import apply_pass_keeping_outputs, graph_model, optimized_op_types
 
 C = 8
 X = [1, C, 6, 6]
@@ -48,18 +48,7 @@ def _se_block(back_shape=(1, C, 1, 1), excite_is_output=False, value_info=True):
         helper.make_node("Conv", ["m", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
     ]
     outs = ["y", "r2"] if excite_is_output else ["y"]
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    if value_info:
-        m = onnx.shape_inference.infer_shapes(m)
-    return m
+    return graph_model(nodes, X, inits, outs, infer=value_info)
 
 
 def _rewrite(proto):
@@ -96,16 +85,7 @@ def _classifier():
         helper.make_node("Flatten", ["r1"], ["f"], name="flat", axis=1),
         helper.make_node("Gemm", ["f", "fw"], ["y"], name="fc", transB=1),
     ]
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    return onnx.shape_inference.infer_shapes(m)
+    return graph_model(nodes, X, inits)
 
 
 def test_a_chain_the_user_reads_as_an_output_stays():

@@ -13,7 +13,7 @@ from faaq_onnx import quantize
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.passes.spatial_mean import SpatialMeanToGlobalPoolPass
 from faaq_onnx.runtime.kernels import kernel_report
-from tests.conftest import apply_pass_keeping_outputs
+from tests.conftest import apply_pass_keeping_outputs, graph_model
 
 X = [2, 4, 6, 6]
 
@@ -112,18 +112,7 @@ def _nhwc_squeeze_excite(perm=(0, 3, 1, 2), keepdims=1):
         helper.make_node("Transpose", ["m"], ["mt"], name="to_nchw", perm=list(perm)),
         helper.make_node("Conv", ["mt", "w"], ["y"], name="excite"),
     ]
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, X)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 10
-    import onnx
-
-    return onnx.shape_inference.infer_shapes(m)
+    return graph_model(nodes, X, inits, opset=18)
 
 
 def test_an_nhwc_mean_before_the_layout_transpose_becomes_transpose_then_pool():
