@@ -351,7 +351,14 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
 
 
 def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:
-    """Union the input and outputs of every grid-preserving op; returns {output: clamp node}."""
+    """Union the input and outputs of every grid-preserving op; returns {output: clamp node}.
+
+    A clamp shares its input's grid only where nothing else needs the values it removes: then
+    the grid is the clamped range and emission drops the clamp. Where another op reads the
+    unclamped tensor too (NASNet: a Conv's output into a Relu and into an Add), the clamp
+    stays in any case; its output gets a grid of its own ([0, max] for a Relu, finer than the
+    shared one), and ORT folds a Relu into the QuantizeLinear behind it (48 float Relus
+    between a DQ and a Q in Keras NASNetMobile otherwise)."""
     clamp_nodes: dict[str, ir.Node] = {}
     for node in graph:
         if not node.inputs or not node.outputs or not passes_grid_through(node):
@@ -359,12 +366,31 @@ def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:
         x = node.inputs[0]
         if not is_float_activation(x):
             continue
+        if node.op_type in CLAMPS and not _only_clamped(x):
+            continue
         for y in node.outputs:
             if y is not None and is_float_activation(y):
                 uf.union(x.name, y.name)
                 if node.op_type in CLAMPS:
                     clamp_nodes[y.name] = node
     return clamp_nodes
+
+
+def _only_clamped(x: ir.Value) -> bool:
+    """Whether every reader of `x` is a clamp, or an op that only moves values whose outputs
+    reach nothing but clamps (the values a clamp removes matter to no one)."""
+    if x.is_graph_output():
+        return False
+    readers = [use.node for use in x.uses()]
+    return bool(readers) and all(
+        n.op_type in CLAMPS
+        or (
+            passes_grid_through(n)
+            and n.inputs[0] is x
+            and all(o is None or _only_clamped(o) for o in n.outputs)
+        )
+        for n in readers
+    )
 
 
 def _all_values(graph: ir.Graph):

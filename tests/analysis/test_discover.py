@@ -543,3 +543,35 @@ def test_a_relu_behind_a_layout_transpose_still_sets_the_range(tmp_path):
     quantize(str(path), calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
     ops = optimized_op_types(tmp_path / "q.onnx")
     assert "Relu" not in ops and "DequantizeLinear" not in ops[: ops.index("QLinearConv") + 2], ops
+
+
+def test_a_relu_whose_input_another_op_reads_gets_a_grid_of_its_own(tmp_path):
+    """NASNet: a Conv's output goes into a Relu and into an Add. The Add needs the negative
+    values, so the Relu stays whatever the grids; its output on a grid of its own ([0, max])
+    is finer than the shared one, and ORT folds the Relu into the QuantizeLinear behind it."""
+    import onnx
+    from onnx import helper
+
+    from faaq_onnx import quantize
+    from faaq_onnx.config import QuantConfig
+    from tests.conftest import graph_model, optimized_op_types
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((8, 8, 1, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["d"], name="conv2"),
+        helper.make_node("Add", ["c", "d"], ["y"], name="add"),
+    ]
+    path = tmp_path / "m.onnx"
+    onnx.save(graph_model(nodes, [1, 3, 8, 8], inits), path)
+    acts = _qgraph(str(path)).activations.values()
+    own = next(a for a in acts if "r" in a.tensors)
+    assert "c" not in own.tensors
+    calib = {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}
+    quantize(str(path), calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8", progress=False))
+    assert "Relu" not in optimized_op_types(tmp_path / "q.onnx")
