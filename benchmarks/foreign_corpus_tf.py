@@ -23,6 +23,7 @@ tf-mnv3s-keras17,tf-mnv3l-keras17,tf-densenet121-keras17,tf-unet-keras17,tf-audi
 | tf-mnv3s-keras17, tf-mnv3l-keras17 | keras.applications.MobileNetV3Small / Large (100 classes; their own rescaling; tf2onnx leaves them NHWC: hard-swish, SE and BatchNorms between layout Transposes), opset 17 | 1x96x96x3, 0-255 |
 | tf-densenet121-keras17 | keras.applications.DenseNet121 (100 classes; pre-activation BatchNorms as Mul/Add after each Concat), opset 17 | 1x96x96x3, torch preprocessing |
 | tf-xception-keras17, tf-inceptionv3-keras17 | keras.applications.Xception (SeparableConv2D) / InceptionV3 (100 classes), opset 17 | 1x96x96x3, [-1, 1] |
+| tf-nasnetm-keras17, tf-resnet50v2-keras17 | keras.applications.NASNetMobile / ResNet50V2 (pre-activation), opset 17 | 1x96x96x3, [-1, 1] |
 | tf-unet-keras17 | a small U-Net: Conv + BN, SeparableConv2D, DepthwiseConv2D (multiplier 2, ReLU6), Conv2DTranspose, UpSampling2D (Tile), Concatenate, Sigmoid; opset 17 | 1x64x64x3, [0, 1] |
 | tf-audio-keras17 | Conv1D (as Unsqueeze -> Conv 1xk -> Squeeze), BN after ReLU, a GRU (tf2onnx writes a Loop), Dense + BN, Softmax; opset 17 | 1x100x40 features |
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
@@ -58,6 +59,8 @@ TF_MODELS = {
             ("densenet121", "densenet121"),
             ("xception", "xception"),
             ("inceptionv3", "inceptionv3"),
+            ("nasnetm", "nasnetmobile"),
+            ("resnet50v2", "resnet50v2"),
             ("unet", "unet"),
             ("audio", "audio"),
         ]
@@ -105,7 +108,8 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
 
     def preprocess(rgb: np.ndarray) -> np.ndarray:
         x = rgb.astype(np.float32)
-        if family in ("mobilenetv2", "xception", "inceptionv3"):  # keras' "tf" preprocessing
+        if family in ("mobilenetv2", "xception", "inceptionv3", "nasnetmobile", "resnet50v2"):
+            # keras' "tf" preprocessing
             return x / 127.5 - 1.0
         if family == "resnet50":  # keras' "caffe" preprocessing: BGR, ImageNet means
             return x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
@@ -164,6 +168,8 @@ APPLICATIONS = {  # family: (keras.applications class, its other arguments)
     "densenet121": ("DenseNet121", {}),
     "xception": ("Xception", {}),
     "inceptionv3": ("InceptionV3", {}),
+    "nasnetmobile": ("NASNetMobile", {}),
+    "resnet50v2": ("ResNet50V2", {}),
 }
 
 
