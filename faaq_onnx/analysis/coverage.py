@@ -40,19 +40,24 @@ ComputeNode = tuple[ir.Node, int | None, list[ir.Value]]  # (node, weight index,
 
 
 def chosen_ops(
-    compute_nodes: list[ComputeNode], products: list[ComputeNode], uf: Any, coverage: str
+    compute_nodes: list[ComputeNode],
+    products: list[ComputeNode],
+    uf: Any,
+    coverage: str,
+    preprocessing: frozenset[int] = frozenset(),
 ) -> list[ComputeNode]:
     """The ops that get quantizers, by coverage policy.
 
     "ort": every candidate, as ONNX Runtime's own quantizer does, so every op ORT runs on an
     integer kernel runs on one in faaq's model too (the user's baseline, op for op).
     "gain": only where the integer kernel removes float work (worth_quantizing), plus the
-    products wholly inside the quantized region."""
+    products wholly inside the quantized region; never the model's own `preprocessing` (node
+    ids: input_preprocessing)."""
     if coverage == "ort":
         return _in_order(compute_nodes + products)
     if coverage != "gain":
         raise ValueError(f"coverage must be one of {', '.join(COVERAGES)}, not {coverage!r}")
-    kept = worth_quantizing(compute_nodes, uf)
+    kept = worth_quantizing([c for c in compute_nodes if id(c[0]) not in preprocessing], uf)
     return with_products_between_quantized(kept, products, uf)
 
 
@@ -64,10 +69,8 @@ def worth_quantizing(compute_nodes: list[ComputeNode], uf: Any) -> list[ComputeN
     feeds another quantized op (QLinearAdd -> QLinearConv); a residual Add in front of
     a LayerNormalization would only add Q/DQ work and error (transformer outliers).
     """
-    always = [c for c in compute_nodes if c[1] is not None or c[0].op_type == "MatMul"]
-    optional = [c for c in compute_nodes if c not in always]
-    skip = {id(c[0]) for c in input_preprocessing(optional, always, uf)}
-    optional = [c for c in optional if id(c[0]) not in skip]
+    always = [c for c in compute_nodes if _always(c)]
+    optional = [c for c in compute_nodes if not _always(c)]
     kept = list(always)
     changed = True
     while changed:
@@ -81,10 +84,13 @@ def worth_quantizing(compute_nodes: list[ComputeNode], uf: Any) -> list[ComputeN
     return _in_order(kept)
 
 
-def input_preprocessing(
-    optional: list[ComputeNode], always: list[ComputeNode], uf: Any
-) -> list[ComputeNode]:
-    """The optional ops that compute on the graph inputs alone, before anything quantized.
+def _always(c: ComputeNode) -> bool:
+    """Weighted ops and activation x activation MatMuls: an integer kernel whatever is around."""
+    return c[1] is not None or c[0].op_type == "MatMul"
+
+
+def input_preprocessing(compute_nodes: list[ComputeNode], uf: Any) -> frozenset[int]:
+    """Ids of the optional ops that compute on the graph inputs alone, before anything quantized.
 
     A model's own input normalization (Keras' Rescaling and Normalization layers through
     tf2onnx: Mul, Add, Mul on the NHWC image) quantized costs a QuantizeLinear on the raw
@@ -93,9 +99,9 @@ def input_preprocessing(
     sits where the first Conv reads the result. EfficientNetB0 through tf2onnx: W8A8 at 0.99x
     the float model's latency against 1.09x with the three ops quantized (interleaved). A tensor a
     weighted op reads is quantized anyway: what reads it is not preprocessing."""
-    read_by_always = {uf.find(v.name) for _, _, data in always for v in data}
-    compute = {id(c[0]) for c in optional} | {id(c[0]) for c in always}
-    found: list[ComputeNode] = []
+    read_by_always = {uf.find(v.name) for c in compute_nodes if _always(c) for v in c[2]}
+    compute = {id(c[0]) for c in compute_nodes}
+    found: set[int] = set()
     memo: dict[int, bool] = {}
 
     def raw(v: ir.Value) -> bool:
@@ -105,16 +111,16 @@ def input_preprocessing(
                 v.is_graph_input()
                 or (
                     prod is not None
-                    and (id(prod) not in compute or any(f[0] is prod for f in found))
+                    and (id(prod) not in compute or id(prod) in found)
                     and all(raw(x) for x in prod.inputs if x is not None and is_float_activation(x))
                 )
             )
         return memo[id(v)]
 
-    for c in _in_order(optional):
-        if c[2] and all(raw(v) for v in c[2]):
-            found.append(c)
-    return found
+    for node, _, data in _in_order([c for c in compute_nodes if not _always(c)]):
+        if data and all(raw(v) for v in data):
+            found.add(id(node))
+    return frozenset(found)
 
 
 def with_products_between_quantized(
@@ -174,6 +180,7 @@ def left_float(
     products: list[ComputeNode],
     quantized: set[str],
     coverage: str = "gain",
+    preprocessing: frozenset[int] = frozenset(),
 ) -> dict[str, str]:
     """Why each op ORT could run on an integer kernel gets no quantizer from faaq, by node name.
 
@@ -199,7 +206,7 @@ def left_float(
             and any(o is not None and o.name in quantized for o in node.outputs)
         ):
             continue  # nothing a quantizer could read, or Q/DQ on both sides: an integer kernel
-        if id(node) in considered_ids and _on_raw_inputs(activations, quantized, {}):
+        if id(node) in preprocessing:
             out[node.name] = (
                 f"left float by faaq: {op} computes on the graph inputs alone (the model's own "
                 "preprocessing): the first quantizer sits after it, where a weighted op reads it"
@@ -241,26 +248,3 @@ def left_float(
                 + hint
             )
     return out
-
-
-def _on_raw_inputs(values: list[ir.Value], quantized: set[str], memo: dict[int, bool]) -> bool:
-    """Whether every one of `values` is computed from graph inputs by float ops only (no
-    quantized tensor and no weighted op on the way)."""
-    for v in values:
-        if id(v) not in memo:
-            prod = v.producer()
-            memo[id(v)] = v.name not in quantized and (
-                v.is_graph_input()
-                or (
-                    prod is not None
-                    and prod.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul")
-                    and _on_raw_inputs(
-                        [x for x in prod.inputs if x is not None and is_float_activation(x)],
-                        quantized,
-                        memo,
-                    )
-                )
-            )
-        if not memo[id(v)]:
-            return False
-    return bool(values)

@@ -21,6 +21,7 @@ from faaq_onnx.analysis.coverage import (
     OUTPUT_QUANTIZED,
     UNARY_INTEGER,
     chosen_ops,
+    input_preprocessing,
     left_float,
 )
 from faaq_onnx.analysis.macs import _static_shape, op_macs
@@ -222,7 +223,8 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
 
     clamp_nodes = _join_pass_through(graph, uf)
     considered = list(compute_nodes)
-    compute_nodes = chosen_ops(compute_nodes, deferred, uf, coverage)
+    preprocessing = input_preprocessing(compute_nodes, uf)
+    compute_nodes = chosen_ops(compute_nodes, deferred, uf, coverage, preprocessing)
     for node, _widx, data in compute_nodes:
         for v in data:
             needed.add(v.name)
@@ -251,16 +253,14 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
             continue
         members = sorted(members, key=lambda m: _producer_index(values.get(m), order))
         droppable = [clamp_nodes[m].name for m in members if m in clamp_nodes]
-        range_tensors = [
-            m for m in members if not _only_feeds_clamps(values.get(m), clamp_nodes, members)
-        ]
+        range_tensors = [m for m in members if not _only_clamped(values.get(m))]
         name = f"act:{members[0]}"
         activations[name] = ActivationQuantizer(name, members, range_tensors or members, droppable)
         for m in members:
             tensor_to_act[m] = name
 
     unquantized = left_float(
-        graph, compute_nodes, considered, deferred, set(tensor_to_act), coverage
+        graph, compute_nodes, considered, deferred, set(tensor_to_act), coverage, preprocessing
     )
     read_by_ops = {tensor_to_act[v.name] for _, _, data in compute_nodes for v in data}
     weights: dict[str, WeightQuantizer] = {}
@@ -376,10 +376,12 @@ def _join_pass_through(graph: ir.Graph, uf: _UnionFind) -> dict[str, ir.Node]:
     return clamp_nodes
 
 
-def _only_clamped(x: ir.Value) -> bool:
-    """Whether every reader of `x` is a clamp, or an op that only moves values whose outputs
-    reach nothing but clamps (the values a clamp removes matter to no one)."""
-    if x.is_graph_output():
+def _only_clamped(x: ir.Value | None) -> bool:
+    """Whether every reader of `x` is a clamp, or an op that only moves or selects its values
+    (a layout Transpose, a Reshape: tf2onnx's Conv -> Transpose -> Relu) whose outputs reach
+    nothing but clamps: the values a clamp removes matter to no one, and only the clamped
+    values set the grid."""
+    if x is None or x.is_graph_output():
         return False
     readers = [use.node for use in x.uses()]
     return bool(readers) and all(
@@ -403,25 +405,3 @@ def _producer_index(v: ir.Value | None, order: dict[str, int]) -> int:
     if v is None or v.producer() is None:
         return -1
     return order.get(v.producer().name, -1)
-
-
-def _only_feeds_clamps(
-    v: ir.Value | None, clamp_nodes: dict[str, ir.Node], members: list[str]
-) -> bool:
-    """True when every reader of v is a Relu/Clip, or an op that only moves or selects its
-    values (a layout Transpose, a Reshape: tf2onnx's Conv -> Transpose -> Relu) whose outputs
-    reach nothing but such clamps: only the clamped values matter then."""
-    if v is None or v.is_graph_output():
-        return False
-    readers = [use.node for use in v.uses()]
-    clamps = {id(n) for n in clamp_nodes.values()}
-    return bool(readers) and all(
-        id(n) in clamps
-        or (
-            passes_grid_through(n)
-            and n.op_type not in CLAMPS
-            and n.inputs[0] is v
-            and all(_only_feeds_clamps(o, clamp_nodes, members) for o in n.outputs)
-        )
-        for n in readers
-    )
