@@ -92,13 +92,14 @@ def compare_kernels(
     opt_nodes = list(optimized.graph.node)
     by_name = {n.name: n for n in opt_nodes}
     by_output = {o: n for n in opt_nodes for o in n.output}
+    made = _made_by_ort(by_name, original)
 
     quantized, moved = [], []
     for node in original.graph.node:
         if node.op_type in QDQ_OPS:
             continue
         if node.op_type in INTEGER_KERNELS:  # already in integer form (e.g. our MatMulNBits)
-            runs_as = _fate(node, by_name, by_output, original)
+            runs_as = _fate(node, by_name, by_output, original, made=made)
             quantized.append(
                 {
                     "node": node.name,
@@ -145,7 +146,7 @@ def compare_kernels(
                     blocked = any(a.name == "block_size" and a.i for a in dq.attribute)
             elif act_type is None:
                 act_type = _activation_type(src, producer, inits)
-        runs_as = _fate(node, by_name, by_output, original)
+        runs_as = _fate(node, by_name, by_output, original, made=made)
         integer = runs_as is not None and runs_as in INTEGER_KERNELS
         entry = {
             "node": node.name,
@@ -174,7 +175,7 @@ def compare_kernels(
             )
         quantized.append(entry)
 
-    unquantized = _unquantized(original, quantized, moved, by_name, by_output, left_float)
+    unquantized = _unquantized(original, quantized, moved, by_name, by_output, left_float, made)
     before = Counter(_qual(n) for n in original.graph.node)
     after = Counter(_qual(n) for n in opt_nodes)
     integer_after = {k: v for k, v in after.items() if k.split(".")[-1] in INTEGER_KERNELS}
@@ -203,6 +204,7 @@ def _unquantized(
     by_name: dict,
     by_output: dict,
     left_float: dict[str, str] | None,
+    made: dict,
 ) -> list[dict]:
     """Ops of a quantized model that ORT could run on an integer kernel but that read no
     DequantizeLinear, with what ORT runs them as and, where the quantizer said, why."""
@@ -223,7 +225,7 @@ def _unquantized(
         ]
     out = []
     for node in candidates:
-        runs_as = _fate(node, by_name, by_output, original, follow_q=False)
+        runs_as = _fate(node, by_name, by_output, original, follow_q=False, made=made)
         if runs_as in INTEGER_KERNELS:
             continue  # fused into a neighbour (a bias Add into MatMulIntegerToFloat): no op of its own
         if runs_as is None and left_float is None:
@@ -346,24 +348,31 @@ def _activation_type(src: str, producer: dict, inits: dict) -> str | None:
     return f"uint8{narrow}"
 
 
+def _made_by_ort(by_name: dict, original: onnx.ModelProto) -> dict:
+    """The optimized graph's nodes the original graph has no node of that name for: those ORT
+    made (a node of the original graph is its own, not one made from another: TF names nest,
+    '.../convolution' and its '.../convolution/ExpandDims')."""
+    own = {n.name for n in original.graph.node}
+    return {name: n for name, n in by_name.items() if name not in own}
+
+
 def _fate(
     node: onnx.NodeProto,
     by_name: dict,
     by_output: dict,
     original: onnx.ModelProto,
     follow_q: bool = True,
+    made: dict | None = None,
 ) -> str | None:
     """The op that runs this node after optimization: same name, a fused '<name>_token_N',
-    or whatever now produces its output (or the output of the QuantizeLinear after it)."""
+    or whatever now produces its output (or the output of the QuantizeLinear after it).
+    `made`: _made_by_ort(by_name, original), computed once by a caller asking for many nodes."""
     if node.name and node.name in by_name:
         return by_name[node.name].op_type
     if node.name:
-        # a node of the original graph is its own node, not one made from this one: TF names
-        # nest ('.../convolution' and its '.../convolution/ExpandDims')
-        own = {n.name for n in original.graph.node}
-        made = [(name, n) for name, n in by_name.items() if name not in own]
+        made = _made_by_ort(by_name, original) if made is None else made
         for suffixes in (("_token_", "_nchwc"), ("/",)):  # e.g. 'mm1/MatMulAddFusion' last
-            for name, n in made:
+            for name, n in made.items():
                 if any(name.startswith(node.name + x) for x in suffixes):
                     return n.op_type
     outs = list(node.output)
