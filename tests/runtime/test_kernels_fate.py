@@ -27,3 +27,13 @@ def test_fate_by_name_fused_name_or_output():
     other = helper.make_node("Gemm", ["a"], ["zz"], name="mm10")
     assert _fate(named, {"mm10": other}, {}, model([named])) is None
     assert _fate(helper.make_node("Add", ["p", "q"], ["gone"]), {}, {}, original) is None
+
+
+def test_a_node_of_the_original_graph_is_not_taken_for_what_became_of_another():
+    """tf2onnx nests names: 'net/conv/ExpandDims' (an Unsqueeze of the original graph) is not what
+    ORT made of 'net/conv'; with no node of its own name left, the Conv is found by its output."""
+    helper_node = helper.make_node("Unsqueeze", ["x", "ax"], ["u"], name="net/conv/ExpandDims")
+    conv = helper.make_node("Conv", ["u", "w"], ["c"], name="net/conv")
+    fused = helper.make_node("QLinearConv", ["uq"], ["c"], name="QLinearConv_0")
+    by_name = {"net/conv/ExpandDims": helper_node, "QLinearConv_0": fused}
+    assert _fate(conv, by_name, {"c": fused}, model([helper_node, conv])) == "QLinearConv"
