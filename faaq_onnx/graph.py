@@ -168,6 +168,14 @@ def quantizer_behind(dq: ir.Node) -> ir.Node | None:
     return src if src is not None and src.op_type == "QuantizeLinear" else None
 
 
+def only_reader(value: ir.Value) -> ir.Node | None:
+    """The one node that reads `value`, where nothing else (a graph output) does; else None."""
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
 def done_with(value: ir.Value | None) -> None:
     """A weight read through const_array is no longer needed in memory (big models)."""
     tensor = ir.convenience.get_const_tensor(value) if value is not None else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import const_array
+from faaq_onnx.graph import const_array, only_reader
 
 
 class DecomposeHardSwishPass(InPlacePass):
@@ -77,13 +77,6 @@ def _scalar(value: ir.Value | None) -> float | None:
     return float(arr.reshape(-1)[0])
 
 
-def _only_reader(value: ir.Value) -> ir.Node | None:
-    uses = list(value.uses())
-    if len(uses) != 1 or value.is_graph_output():
-        return None
-    return uses[0].node
-
-
 def _written_out_hardswish(add: ir.Node):
     """(x, Clip, Mul, Div-or-Mul) of `Add(x, 3) -> Clip(0, 6) -> Mul(x, .) -> Div(6) | Mul(1/6)`."""
     if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
@@ -94,7 +87,7 @@ def _written_out_hardswish(add: ir.Node):
             break
     else:
         return None
-    clip = _only_reader(add.outputs[0])
+    clip = only_reader(add.outputs[0])
     if (
         x is None
         or clip is None
@@ -104,10 +97,10 @@ def _written_out_hardswish(add: ir.Node):
         or _scalar(clip.inputs[2]) != 6.0
     ):
         return None
-    mul = _only_reader(clip.outputs[0])
+    mul = only_reader(clip.outputs[0])
     if mul is None or mul.op_type != "Mul" or set(mul.inputs) != {x, clip.outputs[0]}:
         return None
-    last = _only_reader(mul.outputs[0])
+    last = only_reader(mul.outputs[0])
     if last is None or len(last.inputs) != 2 or last.inputs[0] is not mul.outputs[0]:
         return None
     c = _scalar(last.inputs[1])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult, common
 
+from faaq_onnx.graph import only_reader
+
 RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 
 
@@ -57,11 +59,8 @@ def _producer(node: ir.Node) -> ir.Node | None:
 def _only_reshape_consumer(node: ir.Node) -> ir.Node | None:
     """The chain's next op: the one consumer of `node`'s output, if it is a reshape of it."""
     y = node.outputs[0]
-    uses = list(y.uses())
-    if len(uses) != 1 or y.is_graph_output():
-        return None
-    nxt, index = uses[0].node, uses[0].idx
-    return nxt if _is_reshape(nxt) and index == 0 else None
+    nxt = only_reader(y)
+    return nxt if _is_reshape(nxt) and nxt.inputs[0] is y else None
 
 
 def _same_shape(a: ir.Value, b: ir.Value) -> bool:

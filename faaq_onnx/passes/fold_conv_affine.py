@@ -20,7 +20,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import add_initializer, const_array
+from faaq_onnx.graph import add_initializer, const_array, only_reader
 
 
 class FoldConvAffinePass(InPlacePass):
@@ -85,13 +85,13 @@ def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray, ir.Node | None] | Non
     ):
         return None
     y = conv.outputs[0]
-    op, via, at = _only_reader(y), None, 1
+    op, via, at = only_reader(y), None, 1
     if op is not None and op.op_type == "Transpose" and op.domain in ("", "ai.onnx"):
         perm = op.attributes.get("perm")
         if perm is None or len(perm.value) != warr.ndim:
             return None
         via, at = op, list(perm.value).index(1)  # where the Transpose puts the channels
-        op = _only_reader(op.outputs[0])
+        op = only_reader(op.outputs[0])
     if op is None or op.op_type not in ("Mul", "Add") or op.domain not in ("", "ai.onnx"):
         return None
     if len(op.inputs) != 2:
@@ -105,14 +105,6 @@ def _foldable(conv: ir.Node) -> tuple[ir.Node, np.ndarray, ir.Node | None] | Non
     if op.op_type == "Mul" and axis == 1 and channels != warr.shape[1]:
         return None  # a grouped ConvTranspose's output channels are not one weight axis
     return op, per_channel, via
-
-
-def _only_reader(y: ir.Value) -> ir.Node | None:
-    """The one node that reads `y`, where nothing else (a graph output) does."""
-    uses = list(y.uses())
-    if len(uses) != 1 or y.is_graph_output():
-        return None
-    return uses[0].node
 
 
 def _fold(

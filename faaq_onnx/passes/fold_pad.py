@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import const_array
+from faaq_onnx.graph import const_array, only_reader
 
 
 class FoldPadIntoConvPass(InPlacePass):
@@ -28,32 +28,33 @@ class FoldPadIntoConvPass(InPlacePass):
                 modified |= _fold_through_transpose(graph, pad)
                 continue
             y = pad.outputs[0]
-            readers = [u.node for u in y.uses()]
-            if (
-                not readers
-                or y.is_graph_output()
-                or not all(_takes_pads(n, len(spatial) // 2) for n in readers)
-            ):
+            if not _pad_the_convs(y, spatial):
                 continue
-            for conv in readers:
-                rank = len(spatial) // 2
-                old = _conv_pads(conv, rank)
-                new = [int(a + b) for a, b in zip(old, spatial)]
-                conv.attributes["pads"] = ir.AttrInt64s("pads", new)
             ir.convenience.replace_all_uses_with(y, pad.inputs[0])
             graph.remove(pad, safe=True)
             modified = True
         return PassResult(model, modified)
 
 
+def _pad_the_convs(y: ir.Value, spatial: list[int]) -> bool:
+    """Add `spatial` ([begin..., end...]) to the pads of every Conv reading `y`, where all its
+    readers are Convs that take them (and `y` is no graph output); whether it did."""
+    readers = [u.node for u in y.uses()]
+    rank = len(spatial) // 2
+    if not readers or y.is_graph_output() or not all(_takes_pads(n, rank) for n in readers):
+        return False
+    for conv in readers:
+        new = [int(a + b) for a, b in zip(_conv_pads(conv, rank), spatial)]
+        conv.attributes["pads"] = ir.AttrInt64s("pads", new)
+    return True
+
+
 def _fold_through_transpose(graph: ir.Graph, pad: ir.Node) -> bool:
     """Pad -> Transpose -> Convs: the Transpose reads the unpadded tensor and the Convs pad."""
     full = _zero_pads(pad)
-    y = pad.outputs[0]
-    uses = list(y.uses())
-    if full is None or len(uses) != 1 or y.is_graph_output():
+    t = only_reader(pad.outputs[0])
+    if full is None or t is None:
         return False
-    t = uses[0].node
     perm = t.attributes.get("perm") if t.op_type == "Transpose" else None
     rank = len(full) // 2
     if perm is None or t.domain not in ("", "ai.onnx") or len(perm.value) != rank:
@@ -61,15 +62,8 @@ def _fold_through_transpose(graph: ir.Graph, pad: ir.Node) -> bool:
     begin = [full[p] for p in perm.value]
     end = [full[rank + p] for p in perm.value]
     z = t.outputs[0]
-    readers = [u.node for u in z.uses()]
-    if any(begin[:2]) or any(end[:2]) or not readers or z.is_graph_output():
+    if any(begin[:2]) or any(end[:2]) or not _pad_the_convs(z, begin[2:] + end[2:]):
         return False
-    if not all(_takes_pads(n, rank - 2) for n in readers):
-        return False
-    for conv in readers:
-        old = _conv_pads(conv, rank - 2)
-        new = [int(a + b) for a, b in zip(old, begin[2:] + end[2:])]
-        conv.attributes["pads"] = ir.AttrInt64s("pads", new)
     t.replace_input_with(0, pad.inputs[0])
     z.shape = None  # unpadded now: shape inference at the end of canonicalization says
     graph.remove(pad, safe=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import const_array, is_float_tensor, known_rank
+from faaq_onnx.graph import const_array, is_float_tensor, known_rank, only_reader
 
 
 class SpatialMeanToGlobalPoolPass(InPlacePass):
@@ -60,8 +60,7 @@ def _nhwc_mean_to_pool(graph: ir.Graph, node: ir.Node) -> bool:
     keep = node.attributes.get("keepdims")
     if _axes(node, 4) != [1, 2] or (keep is not None and not keep.value):
         return False
-    uses = list(y.uses())
-    t = uses[0].node if len(uses) == 1 and not y.is_graph_output() else None
+    t = only_reader(y)
     perm = t.attributes.get("perm") if t is not None and t.op_type == "Transpose" else None
     if perm is None or list(perm.value) != [0, 3, 1, 2] or t.outputs[0].is_graph_output():
         return False
