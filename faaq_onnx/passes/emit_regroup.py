@@ -45,17 +45,11 @@ def regrouped_codes(qw: QuantizedWeight, groups: int, k: int) -> np.ndarray:
     groups/k groups: each output channel's own block in place, its zero point elsewhere."""
     q = qw.q
     cout, per_in = q.shape[:2]
-    per_out = cout // groups
-    zp = (
-        np.broadcast_to(np.asarray(qw.zero_point).reshape(-1), (cout,))
-        if qw.axis == 0
-        else (np.full(cout, np.asarray(qw.zero_point).reshape(-1)[0]))
-    )
-    out = np.empty((cout, per_in * k, *q.shape[2:]), q.dtype)
-    out[...] = zp.reshape(cout, *([1] * (q.ndim - 1))).astype(q.dtype)
-    for o in range(cout):
-        j = (o // per_out) % k
-        out[o, j * per_in : (j + 1) * per_in] = q[o]
+    zp = np.asarray(qw.grid.full_zero_point)[:, :1]  # each output channel's zero point
+    out = np.broadcast_to(zp, (cout, per_in * k, *q.shape[2:])).astype(q.dtype)  # a copy
+    block = (np.arange(cout) // (cout // groups)) % k  # each channel's place in its merged group
+    for j in range(k):
+        out[block == j, j * per_in : (j + 1) * per_in] = q[block == j]
     return out
 
 
