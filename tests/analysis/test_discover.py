@@ -508,17 +508,17 @@ def test_a_relu_behind_a_layout_transpose_still_sets_the_range(tmp_path):
     Relu keeps matter, so the grid is the Relu output's ([0, max]) and the Relu is dropped in
     the written model: nothing float between the two integer Convs."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     from faaq_onnx import quantize
     from faaq_onnx.config import QuantConfig
-    from tests.conftest import optimized_op_types
+    from tests.conftest import graph_model, optimized_op_types
 
     rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
-    ]
+    inits = {
+        "w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+        "w2": rng.standard_normal((4, 8, 1, 1)).astype(np.float32),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Transpose", ["c"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
@@ -526,17 +526,8 @@ def test_a_relu_behind_a_layout_transpose_still_sets_the_range(tmp_path):
         helper.make_node("Transpose", ["r"], ["b"], name="to_nchw", perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["b", "w2"], ["y"], name="conv2"),
     ]
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        inits,
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
     path = tmp_path / "m.onnx"
-    onnx.save(m, path)
+    onnx.save(graph_model(nodes, [1, 3, 8, 8], inits), path)
     shared = next(a for a in _qgraph(str(path)).activations.values() if "c" in a.tensors)
     assert set(shared.range_tensors) <= {"r", "b"}, shared.range_tensors
     calib = {"x": rng.standard_normal((16, 3, 8, 8)).astype(np.float32)}

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.fold_batchnorm import AddZeroBiasPass, FoldBatchNormPass
-from tests.conftest import run_model
+from tests.conftest import graph_model, run_model
 
 _R = np.random.default_rng(3)
 
@@ -21,16 +21,7 @@ def _f(*shape, lo=None):
 
 
 def _model(nodes, x_shape, inits, outputs=("y",)):
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    return m
+    return graph_model(nodes, x_shape, inits, outputs, opset=17, infer=False)
 
 
 def _bn(c, x="p", y="y", **attrs):

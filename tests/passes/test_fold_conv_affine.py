@@ -12,7 +12,7 @@ from onnx import numpy_helper as nh
 
 from faaq_onnx.graph import to_proto
 from faaq_onnx.passes.fold_conv_affine import FoldConvAffinePass
-from tests.conftest import run_model
+from tests.conftest import graph_model, run_model
 
 RNG = np.random.default_rng(0)
 
@@ -225,11 +225,11 @@ def test_an_affine_that_is_the_graph_output_folds_and_the_output_stays():
 
 def _nhwc_affine_net(scale_shape, shift_shape):
     """tf2onnx's form: Conv -> Transpose to NHWC -> * s + t (along the last axis) -> Relu."""
-    inits = [
-        nh.from_array(RNG.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32), "w"),
-        nh.from_array(RNG.uniform(0.5, 2, scale_shape).astype(np.float32), "s"),
-        nh.from_array(RNG.normal(0, 0.5, shift_shape).astype(np.float32), "t"),
-    ]
+    inits = {
+        "w": RNG.normal(0, 0.4, (6, 3, 3, 3)).astype(np.float32),
+        "s": RNG.uniform(0.5, 2, scale_shape).astype(np.float32),
+        "t": RNG.normal(0, 0.5, shift_shape).astype(np.float32),
+    }
     nodes = [
         h.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
         h.make_node("Transpose", ["c"], ["ct"], perm=[0, 2, 3, 1], name="to_nhwc"),
@@ -237,16 +237,7 @@ def _nhwc_affine_net(scale_shape, shift_shape):
         h.make_node("Add", ["cs", "t"], ["ca"], name="shift"),
         h.make_node("Relu", ["ca"], ["r"], name="relu"),
     ]
-    g = h.make_graph(
-        nodes,
-        "g",
-        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
-        [h.make_tensor_value_info("r", T.FLOAT, ["N", 8, 8, 6])],
-        inits,
-    )
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
+    return graph_model(nodes, ["N", 3, 8, 8], inits, ["r"], opset=13, infer=False)
 
 
 @pytest.mark.parametrize(

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from faaq_onnx.passes.fold_pad import FoldPadIntoConvPass
-from tests.conftest import apply_pass_keeping_outputs
+from tests.conftest import apply_pass_keeping_outputs, graph_model
 
 
 def _model(nodes, x_shape, inits, outputs=("y",)):
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 10
-    return m
+    return graph_model(nodes, x_shape, inits, outputs, opset=18, infer=False)
 
 
 def _run(proto, x_shape):
