@@ -5,6 +5,7 @@ passes, run in order by one onnx-ir PassManager.
 2. InsertActivationQDQPass  - a Q/DQ pair per tensor of each shared activation scale
 3. InsertWeightDQPass       - integer weights (packed + Cast, see emit_weights) -> DQ
 4. QuantizeBiasPass         - int32 biases, so ORT fuses QLinearConv/QGemm
+5. DropOrphanedInitializersPass - constants only a replaced node read (a dropped Clip's bounds)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
-from onnx_ir.passes import PassManager
+from onnx_ir.passes import InPlacePass, PassManager, PassResult
 
 from faaq_onnx.config import FLOAT, QuantConfig
 from faaq_onnx.groups import QuantizerGraph
@@ -112,6 +113,7 @@ def emit_qdq(
     ]
     if config.int32_bias:
         passes.append(QuantizeBiasPass(qgraph, qweights, summary))
+    passes.append(DropOrphanedInitializersPass(read_initializers(model.graph)))
     PassManager(passes, steps=1)(model)
     model.graph.sort()
     opset = needed_opset(plan, config, int2)
@@ -119,6 +121,35 @@ def emit_qdq(
     if model.opset_imports.get(key, 0) < opset:
         raise AssertionError(f"canonicalize should have upgraded the model to opset {opset}")
     return summary
+
+
+class DropOrphanedInitializersPass(InPlacePass):
+    """Remove the initializers some node read before emission and none reads after it: a
+    dropped Clip's bounds, a float weight replaced by its codes. ORT warns about each one at every
+    session it creates (EfficientNet-Lite0 W4A8: 22 lines, one per ReLU6 bound). Initializers the
+    user's model already left unread are not ours to remove."""
+
+    def __init__(self, read_before: set[str]) -> None:
+        self.read_before = read_before
+
+    def call(self, model: ir.Model) -> PassResult:
+        graph = model.graph
+        orphans = [
+            name
+            for name, v in graph.initializers.items()
+            if name in self.read_before
+            and not v.uses()
+            and not v.is_graph_output()
+            and not v.is_graph_input()
+        ]
+        for name in orphans:
+            graph.initializers.pop(name)
+        return PassResult(model, bool(orphans))
+
+
+def read_initializers(graph: ir.Graph) -> set[str]:
+    """Names of the initializers some node of `graph` reads."""
+    return {name for name, v in graph.initializers.items() if v.uses()}
 
 
 def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
