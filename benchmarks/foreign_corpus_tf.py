@@ -61,6 +61,10 @@ TF_MODELS = {
             ("inceptionv3", "inceptionv3"),
             ("nasnetm", "nasnetmobile"),
             ("resnet50v2", "resnet50v2"),
+            ("convnext", "convnexttiny"),
+            ("effv2b0", "efficientnetv2b0"),
+            ("regnetx2", "regnetx002"),
+            ("mbv1", "mobilenet"),
             ("unet", "unet"),
             ("audio", "audio"),
         ]
@@ -108,7 +112,14 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
 
     def preprocess(rgb: np.ndarray) -> np.ndarray:
         x = rgb.astype(np.float32)
-        if family in ("mobilenetv2", "xception", "inceptionv3", "nasnetmobile", "resnet50v2"):
+        if family in (
+            "mobilenetv2",
+            "mobilenet",
+            "xception",
+            "inceptionv3",
+            "nasnetmobile",
+            "resnet50v2",
+        ):
             # keras' "tf" preprocessing
             return x / 127.5 - 1.0
         if family == "resnet50":  # keras' "caffe" preprocessing: BGR, ImageNet means
@@ -116,7 +127,7 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
         if family == "densenet121":  # keras' "torch" preprocessing
             mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
             return ((x / 255.0 - mean) / std).astype(np.float32)
-        return x  # EfficientNet and MobileNetV3 rescale inside the model
+        return x  # EfficientNet(V2), MobileNetV3, ConvNeXt and RegNet rescale inside the model
 
     def feeds(split, n):
         out = []
@@ -170,6 +181,10 @@ APPLICATIONS = {  # family: (keras.applications class, its other arguments)
     "inceptionv3": ("InceptionV3", {}),
     "nasnetmobile": ("NASNetMobile", {}),
     "resnet50v2": ("ResNet50V2", {}),
+    "convnexttiny": ("ConvNeXtTiny", {}),
+    "efficientnetv2b0": ("EfficientNetV2B0", {}),
+    "regnetx002": ("RegNetX002", {}),
+    "mobilenet": ("MobileNet", {"alpha": 0.5}),
 }
 
 
