@@ -24,6 +24,7 @@ tf-mnv3s-keras17,tf-mnv3l-keras17,tf-densenet121-keras17,tf-unet-keras17,tf-audi
 | tf-densenet121-keras17 | keras.applications.DenseNet121 (100 classes; pre-activation BatchNorms as Mul/Add after each Concat), opset 17 | 1x96x96x3, torch preprocessing |
 | tf-xception-keras17, tf-inceptionv3-keras17 | keras.applications.Xception (SeparableConv2D) / InceptionV3 (100 classes), opset 17 | 1x96x96x3, [-1, 1] |
 | tf-nasnetm-keras17, tf-resnet50v2-keras17 | keras.applications.NASNetMobile / ResNet50V2 (pre-activation), opset 17 | 1x96x96x3, [-1, 1] |
+| tf-effv2b0-keras17, tf-mbv1-keras17 | keras.applications.EfficientNetV2B0 (fused MBConv; its own rescaling) / MobileNet (v1, alpha 0.5), 100 classes, opset 17. Not in the corpus: ConvNeXtTiny (tf2onnx 1.17 leaves its depthwise convs as StatefulPartitionedCall from Keras and has no GELU from TFLite), RegNet (not in Keras 3.15) | 1x96x96x3, 0-255 / [-1, 1] |
 | tf-unet-keras17 | a small U-Net: Conv + BN, SeparableConv2D, DepthwiseConv2D (multiplier 2, ReLU6), Conv2DTranspose, UpSampling2D (Tile), Concatenate, Sigmoid; opset 17 | 1x64x64x3, [0, 1] |
 | tf-audio-keras17 | Conv1D (as Unsqueeze -> Conv 1xk -> Squeeze), BN after ReLU, a GRU (tf2onnx writes a Loop), Dense + BN, Softmax; opset 17 | 1x100x40 features |
 | tf-encoder-keras17 | 2 post-norm Keras encoder layers (MultiHeadAttention, 4 heads, d 64, ReLU FF 256; tf2onnx has no Erfc for GELU), mean-pooled, Dense 10; from_keras, opset 17 | 1x32x64 token embeddings |
@@ -61,9 +62,7 @@ TF_MODELS = {
             ("inceptionv3", "inceptionv3"),
             ("nasnetm", "nasnetmobile"),
             ("resnet50v2", "resnet50v2"),
-            ("convnext", "convnexttiny"),
             ("effv2b0", "efficientnetv2b0"),
-            ("regnetx2", "regnetx002"),
             ("mbv1", "mobilenet"),
             ("unet", "unet"),
             ("audio", "audio"),
@@ -127,7 +126,7 @@ def tf_entry(name: str, work: Path, ddir: Path | None):
         if family == "densenet121":  # keras' "torch" preprocessing
             mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
             return ((x / 255.0 - mean) / std).astype(np.float32)
-        return x  # EfficientNet(V2), MobileNetV3, ConvNeXt and RegNet rescale inside the model
+        return x  # EfficientNet(V2) and MobileNetV3 rescale inside the model
 
     def feeds(split, n):
         out = []
@@ -181,9 +180,7 @@ APPLICATIONS = {  # family: (keras.applications class, its other arguments)
     "inceptionv3": ("InceptionV3", {}),
     "nasnetmobile": ("NASNetMobile", {}),
     "resnet50v2": ("ResNet50V2", {}),
-    "convnexttiny": ("ConvNeXtTiny", {}),
     "efficientnetv2b0": ("EfficientNetV2B0", {}),
-    "regnetx002": ("RegNetX002", {}),
     "mobilenet": ("MobileNet", {"alpha": 0.5}),
 }
 
