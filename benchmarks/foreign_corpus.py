@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| convnext-{ts17,dynamo18} | ConvNeXt-style net written inline: 7x7 depthwise, LayerNorm + Linear/GELU/Linear on NHWC maps, layer scale | 1x3x96x96 | as above |
 | encoder-{ts17,dynamo18} | torch.nn.TransformerEncoder, 2 layers, d 64, random weights | input 1x32x64 | Gaussian token embeddings |
 | tf-* | Keras MobileNetV2 / EfficientNetB0 / ResNet50 through tf2onnx (from_keras, from_tflite): benchmarks/foreign_corpus_tf.py, written by a second Python with TensorFlow (FAAQ_TF_PYTHON) | input 1x96x96x3 (NHWC) | val1300 photos resized, Keras preprocessing |
 
@@ -469,7 +470,42 @@ def _tiny_nets():
     def torch_flatten(x):
         return torch.flatten(x, 1)
 
+    class LayerNorm2d(nn.LayerNorm):  # ConvNeXt's channels-first LayerNorm, through NHWC
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    class NeXtBlock(nn.Module):  # ConvNeXt: dw 7x7, NHWC LayerNorm, Linear 4x, GELU, Linear, scale
+        def __init__(self, c):
+            super().__init__()
+            self.dw = nn.Conv2d(c, c, 7, 1, 3, groups=c)
+            self.norm = nn.LayerNorm(c)
+            self.up, self.down = nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+            self.gamma = nn.Parameter(torch.full((c,), 0.5))  # 1e-6 at init: blocks ~identity
+
+        def forward(self, x):
+            y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+            y = self.gamma * self.down(F.gelu(self.up(y)))
+            return x + y.permute(0, 3, 1, 2)
+
+    class ConvNeXt(nn.Module):  # ConvNeXt-T's layout at 1/3 width, depths 2-2-2-2, 96x96 input
+        def __init__(self):
+            super().__init__()
+            dims = (32, 64, 128, 256)
+            self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0]))
+            stages = []
+            for i, c in enumerate(dims):
+                if i:
+                    stages += [LayerNorm2d(dims[i - 1]), nn.Conv2d(dims[i - 1], c, 2, 2)]
+                stages += [NeXtBlock(c), NeXtBlock(c)]
+            self.stages = nn.Sequential(*stages)
+            self.norm, self.fc = nn.LayerNorm(dims[-1]), nn.Linear(dims[-1], 100)
+
+        def forward(self, x):
+            x = self.stages(self.stem(x))
+            return self.fc(self.norm(x.mean((2, 3))))
+
     return {
+        "convnext": (ConvNeXt, 96),
         "resnet": (ResNet, 64),
         "mbv2": (mobilenet(nn.ReLU6, False, False, nn.ReLU6), 96),
         "samepad": (mobilenet(nn.ReLU6, False, True, nn.ReLU6), 96),
@@ -485,6 +521,7 @@ TINY = {
         ("mbv2", (("ts", 11), ("ts", 13), ("ts", 17), ("dynamo", 18), ("dynamo", 21))),
         ("samepad", (("ts", 13), ("dynamo", 18))),
         ("hswish", (("ts", 13), ("ts", 17), ("dynamo", 18))),
+        ("convnext", (("ts", 17), ("dynamo", 18))),
     )
     for exp, op in variants
 }
@@ -495,6 +532,9 @@ _TINY_DOC = {
     "samepad": "MobileNetV2-style with TF-SAME explicit Pads (ZeroPad2d stem, F.pad before every depthwise "
     "conv, one-sided for stride 2), 1x3x96x96",
     "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
+    "1x3x96x96",
+    "convnext": "ConvNeXt-style (4x4 patch stem, 7x7 depthwise, LayerNorm and Linear 4x / GELU / "
+    "Linear on NHWC maps, layer scale 0.5, channels-first LayerNorm before each 2x2 downsample), "
     "1x3x96x96",
 }
 
