@@ -12,7 +12,7 @@ from typing import Any
 import onnx_ir as ir
 
 from faaq_onnx.config import COVERAGES
-from faaq_onnx.graph import is_float_activation
+from faaq_onnx.graph import is_float_activation, only_reader
 
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
 OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
@@ -154,6 +154,41 @@ def with_products_between_quantized(
     return _in_order(kept)
 
 
+def gelu_products(graph: ir.Graph) -> frozenset[int]:
+    """Ids of the Muls that make a GELU of an Erf or a Tanh: after erf(x/√2) + 1 (or the tanh
+    form's 1 + tanh(...)), the chain of products with x and 0.5 in whatever order the exporter
+    wrote them (TorchScript x·a·0.5, dynamo x·(0.5·a), Hugging Face (x·0.5)·a).
+
+    ORT fuses that float pattern into one Gelu (or FastGelu) kernel. Quantizers on its products,
+    which a GELU over NHWC maps gets as a feature map's Muls, break the fusion: ConvNeXt-style
+    blocks ran QLinearMul, Div and Erf apart, slower than float. So these Muls are products
+    that stay float unless their inputs are quantized for other ops (never, inside a GELU)."""
+    found: set[int] = set()
+    for node in graph:
+        if node.op_type not in ("Erf", "Tanh") or not node.outputs:
+            continue
+        add = only_reader(node.outputs[0])
+        if add is None or add.op_type != "Add" or not _has_constant(add):
+            continue
+        v = add.outputs[0]
+        while (mul := only_reader(v)) is not None and mul.op_type == "Mul":
+            found.add(id(mul))
+            for other in mul.inputs:  # (x·0.5), multiplied in last
+                prod = other.producer() if other is not None and other is not v else None
+                if prod is not None and prod.op_type == "Mul" and _has_constant(prod):
+                    found.add(id(prod))
+            v = mul.outputs[0]
+    return frozenset(found)
+
+
+def _rank_at_least(v: ir.Value | None, rank: int) -> bool:
+    return v is not None and v.shape is not None and len(v.shape) >= rank
+
+
+def _has_constant(node: ir.Node) -> bool:
+    return any(v is not None and v.const_value is not None for v in node.inputs)
+
+
 def _sigmoid_of(v: ir.Value, quantized: set[str], uf: Any) -> bool:
     prod = v.producer()
     return (
@@ -190,6 +225,7 @@ def left_float(
     An op with `quantized` tensors in and out is left out: ORT fuses it (x·Sigmoid(x)'s Sigmoid).
     """
     hint = "; --coverage ort quantizes it as ORT does" if coverage == "gain" else ""
+    gelu = gelu_products(graph)
     kept_ids = {id(c[0]) for c in kept}
     considered_ids = {id(c[0]) for c in considered}
     product_ids = {id(c[0]) for c in products}
@@ -202,7 +238,7 @@ def left_float(
             continue
         activations = [v for v in node.inputs if v is not None and is_float_activation(v)]
         if not activations or (
-            any(v.name in quantized for v in activations)
+            all(v.name in quantized for v in activations)
             and any(o is not None and o.name in quantized for o in node.outputs)
         ):
             continue  # nothing a quantizer could read, or Q/DQ on both sides: an integer kernel
@@ -212,8 +248,16 @@ def left_float(
                 "preprocessing): the first quantizer sits after it, where a weighted op reads it"
                 + hint
             )
-        elif op in ("Add", "Mul") and len(activations) < len(
-            [v for v in node.inputs if v is not None]
+        elif id(node) in gelu:
+            out[node.name] = (
+                "left float by faaq: a product inside a GELU (x·(1 + erf(x/√2))·0.5): ORT fuses the "
+                "float GELU into one Gelu kernel, which quantizers on its products would break"
+                + hint
+            )
+        elif (
+            op in ("Add", "Mul")
+            and len(activations) < len([v for v in node.inputs if v is not None])
+            and (coverage != "gain" or not _rank_at_least(node.outputs[0], 4))
         ):
             out[node.name] = (
                 f"left float by faaq: {op} of a constant to a tensor that is not a feature map "

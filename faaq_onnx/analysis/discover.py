@@ -21,6 +21,7 @@ from faaq_onnx.analysis.coverage import (
     OUTPUT_QUANTIZED,
     UNARY_INTEGER,
     chosen_ops,
+    gelu_products,
     input_preprocessing,
     left_float,
 )
@@ -185,6 +186,7 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
     compute_nodes: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
     skipped: list[str] = []
     deferred: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
+    gelu = gelu_products(graph)
 
     for node in graph:
         if node.domain not in ("", "ai.onnx"):
@@ -210,7 +212,11 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
                 continue
             if not data or not all(is_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
-            if coverage == "gain" and op == "Mul" and not _feature_map(node.outputs[0]):
+            if (
+                coverage == "gain"
+                and op == "Mul"
+                and (not _feature_map(node.outputs[0]) or id(node) in gelu)
+            ):
                 deferred.append((node, widx, data))  # decided once the rest is known
                 continue
         else:

@@ -4,6 +4,7 @@ ORT's own quantizer puts on an integer kernel; "gain", only where that removes f
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 from onnx import helper, numpy_helper
 
 from faaq_onnx.analysis.discover import discover_groups
@@ -268,3 +269,71 @@ def test_an_op_reading_a_tensor_a_weighted_op_quantizes_anyway_is_not_preprocess
     ops, q = _ops(model)
     assert "pool" in ops  # QLinearAveragePool on the grid the Conv reads anyway
     assert "pool" not in q.left_float and "rescale" not in ops
+
+
+def _gelu_on_nhwc(order: str):
+    """A ConvNeXt MLP on an NHWC map (rank 4): h = x·W1 + b, GELU(h) = h·(1 + erf(h/√2))·0.5 in
+    one exporter's order of its products, y = GELU(h)·W2; beside it, a rank-4 swish
+    h·Sigmoid(h) into a MatMul (`side`), which QLinearMul pays for."""
+    tail = {  # the products after a = erf(h/√2) + 1, as each exporter writes them
+        "torchscript": [
+            helper.make_node("Mul", ["h", "a"], ["p"], name="gelu_x"),
+            helper.make_node("Mul", ["p", "half"], ["g"], name="gelu_half"),
+        ],
+        "dynamo": [
+            helper.make_node("Mul", ["half", "a"], ["p"], name="gelu_half"),
+            helper.make_node("Mul", ["h", "p"], ["g"], name="gelu_x"),
+        ],
+        "huggingface": [
+            helper.make_node("Mul", ["h", "half"], ["p"], name="gelu_half"),
+            helper.make_node("Mul", ["p", "a"], ["g"], name="gelu_x"),
+        ],
+    }[order]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["hm"], name="mm1"),
+        helper.make_node("Add", ["hm", "b"], ["h"], name="bias"),
+        helper.make_node("Div", ["h", "sqrt2"], ["d"], name="div"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["a"], name="plus_one"),
+        *tail,
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="mm2"),
+        helper.make_node("Sigmoid", ["h"], ["s"], name="sig"),
+        helper.make_node("Mul", ["h", "s"], ["m"], name="swish"),
+        helper.make_node("MatMul", ["m", "w3"], ["side"], name="mm3"),
+    ]
+    inits = {
+        "w1": _w(1),
+        "w2": _w(2),
+        "w3": _w(3),
+        "b": np.ones(8, np.float32),
+        "sqrt2": np.array(np.sqrt(2.0), np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+    }
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, [1, 4, 4, 8])],
+        [helper.make_tensor_value_info(o, F32, None) for o in ("side", "y")],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return ir.from_proto(onnx.shape_inference.infer_shapes(m))
+
+
+@pytest.mark.parametrize("order", ["torchscript", "dynamo", "huggingface"])
+def test_a_gelus_products_on_a_feature_map_stay_float_for_orts_fused_gelu(order):
+    """Rank 4 makes a Mul a feature map's (QLinearMul pays on a CNN's swish, kept here), but
+    quantizers inside a GELU break ORT's fusion into one Gelu kernel: its products stay float
+    whatever order the exporter wrote them in, and the report says why."""
+    ops, q = _ops(_gelu_on_nhwc(order))
+    assert "swish" in ops and "mm2" in ops
+    assert not {"gelu_x", "gelu_half", "plus_one"} & ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert "g" in acts and not {"p", "a"} & acts  # the GELU's output feeds mm2: quantized
+    for name in ("gelu_x", "gelu_half"):
+        assert "inside a GELU" in q.left_float[name]
+    # ORT's quantizer would quantize them all: --coverage ort still does
+    ort_ops, _ = _ops(_gelu_on_nhwc(order), coverage="ort")
+    assert {"gelu_x", "gelu_half"} <= ort_ops
