@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| yolo-{ts17,dynamo18} | YOLOv8n-style detector written inline: SiLU, C2f (Split/Concat), SPPF max-pools, nearest Upsample, concatenated heads | 1x3x128x128 | as above |
 | convnext-{ts17,dynamo18} | ConvNeXt-style net written inline: 7x7 depthwise, LayerNorm + Linear/GELU/Linear on NHWC maps, layer scale | 1x3x96x96 | as above |
 | encoder-{ts17,dynamo18} | torch.nn.TransformerEncoder, 2 layers, d 64, random weights | input 1x32x64 | Gaussian token embeddings |
 | tf-* | Keras MobileNetV2 / EfficientNetB0 / ResNet50 through tf2onnx (from_keras, from_tflite): benchmarks/foreign_corpus_tf.py, written by a second Python with TensorFlow (FAAQ_TF_PYTHON) | input 1x96x96x3 (NHWC) | val1300 photos resized, Keras preprocessing |
@@ -504,7 +505,66 @@ def _tiny_nets():
             x = self.stages(self.stem(x))
             return self.fc(self.norm(x.mean((2, 3))))
 
+    def cbs(cin, cout, k=1, s=1):  # Ultralytics' Conv: Conv + BN + SiLU
+        return cbr(cin, cout, k, s, act=nn.SiLU)
+
+    class C2f(nn.Module):  # YOLOv8: split in two, bottlenecks on one half, concat every stage
+        def __init__(self, cin, cout, n=1):
+            super().__init__()
+            self.c = cout // 2
+            self.cv1, self.cv2 = cbs(cin, 2 * self.c), cbs((2 + n) * self.c, cout)
+            self.m = nn.ModuleList(
+                nn.Sequential(cbs(self.c, self.c, 3), cbs(self.c, self.c, 3)) for _ in range(n)
+            )
+
+        def forward(self, x):
+            y = list(self.cv1(x).split((self.c, self.c), 1))
+            for m in self.m:
+                y.append(y[-1] + m(y[-1]))
+            return self.cv2(torch.cat(y, 1))
+
+    class SPPF(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.cv1, self.cv2 = cbs(c, c // 2), cbs(c * 2, c)
+            self.pool = nn.MaxPool2d(5, 1, 2)
+
+        def forward(self, x):
+            x = self.cv1(x)
+            y1 = self.pool(x)
+            y2 = self.pool(y1)
+            return self.cv2(torch.cat((x, y1, y2, self.pool(y2)), 1))
+
+    class Yolo(nn.Module):  # YOLOv8n's layout at 1/2 width: backbone, SPPF, FPN/PAN, 3 heads
+        def __init__(self):
+            super().__init__()
+            self.b0 = nn.Sequential(cbs(3, 8, 3, 2), cbs(8, 16, 3, 2), C2f(16, 16))
+            self.b1 = nn.Sequential(cbs(16, 32, 3, 2), C2f(32, 32, 2))
+            self.b2 = nn.Sequential(cbs(32, 64, 3, 2), C2f(64, 64, 2))
+            self.b3 = nn.Sequential(cbs(64, 128, 3, 2), C2f(128, 128), SPPF(128))
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.t2, self.t1 = C2f(192, 64), C2f(96, 32)
+            self.d1, self.p2 = cbs(32, 32, 3, 2), C2f(96, 64)
+            self.d2, self.p3 = cbs(64, 64, 3, 2), C2f(192, 128)
+            self.heads = nn.ModuleList(
+                nn.Sequential(cbs(c, 32, 3), nn.Conv2d(32, 4 + 20, 1)) for c in (32, 64, 128)
+            )
+
+        def forward(self, x):
+            f1 = self.b1(self.b0(x))
+            f2 = self.b2(f1)
+            f3 = self.b3(f2)
+            t2 = self.t2(torch.cat((self.up(f3), f2), 1))
+            t1 = self.t1(torch.cat((self.up(t2), f1), 1))
+            p2 = self.p2(torch.cat((self.d1(t1), t2), 1))
+            p3 = self.p3(torch.cat((self.d2(p2), f3), 1))
+            outs = [h(f).flatten(2) for h, f in zip(self.heads, (t1, p2, p3))]
+            y = torch.cat(outs, 2)  # (1, 4 + classes, anchors), as Ultralytics' export
+            box, cls = y.split((4, 20), 1)
+            return torch.cat((box, cls.sigmoid()), 1)
+
     return {
+        "yolo": (Yolo, 128),
         "convnext": (ConvNeXt, 96),
         "resnet": (ResNet, 64),
         "mbv2": (mobilenet(nn.ReLU6, False, False, nn.ReLU6), 96),
@@ -522,6 +582,7 @@ TINY = {
         ("samepad", (("ts", 13), ("dynamo", 18))),
         ("hswish", (("ts", 13), ("ts", 17), ("dynamo", 18))),
         ("convnext", (("ts", 17), ("dynamo", 18))),
+        ("yolo", (("ts", 17), ("dynamo", 18))),
     )
     for exp, op in variants
 }
@@ -533,6 +594,9 @@ _TINY_DOC = {
     "conv, one-sided for stride 2), 1x3x96x96",
     "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
     "1x3x96x96",
+    "yolo": "YOLOv8n-style detector at 1/2 width (Conv-BN-SiLU, C2f with Split and Concat, SPPF "
+    "max-pools, nearest Upsample FPN/PAN, three heads flattened and concatenated, box | "
+    "Sigmoid(classes) as Ultralytics exports it), 1x3x128x128",
     "convnext": "ConvNeXt-style (4x4 patch stem, 7x7 depthwise, LayerNorm and Linear 4x / GELU / "
     "Linear on NHWC maps, layer scale 0.5, channels-first LayerNorm before each 2x2 downsample), "
     "1x3x96x96",
