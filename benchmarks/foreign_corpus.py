@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| vit-{ts17,dynamo18} | ViT-style classifier written inline: patch Conv, cls token Concat, position Add, pre-norm encoder layers, GELU | 1x3x96x96 | as above |
 | yolo-{ts17,dynamo18} | YOLOv8n-style detector written inline: SiLU, C2f (Split/Concat), SPPF max-pools, nearest Upsample, concatenated heads | 1x3x128x128 | as above |
 | convnext-{ts17,dynamo18} | ConvNeXt-style net written inline: 7x7 depthwise, LayerNorm + Linear/GELU/Linear on NHWC maps, layer scale | 1x3x96x96 | as above |
 | encoder-{ts17,dynamo18} | torch.nn.TransformerEncoder, 2 layers, d 64, random weights | input 1x32x64 | Gaussian token embeddings |
@@ -563,7 +564,25 @@ def _tiny_nets():
             box, cls = y.split((4, 20), 1)
             return torch.cat((box, cls.sigmoid()), 1)
 
+    class ViT(nn.Module):  # ViT-Ti's layout at 1/3 depth: 8x8 patches, cls token, pre-norm
+        def __init__(self, d=96, depth=4, heads=3):
+            super().__init__()
+            self.patch = nn.Conv2d(3, d, 8, 8)
+            self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.pos = nn.Parameter(torch.randn(1, 1 + 12 * 12, d) * 0.02)
+            layer = nn.TransformerEncoderLayer(
+                d, heads, 4 * d, 0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+            self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm, self.fc = nn.LayerNorm(d), nn.Linear(d, 100)
+
+        def forward(self, x):
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), 1) + self.pos
+            return self.fc(self.norm(self.blocks(x))[:, 0])
+
     return {
+        "vit": (ViT, 96),
         "yolo": (Yolo, 128),
         "convnext": (ConvNeXt, 96),
         "resnet": (ResNet, 64),
@@ -583,6 +602,7 @@ TINY = {
         ("hswish", (("ts", 13), ("ts", 17), ("dynamo", 18))),
         ("convnext", (("ts", 17), ("dynamo", 18))),
         ("yolo", (("ts", 17), ("dynamo", 18))),
+        ("vit", (("ts", 17), ("dynamo", 18))),
     )
     for exp, op in variants
 }
@@ -593,6 +613,9 @@ _TINY_DOC = {
     "samepad": "MobileNetV2-style with TF-SAME explicit Pads (ZeroPad2d stem, F.pad before every depthwise "
     "conv, one-sided for stride 2), 1x3x96x96",
     "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
+    "1x3x96x96",
+    "vit": "ViT-style classifier (8x8 patch Conv, cls token, position embedding, 4 pre-norm "
+    "nn.TransformerEncoderLayers with GELU, d 96, 3 heads, the cls token's LayerNorm + Linear), "
     "1x3x96x96",
     "yolo": "YOLOv8n-style detector at 1/2 width (Conv-BN-SiLU, C2f with Split and Concat, SPPF "
     "max-pools, nearest Upsample FPN/PAN, three heads flattened and concatenated, box | "
