@@ -12,7 +12,7 @@ from typing import Any
 import onnx_ir as ir
 
 from faaq_onnx.config import COVERAGES
-from faaq_onnx.graph import is_float_activation, only_reader
+from faaq_onnx.graph import is_float_activation, is_float_tensor, only_reader
 
 # ops whose integer kernel (QLinearConv) needs a QuantizeLinear on the output
 OUTPUT_QUANTIZED = {"Conv", "ConvTranspose"}
@@ -237,8 +237,14 @@ def left_float(
         if id(node) in kept_ids or not node.name:
             continue
         activations = [v for v in node.inputs if v is not None and is_float_activation(v)]
+        float_constants = [
+            v
+            for v in node.inputs
+            if v is not None and is_float_tensor(v) and not is_float_activation(v)
+        ]
         if not activations or (
             all(v.name in quantized for v in activations)
+            and not (op == "Concat" and float_constants)  # ORT fuses no Concat of a float constant
             and any(o is not None and o.name in quantized for o in node.outputs)
         ):
             continue  # nothing a quantizer could read, or Q/DQ on both sides: an integer kernel
@@ -283,6 +289,11 @@ def left_float(
             )
         elif op in ("Conv", "Gemm", "MatMul"):
             continue  # discovery's own `skipped` list says why
+        elif op == "Concat":  # a Concat gets quantizers only when every input is an activation
+            out[node.name] = (
+                "left float by faaq: a Concat with a constant input (a class token, a fixed "
+                "embedding) gets no quantizers" + hint
+            )
         else:
             out[node.name] = (
                 f"left float by faaq: it puts no quantizers around {op} "

@@ -337,3 +337,18 @@ def test_a_gelus_products_on_a_feature_map_stay_float_for_orts_fused_gelu(order)
     # ORT's quantizer would quantize them all: --coverage ort still does
     ort_ops, _ = _ops(_gelu_on_nhwc(order), coverage="ort")
     assert {"gelu_x", "gelu_half"} <= ort_ops
+
+
+def test_a_concat_with_a_constant_input_is_named_for_that():
+    """A ViT's class token joined to the patch tokens: a constant input, so no quantizers; the
+    reason says so (it had said Concat gets no quantizers at all)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+        helper.make_node("Concat", ["cls", "h"], ["joined"], name="join", axis=1),
+        helper.make_node("MatMul", ["joined", "w2"], ["y"], name="mm2"),
+        helper.make_node("MatMul", ["h", "w3"], ["side"], name="mm3"),
+    ]
+    inits = {"w1": _w(1), "w2": _w(2), "w3": _w(3), "cls": np.ones((1, 1, 8), np.float32)}
+    ops, q = _ops(_model(nodes, inits))
+    assert "join" not in ops
+    assert "a Concat with a constant input" in q.left_float["join"]
