@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| deeplab-*, gnunet-* | DeepLabV3-style segmenter (dilated convs, ASPP, bilinear Resize); GroupNorm + SiLU U-Net (InstanceNorm as exported, nearest Resize, Concat skips) | 1x3x96x96, 1x3x64x64 | as above |
 | vit-{ts17,dynamo18} | ViT-style classifier written inline: patch Conv, cls token Concat, position Add, pre-norm encoder layers, GELU | 1x3x96x96 | as above |
 | yolo-{ts17,dynamo18} | YOLOv8n-style detector written inline: SiLU, C2f (Split/Concat), SPPF max-pools, nearest Upsample, concatenated heads | 1x3x128x128 | as above |
 | convnext-{ts17,dynamo18} | ConvNeXt-style net written inline: 7x7 depthwise, LayerNorm + Linear/GELU/Linear on NHWC maps, layer scale | 1x3x96x96 | as above |
@@ -581,7 +582,72 @@ def _tiny_nets():
             x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), 1) + self.pos
             return self.fc(self.norm(self.blocks(x))[:, 0])
 
+    class ASPP(nn.Module):  # DeepLabV3: dilated 3x3 branches, image pooling, bilinear upsample
+        def __init__(self, cin, c):
+            super().__init__()
+            self.branches = nn.ModuleList(
+                [cbr(cin, c, 1)]
+                + [
+                    nn.Sequential(
+                        nn.Conv2d(cin, c, 3, 1, d, dilation=d, bias=False),
+                        nn.BatchNorm2d(c),
+                        nn.ReLU(),
+                    )
+                    for d in (2, 4, 6)
+                ]
+            )
+            self.pool = cbr(cin, c, 1)
+            self.project = cbr(5 * c, c, 1)
+
+        def forward(self, x):
+            pooled = self.pool(F.adaptive_avg_pool2d(x, 1))
+            pooled = F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return self.project(torch.cat([b(x) for b in self.branches] + [pooled], 1))
+
+    class DeepLab(nn.Module):  # DeepLabV3-style segmenter, output stride 8, 21 classes
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Sequential(
+                cbr(3, 16, 3, 2), Basic(16, 32, 2), Basic(32, 64, 2), Basic(64, 64, 1)
+            )
+            self.aspp, self.head = ASPP(64, 48), nn.Conv2d(48, 21, 1)
+
+        def forward(self, x):
+            y = self.head(self.aspp(self.backbone(x)))
+            return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    class GNBlock(nn.Module):  # a diffusion U-Net's: GroupNorm, SiLU, conv, twice, + skip
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.n1, self.c1 = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, 1, 1)
+            self.n2, self.c2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, 1, 1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+        def forward(self, x):
+            y = self.c1(F.silu(self.n1(x)))
+            return self.skip(x) + self.c2(F.silu(self.n2(y)))
+
+    class GNUNet(nn.Module):  # GroupNorm + SiLU U-Net, nearest upsampling, skip concats
+        def __init__(self):
+            super().__init__()
+            self.inp = nn.Conv2d(3, 32, 3, 1, 1)
+            self.d1, self.d2 = GNBlock(32, 32), GNBlock(32, 64)
+            self.mid = GNBlock(64, 64)
+            self.u2, self.u1 = GNBlock(128, 32), GNBlock(64, 32)
+            self.out = nn.Sequential(nn.GroupNorm(8, 32), nn.SiLU(), nn.Conv2d(32, 3, 3, 1, 1))
+
+        def forward(self, x):
+            h0 = self.inp(x)
+            h1 = self.d1(h0)
+            h2 = self.d2(F.avg_pool2d(h1, 2))
+            m = self.mid(F.avg_pool2d(h2, 2))
+            u = self.u2(torch.cat((F.interpolate(m, scale_factor=2.0, mode="nearest"), h2), 1))
+            u = self.u1(torch.cat((F.interpolate(u, scale_factor=2.0, mode="nearest"), h1), 1))
+            return self.out(u)
+
     return {
+        "deeplab": (DeepLab, 96),
+        "gnunet": (GNUNet, 64),
         "vit": (ViT, 96),
         "yolo": (Yolo, 128),
         "convnext": (ConvNeXt, 96),
@@ -603,6 +669,8 @@ TINY = {
         ("convnext", (("ts", 17), ("dynamo", 18))),
         ("yolo", (("ts", 17), ("dynamo", 18))),
         ("vit", (("ts", 17), ("dynamo", 18))),
+        ("deeplab", (("ts", 17), ("dynamo", 18))),
+        ("gnunet", (("ts", 17), ("dynamo", 18))),
     )
     for exp, op in variants
 }
@@ -614,6 +682,11 @@ _TINY_DOC = {
     "conv, one-sided for stride 2), 1x3x96x96",
     "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
     "1x3x96x96",
+    "deeplab": "DeepLabV3-style segmenter (ResNet BasicBlocks to output stride 8, ASPP with "
+    "dilated 3x3 branches and an image-pooling branch upsampled bilinearly, bilinear upsampling "
+    "of 21 class maps to the input), 1x3x96x96",
+    "gnunet": "diffusion-U-Net-style denoiser (GroupNorm + SiLU residual blocks, average-pool "
+    "down, nearest-upsample up, skip Concats, 3-channel output), 1x3x64x64",
     "vit": "ViT-style classifier (8x8 patch Conv, cls token, position embedding, 4 pre-norm "
     "nn.TransformerEncoderLayers with GELU, d 96, 3 heads, the cls token's LayerNorm + Linear), "
     "1x3x96x96",
