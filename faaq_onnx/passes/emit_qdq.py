@@ -3,6 +3,7 @@ passes, run in order by one onnx-ir PassManager.
 
 1. DropRedundantClampsPass  - Relu/Clip the activation quantizer's range already enforces
 2. InsertActivationQDQPass  - a Q/DQ pair per tensor of each shared activation scale
+   AveragePoolAsConvPass    - a quantized AveragePool as the depthwise Conv computing it
 3. InsertWeightDQPass       - integer weights (packed + Cast, see emit_weights) -> DQ
 4. QuantizeBiasPass         - int32 biases, so ORT fuses QLinearConv/QGemm
 5. DropOrphanedInitializersPass - constants only a replaced node read (a dropped Clip's bounds)
@@ -21,6 +22,7 @@ from faaq_onnx.passes.emit_activations import (
     DropRedundantClampsPass,
     InsertActivationQDQPass,
 )
+from faaq_onnx.passes.emit_avgpool import AveragePoolAsConvPass
 from faaq_onnx.passes.emit_constants import QuantizeConstantOperandsPass
 from faaq_onnx.passes.emit_regroup import RegroupConvPass
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass
@@ -40,6 +42,7 @@ class EmitSummary:
     constant_operands: list[str] = field(default_factory=list)  # 'node:input' given a DQ
     # {grouped Conv: its groups and how many were merged into one} (emit_regroup)
     regrouped: dict[str, dict] = field(default_factory=dict)
+    pools_as_conv: list[str] = field(default_factory=list)  # AveragePools written as Convs
 
 
 def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
@@ -101,6 +104,7 @@ def emit_qdq(
         RegroupConvPass(qgraph, qweights, act_bits, summary),  # reads the tensors as named
         DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
+        AveragePoolAsConvPass(summary),
         QuantizeConstantOperandsPass(qgraph, act_params, summary),
         InsertWeightDQPass(
             qgraph,

@@ -24,6 +24,7 @@ import onnx.numpy_helper
 from faaq_onnx.analysis.coverage import ORT_INTEGER_CAPABLE
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import all_graphs, all_nodes, constant_tensors, subgraphs
+from faaq_onnx.passes.emit_avgpool import POOL_AS_CONV
 from faaq_onnx.runtime.kernel_summary import (
     _DATA_MOVEMENT,
     _summary,
@@ -148,14 +149,15 @@ def compare_kernels(
                 act_type = _activation_type(src, producer, inits)
         runs_as = _fate(node, by_name, by_output, original, made=made)
         integer = runs_as is not None and runs_as in INTEGER_KERNELS
+        as_pool = node.doc_string == POOL_AS_CONV  # emit_avgpool: the pool, not a weighted op
         entry = {
             "node": node.name,
-            "op_type": node.op_type,
+            "op_type": "AveragePool" if as_pool else node.op_type,
             "weight_type": weight_type,
             "activation_type": act_type,
             "runs_as": runs_as or "removed by the optimizer",
             "integer_kernel": integer,
-            "weighted": node.op_type in WEIGHTED_OPS and weight_type is not None,
+            "weighted": node.op_type in WEIGHTED_OPS and weight_type is not None and not as_pool,
         }
         if node.op_type in _DATA_MOVEMENT and not integer:
             moved.append(entry)  # reads a quantized tensor, computes nothing: no kernel to want
