@@ -297,10 +297,14 @@ def weighted_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, bool]]:
     """Node name -> (op type, weight quantized) for each Conv/Gemm/MatMul/ConvTranspose whose
     second input is a constant (an initializer or a Constant node's output, quantized or not),
     in the main graph and in If/Loop/Scan bodies."""
+    from faaq_onnx.passes.emit_avgpool import POOL_AS_CONV
+
     model = _flat(model)
     chain = _weight_chain(model)
     out = {}
     for n in model.graph.node:
+        if n.doc_string == POOL_AS_CONV:  # faaq's form of an AveragePool: not a weighted op
+            continue
         if n.op_type in WEIGHTED and len(n.input) > 1:
             const, dq = chain(n.input[1])
             if const:
