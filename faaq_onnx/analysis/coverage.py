@@ -181,6 +181,43 @@ def gelu_products(graph: ir.Graph) -> frozenset[int]:
     return frozenset(found)
 
 
+NORMALIZATIONS = {"InstanceNormalization", "GroupNormalization", "LayerNormalization"}
+_LAYOUT_ONLY = {"Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten", "Identity"}
+
+
+def after_float_norm(graph: ir.Graph) -> frozenset[int]:
+    """Ids of the Muls and Adds that carry a normalization's float output on to the next
+    quantized op: through layout ops, the products and sums with a constant (a GroupNorm's
+    affine, exported as InstanceNormalization -> Reshape -> Mul γ -> Add β) and the SiLU right
+    after them (x·Sigmoid(x)).
+
+    ORT has no integer normalization, so its output is float; quantizing the chain behind it
+    only moves the QuantizeLinear up and runs QLinearMul/QLinearAdd/QLinearSigmoid where float
+    ops (the SiLU fused into one kernel) are faster: a GroupNorm + SiLU block before a 3x3 Conv
+    took 0.84-0.87x the time with the chain float (benchmarks/out/norm_chain.md)."""
+    found: set[int] = set()
+    for node in graph:
+        if node.op_type not in NORMALIZATIONS or not node.outputs:
+            continue
+        frontier = [node.outputs[0]]
+        while frontier:
+            v = frontier.pop()
+            for use in list(v.uses()):
+                n = use.node
+                if id(n) in found:
+                    continue
+                if n.op_type in _LAYOUT_ONLY and n.inputs and n.inputs[0] is v:
+                    frontier.append(n.outputs[0])
+                elif n.op_type in ("Mul", "Add") and _has_constant(n):
+                    found.add(id(n))
+                    frontier.append(n.outputs[0])
+                elif n.op_type == "Sigmoid":  # SiLU: v · Sigmoid(v)
+                    for u in n.outputs[0].uses():
+                        if u.node.op_type == "Mul" and v in u.node.inputs:
+                            found.add(id(u.node))
+    return frozenset(found)
+
+
 def _rank_at_least(v: ir.Value | None, rank: int) -> bool:
     return v is not None and v.shape is not None and len(v.shape) >= rank
 
@@ -225,7 +262,7 @@ def left_float(
     An op with `quantized` tensors in and out is left out: ORT fuses it (x·Sigmoid(x)'s Sigmoid).
     """
     hint = "; --coverage ort quantizes it as ORT does" if coverage == "gain" else ""
-    gelu = gelu_products(graph)
+    gelu, normed = gelu_products(graph), after_float_norm(graph)
     kept_ids = {id(c[0]) for c in kept}
     considered_ids = {id(c[0]) for c in considered}
     product_ids = {id(c[0]) for c in products}
@@ -252,6 +289,13 @@ def left_float(
             out[node.name] = (
                 f"left float by faaq: {op} computes on the graph inputs alone (the model's own "
                 "preprocessing): the first quantizer sits after it, where a weighted op reads it"
+                + hint
+            )
+        elif id(node) in normed:
+            out[node.name] = (
+                f"left float by faaq: {op} carries a normalization's float output (ORT has no "
+                "integer one) to the next quantized op: a GroupNorm's affine, the SiLU after it; "
+                "quantized, the chain would run slower integer kernels and requantize at each op"
                 + hint
             )
         elif id(node) in gelu:

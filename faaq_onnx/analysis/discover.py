@@ -20,6 +20,7 @@ import onnx_ir as ir
 from faaq_onnx.analysis.coverage import (
     OUTPUT_QUANTIZED,
     UNARY_INTEGER,
+    after_float_norm,
     chosen_ops,
     gelu_products,
     input_preprocessing,
@@ -186,7 +187,7 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
     compute_nodes: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
     skipped: list[str] = []
     deferred: list[tuple[ir.Node, int | None, list[ir.Value]]] = []
-    gelu = gelu_products(graph)
+    gelu, normed = gelu_products(graph), after_float_norm(graph)
 
     for node in graph:
         if node.domain not in ("", "ai.onnx"):
@@ -212,10 +213,9 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
                 continue
             if not data or not all(is_float_activation(v) for v in data):
                 continue  # e.g. Add of a bias constant: leave it in float
-            if (
-                coverage == "gain"
-                and op == "Mul"
-                and (not _feature_map(node.outputs[0]) or id(node) in gelu)
+            if coverage == "gain" and (
+                (op == "Mul" and (not _feature_map(node.outputs[0]) or id(node) in gelu))
+                or id(node) in normed
             ):
                 deferred.append((node, widx, data))  # decided once the rest is known
                 continue

@@ -352,3 +352,60 @@ def test_a_concat_with_a_constant_input_is_named_for_that():
     ops, q = _ops(_model(nodes, inits))
     assert "join" not in ops
     assert "a Concat with a constant input" in q.left_float["join"]
+
+
+def _groupnorm_silu(normalized: bool):
+    """Conv -> [Reshape -> InstanceNormalization -> Reshape] -> Mul γ -> Add β -> SiLU -> Conv:
+    torch's GroupNorm + SiLU as exported. Without the norm, the same affine and SiLU follow the
+    Conv directly (a CNN's swish: quantized)."""
+    c = 8
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+    norm = [
+        helper.make_node("Reshape", ["h", "grouped"], ["hg"], name="to_groups"),
+        helper.make_node("InstanceNormalization", ["hg", "ones", "zeros"], ["n"], name="norm"),
+        helper.make_node("Reshape", ["n", "back"], ["hn"], name="from_groups"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1] * 4, name="conv1"),
+        *(norm if normalized else [helper.make_node("Identity", ["h"], ["hn"], name="same")]),
+        helper.make_node("Mul", ["hn", "gamma"], ["m"], name="gamma"),
+        helper.make_node("Add", ["m", "beta"], ["a"], name="beta"),
+        helper.make_node("Sigmoid", ["a"], ["s"], name="sig"),
+        helper.make_node("Mul", ["a", "s"], ["silu"], name="silu"),
+        helper.make_node("Conv", ["silu", "w2"], ["y"], pads=[1] * 4, name="conv2"),
+    ]
+    inits = {
+        "w1": w,
+        "w2": w,
+        "grouped": np.array([1, 4, -1], np.int64),
+        "back": np.array([1, c, 6, 6], np.int64),
+        "ones": np.ones(4, np.float32),
+        "zeros": np.zeros(4, np.float32),
+        "gamma": rng.standard_normal((c, 1, 1)).astype(np.float32),
+        "beta": rng.standard_normal((c, 1, 1)).astype(np.float32),
+    }
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, [1, c, 6, 6])],
+        [helper.make_tensor_value_info("y", F32, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 10
+    return ir.from_proto(onnx.shape_inference.infer_shapes(m))
+
+
+def test_a_groupnorms_affine_and_silu_stay_float_up_to_the_next_conv():
+    """ORT has no integer normalization: behind it the affine and the SiLU run faster as float
+    ops (the SiLU fused) with one QuantizeLinear before the Conv than as QLinear ops started
+    early; after a Conv the same ops are a CNN's and stay quantized."""
+    ops, q = _ops(_groupnorm_silu(normalized=True))
+    assert {"conv1", "conv2"} <= ops and not {"gamma", "beta", "silu"} & ops
+    acts = {t for a in q.activations.values() for t in a.tensors}
+    assert "silu" in acts and not {"m", "a", "s"} & acts  # one grid, in front of conv2
+    for name in ("gamma", "beta", "silu"):
+        assert "a normalization's float output" in q.left_float[name]
+    ops, _ = _ops(_groupnorm_silu(normalized=False))
+    assert {"gamma", "beta", "silu"} <= ops

@@ -1,0 +1,131 @@
+"""A GroupNorm + SiLU block before a 3x3 Conv: its affine and SiLU quantized or float.
+
+torch's GroupNorm exports as Reshape -> InstanceNormalization -> Reshape -> Mul γ -> Add β; a
+SiLU (x·Sigmoid(x)) follows, then a Conv. ORT has no integer normalization. Two QDQ forms of the
+block (random weights, batch 1), timed interleaved (faaq_onnx.runtime.timing, sessions not
+spinning): "quantized chain", a QuantizeLinear right after the norm and the affine and SiLU on
+QLinearMul/QLinearAdd/QLinearSigmoid (faaq before after_float_norm, and ORT's quantizer); "float
+chain", the affine and SiLU float (ORT fuses the SiLU into QuickGelu) and one QuantizeLinear in
+front of the Conv (faaq since). The Conv is QLinearConv in both.
+
+    python benchmarks/bench_norm_chain.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from common import OUT, git_state, machine
+from onnx import TensorProto as T
+from onnx import helper, numpy_helper
+
+from faaq_onnx.runtime.timing import interleaved_median_ms
+
+
+def build(c, side, quant_chain):
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
+    inits = {
+        "w": w,
+        "wq": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8),
+        "ws": np.array(0.002, np.float32),
+        "wz": np.array(0, np.int8),
+        "s": np.array(0.03, np.float32),
+        "z": np.array(128, np.uint8),
+        "shape1": np.array([1, 8, -1], np.int64),
+        "shape2": np.array([1, c, side, side], np.int64),
+        "ig": np.ones(8, np.float32),
+        "ib": np.zeros(8, np.float32),
+        "gamma": (1 + 0.1 * rng.standard_normal((c, 1, 1))).astype(np.float32),
+        "beta": (0.1 * rng.standard_normal((c, 1, 1))).astype(np.float32),
+        "gs": np.array(0.01, np.float32),
+        "gz": np.array(128, np.uint8),
+    }
+    inits["gq"] = np.clip(np.round(inits["gamma"] / 0.01) + 128, 0, 255).astype(np.uint8)
+    inits["bq"] = np.clip(np.round(inits["beta"] / 0.01) + 128, 0, 255).astype(np.uint8)
+
+    def qdq(t):
+        return [
+            helper.make_node("QuantizeLinear", [t, "s", "z"], [t + "_q"]),
+            helper.make_node("DequantizeLinear", [t + "_q", "s", "z"], [t + "_dq"]),
+        ]
+
+    n = [
+        helper.make_node("Reshape", ["x", "shape1"], ["r1"]),
+        helper.make_node("InstanceNormalization", ["r1", "ig", "ib"], ["in"]),
+        helper.make_node("Reshape", ["in", "shape2"], ["r2"]),
+    ]
+    if quant_chain:
+        n += [
+            *qdq("r2"),
+            helper.make_node("DequantizeLinear", ["gq", "gs", "gz"], ["g_dq"]),
+            helper.make_node("Mul", ["r2_dq", "g_dq"], ["m"]),
+            *qdq("m"),
+            helper.make_node("DequantizeLinear", ["bq", "gs", "gz"], ["b_dq"]),
+            helper.make_node("Add", ["m_dq", "b_dq"], ["a"]),
+            *qdq("a"),
+            helper.make_node("Sigmoid", ["a_dq"], ["sg"]),
+            *qdq("sg"),
+            helper.make_node("Mul", ["a_dq", "sg_dq"], ["sw"]),
+            *qdq("sw"),
+        ]
+    else:
+        n += [
+            helper.make_node("Mul", ["r2", "gamma"], ["m"]),
+            helper.make_node("Add", ["m", "beta"], ["a"]),
+            helper.make_node("Sigmoid", ["a"], ["sg"]),
+            helper.make_node("Mul", ["a", "sg"], ["sw"]),
+            *qdq("sw"),
+        ]
+    n += [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w_dq"]),
+        helper.make_node("Conv", ["sw_dq", "w_dq"], ["cv"], pads=[1] * 4),
+        *qdq("cv"),
+        helper.make_node("Identity", ["cv_dq"], ["y"]),
+    ]
+    g = helper.make_graph(
+        n,
+        "g",
+        [helper.make_tensor_value_info("x", T.FLOAT, [1, c, side, side])],
+        [helper.make_tensor_value_info("y", T.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    return m
+
+
+def main() -> None:
+    rows, loads = [], [os.getloadavg()[0]]
+    for c, side in ((32, 64), (64, 32), (64, 16)):
+        ms = [build(c, side, True), build(c, side, False)]
+        x = {"x": np.random.default_rng(1).standard_normal((1, c, side, side)).astype(np.float32)}
+        t = interleaved_median_ms(ms, x, pairs=300, seed=0)
+        rows.append(
+            {
+                "map": f"{c} x {side} x {side}",
+                "quantized_ms": round(t[0], 4),
+                "float_ms": round(t[1], 4),
+                "ratio": round(t[1] / t[0], 2),
+            }
+        )
+        loads.append(os.getloadavg()[0])
+        print(rows[-1])
+    lines = [
+        "# A GroupNorm + SiLU block: affine and SiLU quantized or float",
+        "",
+        f"`python benchmarks/bench_norm_chain.py` (300 interleaved pairs, batch 1). {machine()}; "
+        f"git {git_state()}; load {min(loads):.1f}-{max(loads):.1f}.",
+        "",
+        "| map | ms quantized chain | ms float chain | float / quantized |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['map']} | {r['quantized_ms']} | {r['float_ms']} | {r['ratio']} |" for r in rows),
+    ]
+    (OUT / "norm_chain.md").write_text("\n".join(lines) + "\n")
+    (OUT / "norm_chain.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
