@@ -194,7 +194,7 @@ def after_float_norm(graph: ir.Graph) -> frozenset[int]:
     ORT has no integer normalization, so its output is float; quantizing the chain behind it
     only moves the QuantizeLinear up and runs QLinearMul/QLinearAdd/QLinearSigmoid where float
     ops (the SiLU fused into one kernel) are faster: a GroupNorm + SiLU block before a 3x3 Conv
-    took 0.84-0.87x the time with the chain float (benchmarks/out/norm_chain.md)."""
+    took 0.83-0.89x the time with the chain float (benchmarks/out/norm_chain.md)."""
     found: set[int] = set()
     for node in graph:
         if node.op_type not in NORMALIZATIONS or not node.outputs:
