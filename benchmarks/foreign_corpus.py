@@ -17,6 +17,7 @@ packages are found in site-packages at run time without importing the package
 | resnet-*, mbv2-* | small ResNet / MobileNetV2 written inline (random weights, random BN statistics), TorchScript opsets 11/13/17, dynamo 18/21 | 1x3x64x64 / 1x3x96x96 | val1300 photos resized, ImageNet mean/std (Gaussian noise without --data-dir) |
 | samepad-* | explicit F.pad TF-SAME Pads before stride-2 and depthwise convs | 1x3x96x96 | as above |
 | hswish-* | MobileNetV3/PP-LCNet-like: HardSwish, SE with HardSigmoid x Mul | 1x3x96x96 | as above |
+| shufflenet-{ts13,dynamo18} | ShuffleNetV2-style: chunk (Split), channel shuffle (Reshape/Transpose/Reshape), Concat | 1x3x96x96 | as above |
 | deeplab-*, gnunet-* | DeepLabV3-style segmenter (dilated convs, ASPP, bilinear Resize); GroupNorm + SiLU U-Net (InstanceNorm as exported, nearest Resize, Concat skips) | 1x3x96x96, 1x3x64x64 | as above |
 | vit-{ts17,dynamo18} | ViT-style classifier written inline: patch Conv, cls token Concat, position Add, pre-norm encoder layers, GELU | 1x3x96x96 | as above |
 | yolo-{ts17,dynamo18} | YOLOv8n-style detector written inline: SiLU, C2f (Split/Concat), SPPF max-pools, nearest Upsample, concatenated heads | 1x3x128x128 | as above |
@@ -645,7 +646,51 @@ def _tiny_nets():
             u = self.u1(torch.cat((F.interpolate(u, scale_factor=2.0, mode="nearest"), h1), 1))
             return self.out(u)
 
+    def shuffle(x, groups=2):  # ShuffleNet's channel shuffle: Reshape, Transpose, Reshape
+        n, c, h, w = x.shape
+        return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    class ShuffleUnit(nn.Module):  # ShuffleNetV2: chunk, 1x1 - dw 3x3 - 1x1 on one half, concat
+        def __init__(self, cin, cout, s):
+            super().__init__()
+            self.s, half = s, cout // 2
+            side_in = cin if s > 1 else half
+            self.branch = nn.Sequential(
+                cbr(side_in, half, 1),
+                cbr(half, half, 3, s, groups=half, act=None),
+                cbr(half, half, 1),
+            )
+            self.short = (
+                nn.Sequential(cbr(cin, cin, 3, s, groups=cin, act=None), cbr(cin, half, 1))
+                if s > 1
+                else None
+            )
+
+        def forward(self, x):
+            if self.short is None:
+                a, b = x.chunk(2, 1)
+                return shuffle(torch.cat((a, self.branch(b)), 1))
+            return shuffle(torch.cat((self.short(x), self.branch(x)), 1))
+
+    class ShuffleNet(nn.Module):  # ShuffleNetV2 0.5x's layout, 96x96 input
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(cbr(3, 24, 3, 2), nn.MaxPool2d(3, 2, 1))
+            units, cin = [], 24
+            for cout, n in ((48, 4), (96, 8), (192, 4)):
+                units += [ShuffleUnit(cin, cout, 2)] + [
+                    ShuffleUnit(cout, cout, 1) for _ in range(n - 1)
+                ]
+                cin = cout
+            self.units = nn.Sequential(*units)
+            self.head, self.fc = cbr(192, 1024, 1), nn.Linear(1024, 100)
+
+        def forward(self, x):
+            x = self.head(self.units(self.stem(x)))
+            return self.fc(x.mean((2, 3)))
+
     return {
+        "shufflenet": (ShuffleNet, 96),
         "deeplab": (DeepLab, 96),
         "gnunet": (GNUNet, 64),
         "vit": (ViT, 96),
@@ -671,6 +716,7 @@ TINY = {
         ("vit", (("ts", 17), ("dynamo", 18))),
         ("deeplab", (("ts", 17), ("dynamo", 18))),
         ("gnunet", (("ts", 17), ("dynamo", 18))),
+        ("shufflenet", (("ts", 13), ("dynamo", 18))),
     )
     for exp, op in variants
 }
@@ -682,6 +728,8 @@ _TINY_DOC = {
     "conv, one-sided for stride 2), 1x3x96x96",
     "hswish": "MobileNetV3/PP-LCNet-style: HardSwish activations, SE blocks x*HardSigmoid(...), "
     "1x3x96x96",
+    "shufflenet": "ShuffleNetV2-style (channel split with chunk, channel shuffle as Reshape / "
+    "Transpose / Reshape, depthwise 3x3 without activation, max-pooled stem), 1x3x96x96",
     "deeplab": "DeepLabV3-style segmenter (ResNet BasicBlocks to output stride 8, ASPP with "
     "dilated 3x3 branches and an image-pooling branch upsampled bilinearly, bilinear upsampling "
     "of 21 class maps to the input), 1x3x96x96",

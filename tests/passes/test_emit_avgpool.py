@@ -99,3 +99,11 @@ def test_pools_a_conv_does_not_compute_stay_pools(tmp_path, pool):
     res = quantize(src, calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8"))
     assert "AveragePool" in [n.op_type for n in res.model.graph.node]
     assert not [n for n in res.model.graph.node if n.doc_string == POOL_AS_CONV]
+
+
+def test_a_pool_on_16_bit_codes_stays_a_pool(tmp_path):
+    """ORT has no 16-bit integer Conv: the Conv form would gain nothing and read every code."""
+    src, calib = _pool_between_convs(tmp_path, kernel_shape=[2, 2], strides=[2, 2])
+    res = quantize(src, calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a16"))
+    assert "AveragePool" in [n.op_type for n in res.model.graph.node]
+    assert not [n for n in res.model.graph.node if n.doc_string == POOL_AS_CONV]
