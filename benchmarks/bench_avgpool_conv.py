@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 import onnx
-from common import OUT, git_state, machine
-from onnx import TensorProto, helper, numpy_helper
+from common import OUT, git_state, machine, one_input_model
+from onnx import helper
 
 from faaq_onnx.runtime.session import make_session
 from faaq_onnx.runtime.timing import interleaved_median_ms
@@ -85,19 +85,9 @@ def _models(c: int, side: int, k: int, s: int, p: int) -> dict[str, onnx.ModelPr
         "QLinearAveragePool": quantized(as_pool),
         "depthwise QLinearConv": quantized(as_conv),
     }
-    out = {}
-    for name, nodes in graphs.items():
-        g = helper.make_graph(
-            nodes,
-            "g",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, side, side])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-            [numpy_helper.from_array(v, n) for n, v in inits.items()],
-        )
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 10
-        out[name] = m
-    return out
+    return {
+        name: one_input_model(nodes, [1, c, side, side], inits) for name, nodes in graphs.items()
+    }
 
 
 def main() -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import one_input_model
 
 CASES = {  # name: (input channels, output channels, groups) of the middle Conv
     "depthwise": (32, 32, 32),
@@ -51,16 +52,7 @@ def model(cin: int, cout: int, groups: int, side: int = 32) -> onnx.ModelProto:
         helper.make_node("Relu", ["g"], ["rg"]),
         helper.make_node("Conv", ["rg", "w2"], ["y"], name="post"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, side, side])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    return onnx.shape_inference.infer_shapes(m)
+    return onnx.shape_inference.infer_shapes(one_input_model(nodes, [1, cin, side, side], inits))
 
 
 def main() -> None:

@@ -17,9 +17,8 @@ import json
 import os
 
 import numpy as np
-from common import OUT, git_state, machine
-from onnx import TensorProto as T
-from onnx import helper, numpy_helper
+from common import OUT, git_state, machine, one_input_model
+from onnx import helper
 
 from faaq_onnx.runtime.timing import interleaved_median_ms
 
@@ -85,16 +84,7 @@ def build(c, side, quant_chain):
         *qdq("cv"),
         helper.make_node("Identity", ["cv_dq"], ["y"]),
     ]
-    g = helper.make_graph(
-        n,
-        "g",
-        [helper.make_tensor_value_info("x", T.FLOAT, [1, c, side, side])],
-        [helper.make_tensor_value_info("y", T.FLOAT, None)],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    return m
+    return one_input_model(n, [1, c, side, side], inits)
 
 
 def main() -> None:

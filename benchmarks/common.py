@@ -193,3 +193,20 @@ def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
         }
         for m in models
     }
+
+
+def one_input_model(nodes, x_shape, inits: dict, opset: int = 17):
+    """A float model of `nodes` reading one input 'x' of `x_shape` and writing 'y', with
+    {name: array} initializers, IR 10 (what the one-op benchmarks time)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10
+    return m
