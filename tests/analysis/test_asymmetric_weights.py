@@ -1,13 +1,13 @@
-"""Emission's warning about weights ORT's CPU EP runs slowly: asymmetric ones on integer kernels."""
+"""quantize warns about weights ORT's CPU EP runs slowly: asymmetric ones on integer kernels."""
 
 from __future__ import annotations
 
 import onnx
 import pytest
 
+from faaq_onnx.analysis.asymmetric_weights import ASYMMETRIC_TAIL, asymmetric_integer_weights
 from faaq_onnx.config import QuantConfig
 from faaq_onnx.pipeline import quantize
-from faaq_onnx.stages.emission import ASYMMETRIC_TAIL, asymmetric_integer_weights
 
 
 def _convs(model: onnx.ModelProto) -> list[str]:
