@@ -297,7 +297,7 @@ def weighted_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, bool]]:
     """Node name -> (op type, weight quantized) for each Conv/Gemm/MatMul/ConvTranspose whose
     second input is a constant (an initializer or a Constant node's output, quantized or not),
     in the main graph and in If/Loop/Scan bodies."""
-    from faaq_onnx.passes.emit_avgpool import POOL_AS_CONV
+    from faaq_onnx.graph import POOL_AS_CONV
 
     model = _flat(model)
     chain = _weight_chain(model)

@@ -13,6 +13,11 @@ import onnx_ir as ir
 IR_VERSION = 10
 
 
+# the doc string of a Conv faaq wrote for an AveragePool (passes.emit_avgpool): the kernel report
+# counts it as the pool it is, not as a weighted op
+POOL_AS_CONV = "faaq: an AveragePool written as the depthwise Conv that computes it"
+
+
 def ir_version_for(opset: int) -> int:
     """The IR version ORT accepts for a default-domain opset (int2 needs opset 25, IR 11)."""
     return 11 if opset >= 25 else IR_VERSION

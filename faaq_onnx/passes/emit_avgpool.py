@@ -20,10 +20,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import add_initializer, only_reader
-
-# the node's doc string: the kernel report counts this Conv as the pool it is, not a weighted op
-POOL_AS_CONV = "faaq: an AveragePool written as the depthwise Conv that computes it"
+from faaq_onnx.graph import POOL_AS_CONV, add_initializer, only_reader
 
 
 class AveragePoolAsConvPass(InPlacePass):

@@ -23,8 +23,7 @@ import onnx.numpy_helper
 
 from faaq_onnx.analysis.coverage import ORT_INTEGER_CAPABLE
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import all_graphs, all_nodes, constant_tensors, subgraphs
-from faaq_onnx.passes.emit_avgpool import POOL_AS_CONV
+from faaq_onnx.graph import POOL_AS_CONV, all_graphs, all_nodes, constant_tensors, subgraphs
 from faaq_onnx.runtime.kernel_summary import (
     _DATA_MOVEMENT,
     _summary,

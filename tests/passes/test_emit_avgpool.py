@@ -8,7 +8,7 @@ from onnx import helper
 
 from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.config import QuantConfig
-from faaq_onnx.passes.emit_avgpool import POOL_AS_CONV
+from faaq_onnx.graph import POOL_AS_CONV
 from faaq_onnx.pipeline import quantize
 from faaq_onnx.runtime.kernels import kernel_report
 from tests.conftest import _save, graph_model, run_model
