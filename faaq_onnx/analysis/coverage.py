@@ -218,6 +218,12 @@ def after_float_norm(graph: ir.Graph) -> frozenset[int]:
     return frozenset(found)
 
 
+def _feeds_float_products(node: ir.Node, kept_ids: set[int]) -> bool:
+    """Every reader of the node's output is a Mul that gets no quantizers."""
+    uses = list(node.outputs[0].uses()) if node.outputs else []
+    return bool(uses) and all(u.node.op_type == "Mul" and id(u.node) not in kept_ids for u in uses)
+
+
 def _rank_at_least(v: ir.Value | None, rank: int) -> bool:
     return v is not None and v.shape is not None and len(v.shape) >= rank
 
@@ -290,6 +296,11 @@ def left_float(
                 f"left float by faaq: {op} computes on the graph inputs alone (the model's own "
                 "preprocessing): the first quantizer sits after it, where a weighted op reads it"
                 + hint
+            )
+        elif op == "Sigmoid" and _feeds_float_products(node, kept_ids):
+            out[node.name] = (
+                "left float by faaq: the Sigmoid of a SiLU (x·Sigmoid(x)) whose product stays "
+                "float, with which ORT fuses it (QuickGelu)" + hint
             )
         elif id(node) in normed:
             out[node.name] = (

@@ -95,7 +95,7 @@ def test_ops_ort_could_run_on_integer_kernels_are_named_with_why_they_stay_float
     why = q.left_float
     assert "product below rank 4" in why["swish"]
     assert "of a constant" in why["bias"]
-    assert "no quantizers around Sigmoid" in why["sig"]
+    assert "the Sigmoid of a SiLU" in why["sig"]  # its product stays float: fused with it
     assert not {"mm1", "mm2", "mm3"} & set(why)  # quantized: nothing to explain
     _, q = _ops(_swish_between_matmuls("h"))
     assert "swish" not in q.left_float and "sig" not in q.left_float
@@ -407,5 +407,6 @@ def test_a_groupnorms_affine_and_silu_stay_float_up_to_the_next_conv():
     assert "silu" in acts and not {"m", "a", "s"} & acts  # one grid, in front of conv2
     for name in ("gamma", "beta", "silu"):
         assert "a normalization's float output" in q.left_float[name]
+    assert "the Sigmoid of a SiLU" in q.left_float["sig"]
     ops, _ = _ops(_groupnorm_silu(normalized=False))
     assert {"gamma", "beta", "silu"} <= ops
