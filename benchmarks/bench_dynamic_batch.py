@@ -13,14 +13,11 @@ summary's output SQNR.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import re
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,34 +29,14 @@ FAMILIES = "mbv2,resnet,shufflenet,convnext,vit,yolo,deeplab,gnunet"
 def export(fam: str, exporter: str, path: Path) -> int:
     """The family's net written with a dynamic batch axis; its input side."""
     import torch
-    from foreign_corpus import _random_bn, _tiny_nets
+    from foreign_corpus import _export, _random_bn, _tiny_nets
 
     cls, side = _tiny_nets()[fam]
+    opset = 17 if exporter == "ts" else 18
     torch.manual_seed(sum(map(ord, fam)))
     model = cls().eval()
     _random_bn(model, 0)
-    x = torch.randn(2, 3, side, side)
-    if exporter == "ts":
-        kw: dict = {"dynamic_axes": {"input": {0: "N"}, "output": {0: "N"}}, "opset_version": 17}
-    else:
-        dim = torch.export.Dim("N", min=1, max=64)
-        kw = {"dynamic_shapes": ({0: dim},), "external_data": False, "opset_version": 18}
-    with (
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        torch.no_grad(),
-    ):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (x,),
-            str(path),
-            dynamo=exporter == "dynamo",
-            input_names=["input"],
-            output_names=["output"],
-            **kw,
-        )
+    _export(model, torch.randn(2, 3, side, side), path, exporter, opset, dynamic_batch=True)
     return side
 
 

@@ -17,7 +17,7 @@ import json
 import os
 
 import numpy as np
-from common import OUT, git_state, machine, one_input_model
+from common import OUT, git_state, int8_weight_inits, machine, one_input_model
 from onnx import helper
 
 from faaq_onnx.runtime.timing import interleaved_median_ms
@@ -27,10 +27,7 @@ def build(c, side, quant_chain):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((c, c, 3, 3)) * 0.05).astype(np.float32)
     inits = {
-        "w": w,
-        "wq": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8),
-        "ws": np.array(0.002, np.float32),
-        "wz": np.array(0, np.int8),
+        **int8_weight_inits(w),
         "s": np.array(0.03, np.float32),
         "z": np.array(128, np.uint8),
         "shape1": np.array([1, 8, -1], np.int64),

@@ -14,7 +14,7 @@ import json
 import os
 
 import numpy as np
-from common import OUT, git_state, machine, one_input_model
+from common import OUT, git_state, int8_weight_inits, machine, one_input_model
 from onnx import helper
 
 from faaq_onnx.runtime.timing import interleaved_median_ms
@@ -26,10 +26,7 @@ def build(c, mode):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((c, c, 1, 1)) * 0.1).astype(np.float32)
     inits = {
-        "w": w,
-        "wq": np.clip(np.round(w / 0.002), -127, 127).astype(np.int8),
-        "ws": np.array(0.002, np.float32),
-        "wz": np.array(0, np.int8),
+        **int8_weight_inits(w),
         "s": np.array(0.05, np.float32),
         "z": np.array(128, np.uint8),
         "so": np.array(0.004, np.float32),

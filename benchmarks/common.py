@@ -210,3 +210,16 @@ def one_input_model(nodes, x_shape, inits: dict, opset: int = 17):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 10
     return m
+
+
+def int8_weight_inits(w, scale: float = 0.002) -> dict:
+    """The float weight 'w' and its int8 form for a DequantizeLinear ('wq', 'ws', 'wz': symmetric,
+    per tensor at `scale`), as the one-op benchmarks' QDQ models read them."""
+    import numpy as np
+
+    return {
+        "w": w,
+        "wq": np.clip(np.round(w / scale), -127, 127).astype(np.int8),
+        "ws": np.array(scale, np.float32),
+        "wz": np.array(0, np.int8),
+    }

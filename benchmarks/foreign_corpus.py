@@ -273,8 +273,11 @@ def silero(kind: str, work: Path, ddir: Path | None) -> Entry:
 # ----------------------------------------------------------------------------- torch exports
 
 
-def _export(model, x, path: Path, exporter: str, opset: int) -> list[str]:
-    """torch.onnx.export with fixed shapes; returns notes (the opset the file really has)."""
+def _export(
+    model, x, path: Path, exporter: str, opset: int, dynamic_batch: bool = False
+) -> list[str]:
+    """torch.onnx.export with fixed shapes (or a dynamic batch axis); returns notes (the opset the
+    file really has)."""
     import contextlib
     import io
     import warnings
@@ -300,6 +303,7 @@ def _export(model, x, path: Path, exporter: str, opset: int) -> list[str]:
             input_names=["input"],
             output_names=["output"],
             **({"external_data": False} if exporter == "dynamo" else {}),
+            **(_dynamic_batch(exporter) if dynamic_batch else {}),
         )
     got = next(
         o.version
@@ -307,6 +311,15 @@ def _export(model, x, path: Path, exporter: str, opset: int) -> list[str]:
         if o.domain in ("", "ai.onnx")
     )
     return [] if got == opset else [f"asked opset {opset}, the exporter wrote opset {got}"]
+
+
+def _dynamic_batch(exporter: str) -> dict:
+    """torch.onnx.export's arguments that make the input's and output's first axis dynamic."""
+    import torch
+
+    if exporter == "dynamo":
+        return {"dynamic_shapes": ({0: torch.export.Dim("N", min=1, max=64)},)}
+    return {"dynamic_axes": {"input": {0: "N"}, "output": {0: "N"}}}
 
 
 def _image_feeds(ddir: Path | None, side: int) -> Callable[[str, int], list[dict]]:
