@@ -297,13 +297,14 @@ def weighted_nodes(model: onnx.ModelProto) -> dict[str, tuple[str, bool]]:
     """Node name -> (op type, weight quantized) for each Conv/Gemm/MatMul/ConvTranspose whose
     second input is a constant (an initializer or a Constant node's output, quantized or not),
     in the main graph and in If/Loop/Scan bodies."""
-    from faaq_onnx.graph import POOL_AS_CONV
+    from faaq_onnx import graph
 
+    pool_as_conv = getattr(graph, "POOL_AS_CONV", None)  # a --snapshot from before it: None
     model = _flat(model)
     chain = _weight_chain(model)
     out = {}
     for n in model.graph.node:
-        if n.doc_string == POOL_AS_CONV:  # faaq's form of an AveragePool: not a weighted op
+        if pool_as_conv and n.doc_string == pool_as_conv:  # faaq's AveragePool: not weighted
             continue
         if n.op_type in WEIGHTED and len(n.input) > 1:
             const, dq = chain(n.input[1])
