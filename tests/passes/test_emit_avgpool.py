@@ -107,3 +107,16 @@ def test_a_pool_on_16_bit_codes_stays_a_pool(tmp_path):
     res = quantize(src, calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a16"))
     assert "AveragePool" in [n.op_type for n in res.model.graph.node]
     assert not [n for n in res.model.graph.node if n.doc_string == POOL_AS_CONV]
+
+
+def test_a_pool_over_the_whole_map_becomes_a_global_pool_with_no_weight(tmp_path):
+    """The CIFAR ResNets' last pooling (8x8 on an 8x8 map): GlobalAveragePool computes it
+    without the C x 8 x 8 weight a Conv would store (4 KB, 3 % of ResNet-20 at W4)."""
+    src, calib = _pool_between_convs(tmp_path, kernel_shape=[16, 16], strides=[16, 16])
+    res = quantize(src, calib, str(tmp_path / "q.onnx"), QuantConfig(scheme="w8a8"))
+    ops = [n.op_type for n in res.model.graph.node]
+    assert "AveragePool" not in ops and ops.count("GlobalAveragePool") == 1
+    assert not [n for n in res.model.graph.node if n.doc_string == POOL_AS_CONV]
+    assert not [t for t in res.model.graph.initializer if t.name.startswith("pool_weight")]
+    x = calib["x"][:8]
+    assert sqnr_db(_ref(src, x), run_model(tmp_path / "q.onnx", {"x": x})[0]) > 30
