@@ -13,12 +13,11 @@ the Conv form against the QLinearAveragePool form.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
 import onnx
-from common import OUT, git_state, machine, one_input_model
+from common import one_input_model, write_table
 from onnx import helper
 
 from faaq_onnx.runtime.session import make_session
@@ -113,24 +112,22 @@ def main() -> None:
         )
         loads.append(os.getloadavg()[0])
         print(rows[-1])
-    lines = [
-        "# A quantized AveragePool: QLinearAveragePool against a depthwise QLinearConv",
-        "",
-        f"`python benchmarks/bench_avgpool_conv.py` (Conv 1x1 -> pool -> Conv 1x1, batch 1, "
-        f"{args.pairs} interleaved pairs, sessions not spinning). {machine()}; git {git_state()}; "
-        f"load {min(loads):.1f}-{max(loads):.1f}.",
-        "",
-        "| pool | map | ms float | ms QLinearAveragePool | ms as depthwise QLinearConv | "
-        "Conv form vs QLinearAveragePool form, SQNR dB |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        m = list(r["ms"].values())
-        lines.append(
-            f"| {r['pool']} | {r['map']} | {m[0]} | {m[1]} | {m[2]} | {r['sqnr_conv_vs_pool_db']} |"
-        )
-    (OUT / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    (OUT / f"{args.out}.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+    write_table(
+        args.out,
+        "A quantized AveragePool: QLinearAveragePool against a depthwise QLinearConv",
+        "python benchmarks/bench_avgpool_conv.py",
+        loads,
+        [
+            "pool",
+            "map",
+            "ms float",
+            "ms QLinearAveragePool",
+            "ms as depthwise QLinearConv",
+            "Conv form vs QLinearAveragePool form, SQNR dB",
+        ],
+        [[r["pool"], r["map"], *r["ms"].values(), r["sqnr_conv_vs_pool_db"]] for r in rows],
+        how=f"Conv 1x1 -> pool -> Conv 1x1, batch 1, {args.pairs} interleaved pairs, sessions not spinning",
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import subprocess
@@ -20,7 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from common import OUT, git_state, machine
+from common import write_table
 
 
 def _net():
@@ -123,22 +122,31 @@ def main() -> None:
             }
         )
         print(rows[-1])
-    lines = [
-        "# A 1-D CNN (Conv1d ResNet with squeeze-excite): faaq W8A8 against the float file",
-        "",
-        f"`python benchmarks/bench_conv1d_net.py` (300 interleaved pairs, batch 1). {machine()}; "
-        f"git {git_state()}; load {min(loads):.1f}-{max(loads):.1f}.",
-        "",
-        "| exporter | weighted ops on integer kernels | output SQNR dB | ms float | ms W8A8 | ratio |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *(
-            f"| {r['exporter']} | {r['weighted_int']} | {r['sqnr_db']} | {r['ms'][0]} | "
-            f"{r['ms'][1]} | {r['ms'][1] / r['ms'][0]:.2f} |"
+    write_table(
+        "conv1d_net",
+        "A 1-D CNN (Conv1d ResNet with squeeze-excite): faaq W8A8 against the float file",
+        "python benchmarks/bench_conv1d_net.py",
+        loads,
+        [
+            "exporter",
+            "weighted ops on integer kernels",
+            "output SQNR dB",
+            "ms float",
+            "ms W8A8",
+            "ratio",
+        ],
+        [
+            [
+                r["exporter"],
+                r["weighted_int"],
+                r["sqnr_db"],
+                *r["ms"],
+                round(r["ms"][1] / r["ms"][0], 2),
+            ]
             for r in rows
-        ),
-    ]
-    (OUT / "conv1d_net.md").write_text("\n".join(lines) + "\n")
-    (OUT / "conv1d_net.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+        ],
+        how="300 interleaved pairs, batch 1",
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ uint8 codes (Cast to int32, Gather), exact for any elementwise function. Random 
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
-from common import OUT, git_state, machine, one_input_model
+from common import one_input_model, write_table
 from onnx import TensorProto as T
 from onnx import helper
 
@@ -108,18 +107,15 @@ def main() -> None:
         rows.append({"map": f"{c} x {side} x {side}", "ms": [round(v, 4) for v in t]})
         loads.append(os.getloadavg()[0])
         print(rows[-1])
-    lines = [
-        "# A HardSwish between two int8 1x1 Convs: the forms ORT could run",
-        "",
-        f"`python benchmarks/bench_hardswish_forms.py` (300 interleaved pairs, batch 1). "
-        f"{machine()}; git {git_state()}; load {min(loads):.1f}-{max(loads):.1f}.",
-        "",
-        "| map | " + " | ".join(f"ms {f}" for f in FORMS) + " |",
-        "| --- |" + " --- |" * len(FORMS),
-        *(f"| {r['map']} | " + " | ".join(str(v) for v in r["ms"]) + " |" for r in rows),
-    ]
-    (OUT / "hardswish_forms.md").write_text("\n".join(lines) + "\n")
-    (OUT / "hardswish_forms.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+    write_table(
+        "hardswish_forms",
+        "A HardSwish between two int8 1x1 Convs: the forms ORT could run",
+        "python benchmarks/bench_hardswish_forms.py",
+        loads,
+        ["map", *(f"ms {f}" for f in FORMS)],
+        [[r["map"], *r["ms"]] for r in rows],
+        how="300 interleaved pairs, batch 1",
+    )
 
 
 if __name__ == "__main__":

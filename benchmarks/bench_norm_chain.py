@@ -13,11 +13,10 @@ front of the Conv (faaq since). The Conv is QLinearConv in both.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
-from common import OUT, git_state, int8_weight_inits, machine, one_input_model
+from common import int8_weight_inits, one_input_model, write_table
 from onnx import helper
 
 from faaq_onnx.runtime.timing import interleaved_median_ms
@@ -100,18 +99,15 @@ def main() -> None:
         )
         loads.append(os.getloadavg()[0])
         print(rows[-1])
-    lines = [
-        "# A GroupNorm + SiLU block: affine and SiLU quantized or float",
-        "",
-        f"`python benchmarks/bench_norm_chain.py` (300 interleaved pairs, batch 1). {machine()}; "
-        f"git {git_state()}; load {min(loads):.1f}-{max(loads):.1f}.",
-        "",
-        "| map | ms quantized chain | ms float chain | float / quantized |",
-        "| --- | --- | --- | --- |",
-        *(f"| {r['map']} | {r['quantized_ms']} | {r['float_ms']} | {r['ratio']} |" for r in rows),
-    ]
-    (OUT / "norm_chain.md").write_text("\n".join(lines) + "\n")
-    (OUT / "norm_chain.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+    write_table(
+        "norm_chain",
+        "A GroupNorm + SiLU block: affine and SiLU quantized or float",
+        "python benchmarks/bench_norm_chain.py",
+        loads,
+        ["map", "ms quantized chain", "ms float chain", "float / quantized"],
+        [[r["map"], r["quantized_ms"], r["float_ms"], r["ratio"]] for r in rows],
+        how="300 interleaved pairs, batch 1",
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ a Conv writes (the first form).
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
-from common import OUT, git_state, int8_weight_inits, machine, one_input_model
+from common import int8_weight_inits, one_input_model, write_table
 from onnx import helper
 
 from faaq_onnx.runtime.timing import interleaved_median_ms
@@ -86,23 +85,21 @@ def main() -> None:
         rows.append({"shape": f"{b} x {c} x {side} x {side}", "ms": [round(v, 4) for v in t]})
         loads.append(os.getloadavg()[0])
         print(rows[-1])
-    lines = [
-        "# A SiLU between two int8 Convs: QLinearSigmoid + QLinearMul or float between DQ and Q",
-        "",
-        f"`python benchmarks/bench_silu_forms.py` (200 interleaved pairs). {machine()}; "
-        f"git {git_state()}; load {min(loads):.1f}-{max(loads):.1f}.",
-        "",
-        "| input | ms float model | ms QLinearSigmoid + QLinearMul | ms DQ -> SiLU -> Q | "
-        "float SiLU / QLinear |",
-        "| --- | --- | --- | --- | --- |",
-        *(
-            f"| {r['shape']} | {r['ms'][0]} | {r['ms'][1]} | {r['ms'][2]} | "
-            f"{r['ms'][2] / r['ms'][1]:.2f} |"
-            for r in rows
-        ),
-    ]
-    (OUT / "silu_forms.md").write_text("\n".join(lines) + "\n")
-    (OUT / "silu_forms.json").write_text(json.dumps({"rows": rows, "loads": loads}, indent=1))
+    write_table(
+        "silu_forms",
+        "A SiLU between two int8 Convs: QLinearSigmoid + QLinearMul or float between DQ and Q",
+        "python benchmarks/bench_silu_forms.py",
+        loads,
+        [
+            "input",
+            "ms float model",
+            "ms QLinearSigmoid + QLinearMul",
+            "ms DQ -> SiLU -> Q",
+            "float SiLU / QLinear",
+        ],
+        [[r["shape"], *r["ms"], round(r["ms"][2] / r["ms"][1], 2)] for r in rows],
+        how="200 interleaved pairs",
+    )
 
 
 if __name__ == "__main__":

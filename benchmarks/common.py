@@ -94,6 +94,24 @@ def md_table(headers: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def write_table(
+    name: str,
+    title: str,
+    command: str,
+    loads: list[float],
+    headers: list[str],
+    rows: list[list],
+    how: str = "",
+) -> None:
+    """A one-table benchmark's page and its data: the title, the command (`how` it times, in
+    parentheses) with the run's date, git state and load (run_meta), the table; the JSON holds
+    the same rows and the meta."""
+    meta = run_meta(loads)
+    head = f"`{command}`" + (f" ({how})" if how else "") + f": {meta_stamp(meta)}"
+    markdown = "\n".join([f"# {title}", "", head, "", *md_table(headers, rows)])
+    write(name, {"meta": meta, "headers": headers, "rows": rows}, markdown + "\n")
+
+
 def write(name: str, payload: dict, markdown: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
