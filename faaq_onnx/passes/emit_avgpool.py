@@ -27,9 +27,6 @@ from faaq_onnx.graph import POOL_AS_CONV, add_initializer, only_reader
 class AveragePoolAsConvPass(InPlacePass):
     """DQ -> AveragePool -> Q becomes DQ -> Conv(group = channels, weights 1/(kh·kw)) -> Q."""
 
-    def __init__(self, summary) -> None:
-        self.summary = summary
-
     def call(self, model: ir.Model) -> PassResult:
         graph = model.graph
         modified = False
@@ -42,7 +39,6 @@ class AveragePoolAsConvPass(InPlacePass):
                 pool = ir.node("GlobalAveragePool", [node.inputs[0]], name=node.name)
                 graph.insert_before(node, [pool])
                 _take_over(node, pool)
-                self.summary.pools_as_conv.append(pool.name)
                 modified = True
                 continue
             area = kernel[0] * kernel[1]
@@ -71,7 +67,6 @@ class AveragePoolAsConvPass(InPlacePass):
             )
             graph.insert_before(node, [weight, conv])
             _take_over(node, conv)
-            self.summary.pools_as_conv.append(conv.name)
             modified = True
         return PassResult(model, modified)
 

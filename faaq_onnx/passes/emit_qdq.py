@@ -42,7 +42,6 @@ class EmitSummary:
     constant_operands: list[str] = field(default_factory=list)  # 'node:input' given a DQ
     # {grouped Conv: its groups and how many were merged into one} (emit_regroup)
     regrouped: dict[str, dict] = field(default_factory=dict)
-    pools_as_conv: list[str] = field(default_factory=list)  # AveragePools written as Convs
 
 
 def needed_opset(plan: BitPlan, config: QuantConfig, int2: bool = False) -> int:
@@ -104,7 +103,7 @@ def emit_qdq(
         RegroupConvPass(qgraph, qweights, act_bits, summary),  # reads the tensors as named
         DropRedundantClampsPass(qgraph, act_params, summary, keep=frozenset(keep_clamps)),
         InsertActivationQDQPass(qgraph, act_params, summary),
-        AveragePoolAsConvPass(summary),
+        AveragePoolAsConvPass(),
         QuantizeConstantOperandsPass(qgraph, act_params, summary),
         InsertWeightDQPass(
             qgraph,
