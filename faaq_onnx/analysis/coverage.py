@@ -259,8 +259,11 @@ def left_float(
     quantized: set[str],
     coverage: str = "gain",
     preprocessing: frozenset[int] = frozenset(),
+    gelu: frozenset[int] = frozenset(),
+    normed: frozenset[int] = frozenset(),
 ) -> dict[str, str]:
     """Why each op ORT could run on an integer kernel gets no quantizer from faaq, by node name.
+    `gelu` and `normed`: the node ids gelu_products and after_float_norm found (discovery's).
 
     ORT's own quantizer puts Q/DQ around every such op; faaq only where the integer kernel
     removes float work (see worth_quantizing). The kernel report names these ops with the
@@ -268,7 +271,6 @@ def left_float(
     An op with `quantized` tensors in and out is left out: ORT fuses it (x·Sigmoid(x)'s Sigmoid).
     """
     hint = "; --coverage ort quantizes it as ORT does" if coverage == "gain" else ""
-    gelu, normed = gelu_products(graph), after_float_norm(graph)
     kept_ids = {id(c[0]) for c in kept}
     considered_ids = {id(c[0]) for c in considered}
     product_ids = {id(c[0]) for c in products}

@@ -266,7 +266,15 @@ def discover_groups(model: ir.Model, shape_of=None, coverage: str = "gain") -> Q
             tensor_to_act[m] = name
 
     unquantized = left_float(
-        graph, compute_nodes, considered, deferred, set(tensor_to_act), coverage, preprocessing
+        graph,
+        compute_nodes,
+        considered,
+        deferred,
+        set(tensor_to_act),
+        coverage,
+        preprocessing,
+        gelu,
+        normed,
     )
     read_by_ops = {tensor_to_act[v.name] for _, _, data in compute_nodes for v in data}
     weights: dict[str, WeightQuantizer] = {}
