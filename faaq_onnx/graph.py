@@ -131,6 +131,29 @@ def model_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
     }
 
 
+def read_initializers(graph: ir.Graph) -> set[str]:
+    """Names of the initializers some node of `graph` reads (before a rewrite: see
+    drop_orphaned_initializers)."""
+    return {name for name, v in graph.initializers.items() if v.uses()}
+
+
+def drop_orphaned_initializers(graph: ir.Graph, read_before: set[str]) -> bool:
+    """Remove the initializers in `read_before` that no node reads now and that are neither a
+    graph input nor output: what a rewrite left behind (ORT warns about each at every session).
+    Initializers the model already left unread are not ours to remove. Whether any went."""
+    orphans = [
+        name
+        for name, v in graph.initializers.items()
+        if name in read_before
+        and not v.uses()
+        and not v.is_graph_output()
+        and not v.is_graph_input()
+    ]
+    for name in orphans:
+        graph.initializers.pop(name)
+    return bool(orphans)
+
+
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     """Register a new initializer under a name not yet taken."""
     base, i = name, 0

@@ -78,9 +78,8 @@ class QuantizeConstantOperandsPass(InPlacePass):
                 dq.outputs[0].name = f"{base}_dequantized"
                 dq.outputs[0].type, dq.outputs[0].shape = value.type, value.shape
                 graph.insert_before(node, dq)
-                node.replace_input_with(i, dq.outputs[0])
-                if value.is_initializer() and not value.uses() and not value.is_graph_output():
-                    graph.initializers.pop(value.name, None)  # the float constant, read by no one
+                node.replace_input_with(i, dq.outputs[0])  # the float constant, now read by
+                # no one, goes with emission's other orphans (emit_qdq.DropOrphanedInitializersPass)
                 self.summary.constant_operands.append(f"{node_name}:{i}")
                 modified = True
         return PassResult(model, modified)

@@ -37,7 +37,12 @@ import onnx
 import onnx_ir as ir
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import const_array, quantizer_behind
+from faaq_onnx.graph import (
+    const_array,
+    drop_orphaned_initializers,
+    quantizer_behind,
+    read_initializers,
+)
 
 __all__ = ["convert_to_matmulnbits"]
 
@@ -77,7 +82,7 @@ def convert_to_matmulnbits(
 
     model = ir.from_proto(proto)
     graph = model.graph
-    used_before = {name for name, v in graph.initializers.items() if v.uses()}
+    used_before = read_initializers(graph)
     converted: list[str] = []
     for node in list(graph):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm"):
@@ -332,6 +337,4 @@ def _remove_dead(graph: ir.Graph, used_before: set[str]) -> None:
             if all(not o.uses() and id(o) not in outputs for o in node.outputs):
                 graph.remove(node, safe=True)
                 changed = True
-    for name, value in list(graph.initializers.items()):
-        if name in used_before and not value.uses() and id(value) not in outputs:
-            graph.initializers.pop(name)
+    drop_orphaned_initializers(graph, used_before)

@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassManager, PassResult
 
 from faaq_onnx.config import FLOAT, QuantConfig
+from faaq_onnx.graph import drop_orphaned_initializers, read_initializers
 from faaq_onnx.groups import QuantizerGraph
 from faaq_onnx.passes.emit_activations import (
     DropRedundantClampsPass,
@@ -128,31 +129,14 @@ def emit_qdq(
 
 class DropOrphanedInitializersPass(InPlacePass):
     """Remove the initializers some node read before emission and none reads after it: a
-    dropped Clip's bounds, a float weight replaced by its codes. ORT warns about each one at every
-    session it creates (EfficientNet-Lite0 W4A8: 22 lines, one per ReLU6 bound). Initializers the
-    user's model already left unread are not ours to remove."""
+    dropped Clip's bounds, a float constant replaced by its codes. ORT warns about each one at
+    every session it creates (EfficientNet-Lite0 W4A8: 22 lines, one per ReLU6 bound)."""
 
     def __init__(self, read_before: set[str]) -> None:
         self.read_before = read_before
 
     def call(self, model: ir.Model) -> PassResult:
-        graph = model.graph
-        orphans = [
-            name
-            for name, v in graph.initializers.items()
-            if name in self.read_before
-            and not v.uses()
-            and not v.is_graph_output()
-            and not v.is_graph_input()
-        ]
-        for name in orphans:
-            graph.initializers.pop(name)
-        return PassResult(model, bool(orphans))
-
-
-def read_initializers(graph: ir.Graph) -> set[str]:
-    """Names of the initializers some node of `graph` reads."""
-    return {name for name, v in graph.initializers.items() if v.uses()}
+        return PassResult(model, drop_orphaned_initializers(model.graph, self.read_before))
 
 
 def _quantized_part(qgraph: QuantizerGraph, plan: BitPlan) -> QuantizerGraph:
