@@ -131,6 +131,16 @@ def model_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
     }
 
 
+def through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
+    """(the initializer behind a Cast that makes `name` (faaq's packed low-bit storage), True),
+    or (`name`, False) where no Cast of an initializer makes it. `producer`: output name ->
+    NodeProto; `inits`: the initializers by name."""
+    cast = producer.get(name)
+    if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
+        return cast.input[0], True
+    return name, False
+
+
 def read_initializers(graph: ir.Graph) -> set[str]:
     """Names of the initializers some node of `graph` reads (before a rewrite: see
     drop_orphaned_initializers)."""

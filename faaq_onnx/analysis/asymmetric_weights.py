@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from faaq_onnx.graph import through_cast
+
 ASYMMETRIC_TAIL = "keep --weight-symmetric (the default) for speed"
 ASYMMETRIC_WEIGHTS = (
     "{n} weighted op(s) quantized for integer kernels have weights with nonzero zero points "
@@ -29,10 +31,6 @@ def asymmetric_integer_weights(proto: onnx.ModelProto) -> list[str]:
     inits = {t.name: t for t in proto.graph.initializer}
     producer = {o: n for n in proto.graph.node for o in n.output}
 
-    def through_cast(name: str) -> str:
-        node = producer.get(name)
-        return node.input[0] if node is not None and node.op_type == "Cast" else name
-
     def dequantized(name: str):
         node = producer.get(name)
         return node if node is not None and node.op_type == "DequantizeLinear" else None
@@ -45,10 +43,14 @@ def asymmetric_integer_weights(proto: onnx.ModelProto) -> list[str]:
         x, w = dequantized(node.input[0]), dequantized(node.input[at])
         if x is None or w is None or len(w.input) < 3 or not w.input[2]:
             continue
-        x_zp = inits.get(through_cast(x.input[2])) if len(x.input) > 2 and x.input[2] else None
+        x_zp = (
+            inits.get(through_cast(x.input[2], producer, inits)[0])
+            if len(x.input) > 2 and x.input[2]
+            else None
+        )
         if x_zp is not None and x_zp.data_type not in _EIGHT_BIT:  # 16-bit: runs in float
             continue
-        zp = inits.get(through_cast(w.input[2]))
+        zp = inits.get(through_cast(w.input[2], producer, inits)[0])
         if zp is not None and np.any(numpy_helper.to_array(zp).astype(np.int64) != 0):
             found.append(node.name)
     return found

@@ -23,7 +23,14 @@ import onnx.numpy_helper
 
 from faaq_onnx.analysis.coverage import ORT_INTEGER_CAPABLE
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import POOL_AS_CONV, all_graphs, all_nodes, constant_tensors, subgraphs
+from faaq_onnx.graph import (
+    POOL_AS_CONV,
+    all_graphs,
+    all_nodes,
+    constant_tensors,
+    subgraphs,
+    through_cast,
+)
 from faaq_onnx.runtime.kernel_summary import (
     _DATA_MOVEMENT,
     _summary,
@@ -122,7 +129,7 @@ def compare_kernels(
         weight_type = act_type = None
         blocked = False
         for _i, dq in dq_inputs:
-            src, via_cast = _through_cast(dq.input[0], producer, inits)
+            src, via_cast = through_cast(dq.input[0], producer, inits)
             q = producer.get(src)
             if (
                 src not in inits
@@ -409,11 +416,3 @@ def _narrow_activation(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
         if clip is not None and clip.op_type == "Clip":
             return True
     return False
-
-
-def _through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
-    """The initializer behind a Cast (faaq's packed-weight storage), if there is one."""
-    cast = producer.get(name)
-    if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
-        return cast.input[0], True
-    return name, False
