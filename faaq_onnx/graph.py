@@ -131,6 +131,12 @@ def model_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
     }
 
 
+def attribute(node: ir.Node, name: str, default=None):
+    """The value of a node's attribute, `default` where the node does not set it."""
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
 def through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     """(the initializer behind a Cast that makes `name` (faaq's packed low-bit storage), True),
     or (`name`, False) where no Cast of an initializer makes it. `producer`: output name ->

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from faaq_onnx.graph import add_initializer, const_array
+from faaq_onnx.graph import add_initializer, attribute, const_array
 
 
 @dataclass
@@ -38,10 +38,14 @@ def find_sites(model: ir.Model, weights: set[str]) -> list[Site]:
         x, w = node.inputs[0], node.inputs[1]
         if x is None or w is None or w.name not in weights or x.const_value is not None:
             continue
-        if node.op_type == "Gemm" and _attr(node, "transA", 0):
+        if node.op_type == "Gemm" and attribute(node, "transA", 0):
             continue
         arr = const_array(w)
-        k = arr.shape[1] if node.op_type == "Gemm" and _attr(node, "transB", 0) else arr.shape[0]
+        k = (
+            arr.shape[1]
+            if node.op_type == "Gemm" and attribute(node, "transB", 0)
+            else arr.shape[0]
+        )
         site = sites.setdefault(x.name, Site(x.name, [], int(k)))
         site.nodes.append(node)
     return [s for s in sites.values() if all(_k_of(n) == s.k for n in s.nodes)]
@@ -126,7 +130,7 @@ def _fold_inverse(graph, x: ir.Value, site: Site, inv: np.ndarray) -> str:
 
 
 def _k_axis(node: ir.Node) -> int:
-    return 1 if node.op_type == "Gemm" and _attr(node, "transB", 0) else 0
+    return 1 if node.op_type == "Gemm" and attribute(node, "transB", 0) else 0
 
 
 def _k_of(node: ir.Node) -> int:
@@ -137,11 +141,6 @@ def weight_kn(node: ir.Node) -> np.ndarray:
     """The weight as K x N."""
     arr = const_array(node.inputs[1]).astype(np.float64)
     return arr.T if _k_axis(node) == 1 else arr
-
-
-def _attr(node: ir.Node, name: str, default):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
 
 
 def _set(value: ir.Value, array: np.ndarray) -> None:

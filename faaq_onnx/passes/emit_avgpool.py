@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import POOL_AS_CONV, add_initializer, only_reader
+from faaq_onnx.graph import POOL_AS_CONV, add_initializer, attribute, only_reader
 
 
 class AveragePoolAsConvPass(InPlacePass):
@@ -92,13 +92,12 @@ def _rewritable(node: ir.Node) -> int | None:
     fuse into QLinearAveragePool; else None."""
     if node.op_type != "AveragePool" or node.domain not in ("", "ai.onnx"):
         return None
-    attrs = node.attributes
     kernel = _ints(node, "kernel_shape", [])
     if len(kernel) != 2 or _ints(node, "ceil_mode", [0]) != [0]:
         return None
     if any(d != 1 for d in _ints(node, "dilations", [1, 1])):
         return None
-    auto_pad = attrs["auto_pad"].value if "auto_pad" in attrs else "NOTSET"
+    auto_pad = attribute(node, "auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID"):
         return None
     padded = auto_pad == "NOTSET" and any(_ints(node, "pads", [0, 0, 0, 0]))
@@ -129,8 +128,6 @@ def _eight_bit(dq: ir.Node) -> bool:
 
 
 def _ints(node: ir.Node, name: str, default: list[int]) -> list[int]:
-    attr = node.attributes.get(name)
-    if attr is None:
-        return default
-    value = attr.value
+    """An int or ints attribute as a list."""
+    value = attribute(node, name, default)
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]

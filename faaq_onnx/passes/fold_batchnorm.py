@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from faaq_onnx.graph import add_initializer, const_array
+from faaq_onnx.graph import add_initializer, attribute, const_array
 
 _FOLDABLE = {"Conv", "ConvTranspose", "Gemm"}
 
@@ -41,15 +41,15 @@ class FoldBatchNormPass(InPlacePass):
             if any(p is None for p in params) or w is None:
                 continue
             if prod.op_type == "Gemm" and (
-                _attr(prod, "transA", 0)
-                or _attr(prod, "alpha", 1.0) != 1.0
-                or _attr(prod, "beta", 1.0) != 1.0
+                attribute(prod, "transA", 0)
+                or attribute(prod, "alpha", 1.0) != 1.0
+                or attribute(prod, "beta", 1.0) != 1.0
             ):
                 continue
             if len(prod.inputs[1].uses()) != 1:
                 continue  # a shared weight cannot take two different foldings
             gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-            eps = _attr(bn, "epsilon", 1e-5)
+            eps = attribute(bn, "epsilon", 1e-5)
             factor = gamma / np.sqrt(var + eps)
             b = (
                 const_array(prod.inputs[2])
@@ -76,22 +76,17 @@ class FoldBatchNormPass(InPlacePass):
         return PassResult(model, modified)
 
 
-def _attr(node: ir.Node, name: str, default):
-    a = node.attributes.get(name)
-    return default if a is None else a.value
-
-
 def _scale_out_channels(node: ir.Node, w: np.ndarray, factor: np.ndarray) -> np.ndarray:
     if node.op_type == "Conv":
         return w * factor.reshape(-1, *([1] * (w.ndim - 1)))
     if node.op_type == "ConvTranspose":
-        group = _attr(node, "group", 1)
+        group = attribute(node, "group", 1)
         cin, cout_g = w.shape[0], w.shape[1]
         wg = w.reshape(group, cin // group, cout_g, *w.shape[2:])
         f = factor.reshape(group, 1, cout_g, *([1] * (w.ndim - 2)))
         return (wg * f).reshape(w.shape)
     # Gemm: output features are columns of B (transB=0) or rows (transB=1)
-    return w * factor.reshape(-1, 1) if _attr(node, "transB", 0) else w * factor.reshape(1, -1)
+    return w * factor.reshape(-1, 1) if attribute(node, "transB", 0) else w * factor.reshape(1, -1)
 
 
 class AddZeroBiasPass(InPlacePass):
@@ -109,11 +104,11 @@ class AddZeroBiasPass(InPlacePass):
             if w is None:
                 continue
             if node.op_type == "Gemm":
-                if _attr(node, "beta", 1.0) != 1.0 or _attr(node, "transA", 0):
+                if attribute(node, "beta", 1.0) != 1.0 or attribute(node, "transA", 0):
                     continue
-                n_out = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
+                n_out = w.shape[0] if attribute(node, "transB", 0) else w.shape[1]
             elif node.op_type == "ConvTranspose":
-                n_out = w.shape[1] * _attr(node, "group", 1)
+                n_out = w.shape[1] * attribute(node, "group", 1)
             else:
                 n_out = w.shape[0]
             b = add_initializer(graph, (node.name or "node") + "_bias", np.zeros(n_out, w.dtype))
