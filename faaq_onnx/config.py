@@ -98,7 +98,9 @@ class QuantConfig:
     scheme: Candidate = Candidate(8, 8)
     weight_granularity: str = "per-channel"
     block_size: int = 32
-    weight_symmetric: bool = True
+    weight_symmetric: bool | None = (
+        None  # None: asymmetric up to 6 bits (quant.weights.symmetric_at)
+    )
     act_symmetric: bool = False
     weight_range: str = "minmax"
     act_range: str = "mse"
@@ -338,6 +340,12 @@ class QuantConfig:
 
             return int8_products_saturate()
         return self.reduce_range == "on"
+
+    def symmetric_weights(self, bits: int) -> bool:
+        """Whether `bits`-wide weights get a symmetric grid (quant.weights.symmetric_at)."""
+        from faaq_onnx.quant.weights import symmetric_at
+
+        return symmetric_at(bits, self.weight_symmetric)
 
     @property
     def rounding(self) -> str | None:

@@ -138,10 +138,20 @@ def attribute(node: ir.Node, name: str, default=None):
 
 
 def through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
-    """(the initializer behind a Cast that makes `name` (faaq's packed low-bit storage), True),
+    """(the initializer behind a Cast [-> Add of a constant offset] that makes `name` (faaq's
+    packed low-bit storage), True),
     or (`name`, False) where no Cast of an initializer makes it. `producer`: output name ->
     NodeProto; `inits`: the initializers by name."""
     cast = producer.get(name)
+    if (
+        cast is not None
+        and cast.op_type == "Add"
+        and len(cast.input) == 2
+        and cast.input[1] in inits
+    ):
+        cast = producer.get(
+            cast.input[0]
+        )  # Cast -> Add(offset): emit_weights' zero-point-free codes
     if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
         return cast.input[0], True
     return name, False

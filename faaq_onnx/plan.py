@@ -85,8 +85,8 @@ class BitPlan:
             for w in g.weights:
                 wq = qgraph.weights[w]
                 entry = {
-                    "quant_type": qtype(c.w, config.weight_symmetric),
-                    "symmetric": config.weight_symmetric,
+                    "quant_type": qtype(c.w, config.symmetric_weights(c.w)),
+                    "symmetric": config.symmetric_weights(c.w),
                 }
                 if config.weight_granularity != "per-tensor" and wq.channel_axis is not None:
                     entry["axis"] = wq.channel_axis

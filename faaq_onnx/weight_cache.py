@@ -42,7 +42,7 @@ class WeightCache:
                 wq.channel_axis,
                 wq.block_axis,
                 self.config.block_size,
-                self.config.weight_symmetric,
+                self.config.symmetric_weights(bits),
                 self.config.weight_range,
             )
             done_with(

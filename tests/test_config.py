@@ -219,12 +219,14 @@ def test_reduce_range_auto_asks_this_machine(monkeypatch):
 
 
 def test_defaults_are_the_documented_ones():
-    """What the docs promise without options: W8A8 per-channel symmetric weights, MSE-set
+    """What the docs promise without options: W8A8 per-channel weights, symmetric from 7 bits and
+    asymmetric below (emitted with zero point 0, quant.weights.symmetric_at), MSE-set
     asymmetric activations, 256 calibration samples, int32 biases, the 5 % latency tolerance
     (docs/mixed-precision.md), 256 optimization samples (docs/low-bit-accurate.md), ..."""
     c = QuantConfig()
     assert (c.scheme, c.first_last) == (Candidate(8, 8), None)
-    assert (c.weight_granularity, c.block_size, c.weight_symmetric) == ("per-channel", 32, True)
+    assert (c.weight_granularity, c.block_size, c.weight_symmetric) == ("per-channel", 32, None)
+    assert [c.symmetric_weights(b) for b in (2, 4, 6, 7, 8)] == [False, False, False, True, True]
     assert (c.act_symmetric, c.act_range, c.weight_range, c.percentile) == (
         False,
         "mse",

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from faaq_onnx.config import FLOAT, Candidate
+from faaq_onnx.config import FLOAT, Candidate, QuantConfig
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import ActivationQuantizer, QuantizerGraph, QuantizerGroup, WeightQuantizer
 from faaq_onnx.plan import BitPlan, choices_key
@@ -78,7 +78,7 @@ def test_load_errors_are_one_line(tmp_path):
 
 def test_tensor_quant_overrides():
     cfg = SimpleNamespace(
-        weight_symmetric=True, act_symmetric=False, weight_granularity="per-channel"
+        symmetric_weights=lambda bits: True, act_symmetric=False, weight_granularity="per-channel"
     )
     got = plan(c1="w3a8", fc="w8a16").tensor_quant_overrides(QG, cfg)
     assert got == {
@@ -90,7 +90,7 @@ def test_tensor_quant_overrides():
         "_faaq_effective_bits": {"w1": 3, "x": 8, "w2": 8, "h": 16, "h_relu": 16},
     }
     cfg = SimpleNamespace(
-        weight_symmetric=False, act_symmetric=True, weight_granularity="per-tensor"
+        symmetric_weights=lambda bits: False, act_symmetric=True, weight_granularity="per-tensor"
     )
     got = plan(c1="w5a4", fc="float").tensor_quant_overrides(QG, cfg)
     assert got == {
@@ -98,6 +98,10 @@ def test_tensor_quant_overrides():
         "x": [{"quant_type": "QInt8"}],
         "_faaq_effective_bits": {"w1": 5, "x": 4},
     }
+    # the default grids: asymmetric up to 6 bits, symmetric from 7
+    got = plan(c1="w4a8", fc="w8a8").tensor_quant_overrides(QG, QuantConfig())
+    assert got["w1"] == [{"quant_type": "QUInt4", "symmetric": False, "axis": 0}]
+    assert got["w2"] == [{"quant_type": "QInt8", "symmetric": True}]
     weight_only = plan(c1="w4", fc="w16a16").tensor_quant_overrides(QG, cfg)
     assert "x" not in weight_only and weight_only["w2"] == [
         {"quant_type": "QUInt16", "symmetric": False}

@@ -34,6 +34,7 @@ def cache(reduce_range=False, granularity="per-channel"):
         weight_granularity=granularity,
         block_size=32,
         weight_symmetric=True,
+        symmetric_weights=lambda bits: True,
         weight_range="minmax",
         weights_reduce_range=reduce_range,
     )

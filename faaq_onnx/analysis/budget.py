@@ -10,6 +10,7 @@ from faaq_onnx.config import FLOAT, Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph, QuantizerGroup
 from faaq_onnx.quant.formats import IntFormat
+from faaq_onnx.quant.weights import symmetric_at
 
 KINDS = {
     "avg-bits": "average weight bits over quantized weights: bits as stored (container width, the default) "
@@ -112,7 +113,7 @@ class CostModel:
         kind: str,
         other_bytes: int = 0,
         reference: Candidate = Candidate(8, 8),
-        symmetric_weights: bool = True,
+        symmetric_weights: bool | None = True,
         bits: str = "stored",
         min_container: int = 4,
         granularity: str = "per-channel",
@@ -133,7 +134,9 @@ class CostModel:
 
     def weight_format(self, bits: int) -> IntFormat | None:
         """None for float weights (32 bits, 4 bytes each)."""
-        return None if bits >= FLOAT else IntFormat(bits, self.symmetric, self.min_container)
+        if bits >= FLOAT:
+            return None
+        return IntFormat(bits, symmetric_at(bits, self.symmetric), self.min_container)
 
     def group_cost(self, g: QuantizerGroup, c: Candidate) -> float:
         if self.kind == "avg-bits":
@@ -160,7 +163,8 @@ class CostModel:
             n_scales = wq.shape[wq.channel_axis]
         else:
             n_scales = 1
-        zp = 0 if self.symmetric else fmt.stored_bytes(n_scales)
+        # zero points: packed, or one int8 offset each where emitted as offset codes
+        zp = 0 if fmt.signed else max(fmt.stored_bytes(n_scales), n_scales * (bits <= 6))
         return fmt.stored_bytes(wq.size) + 4 * n_scales + zp
 
     def plan_cost(self, choices: dict[str, Candidate]) -> float:

@@ -443,7 +443,7 @@ def config_from_options(o: dict, candidates: str | None = None, **extra) -> Quan
         scheme=scheme,
         weight_granularity=granularity,
         block_size=o["block_size"] if o["block_size"] is not None else (128 if weight_only else 32),
-        weight_symmetric=(not weight_only)
+        weight_symmetric=(False if weight_only else None)
         if o["weight_symmetric"] is None
         else o["weight_symmetric"],
         act_symmetric=o["act_symmetric"],

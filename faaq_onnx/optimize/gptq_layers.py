@@ -283,7 +283,7 @@ def _gptq_at(comp, lw: LayerWeight, target, rtn, clips: bool, out: dict, start: 
         target,
         h.h,
         grid,
-        comp.config.weight_symmetric,
+        grid.fmt.signed,  # symmetric grids are the signed ones
         comp.config.weight_range,
         starts=start,
     )

@@ -181,7 +181,7 @@ def scale_channels(comp, mode: str, bits: int, samples: int = 256, alpha: float 
             1,
             0,
             cfg.block_size,
-            cfg.weight_symmetric,
+            cfg.symmetric_weights(bits),
             cfg.weight_range,
         )
         return grid.round_to_nearest(w_kn.astype(np.float32)).dequantized().astype(np.float64)

@@ -119,11 +119,18 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
     dq = w.producer()
     if dq is None or dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx"):
         return None
-    q_val = _through_cast(dq.inputs[0])
-    q = const_array(q_val)
     s = const_array(dq.inputs[1])
-    zp_val = _through_cast(dq.inputs[2]) if len(dq.inputs) > 2 else None
-    z = const_array(zp_val) if zp_val is not None else None
+    offset = _offset_codes(dq.inputs[0])
+    if offset is not None:  # codes t + o with zero point 0: codes t with zero point -o
+        q_val, z = offset[0], -offset[1].astype(np.int64)
+        zp_val = q_val
+        if s is not None and z.size == s.size:
+            z = z.reshape(s.shape)
+    else:
+        q_val = _through_cast(dq.inputs[0])
+        zp_val = _through_cast(dq.inputs[2]) if len(dq.inputs) > 2 else None
+        z = const_array(zp_val) if zp_val is not None else None
+    q = const_array(q_val)
     if q is None or s is None or q.ndim != 2 or q_val.dtype not in _INT_TYPES:
         return None
     # MatMul's operands share a type, and DequantizeLinear's output has its scale's type
@@ -201,6 +208,17 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
         "bias": bias,
         "a_np": _FLOAT_A[a_type],
     }
+
+
+def _offset_codes(value: ir.Value | None) -> tuple[ir.Value, np.ndarray] | None:
+    """(packed codes t, offsets o) of emit_weights' offset form Cast(t) -> Add(o), else None."""
+    add = value.producer() if value is not None else None
+    if add is None or add.op_type != "Add" or len(add.inputs) != 2:
+        return None
+    t, o = _through_cast(add.inputs[0]), const_array(add.inputs[1])
+    if t is None or t is add.inputs[0] or o is None:
+        return None
+    return t, o
 
 
 def _through_cast(value: ir.Value | None) -> ir.Value | None:
@@ -325,15 +343,20 @@ def _init(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def _remove_dead(graph: ir.Graph, used_before: set[str]) -> None:
-    """Drop the weight DequantizeLinear (and bypassed Q/[Clip]/DQ) nodes and initializers nothing
-    reads any more; initializers that were already unused are not ours to touch."""
+    """Drop the weight DequantizeLinear (and its Cast [-> Add offset], bypassed Q/[Clip]/DQ) nodes
+    and initializers nothing reads any more; initializers that were already unused are not ours
+    to touch."""
     outputs = {id(v) for v in graph.outputs}
     changed = True
     while changed:
         changed = False
         for node in list(graph):
-            if node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast", "Clip"):
+            if node.op_type not in ("DequantizeLinear", "QuantizeLinear", "Cast", "Clip", "Add"):
                 continue
+            if node.op_type == "Add" and not all(
+                const_array(x) is not None for x in node.inputs[1:]
+            ):
+                continue  # only the offset of codes (its second input a constant)
             if all(not o.uses() and id(o) not in outputs for o in node.outputs):
                 graph.remove(node, safe=True)
                 changed = True

@@ -9,6 +9,15 @@ Storage forms (`--weight-storage`):
   QLinearConv/QGemm/QLinearMatMul: the file keeps the low-bit bytes, the kernel is int8
   (notes/int4-cast-folding.md). Zero points are stored and cast the same way. 5-8-bit
   weights sit in int8 directly.
+- Asymmetric weights of at most 6 bits whose consumer reads a quantized activation (an integer
+  kernel) lose their zero point: the codes q - z fit int8 with zero point 0, so they are
+  stored as signed codes t = q - 2^(b-1) (packed as above) plus a per-channel int8 offset
+  o = 2^(b-1) - z, widened by ``Cast(to=INT8) -> Add(o)``, which ORT folds at load like the
+  Cast. ORT's QLinearConv with a weight zero point takes a slow path (EfficientNet-Lite0
+  W4A8: 41x); with the offset the kernel is the symmetric one, the file keeps the packed
+  bytes, and the outputs are identical (benchmarks/out/weight_offsets.md). 5-6-bit
+  asymmetric weights are stored as the int8 codes q - z directly (7 bits and up keep their
+  zero point: their codes could reach past the ±63 that x86 kernels without VNNI take).
 - ``dequant``: DequantizeLinear reads the packed int4/uint4 weight itself. For runtimes
   whose kernels take int4 QDQ weights natively; ORT's CPU EP dequantizes such a weight on
   every run and runs a float Conv.
@@ -26,7 +35,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from faaq_onnx.graph import add_initializer, const_array, quantizer_behind, values_by_name
 from faaq_onnx.quant.bias import int32_bias, int32_bias_scale, takes_int32_bias
 from faaq_onnx.quant.formats import IntFormat
-from faaq_onnx.quant.weights import QuantizedWeight
+from faaq_onnx.quant.weights import QuantizedWeight, zero_point_free_on_kernels
 
 STORAGE_FORMS = ("cast", "dequant")
 
@@ -65,6 +74,13 @@ class InsertWeightDQPass(InPlacePass):
                 continue
             qw = self.qweights[wname]
             form, fmt = storage_format(qw, self.storage, self.int2)
+            offset = form in ("cast", "direct") and qw.zero_point.any()
+            if (
+                offset
+                and zero_point_free_on_kernels(qw)
+                and _feeds_integer_kernels(v, wq.consumers)
+            ):
+                form, fmt = form + "+offset", IntFormat(fmt.bits, True, fmt.min_container)
             dq_out = self._emit(graph, wname.replace("/", "_"), qw, form, fmt)
             dq_out.type, dq_out.shape = v.type, v.shape
             for use in list(v.uses()):
@@ -72,11 +88,13 @@ class InsertWeightDQPass(InPlacePass):
                     use.node.replace_input_with(use.idx, dq_out)
             if not v.uses() and not v.is_graph_output():
                 graph.initializers.pop(wname, None)
-            stored = (
-                fmt.stored_bytes(qw.q.size)
-                + qw.scale.size * 4
-                + (fmt.stored_bytes(qw.zero_point.size) if qw.zero_point.any() else 0)
-            )
+            if form.endswith("+offset"):  # int8 offsets (cast) or none (direct int8 codes)
+                zp_bytes = qw.zero_point.size if form == "cast+offset" else 0
+            elif qw.zero_point.any():
+                zp_bytes = fmt.stored_bytes(qw.zero_point.size)
+            else:
+                zp_bytes = 0
+            stored = fmt.stored_bytes(qw.q.size) + qw.scale.size * 4 + zp_bytes
             self.summary.weights[wname] = {
                 "bits": qw.fmt.bits,
                 "planned_bits": self.bits[wname],
@@ -97,6 +115,8 @@ class InsertWeightDQPass(InPlacePass):
 
     @staticmethod
     def _emit(graph, base: str, qw: QuantizedWeight, form: str, fmt: IntFormat) -> ir.Value:
+        if form.endswith("+offset"):
+            return _emit_offset(graph, base, qw, form, fmt)
         q_val = add_initializer(graph, f"{base}_quantized", qw.q.astype(fmt.numpy_type))
         s_val = add_initializer(graph, f"{base}_scale", qw.scale.astype(np.float32))
         if form == "cast":
@@ -116,20 +136,69 @@ class InsertWeightDQPass(InPlacePass):
             z_val = add_initializer(
                 graph, f"{base}_zero_point", qw.zero_point.astype(fmt.numpy_type)
             )
-        attrs = {}
-        if qw.axis is not None:
-            attrs["axis"] = int(qw.axis)
-        if qw.block_size:
-            attrs["block_size"] = int(qw.block_size)
-        dqn = ir.node(
-            "DequantizeLinear",
-            [q_val, s_val, z_val],
-            attributes=attrs,
-            name=f"{base}_DequantizeLinear",
-        )
-        dqn.outputs[0].name = f"{base}_dequantized"
-        graph.extend([dqn])
-        return dqn.outputs[0]
+        return _dequantize(graph, base, qw, q_val, s_val, z_val)
+
+
+def _dequantize(graph, base: str, qw: QuantizedWeight, q_val, s_val, z_val) -> ir.Value:
+    attrs = {}
+    if qw.axis is not None:
+        attrs["axis"] = int(qw.axis)
+    if qw.block_size:
+        attrs["block_size"] = int(qw.block_size)
+    dqn = ir.node(
+        "DequantizeLinear",
+        [q_val, s_val, z_val],
+        attributes=attrs,
+        name=f"{base}_DequantizeLinear",
+    )
+    dqn.outputs[0].name = f"{base}_dequantized"
+    graph.extend([dqn])
+    return dqn.outputs[0]
+
+
+def _feeds_integer_kernels(weight: ir.Value, consumers) -> bool:
+    """Whether each consumer of the weight reads a quantized activation (DequantizeLinear of a
+    non-constant): the ops ORT fuses into QLinearConv/QGemm, where a weight zero point costs.
+    A weight-only consumer keeps its zero point (MatMulNBits takes it natively)."""
+    users = [u.node for u in weight.uses() if u.node.name in consumers]
+    if not users:
+        return False
+    for node in users:
+        x = node.inputs[0] if node.inputs else None
+        dq = x.producer() if x is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is not None:
+            return False
+    return True
+
+
+def _emit_offset(graph, base: str, qw: QuantizedWeight, form: str, fmt: IntFormat) -> ir.Value:
+    """Codes q - z with zero point 0 (see the module docstring): the symmetric kernel's form."""
+    zeros = np.zeros(np.shape(qw.zero_point), np.int8)
+    s_val = add_initializer(graph, f"{base}_scale", qw.scale.astype(np.float32))
+    z_val = add_initializer(graph, f"{base}_zero_point", zeros)
+    grid_z = _along_axis(qw, np.asarray(qw.zero_point, np.int64))
+    q = qw.q.astype(np.int64)
+    if form == "direct+offset":
+        q_val = add_initializer(graph, f"{base}_quantized", (q - grid_z).astype(np.int8))
+        return _dequantize(graph, base, qw, q_val, s_val, z_val)
+    mid = 2 ** (qw.fmt.bits - 1)  # fmt: the signed container t is packed in
+    t_val = add_initializer(graph, f"{base}_quantized", (q - mid).astype(fmt.numpy_type))
+    o_val = add_initializer(graph, f"{base}_offset", (mid - grid_z).astype(np.int8))
+    wide = _cast(graph, t_val, fmt.kernel_container, f"{base}_Cast")
+    add = ir.node("Add", [wide, o_val], name=f"{base}_Offset")
+    add.outputs[0].name = f"{base}_codes"
+    add.outputs[0].type, add.outputs[0].shape = wide.type, wide.shape
+    graph.extend([add])
+    return _dequantize(graph, base, qw, add.outputs[0], s_val, z_val)
+
+
+def _along_axis(qw: QuantizedWeight, p: np.ndarray) -> np.ndarray:
+    """A per-tensor or per-channel parameter shaped to broadcast over the weight."""
+    if qw.axis is None:
+        return p.reshape(())
+    shape = [1] * qw.q.ndim
+    shape[qw.axis] = -1
+    return p.reshape(shape)
 
 
 def _cast(graph, value: ir.Value, to: IntFormat, name: str) -> ir.Value:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faaq_onnx.quant.weights import QuantizedWeight
+from faaq_onnx.quant.weights import QuantizedWeight, zero_point_free_on_kernels
 
 INT32_BIAS_OPS = frozenset({"Conv", "Gemm"})
 # the largest int32 bias code faaq writes: half the range, so that the accumulator the bias
@@ -23,12 +23,12 @@ INT32_BIAS_LIMIT = 2**30
 
 def takes_int32_bias(op_type: str, qw: QuantizedWeight, channel_axis: int | None) -> bool:
     """Whether a layer with these quantized weights gets an int32 bias (ORT's fusion needs
-    symmetric per-tensor or per-output-channel weights of at most 8 bits)."""
+    per-tensor or per-output-channel weights of at most 8 bits with zero point 0, as emitted)."""
     return (
         op_type in INT32_BIAS_OPS
         and not qw.block_size
         and qw.fmt.bits <= 8
-        and not qw.zero_point.any()
+        and zero_point_free_on_kernels(qw)
         and qw.axis in (None, channel_axis)
     )
 
@@ -55,7 +55,7 @@ def widened_for_bias(qw: QuantizedWeight, b: np.ndarray, s_x: float) -> Quantize
     scale = (wide.max() if qw.axis is None else wide).reshape(np.shape(qw.scale))
     values = qw.dequantized()
     full = qw.grid.expand(scale.astype(np.float32))
-    q = np.rint(values.astype(np.float64) / np.asarray(full, np.float64))
+    q = np.rint(values.astype(np.float64) / np.asarray(full, np.float64)) + qw.grid.full_zero_point
     return qw.with_codes(q, qw.method, scale=scale.astype(np.float32))
 
 

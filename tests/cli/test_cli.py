@@ -204,7 +204,7 @@ def test_quantize_with_budget_saves_plan_and_overrides(runner, tiny_cnn, calib_n
     assert set(choices.values()) <= {"w4a8", "w8a8"}
     overrides = json.loads(ovr.read_text())
     assert {o[0]["quant_type"] for k, o in overrides.items() if k != "_faaq_effective_bits"} >= {
-        "QInt4",
+        "QUInt4",  # 4-bit weights: asymmetric by default
         "QUInt8",
     }
     # the saved plan applies again
@@ -518,6 +518,7 @@ def test_optimize_scales_flag_reaches_the_pipeline(
             "per-channel",
             comp.qgraph.weights[w].channel_axis,
             None,
+            symmetric=comp.config.symmetric_weights(4),
         ).scale.reshape(-1)
         for name, w in weight_of.items()
     }
@@ -1022,7 +1023,9 @@ def test_plain_low_bit_command_rounds_with_gptq(
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
     per_weight = rep["verify"]["size"]["per_weight"]
-    assert {w["rounding"] for w in per_weight.values()} == {rounding}
+    got = {w["rounding"] for w in per_weight.values()}
+    # AdaRound keeps a layer's nearest codes where its 20 iterations' codes measure worse
+    assert got == {rounding} or (rounding == "adaround" and got == {"adaround", "nearest"})
     assert ("rounding: gptq on 3 weights below 8 bits" in r.output) is (rounding == "gptq")
     assert ("--optimize auto" in r.output) is (rounding == "gptq")
     passes = [p for p in rep["optimization"]["rounding"].values() if p.get("units")]

@@ -88,7 +88,8 @@ def test_no_options_is_w8a8_per_channel_symmetric_with_auto_optimization(config_
     seen = config_of()
     c = seen["config"]
     assert c.scheme == Candidate(8, 8) and c.weight_granularity == "per-channel"
-    assert (c.block_size, c.weight_symmetric, c.act_symmetric) == (32, True, False)
+    assert (c.block_size, c.weight_symmetric, c.act_symmetric) == (32, None, False)
+    assert c.symmetric_weights(8) and not c.symmetric_weights(4)  # asymmetric up to 6 bits
     assert (c.act_range, c.weight_range, c.percentile) == ("mse", "minmax", 99.99)
     assert (c.calib_size, c.batch_size, c.seed, c.simplify) == (256, 16, 0, True)
     assert c.optimize == ("gptq", "bias-correction") and c.optimize_auto

@@ -225,6 +225,41 @@ def test_per_channel_int8_weights_become_blocks():
     assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
 
 
+def test_offset_codes_become_matmulnbits_zero_points():
+    """emit_weights' offset form (signed codes t, Cast -> Add(o), zero point 0) is read as codes t
+    with zero point -o: a 4-bit MatMulNBits with the asymmetric grid's zero points."""
+    rng = np.random.default_rng(4)
+    t = rng.integers(-8, 8, size=(64, 8))
+    o = rng.integers(-7, 9, size=8)
+    s = rng.uniform(0.01, 0.1, size=8).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["t"], ["t8"], to=TensorProto.INT8),
+            helper.make_node("Add", ["t8", "o"], ["codes"]),
+            helper.make_node("DequantizeLinear", ["codes", "s", "z"], ["w"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+        [
+            numpy_helper.from_array(t.astype(ml_dtypes.int4), "t"),
+            numpy_helper.from_array(o.reshape(1, 8).astype(np.int8), "o"),
+            numpy_helper.from_array(s, "s"),
+            numpy_helper.from_array(np.zeros(8, np.int8), "z"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    conv, names = convert_to_matmulnbits(model, accuracy_level=0, per_channel_block=32)
+    assert names == ["mm"]
+    node = conv.graph.node[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["bits"] == 4 and len(node.input) > 3 and node.input[3]
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
+
+
 def test_smallest_width_that_holds_the_integers():
     # a 2-bit weight in an int4 container becomes bits=2 when 2 is allowed, else bits=4
     model = _qdq_matmul(bits=4, k=64, block=32)

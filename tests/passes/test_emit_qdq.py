@@ -5,6 +5,7 @@ from onnx import TensorProto, numpy_helper
 
 from faaq_onnx.analysis.metrics import sqnr_db
 from faaq_onnx.config import QuantConfig
+from faaq_onnx.graph import through_cast
 from faaq_onnx.pipeline import Compilation, quantize
 from tests.conftest import optimized_op_types, run_model
 
@@ -23,10 +24,11 @@ def test_schemes_run_in_plain_ort(tiny_cnn, cnn_calib, scheme):
 
 
 def _weight_inits(model: onnx.ModelProto):
-    """Weight initializers read by a DequantizeLinear, directly or through a Cast."""
-    casts = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Cast"}
+    """Weight initializers read by a DequantizeLinear, directly or through a Cast [-> Add]."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
     dq_inputs = {
-        casts.get(n.input[0], n.input[0])
+        through_cast(n.input[0], producer, inits)[0]
         for n in model.graph.node
         if n.op_type == "DequantizeLinear"
     }

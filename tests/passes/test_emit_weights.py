@@ -11,11 +11,11 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from faaq_onnx.graph import to_proto
+from faaq_onnx.graph import through_cast, to_proto
 from faaq_onnx.groups import QuantizerGraph, WeightQuantizer
 from faaq_onnx.passes.emit_weights import InsertWeightDQPass, QuantizeBiasPass, storage_format
 from faaq_onnx.quant.weights import quantize_weight
-from tests.conftest import run_model
+from tests.conftest import optimized_op_types, run_model
 
 _R = np.random.default_rng(0)
 W = _R.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -24,8 +24,8 @@ X = _R.standard_normal((2, 3, 5, 5)).astype(np.float32)
 XS = np.float32(0.05)
 
 
-def _model(qdq_input=True, bias=True, op="Conv"):
-    """x [-> Q -> DQ] -> Conv(w, b) (or Gemm on a flattened x)."""
+def _model(qdq_input=True, bias=True, op="Conv", qdq_output=False):
+    """x [-> Q -> DQ] -> Conv(w, b) (or Gemm on a flattened x) [-> Q -> DQ]."""
     nodes, inits = [], [numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b")]
     src = "x"
     if qdq_input:
@@ -43,6 +43,13 @@ def _model(qdq_input=True, bias=True, op="Conv"):
         nodes.append(helper.make_node("Conv", ins, ["y"], name="conv"))
     else:
         nodes.append(helper.make_node(op, ins[:2], ["y"], name="conv"))
+    if qdq_output:
+        nodes[-1].output[0] = "c"
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "ys")]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["c", "ys", "xz"], ["cq"]),
+            helper.make_node("DequantizeLinear", ["cq", "ys", "xz"], ["y"]),
+        ]
     g = helper.make_graph(
         nodes,
         "g",
@@ -77,44 +84,55 @@ def _dequantized(qw):
     return (qw.q.astype(np.float64) - qw.zero_point.reshape(shape)) * qw.scale.reshape(shape)
 
 
-def _float_with(weight):
-    m = _model()
-    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight.astype(np.float32), "w"))
-    return run_model(m, {"x": X})[0]
-
-
 @pytest.mark.parametrize(
-    "bits, symmetric, storage, int2, form, container",
+    "bits, symmetric, storage, int2, qdq_input, form, container",
     [
-        (4, True, "cast", False, "cast", "int4"),
-        (4, False, "cast", False, "cast", "uint4"),
-        (3, True, "cast", False, "cast", "int4"),
-        (2, True, "cast", True, "cast", "int2"),
-        (2, True, "cast", False, "cast", "int4"),
-        (8, True, "cast", False, "direct", "int8"),
-        (6, False, "cast", True, "direct", "uint8"),
-        (4, True, "dequant", False, "dequant", "int4"),
-        (8, True, "dequant", False, "direct", "int8"),
+        (4, True, "cast", False, True, "cast", "int4"),
+        (4, False, "cast", False, False, "cast", "uint4"),
+        (4, False, "cast", False, True, "cast+offset", "int4"),
+        (3, True, "cast", False, True, "cast", "int4"),
+        (2, True, "cast", True, True, "cast", "int2"),
+        (2, True, "cast", False, True, "cast", "int4"),
+        (2, False, "cast", True, True, "cast+offset", "int2"),
+        (8, True, "cast", False, True, "direct", "int8"),
+        (6, False, "cast", True, False, "direct", "uint8"),
+        (6, False, "cast", True, True, "direct+offset", "int8"),
+        (8, False, "cast", False, True, "direct", "uint8"),
+        (4, True, "dequant", False, True, "dequant", "int4"),
+        (4, False, "dequant", False, True, "dequant", "uint4"),
+        (8, True, "dequant", False, True, "direct", "int8"),
     ],
 )
 def test_weights_are_stored_in_their_form_and_run_as_written(
-    bits, symmetric, storage, int2, form, container
+    bits, symmetric, storage, int2, qdq_input, form, container
 ):
     """The emitted model computes what the dequantized integers say; a Cast widens packed
-    weights (and zero points) only in the cast form; the report states form and bytes."""
+    weights (and zero points) only in the cast form; an asymmetric weight below 8 bits that
+    feeds an integer kernel is written with zero point 0 (its codes q - z, packed as signed
+    codes plus an int8 offset per channel); the report states form and bytes."""
     qw = quantize_weight(W, bits, "per-channel", 0, 1, symmetric=symmetric)
-    assert storage_format(qw, storage, int2)[0] == form
-    model, summary = _emit(qw, storage, int2)
+    assert storage_format(qw, storage, int2)[0] == form.removesuffix("+offset")
+    model, summary = _emit(qw, storage, int2, qdq_input)
     proto = to_proto(model)
     inits = {t.name: t for t in proto.graph.initializer}
     assert inits["w_quantized"].data_type == getattr(TensorProto, container.upper())
     if container != "int2":  # int2 needs opset 25 and an ORT that runs it
+        m = _model(qdq_input)
+        m.graph.initializer[0].CopyFrom(
+            numpy_helper.from_array(_dequantized(qw).astype(np.float32), "w")
+        )
         np.testing.assert_allclose(
-            run_model(proto, {"x": X})[0], _float_with(_dequantized(qw)), rtol=1e-4, atol=1e-4
+            run_model(proto, {"x": X})[0], run_model(m, {"x": X})[0], rtol=1e-4, atol=1e-4
         )
     casts = [n for n in proto.graph.node if n.op_type == "Cast"]
-    n_casts = (1 + bool(qw.zero_point.any())) if form == "cast" else 0
+    n_casts = (1 + bool(qw.zero_point.any())) if form == "cast" else int(form == "cast+offset")
     assert len(casts) == n_casts
+    dq = next(n for n in proto.graph.node if n.name == "w_DequantizeLinear")
+    zp_name = through_cast(dq.input[2], {o: n for n in proto.graph.node for o in n.output}, inits)[
+        0
+    ]
+    zp = numpy_helper.to_array(inits[zp_name])
+    assert zp.astype(np.int64).any() == (not symmetric and not form.endswith("+offset"))
     assert "w" not in inits  # the float weight is gone
     rep = summary.weights["w"]
     assert (rep["storage"], rep["container"], rep["bits"], rep["type"]) == (
@@ -126,6 +144,7 @@ def test_weights_are_stored_in_their_form_and_run_as_written(
     cbits = int(container.lstrip("uint"))
     packed = -(-W.size * cbits // 8)
     zp = -(-4 * cbits // 8) if qw.zero_point.any() else 0
+    zp = {"cast+offset": 4, "direct+offset": 0}.get(form, zp)  # int8 offsets; none
     assert rep["stored_bytes"] == packed + 4 * 4 + zp and rep["float_bytes"] == W.size * 4
     assert rep["container_bits"] == cbits and rep["elements"] == W.size
     assert rep["granularity"] == "per-channel" and rep["planned_bits"] == bits
@@ -171,6 +190,28 @@ def test_a_bias_too_large_for_int32_saturates():
     assert inits["b_quantized"][0] == (2**31 - 1 if B[0] > 0 else -(2**31))
 
 
+@pytest.mark.parametrize("bits", [4, 6])
+def test_asymmetric_low_bit_weights_run_on_the_symmetric_integer_kernel(bits):
+    """Offset form: zero point 0 and an int32 bias, so ORT fuses QLinearConv with no weight zero
+    point (its fast path) and folds the Cast and Add away; outputs as the integers say."""
+    qw = quantize_weight(W, bits, "per-channel", 0, 1, symmetric=False)
+    model = ir.from_proto(_model(qdq_output=True))
+    summary = _summary()
+    InsertWeightDQPass(_qgraph(), {"w": qw}, {"w": bits}, summary)(model)
+    assert QuantizeBiasPass(_qgraph(), {"w": qw}, summary)(model).modified
+    proto = to_proto(model)
+    ops = optimized_op_types(proto)
+    assert "QLinearConv" in ops and "Add" not in ops and "Cast" not in ops
+    m = _model(qdq_output=True)
+    m.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(_dequantized(qw).astype(np.float32), "w")
+    )
+    # one output step apart at most: the int32 bias and the integer kernel's rounding
+    np.testing.assert_allclose(
+        run_model(proto, {"x": X})[0], run_model(m, {"x": X})[0], atol=0.1001
+    )
+
+
 @pytest.mark.parametrize(
     "case",
     ["asymmetric weights", "blocked", "16-bit", "no activation DQ", "no bias", "per-tensor axis"],
@@ -194,7 +235,7 @@ def test_no_int32_bias_where_the_kernel_would_not_take_it(case):
     "bits, symmetric, storage, int2, form, container",
     [
         (5, True, "cast", False, "direct", "int8"),  # one bit past a 4-bit container
-        (5, False, "dequant", False, "direct", "uint8"),
+        (5, False, "dequant", False, "direct+offset", "int8"),
         (3, True, "cast", True, "cast", "int4"),  # int2 allowed, but 3 bits need 4
         (3, False, "dequant", True, "dequant", "uint4"),  # dequant form: never int2
     ],
@@ -203,7 +244,7 @@ def test_storage_at_the_container_boundaries(bits, symmetric, storage, int2, for
     """The smallest container that holds the bits: a packed 4-bit (or 2-bit) one up to its
     width, int8 from 5 bits on, where no Cast or packing is needed."""
     test_weights_are_stored_in_their_form_and_run_as_written(
-        bits, symmetric, storage, int2, form, container
+        bits, symmetric, storage, int2, True, form, container
     )
 
 
