@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,7 @@ def main() -> None:
             "quantize s",
         ],
         rows,
-        how=f"{time.strftime('%Y-%m-%d')}; 'default' is the plain command (asymmetric up to 6 "
+        how="'default' is the plain command (asymmetric up to 6 "
         "bits, offset codes), 'symmetric' adds --weight-symmetric",
     )
 

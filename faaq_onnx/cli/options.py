@@ -69,9 +69,11 @@ def quant_options(f):
         click.option(
             "--weight-symmetric/--weight-asymmetric",
             default=None,
-            help="[default: symmetric; asymmetric for weight-only schemes, as ONNX Runtime's "
-            "quantizer. Asymmetric weights on integer kernels run on a slow path of ORT's CPU EP "
-            "(EfficientNet-Lite0 W8A8: 35x): the summary warns]",
+            help="[default: asymmetric up to 6 bits, written with zero point 0 (packed codes plus "
+            "an int8 offset per channel, folded by ONNX Runtime at load: the symmetric kernel's "
+            "speed); symmetric from 7 bits; asymmetric for weight-only schemes, as ONNX Runtime's "
+            "quantizer. 7-8-bit asymmetric weights on integer kernels run on a slow path of ORT's "
+            "CPU EP (EfficientNet-Lite0 W8A8: 35x): the summary warns]",
         ),
         click.option("--act-symmetric/--act-asymmetric", default=False, show_default=True),
         click.option(

@@ -11,7 +11,9 @@ that comparison: judged on the samples it was fit to, learned rounding wins by c
 (EfficientNet-Lite0 W4A8: 16.8 vs 9.1 dB on its calibration images, 79.60 vs 80.36 % top-1;
 on 64 held-out ones 7.8 vs 7.9 dB). When the default wins there, its rounding (seconds to
 minutes) runs again on every calibration sample, held-out ones included, and that model ships:
-fit on three quarters of EfficientNet-Lite0's 256 images it scored 79.02 %.
+fit on three quarters of EfficientNet-Lite0's 256 images it scored 79.02 %. Being refit on more
+samples is worth something the comparison cannot see, so there a learned model must lead by
+TIE_DB to be kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from faaq_onnx.inputs import reuses_calibration, split_off, without_reuse_note
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.report import learning_stopped, rounding_label
 from faaq_onnx.results import QuantizeResult
+
+TIE_DB = 0.1  # learned rounding must be this far ahead of a default that will be refit
 
 
 def keep_first_last_at_8_bits(config: QuantConfig, budget, plan) -> None:
@@ -117,8 +121,12 @@ def better_of_default(
     comp.optimize_rounding(rounding_plans(comp, plan, None))
     default = comp.emit(plan)
     scores = {"learned": output_sqnr(learned), "default": output_sqnr(default)}
+    # where samples were held out of calibration, the default is fit again on all of them if
+    # kept: a tie on the held-out samples goes to it (EfficientNet-Lite0 W4A8: 10.72 vs 10.69 dB,
+    # KL to float 0.067 learned on 192 images against 0.050 for the default refit on 256)
+    ahead = TIE_DB if learned.report["calibration"].get("held_out_of_calibration", 0) > 0 else 0.0
     kept, other = (
-        (learned, default) if scores["learned"] >= scores["default"] else (default, learned)
+        (learned, default) if scores["learned"] >= scores["default"] + ahead else (default, learned)
     )
     learned_pass = next(iter(learned.report["optimization"]["rounding"].values()))
     stopped = learning_stopped(learned_pass, why=False)

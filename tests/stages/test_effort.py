@@ -151,6 +151,27 @@ def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
     assert left_over.report["effort"]["refit_samples"] is None
 
 
+@pytest.mark.parametrize("calib_size, learned_kept", [(None, False), (40, True)])
+def test_a_tie_goes_to_the_default_where_it_would_be_refit(
+    tiny_cnn, cnn_calib, monkeypatch, calib_size, learned_kept
+):
+    """Learned rounding 0.05 dB ahead (less than TIE_DB) on samples held out of calibration: the
+    default ships, fit again on every sample. Where the source had samples left over (nothing is
+    refit), the same lead keeps the learned model."""
+    real = effort.output_sqnr
+
+    def rigged(result):
+        learned = next(iter(result.report["optimization"]["rounding"].values()))["mode"]
+        return 20.0 + (0.05 if learned == "adaround" else 0.0) + 0 * real(result)
+
+    monkeypatch.setattr(effort, "output_sqnr", rigged)
+    kw = {} if calib_size is None else {"calib_size": calib_size}
+    e = quantize(tiny_cnn, cnn_calib, config=_best(**kw)).report["effort"]
+    assert e["kept"] == ("learned" if learned_kept else "default")
+    assert e["learned"]["output_sqnr_db"] > e["default"]["output_sqnr_db"]
+    assert (e["refit_samples"] == 48) is (not learned_kept)
+
+
 def test_best_judges_on_more_held_out_samples_where_the_source_has_them(tiny_cnn, cnn_calib):
     """64 held-out samples picked ResNet-20's farther-from-float model: best asks for 256 (unless
     told otherwise), and takes what the source has left over."""
