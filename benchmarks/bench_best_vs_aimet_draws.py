@@ -24,7 +24,11 @@ import numpy as np
 from common import cifar_model, data_dir, meta_stamp, paired_stats, run_meta, write
 
 OUT = Path(__file__).parent / "out"
-COMMANDS = {"plain": [], "best": ["--effort", "best"]}
+COMMANDS = {
+    "plain": [],
+    "best": ["--effort", "best"],
+    "plain-symmetric": ["--weight-symmetric"],  # the default grids before ed610d1
+}
 
 
 def aimet_row(draw: int) -> dict | None:
@@ -49,7 +53,10 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--draws", default="0-9")
     ap.add_argument("--work")
+    ap.add_argument("--commands", default="plain,best", help=f"among {', '.join(COMMANDS)}")
+    ap.add_argument("--out", default="best_vs_aimet_draws")
     args = ap.parse_args()
+    commands = {name: COMMANDS[name] for name in args.commands.split(",")}
     ddir = data_dir(args.data_dir)
     work = Path(args.work or tempfile.mkdtemp(prefix="faaq-draws-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -63,7 +70,7 @@ def main() -> None:
     rows, loads = [], [os.getloadavg()[0]]
     for draw in range(lo, hi + 1):
         row: dict = {"draw": draw}
-        for name, flags in COMMANDS.items():
+        for name, flags in commands.items():
             q = work / f"r56_w4a8_{name}_{draw}.onnx"
             t0 = time.perf_counter()
             cmd = [sys.executable, "-m", "faaq_onnx", "quantize", str(fp), "-o", str(q)]
@@ -87,24 +94,27 @@ def main() -> None:
         print(row, flush=True)
     meta = run_meta(loads)
     lines = [
-        "ResNet-56 W4A8 over calibration draws: faaq's plain command and `--effort best` against "
+        "ResNet-56 W4A8 over calibration draws: faaq's commands (plain; `--effort best`; "
+        "plain-symmetric: `--weight-symmetric`) against "
         "AIMET-ONNX AdaRound 1000 it (stored runs) on the same 256 images. "
         f"{meta_stamp(meta)} "
-        "`python benchmarks/bench_best_vs_aimet_draws.py --data-dir ../shared/data`",
+        "`python benchmarks/bench_best_vs_aimet_draws.py --data-dir ../shared/data "
+        f"--commands {args.commands} --out {args.out}`",
         "",
-        "| draw | faaq plain: test / lossless (wall s) | faaq `--effort best` | AIMET AdaRound 1000 it |",
-        "|---|---|---|---|",
+        "| draw | "
+        + " | ".join(f"faaq {n}: test / lossless (wall s)" for n in commands)
+        + " | AIMET AdaRound 1000 it |",
+        "|---|" + "---|" * (len(commands) + 1),
     ]
 
     def cell(r: dict | None) -> str:
         return f"{r['test']:.2f} / {r['lossless']:.2f} ({r['wall_s']:.0f} s)" if r else "–"
 
     for r in rows:
-        lines.append(
-            f"| {r['draw']} | {cell(r['plain'])} | {cell(r['best'])} | {cell(r.get('aimet'))} |"
-        )
+        cells = " | ".join(cell(r[n]) for n in commands)
+        lines.append(f"| {r['draw']} | {cells} | {cell(r.get('aimet'))} |")
     paired = [r for r in rows if "aimet" in r]
-    for name in COMMANDS:
+    for name in commands:
         mean = {
             k: float(np.mean([r[name][k] for r in rows])) for k in ("test", "lossless", "wall_s")
         }
@@ -123,7 +133,7 @@ def main() -> None:
         am = np.mean([r["aimet"]["test"] for r in paired])
         aw = np.mean([r["aimet"]["wall_s"] for r in paired])
         lines.append(f"\nAIMET: mean {am:.2f} test, {aw:.0f} s over {len(paired)} draws")
-    write("best_vs_aimet_draws", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
+    write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
