@@ -264,7 +264,8 @@ def _flat(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _weight_chain(model: onnx.ModelProto):
     """name -> (the tensor traces back to a constant, a DequantizeLinear is on the way), walking
-    back through DequantizeLinear / QuantizeLinear / Cast / Identity / Reshape / Transpose."""
+    back through DequantizeLinear / QuantizeLinear / Cast / Identity / Reshape / Transpose, and
+    an Add of a constant (faaq's offset codes: Cast -> Add(offset) -> DequantizeLinear)."""
     consts = {t.name for t in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -275,6 +276,9 @@ def _weight_chain(model: onnx.ModelProto):
             if name in consts:
                 return True, dq
             n = producer.get(name)
+            if n is not None and n.op_type == "Add" and n.input[1:2] and n.input[1] in consts:
+                name = n.input[0]
+                continue
             if n is None or n.op_type not in (
                 "DequantizeLinear",
                 "QuantizeLinear",
