@@ -151,12 +151,13 @@ def better_of_default(
         "samples": compared["verify"]["samples"],
         "held_out": compared["calibration"]["verification_held_out"],
         "refit_samples": kept.report["calibration"]["samples"] if refit else None,
+        "tie": kept is not learned and scores["learned"] > scores["default"],
     }
     return kept
 
 
 def effort_line(report: dict) -> str | None:
-    """'effort best: kept adaround from GPTQ (24.1 dB) over gptq + bias correction (23.0 dB) ...'."""
+    """'effort best: kept adaround from GPTQ (24.12 dB) over gptq + bias correction (23.05 dB) ...'."""
     e = report.get("effort")
     if not e:
         return None
@@ -168,9 +169,11 @@ def effort_line(report: dict) -> str | None:
         if e.get("refit_samples")
         else ""
     )
+    if e.get("tie"):  # the learned side led by less than TIE_DB
+        refit = f" (a lead under {TIE_DB} dB goes to the default){refit}"
     return (
-        f"effort best: kept {kept['rounding']} ({kept['output_sqnr_db']:.1f} dB) over "
-        f"{other['rounding']} ({other['output_sqnr_db']:.1f} dB), output SQNR on the same "
+        f"effort best: kept {kept['rounding']} ({kept['output_sqnr_db']:.2f} dB) over "
+        f"{other['rounding']} ({other['output_sqnr_db']:.2f} dB), output SQNR on the same "
         f"{e['samples']} {'held-out' if e.get('held_out', True) else 'calibration'} samples"
         f"{refit}"
     )

@@ -170,6 +170,10 @@ def test_a_tie_goes_to_the_default_where_it_would_be_refit(
     assert e["kept"] == ("learned" if learned_kept else "default")
     assert e["learned"]["output_sqnr_db"] > e["default"]["output_sqnr_db"]
     assert (e["refit_samples"] == 48) is (not learned_kept)
+    assert e["tie"] is (not learned_kept)
+    line = effort_line({"effort": e})
+    assert ("(20.00 dB) over adaround" in line) is (not learned_kept)
+    assert ("a lead under 0.1 dB goes to the default" in line) is (not learned_kept)
 
 
 def test_best_judges_on_more_held_out_samples_where_the_source_has_them(tiny_cnn, cnn_calib):
