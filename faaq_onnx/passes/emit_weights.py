@@ -15,7 +15,7 @@ Storage forms (`--weight-storage`):
   o = 2^(b-1) - z, widened by ``Cast(to=INT8) -> Add(o)``, which ORT folds at load like the
   Cast. ORT's QLinearConv with a weight zero point takes a slow path (EfficientNet-Lite0
   W4A8: 41x); with the offset the kernel is the symmetric one, the file keeps the packed
-  bytes, and the outputs are identical (benchmarks/out/weight_offsets.md). 5-6-bit
+  bytes, and the weights dequantize to the same values (benchmarks/out/weight_offsets.md). 5-6-bit
   asymmetric weights are stored as the int8 codes q - z directly (7 bits and up keep their
   zero point: their codes could reach past the ±63 that x86 kernels without VNNI take).
 - ``dequant``: DequantizeLinear reads the packed int4/uint4 weight itself. For runtimes
@@ -176,7 +176,7 @@ def _emit_offset(graph, base: str, qw: QuantizedWeight, form: str, fmt: IntForma
     zeros = np.zeros(np.shape(qw.zero_point), np.int8)
     s_val = add_initializer(graph, f"{base}_scale", qw.scale.astype(np.float32))
     z_val = add_initializer(graph, f"{base}_zero_point", zeros)
-    grid_z = _along_axis(qw, np.asarray(qw.zero_point, np.int64))
+    grid_z = qw.grid.expand(np.asarray(qw.zero_point, np.int64))
     q = qw.q.astype(np.int64)
     if form == "direct+offset":
         q_val = add_initializer(graph, f"{base}_quantized", (q - grid_z).astype(np.int8))
@@ -190,15 +190,6 @@ def _emit_offset(graph, base: str, qw: QuantizedWeight, form: str, fmt: IntForma
     add.outputs[0].type, add.outputs[0].shape = wide.type, wide.shape
     graph.extend([add])
     return _dequantize(graph, base, qw, add.outputs[0], s_val, z_val)
-
-
-def _along_axis(qw: QuantizedWeight, p: np.ndarray) -> np.ndarray:
-    """A per-tensor or per-channel parameter shaped to broadcast over the weight."""
-    if qw.axis is None:
-        return p.reshape(())
-    shape = [1] * qw.q.ndim
-    shape[qw.axis] = -1
-    return p.reshape(shape)
 
 
 def _cast(graph, value: ir.Value, to: IntFormat, name: str) -> ir.Value:
