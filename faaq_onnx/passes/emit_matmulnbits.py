@@ -120,31 +120,31 @@ def _match(node: ir.Node, bits_allowed, drop_act: bool, per_channel_block: int) 
     if dq is None or dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx"):
         return None
     s = const_array(dq.inputs[1])
+    zp_val = _through_cast(dq.inputs[2]) if len(dq.inputs) > 2 else None
+    z = const_array(zp_val) if zp_val is not None else None
+    if s is None or (zp_val is not None and z is None):
+        return None
+    q_val = _through_cast(dq.inputs[0])
     offset = _offset_codes(dq.inputs[0])
-    if offset is not None:  # codes t + o with zero point 0: codes t with zero point -o
-        q_val, z = offset[0], -offset[1].astype(np.int64)
-        zp_val = q_val
-        if s is not None and z.size == s.size:
-            z = z.reshape(s.shape)
-    else:
-        q_val = _through_cast(dq.inputs[0])
-        zp_val = _through_cast(dq.inputs[2]) if len(dq.inputs) > 2 else None
-        z = const_array(zp_val) if zp_val is not None else None
+    if offset is not None:  # codes t + o at zero point zp: codes t at zero point zp - o
+        q_val, o = offset
+        if o.size not in (1, s.size):
+            return None
+        o = o.astype(np.int64).reshape(() if o.size == 1 else s.shape)
+        z = (0 if z is None else z.astype(np.int64)) - o
     q = const_array(q_val)
-    if q is None or s is None or q.ndim != 2 or q_val.dtype not in _INT_TYPES:
+    if q is None or q.ndim != 2 or q_val.dtype not in _INT_TYPES:
         return None
     # MatMul's operands share a type, and DequantizeLinear's output has its scale's type
     a_type = next((t for t in (a.dtype, dq.inputs[1].dtype) if t is not None), None)
     if a_type not in _FLOAT_A:
-        return None
-    if zp_val is not None and z is None:
         return None
     k_axis = 1 if trans_b else 0
     k, n = q.shape[k_axis], q.shape[1 - k_axis]
     axis = dq.attributes["axis"].value if "axis" in dq.attributes else 1
     axis = axis + 2 if axis < 0 else axis
     block = dq.attributes["block_size"].value if "block_size" in dq.attributes else 0
-    z = np.zeros_like(s, dtype=np.int64) if z is None else z.astype(np.int64)
+    z = np.broadcast_to(np.zeros((), np.int64) if z is None else z.astype(np.int64), s.shape)
 
     # scales and zero points as [n_blocks, N], blocks along K
     if block:

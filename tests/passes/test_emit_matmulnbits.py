@@ -225,12 +225,15 @@ def test_per_channel_int8_weights_become_blocks():
     assert _rel(_run(conv, x), _ref(model, x)) < 1e-4
 
 
-def test_offset_codes_become_matmulnbits_zero_points():
+@pytest.mark.parametrize("dq_zero_point", [False, True])
+def test_offset_codes_become_matmulnbits_zero_points(dq_zero_point):
     """emit_weights' offset form (signed codes t, Cast -> Add(o), zero point 0) is read as codes t
-    with zero point -o: a 4-bit MatMulNBits with the asymmetric grid's zero points."""
+    with zero point -o: a 4-bit MatMulNBits with the asymmetric grid's zero points; a nonzero
+    DequantizeLinear zero point zp (another writer's) makes it zp - o."""
     rng = np.random.default_rng(4)
     t = rng.integers(-8, 8, size=(64, 8))
     o = rng.integers(-7, 9, size=8)
+    zp = (o - 3) if dq_zero_point else np.zeros(8, np.int64)
     s = rng.uniform(0.01, 0.1, size=8).astype(np.float32)
     graph = helper.make_graph(
         [
@@ -246,7 +249,7 @@ def test_offset_codes_become_matmulnbits_zero_points():
             numpy_helper.from_array(t.astype(ml_dtypes.int4), "t"),
             numpy_helper.from_array(o.reshape(1, 8).astype(np.int8), "o"),
             numpy_helper.from_array(s, "s"),
-            numpy_helper.from_array(np.zeros(8, np.int8), "z"),
+            numpy_helper.from_array(zp.astype(np.int8), "z"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
