@@ -143,15 +143,9 @@ def through_cast(name: str, producer: dict, inits: dict) -> tuple[str, bool]:
     or (`name`, False) where no Cast of an initializer makes it. `producer`: output name ->
     NodeProto; `inits`: the initializers by name."""
     cast = producer.get(name)
-    if (
-        cast is not None
-        and cast.op_type == "Add"
-        and len(cast.input) == 2
-        and cast.input[1] in inits
-    ):
-        cast = producer.get(
-            cast.input[0]
-        )  # Cast -> Add(offset): emit_weights' zero-point-free codes
+    # Cast -> Add(offset): emit_weights' offset codes
+    if cast is not None and cast.op_type == "Add" and cast.input[1:] and cast.input[1] in inits:
+        cast = producer.get(cast.input[0])
     if cast is not None and cast.op_type == "Cast" and cast.input and cast.input[0] in inits:
         return cast.input[0], True
     return name, False

@@ -10,7 +10,7 @@ from faaq_onnx.config import FLOAT, Candidate
 from faaq_onnx.errors import FaaqError
 from faaq_onnx.groups import QuantizerGraph, QuantizerGroup
 from faaq_onnx.quant.formats import IntFormat
-from faaq_onnx.quant.weights import symmetric_at
+from faaq_onnx.quant.weights import OFFSET_MAX_BITS, symmetric_at
 
 KINDS = {
     "avg-bits": "average weight bits over quantized weights: bits as stored (container width, the default) "
@@ -164,7 +164,8 @@ class CostModel:
         else:
             n_scales = 1
         # zero points: packed, or one int8 offset each where emitted as offset codes
-        zp = 0 if fmt.signed else max(fmt.stored_bytes(n_scales), n_scales * (bits <= 6))
+        offsets = n_scales if bits <= OFFSET_MAX_BITS else 0
+        zp = 0 if fmt.signed else max(fmt.stored_bytes(n_scales), offsets)
         return fmt.stored_bytes(wq.size) + 4 * n_scales + zp
 
     def plan_cost(self, choices: dict[str, Candidate]) -> float:

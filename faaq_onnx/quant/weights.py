@@ -65,7 +65,9 @@ class WeightGrid:
         )
 
 
-ASYMMETRIC_BELOW = 7  # default grids: asymmetric up to 6 bits (offset codes), symmetric above
+# widest asymmetric weight emitted as offset codes with zero point 0 (zero_point_free_on_kernels),
+# and so the widest one the default grid makes asymmetric (symmetric_at)
+OFFSET_MAX_BITS = 6
 
 
 def symmetric_at(bits: int, symmetric: bool | None) -> bool:
@@ -73,7 +75,7 @@ def symmetric_at(bits: int, symmetric: bool | None) -> bool:
     from 7 bits, asymmetric below, where the zero point buys accuracy (EfficientNet-Lite0 W4A8:
     KL to float 0.050 against 0.062) and, emitted as offset codes with zero point 0
     (zero_point_free_on_kernels), costs no speed on integer kernels."""
-    return bits >= ASYMMETRIC_BELOW if symmetric is None else symmetric
+    return bits > OFFSET_MAX_BITS if symmetric is None else symmetric
 
 
 def zero_point_free_on_kernels(qw: QuantizedWeight) -> bool:
@@ -84,7 +86,7 @@ def zero_point_free_on_kernels(qw: QuantizedWeight) -> bool:
     need none."""
     if not qw.zero_point.any():
         return True
-    return not qw.block_size and qw.fmt.bits <= 6 and not qw.fmt.signed
+    return not qw.block_size and qw.fmt.bits <= OFFSET_MAX_BITS and not qw.fmt.signed
 
 
 def compact(q: np.ndarray, fmt: IntFormat) -> np.ndarray:
