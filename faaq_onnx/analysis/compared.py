@@ -9,6 +9,12 @@ move: on PP-OCRv4 rec (40 steps, mostly blank) the per-sample SQNR of uniform W4
 worse than uniform W4A8 at fewer bits. Sensitivity, allocation, the bias check and verification
 therefore compare such an output at the Softmax's input, where nothing quantizes either tensor
 (the Softmax adds no quantization error of its own there).
+
+The logits are compared less their mean along the Softmax's axis (`centre_logits`): a Softmax
+ignores a shift common to its whole axis, and PP-OCRv4 rec's 6,625 logits per step sit at a mean
+of -10.4 with a spread of 2.6, so that common part was most of the "signal". There a plan with a
+2-bit CTC head measured 17.96 dB on raw logits against 18.43 dB for a plan without it, yet its
+KL to float on held-out lines was 0.617 against 0.114; centred, 10.52 against 13.09 dB.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import onnx
 from onnx import helper
 
 from faaq_onnx.errors import FaaqError
-from faaq_onnx.graph import ancestor_nodes
+from faaq_onnx.graph import ancestor_nodes, default_opset
 from faaq_onnx.groups import QuantizerGraph
 
 
@@ -104,6 +110,8 @@ def compared_model(model, compared: dict[str, str | None], keep: bool = False):
         outputs = [o for o in outputs if o.name in shown] + list(g.output)
     del g.output[:]
     g.output.extend(outputs)
+    for at in {t for t in compared.values() if t is not None}:
+        centre_logits(g, at, default_opset(out))
     if keep:
         return out
     producer = {o: n for n in g.node for o in n.output}
@@ -112,3 +120,52 @@ def compared_model(model, compared: dict[str, str | None], keep: bool = False):
     del g.node[:]
     g.node.extend(kept)
     return out
+
+
+def centre_logits(g: onnx.GraphProto, logits: str, opset: int) -> bool:
+    """Make `logits` hold its values less their mean along the axis its Softmax normalizes
+    (the one shift a Softmax cannot see), in place; the Softmax's output is unchanged. False,
+    and nothing changed, where `logits` is not read by one Softmax (or one Flatten -> Softmax)
+    and Shapes only."""
+    readers = [n for n in g.node if logits in n.input and n.op_type != "Shape"]
+    producer = next((i for i, n in enumerate(g.node) if logits in n.output), None)
+    if len(readers) != 1 or producer is None:
+        return False
+    reader = readers[0]
+    axis = next((a.i for a in reader.attribute if a.name == "axis"), None)
+    if reader.op_type == "Softmax" and opset >= 13:
+        flatten, axis = False, -1 if axis is None else axis
+    elif reader.op_type == "Softmax" or (
+        reader.op_type == "Flatten"
+        and [n.op_type for n in g.node if reader.output[0] in n.input] == ["Softmax"]
+    ):  # Softmax < 13 normalizes the input as flattened at its axis, like Flatten -> Softmax
+        flatten, axis = True, 1 if axis is None else axis
+    else:
+        return False
+    raw, pre = f"{logits}/faaq_raw", f"faaq_compare/{logits}/"
+    made = g.node[producer]
+    made.output[list(made.output).index(logits)] = raw
+
+    def mean(x: str, ax: int) -> list[onnx.NodeProto]:
+        if opset < 18:
+            return [helper.make_node("ReduceMean", [x], [pre + "mean"], pre + "mean", axes=[ax])]
+        axes = helper.make_tensor(pre + "axes", onnx.TensorProto.INT64, [1], [ax])
+        return [
+            helper.make_node("Constant", [], [pre + "axes"], pre + "axes", value=axes),
+            helper.make_node("ReduceMean", [x, pre + "axes"], [pre + "mean"], pre + "mean"),
+        ]
+
+    if flatten:
+        nodes = [helper.make_node("Flatten", [raw], [pre + "flat"], pre + "flat", axis=axis)]
+        nodes += mean(pre + "flat", 1)
+        nodes += [
+            helper.make_node("Sub", [pre + "flat", pre + "mean"], [pre + "sub"], pre + "sub"),
+            helper.make_node("Shape", [raw], [pre + "shape"], pre + "shape"),
+            helper.make_node("Reshape", [pre + "sub", pre + "shape"], [logits], pre + "out"),
+        ]
+    else:
+        nodes = mean(raw, axis)
+        nodes.append(helper.make_node("Sub", [raw, pre + "mean"], [logits], pre + "out"))
+    for k, n in enumerate(nodes):
+        g.node.insert(producer + 1 + k, n)
+    return True

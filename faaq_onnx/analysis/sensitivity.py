@@ -214,9 +214,10 @@ def sweep_key(
     machine = [config.weights_reduce_range, ort_version()]
     h.update(
         json.dumps(
-            # v5: histograms on zero-aligned power-of-two bins (observers); v4: each weight width
-            # rounded with its most precise activations (rounding_plans)
-            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v5"],
+            # v6: a Softmax's logits compared less their mean (analysis.compared); v5: histograms
+            # on zero-aligned power-of-two bins (observers); v4: each weight width rounded with
+            # its most precise activations (rounding_plans)
+            [settings, [str(c) for c in cands], list(metrics), fit, weights_key, machine, "v6"],
             sort_keys=True,
         ).encode()
     )

@@ -129,7 +129,7 @@ def _sqnr(out: dict) -> str:
             "input dims to 1)"
         )
     at = (
-        f" at the logits {out['compared_at']!r} (the input of the output's Softmax)"
+        f" at the logits {out['compared_at']!r} (the input of the output's Softmax, less its mean over the Softmax's axis)"
         if "compared_at" in out
         else ""
     )

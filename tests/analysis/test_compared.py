@@ -81,19 +81,74 @@ def test_a_quantized_softmax_output_is_compared_as_it_is():
 def test_compared_model_swaps_outputs_or_adds_them_in_front():
     m = _mlp_softmax()
     x = {"x": np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)}
+    raw = run_model(build_tiny_mlp(), x)[0]
+    centred = raw - raw.mean(1, keepdims=True)  # the logits less what the Softmax ignores
     swapped = compared_model(m, {"probs": "y"})
     assert [o.name for o in swapped.graph.output] == ["y"]
     assert "Softmax" not in {n.op_type for n in swapped.graph.node}
-    np.testing.assert_allclose(run_model(swapped, x)[0], run_model(build_tiny_mlp(), x)[0], 1e-5)
+    np.testing.assert_allclose(run_model(swapped, x)[0], centred, rtol=1e-5, atol=1e-6)
     kept = compared_model(m, {"probs": "y"}, keep=True)
     assert [o.name for o in kept.graph.output] == ["y", "probs"]
     logits, probs = run_model(kept, x)
-    np.testing.assert_allclose(logits, run_model(build_tiny_mlp(), x)[0], rtol=1e-5)
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(logits, centred, rtol=1e-5, atol=1e-6)
+    e = np.exp(raw - raw.max(1, keepdims=True))  # the model's own output is as it was
+    np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
     assert [o.name for o in m.graph.output] == ["probs"]  # the model given is not changed
     assert compared_model(m, {}) is m
     with pytest.raises(FaaqError, match="no tensor 'nope'"):
         compared_model(m, {"probs": "nope"})
+
+
+def _softmax_net(opset: int, flatten: bool) -> onnx.ModelProto:
+    """x (n, 4, 8) -> MatMul -> logits (n, 4, 5) -> a Softmax over the last axis: as opset 13+
+    writes it, or through Flatten(axis=2) -> Softmax -> Reshape, or (opset < 13) a Softmax at
+    axis 2, which normalizes the input as flattened there."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm")]
+    if flatten:
+        nodes += [
+            helper.make_node("Shape", ["logits"], ["shape"]),
+            helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
+            helper.make_node("Softmax", ["flat"], ["sm"], axis=1),
+            helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
+        ]
+    else:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=2))
+    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32) + 3.0
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, ["n", 4, 8])],
+        [helper.make_tensor_value_info("probs", F32, ["n", 4, 5])],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize(
+    "opset,flatten", [(11, False), (11, True), (17, False), (17, True), (18, False), (21, True)]
+)
+def test_logits_are_compared_less_the_shift_their_softmax_ignores(opset, flatten):
+    """Each step's 5 logits lose their common mean (the same for every form and opset: ReduceMean
+    takes its axes as an input from opset 18), and the probabilities stay what they were."""
+    m = _softmax_net(opset, flatten)
+    x = {"x": np.random.default_rng(1).standard_normal((3, 4, 8)).astype(np.float32)}
+    raw = x["x"] @ onnx.numpy_helper.to_array(m.graph.initializer[0])
+    swapped = compared_model(m, {"probs": "logits"})
+    got = run_model(swapped, x)[0]
+    np.testing.assert_allclose(got, raw - raw.mean(-1, keepdims=True), rtol=1e-4, atol=1e-5)
+    probs = run_model(compared_model(m, {"probs": "logits"}, keep=True), x)[1]
+    np.testing.assert_allclose(probs, run_model(m, x)[0], rtol=1e-5, atol=1e-7)
+
+
+def test_logits_read_by_more_than_their_softmax_are_compared_as_they_are():
+    m = _mlp_softmax()
+    m.graph.node.append(helper.make_node("Relu", ["y"], ["r"], name="other"))
+    m.graph.output.append(helper.make_tensor_value_info("r", F32, ["batch", 10]))
+    x = {"x": np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)}
+    got = run_model(compared_model(m, {"probs": "y"}), x)[0]
+    np.testing.assert_allclose(got, run_model(build_tiny_mlp(), x)[0], rtol=1e-5)
 
 
 def test_sweep_and_verification_measure_the_logits(tmp_path):
@@ -105,7 +160,8 @@ def test_sweep_and_verification_measure_the_logits(tmp_path):
     comp = Compilation(src, calib, config, target_opset=21)
     assert comp.compared == {"probs": "y"}
     want = run_model(build_tiny_mlp(), {"x": calib["x"][:8]})[0]
-    np.testing.assert_allclose(comp.sweep._prober(8).reference[0], want, rtol=1e-5)
+    want -= want.mean(1, keepdims=True)
+    np.testing.assert_allclose(comp.sweep._prober(8).reference[0], want, rtol=1e-5, atol=1e-6)
 
     result = quantize(src, calib, str(out), QuantConfig(scheme="w4a8", progress=False))
     verified = result.report["verify"]["outputs"]["probs"]
