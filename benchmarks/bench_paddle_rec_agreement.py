@@ -9,6 +9,10 @@ one quantizer carries the error or all share it.
 
     python benchmarks/bench_paddle_rec_agreement.py [--calib-size 64] [--schemes w8a8,w4a8]
         [--ablate] [--data-dir ../shared/data]
+    python benchmarks/bench_paddle_rec_agreement.py --flags "--budget avg-bits=4.5" \
+        --flags "--budget avg-bits=4.5 --weight-symmetric" --out paddle_rec_budget
+
+`--flags` (repeatable): whole `faaq quantize` option sets, each a row, instead of --schemes.
 """
 
 from __future__ import annotations
@@ -78,7 +82,10 @@ def main() -> None:
     ap.add_argument("--schemes", default="w8a8,w4a8")
     ap.add_argument("--ablate", action="store_true")
     ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--flags", action="append", help="faaq quantize options, a row each")
+    ap.add_argument("--out", default="paddle_rec_agreement", help="result name in benchmarks/out")
     args = ap.parse_args()
+    commands = args.flags or [f"--scheme {s}" for s in args.schemes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         entry = paddle("rec", work, args.data_dir)
@@ -87,11 +94,12 @@ def main() -> None:
         np.savez(work / "calib.npz", x=calib)
         ref = outputs(str(entry.path), x)
         rows, loads = {}, []
-        for scheme in args.schemes.split(","):
-            q = work / f"{scheme}.onnx"
+        for k, flags in enumerate(commands):
+            scheme = flags.removeprefix("--scheme ") if not args.flags else flags
+            q = work / f"q{k}.onnx"
             wall = faaq_cli(
                 "quantize", str(entry.path), "-o", str(q), "--calib", str(work / "calib.npz"),
-                "--scheme", scheme, "--no-cache",
+                *flags.split(), "--no-cache",
             )  # fmt: skip
             loads.append(os.getloadavg()[0])
             rows[scheme] = {**score(ref, outputs(str(q), x)), "wall_s": round(wall, 1)}
@@ -102,7 +110,7 @@ def main() -> None:
         f"PP-OCRv4 rec (`{entry.path.name}`), {args.calib_size} synthetic text lines to calibrate,"
         f" {args.eval_size} others scored against the float model. {meta_stamp(meta)}",
         "",
-        "| scheme | step agreement % | whole lines identical % | KL to float | wall s |",
+        f"| {'flags' if args.flags else 'scheme'} | step agreement % | whole lines identical % | KL to float | wall s |",
         "| --- | --- | --- | --- | --- |",
     ]
     for s, r in rows.items():
@@ -117,7 +125,7 @@ def main() -> None:
                       f"(KL with all: {r['kl']:.4f}); the lowest:", ""]  # fmt: skip
             lines += [f"- {t}: {kl:.4f}" for kl, t in ab["lowest"]]
             lines += ["", f"median over all bypasses: {ab['median']:.4f}"]
-    write("paddle_rec_agreement", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
+    write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

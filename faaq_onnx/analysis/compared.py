@@ -8,7 +8,8 @@ move: on PP-OCRv4 rec (40 steps, mostly blank) the per-sample SQNR of uniform W4
 (19.7 / 17.8), so a budget allocated on probabilities followed a few easy lines and came out
 worse than uniform W4A8 at fewer bits. Sensitivity, allocation, the bias check and verification
 therefore compare such an output at the Softmax's input, where nothing quantizes either tensor
-(the Softmax adds no quantization error of its own there).
+(the Softmax adds no quantization error of its own there). A LogSoftmax output is compared the
+same way.
 
 The logits are compared less their mean along the Softmax's axis (`centre_logits`): a Softmax
 ignores a shift common to its whole axis, and PP-OCRv4 rec's 6,625 logits per step sit at a mean
@@ -28,6 +29,10 @@ from faaq_onnx.errors import FaaqError
 from faaq_onnx.graph import ancestor_nodes, default_opset
 from faaq_onnx.groups import QuantizerGraph
 
+# outputs compared at their input: a LogSoftmax's output is its input shifted by the log of the
+# sum of exponentials, so its SQNR counts the unlikely classes' large negative values as signal
+SOFTMAXES = ("Softmax", "LogSoftmax")
+
 
 def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, str]:
     """{graph output: the logits tensor it is compared at} for each output a Softmax makes,
@@ -46,7 +51,7 @@ def softmax_logits(proto: onnx.ModelProto, qgraph: QuantizerGraph) -> dict[str, 
             inner = producer.get(node.input[0])
             flat = producer.get(inner.input[0]) if inner is not None else None
             node = inner if flat is not None and flat.op_type == "Flatten" else None
-        if node is None or node.op_type != "Softmax":
+        if node is None or node.op_type not in SOFTMAXES:
             continue
         logits = node.input[0]
         before = producer.get(logits)
@@ -133,11 +138,12 @@ def centre_logits(g: onnx.GraphProto, logits: str, opset: int) -> bool:
         return False
     reader = readers[0]
     axis = next((a.i for a in reader.attribute if a.name == "axis"), None)
-    if reader.op_type == "Softmax" and opset >= 13:
+    if reader.op_type in SOFTMAXES and opset >= 13:
         flatten, axis = False, -1 if axis is None else axis
-    elif reader.op_type == "Softmax" or (
+    elif reader.op_type in SOFTMAXES or (
         reader.op_type == "Flatten"
-        and [n.op_type for n in g.node if reader.output[0] in n.input] == ["Softmax"]
+        and [n.op_type for n in g.node if reader.output[0] in n.input]
+        in (["Softmax"], ["LogSoftmax"])
     ):  # Softmax < 13 normalizes the input as flattened at its axis, like Flatten -> Softmax
         flatten, axis = True, 1 if axis is None else axis
     else:

@@ -99,7 +99,7 @@ def test_compared_model_swaps_outputs_or_adds_them_in_front():
         compared_model(m, {"probs": "nope"})
 
 
-def _softmax_net(opset: int, flatten: bool) -> onnx.ModelProto:
+def _softmax_net(opset: int, flatten: bool, op: str = "Softmax") -> onnx.ModelProto:
     """x (n, 4, 8) -> MatMul -> logits (n, 4, 5) -> a Softmax over the last axis: as opset 13+
     writes it, or through Flatten(axis=2) -> Softmax -> Reshape, or (opset < 13) a Softmax at
     axis 2, which normalizes the input as flattened there."""
@@ -108,11 +108,11 @@ def _softmax_net(opset: int, flatten: bool) -> onnx.ModelProto:
         nodes += [
             helper.make_node("Shape", ["logits"], ["shape"]),
             helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
-            helper.make_node("Softmax", ["flat"], ["sm"], axis=1),
+            helper.make_node(op, ["flat"], ["sm"], axis=1),
             helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
         ]
     else:
-        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=2))
+        nodes.append(helper.make_node(op, ["logits"], ["probs"], axis=2))
     w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32) + 3.0
     g = helper.make_graph(
         nodes,
@@ -126,13 +126,15 @@ def _softmax_net(opset: int, flatten: bool) -> onnx.ModelProto:
     return m
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize(
     "opset,flatten", [(11, False), (11, True), (17, False), (17, True), (18, False), (21, True)]
 )
-def test_logits_are_compared_less_the_shift_their_softmax_ignores(opset, flatten):
+def test_logits_are_compared_less_the_shift_their_softmax_ignores(opset, flatten, op):
     """Each step's 5 logits lose their common mean (the same for every form and opset: ReduceMean
     takes its axes as an input from opset 18), and the probabilities stay what they were."""
-    m = _softmax_net(opset, flatten)
+    m = _softmax_net(opset, flatten, op)
+    assert softmax_logits(m, _qgraph(m)) == {"probs": "logits"}
     x = {"x": np.random.default_rng(1).standard_normal((3, 4, 8)).astype(np.float32)}
     raw = x["x"] @ onnx.numpy_helper.to_array(m.graph.initializer[0])
     swapped = compared_model(m, {"probs": "logits"})
