@@ -12,6 +12,8 @@ calibration / 1,044 evaluation images, bench_seed003_tables.prepare); `--timing-
 (ResNet-18/50, random weights, 256 val1300 images) get wall time and memory only.
 
     python benchmarks/bench_effort_best.py --data-dir ../shared/data
+    python benchmarks/bench_effort_best.py --data-dir ../shared/data --plain \
+        --models resnet18-imagenet,resnet50-imagenet --out effort_best_r18_r50
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ def main() -> None:
         help="models whose stopped runs also run with --optimize-patience 0 (each such run "
         "learns every layer: 20 min for EfficientNet-Lite0, 45+ for ResNet-50)",
     )
+    ap.add_argument(
+        "--plain", action="store_true", help="also time the plain command (no --effort) first"
+    )
     args = ap.parse_args()
     ddir = data_dir(args.data_dir)
     work = Path(args.work or tempfile.mkdtemp(prefix="faaq-best-"))
@@ -112,19 +117,18 @@ def main() -> None:
             files = prepare(model, ddir, work)
             schemes = ROWS[model]
         for scheme in schemes:
-            variants = [("best", []), ("patience 0", ["--optimize-patience", "0"])]
+            best = ["--effort", "best"]
+            variants = [("best", best), ("patience 0", [*best, "--optimize-patience", "0"])]
+            if args.plain:
+                variants.insert(0, ("plain", []))
             for name, flags in variants:
-                if name != "best" and (
+                if name == "patience 0" and (
                     rows[-1]["stopped_after"] is None or model not in args.baseline_models
                 ):
                     break  # learning did not stop early: patience 0 is the same run
                 q = work / f"{files['prefix']}_{scheme}_{name.replace(' ', '')}.onnx"
                 run = quantize(
-                    [
-                        *quantize_args(files, q, scheme),
-                        *("--effort", "best", "--no-cache"),
-                        *flags,
-                    ],
+                    [*quantize_args(files, q, scheme), "--no-cache", *flags],
                     work / "report.json",
                 )
                 loads.append(os.getloadavg()[0])
@@ -137,7 +141,7 @@ def main() -> None:
         "`--effort best` (learning stops after 3 layers in a row keep GPTQ's rounding) and, where "
         "it stopped, `--optimize-patience 0` (every layer learned). "
         f"{meta_stamp(meta)} "
-        "`python benchmarks/bench_effort_best.py --data-dir ../shared/data`",
+        f"`python benchmarks/bench_effort_best.py {' '.join(sys.argv[1:])}`",
         "",
         "| model | scheme | variant | top-1 % | agreement % | KL | learned layers kept | "
         "stopped after | best kept (learned / default dB) | wall s | peak RSS MB |",

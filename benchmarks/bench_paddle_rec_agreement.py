@@ -13,6 +13,7 @@ one quantizer carries the error or all share it.
         --flags "--budget avg-bits=4.5 --weight-symmetric" --out paddle_rec_budget
 
 `--flags` (repeatable): whole `faaq quantize` option sets, each a row, instead of --schemes.
+`--kind cls`: the angle classifier (ch_ppocr_mobile_v2.0_cls) instead, one step per line.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def outputs(model, x: np.ndarray) -> np.ndarray:
 
 
 def score(ref: np.ndarray, q: np.ndarray) -> dict:
+    """Per step (rec) or per line (cls: one step, its orientation)."""
     a, b = ref.argmax(-1), q.argmax(-1)
     kl = np.sum(ref * (np.log(ref + 1e-12) - np.log(q + 1e-12)), -1)
+    same = (a == b).reshape(len(a), -1)
     return {
-        "step_agreement": float((a == b).mean()),
-        "lines_identical": float((a == b).all(axis=1).mean()),
+        "step_agreement": float(same.mean()),
+        "lines_identical": float(same.all(axis=1).mean()),
         "kl": float(kl.mean()),
     }
 
@@ -83,12 +86,15 @@ def main() -> None:
     ap.add_argument("--ablate", action="store_true")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--flags", action="append", help="faaq quantize options, a row each")
+    ap.add_argument(
+        "--kind", choices=("rec", "cls"), default="rec", help="cls: the angle classifier"
+    )
     ap.add_argument("--out", default="paddle_rec_agreement", help="result name in benchmarks/out")
     args = ap.parse_args()
     commands = args.flags or [f"--scheme {s}" for s in args.schemes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        entry = paddle("rec", work, args.data_dir)
+        entry = paddle(args.kind, work, args.data_dir)
         calib = np.concatenate([f["x"] for f in entry.feeds("calib", args.calib_size)])
         x = np.concatenate([f["x"] for f in entry.feeds("eval", args.eval_size)])
         np.savez(work / "calib.npz", x=calib)
@@ -107,7 +113,7 @@ def main() -> None:
                 rows[scheme]["ablation"] = ablation(q, x, ref)
     meta = run_meta(loads)
     lines = [
-        f"PP-OCRv4 rec (`{entry.path.name}`), {args.calib_size} synthetic text lines to calibrate,"
+        f"PP-OCR {args.kind} (`{entry.path.name}`), {args.calib_size} synthetic text lines to calibrate,"
         f" {args.eval_size} others scored against the float model. {meta_stamp(meta)}",
         "",
         f"| {'flags' if args.flags else 'scheme'} | step agreement % | whole lines identical % | KL to float | wall s |",
