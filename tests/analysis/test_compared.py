@@ -42,17 +42,21 @@ def test_a_softmax_output_is_compared_at_its_input():
     assert softmax_logits(both, _qgraph(both)) == {}
 
 
-def test_the_opset_13_form_of_an_inner_axis_softmax_is_followed_to_the_logits():
-    """Flatten -> Softmax -> Reshape(Shape(logits)): the Flatten merges the samples' axis, so
-    the tensor compared is the Flatten's input."""
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm"),
-        helper.make_node("Shape", ["logits"], ["shape"]),
-        helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
-        helper.make_node("Softmax", ["flat"], ["sm"], axis=1),
-        helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
-    ]
-    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+def _softmax_net(opset: int, flatten: bool, op: str = "Softmax") -> onnx.ModelProto:
+    """x (n, 4, 8) -> MatMul -> logits (n, 4, 5) -> a Softmax over the last axis: as opset 13+
+    writes it, or through Flatten(axis=2) -> Softmax -> Reshape, or (opset < 13) a Softmax at
+    axis 2, which normalizes the input as flattened there."""
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm")]
+    if flatten:
+        nodes += [
+            helper.make_node("Shape", ["logits"], ["shape"]),
+            helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
+            helper.make_node(op, ["flat"], ["sm"], axis=1),
+            helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
+        ]
+    else:
+        nodes.append(helper.make_node(op, ["logits"], ["probs"], axis=2))
+    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32) + 3.0
     g = helper.make_graph(
         nodes,
         "g",
@@ -60,12 +64,18 @@ def test_the_opset_13_form_of_an_inner_axis_softmax_is_followed_to_the_logits():
         [helper.make_tensor_value_info("probs", F32, ["n", 4, 5])],
         [onnx.numpy_helper.from_array(w, "w")],
     )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_the_opset_13_form_of_an_inner_axis_softmax_is_followed_to_the_logits():
+    """Flatten -> Softmax -> Reshape(Shape(logits)): the Flatten merges the samples' axis, so
+    the tensor compared is the Flatten's input."""
+    m = _softmax_net(17, flatten=True)
     assert softmax_logits(m, _qgraph(m)) == {"probs": "logits"}
     # a Reshape of something else is not the pattern
-    nodes[-1] = helper.make_node("Reshape", ["flat", "shape"], ["probs"])
-    del m.graph.node[:]
-    m.graph.node.extend(nodes)
+    m.graph.node[-1].CopyFrom(helper.make_node("Reshape", ["flat", "shape"], ["probs"]))
     assert softmax_logits(m, _qgraph(m)) == {}
 
 
@@ -97,33 +107,6 @@ def test_compared_model_swaps_outputs_or_adds_them_in_front():
     assert compared_model(m, {}) is m
     with pytest.raises(FaaqError, match="no tensor 'nope'"):
         compared_model(m, {"probs": "nope"})
-
-
-def _softmax_net(opset: int, flatten: bool, op: str = "Softmax") -> onnx.ModelProto:
-    """x (n, 4, 8) -> MatMul -> logits (n, 4, 5) -> a Softmax over the last axis: as opset 13+
-    writes it, or through Flatten(axis=2) -> Softmax -> Reshape, or (opset < 13) a Softmax at
-    axis 2, which normalizes the input as flattened there."""
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm")]
-    if flatten:
-        nodes += [
-            helper.make_node("Shape", ["logits"], ["shape"]),
-            helper.make_node("Flatten", ["logits"], ["flat"], axis=2),
-            helper.make_node(op, ["flat"], ["sm"], axis=1),
-            helper.make_node("Reshape", ["sm", "shape"], ["probs"]),
-        ]
-    else:
-        nodes.append(helper.make_node(op, ["logits"], ["probs"], axis=2))
-    w = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32) + 3.0
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", F32, ["n", 4, 8])],
-        [helper.make_tensor_value_info("probs", F32, ["n", 4, 5])],
-        [onnx.numpy_helper.from_array(w, "w")],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return m
 
 
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
