@@ -23,7 +23,11 @@ from onnx import numpy_helper
 from faaq_onnx.analysis.calibrate import tap_batch_size, tap_model, tapped_bytes_per_sample
 from faaq_onnx.analysis.probe import build_probe, probe_feeds
 from faaq_onnx.graph import constant_tensors, reader_index
-from faaq_onnx.optimize.clipped_mean import channel_sample, clipped_mean_shift
+from faaq_onnx.optimize.clipped_mean import (
+    channel_sample,
+    clipped_mean_shift,
+    sampled_positions_of,
+)
 from faaq_onnx.plan import BitPlan
 from faaq_onnx.quant.bias import bias_on_grid
 from faaq_onnx.runtime.runner import channel_means, channel_sums
@@ -124,17 +128,18 @@ def bias_corrections(comp, plan: BitPlan, samples: int = 256) -> dict[str, np.nd
     return fix.corrected
 
 
-def _channel_mean(x, axis: int) -> np.ndarray:
-    s, n = channel_sums(x, axis)
+def _channel_mean(x, axis: int, positions=None) -> np.ndarray:
+    s, n = channel_sums(x, axis, positions)
     return s / max(n, 1)
 
 
 def float_channel_means(
-    comp, outs: list[str], inputs: dict[str, np.ndarray]
+    comp, outs: list[str], inputs: dict[str, np.ndarray], positions=None
 ) -> dict[str, np.ndarray]:
     """Float means per channel of the tensors `outs`, from one pass of the float model; kept in
     the compilation's `float_means` for the next pass over the same samples (GPTQ's
-    layer-by-layer correction, then the allocated plan's)."""
+    layer-by-layer correction, then the allocated plan's). `positions`: as
+    runner.channel_means' (the same for every call with the same `outs`)."""
     key = (len(next(iter(inputs.values()))), tuple(outs))
     if key not in comp.float_means:
         float_sess = make_session(tap_model(comp.float_proto, outs), opt_level="basic")
@@ -145,7 +150,8 @@ def float_channel_means(
             comp.config.batch_size,
             measure=lambda: tapped_bytes_per_sample(float_sess, inputs, outs),
         )
-        comp.float_means[key] = dict(zip(outs, channel_means(float_sess, inputs, batch, outs)))
+        means = channel_means(float_sess, inputs, batch, outs, positions=positions)
+        comp.float_means[key] = dict(zip(outs, means))
     return comp.float_means[key]
 
 
@@ -178,12 +184,14 @@ class LayerBiasCorrection:
         tapped = [o for o in outs if o not in self.clipped] + [
             a.output for a in self.clipped.values()
         ]
+        # a clipped output's float mean over the positions its quantized values are sampled at
+        self.positions = sampled_positions_of(a.output for a in self.clipped.values())
         self.float_run = float_run
         if float_run is not None:
-            float_run.watch(tapped)
+            float_run.watch(tapped, self.positions)
             self.means_f: dict[str, np.ndarray] = {}
         else:
-            self.means_f = float_channel_means(comp, tapped, inputs) if outs else {}
+            self.means_f = float_channel_means(comp, tapped, inputs, self.positions) if outs else {}
         self.corrected: dict[str, np.ndarray] = {}
 
     def _float_mean(self, name: str) -> np.ndarray:
@@ -191,7 +199,9 @@ class LayerBiasCorrection:
             assert self.float_run is not None, "float means come from their own pass otherwise"
             value = self.float_run.get(name, lazy=True)  # in graph order, as the pass asks
             mean = self.float_run.channel_mean(name)
-            self.means_f[name] = _channel_mean(value, 1) if mean is None else mean
+            if mean is None:
+                mean = _channel_mean(value, 1, self.positions(name, value.shape))
+            self.means_f[name] = mean
         return self.means_f[name]
 
     def correct(self, node: str, run: SegmentedRun) -> None:

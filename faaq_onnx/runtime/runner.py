@@ -111,14 +111,21 @@ def channel_means(
     output_names: list[str],
     axis: int = 1,
     extra_feeds: dict[str, np.ndarray] | None = None,
+    positions=None,
 ) -> list[np.ndarray]:
     """Per-channel means of outputs over all samples, summed batch by batch: only one batch of
-    them is ever held (all of a model's conv outputs for all samples can pass 10 GB)."""
+    them is ever held (all of a model's conv outputs for all samples can pass 10 GB).
+    `positions(name, shape of all samples)`: where given, the flattened positions after the
+    channel axis (1) an output is averaged over, or None for all of them."""
     sums: list[np.ndarray | None] = [None] * len(output_names)
     counts = [0] * len(output_names)
+    total = len(next(iter(inputs.values())))
+    at: dict[int, np.ndarray | None] = {}
     for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):
         for i, o in enumerate(outs):
-            s, n = channel_sums(o, axis)
+            if i not in at:
+                at[i] = positions(output_names[i], (total, *o.shape[1:])) if positions else None
+            s, n = channel_sums(o, axis, at[i])
             sums[i] = s if sums[i] is None else sums[i] + s
             counts[i] += n
     if any(s is None for s in sums):
@@ -126,19 +133,23 @@ def channel_means(
     return [s / c for s, c in zip(sums, counts) if s is not None]
 
 
-def channel_sums(x, axis: int = 1) -> tuple[np.ndarray, int]:
+def channel_sums(x, axis: int = 1, positions=None) -> tuple[np.ndarray, int]:
     """(per-channel float64 sums over every axis but `axis`, values per channel), without moving
     `axis` first (a copy of the whole feature map: half the time). A tensor kept in a file
-    (runtime.spill) is summed chunk by chunk (chunks split the samples: `axis` must follow)."""
+    (runtime.spill) is summed chunk by chunk (chunks split the samples: `axis` must follow).
+    `positions`: only these flattened positions after the channel axis (1) of each sample."""
     if isinstance(x, SpilledArray):
         assert axis >= 1, "chunks split axis 0"
         total, count = np.zeros(x.shape[axis]), 0
         for _, rows in x.chunks():
-            s, n = channel_sums(rows, axis)
+            s, n = channel_sums(rows, axis, positions)
             total, count = total + s, count + n
         return total, count
     x = np.asarray(x)
     y = x.reshape(int(np.prod(x.shape[:axis])), x.shape[axis], -1)
+    if positions is not None:
+        assert axis == 1, "positions index the axes after the channels of each sample"
+        y = y[:, :, positions]
     return y.sum(axis=2, dtype=np.float64).sum(0), y.shape[0] * y.shape[2]
 
 

@@ -65,11 +65,15 @@ class SegmentedRun:
         # per-channel sums of watched tensors, taken batch by batch as they are computed: a mean
         # without reading back a tensor kept in a file
         self.watched: set[str] = set()
+        self._positions = None
         self._sums: dict[str, tuple[np.ndarray, int]] = {}
 
-    def watch(self, names) -> None:
-        """Sum `names` per channel (axis 1) as they are computed (channel_mean)."""
+    def watch(self, names, positions=None) -> None:
+        """Sum `names` per channel (axis 1) as they are computed (channel_mean); `positions`
+        (name, shape of all samples) -> the positions after the channel axis summed, or None for
+        all (runner.channel_means)."""
         self.watched |= set(names)
+        self._positions = positions or self._positions
 
     def channel_mean(self, name: str) -> np.ndarray | None:
         """The per-channel mean over every sample of a watched tensor once computed, else None."""
@@ -129,7 +133,8 @@ class SegmentedRun:
         return self.kept[name]
 
     def _add_sums(self, name: str, v: np.ndarray) -> None:
-        total, count = channel_sums(v, 1)
+        at = self._positions(name, (self.n, *v.shape[1:])) if self._positions else None
+        total, count = channel_sums(v, 1, at)
         if name in self._sums:
             total, count = total + self._sums[name][0], count + self._sums[name][1]
         self._sums[name] = (total, count)

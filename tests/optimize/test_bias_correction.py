@@ -177,7 +177,7 @@ def test_float_means_of_symbolic_shapes_run_in_batches_that_fit(monkeypatch):
     batches = []
     real = bc.channel_means
     monkeypatch.setattr(
-        bc, "channel_means", lambda s, i, b, o: batches.append(b) or real(s, i, b, o)
+        bc, "channel_means", lambda s, i, b, o, **k: batches.append(b) or real(s, i, b, o, **k)
     )
     x = np.random.default_rng(0).standard_normal((40, 3, 4)).astype(np.float32)
     means = bc.float_channel_means(comp, ["h"], {"x": x})
@@ -376,3 +376,33 @@ def test_layers_after_a_correction_read_what_the_emitted_model_computes(tiny_cnn
         np.testing.assert_allclose(
             kept[o], emitted[o], rtol=1e-4, atol=1e-4 * np.abs(kept[o]).max()
         )
+
+
+@pytest.mark.parametrize("float_run", [False, True], ids=["float-pass", "float-run"])
+def test_a_clipped_layer_sampled_against_its_float_twin_is_not_corrected(
+    tiny_cnn, cnn_calib, monkeypatch, float_run
+):
+    """Where a clipped layer's values are sampled (channel_sample), its float target is the mean
+    over the same positions, from either source of float means: a layer computing exactly the
+    float output gets no correction. Against the mean over every value it would be shifted by
+    the sample's noise."""
+    from faaq_onnx.optimize import bias_correction as bc
+    from faaq_onnx.optimize import clipped_mean as cm
+    from faaq_onnx.runtime.segments import SegmentedRun
+
+    monkeypatch.setattr(cm, "SAMPLE_PER_CHANNEL", 8)  # a few positions per sample, not all
+    cfg = QuantConfig(progress=False, scheme="w8a8", calib_size=32)
+    comp = Compilation(tiny_cnn, cnn_calib, cfg, target_opset=21)
+    inputs = {k: v[:32] for k, v in comp.inputs.items()}
+    twin = SegmentedRun(comp.float_proto, inputs, 32) if float_run else None
+    fix = bc.LayerBiasCorrection(comp, inputs, None, twin)
+    shape = SegmentedRun(comp.float_proto, inputs, 32).get
+    sampled = [o for o in fix.clipped if cm.sample_positions(shape(o).shape) is not None]
+    assert sampled  # the check is about sampled layers
+    run = SegmentedRun(comp.float_proto, inputs, 32)  # "quantized" values equal to the float ones
+    for node in fix.targets:
+        fix.correct(node, run)
+    assert set(fix.corrected) >= {fix.targets[n][2] for n in fix.targets}
+    for bias, value in fix.corrected.items():
+        base = comp.weights.float_initializer(bias)
+        np.testing.assert_allclose(value, base, rtol=1e-5, atol=1e-6 * np.abs(base).max())
