@@ -141,9 +141,7 @@ def centre_logits(g: onnx.GraphProto, logits: str, opset: int) -> bool:
     if reader.op_type in SOFTMAXES and opset >= 13:
         flatten, axis = False, -1 if axis is None else axis
     elif reader.op_type in SOFTMAXES or (
-        reader.op_type == "Flatten"
-        and [n.op_type for n in g.node if reader.output[0] in n.input]
-        in (["Softmax"], ["LogSoftmax"])
+        reader.op_type == "Flatten" and _only_reader(g, reader.output[0]) in SOFTMAXES
     ):  # Softmax < 13 normalizes the input as flattened at its axis, like Flatten -> Softmax
         flatten, axis = True, 1 if axis is None else axis
     else:
@@ -175,3 +173,9 @@ def centre_logits(g: onnx.GraphProto, logits: str, opset: int) -> bool:
     for k, n in enumerate(nodes):
         g.node.insert(producer + 1 + k, n)
     return True
+
+
+def _only_reader(g: onnx.GraphProto, tensor: str) -> str | None:
+    """The op type of the one node that reads `tensor`, None where not exactly one does."""
+    readers = [n.op_type for n in g.node if tensor in n.input]
+    return readers[0] if len(readers) == 1 else None

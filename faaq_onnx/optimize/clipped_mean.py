@@ -14,6 +14,7 @@ per channel, the solution nearest zero where several do.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -29,14 +30,22 @@ def sample_positions(shape, seed: int = 0) -> np.ndarray | None:
     """The positions (indices into the flattened axes after the channels) channel_sample takes
     from a [samples, channels, ...] tensor of `shape` in every sample; None where it takes every
     value. The same for any tensor of that shape: the float model's mean over these positions
-    is the target the quantized values sampled there are matched to (sample_mean_target)."""
+    is the target the quantized values sampled there are matched to (sampled_positions_of).
+    Drawn once per shape (read-only): a layer-by-layer run asks again for every batch."""
+    return _positions(tuple(int(d) for d in shape), seed, SAMPLE_PER_CHANNEL, SAMPLE_VALUES)
+
+
+@functools.lru_cache(maxsize=256)
+def _positions(shape: tuple, seed: int, per_channel_max: int, values_max: int):
     n, c = shape[0], shape[1]
     positions = int(np.prod(shape[2:], dtype=np.int64))
-    per_channel = min(SAMPLE_PER_CHANNEL, max(1, SAMPLE_VALUES // max(c, 1)))
+    per_channel = min(per_channel_max, max(1, values_max // max(c, 1)))
     keep = max(1, min(positions, -(-per_channel // n)))
     if keep >= positions:
         return None
-    return np.sort(np.random.default_rng(seed).choice(positions, keep, replace=False))
+    idx = np.sort(np.random.default_rng(seed).choice(positions, keep, replace=False))
+    idx.flags.writeable = False
+    return idx
 
 
 def sampled_positions_of(names):

@@ -120,12 +120,10 @@ def channel_means(
     sums: list[np.ndarray | None] = [None] * len(output_names)
     counts = [0] * len(output_names)
     total = len(next(iter(inputs.values())))
-    at: dict[int, np.ndarray | None] = {}
     for _, outs in run_batches(session, inputs, batch_size, output_names, extra_feeds=extra_feeds):
         for i, o in enumerate(outs):
-            if i not in at:
-                at[i] = positions(output_names[i], (total, *o.shape[1:])) if positions else None
-            s, n = channel_sums(o, axis, at[i])
+            at = positions(output_names[i], (total, *o.shape[1:])) if positions else None
+            s, n = channel_sums(o, axis, at)
             sums[i] = s if sums[i] is None else sums[i] + s
             counts[i] += n
     if any(s is None for s in sums):
