@@ -23,41 +23,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from common import data_dir, meta_stamp, run_meta, write
+from bench_seed003_tables import imagenet_split, prepare
+from common import data_dir, meta_stamp, run_meta, scores, write
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def draw(k: int, ddir: Path, work: Path) -> tuple[Path, Path]:
-    cal, ev = work / f"calib{k}.npz", work / f"eval{k}.npz"
-    if not ev.exists():
-        from faaq_onnx.data import load_labeled
-
-        x, y = load_labeled(
-            ddir / "imagenet/val1300",
-            preset="imagenet-inception",
-            labels=ddir / "imagenet/val1300_labels.txt",
-        )
-        order = np.random.default_rng(k).permutation(len(y))
-        ci, ei = np.sort(order[:256]), np.sort(order[256:])
-        np.savez(cal, input=x[ci])
-        np.savez(ev, x=x[ei], y=y[ei])
-    return cal, ev
-
-
-def logits(model: Path, x: np.ndarray) -> np.ndarray:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    s = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    out = [s.run(None, {name: x[i : i + 64]})[0] for i in range(0, len(x), 64)]
-    return np.concatenate(out).astype(np.float64)
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
 def main() -> None:
@@ -72,39 +41,27 @@ def main() -> None:
     ddir = data_dir(args.data_dir)
     work = Path(args.work or tempfile.mkdtemp(prefix="faaq-draws-"))
     work.mkdir(parents=True, exist_ok=True)
-    fp = work / "effnet_float.onnx"
-    if not fp.exists():
-        from faaq_onnx import zoo
-
-        zoo.export("efficientnet-lite0-imagenet", fp, weights="auto")
+    files = prepare("efficientnet-lite0", ddir, work)  # the model, and draw 0's split
+    fp, draw0 = files["float"], (files["calib"], files["eval"])
     trees = dict(t.split("=", 1) for t in (args.tree or [f"this={ROOT}"]))
     rows, loads = [], [os.getloadavg()[0]]
     for k in [int(d) for d in args.draws.split(",")]:
-        cal, ev = draw(k, ddir, work)
-        data = np.load(ev)
-        x, y = data["x"], data["y"]
-        ref = logits(fp, x)
+        cal, ev = draw0 if k == 0 else (work / f"calib{k}.npz", work / f"eval{k}.npz")
+        if not ev.exists():
+            imagenet_split(ddir, k, cal, ev)
+        written = {}
         for tag, tree in trees.items():
-            q = work / f"{tag}_{k}.onnx"
+            written[tag] = work / f"{tag}_{k}.onnx"
             subprocess.run(
-                [sys.executable, "-P", "-m", "faaq_onnx", "quantize", str(fp), "-o", str(q),
-                 "--calib", str(cal), "--no-cache", "-q", *args.flags.split()],
+                [sys.executable, "-P", "-m", "faaq_onnx", "quantize", str(fp), "-o",
+                 str(written[tag]), "--calib", str(cal), "--no-cache", "-q", *args.flags.split()],
                 check=True, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
             )  # fmt: skip
             loads.append(os.getloadavg()[0])
-            got = logits(q, x)
-            lf, lq = log_softmax(ref), log_softmax(got)
-            rows.append(
-                {
-                    "draw": k,
-                    "tree": tag,
-                    "top1": 100 * float(np.mean(got.argmax(1) == y)),
-                    "float_top1": 100 * float(np.mean(ref.argmax(1) == y)),
-                    "kl": float(np.mean(np.sum(np.exp(lf) * (lf - lq), 1))),
-                    "agreement": 100 * float(np.mean(got.argmax(1) == ref.argmax(1))),
-                }
-            )
+        got = scores(fp, list(written.values()), ev, work)  # faaq eval: top-1, KL, agreement
+        for tag, q in written.items():
+            rows.append({"draw": k, "tree": tag} | got[q.name])
             print(json.dumps(rows[-1]), flush=True)
     meta = run_meta(loads)
     lines = [

@@ -180,6 +180,22 @@ def quantize_args(files: dict, out: Path, scheme: str) -> list[str]:
             "--scheme", scheme]  # fmt: skip
 
 
+def imagenet_split(ddir: Path, seed: int, cal: Path, ev: Path) -> None:
+    """val1300 cut by a permutation seeded with `seed`: 256 images to calibrate (`cal`), the
+    other 1,044 with their labels to evaluate (`ev`)."""
+    from faaq_onnx.data import load_labeled
+
+    x, y = load_labeled(
+        ddir / "imagenet/val1300",
+        preset="imagenet-inception",
+        labels=ddir / "imagenet/val1300_labels.txt",
+    )
+    order = np.random.default_rng(seed).permutation(len(y))
+    ci, ei = np.sort(order[:256]), np.sort(order[256:])
+    np.savez(cal, input=x[ci])
+    np.savez(ev, x=x[ei], y=y[ei])
+
+
 def prepare(model: str, ddir: Path, work: Path) -> dict:
     """Float model, calibration argument and labeled evaluation .npz in work/ (cached)."""
     if model == "efficientnet-lite0":
@@ -188,20 +204,12 @@ def prepare(model: str, ddir: Path, work: Path) -> dict:
             work / "effnet_calib.npz",
             work / "effnet_eval.npz",
         )
-        if not (fp.exists() and cal.exists() and ev.exists()):
+        if not fp.exists():
             from faaq_onnx import zoo
-            from faaq_onnx.data import load_labeled
 
             zoo.export("efficientnet-lite0-imagenet", fp, weights="auto")
-            x, y = load_labeled(
-                ddir / "imagenet/val1300",
-                preset="imagenet-inception",
-                labels=ddir / "imagenet/val1300_labels.txt",
-            )
-            order = np.random.default_rng(0).permutation(len(y))
-            ci, ei = np.sort(order[:256]), np.sort(order[256:])
-            np.savez(cal, input=x[ci])
-            np.savez(ev, x=x[ei], y=y[ei])
+        if not (cal.exists() and ev.exists()):
+            imagenet_split(ddir, 0, cal, ev)
         return {"float": fp, "calib": cal, "eval": ev, "prefix": "effnet", "extra": []}
     if model in ("resnet56", "resnet20"):
         from common import cifar_model

@@ -192,7 +192,8 @@ def faaq_cli(*args: str, stderr=subprocess.DEVNULL) -> float:
 
 def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
     """`faaq eval` of each model against the float `reference` on labeled `data`, by file name:
-    top-1 %, agreement % with the reference's class, KL to it, logit SQNR (dB)."""
+    top-1 %, agreement % with the reference's class, KL to it, logit SQNR (dB), and the
+    reference's own top-1 % (float_top1)."""
     out = work / "eval.json"
     cmd = [sys.executable, "-m", "faaq_onnx", "eval", str(reference), *map(str, models)]
     subprocess.run(
@@ -208,6 +209,7 @@ def scores(reference: Path, models: list[Path], data: Path, work: Path) -> dict:
             "agreement": 100 * got[str(m)]["vs_reference"]["agreement"],
             "kl": got[str(m)]["vs_reference"]["kl"],
             "logit_sqnr_db": got[str(m)]["vs_reference"]["logit_sqnr_db"],
+            "float_top1": 100 * got[str(reference)]["top1"],
         }
         for m in models
     }
