@@ -20,13 +20,26 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from subprocess import DEVNULL
 
 import numpy as np
 from bench_seed003_tables import imagenet_split, prepare
 from common import data_dir, meta_stamp, run_meta, scores, write
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd, env) -> dict:
+    """Run one quantize process to its end: its wall seconds and its own peak resident memory."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=DEVNULL, stderr=DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), cmd)
+    return {"wall_s": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
 
 
 def main() -> None:
@@ -49,19 +62,18 @@ def main() -> None:
         cal, ev = draw0 if k == 0 else (work / f"calib{k}.npz", work / f"eval{k}.npz")
         if not ev.exists():
             imagenet_split(ddir, k, cal, ev)
-        written = {}
+        written, cost = {}, {}
         for tag, tree in trees.items():
             written[tag] = work / f"{tag}_{k}.onnx"
-            subprocess.run(
+            cost[tag] = timed(
                 [sys.executable, "-P", "-m", "faaq_onnx", "quantize", str(fp), "-o",
                  str(written[tag]), "--calib", str(cal), "--no-cache", "-q", *args.flags.split()],
-                check=True, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
+                cwd=tree, env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
             )  # fmt: skip
             loads.append(os.getloadavg()[0])
         got = scores(fp, list(written.values()), ev, work)  # faaq eval: top-1, KL, agreement
         for tag, q in written.items():
-            rows.append({"draw": k, "tree": tag} | got[q.name])
+            rows.append({"draw": k, "tree": tag} | got[q.name] | cost[tag])
             print(json.dumps(rows[-1]), flush=True)
     meta = run_meta(loads)
     lines = [
@@ -69,20 +81,21 @@ def main() -> None:
         f"images each, scored on the 1,044 others). {meta_stamp(meta)} "
         f"`python benchmarks/bench_effnet_draws.py {' '.join(sys.argv[1:])}`",
         "",
-        "| tree | draw | top-1 % (float) | drop pt | KL to float | agreement % |",
-        "|---|---|---|---|---|---|",
+        "| tree | draw | top-1 % (float) | drop pt | KL to float | agreement % | wall s | peak GB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['tree']} | {r['draw']} | {r['top1']:.2f} ({r['float_top1']:.2f}) | "
-            f"{r['top1'] - r['float_top1']:+.2f} | {r['kl']:.4f} | {r['agreement']:.2f} |"
+            f"{r['top1'] - r['float_top1']:+.2f} | {r['kl']:.4f} | {r['agreement']:.2f} | "
+            f"{r['wall_s']:.0f} | {r['peak_rss_gb']:.2f} |"
         )
     for tag in trees:
         mine = [r for r in rows if r["tree"] == tag]
         drop = np.mean([r["top1"] - r["float_top1"] for r in mine])
         kl, agree = np.mean([r["kl"] for r in mine]), np.mean([r["agreement"] for r in mine])
         lines.append(
-            f"| **{tag}** | mean of {len(mine)} | | {drop:+.2f} | {kl:.4f} | {agree:.2f} |"
+            f"| **{tag}** | mean of {len(mine)} | | {drop:+.2f} | {kl:.4f} | {agree:.2f} | | |"
         )
     write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 

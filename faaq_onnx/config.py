@@ -25,7 +25,8 @@ AUTO_OPTIMIZERS = ("gptq", "bias-correction")
 # nearest with bias correction, so none; it stops after BEST_PATIENCE layers in a row keep
 # GPTQ's rounding) or, with activations below 8 bits, BRECQ with QDrop 0.5
 # (ResNet-20 W4A4), then bias correction; and then the default too, keeping the model with the
-# higher held-out output SQNR (stages/effort.py)
+# higher held-out output SQNR (stages/effort.py); best also keeps a sub-8-bit --scheme's first and
+# last weighted layers at W8A8 (effort.keep_first_last_at_8_bits)
 EFFORTS = ("fast", "default", "best")
 BEST_PATIENCE = 3  # --effort best: learning stops after 3 units in a row keep GPTQ's rounding
 VERIFY_SAMPLES = 64

@@ -174,10 +174,11 @@ def quant_options(f):
             "layer inputs, then bias correction; best: AdaRound from GPTQ's solution, 2000 "
             "iterations per layer, a lone Conv's loss on sampled output positions, stopping once "
             "3 layers in a row keep GPTQ's rounding (BRECQ with "
-            "QDrop 0.5, bias correction and first/last layers at W8A8 where activations go below "
-            "8 bits), then the default's rounding of the same plan too, and the model with the "
-            "higher held-out output SQNR is written: minutes. An explicit rounding optimizer in "
-            "--optimize wins.",
+            "QDrop 0.5 and bias correction where activations go below 8 bits), then the "
+            "default's rounding of the same plan too, and the model with the higher held-out "
+            "output SQNR is written: minutes. With a --scheme below 8 bits (activations at most "
+            "8), best also keeps the first and last weighted layers at W8A8 (--first-last to "
+            "choose otherwise). An explicit rounding optimizer in --optimize wins.",
         ),
         click.option(
             "--optimize-iters",

@@ -19,6 +19,12 @@ def _best(**kw) -> QuantConfig:
     return QuantConfig(progress=False, **{**base, **kw})
 
 
+def _best_all_w4(**kw) -> QuantConfig:
+    """--effort best with every layer at W4A8: best's own W8A8 first and last layers would
+    leave the tiny CNN one layer to learn, too few for what these tests compare."""
+    return _best(first_last="w4a8", **kw)
+
+
 def test_the_default_request_keeps_everything_but_the_rounding():
     c = default_config(_best(optimize="auto,cle"))
     assert c.effort == "default" and c.optimize == ("cle", "gptq", "bias-correction")
@@ -44,7 +50,7 @@ def test_best_ships_the_model_with_the_higher_output_sqnr(
         return got - (100 if is_learned != learned_wins else 0)  # the loser measures 100 dB lower
 
     monkeypatch.setattr(effort, "output_sqnr", rigged)
-    res = quantize(tiny_cnn, cnn_calib, config=_best())
+    res = quantize(tiny_cnn, cnn_calib, config=_best_all_w4())
     e = res.report["effort"]
     assert e["kept"] == ("learned" if learned_wins else "default") and len(calls) == 2
     assert e["learned"]["rounding"] == "adaround from GPTQ's solution"
@@ -68,7 +74,7 @@ def test_best_ships_the_model_with_the_higher_output_sqnr(
 def test_the_comparison_says_where_learning_stopped(tiny_cnn, cnn_calib, losing_rounding):
     """With learning rigged to lose on every layer and a patience of 1, the learned side of the
     comparison is named with where it stopped (its layers kept GPTQ's rounding)."""
-    res = quantize(tiny_cnn, cnn_calib, config=_best(optimize_patience=1))
+    res = quantize(tiny_cnn, cnn_calib, config=_best_all_w4(optimize_patience=1))
     learned = res.report["effort"]["learned"]["rounding"]
     assert learned == "adaround from GPTQ's solution (learning stopped after 1 of 3 units)"
     assert learned in effort_line(res.report)
@@ -81,28 +87,36 @@ def test_nothing_to_compare_at_8_bits_or_without_best(tiny_cnn, cnn_calib):
     assert effort_line({}) is None
 
 
-def test_best_below_8_bit_activations_keeps_first_and_last_at_w8a8(tiny_cnn, cnn_calib):
+@pytest.mark.parametrize("scheme", ["w4a4", "w4a8"])
+def test_best_below_8_bits_keeps_first_and_last_at_w8a8(tiny_cnn, cnn_calib, scheme):
+    res = quantize(tiny_cnn, cnn_calib, config=_best(scheme=scheme))
+    plan = res.report["plan"]
+    assert plan["meta"]["first_last"] == "w8a8"
+    assert sorted(set(plan["choices"].values())) == sorted([scheme, "w8a8"])
+
+
+def test_first_and_last_stay_as_asked_outside_best_below_8_bits():
     from faaq_onnx.config import Candidate
     from faaq_onnx.stages.effort import keep_first_last_at_8_bits
 
-    res = quantize(tiny_cnn, cnn_calib, config=_best(scheme="w4a4"))
-    plan = res.report["plan"]
-    assert plan["meta"]["first_last"] == "w8a8"
-    assert sorted(set(plan["choices"].values())) == ["w4a4", "w8a8"]
     for kw, budget, given in [
-        (dict(scheme="w4a8"), None, None),  # 8-bit activations: AdaRound, no such convention
+        (dict(scheme="w8a8"), None, None),  # nothing below 8 bits
+        (dict(scheme="w4a16"), None, None),  # 16-bit activations: W8A8 would narrow them
+        (dict(scheme="w4"), None, None),  # weight-only
         (dict(scheme="w4a4", first_last="w6a6"), None, None),  # the user's choice stands
         (dict(scheme="w4a4"), "avg-bits=4", None),  # a budget sets every layer itself
         (dict(scheme="w4a4"), None, object()),  # so does a plan
         (dict(scheme="w4a4", effort="default"), None, None),
+        (dict(scheme="w4a8", optimize="gptq"), None, None),  # the user chose the optimizer
     ]:
         c = _best(**kw)
         before = c.first_last
         keep_first_last_at_8_bits(c, budget, given)
-        assert c.first_last == before
-    c = _best(scheme="w4a4")
-    keep_first_last_at_8_bits(c, None, None)
-    assert c.first_last == Candidate(8, 8)
+        assert c.first_last == before, kw
+    for scheme in ("w4a4", "w4a8", "w8a4", "w2a8"):
+        c = _best(scheme=scheme)
+        keep_first_last_at_8_bits(c, None, None)
+        assert c.first_last == Candidate(8, 8), scheme
 
 
 @pytest.mark.parametrize("learned_wins", [True, False])
@@ -120,7 +134,7 @@ def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
         return real(result) - (100 if (learned == "adaround") != learned_wins else 0)
 
     monkeypatch.setattr(effort, "output_sqnr", rigged)
-    res = quantize(tiny_cnn, cnn_calib, config=_best())  # 48 samples, none left over
+    res = quantize(tiny_cnn, cnn_calib, config=_best_all_w4())  # 48 samples, none left over
     assert len(seen) == 2
     for r in seen:
         assert r.report["calibration"]["samples"] == 36
@@ -145,7 +159,7 @@ def test_best_judges_both_roundings_on_samples_held_out_of_calibration(
         rounding = {w["rounding"] for w in res.report["verify"]["size"]["per_weight"].values()}
         assert rounding == {"gptq"}
     # a source with samples left over keeps its calibration set whole
-    left_over = quantize(tiny_cnn, cnn_calib, config=_best(calib_size=40))
+    left_over = quantize(tiny_cnn, cnn_calib, config=_best_all_w4(calib_size=40))
     assert left_over.report["calibration"]["samples"] == 40
     assert left_over.report["verify"]["samples"] == 8
     assert left_over.report["effort"]["refit_samples"] is None
