@@ -1,5 +1,6 @@
 """ResNet-56 W4A8 over ten calibration draws: faaq's plain and `--effort best` commands against
-AIMET-ONNX's AdaRound (1000 iterations) on the same 256 images of each draw.
+AIMET-ONNX's AdaRound (1000 iterations) on the same 256 images of each draw; `--commands` also
+takes round to nearest and mixed precision at W4A8's bit operations (`wide`, `wide-rtn`).
 
 Draw N is faaq's `--calib-size 256 --seed N` of cifar10_train5000 and the AIMET script's
 CALIB_SEED=N (the same images; benchmarks/peers/aimet_cifar.py checks it). AIMET's figures are
@@ -24,10 +25,15 @@ import numpy as np
 from common import cifar_model, data_dir, meta_stamp, paired_stats, run_meta, write
 
 OUT = Path(__file__).parent / "out"
+W4A8 = ["--scheme", "w4a8"]
+WIDE = ["--budget", "bops=0.25@w8a16", "--candidates", "wide"]  # issue 25: W4A8's compute
 COMMANDS = {
-    "plain": [],
-    "best": ["--effort", "best"],
-    "plain-symmetric": ["--weight-symmetric"],  # the default grids before ed610d1
+    "plain": W4A8,
+    "best": [*W4A8, "--effort", "best"],
+    "plain-symmetric": [*W4A8, "--weight-symmetric"],  # the default grids before ed610d1
+    "rtn": [*W4A8, "--optimize", "none"],  # round to nearest
+    "wide": WIDE,  # mixed precision at the bit operations of W4A8
+    "wide-rtn": [*WIDE, "--optimize", "none"],
 }
 
 
@@ -76,7 +82,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "faaq_onnx", "quantize", str(fp), "-o", str(q)]
             draw_of = ["--calib", str(calib), "--calib-size", "256", "--seed", str(draw)]
             subprocess.run(
-                [*cmd, *draw_of, "--scheme", "w4a8", "--no-cache", "-q", *flags],
+                [*cmd, *draw_of, "--no-cache", "-q", *flags],
                 check=True,
                 capture_output=True,
             )
@@ -94,8 +100,9 @@ def main() -> None:
         print(row, flush=True)
     meta = run_meta(loads)
     lines = [
-        "ResNet-56 W4A8 over calibration draws: faaq's commands (plain; `--effort best`; "
-        "plain-symmetric: `--weight-symmetric`) against "
+        "ResNet-56 W4A8 over calibration draws: faaq's commands ("
+        + "; ".join(f"{n}: `{' '.join(COMMANDS[n])}`" for n in commands)
+        + ") against "
         "AIMET-ONNX AdaRound 1000 it (stored runs) on the same 256 images. "
         f"{meta_stamp(meta)} "
         "`python benchmarks/bench_best_vs_aimet_draws.py --data-dir ../shared/data "
