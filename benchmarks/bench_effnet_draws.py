@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,7 @@ def main() -> None:
     lines = [
         f"EfficientNet-Lite0 `faaq quantize {args.flags}` over calibration draws (256 val1300 "
         f"images each, scored on the 1,044 others). {meta_stamp(meta)} "
-        f"`python benchmarks/bench_effnet_draws.py {' '.join(sys.argv[1:])}`",
+        f"`python benchmarks/bench_effnet_draws.py {shlex.join(sys.argv[1:])}`",
         "",
         "| tree | draw | top-1 % (float) | drop pt | KL to float | agreement % | wall s | peak GB |",
         "|---|---|---|---|---|---|---|---|",
