@@ -124,6 +124,7 @@ class QuantConfig:
     first_last: Candidate | None = (
         None  # keep the first and last weighted layers at this scheme (e.g. w8a8)
     )
+    first_last_by_effort: bool = False  # first_last was set by --effort best, not asked for
     # which ops get quantizers: "gain", only where the integer kernel removes float work;
     # "ort", every op ORT's own quantizer puts on an integer kernel (analysis/coverage.py)
     coverage: str = "gain"

@@ -250,11 +250,17 @@ def _verified_on(calibration: dict) -> str:
     return "held-out samples" if calibration["verification_held_out"] else "calibration samples"
 
 
+def _by(meta: dict) -> str:
+    """Who kept the first and last layers wider where the user did not ask (--effort best)."""
+    by = meta.get("first_last_by")
+    return f" by {by}; --first-last {meta['scheme']} quantizes them too" if by else ""
+
+
 def _plan_label(report: dict) -> str:
     meta = report["plan"]["meta"]
     if "scheme" in meta:
         return meta["scheme"] + (
-            f" (first/last {meta['first_last']})" if "first_last" in meta else ""
+            f" (first/last {meta['first_last']}{_by(meta)})" if "first_last" in meta else ""
         )
     if "uniform" in meta:  # the allocator's mix measured worse than a uniform plan that fits
         key = "kl" if meta.get("metric") == "kl" else "sqnr_db"

@@ -106,4 +106,6 @@ class AllocationStage:
             for g in comp.qgraph.edge_groups([n.name for n in comp.float_proto.graph.node]):
                 plan.choices[g] = config.first_last
             plan.meta["first_last"] = str(config.first_last)
+            if config.first_last_by_effort:  # the summary says who chose it
+                plan.meta["first_last_by"] = "--effort best"
         return plan

@@ -49,6 +49,7 @@ def keep_first_last_at_8_bits(config: QuantConfig, budget, plan) -> None:
         and plan is None
     ):
         config.first_last = Candidate(8, 8)
+        config.first_last_by_effort = True
 
 
 def fit_gptq_to_float_output(config: QuantConfig, budget) -> None:

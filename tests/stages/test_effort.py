@@ -93,6 +93,18 @@ def test_best_below_8_bits_keeps_first_and_last_at_w8a8(tiny_cnn, cnn_calib, sch
     plan = res.report["plan"]
     assert plan["meta"]["first_last"] == "w8a8"
     assert sorted(set(plan["choices"].values())) == sorted([scheme, "w8a8"])
+    from faaq_onnx.cli.summary import summary_line
+
+    said = summary_line(res.report)  # the user did not ask for it: the summary says who did
+    assert f"{scheme} (first/last w8a8 by --effort best; --first-last {scheme}" in said
+
+
+def test_first_and_last_asked_for_are_not_credited_to_best(tiny_cnn, cnn_calib):
+    from faaq_onnx.cli.summary import summary_line
+
+    res = quantize(tiny_cnn, cnn_calib, config=_best(scheme="w4a4", first_last="w8a8"))
+    assert "first_last_by" not in res.report["plan"]["meta"]
+    assert "w4a4 (first/last w8a8):" in summary_line(res.report)
 
 
 def test_first_and_last_stay_as_asked_outside_best_below_8_bits():

@@ -45,6 +45,7 @@ def comp(**cfg):
         block_size=32,
         weight_storage="cast",
         first_last=None,
+        first_last_by_effort=False,
     )
     config.update(cfg)
     return SimpleNamespace(
@@ -116,7 +117,9 @@ def test_uniform_plans_and_first_last():
         "g:mid": Candidate(4, 8),
         "g:last": Candidate(8, 8),
     }
-    assert plan.meta["first_last"] == "w8a8"
+    assert plan.meta["first_last"] == "w8a8" and "first_last_by" not in plan.meta
+    by_best = AllocationStage(comp(first_last=Candidate(8, 8), first_last_by_effort=True))
+    assert by_best.uniform("w4a8").meta["first_last_by"] == "--effort best"
     same = AllocationStage(c).uniform("w8a8")
     assert "first_last" not in same.meta and set(same.choices.values()) == {Candidate(8, 8)}
 
