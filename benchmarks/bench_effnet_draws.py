@@ -18,29 +18,21 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from subprocess import DEVNULL
 
 import numpy as np
 from bench_seed003_tables import imagenet_split, prepare
-from common import data_dir, meta_stamp, run_meta, scores, write
+from common import data_dir, meta_stamp, run_meta, scores, timed_process, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(cmd: list[str], cwd, env) -> dict:
-    """Run one quantize process to its end: its wall seconds and its own peak resident memory."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=DEVNULL, stderr=DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), cmd)
-    return {"wall_s": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
+    """One quantize process run to its end: its wall seconds and peak resident memory (GB)."""
+    run = timed_process(cmd, cwd=cwd, env=env)
+    return {"wall_s": round(run["wall_s"], 1), "peak_rss_gb": round(run["peak_rss_mb"] / 1024, 2)}
 
 
 def main() -> None:

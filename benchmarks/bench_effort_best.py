@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from bench_seed003_tables import prepare, quantize_args
-from common import data_dir, meta_stamp, run_meta, scores, write
+from common import data_dir, meta_stamp, run_meta, scores, timed_process, write
 
 ROWS = {
     "resnet20": ("w4a8", "w3a8", "w2a8"),
@@ -40,27 +38,18 @@ TIMING_ONLY = {"resnet18-imagenet": "w4a8", "resnet50-imagenet": "w4a8"}
 
 
 def quantize(args: list[str], report: Path) -> dict:
-    """Wall seconds and peak RSS (MB, GNU time's maximum resident set) of one `faaq quantize`
-    process, and what its JSON report says the rounding and the effort did."""
-    rss = report.with_suffix(".rss")
-    timer = ["/usr/bin/time", "-f", "%M", "-o", str(rss)] if Path("/usr/bin/time").exists() else []
-    t0 = time.perf_counter()
-    subprocess.run(
-        [*timer, sys.executable, "-m", "faaq_onnx", "quantize", *args, "--json", str(report), "-q"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """Wall seconds and peak RSS (MB) of one `faaq quantize` process (common.timed_process), and
+    what its JSON report says the rounding and the effort did."""
+    run = timed_process(
+        [sys.executable, "-m", "faaq_onnx", "quantize", *args, "--json", str(report), "-q"]
     )
-    wall = time.perf_counter() - t0
-    peak = int(rss.read_text().split()[-1]) if timer else None
     rep = json.loads(report.read_text())
     passes = (rep.get("optimization") or {}).get("rounding") or {}
     learned = next(iter(passes.values()), {})
     units = learned.get("units") or []
     effort = rep.get("effort") or {}
     return {
-        "wall_s": wall,
-        "peak_rss_mb": peak / 1024 if peak else None,
+        **run,  # wall_s, peak_rss_mb
         "stopped_after": sum(u.get("tried", True) for u in units)
         if learned.get("stopped")
         else None,

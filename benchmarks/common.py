@@ -177,6 +177,21 @@ def git_state() -> dict:
         return {}
 
 
+def timed_process(cmd: list[str], cwd=None, env=None) -> dict:
+    """Run `cmd` to its end (its output dropped; raises where it fails): its wall seconds and its
+    peak resident memory in MB (the child's own ru_maxrss, as GNU time's %M reports it)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen.wait
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
 def faaq_cli(*args: str, stderr=subprocess.DEVNULL) -> float:
     """Wall seconds of one `python -m faaq_onnx ARGS` process (raises where it fails); its stdout
     is dropped, and its stderr unless `stderr=None`."""
