@@ -11,7 +11,8 @@ held-out val1300 images (top-1, agreement with float, KL to float).
 applied with activation ranges calibrated on the other (`--plan`).
 
     python benchmarks/bench_ood_calibration.py --data-dir ../shared/data [--work DIR]
-        [--settings none,none-minmax,none-percentile,default] [--sources in,cifar0,cifar1,cifar2]
+        [--settings none,none-minmax,none-percentile,default,other]
+        [--sources in,cifar0,cifar1,cifar2]
         [--cross]
 """
 
@@ -33,6 +34,7 @@ from common import data_dir, md_table, meta_stamp, run_meta, scores, write
 BUDGET = ["--budget", "bops=0.25@w8a16", "--candidates", "wide", "--seed", "0"]
 SETTINGS = {  # name: flags beside the budget
     "default": [],
+    "other": ["--calib-domain", "other"],  # what it stands for: none-minmax
     "none": ["--optimize", "none"],
     "none-minmax": ["--optimize", "none", "--act-range", "minmax"],
     "none-percentile": ["--optimize", "none", "--act-range", "percentile"],

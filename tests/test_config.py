@@ -40,6 +40,26 @@ def test_an_unknown_effort_is_one_clear_error():
         QuantConfig(scheme="w4a8", optimize="auto", effort="max")
 
 
+def test_calib_domain_other_fits_nothing_to_the_calibration_samples():
+    """--calib-domain other: auto rounds to nearest (no GPTQ, no bias correction), activation
+    ranges min-max; what the user named explicitly stands."""
+    same = QuantConfig(scheme="w4a8", optimize="auto")
+    assert (same.optimize, same.act_range) == (("gptq", "bias-correction"), "mse")
+    c = QuantConfig(scheme="w4a8", optimize="auto", calib_domain="other")
+    assert (c.optimize, c.act_range, c.calib_domain) == ((), "minmax", "other")
+    c = QuantConfig(scheme="w4a8", optimize="auto,cle", calib_domain="other", act_range="mse")
+    assert (c.optimize, c.act_range) == (("cle",), "mse")
+    c = QuantConfig(scheme="w4a8", optimize="auto,gptq", calib_domain="other")
+    assert c.optimize == ("gptq",) and not c.optimize_auto
+
+
+def test_calib_domain_mistakes_are_one_clear_error():
+    with pytest.raises(FaaqError, match="unknown --calib-domain 'ood'"):
+        QuantConfig(calib_domain="ood")
+    with pytest.raises(FaaqError, match=r"--effort best fits the rounding .* choose one"):
+        QuantConfig(scheme="w4a8", optimize="auto", effort="best", calib_domain="other")
+
+
 # ---- Candidate: the scheme spellings, and QuantConfig's validation at its boundaries ----
 
 

@@ -182,3 +182,19 @@ def test_verification_measures_against_the_file_given(tiny_cnn, cnn_calib):
     want = sqnr_db(run_model(tiny_cnn, x)[0], run_model(res.model, x)[0])
     assert rep["outputs"]["logits"]["sqnr_db"] == pytest.approx(want, abs=1e-5)
     assert rep["outputs"]["logits"]["sqnr_db_lower"] < want and rep["confidence"] == 0.95
+
+
+def test_calib_domain_other_writes_what_nearest_rounding_and_minmax_ranges_write(
+    tiny_cnn, cnn_calib, tmp_path
+):
+    """--calib-domain other is round-to-nearest weights with min-max activation ranges, byte for
+    byte; the default (GPTQ, bias correction, mse ranges) writes another model."""
+    paths = {k: str(tmp_path / f"{k}.onnx") for k in ("other", "spelled", "same")}
+    base = dict(scheme="w4a8", optimize="auto", progress=False)
+    quantize(tiny_cnn, cnn_calib, paths["other"], QuantConfig(**base, calib_domain="other"))
+    spelled = dict(base, optimize="none")
+    quantize(tiny_cnn, cnn_calib, paths["spelled"], QuantConfig(**spelled, act_range="minmax"))
+    res = quantize(tiny_cnn, cnn_calib, paths["same"], QuantConfig(**base))
+    assert res.report["optimization"]["rounding"]  # the default did fit the samples
+    digest = {k: _sha(p) for k, p in paths.items()}
+    assert digest["other"] == digest["spelled"] != digest["same"]

@@ -58,6 +58,7 @@ class ConfigFeeds:
         key = (act, bits)
         if key not in self._act_cache:
             c = self.config
+            assert c.act_range is not None  # resolved by QuantConfig (calib_domain)
             scale, zp, fmt, _, _ = self.cal.activation_params(
                 self.qgraph.activations[act], bits, c.act_symmetric, c.act_range, c.percentile
             )

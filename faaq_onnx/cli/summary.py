@@ -156,6 +156,7 @@ def summary_line(report: dict) -> str:
         f"{total:.1f} s\n"
         + (f"  {sensitivity_line(report)}\n" if sensitivity_line(report) else "")
         + (f"  {rounding_line(report)}\n" if rounding_line(report) else "")
+        + (f"  {domain_line(report)}\n" if domain_line(report) else "")
         + (f"  {effort_line(report)}\n" if effort_line(report) else "")
         + (f"  {budget_line(report)}\n" if budget_line(report) else "")
         + (f"  {compute_line(report)}\n" if compute_line(report) else "")
@@ -166,6 +167,20 @@ def summary_line(report: dict) -> str:
             f"  kernels: {line}" if i == 0 else f"  {line}"
             for i, line in enumerate(report["verify"]["kernels"]["summary"])
         )
+    )
+
+
+def domain_line(report: dict) -> str | None:
+    """What --calib-domain other left unfit to the calibration samples (and what the user set)."""
+    config = report.get("config", {})
+    if config.get("calib_domain") != "other":
+        return None
+    rounded = rounding_line(report)
+    weights = "weights rounded by the --optimize given" if rounded else "weights rounded to nearest"
+    return (
+        f"calibration domain other: {weights}, activation ranges {config.get('act_range')} "
+        "(nothing fit to statistics of samples unlike the deployment's; --calib-domain same "
+        "fits them)"
     )
 
 

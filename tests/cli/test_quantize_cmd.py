@@ -24,7 +24,10 @@ def test_help_states_the_config_defaults(option_help):
     c = QuantConfig()
     h = option_help("quantize")
     expected = {
-        "--act-range": c.act_range,
+        # the default that --calib-domain other changes says so
+        "--act-range": f"{c.act_range}; {QuantConfig(calib_domain='other').act_range} with "
+        "--calib-domain other",
+        "--calib-domain": c.calib_domain,
         "--weight-range": c.weight_range,
         "--percentile": str(c.percentile),
         "--calib-size": str(c.calib_size),
@@ -158,6 +161,10 @@ def test_every_option_reaches_the_config(config_of):
     ].optimize_holdout == pytest.approx(0.25)
     assert config_of()["config"].gptq_asymmetric is None  # quantize() decides (stages.effort)
     assert config_of("--no-gptq-asymmetric")["config"].gptq_asymmetric is False
+    c = config_of("--scheme", "w4a8", "--calib-domain", "other")["config"]
+    assert (c.calib_domain, c.optimize, c.act_range) == ("other", (), "minmax")
+    c = config_of("--calib-domain", "other", "--act-range", "percentile")["config"]
+    assert c.act_range == "percentile"
     assert config_of("--gptq-asymmetric")["config"].gptq_asymmetric is True
     assert config_of()["config"].gptq_clip is True
     assert config_of("--no-gptq-clip")["config"].gptq_clip is False

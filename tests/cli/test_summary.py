@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from faaq_onnx.cli.summary import _pooled, _verified_on, rounding_line, summary_line
+from faaq_onnx.cli.summary import (
+    _pooled,
+    _verified_on,
+    domain_line,
+    rounding_line,
+    summary_line,
+)
 
 
 def test_pooled_sqnr_is_shown_only_where_it_parts_from_the_mean_by_3_db():
@@ -274,3 +280,18 @@ def test_rounding_line_names_the_allocated_plans_own_pass_apart():
     )
     rep["optimization"]["rounding"]["emitted plan"]["units"][0]["asymmetric"] = [False]
     assert rounding_line(rep).endswith("rounded again in its own context, 1.5 s")
+
+
+def test_domain_line_says_what_calib_domain_other_left_unfit():
+    assert domain_line({"config": {"calib_domain": "same", "act_range": "mse"}}) is None
+    assert domain_line({}) is None
+    line = domain_line({"config": {"calib_domain": "other", "act_range": "minmax"}})
+    assert line is not None
+    assert line.startswith(
+        "calibration domain other: weights rounded to nearest, activation ranges minmax"
+    )
+    rep = _rounding([{"weights": ["w1"]}])
+    rep["config"].update(calib_domain="other", act_range="percentile")
+    line = domain_line(rep)
+    assert line is not None  # an optimizer the user named still ran
+    assert "weights rounded by the --optimize given, activation ranges percentile" in line
