@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, meta_stamp, paired_stats, run_meta, write
+from common import cifar_model, data_dir, meta_stamp, paired_stats, run_meta, scores, write
 
 OUT = Path(__file__).parent / "out"
 W4A8 = ["--scheme", "w4a8"]
@@ -86,10 +86,14 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
+            wall = time.perf_counter() - t0
+            near = scores(fp, [q], test, work)[q.name]  # top-1 and closeness to float
             row[name] = {
-                "wall_s": time.perf_counter() - t0,
-                "test": top1(q, test, work),
+                "wall_s": wall,
+                "test": near["top1"],
                 "lossless": top1(q, lossless, work),
+                "kl": near["kl"],
+                "agreement": near["agreement"],
             }
             loads.append(os.getloadavg()[0])
         a = aimet_row(draw)
@@ -129,6 +133,11 @@ def main() -> None:
             f"\nfaaq {name}: mean {mean['test']:.2f} / {mean['lossless']:.2f}, "
             f"{mean['wall_s']:.0f} s over {len(rows)} draws"
         )
+        closeness = [r[name] for r in rows if "kl" in r[name]]
+        if closeness:  # on the test set, against the float model (runs before 2026-12-07 lack it)
+            kl = float(np.mean([c["kl"] for c in closeness]))
+            agree = float(np.mean([c["agreement"] for c in closeness]))
+            line += f"; KL to float {kl:.4f}, agreement {agree:.2f} % (test)"
         if paired:
             d = paired_stats([r[name]["test"] - r["aimet"]["test"] for r in paired])
             line += (
@@ -136,11 +145,28 @@ def main() -> None:
                 f"t = {d['t']:+.2f}, ahead/tied/behind {d['pos']}/{d['zero']}/{d['neg']}"
             )
         lines.append(line)
+    for mixed, uniform in (("wide", "plain"), ("wide-rtn", "rtn")):  # issue 25: MP >= uniform
+        if mixed in commands and uniform in commands:
+            d = paired_stats([r[mixed]["test"] - r[uniform]["test"] for r in rows])
+            lines.append(
+                f"\n{mixed} minus {uniform}, draw by draw (test): {d['mean']:+.2f} ± {d['sd']:.2f} "
+                f"pt, ahead/tied/behind {d['pos']}/{d['zero']}/{d['neg']}"
+                + _closer(rows, mixed, uniform)
+            )
     if paired:
         am = np.mean([r["aimet"]["test"] for r in paired])
         aw = np.mean([r["aimet"]["wall_s"] for r in paired])
         lines.append(f"\nAIMET: mean {am:.2f} test, {aw:.0f} s over {len(paired)} draws")
     write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
+
+
+def _closer(rows: list[dict], mixed: str, uniform: str) -> str:
+    """'; KL to float lower on 9 of 10 draws' where the rows have KL."""
+    both = [r for r in rows if "kl" in r[mixed] and "kl" in r[uniform]]
+    if not both:
+        return ""
+    lower = sum(r[mixed]["kl"] < r[uniform]["kl"] for r in both)
+    return f"; KL to float lower on {lower} of {len(both)} draws"
 
 
 if __name__ == "__main__":
