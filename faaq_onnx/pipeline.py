@@ -13,6 +13,7 @@ written.
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,7 +247,9 @@ def quantize(
     is used everywhere. With `output` the model is written atomically there (never
     over the input), and only once every promise of the budget holds on it.
     """
-    config = config or QuantConfig()
+    # a copy: what this request decides (ep, --effort best's first/last, GPTQ's fit) is its own,
+    # and the caller's config can serve the next request as it was given
+    config = copy.copy(config) if config is not None else QuantConfig()
     config.ep = ep or config.ep
     config.latency_batch = latency_batch or config.latency_batch
     budget = _checked_request(model_path, output, plan, budget, labeled, config)

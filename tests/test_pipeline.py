@@ -198,3 +198,14 @@ def test_calib_domain_other_writes_what_nearest_rounding_and_minmax_ranges_write
     assert res.report["optimization"]["rounding"]  # the default did fit the samples
     digest = {k: _sha(p) for k, p in paths.items()}
     assert digest["other"] == digest["spelled"] != digest["same"]
+
+
+def test_the_callers_config_is_left_as_given(tiny_cnn, cnn_calib):
+    """--effort best keeps the first and last layers at W8A8 for its own request: the same
+    QuantConfig then serves a budget, which a first/last choice would make refuse."""
+    config = QuantConfig(scheme="w4a8", optimize="auto", effort="best", progress=False)
+    res = quantize(tiny_cnn, cnn_calib, config=config)
+    assert res.plan.meta["first_last"] == "w8a8"
+    assert config.first_last is None and config.gptq_asymmetric is None
+    mixed = quantize(tiny_cnn, cnn_calib, config=config, budget="avg-bits=6")
+    assert "budget" in mixed.plan.meta
