@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import cifar_model, data_dir, machine, ort_quantize_static, previous, write
+from common import (
+    cifar_model,
+    data_dir,
+    machine,
+    ort_quantize_static,
+    previous,
+    timed_process,
+    write,
+)
 from minilm import minilm_onnx
 
 from faaq_onnx.config import QuantConfig
@@ -69,10 +75,10 @@ def alternate(ort_fn, faaq_fn, repeats: int) -> dict:
 
 
 def peak_rss_mb(args: list[str]) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True, text=True)
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    return (int(m.group(1)) // 1024 if m else -1), round(time.perf_counter() - t0, 1)
+    """(peak RSS MB, wall s) of one process; raises where it fails, so a failed run is never
+    recorded as a memory figure."""
+    run = timed_process(args)
+    return int(run["peak_rss_mb"]), round(run["wall_s"], 1)
 
 
 def main() -> None:
