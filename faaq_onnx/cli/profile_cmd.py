@@ -55,7 +55,8 @@ def command(
     models, ep, batch, runs, warmup, threads, per_op, top, in_process, plot_path, json_path
 ):
     """Time MODELS (the first is the baseline for speed-up) on each EP and batch size."""
-    from faaq_onnx.runtime.profile import format_profile, profile_models
+    from faaq_onnx.cli.profile_report import format_profile
+    from faaq_onnx.runtime.profile import profile_models
 
     eps = [e.strip() for e in ep.split(",") if e.strip()]
     if not eps:
