@@ -28,8 +28,9 @@ _WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 def asymmetric_integer_weights(proto: onnx.ModelProto) -> list[str]:
     """Weighted ops whose input and weight both come out of a DequantizeLinear (ORT fuses them
-    into an integer kernel) where the weight's zero point is a constant other than 0. Through
-    a Cast (packed low-bit codes and zero points) to the initializer."""
+    into an integer kernel) where the weight (constant codes) has a zero point other than 0.
+    Through a Cast (packed low-bit codes and zero points) to the initializer. A MatMul of two
+    activations is not one: their uint8 zero points are the activations' own."""
     inits = {t.name: t for t in proto.graph.initializer}
     producer = {o: n for n in proto.graph.node for o in n.output}
 
@@ -45,6 +46,8 @@ def asymmetric_integer_weights(proto: onnx.ModelProto) -> list[str]:
         x, w = dequantized(node.input[0]), dequantized(node.input[at])
         if x is None or w is None or len(w.input) < 3 or not w.input[2]:
             continue
+        if through_cast(w.input[0], producer, inits)[0] not in inits:
+            continue  # an activation (attention's Q·Kᵀ): its zero point is no weight's
         x_zp = (
             inits.get(through_cast(x.input[2], producer, inits)[0])
             if len(x.input) > 2 and x.input[2]

@@ -43,3 +43,39 @@ def test_symmetric_weights_or_float_activations_are_not_warned(
     )
     assert asymmetric_integer_weights(res.model) == []
     assert not [w for w in res.report["warnings"] if w.endswith(ASYMMETRIC_TAIL)]
+
+
+def test_a_matmul_of_two_activations_is_not_an_asymmetric_weight():
+    """Attention's Q·Kᵀ reads two dequantized activations with uint8 zero points: no weight,
+    no warning (an encoder's W4A8 was told to leave out a --weight-asymmetric it never gave).
+    A constant weight with a nonzero zero point beside it is still named."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def qdq(name: str, zp_type: int, zp: int) -> list:
+        return [
+            helper.make_node("QuantizeLinear", [name, "s", f"{name}_zp"], [f"{name}_q"]),
+            helper.make_node("DequantizeLinear", [f"{name}_q", "s", f"{name}_zp"], [f"{name}_dq"]),
+        ], numpy_helper.from_array(
+            np.array(zp, dtype=helper.tensor_dtype_to_np_dtype(zp_type)), f"{name}_zp"
+        )
+
+    (ax, zx), (ay, zy) = qdq("a", TensorProto.UINT8, 128), qdq("b", TensorProto.UINT8, 128)
+    w = numpy_helper.from_array(np.full((4, 4), 3, np.int8), "w_codes")
+    wzp = numpy_helper.from_array(np.array(1, np.int8), "w_zp")
+    nodes = [
+        *ax,
+        *ay,
+        helper.make_node("MatMul", ["a_dq", "b_dq"], ["qk"], name="attention_qk"),
+        helper.make_node("DequantizeLinear", ["w_codes", "s", "w_zp"], ["w_dq"]),
+        helper.make_node("MatMul", ["a_dq", "w_dq"], ["proj"], name="projection"),
+    ]
+    f = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [f("a", TensorProto.FLOAT, [4, 4]), f("b", TensorProto.FLOAT, [4, 4])],
+        [f("qk", TensorProto.FLOAT, [4, 4]), f("proj", TensorProto.FLOAT, [4, 4])],
+        [numpy_helper.from_array(np.array(0.1, np.float32), "s"), zx, zy, w, wzp],
+    )
+    assert asymmetric_integer_weights(helper.make_model(graph)) == ["projection"]
