@@ -255,18 +255,14 @@ class QuantConfig:
             self.optimize_auto = not any(m in ROUNDING for m in explicit)
             if self.effort not in EFFORTS:
                 raise FaaqError(f"unknown --effort {self.effort!r}: choose {', '.join(EFFORTS)}")
-            if self.optimize_auto and self.calib_domain == "other":
-                if self.effort != "default":
-                    raise FaaqError(
-                        f"--effort {self.effort} fits the rounding to the calibration samples; "
-                        "--calib-domain other rounds to nearest: choose one"
-                    )
-                self.optimize = tuple(explicit)  # nothing fit to samples unlike the deployment's
-            elif self.optimize_auto:
-                added = [m for m in self._apply_effort() if m not in explicit]
-                self.optimize = tuple([*explicit, *added])
-            else:
-                self.optimize = tuple(explicit)
+            fits = self.calib_domain == "same"  # with "other" auto adds nothing fit to samples
+            if self.optimize_auto and not fits and self.effort != "default":
+                raise FaaqError(
+                    f"--effort {self.effort} fits the rounding to the calibration samples; "
+                    "--calib-domain other rounds to nearest: choose one"
+                )
+            added = self._apply_effort() if self.optimize_auto and fits else ()
+            self.optimize = tuple([*explicit, *(m for m in added if m not in explicit)])
         unknown = [m for m in self.optimize if m not in OPTIMIZERS]
         if unknown:
             raise FaaqError(
