@@ -40,9 +40,22 @@ def rounding_line(report: dict) -> str:
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return (
         f"rounding: {mode} on {layers} weights below 8 bits{at}{_clipped(passes)}, {seconds:.1f} s"
-        f"{_stopped(passes)}{_held_out(passes)}{_rerounded(own)}{bias_own}{bias}{why}"
+        f"{_nearest(passes)}{_stopped(passes)}{_held_out(passes)}{_rerounded(own)}{bias_own}{bias}{why}"
         f"{_bias_check(report)}"
     )
+
+
+def _nearest(passes: list[dict]) -> str:
+    """'; 1 weight rounded to nearest (_fc.weight: 256 input vectors for 1280 inputs: ...)'."""
+    skipped: dict = {}
+    for r in passes:
+        for u in r["units"]:
+            skipped.update(u.get("skipped") or {})
+    if not skipped:
+        return ""
+    name, why = next(iter(skipped.items()))
+    more = f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+    return f"; {len(skipped)} weight(s) rounded to nearest instead ({name}: {why}{more})"
 
 
 def _bias_seconds(rounding_pass: dict) -> float:

@@ -295,3 +295,16 @@ def test_domain_line_says_what_calib_domain_other_left_unfit():
     line = domain_line(rep)
     assert line is not None  # an optimizer the user named still ran
     assert "weights rounded by the --optimize given, activation ranges percentile" in line
+
+
+def test_rounding_line_names_weights_left_at_nearest_and_why():
+    units = [
+        {"weights": ["w1"]},
+        {"weights": [], "skipped": {"fc": "256 input vectors for 1280 inputs: too few"}},
+        {"weights": ["w2"], "skipped": {"ct": "ConvTranspose with auto_pad SAME"}},
+    ]
+    assert rounding_line(_rounding(units)) == (
+        "rounding: gptq on 2 weights below 8 bits, 2.2 s; 2 weight(s) rounded to nearest "
+        "instead (fc: 256 input vectors for 1280 inputs: too few, and 1 more)"
+    )
+    assert "nearest" not in rounding_line(_rounding(units[:1]))

@@ -337,3 +337,20 @@ def test_gptq_rounds_on_the_output_clipped_grid_unless_the_range_was_chosen(
     else:
         np.testing.assert_array_equal(stored.scale, rtn.scale)
         assert "clip" not in rep
+
+
+@pytest.mark.parametrize("inputs", ["quantized", "float"])
+def test_a_weight_with_fewer_input_vectors_than_inputs_stays_rounded_to_nearest(inputs):
+    """K = 12 inputs seen through 11 rows: GPTQ's Hessian is singular where no row reaches, and
+    its rounding would fit these rows only; the weight keeps its nearest rounding, said why.
+    With 12 rows it is rounded by GPTQ."""
+    comp, unit, _w, x, wbits = _mlp_comp()
+    data = SeqData(x[:11]) if inputs == "quantized" else FloatData(x[:11])
+    (rep,) = gptq_layers(comp, [unit], data, SimpleNamespace(choices={}), wbits, inputs)[0]
+    assert comp.weights.stored == {}  # the cache's nearest rounding is what ships
+    assert rep["weights"] == [] and "11 input vectors for 12 inputs" in rep["skipped"]["w"]
+    comp, unit, _w, x, wbits = _mlp_comp()
+    data = SeqData(x[:12]) if inputs == "quantized" else FloatData(x[:12])
+    (rep,) = gptq_layers(comp, [unit], data, SimpleNamespace(choices={}), wbits, inputs)[0]
+    assert rep["weights"] == ["w"] and "skipped" not in rep
+    assert comp.weights.stored["w"][1].method == "gptq"
