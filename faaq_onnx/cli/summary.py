@@ -40,7 +40,8 @@ def rounding_line(report: dict) -> str:
         bias = f", of which bias correction on {len(corrected)} layers {inside:.1f} s"
     return (
         f"rounding: {mode} on {layers} weights below 8 bits{at}{_clipped(passes)}, {seconds:.1f} s"
-        f"{_nearest(passes)}{_stopped(passes)}{_held_out(passes)}{_rerounded(own)}{bias_own}{bias}{why}"
+        f"{_stopped(passes)}{_held_out(passes)}{_rerounded(own)}{bias_own}{bias}{_nearest(passes)}"
+        f"{why}"
         f"{_bias_check(report)}"
     )
 
@@ -54,6 +55,7 @@ def _nearest(passes: list[dict]) -> str:
     if not skipped:
         return ""
     name, why = next(iter(skipped.items()))
+    why = why.removesuffix("; rounded to nearest")
     more = f", and {len(skipped) - 1} more" if len(skipped) > 1 else ""
     return f"; {len(skipped)} weight(s) rounded to nearest instead ({name}: {why}{more})"
 

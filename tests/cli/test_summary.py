@@ -300,7 +300,10 @@ def test_domain_line_says_what_calib_domain_other_left_unfit():
 def test_rounding_line_names_weights_left_at_nearest_and_why():
     units = [
         {"weights": ["w1"]},
-        {"weights": [], "skipped": {"fc": "256 input vectors for 1280 inputs: too few"}},
+        {
+            "weights": [],
+            "skipped": {"fc": "256 input vectors for 1280 inputs: too few; rounded to nearest"},
+        },
         {"weights": ["w2"], "skipped": {"ct": "ConvTranspose with auto_pad SAME"}},
     ]
     assert rounding_line(_rounding(units)) == (
