@@ -62,17 +62,21 @@ def quantize(src: Path, calib: Path, out: Path, args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def cifar_calib(ddir: Path, work: Path, draw: int) -> Path:
+    """CIFAR draw `draw` as a calibration .npz in work/ (written once)."""
+    path = work / f"ood_calib_draw{draw}.npz"
+    if not path.exists():
+        np.savez(path, input=ood_calibration(ddir, work, draw))
+    return path
+
+
 def sources(d: dict, ddir: Path, work: Path, names: list[str]) -> dict[str, Path]:
     out = {}
     for name in names:
         if name == "in":
             out[name] = d["calib"]
             continue
-        draw = int(name.removeprefix("cifar"))
-        path = work / f"ood_calib_draw{draw}.npz"
-        if not path.exists():
-            np.savez(path, input=ood_calibration(ddir, work, draw))
-        out[name] = path
+        out[name] = cifar_calib(ddir, work, int(name.removeprefix("cifar")))
     return out
 
 
@@ -156,20 +160,18 @@ def main() -> None:
     write(args.out, {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
 
 
-def fold_files(ddir: Path, work: Path, k: int) -> dict[str, Path]:
+def fold_files(d: dict, ddir: Path, work: Path, k: int) -> dict[str, Path]:
     """Fold k's float model, in-domain calibration (subset k), CIFAR calibration (draw k) and
-    labeled evaluation set (the images not in subset k), written once into work/."""
-    d = robust.prepare(ddir, work)
+    labeled evaluation set (the images not in subset k), written once into work/; `d` is
+    bench_seed003_robustness.prepare's."""
     files = {
         "float": d["float"],
         "in": work / f"fold{k}_calib.npz",
-        "cifar": work / f"ood_calib_draw{k}.npz",
+        "cifar": cifar_calib(ddir, work, k),
         "eval": work / f"fold{k}_eval.npz",
     }
     if not files["in"].exists():
         np.savez(files["in"], input=np.asarray(d["x"][d["subsets"][k]]))
-    if not files["cifar"].exists():
-        np.savez(files["cifar"], input=ood_calibration(ddir, work, k))
     if not files["eval"].exists():
         rest = robust.held_out(d, k)
         np.savez(files["eval"], x=np.asarray(d["x"][rest]), y=d["y"][rest])
@@ -186,8 +188,9 @@ def folds(args, ddir: Path, work: Path) -> None:
     settings = list(dict.fromkeys(s for s, _ in runs))
     rows: list[dict] = []
     loads = [os.getloadavg()[0]]
+    d = robust.prepare(ddir, work)
     for k in range(args.folds):
-        f = fold_files(ddir, work, k)
+        f = fold_files(d, ddir, work, k)
         models = []
         for setting, src in runs:
             out = work / f"fold{k}_{setting}_{src}.onnx"
